@@ -1,0 +1,88 @@
+"""Benchmark: configurations per second of perfsim.sweep, and wall time of the CLI.
+
+Run: ``python benchmarks/bench_sweep.py`` (default 1,000,000-row grids). Prints a Markdown table
+for the README. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+
+import perfsim
+
+
+def _grid(rows: int, base: dict, axes: dict) -> dict:
+    """Trim the axes so their product is close to ``rows`` (the last axis takes the remainder)."""
+    out = dict(base)
+    names = list(axes)
+    budget = rows
+    for i, name in enumerate(names):
+        values = axes[name]
+        left = math.prod(len(axes[n]) for n in names[i + 1:])
+        take = max(1, min(len(values), budget // max(left, 1)))
+        out[name] = values[:take]
+        budget //= take
+    return out
+
+
+def inference_grid(rows):
+    return _grid(rows, {"model": "llama2-70b", "hardware": "h100-sxm"}, {
+        "tp": [1, 2, 4, 8], "batch": list(range(1, 251)), "prompt_len": list(range(128, 128 + 32 * 100, 32)),
+        "gen_len": list(range(16, 16 + 8 * 10, 8)),
+    })
+
+
+def training_grid(rows):
+    return _grid(rows, {"model": "llama2-7b", "hardware": "a100-80gb", "mode": "train", "num_devices": 8}, {
+        "tp": [1, 2, 4, 8], "recompute": ["none", "selective", "full"], "zero": [0, 1, 2, 3],
+        "schedule": ["1f1b", "gpipe", "zero-bubble"], "sp": [False, True],
+        "micro_batch": [1, 2, 4, 8], "seq_len": list(range(512, 512 + 64 * 120, 64)),
+        "global_batch": list(range(64, 64 + 64 * 100, 64)),
+    })
+
+
+def bench(name, grid, repeat):
+    rows = math.prod(len(v) for v in grid.values() if isinstance(v, list))
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        df = perfsim.sweep(**grid)
+        best = min(best, time.perf_counter() - t0)
+    assert len(df) == rows
+    return name, rows, best, rows / best
+
+
+def cli_time(repeat):
+    best = math.inf
+    cmd = [sys.executable, "-m", "perfsim.cli", "estimate", "--model", "llama2-70b", "--hardware", "a100-80gb",
+           "--tp", "8", "--format", "json"]
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    results = [bench("inference sweep", inference_grid(args.rows), args.repeat),
+               bench("training sweep (single node)", training_grid(args.rows), args.repeat)]
+    print("| benchmark | rows | best wall time | configs/s |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, rows, t, rate in results:
+        print(f"| {name} | {rows:,} | {t:.2f} s | {rate:,.0f} |")
+    one = bench("single estimate as a one-row sweep", inference_grid(1), args.repeat)
+    print(f"| {one[0]} | 1 | {one[2] * 1e3:.1f} ms | {one[3]:,.0f} |")
+    print(f"| `perfsim estimate` as a process | 1 | {cli_time(args.repeat):.2f} s | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""perfsim: how fast, how memory-hungry and how power-hungry an LLM runs on hardware you may not have.
+
+>>> import perfsim
+>>> r = perfsim.estimate(model="llama2-70b", hardware="a100-80gb", tp=8)
+>>> round(r["memory_per_device_gib"]["weights"])
+16
+"""
+
+from perfsim.api import collective, estimate, gemm, memcpy, sweep
+from perfsim.errors import InputError
+from perfsim.validate import validate
+
+__version__ = "0.1.0"
+
+__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "sweep", "validate"]

@@ -1,0 +1,1 @@
+"""Closed-form composition of op costs into inference requests and training steps."""

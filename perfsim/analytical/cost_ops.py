@@ -1,0 +1,101 @@
+"""Price op lists from :mod:`perfsim.graph.transformer` with the roofline and collective models.
+
+Returns per-category times (arrays), so every phase can say where its time went.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.cost.collectives import collective_time
+from perfsim.cost.roofline import gemm_efficiency, gemm_time, op_time
+from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
+
+CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
+
+
+def group_collective(c, op, size, ranks, algorithm="auto"):
+    """Time of a collective over ``ranks`` consecutive devices (innermost placement).
+
+    Groups inside one node use the scale-up fabric; a group spanning nodes runs hierarchically
+    for all-reduce (reduce-scatter in the node, all-reduce across nodes on each device's NIC,
+    all-gather in the node) and on the scale-out network otherwise.
+    """
+    ranks = np.asarray(ranks, dtype=float)
+    per_node = np.minimum(ranks, c["devices_per_node"])
+    nodes = np.ceil(ranks / np.maximum(per_node, 1.0))
+    up = dict(bandwidth=c["scaleup_bw"], efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
+              ll_latency_s=c["scaleup_ll_s"])
+    out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
+               ll_latency_s=c["scaleout_ll_s"])
+    inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], algorithm=algorithm, **up)
+    if op == "all_reduce":
+        across = (collective_time("reduce_scatter", size, per_node, algorithm="ring", **up)
+                  + collective_time("all_reduce", size / per_node, nodes, algorithm=algorithm, **out)
+                  + collective_time("all_gather", size, per_node, algorithm="ring", **up))
+    else:
+        across = collective_time(op, size, ranks, algorithm=algorithm, **out)
+    return np.where(nodes > 1, across, inside)
+
+
+def price(c, ops, *, backward=False, weight_grads=True):
+    """Sum the time of ``ops`` by category; ``backward`` prices their gradient pass instead.
+
+    Returns
+    -------
+    dict
+        ``gemm_s``, ``attention_s``, ``elementwise_s``, ``communication_s``, ``launch_s`` (part of
+        the others, kernel overheads), ``compute_bound_s`` / ``memory_bound_s`` (GEMM + attention
+        time split by which roofline bound it), and ``wgrad_s`` (weight-gradient GEMMs, backward).
+    """
+    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "wgrad_s")}
+    launch = c["launch_s"]
+    mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
+    act, wb = c["act_bytes"], c["w_bytes"]
+    for op in ops:
+        if isinstance(op, Gemm):
+            shapes = [(op.m, op.n, op.k, act, wb, act)]
+            if backward:
+                shapes = [(op.m, op.k, op.n, act, wb, act)]  # input gradient
+                if weight_grads:
+                    shapes.append((op.k, op.n, op.m, act, act, wb))  # weight gradient
+            for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
+                eff = gemm_efficiency(m, n, op.groups, c["tile_m"], c["tile_n"], c["units"], c["gemm_max"])
+                t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=c["peak_flops"], eff=eff,
+                                      a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch, **mem)
+                out["gemm_s"] = out["gemm_s"] + t
+                out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
+                out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= tm, t, 0.0)
+                out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < tm, t, 0.0)
+                if i == 1:
+                    out["wgrad_s"] = out["wgrad_s"] + t
+        elif isinstance(op, Attention):
+            scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
+            waves = np.ceil(op.blocks / c["units"])
+            wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
+            eff = c["gemm_max"] * c["attention_eff"] * np.where(op.blocks > 0, wave_eff, 1.0)
+            t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=c["peak_flops"],
+                        compute_eff=eff, launch_s=launch, **mem)
+            tc = op.flops * scale / (c["peak_flops"] * eff)
+            out["attention_s"] = out["attention_s"] + t
+            out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
+            out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t, 0.0)
+            out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < t - launch, t, 0.0)
+        elif isinstance(op, Elementwise):
+            kernels = op.kernels * (2.0 if backward else 1.0)
+            t = op_time(0.0, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=1.0, compute_eff=1.0,
+                        launch_s=launch, kernels=kernels, **mem)
+            out["elementwise_s"] = out["elementwise_s"] + t
+            out["launch_s"] = out["launch_s"] + np.where(t > 0, kernels * launch, 0.0)
+            out["memory_bound_s"] = out["memory_bound_s"] + t
+        elif isinstance(op, Comm):
+            t = group_collective(c, op.op, op.size_bytes, op.ranks) * (1.0 - c["tp_overlap"])
+            out["communication_s"] = out["communication_s"] + t
+    out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
+    return out
+
+
+def combine(*terms):
+    """Weighted sum of price dicts: ``combine((w1, d1), (w2, d2), ...)``."""
+    keys = terms[0][1].keys()
+    return {k: sum(w * d[k] for w, d in terms) for k in keys}

@@ -1,0 +1,99 @@
+"""One batch of inference requests: prefill, then decode steps, closed form.
+
+A replica (``tp × pp`` devices; ``dp`` replicas share the batch) runs the prefill of its
+sequences as one pass, then ``gen_len - 1`` decode steps. Decode cost grows linearly with
+context (KV reads), so the mean step is priced at the mean context ``prompt_len + gen_len / 2``.
+Pipeline stages run one after another for one batch: latency is the sum over stages plus the
+activation hand-offs between them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.analytical.cost_ops import combine, group_collective, price
+from perfsim.graph.params import embedding_params, head_params, layer_counts, layer_params
+from perfsim.graph.transformer import Pass, head_ops, kv_bytes_per_token, layer_ops
+
+_GIB = 2.0**30
+
+
+def forward_time(c, p: Pass, layers_scale=1.0):
+    """Price one forward pass of the whole model on one replica: ``(total_s, breakdown)``."""
+    dense, moe = layer_counts(c)
+    parts = [(dense * layers_scale, price(c, layer_ops(c, p, moe=False)))]
+    if np.any(moe > 0):
+        parts.append((moe * layers_scale, price(c, layer_ops(c, p, moe=True))))
+    parts.append((1.0, price(c, head_ops(c, p))))
+    out = combine(*parts)
+    hand_off = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0) * (c["pp"] - 1.0)
+    out["pipeline_s"] = hand_off
+    out["overhead_s"] = c["step_overhead_s"] + 0.0 * hand_off
+    out["total_s"] = out["total_s"] + hand_off + out["overhead_s"]
+    return out["total_s"], out
+
+
+def weights_per_device(c):
+    """Weight bytes on the busiest device: its share of the layers plus embedding/head."""
+    layers = layer_params(c) / (c["tp"] * c["pp"])
+    ends = np.where(c["pp"] > 1, np.maximum(embedding_params(c), head_params(c)), embedding_params(c) + head_params(c))
+    return (layers + ends / c["tp"]) * c["w_bytes"]
+
+
+def estimate_inference(c):
+    """Inference results as a flat dict of arrays (dotted keys), plus ``(mask, reason)`` checks."""
+    seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
+    prompt, gen = c["prompt_len"], c["gen_len"]
+    one = np.ones_like(np.asarray(seqs, dtype=float))
+    prefill = Pass(tokens=seqs * prompt, seqs=seqs, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=seqs)
+    decode = Pass(tokens=seqs, seqs=seqs, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=seqs)
+    ttft, pre = forward_time(c, prefill)
+    tpot, dec = forward_time(c, decode)
+    steps = np.maximum(gen - 1.0, 0.0)
+    e2e = ttft + steps * tpot
+    out = {"ttft_s": ttft, "tpot_s": np.where(gen > 1, tpot, 0.0), "e2e_latency_s": e2e,
+           "throughput_tokens_per_s": c["batch"] * gen / e2e}
+    for phase, parts in (("prefill", pre), ("decode", dec)):
+        for key in ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s",
+                    "launch_s", "compute_bound_s", "memory_bound_s", "total_s"):
+            out[f"breakdown.{phase}.{key}"] = parts[key]
+    out["breakdown.decode.steps"] = steps
+    out["breakdown.decode.hbm_bound_s"] = _hbm_bound(c, seqs, prompt + gen / 2.0)
+
+    # memory per device (busiest stage)
+    weights = weights_per_device(c)
+    kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    kv = seqs * (prompt + gen) * kv_token
+    h, tp = c["hidden"], c["tp"]
+    ffn_dev = np.maximum(c["ffn"], c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) / tp
+    qkv_dev = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] / tp
+    activations = seqs * prompt * (4.0 * h + qkv_dev + (2.0 + c["gated"]) * ffn_dev) * c["act_bytes"] \
+        + seqs * c["vocab"] / tp * 4.0
+    other = c["fragmentation"] * activations
+    usable = c["capacity_bytes"] * c["gpu_memory_utilization"]
+    free = usable - weights - activations - other
+    tokens_fit = np.floor(np.maximum(free, 0.0) / kv_token)
+    total = weights + kv + activations + other
+    mem = {"weights": weights, "gradients": 0.0 * weights, "optimizer": 0.0 * weights, "model_states": weights,
+           "activations": activations, "kv_cache": kv, "other": other, "total": total, "capacity": c["capacity_bytes"]}
+    for key, value in mem.items():
+        out[f"memory_per_device_gib.{key}"] = value / _GIB
+    out["kv_cache_capacity_tokens"] = tokens_fit
+    out["max_concurrency"] = np.floor(tokens_fit / (prompt + gen))
+    checks = [(total > usable, "does not fit in device memory",
+               lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, "
+                         f"{_at(usable, i) / _GIB:.1f} GiB usable (gpu_memory_utilization of "
+                         f"{_at(c['capacity_bytes'], i) / _GIB:.1f} GiB)")]
+    return out, checks
+
+
+def _at(value, i):
+    value = np.asarray(value)
+    return float(value if value.ndim == 0 else value[i])
+
+
+def _hbm_bound(c, seqs, context):
+    """Lower bound of a decode step: weights + KV cache read once at full HBM bandwidth."""
+    weights = layer_params(c, active=False) / (c["tp"] * c["pp"]) * c["w_bytes"]
+    kv = seqs * context * kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    return (weights + kv) / c["hbm_bw"]

@@ -1,0 +1,212 @@
+"""One training step, closed form: micro-batches through a pipeline, then gradient sync and update.
+
+Per stage and micro-batch: forward ``F``, backward ``B`` (input gradients + weight gradients
+``W``), recompute ``R`` (full: the forward again; selective: the attention core). The schedule
+decides the bubble:
+
+=============  ===========================================================
+gpipe, 1f1b    (pp - 1) · (F + B + R)                       (Huang 2019; Narayanan 2021)
+interleaved    (pp - 1) · (F + B + R) / v                   (Narayanan 2021, v virtual stages)
+zero-bubble    (pp - 1) · max(F + B + R - 2W, 0)  (ZB-H1 moves W into the bubble; Qi et al. 2024)
+dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)          (DeepSeek-V3 report, Table 2)
+=============  ===========================================================
+
+Data-parallel gradient sync (all-reduce, or reduce-scatter / all-gather under ZeRO) is exposed
+except the fraction the runtime overlaps with backward. The optimizer step streams its states
+through HBM. Activation memory follows Korthikanti et al. 2022 (eqs. 1-2 and sec. 4-5),
+generalised to grouped-query attention, gated MLPs, flash attention and no dropout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.analytical.cost_ops import combine, group_collective, price
+from perfsim.analytical.inference import _at, weights_per_device
+from perfsim.graph.params import embedding_params, head_params, layer_counts, layer_params, total_params
+from perfsim.graph.transformer import Pass, head_ops, layer_ops
+
+_GIB = 2.0**30
+_ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
+_OPTIMIZER_TRAFFIC = 36.0  # bytes per parameter per Adam step: read+write master, m, v (24), read grad (4+), write weight
+
+
+def _stage_passes(c, p, backward, weight_grads=True):
+    dense, moe = layer_counts(c)
+    per_stage = 1.0 / c["pp"]
+    parts = [(dense * per_stage, price(c, layer_ops(c, p, moe=False), backward=backward, weight_grads=weight_grads))]
+    if np.any(moe > 0):
+        parts.append((moe * per_stage, price(c, layer_ops(c, p, moe=True), backward=backward, weight_grads=weight_grads)))
+    layers = combine(*parts)
+    head = price(c, head_ops(c, p), backward=backward, weight_grads=weight_grads)
+    return layers, head
+
+
+def estimate_train(c):
+    """Training-step results as a flat dict of arrays, plus ``(mask, reason, detail)`` checks."""
+    mb, seq = c["micro_batch"], c["seq_len"]
+    dp = c["dp"]
+    cp = c["cp"]
+    one = np.ones_like(np.asarray(mb * seq, dtype=float))
+    q_len = seq / cp
+    p = Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
+             logits_tokens=mb * q_len)
+    lora = c["lora"] > 0
+    f_layers, f_head = _stage_passes(c, p, backward=False)
+    b_layers, b_head = _stage_passes(c, p, backward=True, weight_grads=True)
+    F = f_layers["total_s"] + f_head["total_s"]
+    B_full = b_layers["total_s"] + b_head["total_s"]
+    W = b_layers["wgrad_s"] + b_head["wgrad_s"]
+    B = np.where(lora, B_full - W, B_full)  # LoRA: frozen base weights need no weight gradients
+    W = np.where(lora, 0.0, W)
+    R = np.where(c["recompute"] == 2, f_layers["total_s"], np.where(c["recompute"] == 1, f_layers["attention_s"], 0.0))
+    n_micro = c["global_batch"] / (dp * mb)
+    per_mb = F + B + R
+    pp = c["pp"]
+    v = c["virtual_stages"]
+    sched = c["schedule"]
+    bubble_unit = np.select(
+        [sched == 2, sched == 3, sched == 4],
+        [per_mb / v, np.maximum(per_mb - 2.0 * W, 0.0), np.maximum(per_mb - 3.0 * W, 0.0)],
+        per_mb,
+    )
+    bubble_stages = np.where(sched == 4, np.maximum(pp / 2.0 - 1.0, 0.0), pp - 1.0)
+    bubble = bubble_stages * bubble_unit
+    p2p = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0) * np.where(pp > 1, 2.0, 0.0)
+    pipeline = n_micro * per_mb + bubble + (pp - 1.0) * p2p * np.where(sched == 2, v, 1.0)
+
+    # data-parallel gradient synchronisation
+    params = total_params(c)
+    stage_params = layer_params(c) / pp + np.where(pp > 1, np.maximum(embedding_params(c), head_params(c)),
+                                                  embedding_params(c) + head_params(c))
+    trainable = np.where(lora, _lora_params(c) / pp, stage_params) / c["tp"]
+    grad_bytes = trainable * c["grad_bytes"]
+    ranks = dp * cp
+    shard = np.minimum(c["zero_shard_size"], ranks)
+    zero = c["zero"]
+    sync = np.where(zero >= 2, group_collective(c, "reduce_scatter", grad_bytes, shard),
+                    group_collective(c, "all_reduce", grad_bytes, ranks))
+    gather = np.where(zero >= 3, 2.0 * n_micro * group_collective(c, "all_gather", stage_params / c["tp"] * c["w_bytes"], shard), 0.0)
+    exposed_sync = (sync + gather) * (1.0 - c["dp_overlap"])
+    opt_params = trainable / np.where(zero >= 1, shard, 1.0)
+    optimizer = opt_params * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"])
+    step = pipeline + exposed_sync + optimizer + c["step_overhead_s"]
+
+    # FLOPs (Megatron convention: 3 x forward matmul FLOPs, full s x s attention square)
+    tokens = c["global_batch"] * seq
+    matmul_params = layer_params(c, active=True) + (c["vocab"] * c["hidden"])
+    attn_dims = np.where(c["kv_lora"] > 0, c["qk_nope"] + c["qk_rope"] + c["v_head_dim"], 2.0 * c["head_dim"])
+    attn_flops_tok = 2.0 * seq * c["heads"] * attn_dims * c["layers"]
+    fwd_tok = 2.0 * matmul_params + attn_flops_tok - 2.0 * _norm_bias_params(c)
+    model_flops = 3.0 * tokens * fwd_tok
+    model_flops = np.where(lora, tokens * fwd_tok * 2.0, model_flops)
+    layer_fwd_tok = fwd_tok - 2.0 * c["vocab"] * c["hidden"]
+    recompute_flops = tokens * np.where(c["recompute"] == 2, layer_fwd_tok,
+                                        np.where(c["recompute"] == 1, attn_flops_tok, 0.0))
+    hardware_flops = model_flops + recompute_flops
+    devices = c["num_devices"]
+    peak = c["peak_flops"]
+    out = {
+        "step_time_s": step,
+        "tokens_per_s": tokens / step,
+        "model_flops_per_step": model_flops,
+        "mfu": model_flops / (step * devices * peak),
+        "hfu": hardware_flops / (step * devices * peak),
+        "model_tflops_per_device": model_flops / (step * devices) / 1e12,
+        "hardware_tflops_per_device": hardware_flops / (step * devices) / 1e12,
+        "bubble_fraction": bubble / step,
+        "breakdown.train.forward_s": n_micro * F,
+        "breakdown.train.backward_s": n_micro * B,
+        "breakdown.train.recompute_s": n_micro * R,
+        "breakdown.train.bubble_s": bubble,
+        "breakdown.train.pipeline_p2p_s": (pp - 1.0) * p2p,
+        "breakdown.train.tp_communication_s": n_micro * (f_layers["communication_s"] + b_layers["communication_s"]
+                                                           + f_head["communication_s"] + b_head["communication_s"]
+                                                           + np.where(c["recompute"] == 2, f_layers["communication_s"], 0.0)),
+        "breakdown.train.dp_communication_s": sync + gather,
+        "breakdown.train.dp_exposed_s": exposed_sync,
+        "breakdown.train.optimizer_s": optimizer,
+        "breakdown.train.overhead_s": c["step_overhead_s"] + 0.0 * step,
+        "breakdown.train.gemm_s": n_micro * (f_layers["gemm_s"] + b_layers["gemm_s"] + f_head["gemm_s"] + b_head["gemm_s"]),
+        "breakdown.train.attention_s": n_micro * (f_layers["attention_s"] + b_layers["attention_s"]),
+        "breakdown.train.micro_batches": n_micro,
+    }
+    # memory per device (first stage: most activations in flight, plus the embedding)
+    weights = weights_per_device(c) / np.where(zero >= 3, shard, 1.0)
+    grads = trainable * c["grad_bytes"] / np.where(zero >= 2, shard, 1.0)
+    optimizer_mem = trainable * np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES) / np.where(zero >= 1, shard, 1.0)
+    lora_weights = np.where(lora, _lora_params(c) / (pp * c["tp"]) * c["w_bytes"], 0.0)
+    weights = weights + lora_weights
+    activations = _activation_bytes(c, n_micro)
+    other = c["fragmentation"] * activations
+    total = weights + grads + optimizer_mem + activations + other
+    mem = {"weights": weights, "gradients": grads, "optimizer": optimizer_mem,
+           "model_states": weights + grads + optimizer_mem, "activations": activations, "kv_cache": 0.0 * weights,
+           "other": other, "total": total, "capacity": c["capacity_bytes"]}
+    for key, value in mem.items():
+        out[f"memory_per_device_gib.{key}"] = value / _GIB
+    cap = c["capacity_bytes"]
+    checks = [
+        (np.abs(n_micro - np.round(n_micro)) > 1e-9, "global_batch is not a multiple of dp x micro_batch",
+         lambda i: f"global_batch ({_at(c['global_batch'], i):.0f}) is not a multiple of dp x micro_batch "
+                   f"({_at(dp, i):.0f} x {_at(mb, i):.0f})"),
+        (n_micro < 1, "fewer sequences than dp x micro_batch", None),
+        (np.asarray(seq) % np.asarray(cp) != 0, "cp does not divide seq_len", None),
+        (total > cap, "does not fit in device memory",
+         lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
+    ]
+    return out, checks
+
+
+def _norm_bias_params(c):
+    """Norm weights and biases: parameters that are not matmul weights (excluded from matmul FLOPs)."""
+    h = c["hidden"]
+    per_layer = c["norm_params"] * h * (2.0 - c["parallel_block"])
+    biases = c["attn_bias"] * ((c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] + h) \
+        + c["mlp_bias"] * ((1.0 + c["gated"]) * c["ffn"] + h)
+    return c["layers"] * (per_layer + biases) + c["norm_params"] * h
+
+
+def _lora_params(c):
+    """Adapter weights of rank ``lora_rank`` on q, k, v, o and the MLP projections of every layer."""
+    h, r = c["hidden"], c["lora_rank"]
+    qkv_out = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"]
+    attn = r * (h + qkv_out) + r * (c["heads"] * c["head_dim"] + h)
+    ffn = np.maximum(c["ffn"], c["moe_ffn"])
+    mlp = (1.0 + c["gated"]) * r * (h + ffn) + r * (ffn + h)
+    return c["layers"] * (attn + mlp)
+
+
+def _activation_bytes(c, n_micro):
+    """Activation memory of the first pipeline stage (Korthikanti et al. 2022, generalised).
+
+    Per layer and token (bytes, 16-bit activations, ``t`` = tp): tensors replicated across TP
+    unless sequence parallelism shards them (layer-norm inputs 4h, attention/MLP inputs 2h each,
+    dropout masks h each), tensors split by TP (Q, K, V, attention output, MLP intermediates),
+    and with eager attention the s×s scores (softmax 2as, dropout mask as and output 2as per
+    token). Selective recompute drops the s×s terms; full recompute keeps only each layer's input.
+    """
+    h, t = c["hidden"], c["tp"]
+    a = c["act_bytes"]
+    s = c["seq_len"] / c["cp"]
+    heads, hd, kv = c["heads"], c["head_dim"], c["kv_heads"]
+    drop = c["dropout"]
+    replicated = (4.0 + 2.0 + 2.0) * h * a / 2.0 + 2.0 * drop * h  # norms 4h, attn/MLP inputs 2h each (16-bit), masks
+    ffn = np.where(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] + c["shared_experts"]), c["ffn"])
+    split = ((heads + 2.0 * kv) * hd + heads * hd) * a + (2.0 + c["gated"]) * ffn * a
+    scores = (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))
+    scores = np.where(c["recompute"] >= 1, 0.0, scores)
+    per_token = replicated / np.where(c["sp"] > 0, t, 1.0) + (split + scores) / t
+    full = 2.0 * h / np.where(c["sp"] > 0, t, 1.0)
+    per_token = np.where(c["recompute"] == 2, full, per_token)
+    tokens = c["micro_batch"] * s
+    per_layer = tokens * per_token
+    pp, v = c["pp"], c["virtual_stages"]
+    layers_stage = c["layers"] / pp
+    in_flight = np.where(c["schedule"] == 0, n_micro, np.minimum(n_micro, pp))
+    factor = np.where(c["schedule"] == 2, 1.0 + (pp - 1.0) / (pp * v), 1.0)
+    held = layers_stage * in_flight * factor * per_layer
+    # full recompute re-materialises one layer's activations during its backward
+    working = np.where(c["recompute"] == 2, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
+    logits = tokens * c["vocab"] / t * 4.0 * np.where(pp > 1, 0.0, 1.0)
+    return held + working + logits

@@ -1,0 +1,199 @@
+"""The Python API: ``estimate``, ``sweep``, ``gemm``, ``collective``, ``memcpy``.
+
+Each function takes keyword arguments named like the CLI options and returns plain data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from perfsim.analytical.cost_ops import group_collective
+from perfsim.core import evaluate
+from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
+from perfsim.cost.roofline import gemm_efficiency, gemm_time
+from perfsim.errors import InputError, unknown
+from perfsim.plan import ARGUMENTS
+from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
+from perfsim.specs.hardware import split_whatif
+
+TIERS = ("hbm", "cpu", "nvme")
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _plain(value):
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return None if math.isnan(v) else v
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def estimate(**plan) -> dict:
+    """Estimate one configuration (a one-row sweep).
+
+    Parameters
+    ----------
+    **plan
+        ``model``, ``hardware`` and the plan arguments of CONTRACT.md (``mode``, ``dtype``, ``tp``,
+        ``pp``, ``dp``, ``batch``, ``prompt_len``, ``gen_len``, ``seq_len``, ``global_batch``, …).
+        Lists are not allowed here; use :func:`sweep`.
+
+    Returns
+    -------
+    dict
+        ``feasible``, ``reason``, ``memory_per_device_gib`` {…}, ``breakdown`` {…} and the
+        mode's keys (inference: ``ttft_s``, ``tpot_s``, …; train: ``step_time_s``, ``mfu``, …).
+
+    Examples
+    --------
+    >>> r = estimate(model="llama2-7b", hardware="a100-80gb", batch=1, prompt_len=512, gen_len=64)
+    >>> r["feasible"], r["tpot_s"] > 0
+    (True, True)
+    """
+    for name, value in plan.items():
+        if isinstance(value, list) and name != "place":
+            raise InputError("estimate takes one value per argument; use sweep for lists", field=name)
+        if name == "hardware" and isinstance(value, dict) and any(isinstance(v, list) for v in value.values()):
+            raise InputError("estimate takes one value per what-if key; use sweep for lists", field=name)
+    _, out = evaluate(plan)
+    flat = {k: _plain(v[0]) for k, v in out.items()}
+    flat["mode"] = plan.get("mode", "inference")
+    return _nest(flat)
+
+
+def sweep(**axes) -> pd.DataFrame:
+    """Evaluate the cartesian product of list-valued arguments in one vectorised pass.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Input columns (each swept argument, what-if keys as ``hardware.KEY``), then output columns
+        (nested keys flattened with ``.``); infeasible rows are kept with ``feasible=False``.
+
+    Examples
+    --------
+    >>> df = sweep(model="llama2-7b", hardware="a100-80gb", batch=[1, 8], prompt_len=512, gen_len=64)
+    >>> len(df), bool(df["tpot_s"].is_monotonic_increasing)
+    (2, True)
+    """
+    grid, out = evaluate(axes)
+    columns = {}
+    for name, axis in grid.axes.items():
+        if name not in axes and not name.startswith("hardware."):
+            continue
+        values = [v if not isinstance(v, dict) else str(v) for v in axis.values]
+        if len(values) == 1:
+            columns[name] = pd.Series(np.repeat(np.array(values[:1], dtype=object), grid.n)).infer_objects()
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            columns[name] = np.asarray(values)[axis.codes]
+        else:
+            labels = list(dict.fromkeys(map(str, values)))
+            columns[name] = pd.Categorical.from_codes(
+                np.asarray([labels.index(str(v)) for v in values])[axis.codes], categories=labels)
+    columns.update(out)
+    return pd.DataFrame(columns, copy=False)
+
+
+def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
+    """Time of one ``[m × k] · [k × n]`` GEMM: ``{time_s, tflops}`` (dense FLOPs = 2mnk)."""
+    spec, _ = split_whatif(hardware)
+    check_dtype(dtype)
+    for name, v in (("m", m), ("n", n), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
+    peak = spec.peak(dtype)
+    if math.isnan(peak):
+        raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
+                         choices=list(spec.peak_tflops))
+    act = DTYPE_BYTES[dtype]
+    eff = gemm_efficiency(m, n, 1.0, spec["gemm_tile_m"], spec["gemm_tile_n"], spec["compute_units"],
+                          spec.gemm_max(dtype))
+    t, _, _ = gemm_time(m, n, k, peak_flops=peak * 1e12, eff=eff, bandwidth=spec["hbm_bandwidth_gb_s"] * 1e9,
+                        memory_eff=spec["memory_max"], a_bytes=act, w_bytes=act, out_bytes=max(act, 2.0),
+                        launch_s=spec["kernel_launch_us"] * 1e-6)
+    t = float(t)
+    return {"time_s": t, "tflops": 2.0 * m * n * k / t / 1e12}
+
+
+def _hw_columns(hardware):
+    spec, overrides = split_whatif(hardware)
+    v = spec.values
+    c = {
+        "devices_per_node": overrides.get("devices_per_node", v["devices_per_node"]),
+        "scaleup_bw": overrides.get("scaleup_gb_s", v["scaleup_gb_s"]) * 1e9,
+        "scaleup_eff": v["scaleup_efficiency"], "scaleup_lat_s": v["scaleup_latency_us"] * 1e-6,
+        "scaleup_ll_s": v["scaleup_ll_latency_us"] * 1e-6, "nvls_eff": v["scaleup_nvls_efficiency"],
+        "scaleout_bw": overrides.get("scaleout_gb_s", v["scaleout_gb_s"]) * 1e9,
+        "scaleout_eff": v["scaleout_efficiency"], "scaleout_lat_s": v["scaleout_latency_us"] * 1e-6,
+        "scaleout_ll_s": v["scaleout_ll_latency_us"] * 1e-6,
+    }
+    return spec, overrides, c
+
+
+def collective(hardware, op: str, size_bytes, num_devices, algorithm: str = "auto") -> dict:
+    """One collective over ``num_devices`` devices placed node by node.
+
+    Returns ``{time_s, algbw_gb_s, busbw_gb_s}`` with nccl-tests definitions (GB = 1e9 B).
+    """
+    if op not in OPS:
+        raise unknown("collective op", op, OPS, field="op")
+    if algorithm not in ALGORITHMS:
+        raise unknown("algorithm", algorithm, ALGORITHMS, field="algorithm")
+    for name, v in (("size_bytes", size_bytes), ("num_devices", num_devices)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
+    if num_devices < 2:
+        raise InputError("a collective needs at least 2 devices", field="num_devices")
+    _, _, c = _hw_columns(hardware)
+    t = float(group_collective(c, op, float(size_bytes), float(num_devices), algorithm=algorithm))
+    algbw = size_bytes / t / 1e9
+    return {"time_s": t, "algbw_gb_s": algbw, "busbw_gb_s": algbw * float(bus_factor(op, num_devices))}
+
+
+def memcpy(hardware, size_bytes, src: str, dst: str) -> dict:
+    """Copy ``size_bytes`` between memory tiers: ``{time_s, bandwidth_gb_s}``.
+
+    ``bandwidth_gb_s`` counts bytes read plus bytes written for an on-device copy (hbm → hbm,
+    as STREAM does) and bytes moved for a transfer between tiers.
+    """
+    for name, tier in (("src", src), ("dst", dst)):
+        if tier not in TIERS:
+            raise unknown("memory tier", tier, TIERS, field=name)
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, (int, np.integer)) or size_bytes < 1:
+        raise InputError(f"expected a whole number >= 1, got {size_bytes!r}", field="size_bytes")
+    spec, overrides, _ = _hw_columns(hardware)
+    v = spec.values
+    launch = v["kernel_launch_us"] * 1e-6
+    pair = {src, dst}
+    if pair == {"hbm"}:
+        moved = 2.0 * size_bytes
+        bw = overrides.get("hbm_bandwidth_gb_s", v["hbm_bandwidth_gb_s"]) * 1e9 * v["memory_max"]
+    elif pair == {"hbm", "cpu"} or pair == {"cpu"}:
+        moved = float(size_bytes)
+        bw = overrides.get("host_link_gb_s", v["host_link_gb_s"]) * 1e9 * v["host_link_efficiency"]
+    else:  # nvme involved: the node's NVMe bandwidth, shared by its devices
+        moved = float(size_bytes)
+        bw = overrides.get("nvme_bandwidth_gb_s", v["nvme_bandwidth_gb_s"]) * 1e9
+    if bw <= 0:
+        raise InputError(f"{spec.name} has no bandwidth for {src} -> {dst}", field="hardware")
+    t = moved / bw + launch
+    return {"time_s": t, "bandwidth_gb_s": moved / t / 1e9}
+
+
+__all__ = ["ARGUMENTS", "collective", "estimate", "gemm", "memcpy", "sweep"]

@@ -1,0 +1,123 @@
+"""Numeric columns of a :class:`~perfsim.plan.Grid`: model, hardware, runtime and plan as arrays.
+
+Columns whose argument has a single value stay scalars and broadcast, so only swept arguments
+cost per-row memory and time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.specs.dtypes import DTYPE_BYTES
+from perfsim.specs.hardware import split_whatif
+from perfsim.specs.model import load_model
+from perfsim.specs.runtime import DEFAULT_RUNTIME, load_runtime
+
+_GIB = 2.0**30
+
+# hardware flat field -> column name, scale to SI
+_HW = {
+    "compute_units": ("units", 1.0), "gemm_tile_m": ("tile_m", 1.0), "gemm_tile_n": ("tile_n", 1.0),
+    "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", _GIB),
+    "kernel_launch_us": ("device_launch_s", 1e-6), "memory_max": ("memory_max", 1.0),
+    "tdp_w": ("tdp_w", 1.0), "idle_w": ("idle_w", 1.0), "devices_per_node": ("devices_per_node", 1.0),
+    "scaleup_gb_s": ("scaleup_bw", 1e9), "scaleup_efficiency": ("scaleup_eff", 1.0),
+    "scaleup_latency_us": ("scaleup_lat_s", 1e-6), "scaleup_ll_latency_us": ("scaleup_ll_s", 1e-6),
+    "scaleup_nvls_efficiency": ("nvls_eff", 1.0),
+    "scaleout_gb_s": ("scaleout_bw", 1e9), "scaleout_efficiency": ("scaleout_eff", 1.0),
+    "scaleout_latency_us": ("scaleout_lat_s", 1e-6), "scaleout_ll_latency_us": ("scaleout_ll_s", 1e-6),
+    "host_link_gb_s": ("host_link_bw", 1e9), "host_link_efficiency": ("host_link_eff", 1.0),
+    "host_memory_gib": ("host_memory_bytes", _GIB), "nvme_bandwidth_gb_s": ("nvme_bw", 1e9),
+    "cpu_tflops": ("cpu_flops", 1e12), "cpu_memory_bandwidth_gb_s": ("cpu_bw", 1e9),
+}
+# what-if key -> (column, scale)
+_WHATIF = {
+    "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", _GIB),
+    "host_link_gb_s": ("host_link_bw", 1e9), "host_memory_gib": ("host_memory_bytes", _GIB),
+    "nvme_bandwidth_gb_s": ("nvme_bw", 1e9), "scaleup_gb_s": ("scaleup_bw", 1e9),
+    "scaleout_gb_s": ("scaleout_bw", 1e9), "devices_per_node": ("devices_per_node", 1.0), "tdp_w": ("tdp_w", 1.0),
+    "peak_tflops": ("peak_flops", 1e12),
+}
+
+
+def _gather_dicts(grid, name, dicts):
+    """Columns from one dict of floats per distinct value of argument ``name``."""
+    keys = dicts[0].keys()
+    return {k: grid.gather(name, [d[k] for d in dicts]) for k in keys}
+
+
+def _pair(grid, a, b, matrix):
+    """Per-row entry of ``matrix[value of a, value of b]``."""
+    matrix = np.asarray(matrix, dtype=float)
+    ia = grid.codes(a) if len(grid.values(a)) > 1 else 0
+    ib = grid.codes(b) if len(grid.values(b)) > 1 else 0
+    return matrix[ia, ib]
+
+
+def build(grid) -> dict:
+    """All numeric columns the cost models read (see :mod:`perfsim.graph.transformer`)."""
+    c: dict = {}
+    models = [load_model(m) for m in grid.values("model")]
+    c.update(_gather_dicts(grid, "model", [m.columns() for m in models]))
+
+    specs = [split_whatif(h)[0] if not isinstance(h, str) else split_whatif(h)[0] for h in grid.values("hardware")]
+    for field, (col, scale) in _HW.items():
+        c[col] = grid.gather("hardware", [s[field] * scale for s in specs])
+    dtypes = grid.values("dtype")
+    c["peak_flops"] = _pair(grid, "hardware", "dtype", [[s.peak(d) * 1e12 for d in dtypes] for s in specs])
+    c["gemm_max"] = _pair(grid, "hardware", "dtype", [[s.gemm_max(d) for d in dtypes] for s in specs])
+    c["vector_flops"] = grid.gather("hardware", [max(s.vector_tflops.values(), default=s.peak("fp32")) * 1e12
+                                                 for s in specs])
+    for key, (col, scale) in _WHATIF.items():
+        name = f"hardware.{key}"
+        if name in grid.axes:
+            c[col] = grid.gather(name, [v * scale for v in grid.values(name)])
+
+    modes = grid.values("mode")
+    runtimes = grid.values("runtime")
+    table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]
+    for key in table[0][0]:
+        c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
+    c["launch_s"] = np.where(c["runtime_launch_us"] >= 0, c["runtime_launch_us"] * 1e-6, c["device_launch_s"])
+
+    for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "micro_batch", "batch", "prompt_len",
+                 "gen_len", "lora_rank", "zero"):
+        c[name] = grid.gather(name, grid.values(name))
+    c["sp"] = grid.gather("sp", [float(v) for v in grid.values("sp")])
+    c["gpu_memory_utilization"] = grid.gather("gpu_memory_utilization", grid.values("gpu_memory_utilization"))
+    c["train"] = grid.gather("mode", [1.0 if m == "train" else 0.0 for m in modes])
+    c["recompute"] = grid.gather("recompute", [("none", "selective", "full").index(r) for r in grid.values("recompute")])
+    c["schedule"] = grid.gather("schedule", [("gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe").index(s)
+                                             for s in grid.values("schedule")])
+    c["lora"] = grid.gather("finetune", [1.0 if f == "lora" else 0.0 for f in grid.values("finetune")])
+    act = grid.gather("dtype", [DTYPE_BYTES[d] for d in dtypes])
+    # tensor cores take fp8/int8/fp4 inputs, activations between kernels stay 16-bit
+    c["act_bytes"] = np.maximum(act, 2.0)
+    c["compute_bytes"] = act
+    for name, col in (("weight_dtype", "w_bytes"), ("kv_dtype", "kv_bytes")):
+        values = grid.values(name)
+        if values == [None]:
+            c[col] = act
+        else:
+            own = grid.gather(name, [DTYPE_BYTES[v] if v is not None else np.nan for v in values])
+            c[col] = np.where(np.isnan(own), act, own)
+    tp_pp_cp = c["tp"] * c["pp"] * c["cp"]
+    nd = grid.values("num_devices")
+    given_nd = nd != [None]
+    nd_col = grid.gather("num_devices", [v if v is not None else np.nan for v in nd]) if given_nd else np.nan
+    dp_vals = grid.values("dp")
+    if dp_vals != [None]:
+        c["dp"] = grid.gather("dp", [v if v is not None else np.nan for v in dp_vals])
+        c["dp"] = np.where(np.isnan(c["dp"]), np.where(np.isnan(nd_col), 1.0, nd_col / tp_pp_cp), c["dp"])
+    else:
+        c["dp"] = np.where(np.isnan(nd_col), 1.0, nd_col / tp_pp_cp)
+    c["num_devices"] = np.where(np.isnan(nd_col), tp_pp_cp * c["dp"], nd_col)
+    gb = grid.values("global_batch")
+    c["global_batch"] = (grid.gather("global_batch", [v if v is not None else np.nan for v in gb])
+                         if gb != [None] else np.nan)
+    c["global_batch"] = np.where(np.isnan(c["global_batch"]), 8.0 * np.floor(np.maximum(c["dp"], 1.0)), c["global_batch"])
+    zs = grid.values("zero_shard_size")
+    c["zero_shard_size"] = (grid.gather("zero_shard_size", [v if v is not None else np.nan for v in zs])
+                            if zs != [None] else np.nan)
+    c["zero_shard_size"] = np.where(np.isnan(c["zero_shard_size"]), c["dp"] * c["cp"], c["zero_shard_size"])
+    return c

@@ -1,0 +1,1 @@
+"""Vectorised cost models: roofline per op, collectives, memory."""

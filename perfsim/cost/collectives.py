@@ -1,0 +1,116 @@
+"""Collective communication: alpha-beta cost per algorithm and protocol, as arrays.
+
+For ``n`` ranks exchanging a buffer of ``S`` bytes over links of bandwidth ``B`` (per device, per
+direction) that reach a fraction ``e`` of it:
+
+=============  =======================================  ===========================
+op             ring                                      steps
+=============  =======================================  ===========================
+all_reduce     2(n-1)/n · S / (B e)                      2(n-1)
+all_gather     (n-1)/n · S / (B e)   (S = gathered size) n-1
+reduce_scatter (n-1)/n · S / (B e)   (S = input size)    n-1
+all_to_all     (n-1)/n · S / (B e)                       n-1
+send_recv      S / (B e)                                 1
+=============  =======================================  ===========================
+
+Each step costs a latency ``alpha``. Two protocols are priced and the faster one is taken, as
+NCCL's tuner does: the *simple* protocol (full bandwidth, ``latency_us`` per step) and the
+*low-latency* protocol (LL: 8-byte stores carrying 4 bytes of data and 4 of flag, so half the
+bandwidth, ``ll_latency_us`` per step). A *tree* all-reduce takes 2·log2(n) steps and moves S each
+way. Where the switch reduces in the network (NVLink SHARP, ``in_network_reduction``), an
+all-reduce sends S and receives S once per rank at ``in_network_efficiency``.
+
+Bus bandwidth follows nccl-tests (``busbw = algbw × factor``; factor 2(n-1)/n for all-reduce,
+(n-1)/n for all-gather, reduce-scatter and all-to-all, 1 for send/recv).
+
+References: Thakur, Rabenseifner & Gropp, "Optimization of Collective Communication Operations in
+MPICH" (IJHPCA 2005); NVIDIA nccl-tests ``doc/PERFORMANCE.md``; NCCL ``src/graph/tuning.cc``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
+ALGORITHMS = ("auto", "ring", "tree")
+_LL_BANDWIDTH_FRACTION = 0.5  # LL protocol: 4 data bytes per 8-byte store
+
+
+def bus_factor(op: str, n):
+    """nccl-tests bus-bandwidth factor of ``op`` on ``n`` ranks."""
+    n = np.asarray(n, dtype=float)
+    if op == "all_reduce":
+        return 2.0 * (n - 1.0) / n
+    if op == "send_recv":
+        return np.ones_like(n)
+    return (n - 1.0) / n
+
+
+def _steps(op, n):
+    if op == "all_reduce":
+        return 2.0 * (n - 1.0)
+    if op == "send_recv":
+        return np.ones_like(n)
+    return n - 1.0
+
+
+def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s, ll_latency_s,
+                    nvls_efficiency=0.0, algorithm: str = "auto"):
+    """Time (s) of one collective, the best protocol/algorithm the library would pick.
+
+    Parameters
+    ----------
+    op : str
+        One of :data:`OPS`.
+    size_bytes : array_like
+        Buffer size as nccl-tests counts it (bytes).
+    n : array_like
+        Ranks in the group; ``n <= 1`` costs nothing.
+    bandwidth : array_like
+        Per-device, per-direction link bandwidth of the level the group spans, B/s.
+    efficiency : array_like
+        Fraction of ``bandwidth`` a large ring transfer reaches.
+    latency_s, ll_latency_s : array_like
+        Per-step latency of the simple and the low-latency protocol, s (0 disables LL).
+    nvls_efficiency : array_like
+        Fraction of ``bandwidth`` an in-network (switch) all-reduce reaches; 0 where unavailable.
+    algorithm : {"auto", "ring", "tree"}
+        ``ring`` or ``tree`` force that algorithm; ``auto`` takes the fastest candidate.
+
+    Returns
+    -------
+    ndarray
+        Seconds; 0 where ``n <= 1`` or ``size_bytes == 0``.
+
+    Examples
+    --------
+    >>> t = collective_time("all_reduce", 8 * 2**30, 8, bandwidth=300e9, efficiency=1.0,
+    ...                     latency_s=0.0, ll_latency_s=0.0)
+    >>> round(float(bus_factor("all_reduce", 8) * 8 * 2**30 / t / 1e9))
+    300
+    """
+    n = np.asarray(n, dtype=float)
+    size = np.asarray(size_bytes, dtype=float)
+    steps = _steps(op, n)
+    volume = size * (bus_factor(op, n) if op != "send_recv" else 1.0)
+    beta = bandwidth * efficiency
+    ring = steps * latency_s + volume / beta
+    ll = steps * ll_latency_s + volume / (beta * _LL_BANDWIDTH_FRACTION)
+    ring = np.where(np.asarray(ll_latency_s) > 0, np.minimum(ring, ll), ring)
+    if op == "all_reduce":
+        log_steps = 2.0 * np.ceil(np.log2(np.maximum(n, 2.0)))
+        tree = log_steps * latency_s + size / beta
+        tree_ll = log_steps * ll_latency_s + size / (beta * _LL_BANDWIDTH_FRACTION)
+        tree = np.where(np.asarray(ll_latency_s) > 0, np.minimum(tree, tree_ll), tree)
+        nvls_eff = np.asarray(nvls_efficiency, dtype=float)
+        nvls = np.where(nvls_eff > 0, 2.0 * latency_s + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
+        if algorithm == "ring":
+            best = ring
+        elif algorithm == "tree":
+            best = tree
+        else:
+            # NCCL's tree is an inter-node algorithm; inside one switch it picks ring or NVLS
+            best = np.minimum(ring, nvls)
+    else:
+        best = ring
+    return np.where((n > 1) & (size > 0), best, 0.0)

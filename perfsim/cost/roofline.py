@@ -1,0 +1,125 @@
+"""Roofline time of one op on one device, as arrays over configurations.
+
+Every function takes NumPy arrays (or scalars) that broadcast against each other, one element
+per configuration, and returns arrays of the broadcast shape. There is no scalar version.
+
+Time of an op = max(compute time, memory time) + fixed overhead, where
+
+* compute time = FLOPs / (peak × efficiency), and the efficiency of a GEMM is the product of the
+  device's measured large-GEMM ceiling (``gemm_max``), **tile quantisation** (the output is cut into
+  ``tile_m × tile_n`` tiles and partial tiles do full work) and **wave quantisation** (tiles run in
+  waves of ``compute_units``; the last wave may leave units idle). Small M picks a shorter tile
+  (16, 32, 64, … up to ``tile_m``), as cuBLAS/CUTLASS heuristics do, so a GEMV is not charged a
+  128-row tile — it becomes memory-bound on its weights instead (the small-M regime);
+* memory time = bytes / (peak bandwidth × ``memory_max``), the fraction of HBM bandwidth a
+  streaming kernel reaches;
+* overhead = the kernel launch cost, once per kernel.
+
+References: Williams et al., "Roofline" (CACM 2009); NVIDIA, "Matrix Multiplication Background
+User's Guide" (tile and wave quantisation), 2023.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
+
+
+def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max):
+    """Fraction of peak a GEMM of output ``m × n`` (``groups`` independent ones) reaches.
+
+    Parameters
+    ----------
+    m, n : array_like
+        Output rows and columns of each GEMM (tokens × output features).
+    groups : array_like
+        Number of independent GEMMs of that shape run as one grouped kernel (MoE experts).
+    tile_m, tile_n : array_like
+        Output tile of one compute unit (SM/CU) at full size.
+    compute_units : array_like
+        SMs, CUs or systolic arrays.
+    gemm_max : array_like
+        Measured ceiling of a large square GEMM, as a fraction of peak.
+
+    Returns
+    -------
+    ndarray
+        Efficiency in (0, gemm_max]; 0 where ``m`` or ``n`` is 0.
+
+    Examples
+    --------
+    >>> float(gemm_efficiency(8192, 8192, 1, 128, 128, 108, 0.86).round(3))
+    0.858
+    """
+    m = np.asarray(m, dtype=float)
+    safe_m = np.maximum(m, 1.0)
+    tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
+    tiles_m = np.ceil(safe_m / tm)
+    tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
+    tiles = tiles_m * tiles_n * groups
+    waves = np.ceil(tiles / compute_units)
+    wave_eff = tiles / (waves * compute_units)
+    tile_eff = (safe_m * n) / (tiles_m * tm * tiles_n * tile_n)
+    return gemm_max * tile_eff * wave_eff
+
+
+def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
+              a_bytes, w_bytes, out_bytes, launch_s):
+    """Time (s) of ``groups`` GEMMs ``[m × k] · [k × n]`` and the part of it that is memory.
+
+    Parameters
+    ----------
+    m, n, k : array_like
+        GEMM shape (m = tokens). A zero anywhere means "no such op": time 0, no launch.
+    groups : array_like
+        Independent GEMMs of this shape in one kernel.
+    peak_flops : array_like
+        Dense peak, FLOP/s.
+    eff : array_like
+        Compute efficiency from :func:`gemm_efficiency`.
+    bandwidth : array_like
+        Device memory bandwidth, B/s.
+    memory_eff : array_like
+        Fraction of ``bandwidth`` reached.
+    a_bytes, w_bytes, out_bytes : array_like
+        Bytes per element of the activation input, the weight, and the output.
+    launch_s : array_like
+        Fixed cost per kernel, s.
+
+    Returns
+    -------
+    (time_s, compute_s, memory_s) : tuple of ndarray
+    """
+    flops = 2.0 * m * n * k * groups
+    moved = groups * (m * k * a_bytes + n * k * w_bytes + m * n * out_bytes)
+    compute_s = flops / (peak_flops * np.maximum(eff, 1e-12))
+    memory_s = moved / (bandwidth * memory_eff)
+    present = flops > 0
+    time_s = np.where(present, np.maximum(compute_s, memory_s) + launch_s, 0.0)
+    return time_s, np.where(present, compute_s, 0.0), np.where(present, memory_s, 0.0)
+
+
+def op_time(flops, moved_bytes, *, peak_flops, compute_eff, bandwidth, memory_eff, launch_s, kernels=1.0):
+    """Roofline time (s) of a non-GEMM op: ``max(flops / rate, bytes / bandwidth) + kernels × launch``.
+
+    Parameters
+    ----------
+    flops, moved_bytes : array_like
+        Work and traffic to device memory of the op.
+    peak_flops, compute_eff : array_like
+        Rate of the unit that runs it (FLOP/s) and the fraction reached.
+    bandwidth, memory_eff : array_like
+        Device memory bandwidth (B/s) and the fraction reached.
+    launch_s, kernels : array_like
+        Cost per kernel (s) and number of kernels.
+
+    Examples
+    --------
+    >>> float(op_time(0.0, 2e9, peak_flops=1e14, compute_eff=1.0, bandwidth=2e12, memory_eff=1.0, launch_s=0.0))
+    0.001
+    """
+    compute_s = flops / (peak_flops * compute_eff)
+    memory_s = moved_bytes / (bandwidth * memory_eff)
+    present = (np.asarray(flops) > 0) | (np.asarray(moved_bytes) > 0)
+    return np.where(present, np.maximum(compute_s, memory_s) + kernels * launch_s, 0.0)

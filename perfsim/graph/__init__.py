@@ -1,0 +1,1 @@
+"""Transformer op graphs with FLOPs and bytes as arrays over configurations."""

@@ -1,0 +1,67 @@
+"""Parameter counts of a transformer from its shape columns (arrays over configurations).
+
+Counts follow the Hugging Face module layout: embeddings (+ learned positions), per layer the
+attention projections (multi-head, grouped-query, multi-query, or DeepSeek's multi-head latent
+attention), the MLP (plain 2-matrix or gated 3-matrix; MoE experts, shared experts and router),
+norms and biases, then the final norm and the LM head (absent when tied).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def attention_params(c):
+    """Weights of one attention block (projections, MLA norms, biases)."""
+    h, heads, kv, hd = c["hidden"], c["heads"], c["kv_heads"], c["head_dim"]
+    standard = h * (heads + 2.0 * kv) * hd + heads * hd * h
+    standard = standard + c["attn_bias"] * ((heads + 2.0 * kv) * hd + h)
+    qk = c["qk_nope"] + c["qk_rope"]
+    q_lora = c["q_lora"]
+    q_part = np.where(q_lora > 0, h * q_lora + q_lora * heads * qk + q_lora, h * heads * qk)
+    mla = (q_part + h * (c["kv_lora"] + c["qk_rope"]) + c["kv_lora"]
+           + c["kv_lora"] * heads * (c["qk_nope"] + c["v_head_dim"]) + heads * c["v_head_dim"] * h)
+    return np.where(c["kv_lora"] > 0, mla, standard)
+
+
+def dense_mlp_params(c, width=None):
+    """Weights of a dense MLP of ``width`` (default ``ffn``): 2 or 3 matrices plus biases."""
+    ffn = c["ffn"] if width is None else width
+    mats = 2.0 + c["gated"]
+    return mats * c["hidden"] * ffn + c["mlp_bias"] * ((1.0 + c["gated"]) * ffn + c["hidden"])
+
+
+def moe_mlp_params(c, experts_counted):
+    """Weights of an MoE MLP counting ``experts_counted`` routed experts, shared experts and router."""
+    expert = dense_mlp_params(c, c["moe_ffn"])
+    return (experts_counted + c["shared_experts"]) * expert + c["hidden"] * c["experts"]
+
+
+def layer_counts(c):
+    """``(dense_layers, moe_layers)`` per model."""
+    dense = np.minimum(c["dense_layers"], c["layers"])
+    return dense, c["layers"] - dense
+
+
+def embedding_params(c):
+    """Input embedding (+ learned positions, + embedding norm)."""
+    return c["vocab"] * c["hidden"] + c["pos_rows"] * c["hidden"] + c["embed_norm"] * c["norm_params"] * c["hidden"]
+
+
+def head_params(c):
+    """Final norm and LM head (0 matrix when tied to the embedding)."""
+    return c["norm_params"] * c["hidden"] + (1.0 - c["tied"]) * c["vocab"] * c["hidden"] + c["head_bias"] * c["vocab"]
+
+
+def layer_params(c, *, active: bool = False):
+    """Weights of all transformer layers; ``active`` counts only the routed experts a token uses."""
+    dense, moe = layer_counts(c)
+    norms = c["norm_params"] * c["hidden"] * (2.0 - c["parallel_block"])
+    attn = attention_params(c) + norms
+    experts = c["top_k"] if active else c["experts"]
+    return dense * (attn + dense_mlp_params(c)) + moe * (attn + moe_mlp_params(c, experts))
+
+
+def total_params(c, *, active: bool = False):
+    """All weights of the model (``active``: per token, MoE counting only the routed top-k)."""
+    return embedding_params(c) + layer_params(c, active=active) + head_params(c)

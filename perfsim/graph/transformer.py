@@ -1,0 +1,184 @@
+"""Per-layer op graph of a decoder-only transformer, FLOPs and bytes as arrays.
+
+One *pass* is a forward over ``tokens`` tokens (``seqs`` sequences of ``q_len`` new tokens each,
+attending to ``kv_len`` keys). Prefill, decode and training micro-batches are all passes with
+different shapes, so the same graph serves every phase. Shapes are per device after tensor
+parallelism (``tp``): column-parallel projections split their outputs, row-parallel ones their
+inputs, attention splits heads, and each parallel block ends in an all-reduce (or, with
+sequence parallelism, a reduce-scatter + all-gather of the same volume).
+
+An op is a :class:`Gemm` (``m × k`` by ``k × n``, ``groups`` of them), an :class:`Attention`
+core (FLOPs and bytes), an :class:`Elementwise` pass (bytes, kernels) or a :class:`Comm`
+(collective, bytes, ranks). Every field is an array over configurations (or a scalar).
+
+References: Megatron-LM tensor parallelism (Shoeybi et al. 2019); FlashAttention IO
+(Dao et al. 2022); multi-head latent attention (DeepSeek-V2, 2024); MoE routing (Fedus et al. 2021).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Gemm:
+    name: str
+    m: object
+    n: object
+    k: object
+    groups: object = 1.0
+    weight: bool = True  # the k × n operand is a weight (read from memory every pass)
+
+
+@dataclass(frozen=True)
+class Attention:
+    name: str
+    flops: object
+    moved_bytes: object
+    blocks: object  # independent work units (batch × heads × query tiles), for wave quantisation
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    name: str
+    moved_bytes: object
+    kernels: object
+
+
+@dataclass(frozen=True)
+class Comm:
+    name: str
+    op: str
+    size_bytes: object
+    ranks: object
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Shape of one forward pass on one model replica."""
+
+    tokens: object  # tokens in the pass (all sequences)
+    seqs: object  # sequences
+    q_len: object  # new tokens per sequence
+    kv_len: object  # keys attended per sequence (context incl. the new tokens)
+    causal: object  # 1 where q_len == kv_len (prefill / training), else 0
+    logits_tokens: object  # tokens whose logits are computed (all in training, last per sequence in inference)
+
+
+def kv_heads_per_device(c):
+    """KV heads each tensor-parallel rank holds (replicated when tp exceeds them)."""
+    return np.maximum(c["kv_heads"] / c["tp"], 1.0)
+
+
+def kv_bytes_per_token(c):
+    """KV-cache bytes per token per layer per device (MLA caches its latent, replicated over TP)."""
+    standard = 2.0 * kv_heads_per_device(c) * c["head_dim"]
+    latent = c["kv_lora"] + c["qk_rope"]
+    return np.where(c["kv_lora"] > 0, latent, standard) * c["kv_bytes"]
+
+
+def attention_ops(c, p: Pass):
+    """Projections and attention core of one layer."""
+    tp, h, hd = c["tp"], c["hidden"], c["head_dim"]
+    heads_dev = c["heads"] / tp
+    kv_dev = kv_heads_per_device(c)
+    T = p.tokens
+    mla = c["kv_lora"] > 0
+    qk = c["qk_nope"] + c["qk_rope"]
+    zero = np.zeros_like(np.asarray(T, dtype=float))
+    # standard MHA/GQA/MQA: fused QKV (column-parallel) and output (row-parallel) projections
+    qkv_n = np.where(mla, 0.0, (heads_dev + 2.0 * kv_dev) * hd)
+    o_k = np.where(mla, heads_dev * c["v_head_dim"], heads_dev * hd)
+    # MLA: down-projections are replicated, up-projections column-parallel
+    q_lora = np.where(mla, c["q_lora"], 0.0)
+    ops = [
+        Gemm("qkv_proj", T, qkv_n, h),
+        Gemm("q_down", T, q_lora, np.where(mla, h, 0.0)),
+        Gemm("q_up", T, np.where(mla, heads_dev * qk, 0.0), np.where(q_lora > 0, q_lora, h)),
+        Gemm("kv_down", T, np.where(mla, c["kv_lora"] + c["qk_rope"], 0.0), np.where(mla, h, 0.0)),
+        Gemm("kv_up", T, np.where(mla, heads_dev * (c["qk_nope"] + c["v_head_dim"]), 0.0),
+             np.where(mla, c["kv_lora"], 0.0)),
+    ]
+    # attention core: QK^T and PV. Causal prefill skips the upper triangle.
+    kv_eff = np.where(p.causal > 0, (p.kv_len + 1.0) / 2.0, p.kv_len)
+    qk_dim = np.where(mla, qk, hd)
+    v_dim = np.where(mla, c["v_head_dim"], hd)
+    flops = 2.0 * p.seqs * p.q_len * kv_eff * heads_dev * (qk_dim + v_dim)
+    flops = flops * np.where(c["flash"] > 0, 1.0, np.where(p.causal > 0, 2.0 * p.kv_len / (p.kv_len + 1.0), 1.0))
+    act = c["act_bytes"]
+    q_o = T * heads_dev * (qk_dim + v_dim) * act
+    kv_read = p.seqs * p.kv_len * kv_bytes_per_token(c)
+    eager_scores = (1.0 - c["flash"]) * 4.0 * p.seqs * heads_dev * p.q_len * p.kv_len * act
+    q_tiles = np.ceil(p.q_len / 128.0)
+    ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, p.seqs * heads_dev * q_tiles))
+    ops.append(Gemm("o_proj", T, h, o_k))
+    ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
+    return ops
+
+
+def dense_mlp_ops(c, p: Pass):
+    """Dense MLP of one layer (gated: fused gate+up, plain: up), then down and its all-reduce."""
+    tp, h = c["tp"], c["hidden"]
+    ffn_dev = c["ffn"] / tp
+    T = p.tokens
+    return [
+        Gemm("mlp_up", T, (1.0 + c["gated"]) * ffn_dev, h),
+        Gemm("mlp_down", T, h, ffn_dev),
+        Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
+    ]
+
+
+def moe_mlp_ops(c, p: Pass):
+    """MoE MLP: router, shared experts (dense), routed experts as one grouped GEMM.
+
+    Tokens spread evenly over experts (a balanced router); the experts a pass touches are the
+    expected number of distinct experts hit by ``tokens × top_k`` draws, so a small decode batch
+    reads only the experts it uses.
+    """
+    tp, h = c["tp"], c["hidden"]
+    T = p.tokens
+    experts = np.maximum(c["experts"], 1.0)
+    draws = T * c["top_k"]
+    touched = experts * (1.0 - np.power(1.0 - c["top_k"] / experts, T))
+    tokens_per_expert = draws / np.maximum(touched, 1e-9)
+    ffn_dev = c["moe_ffn"] / tp
+    shared_dev = c["shared_experts"] * c["moe_ffn"] / tp
+    return [
+        Gemm("router", T, c["experts"], h),
+        Gemm("shared_up", T, (1.0 + c["gated"]) * shared_dev, h),
+        Gemm("shared_down", T, np.where(shared_dev > 0, h, 0.0), shared_dev),
+        Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=touched),
+        Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=touched),
+        Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
+    ]
+
+
+def layer_elementwise(c, p: Pass, moe: bool):
+    """Norms, residual adds, activation, rotary, softmax bookkeeping of one layer, as traffic."""
+    tp, h, act = c["tp"], c["hidden"], c["act_bytes"]
+    T = p.tokens
+    norms = 2.0 - c["parallel_block"]
+    width = np.where(c["kv_lora"] > 0, c["heads"] * (c["qk_nope"] + c["qk_rope"]), (c["heads"] + c["kv_heads"]) * c["head_dim"])
+    ffn = (c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) if moe else c["ffn"]
+    moved = T * act * (norms * 2.0 * h + 2.0 * 3.0 * h + (2.0 + c["gated"]) * ffn / tp + 2.0 * width / tp)
+    return Elementwise("elementwise", moved, c["kernels_per_layer"])
+
+
+def layer_ops(c, p: Pass, moe: bool):
+    """All ops of one transformer layer (``moe`` selects the MoE MLP)."""
+    mlp = moe_mlp_ops(c, p) if moe else dense_mlp_ops(c, p)
+    return [*attention_ops(c, p), *mlp, layer_elementwise(c, p, moe)]
+
+
+def head_ops(c, p: Pass):
+    """Embedding lookup, final norm, LM head (vocab-parallel) and its logits gather."""
+    h, tp, act = c["hidden"], c["tp"], c["act_bytes"]
+    T = p.tokens
+    return [
+        Elementwise("embedding", T * h * act * 2.0, 1.0),
+        Elementwise("final_norm", p.logits_tokens * h * act * 2.0, 1.0),
+        Gemm("lm_head", p.logits_tokens, c["vocab"] / tp, h),
+        Comm("tp_logits", "all_gather", p.logits_tokens * c["vocab"] * 4.0, tp),
+    ]

@@ -1,0 +1,196 @@
+"""Arguments → one table of arrays (one row per configuration).
+
+Every ``estimate`` argument may be a scalar or a list; lists are axes of a cartesian product.
+Names (model, hardware, runtime, dtype, …) are resolved once per distinct value and gathered
+into numeric columns, so a million-row sweep costs one pass of array arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from perfsim.errors import InputError, unknown
+from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
+from perfsim.specs.hardware import WHATIF_KEYS, split_whatif
+from perfsim.specs.model import load_model
+from perfsim.specs.runtime import DEFAULT_RUNTIME, load_runtime
+
+MODES = ("inference", "train")
+RECOMPUTE = ("none", "selective", "full")
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe")
+FINETUNE = ("full", "lora")
+TIERS = ("none", "cpu", "nvme")
+
+# argument -> (kind, default). kinds: int (>=1), int0 (>=0), pos (float > 0), frac, bool, choice tuple, special
+ARGUMENTS = {
+    "model": ("model", None),
+    "hardware": ("hardware", None),
+    "num_devices": ("int", None),
+    "mode": (MODES, "inference"),
+    "dtype": ("dtype", "bf16"),
+    "weight_dtype": ("dtype", None),
+    "kv_dtype": ("dtype", None),
+    "tp": ("int", 1), "pp": ("int", 1), "dp": ("int", None), "cp": ("int", 1), "ep": ("int", 1),
+    "sp": ("bool", False),
+    "zero": ((0, 1, 2, 3), 0),
+    "zero_shard_size": ("int", None),
+    "schedule": (SCHEDULES, "1f1b"),
+    "virtual_stages": ("int", 1),
+    "recompute": (RECOMPUTE, "none"),
+    "seq_len": ("int", 2048), "global_batch": ("int", None), "micro_batch": ("int", 1),
+    "batch": ("int", 1), "prompt_len": ("int", 2048), "gen_len": ("int", 256),
+    "runtime": ("runtime", None),
+    "gpu_memory_utilization": ("frac", 0.9),
+    "power_cap_w": ("pos", None),
+    "finetune": (FINETUNE, "full"),
+    "lora_rank": ("int", 16),
+    "train_tokens": ("pos", None),
+    "offload_weights": ("offload", "none"), "offload_optimizer": ("offload", "none"),
+    "offload_grads": ("offload", "none"), "offload_activations": ("offload", "none"),
+    "offload_kv": ("offload", "none"),
+    "place": ("place", None),
+    "pim_mode": (("concurrent", "blocked"), None),
+    "sub_batches": ((1, 2), None),
+}
+
+
+def check_value(name: str, value):
+    """Validate one argument value (not a list); return it normalised."""
+    kind, _ = ARGUMENTS[name]
+    if value is None:
+        return None
+    if isinstance(kind, tuple):
+        if isinstance(value, bool) or value not in kind:
+            raise unknown(name, value, [str(k) for k in kind], field=name)
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or float(value) != int(value):
+            raise InputError(f"expected a whole number, got {value!r}", field=name)
+        if value < 1:
+            raise InputError(f"must be at least 1, got {value!r}", field=name)
+        return int(value)
+    if kind == "pos":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+            raise InputError(f"expected a positive number, got {value!r}", field=name)
+        return float(value)
+    if kind == "frac":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise InputError(f"expected a fraction in (0, 1], got {value!r}", field=name)
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"expected true or false, got {value!r}", field=name)
+        return bool(value)
+    if kind == "dtype":
+        return check_dtype(value, name)
+    if kind == "offload":
+        if value not in ("none", "gpu", "hbm"):
+            raise InputError(f"offloading to {value!r} is not modelled yet; only 'none' is", field=name)
+        return "none"
+    if kind == "place":
+        if not isinstance(value, dict):
+            raise InputError("expected a mapping such as {decode_attention: pim}", field=name)
+        if value:
+            raise InputError("heterogeneous placement is not modelled yet; only {} is", field=name)
+        return value
+    if kind == "runtime":
+        load_runtime(value, name)
+        return value
+    if kind == "model":
+        load_model(value, name)
+        return value
+    if kind == "hardware":
+        split_whatif(value, name)
+        return value
+    raise AssertionError(kind)  # pragma: no cover - programming error
+
+
+def _key(value):
+    """Hashable identity of an argument value (dicts become sorted tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _key(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_key(v) for v in value)
+    return value
+
+
+@dataclass
+class Axis:
+    """One swept argument: its distinct ``values`` and each row's index into them (``codes``)."""
+
+    name: str
+    values: list
+    codes: np.ndarray
+
+
+@dataclass
+class Grid:
+    """The cartesian product of the arguments' values: ``n`` rows, one :class:`Axis` per argument."""
+
+    n: int
+    axes: dict
+
+    def values(self, name):
+        """Distinct values of argument ``name`` (``[default]`` when it was not given)."""
+        return self.axes[name].values
+
+    def codes(self, name):
+        return self.axes[name].codes
+
+    def gather(self, name, table):
+        """Per-row array from ``table`` (one entry per distinct value of ``name``)."""
+        table = np.asarray(table, dtype=float)
+        axis = self.axes[name]
+        return table[0] if len(axis.values) == 1 else table[axis.codes]
+
+
+def expand(args: dict) -> Grid:
+    """Cartesian product of list-valued arguments (hardware what-if lists included).
+
+    Values are checked once per distinct value; arguments not given get their default.
+    """
+    for name in args:
+        if name not in ARGUMENTS:
+            raise unknown("argument", name, ARGUMENTS)
+    for name in ("model", "hardware"):
+        if args.get(name) is None:
+            raise InputError("is required", field=name)
+    lists: list[tuple[str, list]] = []
+    for name, value in args.items():
+        if name == "hardware" and isinstance(value, dict):
+            base = value.get("base")
+            if base is None:
+                raise InputError("a what-if hardware dict needs `base: NAME`", field="hardware")
+            lists.append(("hardware", base if isinstance(base, list) else [base]))
+            for key, sub in value.items():
+                if key == "base":
+                    continue
+                if key not in WHATIF_KEYS:
+                    raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"hardware.{key}")
+                subs = sub if isinstance(sub, list) else [sub]
+                for v in subs:
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                        raise InputError(f"expected a positive number, got {v!r}", field=f"hardware.{key}")
+                lists.append((f"hardware.{key}", [float(v) for v in subs]))
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise InputError("an empty list gives no configurations", field=name)
+        if name == "place" and isinstance(value, dict):
+            values = [value]
+        values = [check_value(name, v) for v in values]
+        lists.append((name, values))
+    n = math.prod(len(v) for _, v in lists)
+    axes = {}
+    stride = n
+    for name, values in lists:
+        stride //= len(values)
+        codes = (np.arange(n, dtype=np.int64) // stride) % len(values) if len(values) > 1 else np.zeros(1, np.int64)
+        axes[name] = Axis(name, values, codes)
+    for name, (_, default) in ARGUMENTS.items():
+        if name not in axes:
+            axes[name] = Axis(name, [default], np.zeros(1, np.int64))
+    return Grid(n=n, axes=axes)

@@ -1,0 +1,1 @@
+"""Input specifications: hardware, models, runtimes; loading and checking user data."""

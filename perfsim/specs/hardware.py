@@ -1,0 +1,245 @@
+"""Hardware specs: load, check, and override (what-if) device + node + network descriptions.
+
+Schema: ``hardware_specs/SCHEMA.md``. A spec becomes a flat mapping of numbers whose keys carry
+units (``hbm_bandwidth_gb_s``); the cost models read those as arrays over configurations.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from perfsim.errors import InputError, unknown
+from perfsim.specs import schema as S
+from perfsim.specs.dtypes import COMPUTE_DTYPES
+from perfsim.specs.paths import zoo
+from perfsim.specs.yamlio import LineDict, load_yaml
+
+_SCHEMA = {
+    "name": S.STR,
+    "description": S.STR,
+    "kind": S.STR,
+    "device": {
+        "compute": {"peak_tflops": S.NumMap(COMPUTE_DTYPES), "vector_tflops": S.NumMap(COMPUTE_DTYPES)},
+        "architecture": {"compute_units": S.INT, "clock_ghz": S.NUM, "l2_cache_mib": S.NUM,
+                         "sram_per_unit_kib": S.NUM},
+        "gemm_tile": {"m": S.INT, "n": S.INT},
+        "memory": {"hbm": {"capacity_gib": S.NUM, "bandwidth_gb_s": S.NUM, "name": S.STR}},
+        "kernel_launch_us": {"value": S.NUM},
+        "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM,
+                       **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
+        "power": {"tdp_w": S.NUM, "idle_w": S.NUM},
+        "pim": {"channels": S.INT, "banks_per_channel": S.INT, "macs_per_bank": S.INT, "clock_ghz": S.NUM,
+                "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM},
+    },
+    "node": {
+        "devices_per_node": S.INT,
+        "scaleup": {"name": S.STR, "bandwidth_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
+                    "ll_latency_us": S.NUM,
+                    "in_network_reduction": S.BOOL, "in_network_efficiency": S.NUM},
+        "host_link": {"name": S.STR, "bandwidth_gb_s": S.NUM, "efficiency": S.NUM},
+        "host_memory_gib": S.NUM,
+        "nvme_bandwidth_gb_s": S.NUM,
+        "cpu": {"name": S.STR, "tflops_fp32": S.NUM, "memory_bandwidth_gb_s": S.NUM},
+    },
+    "scaleout": {"name": S.STR, "nic_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
+                 "ll_latency_us": S.NUM},
+}
+
+#: dotted schema key -> flat field name used by the cost models (units in the name)
+_FIELDS = {
+    "device.architecture.compute_units": "compute_units",
+    "device.architecture.clock_ghz": "clock_ghz",
+    "device.architecture.l2_cache_mib": "l2_cache_mib",
+    "device.gemm_tile.m": "gemm_tile_m",
+    "device.gemm_tile.n": "gemm_tile_n",
+    "device.memory.hbm.capacity_gib": "hbm_capacity_gib",
+    "device.memory.hbm.bandwidth_gb_s": "hbm_bandwidth_gb_s",
+    "device.kernel_launch_us.value": "kernel_launch_us",
+    "device.efficiency.gemm_max": "gemm_max",
+    "device.efficiency.memory_max": "memory_max",
+    "device.power.tdp_w": "tdp_w",
+    "device.power.idle_w": "idle_w",
+    "node.devices_per_node": "devices_per_node",
+    "node.scaleup.bandwidth_gb_s": "scaleup_gb_s",
+    "node.scaleup.latency_us": "scaleup_latency_us",
+    "node.scaleup.efficiency": "scaleup_efficiency",
+    "node.scaleup.ll_latency_us": "scaleup_ll_latency_us",
+    "node.scaleup.in_network_efficiency": "scaleup_nvls_efficiency",
+    "node.host_link.bandwidth_gb_s": "host_link_gb_s",
+    "node.host_link.efficiency": "host_link_efficiency",
+    "node.host_memory_gib": "host_memory_gib",
+    "node.nvme_bandwidth_gb_s": "nvme_bandwidth_gb_s",
+    "node.cpu.tflops_fp32": "cpu_tflops",
+    "node.cpu.memory_bandwidth_gb_s": "cpu_memory_bandwidth_gb_s",
+    "scaleout.nic_gb_s": "scaleout_gb_s",
+    "scaleout.latency_us": "scaleout_latency_us",
+    "scaleout.efficiency": "scaleout_efficiency",
+    "scaleout.ll_latency_us": "scaleout_ll_latency_us",
+}
+
+_REQUIRED = (
+    "name", "description", "kind",
+    "device.architecture.compute_units", "device.memory.hbm.capacity_gib",
+    "device.memory.hbm.bandwidth_gb_s", "device.efficiency.gemm_max", "device.efficiency.memory_max",
+    "device.power.tdp_w", "node.devices_per_node",
+)
+
+#: values used when an optional key is absent (physical neutral choices, not device numbers)
+_OPTIONAL_DEFAULTS = {
+    "clock_ghz": 1.0, "l2_cache_mib": 0.0, "gemm_tile_m": 128, "gemm_tile_n": 128, "kernel_launch_us": 0.0,
+    "idle_w": 0.0, "scaleup_gb_s": 0.0, "scaleup_latency_us": 0.0, "scaleup_efficiency": 1.0, "scaleup_ll_latency_us": 0.0,
+    "scaleup_nvls_efficiency": 0.0, "host_link_gb_s": 0.0, "host_link_efficiency": 1.0,
+    "host_memory_gib": 0.0, "nvme_bandwidth_gb_s": 0.0, "cpu_tflops": 0.0, "cpu_memory_bandwidth_gb_s": 0.0,
+    "scaleout_gb_s": 0.0, "scaleout_latency_us": 0.0, "scaleout_efficiency": 1.0, "scaleout_ll_latency_us": 0.0,
+}
+
+_KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
+
+#: what-if keys (CONTRACT.md) -> flat field
+WHATIF_KEYS = {
+    "peak_tflops": "peak_tflops",
+    "hbm_bandwidth_gb_s": "hbm_bandwidth_gb_s",
+    "hbm_capacity_gib": "hbm_capacity_gib",
+    "host_link_gb_s": "host_link_gb_s",
+    "host_memory_gib": "host_memory_gib",
+    "nvme_bandwidth_gb_s": "nvme_bandwidth_gb_s",
+    "scaleup_gb_s": "scaleup_gb_s",
+    "scaleout_gb_s": "scaleout_gb_s",
+    "devices_per_node": "devices_per_node",
+    "tdp_w": "tdp_w",
+}
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """One device kind in its node. Numbers are in the units their names say.
+
+    ``values`` holds the flat numeric fields (see ``_FIELDS``); ``peak_tflops`` and
+    ``vector_tflops`` map dtype → dense TFLOP/s; ``gemm_max_by_dtype`` holds per-dtype GEMM
+    efficiency overrides; ``sources`` maps each schema key to its source string.
+    """
+
+    name: str
+    description: str
+    kind: str
+    values: MappingProxyType
+    peak_tflops: MappingProxyType
+    vector_tflops: MappingProxyType
+    gemm_max_by_dtype: MappingProxyType
+    in_network_reduction: bool = False
+    pim: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    sources: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    file: str | None = None
+
+    def __getitem__(self, key: str) -> float:
+        return self.values[key]
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak TFLOP/s at ``dtype`` (NaN when the device lacks the format)."""
+        return self.peak_tflops.get(dtype, float("nan"))
+
+    def gemm_max(self, dtype: str) -> float:
+        """Fraction of peak a large GEMM reaches at ``dtype``."""
+        return self.gemm_max_by_dtype.get(dtype, self.values["gemm_max"])
+
+
+def hardware_names() -> list[str]:
+    """Names of the shipped hardware specs (``perfsim list hardware``)."""
+    return sorted(zoo("hardware_specs"))
+
+
+def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
+    """Build a :class:`HardwareSpec` from a parsed YAML mapping."""
+    values, sources = S.check(data, _SCHEMA, required=_REQUIRED)
+    kind = values["kind"]
+    if kind not in _KINDS:
+        raise unknown("kind", kind, _KINDS, field="kind", **_where(data, "kind"))
+    peak = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.compute.peak_tflops.")}
+    if not peak:
+        raise InputError("at least one dtype is required", field="device.compute.peak_tflops", file=path)
+    vector = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.compute.vector_tflops.")}
+    by_dtype = {k.rsplit("gemm_max_", 1)[1]: v for k, v in values.items() if "efficiency.gemm_max_" in k}
+    flat = dict(_OPTIONAL_DEFAULTS)
+    flat.update({_FIELDS[k]: float(v) for k, v in values.items() if k in _FIELDS})
+    for key in ("gemm_max", "memory_max"):
+        if not 0 < flat[key] <= 1:
+            raise InputError(f"must be in (0, 1], got {flat[key]}", field=f"device.efficiency.{key}", file=path)
+    pim = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.pim.")}
+    return HardwareSpec(
+        name=values["name"], description=values["description"], kind=kind,
+        values=MappingProxyType(flat), peak_tflops=MappingProxyType(peak),
+        vector_tflops=MappingProxyType(vector), gemm_max_by_dtype=MappingProxyType(by_dtype),
+        in_network_reduction=bool(values.get("node.scaleup.in_network_reduction", False)),
+        pim=MappingProxyType(pim), sources=MappingProxyType(sources), file=path,
+    )
+
+
+def _where(data, key):
+    return data.where(key) if isinstance(data, LineDict) else {}
+
+
+def _load_file(path: str) -> HardwareSpec:
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return _load_cached(path, mtime)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_cached(path: str, mtime: int) -> HardwareSpec:
+    data = load_yaml(path)
+    spec = parse_hardware(data, path)
+    stem = Path(path).stem
+    if Path(path).parent == zoo_dir() and spec.name != stem:
+        raise InputError(f"name {spec.name!r} differs from the file name {stem!r}", field="name",
+                         **_where(data, "name"))
+    return spec
+
+
+def zoo_dir() -> Path:
+    from perfsim.specs.paths import data_dir
+
+    return data_dir("hardware_specs")
+
+
+def load_hardware(ref, field: str = "hardware") -> HardwareSpec:
+    """Resolve ``ref`` — a zoo name, a YAML path, or a parsed spec — to a :class:`HardwareSpec`.
+
+    What-if dicts (``{base: NAME, KEY: value}``) are handled by :func:`resolve_hardware`.
+    """
+    if isinstance(ref, HardwareSpec):
+        return ref
+    if not isinstance(ref, (str, Path)):
+        raise InputError(f"expected a hardware name or file, got {type(ref).__name__}", field=field)
+    names = zoo("hardware_specs")
+    if str(ref) in names:
+        return _load_file(str(names[str(ref)]))
+    if str(ref).endswith((".yaml", ".yml")) or Path(str(ref)).is_file():
+        return _load_file(str(Path(ref).resolve()) if Path(ref).exists() else str(ref))
+    raise unknown("hardware", ref, names, field=field)
+
+
+def split_whatif(ref, field: str = "hardware"):
+    """Split a hardware argument into ``(spec, overrides)``; overrides map what-if keys to values.
+
+    Raises
+    ------
+    InputError
+        Missing ``base``, unknown keys (with close matches), or a non-positive value.
+    """
+    if not isinstance(ref, dict):
+        return load_hardware(ref, field), {}
+    if "base" not in ref:
+        raise InputError("a what-if hardware dict needs `base: NAME`", field=field)
+    overrides = {}
+    for key, value in ref.items():
+        if key == "base":
+            continue
+        if key not in WHATIF_KEYS:
+            raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"{field}.{key}")
+        overrides[key] = value
+    return load_hardware(ref["base"], f"{field}.base"), overrides

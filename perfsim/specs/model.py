@@ -1,0 +1,246 @@
+"""Model specs: zoo YAML, Hugging Face ``config.json`` files, or dicts with Hugging Face keys.
+
+Everything is normalised to Llama-style Hugging Face names; :meth:`ModelSpec.columns` gives the
+numbers the op graph reads (one value per configuration row once gathered into a sweep).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from perfsim.errors import InputError, unknown
+from perfsim.specs.paths import zoo
+from perfsim.specs.yamlio import LineDict, load_yaml
+
+# other projects' names for the same thing -> the Llama-style Hugging Face name
+_ALIASES = {
+    "n_embd": "hidden_size", "d_model": "hidden_size", "n_embed": "hidden_size", "dim": "hidden_size",
+    "n_layer": "num_hidden_layers", "num_layers": "num_hidden_layers", "n_layers": "num_hidden_layers",
+    "n_head": "num_attention_heads", "n_heads": "num_attention_heads", "num_heads": "num_attention_heads",
+    "num_kv_heads": "num_key_value_heads", "n_kv_heads": "num_key_value_heads",
+    "ffn_dim": "intermediate_size", "n_inner": "intermediate_size", "d_ff": "intermediate_size",
+    "ffn_hidden_size": "intermediate_size",
+    "n_routed_experts": "num_local_experts", "num_experts": "num_local_experts",
+    "moe_topk": "num_experts_per_tok", "activation_function": "hidden_act",
+    "n_positions": "max_position_embeddings", "max_seq_len": "max_position_embeddings",
+    "seq_length": "max_position_embeddings",
+}
+
+_INTS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "intermediate_size", "vocab_size", "max_position_embeddings", "num_local_experts", "num_experts_per_tok",
+    "moe_intermediate_size", "n_shared_experts", "first_k_dense_replace", "q_lora_rank", "kv_lora_rank",
+    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "learned_position_rows", "expansion_ratio",
+)
+_BOOLS = ("tie_word_embeddings", "use_bias", "attention_bias", "mlp_bias", "lm_head_bias",
+          "parallel_attn_mlp", "embedding_norm", "gated_mlp", "multi_query")
+_STRS = ("name", "description", "source", "hidden_act", "position_embedding", "norm", "model_type")
+_INFO = ("published_params", "published_active_params", "architectures", "torch_dtype", "transformers_version")
+_GATED_ACTS = ("silu", "swish", "swiglu", "geglu", "gelu_glu", "silu_glu")
+_PLAIN_ACTS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "quick_gelu", "gelu_approx")
+_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A transformer, normalised. ``fields`` holds the Llama-style Hugging Face keys."""
+
+    name: str
+    fields: MappingProxyType
+    published_params: float | None = None
+    published_active_params: float | None = None
+
+    def __getitem__(self, key):
+        return self.fields[key]
+
+    @property
+    def is_moe(self) -> bool:
+        return self.fields["num_local_experts"] > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.fields["kv_lora_rank"] > 0
+
+    def columns(self) -> dict[str, float]:
+        """Numbers the op graph reads (see :mod:`perfsim.graph.transformer`)."""
+        f = self.fields
+        return {
+            "hidden": f["hidden_size"], "layers": f["num_hidden_layers"], "heads": f["num_attention_heads"],
+            "kv_heads": f["num_key_value_heads"], "head_dim": f["head_dim"], "ffn": f["intermediate_size"],
+            "vocab": f["vocab_size"], "gated": float(f["gated_mlp"]), "tied": float(f["tie_word_embeddings"]),
+            "pos_rows": f["learned_position_rows"], "attn_bias": float(f["attention_bias"]),
+            "mlp_bias": float(f["mlp_bias"]), "head_bias": float(f["lm_head_bias"]),
+            "norm_params": 2.0 if f["norm"] == "layernorm" else 1.0,
+            "parallel_block": float(f["parallel_attn_mlp"]), "embed_norm": float(f["embedding_norm"]),
+            "experts": f["num_local_experts"], "top_k": f["num_experts_per_tok"],
+            "moe_ffn": f["moe_intermediate_size"], "shared_experts": f["n_shared_experts"],
+            "dense_layers": f["first_k_dense_replace"] if f["num_local_experts"] else f["num_hidden_layers"],
+            "q_lora": f["q_lora_rank"], "kv_lora": f["kv_lora_rank"], "qk_nope": f["qk_nope_head_dim"],
+            "qk_rope": f["qk_rope_head_dim"], "v_head_dim": f["v_head_dim"],
+        }
+
+
+def model_names() -> list[str]:
+    """Names of the shipped models (``perfsim list models``)."""
+    return sorted(zoo("workloads"))
+
+
+def load_model(ref, field: str = "model") -> ModelSpec:
+    """Resolve a zoo name, a YAML path, a Hugging Face ``config.json`` path, or a dict."""
+    if isinstance(ref, ModelSpec):
+        return ref
+    if isinstance(ref, dict):
+        return parse_model(ref, name=str(ref.get("name", "custom")), field=field)
+    if not isinstance(ref, (str, Path)):
+        raise InputError(f"expected a model name, file or dict, got {type(ref).__name__}", field=field)
+    names = zoo("workloads")
+    if str(ref) in names:
+        return _load_file(str(names[str(ref)]), field, _mtime(names[str(ref)]))
+    if Path(str(ref)).suffix in (".yaml", ".yml", ".json") or Path(str(ref)).is_file():
+        return _load_file(str(ref), field, _mtime(ref))
+    raise unknown("model", ref, names, field=field)
+
+
+def _mtime(path) -> float:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _load_file(path: str, field: str, mtime: float) -> ModelSpec:
+    if path.endswith(".json"):
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"cannot read file: {exc.strerror or exc}", file=path, field=field) from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno, field=field) from None
+    else:
+        data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of model keys", file=path, field=field)
+    return parse_model(data, name=str(data.get("name", Path(path).stem)), field=field, file=path)
+
+
+def _num(value) -> float | None:
+    if isinstance(value, dict):
+        value = value.get("value")
+    if isinstance(value, str):  # YAML 1.1 reads 68.98e9 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def parse_model(data: dict, *, name: str = "custom", field: str = "model", file: str | None = None) -> ModelSpec:
+    """Normalise a mapping of Hugging Face config keys into a :class:`ModelSpec`.
+
+    Keys that are not about the shape (``torch_dtype``, ``rope_theta``, …) are ignored, as
+    Hugging Face configs carry many; a shape key with a wrong type or range is an error.
+    """
+
+    def where(key):
+        if isinstance(data, LineDict):
+            return {"file": data.file, "line": data.lines.get(key, data.line)}
+        return {"file": file}
+
+    raw = {}
+    for key, value in data.items():
+        canonical = _ALIASES.get(key, key)
+        if canonical in raw and key != canonical:
+            continue  # the canonical key wins over an alias
+        raw[canonical] = (key, value)
+    f: dict = {}
+    for key in _INTS:
+        if key in raw:
+            orig, value = raw[key]
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+                raise InputError(f"expected a whole number, got {value!r}", field=f"{field}.{orig}", **where(orig))
+            if value < 0:
+                raise InputError(f"must not be negative, got {value!r}", field=f"{field}.{orig}", **where(orig))
+            f[key] = int(value)
+    for key in _BOOLS:
+        if key in raw:
+            orig, value = raw[key]
+            if not isinstance(value, bool):
+                raise InputError(f"expected true or false, got {value!r}", field=f"{field}.{orig}", **where(orig))
+            f[key] = value
+    for key in _STRS:
+        if key in raw and raw[key][1] is not None:
+            f[key] = str(raw[key][1])
+    for key in _REQUIRED:
+        if key not in f:
+            raise InputError("required model key is missing", field=f"{field}.{key}", file=getattr(data, "file", file))
+        if f[key] <= 0:
+            raise InputError("must be positive", field=f"{field}.{key}", **where(key))
+    h, heads = f["hidden_size"], f["num_attention_heads"]
+    if f.get("multi_query"):
+        f.setdefault("num_key_value_heads", 1)
+    f.setdefault("num_key_value_heads", heads)
+    if f["num_key_value_heads"] <= 0 or heads % f["num_key_value_heads"]:
+        raise InputError(
+            f"num_key_value_heads ({f['num_key_value_heads']}) must divide num_attention_heads ({heads})",
+            field=f"{field}.num_key_value_heads", **where("num_key_value_heads"))
+    if "head_dim" not in f or f["head_dim"] == 0:
+        f["head_dim"] = h // heads
+    if "intermediate_size" not in f:
+        f["intermediate_size"] = f.pop("expansion_ratio", 4) * h
+    act = f.get("hidden_act", "gelu").lower()
+    if "gated_mlp" not in f:
+        if act in _GATED_ACTS:
+            f["gated_mlp"] = True
+        elif act in _PLAIN_ACTS:
+            f["gated_mlp"] = False
+        else:
+            raise unknown("hidden_act", act, _GATED_ACTS + _PLAIN_ACTS, field=f"{field}.hidden_act",
+                          **where("hidden_act"))
+    f.setdefault("tie_word_embeddings", False)
+    bias = f.get("use_bias", False)
+    for key in ("attention_bias", "mlp_bias", "lm_head_bias"):
+        f.setdefault(key, bias if key != "lm_head_bias" else False)
+    f.setdefault("position_embedding", "rope")
+    if f["position_embedding"] not in ("rope", "alibi", "learned"):
+        raise unknown("position_embedding", f["position_embedding"], ("rope", "alibi", "learned"),
+                      field=f"{field}.position_embedding", **where("position_embedding"))
+    if f["position_embedding"] == "learned":
+        f.setdefault("learned_position_rows", f.get("max_position_embeddings", 2048))
+    f.setdefault("learned_position_rows", 0)
+    f.setdefault("norm", "rmsnorm" if f["gated_mlp"] else "layernorm")
+    if f["norm"] not in ("rmsnorm", "layernorm"):
+        raise unknown("norm", f["norm"], ("rmsnorm", "layernorm"), field=f"{field}.norm", **where("norm"))
+    f.setdefault("parallel_attn_mlp", False)
+    f.setdefault("embedding_norm", False)
+    for key in ("num_local_experts", "num_experts_per_tok", "n_shared_experts", "first_k_dense_replace",
+                "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                "max_position_embeddings"):
+        f.setdefault(key, 0)
+    if f["num_local_experts"]:
+        if not 0 < f["num_experts_per_tok"] <= f["num_local_experts"]:
+            raise InputError("num_experts_per_tok must be between 1 and num_local_experts",
+                             field=f"{field}.num_experts_per_tok", **where("num_experts_per_tok"))
+        f.setdefault("moe_intermediate_size", f["intermediate_size"])
+    else:
+        f["num_experts_per_tok"] = 0
+        f["n_shared_experts"] = 0
+    f.setdefault("moe_intermediate_size", 0)
+    if f["kv_lora_rank"]:
+        for key in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            if not f[key]:
+                raise InputError("MLA (kv_lora_rank > 0) needs this key", field=f"{field}.{key}",
+                                 file=getattr(data, "file", file))
+        f["head_dim"] = f["qk_nope_head_dim"] + f["qk_rope_head_dim"]
+    f["num_local_experts"] = f["num_local_experts"]
+    return ModelSpec(
+        name=name, fields=MappingProxyType(f),
+        published_params=_num(data.get("published_params")),
+        published_active_params=_num(data.get("published_active_params")),
+    )

@@ -1,0 +1,105 @@
+"""Software-stack profiles (``runtimes/*.yaml``): what the engine adds on top of the chip.
+
+Measured systems differ by engine as much as by chip: host overhead per step, kernel launch
+cost (CUDA graphs or not), how many elementwise kernels a layer runs (fusion), the attention
+kernel (flash or eager), overlap of communication, memory fragmentation. Keeping these in data
+keeps device efficiency physical and lets every validation case name the engine it ran on.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from perfsim.errors import InputError, unknown
+from perfsim.specs import schema as S
+from perfsim.specs.paths import zoo
+from perfsim.specs.yamlio import load_yaml
+
+_SCHEMA = {
+    "name": S.STR, "description": S.STR, "mode": S.STR,
+    "step_overhead_ms": S.NUM, "kernel_launch_us": S.NUM, "kernels_per_layer": S.NUM,
+    "attention": S.STR, "attention_efficiency": S.NUM, "grad_reduce_bytes": S.NUM,
+    "dp_overlap": S.NUM, "tp_overlap": S.NUM, "dropout": S.BOOL, "fragmentation": S.NUM, "compile": S.BOOL,
+    "compiled_kernels_per_layer": S.NUM,
+}
+_REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
+             "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
+_FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation")
+
+#: engine used when ``runtime`` is not given, by mode
+DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    name: str
+    values: MappingProxyType
+
+    def columns(self) -> dict[str, float]:
+        """Numbers the cost models read."""
+        v = self.values
+        kernels = v["kernels_per_layer"]
+        if v.get("compile") and "compiled_kernels_per_layer" in v:
+            kernels = v["compiled_kernels_per_layer"]
+        return {
+            "step_overhead_s": v["step_overhead_ms"] * 1e-3,
+            "runtime_launch_us": v.get("kernel_launch_us", -1.0),
+            "kernels_per_layer": kernels,
+            "flash": 1.0 if v["attention"] == "flash" else 0.0,
+            "attention_eff": v["attention_efficiency"],
+            "grad_bytes": v["grad_reduce_bytes"],
+            "dp_overlap": v["dp_overlap"],
+            "tp_overlap": v["tp_overlap"],
+            "dropout": 1.0 if v["dropout"] else 0.0,
+            "fragmentation": v["fragmentation"],
+        }
+
+
+def runtime_names() -> list[str]:
+    return sorted(zoo("runtimes"))
+
+
+@functools.lru_cache(maxsize=64)
+def _load(path: str) -> RuntimeSpec:
+    values, _ = S.check(load_yaml(path), _SCHEMA, required=_REQUIRED)
+    return _build(values, path)
+
+
+def _build(values: dict, path: str) -> RuntimeSpec:
+    if values["attention"] not in ("flash", "eager"):
+        raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
+    for key in _FRACTIONS:
+        if not 0 <= values[key] <= 1:
+            raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
+    return RuntimeSpec(name=values["name"], values=MappingProxyType(values))
+
+
+def load_runtime(ref, field: str = "runtime") -> RuntimeSpec:
+    """A zoo name, or a what-if dict ``{base: NAME, KEY: value, ...}`` overriding profile keys."""
+    if isinstance(ref, RuntimeSpec):
+        return ref
+    names = zoo("runtimes")
+    if isinstance(ref, dict):
+        if "base" not in ref:
+            raise InputError("a what-if runtime dict needs `base: NAME`", field=field)
+        base = load_runtime(ref["base"], f"{field}.base")
+        values = dict(base.values)
+        for key, value in ref.items():
+            if key == "base":
+                continue
+            if key not in _SCHEMA or key in ("name", "description", "mode"):
+                raise unknown("runtime key", key, [k for k in _SCHEMA if k not in ("name", "description", "mode")],
+                              field=f"{field}.{key}")
+            kind = _SCHEMA[key]
+            ok = isinstance(value, bool) if kind == S.BOOL else (
+                isinstance(value, str) if kind == S.STR else isinstance(value, (int, float)) and not isinstance(value, bool))
+            if not ok or (kind == S.NUM and value < 0):
+                raise InputError(f"expected a {kind}, got {value!r}", field=f"{field}.{key}")
+            values[key] = value
+        values["name"] = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in ref.items() if k != "base")
+        return _build(values, field)
+    if not isinstance(ref, str) or ref not in names:
+        raise unknown("runtime", ref, names, field=field)
+    return _load(str(names[ref]))

@@ -1,0 +1,77 @@
+"""YAML loading that remembers where every key was written, for error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from perfsim.errors import InputError
+
+
+class LineDict(dict):
+    """A dict that knows the line of each of its keys (``lines[key]``) and its own file."""
+
+    __slots__ = ("file", "line", "lines")
+
+    def __init__(self, *args, file=None, line=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.file = file
+        self.line = line
+        self.lines: dict = {}
+
+    def where(self, key=None) -> dict:
+        """``file=`` and ``line=`` keywords for an :class:`InputError` about ``key``."""
+        return {"file": self.file, "line": self.lines.get(key, self.line)}
+
+
+def _loader_for(path: str):
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        loader.flatten_mapping(node)
+        out = LineDict(file=path, line=node.start_mark.line + 1)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise InputError("mapping key is not hashable", file=path,
+                                 line=key_node.start_mark.line + 1) from None
+            if key in out:
+                raise InputError(f"duplicate key {key!r}", file=path, line=key_node.start_mark.line + 1)
+            out[key] = loader.construct_object(value_node, deep=True)
+            out.lines[key] = key_node.start_mark.line + 1
+        return out
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return Loader
+
+
+def load_yaml(path: str | Path):
+    """Load one YAML file; mappings come back as :class:`LineDict`.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read or is not valid YAML (with its line).
+    """
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", file=path) from None
+    return loads_yaml(text, path)
+
+
+def loads_yaml(text: str, path: str = "<string>"):
+    """Parse YAML text, as :func:`load_yaml` does for a file."""
+    try:
+        return yaml.load(text, Loader=_loader_for(path))  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise InputError(f"malformed YAML: {exc.problem or exc}", file=path, line=line) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"malformed YAML: {exc}", file=path) from None

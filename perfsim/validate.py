@@ -1,0 +1,114 @@
+"""Compare predictions with published measurements (``validation/cases.yaml``).
+
+Each case names a call, its arguments, a result key (dotted for nested keys) and the published
+value; a ratio case adds ``baseline`` (arguments merged over ``args`` for the denominator run).
+A case that cannot run — an unknown name, an infeasible plan, a call perfsim lacks — is kept
+with its reason and counts as a failure, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from perfsim.errors import InputError
+from perfsim.specs.paths import data_dir
+from perfsim.specs.yamlio import load_yaml
+
+
+def _calls():
+    from perfsim import api
+
+    return {"estimate": api.estimate, "gemm": api.gemm, "collective": api.collective, "memcpy": api.memcpy}
+
+
+def _metric(result: dict, key: str):
+    node = result
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def _run(call, args, metric):
+    result = call(**args)
+    if isinstance(result, dict) and result.get("feasible") is False:
+        raise _Infeasible(result.get("reason") or "infeasible")
+    value = _metric(result, metric)
+    if value is None:
+        raise KeyError(metric)
+    return float(value)
+
+
+class _Infeasible(Exception):
+    pass
+
+
+def load_cases(path=None) -> list[dict]:
+    """Cases of ``path`` (default: the project's ``validation/cases.yaml``)."""
+    path = Path(path) if path else data_dir("validation") / "cases.yaml"
+    cases = load_yaml(path)
+    if not isinstance(cases, list):
+        raise InputError("expected a list of cases", file=str(path))
+    return [dict(c) for c in cases]
+
+
+def run_case(case: dict) -> dict:
+    """Run one case: ``predicted``, ``error`` (signed, relative) and ``status`` / ``reason``."""
+    row = {"id": case.get("id"), "category": case.get("category"), "call": case.get("call"),
+           "metric": case.get("metric"), "published": float(case.get("value", np.nan)),
+           "predicted": np.nan, "error": np.nan, "status": "ok", "reason": None,
+           "ratio": "baseline" in case}
+    calls = _calls()
+    call = calls.get(case.get("call"))
+    if call is None:
+        row.update(status="cannot run", reason=f"call {case.get('call')!r} is not available in this version")
+        return row
+    args = dict(case.get("args") or {})
+    try:
+        predicted = _run(call, args, case["metric"])
+        if "baseline" in case:
+            predicted = predicted / _run(call, {**args, **dict(case["baseline"])}, case["metric"])
+    except _Infeasible as exc:
+        row.update(status="infeasible", reason=str(exc))
+        return row
+    except InputError as exc:
+        row.update(status="cannot run", reason=str(exc))
+        return row
+    except KeyError as exc:
+        row.update(status="cannot run", reason=f"result has no key {exc.args[0]!r}")
+        return row
+    row["predicted"] = predicted
+    row["error"] = predicted / row["published"] - 1.0 if row["published"] else np.nan
+    return row
+
+
+def validate(suite=None, path=None) -> pd.DataFrame:
+    """Run the validation cases; ``suite`` filters by category or id prefix.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per case: ``id``, ``category``, ``call``, ``metric``, ``published``,
+        ``predicted``, ``error`` (signed relative: predicted / published - 1), ``status``
+        (``ok``, ``infeasible`` or ``cannot run``) and ``reason``.
+    """
+    cases = load_cases(path)
+    if suite:
+        cases = [c for c in cases if c.get("category") == suite or str(c.get("id", "")).startswith(suite)]
+    return pd.DataFrame([run_case(c) for c in cases])
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """MAPE per category over the cases that ran, with counts of those that did not."""
+    rows = []
+    for category, part in df.groupby("category", sort=True):
+        ok = part[part["status"] == "ok"]
+        rows.append({"category": category, "cases": len(part), "ran": len(ok),
+                     "failed": len(part) - len(ok),
+                     "mape": float(np.mean(np.abs(ok["error"]))) if len(ok) else np.nan,
+                     "within_15pct": int((np.abs(ok["error"]) <= 0.15).sum())})
+    return pd.DataFrame(rows)

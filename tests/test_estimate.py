@@ -1,0 +1,106 @@
+"""estimate / sweep: contract keys, physical sanity, and sweep ↔ estimate consistency."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import perfsim
+from perfsim.cli import cli
+
+MEMORY_KEYS = {"weights", "gradients", "optimizer", "model_states", "activations", "kv_cache", "other", "total",
+               "capacity"}
+
+
+def test_llama2_70b_tp8_contract_keys_and_physics():
+    result = CliRunner().invoke(cli, ["estimate", "--model", "llama2-70b", "--hardware", "a100-80gb", "--tp", "8",
+                                      "--batch", "1", "--prompt-len", "2048", "--gen-len", "256", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    for key in ("feasible", "reason", "memory_per_device_gib", "breakdown", "ttft_s", "tpot_s", "e2e_latency_s",
+                "throughput_tokens_per_s", "kv_cache_capacity_tokens", "max_concurrency"):
+        assert key in r
+    assert MEMORY_KEYS <= set(r["memory_per_device_gib"])
+    assert r["feasible"] is True
+    assert 15.5 < r["memory_per_device_gib"]["weights"] < 16.5  # 69 B params x 2 B / 8
+    bound = r["breakdown"]["decode"]["hbm_bound_s"]
+    assert bound < r["tpot_s"] < 2.5 * bound  # above the HBM bound, not below, and not far off
+
+
+def test_train_keys():
+    r = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", tp=8, seq_len=2048,
+                         global_batch=8, recompute="full")
+    for key in ("step_time_s", "tokens_per_s", "model_flops_per_step", "mfu", "hfu", "model_tflops_per_device",
+                "hardware_tflops_per_device", "bubble_fraction"):
+        assert key in r
+    assert 0 < r["mfu"] < r["hfu"] < 1
+    mem = r["memory_per_device_gib"]
+    assert mem["model_states"] == pytest.approx(mem["weights"] + mem["gradients"] + mem["optimizer"])
+
+
+def test_model_flops_follow_megatron_eq3():
+    """hardware FLOPs with full recompute equal Narayanan et al. eq. 3 for a GPT model."""
+    h, layers, s, V, B = 4096, 36, 2048, 51200, 512
+    model = {"hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": 32, "intermediate_size": 4 * h,
+             "vocab_size": V, "hidden_act": "gelu", "tie_word_embeddings": True}
+    r = perfsim.estimate(model=model, hardware="a100-80gb", mode="train", tp=8, dp=16, seq_len=s, global_batch=B,
+                         recompute="full")
+    eq3 = 96 * B * s * layers * h**2 * (1 + s / (6 * h) + V / (16 * layers * h))
+    hw_flops = r["hardware_tflops_per_device"] * 1e12 * r["step_time_s"] * r["num_devices"]
+    assert hw_flops == pytest.approx(eq3, rel=0.01)
+
+
+def test_sweep_rows_equal_estimates():
+    df = perfsim.sweep(model=["llama2-7b", "mistral-7b"], hardware="a100-80gb", batch=[1, 16], tp=[1, 2],
+                       prompt_len=512, gen_len=32)
+    assert len(df) == 8
+    for i in (0, 5, 7):
+        row = df.iloc[i]
+        r = perfsim.estimate(model=str(row["model"]), hardware="a100-80gb", batch=int(row["batch"]),
+                             tp=int(row["tp"]), prompt_len=512, gen_len=32)
+        assert r["tpot_s"] == pytest.approx(row["tpot_s"], rel=1e-12)
+        assert r["memory_per_device_gib"]["total"] == pytest.approx(row["memory_per_device_gib.total"], rel=1e-12)
+
+
+def test_sweep_keeps_infeasible_rows():
+    df = perfsim.sweep(model="llama2-70b", hardware="a100-80gb", tp=[1, 8])
+    assert list(df["feasible"]) == [False, True]
+    assert "does not fit" in df["reason"].iloc[0]
+
+
+def test_whatif_bandwidth_sweep_is_one_call_and_monotonic():
+    df = perfsim.sweep(model="llama2-7b", hardware={"base": "h100-sxm", "hbm_bandwidth_gb_s": [1000, 2000, 3350, 4800]},
+                       batch=1, prompt_len=1024, gen_len=64)
+    assert len(df) == 4
+    assert np.all(np.diff(df["tpot_s"].to_numpy()) < 0)
+
+
+def test_breakdown_sums_to_total():
+    r = perfsim.estimate(model="mixtral-8x7b", hardware="h100-sxm", tp=4, batch=8)
+    for phase in ("prefill", "decode"):
+        b = r["breakdown"][phase]
+        parts = b["gemm_s"] + b["attention_s"] + b["elementwise_s"] + b["communication_s"] + b["pipeline_s"] + b["overhead_s"]
+        assert parts == pytest.approx(b["total_s"], rel=1e-9)
+    assert r["ttft_s"] == pytest.approx(r["breakdown"]["prefill"]["total_s"])
+
+
+def test_moe_decode_reads_only_touched_experts():
+    small = perfsim.estimate(model="mixtral-8x7b", hardware="h100-sxm", tp=2, batch=1, prompt_len=128, gen_len=16)
+    dense_like = perfsim.estimate(model="mixtral-8x7b", hardware="h100-sxm", tp=2, batch=64, prompt_len=128, gen_len=16)
+    assert small["tpot_s"] < 0.6 * dense_like["tpot_s"]
+
+
+def test_deepseek_v3_mla_kv_cache_is_small():
+    ds = perfsim.estimate(model="deepseek-v3", hardware="h200", tp=8, batch=1, prompt_len=4096, gen_len=1)
+    # MLA caches 512 + 64 values per token per layer: 61 layers x 576 x 2 B x 4097 tokens
+    assert ds["memory_per_device_gib"]["kv_cache"] == pytest.approx(61 * 576 * 2 * 4097 / 2**30, rel=1e-6)
+
+
+def test_microbenchmark_calls():
+    g = perfsim.gemm("a100-80gb", 8192, 8192, 8192, "fp16")
+    assert 200 < g["tflops"] <= 312
+    c = perfsim.collective("a100-80gb", "all_reduce", 2**30, 8)
+    assert 0 < c["busbw_gb_s"] <= 300 and c["algbw_gb_s"] == pytest.approx(c["busbw_gb_s"] * 8 / 14)
+    m = perfsim.memcpy("a100-80gb", 2**28, "hbm", "hbm")
+    assert 0 < m["bandwidth_gb_s"] < 2039

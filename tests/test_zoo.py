@@ -1,0 +1,53 @@
+"""Shipped data: every model's parameter count matches its published size; every spec loads."""
+
+import pytest
+import yaml
+
+from perfsim.graph.params import total_params
+from perfsim.specs.hardware import hardware_names, load_hardware
+from perfsim.specs.model import load_model, model_names
+from perfsim.specs.paths import data_dir
+from perfsim.specs.runtime import load_runtime, runtime_names
+
+REQUIRED_MODELS = {"gpt3-175b", "llama2-7b", "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3.1-405b",
+                   "mistral-7b", "mixtral-8x7b", "deepseek-v3", "opt-6.7b", "opt-13b", "opt-30b", "opt-175b",
+                   "bloom-176b", "gpt-j-6b", "mpt-7b", "mpt-30b", "mpt-70b"}
+REQUIRED_HARDWARE = {"a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "mi250x", "mi300x",
+                     "tpu-v4", "v100-32gb", "t4", "npu", "pim"}
+
+
+def test_zoo_has_required_entries():
+    assert REQUIRED_MODELS <= set(model_names())
+    assert REQUIRED_HARDWARE <= set(hardware_names())
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_parameter_count_matches_published(name):
+    model = load_model(name)
+    raw = yaml.safe_load((data_dir("workloads") / f"{name}.yaml").read_text())
+    published = model.published_params
+    assert published, f"{name} has no published_params"
+    counted = float(total_params(model.columns()))
+    # a size published only as a rounded name ("13B") is honoured to half its rounding step
+    rounding = float(raw["published_params"].get("rounded_to", 0)) if isinstance(raw["published_params"], dict) else 0
+    tolerance = max(0.01 * published, rounding / 2)
+    assert abs(counted - published) <= tolerance, (counted, published)
+
+
+def test_moe_active_parameters():
+    mixtral = load_model("mixtral-8x7b")
+    active = float(total_params(mixtral.columns(), active=True))
+    assert abs(active / mixtral.published_active_params - 1) < 0.01
+
+
+@pytest.mark.parametrize("name", hardware_names())
+def test_hardware_loads_with_sources(name):
+    spec = load_hardware(name)
+    assert spec.name == name
+    assert spec.sources and all(spec.sources.values())
+    assert spec["hbm_bandwidth_gb_s"] > 0 and spec["hbm_capacity_gib"] > 0
+
+
+@pytest.mark.parametrize("name", runtime_names())
+def test_runtime_loads(name):
+    assert load_runtime(name).columns()["kernels_per_layer"] > 0
