@@ -72,6 +72,8 @@ def check_value(name: str, value):
         if value < 1:
             raise InputError(f"must be at least 1, got {value!r}", field=name)
         return int(value)
+    if name == "power_cap_w":
+        raise InputError("power caps are not modelled yet", field=name)
     if kind == "pos":
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
             raise InputError(f"expected a positive number, got {value!r}", field=name)

@@ -7,7 +7,8 @@ hardware YAMLs cite this script and the case ids as the source of the fitted num
 
 * ``gemm`` cases → ``device.efficiency.gemm_max`` (and ``gemm_max_<dtype>`` per dtype)
 * ``memcpy`` hbm→hbm → ``device.efficiency.memory_max``; cpu→hbm → ``node.host_link.efficiency``
-* ``collective`` inside one node → ``node.scaleup`` ``efficiency``, ``latency_us`` (simple
+* ``collective`` inside one node → ``node.scaleup`` ``efficiency`` (bounded to [0.6, 1]: a ring on a
+  switched fabric reaches most of the link), ``latency_us`` (simple
   protocol, per step), ``ll_latency_us`` (low-latency protocol, per step), ``in_network_efficiency``
 """
 
@@ -48,7 +49,7 @@ def fit_collectives(spec, cases):
 
     def loss(x):
         eff, lat, ll, nvls = x
-        if not (0.3 < eff <= 1.0 and 0 <= lat < 50 and 0 <= ll < 50 and 0 <= nvls <= 1.0):
+        if not (0.6 <= eff <= 1.0 and 0 <= lat < 50 and 0 <= ll < 50 and 0 <= nvls <= 1.0):
             return 1e9
         trial = _with(spec, scaleup_efficiency=eff, scaleup_latency_us=lat, scaleup_ll_latency_us=ll,
                       scaleup_nvls_efficiency=nvls if use_nvls else 0.0)

@@ -93,7 +93,10 @@ def _at(value, i):
 
 
 def _hbm_bound(c, seqs, context):
-    """Lower bound of a decode step: weights + KV cache read once at full HBM bandwidth."""
-    weights = layer_params(c, active=False) / (c["tp"] * c["pp"]) * c["w_bytes"]
+    """Lower bound of a decode step: weights (MoE: the experts the batch touches) + KV cache read
+    once at full HBM bandwidth."""
+    experts = np.maximum(c["experts"], 1.0)
+    touched = experts * (1.0 - np.power(1.0 - c["top_k"] / experts, seqs))
+    weights = layer_params(c, experts_counted=touched) / (c["tp"] * c["pp"]) * c["w_bytes"]
     kv = seqs * context * kv_bytes_per_token(c) * c["layers"] / c["pp"]
     return (weights + kv) / c["hbm_bw"]

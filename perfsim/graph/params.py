@@ -53,12 +53,13 @@ def head_params(c):
     return c["norm_params"] * c["hidden"] + (1.0 - c["tied"]) * c["vocab"] * c["hidden"] + c["head_bias"] * c["vocab"]
 
 
-def layer_params(c, *, active: bool = False):
-    """Weights of all transformer layers; ``active`` counts only the routed experts a token uses."""
+def layer_params(c, *, active: bool = False, experts_counted=None):
+    """Weights of all transformer layers; ``active`` counts only the routed experts a token uses,
+    ``experts_counted`` (array) any other number of routed experts per MoE layer."""
     dense, moe = layer_counts(c)
     norms = c["norm_params"] * c["hidden"] * (2.0 - c["parallel_block"])
     attn = attention_params(c) + norms
-    experts = c["top_k"] if active else c["experts"]
+    experts = experts_counted if experts_counted is not None else (c["top_k"] if active else c["experts"])
     return dense * (attn + dense_mlp_params(c)) + moe * (attn + moe_mlp_params(c, experts))
 
 
