@@ -24,7 +24,8 @@ SCHEDULES = ("gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe")
 FINETUNE = ("full", "lora")
 TIERS = ("none", "cpu", "nvme")
 
-# argument -> (kind, default). kinds: int (>=1), int0 (>=0), pos (float > 0), frac, bool, choice tuple, special
+# argument -> (kind, default). kinds: int (>=1), pos (float > 0), frac, bool, choice tuple, special;
+# "unmodelled": named by the interface, rejected with a clear error until a cost model uses it
 ARGUMENTS = {
     "model": ("model", None),
     "hardware": ("hardware", None),
@@ -44,10 +45,10 @@ ARGUMENTS = {
     "batch": ("int", 1), "prompt_len": ("int", 2048), "gen_len": ("int", 256),
     "runtime": ("runtime", None),
     "gpu_memory_utilization": ("frac", 0.9),
-    "power_cap_w": ("pos", None),
+    "power_cap_w": ("unmodelled", None),
     "finetune": (FINETUNE, "full"),
     "lora_rank": ("int", 16),
-    "train_tokens": ("pos", None),
+    "train_tokens": ("unmodelled", None),
     "offload_weights": ("offload", "none"), "offload_optimizer": ("offload", "none"),
     "offload_grads": ("offload", "none"), "offload_activations": ("offload", "none"),
     "offload_kv": ("offload", "none"),
@@ -72,8 +73,8 @@ def check_value(name: str, value):
         if value < 1:
             raise InputError(f"must be at least 1, got {value!r}", field=name)
         return int(value)
-    if name == "power_cap_w":
-        raise InputError("power caps are not modelled yet", field=name)
+    if kind == "unmodelled":
+        raise InputError("is accepted by the interface but not modelled yet", field=name)
     if kind == "pos":
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
             raise InputError(f"expected a positive number, got {value!r}", field=name)

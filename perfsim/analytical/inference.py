@@ -13,7 +13,7 @@ import numpy as np
 
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.graph.params import embedding_params, head_params, layer_counts, layer_params
-from perfsim.graph.transformer import Pass, head_ops, kv_bytes_per_token, layer_ops
+from perfsim.graph.transformer import Pass, head_ops, kv_bytes_per_token, layer_ops, touched_experts
 
 _GIB = 2.0**30
 
@@ -95,8 +95,6 @@ def _at(value, i):
 def _hbm_bound(c, seqs, context):
     """Lower bound of a decode step: weights (MoE: the experts the batch touches) + KV cache read
     once at full HBM bandwidth."""
-    experts = np.maximum(c["experts"], 1.0)
-    touched = experts * (1.0 - np.power(1.0 - c["top_k"] / experts, seqs))
-    weights = layer_params(c, experts_counted=touched) / (c["tp"] * c["pp"]) * c["w_bytes"]
+    weights = layer_params(c, experts_counted=touched_experts(c, seqs)) / (c["tp"] * c["pp"]) * c["w_bytes"]
     kv = seqs * context * kv_bytes_per_token(c) * c["layers"] / c["pp"]
     return (weights + kv) / c["hbm_bw"]

@@ -67,6 +67,12 @@ class Pass:
     logits_tokens: object  # tokens whose logits are computed (all in training, last per sequence in inference)
 
 
+def touched_experts(c, tokens):
+    """Expected distinct routed experts hit by ``tokens × top_k`` draws from a balanced router."""
+    experts = np.maximum(c["experts"], 1.0)
+    return experts * (1.0 - np.power(1.0 - c["top_k"] / experts, tokens))
+
+
 def kv_heads_per_device(c):
     """KV heads each tensor-parallel rank holds (replicated when tp exceeds them)."""
     return np.maximum(c["kv_heads"] / c["tp"], 1.0)
@@ -139,9 +145,8 @@ def moe_mlp_ops(c, p: Pass):
     """
     tp, h = c["tp"], c["hidden"]
     T = p.tokens
-    experts = np.maximum(c["experts"], 1.0)
     draws = T * c["top_k"]
-    touched = experts * (1.0 - np.power(1.0 - c["top_k"] / experts, T))
+    touched = touched_experts(c, T)
     tokens_per_expert = draws / np.maximum(touched, 1e-9)
     ffn_dev = c["moe_ffn"] / tp
     shared_dev = c["shared_experts"] * c["moe_ffn"] / tp
