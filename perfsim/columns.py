@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.specs.dtypes import DTYPE_BYTES
+from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.model import load_model
 from perfsim.specs.runtime import DEFAULT_RUNTIME, load_runtime
@@ -66,8 +66,7 @@ def build(grid) -> dict:
     dtypes = grid.values("dtype")
     c["peak_flops"] = _pair(grid, "hardware", "dtype", [[s.peak(d) * 1e12 for d in dtypes] for s in specs])
     c["gemm_max"] = _pair(grid, "hardware", "dtype", [[s.gemm_max(d) for d in dtypes] for s in specs])
-    c["vector_flops"] = grid.gather("hardware", [max(s.vector_tflops.values(), default=s.peak("fp32")) * 1e12
-                                                 for s in specs])
+    c["vector_flops"] = grid.gather("hardware", [max(s.vector_tflops.values(), default=np.nan) * 1e12 for s in specs])
     for key, (col, scale) in _WHATIF.items():
         name = f"hardware.{key}"
         if name in grid.axes:
@@ -94,13 +93,13 @@ def build(grid) -> dict:
     # tensor cores take fp8/int8/fp4 inputs, activations between kernels stay 16-bit
     c["act_bytes"] = np.maximum(act, 2.0)
     c["compute_bytes"] = act
+    # storage formats (weight-only quantisation, quantised KV cache); block scales included
     for name, col in (("weight_dtype", "w_bytes"), ("kv_dtype", "kv_bytes")):
-        values = grid.values(name)
-        if values == [None]:
-            c[col] = act
-        else:
-            own = grid.gather(name, [DTYPE_BYTES[v] if v is not None else np.nan for v in values])
-            c[col] = np.where(np.isnan(own), act, own)
+        c[col] = _pair(grid, name, "dtype", [[storage_bytes(v if v is not None else d) for d in dtypes]
+                                             for v in grid.values(name)])
+    # weights stored in another format than the compute one are converted inside the GEMM kernel
+    c["dequant"] = _pair(grid, "weight_dtype", "dtype", [[float(v is not None and v != d) for d in dtypes]
+                                                        for v in grid.values("weight_dtype")])
     tp_pp_cp = c["tp"] * c["pp"] * c["cp"]
     nd = grid.values("num_devices")
     given_nd = nd != [None]

@@ -18,6 +18,8 @@ def _plan_checks(c):
     nd, tp, pp, cp, dp = c["num_devices"], c["tp"], c["pp"], c["cp"], c["dp"]
     return [
         (np.isnan(c["peak_flops"]), "the hardware has no tensor rate for this dtype", None),
+        ((c["dequant"] > 0) & np.isnan(c["vector_flops"]),
+         "weight_dtype differs from dtype but the hardware spec has no vector rate to convert weights", None),
         (np.abs(nd - tp * pp * dp * cp) > 1e-9, "num_devices is not tp x pp x dp x cp", None),
         (np.abs(dp - np.round(dp)) > 1e-9, "num_devices does not split into tp x pp x cp groups", None),
         ((np.asarray(c["heads"]) % np.asarray(tp) != 0) & (c["kv_heads"] > 1),

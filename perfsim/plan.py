@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.errors import InputError, unknown
-from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
+from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model
-from perfsim.specs.runtime import DEFAULT_RUNTIME, load_runtime
+from perfsim.specs.runtime import load_runtime
 
 MODES = ("inference", "train")
 RECOMPUTE = ("none", "selective", "full")

@@ -8,21 +8,23 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost.collectives import collective_time
-from perfsim.cost.roofline import gemm_efficiency, gemm_time, op_time
+from perfsim.cost.roofline import dequant_time, gemm_efficiency, gemm_time, op_time
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
 
 
-def group_collective(c, op, size, ranks, algorithm="auto"):
-    """Time of a collective over ``ranks`` consecutive devices (innermost placement).
+def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
+    """Time of a collective over ``ranks`` devices placed ``stride`` devices apart.
 
-    Groups inside one node use the scale-up fabric; a group spanning nodes runs hierarchically
-    for all-reduce (reduce-scatter in the node, all-reduce across nodes on each device's NIC,
+    Ranks are laid out as Megatron-LM orders them: tensor parallel innermost (stride 1), then
+    context, data and pipeline parallel, so a data-parallel group has stride ``tp × cp``. The ranks
+    that share a node use the scale-up fabric; a group spanning nodes runs hierarchically for
+    all-reduce (reduce-scatter in the node, all-reduce across nodes on each device's NIC,
     all-gather in the node) and on the scale-out network otherwise.
     """
     ranks = np.asarray(ranks, dtype=float)
-    per_node = np.minimum(ranks, c["devices_per_node"])
+    per_node = np.clip(np.floor(c["devices_per_node"] / np.maximum(stride, 1.0)), 1.0, np.maximum(ranks, 1.0))
     nodes = np.ceil(ranks / np.maximum(per_node, 1.0))
     up = dict(bandwidth=c["scaleup_bw"], efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
               ll_latency_s=c["scaleup_ll_s"])
@@ -46,9 +48,10 @@ def price(c, ops, *, backward=False, weight_grads=True):
     dict
         ``gemm_s``, ``attention_s``, ``elementwise_s``, ``communication_s``, ``launch_s`` (part of
         the others, kernel overheads), ``compute_bound_s`` / ``memory_bound_s`` (GEMM + attention
-        time split by which roofline bound it), and ``wgrad_s`` (weight-gradient GEMMs, backward).
+        time split by which roofline bound it), ``wgrad_s`` (weight-gradient GEMMs, backward) and
+        ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``).
     """
-    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "wgrad_s")}
+    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "wgrad_s", "ep_communication_s")}
     launch = c["launch_s"]
     mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
     act, wb = c["act_bytes"], c["w_bytes"]
@@ -61,8 +64,12 @@ def price(c, ops, *, backward=False, weight_grads=True):
                     shapes.append((op.k, op.n, op.m, act, act, wb))  # weight gradient
             for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
                 eff = gemm_efficiency(m, n, op.groups, c["tile_m"], c["tile_n"], c["units"], c["gemm_max"])
+                # forward and input-gradient GEMMs read the stored weight and convert it
+                deq = (np.where(c["dequant"] > 0, dequant_time(m, n, k, groups=op.groups, tile_m=c["tile_m"],
+                                                               vector_flops=c["vector_flops"]), 0.0)
+                       if i == 0 and op.weight else 0.0)
                 t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=c["peak_flops"], eff=eff,
-                                      a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch, **mem)
+                                      a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch, dequant_s=deq, **mem)
                 out["gemm_s"] = out["gemm_s"] + t
                 out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
                 out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= tm, t, 0.0)
@@ -91,6 +98,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
         elif isinstance(op, Comm):
             t = group_collective(c, op.op, op.size_bytes, op.ranks) * (1.0 - c["tp_overlap"])
             out["communication_s"] = out["communication_s"] + t
+            if op.name.startswith("ep_"):
+                out["ep_communication_s"] = out["ep_communication_s"] + t
     out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
     return out
 

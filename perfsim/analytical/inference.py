@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical.cost_ops import combine, group_collective, price
-from perfsim.graph.params import embedding_params, head_params, layer_counts, layer_params
-from perfsim.graph.transformer import Pass, head_ops, kv_bytes_per_token, layer_ops, touched_experts
+from perfsim.graph.params import (expert_tp, layer_counts, layer_params, routed_expert_params,
+                                  stage_params_per_device)
+from perfsim.graph.transformer import Pass, expert_group_scale, head_ops, kv_bytes_per_token, layer_ops, touched_experts
 
 _GIB = 2.0**30
 
@@ -26,7 +27,7 @@ def forward_time(c, p: Pass, layers_scale=1.0):
         parts.append((moe * layers_scale, price(c, layer_ops(c, p, moe=True))))
     parts.append((1.0, price(c, head_ops(c, p))))
     out = combine(*parts)
-    hand_off = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0) * (c["pp"] - 1.0)
+    hand_off = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0, stride=c["tp"]) * (c["pp"] - 1.0)
     out["pipeline_s"] = hand_off
     out["overhead_s"] = c["step_overhead_s"] + 0.0 * hand_off
     out["total_s"] = out["total_s"] + hand_off + out["overhead_s"]
@@ -35,9 +36,8 @@ def forward_time(c, p: Pass, layers_scale=1.0):
 
 def weights_per_device(c):
     """Weight bytes on the busiest device: its share of the layers plus embedding/head."""
-    layers = layer_params(c) / (c["tp"] * c["pp"])
-    ends = np.where(c["pp"] > 1, np.maximum(embedding_params(c), head_params(c)), embedding_params(c) + head_params(c))
-    return (layers + ends / c["tp"]) * c["w_bytes"]
+    replicated, experts = stage_params_per_device(c)
+    return (replicated + experts) * c["w_bytes"]
 
 
 def estimate_inference(c):
@@ -95,6 +95,9 @@ def _at(value, i):
 def _hbm_bound(c, seqs, context):
     """Lower bound of a decode step: weights (MoE: the experts the batch touches) + KV cache read
     once at full HBM bandwidth."""
-    weights = layer_params(c, experts_counted=touched_experts(c, seqs)) / (c["tp"] * c["pp"]) * c["w_bytes"]
+    touched = touched_experts(c, seqs * expert_group_scale(c))
+    routed = routed_expert_params(c)
+    weights = ((layer_params(c) - routed) / c["tp"]
+               + routed_expert_params(c, experts_counted=touched) / (c["ep"] * expert_tp(c))) / c["pp"] * c["w_bytes"]
     kv = seqs * context * kv_bytes_per_token(c) * c["layers"] / c["pp"]
     return (weights + kv) / c["hbm_bw"]

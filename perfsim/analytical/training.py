@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical.cost_ops import combine, group_collective, price
-from perfsim.analytical.inference import _at, weights_per_device
-from perfsim.graph.params import embedding_params, head_params, layer_counts, layer_params, total_params
+from perfsim.analytical.inference import _at
+from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
 from perfsim.graph.transformer import Pass, head_ops, layer_ops
 
 _GIB = 2.0**30
@@ -72,23 +72,22 @@ def estimate_train(c):
     )
     bubble_stages = np.where(sched == 4, np.maximum(pp / 2.0 - 1.0, 0.0), pp - 1.0)
     bubble = bubble_stages * bubble_unit
-    p2p = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0) * np.where(pp > 1, 2.0, 0.0)
+    p2p = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
+                           stride=c["tp"] * cp * dp) * np.where(pp > 1, 2.0, 0.0)
     pipeline = n_micro * per_mb + bubble + (pp - 1.0) * p2p * np.where(sched == 2, v, 1.0)
 
-    # data-parallel gradient synchronisation
-    params = total_params(c)
-    stage_params = layer_params(c) / pp + np.where(pp > 1, np.maximum(embedding_params(c), head_params(c)),
-                                                  embedding_params(c) + head_params(c))
-    trainable = np.where(lora, _lora_params(c) / pp, stage_params) / c["tp"]
-    grad_bytes = trainable * c["grad_bytes"]
+    # data-parallel gradient synchronisation: replicated weights over the dp x cp ranks, routed
+    # experts over the expert-data-parallel ranks (ZeRO shards each in groups of zero_shard_size)
+    replicated, experts = stage_params_per_device(c)
+    lora_dev = _lora_params(c) / (pp * c["tp"])
     ranks = dp * cp
-    shard = np.minimum(c["zero_shard_size"], ranks)
-    zero = c["zero"]
-    sync = np.where(zero >= 2, group_collective(c, "reduce_scatter", grad_bytes, shard),
-                    group_collective(c, "all_reduce", grad_bytes, ranks))
-    gather = np.where(zero >= 3, 2.0 * n_micro * group_collective(c, "all_gather", stage_params / c["tp"] * c["w_bytes"], shard), 0.0)
+    expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
+    parts = [_data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], n_micro),
+             _data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c), n_micro)]
+    sync = parts[0]["sync_s"] + parts[1]["sync_s"]
+    gather = parts[0]["gather_s"] + parts[1]["gather_s"]
     exposed_sync = (sync + gather) * (1.0 - c["dp_overlap"])
-    opt_params = trainable / np.where(zero >= 1, shard, 1.0)
+    opt_params = parts[0]["optimizer_params"] + parts[1]["optimizer_params"]
     optimizer = opt_params * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"])
     step = pipeline + exposed_sync + optimizer + c["step_overhead_s"]
 
@@ -106,6 +105,11 @@ def estimate_train(c):
     hardware_flops = model_flops + recompute_flops
     devices = c["num_devices"]
     peak = c["peak_flops"]
+
+    def comm(key):  # per micro-batch: forward, backward and the recomputed forward
+        return (f_layers[key] + b_layers[key] + f_head[key] + b_head[key]
+                + np.where(c["recompute"] == 2, f_layers[key], 0.0))
+
     out = {
         "step_time_s": step,
         "tokens_per_s": tokens / step,
@@ -120,9 +124,8 @@ def estimate_train(c):
         "breakdown.train.recompute_s": n_micro * R,
         "breakdown.train.bubble_s": bubble,
         "breakdown.train.pipeline_p2p_s": (pp - 1.0) * p2p,
-        "breakdown.train.tp_communication_s": n_micro * (f_layers["communication_s"] + b_layers["communication_s"]
-                                                           + f_head["communication_s"] + b_head["communication_s"]
-                                                           + np.where(c["recompute"] == 2, f_layers["communication_s"], 0.0)),
+        "breakdown.train.tp_communication_s": n_micro * (comm("communication_s") - comm("ep_communication_s")),
+        "breakdown.train.ep_communication_s": n_micro * comm("ep_communication_s"),
         "breakdown.train.dp_communication_s": sync + gather,
         "breakdown.train.dp_exposed_s": exposed_sync,
         "breakdown.train.optimizer_s": optimizer,
@@ -132,11 +135,9 @@ def estimate_train(c):
         "breakdown.train.micro_batches": n_micro,
     }
     # memory per device (first stage: most activations in flight, plus the embedding)
-    weights = weights_per_device(c) / np.where(zero >= 3, shard, 1.0)
-    grads = trainable * c["grad_bytes"] / np.where(zero >= 2, shard, 1.0)
-    optimizer_mem = trainable * np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES) / np.where(zero >= 1, shard, 1.0)
-    lora_weights = np.where(lora, _lora_params(c) / (pp * c["tp"]) * c["w_bytes"], 0.0)
-    weights = weights + lora_weights
+    weights = parts[0]["weight_bytes"] + parts[1]["weight_bytes"] + np.where(lora, lora_dev * c["act_bytes"], 0.0)
+    grads = parts[0]["grad_bytes"] + parts[1]["grad_bytes"]
+    optimizer_mem = opt_params * np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES)
     activations = _activation_bytes(c, n_micro)
     other = c["fragmentation"] * activations
     total = weights + grads + optimizer_mem + activations + other
@@ -156,6 +157,35 @@ def estimate_train(c):
          lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
     ]
     return out, checks
+
+
+def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
+    """Gradient sync, parameter gathers and sharded state of one group of weights.
+
+    ``trainable`` and ``weights`` are parameters per device before ZeRO sharding, replicated over
+    ``ranks`` data-parallel ranks placed ``stride`` devices apart. ZeRO shards optimizer state
+    (stage 1), gradients (2) and weights (3) over groups of ``shard = min(zero_shard_size, ranks)``
+    and replicates across the ``ranks / shard`` groups (hybrid sharding: HSDP, ZeRO++). Traffic:
+
+    * stage 0: all-reduce of the gradients over all ranks;
+    * stages 1-2: reduce-scatter in the group, all-reduce of the shard across groups, all-gather
+      of the updated weights in the group;
+    * stage 3: the same reduce-scatter and cross-group all-reduce, and an all-gather of the
+      weights before the forward and again before the backward of every micro-batch.
+    """
+    zero = c["zero"]
+    shard = np.minimum(c["zero_shard_size"], ranks)
+    grad_bytes = trainable * c["grad_bytes"]
+    weight_bytes = weights * c["w_bytes"]
+    sharded = (group_collective(c, "reduce_scatter", grad_bytes, shard, stride=stride)
+               + group_collective(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard))
+    sync = np.where(zero >= 1, sharded, group_collective(c, "all_reduce", grad_bytes, ranks, stride=stride))
+    gather = group_collective(c, "all_gather", weight_bytes, shard, stride=stride)
+    gather = np.where(zero >= 3, 2.0 * n_micro * gather, np.where(zero >= 1, gather, 0.0))
+    return {"sync_s": sync, "gather_s": gather,
+            "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
+            "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),
+            "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
 
 
 def _norm_bias_params(c):

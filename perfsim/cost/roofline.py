@@ -65,7 +65,7 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max):
 
 
 def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
-              a_bytes, w_bytes, out_bytes, launch_s):
+              a_bytes, w_bytes, out_bytes, launch_s, dequant_s=0.0):
     """Time (s) of ``groups`` GEMMs ``[m × k] · [k × n]`` and the part of it that is memory.
 
     Parameters
@@ -86,6 +86,9 @@ def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
         Bytes per element of the activation input, the weight, and the output.
     launch_s : array_like
         Fixed cost per kernel, s.
+    dequant_s : array_like
+        Vector-unit time spent converting stored weights to the compute format (weight-only
+        quantisation, see :func:`dequant_time`); it adds to the compute side of the roofline.
 
     Returns
     -------
@@ -93,11 +96,31 @@ def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
     """
     flops = 2.0 * m * n * k * groups
     moved = groups * (m * k * a_bytes + n * k * w_bytes + m * n * out_bytes)
-    compute_s = flops / (peak_flops * np.maximum(eff, 1e-12))
+    compute_s = flops / (peak_flops * np.maximum(eff, 1e-12)) + dequant_s
     memory_s = moved / (bandwidth * memory_eff)
     present = flops > 0
     time_s = np.where(present, np.maximum(compute_s, memory_s) + launch_s, 0.0)
     return time_s, np.where(present, compute_s, 0.0), np.where(present, memory_s, 0.0)
+
+
+_DEQUANT_OPS = 3.0  # vector ops per weight element: unpack (bit logic), subtract zero, multiply scale
+
+
+def dequant_time(m, n, k, *, groups=1.0, tile_m, vector_flops):
+    """Time (s) to convert a ``k × n`` weight to the compute format inside a GEMM kernel.
+
+    Mixed-precision kernels (AWQ, Marlin: Frantar et al. 2024) convert the weight tile in
+    registers after loading it; every block of ``tile_m`` output rows converts its own copy, so
+    the work grows with ``ceil(m / tile_m)`` and stays hidden behind the weight loads only while
+    the GEMM is memory-bound (small batches).
+
+    Examples
+    --------
+    >>> round(float(dequant_time(1, 8192, 8192, tile_m=128, vector_flops=60e12)) * 1e6, 2)
+    3.36
+    """
+    passes = np.ceil(np.maximum(np.asarray(m, dtype=float), 1.0) / tile_m)
+    return _DEQUANT_OPS * k * n * groups * passes / vector_flops
 
 
 def op_time(flops, moved_bytes, *, peak_flops, compute_eff, bandwidth, memory_eff, launch_s, kernels=1.0):

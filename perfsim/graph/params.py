@@ -63,6 +63,34 @@ def layer_params(c, *, active: bool = False, experts_counted=None):
     return dense * (attn + dense_mlp_params(c)) + moe * (attn + moe_mlp_params(c, experts))
 
 
+def routed_expert_params(c, experts_counted=None):
+    """Weights of the routed experts of all MoE layers (``experts_counted`` per layer, default all)."""
+    _, moe = layer_counts(c)
+    experts = c["experts"] if experts_counted is None else experts_counted
+    return moe * experts * dense_mlp_params(c, c["moe_ffn"])
+
+
+def expert_tp(c):
+    """Tensor-parallel width of each routed expert: expert parallelism is folded over the tp × dp
+    × cp ranks of a stage (Megatron-LM's MoE parallel folding), so ``ep`` ranks first take the
+    tensor-parallel ranks; what is left of ``tp`` splits each expert."""
+    return np.maximum(c["tp"] / c["ep"], 1.0)
+
+
+def stage_params_per_device(c):
+    """``(replicated, experts)``: weights of the busiest pipeline stage held by one device.
+
+    ``replicated`` (attention, dense MLPs, shared experts, router, embedding/head) is split by
+    ``tp`` and copied over data-parallel ranks; ``experts`` (routed) is split over ``ep × etp``
+    (:func:`expert_tp`) and copied over the remaining expert-data-parallel ranks.
+    """
+    pp = c["pp"]
+    routed = routed_expert_params(c)
+    ends = np.where(pp > 1, np.maximum(embedding_params(c), head_params(c)), embedding_params(c) + head_params(c))
+    replicated = ((layer_params(c) - routed) / pp + ends) / c["tp"]
+    return replicated, routed / (pp * c["ep"] * expert_tp(c))
+
+
 def total_params(c, *, active: bool = False):
     """All weights of the model (``active``: per token, MoE counting only the routed top-k)."""
     return embedding_params(c) + layer_params(c, active=active) + head_params(c)

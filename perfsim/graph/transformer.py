@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perfsim.graph.params import expert_tp
+
 
 @dataclass(frozen=True)
 class Gemm:
@@ -93,7 +95,6 @@ def attention_ops(c, p: Pass):
     T = p.tokens
     mla = c["kv_lora"] > 0
     qk = c["qk_nope"] + c["qk_rope"]
-    zero = np.zeros_like(np.asarray(T, dtype=float))
     # standard MHA/GQA/MQA: fused QKV (column-parallel) and output (row-parallel) projections
     qkv_n = np.where(mla, 0.0, (heads_dev + 2.0 * kv_dev) * hd)
     o_k = np.where(mla, heads_dev * c["v_head_dim"], heads_dev * hd)
@@ -136,26 +137,44 @@ def dense_mlp_ops(c, p: Pass):
     ]
 
 
+def expert_group_scale(c):
+    """Distinct tokens an expert-parallel group routes, per token of one replica's pass.
+
+    The ``ep × etp`` ranks of an expert group hold ``ep × etp / tp`` replicas' worth of tokens
+    (tensor-parallel ranks of one replica share their tokens; sequence parallelism splits them),
+    so with ``ep`` folded over data-parallel ranks (DEP) each expert sees tokens from several
+    replicas.
+    """
+    return c["ep"] * expert_tp(c) / c["tp"]
+
+
 def moe_mlp_ops(c, p: Pass):
     """MoE MLP: router, shared experts (dense), routed experts as one grouped GEMM.
 
     Tokens spread evenly over experts (a balanced router); the experts a pass touches are the
     expected number of distinct experts hit by ``tokens × top_k`` draws, so a small decode batch
-    reads only the experts it uses.
+    reads only the experts it uses. With expert parallelism (``ep`` ranks, experts split
+    ``ep`` ways and each expert ``etp = max(tp / ep, 1)`` ways) tokens travel to their experts'
+    ranks and back in two all-to-alls (dispatch, combine) of ``top_k`` copies of each token.
     """
-    tp, h = c["tp"], c["hidden"]
+    tp, h, ep = c["tp"], c["hidden"], c["ep"]
+    etp = expert_tp(c)
     T = p.tokens
-    draws = T * c["top_k"]
-    touched = touched_experts(c, T)
-    tokens_per_expert = draws / np.maximum(touched, 1e-9)
-    ffn_dev = c["moe_ffn"] / tp
+    group_tokens = T * expert_group_scale(c)
+    touched = touched_experts(c, group_tokens)
+    tokens_per_expert = group_tokens * c["top_k"] / np.maximum(touched, 1e-9)
+    local = touched / ep
+    ffn_dev = c["moe_ffn"] / etp
     shared_dev = c["shared_experts"] * c["moe_ffn"] / tp
+    routed_bytes = group_tokens / ep * c["top_k"] * h * c["act_bytes"]
     return [
         Gemm("router", T, c["experts"], h),
         Gemm("shared_up", T, (1.0 + c["gated"]) * shared_dev, h),
         Gemm("shared_down", T, np.where(shared_dev > 0, h, 0.0), shared_dev),
-        Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=touched),
-        Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=touched),
+        Comm("ep_dispatch", "all_to_all", routed_bytes, ep),
+        Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=local),
+        Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=local),
+        Comm("ep_combine", "all_to_all", routed_bytes, ep),
         Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
     ]
 
