@@ -268,16 +268,17 @@ def validate(suite, fmt):
         _echo_json({"cases": df.to_dict(orient="records"), "summary": summ.to_dict(orient="records")})
     else:
         for _, row in df.iterrows():
-            if row["status"] == "ok":
+            if np.isfinite(row["predicted"]):
+                flag = f"  ({row['status']}: {row['reason']})" if row["status"] != "ok" else ""
                 click.echo(f"{row['id']:<48} {row['metric']:<36} {row['published']:>12.4g} {row['predicted']:>12.4g}"
-                           f" {row['error']:>+8.1%}")
+                           f" {row['error']:>+8.1%}{flag}")
             else:
                 click.echo(f"{row['id']:<48} {row['metric']:<36} {row['published']:>12.4g} {'-':>12} "
                            f"{row['status']}: {row['reason']}")
         click.echo("")
         click.echo(summ.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    # only a broken case (one that cannot run) is a failure of the command, not the error size
-    sys.exit(0)
+    # only a broken case (an error inside perfsim) fails the command, never the size of an error
+    sys.exit(1 if len(df) and (df["status"] == "error").any() else 0)
 
 
 @cli.command(name="list")

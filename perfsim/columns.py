@@ -72,6 +72,10 @@ def build(grid) -> dict:
         if name in grid.axes:
             c[col] = grid.gather(name, [v * scale for v in grid.values(name)])
 
+    c["has_pim"] = grid.gather("hardware", [float(bool(s.pim)) for s in specs])
+    c["pim_args"] = grid.gather("pim_mode", [float(v is not None) for v in grid.values("pim_mode")]) \
+        + grid.gather("sub_batches", [float(v is not None) for v in grid.values("sub_batches")])
+
     modes = grid.values("mode")
     runtimes = grid.values("runtime")
     table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]

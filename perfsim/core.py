@@ -32,6 +32,7 @@ def _plan_checks(c):
         ((c["ep"] > 1) & (c["experts"] == 0), "ep > 1 needs an MoE model", None),
         ((c["zero"] > 0) & (np.asarray(dp * cp) % np.asarray(c["zero_shard_size"]) != 0),
          "zero_shard_size does not divide dp x cp", None),
+        ((c["pim_args"] > 0) & (c["has_pim"] == 0), "pim_mode and sub_batches need a system with PIM memory", None),
         ((c["schedule"] == 2) & (np.asarray(c["layers"]) % np.asarray(pp * c["virtual_stages"]) != 0),
          "pp x virtual_stages does not divide the layers", None),
     ]

@@ -10,6 +10,9 @@ import difflib
 from collections.abc import Iterable
 
 
+_LIST_UP_TO = 12  # a short list of accepted values is spelled out when nothing is close
+
+
 class InputError(ValueError):
     """Bad user input. Names the field, and the file and line when it came from a file.
 
@@ -33,6 +36,9 @@ class InputError(ValueError):
         self.line = line
         self.value = value
         self.suggestions = close_matches(value, choices) if choices is not None else []
+        choices = [str(c) for c in choices] if choices is not None else []
+        if choices and not self.suggestions and len(choices) <= _LIST_UP_TO:
+            message = f"{message}; expected one of: " + ", ".join(choices)
         self.message = message
         super().__init__(self._render())
 
