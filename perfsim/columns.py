@@ -11,7 +11,7 @@ import numpy as np
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.model import load_model
-from perfsim.specs.runtime import DEFAULT_RUNTIME, load_runtime
+from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_RUNTIME, load_runtime
 
 _GIB = 2.0**30
 
@@ -81,6 +81,14 @@ def build(grid) -> dict:
     table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]
     for key in table[0][0]:
         c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
+    if None in runtimes and "train" in modes and 3 in grid.values("zero"):
+        # the default engine of a fully sharded training plan is an FSDP one
+        fsdp = load_runtime(DEFAULT_FSDP_RUNTIME).columns()
+        default = grid.gather("runtime", [float(r is None) for r in runtimes])
+        use = (default > 0) & (grid.gather("mode", [float(m == "train") for m in modes]) > 0) \
+            & (grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
+        for key, value in fsdp.items():
+            c[key] = np.where(use, value, c[key])
     c["launch_s"] = np.where(c["runtime_launch_us"] >= 0, c["runtime_launch_us"] * 1e-6, c["device_launch_s"])
 
     for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "micro_batch", "batch", "prompt_len",

@@ -84,9 +84,17 @@ def estimate_train(c):
     expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
     parts = [_data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], n_micro),
              _data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c), n_micro)]
-    sync = parts[0]["sync_s"] + parts[1]["sync_s"]
-    gather = parts[0]["gather_s"] + parts[1]["gather_s"]
-    exposed_sync = (sync + gather) * (1.0 - c["dp_overlap"])
+    per_micro = parts[0]["per_micro_s"] + parts[1]["per_micro_s"]
+    per_step = parts[0]["per_step_s"] + parts[1]["per_step_s"]
+    # overlap is bounded by the compute it hides behind: a micro-batch's gathers and reduce-scatters
+    # behind its forward+backward, the once-per-step gradient all-reduce behind the last backward;
+    # the last layer's bucket always waits (it is produced when there is no compute left)
+    overlap = c["dp_overlap"]
+    layers_stage = np.maximum(c["layers"] / pp, 1.0)
+    exposed_micro = np.maximum(per_micro - overlap * per_mb, 0.0) + overlap * np.minimum(per_micro / layers_stage, per_micro)
+    exposed_step = np.maximum(per_step - overlap * B, 0.0) + overlap * np.minimum(per_step / layers_stage, per_step)
+    exposed_sync = n_micro * exposed_micro + exposed_step
+    sync_total = n_micro * per_micro + per_step
     opt_params = parts[0]["optimizer_params"] + parts[1]["optimizer_params"]
     optimizer = opt_params * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"])
     step = pipeline + exposed_sync + optimizer + c["step_overhead_s"]
@@ -126,7 +134,7 @@ def estimate_train(c):
         "breakdown.train.pipeline_p2p_s": (pp - 1.0) * p2p,
         "breakdown.train.tp_communication_s": n_micro * (comm("communication_s") - comm("ep_communication_s")),
         "breakdown.train.ep_communication_s": n_micro * comm("ep_communication_s"),
-        "breakdown.train.dp_communication_s": sync + gather,
+        "breakdown.train.dp_communication_s": sync_total,
         "breakdown.train.dp_exposed_s": exposed_sync,
         "breakdown.train.optimizer_s": optimizer,
         "breakdown.train.overhead_s": c["step_overhead_s"] + 0.0 * step,
@@ -167,11 +175,16 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
     (stage 1), gradients (2) and weights (3) over groups of ``shard = min(zero_shard_size, ranks)``
     and replicates across the ``ranks / shard`` groups (hybrid sharding: HSDP, ZeRO++). Traffic:
 
-    * stage 0: all-reduce of the gradients over all ranks;
-    * stages 1-2: reduce-scatter in the group, all-reduce of the shard across groups, all-gather
-      of the updated weights in the group;
-    * stage 3: the same reduce-scatter and cross-group all-reduce, and an all-gather of the
-      weights before the forward and again before the backward of every micro-batch.
+    * stage 0: all-reduce of the gradients over all ranks, once per step;
+    * stage 1: reduce-scatter in the group and all-reduce of the shard across groups, once per
+      step, then an all-gather of the updated weights in the group;
+    * stage 2: the same, but the gradients are reduced every micro-batch (no full gradient buffer
+      is kept to accumulate into);
+    * stage 3: as stage 2, plus an all-gather of the weights before the forward and again before
+      the backward of every micro-batch (no post-step gather).
+
+    Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step) and the
+    per-device state that remains after sharding.
     """
     zero = c["zero"]
     shard = np.minimum(c["zero_shard_size"], ranks)
@@ -179,10 +192,11 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
     weight_bytes = weights * c["w_bytes"]
     sharded = (group_collective(c, "reduce_scatter", grad_bytes, shard, stride=stride)
                + group_collective(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard))
-    sync = np.where(zero >= 1, sharded, group_collective(c, "all_reduce", grad_bytes, ranks, stride=stride))
+    full = group_collective(c, "all_reduce", grad_bytes, ranks, stride=stride)
     gather = group_collective(c, "all_gather", weight_bytes, shard, stride=stride)
-    gather = np.where(zero >= 3, 2.0 * n_micro * gather, np.where(zero >= 1, gather, 0.0))
-    return {"sync_s": sync, "gather_s": gather,
+    per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
+    per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
+    return {"per_micro_s": per_micro, "per_step_s": per_step,
             "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
             "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),
             "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}

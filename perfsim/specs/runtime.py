@@ -30,6 +30,9 @@ _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
+#: a fully sharded (ZeRO-3) training plan is not something Megatron-LM runs: its well-tuned
+#: engine is PyTorch FSDP2 (torchtitan)
+DEFAULT_FSDP_RUNTIME = "torchtitan"
 
 
 @dataclass(frozen=True)
