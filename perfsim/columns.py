@@ -54,6 +54,14 @@ def _pair(grid, a, b, matrix):
     return matrix[ia, ib]
 
 
+def _attention_dtype(spec, dtype):
+    """Format the attention core computes in: ``dtype`` when 16-bit or wider, else the device's
+    16-bit format (FlashAttention and cuDNN attention keep softmax inputs in bf16/fp16)."""
+    if DTYPE_BYTES[dtype] >= 2:
+        return dtype
+    return next((d for d in ("bf16", "fp16") if d in spec.peak_tflops), dtype)
+
+
 def build(grid) -> dict:
     """All numeric columns the cost models read (see :mod:`perfsim.graph.transformer`)."""
     c: dict = {}
@@ -66,6 +74,11 @@ def build(grid) -> dict:
     dtypes = grid.values("dtype")
     c["peak_flops"] = _pair(grid, "hardware", "dtype", [[s.peak(d) * 1e12 for d in dtypes] for s in specs])
     c["gemm_max"] = _pair(grid, "hardware", "dtype", [[s.gemm_max(d) for d in dtypes] for s in specs])
+    # the attention core (softmax between two matmuls) runs in 16-bit even in 8/4-bit recipes
+    c["attn_peak_ratio"] = _pair(grid, "hardware", "dtype", [[s.peak(_attention_dtype(s, d)) / s.peak(d) for d in dtypes]
+                                                             for s in specs])
+    c["attn_gemm_max"] = _pair(grid, "hardware", "dtype", [[s.gemm_max(_attention_dtype(s, d)) for d in dtypes]
+                                                           for s in specs])
     c["vector_flops"] = grid.gather("hardware", [max(s.vector_tflops.values(), default=np.nan) * 1e12 for s in specs])
     for key, (col, scale) in _WHATIF.items():
         name = f"hardware.{key}"
@@ -89,10 +102,13 @@ def build(grid) -> dict:
             & (grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
         for key, value in fsdp.items():
             c[key] = np.where(use, value, c[key])
+    zeros = grid.values("zero")
+    given = grid.gather("zero", [np.nan if z is None else float(z) for z in zeros]) if zeros != [None] else np.nan
+    c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default
     c["launch_s"] = np.where(c["runtime_launch_us"] >= 0, c["runtime_launch_us"] * 1e-6, c["device_launch_s"])
 
     for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "micro_batch", "batch", "prompt_len",
-                 "gen_len", "lora_rank", "zero"):
+                 "gen_len", "lora_rank"):
         c[name] = grid.gather(name, grid.values(name))
     c["sp"] = grid.gather("sp", [float(v) for v in grid.values("sp")])
     c["gpu_memory_utilization"] = grid.gather("gpu_memory_utilization", grid.values("gpu_memory_utilization"))

@@ -36,7 +36,7 @@ ARGUMENTS = {
     "kv_dtype": ("dtype", None),
     "tp": ("int", 1), "pp": ("int", 1), "dp": ("int", None), "cp": ("int", 1), "ep": ("int", 1),
     "sp": ("bool", False),
-    "zero": ((0, 1, 2, 3), 0),
+    "zero": ((0, 1, 2, 3), None),
     "zero_shard_size": ("int", None),
     "schedule": (SCHEDULES, "1f1b"),
     "virtual_stages": ("int", 1),

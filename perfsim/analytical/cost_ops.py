@@ -76,14 +76,22 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < tm, t, 0.0)
                 if i == 1:
                     out["wgrad_s"] = out["wgrad_s"] + t
+            # 8-bit training (Transformer Engine): the 16-bit GEMM input (forward) or output gradient
+            # (backward) is scaled and cast to fp8 and to its transpose for the weight gradient
+            cast = np.where((c["compute_bytes"] < 2.0) & (c["train"] > 0),
+                            (op.m * (op.n if backward else op.k)) * op.groups * (act + 2.0 * c["compute_bytes"]), 0.0)
+            t = op_time(0.0, cast, peak_flops=1.0, compute_eff=1.0, launch_s=launch, **mem)
+            out["elementwise_s"] = out["elementwise_s"] + t
+            out["memory_bound_s"] = out["memory_bound_s"] + t
         elif isinstance(op, Attention):
             scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
             waves = np.ceil(op.blocks / c["units"])
             wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
-            eff = c["gemm_max"] * c["attention_eff"] * np.where(op.blocks > 0, wave_eff, 1.0)
-            t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=c["peak_flops"],
+            eff = c["attn_gemm_max"] * c["attention_eff"] * np.where(op.blocks > 0, wave_eff, 1.0)
+            peak = c["peak_flops"] * c["attn_peak_ratio"]
+            t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
                         compute_eff=eff, launch_s=launch, **mem)
-            tc = op.flops * scale / (c["peak_flops"] * eff)
+            tc = op.flops * scale / (peak * eff)
             out["attention_s"] = out["attention_s"] + t
             out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
             out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t, 0.0)

@@ -22,7 +22,7 @@ _SCHEMA = {
     "step_overhead_ms": S.NUM, "kernel_launch_us": S.NUM, "kernels_per_layer": S.NUM,
     "attention": S.STR, "attention_efficiency": S.NUM, "grad_reduce_bytes": S.NUM,
     "dp_overlap": S.NUM, "tp_overlap": S.NUM, "dropout": S.BOOL, "fragmentation": S.NUM, "compile": S.BOOL,
-    "compiled_kernels_per_layer": S.NUM,
+    "compiled_kernels_per_layer": S.NUM, "default_zero": S.INT,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -57,6 +57,7 @@ class RuntimeSpec:
             "tp_overlap": v["tp_overlap"],
             "dropout": 1.0 if v["dropout"] else 0.0,
             "fragmentation": v["fragmentation"],
+            "default_zero": float(v.get("default_zero", 0)),
         }
 
 
@@ -71,6 +72,8 @@ def _load(path: str) -> RuntimeSpec:
 
 
 def _build(values: dict, path: str) -> RuntimeSpec:
+    if values.get("default_zero", 0) not in (0, 1, 2, 3):
+        raise InputError(f"must be 0, 1, 2 or 3, got {values['default_zero']!r}", field="default_zero", file=path)
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
     for key in _FRACTIONS:
