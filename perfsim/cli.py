@@ -74,31 +74,36 @@ def _fmt_s(x):
     return f"{x * 1e6:.1f} us"
 
 
+def _fmt(x, spec: str) -> str:
+    """``format(x, spec)``, or ``-`` where the number is missing (an infeasible row)."""
+    return "-" if x is None else format(x, spec)
+
+
 def _table(result: dict) -> str:
     lines = []
     feasible = result["feasible"]
     lines.append(f"feasible: {'yes' if feasible else 'NO'}" + ("" if feasible else f"  ({result['reason']})"))
     if result.get("mode") == "train":
         lines.append(f"step time            {_fmt_s(result['step_time_s'])}")
-        lines.append(f"tokens/s (job)       {result['tokens_per_s']:,.0f}")
-        lines.append(f"MFU / HFU            {result['mfu']:.1%} / {result['hfu']:.1%}")
-        lines.append(f"TFLOP/s per device   {result['model_tflops_per_device']:.1f} model, "
-                     f"{result['hardware_tflops_per_device']:.1f} hardware")
-        lines.append(f"bubble fraction      {result['bubble_fraction']:.1%}")
+        lines.append(f"tokens/s (job)       {_fmt(result['tokens_per_s'], ',.0f')}")
+        lines.append(f"MFU / HFU            {_fmt(result['mfu'], '.1%')} / {_fmt(result['hfu'], '.1%')}")
+        lines.append(f"TFLOP/s per device   {_fmt(result['model_tflops_per_device'], '.1f')} model, "
+                     f"{_fmt(result['hardware_tflops_per_device'], '.1f')} hardware")
+        lines.append(f"bubble fraction      {_fmt(result['bubble_fraction'], '.1%')}")
         lines.append("")
         lines.append("where the step goes")
         for key, value in result["breakdown"]["train"].items():
             if key == "micro_batches":
-                lines.append(f"  {'micro-batches':<22}{value:,.0f}")
+                lines.append(f"  {'micro-batches':<22}{_fmt(value, ',.0f')}")
             else:
                 lines.append(f"  {key[:-2].replace('_', ' '):<22}{_fmt_s(value)}")
     else:
         lines.append(f"TTFT (prefill)       {_fmt_s(result['ttft_s'])}")
         lines.append(f"TPOT (decode step)   {_fmt_s(result['tpot_s'])}")
         lines.append(f"end-to-end latency   {_fmt_s(result['e2e_latency_s'])}")
-        lines.append(f"throughput           {result['throughput_tokens_per_s']:,.1f} generated tokens/s")
-        lines.append(f"KV cache capacity    {result['kv_cache_capacity_tokens']:,.0f} tokens "
-                     f"({result['max_concurrency']:,.0f} requests of this length)")
+        lines.append(f"throughput           {_fmt(result['throughput_tokens_per_s'], ',.1f')} generated tokens/s")
+        lines.append(f"KV cache capacity    {_fmt(result['kv_cache_capacity_tokens'], ',.0f')} tokens "
+                     f"({_fmt(result['max_concurrency'], ',.0f')} requests of this length)")
         lines.append("")
         lines.append(f"{'where the time goes':<22}{'prefill':>12}{'decode step':>14}")
         pre, dec = result["breakdown"]["prefill"], result["breakdown"]["decode"]
@@ -111,7 +116,7 @@ def _table(result: dict) -> str:
     lines.append("")
     lines.append("memory per device (GiB)")
     for key, value in result["memory_per_device_gib"].items():
-        lines.append(f"  {key:<20}{value:10.2f}")
+        lines.append(f"  {key:<20}{_fmt(value, '10.2f')}")
     return "\n".join(lines)
 
 

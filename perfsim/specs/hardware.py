@@ -32,7 +32,9 @@ _SCHEMA = {
                        **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
         "power": {"tdp_w": S.NUM, "idle_w": S.NUM},
         "pim": {"channels": S.INT, "banks_per_channel": S.INT, "macs_per_bank": S.INT, "clock_ghz": S.NUM,
-                "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM},
+                "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM,
+                "stacks": S.INT, "stack_bandwidth_gb_s": S.NUM, "row_buffers": S.INT, "link_gb_s": S.NUM,
+                "flops_per_byte": S.NUM, "access_pj_per_byte": S.NUM},
     },
     "node": {
         "devices_per_node": S.INT,
@@ -97,6 +99,7 @@ _OPTIONAL_DEFAULTS = {
 }
 
 _KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
+_PIM_MODES = ("concurrent", "blocked")
 
 #: what-if keys (CONTRACT.md) -> flat field
 WHATIF_KEYS = {
@@ -168,6 +171,7 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
         if not 0 < flat[key] <= 1:
             raise InputError(f"must be in (0, 1], got {flat[key]}", field=f"device.efficiency.{key}", file=path)
     pim = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.pim.")}
+    _check_pim(pim, data, path)
     return HardwareSpec(
         name=values["name"], description=values["description"], kind=kind,
         values=MappingProxyType(flat), peak_tflops=MappingProxyType(peak),
@@ -175,6 +179,23 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
         in_network_reduction=bool(values.get("node.scaleup.in_network_reduction", False)),
         pim=MappingProxyType(pim), sources=MappingProxyType(sources), file=path,
     )
+
+
+def _check_pim(pim: dict, data, path: str) -> None:
+    """PIM block: a known mode, a row-buffer count that agrees with it, positive sizes."""
+    if not pim:
+        return
+    where = {"file": path}
+    if "mode" in pim and pim["mode"] not in _PIM_MODES:
+        raise unknown("pim mode", pim["mode"], _PIM_MODES, field="device.pim.mode", **where)
+    for key in ("channels", "banks_per_channel", "stacks", "row_buffers", "internal_bandwidth_gb_s",
+                "stack_bandwidth_gb_s", "capacity_gib", "link_gb_s", "flops_per_byte"):
+        if key in pim and not pim[key] > 0:
+            raise InputError(f"must be positive, got {pim[key]}", field=f"device.pim.{key}", **where)
+    # dual row buffers are what let host traffic and PIM commands overlap (NeuPIMs)
+    if pim.get("mode") == "concurrent" and pim.get("row_buffers", 2) < 2:
+        raise InputError("mode 'concurrent' needs at least 2 row buffers per bank", field="device.pim.row_buffers",
+                         **where)
 
 
 def _where(data, key):
