@@ -80,3 +80,15 @@ def test_pim_hosts_estimate_on_the_cli(name):
     dtype = "fp16" if name == "npu-pim" else "bf16"  # the NeuPIMs NPU computes in fp16 only
     result = CliRunner().invoke(cli, ["estimate", "--model", "llama2-13b", "--hardware", name, "--dtype", dtype])
     assert result.exit_code == 0 and "feasible: yes" in result.output, result.output
+
+
+@pytest.mark.parametrize("name", hardware_names())
+def test_hardware_power_numbers_are_given_and_physical(name):
+    spec = load_hardware(name)
+    for key in ("device.power.idle_w", "device.power.active_w", "device.power.memory_pj_per_byte",
+                "device.power.link_pj_per_byte", "node.power.host_w", "node.power.psu_efficiency"):
+        assert spec.sources.get(key), key
+    v = spec.values
+    assert 0 < v["idle_w"] + v["active_w"] < v["tdp_w"]
+    assert v["matrix_w"] > 0 and 0.8 <= v["psu_efficiency"] <= 1
+    assert 1 <= v["memory_pj_per_byte"] <= 200 and 0 < v["link_pj_per_byte"] <= 100  # pJ per byte: HBM to GDDR
