@@ -51,6 +51,11 @@ def _scalar(text: str):
         value = loads_yaml(text, "<command line>")
     except InputError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads "2e12" as a string; a number is meant
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
     return value if value is not None else text
 
 
@@ -79,6 +84,35 @@ def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _fmt_j(x) -> str:
+    if x is None:
+        return "-"
+    for scale, unit in ((3.6e9, "MWh"), (3.6e6, "kWh"), (1e3, "kJ")):
+        if abs(x) >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.2f} J"
+
+
+def _power_lines(result: dict) -> list:
+    """Power and energy lines of the estimate table."""
+    lines = ["power and energy"]
+    mean = f"{_fmt(result['power_w_per_device'], ',.0f')} W per device"
+    if "prefill_power_w_per_device" in result:
+        mean += (f" (prefill {_fmt(result['prefill_power_w_per_device'], ',.0f')} W, "
+                 f"decode {_fmt(result['decode_power_w_per_device'], ',.0f')} W)")
+    lines.append(f"  {'mean power':<20}{mean}")
+    lines.append(f"  {'server at the wall':<20}{_fmt(result['power_w_per_node'], ',.0f')} W per node")
+    if result.get("time_to_train_s") is not None:
+        lines.append(f"  {'time to train':<20}{_fmt(result['time_to_train_s'] / 86400.0, ',.2f')} days")
+    span = "job" if result.get("time_to_train_s") is not None else (
+        "step" if result.get("mode") == "train" else "request batch")
+    lines.append(f"  {'energy':<20}{_fmt_j(result['energy_j'])} accelerators, "
+                 f"{_fmt_j(result['energy_wall_j'])} at the wall (one {span})")
+    per = "trained" if result.get("mode") == "train" else "generated"
+    lines.append(f"  {'energy per token':<20}{_fmt_j(result['energy_j_per_token'])} per {per} token")
+    return lines
+
+
 def _table(result: dict) -> str:
     lines = []
     feasible = result["feasible"]
@@ -95,7 +129,7 @@ def _table(result: dict) -> str:
         for key, value in result["breakdown"]["train"].items():
             if key == "micro_batches":
                 lines.append(f"  {'micro-batches':<22}{_fmt(value, ',.0f')}")
-            else:
+            elif key.endswith("_s"):
                 lines.append(f"  {key[:-2].replace('_', ' '):<22}{_fmt_s(value)}")
     else:
         lines.append(f"TTFT (prefill)       {_fmt_s(result['ttft_s'])}")
@@ -113,6 +147,8 @@ def _table(result: dict) -> str:
         lines.append(f"  {'(memory-bound part)':<20}{_fmt_s(pre['memory_bound_s']):>12}"
                      f"{_fmt_s(dec['memory_bound_s']):>14}")
         lines.append(f"  {'(HBM lower bound)':<20}{'':>12}{_fmt_s(dec['hbm_bound_s']):>14}")
+    lines.append("")
+    lines.extend(_power_lines(result))
     lines.append("")
     lines.append("memory per device (GiB)")
     for key, value in result["memory_per_device_gib"].items():

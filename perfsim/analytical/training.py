@@ -23,6 +23,7 @@ import numpy as np
 
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.inference import _at, weights_per_device
+from perfsim.cost.collectives import bus_factor
 from perfsim.graph.params import embedding_params, head_params, layer_counts, layer_params, total_params
 from perfsim.graph.transformer import Pass, head_ops, layer_ops
 
@@ -155,7 +156,33 @@ def estimate_train(c):
         (total > cap, "does not fit in device memory",
          lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
     ]
+    out.update(_step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head, grad_bytes, stage_params, ranks,
+                             shard, opt_params))
     return out, checks
+
+
+def _step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head, grad_bytes, stage_params, ranks, shard,
+                  opt_params):
+    """Device-memory and fabric bytes of one device in one step (for the power model).
+
+    Micro-batch passes (recompute scaled from the forward by its time), the optimizer's state
+    traffic, the data-parallel gradient collectives and the pipeline hand-offs; a collective
+    reads what it sends and writes what it receives.
+    """
+    recompute_share = R / np.maximum(f_layers["total_s"], 1e-30)
+    zero = c["zero"]
+    sent = {}
+    for key in ("hbm_bytes", "link_bytes"):
+        sent[key] = n_micro * (f_layers[key] + f_head[key] + b_layers[key] + b_head[key] + recompute_share * f_layers[key])
+    dp_sent = np.where(zero >= 2, grad_bytes * bus_factor("reduce_scatter", shard),
+                       grad_bytes * bus_factor("all_reduce", ranks))
+    dp_sent = np.where(ranks > 1, dp_sent, 0.0)
+    gathers = np.where((zero >= 3) & (shard > 1), 2.0 * n_micro * stage_params / c["tp"] * c["w_bytes"]
+                       * bus_factor("all_gather", shard), 0.0)
+    p2p = np.where(c["pp"] > 1, 2.0 * n_micro * p.tokens * c["hidden"] * c["act_bytes"], 0.0)
+    link = sent["link_bytes"] + dp_sent + gathers + p2p
+    hbm = sent["hbm_bytes"] + opt_params * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + gathers + p2p)
+    return {"breakdown.train.hbm_bytes": hbm, "breakdown.train.link_bytes": link}
 
 
 def _norm_bias_params(c):
