@@ -51,6 +51,11 @@ def _scalar(text: str):
         value = loads_yaml(text, "<command line>")
     except InputError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads "2e12" as a string; a number is meant
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
     return value if value is not None else text
 
 
@@ -74,31 +79,65 @@ def _fmt_s(x):
     return f"{x * 1e6:.1f} us"
 
 
+def _fmt(x, spec: str) -> str:
+    """``format(x, spec)``, or ``-`` where the number is missing (an infeasible row)."""
+    return "-" if x is None else format(x, spec)
+
+
+def _fmt_j(x) -> str:
+    if x is None:
+        return "-"
+    for scale, unit in ((3.6e9, "MWh"), (3.6e6, "kWh"), (1e3, "kJ")):
+        if abs(x) >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.2f} J"
+
+
+def _power_lines(result: dict) -> list:
+    """Power and energy lines of the estimate table."""
+    lines = ["power and energy"]
+    mean = f"{_fmt(result['power_w_per_device'], ',.0f')} W per device"
+    if "prefill_power_w_per_device" in result:
+        mean += (f" (prefill {_fmt(result['prefill_power_w_per_device'], ',.0f')} W, "
+                 f"decode {_fmt(result['decode_power_w_per_device'], ',.0f')} W)")
+    lines.append(f"  {'mean power':<20}{mean}")
+    lines.append(f"  {'server at the wall':<20}{_fmt(result['power_w_per_node'], ',.0f')} W per node")
+    if result.get("time_to_train_s") is not None:
+        lines.append(f"  {'time to train':<20}{_fmt(result['time_to_train_s'] / 86400.0, ',.2f')} days")
+    span = "job" if result.get("time_to_train_s") is not None else (
+        "step" if result.get("mode") == "train" else "request batch")
+    lines.append(f"  {'energy':<20}{_fmt_j(result['energy_j'])} accelerators, "
+                 f"{_fmt_j(result['energy_wall_j'])} at the wall (one {span})")
+    per = "trained" if result.get("mode") == "train" else "generated"
+    lines.append(f"  {'energy per token':<20}{_fmt_j(result['energy_j_per_token'])} per {per} token")
+    return lines
+
+
 def _table(result: dict) -> str:
     lines = []
     feasible = result["feasible"]
     lines.append(f"feasible: {'yes' if feasible else 'NO'}" + ("" if feasible else f"  ({result['reason']})"))
     if result.get("mode") == "train":
         lines.append(f"step time            {_fmt_s(result['step_time_s'])}")
-        lines.append(f"tokens/s (job)       {result['tokens_per_s']:,.0f}")
-        lines.append(f"MFU / HFU            {result['mfu']:.1%} / {result['hfu']:.1%}")
-        lines.append(f"TFLOP/s per device   {result['model_tflops_per_device']:.1f} model, "
-                     f"{result['hardware_tflops_per_device']:.1f} hardware")
-        lines.append(f"bubble fraction      {result['bubble_fraction']:.1%}")
+        lines.append(f"tokens/s (job)       {_fmt(result['tokens_per_s'], ',.0f')}")
+        lines.append(f"MFU / HFU            {_fmt(result['mfu'], '.1%')} / {_fmt(result['hfu'], '.1%')}")
+        lines.append(f"TFLOP/s per device   {_fmt(result['model_tflops_per_device'], '.1f')} model, "
+                     f"{_fmt(result['hardware_tflops_per_device'], '.1f')} hardware")
+        lines.append(f"bubble fraction      {_fmt(result['bubble_fraction'], '.1%')}")
         lines.append("")
         lines.append("where the step goes")
         for key, value in result["breakdown"]["train"].items():
             if key == "micro_batches":
-                lines.append(f"  {'micro-batches':<22}{value:,.0f}")
-            else:
+                lines.append(f"  {'micro-batches':<22}{_fmt(value, ',.0f')}")
+            elif key.endswith("_s"):
                 lines.append(f"  {key[:-2].replace('_', ' '):<22}{_fmt_s(value)}")
     else:
         lines.append(f"TTFT (prefill)       {_fmt_s(result['ttft_s'])}")
         lines.append(f"TPOT (decode step)   {_fmt_s(result['tpot_s'])}")
         lines.append(f"end-to-end latency   {_fmt_s(result['e2e_latency_s'])}")
-        lines.append(f"throughput           {result['throughput_tokens_per_s']:,.1f} generated tokens/s")
-        lines.append(f"KV cache capacity    {result['kv_cache_capacity_tokens']:,.0f} tokens "
-                     f"({result['max_concurrency']:,.0f} requests of this length)")
+        lines.append(f"throughput           {_fmt(result['throughput_tokens_per_s'], ',.1f')} generated tokens/s")
+        lines.append(f"KV cache capacity    {_fmt(result['kv_cache_capacity_tokens'], ',.0f')} tokens "
+                     f"({_fmt(result['max_concurrency'], ',.0f')} requests of this length)")
         lines.append("")
         lines.append(f"{'where the time goes':<22}{'prefill':>12}{'decode step':>14}")
         pre, dec = result["breakdown"]["prefill"], result["breakdown"]["decode"]
@@ -109,9 +148,11 @@ def _table(result: dict) -> str:
                      f"{_fmt_s(dec['memory_bound_s']):>14}")
         lines.append(f"  {'(HBM lower bound)':<20}{'':>12}{_fmt_s(dec['hbm_bound_s']):>14}")
     lines.append("")
+    lines.extend(_power_lines(result))
+    lines.append("")
     lines.append("memory per device (GiB)")
     for key, value in result["memory_per_device_gib"].items():
-        lines.append(f"  {key:<20}{value:10.2f}")
+        lines.append(f"  {key:<20}{_fmt(value, '10.2f')}")
     return "\n".join(lines)
 
 

@@ -29,6 +29,9 @@ _HW = {
     "host_link_gb_s": ("host_link_bw", 1e9), "host_link_efficiency": ("host_link_eff", 1.0),
     "host_memory_gib": ("host_memory_bytes", _GIB), "nvme_bandwidth_gb_s": ("nvme_bw", 1e9),
     "cpu_tflops": ("cpu_flops", 1e12), "cpu_memory_bandwidth_gb_s": ("cpu_bw", 1e9),
+    "active_w": ("active_w", 1.0), "matrix_w": ("matrix_w", 1.0), "memory_pj_per_byte": ("memory_j_per_byte", 1e-12),
+    "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),
+    "psu_efficiency": ("psu_efficiency", 1.0),
 }
 # what-if key -> (column, scale)
 _WHATIF = {
@@ -143,6 +146,9 @@ def build(grid) -> dict:
     c["global_batch"] = (grid.gather("global_batch", [v if v is not None else np.nan for v in gb])
                          if gb != [None] else np.nan)
     c["global_batch"] = np.where(np.isnan(c["global_batch"]), 8.0 * np.floor(np.maximum(c["dp"], 1.0)), c["global_batch"])
+    tt = grid.values("train_tokens")
+    c["train_tokens"] = (grid.gather("train_tokens", [v if v is not None else np.nan for v in tt])
+                         if tt != [None] else np.nan)
     zs = grid.values("zero_shard_size")
     c["zero_shard_size"] = (grid.gather("zero_shard_size", [v if v is not None else np.nan for v in zs])
                             if zs != [None] else np.nan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical.inference import estimate_inference
+from perfsim.analytical.power import inference_power, train_power
 from perfsim.analytical.training import estimate_train
 from perfsim.columns import build
 from perfsim.graph.params import total_params
@@ -74,8 +75,10 @@ def _evaluate_block(grid: Grid) -> dict:
     modes = grid.values("mode")
     results = []
     for mode in modes:
-        fn = estimate_train if mode == "train" else estimate_inference
-        results.append((mode, *fn(c)))
+        fn, power = (estimate_train, train_power) if mode == "train" else (estimate_inference, inference_power)
+        out, checks = fn(c)
+        out.update(power(c, out))
+        results.append((mode, out, checks))
     if len(results) == 1:
         out, checks = results[0][1], results[0][2]
     else:

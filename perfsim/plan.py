@@ -48,7 +48,7 @@ ARGUMENTS = {
     "power_cap_w": ("unmodelled", None),
     "finetune": (FINETUNE, "full"),
     "lora_rank": ("int", 16),
-    "train_tokens": ("unmodelled", None),
+    "train_tokens": ("pos", None),
     "offload_weights": ("offload", "none"), "offload_optimizer": ("offload", "none"),
     "offload_grads": ("offload", "none"), "offload_activations": ("offload", "none"),
     "offload_kv": ("offload", "none"),
@@ -76,7 +76,8 @@ def check_value(name: str, value):
     if kind == "unmodelled":
         raise InputError("is accepted by the interface but not modelled yet", field=name)
     if kind == "pos":
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+                or not 0 < value < math.inf):
             raise InputError(f"expected a positive number, got {value!r}", field=name)
         return float(value)
     if kind == "frac":

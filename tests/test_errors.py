@@ -95,3 +95,24 @@ def test_hf_config_json(tmp_path):
     cfg.write_text("{not json")
     with pytest.raises(perfsim.InputError, match="malformed JSON"):
         perfsim.estimate(model=str(cfg), hardware="a100-80gb")
+
+
+def test_bad_pim_mode_and_row_buffers_are_rejected():
+    base = """
+name: x
+description: test
+kind: npu
+source: s
+device:
+  compute: {peak_tflops: {fp16: 100}}
+  architecture: {compute_units: 10}
+  memory: {hbm: {capacity_gib: 10, bandwidth_gb_s: 100}}
+  efficiency: {gemm_max: 0.8, memory_max: 0.8}
+  power: {tdp_w: 100}
+  pim: {internal_bandwidth_gb_s: 1000, capacity_gib: 10, PIM}
+node: {devices_per_node: 1}
+"""
+    with pytest.raises(perfsim.InputError, match="did you mean 'concurrent'"):
+        parse_hardware(loads_yaml(base.replace("PIM", "mode: concurent"), "x.yaml"))
+    with pytest.raises(perfsim.InputError, match="row_buffers"):
+        parse_hardware(loads_yaml(base.replace("PIM", "mode: concurrent, row_buffers: 1"), "x.yaml"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.cost.collectives import collective_time
+from perfsim.cost.collectives import bus_factor, collective_time
 from perfsim.cost.roofline import dequant_time, gemm_efficiency, gemm_time, op_time
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
@@ -48,10 +48,14 @@ def price(c, ops, *, backward=False, weight_grads=True):
     dict
         ``gemm_s``, ``attention_s``, ``elementwise_s``, ``communication_s``, ``launch_s`` (part of
         the others, kernel overheads), ``compute_bound_s`` / ``memory_bound_s`` (GEMM + attention
-        time split by which roofline bound it), ``wgrad_s`` (weight-gradient GEMMs, backward) and
-        ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``).
+        time split by which roofline bound it), ``wgrad_s`` (weight-gradient GEMMs, backward),
+        ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``), and the
+        work the power model counts: ``flops`` (GEMM and attention), ``hbm_bytes`` (device-memory
+        traffic; a collective reads what it sends and writes what it receives) and ``link_bytes``
+        (bytes each device sends over the fabric, nccl-tests bus-bandwidth volume).
     """
-    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "wgrad_s", "ep_communication_s")}
+    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "wgrad_s", "ep_communication_s",
+                            "flops", "hbm_bytes", "link_bytes")}
     launch = c["launch_s"]
     mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
     act, wb = c["act_bytes"], c["w_bytes"]
@@ -76,6 +80,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < tm, t, 0.0)
                 if i == 1:
                     out["wgrad_s"] = out["wgrad_s"] + t
+                out["flops"] = out["flops"] + tc * c["peak_flops"] * eff
+                out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * c["memory_max"]
             # 8-bit training (Transformer Engine): the 16-bit GEMM input (forward) or output gradient
             # (backward) is scaled and cast to fp8 and to its transpose for the weight gradient
             cast = np.where((c["compute_bytes"] < 2.0) & (c["train"] > 0),
@@ -83,6 +89,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
             t = op_time(0.0, cast, peak_flops=1.0, compute_eff=1.0, launch_s=launch, **mem)
             out["elementwise_s"] = out["elementwise_s"] + t
             out["memory_bound_s"] = out["memory_bound_s"] + t
+            out["hbm_bytes"] = out["hbm_bytes"] + cast
         elif isinstance(op, Attention):
             scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
             waves = np.ceil(op.blocks / c["units"])
@@ -96,6 +103,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
             out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t, 0.0)
             out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < t - launch, t, 0.0)
+            out["flops"] = out["flops"] + op.flops * scale
+            out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
         elif isinstance(op, Elementwise):
             kernels = op.kernels * (2.0 if backward else 1.0)
             t = op_time(0.0, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=1.0, compute_eff=1.0,
@@ -103,11 +112,15 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["elementwise_s"] = out["elementwise_s"] + t
             out["launch_s"] = out["launch_s"] + np.where(t > 0, kernels * launch, 0.0)
             out["memory_bound_s"] = out["memory_bound_s"] + t
+            out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
         elif isinstance(op, Comm):
             t = group_collective(c, op.op, op.size_bytes, op.ranks) * (1.0 - c["tp_overlap"])
             out["communication_s"] = out["communication_s"] + t
             if op.name.startswith("ep_"):
                 out["ep_communication_s"] = out["ep_communication_s"] + t
+            sent = np.where(np.asarray(op.ranks) > 1, op.size_bytes * bus_factor(op.op, op.ranks), 0.0)
+            out["link_bytes"] = out["link_bytes"] + sent
+            out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * sent
     out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
     return out
 

@@ -84,6 +84,10 @@ def estimate_inference(c):
                lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, "
                          f"{_at(usable, i) / _GIB:.1f} GiB usable (gpu_memory_utilization of "
                          f"{_at(c['capacity_bytes'], i) / _GIB:.1f} GiB)")]
+    # work one device does per phase (prefill) or per step (decode), for the power model
+    for phase, parts in (("prefill", pre), ("decode", dec)):
+        for key in ("flops", "hbm_bytes", "link_bytes"):
+            out[f"breakdown.{phase}.{key}"] = parts[key] / c["pp"]
     return out, checks
 
 

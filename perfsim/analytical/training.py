@@ -23,6 +23,7 @@ import numpy as np
 
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.inference import _at
+from perfsim.cost.collectives import bus_factor
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
 from perfsim.graph.transformer import Pass, head_ops, layer_ops
 
@@ -164,6 +165,8 @@ def estimate_train(c):
         (total > cap, "does not fit in device memory",
          lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
     ]
+    out.update(_step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head,
+                             parts[0]["sent_bytes"] + parts[1]["sent_bytes"], opt_params))
     return out, checks
 
 
@@ -196,10 +199,34 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
     gather = group_collective(c, "all_gather", weight_bytes, shard, stride=stride)
     per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
     per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
-    return {"per_micro_s": per_micro, "per_step_s": per_step,
+    # bytes each device sends (nccl-tests bus volume), for the power model
+    s_sharded = (grad_bytes * bus_factor("reduce_scatter", shard)
+                 + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)))
+    s_full = grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0))
+    s_gather = weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0))
+    sent_micro = np.where(zero >= 3, s_sharded + 2.0 * s_gather, np.where(zero == 2, s_sharded, 0.0))
+    sent_step = np.where(zero == 0, s_full, np.where(zero == 1, s_sharded + s_gather, np.where(zero == 2, s_gather, 0.0)))
+    return {"per_micro_s": per_micro, "per_step_s": per_step, "sent_bytes": n_micro * sent_micro + sent_step,
             "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
             "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),
             "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
+
+
+def _step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head, dp_sent, opt_params):
+    """Device-memory and fabric bytes of one device in one step (for the power model).
+
+    Micro-batch passes (recompute scaled from the forward by its time), the optimizer's state
+    traffic, the data-parallel collectives (``dp_sent``: bytes sent, from :func:`_data_parallel`)
+    and the pipeline hand-offs; a collective reads what it sends and writes what it receives.
+    """
+    recompute_share = R / np.maximum(f_layers["total_s"], 1e-30)
+    sent = {}
+    for key in ("hbm_bytes", "link_bytes"):
+        sent[key] = n_micro * (f_layers[key] + f_head[key] + b_layers[key] + b_head[key] + recompute_share * f_layers[key])
+    p2p = np.where(c["pp"] > 1, 2.0 * n_micro * p.tokens * c["hidden"] * c["act_bytes"], 0.0)
+    link = sent["link_bytes"] + dp_sent + p2p
+    hbm = sent["hbm_bytes"] + opt_params * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p)
+    return {"breakdown.train.hbm_bytes": hbm, "breakdown.train.link_bytes": link}
 
 
 def _norm_bias_params(c):

@@ -30,9 +30,12 @@ _SCHEMA = {
         "kernel_launch_us": {"value": S.NUM},
         "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM,
                        **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
-        "power": {"tdp_w": S.NUM, "idle_w": S.NUM},
+        "power": {"tdp_w": S.NUM, "idle_w": S.NUM, "active_w": S.NUM, "matrix_w": S.NUM,
+                  "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM},
         "pim": {"channels": S.INT, "banks_per_channel": S.INT, "macs_per_bank": S.INT, "clock_ghz": S.NUM,
-                "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM},
+                "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM,
+                "stacks": S.INT, "stack_bandwidth_gb_s": S.NUM, "row_buffers": S.INT, "link_gb_s": S.NUM,
+                "flops_per_byte": S.NUM, "access_pj_per_byte": S.NUM},
     },
     "node": {
         "devices_per_node": S.INT,
@@ -43,6 +46,7 @@ _SCHEMA = {
         "host_memory_gib": S.NUM,
         "nvme_bandwidth_gb_s": S.NUM,
         "cpu": {"name": S.STR, "tflops_fp32": S.NUM, "memory_bandwidth_gb_s": S.NUM},
+        "power": {"host_w": S.NUM, "psu_efficiency": S.NUM},
     },
     "scaleout": {"name": S.STR, "nic_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
                  "ll_latency_us": S.NUM},
@@ -62,6 +66,12 @@ _FIELDS = {
     "device.efficiency.memory_max": "memory_max",
     "device.power.tdp_w": "tdp_w",
     "device.power.idle_w": "idle_w",
+    "device.power.active_w": "active_w",
+    "device.power.matrix_w": "matrix_w",
+    "device.power.memory_pj_per_byte": "memory_pj_per_byte",
+    "device.power.link_pj_per_byte": "link_pj_per_byte",
+    "node.power.host_w": "host_w",
+    "node.power.psu_efficiency": "psu_efficiency",
     "node.devices_per_node": "devices_per_node",
     "node.scaleup.bandwidth_gb_s": "scaleup_gb_s",
     "node.scaleup.latency_us": "scaleup_latency_us",
@@ -94,9 +104,12 @@ _OPTIONAL_DEFAULTS = {
     "scaleup_nvls_efficiency": 0.0, "host_link_gb_s": 0.0, "host_link_efficiency": 1.0,
     "host_memory_gib": 0.0, "nvme_bandwidth_gb_s": 0.0, "cpu_tflops": 0.0, "cpu_memory_bandwidth_gb_s": 0.0,
     "scaleout_gb_s": 0.0, "scaleout_latency_us": 0.0, "scaleout_efficiency": 1.0, "scaleout_ll_latency_us": 0.0,
+    # power: without these the model falls back to idle + (TDP - idle) x matrix-engine utilisation
+    "active_w": 0.0, "memory_pj_per_byte": 0.0, "link_pj_per_byte": 0.0, "host_w": 0.0, "psu_efficiency": 1.0,
 }
 
 _KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
+_PIM_MODES = ("concurrent", "blocked")
 
 #: what-if keys (CONTRACT.md) -> flat field
 WHATIF_KEYS = {
@@ -167,7 +180,9 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
     for key in ("gemm_max", "memory_max"):
         if not 0 < flat[key] <= 1:
             raise InputError(f"must be in (0, 1], got {flat[key]}", field=f"device.efficiency.{key}", file=path)
+    _derive_power(flat, sources, path)
     pim = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.pim.")}
+    _check_pim(pim, data, path)
     return HardwareSpec(
         name=values["name"], description=values["description"], kind=kind,
         values=MappingProxyType(flat), peak_tflops=MappingProxyType(peak),
@@ -175,6 +190,46 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
         in_network_reduction=bool(values.get("node.scaleup.in_network_reduction", False)),
         pim=MappingProxyType(pim), sources=MappingProxyType(sources), file=path,
     )
+
+
+def _derive_power(flat: dict, sources: dict, path: str) -> None:
+    """Check the power numbers and derive ``matrix_w`` where the spec does not give it.
+
+    The derivation is the measured fact that a large dense GEMM, running at the device's GEMM
+    efficiency ceiling, holds the board at its power limit (Splitwise, Patel et al. ISCA'24: the
+    compute-bound prompt phase draws about TDP on DGX A100 and H100): TDP = idle + active +
+    matrix_w x gemm_max, the GEMM's own memory traffic being small next to its compute.
+    """
+    if not 0 < flat["psu_efficiency"] <= 1:
+        raise InputError(f"must be in (0, 1], got {flat['psu_efficiency']}", field="node.power.psu_efficiency",
+                         file=path)
+    floor = flat["idle_w"] + flat["active_w"]
+    if floor > flat["tdp_w"]:
+        raise InputError(f"idle_w + active_w ({floor:g} W) exceeds tdp_w ({flat['tdp_w']:g} W)",
+                         field="device.power.active_w", file=path)
+    if "matrix_w" not in flat:
+        flat["matrix_w"] = (flat["tdp_w"] - floor) / flat["gemm_max"]
+        sources["device.power.matrix_w"] = (
+            f"derived: (tdp_w - idle_w - active_w) / gemm_max = ({flat['tdp_w']:g} - {flat['idle_w']:g} - "
+            f"{flat['active_w']:g}) / {flat['gemm_max']:g}: a large GEMM at the GEMM efficiency ceiling runs at "
+            "the power limit (Splitwise, Patel et al. ISCA'24: compute-bound prompt phase at about TDP)")
+
+
+def _check_pim(pim: dict, data, path: str) -> None:
+    """PIM block: a known mode, a row-buffer count that agrees with it, positive sizes."""
+    if not pim:
+        return
+    where = {"file": path}
+    if "mode" in pim and pim["mode"] not in _PIM_MODES:
+        raise unknown("pim mode", pim["mode"], _PIM_MODES, field="device.pim.mode", **where)
+    for key in ("channels", "banks_per_channel", "stacks", "row_buffers", "internal_bandwidth_gb_s",
+                "stack_bandwidth_gb_s", "capacity_gib", "link_gb_s", "flops_per_byte"):
+        if key in pim and not pim[key] > 0:
+            raise InputError(f"must be positive, got {pim[key]}", field=f"device.pim.{key}", **where)
+    # dual row buffers are what let host traffic and PIM commands overlap (NeuPIMs)
+    if pim.get("mode") == "concurrent" and pim.get("row_buffers", 2) < 2:
+        raise InputError("mode 'concurrent' needs at least 2 row buffers per bank", field="device.pim.row_buffers",
+                         **where)
 
 
 def _where(data, key):

@@ -1,0 +1,150 @@
+"""Power and energy: bounds, conservation, phase ordering, wall power, and the train_tokens argument."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+import perfsim
+from perfsim.cli import cli
+from perfsim.specs.hardware import load_hardware, parse_hardware
+from perfsim.specs.yamlio import loads_yaml
+
+HARDWARE = ["a100-80gb", "h100-sxm", "mi300x", "tpu-v4", "t4", "npu"]
+models = st.sampled_from(["llama2-7b", "llama2-13b", "mistral-7b", "mixtral-8x7b", "opt-6.7b", "gpt-j-6b"])
+
+
+@given(model=models, mode=st.sampled_from(["inference", "train"]), tp=st.sampled_from([1, 2, 4]),
+       batch=st.integers(1, 128), prompt=st.integers(16, 4096), gen=st.integers(1, 512),
+       recompute=st.sampled_from(["none", "full"]))
+def test_power_between_idle_and_tdp(model, mode, tp, batch, prompt, gen, recompute):
+    df = perfsim.sweep(model=model, hardware=HARDWARE, mode=mode, tp=tp, batch=batch, prompt_len=prompt, gen_len=gen,
+                       recompute=recompute, dtype="fp16", global_batch=8, seq_len=1024)
+    df = df[df["feasible"]]
+    idle = np.array([load_hardware(str(h))["idle_w"] for h in df["hardware"]])
+    tdp = np.array([load_hardware(str(h))["tdp_w"] for h in df["hardware"]])
+    keys = ["power_w_per_device"] + (["prefill_power_w_per_device", "decode_power_w_per_device"]
+                                     if mode == "inference" else [])
+    for key in keys:
+        power = df[key].to_numpy()
+        assert np.all(power >= idle - 1e-9) and np.all(power <= tdp + 1e-9), key
+    assert np.all(df["energy_j"] > 0) and np.all(df["energy_wall_j"] > df["energy_j"])
+
+
+def test_energy_is_power_times_time():
+    r = perfsim.estimate(model="llama2-13b", hardware="a100-80gb", tp=2, batch=4, prompt_len=512, gen_len=64)
+    assert r["energy_j"] == pytest.approx(r["power_w_per_device"] * r["e2e_latency_s"] * 2)
+    phases = r["ttft_s"] * r["prefill_power_w_per_device"] + 63 * r["tpot_s"] * r["decode_power_w_per_device"]
+    assert r["energy_j"] == pytest.approx(2 * phases)
+    assert r["energy_j_per_token"] == pytest.approx(r["energy_j"] / (4 * 64))
+    assert r["energy_wall_j"] == pytest.approx(r["power_w_per_node"] * r["e2e_latency_s"])  # one node
+    t = perfsim.estimate(model="llama2-7b", hardware="h100-sxm", mode="train", tp=2, dp=4, global_batch=32)
+    assert t["energy_j"] == pytest.approx(t["power_w_per_device"] * t["step_time_s"] * 8)
+    assert t["energy_j_per_token"] == pytest.approx(t["energy_j"] / (32 * 2048))
+
+
+def test_energy_breakdown_sums_to_totals():
+    for plan in (dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=16),
+                 dict(model="llama2-7b", hardware="a100-80gb", mode="train", tp=2, dp=2, global_batch=8)):
+        r = perfsim.estimate(**plan)
+        e = r["breakdown"]["energy"]
+        devices = sum(e[k] for k in ("idle_j", "active_j", "matrix_j", "memory_j", "link_j"))
+        assert devices == pytest.approx(r["energy_j"])
+        assert devices + e["host_j"] + e["unused_devices_j"] + e["psu_loss_j"] == pytest.approx(r["energy_wall_j"])
+    assert e["step_j"] == pytest.approx(r["energy_j"])
+    r = perfsim.estimate(model="llama2-70b", hardware="h100-sxm", tp=8, batch=16)
+    assert r["breakdown"]["energy"]["prefill_j"] + r["breakdown"]["energy"]["decode_j"] == pytest.approx(r["energy_j"])
+
+
+@pytest.mark.parametrize("hardware", ["a100-80gb", "h100-sxm"])
+def test_prefill_draws_more_than_decode_at_batch_1(hardware):
+    """Compute-bound prefill runs near the power limit; memory-bound decode far below it (Splitwise)."""
+    r = perfsim.estimate(model="llama2-70b", hardware=hardware, tp=8, batch=1, prompt_len=2048, gen_len=128)
+    tdp = load_hardware(hardware)["tdp_w"]
+    assert r["prefill_power_w_per_device"] > 1.3 * r["decode_power_w_per_device"]
+    assert r["decode_power_w_per_device"] < 0.6 * tdp
+    assert r["decode_power_w_per_device"] < r["power_w_per_device"] < r["prefill_power_w_per_device"]
+
+
+def test_large_gemm_bound_training_reaches_the_limit_and_more_work_draws_more():
+    light = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", batch=1, prompt_len=128, gen_len=128)
+    heavy = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", batch=64, prompt_len=128, gen_len=128)
+    assert heavy["decode_power_w_per_device"] > light["decode_power_w_per_device"]
+    assert heavy["energy_j_per_token"] < light["energy_j_per_token"]  # batching amortises the weight reads
+
+
+def test_wall_power_exceeds_the_accelerators():
+    r = perfsim.estimate(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8)
+    assert r["power_w_per_node"] > 8 * r["power_w_per_device"]
+    spec = load_hardware("h100-sxm")
+    expected = (8 * r["power_w_per_device"] + spec["host_w"]) / spec["psu_efficiency"]
+    assert r["power_w_per_node"] == pytest.approx(expected)
+    # one device of an 8-device node: the other seven idle, the wall sees them too
+    one = perfsim.estimate(model="llama2-7b", hardware="h100-sxm", batch=8)
+    assert one["power_w_per_node"] > one["power_w_per_device"] + 7 * spec["idle_w"]
+    # two nodes: energy at the wall counts both servers
+    two = perfsim.estimate(model="llama2-70b", hardware="h100-sxm", tp=8, dp=2, batch=16)
+    assert two["energy_wall_j"] == pytest.approx(2 * two["power_w_per_node"] * two["e2e_latency_s"])
+
+
+def test_train_tokens_sets_the_job():
+    plan = dict(model="llama2-7b", hardware="a100-80gb", mode="train", tp=2, dp=4, global_batch=64, seq_len=4096)
+    step = perfsim.estimate(**plan)
+    assert "time_to_train_s" not in step
+    job = perfsim.estimate(**plan, train_tokens=1e9)
+    assert job["time_to_train_s"] == pytest.approx(1e9 / job["tokens_per_s"])
+    assert job["energy_j"] == pytest.approx(job["power_w_per_device"] * job["time_to_train_s"] * 8)
+    assert job["energy_j"] == pytest.approx(step["energy_j"] * 1e9 / (64 * 4096))
+    assert job["energy_j_per_token"] == pytest.approx(step["energy_j_per_token"])
+    df = perfsim.sweep(**plan, train_tokens=[1e9, 2e9])
+    assert df["time_to_train_s"].iloc[1] == pytest.approx(2 * df["time_to_train_s"].iloc[0])
+    result = CliRunner().invoke(cli, ["estimate", "--model", "llama2-7b", "--hardware", "a100-80gb", "--mode", "train",
+                                      "--tp", "8", "--train-tokens", "2e12", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"time_to_train_s"' in result.output
+
+
+@pytest.mark.parametrize("bad", [0, -5, "many", float("nan"), float("inf"), True])
+def test_bad_train_tokens_is_an_input_error(bad):
+    with pytest.raises(perfsim.InputError, match="train_tokens"):
+        perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", train_tokens=bad)
+
+
+@pytest.mark.parametrize("text", ["0", "-1e9", "lots"])
+def test_bad_train_tokens_on_the_cli_exits_2(text):
+    result = CliRunner().invoke(cli, ["estimate", "--model", "llama2-7b", "--hardware", "a100-80gb", "--mode", "train",
+                                      "--train-tokens", text])
+    assert result.exit_code == 2 and "train_tokens" in result.output and "Traceback" not in result.output
+
+
+def test_infeasible_rows_have_no_power():
+    r = perfsim.estimate(model="llama2-13b", hardware="npu-pim")  # no bf16 on the NPU: no time, no power
+    assert r["feasible"] is False and r["power_w_per_device"] is None and r["energy_j"] is None
+
+
+_SPEC = """
+name: x
+description: test
+kind: gpu
+source: s
+device:
+  compute: {peak_tflops: {bf16: 100}}
+  architecture: {compute_units: 10}
+  memory: {hbm: {capacity_gib: 10, bandwidth_gb_s: 100}}
+  efficiency: {gemm_max: 0.8, memory_max: 0.8}
+  power: {tdp_w: 100, idle_w: 20, POWER}
+node: {devices_per_node: 1, NODE}
+"""
+
+
+def test_power_spec_checks_and_derivation():
+    spec = parse_hardware(loads_yaml(_SPEC.replace(", POWER", ", active_w: 20").replace(", NODE", ""), "x.yaml"))
+    assert spec["matrix_w"] == pytest.approx((100 - 20 - 20) / 0.8)
+    assert spec.sources["device.power.matrix_w"].startswith("derived")
+    assert spec["psu_efficiency"] == 1.0 and spec["host_w"] == 0.0
+    with pytest.raises(perfsim.InputError, match="exceeds tdp_w"):
+        parse_hardware(loads_yaml(_SPEC.replace("POWER", "active_w: 90").replace(", NODE", ""), "x.yaml"))
+    with pytest.raises(perfsim.InputError, match="psu_efficiency"):
+        parse_hardware(loads_yaml(_SPEC.replace(", POWER", "").replace("NODE", "power: {psu_efficiency: 1.2}"),
+                                  "x.yaml"))
