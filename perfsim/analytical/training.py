@@ -11,6 +11,10 @@ zero-bubble    (pp - 1) · max(F + B + R - 2W, 0)  (ZB-H1 moves W into the bubbl
 dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)          (DeepSeek-V3 report, Table 2)
 =============  ===========================================================
 
+Context parallelism splits every sequence over ``cp`` ranks (load-balanced causal chunks): each
+rank attends its ``seq / cp`` queries to the whole sequence while the K/V chunks travel around
+the ring, hidden behind the attention of the chunk at hand (Liu et al. 2023, ring attention).
+
 Data-parallel gradient sync (all-reduce, or reduce-scatter / all-gather under ZeRO) is exposed
 except the fraction the runtime overlaps with backward. The optimizer step streams its states
 through HBM. Activation memory follows Korthikanti et al. 2022 (eqs. 1-2 and sec. 4-5),
@@ -25,7 +29,7 @@ from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.inference import _at
 from perfsim.cost.collectives import bus_factor
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
-from perfsim.graph.transformer import Pass, head_ops, layer_ops
+from perfsim.graph.transformer import Pass, head_ops, kv_bytes_per_token, layer_ops
 
 _GIB = 2.0**30
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -55,8 +59,15 @@ def estimate_train(c):
     lora = c["lora"] > 0
     f_layers, f_head = _stage_passes(c, p, backward=False)
     b_layers, b_head = _stage_passes(c, p, backward=True, weight_grads=True)
-    F = f_layers["total_s"] + f_head["total_s"]
-    B_full = b_layers["total_s"] + b_head["total_s"]
+    # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
+    # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
+    # overlapped with the attention of the chunk already there
+    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), 2.0, stride=c["tp"])
+    ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["layers"] / c["pp"], 0.0)
+    cp_exposed_f = np.maximum(ring - f_layers["attention_s"], 0.0)
+    cp_exposed_b = np.maximum(2.0 * ring - b_layers["attention_s"], 0.0)
+    F = f_layers["total_s"] + f_head["total_s"] + cp_exposed_f
+    B_full = b_layers["total_s"] + b_head["total_s"] + cp_exposed_b
     W = b_layers["wgrad_s"] + b_head["wgrad_s"]
     B = np.where(lora, B_full - W, B_full)  # LoRA: frozen base weights need no weight gradients
     W = np.where(lora, 0.0, W)
@@ -135,6 +146,8 @@ def estimate_train(c):
         "breakdown.train.pipeline_p2p_s": (pp - 1.0) * p2p,
         "breakdown.train.tp_communication_s": n_micro * (comm("communication_s") - comm("ep_communication_s")),
         "breakdown.train.ep_communication_s": n_micro * comm("ep_communication_s"),
+        "breakdown.train.cp_communication_s": n_micro * 3.0 * ring,
+        "breakdown.train.cp_exposed_s": n_micro * (cp_exposed_f + cp_exposed_b),
         "breakdown.train.dp_communication_s": sync_total,
         "breakdown.train.dp_exposed_s": exposed_sync,
         "breakdown.train.optimizer_s": optimizer,
