@@ -59,6 +59,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
     launch = c["launch_s"]
     mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
     act, wb = c["act_bytes"], c["w_bytes"]
+    fp8_training = (c["compute_bytes"] < 2.0) & (c["train"] > 0)
+    casts = bool(np.any(fp8_training))
     for op in ops:
         if isinstance(op, Gemm):
             shapes = [(op.m, op.n, op.k, act, wb, act)]
@@ -82,9 +84,11 @@ def price(c, ops, *, backward=False, weight_grads=True):
                     out["wgrad_s"] = out["wgrad_s"] + t
                 out["flops"] = out["flops"] + tc * c["peak_flops"] * eff
                 out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * c["memory_max"]
+            if not casts:
+                continue
             # 8-bit training (Transformer Engine): the 16-bit GEMM input (forward) or output gradient
             # (backward) is scaled and cast to fp8 and to its transpose for the weight gradient
-            cast = np.where((c["compute_bytes"] < 2.0) & (c["train"] > 0),
+            cast = np.where(fp8_training,
                             (op.m * (op.n if backward else op.k)) * op.groups * (act + 2.0 * c["compute_bytes"]), 0.0)
             t = op_time(0.0, cast, peak_flops=1.0, compute_eff=1.0, launch_s=launch, **mem)
             out["elementwise_s"] = out["elementwise_s"] + t

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical.cost_ops import combine, group_collective, price
-from perfsim.graph.params import (expert_tp, layer_counts, layer_params, routed_expert_params,
-                                  stage_params_per_device)
+from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import Pass, expert_group_scale, head_ops, kv_bytes_per_token, layer_ops, touched_experts
 
 _GIB = 2.0**30
@@ -99,9 +98,7 @@ def _at(value, i):
 def _hbm_bound(c, seqs, context):
     """Lower bound of a decode step: weights (MoE: the experts the batch touches) + KV cache read
     once at full HBM bandwidth."""
-    touched = touched_experts(c, seqs * expert_group_scale(c))
-    routed = routed_expert_params(c)
-    weights = ((layer_params(c) - routed) / c["tp"]
-               + routed_expert_params(c, experts_counted=touched) / (c["ep"] * expert_tp(c))) / c["pp"] * c["w_bytes"]
+    replicated, experts = layer_params_per_device(c, experts_counted=touched_experts(c, seqs * expert_group_scale(c)))
+    weights = (replicated + experts) * c["w_bytes"]
     kv = seqs * context * kv_bytes_per_token(c) * c["layers"] / c["pp"]
     return (weights + kv) / c["hbm_bw"]

@@ -15,8 +15,10 @@ Context parallelism splits every sequence over ``cp`` ranks (load-balanced causa
 rank attends its ``seq / cp`` queries to the whole sequence while the K/V chunks travel around
 the ring, hidden behind the attention of the chunk at hand (Liu et al. 2023, ring attention).
 
-Data-parallel gradient sync (all-reduce, or reduce-scatter / all-gather under ZeRO) is exposed
-except the fraction the runtime overlaps with backward. The optimizer step streams its states
+Data-parallel gradient sync (all-reduce, or reduce-scatter / all-gather under ZeRO, see
+``_data_parallel``) hides behind compute where the runtime overlaps it, but never behind more
+compute than there is: what exceeds the forward+backward it overlaps, and the last layer's
+bucket, stay exposed. The optimizer step streams its states
 through HBM. Activation memory follows Korthikanti et al. 2022 (eqs. 1-2 and sec. 4-5),
 generalised to grouped-query attention, gated MLPs, flash attention and no dropout.
 """
@@ -94,20 +96,23 @@ def estimate_train(c):
     lora_dev = _lora_params(c) / (pp * c["tp"])
     ranks = dp * cp
     expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
-    parts = [_data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], n_micro),
-             _data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c), n_micro)]
-    per_micro = parts[0]["per_micro_s"] + parts[1]["per_micro_s"]
-    per_step = parts[0]["per_step_s"] + parts[1]["per_step_s"]
+    dense_part = _data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], n_micro)
+    expert_part = _data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
+                                 n_micro)
+    data_par = {k: dense_part[k] + expert_part[k] for k in dense_part}
+    per_micro, per_step = data_par["per_micro_s"], data_par["per_step_s"]
     # overlap is bounded by the compute it hides behind: a micro-batch's gathers and reduce-scatters
     # behind its forward+backward, the once-per-step gradient all-reduce behind the last backward;
     # the last layer's bucket always waits (it is produced when there is no compute left)
     overlap = c["dp_overlap"]
     layers_stage = np.maximum(c["layers"] / pp, 1.0)
-    exposed_micro = np.maximum(per_micro - overlap * per_mb, 0.0) + overlap * np.minimum(per_micro / layers_stage, per_micro)
-    exposed_step = np.maximum(per_step - overlap * B, 0.0) + overlap * np.minimum(per_step / layers_stage, per_step)
-    exposed_sync = n_micro * exposed_micro + exposed_step
+
+    def exposed(comm, window):
+        return np.maximum(comm - overlap * window, 0.0) + overlap * np.minimum(comm / layers_stage, comm)
+
+    exposed_sync = n_micro * exposed(per_micro, per_mb) + exposed(per_step, B)
     sync_total = n_micro * per_micro + per_step
-    opt_params = parts[0]["optimizer_params"] + parts[1]["optimizer_params"]
+    opt_params = data_par["optimizer_params"]
     optimizer = opt_params * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"])
     step = pipeline + exposed_sync + optimizer + c["step_overhead_s"]
 
@@ -157,8 +162,8 @@ def estimate_train(c):
         "breakdown.train.micro_batches": n_micro,
     }
     # memory per device (first stage: most activations in flight, plus the embedding)
-    weights = parts[0]["weight_bytes"] + parts[1]["weight_bytes"] + np.where(lora, lora_dev * c["act_bytes"], 0.0)
-    grads = parts[0]["grad_bytes"] + parts[1]["grad_bytes"]
+    weights = data_par["weight_bytes"] + np.where(lora, lora_dev * c["act_bytes"], 0.0)
+    grads = data_par["grad_bytes"]
     optimizer_mem = opt_params * np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES)
     activations = _activation_bytes(c, n_micro)
     other = c["fragmentation"] * activations
@@ -178,8 +183,7 @@ def estimate_train(c):
         (total > cap, "does not fit in device memory",
          lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
     ]
-    out.update(_step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head,
-                             parts[0]["sent_bytes"] + parts[1]["sent_bytes"], opt_params))
+    out.update(_step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head, data_par["sent_bytes"], opt_params))
     return out, checks
 
 
@@ -206,19 +210,23 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
     shard = np.minimum(c["zero_shard_size"], ranks)
     grad_bytes = trainable * c["grad_bytes"]
     weight_bytes = weights * c["w_bytes"]
-    sharded = (group_collective(c, "reduce_scatter", grad_bytes, shard, stride=stride)
-               + group_collective(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard))
-    full = group_collective(c, "all_reduce", grad_bytes, ranks, stride=stride)
-    gather = group_collective(c, "all_gather", weight_bytes, shard, stride=stride)
-    per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
-    per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
+
+    def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
+        per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
+        per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
+        return per_micro, per_step
+
+    per_micro, per_step = by_stage(
+        group_collective(c, "reduce_scatter", grad_bytes, shard, stride=stride)
+        + group_collective(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
+        group_collective(c, "all_reduce", grad_bytes, ranks, stride=stride),
+        group_collective(c, "all_gather", weight_bytes, shard, stride=stride))
     # bytes each device sends (nccl-tests bus volume), for the power model
-    s_sharded = (grad_bytes * bus_factor("reduce_scatter", shard)
-                 + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)))
-    s_full = grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0))
-    s_gather = weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0))
-    sent_micro = np.where(zero >= 3, s_sharded + 2.0 * s_gather, np.where(zero == 2, s_sharded, 0.0))
-    sent_step = np.where(zero == 0, s_full, np.where(zero == 1, s_sharded + s_gather, np.where(zero == 2, s_gather, 0.0)))
+    sent_micro, sent_step = by_stage(
+        grad_bytes * bus_factor("reduce_scatter", shard)
+        + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
+        grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
+        weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
     return {"per_micro_s": per_micro, "per_step_s": per_step, "sent_bytes": n_micro * sent_micro + sent_step,
             "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
             "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),

@@ -77,18 +77,27 @@ def expert_tp(c):
     return np.maximum(c["tp"] / c["ep"], 1.0)
 
 
-def stage_params_per_device(c):
-    """``(replicated, experts)``: weights of the busiest pipeline stage held by one device.
+def layer_params_per_device(c, experts_counted=None):
+    """``(replicated, experts)``: transformer-layer weights of one pipeline stage held by one device.
 
-    ``replicated`` (attention, dense MLPs, shared experts, router, embedding/head) is split by
-    ``tp`` and copied over data-parallel ranks; ``experts`` (routed) is split over ``ep × etp``
-    (:func:`expert_tp`) and copied over the remaining expert-data-parallel ranks.
+    ``replicated`` (attention, dense MLPs, shared experts, router) is split by ``tp`` and copied
+    over data-parallel ranks; ``experts`` (``experts_counted`` routed experts per MoE layer,
+    default all) is split over ``ep × etp`` (:func:`expert_tp`) and copied over the remaining
+    expert-data-parallel ranks.
     """
     pp = c["pp"]
     routed = routed_expert_params(c)
-    ends = np.where(pp > 1, np.maximum(embedding_params(c), head_params(c)), embedding_params(c) + head_params(c))
-    replicated = ((layer_params(c) - routed) / pp + ends) / c["tp"]
-    return replicated, routed / (pp * c["ep"] * expert_tp(c))
+    counted = routed if experts_counted is None else routed_expert_params(c, experts_counted)
+    return (layer_params(c) - routed) / (pp * c["tp"]), counted / (pp * c["ep"] * expert_tp(c))
+
+
+def stage_params_per_device(c):
+    """``(replicated, experts)``: weights of the busiest pipeline stage held by one device — its
+    layers (:func:`layer_params_per_device`) plus the embedding and LM head (both on one stage
+    when ``pp == 1``, else the larger of them), split by ``tp``."""
+    ends = np.where(c["pp"] > 1, np.maximum(embedding_params(c), head_params(c)), embedding_params(c) + head_params(c))
+    replicated, experts = layer_params_per_device(c)
+    return replicated + ends / c["tp"], experts
 
 
 def total_params(c, *, active: bool = False):
