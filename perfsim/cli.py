@@ -171,6 +171,8 @@ def _plan_options(fn):
         click.option("--gpu-memory-utilization", type=str, default=None),
         click.option("--power-cap-w", type=str, default=None),
         click.option("--train-tokens", type=str, default=None),
+        click.option("--capacity-factor", type=str, default=None,
+                     help="MoE expert capacity factor (padded, token-dropping routing); default dropless"),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
     ]
     for name in _INT_OPTIONS:
@@ -186,7 +188,8 @@ def _collect(kwargs):
     for key, value in kwargs.items():
         if value is None:
             continue
-        if key in _INT_OPTIONS or key in ("gpu_memory_utilization", "power_cap_w", "train_tokens"):
+        if key in _INT_OPTIONS or key in ("gpu_memory_utilization", "power_cap_w", "train_tokens",
+                                                      "capacity_factor"):
             value = _scalar(value)
         plan[key] = value
     if whatif:

@@ -142,15 +142,18 @@ def build(grid) -> dict:
     else:
         c["dp"] = np.where(np.isnan(nd_col), 1.0, nd_col / tp_pp_cp)
     c["num_devices"] = np.where(np.isnan(nd_col), tp_pp_cp * c["dp"], nd_col)
-    gb = grid.values("global_batch")
-    c["global_batch"] = (grid.gather("global_batch", [v if v is not None else np.nan for v in gb])
-                         if gb != [None] else np.nan)
+    c["global_batch"] = _optional(grid, "global_batch")
     c["global_batch"] = np.where(np.isnan(c["global_batch"]), 8.0 * np.floor(np.maximum(c["dp"], 1.0)), c["global_batch"])
-    tt = grid.values("train_tokens")
-    c["train_tokens"] = (grid.gather("train_tokens", [v if v is not None else np.nan for v in tt])
-                         if tt != [None] else np.nan)
-    zs = grid.values("zero_shard_size")
-    c["zero_shard_size"] = (grid.gather("zero_shard_size", [v if v is not None else np.nan for v in zs])
-                            if zs != [None] else np.nan)
+    c["train_tokens"] = _optional(grid, "train_tokens")
+    c["zero_shard_size"] = _optional(grid, "zero_shard_size")
     c["zero_shard_size"] = np.where(np.isnan(c["zero_shard_size"]), c["dp"] * c["cp"], c["zero_shard_size"])
+    c["capacity_factor"] = _optional(grid, "capacity_factor")  # NaN: dropless routing
     return c
+
+
+def _optional(grid, name):
+    """Column of an argument without a default: NaN where it was not given."""
+    values = grid.values(name)
+    if values == [None]:
+        return np.nan
+    return grid.gather(name, [v if v is not None else np.nan for v in values])

@@ -35,6 +35,7 @@ ARGUMENTS = {
     "weight_dtype": ("dtype", None),
     "kv_dtype": ("dtype", None),
     "tp": ("int", 1), "pp": ("int", 1), "dp": ("int", None), "cp": ("int", 1), "ep": ("int", 1),
+    "capacity_factor": ("pos", None),
     "sp": ("bool", False),
     "zero": ((0, 1, 2, 3), None),
     "zero_shard_size": ("int", None),

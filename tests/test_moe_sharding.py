@@ -2,6 +2,7 @@
 (``zero_shard_size``) and LoRA fine-tuning."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,22 @@ def test_lora_needs_under_one_percent_of_the_gradient_and_optimizer_memory():
     # QLoRA: 4-bit frozen base weights
     qlora = perfsim.estimate(**kw, finetune="lora", weight_dtype="int4")
     assert qlora["memory_per_device_gib"]["weights"] < 0.3 * ml["weights"]
+
+
+def test_capacity_factor_pads_expert_work():
+    """A capacity factor pads every expert's buffer: expert GEMMs, all-to-alls and activations grow
+    with it; 1.0 equals dropless routing of a balanced router; dense models ignore it."""
+    base = dict(model="mixtral-8x7b", hardware="h100-sxm", mode="train", tp=2, pp=4, dp=8, ep=8, seq_len=4096,
+                global_batch=256, zero=1)
+    rows = perfsim.sweep(**base, capacity_factor=[1.0, 1.25, 2.0])
+    dropless = perfsim.estimate(**base)
+    assert rows["step_time_s"].iloc[0] == pytest.approx(dropless["step_time_s"])
+    assert rows["step_time_s"].is_monotonic_increasing
+    assert rows["breakdown.train.ep_communication_s"].iloc[2] == pytest.approx(
+        2.0 * dropless["breakdown"]["train"]["ep_communication_s"], rel=0.05)
+    assert rows["memory_per_device_gib.activations"].is_monotonic_increasing
+    dense = dict(model="llama2-7b", hardware="h100-sxm", mode="train", tp=1, dp=8, seq_len=2048)
+    assert perfsim.estimate(**dense, capacity_factor=2.0)["step_time_s"] == pytest.approx(
+        perfsim.estimate(**dense)["step_time_s"])
+    with pytest.raises(perfsim.InputError):
+        perfsim.estimate(**base, capacity_factor=-1.0)

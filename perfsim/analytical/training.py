@@ -31,7 +31,7 @@ from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.inference import _at
 from perfsim.cost.collectives import bus_factor
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
-from perfsim.graph.transformer import Pass, head_ops, kv_bytes_per_token, layer_ops
+from perfsim.graph.transformer import Pass, capacity_scale, head_ops, kv_bytes_per_token, layer_ops
 
 _GIB = 2.0**30
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -284,7 +284,8 @@ def _activation_bytes(c, n_micro):
     heads, hd, kv = c["heads"], c["head_dim"], c["kv_heads"]
     drop = c["dropout"]
     replicated = (4.0 + 2.0 + 2.0) * h * a / 2.0 + 2.0 * drop * h  # norms 4h, attn/MLP inputs 2h each (16-bit), masks
-    ffn = np.where(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] + c["shared_experts"]), c["ffn"])
+    # MoE: routed experts hold their (padded, under a capacity factor) buffers, shared experts their tokens
+    ffn = np.where(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] * capacity_scale(c) + c["shared_experts"]), c["ffn"])
     split = ((heads + 2.0 * kv) * hd + heads * hd) * a + (2.0 + c["gated"]) * ffn * a
     scores = (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))
     scores = np.where(c["recompute"] >= 1, 0.0, scores)

@@ -148,6 +148,13 @@ def expert_group_scale(c):
     return c["ep"] * expert_tp(c) / c["tp"]
 
 
+def capacity_scale(c):
+    """Routed work per routed token: the capacity factor where one is set (padded expert
+    buffers), 1 for dropless routing."""
+    cf = c["capacity_factor"]
+    return np.where(np.isnan(cf), 1.0, cf)
+
+
 def moe_mlp_ops(c, p: Pass):
     """MoE MLP: router, shared experts (dense), routed experts as one grouped GEMM.
 
@@ -156,6 +163,11 @@ def moe_mlp_ops(c, p: Pass):
     reads only the experts it uses. With expert parallelism (``ep`` ranks, experts split
     ``ep`` ways and each expert ``etp = max(tp / ep, 1)`` ways) tokens travel to their experts'
     ranks and back in two all-to-alls (dispatch, combine) of ``top_k`` copies of each token.
+
+    A ``capacity_factor`` (GShard, Switch Transformer) gives every expert a fixed buffer of
+    ``capacity_factor × tokens × top_k / experts`` slots: the expert GEMMs run over the padded
+    buffers and the all-to-alls ship them whole (tokens over capacity are dropped, so the
+    buffer is the work). Without one (dropless routing, MegaBlocks) the tokens routed are the work.
     """
     tp, h, ep = c["tp"], c["hidden"], c["ep"]
     etp = expert_tp(c)
@@ -163,10 +175,12 @@ def moe_mlp_ops(c, p: Pass):
     group_tokens = T * expert_group_scale(c)
     touched = touched_experts(c, group_tokens)
     tokens_per_expert = group_tokens * c["top_k"] / np.maximum(touched, 1e-9)
+    padded = capacity_scale(c)
+    tokens_per_expert = tokens_per_expert * padded
     local = touched / ep
     ffn_dev = c["moe_ffn"] / etp
     shared_dev = c["shared_experts"] * c["moe_ffn"] / tp
-    routed_bytes = group_tokens / ep * c["top_k"] * h * c["act_bytes"]
+    routed_bytes = group_tokens / ep * c["top_k"] * h * c["act_bytes"] * padded
     return [
         Gemm("router", T, c["experts"], h),
         Gemm("shared_up", T, (1.0 + c["gated"]) * shared_dev, h),
