@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.analytical.cost_ops import group_collective
+from perfsim.columns import hardware_columns
 from perfsim.core import evaluate
 from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
 from perfsim.cost.roofline import gemm_efficiency, gemm_time
@@ -133,17 +134,7 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
 
 def _hw_columns(hardware):
     spec, overrides = split_whatif(hardware)
-    v = spec.values
-    c = {
-        "devices_per_node": overrides.get("devices_per_node", v["devices_per_node"]),
-        "scaleup_bw": overrides.get("scaleup_gb_s", v["scaleup_gb_s"]) * 1e9,
-        "scaleup_eff": v["scaleup_efficiency"], "scaleup_lat_s": v["scaleup_latency_us"] * 1e-6,
-        "scaleup_ll_s": v["scaleup_ll_latency_us"] * 1e-6, "nvls_eff": v["scaleup_nvls_efficiency"],
-        "scaleout_bw": overrides.get("scaleout_gb_s", v["scaleout_gb_s"]) * 1e9,
-        "scaleout_eff": v["scaleout_efficiency"], "scaleout_lat_s": v["scaleout_latency_us"] * 1e-6,
-        "scaleout_ll_s": v["scaleout_ll_latency_us"] * 1e-6,
-    }
-    return spec, overrides, c
+    return spec, overrides, hardware_columns(spec, overrides)
 
 
 def collective(hardware, op: str, size_bytes, num_devices, algorithm: str = "auto") -> dict:

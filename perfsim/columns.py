@@ -21,6 +21,7 @@ _HW = {
     "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", _GIB),
     "kernel_launch_us": ("device_launch_s", 1e-6), "memory_max": ("memory_max", 1.0),
     "tdp_w": ("tdp_w", 1.0), "idle_w": ("idle_w", 1.0), "devices_per_node": ("devices_per_node", 1.0),
+    "package_devices": ("package_devices", 1.0), "package_gb_s": ("package_bw", 1e9),
     "scaleup_gb_s": ("scaleup_bw", 1e9), "scaleup_efficiency": ("scaleup_eff", 1.0),
     "scaleup_latency_us": ("scaleup_lat_s", 1e-6), "scaleup_ll_latency_us": ("scaleup_ll_s", 1e-6),
     "scaleup_nvls_efficiency": ("nvls_eff", 1.0),
@@ -41,6 +42,17 @@ _WHATIF = {
     "scaleout_gb_s": ("scaleout_bw", 1e9), "devices_per_node": ("devices_per_node", 1.0), "tdp_w": ("tdp_w", 1.0),
     "peak_tflops": ("peak_flops", 1e12),
 }
+
+
+def hardware_columns(spec, overrides=None) -> dict:
+    """Scalar cost-model columns of one hardware spec, what-if overrides applied."""
+    values = {field: spec.values[field] * scale for field, (_, scale) in _HW.items() if field in spec.values}
+    c = {_HW[field][0]: value for field, value in values.items()}
+    for key, value in (overrides or {}).items():
+        if key in _WHATIF:
+            col, scale = _WHATIF[key]
+            c[col] = value * scale
+    return c
 
 
 def _gather_dicts(grid, name, dicts):

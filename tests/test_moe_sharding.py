@@ -62,8 +62,14 @@ def test_hybrid_sharding_trades_memory_for_cross_node_traffic():
     mf, mh = full["memory_per_device_gib"], hybrid["memory_per_device_gib"]
     for key in ("weights", "gradients", "optimizer"):
         assert abs(mh[key] / mf[key] - 8.0) < 1e-6, key
-    # the per-micro-batch weight gathers stay on NVLink; only the gradient shard crosses nodes
-    assert hybrid["breakdown"]["train"]["dp_communication_s"] < full["breakdown"]["train"]["dp_communication_s"]
+    # on a cluster with a thin network (two 100 GbE NICs per 8-GPU node) the per-micro-batch
+    # weight gathers of hybrid sharding stay on NVLink and only the gradient shard crosses nodes:
+    # less time in communication. (With eight 400 Gb/s NICs per node, rings across nodes run near
+    # NVLink speed, and hybrid sharding's all-reduce of the shard moves more bytes per NIC than
+    # full sharding's reduce-scatter.)
+    thin = {"base": "h100-sxm", "scaleout_gb_s": 3.125}
+    assert _train(hardware=thin, zero_shard_size=8)["breakdown"]["train"]["dp_communication_s"] \
+        < _train(hardware=thin)["breakdown"]["train"]["dp_communication_s"]
     bad = _train(zero_shard_size=7)
     assert not bad["feasible"] and "zero_shard_size" in bad["reason"]
 

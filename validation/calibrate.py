@@ -10,6 +10,8 @@ hardware YAMLs cite this script and the case ids as the source of the fitted num
 * ``collective`` inside one node → ``node.scaleup`` ``efficiency`` (bounded to [0.6, 1] where the
   switch reduces in-network, since NVLS then wins every measured size and leaves the ring unconstrained), ``latency_us`` (simple
   protocol, per step), ``ll_latency_us`` (low-latency protocol, per step), ``in_network_efficiency``
+* ``collective`` across nodes, buffers of 1 GiB and more → ``scaleout`` ``efficiency``, with the
+  scale-up numbers above held fixed
 """
 
 from __future__ import annotations
@@ -67,6 +69,23 @@ def fit_collectives(spec, cases):
     return dict(zip(_COLLECTIVE_PARAMS, best.x)), best.fun
 
 
+def fit_scaleout(spec, cases):
+    """Scale-out efficiency from the bandwidth-bound (>= 1 GiB) cases across nodes. Mid-size
+    cases are left out of the fit: their shortfall comes from the library opening fewer channels
+    (fewer NICs) for smaller buffers, which a per-step latency cannot represent."""
+    large = [c for c in cases if c["args"]["size_bytes"] >= 2**30]
+    return fit_scalar(spec, large, "scaleout_efficiency"), [c["id"] for c in large]
+
+
+def _device_name(hardware):
+    """Zoo name of a case's hardware: a name, or a what-if dict that only names its base."""
+    if isinstance(hardware, str):
+        return hardware
+    if isinstance(hardware, dict) and set(hardware) == {"base"}:
+        return hardware["base"]
+    return None
+
+
 def fit_scalar(spec, cases, key, lo=0.3, hi=1.0):
     def loss(x):
         return sum(np.log(_predict(c, _with(spec, **{key: x})) / c["value"]) ** 2 for c in cases)
@@ -78,9 +97,10 @@ def fit_scalar(spec, cases, key, lo=0.3, hi=1.0):
 def main():
     by_device = defaultdict(list)
     for case in load_cases():
-        if case["category"] != "microbenchmark" or not isinstance(case["args"].get("hardware"), str):
+        name = _device_name(case["args"].get("hardware"))
+        if case["category"] != "microbenchmark" or name is None:
             continue
-        by_device[case["args"]["hardware"]].append(case)
+        by_device[name].append(case)
     for name, cases in sorted(by_device.items()):
         try:
             spec = load_hardware(name)
@@ -113,6 +133,10 @@ def main():
             params, loss = fit_collectives(spec, coll)
             shown = ", ".join(f"{k}={v:.3f}" for k, v in params.items())
             print(f"  scaleup: {shown}  (rms log error {np.sqrt(loss / len(coll)):.3f}; cases {[c['id'] for c in coll]})")
+        multi = [c for c in cases if c["call"] == "collective" and c["args"]["num_devices"] > spec["devices_per_node"]]
+        if multi:
+            value, ids = fit_scaleout(spec, multi)
+            print(f"  scaleout efficiency: {value:.3f}   (file: {spec['scaleout_efficiency']:.3f}; cases {ids})")
     return 0
 
 

@@ -18,25 +18,51 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     """Time of a collective over ``ranks`` devices placed ``stride`` devices apart.
 
     Ranks are laid out as Megatron-LM orders them: tensor parallel innermost (stride 1), then
-    context, data and pipeline parallel, so a data-parallel group has stride ``tp × cp``. The ranks
-    that share a node use the scale-up fabric; a group spanning nodes runs hierarchically for
-    all-reduce (reduce-scatter in the node, all-reduce across nodes on each device's NIC,
-    all-gather in the node) and on the scale-out network otherwise.
+    context, data and pipeline parallel, so a data-parallel group has stride ``tp × cp``. Three
+    levels of fabric: devices of one package (MI250X's two GCDs, ``node.package``), the node's
+    scale-up fabric, and the scale-out network. A group inside a package uses the package link,
+    one inside a node the scale-up fabric. A group spanning nodes runs, as NCCL/RCCL do, either
+    as rings threaded through every node with one channel per NIC (each device's NIC carries
+    its channel's share, the rest of the ring runs on the scale-up fabric; bus bandwidth
+    ``min(g · NIC, g/(g-1) · scale-up)`` for ``g`` group ranks per node) or, for all-reduce,
+    hierarchically (reduce-scatter in the node, a ring or tree all-reduce across nodes on each
+    device's NIC, all-gather in the node); ``auto`` takes the fastest. All-to-all sends each peer its share:
+    off-node shares on the device's NIC while on-node shares use the scale-up fabric.
     """
     ranks = np.asarray(ranks, dtype=float)
-    per_node = np.clip(np.floor(c["devices_per_node"] / np.maximum(stride, 1.0)), 1.0, np.maximum(ranks, 1.0))
-    nodes = np.ceil(ranks / np.maximum(per_node, 1.0))
-    up = dict(bandwidth=c["scaleup_bw"], efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
+    stride = np.maximum(stride, 1.0)
+    group = np.maximum(ranks, 1.0)
+    per_node = np.clip(np.floor(c["devices_per_node"] / stride), 1.0, group)
+    nodes = np.ceil(ranks / per_node)
+    per_package = np.clip(np.floor(c["package_devices"] / stride), 1.0, group)
+    in_package = (ranks <= per_package) & (c["package_bw"] > 0)
+    up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"])
+    up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
               ll_latency_s=c["scaleup_ll_s"])
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
                ll_latency_s=c["scaleout_ll_s"])
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], algorithm=algorithm, **up)
-    if op == "all_reduce":
-        across = (collective_time("reduce_scatter", size, per_node, algorithm="ring", **up)
-                  + collective_time("all_reduce", size / per_node, nodes, algorithm=algorithm, **out)
-                  + collective_time("all_gather", size, per_node, algorithm="ring", **up))
+    nic = c["scaleout_bw"] * c["scaleout_eff"]
+    fabric = c["scaleup_bw"] * c["scaleup_eff"]
+    if op == "send_recv":
+        across = collective_time(op, size, ranks, **out)
+    elif op == "all_to_all":
+        share = np.asarray(size, dtype=float) / group
+        across = np.maximum((ranks - per_node) * share / nic, (per_node - 1.0) * share / fabric) \
+            + (ranks - 1.0) * c["scaleout_lat_s"]
     else:
-        across = collective_time(op, size, ranks, algorithm=algorithm, **out)
+        ring_bw = np.minimum(per_node * nic, np.where(per_node > 1, per_node / np.maximum(per_node - 1.0, 1.0) * fabric,
+                                                     np.inf))
+        across = collective_time(op, size, ranks, bandwidth=ring_bw, efficiency=1.0, latency_s=c["scaleout_lat_s"],
+                                 ll_latency_s=c["scaleout_ll_s"], algorithm="ring")
+        if op == "all_reduce" and algorithm != "ring":
+            between = collective_time("all_reduce", size / per_node, nodes, algorithm="tree", **out)
+            if algorithm == "auto":  # across nodes the library picks ring or tree
+                between = np.minimum(between, collective_time("all_reduce", size / per_node, nodes, algorithm="ring",
+                                                              **out))
+            hierarchical = (collective_time("reduce_scatter", size, per_node, algorithm="ring", **up) + between
+                            + collective_time("all_gather", size, per_node, algorithm="ring", **up))
+            across = hierarchical if algorithm == "tree" else np.minimum(across, hierarchical)
     return np.where(nodes > 1, across, inside)
 
 

@@ -1,7 +1,8 @@
 """One training step, closed form: micro-batches through a pipeline, then gradient sync and update.
 
 Per stage and micro-batch: forward ``F``, backward ``B`` (input gradients + weight gradients
-``W``), recompute ``R`` (full: the forward again; selective: the attention core). The schedule
+``W``), recompute ``R`` (full: the forward again; selective: the attention core, or where the
+runtime's policy says so, a share of the matmuls and the elementwise ops). The schedule
 decides the bubble:
 
 =============  ===========================================================
@@ -73,7 +74,9 @@ def estimate_train(c):
     W = b_layers["wgrad_s"] + b_head["wgrad_s"]
     B = np.where(lora, B_full - W, B_full)  # LoRA: frozen base weights need no weight gradients
     W = np.where(lora, 0.0, W)
-    R = np.where(c["recompute"] == 2, f_layers["total_s"], np.where(c["recompute"] == 1, f_layers["attention_s"], 0.0))
+    sac = c["sac_matmuls"]
+    selective = np.where(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
+    R = np.where(c["recompute"] == 2, f_layers["total_s"], np.where(c["recompute"] == 1, selective, 0.0))
     n_micro = c["global_batch"] / (dp * mb)
     per_mb = F + B + R
     pp = c["pp"]
@@ -125,8 +128,9 @@ def estimate_train(c):
     model_flops = 3.0 * tokens * fwd_tok
     model_flops = np.where(lora, tokens * fwd_tok * 2.0, model_flops)
     layer_fwd_tok = fwd_tok - 2.0 * c["vocab"] * c["hidden"]
+    selective_flops = np.where(sac > 0, sac * (layer_fwd_tok - attn_flops_tok), attn_flops_tok)
     recompute_flops = tokens * np.where(c["recompute"] == 2, layer_fwd_tok,
-                                        np.where(c["recompute"] == 1, attn_flops_tok, 0.0))
+                                        np.where(c["recompute"] == 1, selective_flops, 0.0))
     hardware_flops = model_flops + recompute_flops
     devices = c["num_devices"]
     peak = c["peak_flops"]

@@ -200,7 +200,8 @@ def layer_elementwise(c, p: Pass, moe: bool):
     norms = 2.0 - c["parallel_block"]
     width = np.where(c["kv_lora"] > 0, c["heads"] * (c["qk_nope"] + c["qk_rope"]), (c["heads"] + c["kv_heads"]) * c["head_dim"])
     ffn = (c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) if moe else c["ffn"]
-    moved = T * act * (norms * 2.0 * h + 2.0 * 3.0 * h + (2.0 + c["gated"]) * ffn / tp + 2.0 * width / tp)
+    moved = T * act * (norms * 2.0 * h + 2.0 * 3.0 * h + (2.0 + c["gated"]) * ffn / tp + 2.0 * width / tp) \
+        * c["elementwise_traffic"]
     return Elementwise("elementwise", moved, c["kernels_per_layer"])
 
 

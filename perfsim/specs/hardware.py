@@ -39,6 +39,7 @@ _SCHEMA = {
     },
     "node": {
         "devices_per_node": S.INT,
+        "package": {"name": S.STR, "devices": S.INT, "bandwidth_gb_s": S.NUM},
         "scaleup": {"name": S.STR, "bandwidth_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
                     "ll_latency_us": S.NUM,
                     "in_network_reduction": S.BOOL, "in_network_efficiency": S.NUM},
@@ -73,6 +74,8 @@ _FIELDS = {
     "node.power.host_w": "host_w",
     "node.power.psu_efficiency": "psu_efficiency",
     "node.devices_per_node": "devices_per_node",
+    "node.package.devices": "package_devices",
+    "node.package.bandwidth_gb_s": "package_gb_s",
     "node.scaleup.bandwidth_gb_s": "scaleup_gb_s",
     "node.scaleup.latency_us": "scaleup_latency_us",
     "node.scaleup.efficiency": "scaleup_efficiency",
@@ -100,7 +103,7 @@ _REQUIRED = (
 #: values used when an optional key is absent (physical neutral choices, not device numbers)
 _OPTIONAL_DEFAULTS = {
     "clock_ghz": 1.0, "l2_cache_mib": 0.0, "gemm_tile_m": 128, "gemm_tile_n": 128, "kernel_launch_us": 0.0,
-    "idle_w": 0.0, "scaleup_gb_s": 0.0, "scaleup_latency_us": 0.0, "scaleup_efficiency": 1.0, "scaleup_ll_latency_us": 0.0,
+    "idle_w": 0.0, "package_devices": 1, "package_gb_s": 0.0, "scaleup_gb_s": 0.0, "scaleup_latency_us": 0.0, "scaleup_efficiency": 1.0, "scaleup_ll_latency_us": 0.0,
     "scaleup_nvls_efficiency": 0.0, "host_link_gb_s": 0.0, "host_link_efficiency": 1.0,
     "host_memory_gib": 0.0, "nvme_bandwidth_gb_s": 0.0, "cpu_tflops": 0.0, "cpu_memory_bandwidth_gb_s": 0.0,
     "scaleout_gb_s": 0.0, "scaleout_latency_us": 0.0, "scaleout_efficiency": 1.0, "scaleout_ll_latency_us": 0.0,

@@ -22,11 +22,12 @@ _SCHEMA = {
     "step_overhead_ms": S.NUM, "kernel_launch_us": S.NUM, "kernels_per_layer": S.NUM,
     "attention": S.STR, "attention_efficiency": S.NUM, "grad_reduce_bytes": S.NUM,
     "dp_overlap": S.NUM, "tp_overlap": S.NUM, "dropout": S.BOOL, "fragmentation": S.NUM, "compile": S.BOOL,
-    "compiled_kernels_per_layer": S.NUM, "default_zero": S.INT,
+    "compiled_kernels_per_layer": S.NUM, "default_zero": S.INT, "selective_recompute_matmuls": S.NUM,
+    "eager_elementwise_traffic": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
-_FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation")
+_FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation", "selective_recompute_matmuls")
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
@@ -50,6 +51,9 @@ class RuntimeSpec:
             "step_overhead_s": v["step_overhead_ms"] * 1e-3,
             "runtime_launch_us": v.get("kernel_launch_us", -1.0),
             "kernels_per_layer": kernels,
+            # unfused (eager) elementwise ops each read and write their tensor: traffic relative
+            # to fused kernels; compiling fuses them back
+            "elementwise_traffic": 1.0 if v.get("compile") else v.get("eager_elementwise_traffic", 1.0),
             "flash": 1.0 if v["attention"] == "flash" else 0.0,
             "attention_eff": v["attention_efficiency"],
             "grad_bytes": v["grad_reduce_bytes"],
@@ -58,6 +62,9 @@ class RuntimeSpec:
             "dropout": 1.0 if v["dropout"] else 0.0,
             "fragmentation": v["fragmentation"],
             "default_zero": float(v.get("default_zero", 0)),
+            # what ``recompute: selective`` recomputes: the attention core (Korthikanti et al.), or
+            # this fraction of the layer's matmuls plus its elementwise ops (op-level policies)
+            "sac_matmuls": v.get("selective_recompute_matmuls", 0.0),
         }
 
 
@@ -77,7 +84,7 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
     for key in _FRACTIONS:
-        if not 0 <= values[key] <= 1:
+        if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
     return RuntimeSpec(name=values["name"], values=MappingProxyType(values))
 
