@@ -46,6 +46,16 @@ def training_grid(rows):
     })
 
 
+def cluster_training_grid(rows):
+    """GPT-3 175B on clusters of up to 4,096 A100s: every parallelism axis of a training plan."""
+    return _grid(rows, {"model": "gpt3-175b", "hardware": "a100-80gb", "mode": "train", "seq_len": 2048}, {
+        "tp": [1, 2, 4, 8], "pp": [1, 2, 4, 8, 16, 32], "dp": [1, 2, 4, 8, 16, 32, 64, 128],
+        "micro_batch": [1, 2, 4, 8], "zero": [0, 1, 2, 3], "recompute": ["none", "selective", "full"],
+        "schedule": ["gpipe", "1f1b", "interleaved", "zero-bubble"], "virtual_stages": [1, 2],
+        "global_batch": list(range(512, 512 + 128 * 100, 128)),
+    })
+
+
 def bench(name, grid, repeat):
     rows = math.prod(len(v) for v in grid.values() if isinstance(v, list))
     best = math.inf
@@ -74,7 +84,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     results = [bench("inference sweep", inference_grid(args.rows), args.repeat),
-               bench("training sweep (single node)", training_grid(args.rows), args.repeat)]
+               bench("training sweep (single node)", training_grid(args.rows), args.repeat),
+               bench("training sweep (cluster: tp, pp, dp, micro-batch, zero, recompute, schedule)",
+                     cluster_training_grid(args.rows), args.repeat)]
     print("| benchmark | rows | best wall time | configs/s |")
     print("| --- | ---: | ---: | ---: |")
     for name, rows, t, rate in results:
