@@ -94,23 +94,24 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
     steps = _steps(op, n)
     volume = size * (bus_factor(op, n) if op != "send_recv" else 1.0)
     beta = bandwidth * efficiency
-    ring = steps * latency_s + volume / beta
-    ll = steps * ll_latency_s + volume / (beta * _LL_BANDWIDTH_FRACTION)
-    ring = np.where(np.asarray(ll_latency_s) > 0, np.minimum(ring, ll), ring)
-    if op == "all_reduce":
-        log_steps = 2.0 * np.ceil(np.log2(np.maximum(n, 2.0)))
-        tree = log_steps * latency_s + size / beta
-        tree_ll = log_steps * ll_latency_s + size / (beta * _LL_BANDWIDTH_FRACTION)
-        tree = np.where(np.asarray(ll_latency_s) > 0, np.minimum(tree, tree_ll), tree)
-        nvls_eff = np.asarray(nvls_efficiency, dtype=float)
-        nvls = np.where(nvls_eff > 0, 2.0 * latency_s + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
-        if algorithm == "ring":
-            best = ring
-        elif algorithm == "tree":
+    has_ll = np.any(np.asarray(ll_latency_s) > 0)
+
+    def with_ll(steps, moved):  # simple protocol, or LL where the fabric has it and it is faster
+        simple = steps * latency_s + moved / beta
+        if not has_ll:
+            return simple
+        ll = steps * ll_latency_s + moved / (beta * _LL_BANDWIDTH_FRACTION)
+        return np.where(np.asarray(ll_latency_s) > 0, np.minimum(simple, ll), simple)
+
+    best = ring = with_ll(steps, volume)
+    if op == "all_reduce" and algorithm != "ring":
+        tree = with_ll(2.0 * np.ceil(np.log2(np.maximum(n, 2.0))), size)
+        if algorithm == "tree":
             best = tree
         else:
             # NCCL's tree is an inter-node algorithm; inside one switch it picks ring or NVLS
-            best = np.minimum(ring, nvls)
-    else:
-        best = ring
+            nvls_eff = np.asarray(nvls_efficiency, dtype=float)
+            if np.any(nvls_eff > 0):
+                nvls = np.where(nvls_eff > 0, 2.0 * latency_s + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
+                best = np.minimum(ring, nvls)
     return np.where((n > 1) & (size > 0), best, 0.0)
