@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
-from perfsim.specs.hardware import split_whatif
+from perfsim.specs.hardware import FAMILIES, split_whatif
 from perfsim.specs.model import load_model
 from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_RUNTIME, load_runtime
 
@@ -117,6 +117,13 @@ def build(grid) -> dict:
             & (grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
         for key, value in fsdp.items():
             c[key] = np.where(use, value, c[key])
+    # attention kernels tuned per architecture family: the runtime's figure for this device's family
+    family = grid.gather("hardware", [float(FAMILIES.index(s.family)) for s in specs])
+    attention_eff = c["attention_eff"]
+    for i, name in enumerate(FAMILIES):
+        if any(s.family == name for s in specs):
+            attention_eff = np.where(family == i, c[f"attention_eff_{name}"], attention_eff)
+    c["attention_eff"] = attention_eff
     zeros = grid.values("zero")
     given = grid.gather("zero", [np.nan if z is None else float(z) for z in zeros]) if zeros != [None] else np.nan
     c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default

@@ -23,7 +23,7 @@ _SCHEMA = {
     "kind": S.STR,
     "device": {
         "compute": {"peak_tflops": S.NumMap(COMPUTE_DTYPES), "vector_tflops": S.NumMap(COMPUTE_DTYPES)},
-        "architecture": {"compute_units": S.INT, "clock_ghz": S.NUM, "l2_cache_mib": S.NUM,
+        "architecture": {"family": S.STR, "compute_units": S.INT, "clock_ghz": S.NUM, "l2_cache_mib": S.NUM,
                          "sram_per_unit_kib": S.NUM},
         "gemm_tile": {"m": S.INT, "n": S.INT},
         "memory": {"hbm": {"capacity_gib": S.NUM, "bandwidth_gb_s": S.NUM, "name": S.STR}},
@@ -112,6 +112,8 @@ _OPTIONAL_DEFAULTS = {
 }
 
 _KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
+#: architecture generations whose kernels behave alike (runtimes may tune per family)
+FAMILIES = ("volta", "turing", "ampere", "hopper", "blackwell", "cdna2", "cdna3", "tpu", "npu", "pim", "other")
 _PIM_MODES = ("concurrent", "blocked")
 
 #: what-if keys (CONTRACT.md) -> flat field
@@ -146,6 +148,7 @@ class HardwareSpec:
     vector_tflops: MappingProxyType
     gemm_max_by_dtype: MappingProxyType
     in_network_reduction: bool = False
+    family: str = "other"
     pim: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     sources: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), repr=False)
     file: str | None = None
@@ -173,6 +176,10 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
     kind = values["kind"]
     if kind not in _KINDS:
         raise unknown("kind", kind, _KINDS, field="kind", **_where(data, "kind"))
+    family = values.get("device.architecture.family", "other")
+    if family not in FAMILIES:
+        raise unknown("architecture family", family, FAMILIES, field="device.architecture.family",
+                      file=path)
     peak = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.compute.peak_tflops.")}
     if not peak:
         raise InputError("at least one dtype is required", field="device.compute.peak_tflops", file=path)
@@ -190,7 +197,7 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
         name=values["name"], description=values["description"], kind=kind,
         values=MappingProxyType(flat), peak_tflops=MappingProxyType(peak),
         vector_tflops=MappingProxyType(vector), gemm_max_by_dtype=MappingProxyType(by_dtype),
-        in_network_reduction=bool(values.get("node.scaleup.in_network_reduction", False)),
+        in_network_reduction=bool(values.get("node.scaleup.in_network_reduction", False)), family=family,
         pim=MappingProxyType(pim), sources=MappingProxyType(sources), file=path,
     )
 

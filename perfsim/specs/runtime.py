@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from perfsim.errors import InputError, unknown
 from perfsim.specs import schema as S
+from perfsim.specs.hardware import FAMILIES
 from perfsim.specs.paths import zoo
 from perfsim.specs.yamlio import load_yaml
 
@@ -23,7 +24,7 @@ _SCHEMA = {
     "attention": S.STR, "attention_efficiency": S.NUM, "grad_reduce_bytes": S.NUM,
     "dp_overlap": S.NUM, "tp_overlap": S.NUM, "dropout": S.BOOL, "fragmentation": S.NUM, "compile": S.BOOL,
     "compiled_kernels_per_layer": S.NUM, "default_zero": S.INT, "selective_recompute_matmuls": S.NUM,
-    "eager_elementwise_traffic": S.NUM,
+    "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -56,6 +57,8 @@ class RuntimeSpec:
             "elementwise_traffic": 1.0 if v.get("compile") else v.get("eager_elementwise_traffic", 1.0),
             "flash": 1.0 if v["attention"] == "flash" else 0.0,
             "attention_eff": v["attention_efficiency"],
+            # the same kernels reach another share of the GEMM ceiling on other architectures
+            **{f"attention_eff_{f}": v.get(f"attention_efficiency_on.{f}", v["attention_efficiency"]) for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             "dp_overlap": v["dp_overlap"],
             "tp_overlap": v["tp_overlap"],
@@ -106,6 +109,16 @@ def load_runtime(ref, field: str = "runtime") -> RuntimeSpec:
                 raise unknown("runtime key", key, [k for k in _SCHEMA if k not in ("name", "description", "mode")],
                               field=f"{field}.{key}")
             kind = _SCHEMA[key]
+            if isinstance(kind, S.NumMap):  # e.g. attention_efficiency_on: {hopper: 0.6}
+                if not isinstance(value, dict):
+                    raise InputError(f"expected a mapping of {', '.join(kind.keys)} to numbers", field=f"{field}.{key}")
+                for sub, number in value.items():
+                    if sub not in kind.keys:
+                        raise unknown(key, sub, kind.keys, field=f"{field}.{key}")
+                    if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+                        raise InputError(f"expected a number, got {number!r}", field=f"{field}.{key}.{sub}")
+                    values[f"{key}.{sub}"] = float(number)
+                continue
             ok = isinstance(value, bool) if kind == S.BOOL else (
                 isinstance(value, str) if kind == S.STR else isinstance(value, (int, float)) and not isinstance(value, bool))
             if not ok or (kind == S.NUM and value < 0):
