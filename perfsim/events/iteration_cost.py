@@ -105,37 +105,43 @@ class IterationCost:
         pp = float(np.asarray(c["pp"]))
         self.pp = pp
 
-        tokens = _token_grid(max(max_tokens, max_seqs))
-        self.tokens = _Axis(tokens)
-        p = Pass(tokens=tokens, seqs=1.0, q_len=tokens, kv_len=tokens, causal=1.0, logits_tokens=0.0)
-        _, parts = forward_time(c, p)
-        attn = attention_cost(c, p)
-        self.linear = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
-        self.linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in WORK})
+        # an empty part of a pass (no tokens, no grouped-GEMM experts touched) does no work: its 0/0
+        # efficiencies are read as zero work
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tokens = _token_grid(max(max_tokens, max_seqs))
+            self.tokens = _Axis(tokens)
+            p = Pass(tokens=tokens, seqs=1.0, q_len=tokens, kv_len=tokens, causal=1.0, logits_tokens=0.0)
+            _, parts = forward_time(c, p)
+            attn = attention_cost(c, p)
+            self.linear = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
+            self.linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in WORK})
 
-        seqs = np.arange(0, max_seqs + 2, dtype=float)
-        self.seqs = _Axis(seqs)
-        zero = 0.0 * seqs
-        p = Pass(tokens=zero, seqs=zero, q_len=zero, kv_len=zero, causal=zero, logits_tokens=seqs)
-        _, parts = forward_time(c, p)
-        attn = attention_cost(c, p)
-        self.head = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
-        self.head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in WORK})
+            seqs = np.arange(0, max_seqs + 2, dtype=float)
+            self.seqs = _Axis(seqs)
+            zero = 0.0 * seqs
+            p = Pass(tokens=zero, seqs=zero, q_len=zero, kv_len=zero, causal=zero, logits_tokens=seqs)
+            _, parts = forward_time(c, p)
+            attn = attention_cost(c, p)
+            self.head = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
+            self.head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in WORK})
 
-        context = _context_grid(max_context)
-        self.context = _Axis(context)
-        n, k = seqs[:, None], context[None, :]
-        d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
-        self.decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
-                       for key in ("time_s", *WORK)}
+            context = _context_grid(max_context)
+            self.context = _Axis(context)
+            n, k = seqs[:, None], context[None, :]
+            d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
+            self.decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
+                           for key in ("time_s", *WORK)}
 
-        prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
-        self.prompt = _Axis(prompt)
-        pl = prompt[None, :]
-        a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
-        self.prefill = {key: np.broadcast_to(a["total_s" if key == "time_s" else key], (len(seqs), len(prompt)))
-                        for key in ("time_s", *WORK)}
+            prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
+            self.prompt = _Axis(prompt)
+            pl = prompt[None, :]
+            a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
+            self.prefill = {key: np.broadcast_to(a["total_s" if key == "time_s" else key], (len(seqs), len(prompt)))
+                            for key in ("time_s", *WORK)}
 
+        for table in (self.linear, self.head, self.decode, self.prefill):
+            for key in table:
+                table[key] = np.nan_to_num(np.asarray(table[key], dtype=float))
         # scalar tables for the simulation loop
         self._linear = self.linear["time_s"].tolist()
         self._head = self.head["time_s"].tolist()
