@@ -4,7 +4,9 @@ The deployment (model, hardware, parallelism, dtypes, runtime) is an ``estimate`
 row: its columns drive the cost tables, its memory model gives the KV-cache capacity of an
 instance under ``gpu_memory_utilization``, and its checks decide whether the plan can run at
 all. Power comes from :mod:`perfsim.analytical.power` applied to the work of every simulated
-iteration plus the idle time between them.
+iteration (FLOPs, device-memory and fabric bytes from the same cost tables), plus KV-cache
+shipments between disaggregated pools; between iterations a device draws its idle power
+(``idle_w``), the active floor counting only while an iteration runs.
 """
 
 from __future__ import annotations
