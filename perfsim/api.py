@@ -1,4 +1,4 @@
-"""The Python API: ``estimate``, ``sweep``, ``gemm``, ``collective``, ``memcpy``.
+"""The Python API: ``estimate``, ``sweep``, ``serve``, ``gemm``, ``collective``, ``memcpy``.
 
 Each function takes keyword arguments named like the CLI options and returns plain data.
 """
@@ -111,6 +111,45 @@ def sweep(**axes) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)
 
 
+def serve(**scenario) -> dict:
+    """Simulate serving a stream of requests on a deployment, iteration by iteration.
+
+    Parameters
+    ----------
+    **scenario
+        The deployment as in :func:`estimate` (``model``, ``hardware``, ``tp``, ``pp``, ``dp``,
+        ``dtype``, ``runtime``, ``gpu_memory_utilization``, …) and the load: ``arrival_rate``
+        (requests/s, Poisson) or ``trace`` (CSV ``arrival_s,prompt_len,gen_len``) or neither (all
+        requests at time 0), ``num_requests`` (default 1000, or the trace's rows), ``prompt_len``
+        / ``gen_len`` (whole numbers, distributions such as ``{"dist": "lognormal", "mean": 1024,
+        "sigma": 0.5, "max": 4096}``, or a CSV of lengths), ``scheduler`` (``static``,
+        ``continuous``, ``chunked-prefill``; default continuous), ``max_batch`` (sequences per
+        instance, default 256), ``chunk_size`` (tokens per chunked-prefill iteration, default 512),
+        ``max_prefill_tokens`` (prompt tokens per continuous prefill iteration, default 8192),
+        ``disaggregate`` (``"P:D"`` devices), ``ttft_slo_s``, ``tpot_slo_s``, ``seed`` (default 0),
+        ``trace_out`` (Chrome trace JSON path).
+
+    Returns
+    -------
+    dict
+        ``ttft_s``, ``tpot_s``, ``itl_s``, ``e2e_latency_s`` (each ``{mean, p50, p90, p99}``),
+        ``throughput_tokens_per_s``, ``requests_per_s``, ``goodput_requests_per_s``,
+        ``slo_attainment``, ``power_w_per_device``, ``power_w_per_node``, ``energy_j``,
+        ``energy_wall_j``, ``energy_j_per_token``, ``completed``, ``dropped``,
+        ``optimal_throughput_tokens_per_s``, ``feasible``, ``reason`` and ``breakdown``.
+
+    Examples
+    --------
+    >>> r = serve(model="llama2-7b", hardware="a100-80gb", num_requests=50, prompt_len=256, gen_len=32,
+    ...           arrival_rate=5.0)
+    >>> r["completed"], r["ttft_s"]["p50"] < r["e2e_latency_s"]["p50"]
+    (50, True)
+    """
+    from perfsim.scenario import run_scenario
+
+    return run_scenario(**scenario)
+
+
 def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
     """Time of one ``[m × k] · [k × n]`` GEMM: ``{time_s, tflops}`` (dense FLOPs = 2mnk)."""
     spec, _ = split_whatif(hardware)
@@ -187,4 +226,4 @@ def memcpy(hardware, size_bytes, src: str, dst: str) -> dict:
     return {"time_s": t, "bandwidth_gb_s": moved / t / 1e9}
 
 
-__all__ = ["ARGUMENTS", "collective", "estimate", "gemm", "memcpy", "sweep"]
+__all__ = ["ARGUMENTS", "collective", "estimate", "gemm", "memcpy", "serve", "sweep"]

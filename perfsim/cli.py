@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 import click
@@ -215,6 +216,136 @@ def estimate(fmt, **kwargs):
         _echo_json(result)
     else:
         click.echo(_table(result))
+
+
+def _length(text: str, option: str):
+    """A length option: ``1024``, ``lognormal:mean=1024,sigma=0.5,max=4096``, a JSON object, or a CSV path."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg} at character {exc.pos}", field=option) from None
+    head, sep, rest = text.partition(":")
+    if sep and head.isidentifier() and not os.path.exists(text):
+        spec = {"dist": head}
+        spec.update(_parse_pairs([p for p in rest.split(",") if p.strip()], option))
+        return spec
+    return _scalar(text)
+
+
+_SERVE_INTS = ("num_devices", "tp", "pp", "dp", "ep", "num_requests", "max_batch", "chunk_size",
+               "max_prefill_tokens", "seed")
+_SERVE_NUMBERS = ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "gpu_memory_utilization")
+
+
+def _serve_options(fn):
+    opts = [
+        click.option("--model", required=True, help="zoo name (perfsim list models), YAML file or HF config.json"),
+        click.option("--hardware", required=True, help="zoo name (perfsim list hardware) or YAML file"),
+        click.option("--set", "whatif", multiple=True, metavar="KEY=VALUE",
+                     help="what-if override of a hardware number, e.g. --set hbm_bandwidth_gb_s=4800"),
+        click.option("--dtype", default=None), click.option("--weight-dtype", default=None),
+        click.option("--kv-dtype", default=None), click.option("--runtime", default=None, help="engine profile"),
+        click.option("--sp/--no-sp", default=None, help="sequence parallelism with TP"),
+        click.option("--trace", default=None, help="CSV of arrival_s,prompt_len,gen_len"),
+        click.option("--prompt-len", default=None,
+                     help="tokens: 1024, lognormal:mean=1024,sigma=0.5,max=4096, a JSON object or a CSV of lengths"),
+        click.option("--gen-len", default=None, help="generated tokens, as --prompt-len"),
+        click.option("--scheduler", default=None, help="static, continuous (default) or chunked-prefill"),
+        click.option("--disaggregate", default=None, metavar="P:D", help="devices for prefill and decode instances"),
+        click.option("--trace-out", default=None, help="write a Chrome trace (JSON, opens in Perfetto)"),
+        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
+    ]
+    helps = {"arrival_rate": "requests/s, Poisson (default: all requests at time 0)",
+             "num_requests": "requests to simulate (default 1000, or the trace's rows)",
+             "max_batch": "sequences per instance (default 256)",
+             "chunk_size": "tokens per chunked-prefill iteration (default 512)",
+             "max_prefill_tokens": "prompt tokens per continuous prefill iteration (default 8192)",
+             "ttft_slo_s": "time-to-first-token objective, s", "tpot_slo_s": "time-per-output-token objective, s",
+             "seed": "random seed of arrivals and lengths (default 0)"}
+    for name in (*_SERVE_INTS, *_SERVE_NUMBERS):
+        opts.append(click.option("--" + name.replace("_", "-"), name, type=str, default=None, help=helps.get(name)))
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _serve_table(r: dict) -> str:
+    lines = []
+    b = r.get("breakdown") or {}
+    feasible = r["feasible"]
+    lines.append(f"feasible: {'yes' if feasible else 'NO'}" + ("" if feasible else f"  ({r['reason']})"))
+    if not r["completed"]:
+        return "\n".join(lines)
+    inst = f"{b['instances']} instance{'s' if b['instances'] != 1 else ''} of {b['devices_per_instance']} device(s)"
+    if "prefill_instances" in b:
+        inst = (f"{b['prefill_instances']} prefill + {b['decode_instances']} decode instances of "
+                f"{b['devices_per_instance']} device(s)")
+    lines.append(f"requests             {r['completed']:,} completed, {r['dropped']:,} dropped  "
+                 f"({b['scheduler']}, {inst})")
+    lines.append(f"makespan             {_fmt_s(b['makespan_s'])}")
+    opt = b.get("optimal", {})
+    lines.append(f"throughput           {_fmt(r['throughput_tokens_per_s'], ',.1f')} generated tokens/s  "
+                 f"(optimal {_fmt(r['optimal_throughput_tokens_per_s'], ',.1f')}: {opt.get('bound', '-')}-bound "
+                 f"at batch {opt.get('batch', '-')})")
+    lines.append(f"requests/s           {_fmt(r['requests_per_s'], ',.2f')}  "
+                 f"(goodput {_fmt(r['goodput_requests_per_s'], ',.2f')}, "
+                 f"SLO attainment {_fmt(r['slo_attainment'], '.1%')})")
+    lines.append("")
+    lines.append(f"{'latency':<21}{'mean':>11}{'p50':>11}{'p90':>11}{'p99':>11}")
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2e_latency_s", "end-to-end")):
+        stats = r[key]
+        lines.append(f"  {label:<19}" + "".join(f"{_fmt_s(stats[q]):>11}" for q in ("mean", "p50", "p90", "p99")))
+    lines.append("")
+    busy = b["busy_s"]
+    lines.append("where the time goes (instance-seconds)")
+    for key in ("prefill", "decode", "mixed"):
+        lines.append(f"  {key + ' iterations':<20}{_fmt_s(busy[key])}")
+    lines.append(f"  {'idle':<20}{_fmt_s(b['idle_s'])}")
+    lines.append(f"  {'iterations':<20}{b['iterations']:,}, mean batch {_fmt(b['mean_batch_size'], ',.1f')}, "
+                 f"{b['preemptions']:,} preemptions")
+    lines.append(f"  {'KV cache':<20}{_fmt(b['kv_utilisation'], '.1%')} used on average of "
+                 f"{_fmt(b['kv_cache_capacity_tokens'], ',.0f')} tokens per instance")
+    if b.get("kv_transfer"):
+        lines.append(f"  {'KV transfers':<20}{b['kv_transfer']['count']:,}, mean {_fmt_s(b['kv_transfer']['mean_s'])}")
+    lines.append("")
+    lines.append("power and energy")
+    lines.append(f"  {'mean power':<20}{_fmt(r['power_w_per_device'], ',.0f')} W per device")
+    lines.append(f"  {'server at the wall':<20}{_fmt(r['power_w_per_node'], ',.0f')} W per node")
+    lines.append(f"  {'energy':<20}{_fmt_j(r['energy_j'])} accelerators, {_fmt_j(r['energy_wall_j'])} at the wall")
+    lines.append(f"  {'energy per token':<20}{_fmt_j(r['energy_j_per_token'])} per generated token")
+    if b.get("trace"):
+        lines.append("")
+        lines.append(f"trace: {b['trace']['path']} ({b['trace']['iterations_written']:,} of "
+                     f"{b['trace']['iterations_total']:,} iterations)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@_serve_options
+def serve(fmt, **kwargs):
+    """Simulate serving a stream of requests: TTFT, TPOT, throughput, goodput, power."""
+    try:
+        scenario = {}
+        whatif = _parse_pairs(kwargs.pop("whatif", ()), "--set")
+        for key, value in kwargs.items():
+            if value is None:
+                continue
+            if key in ("prompt_len", "gen_len"):
+                value = _length(value, key)
+            elif key in _SERVE_INTS or key in _SERVE_NUMBERS:
+                value = _scalar(value)
+            scenario[key] = value
+        if whatif:
+            scenario["hardware"] = {"base": scenario["hardware"], **whatif}
+        result = api.serve(**scenario)
+    except InputError as exc:
+        _fail(str(exc))
+    if fmt == "json":
+        _echo_json(result)
+    else:
+        click.echo(_serve_table(result))
 
 
 @cli.command()

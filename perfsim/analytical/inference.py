@@ -13,7 +13,16 @@ import numpy as np
 
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
-from perfsim.graph.transformer import Pass, expert_group_scale, head_ops, kv_bytes_per_token, layer_ops, touched_experts
+from perfsim.graph.transformer import (
+    Attention,
+    Pass,
+    attention_ops,
+    expert_group_scale,
+    head_ops,
+    kv_bytes_per_token,
+    layer_ops,
+    touched_experts,
+)
 
 _GIB = 2.0**30
 
@@ -31,6 +40,35 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     out["overhead_s"] = c["step_overhead_s"] + 0.0 * hand_off
     out["total_s"] = out["total_s"] + hand_off + out["overhead_s"]
     return out["total_s"], out
+
+
+def attention_cost(c, p: Pass, layers_scale=1.0):
+    """The attention cores of :func:`forward_time` alone, every layer: the part of a pass that
+    depends on each sequence's context, priced by the same op.
+
+    ``forward_time(c, p)`` is this plus a part that depends only on ``p.tokens`` (projections,
+    MLPs, norms, collectives, embedding, pipeline hand-offs), a part that depends only on
+    ``p.logits_tokens`` (LM head) and the step overhead, so a batch of sequences with different
+    contexts is priced as the sum (the serving simulator's cost tables rely on this).
+
+    Returns
+    -------
+    dict
+        ``price`` keys (``total_s``, ``attention_s``, ``flops``, ``hbm_bytes``, ...), arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from perfsim.columns import build
+    >>> from perfsim.plan import expand
+    >>> c = build(expand({"model": "llama2-7b", "hardware": "a100-80gb"}))
+    >>> p = Pass(tokens=8.0, seqs=8.0, q_len=1.0, kv_len=1024.0, causal=0.0, logits_tokens=8.0)
+    >>> _, parts = forward_time(c, p)
+    >>> bool(np.isclose(attention_cost(c, p)["total_s"], parts["attention_s"]))
+    True
+    """
+    ops = [op for op in attention_ops(c, p) if isinstance(op, Attention)]
+    return combine((c["layers"] * layers_scale, price(c, ops)))
 
 
 def weights_per_device(c):

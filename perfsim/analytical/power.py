@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_COMPONENTS = ("idle", "active", "matrix", "memory", "link")
+COMPONENTS = ("idle", "active", "matrix", "memory", "link")
 
 
 def _per_second(amount, seconds):
@@ -105,12 +105,37 @@ def _energy_keys(c, device_j, device_w, seconds, tokens, parts_j):
         "energy_j_per_token": np.divide(energy, tokens, out=np.full(np.broadcast(energy, tokens).shape, np.nan),
                                         where=tokens > 0),
     }
-    for name in _COMPONENTS:
+    for name in COMPONENTS:
         out[f"breakdown.energy.{name}_j"] = devices * parts_j[name]
     out["breakdown.energy.host_j"] = host_j
     out["breakdown.energy.unused_devices_j"] = unused_j
     out["breakdown.energy.psu_loss_j"] = psu_j
     return out
+
+
+def run_energy(c, device_j, seconds, tokens, parts_j):
+    """Power and energy keys of a run whose work was counted elsewhere (the serving simulator).
+
+    Parameters
+    ----------
+    c : dict
+        Columns (``num_devices``, ``devices_per_node``, ``idle_w``, ``host_w``, ``psu_efficiency``).
+    device_j : array_like
+        Energy of the mean device over the run, J.
+    seconds : array_like
+        Length of the run, s.
+    tokens : array_like
+        Tokens the energy is shared by (generated tokens in serving).
+    parts_j : dict
+        ``device_j`` by component (``idle``, ``active``, ``matrix``, ``memory``, ``link``), J.
+
+    Returns
+    -------
+    dict
+        ``power_w_per_device``, ``power_w_per_node``, ``energy_j``, ``energy_wall_j``,
+        ``energy_j_per_token`` and ``breakdown.energy.*``, as :func:`inference_power` gives them.
+    """
+    return _energy_keys(c, device_j, _per_second(device_j, seconds), seconds, tokens, parts_j)
 
 
 def inference_power(c, out):
@@ -127,7 +152,7 @@ def inference_power(c, out):
     dec = device_power(c, step_s, *(out[f"breakdown.decode.{k}"] for k in ("flops", "hbm_bytes", "link_bytes")))
     decode_s = steps * step_s
     seconds = pre_s + decode_s
-    parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in _COMPONENTS}
+    parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
     device_j = pre["power_w"] * pre_s + dec["power_w"] * decode_s
     device_w = _per_second(device_j, seconds)
     result = _energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j)
@@ -152,7 +177,7 @@ def train_power(c, out):
     step_tokens = c["global_batch"] * c["seq_len"]
     seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
     tokens = np.where(given, job_tokens, step_tokens)
-    parts_j = {k: parts[k] * seconds for k in _COMPONENTS}
+    parts_j = {k: parts[k] * seconds for k in COMPONENTS}
     result = _energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j)
     result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
     if np.any(given):
