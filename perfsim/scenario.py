@@ -466,23 +466,30 @@ def _write_trace(path, sim, cfg, requests, result):
         if kept > TRACE_ITERATIONS:  # ties at the cutoff
             rows = [(name, rec[rec[:, 0] < cutoff]) for name, rec in rows]
     written = sum(len(rec) for _, rec in rows)
-    slices, counters = [], []
-    for name, rec in rows:
-        blocks = cfg.prefill_kv_blocks if name.startswith("prefill") else cfg.kv_blocks
-        for row in rec.tolist():
-            t, dur, kind, tokens, _logits, n_dec, _ctx, n_pre, _p, used, running = row
-            slices.append({"process": name, "track": "iterations", "name": KINDS[int(kind)], "cat": "iteration",
-                           "start_s": t, "dur_s": dur,
-                           "args": {"batch": int(n_dec + n_pre), "prefill_tokens": int(tokens - n_dec),
-                                    "decode_tokens": int(n_dec)}})
-            counters.append({"process": name, "track": "counters", "name": "running_requests", "time_s": t,
-                             "value": running})
-            counters.append({"process": name, "track": "counters", "name": "kv_cache_used", "time_s": t,
-                             "value": used / max(blocks, 1)})
     note = (f"all {total} iterations" if written == total
             else f"first {written} of {total} iterations (trace capped at {TRACE_ITERATIONS})")
-    slices.append({"process": "perfsim", "track": "run", "name": "serve", "cat": "run",
-                   "start_s": float(np.min(requests.arrival_s)), "dur_s": result["breakdown"]["makespan_s"],
-                   "args": {"scheduler": cfg.scheduler, "requests": int(requests.n), "iterations": note}})
-    write_chrome_trace(path, slices, counters)
+
+    def slices():  # generated while the file is written: no list of a million dicts
+        yield {"process": "perfsim", "track": "run", "name": "serve", "cat": "run",
+               "start_s": float(np.min(requests.arrival_s)), "dur_s": result["breakdown"]["makespan_s"],
+               "args": {"scheduler": cfg.scheduler, "requests": int(requests.n), "iterations": note}}
+        for name, rec in rows:
+            for row in rec.tolist():
+                t, dur, kind, tokens, _logits, n_dec, _ctx, n_pre, _p, _used, _running = row
+                yield {"process": name, "track": "iterations", "name": KINDS[int(kind)], "cat": "iteration",
+                       "start_s": t, "dur_s": dur,
+                       "args": {"batch": int(n_dec + n_pre), "prefill_tokens": int(tokens - n_dec),
+                                "decode_tokens": int(n_dec)}}
+
+    def counters():
+        for name, rec in rows:
+            blocks = cfg.prefill_kv_blocks if name.startswith("prefill") else cfg.kv_blocks
+            for row in rec.tolist():
+                t, used, running = row[0], row[9], row[10]
+                yield {"process": name, "track": "counters", "name": "running_requests", "time_s": t,
+                       "value": running}
+                yield {"process": name, "track": "counters", "name": "kv_cache_used", "time_s": t,
+                       "value": used / max(blocks, 1)}
+
+    write_chrome_trace(path, slices(), counters())
     return {"path": os.fspath(path), "iterations_written": written, "iterations_total": total}

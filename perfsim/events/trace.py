@@ -14,46 +14,69 @@ import tempfile
 from perfsim.errors import InputError
 
 
-def chrome_trace(slices, counters=()) -> dict:
-    """Build the trace-event JSON object: complete events ``ph: X`` in microseconds."""
-    pids: dict = {}
-    tids: dict = {}
-    events = []
+class _Ids:
+    """Process and thread ids in order of first appearance."""
 
-    def ids(process, track):
-        pid = pids.setdefault(process, len(pids) + 1)
-        tid = tids.setdefault((process, track), len(tids) + 1)
-        return pid, tid
+    def __init__(self):
+        self.pids: dict = {}
+        self.tids: dict = {}
 
+    def __call__(self, process, track):
+        pid = self.pids.setdefault(process, len(self.pids) + 1)
+        return pid, self.tids.setdefault((process, track), len(self.tids) + 1)
+
+    def metadata(self):
+        for name, pid in self.pids.items():
+            yield {"name": "process_name", "ph": "M", "pid": pid, "args": {"name": str(name)}}
+        for (process, track), tid in self.tids.items():
+            yield {"name": "thread_name", "ph": "M", "pid": self.pids[process], "tid": tid, "args": {"name": str(track)}}
+
+
+def _events(slices, counters, ids):
     for s in slices:
         pid, tid = ids(s.get("process", "perfsim"), s["track"])
         ev = {"name": s["name"], "cat": s.get("cat", "task"), "ph": "X", "pid": pid, "tid": tid,
               "ts": float(s["start_s"]) * 1e6, "dur": float(s["dur_s"]) * 1e6}
         if s.get("args"):
             ev["args"] = s["args"]
-        events.append(ev)
+        yield ev
     for s in counters:
-        pid, _ = ids(s.get("process", "perfsim"), s["track"])
-        events.append({"name": s["name"], "ph": "C", "pid": pid, "ts": float(s["time_s"]) * 1e6,
-                       "args": {s["name"]: float(s["value"])}})
-    meta = [{"name": "process_name", "ph": "M", "pid": pid, "args": {"name": str(name)}}
-            for name, pid in pids.items()]
-    meta += [{"name": "thread_name", "ph": "M", "pid": pids[proc], "tid": tid, "args": {"name": str(track)}}
-             for (proc, track), tid in tids.items()]
-    return {"traceEvents": meta + events, "displayTimeUnit": "ms"}
+        pid, tid = ids(s.get("process", "perfsim"), s["track"])
+        yield {"name": s["name"], "ph": "C", "pid": pid, "tid": tid, "ts": float(s["time_s"]) * 1e6,
+               "args": {s["name"]: float(s["value"])}}
+
+
+def chrome_trace(slices, counters=()) -> dict:
+    """The trace-event JSON object: complete events ``ph: X`` in microseconds, counters ``ph: C``,
+    and process/thread names."""
+    ids = _Ids()
+    events = list(_events(slices, counters, ids))
+    return {"traceEvents": list(ids.metadata()) + events, "displayTimeUnit": "ms"}
 
 
 def write_chrome_trace(path, slices, counters=()) -> str:
-    """Write the trace atomically (temporary file, then rename); returns the path."""
+    """Stream the trace to ``path`` (slices and counters may be generators: nothing is held in
+    memory), atomically: a temporary file in the same directory, then a rename. Returns the path."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise InputError(f"directory {directory} does not exist", field="trace_out", value=path)
-    data = chrome_trace(slices, counters)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".perfsim-trace-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
+            fh.write('{"displayTimeUnit": "ms", "traceEvents": [')
+            ids = _Ids()
+            first = True
+            for event in _events(slices, counters, ids):
+                fh.write(("" if first else ",\n") + json.dumps(event, separators=(",", ":")))
+                first = False
+            for event in ids.metadata():
+                fh.write(("" if first else ",\n") + json.dumps(event, separators=(",", ":")))
+                first = False
+            fh.write("]}\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a normal file, as open() would create it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
