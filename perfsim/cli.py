@@ -157,12 +157,19 @@ def _table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _plan_options(fn):
-    opts = [
+def _system_options():
+    """Options naming the model and the hardware (with what-if overrides), shared by commands."""
+    return [
         click.option("--model", required=True, help="zoo name (perfsim list models), YAML file or HF config.json"),
         click.option("--hardware", required=True, help="zoo name (perfsim list hardware) or YAML file"),
         click.option("--set", "whatif", multiple=True, metavar="KEY=VALUE",
                      help="what-if override of a hardware number, e.g. --set hbm_bandwidth_gb_s=4800"),
+    ]
+
+
+def _plan_options(fn):
+    opts = [
+        *_system_options(),
         click.option("--mode", default=None, help="inference (default) or train"),
         click.option("--dtype", default=None, help="bf16 (default), fp16, fp8, fp32, int8, fp4, int4"),
         click.option("--weight-dtype", default=None), click.option("--kv-dtype", default=None),
@@ -241,10 +248,7 @@ _SERVE_NUMBERS = ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "gpu_memory_utiliz
 
 def _serve_options(fn):
     opts = [
-        click.option("--model", required=True, help="zoo name (perfsim list models), YAML file or HF config.json"),
-        click.option("--hardware", required=True, help="zoo name (perfsim list hardware) or YAML file"),
-        click.option("--set", "whatif", multiple=True, metavar="KEY=VALUE",
-                     help="what-if override of a hardware number, e.g. --set hbm_bandwidth_gb_s=4800"),
+        *_system_options(),
         click.option("--dtype", default=None), click.option("--weight-dtype", default=None),
         click.option("--kv-dtype", default=None), click.option("--runtime", default=None, help="engine profile"),
         click.option("--sp/--no-sp", default=None, help="sequence parallelism with TP"),
