@@ -6,10 +6,10 @@
 16
 """
 
-from perfsim.api import collective, estimate, gemm, memcpy, sweep
+from perfsim.api import collective, estimate, gemm, memcpy, sweep, timeline
 from perfsim.errors import InputError
 from perfsim.validate import validate
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "sweep", "validate"]
+__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "sweep", "timeline", "validate"]

@@ -1,9 +1,18 @@
-"""Discrete-event engine: dependencies, exclusivity, determinism, a small graph by hand."""
+"""Discrete-event engine and training-step timelines: dependencies, exclusivity, determinism,
+agreement with the closed form on equal stages, uneven end stages, data-parallel overlap, traces."""
+
+import json
 
 import numpy as np
 import pytest
 
+import perfsim
 from perfsim.events.engine import Engine
+
+# a model whose embedding and LM head are negligible (vocabulary of 256): equal stages
+EVEN = dict(hidden_size=8192, num_hidden_layers=64, num_attention_heads=64, num_key_value_heads=8,
+            intermediate_size=28672, vocab_size=256, hidden_act="silu")
+TRAIN = dict(hardware="h100-sxm", tp=8, seq_len=4096, recompute="full")
 
 
 def _random_graph(seed, tasks=200, resources=5):
@@ -70,3 +79,80 @@ def test_engine_priority_and_cycles():
     cyc.depend(x, [y])
     with pytest.raises(RuntimeError, match="never start"):
         cyc.run()
+
+
+CASES = [("gpipe", 4, 8, 1), ("gpipe", 2, 4, 1), ("1f1b", 2, 8, 1), ("1f1b", 4, 16, 1), ("1f1b", 4, 3, 1),
+         ("interleaved", 4, 8, 2), ("interleaved", 4, 16, 4), ("interleaved", 2, 6, 2),
+         ("zero-bubble", 4, 8, 1), ("zero-bubble", 2, 8, 1), ("zero-bubble", 4, 12, 1)]
+
+
+@pytest.mark.parametrize("schedule, pp, n, v", CASES)
+def test_timeline_matches_closed_form_on_even_stages(schedule, pp, n, v):
+    r = perfsim.timeline(model=EVEN, **TRAIN, pp=pp, global_batch=n, schedule=schedule, virtual_stages=v,
+                         stages="uniform")
+    assert r["feasible"] and r["simulated"]
+    assert r["step_time_s"] == pytest.approx(r["closed_form_step_time_s"], rel=0.01)
+    b = r["breakdown"]
+    assert sum(b.values()) == pytest.approx(r["step_time_s"], rel=1e-9)
+    assert len(r["per_stage"]) == pp and b["idle_s"] >= 0.0
+
+
+def test_end_stages_make_the_step_longer():
+    kw = dict(model="llama2-7b", hardware="a100-80gb", tp=2, pp=4, global_batch=16)
+    uniform, ends = perfsim.timeline(**kw, stages="uniform"), perfsim.timeline(**kw)
+    assert ends["step_time_s"] > 1.02 * uniform["step_time_s"]
+    # the last stage (LM head and loss) is the busiest, the middle ones hold only layers
+    first, *middle, last = ends["per_stage"]
+    assert last > first > middle[0] == pytest.approx(middle[-1])
+    assert ends["step_time_s"] <= ends["closed_form_step_time_s"]  # the closed form charges every stage the head
+
+
+@pytest.mark.parametrize("runtime, zero", [("megatron", 0), ("nemo", 0), ("nemo", 1), ("deepspeed", 2),
+                                           ("torchtitan", 3)])
+def test_data_parallel_overlap(runtime, zero):
+    kw = dict(model="llama2-7b", hardware="h100-sxm", tp=2, pp=2, dp=8, global_batch=64, zero=zero, runtime=runtime,
+              recompute="full")
+    r = perfsim.timeline(**kw)
+    closed = perfsim.estimate(**kw, mode="train")["breakdown"]["train"]
+    unhidden = closed["dp_communication_s"]
+    exposed = r["breakdown"]["dp_exposed_s"]
+    assert unhidden > 0 and 0.0 <= exposed <= unhidden * (1 + 1e-9)
+    if runtime == "megatron":  # no overlap: the whole sync waits after the first stage's last backward
+        assert exposed == pytest.approx(unhidden, rel=1e-4)  # its embedding is a little smaller than the LM head
+    if runtime == "nemo":  # buckets leave during the last backward; the other stages' drain hides more
+        assert exposed < unhidden and exposed <= closed["dp_exposed_s"] * (1 + 1e-9)
+
+
+def test_trace_has_a_track_per_stream_and_a_slice_per_task(tmp_path):
+    path = tmp_path / "step.json"
+    pp, n = 4, 8
+    r = perfsim.timeline(model="llama2-7b", hardware="a100-80gb", tp=2, pp=pp, dp=2, global_batch=2 * n,
+                         trace_out=path)
+    assert r["trace_out"] == str(path)
+    events = json.loads(path.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    tracks = {(e["pid"], e["tid"]) for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    names = [e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"]
+    # per stage: compute and data-parallel streams; links both ways between neighbours
+    assert len(tracks) == 2 * pp + 2 * (pp - 1)
+    assert names.count("compute") == pp and names.count("data-parallel") == pp
+    assert {(e["pid"], e["tid"]) for e in slices} == tracks
+    buckets = 32 // pp  # one per layer of a stage
+    assert len(slices) == 2 * pp * n + 2 * (pp - 1) * n + pp * buckets + pp
+    assert {e["cat"] for e in slices} == {"compute", "handoff", "data_parallel", "optimizer"}
+    last = max(e["ts"] + e["dur"] for e in slices) / 1e6
+    assert last + 0.005 == pytest.approx(r["step_time_s"])  # plus megatron's per-step overhead
+
+
+def test_timeline_edges():
+    kw = dict(model="llama2-7b", hardware="a100-80gb", tp=2, pp=4)
+    bad = perfsim.timeline(**kw, global_batch=15, dp=2)
+    assert bad["feasible"] is False and "global_batch" in bad["reason"] and bad["step_time_s"] is None
+    dual = perfsim.timeline(**kw, global_batch=16, schedule="dualpipe")
+    assert dual["simulated"] is False and dual["step_time_s"] == dual["closed_form_step_time_s"]
+    with pytest.raises(perfsim.InputError, match="mode"):
+        perfsim.timeline(**kw, mode="inference")
+    with pytest.raises(perfsim.InputError, match="stages"):
+        perfsim.timeline(**kw, stages="even")
+    with pytest.raises(perfsim.InputError, match="does not exist"):
+        perfsim.timeline(**kw, trace_out="/nonexistent-dir/step.json")
