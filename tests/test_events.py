@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import perfsim
+from perfsim.analytical.training import _pipeline
 from perfsim.events.engine import Engine
+from perfsim.events.pipeline import StageCosts, simulate
 
 # a model whose embedding and LM head are negligible (vocabulary of 256): equal stages
 EVEN = dict(hidden_size=8192, num_hidden_layers=64, num_attention_heads=64, num_key_value_heads=8,
@@ -79,6 +81,28 @@ def test_engine_priority_and_cycles():
     cyc.depend(x, [y])
     with pytest.raises(RuntimeError, match="never start"):
         cyc.run()
+
+
+def _even(pp, v, F, B, W, R=0.0, handoff=0.0, opt=0.0):
+    shape = (pp, v)
+    return StageCosts(np.full(shape, F / v), np.full(shape, B / v), np.full(shape, W / v), np.full(shape, R / v),
+                      handoff, np.zeros(pp), np.zeros(pp), np.full(pp, opt))
+
+
+@pytest.mark.parametrize("schedule, code, vs", [("gpipe", 0, [1]), ("1f1b", 1, [1]), ("interleaved", 2, [1, 2, 4]),
+                                                ("zero-bubble", 3, [1])])
+def test_closed_form_bubbles_are_the_timelines(schedule, code, vs):
+    """On equal stages without hand-off time the closed form's bubble is the timeline's, exactly:
+    any number of micro-batches, recompute, and for ZB-H1 weight gradients cheaper or dearer
+    than the forward."""
+    for F, B, W, R in ((1.0, 2.1, 0.9, 0.0), (1.0, 2.0, 1.0, 1.0), (1.0, 1.5, 1.2, 0.0), (1.2, 4.0, 3.0, 0.0)):
+        for pp in (2, 3, 4, 8):
+            for v in vs:
+                for n in (1, 2, pp - 1, pp, 2 * pp, 3 * pp + 1):
+                    sim = simulate(_even(pp, v, F, B, W, R, opt=0.1), schedule, n)["step_time_s"]
+                    t = {"forward_s": F, "backward_s": B, "wgrad_s": W, "recompute_s": R, "n_micro": n}
+                    bubble, _ = _pipeline(t, {"pp": pp, "virtual_stages": v, "schedule": code})
+                    assert sim == pytest.approx(n * (F + B + R) + bubble + 0.1, rel=1e-12), (pp, v, n, F, B, W)
 
 
 CASES = [("gpipe", 4, 8, 1), ("gpipe", 2, 4, 1), ("1f1b", 2, 8, 1), ("1f1b", 4, 16, 1), ("1f1b", 4, 3, 1),

@@ -2,14 +2,19 @@
 
 Per stage and micro-batch: forward ``F``, backward ``B`` (input gradients + weight gradients
 ``W``), recompute ``R`` (full: the forward again; selective: the attention core). The schedule
-decides the bubble:
+decides the bubble, for ``n`` micro-batches (``m = max(pp - n, 0)`` too few to fill the
+pipeline) and ``I = B + R - W`` the input-gradient part that ZB-H1 keeps on the critical path:
 
-=============  ===========================================================
-gpipe, 1f1b    (pp - 1) · (F + B + R)                       (Huang 2019; Narayanan 2021)
-interleaved    (pp - 1) · (F + B + R) / v                   (Narayanan 2021, v virtual stages)
-zero-bubble    (pp - 1) · max(F + B + R - 2W, 0)  (ZB-H1 moves W into the bubble; Qi et al. 2024)
-dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)          (DeepSeek-V3 report, Table 2)
-=============  ===========================================================
+=============  ========================================================================================
+gpipe, 1f1b    (pp - 1) · (F + B + R)                                (Huang 2019; Narayanan 2021)
+interleaved    (pp - 1 + (v - 1) m) · (F + B + R) / v               (Narayanan 2021, v virtual stages)
+zero-bubble    (pp - 1) · max(F + I - W, F, I) + m · min(W, F, I)    (ZB-H1 moves W into the bubble;
+               Qi et al. 2024 give the first term for W <= min(F, I))
+dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)                   (DeepSeek-V3 report, Table 2)
+=============  ========================================================================================
+
+These are the bubbles of the timelines of :mod:`perfsim.events.pipeline` on equal stages; the
+hand-offs between stages add ``pp - 1`` (interleaved: ``pp · v - 1``) transfers each way.
 
 Context parallelism splits every sequence over ``cp`` ranks (load-balanced causal chunks): each
 rank attends its ``seq / cp`` queries to the whole sequence while the K/V chunks travel around
@@ -136,17 +141,32 @@ def stage_times(c, weights=None):
 
 def _pipeline(t, c):
     """``(bubble_s, handoffs)``: idle time of a stage and exposed hand-off pairs (activation
-    forward, gradient back) in one step of ``n`` micro-batches on ``pp`` stages."""
+    forward, gradient back) in one step of ``n`` micro-batches on ``pp`` stages.
+
+    The bubbles are those of the timelines of :mod:`perfsim.events.pipeline` on equal stages: the
+    interleaved schedule's ``(pp - 1) / v`` grows by ``(v - 1) / v`` per micro-batch short of
+    ``pp``; ZB-H1's ``(pp - 1)(F + B - W)`` (``B`` the input-gradient part, recompute included)
+    holds while ``W <= min(F, B)`` and never falls below ``(pp - 1) max(F, B)`` (the last stage
+    waits ``(pp - 1) F`` for its first forward; the first stage waits for the gradients to come
+    back), and grows by ``min(W, F, B)`` per micro-batch short of ``pp``.
+    """
     F, B, W, R = t["forward_s"], t["backward_s"], t["wgrad_s"], t["recompute_s"]
-    pp, v, sched = c["pp"], c["virtual_stages"], c["schedule"]
+    n, pp, v, sched = t["n_micro"], c["pp"], c["virtual_stages"], c["schedule"]
     per_mb = F + B + R
-    bubble_unit = np.select(
+    b_input = B + R - W  # the backward's critical part when weight gradients are deferred
+    short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
+    bubble = np.select(
         [sched == 2, sched == 3, sched == 4],
-        [per_mb / v, np.maximum(per_mb - 2.0 * W, 0.0), np.maximum(per_mb - 3.0 * W, 0.0)],
-        per_mb,
-    )
-    bubble_stages = np.where(sched == 4, np.maximum(pp / 2.0 - 1.0, 0.0), pp - 1.0)
-    return bubble_stages * bubble_unit, (pp - 1.0) * np.where(sched == 2, v, 1.0)
+        [((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
+         (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
+         + short * np.minimum(np.minimum(W, F), b_input),
+         np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0)],
+        (pp - 1.0) * per_mb)
+    # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
+    # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
+    # model's last stage (LM head and loss) paces that state and the others' slack hides them
+    handoffs = np.where((sched == 2) & (v > 1), pp * v - 1.0, pp - 1.0)
+    return bubble, handoffs
 
 
 def estimate_train(c):
