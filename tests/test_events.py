@@ -131,11 +131,12 @@ def test_end_stages_make_the_step_longer():
     assert ends["step_time_s"] <= ends["closed_form_step_time_s"]  # the closed form charges every stage the head
 
 
-@pytest.mark.parametrize("runtime, zero", [("megatron", 0), ("nemo", 0), ("nemo", 1), ("deepspeed", 2),
-                                           ("torchtitan", 3)])
-def test_data_parallel_overlap(runtime, zero):
+@pytest.mark.parametrize("runtime, zero, schedule", [("megatron", 0, "1f1b"), ("megatron", 1, "interleaved"),
+                                                     ("nemo", 0, "1f1b"), ("nemo", 1, "interleaved"),
+                                                     ("deepspeed", 2, "1f1b"), ("torchtitan", 3, "zero-bubble")])
+def test_data_parallel_overlap(runtime, zero, schedule):
     kw = dict(model="llama2-7b", hardware="h100-sxm", tp=2, pp=2, dp=8, global_batch=64, zero=zero, runtime=runtime,
-              recompute="full")
+              recompute="full", schedule=schedule, virtual_stages=2 if schedule == "interleaved" else 1)
     r = perfsim.timeline(**kw)
     closed = perfsim.estimate(**kw, mode="train")["breakdown"]["train"]
     unhidden = closed["dp_communication_s"]

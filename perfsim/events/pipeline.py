@@ -270,7 +270,8 @@ def build_step(costs: StageCosts, schedule: str, n_micro: int):
     per_chunk = max(int(costs.buckets) // v, 1)
     o = float(costs.overlap)
     for s in range(pp):
-        windows = [([grads[s][k]], costs.dp_per_step_s[s] / v) for k in range(v)]
+        # without overlap the step's traffic waits for the stage's last pass, whatever its chunk
+        windows = [([grads[s][k] if o > 0.0 else last[s]], costs.dp_per_step_s[s] / v) for k in range(v)]
         if costs.dp_per_micro_s[s] > 0:
             windows += [(passes[s, k, j], costs.dp_per_micro_s[s] / v) for k in range(v) for j in range(n_micro)]
         buckets = []
