@@ -5,9 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import perfsim
 from perfsim.analytical.training import _pipeline
+from perfsim.cli import cli
 from perfsim.events.engine import Engine
 from perfsim.events.pipeline import StageCosts, simulate
 
@@ -181,3 +183,22 @@ def test_timeline_edges():
         perfsim.timeline(**kw, stages="even")
     with pytest.raises(perfsim.InputError, match="does not exist"):
         perfsim.timeline(**kw, trace_out="/nonexistent-dir/step.json")
+
+
+def test_cli_trace_out(tmp_path):
+    path = tmp_path / "step.json"
+    base = ["estimate", "--model", "llama2-7b", "--hardware", "a100-80gb", "--tp", "2", "--pp", "2",
+            "--global-batch", "8"]
+    plain = CliRunner().invoke(cli, [*base, "--mode", "train", "--format", "json"])
+    result = CliRunner().invoke(cli, [*base, "--mode", "train", "--format", "json", "--trace-out", str(path)])
+    assert result.exit_code == 0, result.output
+    data, before = json.loads(result.output), json.loads(plain.output)
+    assert data.pop("timeline")["trace_out"] == str(path) and data == before
+    assert json.loads(path.read_text())["traceEvents"]
+    table = CliRunner().invoke(cli, [*base, "--mode", "train", "--trace-out", str(path)])
+    assert "timeline step" in table.output and str(path) in table.output
+    for argv, needle in (([*base, "--mode", "train", "--trace-out", str(tmp_path / "no" / "s.json")], "does not exist"),
+                         ([*base, "--trace-out", str(path)], "mode train"),
+                         ([*base, "--mode", "train", "--trace-out", str(tmp_path)], "is a directory")):
+        bad = CliRunner().invoke(cli, argv)
+        assert bad.exit_code == 2 and needle in bad.output and "Traceback" not in bad.output
