@@ -76,6 +76,7 @@ class Engine:
         self.deps: list[tuple[int, ...]] = []
         self.after_start: list[tuple[tuple[int, float], ...]] = []
         self.args: list[dict | None] = []
+        self._graph = None  # successors, built once per graph by _successors()
 
     def resource(self, track: str, *, process: str = "perfsim", policy: str = "fifo") -> int:
         """Add a resource (one task at a time) shown as ``track`` of ``process``; returns its id."""
@@ -111,6 +112,27 @@ class Engine:
         """Add dependencies to ``task`` (they may name tasks added after it)."""
         self.deps[task] += tuple(deps)
         self.after_start[task] += tuple((t, float(lag)) for t, lag in after_start)
+        self._graph = None
+
+    def _successors(self):
+        """``(succ, lagged, waiting)``: per task, the tasks its end releases, the ``(task, lag)``
+        its start releases, and how many dependencies it waits for; kept until the graph changes."""
+        if self._graph is None:
+            n = len(self.names)
+            succ: list[list[int]] = [[] for _ in range(n)]
+            lagged: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+            for i in range(n):
+                for d in self.deps[i]:
+                    if not 0 <= d < n:
+                        raise ValueError(f"task {self.names[i]!r} depends on unknown task {d!r}")
+                    succ[d].append(i)
+                for d, lag in self.after_start[i]:
+                    if not 0 <= d < n:
+                        raise ValueError(f"task {self.names[i]!r} depends on unknown task {d!r}")
+                    lagged[d].append((i, lag))
+            waiting = [len(self.deps[i]) + len(self.after_start[i]) for i in range(n)]
+            self._graph = (succ, lagged, waiting)
+        return self._graph
 
     def run(self, durations=None) -> Schedule:
         """Simulate the graph; ``durations`` (one per task) replaces the given ones for this run.
@@ -118,21 +140,11 @@ class Engine:
         Raises ``RuntimeError`` when some task can never start (a dependency cycle).
         """
         n = len(self.names)
-        dur = self.durations if durations is None else [float(x) for x in durations]
+        dur = self.durations if durations is None else np.asarray(durations, dtype=float).tolist()
         if len(dur) != n:
             raise ValueError(f"expected {n} durations, got {len(dur)}")
-        succ: list[list[int]] = [[] for _ in range(n)]
-        lagged: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-        waiting = [0] * n
-        for i in range(n):
-            for d in (*self.deps[i], *(t for t, _ in self.after_start[i])):
-                if not 0 <= d < n:
-                    raise ValueError(f"task {self.names[i]!r} depends on unknown task {d!r}")
-            for d in self.deps[i]:
-                succ[d].append(i)
-            for d, lag in self.after_start[i]:
-                lagged[d].append((i, lag))
-            waiting[i] = len(self.deps[i]) + len(self.after_start[i])
+        succ, lagged, waiting = self._successors()
+        waiting = list(waiting)
         res, prio, policy = self.resources, self.priorities, self._policy
         n_res = len(self.labels)
         queues: list[list] = [[] for _ in range(n_res)]

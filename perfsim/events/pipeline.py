@@ -145,12 +145,12 @@ def interleaved(pp, n, v):
     sizes = [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
     starts = np.cumsum([0, *sizes])
     table = [(k, j) for r in range(rounds) for k in range(v) for j in range(starts[r], starts[r + 1])]
+    forwards = [("F", k, int(j)) for k, j in table]
+    backwards = [("B", v - 1 - k, int(j)) for k, j in table]
     total = n * v
     orders = []
     for s in range(pp):
         warmup = total if n == pp else min(2 * (pp - s - 1) + (v - 1) * sizes[0], total)
-        forwards = [("F", k, int(j)) for k, j in table]
-        backwards = [("B", v - 1 - k, int(j)) for k, j in table]
         order = forwards[:warmup]
         for i in range(total - warmup):
             order += [forwards[warmup + i], backwards[i]]
@@ -176,6 +176,7 @@ def zero_bubble(pp, n, v):
 
 ORDERS = {"gpipe": gpipe, "1f1b": one_f_one_b, "interleaved": interleaved, "zero-bubble": zero_bubble}
 KINDS = ("compute", "handoff", "data_parallel", "optimizer")
+_COMPUTE, _HANDOFF, _DATA_PARALLEL, _OPTIMIZER = range(len(KINDS))
 
 
 def _release(durations, buckets: int, overlap: float):
@@ -236,7 +237,7 @@ def build_step(costs: StageCosts, schedule: str, n_micro: int):
             duration = {"F": costs.forward_s, "W": costs.wgrad_s}.get(p, costs.backward_s)[s, k]
             steps.append((p, duration - (costs.wgrad_s[s, k] if p == "B" and split_w else 0.0)))
             for q, duration in steps:
-                task = ids[q, s, k, j] = add(f"{q}{label(k, j)}", compute[s], duration, 0, s,
+                task = ids[q, s, k, j] = add(f"{q}{label(k, j)}", compute[s], duration, _COMPUTE, s,
                                              () if last[s] is None else (last[s],), args=args)
                 if last[s] is not None:
                     following[last[s]] = task
@@ -258,13 +259,15 @@ def build_step(costs: StageCosts, schedule: str, n_micro: int):
                 t, u = (g + 1) % pp, (g + 1) // pp
                 src = ids["F", s, k, j]
                 if t != s:
-                    src = add(f"F{label(k, j)}", link(s, t), costs.handoff_s, 1, s, [src], args={"micro_batch": j})
+                    src = add(f"F{label(k, j)}", link(s, t), costs.handoff_s, _HANDOFF, s, [src],
+                              args={"micro_batch": j})
                 e.depend(ids["F", t, u, j], [src])
             if g > 0:  # gradients to the previous virtual stage
                 t, u = (g - 1) % pp, (g - 1) // pp
                 src = ids["B", s, k, j]
                 if t != s:
-                    src = add(f"B{label(k, j)}", link(s, t), costs.handoff_s, 1, s, [src], args={"micro_batch": j})
+                    src = add(f"B{label(k, j)}", link(s, t), costs.handoff_s, _HANDOFF, s, [src],
+                              args={"micro_batch": j})
                 e.depend(ids.get(("R", t, u, j), ids["B", t, u, j]), [src])
 
     per_chunk = max(int(costs.buckets) // v, 1)
@@ -281,11 +284,11 @@ def build_step(costs: StageCosts, schedule: str, n_micro: int):
             sent = []
             for i, (m, lag) in enumerate(_release([e.durations[t] for t in window], per_chunk, o)):
                 sent.append(add(f"grads {e.names[window[-1]]} [{i + 1}/{per_chunk}]", comm[s], amount / per_chunk,
-                                2, s, after_start=[(window[m], lag)]))
+                                _DATA_PARALLEL, s, after_start=[(window[m], lag)]))
             if o == 0.0 and window[-1] in following:
                 e.depend(following[window[-1]], sent)
             buckets += sent
-        add("optimizer", compute[s], costs.optimizer_s[s], 3, s, [last[s], *buckets])
+        add("optimizer", compute[s], costs.optimizer_s[s], _OPTIMIZER, s, [last[s], *buckets])
     return e, np.asarray(kind), np.asarray(where)
 
 
@@ -304,10 +307,12 @@ def simulate(costs: StageCosts, schedule: str, n_micro: int, step_overhead_s: fl
     engine, kind, stage = build_step(costs, schedule, int(n_micro))
     full = engine.run()
     durations = np.asarray(engine.durations)
-    no_p2p = engine.run(np.where(kind == 1, 0.0, durations)).makespan_s
-    no_comm = engine.run(np.where((kind == 1) | (kind == 2), 0.0, durations)).makespan_s
+    handoff, sync = kind == _HANDOFF, kind == _DATA_PARALLEL
+    no_p2p = engine.run(np.where(handoff, 0.0, durations)).makespan_s
+    no_comm = engine.run(np.where(handoff | sync, 0.0, durations)).makespan_s
     pp = np.shape(costs.forward_s)[0]
-    busy = np.bincount(stage[kind == 0], weights=durations[kind == 0], minlength=pp)
+    passes = kind == _COMPUTE
+    busy = np.bincount(stage[passes], weights=durations[passes], minlength=pp)
     busiest = int(np.argmax(busy))
     optimizer = float(costs.optimizer_s[busiest])
     step = full.makespan_s + step_overhead_s
