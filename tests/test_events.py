@@ -13,10 +13,11 @@ from perfsim.cli import cli
 from perfsim.events.engine import Engine
 from perfsim.events.pipeline import StageCosts, simulate
 
-# a model whose embedding and LM head are negligible (vocabulary of 256): equal stages
-EVEN = dict(hidden_size=8192, num_hidden_layers=64, num_attention_heads=64, num_key_value_heads=8,
+# a model whose embedding and LM head are negligible (vocabulary of 256): equal stages; tp=4
+# keeps a pipeline of up to 4 stages in one node, its hand-offs on the scale-up fabric
+EVEN = dict(hidden_size=8192, num_hidden_layers=32, num_attention_heads=64, num_key_value_heads=8,
             intermediate_size=28672, vocab_size=256, hidden_act="silu")
-TRAIN = dict(hardware="h100-sxm", tp=8, seq_len=4096, recompute="full")
+TRAIN = dict(hardware="h100-sxm", tp=4, seq_len=4096, recompute="full")
 
 
 def _random_graph(seed, tasks=200, resources=5):
