@@ -6,10 +6,10 @@
 16
 """
 
-from perfsim.api import collective, estimate, gemm, memcpy, serve, sweep
+from perfsim.api import collective, estimate, gemm, memcpy, serve, sweep, timeline
 from perfsim.errors import InputError
 from perfsim.validate import validate
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "serve", "sweep", "validate"]
+__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "serve", "sweep", "timeline", "validate"]

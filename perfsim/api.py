@@ -12,11 +12,13 @@ import pandas as pd
 
 from perfsim.analytical.cost_ops import group_collective
 from perfsim.columns import hardware_columns
-from perfsim.core import evaluate
+from perfsim.core import evaluate, evaluate_columns
 from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
 from perfsim.cost.roofline import gemm_efficiency, gemm_time
 from perfsim.errors import InputError, unknown
-from perfsim.plan import ARGUMENTS
+from perfsim.events import pipeline
+from perfsim.events.trace import check_path, write_chrome_trace
+from perfsim.plan import ARGUMENTS, SCHEDULES
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 
@@ -45,11 +47,22 @@ def _plain(value):
     return value
 
 
-def estimate(**plan) -> dict:
+def _one_row(plan: dict, function: str):
+    for name, value in plan.items():
+        if isinstance(value, list) and name != "place":
+            raise InputError(f"{function} takes one value per argument; use sweep for lists", field=name)
+        if name == "hardware" and isinstance(value, dict) and any(isinstance(v, list) for v in value.values()):
+            raise InputError(f"{function} takes one value per what-if key; use sweep for lists", field=name)
+
+
+def estimate(trace_out=None, **plan) -> dict:
     """Estimate one configuration (a one-row sweep).
 
     Parameters
     ----------
+    trace_out : str or path, optional
+        Training only: also simulate the step on a timeline (:func:`timeline`), write its
+        Chrome trace (Perfetto) there and add a ``timeline`` key with the simulated step.
     **plan
         ``model``, ``hardware`` and the plan arguments of CONTRACT.md (``mode``, ``dtype``, ``tp``,
         ``pp``, ``dp``, ``batch``, ``prompt_len``, ``gen_len``, ``seq_len``, ``global_batch``, …).
@@ -67,15 +80,95 @@ def estimate(**plan) -> dict:
     >>> r["feasible"], r["tpot_s"] > 0
     (True, True)
     """
-    for name, value in plan.items():
-        if isinstance(value, list) and name != "place":
-            raise InputError("estimate takes one value per argument; use sweep for lists", field=name)
-        if name == "hardware" and isinstance(value, dict) and any(isinstance(v, list) for v in value.values()):
-            raise InputError("estimate takes one value per what-if key; use sweep for lists", field=name)
-    _, out = evaluate(plan)
+    _one_row(plan, "estimate")
+    if trace_out is None:
+        _, out = evaluate(plan)
+    else:
+        if plan.get("mode", "inference") != "train":
+            raise InputError("a step trace is written for mode train (serve writes serving traces)",
+                             field="trace_out")
+        check_path(trace_out)
+        c, out = evaluate_columns(plan)
     flat = {k: _plain(v[0]) for k, v in out.items()}
     flat["mode"] = plan.get("mode", "inference")
-    return _nest(flat)
+    result = _nest(flat)
+    if trace_out is not None:
+        step = _timeline(c, result, "ends", trace_out)
+        result["timeline"] = {k: step[k] for k in ("simulated", "step_time_s", "bubble_fraction", "breakdown",
+                                                   "trace_out")}
+    return result
+
+
+def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
+    """Simulate one training step on a timeline of tasks (a discrete-event run).
+
+    The durations are the closed form's (:func:`perfsim.analytical.training.stage_times`); the
+    schedule (:mod:`perfsim.events.pipeline`) decides when each pass, hand-off, gradient bucket
+    and optimizer step runs. Unlike the closed form, which charges every stage with the busiest
+    one, the embedding runs on the first stage and the LM head on the last.
+
+    Parameters
+    ----------
+    trace_out : str or path, optional
+        Write the step as a Chrome trace (open it in Perfetto, ui.perfetto.dev): one process per
+        pipeline stage, one track per stream and outgoing link, one slice per task.
+    stages : {"ends", "uniform"}
+        ``uniform`` spreads the embedding and LM head evenly over the stages.
+    **plan
+        The arguments of :func:`estimate` for one training configuration (``mode`` defaults to
+        ``train``).
+
+    Returns
+    -------
+    dict
+        ``feasible``, ``reason``, ``schedule``, ``simulated`` (False for ``dualpipe``, which only the
+        closed form prices: its number is then the closed form's), ``step_time_s``,
+        ``closed_form_step_time_s``, ``bubble_fraction``, ``per_stage`` (busy seconds of each
+        stage's compute stream), ``breakdown`` (``compute_s``, ``p2p_exposed_s``, ``dp_exposed_s``,
+        ``optimizer_s``, ``overhead_s``, ``idle_s``, summing to the step; see
+        :func:`perfsim.events.pipeline.simulate`) and ``trace_out`` (the path, when written). An
+        infeasible plan is not simulated: ``feasible`` is False with the ``reason``.
+
+    Examples
+    --------
+    >>> r = timeline(model="llama2-7b", hardware="a100-80gb", tp=2, pp=4, global_batch=16)
+    >>> r["simulated"], r["step_time_s"] <= r["closed_form_step_time_s"]
+    (True, True)
+    """
+    _one_row(plan, "timeline")
+    if plan.setdefault("mode", "train") != "train":
+        raise InputError("a timeline simulates a training step; mode must be train", field="mode",
+                         value=plan["mode"])
+    if stages not in pipeline.STAGE_COSTS:
+        raise unknown("stage costs", stages, pipeline.STAGE_COSTS, field="stages")
+    if trace_out is not None:
+        check_path(trace_out)
+    c, out = evaluate_columns(plan)
+    closed = {k: _plain(out[k][0]) for k in ("feasible", "reason", "step_time_s")}
+    return _timeline(c, closed, stages, trace_out)
+
+
+def _timeline(c, closed: dict, stages: str, trace_out) -> dict:
+    """The timeline of a one-row column set ``c`` whose closed-form results are ``closed``."""
+    schedule = SCHEDULES[int(c["schedule"])]
+    result = {"feasible": closed["feasible"], "reason": closed["reason"], "schedule": schedule, "simulated": False,
+              "step_time_s": None, "closed_form_step_time_s": closed["step_time_s"], "bubble_fraction": None,
+              "per_stage": None, "breakdown": None, "trace_out": None}
+    if not closed["feasible"]:
+        return result
+    if schedule not in pipeline.SIMULATED:
+        result["step_time_s"] = closed["step_time_s"]
+        return result
+    costs, n_micro, overhead = pipeline.stage_costs(c, stages)
+    step = pipeline.simulate(costs, schedule, n_micro, overhead)
+    result.update(simulated=True, step_time_s=step["step_time_s"], bubble_fraction=step["bubble_fraction"],
+                  per_stage=step["per_stage_s"], breakdown=step["breakdown"])
+    if trace_out is not None:
+        slices = step["schedule"].slices()
+        for piece, kind in zip(slices, step["kind"], strict=True):
+            piece["cat"] = kind
+        result["trace_out"] = write_chrome_trace(trace_out, slices)
+    return result
 
 
 def sweep(**axes) -> pd.DataFrame:
@@ -226,4 +319,4 @@ def memcpy(hardware, size_bytes, src: str, dst: str) -> dict:
     return {"time_s": t, "bandwidth_gb_s": moved / t / 1e9}
 
 
-__all__ = ["ARGUMENTS", "collective", "estimate", "gemm", "memcpy", "serve", "sweep"]
+__all__ = ["ARGUMENTS", "collective", "estimate", "gemm", "memcpy", "serve", "sweep", "timeline"]

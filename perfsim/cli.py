@@ -132,6 +132,12 @@ def _table(result: dict) -> str:
                 lines.append(f"  {'micro-batches':<22}{_fmt(value, ',.0f')}")
             elif key.endswith("_s"):
                 lines.append(f"  {key[:-2].replace('_', ' '):<22}{_fmt_s(value)}")
+        if "timeline" in result:
+            step = result["timeline"]
+            how = "simulated" if step["simulated"] else ("closed form only" if result["feasible"] else "not simulated")
+            lines.append("")
+            lines.append(f"timeline step         {_fmt_s(step['step_time_s'])} ({how})"
+                         + (f", trace written to {step['trace_out']}" if step["trace_out"] else ""))
     else:
         lines.append(f"TTFT (prefill)       {_fmt_s(result['ttft_s'])}")
         lines.append(f"TPOT (decode step)   {_fmt_s(result['tpot_s'])}")
@@ -213,10 +219,12 @@ def cli():
 
 @cli.command()
 @_plan_options
-def estimate(fmt, **kwargs):
+@click.option("--trace-out", default=None, metavar="FILE.json",
+              help="train: also simulate the step on a timeline and write it as a Chrome trace (Perfetto)")
+def estimate(fmt, trace_out, **kwargs):
     """Estimate one inference request batch or one training step."""
     try:
-        result = api.estimate(**_collect(kwargs))
+        result = api.estimate(**_collect(kwargs), trace_out=trace_out)
     except InputError as exc:
         _fail(str(exc))
     if fmt == "json":

@@ -69,8 +69,17 @@ def evaluate_grid(grid: Grid) -> dict:
     return out
 
 
-def _evaluate_block(grid: Grid) -> dict:
+def evaluate_columns(args: dict):
+    """Evaluate every combination of ``args`` in one block; returns ``(c, outputs)``: the columns
+    the cost models read (:func:`perfsim.columns.build`) with the outputs, for callers that
+    compose the same costs themselves (the timelines of :mod:`perfsim.events.pipeline`)."""
+    grid = expand(args)
     c = build(grid)
+    return c, _evaluate_block(grid, c)
+
+
+def _evaluate_block(grid: Grid, c: dict | None = None) -> dict:
+    c = build(grid) if c is None else c
     n = grid.n
     modes = grid.values("mode")
     results = []

@@ -3,14 +3,19 @@
 Per stage and micro-batch: forward ``F``, backward ``B`` (input gradients + weight gradients
 ``W``), recompute ``R`` (full: the forward again; selective: the attention core, or where the
 runtime's policy says so, a share of the matmuls and the elementwise ops). The schedule
-decides the bubble:
+decides the bubble, for ``n`` micro-batches (``m = max(pp - n, 0)`` too few to fill the
+pipeline) and ``I = B + R - W`` the input-gradient part that ZB-H1 keeps on the critical path:
 
-=============  ===========================================================
-gpipe, 1f1b    (pp - 1) · (F + B + R)                       (Huang 2019; Narayanan 2021)
-interleaved    (pp - 1) · (F + B + R) / v                   (Narayanan 2021, v virtual stages)
-zero-bubble    (pp - 1) · max(F + B + R - 2W, 0)  (ZB-H1 moves W into the bubble; Qi et al. 2024)
-dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)          (DeepSeek-V3 report, Table 2)
-=============  ===========================================================
+=============  ========================================================================================
+gpipe, 1f1b    (pp - 1) · (F + B + R)                                (Huang 2019; Narayanan 2021)
+interleaved    (pp - 1 + (v - 1) m) · (F + B + R) / v               (Narayanan 2021, v virtual stages)
+zero-bubble    (pp - 1) · max(F + I - W, F, I) + m · min(W, F, I)    (ZB-H1 moves W into the bubble;
+               Qi et al. 2024 give the first term for W <= min(F, I))
+dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)                   (DeepSeek-V3 report, Table 2)
+=============  ========================================================================================
+
+These are the bubbles of the timelines of :mod:`perfsim.events.pipeline` on equal stages; the
+hand-offs between stages add ``pp - 1`` (interleaved: ``pp · v - 1``) transfers each way.
 
 Context parallelism splits every sequence over ``cp`` ranks (load-balanced causal chunks): each
 rank attends its ``seq / cp`` queries to the whole sequence while the K/V chunks travel around
@@ -32,83 +37,162 @@ from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.inference import _at
 from perfsim.cost.collectives import bus_factor
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
-from perfsim.graph.transformer import Pass, capacity_scale, head_ops, kv_bytes_per_token, layer_ops
+from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 
 _GIB = 2.0**30
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
 _OPTIMIZER_TRAFFIC = 36.0  # bytes per parameter per Adam step: read+write master, m, v (24), read grad (4+), write weight
 
 
-def _stage_passes(c, p, backward, weight_grads=True):
+def _stage_passes(c, p, backward):
+    """Price one micro-batch on one stage: ``(layers, embedding, lm_head)`` price dicts, the
+    layers being the stage's share (``1 / pp``) of the model's."""
     dense, moe = layer_counts(c)
     per_stage = 1.0 / c["pp"]
-    parts = [(dense * per_stage, price(c, layer_ops(c, p, moe=False), backward=backward, weight_grads=weight_grads))]
+    parts = [(dense * per_stage, price(c, layer_ops(c, p, moe=False), backward=backward))]
     if np.any(moe > 0):
-        parts.append((moe * per_stage, price(c, layer_ops(c, p, moe=True), backward=backward, weight_grads=weight_grads)))
-    layers = combine(*parts)
-    head = price(c, head_ops(c, p), backward=backward, weight_grads=weight_grads)
-    return layers, head
+        parts.append((moe * per_stage, price(c, layer_ops(c, p, moe=True), backward=backward)))
+    return (combine(*parts), price(c, embedding_ops(c, p), backward=backward),
+            price(c, lm_head_ops(c, p), backward=backward))
 
 
-def estimate_train(c):
-    """Training-step results as a flat dict of arrays, plus ``(mask, reason, detail)`` checks."""
+def stage_times(c, weights=None):
+    """Per-stage quantities of one training step: the durations both compositions use.
+
+    :func:`estimate_train` composes them in closed form; :mod:`perfsim.events.pipeline`
+    schedules them on a timeline. Either way they are priced here, once.
+
+    Parameters
+    ----------
+    c : dict
+        Columns of :func:`perfsim.columns.build` (arrays over configurations).
+    weights : tuple of arrays, optional
+        ``(replicated, experts)`` parameters per device of the stage(s) whose data-parallel
+        traffic and optimizer step are priced (:func:`perfsim.graph.params.stage_params_per_device`;
+        arrays broadcast, so a trailing stage axis prices every stage at once). Default: the
+        busiest stage.
+
+    Returns
+    -------
+    dict
+        Per micro-batch on one stage, in seconds: ``forward_s``, ``backward_s`` (input and weight
+        gradients; LoRA: input only), ``wgrad_s`` (its weight-gradient part), ``recompute_s``,
+        each charged with the stage's layers plus the embedding and the LM head, as the closed
+        form charges the busiest stage; their parts ``{layers,embedding,lm_head}_{forward,backward,
+        wgrad}_s`` (context-parallel exposure in the layers'); ``handoff_s``, one activation or
+        gradient transfer between neighbouring stages (0 when ``pp == 1``). Per step:
+        ``n_micro`` micro-batches, ``dp_per_micro_s`` and ``dp_per_step_s`` (data-parallel traffic
+        of every micro-batch and once per step, :func:`_data_parallel`), ``optimizer_s``,
+        ``buckets`` (gradient buckets: layers per stage), ``dp_overlap``, ``step_overhead_s``.
+        Internals for the closed form's breakdown: ``pass``, ``prices``, ``ring_s``,
+        ``cp_exposed_s``, ``data_parallel``, ``lora_params_per_device``.
+    """
     mb, seq = c["micro_batch"], c["seq_len"]
-    dp = c["dp"]
-    cp = c["cp"]
+    dp, cp, pp = c["dp"], c["cp"], c["pp"]
     one = np.ones_like(np.asarray(mb * seq, dtype=float))
     q_len = seq / cp
     p = Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
              logits_tokens=mb * q_len)
     lora = c["lora"] > 0
-    f_layers, f_head = _stage_passes(c, p, backward=False)
-    b_layers, b_head = _stage_passes(c, p, backward=True, weight_grads=True)
+    forward = _stage_passes(c, p, backward=False)
+    backward = _stage_passes(c, p, backward=True)
+    f_layers, b_layers = forward[0], backward[0]
     # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
     # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
     # overlapped with the attention of the chunk already there
     ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), 2.0, stride=c["tp"])
-    ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["layers"] / c["pp"], 0.0)
-    cp_exposed_f = np.maximum(ring - f_layers["attention_s"], 0.0)
-    cp_exposed_b = np.maximum(2.0 * ring - b_layers["attention_s"], 0.0)
-    F = f_layers["total_s"] + f_head["total_s"] + cp_exposed_f
-    B_full = b_layers["total_s"] + b_head["total_s"] + cp_exposed_b
-    W = b_layers["wgrad_s"] + b_head["wgrad_s"]
-    B = np.where(lora, B_full - W, B_full)  # LoRA: frozen base weights need no weight gradients
-    W = np.where(lora, 0.0, W)
+    ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["layers"] / pp, 0.0)
+    exposed = (np.maximum(ring - f_layers["attention_s"], 0.0), np.maximum(2.0 * ring - b_layers["attention_s"], 0.0))
+    out = {"pass": p, "ring_s": ring, "cp_exposed_s": exposed[0] + exposed[1],
+           "prices": {"forward": forward, "backward": backward}}
+    for key in ("forward_s", "backward_s", "wgrad_s"):
+        out[key] = 0.0
+    for i, part in enumerate(("layers", "embedding", "lm_head")):
+        f, b = forward[i], backward[i]
+        cp_f, cp_b = exposed if part == "layers" else (0.0, 0.0)
+        times = {"forward_s": f["total_s"] + cp_f,
+                 # LoRA: frozen base weights need no weight gradients
+                 "backward_s": b["total_s"] + cp_b - np.where(lora, b["wgrad_s"], 0.0),
+                 "wgrad_s": np.where(lora, 0.0, b["wgrad_s"])}
+        for key, value in times.items():
+            out[f"{part}_{key}"] = value
+            out[key] = out[key] + value
     sac = c["sac_matmuls"]
     selective = np.where(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
-    R = np.where(c["recompute"] == 2, f_layers["total_s"], np.where(c["recompute"] == 1, selective, 0.0))
-    n_micro = c["global_batch"] / (dp * mb)
-    per_mb = F + B + R
-    pp = c["pp"]
-    v = c["virtual_stages"]
-    sched = c["schedule"]
-    bubble_unit = np.select(
-        [sched == 2, sched == 3, sched == 4],
-        [per_mb / v, np.maximum(per_mb - 2.0 * W, 0.0), np.maximum(per_mb - 3.0 * W, 0.0)],
-        per_mb,
-    )
-    bubble_stages = np.where(sched == 4, np.maximum(pp / 2.0 - 1.0, 0.0), pp - 1.0)
-    bubble = bubble_stages * bubble_unit
-    p2p = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
-                           stride=c["tp"] * cp * dp) * np.where(pp > 1, 2.0, 0.0)
-    pipeline = n_micro * per_mb + bubble + (pp - 1.0) * p2p * np.where(sched == 2, v, 1.0)
+    out["recompute_s"] = np.where(c["recompute"] == 2, f_layers["total_s"], np.where(c["recompute"] == 1, selective, 0.0))
+    out["n_micro"] = c["global_batch"] / (dp * mb)
+    out["handoff_s"] = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
+                                        stride=c["tp"] * cp * dp) * np.where(pp > 1, 1.0, 0.0)
 
     # data-parallel gradient synchronisation: replicated weights over the dp x cp ranks, routed
     # experts over the expert-data-parallel ranks (ZeRO shards each in groups of zero_shard_size)
-    replicated, experts = stage_params_per_device(c)
+    replicated, experts = stage_params_per_device(c) if weights is None else weights
     lora_dev = _lora_params(c) / (pp * c["tp"])
     ranks = dp * cp
     expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
-    dense_part = _data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], n_micro)
+    dense_part = _data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], out["n_micro"])
     expert_part = _data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
-                                 n_micro)
+                                 out["n_micro"])
     data_par = {k: dense_part[k] + expert_part[k] for k in dense_part}
-    per_micro, per_step = data_par["per_micro_s"], data_par["per_step_s"]
+    out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"],
+               dp_per_step_s=data_par["per_step_s"], dp_overlap=c["dp_overlap"], step_overhead_s=c["step_overhead_s"],
+               optimizer_s=data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"]),
+               buckets=np.maximum(c["layers"] / pp, 1.0))
+    return out
+
+
+def _pipeline(t, c):
+    """``(bubble_s, handoffs)``: idle time of a stage and exposed hand-off pairs (activation
+    forward, gradient back) in one step of ``n`` micro-batches on ``pp`` stages.
+
+    The bubbles are those of the timelines of :mod:`perfsim.events.pipeline` on equal stages: the
+    interleaved schedule's ``(pp - 1) / v`` grows by ``(v - 1) / v`` per micro-batch short of
+    ``pp``; ZB-H1's ``(pp - 1)(F + B - W)`` (``B`` the input-gradient part, recompute included)
+    holds while ``W <= min(F, B)`` and never falls below ``(pp - 1) max(F, B)`` (the last stage
+    waits ``(pp - 1) F`` for its first forward; the first stage waits for the gradients to come
+    back), and grows by ``min(W, F, B)`` per micro-batch short of ``pp``.
+    """
+    F, B, W, R = t["forward_s"], t["backward_s"], t["wgrad_s"], t["recompute_s"]
+    n, pp, v, sched = t["n_micro"], c["pp"], c["virtual_stages"], c["schedule"]
+    per_mb = F + B + R
+    b_input = B + R - W  # the backward's critical part when weight gradients are deferred
+    short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
+    bubble = np.select(
+        [sched == 2, sched == 3, sched == 4],
+        [((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
+         (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
+         + short * np.minimum(np.minimum(W, F), b_input),
+         np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0)],
+        (pp - 1.0) * per_mb)
+    # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
+    # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
+    # model's last stage (LM head and loss) paces that state and the others' slack hides them
+    handoffs = np.where((sched == 2) & (v > 1), pp * v - 1.0, pp - 1.0)
+    return bubble, handoffs
+
+
+def estimate_train(c):
+    """Training-step results as a flat dict of arrays, plus ``(mask, reason, detail)`` checks."""
+    t = stage_times(c)
+    mb, seq = c["micro_batch"], c["seq_len"]
+    dp = c["dp"]
+    p = t["pass"]
+    lora = c["lora"] > 0
+    f_layers, f_embed, f_head = t["prices"]["forward"]
+    b_layers, b_embed, b_head = t["prices"]["backward"]
+    F, B, R, n_micro = t["forward_s"], t["backward_s"], t["recompute_s"], t["n_micro"]
+    per_mb = F + B + R
+    bubble, handoffs = _pipeline(t, c)
+    p2p = 2.0 * t["handoff_s"]
+    pipeline = n_micro * per_mb + bubble + handoffs * p2p
+
+    data_par = t["data_parallel"]
+    per_micro, per_step = t["dp_per_micro_s"], t["dp_per_step_s"]
     # overlap is bounded by the compute it hides behind: a micro-batch's gathers and reduce-scatters
     # behind its forward+backward, the once-per-step gradient all-reduce behind the last backward;
     # the last layer's bucket always waits (it is produced when there is no compute left)
     overlap = c["dp_overlap"]
-    layers_stage = np.maximum(c["layers"] / pp, 1.0)
+    layers_stage = t["buckets"]
 
     def exposed(comm, window):
         return np.maximum(comm - overlap * window, 0.0) + overlap * np.minimum(comm / layers_stage, comm)
@@ -116,7 +200,7 @@ def estimate_train(c):
     exposed_sync = n_micro * exposed(per_micro, per_mb) + exposed(per_step, B)
     sync_total = n_micro * per_micro + per_step
     opt_params = data_par["optimizer_params"]
-    optimizer = opt_params * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"])
+    optimizer = t["optimizer_s"]
     step = pipeline + exposed_sync + optimizer + c["step_overhead_s"]
 
     # FLOPs (Megatron convention: 3 x forward matmul FLOPs, full s x s attention square)
@@ -128,6 +212,7 @@ def estimate_train(c):
     model_flops = 3.0 * tokens * fwd_tok
     model_flops = np.where(lora, tokens * fwd_tok * 2.0, model_flops)
     layer_fwd_tok = fwd_tok - 2.0 * c["vocab"] * c["hidden"]
+    sac = c["sac_matmuls"]
     selective_flops = np.where(sac > 0, sac * (layer_fwd_tok - attn_flops_tok), attn_flops_tok)
     recompute_flops = tokens * np.where(c["recompute"] == 2, layer_fwd_tok,
                                         np.where(c["recompute"] == 1, selective_flops, 0.0))
@@ -136,7 +221,7 @@ def estimate_train(c):
     peak = c["peak_flops"]
 
     def comm(key):  # per micro-batch: forward, backward and the recomputed forward
-        return (f_layers[key] + b_layers[key] + f_head[key] + b_head[key]
+        return (f_layers[key] + b_layers[key] + f_embed[key] + f_head[key] + b_embed[key] + b_head[key]
                 + np.where(c["recompute"] == 2, f_layers[key], 0.0))
 
     out = {
@@ -152,21 +237,21 @@ def estimate_train(c):
         "breakdown.train.backward_s": n_micro * B,
         "breakdown.train.recompute_s": n_micro * R,
         "breakdown.train.bubble_s": bubble,
-        "breakdown.train.pipeline_p2p_s": (pp - 1.0) * p2p,
+        "breakdown.train.pipeline_p2p_s": handoffs * p2p,
         "breakdown.train.tp_communication_s": n_micro * (comm("communication_s") - comm("ep_communication_s")),
         "breakdown.train.ep_communication_s": n_micro * comm("ep_communication_s"),
-        "breakdown.train.cp_communication_s": n_micro * 3.0 * ring,
-        "breakdown.train.cp_exposed_s": n_micro * (cp_exposed_f + cp_exposed_b),
+        "breakdown.train.cp_communication_s": n_micro * 3.0 * t["ring_s"],
+        "breakdown.train.cp_exposed_s": n_micro * t["cp_exposed_s"],
         "breakdown.train.dp_communication_s": sync_total,
         "breakdown.train.dp_exposed_s": exposed_sync,
         "breakdown.train.optimizer_s": optimizer,
         "breakdown.train.overhead_s": c["step_overhead_s"] + 0.0 * step,
-        "breakdown.train.gemm_s": n_micro * (f_layers["gemm_s"] + b_layers["gemm_s"] + f_head["gemm_s"] + b_head["gemm_s"]),
+        "breakdown.train.gemm_s": n_micro * sum(d["gemm_s"] for phase in t["prices"].values() for d in phase),
         "breakdown.train.attention_s": n_micro * (f_layers["attention_s"] + b_layers["attention_s"]),
         "breakdown.train.micro_batches": n_micro,
     }
     # memory per device (first stage: most activations in flight, plus the embedding)
-    weights = data_par["weight_bytes"] + np.where(lora, lora_dev * c["act_bytes"], 0.0)
+    weights = data_par["weight_bytes"] + np.where(lora, t["lora_params_per_device"] * c["act_bytes"], 0.0)
     grads = data_par["grad_bytes"]
     optimizer_mem = opt_params * np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES)
     activations = _activation_bytes(c, n_micro)
@@ -183,11 +268,11 @@ def estimate_train(c):
          lambda i: f"global_batch ({_at(c['global_batch'], i):.0f}) is not a multiple of dp x micro_batch "
                    f"({_at(dp, i):.0f} x {_at(mb, i):.0f})"),
         (n_micro < 1, "fewer sequences than dp x micro_batch", None),
-        (np.asarray(seq) % np.asarray(cp) != 0, "cp does not divide seq_len", None),
+        (np.asarray(seq) % np.asarray(c["cp"]) != 0, "cp does not divide seq_len", None),
         (total > cap, "does not fit in device memory",
          lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
     ]
-    out.update(_step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head, data_par["sent_bytes"], opt_params))
+    out.update(_step_traffic(c, p, n_micro, R, t["prices"], data_par["sent_bytes"], opt_params))
     return out, checks
 
 
@@ -237,17 +322,19 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
             "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
 
 
-def _step_traffic(c, p, n_micro, R, f_layers, f_head, b_layers, b_head, dp_sent, opt_params):
+def _step_traffic(c, p, n_micro, R, prices, dp_sent, opt_params):
     """Device-memory and fabric bytes of one device in one step (for the power model).
 
     Micro-batch passes (recompute scaled from the forward by its time), the optimizer's state
     traffic, the data-parallel collectives (``dp_sent``: bytes sent, from :func:`_data_parallel`)
     and the pipeline hand-offs; a collective reads what it sends and writes what it receives.
     """
+    f_layers = prices["forward"][0]
     recompute_share = R / np.maximum(f_layers["total_s"], 1e-30)
     sent = {}
     for key in ("hbm_bytes", "link_bytes"):
-        sent[key] = n_micro * (f_layers[key] + f_head[key] + b_layers[key] + b_head[key] + recompute_share * f_layers[key])
+        passes = sum(d[key] for phase in prices.values() for d in phase)
+        sent[key] = n_micro * (passes + recompute_share * f_layers[key])
     p2p = np.where(c["pp"] > 1, 2.0 * n_micro * p.tokens * c["hidden"] * c["act_bytes"], 0.0)
     link = sent["link_bytes"] + dp_sent + p2p
     hbm = sent["hbm_bytes"] + opt_params * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p)

@@ -54,15 +54,33 @@ def chrome_trace(slices, counters=()) -> dict:
     return {"traceEvents": list(ids.metadata()) + events, "displayTimeUnit": "ms"}
 
 
-def write_chrome_trace(path, slices, counters=()) -> str:
-    """Stream the trace to ``path`` (slices and counters may be generators: nothing is held in
-    memory), atomically: a temporary file in the same directory, then a rename. Returns the path."""
+def check_path(path, field: str = "trace_out") -> str:
+    """The trace file's path, checked before any work: its directory must exist and it must not
+    be a directory itself (:class:`~perfsim.errors.InputError` naming ``field`` otherwise)."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"expected a file path, got {path!r}", field=field)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise InputError(f"directory {directory} does not exist", field="trace_out", value=path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".perfsim-trace-", suffix=".json")
+        raise InputError(f"directory {directory} does not exist", field=field, value=path)
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory; expected a file such as step.json", field=field, value=path)
+    return path
+
+
+def write_chrome_trace(path, slices, counters=()) -> str:
+    """Stream the trace to ``path`` (slices and counters may be generators: nothing is held in
+    memory), atomically: a temporary file in the same directory, then a rename. Returns the path."""
+    path = check_path(path)
+    directory = os.path.dirname(os.path.abspath(path))
     try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".perfsim-trace-", suffix=".json")
+    except OSError as exc:
+        raise InputError(f"cannot write in {directory}: {exc.strerror}", field="trace_out", value=path) from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's owner-only mode
         with os.fdopen(fd, "w") as fh:
             fh.write('{"displayTimeUnit": "ms", "traceEvents": [')
             ids = _Ids()
@@ -74,9 +92,6 @@ def write_chrome_trace(path, slices, counters=()) -> str:
                 fh.write(("" if first else ",\n") + json.dumps(event, separators=(",", ":")))
                 first = False
             fh.write("]}\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a normal file, as open() would create it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

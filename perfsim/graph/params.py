@@ -91,11 +91,16 @@ def layer_params_per_device(c, experts_counted=None):
     return (layer_params(c) - routed) / (pp * c["tp"]), counted / (pp * c["ep"] * expert_tp(c))
 
 
-def stage_params_per_device(c):
-    """``(replicated, experts)``: weights of the busiest pipeline stage held by one device — its
-    layers (:func:`layer_params_per_device`) plus the embedding and LM head (both on one stage
-    when ``pp == 1``, else the larger of them), split by ``tp``."""
-    ends = np.where(c["pp"] > 1, np.maximum(embedding_params(c), head_params(c)), embedding_params(c) + head_params(c))
+def stage_params_per_device(c, stage=None):
+    """``(replicated, experts)``: weights of a pipeline stage held by one device — its layers
+    (:func:`layer_params_per_device`) plus, split by ``tp``, the embedding on the first stage and
+    the final norm and LM head on the last. ``stage`` (array of stage indices) prices those
+    stages; by default the busiest one: both ends when ``pp == 1``, else the larger of them."""
+    embedding, head = embedding_params(c), head_params(c)
+    if stage is None:
+        ends = np.where(c["pp"] > 1, np.maximum(embedding, head), embedding + head)
+    else:
+        ends = np.where(stage == 0, embedding, 0.0) + np.where(stage == c["pp"] - 1, head, 0.0)
     replicated, experts = layer_params_per_device(c)
     return replicated + ends / c["tp"], experts
 

@@ -211,13 +211,21 @@ def layer_ops(c, p: Pass, moe: bool):
     return [*attention_ops(c, p), *mlp, layer_elementwise(c, p, moe)]
 
 
-def head_ops(c, p: Pass):
-    """Embedding lookup, final norm, LM head (vocab-parallel) and its logits gather."""
+def embedding_ops(c, p: Pass):
+    """Embedding lookup (first pipeline stage)."""
+    return [Elementwise("embedding", p.tokens * c["hidden"] * c["act_bytes"] * 2.0, 1.0)]
+
+
+def lm_head_ops(c, p: Pass):
+    """Final norm, LM head (vocab-parallel) and its logits gather (last pipeline stage)."""
     h, tp, act = c["hidden"], c["tp"], c["act_bytes"]
-    T = p.tokens
     return [
-        Elementwise("embedding", T * h * act * 2.0, 1.0),
         Elementwise("final_norm", p.logits_tokens * h * act * 2.0, 1.0),
         Gemm("lm_head", p.logits_tokens, c["vocab"] / tp, h),
         Comm("tp_logits", "all_gather", p.logits_tokens * c["vocab"] * 4.0, tp),
     ]
+
+
+def head_ops(c, p: Pass):
+    """Embedding lookup, final norm, LM head (vocab-parallel) and its logits gather."""
+    return [*embedding_ops(c, p), *lm_head_ops(c, p)]
