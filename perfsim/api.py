@@ -192,8 +192,10 @@ def sweep(**axes) -> pd.DataFrame:
         if name not in axes and not name.startswith("hardware."):
             continue
         values = [v if not isinstance(v, dict) else str(v) for v in axis.values]
-        if len(values) == 1:
-            columns[name] = pd.Series(np.repeat(np.array(values[:1], dtype=object), grid.n)).infer_objects()
+        if len(values) == 1 and isinstance(values[0], (bool, int, float)):
+            columns[name] = np.full(grid.n, values[0])
+        elif len(values) == 1:  # one label for every row: a categorical costs no per-row objects
+            columns[name] = pd.Categorical.from_codes(np.zeros(grid.n, dtype=np.int8), categories=[str(values[0])])
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             columns[name] = np.asarray(values)[axis.codes]
         else:
