@@ -11,7 +11,8 @@ import numpy as np
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.model import load_model
-from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_RUNTIME, load_runtime
+from perfsim.placement import offload_columns
+from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_RUNTIME, load_runtime
 
 _GIB = 2.0**30
 
@@ -30,6 +31,8 @@ _HW = {
     "host_link_gb_s": ("host_link_bw", 1e9), "host_link_efficiency": ("host_link_eff", 1.0),
     "host_memory_gib": ("host_memory_bytes", _GIB), "nvme_bandwidth_gb_s": ("nvme_bw", 1e9),
     "cpu_tflops": ("cpu_flops", 1e12), "cpu_memory_bandwidth_gb_s": ("cpu_bw", 1e9),
+    "cpu_memory_efficiency": ("cpu_mem_eff", 1.0), "nvme_write_bandwidth_gb_s": ("nvme_write_bw", 1e9),
+    "nvme_capacity_gib": ("nvme_capacity_bytes", _GIB), "nvme_direct": ("nvme_direct", 1.0),
     "active_w": ("active_w", 1.0), "matrix_w": ("matrix_w", 1.0), "memory_pj_per_byte": ("memory_j_per_byte", 1e-12),
     "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),
     "psu_efficiency": ("psu_efficiency", 1.0),
@@ -116,6 +119,15 @@ def build(grid) -> dict:
         use = (default > 0) & (grid.gather("mode", [float(m == "train") for m in modes]) > 0) \
             & (grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
         for key, value in fsdp.items():
+            c[key] = np.where(use, value, c[key])
+    # offloading plans: per-tier fraction columns (perfsim.placement); an offloaded inference plan
+    # that names no engine runs on the offloading one
+    c.update(offload_columns(grid))
+    if None in runtimes and "inference" in modes and np.any(c["offloaded"] > 0):
+        engine = load_runtime(DEFAULT_OFFLOAD_RUNTIME).columns()
+        use = (grid.gather("runtime", [float(r is None) for r in runtimes]) > 0) & (c["offloaded"] > 0) \
+            & (grid.gather("mode", [float(m == "inference") for m in modes]) > 0)
+        for key, value in engine.items():
             c[key] = np.where(use, value, c[key])
     zeros = grid.values("zero")
     given = grid.gather("zero", [np.nan if z is None else float(z) for z in zeros]) if zeros != [None] else np.nan

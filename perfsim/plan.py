@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.errors import InputError, unknown
+from perfsim.placement import canonical
 from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model
@@ -22,7 +23,6 @@ MODES = ("inference", "train")
 RECOMPUTE = ("none", "selective", "full")
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe")
 FINETUNE = ("full", "lora")
-TIERS = ("none", "cpu", "nvme")
 
 # argument -> (kind, default). kinds: int (>=1), pos (float > 0), frac, bool, choice tuple, special;
 # "unmodelled": named by the interface, rejected with a clear error until a cost model uses it
@@ -92,9 +92,7 @@ def check_value(name: str, value):
     if kind == "dtype":
         return check_dtype(value, name)
     if kind == "offload":
-        if value not in ("none", "gpu", "hbm"):
-            raise InputError(f"offloading to {value!r} is not modelled yet; only 'none' is", field=name)
-        return "none"
+        return canonical(value, name)
     if kind == "place":
         if not isinstance(value, dict):
             raise InputError("expected a mapping such as {decode_attention: pim}", field=name)
