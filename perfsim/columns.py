@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.placement import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.model import load_model
-from perfsim.placement import offload_columns
 from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_RUNTIME, load_runtime
 
 _GIB = 2.0**30

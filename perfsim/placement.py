@@ -119,10 +119,10 @@ def canonical(value, field: str = "offload") -> str:
     share = fractions(value, field)
     if share[0] == 1.0:
         return "none"
-    for tier, frac in zip(TIERS[1:], share[1:]):
+    for tier, frac in zip(TIERS[1:], share[1:], strict=True):
         if frac == 1.0:
             return tier
-    return ",".join(f"{t}={f:.12g}" for t, f in zip(TIERS, share) if f > 0.0)
+    return ",".join(f"{t}={f:.12g}" for t, f in zip(TIERS, share, strict=True) if f > 0.0)
 
 
 def offload_columns(grid) -> dict:

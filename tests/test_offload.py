@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given

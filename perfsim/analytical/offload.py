@@ -32,8 +32,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.cost.tiers import (devices_on_node, host_compute_time, host_memory_bandwidth, overlapped, tier_traffic,
-                                transfer_time)
+from perfsim.cost.tiers import (
+    devices_on_node,
+    host_compute_time,
+    host_memory_bandwidth,
+    overlapped,
+    tier_traffic,
+    transfer_time,
+)
 from perfsim.graph.transformer import kv_bytes_per_token
 
 _GIB = 2.0**30

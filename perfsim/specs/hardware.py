@@ -192,10 +192,10 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
     for key in ("gemm_max", "memory_max"):
         if not 0 < flat[key] <= 1:
             raise InputError(f"must be in (0, 1], got {flat[key]}", field=f"device.efficiency.{key}", file=path)
-    for key, field in (("host_link_efficiency", "node.host_link.efficiency"),
+    for key, where in (("host_link_efficiency", "node.host_link.efficiency"),
                        ("cpu_memory_efficiency", "node.cpu.memory_efficiency")):
         if not 0 < flat[key] <= 1:
-            raise InputError(f"must be in (0, 1], got {flat[key]}", field=field, file=path)
+            raise InputError(f"must be in (0, 1], got {flat[key]}", field=where, file=path)
     flat["nvme_direct"] = float(bool(values.get("node.nvme_direct", False)))
     _derive_power(flat, sources, path)
     pim = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.pim.")}

@@ -111,8 +111,9 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)
-    if values.get("cpu_attention_traffic", 1.0) < 1.0:
-        raise InputError(f"must be at least 1 (bytes moved per cached byte read), got {values['cpu_attention_traffic']}",
+    traffic = values.get("cpu_attention_traffic", 1.0)
+    if traffic < 1.0:
+        raise InputError(f"must be at least 1 (bytes moved per cached byte read), got {traffic}",
                          field="cpu_attention_traffic", file=path)
     return RuntimeSpec(name=values["name"], values=MappingProxyType(values))
 
