@@ -73,7 +73,7 @@ def estimate_inference(c):
     qkv_dev = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] / tp
     activations = seqs * prompt * (4.0 * h + qkv_dev + (2.0 + c["gated"]) * ffn_dev) * c["act_bytes"] \
         + seqs * c["vocab"] / tp * 4.0
-    tiers = offload.inference_memory(c, weights, kv, activations, offloaded["breakdown.decode.cpu_attention"])
+    tiers = offload.inference_memory(c, weights, kv, activations, offloaded)
     weights, kv, activations = (tiers["gpu"][k] for k in ("weights", "kv_cache", "activations"))
     other = c["fragmentation"] * activations + tiers["staging"]
     usable = c["capacity_bytes"] * c["gpu_memory_utilization"]
@@ -90,8 +90,8 @@ def estimate_inference(c):
                lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, "
                          f"{_at(usable, i) / _GIB:.1f} GiB usable (gpu_memory_utilization of "
                          f"{_at(c['capacity_bytes'], i) / _GIB:.1f} GiB)")]
-    tier_out, tier_checks = offload.tier_results(c, total, tiers["host"], tiers["nvme"])
-    out.update(offloaded)
+    tier_out, tier_checks = offload.tier_results(c, total, tiers)
+    out["breakdown.decode.cpu_attention"] = offloaded["breakdown.decode.cpu_attention"]
     out.update(tier_out)
     checks += tier_checks
     # work one device does per phase (prefill) or per step (decode), for the power model

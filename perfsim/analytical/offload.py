@@ -19,8 +19,13 @@ Where the engine can do both, the faster is taken; ``breakdown.decode.cpu_attent
 which (1: on the CPU). Engines with pageable host buffers (not pinned) stage every copy with
 the host thread, which then cannot compute attention at the same time.
 
-Training (ZeRO-Offload, Ren et al. ATC'21; ZeRO-Infinity, Rajbhandari et al. SC'21) is in
-:func:`train`.
+Training (ZeRO-Offload, Ren et al. ATC'21; ZeRO-Infinity, Rajbhandari et al. SC'21): see
+:func:`train_times`. An offloaded optimizer steps on the host CPU, its gradients leave the
+device during the backward and the updated 16-bit weights come back; offloaded weights are
+fetched layer by layer for the forward and again for the backward; offloaded activation
+checkpoints go out in the forward and come back in the backward. Transfers overlap the
+compute of their pass where the engine prefetches; the optimizer step does not overlap compute,
+but the host's share of it runs while the device steps its own (DeepSpeed's partial offload).
 
 Memory: the ``memory_per_device_gib`` keys hold what stays on the device (plus the double
 buffers the streamed layers pass through, under ``other``); ``offloaded_per_device_gib`` holds
@@ -144,7 +149,7 @@ def inference_times(c, prefill, decode, pre, dec, weights):
     # share host memory; pageable: the host thread stages copies and attends in turn
     shared = attention_bytes + host_bytes
     bandwidth = host_memory_bandwidth(c)
-    contended = np.where(bandwidth > 0, shared / np.where(bandwidth > 0, bandwidth, 1.0), np.inf)
+    contended = np.where(bandwidth > 0, shared / np.where(bandwidth > 0, bandwidth, 1.0), np.nan)
     on_host = np.where(c["host_pinned"] > 0,
                        np.maximum(overlapped(gpu_compute + host_s, t_host, layers, prefetch), contended),
                        host_s + overlapped(gpu_compute, t_host, layers, prefetch))
@@ -157,17 +162,19 @@ def inference_times(c, prefill, decode, pre, dec, weights):
     dec["offload_s"] = timed - (compute + moved)
     dec["transfer_s"] = np.where(use_host, t_host, t_dev)
     dec["total_s"] = dec["total_s"] + moved + dec["offload_s"]
-    return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0)}
+    return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0), "host_compute": (mode == 1) & (off > 0)}
 
 
-def inference_memory(c, weights, kv, activations, cpu_attention):
-    """Split one device's weights, KV cache and activations (bytes) over the tiers.
+def inference_memory(c, weights, kv, activations, timing):
+    """Split one device's weights, KV cache and activations (bytes) over the tiers; ``timing`` is
+    what :func:`inference_times` returned (where the decode attention runs).
 
     Returns a dict: ``gpu`` (the device-resident part of each kind), ``staging`` (device double
     buffers that streamed layers pass through: two layers of offloaded weights, and two layers
     of offloaded cache where attention runs on the device), ``host`` and ``nvme`` (bytes of each
     kind one device keeps there; ``host["other"]`` holds the bounce buffers of NVMe streams).
     """
+    cpu_attention = timing["breakdown.decode.cpu_attention"]
     layers = np.maximum(c["layers"] / c["pp"], 1.0)
     state = {"weights": (weights, "w"), "kv_cache": (kv, "kv"), "activations": (activations, "act")}
     gpu, host, nvme = {}, {}, {}
@@ -180,17 +187,20 @@ def inference_memory(c, weights, kv, activations, cpu_attention):
     bounce = 1.0 - c["nvme_direct"]
     host["other"] = 2.0 * bounce * weights / layers * wn + 2.0 * kv / layers * kn * np.where(cpu_attention > 0, 1.0,
                                                                                             bounce)
-    return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme}
+    return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": timing["host_compute"]}
 
 
-def tier_results(c, device_total, host, nvme):
+def tier_results(c, device_total, tiers):
     """Result keys and feasibility checks of the host and NVMe tiers.
 
-    ``host`` and ``nvme`` map kinds of state to bytes one device keeps there. A node's devices
-    share its host memory (``host_memory_gib``) and NVMe (``nvme_capacity_gib``, unchecked where the
-    spec does not give it); a plan that overflows either, or offloads to a tier the spec lacks, is
-    infeasible with the tier named.
+    ``tiers["host"]`` and ``tiers["nvme"]`` map kinds of state to bytes one device keeps there;
+    ``tiers["host_compute"]`` (optional) marks rows whose plan computes on the host CPU. A node's
+    devices share its host memory (``host_memory_gib``) and NVMe (``nvme_capacity_gib``, unchecked
+    where the spec does not give it); a plan that overflows either, offloads to a tier the spec
+    lacks, or computes on a host CPU the spec does not describe, is infeasible with
+    the tier named.
     """
+    host, nvme = tiers["host"], tiers["nvme"]
     per_node = devices_on_node(c)
     host_total = sum(host.values())
     nvme_total = sum(nvme.values())
@@ -209,6 +219,9 @@ def tier_results(c, device_total, host, nvme):
         (uses_host & (c["host_link_bw"] <= 0), "no host link to offload over (node.host_link in the hardware spec)",
          None),
         (uses_nvme & (c["nvme_bw"] <= 0), "no nvme tier in the hardware spec (node.nvme_bandwidth_gb_s)", None),
+        (np.asarray(tiers.get("host_compute", False)) & ((c["cpu_bw"] <= 0) | (c["cpu_flops"] <= 0)),
+         "host compute on the cpu tier (optimizer step, attention) needs the host CPU's numbers (node.cpu in the "
+         "hardware spec)", None),
         (uses_host & (host_node > cap_host), "cpu tier overflows: host memory is too small",
          lambda i: f"cpu tier overflows: {_at(host_node, i) / _GIB:.1f} GiB of host memory needed per node, "
                    f"{_at(cap_host, i) / _GIB:.1f} GiB in node.host_memory_gib"),
@@ -222,3 +235,115 @@ def tier_results(c, device_total, host, nvme):
 def _at(value, i):
     value = np.asarray(value)
     return float(value if value.ndim == 0 else value[i])
+
+
+#: floating-point operations of one Adam update per parameter (moments, bias corrections, square
+#: root, division, weight decay, the 16-bit copy): DeepSpeed's vectorised CPU Adam does about a
+#: dozen per element (csrc/adam/cpu_adam_impl.h, Step_AVX)
+_ADAM_FLOPS = 12.0
+
+
+def train_times(c, *, weight_bytes, grad_bytes, optimizer_params, state_bytes, activation_bytes, forward_s,
+                backward_s, micro_batches, optimizer_traffic, device_optimizer_s):
+    """Exposed time of an offloaded training step and where it goes.
+
+    Parameters
+    ----------
+    c : dict
+        Columns (fractions ``w_``, ``grad_``, ``opt_``, ``act_frac_*``; engine and tier columns).
+    weight_bytes, grad_bytes : array_like
+        Weight and gradient bytes per device after ZeRO sharding.
+    optimizer_params : array_like
+        Parameters whose optimizer state the device owns.
+    state_bytes : array_like
+        Optimizer-state bytes per parameter (fp32 master weights and two moments: 12).
+    activation_bytes : array_like
+        Activations one micro-batch keeps for its backward (bytes).
+    forward_s, backward_s : array_like
+        Compute of one micro-batch's forward and backward on one stage (s).
+    micro_batches : array_like
+        Micro-batches per step.
+    optimizer_traffic : float
+        Bytes the Adam step moves per parameter (the same wherever it runs).
+    device_optimizer_s : array_like
+        The optimizer step of all the device's parameters on the device (s).
+
+    Returns
+    -------
+    dict
+        ``optimizer_s`` (the device's share of the optimizer step), ``host_optimizer_s`` (the
+        host's Adam step with its NVMe and weight-return streams; it runs while the device steps
+        its own share, as DeepSpeed's partial offload does), ``offload_s`` (exposed transfers
+        per step plus the host step beyond the device's) and ``transfer_s`` (all transfer time of
+        the step, hidden or not).
+    """
+    layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    prefetch = c["offload_prefetch"]
+    _, wc, wn = _fractions(c, "w")
+    _, gc, gn = _gradient_fractions(c)
+    og, oc, on = _fractions(c, "opt")
+    _, ac, an = _fractions(c, "act")
+    every_micro = c["zero"] >= 2  # ZeRO-2/3 reduce (and move) gradients every micro-batch
+    grads_micro = np.where(every_micro, grad_bytes, 0.0)
+    grads_step = np.where(every_micro, 0.0, grad_bytes)
+    # forward: fetch offloaded weights, send activation checkpoints out
+    t_fwd, _ = _streams(c, load_cpu=weight_bytes * wc, load_nvme=weight_bytes * wn,
+                        store_cpu=activation_bytes * ac, store_nvme=activation_bytes * an)
+    # backward: fetch weights again and the checkpoints back, send gradients out
+    t_bwd, _ = _streams(c, load_cpu=weight_bytes * wc + activation_bytes * ac,
+                        load_nvme=weight_bytes * wn + activation_bytes * an,
+                        store_cpu=grads_micro * gc, store_nvme=grads_micro * gn)
+    exposed_micro = (overlapped(forward_s, t_fwd, layers, prefetch) - forward_s
+                     + overlapped(backward_s, t_bwd, layers, prefetch) - backward_s)
+    # step: remaining gradients out, the host Adam step (states streamed from NVMe where they
+    # live there) and the updated 16-bit weights back, pipelined in chunks (ZeRO-Infinity)
+    off = oc + on
+    host_params = optimizer_params * off
+    adam = host_compute_time(c, host_params * _ADAM_FLOPS, host_params * optimizer_traffic)
+    adam = np.where(host_params > 0, adam, 0.0)
+    returned = optimizer_params * off * c["w_bytes"] * (1.0 - wc - wn)
+    # (a device optimizer reads offloaded gradients back)
+    t_states, _ = _streams(c, store_cpu=grads_step * gc, store_nvme=grads_step * gn,
+                           load_cpu=returned + grad_bytes * gc * og, load_nvme=grad_bytes * gn * og)
+    nvme_states = optimizer_params * on * state_bytes
+    t_nvme = transfer_time(c, nvme_read=nvme_states, nvme_write=nvme_states, host=2.0 * nvme_states)
+    host_step = np.maximum(np.maximum(adam, t_nvme), t_states)
+    device_step = device_optimizer_s * og
+    offload_s = micro_batches * exposed_micro + np.maximum(host_step - device_step, 0.0)
+    return {"optimizer_s": device_step, "host_optimizer_s": host_step, "offload_s": offload_s,
+            "transfer_s": micro_batches * (t_fwd + t_bwd) + np.maximum(t_states, t_nvme)}
+
+
+def _gradient_fractions(c):
+    """``(gpu, cpu, nvme)`` shares of the gradients: those ``offload_grads`` places off the device,
+    and at least the gradients of an offloaded optimizer, which the host steps with (ZeRO-Offload
+    keeps them in host memory; the device holds only reduction buckets)."""
+    _, gc, gn = _fractions(c, "grad")
+    _, oc, on = _fractions(c, "opt")
+    off = np.maximum(gc + gn, oc + on)
+    return 1.0 - off, off - gn, gn
+
+
+def train_memory(c, weights, grads, optimizer, activations, optimizer_params):
+    """Split one device's training state (bytes) over the tiers, as :func:`inference_memory`.
+
+    Device staging: two layers of streamed weights, gradients and activation checkpoints (double
+    buffers). Host extras (``other``): the widening of the gradients an offloaded optimizer steps
+    with to fp32 (DeepSpeed's CPU Adam reads fp32 gradients), and double buffers of optimizer
+    state streamed from NVMe.
+    """
+    layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    shares = {"weights": _fractions(c, "w"), "gradients": _gradient_fractions(c), "optimizer": _fractions(c, "opt"),
+              "activations": _fractions(c, "act")}
+    amounts = {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations}
+    gpu, host, nvme = {}, {}, {}
+    staging = 0.0
+    for kind, (g, h, n) in shares.items():
+        amount = amounts[kind]
+        gpu[kind], host[kind], nvme[kind] = amount * g, amount * h, amount * n
+        if kind != "optimizer":
+            staging = staging + 2.0 * amount / layers * (h + n)
+    _, oc, on = _fractions(c, "opt")
+    widening = np.maximum(4.0 - c["grad_bytes"], 0.0)
+    host["other"] = optimizer_params * (oc + on) * widening + 2.0 * optimizer / layers * on
+    return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": (oc + on) > 0}

@@ -36,11 +36,11 @@ def devices_on_node(c):
 
 
 def _over(amount, rate):
-    """``amount / rate``: 0 where nothing moves, infinite where there is no path (rate 0)."""
+    """``amount / rate``: 0 where nothing moves, NaN (unknown) where there is no path (rate 0);
+    the plan's feasibility checks name the missing tier."""
     amount = np.asarray(amount, dtype=float)
     rate = np.asarray(rate, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(rate > 0, amount / np.where(rate > 0, rate, 1.0), np.inf)
+    t = np.where(rate > 0, amount / np.where(rate > 0, rate, 1.0), np.nan)
     return np.where(amount > 0, t, 0.0)
 
 
@@ -76,7 +76,7 @@ def transfer_time(c, *, h2d=0.0, d2h=0.0, nvme_read=0.0, nvme_write=0.0, host=0.
     Returns
     -------
     ndarray
-        Seconds; infinite where bytes must cross a path the spec does not have.
+        Seconds; NaN where bytes must cross a path the spec does not have.
 
     Examples
     --------
@@ -108,7 +108,7 @@ def tier_traffic(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.
 
 def host_compute_time(c, flops, moved_bytes, sharing=None):
     """Roofline time (s) of host-CPU work for one device: FLOPs at the node's fp32 rate and bytes
-    at its host memory bandwidth, both shared by ``sharing`` devices; infinite without a CPU spec.
+    at its host memory bandwidth, both shared by ``sharing`` devices; NaN without a CPU spec.
 
     >>> c = dict(cpu_flops=2e12, cpu_bw=100e9, cpu_mem_eff=0.8, devices_per_node=1.0)
     >>> float(host_compute_time(c, 1e9, 8e9, sharing=1.0))  # memory-bound: 8 GB at 80 GB/s
@@ -130,8 +130,8 @@ def overlapped(compute, transfer, chunks, prefetch):
     (11.0, 14.0)
     """
     chunks = np.maximum(chunks, 1.0)
-    with np.errstate(invalid="ignore"):  # an infinite transfer (no path) stays infinite
+    with np.errstate(invalid="ignore"):
         hidden = np.maximum(compute, transfer) + np.minimum(compute, transfer) / chunks
         serial = compute + transfer
         blended = np.where(prefetch >= 1.0, hidden, prefetch * hidden + (1.0 - prefetch) * serial)
-    return np.where(np.asarray(transfer) > 0, blended, compute)
+    return np.where(~(np.asarray(transfer) <= 0), blended, compute)  # NaN (no path) stays unknown
