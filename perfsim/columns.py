@@ -134,9 +134,13 @@ def build(grid) -> dict:
     c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default
     c["launch_s"] = np.where(c["runtime_launch_us"] >= 0, c["runtime_launch_us"] * 1e-6, c["device_launch_s"])
 
-    for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "micro_batch", "batch", "prompt_len",
+    for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "batch", "prompt_len",
                  "gen_len", "lora_rank"):
         c[name] = grid.gather(name, grid.values(name))
+    # micro_batch: sequences per micro-batch in training (1 when not given); in inference, the GPU
+    # batch of an offloading engine's block (FlexGen), NaN (the whole batch) when not given
+    c["gpu_batch"] = _optional(grid, "micro_batch")
+    c["micro_batch"] = np.where(np.isnan(c["gpu_batch"]), 1.0, c["gpu_batch"])
     c["sp"] = grid.gather("sp", [float(v) for v in grid.values("sp")])
     c["gpu_memory_utilization"] = grid.gather("gpu_memory_utilization", grid.values("gpu_memory_utilization"))
     c["train"] = grid.gather("mode", [1.0 if m == "train" else 0.0 for m in modes])

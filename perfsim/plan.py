@@ -42,7 +42,7 @@ ARGUMENTS = {
     "schedule": (SCHEDULES, "1f1b"),
     "virtual_stages": ("int", 1),
     "recompute": (RECOMPUTE, "none"),
-    "seq_len": ("int", 2048), "global_batch": ("int", None), "micro_batch": ("int", 1),
+    "seq_len": ("int", 2048), "global_batch": ("int", None), "micro_batch": ("int", None),
     "batch": ("int", 1), "prompt_len": ("int", 2048), "gen_len": ("int", 256),
     "runtime": ("runtime", None),
     "gpu_memory_utilization": ("frac", 0.9),

@@ -326,3 +326,15 @@ def test_sweep_of_training_offload_plans_matches_single_estimates():
         one = perfsim.estimate(**TRAIN, offload_optimizer=plan)
         assert df.loc[i, "step_time_s"] == pytest.approx(one["step_time_s"], rel=1e-12)
         assert bool(df.loc[i, "feasible"]) == one["feasible"]
+
+
+def test_gpu_batches_of_a_block_overlap_the_weight_load_with_the_first_only():
+    """FlexGen's block of ``batch`` sequences in GPU batches of ``micro_batch``: the next layer's
+    weights load while only the first GPU batch computes, and the device holds one GPU batch's
+    activations."""
+    plan = dict(INFER, offload_weights="cpu", offload_kv="cpu", batch=64, runtime="flexgen")
+    whole, split = perfsim.estimate(**plan), perfsim.estimate(**plan, micro_batch=16)
+    assert split["tpot_s"] >= whole["tpot_s"]
+    assert split["memory_per_device_gib"]["activations"] == pytest.approx(
+        whole["memory_per_device_gib"]["activations"] / 4)
+    assert perfsim.estimate(**plan, micro_batch=64) == whole

@@ -8,7 +8,10 @@ and serves the whole batch (FlexGen's zig-zag block schedule: one weight load pe
 every GPU batch of the block), so a large batch amortises it. Per layer, the next layer's
 transfer overlaps the current layer's compute where the engine prefetches
 (:func:`perfsim.cost.tiers.overlapped`): the pass takes ``max(compute, transfer)`` per layer
-plus the first layer's transfer. Offloaded KV cache is either
+plus the first layer's transfer. A block split into GPU batches (``micro_batch`` sequences each,
+FlexGen's gpu batch) overlaps the next layer's load with the first GPU batch only, as FlexGen's
+loop syncs after every (layer, GPU batch) step; the device holds one GPU batch's activations at a
+time. Compute is priced for the whole batch at once. Offloaded KV cache is either
 
 * loaded to the device every decode step (the cached keys and values cross the host link), or
 * read in place by attention on the host CPU (FlexGen's CPU delegation, ZeRO-Inference's KV
@@ -78,6 +81,14 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     return transfer_time(c, **t) + staging, t["host"]
 
 
+def _gpu_batches(c, seqs):
+    """GPU batches of one replica's block in an offloaded plan: ``micro_batch`` sequences each
+    (FlexGen's gpu batch; the whole batch when not given). FlexGen syncs after each (layer, GPU
+    batch) step, so the next layer's weights load while only the first GPU batch computes."""
+    per_batch = np.where(np.isnan(c["gpu_batch"]) | (c["offloaded"] <= 0), seqs, np.minimum(c["gpu_batch"], seqs))
+    return np.ceil(seqs / np.maximum(per_batch, 1.0))
+
+
 def inference_times(c, prefill, decode, pre, dec, weights):
     """Add offloading to one replica's prefill (``pre``) and mean decode step (``dec``) in place.
 
@@ -102,7 +113,7 @@ def inference_times(c, prefill, decode, pre, dec, weights):
         cache runs on the host CPU, else 0.
     """
     layers = c["layers"] / c["pp"]
-    prefetch = c["offload_prefetch"]
+    prefetch = c["offload_prefetch"] / _gpu_batches(c, decode.seqs)
     _, wc, wn = _fractions(c, "w")
     _, kc, kn = _fractions(c, "kv")
     _, ac, an = _fractions(c, "act")
@@ -162,7 +173,8 @@ def inference_times(c, prefill, decode, pre, dec, weights):
     dec["offload_s"] = timed - (compute + moved)
     dec["transfer_s"] = np.where(use_host, t_host, t_dev)
     dec["total_s"] = dec["total_s"] + moved + dec["offload_s"]
-    return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0), "host_compute": (mode == 1) & (off > 0)}
+    return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0), "host_compute": (mode == 1) & (off > 0),
+            "gpu_batches": _gpu_batches(c, decode.seqs)}
 
 
 def inference_memory(c, weights, kv, activations, timing):
@@ -176,6 +188,7 @@ def inference_memory(c, weights, kv, activations, timing):
     """
     cpu_attention = timing["breakdown.decode.cpu_attention"]
     layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    activations = activations / timing["gpu_batches"]  # the working set of one GPU batch at a time
     state = {"weights": (weights, "w"), "kv_cache": (kv, "kv"), "activations": (activations, "act")}
     gpu, host, nvme = {}, {}, {}
     for kind, (amount, prefix) in state.items():

@@ -118,20 +118,23 @@ def host_compute_time(c, flops, moved_bytes, sharing=None):
     return np.maximum(_over(flops, c["cpu_flops"] / sharing), _over(moved_bytes, host_memory_bandwidth(c, sharing)))
 
 
-def overlapped(compute, transfer, chunks, prefetch):
+def overlapped(compute, transfer, chunks, window):
     """Time of ``chunks`` equal steps (layers) whose transfers are prefetched one step ahead.
 
-    With prefetching (double buffering: chunk ``i + 1`` loads while chunk ``i`` computes) the
-    first load and the last compute stand alone and the steps between take the longer of the
-    two: ``t + (n - 1) · max(c, t) + c`` for per-chunk times ``c`` and ``t``; without it,
-    transfers and compute take turns (``C + T``). ``prefetch`` in [0, 1] blends the two.
+    Chunk ``i + 1`` loads while the first ``window`` share of chunk ``i``'s compute runs (double
+    buffering: ``window = 1``; an engine that syncs after each of ``n`` GPU batches of a layer
+    overlaps the next layer's load with the first batch only: ``1 / n``; no prefetch: 0). The
+    first load and the last compute stand alone:
+
+        T/n + C/n + (n - 1)/n · (max(T, window · C) + (1 - window) · C)
+
+    for totals ``C`` and ``T`` over ``n`` chunks: ``max(C, T) + min(C, T) / n`` with full
+    overlap, ``C + T`` with none.
 
     >>> float(overlapped(10.0, 4.0, 4, 1.0)), float(overlapped(10.0, 4.0, 4, 0.0))
     (11.0, 14.0)
     """
     chunks = np.maximum(chunks, 1.0)
-    with np.errstate(invalid="ignore"):
-        hidden = np.maximum(compute, transfer) + np.minimum(compute, transfer) / chunks
-        serial = compute + transfer
-        blended = np.where(prefetch >= 1.0, hidden, prefetch * hidden + (1.0 - prefetch) * serial)
-    return np.where(~(np.asarray(transfer) <= 0), blended, compute)  # NaN (no path) stays unknown
+    steady = np.maximum(transfer, window * compute) + (1.0 - window) * compute
+    timed = (transfer + compute) / chunks + (chunks - 1.0) / chunks * steady
+    return np.where(~(np.asarray(transfer) <= 0), timed, compute)  # NaN (no path) stays unknown
