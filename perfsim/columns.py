@@ -112,23 +112,22 @@ def build(grid) -> dict:
     table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]
     for key in table[0][0]:
         c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
-    if None in runtimes and "train" in modes and 3 in grid.values("zero"):
-        # the default engine of a fully sharded training plan is an FSDP one
-        fsdp = load_runtime(DEFAULT_FSDP_RUNTIME).columns()
-        default = grid.gather("runtime", [float(r is None) for r in runtimes])
-        use = (default > 0) & (grid.gather("mode", [float(m == "train") for m in modes]) > 0) \
-            & (grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
-        for key, value in fsdp.items():
-            c[key] = np.where(use, value, c[key])
-    # offloading plans: per-tier fraction columns (perfsim.placement); an offloaded inference plan
-    # that names no engine runs on the offloading one
-    c.update(offload_columns(grid))
-    if None in runtimes and "inference" in modes and np.any(c["offloaded"] > 0):
-        engine = load_runtime(DEFAULT_OFFLOAD_RUNTIME).columns()
-        use = (grid.gather("runtime", [float(r is None) for r in runtimes]) > 0) & (c["offloaded"] > 0) \
-            & (grid.gather("mode", [float(m == "inference") for m in modes]) > 0)
-        for key, value in engine.items():
-            c[key] = np.where(use, value, c[key])
+    c.update(offload_columns(grid))  # offloading plans: per-tier fraction columns (perfsim.placement)
+
+    def default_engine(name, mode, where):
+        """Rows of ``mode`` that name no engine and satisfy ``where`` run on engine ``name``."""
+        if None not in runtimes or mode not in modes:
+            return
+        use = (grid.gather("runtime", [float(r is None) for r in runtimes]) > 0) \
+            & (grid.gather("mode", [float(m == mode) for m in modes]) > 0) & where
+        if np.any(use):
+            for key, value in load_runtime(name).columns().items():
+                c[key] = np.where(use, value, c[key])
+
+    # the default engine of a fully sharded training plan is an FSDP one, that of an offloaded
+    # inference plan an offloading one
+    default_engine(DEFAULT_FSDP_RUNTIME, "train", grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
+    default_engine(DEFAULT_OFFLOAD_RUNTIME, "inference", c["offloaded"] > 0)
     zeros = grid.values("zero")
     given = grid.gather("zero", [np.nan if z is None else float(z) for z in zeros]) if zeros != [None] else np.nan
     c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default
