@@ -42,6 +42,7 @@ import numpy as np
 
 from perfsim.cost.tiers import (
     devices_on_node,
+    duration,
     host_compute_time,
     host_memory_bandwidth,
     overlapped,
@@ -51,7 +52,6 @@ from perfsim.cost.tiers import (
 from perfsim.graph.transformer import kv_bytes_per_token
 
 _GIB = 2.0**30
-_KINDS = {"w": "weights", "kv": "kv_cache", "act": "activations", "grad": "gradients", "opt": "optimizer"}
 
 
 def _fractions(c, prefix):
@@ -77,7 +77,7 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     staged = (1.0 - c["host_pinned"]) * 2.0 * (load_cpu + store_cpu)
     t["host"] = t["host"] + staged
     bandwidth = host_memory_bandwidth(c)
-    staging = np.where(bandwidth > 0, staged / np.where(bandwidth > 0, bandwidth, 1.0), 0.0)
+    staging = np.where(bandwidth > 0, duration(staged, bandwidth), 0.0)  # (unknown host memory: not priced)
     return transfer_time(c, **t) + staging, t["host"]
 
 
@@ -159,8 +159,7 @@ def inference_times(c, prefill, decode, pre, dec, weights):
     # pinned: host attention, device compute and DMA overlap, but the attention and the DMA
     # share host memory; pageable: the host thread stages copies and attends in turn
     shared = attention_bytes + host_bytes
-    bandwidth = host_memory_bandwidth(c)
-    contended = np.where(bandwidth > 0, shared / np.where(bandwidth > 0, bandwidth, 1.0), np.nan)
+    contended = duration(shared, host_memory_bandwidth(c))
     on_host = np.where(c["host_pinned"] > 0,
                        np.maximum(overlapped(gpu_compute + host_s, t_host, layers, prefetch), contended),
                        host_s + overlapped(gpu_compute, t_host, layers, prefetch))

@@ -35,7 +35,7 @@ def devices_on_node(c):
     return np.maximum(np.minimum(c["num_devices"], c["devices_per_node"]), 1.0)
 
 
-def _over(amount, rate):
+def duration(amount, rate):
     """``amount / rate``: 0 where nothing moves, NaN (unknown) where there is no path (rate 0);
     the plan's feasibility checks name the missing tier."""
     amount = np.asarray(amount, dtype=float)
@@ -90,11 +90,11 @@ def transfer_time(c, *, h2d=0.0, d2h=0.0, nvme_read=0.0, nvme_write=0.0, host=0.
     sharing = devices_on_node(c) if sharing is None else sharing
     link = host_link_bandwidth(c)
     write_bw = np.where(c["nvme_write_bw"] > 0, c["nvme_write_bw"], c["nvme_bw"])
-    nvme = _over(nvme_read, c["nvme_bw"] / sharing) + _over(nvme_write, write_bw / sharing)
+    nvme = duration(nvme_read, c["nvme_bw"] / sharing) + duration(nvme_write, write_bw / sharing)
     mem_bw = host_memory_bandwidth(c, sharing)
     # DMA needs no CPU spec: host memory only limits where the spec says how fast it is
-    memory = np.where(mem_bw > 0, _over(host, mem_bw), 0.0)
-    return np.maximum(np.maximum(_over(h2d, link), _over(d2h, link)), np.maximum(nvme, memory))
+    memory = np.where(mem_bw > 0, duration(host, mem_bw), 0.0)
+    return np.maximum(np.maximum(duration(h2d, link), duration(d2h, link)), np.maximum(nvme, memory))
 
 
 def tier_traffic(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0):
@@ -115,7 +115,8 @@ def host_compute_time(c, flops, moved_bytes, sharing=None):
     0.1
     """
     sharing = devices_on_node(c) if sharing is None else sharing
-    return np.maximum(_over(flops, c["cpu_flops"] / sharing), _over(moved_bytes, host_memory_bandwidth(c, sharing)))
+    memory = duration(moved_bytes, host_memory_bandwidth(c, sharing))
+    return np.maximum(duration(flops, c["cpu_flops"] / sharing), memory)
 
 
 def overlapped(compute, transfer, chunks, window):
