@@ -15,6 +15,7 @@ from perfsim.columns import hardware_columns
 from perfsim.core import evaluate, evaluate_columns
 from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
 from perfsim.cost.roofline import gemm_efficiency, gemm_time
+from perfsim.cost.tiers import tier_traffic, transfer_time
 from perfsim.errors import InputError, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
@@ -294,30 +295,37 @@ def collective(hardware, op: str, size_bytes, num_devices, algorithm: str = "aut
 def memcpy(hardware, size_bytes, src: str, dst: str) -> dict:
     """Copy ``size_bytes`` between memory tiers: ``{time_s, bandwidth_gb_s}``.
 
-    ``bandwidth_gb_s`` counts bytes read plus bytes written for an on-device copy (hbm → hbm,
-    as STREAM does) and bytes moved for a transfer between tiers.
+    ``bandwidth_gb_s`` counts bytes read plus bytes written for a copy inside one tier (hbm → hbm,
+    as STREAM does; cpu → cpu; nvme → nvme) and bytes moved for a transfer between tiers. Paths
+    between tiers are priced by :func:`perfsim.cost.tiers.transfer_time`, the formula the
+    offloading models use: the host link per direction, the node's NVMe (reads and writes), and
+    host memory (NVMe data bounces through it unless the node has a direct path).
     """
     for name, tier in (("src", src), ("dst", dst)):
         if tier not in TIERS:
             raise unknown("memory tier", tier, TIERS, field=name)
     if isinstance(size_bytes, bool) or not isinstance(size_bytes, (int, np.integer)) or size_bytes < 1:
         raise InputError(f"expected a whole number >= 1, got {size_bytes!r}", field="size_bytes")
-    spec, overrides, _ = _hw_columns(hardware)
-    v = spec.values
-    launch = v["kernel_launch_us"] * 1e-6
-    pair = {src, dst}
-    if pair == {"hbm"}:
-        moved = 2.0 * size_bytes
-        bw = overrides.get("hbm_bandwidth_gb_s", v["hbm_bandwidth_gb_s"]) * 1e9 * v["memory_max"]
-    elif pair == {"hbm", "cpu"} or pair == {"cpu"}:
-        moved = float(size_bytes)
-        bw = overrides.get("host_link_gb_s", v["host_link_gb_s"]) * 1e9 * v["host_link_efficiency"]
-    else:  # nvme involved: the node's NVMe bandwidth, shared by its devices
-        moved = float(size_bytes)
-        bw = overrides.get("nvme_bandwidth_gb_s", v["nvme_bandwidth_gb_s"]) * 1e9
-    if bw <= 0:
-        raise InputError(f"{spec.name} has no bandwidth for {src} -> {dst}", field="hardware")
-    t = moved / bw + launch
+    spec, _, c = _hw_columns(hardware)
+    launch = spec["kernel_launch_us"] * 1e-6
+    size = float(size_bytes)
+    if src == dst == "hbm":
+        moved = 2.0 * size
+        t = moved / (c["hbm_bw"] * spec["memory_max"])
+    else:
+        paths = {
+            ("cpu", "hbm"): tier_traffic(c, load_cpu=size), ("hbm", "cpu"): tier_traffic(c, store_cpu=size),
+            ("nvme", "hbm"): tier_traffic(c, load_nvme=size), ("hbm", "nvme"): tier_traffic(c, store_nvme=size),
+            ("nvme", "cpu"): dict(nvme_read=size, host=size), ("cpu", "nvme"): dict(nvme_write=size, host=size),
+            ("cpu", "cpu"): dict(host=2.0 * size), ("nvme", "nvme"): dict(nvme_read=size, nvme_write=size),
+        }
+        moved = 2.0 * size if src == dst else size
+        t = float(transfer_time(c, sharing=1.0, **paths[(src, dst)]))
+        if src == dst == "cpu" and not c["cpu_bw"] > 0:
+            t = math.inf
+    if not (math.isfinite(t) and t > 0):
+        raise InputError(f"{spec.name} has no bandwidth for {src} -> {dst} in its spec", field="hardware")
+    t += launch
     return {"time_s": t, "bandwidth_gb_s": moved / t / 1e9}
 
 

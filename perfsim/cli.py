@@ -148,8 +148,9 @@ def _table(result: dict) -> str:
         lines.append("")
         lines.append(f"{'where the time goes':<22}{'prefill':>12}{'decode step':>14}")
         pre, dec = result["breakdown"]["prefill"], result["breakdown"]["decode"]
+        offloading = any((pre.get(k) or 0) > 0 or (dec.get(k) or 0) > 0 for k in ("offload_s", "host_attention_s"))
         for key in ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s",
-                    "total_s"):
+                    *(("host_attention_s", "offload_s") if offloading else ()), "total_s"):
             lines.append(f"  {key[:-2].replace('_', ' '):<20}{_fmt_s(pre[key]):>12}{_fmt_s(dec[key]):>14}")
         lines.append(f"  {'(memory-bound part)':<20}{_fmt_s(pre['memory_bound_s']):>12}"
                      f"{_fmt_s(dec['memory_bound_s']):>14}")
@@ -160,6 +161,11 @@ def _table(result: dict) -> str:
     lines.append("memory per device (GiB)")
     for key, value in result["memory_per_device_gib"].items():
         lines.append(f"  {key:<20}{_fmt(value, '10.2f')}")
+    tiers = result.get("memory_per_tier_gib") or {}
+    if (tiers.get("cpu") or 0) > 0 or (tiers.get("nvme") or 0) > 0:
+        lines.append("memory per tier (GiB)")
+        for key, where in (("gpu", "per device"), ("cpu", "per node"), ("nvme", "per node")):
+            lines.append(f"  {key:<20}{_fmt(tiers.get(key), '10.2f')}  {where}")
     return "\n".join(lines)
 
 
@@ -187,6 +193,9 @@ def _plan_options(fn):
         click.option("--train-tokens", type=str, default=None),
         click.option("--capacity-factor", type=str, default=None,
                      help="MoE expert capacity factor (padded, token-dropping routing); default dropless"),
+        *(click.option(f"--offload-{kind}", f"offload_{kind}", default=None,
+                       help=f"where the {kind} live: none, cpu, nvme or fractions like gpu=0.2,cpu=0.8")
+          for kind in ("weights", "optimizer", "grads", "activations", "kv")),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
     ]
     for name in _INT_OPTIONS:

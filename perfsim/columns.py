@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.placement import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, split_whatif
 from perfsim.specs.model import load_model
-from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_RUNTIME, load_runtime
+from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_RUNTIME, load_runtime
 
 _GIB = 2.0**30
 
@@ -30,6 +31,8 @@ _HW = {
     "host_link_gb_s": ("host_link_bw", 1e9), "host_link_efficiency": ("host_link_eff", 1.0),
     "host_memory_gib": ("host_memory_bytes", _GIB), "nvme_bandwidth_gb_s": ("nvme_bw", 1e9),
     "cpu_tflops": ("cpu_flops", 1e12), "cpu_memory_bandwidth_gb_s": ("cpu_bw", 1e9),
+    "cpu_memory_efficiency": ("cpu_mem_eff", 1.0), "nvme_write_bandwidth_gb_s": ("nvme_write_bw", 1e9),
+    "nvme_capacity_gib": ("nvme_capacity_bytes", _GIB), "nvme_direct": ("nvme_direct", 1.0),
     "active_w": ("active_w", 1.0), "matrix_w": ("matrix_w", 1.0), "memory_pj_per_byte": ("memory_j_per_byte", 1e-12),
     "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),
     "psu_efficiency": ("psu_efficiency", 1.0),
@@ -109,14 +112,22 @@ def build(grid) -> dict:
     table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]
     for key in table[0][0]:
         c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
-    if None in runtimes and "train" in modes and 3 in grid.values("zero"):
-        # the default engine of a fully sharded training plan is an FSDP one
-        fsdp = load_runtime(DEFAULT_FSDP_RUNTIME).columns()
-        default = grid.gather("runtime", [float(r is None) for r in runtimes])
-        use = (default > 0) & (grid.gather("mode", [float(m == "train") for m in modes]) > 0) \
-            & (grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
-        for key, value in fsdp.items():
-            c[key] = np.where(use, value, c[key])
+    c.update(offload_columns(grid))  # offloading plans: per-tier fraction columns (perfsim.placement)
+
+    def default_engine(name, mode, where):
+        """Rows of ``mode`` that name no engine and satisfy ``where`` run on engine ``name``."""
+        if None not in runtimes or mode not in modes:
+            return
+        use = (grid.gather("runtime", [float(r is None) for r in runtimes]) > 0) \
+            & (grid.gather("mode", [float(m == mode) for m in modes]) > 0) & where
+        if np.any(use):
+            for key, value in load_runtime(name).columns().items():
+                c[key] = np.where(use, value, c[key])
+
+    # the default engine of a fully sharded training plan is an FSDP one, that of an offloaded
+    # inference plan an offloading one
+    default_engine(DEFAULT_FSDP_RUNTIME, "train", grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
+    default_engine(DEFAULT_OFFLOAD_RUNTIME, "inference", c["offloaded"] > 0)
     # attention kernels tuned per architecture family: the runtime's figure for this device's family
     family = grid.gather("hardware", [float(FAMILIES.index(s.family)) for s in specs])
     attention_eff = c["attention_eff"]
@@ -129,9 +140,13 @@ def build(grid) -> dict:
     c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default
     c["launch_s"] = np.where(c["runtime_launch_us"] >= 0, c["runtime_launch_us"] * 1e-6, c["device_launch_s"])
 
-    for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "micro_batch", "batch", "prompt_len",
+    for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "batch", "prompt_len",
                  "gen_len", "lora_rank"):
         c[name] = grid.gather(name, grid.values(name))
+    # micro_batch: sequences per micro-batch in training (1 when not given); in inference, the GPU
+    # batch of an offloading engine's block (FlexGen), NaN (the whole batch) when not given
+    c["gpu_batch"] = _optional(grid, "micro_batch")
+    c["micro_batch"] = np.where(np.isnan(c["gpu_batch"]), 1.0, c["gpu_batch"])
     c["sp"] = grid.gather("sp", [float(v) for v in grid.values("sp")])
     c["gpu_memory_utilization"] = grid.gather("gpu_memory_utilization", grid.values("gpu_memory_utilization"))
     c["train"] = grid.gather("mode", [1.0 if m == "train" else 0.0 for m in modes])

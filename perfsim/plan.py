@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.errors import InputError, unknown
+from perfsim.placement import canonical
 from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model
@@ -22,7 +23,6 @@ MODES = ("inference", "train")
 RECOMPUTE = ("none", "selective", "full")
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe")
 FINETUNE = ("full", "lora")
-TIERS = ("none", "cpu", "nvme")
 
 # argument -> (kind, default). kinds: int (>=1), pos (float > 0), frac, bool, choice tuple, special;
 # "unmodelled": named by the interface, rejected with a clear error until a cost model uses it
@@ -42,7 +42,7 @@ ARGUMENTS = {
     "schedule": (SCHEDULES, "1f1b"),
     "virtual_stages": ("int", 1),
     "recompute": (RECOMPUTE, "none"),
-    "seq_len": ("int", 2048), "global_batch": ("int", None), "micro_batch": ("int", 1),
+    "seq_len": ("int", 2048), "global_batch": ("int", None), "micro_batch": ("int", None),
     "batch": ("int", 1), "prompt_len": ("int", 2048), "gen_len": ("int", 256),
     "runtime": ("runtime", None),
     "gpu_memory_utilization": ("frac", 0.9),
@@ -92,9 +92,7 @@ def check_value(name: str, value):
     if kind == "dtype":
         return check_dtype(value, name)
     if kind == "offload":
-        if value not in ("none", "gpu", "hbm"):
-            raise InputError(f"offloading to {value!r} is not modelled yet; only 'none' is", field=name)
-        return "none"
+        return canonical(value, name)
     if kind == "place":
         if not isinstance(value, dict):
             raise InputError("expected a mapping such as {decode_attention: pim}", field=name)

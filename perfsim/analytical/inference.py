@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical import offload
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import (
@@ -86,13 +87,17 @@ def estimate_inference(c):
     decode = Pass(tokens=seqs, seqs=seqs, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=seqs)
     ttft, pre = forward_time(c, prefill)
     tpot, dec = forward_time(c, decode)
+    # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
+    offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights_per_device(c))
+    ttft, tpot = pre["total_s"], dec["total_s"]
     steps = np.maximum(gen - 1.0, 0.0)
     e2e = ttft + steps * tpot
     out = {"ttft_s": ttft, "tpot_s": np.where(gen > 1, tpot, 0.0), "e2e_latency_s": e2e,
            "throughput_tokens_per_s": c["batch"] * gen / e2e}
     for phase, parts in (("prefill", pre), ("decode", dec)):
         for key in ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s",
-                    "launch_s", "compute_bound_s", "memory_bound_s", "total_s"):
+                    "launch_s", "compute_bound_s", "memory_bound_s", "offload_s", "host_attention_s", "transfer_s",
+                    "total_s"):
             out[f"breakdown.{phase}.{key}"] = parts[key]
     out["breakdown.decode.steps"] = steps
     out["breakdown.decode.hbm_bound_s"] = _hbm_bound(c, seqs, prompt + gen / 2.0)
@@ -106,7 +111,9 @@ def estimate_inference(c):
     qkv_dev = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] / tp
     activations = seqs * prompt * (4.0 * h + qkv_dev + (2.0 + c["gated"]) * ffn_dev) * c["act_bytes"] \
         + seqs * c["vocab"] / tp * 4.0
-    other = c["fragmentation"] * activations
+    tiers = offload.inference_memory(c, weights, kv, activations, offloaded)
+    weights, kv, activations = (tiers["gpu"][k] for k in ("weights", "kv_cache", "activations"))
+    other = c["fragmentation"] * activations + tiers["staging"]
     usable = c["capacity_bytes"] * c["gpu_memory_utilization"]
     free = usable - weights - activations - other
     tokens_fit = np.floor(np.maximum(free, 0.0) / kv_token)
@@ -121,6 +128,10 @@ def estimate_inference(c):
                lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, "
                          f"{_at(usable, i) / _GIB:.1f} GiB usable (gpu_memory_utilization of "
                          f"{_at(c['capacity_bytes'], i) / _GIB:.1f} GiB)")]
+    tier_out, tier_checks = offload.tier_results(c, total, tiers)
+    out["breakdown.decode.cpu_attention"] = offloaded["breakdown.decode.cpu_attention"]
+    out.update(tier_out)
+    checks += tier_checks
     # work one device does per phase (prefill) or per step (decode), for the power model
     for phase, parts in (("prefill", pre), ("decode", dec)):
         for key in ("flops", "hbm_bytes", "link_bytes"):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical import offload
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.inference import _at
 from perfsim.cost.collectives import bus_factor
@@ -201,7 +202,14 @@ def estimate_train(c):
     sync_total = n_micro * per_micro + per_step
     opt_params = data_par["optimizer_params"]
     optimizer = t["optimizer_s"]
-    step = pipeline + exposed_sync + optimizer + c["step_overhead_s"]
+    # offloaded optimizer, gradients, weights, activations (perfsim.analytical.offload): no-op without
+    state_bytes = np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES)
+    off = offload.train_times(c, weight_bytes=data_par["weight_bytes"], grad_bytes=data_par["grad_bytes"],
+                              optimizer_params=opt_params, state_bytes=state_bytes,
+                              activation_bytes=_activation_bytes(c, 1.0), forward_s=F, backward_s=B + R,
+                              micro_batches=n_micro, optimizer_traffic=_OPTIMIZER_TRAFFIC, device_optimizer_s=optimizer)
+    optimizer = off["optimizer_s"]
+    step = pipeline + exposed_sync + optimizer + c["step_overhead_s"] + off["offload_s"]
 
     # FLOPs (Megatron convention: 3 x forward matmul FLOPs, full s x s attention square)
     tokens = c["global_batch"] * seq
@@ -245,6 +253,9 @@ def estimate_train(c):
         "breakdown.train.dp_communication_s": sync_total,
         "breakdown.train.dp_exposed_s": exposed_sync,
         "breakdown.train.optimizer_s": optimizer,
+        "breakdown.train.host_optimizer_s": off["host_optimizer_s"],
+        "breakdown.train.offload_s": off["offload_s"],
+        "breakdown.train.transfer_s": off["transfer_s"],
         "breakdown.train.overhead_s": c["step_overhead_s"] + 0.0 * step,
         "breakdown.train.gemm_s": n_micro * sum(d["gemm_s"] for phase in t["prices"].values() for d in phase),
         "breakdown.train.attention_s": n_micro * (f_layers["attention_s"] + b_layers["attention_s"]),
@@ -253,9 +264,12 @@ def estimate_train(c):
     # memory per device (first stage: most activations in flight, plus the embedding)
     weights = data_par["weight_bytes"] + np.where(lora, t["lora_params_per_device"] * c["act_bytes"], 0.0)
     grads = data_par["grad_bytes"]
-    optimizer_mem = opt_params * np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES)
+    optimizer_mem = opt_params * state_bytes
     activations = _activation_bytes(c, n_micro)
-    other = c["fragmentation"] * activations
+    tiers = offload.train_memory(c, weights, grads, optimizer_mem, activations, opt_params)
+    weights, grads, optimizer_mem, activations = (tiers["gpu"][k] for k in ("weights", "gradients", "optimizer",
+                                                                             "activations"))
+    other = c["fragmentation"] * activations + tiers["staging"]
     total = weights + grads + optimizer_mem + activations + other
     mem = {"weights": weights, "gradients": grads, "optimizer": optimizer_mem,
            "model_states": weights + grads + optimizer_mem, "activations": activations, "kv_cache": 0.0 * weights,
@@ -272,6 +286,9 @@ def estimate_train(c):
         (total > cap, "does not fit in device memory",
          lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
     ]
+    tier_out, tier_checks = offload.tier_results(c, total, tiers)
+    out.update(tier_out)
+    checks += tier_checks
     out.update(_step_traffic(c, p, n_micro, R, t["prices"], data_par["sent_bytes"], opt_params))
     return out, checks
 

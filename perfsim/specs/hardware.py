@@ -46,7 +46,10 @@ _SCHEMA = {
         "host_link": {"name": S.STR, "bandwidth_gb_s": S.NUM, "efficiency": S.NUM},
         "host_memory_gib": S.NUM,
         "nvme_bandwidth_gb_s": S.NUM,
-        "cpu": {"name": S.STR, "tflops_fp32": S.NUM, "memory_bandwidth_gb_s": S.NUM},
+        "nvme_write_bandwidth_gb_s": S.NUM,
+        "nvme_capacity_gib": S.NUM,
+        "nvme_direct": S.BOOL,
+        "cpu": {"name": S.STR, "tflops_fp32": S.NUM, "memory_bandwidth_gb_s": S.NUM, "memory_efficiency": S.NUM},
         "power": {"host_w": S.NUM, "psu_efficiency": S.NUM},
     },
     "scaleout": {"name": S.STR, "nic_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
@@ -85,8 +88,11 @@ _FIELDS = {
     "node.host_link.efficiency": "host_link_efficiency",
     "node.host_memory_gib": "host_memory_gib",
     "node.nvme_bandwidth_gb_s": "nvme_bandwidth_gb_s",
+    "node.nvme_write_bandwidth_gb_s": "nvme_write_bandwidth_gb_s",
+    "node.nvme_capacity_gib": "nvme_capacity_gib",
     "node.cpu.tflops_fp32": "cpu_tflops",
     "node.cpu.memory_bandwidth_gb_s": "cpu_memory_bandwidth_gb_s",
+    "node.cpu.memory_efficiency": "cpu_memory_efficiency",
     "scaleout.nic_gb_s": "scaleout_gb_s",
     "scaleout.latency_us": "scaleout_latency_us",
     "scaleout.efficiency": "scaleout_efficiency",
@@ -106,6 +112,9 @@ _OPTIONAL_DEFAULTS = {
     "idle_w": 0.0, "package_devices": 1, "package_gb_s": 0.0, "scaleup_gb_s": 0.0, "scaleup_latency_us": 0.0, "scaleup_efficiency": 1.0, "scaleup_ll_latency_us": 0.0,
     "scaleup_nvls_efficiency": 0.0, "host_link_gb_s": 0.0, "host_link_efficiency": 1.0,
     "host_memory_gib": 0.0, "nvme_bandwidth_gb_s": 0.0, "cpu_tflops": 0.0, "cpu_memory_bandwidth_gb_s": 0.0,
+    # offloading tiers: writes at the read bandwidth, capacity unchecked (0), NVMe data bounced
+    # through host memory, host memory at its nominal bandwidth unless a spec says otherwise
+    "nvme_write_bandwidth_gb_s": 0.0, "nvme_capacity_gib": 0.0, "nvme_direct": 0.0, "cpu_memory_efficiency": 1.0,
     "scaleout_gb_s": 0.0, "scaleout_latency_us": 0.0, "scaleout_efficiency": 1.0, "scaleout_ll_latency_us": 0.0,
     # power: without these the model falls back to idle + (TDP - idle) x matrix-engine utilisation
     "active_w": 0.0, "memory_pj_per_byte": 0.0, "link_pj_per_byte": 0.0, "host_w": 0.0, "psu_efficiency": 1.0,
@@ -190,6 +199,11 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
     for key in ("gemm_max", "memory_max"):
         if not 0 < flat[key] <= 1:
             raise InputError(f"must be in (0, 1], got {flat[key]}", field=f"device.efficiency.{key}", file=path)
+    for key, where in (("host_link_efficiency", "node.host_link.efficiency"),
+                       ("cpu_memory_efficiency", "node.cpu.memory_efficiency")):
+        if not 0 < flat[key] <= 1:
+            raise InputError(f"must be in (0, 1], got {flat[key]}", field=where, file=path)
+    flat["nvme_direct"] = float(bool(values.get("node.nvme_direct", False)))
     _derive_power(flat, sources, path)
     pim = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.pim.")}
     _check_pim(pim, data, path)

@@ -25,16 +25,26 @@ _SCHEMA = {
     "dp_overlap": S.NUM, "tp_overlap": S.NUM, "dropout": S.BOOL, "fragmentation": S.NUM, "compile": S.BOOL,
     "compiled_kernels_per_layer": S.NUM, "default_zero": S.INT, "selective_recompute_matmuls": S.NUM,
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
+    "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
+    "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
-_FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation", "selective_recompute_matmuls")
+_FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation", "selective_recompute_matmuls",
+              "offload_prefetch")
+
+#: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
+#: step), on the host CPU (in place), or whichever is faster for the plan
+_KV_ATTENTION = ("device", "host", "faster")
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
 #: a fully sharded (ZeRO-3) training plan is not something Megatron-LM runs: its well-tuned
 #: engine is PyTorch FSDP2 (torchtitan)
 DEFAULT_FSDP_RUNTIME = "torchtitan"
+#: nor does TensorRT-LLM stream weights or KV cache from host memory or NVMe: the well-tuned
+#: engine of an offloaded inference plan is FlexGen (Sheng et al., ICML'23)
+DEFAULT_OFFLOAD_RUNTIME = "flexgen"
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,18 @@ class RuntimeSpec:
             # what ``recompute: selective`` recomputes: the attention core (Korthikanti et al.), or
             # this fraction of the layer's matmuls plus its elementwise ops (op-level policies)
             "sac_matmuls": v.get("selective_recompute_matmuls", 0.0),
+            # offloading: how much of the next layer's transfer hides behind this layer's
+            # compute (double buffering), where attention over a host-resident KV cache runs (0:
+            # on the device, after loading the cache; 1: on the host CPU; 2: whichever is faster)
+            # and how many host-memory bytes the host moves per cached byte, and whether
+            # host buffers are pinned (pageable copies are staged by the host thread, which then
+            # cannot run host compute at the same time)
+            "offload_prefetch": v.get("offload_prefetch", 1.0),
+            "cpu_attention": float(_KV_ATTENTION.index(v.get("offloaded_kv_attention", "device"))),
+            "cpu_attention_traffic": v.get("cpu_attention_traffic", 1.0),
+            "host_pinned": 1.0 if v.get("host_memory_pinned", True) else 0.0,
+            # host attention that copies grouped KV heads out to every query head (repeat_kv)
+            "cpu_attention_expands_kv": 1.0 if v.get("cpu_attention_expands_kv", False) else 0.0,
         }
 
 
@@ -89,6 +111,13 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
+    if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
+        raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
+                      field="offloaded_kv_attention", file=path)
+    traffic = values.get("cpu_attention_traffic", 1.0)
+    if traffic < 1.0:
+        raise InputError(f"must be at least 1 (bytes moved per cached byte read), got {traffic}",
+                         field="cpu_attention_traffic", file=path)
     return RuntimeSpec(name=values["name"], values=MappingProxyType(values))
 
 

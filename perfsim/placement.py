@@ -1,0 +1,139 @@
+"""Offloading plans: where each kind of state lives across the memory tiers (device, host, NVMe).
+
+An ``offload_*`` argument is ``none`` (all on the device), one tier (``cpu``, ``nvme``), or
+fractions per tier, written ``gpu=0.2,cpu=0.5,nvme=0.3`` or as a mapping ``{gpu: 0.2, cpu: 0.8}``.
+Fractions lie in [0, 1] and sum to 1; a tier left out holds nothing. Every value is brought to
+one canonical spelling (``none``, ``cpu``, ``nvme`` or ``gpu=0.2,cpu=0.8``), so equal plans are
+one sweep value, and the cost models read per-tier fraction columns (``w_frac_cpu``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from perfsim.errors import InputError, unknown
+
+#: memory tiers of an offloading plan, fastest first
+TIERS = ("gpu", "cpu", "nvme")
+#: other spellings accepted for a tier
+_ALIASES = {"hbm": "gpu", "device": "gpu", "host": "cpu", "disk": "nvme", "ssd": "nvme"}
+#: offload argument -> prefix of its fraction columns
+ARGUMENT_COLUMNS = {
+    "offload_weights": "w",
+    "offload_optimizer": "opt",
+    "offload_grads": "grad",
+    "offload_activations": "act",
+    "offload_kv": "kv",
+}
+_TOLERANCE = 1e-6
+
+
+def _tier(name, field):
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in TIERS:
+        raise unknown("memory tier", name, TIERS, field=field)
+    return key
+
+
+def _fraction(value, tier, field):
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise InputError(f"the {tier} fraction must be a number, got {value!r}", field=field) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise InputError(f"the {tier} fraction must be a number, got {value!r}", field=field)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"the {tier} fraction must be in [0, 1], got {value:g}", field=field)
+    return float(value)
+
+
+def fractions(value, field: str = "offload") -> tuple[float, float, float]:
+    """``(gpu, cpu, nvme)`` fractions of one offload argument value.
+
+    Raises
+    ------
+    InputError
+        An unknown tier (with close matches), a fraction outside [0, 1], a tier given twice, or
+        fractions that do not sum to 1.
+
+    Examples
+    --------
+    >>> fractions("cpu")
+    (0.0, 1.0, 0.0)
+    >>> fractions("gpu=0.25, nvme=0.75")
+    (0.25, 0.0, 0.75)
+    >>> fractions({"gpu": 0.2, "cpu": 0.8})
+    (0.2, 0.8, 0.0)
+    """
+    if value is None:
+        return (1.0, 0.0, 0.0)
+    if isinstance(value, str) and "=" not in value:
+        text = value.strip().lower()
+        if text == "none":
+            return (1.0, 0.0, 0.0)
+        tier = _tier(text, field)
+        return tuple(1.0 if t == tier else 0.0 for t in TIERS)
+    if isinstance(value, str):
+        pairs = []
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise InputError(f"expected TIER=FRACTION pairs such as gpu=0.2,cpu=0.8, got {part.strip()!r}",
+                                 field=field)
+            name, frac = part.split("=", 1)
+            pairs.append((name, frac.strip()))
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        raise InputError(f"expected none, a tier ({', '.join(TIERS[1:])}) or fractions such as gpu=0.2,cpu=0.8, "
+                         f"got {value!r}", field=field)
+    if not pairs:
+        raise InputError("no tier fractions given", field=field)
+    share = dict.fromkeys(TIERS, 0.0)
+    seen = set()
+    for name, frac in pairs:
+        tier = _tier(name, field)
+        if tier in seen:
+            raise InputError(f"the {tier} tier is given twice", field=field)
+        seen.add(tier)
+        share[tier] = _fraction(frac, tier, field)
+    total = sum(share.values())
+    if abs(total - 1.0) > _TOLERANCE:
+        raise InputError(f"tier fractions must sum to 1, got {total:g} ("
+                         + ", ".join(f"{t}={share[t]:g}" for t in TIERS if t in seen) + ")", field=field)
+    return tuple(share[t] / total for t in TIERS)
+
+
+def canonical(value, field: str = "offload") -> str:
+    """The one spelling of an offload value: ``none``, ``cpu``, ``nvme`` or ``gpu=0.2,cpu=0.8``.
+
+    >>> canonical({"cpu": 1.0}), canonical("gpu=0.5,cpu=0.5"), canonical("gpu")
+    ('cpu', 'gpu=0.5,cpu=0.5', 'none')
+    """
+    share = fractions(value, field)
+    if share[0] == 1.0:
+        return "none"
+    for tier, frac in zip(TIERS[1:], share[1:], strict=True):
+        if frac == 1.0:
+            return tier
+    return ",".join(f"{t}={f:.12g}" for t, f in zip(TIERS, share, strict=True) if f > 0.0)
+
+
+def offload_columns(grid) -> dict:
+    """Per-tier fraction columns of every offload argument: ``{prefix}_frac_cpu``, ``{prefix}_frac_nvme``
+    (the device keeps the rest), and ``offloaded`` (1 where any state leaves the device)."""
+    c = {}
+    any_off = 0.0
+    for name, prefix in ARGUMENT_COLUMNS.items():
+        shares = [fractions(v, name) for v in grid.values(name)]
+        c[f"{prefix}_frac_cpu"] = grid.gather(name, [s[1] for s in shares])
+        c[f"{prefix}_frac_nvme"] = grid.gather(name, [s[2] for s in shares])
+        any_off = np.maximum(any_off, c[f"{prefix}_frac_cpu"] + c[f"{prefix}_frac_nvme"])
+    c["offloaded"] = np.where(np.asarray(any_off) > 0.0, 1.0, 0.0)
+    return c
