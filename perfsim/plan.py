@@ -16,6 +16,7 @@ from perfsim.errors import InputError, unknown
 from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model
+from perfsim.specs.place import check_place
 from perfsim.specs.runtime import load_runtime
 
 MODES = ("inference", "train")
@@ -98,9 +99,7 @@ def check_value(name: str, value):
     if kind == "place":
         if not isinstance(value, dict):
             raise InputError("expected a mapping such as {decode_attention: pim}", field=name)
-        if value:
-            raise InputError("heterogeneous placement is not modelled yet; only {} is", field=name)
-        return value
+        return check_place(value, name)
     if kind == "runtime":
         load_runtime(value, name)
         return value
