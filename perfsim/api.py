@@ -14,8 +14,6 @@ from perfsim.analytical.cost_ops import group_collective
 from perfsim.columns import hardware_columns
 from perfsim.core import evaluate
 from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
-from perfsim.cost.npu import systolic_efficiency
-from perfsim.cost.pim import pim_rates, pim_time
 from perfsim.cost.roofline import gemm_efficiency, gemm_time
 from perfsim.errors import InputError, unknown
 from perfsim.plan import ARGUMENTS
@@ -168,6 +166,9 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
     if math.isnan(peak):
         raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
                          choices=list(spec.peak_tflops))
+    from perfsim.cost.npu import systolic_efficiency
+    from perfsim.cost.pim import pim_rates, pim_time
+
     act = DTYPE_BYTES[dtype]
     if spec.kind == "pim":  # the k x n operand in the banks, one GEMV per row of the m x k one
         r = pim_rates(spec)

@@ -183,14 +183,14 @@ def _plan_options(fn):
         click.option("--schedule", default=None), click.option("--recompute", default=None),
         click.option("--finetune", default=None), click.option("--runtime", default=None, help="engine profile"),
         click.option("--gpu-memory-utilization", type=str, default=None),
-        click.option("--power-cap-w", type=str, default=None),
-        click.option("--train-tokens", type=str, default=None),
-        click.option("--capacity-factor", type=str, default=None,
-                     help="MoE expert capacity factor (padded, token-dropping routing); default dropless"),
         click.option("--place", "place", multiple=True, metavar="KEY=DEVICE",
                      help="put an op group on PIM, e.g. --place decode_attention=pim (repeatable)"),
         click.option("--pim-mode", default=None, help="concurrent (dual row buffers) or blocked"),
         click.option("--sub-batches", default=None, help="1, or 2 to interleave two sub-batches on NPU and PIM"),
+        click.option("--power-cap-w", type=str, default=None),
+        click.option("--train-tokens", type=str, default=None),
+        click.option("--capacity-factor", type=str, default=None,
+                     help="MoE expert capacity factor (padded, token-dropping routing); default dropless"),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
     ]
     for name in _INT_OPTIONS:
