@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import perfsim
 from perfsim.cli import cli
@@ -232,3 +234,16 @@ def test_pim_settings_need_pim():
     assert r["feasible"] is False
     with pytest.raises(perfsim.InputError):
         perfsim.estimate(model="llama2-7b", hardware="npu-pim", sub_batches=3)
+
+
+@given(batch=st.integers(1, 256), prompt=st.sampled_from([128, 512, 1024]),
+       mode=st.sampled_from(["concurrent", "blocked"]), sub=st.sampled_from([None, 1, 2]))
+@settings(deadline=None)
+def test_more_bandwidth_is_never_slower_and_more_work_never_faster(batch, prompt, mode, sub):
+    extra = {} if sub is None else {"sub_batches": sub}
+    df = perfsim.sweep(model="llama2-7b", hardware={"base": "npu-pim", "hbm_bandwidth_gb_s": [512, 1024, 2048]},
+                       dtype="fp16", tp=2, batch=[batch, batch + 1], prompt_len=prompt, gen_len=64, place=[PIM],
+                       pim_mode=mode, **extra)
+    tpot = df["tpot_s"].to_numpy().reshape(3, 2)
+    assert np.all(np.diff(tpot, axis=0) <= 1e-12)  # bandwidth up: never slower
+    assert np.all(tpot[:, 1] >= tpot[:, 0] - 1e-12)  # one more sequence: never faster
