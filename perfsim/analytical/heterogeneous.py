@@ -4,22 +4,21 @@ A system may hold several device groups: the main device (GPU, NPU or TPU) and P
 either *as* the device's memory (NeuPIMs: the NPU's HBM is HBM-PIM) or as stacks beside it on
 a link (AttAcc: 5 HBM3-PIM stacks per GPU over NVLink). ``place`` moves op groups onto PIM:
 
-=================== ===================================================================
-``decode_attention`` ``QKᵀ`` and ``PV`` of decode passes over the KV cache, which then lives in
-                     PIM memory (NeuPIMs, AttAcc)
-``prefill_attention`` the same for prefill passes (compute-bound: PIM is slower there, a what-if)
-``mlp``              the MLP GEMMs of decode passes (GEMVs at small batch: Newton, AiM); the
-                     weights must be in PIM memory, so only where PIM is the device's memory
-=================== ===================================================================
+* ``decode_attention``: ``QKᵀ`` and ``PV`` of decode passes over the KV cache, which then lives
+  in PIM memory (NeuPIMs, AttAcc);
+* ``prefill_attention``: the same for prefill passes (compute-bound: PIM is slower there, a
+  what-if);
+* ``mlp``: the MLP GEMMs of decode passes (GEMVs at small batch: Newton, AiM); the weights must be
+  in PIM memory, so only where PIM is the device's memory.
 
 Values are ``pim`` or the main device (``host``, or its kind: ``npu``, ``gpu``, ``tpu``). A PIM-only
 device (kind ``pim``, PIM-GPT-like) runs every matmul of the model from its banks, whatever
 ``place`` says. Everything else (projections, norms, collectives, the LM head) stays on the main
 device. A PIM attention sends the new token's query into the banks and reads the output back:
 through the memory interface where PIM is the device's memory, with the softmax on the NPU's
-vector engine (scores out, probabilities back in; NeuPIMs Sec. 4), or over the link where PIM
-stacks sit beside the host, with the softmax in the stacks' buffer die (AttAcc Sec. 5), the new
-token's K and V going over the link too.
+vector engine (scores out, probabilities back in: the banks hold MAC units only), or over the
+link where PIM stacks sit beside the host, with the softmax on the PIM device (as the AttAcc
+simulator runs it), the new token's K and V going over the link too.
 
 **Composition of a pass** (closed form; ``N``, ``P``, ``L``: busy seconds of the main device,
 the PIM banks and the link over all layers; ``n``, ``p``: one layer's host and PIM-side parts):
@@ -193,15 +192,16 @@ def _split(c, p: Pass, ops, attn, mlp, proj):
             continue
         moved.append((mask, price(c, [op])))
         lt = link_time(link, c["pim_link_bw"])
-        side["pim_s"] = side["pim_s"] + mask * t
-        side["link_s"] = side["link_s"] + mask * lt
-        side["pim_flops"] = side["pim_flops"] + mask * flops
-        side["pim_bytes"] = side["pim_bytes"] + mask * bank
-        side["link_bytes"] = side["link_bytes"] + mask * link
+        on = mask > 0  # rows without PIM may price it at infinity: select, do not multiply
+        side["pim_s"] = side["pim_s"] + np.where(on, t, 0.0)
+        side["link_s"] = side["link_s"] + np.where(on, lt, 0.0)
+        side["pim_flops"] = side["pim_flops"] + np.where(on, flops, 0.0)
+        side["pim_bytes"] = side["pim_bytes"] + np.where(on, bank, 0.0)
+        side["link_bytes"] = side["link_bytes"] + np.where(on, link, 0.0)
     for mask, part in moved:
-        host = {k: host[k] - mask * part.get(k, 0.0) for k in host}
+        host = {k: host[k] - np.where(mask > 0, part.get(k, 0.0), 0.0) for k in host}
     for mask, part in extra:
-        host = {k: host[k] + mask * part.get(k, 0.0) for k in host}
+        host = {k: host[k] + np.where(mask > 0, part.get(k, 0.0), 0.0) for k in host}
     return host, side
 
 
