@@ -30,7 +30,7 @@ times the measured large-GEMM ceiling ``gemm_max``: tile quantisation on the arr
 wave quantisation over the arrays and fill/drain, where a GPU has tile and wave quantisation
 over its SMs (:func:`perfsim.cost.roofline.gemm_efficiency`). A decode GEMV (``m = 1``) on a
 128-wide weight-stationary array uses under 1 / 128 of it: NPUs are built for GEMM, not GEMV
-(NeuPIMs, Heo et al. ASPLOS'24, Sec. 2).
+(NeuPIMs, Heo et al. ASPLOS'24).
 
 **Engines overlap within an op, ops follow their dependencies.** Each op streams tiles: the DMA
 engine fetches the next tile while the arrays compute the current one and the vector engine

@@ -17,7 +17,7 @@ the result read back through the memory interface (the host's side of the work).
 The matrix is read once per input vector: a batch of ``m`` vectors costs ``m`` GEMVs (PIM has no
 on-die reuse), which is why PIM suits attention over a KV cache (one query per sequence and
 head) and small-batch weights, and not the batched GEMMs of projections and MLPs (NeuPIMs,
-Heo et al. ASPLOS'24, Sec. 2; AttAcc, Park et al. ASPLOS'24, Sec. 3).
+Heo et al. ASPLOS'24; AttAcc, Park et al. ASPLOS'24).
 
 PIM stacks beside the host (AttAcc: 5 HBM3-PIM stacks per GPU) are reached over a link of
 ``link_gb_s`` per direction; PIM that *is* the host's memory (NeuPIMs) needs none.
