@@ -247,7 +247,12 @@ def serve(**scenario) -> dict:
 
 
 def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
-    """Time of one ``[m × k] · [k × n]`` GEMM: ``{time_s, tflops}`` (dense FLOPs = 2mnk)."""
+    """Time of one ``[m × k] · [k × n]`` GEMM: ``{time_s, tflops}`` (dense FLOPs = 2mnk).
+
+    GPUs: tile and wave quantisation over the SMs; NPUs and TPUs: systolic arrays
+    (:mod:`perfsim.cost.npu`); a PIM device: ``m`` GEMVs over the ``k × n`` operand held in its
+    banks (:mod:`perfsim.cost.pim`).
+    """
     spec, _ = split_whatif(hardware)
     check_dtype(dtype)
     for name, v in (("m", m), ("n", n), ("k", k)):
@@ -257,9 +262,22 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
     if math.isnan(peak):
         raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
                          choices=list(spec.peak_tflops))
+    from perfsim.cost.npu import systolic_efficiency
+    from perfsim.cost.pim import pim_rates, pim_time
+
     act = DTYPE_BYTES[dtype]
-    eff = gemm_efficiency(m, n, 1.0, spec["gemm_tile_m"], spec["gemm_tile_n"], spec["compute_units"],
-                          spec.gemm_max(dtype))
+    if spec.kind == "pim":  # the k x n operand in the banks, one GEMV per row of the m x k one
+        r = pim_rates(spec)
+        t = float(pim_time(2.0 * m * n * k, n * k * act, pim_flops=r["pim_flops"], pim_bw=r["pim_bw"],
+                           pim_eff=r["pim_eff"], launch_s=spec["kernel_launch_us"] * 1e-6))
+        return {"time_s": t, "tflops": 2.0 * m * n * k / t / 1e12}
+    if spec.engines:  # systolic arrays (kind npu/tpu)
+        e = spec.engines
+        eff = systolic_efficiency(m, n, k, 1.0, arrays=e["arrays"], size=e["size"],
+                                  weight_stationary=e["weight_stationary"], gemm_max=spec.gemm_max(dtype))
+    else:
+        eff = gemm_efficiency(m, n, 1.0, spec["gemm_tile_m"], spec["gemm_tile_n"], spec["compute_units"],
+                              spec.gemm_max(dtype))
     t, _, _ = gemm_time(m, n, k, peak_flops=peak * 1e12, eff=eff, bandwidth=spec["hbm_bandwidth_gb_s"] * 1e9,
                         memory_eff=spec["memory_max"], a_bytes=act, w_bytes=act, out_bytes=max(act, 2.0),
                         launch_s=spec["kernel_launch_us"] * 1e-6)

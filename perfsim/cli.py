@@ -155,6 +155,12 @@ def _table(result: dict) -> str:
         lines.append(f"  {'(memory-bound part)':<20}{_fmt_s(pre['memory_bound_s']):>12}"
                      f"{_fmt_s(dec['memory_bound_s']):>14}")
         lines.append(f"  {'(HBM lower bound)':<20}{'':>12}{_fmt_s(dec['hbm_bound_s']):>14}")
+        if pre.get("pim_s") or dec.get("pim_s") or pre.get("pim_link_s"):
+            for key, label in (("pim_s", "on PIM"), ("pim_link_s", "PIM link"), ("overlap_s", "hidden by overlap")):
+                lines.append(f"  {label:<20}{_fmt_s(pre[key]):>12}{_fmt_s(dec[key]):>14}")
+            subs = _fmt(pre["sub_batches"], ">12.0f") + _fmt(dec["sub_batches"], ">14.0f")
+            lines.append(f"  {'sub-batches':<20}{subs}")
+        lines.append(f"bottleneck device    {result.get('bottleneck_device')}")
     lines.append("")
     lines.extend(_power_lines(result))
     lines.append("")
@@ -189,6 +195,10 @@ def _plan_options(fn):
         click.option("--schedule", default=None), click.option("--recompute", default=None),
         click.option("--finetune", default=None), click.option("--runtime", default=None, help="engine profile"),
         click.option("--gpu-memory-utilization", type=str, default=None),
+        click.option("--place", "place", multiple=True, metavar="KEY=DEVICE",
+                     help="put an op group on PIM, e.g. --place decode_attention=pim (repeatable)"),
+        click.option("--pim-mode", default=None, help="concurrent (dual row buffers) or blocked"),
+        click.option("--sub-batches", default=None, help="1, or 2 to interleave two sub-batches on NPU and PIM"),
         click.option("--power-cap-w", type=str, default=None),
         click.option("--train-tokens", type=str, default=None),
         click.option("--capacity-factor", type=str, default=None,
@@ -208,11 +218,14 @@ def _plan_options(fn):
 def _collect(kwargs):
     plan = {}
     whatif = _parse_pairs(kwargs.pop("whatif", ()), "--set")
+    place = kwargs.pop("place", ())
+    if place:
+        plan["place"] = _parse_pairs(place, "--place")
     for key, value in kwargs.items():
         if value is None:
             continue
         if key in _INT_OPTIONS or key in ("gpu_memory_utilization", "power_cap_w", "train_tokens",
-                                                      "capacity_factor"):
+                                                      "capacity_factor", "sub_batches"):
             value = _scalar(value)
         plan[key] = value
     if whatif:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical.heterogeneous import device_columns
 from perfsim.placement import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, split_whatif
@@ -103,9 +104,8 @@ def build(grid) -> dict:
         if name in grid.axes:
             c[col] = grid.gather(name, [v * scale for v in grid.values(name)])
 
-    c["has_pim"] = grid.gather("hardware", [float(bool(s.pim)) for s in specs])
-    c["pim_args"] = grid.gather("pim_mode", [float(v is not None) for v in grid.values("pim_mode")]) \
-        + grid.gather("sub_batches", [float(v is not None) for v in grid.values("sub_batches")])
+    # NPU engines, PIM memory and the placement plan (perfsim.analytical.heterogeneous)
+    c.update(device_columns(grid, specs))
 
     modes = grid.values("mode")
     runtimes = grid.values("runtime")

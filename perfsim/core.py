@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical.heterogeneous import bottleneck_device, placement_checks
 from perfsim.analytical.inference import estimate_inference
 from perfsim.analytical.power import inference_power, train_power
 from perfsim.analytical.training import estimate_train
@@ -34,6 +35,7 @@ def _plan_checks(c):
         ((c["zero"] > 0) & (np.asarray(dp * cp) % np.asarray(c["zero_shard_size"]) != 0),
          "zero_shard_size does not divide dp x cp", None),
         ((c["pim_args"] > 0) & (c["has_pim"] == 0), "pim_mode and sub_batches need a system with PIM memory", None),
+        *placement_checks(c),
         ((c["schedule"] == 2) & (np.asarray(c["layers"]) % np.asarray(pp * c["virtual_stages"]) != 0),
          "pp x virtual_stages does not divide the layers", None),
     ]
@@ -117,6 +119,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None) -> dict:
             feasible &= ~mask
     out["feasible"] = feasible
     out["reason"] = reason
+    out["bottleneck_device"] = bottleneck_device(c, out, n)
     out["parameters"] = np.broadcast_to(np.asarray(total_params(c), dtype=float), (n,))
     out["num_devices"] = np.broadcast_to(np.asarray(c["num_devices"], dtype=float), (n,))
     out["dp"] = np.broadcast_to(np.asarray(c["dp"], dtype=float), (n,))

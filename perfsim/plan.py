@@ -17,6 +17,7 @@ from perfsim.placement import canonical
 from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model
+from perfsim.specs.place import check_place
 from perfsim.specs.runtime import load_runtime
 
 MODES = ("inference", "train")
@@ -96,9 +97,7 @@ def check_value(name: str, value):
     if kind == "place":
         if not isinstance(value, dict):
             raise InputError("expected a mapping such as {decode_attention: pim}", field=name)
-        if value:
-            raise InputError("heterogeneous placement is not modelled yet; only {} is", field=name)
-        return value
+        return check_place(value, name)
     if kind == "runtime":
         load_runtime(value, name)
         return value

@@ -102,6 +102,9 @@ def check_scenario(scenario: dict):
         elif name in ARGUMENTS:
             if isinstance(value, list) and name != "place":
                 raise InputError("serve takes one value per argument", field=name)
+            if name == "place" and value:  # NPU/GPU + PIM overlap is priced per step by estimate only
+                raise InputError("heterogeneous placement is modelled by estimate (fixed batches), not yet "
+                                 "by the serving simulator; leave place out", field=name)
             if name == "hardware" and isinstance(value, dict) and any(isinstance(v, list) for v in value.values()):
                 raise InputError("serve takes one value per what-if key", field=name)
             plan[name] = value

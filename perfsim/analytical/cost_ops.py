@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor, collective_time
-from perfsim.cost.roofline import dequant_time, gemm_efficiency, gemm_time, op_time
+from perfsim.cost.roofline import dequant_time, gemm_time, op_time
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
@@ -75,13 +76,19 @@ def price(c, ops, *, backward=False, weight_grads=True):
         ``gemm_s``, ``attention_s``, ``elementwise_s``, ``communication_s``, ``launch_s`` (part of
         the others, kernel overheads), ``compute_bound_s`` / ``memory_bound_s`` (GEMM + attention
         time split by which roofline bound it), ``wgrad_s`` (weight-gradient GEMMs, backward),
-        ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``), and the
-        work the power model counts: ``flops`` (GEMM and attention), ``hbm_bytes`` (device-memory
-        traffic; a collective reads what it sends and writes what it receives) and ``link_bytes``
-        (bytes each device sends over the fabric, nccl-tests bus-bandwidth volume).
+        ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``), the
+        busy time of each engine (``matrix_s``, ``vector_s``, ``dma_s``: :mod:`perfsim.cost.npu`;
+        counted where the grid holds an NPU/TPU or PIM, 0 otherwise), and the work the power
+        model counts: ``flops`` (GEMM and attention), ``hbm_bytes`` (device-memory traffic; a collective reads
+        what it sends and writes what it receives), ``link_bytes`` (bytes each device sends over
+        the fabric, nccl-tests bus-bandwidth volume) and ``vector_ops`` (NPU vector engine).
     """
     out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "wgrad_s", "ep_communication_s",
-                            "flops", "hbm_bytes", "link_bytes")}
+                            "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "vector_ops")}
+    systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
+    npu_rows = bool(np.any(systolic))
+    # engine busy times (and the memory time PIM in blocked mode waits for) where anyone reads them
+    engines = npu_rows or bool(np.any(np.asarray(c.get("has_pim", 0.0)) > 0))
     launch = c["launch_s"]
     mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
     act, wb = c["act_bytes"], c["w_bytes"]
@@ -95,19 +102,33 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 if weight_grads:
                     shapes.append((op.k, op.n, op.m, act, act, wb))  # weight gradient
             for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
-                eff = gemm_efficiency(m, n, op.groups, c["tile_m"], c["tile_n"], c["units"], c["gemm_max"])
+                eff = npu.device_gemm_efficiency(c, m, n, k, op.groups, c["gemm_max"])
                 # forward and input-gradient GEMMs read the stored weight and convert it
                 deq = (np.where(c["dequant"] > 0, dequant_time(m, n, k, groups=op.groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
                        if i == 0 and op.weight else 0.0)
+                # a GPU converts on the SMs that multiply; an NPU on its vector engine, beside the arrays
+                serial_deq = np.where(systolic, 0.0, deq) if npu_rows else deq
                 t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=c["peak_flops"], eff=eff,
-                                      a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch, dequant_s=deq, **mem)
+                                      a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch,
+                                      dequant_s=serial_deq, **mem)
+                matrix = tc - serial_deq
+                if npu_rows:
+                    t = np.where(systolic & (t > 0), np.maximum(t, deq + launch), t)
+                    tc = np.where(systolic, np.maximum(tc, deq), tc)
                 out["gemm_s"] = out["gemm_s"] + t
                 out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
                 out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= tm, t, 0.0)
                 out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < tm, t, 0.0)
                 if i == 1:
                     out["wgrad_s"] = out["wgrad_s"] + t
+                if engines:
+                    out["matrix_s"] = out["matrix_s"] + matrix
+                    out["vector_s"] = out["vector_s"] + np.where(t > 0, deq, 0.0)
+                    out["dma_s"] = out["dma_s"] + tm
+                if npu_rows:
+                    out["vector_ops"] = out["vector_ops"] + np.where(systolic & (t > 0), deq * c["vector_flops"], 0.0)
+                    tc = np.where(systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
                 out["flops"] = out["flops"] + tc * c["peak_flops"] * eff
                 out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * c["memory_max"]
             if not casts:
@@ -119,16 +140,33 @@ def price(c, ops, *, backward=False, weight_grads=True):
             t = op_time(0.0, cast, peak_flops=1.0, compute_eff=1.0, launch_s=launch, **mem)
             out["elementwise_s"] = out["elementwise_s"] + t
             out["memory_bound_s"] = out["memory_bound_s"] + t
+            if engines:
+                out["dma_s"] = out["dma_s"] + np.where(t > 0, t - launch, 0.0)
             out["hbm_bytes"] = out["hbm_bytes"] + cast
         elif isinstance(op, Attention):
             scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
             waves = np.ceil(op.blocks / c["units"])
             wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
             eff = c["attn_gemm_max"] * c["attention_eff"] * np.where(op.blocks > 0, wave_eff, 1.0)
+            vec = 0.0
+            if npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
+                arrays = npu.attention_efficiency(op.rows, op.depth, op.span, op.units, arrays=c["arrays"],
+                                                  size=c["array_size"], weight_stationary=c["weight_stationary"] > 0)
+                eff = np.where(systolic, c["attn_gemm_max"] * c["attention_eff"] * arrays, eff)
+                vec = np.where(systolic, npu.vector_time(npu.SOFTMAX_OPS * op.scores * scale, c["vector_flops"]), 0.0)
             peak = c["peak_flops"] * c["attn_peak_ratio"]
             t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
                         compute_eff=eff, launch_s=launch, **mem)
             tc = op.flops * scale / (peak * eff)
+            if npu_rows:
+                t = np.where(t > 0, np.maximum(t, vec + launch), 0.0)
+                tc = np.maximum(tc, vec)
+            if engines:
+                tm = op.moved_bytes * (2.0 if backward else 1.0) / (c["hbm_bw"] * c["memory_max"])
+                out["matrix_s"] = out["matrix_s"] + np.where(t > 0, op.flops * scale / (peak * eff), 0.0)
+                out["vector_s"] = out["vector_s"] + vec
+                out["vector_ops"] = out["vector_ops"] + np.where(systolic, npu.SOFTMAX_OPS * op.scores * scale, 0.0)
+                out["dma_s"] = out["dma_s"] + np.where(t > 0, tm, 0.0)
             out["attention_s"] = out["attention_s"] + t
             out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
             out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t, 0.0)
@@ -137,8 +175,16 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
         elif isinstance(op, Elementwise):
             kernels = op.kernels * (2.0 if backward else 1.0)
-            t = op_time(0.0, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=1.0, compute_eff=1.0,
-                        launch_s=launch, kernels=kernels, **mem)
+            moved = op.moved_bytes * (2.0 if backward else 1.0)
+            t = op_time(0.0, moved, peak_flops=1.0, compute_eff=1.0, launch_s=launch, kernels=kernels, **mem)
+            if engines:
+                out["dma_s"] = out["dma_s"] + np.where(t > 0, moved / (c["hbm_bw"] * c["memory_max"]), 0.0)
+            if npu_rows:  # the vector engine streams every element once
+                ops = np.where(systolic, npu.ELEMENTWISE_OPS * moved / c["act_bytes"], 0.0)
+                vec = npu.vector_time(ops, c["vector_flops"])
+                t = np.where(t > 0, np.maximum(t, vec + kernels * launch), 0.0)
+                out["vector_s"] = out["vector_s"] + vec
+                out["vector_ops"] = out["vector_ops"] + ops
             out["elementwise_s"] = out["elementwise_s"] + t
             out["launch_s"] = out["launch_s"] + np.where(t > 0, kernels * launch, 0.0)
             out["memory_bound_s"] = out["memory_bound_s"] + t
@@ -157,5 +203,5 @@ def price(c, ops, *, backward=False, weight_grads=True):
 
 def combine(*terms):
     """Weighted sum of price dicts: ``combine((w1, d1), (w2, d2), ...)``."""
-    keys = terms[0][1].keys()
-    return {k: sum(w * d[k] for w, d in terms) for k in keys}
+    keys = dict.fromkeys(k for _, d in terms for k in d)
+    return {k: sum(w * d.get(k, 0.0) for w, d in terms) for k in keys}

@@ -13,6 +13,7 @@ import numpy as np
 
 from perfsim.analytical import offload
 from perfsim.analytical.cost_ops import combine, group_collective, price
+from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import (
     Attention,
@@ -36,6 +37,7 @@ def forward_time(c, p: Pass, layers_scale=1.0):
         parts.append((moe * layers_scale, price(c, layer_ops(c, p, moe=True))))
     parts.append((1.0, price(c, head_ops(c, p))))
     out = combine(*parts)
+    out = place_pass(c, p, out, layers_scale)  # ops placed on PIM (perfsim.analytical.heterogeneous)
     hand_off = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0, stride=c["tp"]) * (c["pp"] - 1.0)
     out["pipeline_s"] = hand_off
     out["overhead_s"] = c["step_overhead_s"] + 0.0 * hand_off
@@ -106,6 +108,7 @@ def estimate_inference(c):
     weights = weights_per_device(c)
     kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
     kv = seqs * (prompt + gen) * kv_token
+    kv = kv * host_kv_share(c)  # none where the KV cache lives in PIM stacks beside the device
     h, tp = c["hidden"], c["tp"]
     ffn_dev = np.maximum(c["ffn"], c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) / tp
     qkv_dev = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] / tp
@@ -136,6 +139,7 @@ def estimate_inference(c):
     for phase, parts in (("prefill", pre), ("decode", dec)):
         for key in ("flops", "hbm_bytes", "link_bytes"):
             out[f"breakdown.{phase}.{key}"] = parts[key] / c["pp"]
+    inference_results(c, out, checks, pre, dec)  # PIM, engines and per-device busy time
     return out, checks
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-COMPONENTS = ("idle", "active", "matrix", "memory", "link")
+COMPONENTS = ("idle", "active", "matrix", "memory", "link", "vector", "pim")
 
 
 def _per_second(amount, seconds):
@@ -37,8 +37,13 @@ def _per_second(amount, seconds):
         return np.where(seconds == 0, 0.0, np.asarray(amount, dtype=float) / seconds)
 
 
-def device_power(c, seconds, flops, hbm_bytes, link_bytes):
+def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_bytes=0.0, pim_link_bytes=0.0):
     """Mean power of one device (W) over ``seconds`` doing the given work, by component.
+
+    An NPU's vector engine adds ``vector_w`` at its full rate (``vector_ops`` over the span at
+    ``vector_flops``); PIM adds its bank energy, ``pim_j_per_byte`` per byte read inside the banks
+    (outside the device's TDP clip: the PIM memory has its own power budget), and the device's
+    link energy per byte sent to PIM stacks.
 
     Parameters
     ----------
@@ -49,12 +54,15 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes):
         Length of the span, s.
     flops, hbm_bytes, link_bytes : array_like
         Work of one device in the span: FLOPs, device-memory bytes, bytes sent over the fabric.
+    vector_ops, pim_bytes, pim_link_bytes : array_like, optional
+        Vector-engine operations (NPU), bytes read inside PIM banks, bytes sent to PIM stacks.
 
     Returns
     -------
     dict
         ``power_w`` and one entry per component (``idle``, ``active``, ``matrix``, ``memory``,
-        ``link``, W) that sum to it; dynamic parts are scaled together where the sum passes TDP.
+        ``link``, ``vector``, ``pim``, W) that sum to it; the device's dynamic parts are scaled
+        together where the sum passes TDP.
 
     Examples
     --------
@@ -68,14 +76,22 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes):
     dynamic = {
         "matrix": c["matrix_w"] * _per_second(flops, seconds) / c["peak_flops"],
         "memory": c["memory_j_per_byte"] * _per_second(hbm_bytes, seconds),
-        "link": c["link_j_per_byte"] * _per_second(link_bytes, seconds),
+        "link": c["link_j_per_byte"] * _per_second(np.add(link_bytes, pim_link_bytes), seconds),
     }
-    total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"]
+    has_vector = np.any(np.asarray(vector_ops) > 0)
+    if has_vector:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(np.asarray(vector_ops) > 0, _per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
+        share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
+        dynamic["vector"] = c.get("vector_w", 0.0) * share
+    total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"] + dynamic.get("vector", 0.0)
     headroom = np.maximum(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
     scale = np.where(total > headroom, np.divide(headroom, total, out=np.zeros_like(total), where=total > 0), 1.0)
     parts = {"idle": c["idle_w"] + 0.0 * total, "active": c["active_w"] + 0.0 * total}
     parts.update({k: v * scale for k, v in dynamic.items()})
-    parts["power_w"] = parts["idle"] + parts["active"] + parts["matrix"] + parts["memory"] + parts["link"]
+    parts.setdefault("vector", 0.0 * total)
+    parts["pim"] = c.get("pim_j_per_byte", 0.0) * _per_second(pim_bytes, seconds) + 0.0 * total
+    parts["power_w"] = sum(parts[k] for k in COMPONENTS)
     return parts
 
 
@@ -148,8 +164,9 @@ def inference_power(c, out):
     pre_s = out["breakdown.prefill.total_s"]
     step_s = out["breakdown.decode.total_s"]
     steps = out["breakdown.decode.steps"]
-    pre = device_power(c, pre_s, *(out[f"breakdown.prefill.{k}"] for k in ("flops", "hbm_bytes", "link_bytes")))
-    dec = device_power(c, step_s, *(out[f"breakdown.decode.{k}"] for k in ("flops", "hbm_bytes", "link_bytes")))
+    work = ("flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
+    pre = device_power(c, pre_s, *(out.get(f"breakdown.prefill.{k}", 0.0) for k in work))
+    dec = device_power(c, step_s, *(out.get(f"breakdown.decode.{k}", 0.0) for k in work))
     decode_s = steps * step_s
     seconds = pre_s + decode_s
     parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}

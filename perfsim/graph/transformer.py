@@ -40,6 +40,14 @@ class Attention:
     flops: object
     moved_bytes: object
     blocks: object  # independent work units (batch × heads × query tiles), for wave quantisation
+    # shape of the two matmuls per (sequence, KV head), for systolic arrays and PIM: query rows
+    # sharing a KV head, head dimension, keys attended; softmax scores; KV-cache bytes read
+    rows: object = 0.0
+    depth: object = 0.0
+    span: object = 0.0
+    units: object = 0.0
+    scores: object = 0.0
+    kv_bytes: object = 0.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,9 @@ def attention_ops(c, p: Pass):
     kv_read = p.seqs * p.kv_len * kv_bytes_per_token(c)
     eager_scores = (1.0 - c["flash"]) * 4.0 * p.seqs * heads_dev * p.q_len * p.kv_len * act
     q_tiles = np.ceil(p.q_len / 128.0)
-    ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, p.seqs * heads_dev * q_tiles))
+    ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, p.seqs * heads_dev * q_tiles,
+                         rows=p.q_len * heads_dev / kv_dev, depth=qk_dim, span=kv_eff, units=p.seqs * kv_dev,
+                         scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
     return ops

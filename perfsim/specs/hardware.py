@@ -31,11 +31,12 @@ _SCHEMA = {
         "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM,
                        **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
         "power": {"tdp_w": S.NUM, "idle_w": S.NUM, "active_w": S.NUM, "matrix_w": S.NUM,
-                  "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM},
+                  "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM, "vector_w": S.NUM},
+        "engines": {"matrix": {"arrays": S.INT, "size": S.INT, "dataflow": S.STR}},
         "pim": {"channels": S.INT, "banks_per_channel": S.INT, "macs_per_bank": S.INT, "clock_ghz": S.NUM,
                 "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM,
                 "stacks": S.INT, "stack_bandwidth_gb_s": S.NUM, "row_buffers": S.INT, "link_gb_s": S.NUM,
-                "flops_per_byte": S.NUM, "access_pj_per_byte": S.NUM},
+                "flops_per_byte": S.NUM, "access_pj_per_byte": S.NUM, "efficiency": S.NUM},
     },
     "node": {
         "devices_per_node": S.INT,
@@ -74,6 +75,7 @@ _FIELDS = {
     "device.power.matrix_w": "matrix_w",
     "device.power.memory_pj_per_byte": "memory_pj_per_byte",
     "device.power.link_pj_per_byte": "link_pj_per_byte",
+    "device.power.vector_w": "vector_w",
     "node.power.host_w": "host_w",
     "node.power.psu_efficiency": "psu_efficiency",
     "node.devices_per_node": "devices_per_node",
@@ -118,6 +120,7 @@ _OPTIONAL_DEFAULTS = {
     "scaleout_gb_s": 0.0, "scaleout_latency_us": 0.0, "scaleout_efficiency": 1.0, "scaleout_ll_latency_us": 0.0,
     # power: without these the model falls back to idle + (TDP - idle) x matrix-engine utilisation
     "active_w": 0.0, "memory_pj_per_byte": 0.0, "link_pj_per_byte": 0.0, "host_w": 0.0, "psu_efficiency": 1.0,
+    "vector_w": 0.0,
 }
 
 _KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
@@ -159,6 +162,7 @@ class HardwareSpec:
     in_network_reduction: bool = False
     family: str = "other"
     pim: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    engines: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     sources: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), repr=False)
     file: str | None = None
 
@@ -207,12 +211,13 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
     _derive_power(flat, sources, path)
     pim = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.pim.")}
     _check_pim(pim, data, path)
+    engines = _check_engines(values, kind, flat, peak, path)
     return HardwareSpec(
         name=values["name"], description=values["description"], kind=kind,
         values=MappingProxyType(flat), peak_tflops=MappingProxyType(peak),
         vector_tflops=MappingProxyType(vector), gemm_max_by_dtype=MappingProxyType(by_dtype),
         in_network_reduction=bool(values.get("node.scaleup.in_network_reduction", False)), family=family,
-        pim=MappingProxyType(pim), sources=MappingProxyType(sources), file=path,
+        pim=MappingProxyType(pim), engines=MappingProxyType(engines), sources=MappingProxyType(sources), file=path,
     )
 
 
@@ -254,6 +259,56 @@ def _check_pim(pim: dict, data, path: str) -> None:
     if pim.get("mode") == "concurrent" and pim.get("row_buffers", 2) < 2:
         raise InputError("mode 'concurrent' needs at least 2 row buffers per bank", field="device.pim.row_buffers",
                          **where)
+    if "efficiency" in pim and not 0 < pim["efficiency"] <= 1:
+        raise InputError(f"must be in (0, 1], got {pim['efficiency']}", field="device.pim.efficiency", **where)
+    # the bank-level compute rate comes from the MAC units, or from the bandwidth and FLOPs per byte
+    macs = all(k in pim for k in ("channels", "banks_per_channel", "macs_per_bank", "clock_ghz"))
+    if not macs and not ("internal_bandwidth_gb_s" in pim and "flops_per_byte" in pim):
+        raise InputError("give channels, banks_per_channel, macs_per_bank and clock_ghz, or "
+                         "internal_bandwidth_gb_s and flops_per_byte, so the PIM compute rate is known",
+                         field="device.pim", **where)
+    if "internal_bandwidth_gb_s" not in pim:
+        raise InputError("required key is missing", field="device.pim.internal_bandwidth_gb_s", **where)
+    # PIM stacks behind a link are memory of their own; PIM in the device's memory is that memory
+    if "link_gb_s" in pim and "capacity_gib" not in pim:
+        raise InputError("required key is missing (PIM stacks on a link hold memory of their own)",
+                         field="device.pim.capacity_gib", **where)
+
+
+#: systolic-array dataflows: which operand stays in the array while the other streams through
+DATAFLOWS = ("weight-stationary", "output-stationary")
+_PEAK_TOLERANCE = 0.05  # arrays x size^2 x 2 x clock may differ from the quoted peak by rounding
+
+
+def _check_engines(values: dict, kind: str, flat: dict, peak: dict, path: str) -> dict:
+    """The matrix engine of an NPU/TPU: ``{arrays, size, weight_stationary}``.
+
+    A spec without an ``engines.matrix`` block takes its arrays from ``compute_units`` and their
+    size from ``gemm_tile.m``, weight-stationary (the TPU MXU dataflow). Where the block and a
+    clock are given, the arrays' MAC rate must agree with the quoted dense peak.
+    """
+    if kind not in ("npu", "tpu"):
+        if any(k.startswith("device.engines.") for k in values):
+            raise InputError("engines describe systolic NPU/TPU parts; this part's kind is " + repr(kind),
+                             field="device.engines", file=path)
+        return {}
+    block = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.engines.matrix.")}
+    arrays = int(block.get("arrays", flat["compute_units"]))
+    size = int(block.get("size", flat["gemm_tile_m"]))
+    dataflow = block.get("dataflow", "weight-stationary")
+    if dataflow not in DATAFLOWS:
+        raise unknown("dataflow", dataflow, DATAFLOWS, field="device.engines.matrix.dataflow", file=path)
+    for key, value in (("arrays", arrays), ("size", size)):
+        if value < 1:
+            raise InputError(f"must be at least 1, got {value}", field=f"device.engines.matrix.{key}", file=path)
+    if block and "device.architecture.clock_ghz" in values:
+        rate = arrays * size * size * 2.0 * flat["clock_ghz"] * 1e-3  # TFLOP/s
+        top = max(peak.values())
+        if abs(rate / top - 1.0) > _PEAK_TOLERANCE:
+            raise InputError(f"{arrays} arrays of {size}x{size} at {flat['clock_ghz']:g} GHz give {rate:.1f} "
+                             f"TFLOP/s, but the largest peak_tflops is {top:g}", field="device.engines.matrix",
+                             file=path)
+    return {"arrays": arrays, "size": size, "weight_stationary": dataflow == "weight-stationary"}
 
 
 def _where(data, key):
