@@ -202,12 +202,16 @@ def estimate_train(c):
     sync_total = n_micro * per_micro + per_step
     opt_params = data_par["optimizer_params"]
     optimizer = t["optimizer_s"]
-    # offloaded optimizer, gradients, weights, activations (perfsim.analytical.offload): no-op without
+    # offloaded optimizer, gradients, weights, activations (perfsim.analytical.offload)
     state_bytes = np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES)
-    off = offload.train_times(c, weight_bytes=data_par["weight_bytes"], grad_bytes=data_par["grad_bytes"],
-                              optimizer_params=opt_params, state_bytes=state_bytes,
-                              activation_bytes=_activation_bytes(c, 1.0), forward_s=F, backward_s=B + R,
-                              micro_batches=n_micro, optimizer_traffic=_OPTIMIZER_TRAFFIC, device_optimizer_s=optimizer)
+    if np.any(c["offloaded"] > 0):
+        off = offload.train_times(c, weight_bytes=data_par["weight_bytes"], grad_bytes=data_par["grad_bytes"],
+                                  optimizer_params=opt_params, state_bytes=state_bytes,
+                                  activation_bytes=_activation_bytes(c, 1.0), forward_s=F, backward_s=B + R,
+                                  micro_batches=n_micro, optimizer_traffic=_OPTIMIZER_TRAFFIC,
+                                  device_optimizer_s=optimizer)
+    else:  # nothing leaves the device: what train_times gives for all-device fractions
+        off = {"optimizer_s": optimizer, "host_optimizer_s": 0.0, "offload_s": 0.0, "transfer_s": 0.0}
     optimizer = off["optimizer_s"]
     step = pipeline + exposed_sync + optimizer + c["step_overhead_s"] + off["offload_s"]
 
