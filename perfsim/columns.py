@@ -36,7 +36,8 @@ _HW = {
     "nvme_capacity_gib": ("nvme_capacity_bytes", _GIB), "nvme_direct": ("nvme_direct", 1.0),
     "active_w": ("active_w", 1.0), "matrix_w": ("matrix_w", 1.0), "memory_pj_per_byte": ("memory_j_per_byte", 1e-12),
     "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),
-    "psu_efficiency": ("psu_efficiency", 1.0),
+    "psu_efficiency": ("psu_efficiency", 1.0), "voltage_floor": ("voltage_floor", 1.0),
+    "clock_ghz": ("clock_ghz", 1.0), "min_clock_ghz": ("min_clock_ghz", 1.0),
 }
 # what-if key -> (column, scale)
 _WHATIF = {
@@ -182,6 +183,8 @@ def build(grid) -> dict:
     c["zero_shard_size"] = _optional(grid, "zero_shard_size")
     c["zero_shard_size"] = np.where(np.isnan(c["zero_shard_size"]), c["dp"] * c["cp"], c["zero_shard_size"])
     c["capacity_factor"] = _optional(grid, "capacity_factor")  # NaN: dropless routing
+    c["power_cap_w"] = _optional(grid, "power_cap_w")  # NaN: no cap
+    c["pue"] = grid.gather("pue", grid.values("pue"))
     return c
 
 

@@ -25,8 +25,8 @@ RECOMPUTE = ("none", "selective", "full")
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe")
 FINETUNE = ("full", "lora")
 
-# argument -> (kind, default). kinds: int (>=1), pos (float > 0), frac, bool, choice tuple, special;
-# "unmodelled": named by the interface, rejected with a clear error until a cost model uses it
+# argument -> (kind, default). kinds: int (>=1), pos (float > 0), frac, pue (float >= 1), bool, choice
+# tuple, special
 ARGUMENTS = {
     "model": ("model", None),
     "hardware": ("hardware", None),
@@ -47,7 +47,8 @@ ARGUMENTS = {
     "batch": ("int", 1), "prompt_len": ("int", 2048), "gen_len": ("int", 256),
     "runtime": ("runtime", None),
     "gpu_memory_utilization": ("frac", 0.9),
-    "power_cap_w": ("unmodelled", None),
+    "power_cap_w": ("pos", None),
+    "pue": ("pue", 1.0),
     "finetune": (FINETUNE, "full"),
     "lora_rank": ("int", 16),
     "train_tokens": ("pos", None),
@@ -75,12 +76,15 @@ def check_value(name: str, value):
         if value < 1:
             raise InputError(f"must be at least 1, got {value!r}", field=name)
         return int(value)
-    if kind == "unmodelled":
-        raise InputError("is accepted by the interface but not modelled yet", field=name)
     if kind == "pos":
         if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
                 or not 0 < value < math.inf):
             raise InputError(f"expected a positive number, got {value!r}", field=name)
+        return float(value)
+    if kind == "pue":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not 1 <= value < math.inf:
+            raise InputError(f"expected a number >= 1 (facility energy over IT energy), got {value!r}", field=name)
         return float(value)
     if kind == "frac":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:

@@ -75,7 +75,9 @@ def price(c, ops, *, backward=False, weight_grads=True):
     dict
         ``gemm_s``, ``attention_s``, ``elementwise_s``, ``communication_s``, ``launch_s`` (part of
         the others, kernel overheads), ``compute_bound_s`` / ``memory_bound_s`` (GEMM + attention
-        time split by which roofline bound it), ``wgrad_s`` (weight-gradient GEMMs, backward),
+        time split by which roofline bound it; elementwise ops are memory-bound),
+        ``memory_compute_s`` (the compute side of the memory-bound ops' rooflines: what they would
+        take at a clock too low for memory to bind, for the power-cap model), ``wgrad_s`` (weight-gradient GEMMs, backward),
         ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``), the
         busy time of each engine (``matrix_s``, ``vector_s``, ``dma_s``: :mod:`perfsim.cost.npu`;
         counted where the grid holds an NPU/TPU or PIM, 0 otherwise), and the work the power
@@ -83,7 +85,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
         what it sends and writes what it receives), ``link_bytes`` (bytes each device sends over
         the fabric, nccl-tests bus-bandwidth volume) and ``vector_ops`` (NPU vector engine).
     """
-    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "wgrad_s", "ep_communication_s",
+    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
+                            "ep_communication_s",
                             "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "vector_ops")}
     systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
     npu_rows = bool(np.any(systolic))
@@ -120,6 +123,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
                 out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= tm, t, 0.0)
                 out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < tm, t, 0.0)
+                out["memory_compute_s"] = out["memory_compute_s"] + np.where(tc < tm, tc, 0.0)
                 if i == 1:
                     out["wgrad_s"] = out["wgrad_s"] + t
                 if engines:
@@ -171,6 +175,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
             out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t, 0.0)
             out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < t - launch, t, 0.0)
+            out["memory_compute_s"] = out["memory_compute_s"] + np.where(tc < t - launch, tc, 0.0)
             out["flops"] = out["flops"] + op.flops * scale
             out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
         elif isinstance(op, Elementwise):

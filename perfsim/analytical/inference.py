@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
+from perfsim.analytical.power import cap_passes
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
@@ -91,6 +92,8 @@ def estimate_inference(c):
     tpot, dec = forward_time(c, decode)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
     offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights_per_device(c))
+    # a power cap lowers each phase's clock (perfsim.analytical.power): no-op without
+    cap_checks = cap_passes(c, {"prefill": pre, "decode": dec}, devices_per_pass=c["pp"])
     ttft, tpot = pre["total_s"], dec["total_s"]
     steps = np.maximum(gen - 1.0, 0.0)
     e2e = ttft + steps * tpot
@@ -99,8 +102,9 @@ def estimate_inference(c):
     for phase, parts in (("prefill", pre), ("decode", dec)):
         for key in ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s",
                     "launch_s", "compute_bound_s", "memory_bound_s", "offload_s", "host_attention_s", "transfer_s",
-                    "total_s"):
-            out[f"breakdown.{phase}.{key}"] = parts[key]
+                    "total_s", "throttle_s", "clock_ratio"):
+            if key in parts:
+                out[f"breakdown.{phase}.{key}"] = parts[key]
     out["breakdown.decode.steps"] = steps
     out["breakdown.decode.hbm_bound_s"] = _hbm_bound(c, seqs, prompt + gen / 2.0)
 
@@ -131,6 +135,7 @@ def estimate_inference(c):
                lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, "
                          f"{_at(usable, i) / _GIB:.1f} GiB usable (gpu_memory_utilization of "
                          f"{_at(c['capacity_bytes'], i) / _GIB:.1f} GiB)")]
+    checks += cap_checks
     tier_out, tier_checks = offload.tier_results(c, total, tiers)
     out["breakdown.decode.cpu_attention"] = offloaded["breakdown.decode.cpu_attention"]
     out.update(tier_out)

@@ -15,6 +15,24 @@ GPU power models such as GPUWattch (Leng et al., ISCA'13): static plus the sum o
 Compute-bound phases (prefill, training GEMMs) reach the limit, memory-bound decode stays far
 below it, as Splitwise measured (Patel et al., ISCA'24).
 
+**Power caps and DVFS.** Under ``power_cap_w`` the device lowers its clock to the ratio ``f`` of
+its top clock (``f`` in ``[min_clock_ghz / clock_ghz, 1]``). Compute-bound time (the roofline's
+compute-bound part, ``compute_bound_s``) stretches by ``1 / f``; memory-bound time,
+communication and host overheads stay (HBM and links keep their own clocks). The supply voltage
+tracks the clock above a floor and stays at the floor below, ``V(f) / V(1) = max(f,
+voltage_floor)``, as GPU V/f tables do (Guerreiro et al., HPCA'18, "GPGPU Power Modeling for
+Multi-Domain Voltage-Frequency Scaling": core voltage constant up to a knee, then rising with the
+clock). Dynamic power of clocked logic is ``C V² f`` (Weste and Harris, "CMOS VLSI Design", sec.
+5.1), so over a span whose work is fixed
+
+    P(f) = idle_w + active_w · f V² + s · [(matrix + vector) · V² + memory + link] · T(1) / T(f),
+
+the engines' energy per FLOP scaling with ``V²`` and the memory and link energy per byte not at
+all (``s`` is the full-clock TDP clip, so ``P(1)`` is the uncapped power). ``P`` rises with
+``f``; the largest ``f`` with ``P(f) <= power_cap_w`` is found by bisection on the arrays
+(:func:`solve_clock`), per phase: the prefill, a decode step, a training step. A cap at or above
+the uncapped power changes nothing; one below ``P`` at the lowest clock cannot be met.
+
 A server at the wall (what MLPerf Power measures) adds its host — CPUs, memory, NICs, switches,
 fans (``host_w``) — and idle devices the run leaves unused in a partly filled node, all divided
 by the power supplies' efficiency (``psu_efficiency``).
@@ -37,7 +55,138 @@ def _per_second(amount, seconds):
         return np.where(seconds == 0, 0.0, np.asarray(amount, dtype=float) / seconds)
 
 
-def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_bytes=0.0, pim_link_bytes=0.0):
+#: lowest clock ratio the solver tries where a spec states no lowest clock (a numerical floor, 1/1000
+#: of the top clock: the cap may then slow the device almost without bound)
+LOWEST_CLOCK = 1e-3
+#: bisection steps: the clock ratio to 2**-32 of its range
+_BISECTION_STEPS = 32
+
+
+def _is_array(*values):
+    return any(isinstance(v, np.ndarray) for v in values)
+
+
+def _maximum(a, b):
+    """``np.maximum`` for arrays, ``max`` for Python numbers (the serving loop's scalars)."""
+    return np.maximum(a, b) if _is_array(a, b) else max(a, b)
+
+
+def _select(condition, a, b):
+    """``np.where`` for arrays, a conditional for Python numbers."""
+    return np.where(condition, a, b) if _is_array(condition, a, b) else (a if condition else b)
+
+
+def voltage_ratio(clock, floor):
+    """Supply voltage at clock ratio ``clock`` over the voltage at the top clock.
+
+    The voltage tracks the clock above the floor and stays at the floor below it:
+    ``max(clock, floor)``. Arrays broadcast; Python numbers give a Python number.
+
+    Examples
+    --------
+    >>> voltage_ratio(0.9, 0.8), voltage_ratio(0.5, 0.8)
+    (0.9, 0.8)
+    """
+    return _maximum(clock, floor)
+
+
+def clocked_seconds(clock, full_s, compute_bound_s, memory_bound_s=0.0, memory_compute_s=0.0):
+    """Length of a span at clock ratio ``clock``.
+
+    The compute-bound part stretches by ``1 / clock``; the memory-bound part stays until its
+    compute side, stretched, overtakes it (the roofline of the memory-bound ops taken together:
+    ``max(memory_bound_s, memory_compute_s / clock)``); the rest (communication, host overheads)
+    stays.
+
+    Parameters
+    ----------
+    clock : array_like or float
+        Clock over the top clock, in (0, 1].
+    full_s, compute_bound_s, memory_bound_s : array_like or float
+        The span at the top clock, its compute-bound part and its memory-bound part, s.
+    memory_compute_s : array_like or float
+        Compute side of the memory-bound ops at the top clock, s (at most ``memory_bound_s``).
+
+    Examples
+    --------
+    >>> clocked_seconds(0.5, 10.0, 4.0, 4.0, 1.0), clocked_seconds(0.2, 10.0, 4.0, 4.0, 1.0)
+    (14.0, 27.0)
+    """
+    return (compute_bound_s / clock + _maximum(memory_bound_s, memory_compute_s / clock)
+            + (full_s - compute_bound_s - memory_bound_s))
+
+
+def _factors(clock, floor, rate):
+    """Scale factors of the power terms at ``clock``: ``(active, clocked engines, bytes)``.
+
+    ``rate`` is the work per second relative to the top clock (``T(1) / T(f)``): the active floor
+    scales with ``f V²``, the engines' dynamic power with ``V²`` times the rate, energy per byte
+    with the rate."""
+    v = voltage_ratio(clock, floor)
+    v2 = v * v
+    return clock * v2, v2 * rate, rate
+
+
+def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped_w, steps=_BISECTION_STEPS):
+    """Largest clock ratio in ``[lowest, 1]`` at which a span's mean power is at most ``cap``.
+
+    Bisection on the arrays (each row its own bracket, no per-row loop); Python numbers work the
+    same way, one span at a time (the serving simulator's iterations).
+
+    Parameters
+    ----------
+    cap : array_like or float
+        Power cap, W (``inf``: none).
+    lowest : array_like or float
+        Lowest clock ratio of the device.
+    floor : array_like or float
+        Voltage floor over the top-clock voltage (:func:`voltage_ratio`).
+    span : tuple
+        ``(full_s, compute_bound_s, memory_bound_s, memory_compute_s)`` of the span at the top clock,
+        s (:func:`clocked_seconds`).
+    idle, active : array_like or float
+        Idle power and the active floor at the top clock, W.
+    clocked_w, bytes_w : array_like or float
+        Dynamic power at the top clock (TDP clip applied) of the clocked engines (matrix, vector)
+        and of memory and link traffic, W.
+    uncapped_w : array_like or float
+        The span's power at the top clock, W (the cap binds only below it).
+
+    Returns
+    -------
+    (clock, fits)
+        The clock ratio (1 where the cap does not bind) and whether the cap can be met at all
+        (False where even the lowest clock draws more; the clock is then ``lowest``).
+
+    Examples
+    --------
+    >>> f, fits = solve_clock(300.0, 0.1, 0.8, (1.0, 1.0, 0.0, 0.0), 50.0, 50.0, 300.0, 0.0, 400.0)
+    >>> round(f, 3), fits  # compute-bound (work per second ~ f): 50 + 50 f^3 + 300 f^3 = 300
+    (0.894, True)
+    """
+    full_s = span[0]
+
+    def power(clock):
+        seconds = clocked_seconds(clock, *span)
+        rate = full_s / seconds if not _is_array(seconds, full_s) else np.divide(
+            full_s, seconds, out=np.ones(np.broadcast(full_s, seconds).shape), where=np.asarray(seconds) > 0)
+        a, e, b = _factors(clock, floor, rate)
+        return idle + active * a + clocked_w * e + bytes_w * b
+
+    binds = uncapped_w > cap
+    fits = (power(lowest) <= cap) | ~binds if _is_array(binds) else (not binds or power(lowest) <= cap)
+    lo = lowest + 0.0 * uncapped_w if _is_array(uncapped_w) else lowest
+    hi = 1.0 + 0.0 * lo
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        ok = power(mid) <= cap
+        lo = _select(ok, mid, lo)
+        hi = _select(ok, hi, mid)
+    return _select(binds, lo, 1.0), fits
+
+
+def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_bytes=0.0, pim_link_bytes=0.0, *,
+                 clock=None, full_seconds=None):
     """Mean power of one device (W) over ``seconds`` doing the given work, by component.
 
     An NPU's vector engine adds ``vector_w`` at its full rate (``vector_ops`` over the span at
@@ -57,6 +206,11 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     vector_ops, pim_bytes, pim_link_bytes : array_like, optional
         Vector-engine operations (NPU), bytes read inside PIM banks, bytes sent to PIM stacks.
 
+    clock, full_seconds : array_like, optional
+        A span run at clock ratio ``clock`` (under a power cap): ``seconds`` is its length at that
+        clock, ``full_seconds`` at the top clock. The TDP clip is that of the top clock, then the
+        terms scale as in the module docstring (``voltage_floor`` column).
+
     Returns
     -------
     dict
@@ -73,16 +227,17 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     >>> round(float(device_power(c, 1.0, 3e14, 1e12, 0.0)["power_w"]), 1)  # full peak as well: at the limit
     400.0
     """
+    span = seconds if clock is None else full_seconds
     dynamic = {
-        "matrix": c["matrix_w"] * _per_second(flops, seconds) / c["peak_flops"],
-        "memory": c["memory_j_per_byte"] * _per_second(hbm_bytes, seconds),
-        "link": c["link_j_per_byte"] * _per_second(np.add(link_bytes, pim_link_bytes), seconds),
+        "matrix": c["matrix_w"] * _per_second(flops, span) / c["peak_flops"],
+        "memory": c["memory_j_per_byte"] * _per_second(hbm_bytes, span),
+        "link": c["link_j_per_byte"] * _per_second(np.add(link_bytes, pim_link_bytes), span),
     }
     has_vector = np.any(np.asarray(vector_ops) > 0)
     if has_vector:
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(np.asarray(vector_ops) > 0, _per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
-        share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
+            share = np.where(np.asarray(vector_ops) > 0, _per_second(vector_ops, span) / c["vector_flops"], 0.0)
+        share = np.where(np.isfinite(share) | np.isnan(np.asarray(span, dtype=float)), share, 0.0)
         dynamic["vector"] = c.get("vector_w", 0.0) * share
     total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"] + dynamic.get("vector", 0.0)
     headroom = np.maximum(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
@@ -90,9 +245,103 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     parts = {"idle": c["idle_w"] + 0.0 * total, "active": c["active_w"] + 0.0 * total}
     parts.update({k: v * scale for k, v in dynamic.items()})
     parts.setdefault("vector", 0.0 * total)
+    if clock is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(np.asarray(seconds) > 0, np.divide(span, seconds), 1.0)
+        a, e, b = _factors(np.asarray(clock, dtype=float), c["voltage_floor"], rate)
+        parts["active"] = parts["active"] * a
+        for key, factor in (("matrix", e), ("vector", e), ("memory", b), ("link", b)):
+            parts[key] = parts[key] * factor
     parts["pim"] = c.get("pim_j_per_byte", 0.0) * _per_second(pim_bytes, seconds) + 0.0 * total
     parts["power_w"] = sum(parts[k] for k in COMPONENTS)
     return parts
+
+
+def lowest_clock(c):
+    """Lowest clock ratio of the device: ``min_clock_ghz / clock_ghz`` (at least :data:`LOWEST_CLOCK`)."""
+    return np.maximum(c["min_clock_ghz"] / c["clock_ghz"], LOWEST_CLOCK)
+
+
+def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
+             vector_ops=0.0):
+    """A span of work under ``power_cap_w``: ``(clock, seconds, fits)``, arrays.
+
+    Parameters
+    ----------
+    c : dict
+        Columns, with ``power_cap_w`` (NaN: no cap), ``voltage_floor``, ``min_clock_ghz``,
+        ``clock_ghz`` and those of :func:`device_power`.
+    full_s, compute_bound_s, memory_bound_s, memory_compute_s : array_like
+        The span at the top clock, s, and its parts (:func:`clocked_seconds`).
+    flops, hbm_bytes, link_bytes, vector_ops : array_like
+        Work of one device in the span (as :func:`device_power`).
+
+    Returns
+    -------
+    (clock, seconds, fits)
+        Clock ratio (exactly 1 where there is no cap or it does not bind), the span's length at
+        that clock (exactly ``full_s`` there), and False where the cap is below the device's power
+        at its lowest clock. PIM stacks have their own power budget and do not count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = dict(idle_w=60.0, active_w=60.0, matrix_w=300.0, tdp_w=400.0, peak_flops=3e14, memory_j_per_byte=6e-11,
+    ...          link_j_per_byte=1e-11, voltage_floor=0.8, min_clock_ghz=0.2, clock_ghz=2.0,
+    ...          power_cap_w=np.array([np.nan, 500.0, 300.0, 70.0]))
+    >>> clock, seconds, fits = cap_span(c, 1.0, 0.9, 0.1, 0.0, 2.7e14, 1e11, 0.0)
+    >>> clock.round(3).tolist(), seconds.round(3).tolist(), fits.tolist()
+    ([1.0, 1.0, 0.89, 0.1], [1.0, 1.0, 1.111, 9.1], [True, True, True, False])
+    """
+    full_s = np.asarray(full_s, dtype=float)
+    parts = device_power(c, full_s, flops, hbm_bytes, link_bytes, vector_ops)
+    cap = np.where(np.isnan(c["power_cap_w"]), np.inf, c["power_cap_w"])
+    compute = np.clip(compute_bound_s, 0.0, full_s)
+    memory = np.clip(memory_bound_s, 0.0, full_s - compute)
+    span = (full_s, compute, memory, np.clip(memory_compute_s, 0.0, memory))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clock, fits = solve_clock(cap, lowest_clock(c), c["voltage_floor"], span, c["idle_w"], c["active_w"],
+                                  parts["matrix"] + parts["vector"], parts["memory"] + parts["link"],
+                                  parts["power_w"] - parts["pim"])
+        seconds = np.where(clock < 1.0, clocked_seconds(clock, *span), full_s)
+    return clock, seconds, fits
+
+
+def cap_check(c, fits, what):
+    """The infeasibility check of a cap the device cannot meet at its lowest clock."""
+    cap = c["power_cap_w"]
+
+    def detail(i):
+        value = float(np.asarray(cap) if np.ndim(cap) == 0 else np.asarray(cap)[i])
+        return (f"power_cap_w ({value:g} W) is below what the device draws in {what} even at its lowest "
+                "clock")
+
+    return (~np.asarray(fits, dtype=bool), f"power_cap_w is below the device's power at its lowest clock ({what})",
+            detail)
+
+
+def cap_passes(c, passes: dict, devices_per_pass=1.0):
+    """Apply ``power_cap_w`` to priced passes in place; returns the infeasibility checks.
+
+    Each pass (a :func:`perfsim.analytical.cost_ops.price` dict of one replica: ``total_s``,
+    ``compute_bound_s``, ``flops``, ``hbm_bytes``, ``link_bytes``) runs at its own clock: its
+    ``total_s`` becomes the capped length and it gains ``clock_ratio`` and ``throttle_s`` (the time
+    the lower clock adds). ``devices_per_pass`` shares a pass's work among the devices that run it
+    one after another (pipeline stages). Nothing changes where no row has a cap.
+    """
+    if not np.any(~np.isnan(c["power_cap_w"])):
+        return []
+    checks = []
+    for name, p in passes.items():
+        clock, seconds, fits = cap_span(c, p["total_s"], p["compute_bound_s"], p["memory_bound_s"],
+                                        p.get("memory_compute_s", 0.0),
+                                        *(np.asarray(p.get(k, 0.0)) / devices_per_pass
+                                          for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops")))
+        p["throttle_s"] = seconds - p["total_s"]
+        p["total_s"] = seconds
+        p["clock_ratio"] = clock
+        checks.append(cap_check(c, fits, name))
+    return checks
 
 
 def _wall(c, device_w, seconds):
@@ -154,6 +403,14 @@ def run_energy(c, device_j, seconds, tokens, parts_j):
     return _energy_keys(c, device_j, _per_second(device_j, seconds), seconds, tokens, parts_j)
 
 
+def _clocked(out, prefix, seconds):
+    """``clock`` and ``full_seconds`` of a capped span of ``seconds`` in ``out`` (none where nothing
+    was capped)."""
+    if prefix + "clock_ratio" not in out:
+        return {}
+    return {"clock": out[prefix + "clock_ratio"], "full_seconds": seconds - out[prefix + "throttle_s"]}
+
+
 def inference_power(c, out):
     """Power and energy of one inference request batch (prefill, then ``gen_len - 1`` steps).
 
@@ -165,8 +422,9 @@ def inference_power(c, out):
     step_s = out["breakdown.decode.total_s"]
     steps = out["breakdown.decode.steps"]
     work = ("flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
-    pre = device_power(c, pre_s, *(out.get(f"breakdown.prefill.{k}", 0.0) for k in work))
-    dec = device_power(c, step_s, *(out.get(f"breakdown.decode.{k}", 0.0) for k in work))
+    pre, dec = (device_power(c, out[f"breakdown.{phase}.total_s"], *(out.get(f"breakdown.{phase}.{k}", 0.0) for k in work),
+                             **_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]))
+                for phase in ("prefill", "decode"))
     decode_s = steps * step_s
     seconds = pre_s + decode_s
     parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
@@ -187,8 +445,8 @@ def train_power(c, out):
     ``energy_j_per_token`` is per trained token.
     """
     step_s = out["step_time_s"]
-    flops = out["hardware_tflops_per_device"] * 1e12 * step_s
-    parts = device_power(c, step_s, flops, out["breakdown.train.hbm_bytes"], out["breakdown.train.link_bytes"])
+    parts = device_power(c, step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"],
+                         out["breakdown.train.link_bytes"], **_clocked(out, "breakdown.train.", step_s))
     job_tokens = c["train_tokens"]
     given = ~np.isnan(job_tokens)
     step_tokens = c["global_batch"] * c["seq_len"]

@@ -36,6 +36,7 @@ import numpy as np
 from perfsim.analytical import offload
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.inference import _at
+from perfsim.analytical.power import cap_passes
 from perfsim.cost.collectives import bus_factor
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
@@ -231,6 +232,11 @@ def estimate_train(c):
     hardware_flops = model_flops + recompute_flops
     devices = c["num_devices"]
     peak = c["peak_flops"]
+    traffic = _step_traffic(c, p, n_micro, R, t["prices"], data_par["sent_bytes"], opt_params)
+    # a power cap lowers the clock of the step (perfsim.analytical.power): no-op without
+    span = _step_span(c, t, step, per_mb, bubble, hardware_flops / devices, traffic)
+    cap_checks = cap_passes(c, {"the training step": span})
+    step = span["total_s"]
 
     def comm(key):  # per micro-batch: forward, backward and the recomputed forward
         return (f_layers[key] + b_layers[key] + f_embed[key] + f_head[key] + b_embed[key] + b_head[key]
@@ -264,7 +270,11 @@ def estimate_train(c):
         "breakdown.train.gemm_s": n_micro * sum(d["gemm_s"] for phase in t["prices"].values() for d in phase),
         "breakdown.train.attention_s": n_micro * (f_layers["attention_s"] + b_layers["attention_s"]),
         "breakdown.train.micro_batches": n_micro,
+        "breakdown.train.flops": span["flops"],
     }
+    for key in ("compute_bound_s", "memory_bound_s", "throttle_s", "clock_ratio"):
+        if key in span:
+            out[f"breakdown.train.{key}"] = span[key]
     # memory per device (first stage: most activations in flight, plus the embedding)
     weights = data_par["weight_bytes"] + np.where(lora, t["lora_params_per_device"] * c["act_bytes"], 0.0)
     grads = data_par["grad_bytes"]
@@ -292,9 +302,30 @@ def estimate_train(c):
     ]
     tier_out, tier_checks = offload.tier_results(c, total, tiers)
     out.update(tier_out)
-    checks += tier_checks
-    out.update(_step_traffic(c, p, n_micro, R, t["prices"], data_par["sent_bytes"], opt_params))
+    checks += tier_checks + cap_checks
+    out.update(traffic)
     return out, checks
+
+
+def _step_span(c, t, step, per_mb, bubble, flops, traffic):
+    """One training step as a span of work for the power-cap model.
+
+    Its compute-bound and memory-bound parts are those of a micro-batch's passes (the recompute
+    as a share of the forward), over every micro-batch slot a stage spends computing or waiting
+    in the bubble (the other stages run the same passes at the same clock); the data-parallel
+    sync, the optimizer step and host overheads do not scale with the clock.
+    """
+    prices = [d for phase in t["prices"].values() for d in phase]
+    f_layers = t["prices"]["forward"][0]
+    recompute = t["recompute_s"] / np.maximum(f_layers["total_s"], 1e-30)
+    slots = (t["n_micro"] * per_mb + bubble) / np.maximum(per_mb, 1e-30)
+
+    def part(key):
+        return slots * (sum(d[key] for d in prices) + recompute * f_layers[key])
+
+    return {"total_s": step, "compute_bound_s": part("compute_bound_s"), "memory_bound_s": part("memory_bound_s"),
+            "memory_compute_s": part("memory_compute_s"), "flops": flops,
+            "hbm_bytes": traffic["breakdown.train.hbm_bytes"], "link_bytes": traffic["breakdown.train.link_bytes"]}
 
 
 def _data_parallel(c, trainable, weights, ranks, stride, n_micro):

@@ -23,15 +23,16 @@ _SCHEMA = {
     "kind": S.STR,
     "device": {
         "compute": {"peak_tflops": S.NumMap(COMPUTE_DTYPES), "vector_tflops": S.NumMap(COMPUTE_DTYPES)},
-        "architecture": {"family": S.STR, "compute_units": S.INT, "clock_ghz": S.NUM, "l2_cache_mib": S.NUM,
-                         "sram_per_unit_kib": S.NUM},
+        "architecture": {"family": S.STR, "compute_units": S.INT, "clock_ghz": S.NUM, "min_clock_ghz": S.NUM,
+                         "l2_cache_mib": S.NUM, "sram_per_unit_kib": S.NUM},
         "gemm_tile": {"m": S.INT, "n": S.INT},
         "memory": {"hbm": {"capacity_gib": S.NUM, "bandwidth_gb_s": S.NUM, "name": S.STR}},
         "kernel_launch_us": {"value": S.NUM},
         "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM,
                        **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
         "power": {"tdp_w": S.NUM, "idle_w": S.NUM, "active_w": S.NUM, "matrix_w": S.NUM,
-                  "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM, "vector_w": S.NUM},
+                  "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM, "vector_w": S.NUM,
+                  "voltage_floor": S.NUM},
         "engines": {"matrix": {"arrays": S.INT, "size": S.INT, "dataflow": S.STR}},
         "pim": {"channels": S.INT, "banks_per_channel": S.INT, "macs_per_bank": S.INT, "clock_ghz": S.NUM,
                 "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM,
@@ -61,6 +62,7 @@ _SCHEMA = {
 _FIELDS = {
     "device.architecture.compute_units": "compute_units",
     "device.architecture.clock_ghz": "clock_ghz",
+    "device.architecture.min_clock_ghz": "min_clock_ghz",
     "device.architecture.l2_cache_mib": "l2_cache_mib",
     "device.gemm_tile.m": "gemm_tile_m",
     "device.gemm_tile.n": "gemm_tile_n",
@@ -76,6 +78,7 @@ _FIELDS = {
     "device.power.memory_pj_per_byte": "memory_pj_per_byte",
     "device.power.link_pj_per_byte": "link_pj_per_byte",
     "device.power.vector_w": "vector_w",
+    "device.power.voltage_floor": "voltage_floor",
     "node.power.host_w": "host_w",
     "node.power.psu_efficiency": "psu_efficiency",
     "node.devices_per_node": "devices_per_node",
@@ -121,6 +124,9 @@ _OPTIONAL_DEFAULTS = {
     # power: without these the model falls back to idle + (TDP - idle) x matrix-engine utilisation
     "active_w": 0.0, "memory_pj_per_byte": 0.0, "link_pj_per_byte": 0.0, "host_w": 0.0, "psu_efficiency": 1.0,
     "vector_w": 0.0,
+    # clocks and voltage under a power cap: no stated lowest clock (the cap may slow the device
+    # without bound), and a voltage that stays where it is (the cap scales the clock alone)
+    "min_clock_ghz": 0.0, "voltage_floor": 1.0,
 }
 
 _KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
@@ -232,6 +238,12 @@ def _derive_power(flat: dict, sources: dict, path: str) -> None:
     if not 0 < flat["psu_efficiency"] <= 1:
         raise InputError(f"must be in (0, 1], got {flat['psu_efficiency']}", field="node.power.psu_efficiency",
                          file=path)
+    if not 0 < flat["voltage_floor"] <= 1:
+        raise InputError(f"must be in (0, 1], got {flat['voltage_floor']}", field="device.power.voltage_floor",
+                         file=path)
+    if flat["min_clock_ghz"] >= flat["clock_ghz"]:
+        raise InputError(f"must be below clock_ghz ({flat['clock_ghz']:g}), got {flat['min_clock_ghz']:g}",
+                         field="device.architecture.min_clock_ghz", file=path)
     floor = flat["idle_w"] + flat["active_w"]
     if floor > flat["tdp_w"]:
         raise InputError(f"idle_w + active_w ({floor:g} W) exceeds tdp_w ({flat['tdp_w']:g} W)",
