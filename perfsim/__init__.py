@@ -8,8 +8,10 @@
 
 from perfsim.api import collective, estimate, gemm, memcpy, serve, sweep, timeline
 from perfsim.errors import InputError
+from perfsim.power_study import oversubscription as oversubscribe
 from perfsim.validate import validate
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "serve", "sweep", "timeline", "validate"]
+__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "oversubscribe", "serve", "sweep", "timeline",
+           "validate"]

@@ -21,6 +21,7 @@ from perfsim.analytical.power import COMPONENTS, device_power, run_energy
 from perfsim.columns import build
 from perfsim.core import evaluate_grid
 from perfsim.errors import InputError, unknown
+from perfsim.events import power_trace
 from perfsim.events.iteration_cost import IterationCost, kv_transfer_bytes, kv_transfer_s
 from perfsim.events.serving import BLOCK_TOKENS, KINDS, SCHEDULERS, ServeConfig, blocks_for, simulate
 from perfsim.events.trace import write_chrome_trace
@@ -33,6 +34,7 @@ SERVE_ARGUMENTS = {
     "arrival_rate": None, "trace": None, "num_requests": None, "prompt_len": 2048, "gen_len": 256,
     "scheduler": "continuous", "max_batch": 256, "chunk_size": 512, "max_prefill_tokens": 8192,
     "disaggregate": None, "ttft_slo_s": None, "tpot_slo_s": None, "seed": 0, "trace_out": None,
+    "power_trace": False, "power_window_s": 1.0,
 }
 DEFAULT_REQUESTS = 1000
 #: estimate arguments that describe a training step or a fixed batch, not a deployment
@@ -119,9 +121,11 @@ def check_scenario(scenario: dict):
     o["seed"] = _whole(o["seed"], "seed", 0)
     if o["num_requests"] is not None:
         o["num_requests"] = _whole(o["num_requests"], "num_requests", 1)
-    for name in ("arrival_rate", "ttft_slo_s", "tpot_slo_s"):
+    for name in ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "power_window_s"):
         if o[name] is not None:
             o[name] = _positive(o[name], name)
+    if not isinstance(o["power_trace"], (bool, np.bool_)):
+        raise InputError(f"expected true or false, got {o['power_trace']!r}", field="power_trace")
     if o["trace"] is not None:
         if not isinstance(o["trace"], (str, os.PathLike)):
             raise InputError(f"expected a path to a CSV file, got {o['trace']!r}", field="trace")
@@ -396,8 +400,11 @@ def _summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_token
     kv_time = 0.0
     busy_total = 0.0
     iterations = 0
-    checked = 0.0
-    for _name, role, rec, busy_s in sim.instances:
+    by_kind = dict.fromkeys(KINDS, 0.0)  # devices' energy in iterations of each kind, J
+    clock_time = dict.fromkeys(KINDS, 0.0)  # clock ratio x seconds, per kind (power cap)
+    lowest = 1.0
+    series = []  # per instance: iteration starts, lengths, power per device, devices
+    for name, role, rec, busy_s in sim.instances:
         idle_s += max(span - busy_s, 0.0)
         energy["idle"] += float(np.asarray(c["idle_w"])) * max(span - busy_s, 0.0) * size
         if not len(rec):
@@ -405,12 +412,19 @@ def _summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_token
         iterations += len(rec)
         dur = rec[:, 1]
         work = cost.work(rec[:, 3], rec[:, 4], rec[:, 5], rec[:, 6], rec[:, 7], rec[:, 8])
-        checked = max(checked, float(np.max(np.abs(work["time_s"] - dur))))
-        parts = device_power(c, dur, work["flops"], work["hbm_bytes"], work["link_bytes"])
+        clocked = {} if cost.cap is None else {"clock": work["clock_ratio"], "full_seconds": work["full_s"]}
+        parts = device_power(c, dur, work["flops"], work["hbm_bytes"], work["link_bytes"], **clocked)
         for comp in COMPONENTS:
             energy[comp] += float(np.sum(parts[comp] * dur)) * size
+        series.append((name, rec[:, 0], dur, parts["power_w"]))
         for k, kind in enumerate(KINDS):
-            busy[kind] += float(np.sum(dur[rec[:, 2] == k]))
+            mine = rec[:, 2] == k
+            busy[kind] += float(np.sum(dur[mine]))
+            by_kind[kind] += float(np.sum((parts["power_w"] * dur)[mine])) * size
+            if clocked:
+                clock_time[kind] += float(np.sum((work["clock_ratio"] * dur)[mine]))
+        if clocked:
+            lowest = min(lowest, float(np.min(work["clock_ratio"])))
         blocks = cfg.prefill_kv_blocks if role == "prefill" else cfg.kv_blocks
         batch_time += float(np.dot(rec[:, 10], dur))
         kv_time += float(np.dot(rec[:, 9], dur)) / max(blocks, 1)
@@ -444,6 +458,20 @@ def _summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_token
         "energy": {k.split(".", 2)[2]: float(np.asarray(v)) for k, v in power.items()
                    if k.startswith("breakdown.energy.")},
     }
+    # devices' energy by iteration kind (the idle gaps between iterations apart), per generated token
+    breakdown["energy"].update({f"{kind}_j": by_kind[kind] for kind in KINDS})
+    breakdown["energy"]["between_iterations_j"] = float(np.asarray(c["idle_w"])) * idle_s * size
+    if cost.cap is not None:
+        breakdown["power_cap"] = {
+            "power_cap_w": cost.cap,
+            "clock_ratio": {kind: clock_time[kind] / busy[kind] if busy[kind] else None for kind in KINDS},
+            "lowest_clock_ratio": lowest,
+            "iterations_over_cap": cost.over_cap,
+        }
+    trace = _cluster_power(c, cfg, series, devices, float(np.min(arrival)), span, o)
+    breakdown["cluster_power"] = trace.pop("stats")
+    if o["power_trace"]:
+        result["power_trace"] = trace
     if cfg.disaggregated:
         breakdown["prefill_instances"] = cfg.prefill_instances
         breakdown["decode_instances"] = cfg.instances
@@ -453,6 +481,36 @@ def _summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_token
                                     "scale_up_fraction": float(np.mean(transfers[:, 2])) if len(transfers) else None}
     result["breakdown"] = breakdown
     return result
+
+
+def _cluster_power(c, cfg, series, devices, start, span, o):
+    """Power of every device of the run over time, windowed; statistics at the devices and the wall.
+
+    Returns ``stats`` (``window_s``, ``devices_w`` and ``wall_w`` statistics of window means, the
+    servers and their ``provisioned_w``: nameplate power, every device at TDP) and the series
+    (``time_s``, ``devices_w``, ``wall_w`` per window; ``instances``: each instance's iterations).
+    """
+    col = {k: float(np.asarray(c[k])) for k in ("idle_w", "host_w", "psu_efficiency", "tdp_w")}
+    per_node = cfg.devices_per_node
+    nodes = math.ceil(devices / per_node)
+    size = cfg.devices_per_instance
+    end = start + max(span, 0.0)
+    times, device_w = power_trace.cluster_series(
+        [(t0, dur, p, size) for _, t0, dur, p in series], idle_w=col["idle_w"], devices=devices, start_s=start,
+        end_s=end if end > start else start + 1e-9)
+    wall = dict(nodes=nodes, devices=devices, devices_per_node=per_node, idle_w=col["idle_w"], host_w=col["host_w"],
+                psu_efficiency=col["psu_efficiency"])
+    window = o["power_window_s"]
+    edges, means = power_trace.window_means(times, device_w, window)
+    wall_means = power_trace.wall_power(means, **wall)
+    nameplate = (per_node * col["tdp_w"] + col["host_w"]) / col["psu_efficiency"]
+    stats = {"window_s": window, "servers": nodes, "provisioned_w": nodes * nameplate,
+             "devices_w": power_trace.stats(means, device_w),
+             "wall_w": power_trace.stats(wall_means, power_trace.wall_power(device_w, **wall))}
+    return {"stats": stats, "window_s": window, "time_s": (edges - start).tolist(), "devices_w": means.tolist(),
+            "wall_w": wall_means.tolist(),
+            "instances": [{"name": name, "devices": size, "start_s": (t0 - start).tolist(), "duration_s": dur.tolist(),
+                           "power_w_per_device": p.tolist()} for name, t0, dur, p in series]}
 
 
 def _write_trace(path, sim, cfg, requests, result):

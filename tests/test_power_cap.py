@@ -187,3 +187,109 @@ def test_dvfs_spec_checks():
     for name in ("v100-32gb", "a100-80gb", "a100-40gb", "h100-sxm"):
         spec = load_hardware(name)
         assert 0 < spec["min_clock_ghz"] < spec["clock_ghz"] and 0 < spec["voltage_floor"] < 1
+
+
+SERVE = dict(model="llama2-13b", hardware="a100-80gb", tp=2, dp=2, num_requests=80, prompt_len=1024, gen_len=64,
+             arrival_rate=6.0, max_batch=32, seed=1)
+
+
+def test_serve_with_a_cap_above_the_power_changes_no_time():
+    free = perfsim.serve(**SERVE)
+    capped = perfsim.serve(**SERVE, power_cap_w=400.0)  # the TDP: no iteration passes it
+    for key in ("ttft_s", "tpot_s", "itl_s", "e2e_latency_s"):
+        assert capped[key] == free[key], key
+    assert capped["power_w_per_device"] == pytest.approx(free["power_w_per_device"], rel=1e-12)
+    assert capped["breakdown"]["power_cap"]["lowest_clock_ratio"] == 1.0
+
+
+def test_serve_with_a_binding_cap_runs_slower_and_cooler():
+    free = perfsim.serve(**SERVE, power_trace=True)
+    capped = perfsim.serve(**SERVE, power_cap_w=250.0, power_trace=True)
+    assert capped["feasible"]
+    assert capped["ttft_s"]["p99"] > free["ttft_s"]["p99"]
+    assert capped["e2e_latency_s"]["mean"] >= free["e2e_latency_s"]["mean"]
+    assert capped["power_w_per_device"] < free["power_w_per_device"]
+    cap = capped["breakdown"]["power_cap"]
+    assert 0 < cap["clock_ratio"]["prefill"] < 1 and cap["iterations_over_cap"] == 0
+    for inst in capped["power_trace"]["instances"]:  # every iteration within the cap
+        assert max(inst["power_w_per_device"]) <= 250.0 * (1 + 1e-9)
+    assert max(max(i["power_w_per_device"]) for i in free["power_trace"]["instances"]) > 250.0
+    # the same cap, estimate's way: a prefill of the same size is slowed as much
+    est = perfsim.estimate(model="llama2-13b", hardware="a100-80gb", tp=2, batch=1, prompt_len=1024, gen_len=2,
+                           power_cap_w=250.0)
+    assert est["breakdown"]["prefill"]["clock_ratio"] < 1
+
+
+def test_serve_cap_below_the_floor_is_infeasible():
+    r = perfsim.serve(**SERVE, power_cap_w=60.0)
+    assert r["feasible"] is False and "power_cap_w" in r["reason"]
+
+
+def test_power_trace_accounts_for_the_energy():
+    r = perfsim.serve(**SERVE, power_trace=True, power_window_s=0.5)
+    trace, b = r["power_trace"], r["breakdown"]
+    idle = load_hardware("a100-80gb")["idle_w"]
+    busy = sum(sum(p * d for p, d in zip(i["power_w_per_device"], i["duration_s"], strict=True)) * i["devices"]
+               for i in trace["instances"])
+    assert busy + idle * b["idle_s"] * b["devices_per_instance"] == pytest.approx(r["energy_j"], rel=1e-9)
+    assert busy == pytest.approx(sum(b["energy"][f"{k}_j"] for k in ("prefill", "decode", "mixed")), rel=1e-9)
+    # window means: the cluster's energy over the run, and the wall adds hosts and supplies
+    window = trace["window_s"]
+    span = b["makespan_s"]
+    lengths = np.minimum(np.asarray(trace["time_s"]) + window, span) - np.asarray(trace["time_s"])
+    assert np.dot(trace["devices_w"], lengths) == pytest.approx(r["energy_j"], rel=1e-9)
+    stats = b["cluster_power"]
+    assert stats["devices_w"]["max"] <= stats["devices_w"]["max_instant"] + 1e-9
+    assert stats["devices_w"]["p50"] <= stats["devices_w"]["p99"] <= stats["devices_w"]["max"]
+    assert min(trace["wall_w"]) > max(trace["devices_w"])  # hosts and supply losses on top
+    assert stats["provisioned_w"] == pytest.approx(perfsim.power_study.nameplate_w("a100-80gb"))
+
+
+@pytest.mark.parametrize("bad", [{"power_window_s": 0}, {"power_trace": "yes"}, {"pue": 0.5}])
+def test_bad_serve_power_options(bad):
+    with pytest.raises(perfsim.InputError, match=next(iter(bad))):
+        perfsim.serve(**SERVE, **bad)
+
+
+def test_pue_scales_the_wall_energy():
+    plan = dict(model="llama2-7b", hardware="h100-sxm", batch=8)
+    one, more = perfsim.estimate(**plan), perfsim.estimate(**plan, pue=1.3)
+    assert more["energy_wall_j"] == pytest.approx(1.3 * one["energy_wall_j"])
+    assert more["breakdown"]["energy"]["facility_j"] == pytest.approx(0.3 * one["energy_wall_j"])
+    assert more["energy_j"] == one["energy_j"] and more["power_w_per_node"] == one["power_w_per_node"]
+    served = perfsim.serve(**SERVE, pue=1.2)
+    assert served["breakdown"]["energy"]["facility_j"] == pytest.approx(0.2 / 1.2 * served["energy_wall_j"])
+
+
+def test_oversubscription_study_and_its_plot(tmp_path):
+    from perfsim.power_study import nameplate_w, plot_headroom
+
+    study = perfsim.oversubscribe(model="llama2-7b", hardware="a100-80gb", tp=8, base_servers=2, servers=[2, 3, 4],
+                                  arrival_rate=4.0, prompt_len=512, gen_len=64, requests_per_server=60,
+                                  ttft_slo_s=2.0, tpot_slo_s=0.2)
+    curve = study["curve"]
+    assert [row["servers"] for row in curve] == [2, 3, 4]
+    assert study["power_budget_w"] == pytest.approx(2 * nameplate_w("a100-80gb"))
+    base = curve[0]
+    assert base["power_cap_w"] is None and base["within_budget"]  # a serving load is far below nameplate
+    for row in curve:
+        if row["power_cap_w"] is not None:  # capped only where the uncapped peak passes the budget
+            assert row["uncapped_peak_w"] > study["power_budget_w"]
+        if row["within_budget"]:
+            assert row["peak_w"] <= study["power_budget_w"]
+    assert study["max_servers"] >= 2 and study["extra_servers"] == study["max_servers"] / 2 - 1
+    path = tmp_path / "headroom.png"
+    fig = plot_headroom(study, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(fig.axes) == 2
+
+
+def test_oversubscription_rejects_what_it_sets():
+    with pytest.raises(perfsim.InputError, match="dp"):
+        perfsim.oversubscribe(model="llama2-7b", hardware="a100-80gb", tp=8, dp=2, base_servers=1, arrival_rate=1.0,
+                              ttft_slo_s=1.0, tpot_slo_s=0.1)
+    with pytest.raises(perfsim.InputError, match="tp"):
+        perfsim.oversubscribe(model="llama2-7b", hardware="a100-80gb", tp=3, base_servers=1, arrival_rate=1.0,
+                              ttft_slo_s=1.0, tpot_slo_s=0.1)
+    with pytest.raises(perfsim.InputError, match="load"):
+        perfsim.oversubscribe(model="llama2-7b", hardware="a100-80gb", tp=8, base_servers=1, arrival_rate=1.0,
+                              ttft_slo_s=1.0, tpot_slo_s=0.1, load="some")

@@ -34,8 +34,11 @@ all (``s`` is the full-clock TDP clip, so ``P(1)`` is the uncapped power). ``P``
 the uncapped power changes nothing; one below ``P`` at the lowest clock cannot be met.
 
 A server at the wall (what MLPerf Power measures) adds its host — CPUs, memory, NICs, switches,
-fans (``host_w``) — and idle devices the run leaves unused in a partly filled node, all divided
-by the power supplies' efficiency (``psu_efficiency``).
+storage, fans (``host_w``, a full-load figure: host CPUs, NVMe and NICs are charged at it whether a
+plan uses them or not) — and idle devices the run leaves unused in a partly filled node, all
+divided by the power supplies' efficiency (``psu_efficiency``). ``pue`` (power usage
+effectiveness, facility energy over IT energy; 1 by default) adds the facility's cooling and
+power distribution to ``energy_wall_j`` (``breakdown.energy.facility_j``).
 
 Every function takes the column dict ``c`` (:mod:`perfsim.columns`) and result arrays, and
 returns arrays of the broadcast shape.
@@ -58,22 +61,22 @@ def _per_second(amount, seconds):
 #: lowest clock ratio the solver tries where a spec states no lowest clock (a numerical floor, 1/1000
 #: of the top clock: the cap may then slow the device almost without bound)
 LOWEST_CLOCK = 1e-3
-#: bisection steps: the clock ratio to 2**-32 of its range
-_BISECTION_STEPS = 32
+#: bisection steps: the clock ratio to 2**-24 of its range
+_BISECTION_STEPS = 24
+#: relative margin within which a cap counts as met at the top clock (rounding of sums in other orders)
+_TOLERANCE = 1e-12
 
 
 def _is_array(*values):
-    return any(isinstance(v, np.ndarray) for v in values)
+    """True unless every value is a Python number (NumPy scalars and arrays take the array path)."""
+    return not all(v.__class__ is float or v.__class__ is int for v in values)
 
 
 def _maximum(a, b):
-    """``np.maximum`` for arrays, ``max`` for Python numbers (the serving loop's scalars)."""
-    return np.maximum(a, b) if _is_array(a, b) else max(a, b)
-
-
-def _select(condition, a, b):
-    """``np.where`` for arrays, a conditional for Python numbers."""
-    return np.where(condition, a, b) if _is_array(condition, a, b) else (a if condition else b)
+    """``np.maximum`` for arrays, the larger for Python numbers (the serving loop's scalars)."""
+    if a.__class__ is float and b.__class__ is float:
+        return a if a > b else b
+    return np.maximum(a, b)
 
 
 def voltage_ratio(clock, floor):
@@ -166,23 +169,101 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     """
     full_s = span[0]
 
+    scalar = not _is_array(cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)
+
     def power(clock):
         seconds = clocked_seconds(clock, *span)
-        rate = full_s / seconds if not _is_array(seconds, full_s) else np.divide(
+        rate = full_s / seconds if scalar else np.divide(
             full_s, seconds, out=np.ones(np.broadcast(full_s, seconds).shape), where=np.asarray(seconds) > 0)
         a, e, b = _factors(clock, floor, rate)
         return idle + active * a + clocked_w * e + bytes_w * b
 
-    binds = uncapped_w > cap
-    fits = (power(lowest) <= cap) | ~binds if _is_array(binds) else (not binds or power(lowest) <= cap)
-    lo = lowest + 0.0 * uncapped_w if _is_array(uncapped_w) else lowest
+    binds = uncapped_w > cap * (1.0 + _TOLERANCE)  # not where the cap equals the power but for rounding
+    if scalar:
+        if not binds:  # one span: the bisection below would give the same answer
+            return 1.0, True
+        fits = power(lowest) <= cap
+    else:
+        fits = (power(lowest) <= cap) | ~binds
+    if scalar:
+        lo, hi = lowest, 1.0
+        for _ in range(steps):
+            mid = 0.5 * (lo + hi)
+            if power(mid) <= cap:
+                lo = mid
+            else:
+                hi = mid
+        return lo, fits
+    lo = lowest + 0.0 * uncapped_w
     hi = 1.0 + 0.0 * lo
-    for _ in range(steps):
+    for _ in range(steps):  # the same steps on every row at once
         mid = 0.5 * (lo + hi)
         ok = power(mid) <= cap
-        lo = _select(ok, mid, lo)
-        hi = _select(ok, hi, mid)
-    return _select(binds, lo, 1.0), fits
+        lo = np.where(ok, mid, lo)
+        hi = np.where(ok, hi, mid)
+    return np.where(binds, lo, 1.0), fits
+
+
+def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0):
+    """Dynamic power of one device over a span at the top clock, TDP clip applied (W): ``matrix``,
+    ``memory``, ``link``, ``vector`` (NPU vector engine, arrays only) and their unclipped ``total``.
+
+    Arrays (NaN where the span is unknown, 0 where it is empty) or Python numbers (``seconds`` > 0:
+    the serving simulator's iterations, priced one at a time)."""
+    if not _is_array(seconds, flops, hbm_bytes, link_bytes, vector_ops):
+        dynamic = {"matrix": c["matrix_w"] * (flops / seconds) / c["peak_flops"],  # the array path's order
+                   "memory": c["memory_j_per_byte"] * (hbm_bytes / seconds),
+                   "link": c["link_j_per_byte"] * (link_bytes / seconds)}
+        total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"]
+        headroom = max(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
+        scale = headroom / total if total > headroom else 1.0
+        out = {k: v * scale for k, v in dynamic.items()}
+        out.update(vector=0.0, total=total)
+        return out
+    dynamic = {
+        "matrix": c["matrix_w"] * _per_second(flops, seconds) / c["peak_flops"],
+        "memory": c["memory_j_per_byte"] * _per_second(hbm_bytes, seconds),
+        "link": c["link_j_per_byte"] * _per_second(link_bytes, seconds),
+    }
+    has_vector = np.any(np.asarray(vector_ops) > 0)
+    if has_vector:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(np.asarray(vector_ops) > 0, _per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
+        share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
+        dynamic["vector"] = c.get("vector_w", 0.0) * share
+    total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"] + dynamic.get("vector", 0.0)
+    headroom = np.maximum(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
+    scale = np.where(total > headroom, np.divide(headroom, total, out=np.zeros_like(total), where=total > 0), 1.0)
+    out = {k: v * scale for k, v in dynamic.items()}
+    out["total"] = total
+    return out
+
+
+def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
+    """Clock of a span of work under a cap: ``(clock, fits)`` of :func:`solve_clock`.
+
+    Parameters
+    ----------
+    c : dict
+        Columns of :func:`device_power` plus ``voltage_floor``, ``min_clock_ghz``, ``clock_ghz``.
+    cap : array_like or float
+        Power cap, W (``inf``: none).
+    span : tuple
+        ``(full_s, compute_bound_s, memory_bound_s, memory_compute_s)`` at the top clock
+        (:func:`clocked_seconds`).
+    flops, hbm_bytes, link_bytes, vector_ops : array_like or float
+        Work of one device in the span. PIM stacks have their own budget and do not count.
+
+    Arrays, or Python numbers for one span (the serving simulator's iterations); the power at the
+    top clock is :func:`device_power`'s, to the last bit.
+    """
+    d = _dynamic(c, span[0], flops, hbm_bytes, link_bytes, vector_ops)
+    idle, active = c["idle_w"], c["active_w"]
+    vector = d.get("vector", 0.0)
+    uncapped = idle + active + d["matrix"] + d["memory"] + d["link"] + vector
+    lowest = _maximum(c["min_clock_ghz"] / c["clock_ghz"], LOWEST_CLOCK)
+    return solve_clock(cap, lowest, c["voltage_floor"], span, idle, active, d["matrix"] + vector,
+                       d["memory"] + d["link"], uncapped)
 
 
 def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_bytes=0.0, pim_link_bytes=0.0, *,
@@ -228,22 +309,10 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     400.0
     """
     span = seconds if clock is None else full_seconds
-    dynamic = {
-        "matrix": c["matrix_w"] * _per_second(flops, span) / c["peak_flops"],
-        "memory": c["memory_j_per_byte"] * _per_second(hbm_bytes, span),
-        "link": c["link_j_per_byte"] * _per_second(np.add(link_bytes, pim_link_bytes), span),
-    }
-    has_vector = np.any(np.asarray(vector_ops) > 0)
-    if has_vector:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(np.asarray(vector_ops) > 0, _per_second(vector_ops, span) / c["vector_flops"], 0.0)
-        share = np.where(np.isfinite(share) | np.isnan(np.asarray(span, dtype=float)), share, 0.0)
-        dynamic["vector"] = c.get("vector_w", 0.0) * share
-    total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"] + dynamic.get("vector", 0.0)
-    headroom = np.maximum(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
-    scale = np.where(total > headroom, np.divide(headroom, total, out=np.zeros_like(total), where=total > 0), 1.0)
+    dynamic = _dynamic(c, span, flops, hbm_bytes, np.add(link_bytes, pim_link_bytes), vector_ops)
+    total = dynamic.pop("total")
     parts = {"idle": c["idle_w"] + 0.0 * total, "active": c["active_w"] + 0.0 * total}
-    parts.update({k: v * scale for k, v in dynamic.items()})
+    parts.update(dynamic)
     parts.setdefault("vector", 0.0 * total)
     if clock is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -255,11 +324,6 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     parts["pim"] = c.get("pim_j_per_byte", 0.0) * _per_second(pim_bytes, seconds) + 0.0 * total
     parts["power_w"] = sum(parts[k] for k in COMPONENTS)
     return parts
-
-
-def lowest_clock(c):
-    """Lowest clock ratio of the device: ``min_clock_ghz / clock_ghz`` (at least :data:`LOWEST_CLOCK`)."""
-    return np.maximum(c["min_clock_ghz"] / c["clock_ghz"], LOWEST_CLOCK)
 
 
 def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
@@ -294,15 +358,12 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
     ([1.0, 1.0, 0.89, 0.1], [1.0, 1.0, 1.111, 9.1], [True, True, True, False])
     """
     full_s = np.asarray(full_s, dtype=float)
-    parts = device_power(c, full_s, flops, hbm_bytes, link_bytes, vector_ops)
     cap = np.where(np.isnan(c["power_cap_w"]), np.inf, c["power_cap_w"])
     compute = np.clip(compute_bound_s, 0.0, full_s)
     memory = np.clip(memory_bound_s, 0.0, full_s - compute)
     span = (full_s, compute, memory, np.clip(memory_compute_s, 0.0, memory))
     with np.errstate(divide="ignore", invalid="ignore"):
-        clock, fits = solve_clock(cap, lowest_clock(c), c["voltage_floor"], span, c["idle_w"], c["active_w"],
-                                  parts["matrix"] + parts["vector"], parts["memory"] + parts["link"],
-                                  parts["power_w"] - parts["pim"])
+        clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops)
         seconds = np.where(clock < 1.0, clocked_seconds(clock, *span), full_s)
     return clock, seconds, fits
 
@@ -362,11 +423,12 @@ def _energy_keys(c, device_j, device_w, seconds, tokens, parts_j):
     devices = c["num_devices"]
     node_w, wall_j, host_j, psu_j, unused_j = _wall(c, device_w, seconds)
     energy = devices * device_j
+    facility_j = (c.get("pue", 1.0) - 1.0) * wall_j
     out = {
         "power_w_per_device": device_w,
         "power_w_per_node": node_w,
         "energy_j": energy,
-        "energy_wall_j": wall_j,
+        "energy_wall_j": wall_j + facility_j,
         "energy_j_per_token": np.divide(energy, tokens, out=np.full(np.broadcast(energy, tokens).shape, np.nan),
                                         where=tokens > 0),
     }
@@ -375,6 +437,7 @@ def _energy_keys(c, device_j, device_w, seconds, tokens, parts_j):
     out["breakdown.energy.host_j"] = host_j
     out["breakdown.energy.unused_devices_j"] = unused_j
     out["breakdown.energy.psu_loss_j"] = psu_j
+    out["breakdown.energy.facility_j"] = facility_j + 0.0 * wall_j
     return out
 
 
@@ -433,8 +496,16 @@ def inference_power(c, out):
     result = _energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j)
     result["prefill_power_w_per_device"] = pre["power_w"]
     result["decode_power_w_per_device"] = dec["power_w"]
-    result["breakdown.energy.prefill_j"] = c["num_devices"] * pre["power_w"] * pre_s
-    result["breakdown.energy.decode_j"] = c["num_devices"] * dec["power_w"] * decode_s
+    prefill_j = c["num_devices"] * pre["power_w"] * pre_s
+    decode_j = c["num_devices"] * dec["power_w"] * decode_s
+    result["breakdown.energy.prefill_j"] = prefill_j
+    result["breakdown.energy.decode_j"] = decode_j
+    # per token of each phase: prompt tokens for the prefill, tokens of the decode steps for the decode
+    result["breakdown.energy.prefill_j_per_token"] = prefill_j / (c["batch"] * c["prompt_len"])
+    decode_tokens = c["batch"] * steps
+    result["breakdown.energy.decode_j_per_token"] = np.divide(
+        decode_j, decode_tokens, out=np.full(np.broadcast(decode_j, decode_tokens).shape, np.nan),
+        where=decode_tokens > 0)
     return result
 
 

@@ -13,6 +13,12 @@ Each term is evaluated once on a grid in one vectorised call (Vidur profiles the
 tables on hardware) and read back by linear interpolation: a scalar lookup inside the
 simulation loop, and array lookups afterwards for the FLOPs and bytes the power model needs.
 
+Under a power cap (``power_cap_w``) each iteration runs at its own clock: the tables also hold
+the compute-bound and memory-bound parts of every term, and the iteration's clock is the one
+:func:`perfsim.analytical.power.span_clock` finds for its work, the compute-bound part
+stretching by the clock (:func:`perfsim.analytical.power.clocked_seconds`), as ``estimate``
+prices a capped phase.
+
 A batch of prefill pieces of different lengths is priced as ``n_pre`` causal prompts of the
 length whose causal attention has the pieces' mean number of query-key pairs: exact for equal
 prompts, and the FLOPs are kept for a mix (a chunk of ``q`` tokens after ``s`` cached ones has
@@ -29,9 +35,16 @@ import numpy as np
 
 from perfsim.analytical.cost_ops import group_collective
 from perfsim.analytical.inference import attention_cost, forward_time
+from perfsim.analytical.power import clocked_seconds, span_clock
 from perfsim.graph.transformer import Pass, kv_bytes_per_token
 
 WORK = ("flops", "hbm_bytes", "link_bytes")
+#: parts of an iteration the power-cap model reads: how it stretches with the clock, and its work
+SPAN = ("compute_bound_s", "memory_bound_s", "memory_compute_s")
+_CAPPED = (*SPAN, *WORK)
+#: columns the power model reads, as Python numbers for the simulation loop
+_POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte",
+                  "voltage_floor", "min_clock_ghz", "clock_ghz")
 _INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
 _GROWTH = 1.005  # then a geometric grid
 
@@ -114,7 +127,7 @@ class IterationCost:
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
             self.linear = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
-            self.linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in WORK})
+            self.linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in _CAPPED})
 
             seqs = np.arange(0, max_seqs + 2, dtype=float)
             self.seqs = _Axis(seqs)
@@ -123,21 +136,21 @@ class IterationCost:
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
             self.head = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
-            self.head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in WORK})
+            self.head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _CAPPED})
 
             context = _context_grid(max_context)
             self.context = _Axis(context)
             n, k = seqs[:, None], context[None, :]
             d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
             self.decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
-                           for key in ("time_s", *WORK)}
+                           for key in ("time_s", *_CAPPED)}
 
             prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
             self.prompt = _Axis(prompt)
             pl = prompt[None, :]
             a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
             self.prefill = {key: np.broadcast_to(a["total_s" if key == "time_s" else key], (len(seqs), len(prompt)))
-                            for key in ("time_s", *WORK)}
+                            for key in ("time_s", *_CAPPED)}
 
         for table in (self.linear, self.head, self.decode, self.prefill):
             for key in table:
@@ -149,6 +162,14 @@ class IterationCost:
         self._prefill = self.prefill["time_s"].tolist()
         n_int = int(max_seqs) + 1
         self._base = [self.overhead_s + self._lin(i) + self._head[i] for i in range(n_int)]
+        # a power cap: every iteration at its own clock
+        cap = float(np.asarray(c.get("power_cap_w", np.nan)))
+        self.cap = cap if math.isfinite(cap) else None
+        if self.cap is not None:
+            self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
+            self._cap_tables = {key: (self.linear[key].tolist(), self.head[key].tolist(), self.decode[key].tolist(),
+                                      self.prefill[key].tolist()) for key in _CAPPED}
+            self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
 
     # -- scalar lookups (simulation loop) -----------------------------------------------------
     def _lin(self, tokens):
@@ -163,12 +184,14 @@ class IterationCost:
 
     def decode_step_s(self, n, context):
         """One decode iteration of ``n`` sequences attending ``context`` keys on average, s."""
-        return self._base[n] + self._rows(self._decode, self.context, n, context)
+        t = self._base[n] + self._rows(self._decode, self.context, n, context)
+        return t if self.cap is None else self._capped(t, n, n, n, context, 0, 0.0)
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
-        return (self.overhead_s + self._lin(tokens) + self._head[n]
-                + self._rows(self._prefill, self.prompt, n, prompt))
+        t = (self.overhead_s + self._lin(tokens) + self._head[n]
+             + self._rows(self._prefill, self.prompt, n, prompt))
+        return t if self.cap is None else self._capped(t, tokens, n, 0, 0.0, n, prompt)
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s."""
@@ -177,7 +200,30 @@ class IterationCost:
             t += self._rows(self._decode, self.context, n_dec, context)
         if n_pre:
             t += self._rows(self._prefill, self.prompt, n_pre, prompt)
-        return t
+        return t if self.cap is None else self._capped(t, tokens, logits, n_dec, context, n_pre, prompt)
+
+    def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
+        """Length of one iteration at the clock the power cap leaves it (scalar lookups)."""
+        jt, wt = self.tokens.locate(tokens)
+        jc, wc = self.context.locate(context) if n_dec else (0, 0.0)
+        jp, wp = self.prompt.locate(prompt) if n_pre else (0, 0.0)
+        sums = []
+        for key in _CAPPED:
+            lin, head, dec, pre = self._cap_tables[key]
+            v = lin[jt] + wt * (lin[jt + 1] - lin[jt]) + head[logits]
+            if n_dec:
+                row = dec[n_dec]
+                v += row[jc] + wc * (row[jc + 1] - row[jc])
+            if n_pre:
+                row = pre[n_pre]
+                v += row[jp] + wp * (row[jp + 1] - row[jp])
+            sums.append(v)
+        compute, memory, memory_compute, flops, hbm, link = sums
+        span = _span(full_s, compute, memory, memory_compute)
+        clock, fits = span_clock(self.power_columns, self.cap, span, flops / self.pp, hbm / self.pp, link / self.pp)
+        if not fits:
+            self.over_cap += 1
+        return full_s if clock == 1.0 else clocked_seconds(clock, *span)
 
     # -- array lookups (after the run) --------------------------------------------------------
     @staticmethod
@@ -194,24 +240,47 @@ class IterationCost:
     def work(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Time and work of many iterations (arrays): ``{time_s, flops, hbm_bytes, link_bytes}``.
 
-        FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them).
+        FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them). Under a
+        power cap ``time_s`` is the capped length, and ``full_s`` (at the top clock) and
+        ``clock_ratio`` come too.
         """
         n_dec = np.asarray(n_dec, dtype=np.int64)
         n_pre = np.asarray(n_pre, dtype=np.int64)
         logits = np.asarray(logits, dtype=np.int64)
         out = {}
-        for key in ("time_s", *WORK):
+        for key in ("time_s", *(WORK if self.cap is None else _CAPPED)):
             v = self._interp(self.linear[key], self.tokens, tokens) + self.head[key][logits]
             v = v + np.where(n_dec > 0, self._interp_rows(self.decode[key], self.context, n_dec, context), 0.0)
             v = v + np.where(n_pre > 0, self._interp_rows(self.prefill[key], self.prompt, n_pre, prompt), 0.0)
-            out[key] = v if key == "time_s" else v / self.pp
+            out[key] = v / self.pp if key in WORK else v
         out["time_s"] = out["time_s"] + self.overhead_s
+        if self.cap is not None:
+            span = _span(out["time_s"], *(out.pop(key) for key in SPAN))
+            clock, _ = span_clock(self.power_columns, self.cap, span, out["flops"], out["hbm_bytes"],
+                                  out["link_bytes"])
+            out["full_s"] = out["time_s"]
+            out["clock_ratio"] = clock
+            out["time_s"] = np.where(clock < 1.0, clocked_seconds(clock, *span), out["time_s"])
         return out
 
     def decode_steps_s(self, n, contexts):
         """Decode iterations of ``n`` sequences at each of ``contexts`` (array), s."""
+        if self.cap is not None:
+            many = np.full(len(contexts), n)
+            return self.work(many, many, many, contexts, 0 * many, 0.0 * contexts)["time_s"]
         return self._base[n] + self._interp_rows(self.decode["time_s"], self.context, np.full(len(contexts), n),
                                                  contexts)
+
+
+def _span(full_s, compute, memory, memory_compute):
+    """An iteration's parts, each within what contains it (interpolation may overshoot by rounding)."""
+    if isinstance(full_s, np.ndarray):
+        compute = np.clip(compute, 0.0, full_s)
+        memory = np.clip(memory, 0.0, full_s - compute)
+        return full_s, compute, memory, np.clip(memory_compute, 0.0, memory)
+    compute = min(max(compute, 0.0), full_s)
+    memory = min(max(memory, 0.0), full_s - compute)
+    return full_s, compute, memory, min(max(memory_compute, 0.0), memory)
 
 
 def kv_transfer_s(c, tokens, *, same_node):
