@@ -103,6 +103,10 @@ def _power_lines(result: dict) -> list:
                  f"decode {_fmt(result['decode_power_w_per_device'], ',.0f')} W)")
     lines.append(f"  {'mean power':<20}{mean}")
     lines.append(f"  {'server at the wall':<20}{_fmt(result['power_w_per_node'], ',.0f')} W per node")
+    clocks = {phase: part.get("clock_ratio") for phase, part in (result.get("breakdown") or {}).items()
+              if isinstance(part, dict) and part.get("clock_ratio") is not None}
+    if clocks:  # under a power cap
+        lines.append(f"  {'clock under the cap':<20}" + ", ".join(f"{phase} {_fmt(v, '.0%')}" for phase, v in clocks.items()))
     if result.get("time_to_train_s") is not None:
         lines.append(f"  {'time to train':<20}{_fmt(result['time_to_train_s'] / 86400.0, ',.2f')} days")
     span = "job" if result.get("time_to_train_s") is not None else (
@@ -199,7 +203,8 @@ def _plan_options(fn):
                      help="put an op group on PIM, e.g. --place decode_attention=pim (repeatable)"),
         click.option("--pim-mode", default=None, help="concurrent (dual row buffers) or blocked"),
         click.option("--sub-batches", default=None, help="1, or 2 to interleave two sub-batches on NPU and PIM"),
-        click.option("--power-cap-w", type=str, default=None),
+        click.option("--power-cap-w", type=str, default=None, help="per-device power cap, W (lowers the clock)"),
+        click.option("--pue", type=str, default=None, help="facility energy over IT energy (default 1)"),
         click.option("--train-tokens", type=str, default=None),
         click.option("--capacity-factor", type=str, default=None,
                      help="MoE expert capacity factor (padded, token-dropping routing); default dropless"),
@@ -224,7 +229,7 @@ def _collect(kwargs):
     for key, value in kwargs.items():
         if value is None:
             continue
-        if key in _INT_OPTIONS or key in ("gpu_memory_utilization", "power_cap_w", "train_tokens",
+        if key in _INT_OPTIONS or key in ("gpu_memory_utilization", "power_cap_w", "pue", "train_tokens",
                                                       "capacity_factor", "sub_batches"):
             value = _scalar(value)
         plan[key] = value
@@ -273,7 +278,8 @@ def _length(text: str, option: str):
 
 _SERVE_INTS = ("num_devices", "tp", "pp", "dp", "ep", "num_requests", "max_batch", "chunk_size",
                "max_prefill_tokens", "seed")
-_SERVE_NUMBERS = ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "gpu_memory_utilization")
+_SERVE_NUMBERS = ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "gpu_memory_utilization", "power_cap_w", "pue",
+                  "power_window_s")
 
 
 def _serve_options(fn):
@@ -297,7 +303,10 @@ def _serve_options(fn):
              "chunk_size": "tokens per chunked-prefill iteration (default 512)",
              "max_prefill_tokens": "prompt tokens per continuous prefill iteration (default 8192)",
              "ttft_slo_s": "time-to-first-token objective, s", "tpot_slo_s": "time-per-output-token objective, s",
-             "seed": "random seed of arrivals and lengths (default 0)"}
+             "seed": "random seed of arrivals and lengths (default 0)",
+             "power_cap_w": "per-device power cap, W (each iteration's clock is lowered to meet it)",
+             "pue": "facility energy over IT energy (default 1)",
+             "power_window_s": "window of the cluster power statistics, s (default 1)"}
     for name in (*_SERVE_INTS, *_SERVE_NUMBERS):
         opts.append(click.option("--" + name.replace("_", "-"), name, type=str, default=None, help=helps.get(name)))
     for opt in reversed(opts):
@@ -349,6 +358,17 @@ def _serve_table(r: dict) -> str:
     lines.append(f"  {'server at the wall':<20}{_fmt(r['power_w_per_node'], ',.0f')} W per node")
     lines.append(f"  {'energy':<20}{_fmt_j(r['energy_j'])} accelerators, {_fmt_j(r['energy_wall_j'])} at the wall")
     lines.append(f"  {'energy per token':<20}{_fmt_j(r['energy_j_per_token'])} per generated token")
+    cluster = b.get("cluster_power")
+    if cluster:
+        wall = cluster["wall_w"]
+        lines.append(f"  {'cluster at the wall':<20}{_fmt(wall['mean'] / 1e3, ',.1f')} kW mean, p99 "
+                     f"{_fmt(wall['p99'] / 1e3, ',.1f')} kW, peak {_fmt(wall['max'] / 1e3, ',.1f')} kW "
+                     f"({_fmt(cluster['window_s'], 'g')} s means) of {_fmt(cluster['provisioned_w'] / 1e3, ',.1f')} kW "
+                     f"nameplate")
+    cap = b.get("power_cap")
+    if cap:
+        clocks = ", ".join(f"{k} {_fmt(v, '.0%')}" for k, v in cap["clock_ratio"].items() if v is not None)
+        lines.append(f"  {'clock under the cap':<20}{clocks} (time-weighted), lowest {_fmt(cap['lowest_clock_ratio'], '.0%')}")
     if b.get("trace"):
         lines.append("")
         lines.append(f"trace: {b['trace']['path']} ({b['trace']['iterations_written']:,} of "

@@ -148,3 +148,40 @@ def test_power_spec_checks_and_derivation():
     with pytest.raises(perfsim.InputError, match="psu_efficiency"):
         parse_hardware(loads_yaml(_SPEC.replace(", POWER", "").replace("NODE", "power: {psu_efficiency: 1.2}"),
                                   "x.yaml"))
+
+
+def test_energy_per_phase_per_token():
+    r = perfsim.estimate(model="llama2-13b", hardware="a100-80gb", tp=2, batch=4, prompt_len=512, gen_len=64)
+    e = r["breakdown"]["energy"]
+    assert e["prefill_j_per_token"] == pytest.approx(e["prefill_j"] / (4 * 512))
+    assert e["decode_j_per_token"] == pytest.approx(e["decode_j"] / (4 * 63))
+    assert e["facility_j"] == 0.0  # pue 1 by default
+    one = perfsim.estimate(model="llama2-13b", hardware="a100-80gb", tp=2, batch=4, prompt_len=512, gen_len=1)
+    assert one["breakdown"]["energy"]["decode_j_per_token"] is None  # no decode step
+
+
+def test_serve_energy_by_iteration_kind_and_cluster_power():
+    r = perfsim.serve(model="llama2-7b", hardware="a100-80gb", num_requests=40, prompt_len=256, gen_len=32,
+                      arrival_rate=4.0)
+    e = r["breakdown"]["energy"]
+    parts = e["prefill_j"] + e["decode_j"] + e["mixed_j"] + e["between_iterations_j"]
+    assert parts == pytest.approx(r["energy_j"], rel=1e-9)
+    cluster = r["breakdown"]["cluster_power"]
+    assert cluster["servers"] == 1 and cluster["window_s"] == 1.0
+    # one device of an 8-device server: the wall sees the other seven idle and the host
+    assert cluster["wall_w"]["mean"] > cluster["devices_w"]["mean"] + 7 * load_hardware("a100-80gb")["idle_w"]
+    assert "power_trace" not in r
+
+
+def test_cli_power_cap_and_pue():
+    result = CliRunner().invoke(cli, ["estimate", "--model", "llama2-7b", "--hardware", "a100-80gb", "--batch", "8",
+                                      "--power-cap-w", "250", "--pue", "1.3", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"clock_ratio"' in result.output and '"facility_j"' in result.output
+    table = CliRunner().invoke(cli, ["serve", "--model", "llama2-7b", "--hardware", "a100-80gb", "--num-requests", "20",
+                                     "--prompt-len", "256", "--gen-len", "16", "--power-cap-w", "250"])
+    assert table.exit_code == 0, table.output
+    assert "clock under the cap" in table.output and "cluster at the wall" in table.output
+    for option, text in (("--power-cap-w", "-3"), ("--pue", "0.9"), ("--power-window-s", "0")):
+        bad = CliRunner().invoke(cli, ["serve", "--model", "llama2-7b", "--hardware", "a100-80gb", option, text])
+        assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
