@@ -9,7 +9,7 @@ import numpy as np
 
 from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor, collective_time
-from perfsim.cost.roofline import dequant_time, gemm_time, op_time
+from perfsim.cost.roofline import dequant_time, gemm_time, op_time, tile_efficiency
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
@@ -81,7 +81,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
         ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``), the
         busy time of each engine (``matrix_s``, ``vector_s``, ``dma_s``: :mod:`perfsim.cost.npu`;
         counted where the grid holds an NPU/TPU or PIM, 0 otherwise), and the work the power
-        model counts: ``flops`` (GEMM and attention), ``hbm_bytes`` (device-memory traffic; a collective reads
+        model counts: ``flops`` (GEMM and attention; GEMMs as the matrix engines execute them, partial
+        output tiles counted whole), ``hbm_bytes`` (device-memory traffic; a collective reads
         what it sends and writes what it receives), ``link_bytes`` (bytes each device sends over
         the fabric, nccl-tests bus-bandwidth volume) and ``vector_ops`` (NPU vector engine).
     """
@@ -133,7 +134,13 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 if npu_rows:
                     out["vector_ops"] = out["vector_ops"] + np.where(systolic & (t > 0), deq * c["vector_flops"], 0.0)
                     tc = np.where(systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
-                out["flops"] = out["flops"] + tc * c["peak_flops"] * eff
+                # FLOPs the matrix engines execute: a GPU's partial tiles do full work (the training
+                # step's power counts its FLOPs from the model: backward passes skip this)
+                executed = 1.0 if backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"])
+                executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
+                if npu_rows:
+                    executed = np.where(systolic, 1.0, executed)
+                out["flops"] = out["flops"] + tc * c["peak_flops"] * eff / executed
                 out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * c["memory_max"]
             if not casts:
                 continue

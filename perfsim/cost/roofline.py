@@ -52,16 +52,34 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max):
     >>> float(gemm_efficiency(8192, 8192, 1, 128, 128, 108, 0.86).round(3))
     0.858
     """
-    m = np.asarray(m, dtype=float)
-    safe_m = np.maximum(m, 1.0)
-    tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
-    tiles_m = np.ceil(safe_m / tm)
-    tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
+    tiles_m, tiles_n, tile_eff = _tiles(m, n, tile_m, tile_n)
     tiles = tiles_m * tiles_n * groups
     waves = np.ceil(tiles / compute_units)
     wave_eff = tiles / (waves * compute_units)
-    tile_eff = (safe_m * n) / (tiles_m * tm * tiles_n * tile_n)
     return gemm_max * tile_eff * wave_eff
+
+
+def _tiles(m, n, tile_m, tile_n):
+    """``(tiles_m, tiles_n, tile_eff)``: output tiles along each side (small M takes a shorter
+    tile) and the share of their work that is useful."""
+    safe_m = np.maximum(np.asarray(m, dtype=float), 1.0)
+    tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
+    tiles_m = np.ceil(safe_m / tm)
+    tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
+    return tiles_m, tiles_n, (safe_m * n) / (tiles_m * tm * tiles_n * tile_n)
+
+
+def tile_efficiency(m, n, tile_m, tile_n):
+    """Useful share of the work a GEMM's output tiles execute: partial tiles do full work, so a
+    GEMM of ``m`` rows runs ``1 / tile_efficiency`` times its FLOPs on the matrix engines (what
+    they draw power for).
+
+    Examples
+    --------
+    >>> float(tile_efficiency(1, 8192, 128, 128))  # a GEMV pads its row to a 16-row tile
+    0.0625
+    """
+    return _tiles(m, n, tile_m, tile_n)[2]
 
 
 def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
