@@ -251,6 +251,7 @@ def plot_headroom(study: dict, path=None, *, title=None):
     bottom.axhline(1.0, color="black", lw=1.0)
     bottom.set_ylabel("p99 latency / objective")
     bottom.set_xlabel(f"servers (base {base})")
+    bottom.set_xticks(xs)
     bottom.legend(fontsize=8, loc="upper left")
     best = study["max_servers"]
     if best is not None:

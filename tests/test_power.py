@@ -185,3 +185,12 @@ def test_cli_power_cap_and_pue():
     for option, text in (("--power-cap-w", "-3"), ("--pue", "0.9"), ("--power-window-s", "0")):
         bad = CliRunner().invoke(cli, ["serve", "--model", "llama2-7b", "--hardware", "a100-80gb", option, text])
         assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
+
+
+def test_matrix_engines_draw_for_padded_tiles():
+    """A decode GEMV pads its one row to a 16-row tile: the matrix engines execute 16x its FLOPs."""
+    r = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", batch=1, prompt_len=512, gen_len=8)
+    useful = 2 * r["parameters"]  # per generated token
+    assert 14 * useful < r["breakdown"]["decode"]["flops"] < 17 * useful
+    big = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", batch=128, prompt_len=512, gen_len=8)
+    assert big["breakdown"]["decode"]["flops"] < 1.2 * 128 * useful  # full tiles: little padding
