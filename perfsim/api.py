@@ -223,7 +223,9 @@ def serve(**scenario) -> dict:
         instance, default 256), ``chunk_size`` (tokens per chunked-prefill iteration, default 512),
         ``max_prefill_tokens`` (prompt tokens per continuous prefill iteration, default 8192),
         ``disaggregate`` (``"P:D"`` devices), ``ttft_slo_s``, ``tpot_slo_s``, ``seed`` (default 0),
-        ``trace_out`` (Chrome trace JSON path).
+        ``trace_out`` (Chrome trace JSON path), ``power_cap_w`` (per device: each iteration's clock
+        is lowered to meet it), ``power_trace`` (add the power over time per instance and cluster),
+        ``power_window_s`` (window of the cluster power statistics, default 1 s).
 
     Returns
     -------

@@ -106,7 +106,8 @@ def _power_lines(result: dict) -> list:
     clocks = {phase: part.get("clock_ratio") for phase, part in (result.get("breakdown") or {}).items()
               if isinstance(part, dict) and part.get("clock_ratio") is not None}
     if clocks:  # under a power cap
-        lines.append(f"  {'clock under the cap':<20}" + ", ".join(f"{phase} {_fmt(v, '.0%')}" for phase, v in clocks.items()))
+        lines.append(f"  {'clock under the cap':<20}"
+                     + ", ".join(f"{phase} {_fmt(v, '.0%')}" for phase, v in clocks.items()))
     if result.get("time_to_train_s") is not None:
         lines.append(f"  {'time to train':<20}{_fmt(result['time_to_train_s'] / 86400.0, ',.2f')} days")
     span = "job" if result.get("time_to_train_s") is not None else (
@@ -368,7 +369,8 @@ def _serve_table(r: dict) -> str:
     cap = b.get("power_cap")
     if cap:
         clocks = ", ".join(f"{k} {_fmt(v, '.0%')}" for k, v in cap["clock_ratio"].items() if v is not None)
-        lines.append(f"  {'clock under the cap':<20}{clocks} (time-weighted), lowest {_fmt(cap['lowest_clock_ratio'], '.0%')}")
+        lines.append(f"  {'clock under the cap':<20}{clocks} (time-weighted), "
+                     f"lowest {_fmt(cap['lowest_clock_ratio'], '.0%')}")
     if b.get("trace"):
         lines.append("")
         lines.append(f"trace: {b['trace']['path']} ({b['trace']['iterations_written']:,} of "

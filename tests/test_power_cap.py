@@ -101,9 +101,14 @@ def test_lower_caps_slow_a_compute_bound_step_and_lower_its_power():
     assert np.all(np.diff(df["power_w_per_device"]) < 0)
     assert np.all(np.diff(df["breakdown.train.clock_ratio"]) < 0)
     assert np.all(df["power_w_per_device"] <= df["power_cap_w"] + 1e-6)
-    # energy per step falls while the voltage falls, and the throttle is the added time
+    # energy per step falls while the voltage falls with the clock, then rises below the voltage floor
+    # (Zeus measured the same shape on this job: 1, 0.89, 0.82, 0.90 of the 250 W energy)
+    energy = df["energy_j"].to_numpy()
+    assert energy[0] > energy[1] > energy[2] < energy[3]
+    # the throttle is the added time
     assert df["breakdown.train.throttle_s"].iloc[0] == 0.0
-    assert df["step_time_s"].iloc[2] == pytest.approx(df["step_time_s"].iloc[0] + df["breakdown.train.throttle_s"].iloc[2])
+    step = df["step_time_s"]
+    assert step.iloc[2] == pytest.approx(step.iloc[0] + df["breakdown.train.throttle_s"].iloc[2])
 
 
 def test_memory_bound_decode_barely_slows_under_a_cap():

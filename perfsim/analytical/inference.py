@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.analytical.power import cap_passes
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
+from perfsim.analytical.power import cap_passes
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import (
     Attention,

@@ -485,7 +485,8 @@ def inference_power(c, out):
     step_s = out["breakdown.decode.total_s"]
     steps = out["breakdown.decode.steps"]
     work = ("flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
-    pre, dec = (device_power(c, out[f"breakdown.{phase}.total_s"], *(out.get(f"breakdown.{phase}.{k}", 0.0) for k in work),
+    pre, dec = (device_power(c, out[f"breakdown.{phase}.total_s"],
+                             *(out.get(f"breakdown.{phase}.{k}", 0.0) for k in work),
                              **_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]))
                 for phase in ("prefill", "decode"))
     decode_s = steps * step_s
