@@ -488,7 +488,8 @@ def _cluster_power(c, cfg, series, devices, start, span, o):
 
     Returns ``stats`` (``window_s``, ``devices_w`` and ``wall_w`` statistics of window means, the
     servers and their ``provisioned_w``: nameplate power, every device at TDP) and the series
-    (``time_s``, ``devices_w``, ``wall_w`` per window; ``instances``: each instance's iterations).
+    (``time_s``, ``devices_w``, ``wall_w`` per window; ``instances``: each instance's iterations) where
+    ``power_trace`` asks for it.
     """
     col = {k: float(np.asarray(c[k])) for k in ("idle_w", "host_w", "psu_efficiency", "tdp_w")}
     per_node = cfg.devices_per_node
@@ -507,6 +508,8 @@ def _cluster_power(c, cfg, series, devices, start, span, o):
     stats = {"window_s": window, "servers": nodes, "provisioned_w": nodes * nameplate,
              "devices_w": power_trace.stats(means, device_w),
              "wall_w": power_trace.stats(wall_means, power_trace.wall_power(device_w, **wall))}
+    if not o["power_trace"]:
+        return {"stats": stats}
     return {"stats": stats, "window_s": window, "time_s": (edges - start).tolist(), "devices_w": means.tolist(),
             "wall_w": wall_means.tolist(),
             "instances": [{"name": name, "devices": size, "start_s": (t0 - start).tolist(), "duration_s": dur.tolist(),
