@@ -441,23 +441,46 @@ def memcpy(hardware, size_bytes, src, dst, fmt):
         click.echo(f"{src} -> {dst}, {size:,} B on {hardware}: {_fmt_s(r['time_s'])}, {r['bandwidth_gb_s']:.1f} GB/s")
 
 
+# --- sweeps (perfsim.sweepio, perfsim.explore) ---
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", "out_path", required=True, help="results file: .csv or .parquet")
+@click.option("--keep-infeasible", is_flag=True,
+              help="keep rows that are infeasible or break a constraint, flagged by a meets_constraints column")
+@click.option("--chunk-rows", type=int, default=None, help="rows per chunk (memory per chunk, unit of resume)")
+@click.option("--backend", default="local", help="local (default) or dask")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="dask scheduler address (default: a local cluster on this machine)")
+@click.option("--overwrite", is_flag=True, help="replace --out if it exists")
+@click.option("--restart", is_flag=True, help="discard an unfinished run of another spec at --out")
+@click.option("--progress/--no-progress", default=None, help="progress line on stderr (default: on a terminal)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def sweep(spec, out_path, fmt):
-    """Evaluate every combination of a sweep spec (YAML of estimate arguments, lists as axes)."""
+def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overwrite, restart, progress, fmt):
+    """Evaluate every combination of a sweep spec (YAML: axes, fixed arguments, constraints).
+
+    Chunks are written as they finish; an interrupted run resumes when run again with the same
+    spec and --out.
+    """
     from perfsim.sweepio import run_sweep_file
 
     try:
-        df = run_sweep_file(spec, out_path)
+        summary = run_sweep_file(spec, out_path, keep_infeasible=keep_infeasible, chunk_rows=chunk_rows,
+                                 backend=backend, scheduler=scheduler, overwrite=overwrite, restart=restart,
+                                 progress=progress)
     except InputError as exc:
         _fail(str(exc))
-    summary = {"rows": len(df), "feasible": int(df["feasible"].sum()), "out": out_path}
+    except KeyboardInterrupt:
+        click.echo(f"\nperfsim: interrupted; finished chunks are kept in {out_path}.partial/ - run the same "
+                   "command again to resume", err=True)
+        sys.exit(130)
     if fmt == "json":
         _echo_json(summary)
     else:
-        click.echo(f"{summary['rows']:,} configurations ({summary['feasible']:,} feasible) -> {out_path}")
+        resumed = f", {summary['resumed_chunks']} of {summary['chunks']} chunks from an earlier run" \
+            if summary["resumed_chunks"] else ""
+        click.echo(f"{summary['rows']:,} of {summary['total_rows']:,} configurations written "
+                   f"({summary['feasible']:,} feasible{resumed}) -> {out_path}")
+# --- end of sweeps ---
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from perfsim.analytical.power import inference_power, train_power
 from perfsim.analytical.training import estimate_train
 from perfsim.columns import build
 from perfsim.graph.params import total_params
-from perfsim.plan import Axis, Grid, expand
+from perfsim.plan import Axis, Grid, Space, expand
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 
@@ -63,12 +63,22 @@ def evaluate_grid(grid: Grid) -> dict:
         stop = min(start + _CHUNK, grid.n)
         axes = {name: Axis(a.name, a.values, a.codes[start:stop] if len(a.values) > 1 else a.codes)
                 for name, a in grid.axes.items()}
-        block = _evaluate_block(Grid(n=stop - start, axes=axes))
-        for key, value in block.items():
-            if key not in out:
-                out[key] = np.empty(grid.n, dtype=value.dtype)
-            out[key][start:stop] = value
+        _join(out, _evaluate_block(Grid(n=stop - start, axes=axes)), start, stop, grid.n)
     return out
+
+
+def evaluate_rows(space: Space, start: int, stop: int) -> tuple[Grid, dict]:
+    """Evaluate rows ``[start, stop)`` of a :class:`~perfsim.plan.Space` in cache-sized blocks;
+    returns ``(grid, outputs)`` for those rows only (what a chunked sweep holds at a time)."""
+    grid = space.block(start, stop)
+    return grid, evaluate_grid(grid)
+
+
+def _join(out: dict, block: dict, start: int, stop: int, n: int):
+    for key, value in block.items():
+        if key not in out:
+            out[key] = np.empty(n, dtype=value.dtype)
+        out[key][start:stop] = value
 
 
 def evaluate_columns(args: dict):

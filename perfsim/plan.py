@@ -149,8 +149,37 @@ class Grid:
         return table[0] if len(axis.values) == 1 else table[axis.codes]
 
 
-def expand(args: dict) -> Grid:
-    """Cartesian product of list-valued arguments (hardware what-if lists included).
+@dataclass
+class Space:
+    """A cartesian product not yet laid out in rows: each argument's distinct values and stride.
+
+    :meth:`block` gives the :class:`Grid` of rows ``[start, stop)``, so a sweep of any size is
+    evaluated block by block without ever holding every row's codes.
+    """
+
+    n: int
+    lists: list  # (name, values, stride) in axis order; the last axis varies fastest
+
+    def block(self, start: int = 0, stop: int | None = None) -> Grid:
+        """The rows ``[start, stop)`` as a grid (every distinct value kept, codes sliced)."""
+        stop = self.n if stop is None else min(stop, self.n)
+        rows = np.arange(start, stop, dtype=np.int64) if any(len(v) > 1 for _, v, _ in self.lists) else None
+        axes = {}
+        for name, values, stride in self.lists:
+            codes = (rows // stride) % len(values) if len(values) > 1 else np.zeros(1, np.int64)
+            axes[name] = Axis(name, values, codes)
+        for name, (_, default) in ARGUMENTS.items():
+            if name not in axes:
+                axes[name] = Axis(name, [default], np.zeros(1, np.int64))
+        return Grid(n=stop - start, axes=axes)
+
+    def given(self):
+        """Names of the arguments given (``hardware.KEY`` for what-if keys), in axis order."""
+        return [name for name, _, _ in self.lists]
+
+
+def space(args: dict) -> Space:
+    """The cartesian product of list-valued arguments (hardware what-if lists included), unexpanded.
 
     Values are checked once per distinct value; arguments not given get their default.
     """
@@ -186,13 +215,17 @@ def expand(args: dict) -> Grid:
         values = [check_value(name, v) for v in values]
         lists.append((name, values))
     n = math.prod(len(v) for _, v in lists)
-    axes = {}
+    out = []
     stride = n
     for name, values in lists:
         stride //= len(values)
-        codes = (np.arange(n, dtype=np.int64) // stride) % len(values) if len(values) > 1 else np.zeros(1, np.int64)
-        axes[name] = Axis(name, values, codes)
-    for name, (_, default) in ARGUMENTS.items():
-        if name not in axes:
-            axes[name] = Axis(name, [default], np.zeros(1, np.int64))
-    return Grid(n=n, axes=axes)
+        out.append((name, values, max(stride, 1)))
+    return Space(n=n, lists=out)
+
+
+def expand(args: dict) -> Grid:
+    """Cartesian product of list-valued arguments (hardware what-if lists included), as one grid.
+
+    Values are checked once per distinct value; arguments not given get their default.
+    """
+    return space(args).block()
