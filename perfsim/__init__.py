@@ -8,8 +8,11 @@
 
 from perfsim.api import collective, estimate, gemm, memcpy, serve, sweep, timeline
 from perfsim.errors import InputError
+from perfsim.explore.optimize import optimize_serving, optimize_training  # design-space search
+from perfsim.explore.pareto import best, pareto  # design-space search
 from perfsim.validate import validate
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "serve", "sweep", "timeline", "validate"]
+__all__ = ["InputError", "best", "collective", "estimate", "gemm", "memcpy", "optimize_serving", "optimize_training",
+           "pareto", "serve", "sweep", "timeline", "validate"]
