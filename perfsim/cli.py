@@ -483,6 +483,104 @@ def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overw
 # --- end of sweeps ---
 
 
+# --- plots (perfsim.plot) ---
+@cli.group()
+def plot():
+    """Draw a plot to an image file (PNG, SVG or PDF by the suffix of --out)."""
+
+
+def _plot_out(fn):
+    return click.option("--out", "out", required=True, help="image file: .png, .svg or .pdf")(fn)
+
+
+def _draw(make, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    kinds = Figure().canvas.get_supported_filetypes()
+    suffix = os.path.splitext(out)[1].lower().lstrip(".")
+    if suffix not in kinds:
+        _fail(f"--out: unknown image format {suffix!r}; use one of: {', '.join(sorted(kinds))}")
+    try:
+        make()
+    except InputError as exc:
+        _fail(str(exc))
+
+
+@plot.command(name="roofline")
+@_plan_options
+@_plot_out
+def plot_roofline(fmt, out, **kwargs):
+    """The hardware's roofline with the plan's ops (one layer, prefill and decode) placed on it."""
+    from perfsim import plot as plots
+
+    def make():
+        plan = _collect(kwargs)
+        return plots.roofline(plan.pop("hardware"), dtype=plan.pop("dtype", "bf16"), out=out, **plan)
+
+    _draw(make, out)
+
+
+@plot.command(name="memory")
+@_plan_options
+@_plot_out
+def plot_memory(fmt, out, **kwargs):
+    """Memory per device of a plan, stacked by kind, against capacity."""
+    from perfsim import plot as plots
+
+    _draw(lambda: plots.memory_stack(api.estimate(**_collect(kwargs)), out=out), out)
+
+
+@plot.command(name="breakdown")
+@_plan_options
+@_plot_out
+def plot_breakdown(fmt, out, **kwargs):
+    """Where the time of a plan's training step or request goes."""
+    from perfsim import plot as plots
+
+    _draw(lambda: plots.time_breakdown(api.estimate(**_collect(kwargs)), out=out), out)
+
+
+@plot.command(name="pareto")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--x", "x", required=True, help="column, optionally min:/max: (default min)")
+@click.option("--y", "y", required=True, help="column, optionally min:/max: (default max)")
+@click.option("--color", default=None, help="column to colour the points by")
+@click.option("--constraint", "constraints", multiple=True, help="expression over columns (repeatable)")
+@_plot_out
+def plot_pareto(results, x, y, color, constraints, out):
+    """The Pareto front of a sweep's results file (.parquet or .csv)."""
+    import pandas as pd
+
+    from perfsim import plot as plots
+
+    def make():
+        suffix = os.path.splitext(results)[1].lower()
+        if suffix not in (".parquet", ".csv"):
+            raise InputError(f"expected a .parquet or .csv results file, got {results!r}", field="RESULTS")
+        try:
+            df = pd.read_parquet(results) if suffix == ".parquet" else pd.read_csv(results)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {results}: {exc}", field="RESULTS") from None
+        return plots.pareto(df, x, y, color=color, constraints=list(constraints) or None, out=out)
+
+    _draw(make, out)
+
+
+@plot.command(name="timeline")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--max-events", type=int, default=5000, help="slices drawn at most (the earliest)")
+@_plot_out
+def plot_timeline(trace, max_events, out):
+    """A pipeline or serving timeline from a Chrome trace (estimate/serve --trace-out)."""
+    from perfsim import plot as plots
+
+    _draw(lambda: plots.timeline(trace, max_events=max_events, out=out), out)
+# --- end of plots ---
+
+
 @cli.command()
 @click.option("--suite", default=None, help="category (training, inference, memory, ...) or id prefix")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
