@@ -161,19 +161,20 @@ class _Partial:
         _atomic_write_text(self.manifest, json.dumps(self.state, indent=1))
 
     def path(self, k: int) -> Path:
-        return self.dir / f"chunk-{k:06d}.parquet"
+        return self.dir / f"chunk-{k:06d}.arrow"
 
     @property
     def done(self) -> set:
         return set(self.state["done"])
 
     def add(self, k: int, df: pd.DataFrame, stats: dict):
-        """Write chunk ``k`` (temp file, then rename) and record it as done."""
-        import pyarrow.parquet as pq
+        """Write chunk ``k`` (temp file, then rename) and record it as done. Chunks are Arrow IPC
+        files with LZ4-compressed buffers: as small as parquet, several times faster to write and read."""
+        from pyarrow import feather
 
         path = self.path(k)
         tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(_arrow(df), tmp)
+        feather.write_feather(_arrow(df), tmp, compression="lz4")
         os.replace(tmp, path)
         self.state["done"] = sorted({*self.state["done"], k})
         self.state["stats"][str(k)] = stats
@@ -205,25 +206,32 @@ def _arrow(df: pd.DataFrame):
 def _finish(partial: _Partial, chunks: int, target: Path, fmt: str):
     """Join the chunk files in order into a temporary file and rename it onto ``target``."""
     import pyarrow.parquet as pq
+    from pyarrow import feather
 
+    pa = _pyarrow()
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     os.close(fd)
     try:
         if fmt == ".parquet":
             writer = None
             for k in range(chunks):
-                table = pq.read_table(partial.path(k))
+                table = feather.read_table(partial.path(k))
                 if writer is None:
                     schema = table.schema
-                    writer = pq.ParquetWriter(tmp, schema)
+                    # dictionary pages for the label columns only: numbers encode faster plain, and as small
+                    labels = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+                    writer = pq.ParquetWriter(tmp, schema, use_dictionary=labels or False)
                 if table.num_rows or k == 0:
                     writer.write_table(table.cast(schema))
             writer.close()
         else:
             with open(tmp, "w", newline="") as f:
                 for k in range(chunks):
-                    df = pq.read_table(partial.path(k)).to_pandas()
+                    df = feather.read_table(partial.path(k)).to_pandas()
                     df.to_csv(f, index=False, header=(k == 0))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a results file, readable as any other the user writes
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
