@@ -351,13 +351,16 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
 
 def _at(value, i):
     value = np.asarray(value)
+    if value.ndim and isinstance(i, tuple):  # coordinates in a box: a dimension of size 1 broadcasts
+        i = tuple(j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True))
     return float(value if value.ndim == 0 else value[i])
 
 
-def bottleneck_device(c, out: dict, n: int):
+def bottleneck_device(c, out: dict, n: int, shape: tuple | None = None):
     """Name of the busiest device of each row: the main device's kind, ``pim`` or ``pim_link``
-    (training rows and rows without busy times: the main device)."""
-    kind = np.broadcast_to(np.asarray(c["main_kind"], dtype=float), (n,)).astype(int)
+    (training rows and rows without busy times: the main device). ``c`` may hold the columns of
+    a box of ``shape``; ``out`` holds rows."""
+    kind = np.broadcast_to(np.asarray(c["main_kind"], dtype=float), shape or (n,)).reshape(-1).astype(int)
     names = np.array(KIND_NAMES, dtype=object)[kind]
     if "breakdown.busy_s.pim" not in out:
         return names

@@ -145,6 +145,8 @@ def estimate_inference(c):
 
 def _at(value, i):
     value = np.asarray(value)
+    if value.ndim and isinstance(i, tuple):  # coordinates in a box: a dimension of size 1 broadcasts
+        i = tuple(j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True))
     return float(value if value.ndim == 0 else value[i])
 
 

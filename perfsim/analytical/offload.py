@@ -246,6 +246,8 @@ def tier_results(c, device_total, tiers):
 
 def _at(value, i):
     value = np.asarray(value)
+    if value.ndim and isinstance(i, tuple):  # coordinates in a box: a dimension of size 1 broadcasts
+        i = tuple(j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True))
     return float(value if value.ndim == 0 else value[i])
 
 
