@@ -203,6 +203,29 @@ def _arrow(df: pd.DataFrame):
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
+def _union_schema(paths):
+    """Every chunk's columns, in order of first appearance: a chunk whose rows have no NPU, PIM or
+    job length lacks the keys that describe them."""
+    pa = _pyarrow()
+    fields: dict = {}
+    metadata = None
+    for path in paths:
+        with pa.memory_map(str(path)) as source:
+            schema = pa.ipc.open_file(source).schema
+        metadata = metadata or schema.metadata
+        for field in schema:
+            fields.setdefault(field.name, field)
+    return pa.schema(list(fields.values()), metadata=metadata)
+
+
+def _conform(table, schema):
+    """``table`` with the columns of ``schema`` in its order; a column it lacks is missing (null)."""
+    pa = _pyarrow()
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _finish(partial: _Partial, chunks: int, target: Path, fmt: str):
     """Join the chunk files in order into a temporary file and rename it onto ``target``."""
     import pyarrow.parquet as pq
@@ -212,22 +235,19 @@ def _finish(partial: _Partial, chunks: int, target: Path, fmt: str):
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     os.close(fd)
     try:
+        schema = _union_schema([partial.path(k) for k in range(chunks)])
         if fmt == ".parquet":
-            writer = None
-            for k in range(chunks):
-                table = feather.read_table(partial.path(k))
-                if writer is None:
-                    schema = table.schema
-                    # dictionary pages for the label columns only: numbers encode faster plain, and as small
-                    labels = [f.name for f in schema if pa.types.is_dictionary(f.type)]
-                    writer = pq.ParquetWriter(tmp, schema, use_dictionary=labels or False)
-                if table.num_rows or k == 0:
-                    writer.write_table(table.cast(schema))
-            writer.close()
+            # dictionary pages for the label columns only: numbers encode faster plain, and as small
+            labels = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+            with pq.ParquetWriter(tmp, schema, use_dictionary=labels or False) as writer:
+                for k in range(chunks):
+                    table = _conform(feather.read_table(partial.path(k)), schema)
+                    if table.num_rows or k == 0:
+                        writer.write_table(table)
         else:
             with open(tmp, "w", newline="") as f:
                 for k in range(chunks):
-                    df = feather.read_table(partial.path(k)).to_pandas()
+                    df = _conform(feather.read_table(partial.path(k)), schema).to_pandas()
                     df.to_csv(f, index=False, header=(k == 0))
         umask = os.umask(0)
         os.umask(umask)

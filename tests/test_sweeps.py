@@ -253,7 +253,7 @@ GRIDS = [
 ]
 
 
-@pytest.mark.parametrize("box_rows", [1 << 16])
+@pytest.mark.parametrize("box_rows", [1 << 16, 50])
 @pytest.mark.parametrize("args", GRIDS, ids=["mixed-modes", "training", "offload", "pim", "moe-mla"])
 def test_boxes_give_the_rows_results(args, box_rows, monkeypatch):
     """Evaluating boxes of the design space (columns broadcast over the axes they depend on) gives
@@ -271,3 +271,24 @@ def test_boxes_give_the_rows_results(args, box_rows, monkeypatch):
             assert list(boxed[key]) == list(value), key
         else:
             np.testing.assert_array_equal(boxed[key], value, err_msg=key)
+
+
+def test_dense_rows_beside_moe_rows_keep_their_flops():
+    """A dense model's rows do no expert GEMM work, whatever else the sweep holds."""
+    mixed = perfsim.sweep(model=["llama2-7b", "mixtral-8x7b"], hardware="h100-sxm", batch=[1, 8])
+    alone = perfsim.sweep(model="llama2-7b", hardware="h100-sxm", batch=[1, 8])
+    for key in ("breakdown.prefill.flops", "breakdown.decode.flops", "power_w_per_device", "energy_j"):
+        np.testing.assert_array_equal(mixed[key].to_numpy()[:2], alone[key].to_numpy(), err_msg=key)
+        assert np.isfinite(mixed[key]).all()
+
+
+def test_chunks_with_different_keys_join(tmp_path):
+    """A chunk of GPU rows lacks the NPU engine keys of a chunk of NPU rows: the file and the
+    DataFrame hold every key, missing where a row has no such device."""
+    args = dict(hardware=["a100-80gb", "npu-pim"], model="llama2-7b", dtype="fp16", batch=[1, 8, 64])
+    whole = perfsim.sweep(**args, chunk_rows=3)
+    assert whole["breakdown.decode.vector_ops"][:3].isna().all()
+    assert (whole["breakdown.decode.vector_ops"][3:] > 0).all()
+    for suffix in (".parquet", ".csv"):
+        write_sweep(args, tmp_path / f"r{suffix}", chunk_rows=3)
+        _same(_read(tmp_path / f"r{suffix}"), whole)

@@ -129,7 +129,9 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 if npu_rows:
                     out["vector_ops"] = out["vector_ops"] + np.where(systolic & (t > 0), deq * c["vector_flops"], 0.0)
                     tc = np.where(systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
-                out["flops"] = out["flops"] + tc * c["peak_flops"] * eff
+                # an absent GEMM (no such op in this row's model: tc == 0) does no work, even where
+                # its efficiency is undefined (0 / 0 for zero groups)
+                out["flops"] = out["flops"] + np.where(tc > 0, tc * c["peak_flops"] * eff, 0.0)
                 out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * c["memory_max"]
             if not casts:
                 continue
