@@ -158,13 +158,12 @@ class Grid:
 _BOX_SLACK = 4  # a box may exceed the row budget this many times to keep the structural axes whole
 #: arguments whose values switch parts of the model on or off (NPU engines, PIM, MoE, offloading,
 #: fp8 casts, default engines, what is reported): boxes never split them
-_STRUCTURAL = {"model", "hardware", "mode", "dtype", "weight_dtype", "kv_dtype", "runtime", "zero", "place",
-               "pim_mode", "sub_batches", "train_tokens", "offload_weights", "offload_optimizer", "offload_grads",
-               "offload_activations", "offload_kv", "capacity_factor", "micro_batch", "finetune"}
+_STRUCTURAL = {"model", "hardware", "mode", "dtype", "place", "pim_mode", "sub_batches", "train_tokens",
+               "offload_weights", "offload_optimizer", "offload_grads", "offload_activations", "offload_kv"}
 
 
 def _structural(name: str) -> bool:
-    return name in _STRUCTURAL or name.startswith("hardware.")
+    return name in _STRUCTURAL
 
 
 @dataclass

@@ -250,11 +250,15 @@ GRIDS = [
          place=[{}, {"decode_attention": "pim"}], prompt_len=[256, 1024], tp=[1, 8]),
     dict(model="deepseek-v3", hardware="h200", tp=[4, 8], ep=[1, 8], dp=[1, 2], batch=[1, 64],
          mode=["inference", "train"], weight_dtype=["fp8", "int4"], kv_dtype=["fp8", "bf16"]),
+    dict(model="mixtral-8x7b", hardware={"base": "h100-sxm", "devices_per_node": [4, 8], "scaleup_gb_s": [450, 900]},
+         mode="train", num_devices=16, tp=[1, 2], ep=[1, 8], zero=[0, 3], zero_shard_size=[None, 2],
+         capacity_factor=[1.0, 1.25], finetune=["full", "lora"], runtime=[None, "torchtitan"], kv_dtype=["bf16", "fp8"],
+         recompute="full", seq_len=2048, global_batch=32),
 ]
 
 
 @pytest.mark.parametrize("box_rows", [1 << 16, 50])
-@pytest.mark.parametrize("args", GRIDS, ids=["mixed-modes", "training", "offload", "pim", "moe-mla"])
+@pytest.mark.parametrize("args", GRIDS, ids=["mixed-modes", "training", "offload", "pim", "moe-mla", "what-ifs"])
 def test_boxes_give_the_rows_results(args, box_rows, monkeypatch):
     """Evaluating boxes of the design space (columns broadcast over the axes they depend on) gives
     the same results, value for value, as evaluating the rows one block at a time."""
