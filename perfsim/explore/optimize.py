@@ -148,7 +148,7 @@ def _mean_length(value, field):
     if isinstance(value, dict):
         if "mean" not in value:
             raise InputError("a length distribution needs a mean here", field=field)
-        return int(round(float(value["mean"])))
+        return round(float(value["mean"]))
     return _whole(value, field)
 
 
