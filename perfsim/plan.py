@@ -158,7 +158,7 @@ class Grid:
 _BOX_SLACK = 4  # a box may exceed the row budget this many times to keep the structural axes whole
 #: arguments whose values switch parts of the model on or off (NPU engines, PIM, MoE, offloading,
 #: fp8 casts, default engines, what is reported): boxes never split them
-_STRUCTURAL = {"model", "hardware", "mode", "dtype", "place", "pim_mode", "sub_batches", "train_tokens",
+_STRUCTURAL = {"model", "hardware", "mode", "dtype", "place", "pim_mode", "sub_batches", "train_tokens", "power_cap_w",
                "offload_weights", "offload_optimizer", "offload_grads", "offload_activations", "offload_kv"}
 
 
