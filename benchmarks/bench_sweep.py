@@ -7,10 +7,13 @@ for the README. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import perfsim
@@ -78,11 +81,31 @@ def cli_time(repeat):
     return best
 
 
+def file_sweep(rows):
+    """``perfsim sweep`` of the inference grid to parquet in a child process: wall time and peak memory."""
+    grid = inference_grid(rows)
+    n = math.prod(len(v) for v in grid.values() if isinstance(v, list))
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = os.path.join(tmp, "spec.yaml")
+        with open(spec, "w") as f:
+            json.dump(grid, f)  # JSON is YAML
+        cmd = [sys.executable, "-m", "perfsim.cli", "sweep", spec, "--out", os.path.join(tmp, "r.parquet"),
+               "--no-progress"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ))
+        wall = time.perf_counter() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kB on Linux
+    return n, wall, peak_mib
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--file-rows", type=int, default=None, help="rows of the sweep written to parquet (--rows)")
     args = parser.parse_args()
+    # first, while this process is small: a forked child's peak memory counts its parent's pages until exec
+    file_row = file_sweep(args.file_rows or args.rows)
     results = [bench("inference sweep", inference_grid(args.rows), args.repeat),
                bench("training sweep (single node)", training_grid(args.rows), args.repeat),
                bench("training sweep (cluster: tp, pp, dp, micro-batch, zero, recompute, schedule)",
@@ -94,6 +117,9 @@ def main():
     one = bench("single estimate as a one-row sweep", inference_grid(1), args.repeat)
     print(f"| {one[0]} | 1 | {one[2] * 1e3:.1f} ms | {one[3]:,.0f} |")
     print(f"| `perfsim estimate` as a process | 1 | {cli_time(args.repeat):.2f} s | |")
+    n, wall, peak = file_row
+    print(f"| `perfsim sweep` of the inference grid to parquet (peak memory {peak:,.0f} MiB) | {n:,} | {wall:.2f} s "
+          f"| {n / wall:,.0f} |")
 
 
 if __name__ == "__main__":

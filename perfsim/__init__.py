@@ -8,10 +8,12 @@
 
 from perfsim.api import collective, estimate, gemm, memcpy, serve, sweep, timeline
 from perfsim.errors import InputError
+from perfsim.explore.optimize import optimize_serving, optimize_training  # design-space search
+from perfsim.explore.pareto import best, pareto  # design-space search
 from perfsim.power_study import oversubscription as oversubscribe
 from perfsim.validate import validate
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "collective", "estimate", "gemm", "memcpy", "oversubscribe", "serve", "sweep", "timeline",
-           "validate"]
+__all__ = ["InputError", "best", "collective", "estimate", "gemm", "memcpy", "optimize_serving", "optimize_training",
+           "oversubscribe", "pareto", "serve", "sweep", "timeline", "validate"]

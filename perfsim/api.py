@@ -172,14 +172,36 @@ def _timeline(c, closed: dict, stages: str, trace_out) -> dict:
     return result
 
 
-def sweep(**axes) -> pd.DataFrame:
+def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=None, keep_infeasible: bool = False,
+          progress: bool = False, **axes) -> pd.DataFrame:
     """Evaluate the cartesian product of list-valued arguments in one vectorised pass.
+
+    Parameters
+    ----------
+    chunk_rows : int, optional
+        Evaluate the rows in chunks of this many (memory per chunk; the unit of work of a
+        backend). Default: one chunk locally, a few per worker on dask. Results do not depend on it.
+    backend : {"local", "dask"}
+        ``dask`` spreads the chunks over a dask cluster (``pip install perfsim[dask]``).
+    scheduler : str or distributed.Client, optional
+        The dask scheduler's address (``tcp://host:8786``) or a client; default: a
+        ``LocalCluster`` on this machine for the call.
+    constraints : str or list of str, optional
+        Expressions over result columns (``"ttft_s < 0.5"``, see
+        :mod:`perfsim.explore.constraints`); rows that are infeasible or break one are dropped ...
+    keep_infeasible : bool
+        ... or, with this, kept and flagged by a ``meets_constraints`` column.
+    progress : bool
+        Report progress on stderr.
+    **axes
+        The arguments of :func:`estimate`, any of them a list.
 
     Returns
     -------
     pandas.DataFrame
         Input columns (each swept argument, what-if keys as ``hardware.KEY``), then output columns
-        (nested keys flattened with ``.``); infeasible rows are kept with ``feasible=False``.
+        (nested keys flattened with ``.``); infeasible rows are kept with ``feasible=False``
+        unless constraints are given.
 
     Examples
     --------
@@ -187,24 +209,33 @@ def sweep(**axes) -> pd.DataFrame:
     >>> len(df), bool(df["tpot_s"].is_monotonic_increasing)
     (2, True)
     """
-    grid, out = evaluate(axes)
-    columns = {}
-    for name, axis in grid.axes.items():
-        if name not in axes and not name.startswith("hardware."):
-            continue
-        values = [v if not isinstance(v, dict) else str(v) for v in axis.values]
-        if len(values) == 1 and isinstance(values[0], (bool, int, float)):
-            columns[name] = np.full(grid.n, values[0])
-        elif len(values) == 1:  # one label for every row: a categorical costs no per-row objects
-            columns[name] = pd.Categorical.from_codes(np.zeros(grid.n, dtype=np.int8), categories=[str(values[0])])
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            columns[name] = np.asarray(values)[axis.codes]
-        else:
-            labels = list(dict.fromkeys(map(str, values)))
-            columns[name] = pd.Categorical.from_codes(
-                np.asarray([labels.index(str(v)) for v in values])[axis.codes], categories=labels)
-    columns.update(out)
-    return pd.DataFrame(columns, copy=False)
+    from perfsim.explore.chunks import (
+        Progress,
+        check_backend,
+        check_chunk_rows,
+        check_constraints,
+        chunk_bounds,
+        run_chunks,
+    )
+    from perfsim.plan import space as make_space
+
+    check_backend(backend)
+    space = make_space(axes)
+    parsed = check_constraints(space, constraints)
+    if chunk_rows is None:
+        chunk_rows = space.n if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
+    bounds = chunk_bounds(space.n, check_chunk_rows(chunk_rows))
+    bar = Progress(space.n, enabled=progress)
+    frames = {}
+    try:
+        for k, df in run_chunks(space, bounds, range(len(bounds)), parsed, keep_infeasible, backend, scheduler):
+            frames[k] = df
+            bar.advance(bounds[k][1] - bounds[k][0])
+    finally:
+        bar.close()
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat([frames[k] for k in range(len(bounds))], ignore_index=True)
 
 
 def serve(**scenario) -> dict:

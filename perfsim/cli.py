@@ -463,23 +463,144 @@ def memcpy(hardware, size_bytes, src, dst, fmt):
         click.echo(f"{src} -> {dst}, {size:,} B on {hardware}: {_fmt_s(r['time_s'])}, {r['bandwidth_gb_s']:.1f} GB/s")
 
 
+# --- sweeps (perfsim.sweepio, perfsim.explore) ---
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", "out_path", required=True, help="results file: .csv or .parquet")
+@click.option("--keep-infeasible", is_flag=True,
+              help="keep rows that are infeasible or break a constraint, flagged by a meets_constraints column")
+@click.option("--chunk-rows", type=int, default=None, help="rows per chunk (memory per chunk, unit of resume)")
+@click.option("--backend", default="local", help="local (default) or dask")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="dask scheduler address (default: a local cluster on this machine)")
+@click.option("--overwrite", is_flag=True, help="replace --out if it exists")
+@click.option("--restart", is_flag=True, help="discard an unfinished run of another spec at --out")
+@click.option("--progress/--no-progress", default=None, help="progress line on stderr (default: on a terminal)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def sweep(spec, out_path, fmt):
-    """Evaluate every combination of a sweep spec (YAML of estimate arguments, lists as axes)."""
+def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overwrite, restart, progress, fmt):
+    """Evaluate every combination of a sweep spec (YAML: axes, fixed arguments, constraints).
+
+    Chunks are written as they finish; an interrupted run resumes when run again with the same
+    spec and --out.
+    """
     from perfsim.sweepio import run_sweep_file
 
     try:
-        df = run_sweep_file(spec, out_path)
+        summary = run_sweep_file(spec, out_path, keep_infeasible=keep_infeasible, chunk_rows=chunk_rows,
+                                 backend=backend, scheduler=scheduler, overwrite=overwrite, restart=restart,
+                                 progress=progress)
     except InputError as exc:
         _fail(str(exc))
-    summary = {"rows": len(df), "feasible": int(df["feasible"].sum()), "out": out_path}
+    except KeyboardInterrupt:
+        click.echo(f"\nperfsim: interrupted; finished chunks are kept in {out_path}.partial/ - run the same "
+                   "command again to resume", err=True)
+        sys.exit(130)
     if fmt == "json":
         _echo_json(summary)
     else:
-        click.echo(f"{summary['rows']:,} configurations ({summary['feasible']:,} feasible) -> {out_path}")
+        resumed = f", {summary['resumed_chunks']} of {summary['chunks']} chunks from an earlier run" \
+            if summary["resumed_chunks"] else ""
+        click.echo(f"{summary['rows']:,} of {summary['total_rows']:,} configurations written "
+                   f"({summary['feasible']:,} feasible{resumed}) -> {out_path}")
+# --- end of sweeps ---
+
+
+# --- plots (perfsim.plot) ---
+@cli.group()
+def plot():
+    """Draw a plot to an image file (PNG, SVG or PDF by the suffix of --out)."""
+
+
+def _plot_out(fn):
+    return click.option("--out", "out", required=True, help="image file: .png, .svg or .pdf")(fn)
+
+
+def _draw(make, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    kinds = Figure().canvas.get_supported_filetypes()
+    suffix = os.path.splitext(out)[1].lower().lstrip(".")
+    if suffix not in kinds:
+        _fail(f"--out: unknown image format {suffix!r}; use one of: {', '.join(sorted(kinds))}")
+    try:
+        make()
+    except InputError as exc:
+        _fail(str(exc))
+
+
+@plot.command(name="roofline")
+@_plan_options
+@_plot_out
+def plot_roofline(fmt, out, **kwargs):
+    """The hardware's roofline with the plan's ops (one layer, prefill and decode) placed on it."""
+    from perfsim import plot as plots
+
+    def make():
+        plan = _collect(kwargs)
+        return plots.roofline(plan.pop("hardware"), dtype=plan.pop("dtype", "bf16"), out=out, **plan)
+
+    _draw(make, out)
+
+
+@plot.command(name="memory")
+@_plan_options
+@_plot_out
+def plot_memory(fmt, out, **kwargs):
+    """Memory per device of a plan, stacked by kind, against capacity."""
+    from perfsim import plot as plots
+
+    _draw(lambda: plots.memory_stack(api.estimate(**_collect(kwargs)), out=out), out)
+
+
+@plot.command(name="breakdown")
+@_plan_options
+@_plot_out
+def plot_breakdown(fmt, out, **kwargs):
+    """Where the time of a plan's training step or request goes."""
+    from perfsim import plot as plots
+
+    _draw(lambda: plots.time_breakdown(api.estimate(**_collect(kwargs)), out=out), out)
+
+
+@plot.command(name="pareto")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--x", "x", required=True, help="column, optionally min:/max: (default min)")
+@click.option("--y", "y", required=True, help="column, optionally min:/max: (default max)")
+@click.option("--color", default=None, help="column to colour the points by")
+@click.option("--constraint", "constraints", multiple=True, help="expression over columns (repeatable)")
+@_plot_out
+def plot_pareto(results, x, y, color, constraints, out):
+    """The Pareto front of a sweep's results file (.parquet or .csv)."""
+    import pandas as pd
+
+    from perfsim import plot as plots
+
+    def make():
+        suffix = os.path.splitext(results)[1].lower()
+        if suffix not in (".parquet", ".csv"):
+            raise InputError(f"expected a .parquet or .csv results file, got {results!r}", field="RESULTS")
+        try:
+            df = pd.read_parquet(results) if suffix == ".parquet" else pd.read_csv(results)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {results}: {exc}", field="RESULTS") from None
+        return plots.pareto(df, x, y, color=color, constraints=list(constraints) or None, out=out)
+
+    _draw(make, out)
+
+
+@plot.command(name="timeline")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--max-events", type=int, default=5000, help="slices drawn at most (the earliest)")
+@_plot_out
+def plot_timeline(trace, max_events, out):
+    """A pipeline or serving timeline from a Chrome trace (estimate/serve --trace-out)."""
+    from perfsim import plot as plots
+
+    _draw(lambda: plots.timeline(trace, max_events=max_events, out=out), out)
+# --- end of plots ---
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from perfsim.analytical.power import inference_power, train_power
 from perfsim.analytical.training import estimate_train
 from perfsim.columns import build
 from perfsim.graph.params import total_params
-from perfsim.plan import Axis, Grid, expand
+from perfsim.plan import Axis, Grid, Space, expand
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 
@@ -59,15 +59,56 @@ def evaluate_grid(grid: Grid) -> dict:
     if grid.n <= _CHUNK:
         return _evaluate_block(grid)
     out: dict = {}
+    seen: dict = {}
     for start in range(0, grid.n, _CHUNK):
         stop = min(start + _CHUNK, grid.n)
         axes = {name: Axis(a.name, a.values, a.codes[start:stop] if len(a.values) > 1 else a.codes)
                 for name, a in grid.axes.items()}
-        block = _evaluate_block(Grid(n=stop - start, axes=axes))
-        for key, value in block.items():
-            if key not in out:
-                out[key] = np.empty(grid.n, dtype=value.dtype)
-            out[key][start:stop] = value
+        _join(out, seen, _evaluate_block(Grid(n=stop - start, axes=axes), details=grid.n <= _DETAIL_ROWS),
+              start, stop, grid.n)
+    return _fill(out, seen, grid.n)
+
+
+def evaluate_rows(space: Space, start: int, stop: int) -> tuple[Grid, dict]:
+    """Evaluate rows ``[start, stop)`` of a :class:`~perfsim.plan.Space`; returns ``(grid, outputs)``
+    for those rows only (what a chunked sweep holds at a time).
+
+    The rows are evaluated in cache-sized boxes of the space (:meth:`~perfsim.plan.Space.boxes`),
+    so a quantity that depends on some axes only is computed once per combination of those.
+    """
+    grid = space.block(start, stop)
+    n = stop - start
+    boxes = list(space.boxes(start, stop, _CHUNK))
+    details = space.n <= _DETAIL_ROWS  # reasons carry their numbers in small sweeps, however evaluated
+    if len(boxes) == 1:
+        out = _evaluate_block(boxes[0][1], details=details)
+    else:
+        out, seen = {}, {}
+        for first, box in boxes:
+            _join(out, seen, _evaluate_block(box, details=details), first - start, first - start + box.n, n)
+        out = _fill(out, seen, n)
+    return grid, out
+
+
+def _join(out: dict, seen: dict, block: dict, start: int, stop: int, n: int):
+    for key, value in block.items():
+        if key not in out:
+            out[key] = np.empty(n, dtype=value.dtype)
+            seen[key] = []
+        out[key][start:stop] = value
+        seen[key].append((start, stop))
+
+
+def _fill(out: dict, seen: dict, n: int) -> dict:
+    """Rows of blocks that did not produce a key (no row there has the device or option it
+    describes) hold NaN (None for text) in it, not whatever the memory held."""
+    for key, ranges in seen.items():
+        if sum(b - a for a, b in ranges) < n:
+            text = out[key].dtype == object
+            blank = np.full(n, None if text else np.nan, dtype=object if text else float)
+            for a, b in ranges:
+                blank[a:b] = out[key][a:b]
+            out[key] = blank
     return out
 
 
@@ -80,8 +121,9 @@ def evaluate_columns(args: dict):
     return c, _evaluate_block(grid, c)
 
 
-def _evaluate_block(grid: Grid, c: dict | None = None) -> dict:
+def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = None) -> dict:
     c = build(grid) if c is None else c
+    details = grid.n <= _DETAIL_ROWS if details is None else details
     n = grid.n
     modes = grid.values("mode")
     results = []
@@ -104,23 +146,31 @@ def _evaluate_block(grid: Grid, c: dict | None = None) -> dict:
             sel = train if m == "train" else ~train
             checks += [(np.asarray(mask) & sel, short, detail) for mask, short, detail in chk]
     checks = _plan_checks(c) + checks
-    out = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in out.items()}
+    shape = grid.block_shape
+    out = {k: _rows(np.asarray(v, dtype=float), shape) for k, v in out.items()}
     feasible = np.ones(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     for mask, short, detail in checks:
-        mask = np.broadcast_to(np.asarray(mask, dtype=bool), (n,))
+        mask = _rows(np.asarray(mask, dtype=bool), shape)
         new = mask & feasible
         if new.any():
-            if detail is not None and n <= _DETAIL_ROWS:
-                for i in np.flatnonzero(new):
-                    reason[i] = detail(int(i))
+            if detail is not None and details:
+                for i in np.flatnonzero(new):  # a box's columns are indexed by its coordinates
+                    reason[i] = detail(int(i) if len(shape) == 1 else tuple(map(int, np.unravel_index(i, shape))))
             else:
                 reason[new] = short
             feasible &= ~mask
     out["feasible"] = feasible
     out["reason"] = reason
-    out["bottleneck_device"] = bottleneck_device(c, out, n)
-    out["parameters"] = np.broadcast_to(np.asarray(total_params(c), dtype=float), (n,))
-    out["num_devices"] = np.broadcast_to(np.asarray(c["num_devices"], dtype=float), (n,))
-    out["dp"] = np.broadcast_to(np.asarray(c["dp"], dtype=float), (n,))
+    out["bottleneck_device"] = bottleneck_device(c, out, n, shape)
+    out["parameters"] = _rows(np.asarray(total_params(c), dtype=float), shape)
+    out["num_devices"] = _rows(np.asarray(c["num_devices"], dtype=float), shape)
+    out["dp"] = _rows(np.asarray(c["dp"], dtype=float), shape)
     return out
+
+
+def _rows(value: np.ndarray, shape: tuple) -> np.ndarray:
+    """A column over a block (rows, or a box's shape) as one value per row, in row order."""
+    if len(shape) == 1:
+        return np.broadcast_to(value, shape)
+    return np.broadcast_to(value, shape).reshape(-1)

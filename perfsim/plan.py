@@ -138,6 +138,12 @@ class Grid:
 
     n: int
     axes: dict
+    shape: tuple | None = None  # a box of the design space (:meth:`Space.boxes`): codes broadcast to it
+
+    @property
+    def block_shape(self) -> tuple:
+        """Shape the columns broadcast to: ``(n,)`` for rows, the box's for a box."""
+        return (self.n,) if self.shape is None else self.shape
 
     def values(self, name):
         """Distinct values of argument ``name`` (``[default]`` when it was not given)."""
@@ -153,8 +159,107 @@ class Grid:
         return table[0] if len(axis.values) == 1 else table[axis.codes]
 
 
-def expand(args: dict) -> Grid:
-    """Cartesian product of list-valued arguments (hardware what-if lists included).
+_BOX_SLACK = 4  # a box may exceed the row budget this many times to keep the structural axes whole
+#: arguments whose values switch parts of the model on or off (NPU engines, PIM, MoE, offloading,
+#: fp8 casts, default engines, what is reported): boxes never split them
+_STRUCTURAL = {"model", "hardware", "mode", "dtype", "place", "pim_mode", "sub_batches", "train_tokens", "power_cap_w",
+               "offload_weights", "offload_optimizer", "offload_grads", "offload_activations", "offload_kv"}
+
+
+def _structural(name: str) -> bool:
+    return name in _STRUCTURAL
+
+
+@dataclass
+class Space:
+    """A cartesian product not yet laid out in rows: each argument's distinct values and stride.
+
+    :meth:`block` gives the :class:`Grid` of rows ``[start, stop)``, so a sweep of any size is
+    evaluated block by block without ever holding every row's codes.
+    """
+
+    n: int
+    lists: list  # (name, values, stride) in axis order; the last axis varies fastest
+
+    def block(self, start: int = 0, stop: int | None = None) -> Grid:
+        """The rows ``[start, stop)`` as a grid (every distinct value kept, codes sliced)."""
+        stop = self.n if stop is None else min(stop, self.n)
+        rows = np.arange(start, stop, dtype=np.int64) if any(len(v) > 1 for _, v, _ in self.lists) else None
+        axes = {}
+        for name, values, stride in self.lists:
+            codes = (rows // stride) % len(values) if len(values) > 1 else np.zeros(1, np.int64)
+            axes[name] = Axis(name, values, codes)
+        for name, (_, default) in ARGUMENTS.items():
+            if name not in axes:
+                axes[name] = Axis(name, [default], np.zeros(1, np.int64))
+        return Grid(n=stop - start, axes=axes)
+
+    def boxes(self, start: int, stop: int, max_rows: int):
+        """Cover rows ``[start, stop)`` with boxes of at most ``max_rows`` rows; yields ``(first_row, grid)``.
+
+        A box fixes the leading axes, takes a range of one axis and all values of the axes after
+        it, so its rows are contiguous. Its codes broadcast along their own dimension of the box
+        (``grid.shape``), so every column computed from arguments of some axes only has the size
+        of those axes: work that does not depend on an axis is not repeated along it. Elementwise
+        results are the same as on rows, value for value.
+        """
+        lens = [len(v) for _, v, _ in self.lists]
+        tail = [1] * (len(lens) + 1)  # tail[j]: rows of the axes j.. (the stride of axis j - 1)
+        for j in range(len(lens) - 1, -1, -1):
+            tail[j] = tail[j + 1] * lens[j]
+        # a box keeps every value of the axes that decide which parts of the model run (and which
+        # result keys exist): the first such axis with several values and all after it stay whole
+        first_structural = next((d for d, (name, values, _) in enumerate(self.lists)
+                                 if len(values) > 1 and _structural(name)), len(lens))
+        whole = tail[first_structural]
+        limit = max(max_rows, whole) if whole <= _BOX_SLACK * max_rows else max_rows
+        p = start
+        while p < stop:
+            room = min(limit, stop - p)
+            j = len(lens)
+            while j > 0 and p % tail[j - 1] == 0 and tail[j - 1] <= room:
+                j -= 1
+            if j > first_structural:  # no box here keeps those axes whole: rows, as a plain block
+                q = min(stop, p + max_rows, (p // whole + 1) * whole)
+                yield p, self.block(p, q)
+                p = q
+                continue
+            if j == 0:  # the whole space is one box
+                s, first, r = None, 0, 1
+            else:
+                s = j - 1
+                first = (p // tail[j]) % lens[s]
+                r = min(lens[s] - first, room // tail[j])
+            dims = [r if d == s else lens[d] for d in range(len(lens)) if s is not None and d >= s]
+            if s is None:
+                dims = list(lens)
+            shape = tuple(dims) or (1,)
+            offset = len(lens) - len(dims)  # axes before the box's are fixed
+            axes = {}
+            for d, (name, values, stride) in enumerate(self.lists):
+                if len(values) == 1:
+                    codes = np.zeros(1, np.int64)
+                elif d < offset:
+                    codes = np.asarray((p // stride) % len(values), dtype=np.int64)
+                else:
+                    k = d - offset
+                    index = np.arange(first, first + r) if d == s else np.arange(len(values))
+                    codes = index.reshape([len(index) if i == k else 1 for i in range(len(shape))]).astype(np.int64)
+                axes[name] = Axis(name, values, codes)
+            for name, (_, default) in ARGUMENTS.items():
+                if name not in axes:
+                    axes[name] = Axis(name, [default], np.zeros(1, np.int64))
+            n = int(np.prod(shape))
+            yield p, Grid(n=n, axes=axes, shape=shape)
+            p += n
+
+    def given(self):
+        """Names of the arguments given (``hardware.KEY`` for what-if keys), in axis order."""
+        return [name for name, _, _ in self.lists]
+
+
+def space(args: dict) -> Space:
+    """The cartesian product of list-valued arguments (hardware what-if lists included), unexpanded.
 
     Values are checked once per distinct value; arguments not given get their default.
     """
@@ -190,13 +295,17 @@ def expand(args: dict) -> Grid:
         values = [check_value(name, v) for v in values]
         lists.append((name, values))
     n = math.prod(len(v) for _, v in lists)
-    axes = {}
+    out = []
     stride = n
     for name, values in lists:
         stride //= len(values)
-        codes = (np.arange(n, dtype=np.int64) // stride) % len(values) if len(values) > 1 else np.zeros(1, np.int64)
-        axes[name] = Axis(name, values, codes)
-    for name, (_, default) in ARGUMENTS.items():
-        if name not in axes:
-            axes[name] = Axis(name, [default], np.zeros(1, np.int64))
-    return Grid(n=n, axes=axes)
+        out.append((name, values, max(stride, 1)))
+    return Space(n=n, lists=out)
+
+
+def expand(args: dict) -> Grid:
+    """Cartesian product of list-valued arguments (hardware what-if lists included), as one grid.
+
+    Values are checked once per distinct value; arguments not given get their default.
+    """
+    return space(args).block()

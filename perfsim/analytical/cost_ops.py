@@ -134,13 +134,13 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 if npu_rows:
                     out["vector_ops"] = out["vector_ops"] + np.where(systolic & (t > 0), deq * c["vector_flops"], 0.0)
                     tc = np.where(systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
-                # FLOPs the matrix engines execute: a GPU's partial tiles do full work (the training
+                # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full work (the training
                 # step's power counts its FLOPs from the model: backward passes skip this)
                 executed = 1.0 if backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"])
                 executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
                 if npu_rows:
                     executed = np.where(systolic, 1.0, executed)
-                out["flops"] = out["flops"] + tc * c["peak_flops"] * eff / executed
+                out["flops"] = out["flops"] + np.where(tc > 0, tc * c["peak_flops"] * eff / executed, 0.0)
                 out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * c["memory_max"]
             if not casts:
                 continue

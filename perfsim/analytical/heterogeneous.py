@@ -48,6 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical.cost_ops import combine, price
+from perfsim.analytical.rows import value_at as _at
 from perfsim.cost import npu
 from perfsim.cost.pim import link_time, pim_rates, pim_time
 from perfsim.graph.params import layer_counts
@@ -349,15 +350,11 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
                              f"device, {_at(capacity, i) / _GIB:.1f} GiB of PIM"))
 
 
-def _at(value, i):
-    value = np.asarray(value)
-    return float(value if value.ndim == 0 else value[i])
-
-
-def bottleneck_device(c, out: dict, n: int):
+def bottleneck_device(c, out: dict, n: int, shape: tuple | None = None):
     """Name of the busiest device of each row: the main device's kind, ``pim`` or ``pim_link``
-    (training rows and rows without busy times: the main device)."""
-    kind = np.broadcast_to(np.asarray(c["main_kind"], dtype=float), (n,)).astype(int)
+    (training rows and rows without busy times: the main device). ``c`` may hold the columns of
+    a box of ``shape``; ``out`` holds rows."""
+    kind = np.broadcast_to(np.asarray(c["main_kind"], dtype=float), shape or (n,)).reshape(-1).astype(int)
     names = np.array(KIND_NAMES, dtype=object)[kind]
     if "breakdown.busy_s.pim" not in out:
         return names

@@ -15,6 +15,7 @@ from perfsim.analytical import offload
 from perfsim.analytical.cost_ops import combine, group_collective, price
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
 from perfsim.analytical.power import cap_passes
+from perfsim.analytical.rows import value_at as _at
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import (
     Attention,
@@ -146,11 +147,6 @@ def estimate_inference(c):
             out[f"breakdown.{phase}.{key}"] = parts[key] / c["pp"]
     inference_results(c, out, checks, pre, dec)  # PIM, engines and per-device busy time
     return out, checks
-
-
-def _at(value, i):
-    value = np.asarray(value)
-    return float(value if value.ndim == 0 else value[i])
 
 
 def _hbm_bound(c, seqs, context):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical.rows import value_at as _at
 from perfsim.cost.tiers import (
     devices_on_node,
     duration,
@@ -242,11 +243,6 @@ def tier_results(c, device_total, tiers):
                    f"{_at(cap_nvme, i) / _GIB:.1f} GiB in node.nvme_capacity_gib"),
     ]
     return out, checks
-
-
-def _at(value, i):
-    value = np.asarray(value)
-    return float(value if value.ndim == 0 else value[i])
 
 
 #: floating-point operations of one Adam update per parameter (moments, bias corrections, square

@@ -48,6 +48,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical.rows import value_at
+
+
 COMPONENTS = ("idle", "active", "matrix", "memory", "link", "vector", "pim")
 
 
@@ -373,7 +376,7 @@ def cap_check(c, fits, what):
     cap = c["power_cap_w"]
 
     def detail(i):
-        value = float(np.asarray(cap) if np.ndim(cap) == 0 else np.asarray(cap)[i])
+        value = value_at(cap, i)
         return (f"power_cap_w ({value:g} W) is below what the device draws in {what} even at its lowest "
                 "clock")
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from perfsim.analytical import offload
 from perfsim.analytical.cost_ops import combine, group_collective, price
-from perfsim.analytical.inference import _at
 from perfsim.analytical.power import cap_passes
+from perfsim.analytical.rows import value_at as _at
 from perfsim.cost.collectives import bus_factor
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops

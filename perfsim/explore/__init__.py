@@ -1,0 +1,1 @@
+"""Design-space exploration: chunked sweeps, constraints, Pareto fronts, optimisers, backends."""

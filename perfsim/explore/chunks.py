@@ -1,0 +1,154 @@
+"""Sweeps in chunks: rows ``[start, stop)`` of a design space → one table, on this process or on workers.
+
+A sweep's rows are numbered in cartesian order (:class:`perfsim.plan.Space`); chunk ``k`` holds
+rows ``[k · chunk_rows, (k + 1) · chunk_rows)``. Each chunk is evaluated by the vectorised core on
+its own (the grid is never laid out whole), so memory is bounded by the chunk, chunks can run on
+other processes or machines (:mod:`perfsim.explore.dask_backend`), and a file sweep can record which
+chunks are done and resume (:mod:`perfsim.sweepio`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from perfsim.core import evaluate_rows
+from perfsim.errors import InputError
+from perfsim.explore.constraints import Constraint, meets, parse_constraints
+from perfsim.plan import Grid, Space
+
+BACKENDS = ("local", "dask")
+DEFAULT_CHUNK_ROWS = 1 << 17  # rows per chunk of a file sweep: about 100 MB of results, 0.6 GB of memory at peak
+
+
+try:  # pandas's text dtype (missing values as NaN), whatever the rows hold; plain objects before pandas 2.3
+    _TEXT = pd.StringDtype(na_value=np.nan)
+except TypeError:  # pragma: no cover - older pandas
+    _TEXT = object
+
+
+def input_columns(grid: Grid, given) -> dict:
+    """Input columns of a block: each given argument (what-if keys as ``hardware.KEY``).
+
+    Numbers stay numbers; labels become categoricals whose categories are the argument's distinct
+    values in the order given, the same in every chunk (so chunks concatenate and share a schema).
+    """
+    columns = {}
+    for name in given:
+        axis = grid.axes[name]
+        values = [v if not isinstance(v, dict) else str(v) for v in axis.values]
+        if len(values) == 1 and isinstance(values[0], (bool, int, float)):
+            columns[name] = np.full(grid.n, values[0])
+        elif len(values) == 1:  # one label for every row: a categorical costs no per-row objects
+            columns[name] = pd.Categorical.from_codes(np.zeros(grid.n, dtype=np.int8), categories=[str(values[0])])
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            columns[name] = np.asarray(values)[axis.codes]
+        else:
+            labels = list(dict.fromkeys(map(str, values)))
+            columns[name] = pd.Categorical.from_codes(
+                np.asarray([labels.index(str(v)) for v in values])[axis.codes], categories=labels)
+    return columns
+
+
+def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeasible: bool = False) -> pd.DataFrame:
+    """Rows ``[start, stop)`` of ``space`` as a DataFrame: input columns, then output columns.
+
+    With ``constraints`` (parsed :class:`~perfsim.explore.constraints.Constraint` objects), rows
+    that are infeasible or break a constraint are dropped, or, with ``keep_infeasible``, kept and
+    flagged by a ``meets_constraints`` column.
+    """
+    grid, out = evaluate_rows(space, start, stop)
+    columns = input_columns(grid, space.given())
+    for key, value in out.items():  # text outputs (reason, bottleneck_device): one dtype in every chunk
+        columns[key] = pd.array(value, dtype=_TEXT) if value.dtype == object else value
+    if constraints:
+        ok = columns["feasible"] & meets(constraints, columns)
+        if keep_infeasible:
+            columns["meets_constraints"] = ok
+        else:
+            return pd.DataFrame(columns, copy=False)[ok].reset_index(drop=True)
+    return pd.DataFrame(columns, copy=False)
+
+
+def chunk_bounds(n: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every chunk of ``n`` rows."""
+    return [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
+
+
+def check_chunk_rows(chunk_rows, field: str = "chunk_rows") -> int:
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise InputError(f"expected a whole number of rows >= 1, got {chunk_rows!r}", field=field)
+    return int(chunk_rows)
+
+
+def check_backend(backend, field: str = "backend") -> str:
+    if backend not in BACKENDS:
+        from perfsim.errors import unknown
+
+        raise unknown("backend", backend, BACKENDS, field=field)
+    return backend
+
+
+def column_names(space: Space, constraints=(), keep_infeasible: bool = False) -> list[str]:
+    """The columns a sweep of ``space`` writes (from a one-row evaluation)."""
+    names = list(chunk_frame(space, 0, 1).columns)
+    return [*names, "meets_constraints"] if constraints and keep_infeasible else names
+
+
+def check_constraints(space: Space, constraints) -> list[Constraint]:
+    """Parse ``constraints`` and check their columns against the sweep's, before any work."""
+    parsed = parse_constraints(constraints)
+    if parsed:
+        names = column_names(space)
+        for c in parsed:
+            c.check(names)
+    return parsed
+
+
+def run_chunks(space: Space, bounds, ids, constraints=(), keep_infeasible=False, backend="local", scheduler=None):
+    """Evaluate the chunks ``ids`` of ``bounds``; yields ``(id, DataFrame)`` as each finishes
+    (in order locally; in order of completion on dask workers)."""
+    if backend == "dask":
+        from perfsim.explore.dask_backend import run_chunks_dask
+
+        yield from run_chunks_dask(space, bounds, ids, constraints, keep_infeasible, scheduler)
+        return
+    for k in ids:
+        start, stop = bounds[k]
+        yield k, chunk_frame(space, start, stop, constraints, keep_infeasible)
+
+
+class Progress:
+    """A one-line progress report on stderr (rows done, rate, time left), at most twice a second."""
+
+    def __init__(self, total_rows: int, enabled: bool | None = None, label: str = "sweep", stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total, self.done, self.label = total_rows, 0, label
+        self.t0 = self.last = time.perf_counter()
+        self.skipped = 0
+
+    def skip(self, rows: int):
+        """Rows already done by an earlier run (resumed): counted, but not in the rate."""
+        self.done += rows
+        self.skipped += rows
+
+    def advance(self, rows: int):
+        self.done += rows
+        now = time.perf_counter()
+        if self.enabled and (now - self.last > 0.5 or self.done >= self.total):
+            self.last = now
+            rate = (self.done - self.skipped) / max(now - self.t0, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else float("nan")
+            pct = 100.0 * self.done / max(self.total, 1)
+            self.stream.write(f"\r{self.label}: {self.done:,}/{self.total:,} rows ({pct:5.1f} %), "
+                              f"{rate:,.0f} rows/s, {left:,.0f} s left   ")
+            self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,86 @@
+"""The dask backend of sweeps: chunks of a design space evaluated on a dask cluster's workers.
+
+``dask.distributed`` is an optional dependency (``pip install perfsim[dask]``), imported only
+when this backend is used. Each task evaluates one chunk with the same vectorised core as the
+local backend and returns its table, so results are identical; at most a few chunks per worker
+are in flight at a time, which bounds the memory of a sweep written to a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from perfsim.errors import InputError
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise InputError("the dask backend needs dask.distributed: pip install 'perfsim[dask]'",
+                         field="backend") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def client_for(scheduler):
+    """A ``distributed.Client``: the one given, one connected to the address given, or one on a
+    ``LocalCluster`` of this machine (closed again on exit) when ``scheduler`` is None."""
+    distributed = _distributed()
+    if isinstance(scheduler, distributed.Client):
+        yield scheduler
+        return
+    if scheduler is None:
+        with distributed.LocalCluster(threads_per_worker=1, dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
+        return
+    if not isinstance(scheduler, str):
+        raise InputError(f"expected a scheduler address such as tcp://host:8786, got {scheduler!r}",
+                         field="scheduler")
+    try:
+        client = distributed.Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the dask scheduler at {scheduler}: {exc}", field="scheduler") from None
+    with client:
+        yield client
+
+
+def _chunk(space, start, stop, constraints, keep_infeasible):
+    from perfsim.explore.chunks import chunk_frame
+
+    return chunk_frame(space, start, stop, constraints, keep_infeasible)
+
+
+def run_chunks_dask(space, bounds, ids, constraints, keep_infeasible, scheduler, in_flight_per_worker: int = 2):
+    """Yield ``(id, DataFrame)`` for the chunks ``ids`` as the workers finish them."""
+    distributed = _distributed()
+    ids = list(ids)
+    with client_for(scheduler) as client:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        window = max(2, in_flight_per_worker * workers)
+        space_future = client.scatter(space, broadcast=True)
+        pending = iter(ids)
+        futures = {}
+
+        def submit():
+            k = next(pending, None)
+            if k is None:
+                return None
+            start, stop = bounds[k]
+            f = client.submit(_chunk, space_future, start, stop, list(constraints), keep_infeasible, pure=False)
+            futures[f] = k
+            return f
+
+        queue = distributed.as_completed([f for f in (submit() for _ in range(window)) if f is not None])
+        try:
+            for future in queue:
+                k = futures.pop(future)
+                df = future.result()
+                new = submit()
+                if new is not None:
+                    queue.add(new)
+                yield k, df
+        finally:
+            for f in futures:
+                f.cancel()

@@ -1,0 +1,303 @@
+"""Plots of estimates, sweeps and timelines (matplotlib).
+
+Every function returns a :class:`matplotlib.figure.Figure` drawn without pyplot (so it works under
+any backend, Agg included, and in notebooks) and, with ``out=``, also writes it to that file
+(PNG, SVG or PDF by its suffix).
+
+* :func:`roofline` — the device's roofline with a plan's ops placed on it;
+* :func:`memory_stack` — memory per device by kind (weights, gradients, optimizer, activations,
+  KV cache, other) against capacity, for one or several plans;
+* :func:`time_breakdown` — where the time of a step or request goes;
+* :func:`pareto` — a sweep's points and their Pareto front;
+* :func:`timeline` — a pipeline or serving timeline from a Chrome trace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from perfsim.errors import InputError
+
+KINDS = ("roofline", "memory", "breakdown", "pareto", "timeline")
+_MEMORY = ("weights", "gradients", "optimizer", "activations", "kv_cache", "other")
+_COLORS = {"gemm": "tab:blue", "attention": "tab:orange", "elementwise": "tab:green", "communication": "tab:red"}
+
+
+def _finish(fig: Figure, out):
+    fig.tight_layout()
+    if out is not None:
+        path = Path(out)
+        if not path.parent.is_dir():
+            raise InputError(f"directory {path.parent} does not exist", field="out")
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def roofline(hardware, *, dtype: str = "bf16", ops=None, out=None, **plan) -> Figure:
+    """The roofline of ``hardware`` (peak rate of ``dtype``, HBM bandwidth) with ops placed on it.
+
+    Parameters
+    ----------
+    hardware
+        Zoo name, YAML path or what-if dict, as in :func:`perfsim.estimate`.
+    ops : pandas.DataFrame or list of dict, optional
+        Points to place: ``flops`` and ``bytes`` (and ``time_s``, ``op``, ``phase``), e.g. from
+        :func:`perfsim.plot.ops.op_points`. Default: the ops of ``plan`` when it names a model.
+    **plan
+        A one-row plan (``model``, ``tp``, ``batch``, ...): its ops of one layer are placed at
+        their arithmetic intensity and attained rate (prefill and decode, or a training forward).
+    """
+    from perfsim.plot.ops import op_points
+    from perfsim.specs.dtypes import check_dtype
+    from perfsim.specs.hardware import split_whatif
+
+    spec, overrides = split_whatif(hardware)
+    check_dtype(dtype)
+    if "model" in plan and ops is None:
+        ops = op_points(hardware=hardware, dtype=dtype, **plan)
+    peak = overrides.get("peak_tflops", spec.peak(dtype)) * 1e12
+    if not np.isfinite(peak):
+        raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
+                         choices=list(spec.peak_tflops))
+    bw = overrides.get("hbm_bandwidth_gb_s", spec["hbm_bandwidth_gb_s"]) * 1e9
+    ridge = peak / bw
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    x = np.logspace(np.log10(ridge) - 4, np.log10(ridge) + 3, 200)
+    ax.loglog(x, np.minimum(peak, bw * x) / 1e12, color="black", lw=1.5,
+              label=f"{spec.name}: {peak / 1e12:,.0f} TFLOP/s {dtype}, {bw / 1e9:,.0f} GB/s")
+    ax.axvline(ridge, color="grey", ls=":", lw=1)
+    if ops is not None:
+        df = pd.DataFrame(ops)
+        for col in ("flops", "bytes"):
+            if col not in df.columns:
+                raise InputError(f"ops need a {col!r} column", field="ops")
+        df = df[(df["flops"] > 0) & (df["bytes"] > 0)]
+        intensity = df["flops"] / df["bytes"]
+        rate = df["flops"] / df["time_s"] if "time_s" in df.columns else np.minimum(peak, bw * intensity)
+        phases = list(dict.fromkeys(df["phase"])) if "phase" in df.columns else [None]
+        markers = dict(zip(phases, "o^sDv", strict=False))
+        for phase in phases:
+            sel = (df["phase"] == phase) if phase is not None else np.ones(len(df), dtype=bool)
+            kinds = df.loc[sel, "kind"] if "kind" in df.columns else pd.Series("gemm", index=df.index[sel])
+            ax.scatter(intensity[sel], rate[sel] / 1e12, marker=markers.get(phase, "o"),
+                       c=[_COLORS.get(k, "tab:purple") for k in kinds], edgecolors="black", lw=0.5, zorder=3,
+                       label=phase)
+            if "op" in df.columns:
+                for xi, yi, name in zip(intensity[sel], rate[sel] / 1e12, df.loc[sel, "op"], strict=True):
+                    ax.annotate(name, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte of device memory)")
+    ax.set_ylabel("TFLOP/s")
+    ax.set_title("roofline" + (f": {plan['model']}" if isinstance(plan.get("model"), str) else ""))
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", alpha=0.2)
+    return _finish(fig, out)
+
+
+def _results(result):
+    """One estimate result, a list of them, or a sweep's rows → ``[(label, flat dict)]``."""
+    if isinstance(result, pd.DataFrame):
+        return [(str(i), row.to_dict()) for i, row in result.iterrows()]
+    if isinstance(result, dict) and "memory_per_device_gib" not in result and "breakdown" not in result:
+        return [(str(k), _flat(v)) for k, v in result.items()]  # {label: result}
+    if isinstance(result, dict):
+        return [("", _flat(result))]
+    if isinstance(result, (list, tuple)):
+        return [(str(i), _flat(r)) for i, r in enumerate(result)]
+    raise InputError("expected an estimate result (dict), a list of them or a sweep's DataFrame", field="result")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def memory_stack(result, *, out=None) -> Figure:
+    """Memory per device by kind, stacked, against the device's capacity.
+
+    ``result`` is an estimate result, a list or ``{label: result}`` dict of them, or rows of a sweep.
+    """
+    rows = _results(result)
+    fig = Figure(figsize=(max(4.0, 1.2 * len(rows) + 2.5), 4.5))
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    for kind in _MEMORY:
+        values = np.array([float(r.get(f"memory_per_device_gib.{kind}") or 0.0) for _, r in rows])
+        if np.any(values > 0):
+            ax.bar(x, values, 0.6, bottom=bottom, label=kind.replace("_", " "))
+            bottom += values
+    caps = np.array([float(r.get("memory_per_device_gib.capacity") or np.nan) for _, r in rows])
+    for i, cap in enumerate(caps):
+        if np.isfinite(cap):
+            ax.hlines(cap, i - 0.4, i + 0.4, color="black", ls="--", lw=1.2, label="capacity" if i == 0 else None)
+    ax.set_xticks(x, [label for label, _ in rows], rotation=30 if len(rows) > 4 else 0)
+    ax.set_ylabel("GiB per device")
+    ax.set_title("memory per device")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _finish(fig, out)
+
+
+def time_breakdown(result, *, out=None) -> Figure:
+    """Where the time goes: a training step's parts, or a request's prefill and decode step by op kind."""
+    rows = _results(result)
+    _, first = rows[0]
+    train = any(k.startswith("breakdown.train.") for k in first)
+    if train:
+        keys = ("forward_s", "backward_s", "recompute_s", "bubble_s", "pipeline_p2p_s", "tp_communication_s",
+                "ep_communication_s", "cp_exposed_s", "dp_exposed_s", "optimizer_s", "host_optimizer_s", "offload_s",
+                "overhead_s")
+        bars = [(label, {k[:-2]: float(r.get(f"breakdown.train.{k}") or 0.0) for k in keys}) for label, r in rows]
+        unit = "s per step"
+    else:
+        keys = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s", "offload_s",
+                "host_attention_s")
+        bars = []
+        for label, r in rows:
+            for phase in ("prefill", "decode"):
+                bars.append((f"{label} {phase}".strip(),
+                             {k[:-2]: float(r.get(f"breakdown.{phase}.{k}") or 0.0) for k in keys}))
+        unit = "s (prefill of the batch; one decode step)"
+    fig = Figure(figsize=(7, max(2.5, 0.45 * len(bars) + 1.5)))
+    ax = fig.add_subplot()
+    y = np.arange(len(bars))
+    left = np.zeros(len(bars))
+    parts = [k for k in bars[0][1] if any(b[1][k] > 0 for b in bars)]
+    for part in parts:
+        values = np.array([b[1][part] for b in bars])
+        ax.barh(y, values, 0.6, left=left, label=part.replace("_", " "))
+        left += values
+    ax.set_yticks(y, [b[0] for b in bars])
+    ax.invert_yaxis()
+    if not train and len(bars) >= 2:
+        ax.set_xscale("log") if left.max() / max(left[left > 0].min(), 1e-30) > 100 else None
+    ax.set_xlabel(unit)
+    ax.set_title("time breakdown")
+    ax.legend(fontsize=7, loc="lower right")
+    return _finish(fig, out)
+
+
+def _axis(spec, default_sense):
+    if ":" in spec:
+        from perfsim.explore.pareto import parse_objective
+
+        column, minimise = parse_objective(spec)
+        return column, minimise
+    return spec, default_sense == "min"
+
+
+def pareto(df: pd.DataFrame, x: str, y: str, *, color=None, constraints=None, out=None) -> Figure:
+    """A sweep's feasible points and their Pareto front.
+
+    ``x`` and ``y`` are result columns, optionally prefixed ``min:`` or ``max:`` (default:
+    minimise ``x``, maximise ``y``, e.g. ``x="tpot_s", y="throughput_tokens_per_s"``). ``color``
+    names a column to colour the points by.
+    """
+    from perfsim.explore.pareto import pareto as front
+
+    xcol, xmin = _axis(x, "min")
+    ycol, ymin = _axis(y, "max")
+    objectives = {"minimize": [c for c, m in ((xcol, xmin), (ycol, ymin)) if m],
+                  "maximize": [c for c, m in ((xcol, xmin), (ycol, ymin)) if not m]}
+    best = front(df, constraints=constraints, **objectives)
+    ok = df["feasible"].to_numpy(dtype=bool) if "feasible" in df.columns else np.ones(len(df), dtype=bool)
+    pts = df[ok]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    if color is not None:
+        if color not in df.columns:
+            raise InputError(f"unknown column {color!r}", field="color")
+        labels = pts[color].astype(str)
+        for value in dict.fromkeys(labels):
+            sel = (labels == value).to_numpy()
+            ax.scatter(pts[xcol][sel], pts[ycol][sel], s=8, alpha=0.5, label=f"{color}={value}")
+    else:
+        ax.scatter(pts[xcol], pts[ycol], s=8, alpha=0.4, color="tab:grey", label="feasible")
+    line = best.sort_values(xcol)
+    ax.plot(line[xcol], line[ycol], "o-", color="tab:red", ms=4, lw=1.5, label=f"Pareto front ({len(best)})")
+    positive = (pts[xcol] > 0).all() and (pts[ycol] > 0).all() and len(pts)
+    if positive and pts[xcol].max() / pts[xcol].min() > 100:
+        ax.set_xscale("log")
+    if positive and pts[ycol].max() / pts[ycol].min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel(f"{xcol} ({'lower' if xmin else 'higher'} is better)")
+    ax.set_ylabel(f"{ycol} ({'lower' if ymin else 'higher'} is better)")
+    ax.set_title("Pareto front")
+    ax.legend(fontsize=7)
+    return _finish(fig, out)
+
+
+def _trace_events(trace):
+    if isinstance(trace, dict) and "trace_out" in trace and "traceEvents" not in trace:
+        if not trace.get("trace_out"):
+            raise InputError("this timeline result wrote no trace: pass trace_out= when making it", field="trace")
+        trace = trace["trace_out"]
+    if isinstance(trace, (str, Path)):
+        try:
+            trace = json.loads(Path(trace).read_text())
+        except OSError as exc:
+            raise InputError(f"cannot read {trace}: {exc.strerror or exc}", field="trace") from None
+        except ValueError as exc:
+            raise InputError(f"not a JSON trace: {exc}", field="trace") from None
+    events = trace.get("traceEvents") if isinstance(trace, dict) else trace
+    if not isinstance(events, list):
+        raise InputError("expected a Chrome trace (traceEvents) or a timeline result", field="trace")
+    return events
+
+
+def timeline(trace, *, max_events: int = 5000, out=None) -> Figure:
+    """A Gantt chart of a Chrome trace: one row per process and track (pipeline stage and stream,
+    serving instance), one bar per slice, coloured by its name's first letter (F, B, W, ...) or category.
+
+    ``trace`` is a trace JSON path or object (``perfsim estimate --trace-out``, ``perfsim serve
+    --trace-out``) or a :func:`perfsim.timeline` result written with ``trace_out``. At most
+    ``max_events`` slices are drawn (the earliest).
+    """
+    events = _trace_events(trace)
+    names = {(e.get("pid"), None): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    names.update({(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
+                  if e.get("ph") == "M" and e.get("name") == "thread_name"})
+    slices = sorted((e for e in events if e.get("ph") == "X"), key=lambda e: e["ts"])[:max_events]
+    if not slices:
+        raise InputError("the trace has no slices to draw", field="trace")
+    tracks = list(dict.fromkeys((e["pid"], e["tid"]) for e in sorted(slices, key=lambda e: (e["pid"], e["tid"]))))
+    row = {t: i for i, t in enumerate(tracks)}
+    groups = list(dict.fromkeys(_group(e) for e in slices))
+    cmap = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    fig = Figure(figsize=(10, max(2.5, 0.35 * len(tracks) + 1.5)))
+    ax = fig.add_subplot()
+    for g in groups:
+        sel = [e for e in slices if _group(e) == g]
+        ax.barh([row[(e["pid"], e["tid"])] for e in sel], [e["dur"] / 1e3 for e in sel],
+                left=[e["ts"] / 1e3 for e in sel], height=0.7, color=cmap[g], edgecolor="black", lw=0.2,
+                label=g)
+    labels = [f"{names.get((p, None), p)}: {names.get((p, t), t)}" for p, t in tracks]
+    ax.set_yticks(range(len(tracks)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("time (ms)")
+    ax.set_title("timeline")
+    if len(groups) <= 12:
+        ax.legend(fontsize=7, loc="upper right", ncols=min(len(groups), 6))
+    return _finish(fig, out)
+
+
+def _group(event):
+    """Legend group of a slice: its category, refined by the name's letters (F0 → F, B3 → B)."""
+    name = str(event.get("name", ""))
+    head = re.match(r"[^\d.]*", name).group().strip() or name
+    return f"{event.get('cat', 'task')}: {head}" if len(head) <= 16 else str(event.get("cat", "task"))
+
+
+__all__ = ["KINDS", "memory_stack", "pareto", "roofline", "time_breakdown", "timeline"]
