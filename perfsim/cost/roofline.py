@@ -55,7 +55,9 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max):
     tiles_m, tiles_n, tile_eff = _tiles(m, n, tile_m, tile_n)
     tiles = tiles_m * tiles_n * groups
     waves = np.ceil(tiles / compute_units)
-    wave_eff = tiles / (waves * compute_units)
+    # no tiles (zero groups: an expert GEMM in a dense model's row): no work, efficiency 0
+    wave_eff = np.divide(tiles, waves * compute_units, out=np.zeros(np.broadcast(tiles, waves).shape),
+                         where=waves > 0)
     return gemm_max * tile_eff * wave_eff
 
 
