@@ -139,6 +139,14 @@ class _Instance:
     def name(self):
         return f"{self.role} {self.index}"
 
+    def take_blocks(self, need) -> bool:
+        """Reserve ``need`` KV blocks for a request joining the batch, if the pool allows: the
+        watermark stays free, except that a request alone in an empty pool may use it all."""
+        if self.free - need < self.watermark and not (self.free == self.total_blocks and need <= self.free):
+            return False
+        self.free -= need
+        return True
+
     def enqueue(self, r, front=False):
         self.load += 1
         if front:
@@ -307,10 +315,9 @@ class _Batching(_Instance):
             if admitted and tokens + kv_len > limit_tokens:
                 break
             need = blocks_for(kv_len)
-            if self.free - need < self.watermark and not (self.free == self.total_blocks and need <= self.free):
+            if not self.take_blocks(need):
                 break
             self.waiting.popleft()
-            self.free -= need
             admitted.append(r)
             tokens += kv_len
             pairs += kv_len * (kv_len + 1.0) / 2.0
@@ -385,10 +392,9 @@ class ChunkedInstance(_Batching):
             r = self.waiting[0]
             target = req.prompt[r] + req.done[r]
             need = blocks_for(target)
-            if self.free - need < self.watermark and not (self.free == self.total_blocks and need <= self.free):
+            if not self.take_blocks(need):
                 break
             self.waiting.popleft()
-            self.free -= need
             self.push(r)
             req.state[r] = _PREFILLING
             req.prefilled[r] = 0
@@ -543,10 +549,9 @@ class DecodeInstance(_Batching):
             r = self.waiting[0]
             kv_len = req.prompt[r] + req.done[r] - 1  # the latest token is not in the cache yet
             need = blocks_for(kv_len)
-            if self.free - need < self.watermark and not (self.free == self.total_blocks and need <= self.free):
+            if not self.take_blocks(need):
                 break
             self.waiting.popleft()
-            self.free -= need
             self.push(r)
             self.join(r, kv_len, req.last_tok[r])
         if not self.n_run:
