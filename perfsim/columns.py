@@ -167,15 +167,9 @@ def build(grid) -> dict:
     c["dequant"] = _pair(grid, "weight_dtype", "dtype", [[float(v is not None and v != d) for d in dtypes]
                                                         for v in grid.values("weight_dtype")])
     tp_pp_cp = c["tp"] * c["pp"] * c["cp"]
-    nd = grid.values("num_devices")
-    given_nd = nd != [None]
-    nd_col = grid.gather("num_devices", [v if v is not None else np.nan for v in nd]) if given_nd else np.nan
-    dp_vals = grid.values("dp")
-    if dp_vals != [None]:
-        c["dp"] = grid.gather("dp", [v if v is not None else np.nan for v in dp_vals])
-        c["dp"] = np.where(np.isnan(c["dp"]), np.where(np.isnan(nd_col), 1.0, nd_col / tp_pp_cp), c["dp"])
-    else:
-        c["dp"] = np.where(np.isnan(nd_col), 1.0, nd_col / tp_pp_cp)
+    nd_col = _optional(grid, "num_devices")
+    dp = _optional(grid, "dp")  # derived from num_devices where not given
+    c["dp"] = np.where(np.isnan(dp), np.where(np.isnan(nd_col), 1.0, nd_col / tp_pp_cp), dp)
     c["num_devices"] = np.where(np.isnan(nd_col), tp_pp_cp * c["dp"], nd_col)
     c["global_batch"] = _optional(grid, "global_batch")
     c["global_batch"] = np.where(np.isnan(c["global_batch"]), 8.0 * np.floor(np.maximum(c["dp"], 1.0)), c["global_batch"])
