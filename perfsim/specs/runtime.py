@@ -138,15 +138,9 @@ def load_runtime(ref, field: str = "runtime") -> RuntimeSpec:
                 raise unknown("runtime key", key, [k for k in _SCHEMA if k not in ("name", "description", "mode")],
                               field=f"{field}.{key}")
             kind = _SCHEMA[key]
-            if isinstance(kind, S.NumMap):  # e.g. attention_efficiency_on: {hopper: 0.6}
-                if not isinstance(value, dict):
-                    raise InputError(f"expected a mapping of {', '.join(kind.keys)} to numbers", field=f"{field}.{key}")
-                for sub, number in value.items():
-                    if sub not in kind.keys:
-                        raise unknown(key, sub, kind.keys, field=f"{field}.{key}")
-                    if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
-                        raise InputError(f"expected a number, got {number!r}", field=f"{field}.{key}.{sub}")
-                    values[f"{key}.{sub}"] = float(number)
+            if isinstance(kind, S.NumMap):  # e.g. attention_efficiency_on: {hopper: 0.6}: the YAML checks
+                checked, _ = S.check(value, kind, path=f"{field}.{key}", sources_required=False)
+                values.update({f"{key}.{name.rsplit('.', 1)[1]}": number for name, number in checked.items()})
                 continue
             ok = isinstance(value, bool) if kind == S.BOOL else (
                 isinstance(value, str) if kind == S.STR else isinstance(value, (int, float)) and not isinstance(value, bool))
