@@ -88,7 +88,7 @@ def build(grid) -> dict:
     models = [load_model(m) for m in grid.values("model")]
     c.update(_gather_dicts(grid, "model", [m.columns() for m in models]))
 
-    specs = [split_whatif(h)[0] if not isinstance(h, str) else split_whatif(h)[0] for h in grid.values("hardware")]
+    specs = [split_whatif(h)[0] for h in grid.values("hardware")]
     for field, (col, scale) in _HW.items():
         c[col] = grid.gather("hardware", [s[field] * scale for s in specs])
     dtypes = grid.values("dtype")
