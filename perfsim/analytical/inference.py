@@ -82,17 +82,51 @@ def weights_per_device(c):
     return (replicated + experts) * c["w_bytes"]
 
 
+def _batched(priced, batches):
+    """A pass priced for one GPU batch, run ``batches`` times one after another: every time and
+    work key scales, the per-step host overhead does not."""
+    total_s, parts = priced
+    out = {k: (v if k == "overhead_s" else v * batches) for k, v in parts.items()}
+    out["total_s"] = (total_s - parts["overhead_s"]) * batches + parts["overhead_s"]
+    return out["total_s"], out
+
+
+def _working_set_per_seq(c, prompt):
+    """Bytes of transient tensors one sequence's prefill holds on a device while a layer runs:
+    the layer's inputs, projections and MLP intermediates, the scores and probabilities where
+    the attention kernel is eager (no flash tiling), and fp32 logits."""
+    h, tp = c["hidden"], c["tp"]
+    ffn_dev = np.maximum(c["ffn"], c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) / tp
+    qkv_dev = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] / tp
+    scores = (1.0 - c["flash"]) * 2.0 * c["heads"] / tp * prompt * prompt
+    return (prompt * (4.0 * h + qkv_dev + (2.0 + c["gated"]) * ffn_dev) + scores) * c["act_bytes"] \
+        + c["vocab"] / tp * 4.0
+
+
 def estimate_inference(c):
     """Inference results as a flat dict of arrays (dotted keys), plus ``(mask, reason)`` checks."""
     seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]
     one = np.ones_like(np.asarray(seqs, dtype=float))
+    weights = weights_per_device(c)
+    kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    working = _working_set_per_seq(c, prompt)
+    # an offloaded block runs as GPU batches one after another (perfsim.analytical.offload)
+    batches = offload.gpu_batches(c, seqs, weights=weights, working_set=working, kv_per_seq=(prompt + gen) * kv_token,
+                                  hidden_per_seq=prompt * c["hidden"] * c["act_bytes"])
     prefill = Pass(tokens=seqs * prompt, seqs=seqs, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=seqs)
     decode = Pass(tokens=seqs, seqs=seqs, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=seqs)
-    ttft, pre = forward_time(c, prefill)
-    tpot, dec = forward_time(c, decode)
+    if np.any(batches > 1):
+        b = seqs / batches
+        ttft, pre = _batched(forward_time(c, Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one,
+                                                  logits_tokens=b)), batches)
+        tpot, dec = _batched(forward_time(c, Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0,
+                                                  causal=0.0 * one, logits_tokens=b)), batches)
+    else:
+        ttft, pre = forward_time(c, prefill)
+        tpot, dec = forward_time(c, decode)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
-    offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights_per_device(c))
+    offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights, batches)
     # a power cap lowers each phase's clock (perfsim.analytical.power): no-op without
     cap_checks = cap_passes(c, {"prefill": pre, "decode": dec}, devices_per_pass=c["pp"])
     ttft, tpot = pre["total_s"], dec["total_s"]
@@ -108,18 +142,14 @@ def estimate_inference(c):
                 out[f"breakdown.{phase}.{key}"] = parts[key]
     out["breakdown.decode.steps"] = steps
     out["breakdown.decode.hbm_bound_s"] = _hbm_bound(c, seqs, prompt + gen / 2.0)
+    out["breakdown.gpu_batches"] = batches
 
     # memory per device (busiest stage)
-    weights = weights_per_device(c)
-    kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
     kv = seqs * (prompt + gen) * kv_token
     kv = kv * host_kv_share(c)  # none where the KV cache lives in PIM stacks beside the device
-    h, tp = c["hidden"], c["tp"]
-    ffn_dev = np.maximum(c["ffn"], c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) / tp
-    qkv_dev = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] / tp
-    activations = seqs * prompt * (4.0 * h + qkv_dev + (2.0 + c["gated"]) * ffn_dev) * c["act_bytes"] \
-        + seqs * c["vocab"] / tp * 4.0
-    tiers = offload.inference_memory(c, weights, kv, activations, offloaded)
+    activations = seqs * working
+    tiers = offload.inference_memory(c, weights, kv, activations, seqs * prompt * c["hidden"] * c["act_bytes"],
+                                     offloaded)
     weights, kv, activations = (tiers["gpu"][k] for k in ("weights", "kv_cache", "activations"))
     other = c["fragmentation"] * activations + tiers["staging"]
     usable = c["capacity_bytes"] * c["gpu_memory_utilization"]

@@ -82,15 +82,41 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     return transfer_time(c, **t) + staging, t["host"]
 
 
-def _gpu_batches(c, seqs):
-    """GPU batches of one replica's block in an offloaded plan: ``micro_batch`` sequences each
-    (FlexGen's gpu batch; the whole batch when not given). FlexGen syncs after each (layer, GPU
-    batch) step, so the next layer's weights load while only the first GPU batch computes."""
-    per_batch = np.where(np.isnan(c["gpu_batch"]) | (c["offloaded"] <= 0), seqs, np.minimum(c["gpu_batch"], seqs))
+def gpu_batches(c, seqs, *, weights, working_set, kv_per_seq, hidden_per_seq):
+    """GPU batches one replica's block of ``seqs`` sequences runs as, in an offloaded plan.
+
+    ``micro_batch`` sequences each where the plan gives it (FlexGen's GPU batch). Otherwise an
+    engine with a block schedule (``block_schedule``) takes the fewest GPU batches whose working
+    set fits the device beside what stays there: its share of the weights, KV cache and parked
+    hidden states, and the double buffers of the streamed layers (FlexGen's policy search holds
+    each GPU batch's peak memory within the GPU, Sheng et al. 2023, Sec. 4.1). An engine without
+    one runs the whole batch at once. FlexGen syncs after each (layer, GPU batch) step, so the
+    next layer's weights load while only the first GPU batch computes.
+
+    Parameters
+    ----------
+    weights : array_like
+        Weight bytes on the device (all tiers).
+    working_set, kv_per_seq, hidden_per_seq : array_like
+        Bytes per sequence: the transient tensors of one layer's pass, its KV cache (all layers),
+        the hidden state kept between layers.
+    """
+    layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    wg, wc, wn = _fractions(c, "w")
+    kg, kc, kn = _fractions(c, "kv")
+    ag = _fractions(c, "act")[0]
+    resident = weights * wg + 2.0 * weights / layers * (wc + wn) + seqs * (kv_per_seq * kg + hidden_per_seq * ag)
+    per_seq = working_set * (1.0 + c["fragmentation"]) + 2.0 * kv_per_seq / layers * (kc + kn)
+    fit = np.floor(np.maximum(c["capacity_bytes"] * c["gpu_memory_utilization"] - resident, 0.0) / per_seq)
+    offloaded = c["offloaded"] > 0
+    given = ~np.isnan(c["gpu_batch"])
+    # (where not even one sequence fits, the plan is infeasible: priced as one batch)
+    auto = offloaded & ~given & (c["block_schedule"] > 0) & (fit >= 1.0)
+    per_batch = np.where(offloaded & given, np.minimum(c["gpu_batch"], seqs), np.where(auto, np.minimum(fit, seqs), seqs))
     return np.ceil(seqs / np.maximum(per_batch, 1.0))
 
 
-def inference_times(c, prefill, decode, pre, dec, weights):
+def inference_times(c, prefill, decode, pre, dec, weights, batches):
     """Add offloading to one replica's prefill (``pre``) and mean decode step (``dec``) in place.
 
     Parameters
@@ -106,6 +132,8 @@ def inference_times(c, prefill, decode, pre, dec, weights):
         ``total_s`` and ``attention_s`` are updated.
     weights : array_like
         Weight bytes on the busiest device.
+    batches : array_like
+        GPU batches of the block (:func:`gpu_batches`).
 
     Returns
     -------
@@ -114,7 +142,7 @@ def inference_times(c, prefill, decode, pre, dec, weights):
         cache runs on the host CPU, else 0.
     """
     layers = c["layers"] / c["pp"]
-    prefetch = c["offload_prefetch"] / _gpu_batches(c, decode.seqs)
+    prefetch = c["offload_prefetch"] / batches
     _, wc, wn = _fractions(c, "w")
     _, kc, kn = _fractions(c, "kv")
     _, ac, an = _fractions(c, "act")
@@ -174,29 +202,37 @@ def inference_times(c, prefill, decode, pre, dec, weights):
     dec["transfer_s"] = np.where(use_host, t_host, t_dev)
     dec["total_s"] = dec["total_s"] + moved + dec["offload_s"]
     return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0), "host_compute": (mode == 1) & (off > 0),
-            "gpu_batches": _gpu_batches(c, decode.seqs)}
+            "gpu_batches": batches}
 
 
-def inference_memory(c, weights, kv, activations, timing):
+def inference_memory(c, weights, kv, activations, hidden, timing):
     """Split one device's weights, KV cache and activations (bytes) over the tiers; ``timing`` is
-    what :func:`inference_times` returned (where the decode attention runs).
+    what :func:`inference_times` returned (where the decode attention runs, GPU batches).
+
+    ``activations`` is the working set of the whole batch's pass; the device holds that of one
+    GPU batch at a time, and it cannot leave the device (the kernels read it). In an offloaded
+    plan the block's hidden states (``hidden`` bytes) wait between layers for their GPU batch:
+    ``offload_activations`` places those (FlexGen's activation placement).
 
     Returns a dict: ``gpu`` (the device-resident part of each kind), ``staging`` (device double
     buffers that streamed layers pass through: two layers of offloaded weights, and two layers
-    of offloaded cache where attention runs on the device), ``host`` and ``nvme`` (bytes of each
-    kind one device keeps there; ``host["other"]`` holds the bounce buffers of NVMe streams).
+    of one GPU batch's offloaded cache where attention runs on the device), ``host`` and
+    ``nvme`` (bytes of each kind one device keeps there; ``host["other"]`` holds the bounce
+    buffers of NVMe streams).
     """
     cpu_attention = timing["breakdown.decode.cpu_attention"]
+    batches = timing["gpu_batches"]
     layers = np.maximum(c["layers"] / c["pp"], 1.0)
-    activations = activations / timing["gpu_batches"]  # the working set of one GPU batch at a time
-    state = {"weights": (weights, "w"), "kv_cache": (kv, "kv"), "activations": (activations, "act")}
+    parked = np.where(c["offloaded"] > 0, hidden, 0.0)
     gpu, host, nvme = {}, {}, {}
-    for kind, (amount, prefix) in state.items():
+    for kind, amount, prefix in (("weights", weights, "w"), ("kv_cache", kv, "kv"), ("activations", parked, "act")):
         g, h, n = _fractions(c, prefix)
         gpu[kind], host[kind], nvme[kind] = amount * g, amount * h, amount * n
+    gpu["activations"] = gpu["activations"] + activations / batches
     _, wc, wn = _fractions(c, "w")
     _, kc, kn = _fractions(c, "kv")
-    staging = 2.0 * weights / layers * (wc + wn) + np.where(cpu_attention > 0, 0.0, 2.0 * kv / layers * (kc + kn))
+    staging = 2.0 * weights / layers * (wc + wn) + np.where(cpu_attention > 0, 0.0,
+                                                            2.0 * kv / layers / batches * (kc + kn))
     bounce = 1.0 - c["nvme_direct"]
     host["other"] = 2.0 * bounce * weights / layers * wn + 2.0 * kv / layers * kn * np.where(cpu_attention > 0, 1.0,
                                                                                             bounce)

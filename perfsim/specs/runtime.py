@@ -26,7 +26,7 @@ _SCHEMA = {
     "compiled_kernels_per_layer": S.NUM, "default_zero": S.INT, "selective_recompute_matmuls": S.NUM,
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
-    "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL,
+    "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -90,6 +90,9 @@ class RuntimeSpec:
             "host_pinned": 1.0 if v.get("host_memory_pinned", True) else 0.0,
             # host attention that copies grouped KV heads out to every query head (repeat_kv)
             "cpu_attention_expands_kv": 1.0 if v.get("cpu_attention_expands_kv", False) else 0.0,
+            # an offloaded batch (a block) runs as GPU batches one after another, as many as the
+            # device needs to hold one GPU batch's working set (FlexGen's zig-zag block schedule)
+            "block_schedule": 1.0 if v.get("block_schedule", False) else 0.0,
         }
 
 
