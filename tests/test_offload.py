@@ -125,6 +125,20 @@ def test_host_attention_is_chosen_when_faster_and_said_so():
     assert r["breakdown"]["decode"]["host_attention_s"] == 0.0
 
 
+def test_attention_on_the_host_does_no_device_work():
+    """The device's decode FLOPs and memory traffic (what its power is computed from) leave out
+    the attention the host CPU runs: with the cache on the host and attention there, the device
+    reads its weights only; with the same cache attended on the device, it also reads the cache."""
+    plan = dict(INFER, offload_weights="cpu", offload_kv="cpu", batch=64, micro_batch=64)
+    host = _infer(**plan, runtime="flexgen")
+    device = _infer(**plan, runtime={"base": "flexgen", "offloaded_kv_attention": "device"})
+    assert (host["breakdown"]["decode"]["cpu_attention"], device["breakdown"]["decode"]["cpu_attention"]) == (1, 0)
+    cache = 64 * (512 + 32 / 2) * 48 * 2 * 7168 * 2  # mean context, 48 layers, K and V, fp16
+    gap = device["breakdown"]["decode"]["hbm_bytes"] - host["breakdown"]["decode"]["hbm_bytes"]
+    assert gap == pytest.approx(cache, rel=0.05)
+    assert host["breakdown"]["decode"]["hbm_bytes"] == pytest.approx(2 * host["parameters"], rel=0.05)
+
+
 def test_offloaded_inference_defaults_to_the_offloading_engine():
     assert _infer(offload_weights="cpu") == _infer(offload_weights="cpu", runtime="flexgen")
     assert _infer() != _infer(runtime="flexgen")  # without offloading the default engine stays

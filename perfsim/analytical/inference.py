@@ -116,17 +116,21 @@ def estimate_inference(c):
                                   hidden_per_seq=prompt * c["hidden"] * c["act_bytes"])
     prefill = Pass(tokens=seqs * prompt, seqs=seqs, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=seqs)
     decode = Pass(tokens=seqs, seqs=seqs, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=seqs)
-    if np.any(batches > 1):
-        b = seqs / batches
-        ttft, pre = _batched(forward_time(c, Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one,
-                                                  logits_tokens=b)), batches)
-        tpot, dec = _batched(forward_time(c, Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0,
-                                                  causal=0.0 * one, logits_tokens=b)), batches)
-    else:
-        ttft, pre = forward_time(c, prefill)
-        tpot, dec = forward_time(c, decode)
+    # one GPU batch's passes, run ``batches`` times (the same as the whole batch where it is 1)
+    b = seqs / batches
+    pre_b = Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=b)
+    dec_b = Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=b)
+    split = bool(np.any(batches > 1))
+    ttft, pre = _batched(forward_time(c, pre_b), batches) if split else forward_time(c, prefill)
+    tpot, dec = _batched(forward_time(c, dec_b), batches) if split else forward_time(c, decode)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
     offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights, batches)
+    # attention over a host-resident cache that runs on the host CPU does no device work
+    on_host = offloaded["breakdown.decode.cpu_attention"] * (c["kv_frac_cpu"] + c["kv_frac_nvme"])
+    if np.any(on_host > 0):
+        moved = attention_cost(c, dec_b)
+        for key in ("flops", "hbm_bytes"):
+            dec[key] = dec[key] - on_host * batches * moved[key]
     # a power cap lowers each phase's clock (perfsim.analytical.power): no-op without
     cap_checks = cap_passes(c, {"prefill": pre, "decode": dec}, devices_per_pass=c["pp"])
     ttft, tpot = pre["total_s"], dec["total_s"]
