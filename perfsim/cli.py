@@ -212,6 +212,11 @@ def _plan_options(fn):
         *(click.option(f"--offload-{kind}", f"offload_{kind}", default=None,
                        help=f"where the {kind} live: none, cpu, nvme or fractions like gpu=0.2,cpu=0.8")
           for kind in ("weights", "optimizer", "grads", "activations", "kv")),
+        click.option("--offload-experts", "offload_experts", default=None,
+                     help="MoE: where the routed experts live (an expert cache on the device holds the gpu share; "
+                          "missed experts are fetched when the router picks them); default: with the weights"),
+        click.option("--expert-hit-rate", type=str, default=None,
+                     help="MoE expert offload: share of routed experts found in the device cache (default: its gpu share)"),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
     ]
     for name in _INT_OPTIONS:
@@ -231,7 +236,7 @@ def _collect(kwargs):
         if value is None:
             continue
         if key in _INT_OPTIONS or key in ("gpu_memory_utilization", "power_cap_w", "pue", "train_tokens",
-                                                      "capacity_factor", "sub_batches"):
+                                                      "capacity_factor", "sub_batches", "expert_hit_rate"):
             value = _scalar(value)
         plan[key] = value
     if whatif:

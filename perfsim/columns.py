@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical.heterogeneous import device_columns
-from perfsim.placement import offload_columns
+from perfsim.placement import moe_offload, offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, split_whatif
 from perfsim.specs.model import load_model
@@ -114,6 +114,7 @@ def build(grid) -> dict:
     for key in table[0][0]:
         c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
     c.update(offload_columns(grid))  # offloading plans: per-tier fraction columns (perfsim.placement)
+    moe_offload(c)
 
     def default_engine(name, mode, where):
         """Rows of ``mode`` that name no engine and satisfy ``where`` run on engine ``name``."""
@@ -177,6 +178,7 @@ def build(grid) -> dict:
     c["zero_shard_size"] = _optional(grid, "zero_shard_size")
     c["zero_shard_size"] = np.where(np.isnan(c["zero_shard_size"]), c["dp"] * c["cp"], c["zero_shard_size"])
     c["capacity_factor"] = _optional(grid, "capacity_factor")  # NaN: dropless routing
+    c["expert_hit_rate"] = _optional(grid, "expert_hit_rate")  # NaN: the expert cache's device share
     c["power_cap_w"] = _optional(grid, "power_cap_w")  # NaN: no cap
     c["pue"] = grid.gather("pue", grid.values("pue"))
     return c

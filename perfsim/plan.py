@@ -55,6 +55,7 @@ ARGUMENTS = {
     "offload_weights": ("offload", "none"), "offload_optimizer": ("offload", "none"),
     "offload_grads": ("offload", "none"), "offload_activations": ("offload", "none"),
     "offload_kv": ("offload", "none"),
+    "offload_experts": ("offload", None), "expert_hit_rate": ("share", None),
     "place": ("place", None),
     "pim_mode": (("concurrent", "blocked"), None),
     "sub_batches": ((1, 2), None),
@@ -89,6 +90,10 @@ def check_value(name: str, value):
     if kind == "frac":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise InputError(f"expected a fraction in (0, 1], got {value!r}", field=name)
+        return float(value)
+    if kind == "share":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise InputError(f"expected a share in [0, 1], got {value!r}", field=name)
         return float(value)
     if kind == "bool":
         if not isinstance(value, (bool, np.bool_)):
@@ -163,7 +168,8 @@ _BOX_SLACK = 4  # a box may exceed the row budget this many times to keep the st
 #: arguments whose values switch parts of the model on or off (NPU engines, PIM, MoE, offloading,
 #: fp8 casts, default engines, what is reported): boxes never split them
 _STRUCTURAL = {"model", "hardware", "mode", "dtype", "place", "pim_mode", "sub_batches", "train_tokens", "power_cap_w",
-               "offload_weights", "offload_optimizer", "offload_grads", "offload_activations", "offload_kv"}
+               "offload_weights", "offload_optimizer", "offload_grads", "offload_activations", "offload_kv",
+               "offload_experts"}
 
 
 def _structural(name: str) -> bool:

@@ -387,3 +387,51 @@ def test_block_schedule_takes_the_fewest_gpu_batches_that_fit():
     bigger = perfsim.estimate(**{**plan, "hardware": {"base": "t4", "hbm_capacity_gib": 48}}, runtime="flexgen")
     assert bigger["breakdown"]["gpu_batches"] < n
     assert not perfsim.estimate(**plan, runtime="deepspeed")["feasible"]
+
+
+# --- MoE expert offload: an expert cache on the device, misses fetched on demand ----------------
+
+MOE = dict(model="mixtral-8x7b", hardware="h100-pcie", batch=1, prompt_len=512, gen_len=64)
+
+
+def test_expert_cache_holds_its_share_and_fetches_the_misses():
+    """Experts 25 % on the device, 75 % in host memory: the device keeps the dense weights and a
+    quarter of the experts; a decode step fetches the routed experts it misses, on demand."""
+    plain = perfsim.estimate(**MOE, micro_batch=1)
+    r = perfsim.estimate(**MOE, offload_experts="gpu=0.25,cpu=0.75")
+    experts = 32 * 8 * 3 * 4096 * 14336 * 2 / GIB  # 32 layers x 8 experts x 3 matrices, bf16
+    assert r["offloaded_per_device_gib"]["cpu"]["weights"] == pytest.approx(0.75 * experts, rel=1e-6)
+    assert r["memory_per_device_gib"]["weights"] == pytest.approx(
+        plain["memory_per_device_gib"]["weights"] - 0.75 * experts, rel=1e-6)
+    assert r["feasible"] and not plain["feasible"]  # 87 GiB of bf16 weights do not fit 80 GB
+    # batch 1 routes 2 of 8 experts per layer; three quarters of those miss the cache
+    fetch = [perfsim.estimate(**MOE, offload_experts="gpu=0.25,cpu=0.75", expert_hit_rate=h)["breakdown"]["decode"]
+             ["offload_s"] for h in (0.0, 0.5, 1.0)]
+    assert fetch[2] == pytest.approx(0.0, abs=1e-12)
+    assert fetch[1] == pytest.approx(fetch[0] / 2, rel=0.01)
+    missed = 0.75 * 2 / 8 * experts * GIB  # bytes per decode step at the default hit rate (0.25)
+    link = perfsim.memcpy("h100-pcie", int(missed), "cpu", "hbm")
+    assert r["breakdown"]["decode"]["offload_s"] == pytest.approx(link["time_s"], rel=0.01)
+
+
+@given(hits=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=2), gpu=st.floats(0.0, 1.0))
+def test_a_better_expert_cache_is_never_slower(hits, gpu):
+    """Monotonic: a higher hit rate never lengthens a step; neither does a larger cache."""
+    lo, hi = sorted(hits)
+    plan = dict(MOE, offload_experts=canonical({"gpu": gpu, "cpu": 1.0 - gpu}))
+    rows = perfsim.sweep(**plan, expert_hit_rate=[lo, hi])
+    for key in ("ttft_s", "tpot_s"):
+        t = rows[key].to_numpy()
+        assert t[1] <= t[0] * (1 + 1e-9)
+    bigger = canonical({"gpu": min(gpu + 0.25, 1.0), "cpu": 1.0 - min(gpu + 0.25, 1.0)})
+    rows = perfsim.sweep(**MOE, offload_experts=[plan["offload_experts"], bigger])
+    assert rows["tpot_s"].to_numpy()[1] <= rows["tpot_s"].to_numpy()[0] * (1 + 1e-9)
+
+
+def test_offload_experts_means_nothing_for_a_dense_model():
+    assert perfsim.estimate(**INFER, offload_experts="cpu") == perfsim.estimate(**INFER)
+
+
+def test_bad_expert_hit_rate_is_an_input_error():
+    with pytest.raises(perfsim.InputError, match="expert_hit_rate"):
+        perfsim.estimate(**MOE, offload_experts="cpu", expert_hit_rate=1.5)

@@ -112,8 +112,9 @@ def estimate_inference(c):
     kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
     working = _working_set_per_seq(c, prompt)
     # an offloaded block runs as GPU batches one after another (perfsim.analytical.offload)
-    batches = offload.gpu_batches(c, seqs, weights=weights, working_set=working, kv_per_seq=(prompt + gen) * kv_token,
-                                  hidden_per_seq=prompt * c["hidden"] * c["act_bytes"])
+    experts = stage_params_per_device(c)[1] * c["w_bytes"]
+    batches = offload.gpu_batches(c, seqs, weights=weights, experts=experts, working_set=working,
+                                  kv_per_seq=(prompt + gen) * kv_token, hidden_per_seq=prompt * c["hidden"] * c["act_bytes"])
     prefill = Pass(tokens=seqs * prompt, seqs=seqs, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=seqs)
     decode = Pass(tokens=seqs, seqs=seqs, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=seqs)
     # one GPU batch's passes, run ``batches`` times (the same as the whole batch where it is 1)
@@ -124,7 +125,10 @@ def estimate_inference(c):
     ttft, pre = _batched(forward_time(c, pre_b), batches) if split else forward_time(c, prefill)
     tpot, dec = _batched(forward_time(c, dec_b), batches) if split else forward_time(c, decode)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
-    offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights, batches)
+    touched = tuple(layer_params_per_device(c, experts_counted=touched_experts(c, p.tokens * expert_group_scale(c)))[1]
+                    * c["w_bytes"] for p in (prefill, decode)) if np.any(c["exp_given"] > 0) else (0.0, 0.0)
+    offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights, batches, experts=experts,
+                                        touched=touched)
     # attention over a host-resident cache that runs on the host CPU does no device work
     on_host = offloaded["breakdown.decode.cpu_attention"] * (c["kv_frac_cpu"] + c["kv_frac_nvme"])
     if np.any(on_host > 0):
@@ -153,7 +157,7 @@ def estimate_inference(c):
     kv = kv * host_kv_share(c)  # none where the KV cache lives in PIM stacks beside the device
     activations = seqs * working
     tiers = offload.inference_memory(c, weights, kv, activations, seqs * prompt * c["hidden"] * c["act_bytes"],
-                                     offloaded)
+                                     offloaded, experts)
     weights, kv, activations = (tiers["gpu"][k] for k in ("weights", "kv_cache", "activations"))
     other = c["fragmentation"] * activations + tiers["staging"]
     usable = c["capacity_bytes"] * c["gpu_memory_utilization"]

@@ -82,7 +82,47 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     return transfer_time(c, **t) + staging, t["host"]
 
 
-def gpu_batches(c, seqs, *, weights, working_set, kv_per_seq, hidden_per_seq):
+def _weight_tiers(c, weights, experts):
+    """Where one device's weights sit: ``(gpu, cpu, nvme)`` bytes, with the routed experts
+    (``experts`` bytes of the ``weights``) placed by ``offload_experts`` (as the other weights
+    where it is not given)."""
+    wg, wc, wn = _fractions(c, "w")
+    eg, ec, en = _fractions(c, "exp")
+    dense = weights - experts
+    return dense * wg + experts * eg, dense * wc + experts * ec, dense * wn + experts * en
+
+
+def _streamed(c, weights, experts):
+    """Weight bytes one pass streams from host memory and from NVMe, layer by layer and
+    prefetched: the offloaded share of every weight, except routed experts behind an expert
+    cache (``offload_experts`` given), which are fetched only when the router picks them."""
+    _, cpu, nvme = _weight_tiers(c, weights, experts)
+    cached = c["exp_given"] > 0
+    return cpu - np.where(cached, experts * c["exp_frac_cpu"], 0.0), \
+        nvme - np.where(cached, experts * c["exp_frac_nvme"], 0.0)
+
+
+def expert_fetch(c, touched):
+    """Time one pass waits for routed experts its cache misses (s), and their bytes.
+
+    ``touched`` is the bytes of the distinct experts the pass's tokens route to (per device).
+    An expert cache on the device holds the ``gpu`` share of the experts; a routed expert is
+    found there with probability ``expert_hit_rate`` (by default that share: a balanced router
+    picks cached and uncached experts alike). A miss is known only once the router has run, so
+    its transfer cannot be prefetched behind earlier layers and adds to the pass (MoE offloading
+    engines such as Mixtral-offloading and MoE-Infinity fetch on demand into an LRU cache).
+    """
+    cached = c["exp_given"] > 0
+    cpu, nvme = c["exp_frac_cpu"], c["exp_frac_nvme"]
+    off = cpu + nvme
+    hit = np.where(np.isnan(c["expert_hit_rate"]), 1.0 - off, c["expert_hit_rate"])
+    miss = np.where(cached & (off > 0), touched * (1.0 - hit), 0.0)
+    share = np.where(off > 0, cpu / np.where(off > 0, off, 1.0), 0.0)
+    t, _ = _streams(c, load_cpu=miss * share, load_nvme=miss * (1.0 - share))
+    return np.where(miss > 0, t, 0.0), miss
+
+
+def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_per_seq):
     """GPU batches one replica's block of ``seqs`` sequences runs as, in an offloaded plan.
 
     ``micro_batch`` sequences each where the plan gives it (FlexGen's GPU batch). Otherwise an
@@ -95,17 +135,18 @@ def gpu_batches(c, seqs, *, weights, working_set, kv_per_seq, hidden_per_seq):
 
     Parameters
     ----------
-    weights : array_like
-        Weight bytes on the device (all tiers).
+    weights, experts : array_like
+        Weight bytes on the device (all tiers), and the routed experts' part of them.
     working_set, kv_per_seq, hidden_per_seq : array_like
         Bytes per sequence: the transient tensors of one layer's pass, its KV cache (all layers),
         the hidden state kept between layers.
     """
     layers = np.maximum(c["layers"] / c["pp"], 1.0)
-    wg, wc, wn = _fractions(c, "w")
     kg, kc, kn = _fractions(c, "kv")
     ag = _fractions(c, "act")[0]
-    resident = weights * wg + 2.0 * weights / layers * (wc + wn) + seqs * (kv_per_seq * kg + hidden_per_seq * ag)
+    resident = _weight_tiers(c, weights, experts)[0] + 2.0 * sum(_streamed(c, weights, experts)) / layers \
+        + np.where(c["exp_given"] > 0, 2.0 * experts / layers * (c["exp_frac_cpu"] + c["exp_frac_nvme"]), 0.0) \
+        + seqs * (kv_per_seq * kg + hidden_per_seq * ag)
     per_seq = working_set * (1.0 + c["fragmentation"]) + 2.0 * kv_per_seq / layers * (kc + kn)
     fit = np.floor(np.maximum(c["capacity_bytes"] * c["gpu_memory_utilization"] - resident, 0.0) / per_seq)
     offloaded = c["offloaded"] > 0
@@ -116,7 +157,7 @@ def gpu_batches(c, seqs, *, weights, working_set, kv_per_seq, hidden_per_seq):
     return np.ceil(seqs / np.maximum(per_batch, 1.0))
 
 
-def inference_times(c, prefill, decode, pre, dec, weights, batches):
+def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0.0, touched=(0.0, 0.0)):
     """Add offloading to one replica's prefill (``pre``) and mean decode step (``dec``) in place.
 
     Parameters
@@ -134,6 +175,9 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches):
         Weight bytes on the busiest device.
     batches : array_like
         GPU batches of the block (:func:`gpu_batches`).
+    experts, touched : array_like
+        The routed experts' bytes among ``weights``, and those the prefill's and a decode step's
+        tokens route to (:func:`expert_fetch`).
 
     Returns
     -------
@@ -143,7 +187,9 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches):
     """
     layers = c["layers"] / c["pp"]
     prefetch = c["offload_prefetch"] / batches
-    _, wc, wn = _fractions(c, "w")
+    stream_cpu, stream_nvme = _streamed(c, weights, experts)
+    fetch_pre, _ = expert_fetch(c, touched[0])
+    fetch_dec, _ = expert_fetch(c, touched[1])
     _, kc, kn = _fractions(c, "kv")
     _, ac, an = _fractions(c, "act")
     kv_layer_token = kv_bytes_per_token(c)
@@ -152,12 +198,12 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches):
     # prefill: stream the offloaded weights, store the prompt's KV cache, move hidden states
     hidden = layers * prefill.tokens * hidden_token
     prompt_kv = layers * prefill.tokens * kv_layer_token
-    t_pre, _ = _streams(c, load_cpu=weights * wc + hidden * ac, load_nvme=weights * wn + hidden * an,
+    t_pre, _ = _streams(c, load_cpu=stream_cpu + hidden * ac, load_nvme=stream_nvme + hidden * an,
                         store_cpu=prompt_kv * kc + hidden * ac, store_nvme=prompt_kv * kn + hidden * an)
     compute = pre["total_s"] - pre["overhead_s"]
-    pre["offload_s"] = overlapped(compute, t_pre, layers, prefetch) - compute
+    pre["offload_s"] = overlapped(compute, t_pre, layers, prefetch) - compute + fetch_pre
     pre["host_attention_s"] = 0.0 * pre["offload_s"]
-    pre["transfer_s"] = t_pre
+    pre["transfer_s"] = t_pre + fetch_pre
     pre["total_s"] = pre["total_s"] + pre["offload_s"]
 
     # decode step: the whole cache is read once per step (mean context), one new token stored
@@ -167,8 +213,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches):
     new_kv = layers * seqs * kv_layer_token
     compute = dec["total_s"] - dec["overhead_s"]
     # (a) attention on the device: the offloaded cache is loaded every step
-    t_dev, _ = _streams(c, load_cpu=weights * wc + cache * kc + hidden * ac,
-                        load_nvme=weights * wn + cache * kn + hidden * an,
+    t_dev, _ = _streams(c, load_cpu=stream_cpu + cache * kc + hidden * ac,
+                        load_nvme=stream_nvme + cache * kn + hidden * an,
                         store_cpu=new_kv * kc + hidden * ac, store_nvme=new_kv * kn + hidden * an)
     on_device = overlapped(compute, t_dev, layers, prefetch)
     # (b) attention over the offloaded cache on the host CPU: the query goes out and the output
@@ -180,7 +226,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches):
     attention_bytes = host_cache * c["cpu_attention_traffic"] * group
     host_s = host_compute_time(c, 2.0 * host_cache / c["kv_bytes"] * c["heads"] / np.maximum(c["kv_heads"], 1.0),
                                attention_bytes)
-    t_host, host_bytes = _streams(c, load_cpu=weights * wc + hidden * ac + qo, load_nvme=weights * wn + hidden * an,
+    t_host, host_bytes = _streams(c, load_cpu=stream_cpu + hidden * ac + qo, load_nvme=stream_nvme + hidden * an,
                                   store_cpu=new_kv * kc + hidden * ac + qo, store_nvme=new_kv * kn + hidden * an,
                                   nvme_to_host=cache * kn)
     saved = dec["attention_s"] * off
@@ -194,25 +240,26 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches):
                        host_s + overlapped(gpu_compute, t_host, layers, prefetch))
     mode = c["cpu_attention"]  # 0: on the device, 1: on the host, 2: the faster
     use_host = (off > 0) & np.isfinite(on_host) & ((mode == 1) | ((mode == 2) & (on_host < on_device)))
-    timed = np.where(use_host, on_host, on_device)
+    timed = np.where(use_host, on_host, on_device) + fetch_dec
     moved = np.where(use_host, host_s - saved, 0.0)  # attention work moved from the device to the host
     dec["attention_s"] = dec["attention_s"] - np.where(use_host, saved, 0.0)
     dec["host_attention_s"] = np.where(use_host, host_s, 0.0)
     dec["offload_s"] = timed - (compute + moved)
-    dec["transfer_s"] = np.where(use_host, t_host, t_dev)
+    dec["transfer_s"] = np.where(use_host, t_host, t_dev) + fetch_dec
     dec["total_s"] = dec["total_s"] + moved + dec["offload_s"]
     return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0), "host_compute": (mode == 1) & (off > 0),
             "gpu_batches": batches}
 
 
-def inference_memory(c, weights, kv, activations, hidden, timing):
+def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
     """Split one device's weights, KV cache and activations (bytes) over the tiers; ``timing`` is
     what :func:`inference_times` returned (where the decode attention runs, GPU batches).
 
     ``activations`` is the working set of the whole batch's pass; the device holds that of one
     GPU batch at a time, and it cannot leave the device (the kernels read it). In an offloaded
     plan the block's hidden states (``hidden`` bytes) wait between layers for their GPU batch:
-    ``offload_activations`` places those (FlexGen's activation placement).
+    ``offload_activations`` places those (FlexGen's activation placement). ``experts`` is the
+    routed experts' part of ``weights``, placed by ``offload_experts``.
 
     Returns a dict: ``gpu`` (the device-resident part of each kind), ``staging`` (device double
     buffers that streamed layers pass through: two layers of offloaded weights, and two layers
@@ -225,17 +272,22 @@ def inference_memory(c, weights, kv, activations, hidden, timing):
     layers = np.maximum(c["layers"] / c["pp"], 1.0)
     parked = np.where(c["offloaded"] > 0, hidden, 0.0)
     gpu, host, nvme = {}, {}, {}
-    for kind, amount, prefix in (("weights", weights, "w"), ("kv_cache", kv, "kv"), ("activations", parked, "act")):
+    gpu["weights"], host["weights"], nvme["weights"] = _weight_tiers(c, weights, experts)
+    for kind, amount, prefix in (("kv_cache", kv, "kv"), ("activations", parked, "act")):
         g, h, n = _fractions(c, prefix)
         gpu[kind], host[kind], nvme[kind] = amount * g, amount * h, amount * n
     gpu["activations"] = gpu["activations"] + activations / batches
-    _, wc, wn = _fractions(c, "w")
     _, kc, kn = _fractions(c, "kv")
-    staging = 2.0 * weights / layers * (wc + wn) + np.where(cpu_attention > 0, 0.0,
-                                                            2.0 * kv / layers / batches * (kc + kn))
+    stream_cpu, stream_nvme = _streamed(c, weights, experts)
+    # double buffers: two layers of streamed weights, two of fetched experts, two of one GPU
+    # batch's cache where the device attends over an offloaded cache
+    fetched = np.where(c["exp_given"] > 0, experts * (c["exp_frac_cpu"] + c["exp_frac_nvme"]), 0.0)
+    staging = 2.0 * (stream_cpu + stream_nvme + fetched) / layers \
+        + np.where(cpu_attention > 0, 0.0, 2.0 * kv / layers / batches * (kc + kn))
     bounce = 1.0 - c["nvme_direct"]
-    host["other"] = 2.0 * bounce * weights / layers * wn + 2.0 * kv / layers * kn * np.where(cpu_attention > 0, 1.0,
-                                                                                            bounce)
+    from_nvme = stream_nvme + np.where(c["exp_given"] > 0, experts * c["exp_frac_nvme"], 0.0)
+    host["other"] = 2.0 * bounce * from_nvme / layers + 2.0 * kv / layers * kn * np.where(cpu_attention > 0, 1.0,
+                                                                                         bounce)
     return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": timing["host_compute"]}
 
 
