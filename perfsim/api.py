@@ -5,6 +5,8 @@ Each function takes keyword arguments named like the CLI options and returns pla
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import numpy as np
@@ -94,7 +96,7 @@ def estimate(trace_out=None, **plan) -> dict:
     flat["mode"] = plan.get("mode", "inference")
     result = _nest(flat)
     if trace_out is not None:
-        step = _timeline(c, result, "ends", trace_out)
+        step = _timeline(c, result, "ends", trace_out, _cap_stretch(out))
         result["timeline"] = {k: step[k] for k in ("simulated", "step_time_s", "bubble_fraction", "breakdown",
                                                    "trace_out")}
     return result
@@ -146,11 +148,28 @@ def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
         check_path(trace_out)
     c, out = evaluate_columns(plan)
     closed = {k: _plain(out[k][0]) for k in ("feasible", "reason", "step_time_s")}
-    return _timeline(c, closed, stages, trace_out)
+    return _timeline(c, closed, stages, trace_out, _cap_stretch(out))
 
 
-def _timeline(c, closed: dict, stages: str, trace_out) -> dict:
-    """The timeline of a one-row column set ``c`` whose closed-form results are ``closed``."""
+def _cap_stretch(out) -> float:
+    """Factor by which ``power_cap_w`` lengthens the passes of a one-row training result.
+
+    The closed form adds ``throttle_s`` to a step whose micro-batch passes and bubble run at the
+    capped clock (:func:`perfsim.analytical.training._step_span`); spread over those passes, every
+    forward, backward and recompute takes this factor longer, while data-parallel traffic, the
+    optimizer step and hand-offs keep their time. 1 without a cap.
+    """
+    throttle = out.get("breakdown.train.throttle_s")
+    if throttle is None:
+        return 1.0
+    busy = sum(float(out[f"breakdown.train.{k}"][0]) for k in ("forward_s", "backward_s", "recompute_s", "bubble_s"))
+    added = float(throttle[0])
+    return 1.0 + added / busy if busy > 0 and np.isfinite(added) else 1.0
+
+
+def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0) -> dict:
+    """The timeline of a one-row column set ``c`` whose closed-form results are ``closed``; a power
+    cap stretches every pass by ``stretch`` (:func:`_cap_stretch`)."""
     schedule = SCHEDULES[int(c["schedule"])]
     result = {"feasible": closed["feasible"], "reason": closed["reason"], "schedule": schedule, "simulated": False,
               "step_time_s": None, "closed_form_step_time_s": closed["step_time_s"], "bubble_fraction": None,
@@ -161,6 +180,9 @@ def _timeline(c, closed: dict, stages: str, trace_out) -> dict:
         result["step_time_s"] = closed["step_time_s"]
         return result
     costs, n_micro, overhead = pipeline.stage_costs(c, stages)
+    if stretch != 1.0:
+        costs = dataclasses.replace(costs, **{k: getattr(costs, k) * stretch
+                                              for k in ("forward_s", "backward_s", "wgrad_s", "recompute_s")})
     step = pipeline.simulate(costs, schedule, n_micro, overhead)
     result.update(simulated=True, step_time_s=step["step_time_s"], bubble_fraction=step["bubble_fraction"],
                   per_stage=step["per_stage_s"], breakdown=step["breakdown"])

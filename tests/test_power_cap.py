@@ -298,3 +298,17 @@ def test_oversubscription_rejects_what_it_sets():
     with pytest.raises(perfsim.InputError, match="load"):
         perfsim.oversubscribe(model="llama2-7b", hardware="a100-80gb", tp=8, base_servers=1, arrival_rate=1.0,
                               ttft_slo_s=1.0, tpot_slo_s=0.1, load="some")
+
+
+def test_the_timeline_runs_at_the_capped_clock_too():
+    """The simulated step follows the cap as the closed form does: every pass stretches by the
+    closed form's throttle, so the two stay in the same ratio with and without a cap."""
+    plan = dict(model="llama2-7b", hardware="a100-80gb", mode="train", tp=2, pp=4, global_batch=32)
+    ratios = []
+    for cap in (None, 250):
+        kw = plan if cap is None else dict(plan, power_cap_w=cap)
+        closed, simulated = perfsim.estimate(**kw)["step_time_s"], perfsim.timeline(**kw)["step_time_s"]
+        ratios.append(simulated / closed)
+        if cap is not None:
+            assert simulated > perfsim.timeline(**plan)["step_time_s"] * 1.05
+    assert ratios[1] == pytest.approx(ratios[0], rel=0.005)
