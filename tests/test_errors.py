@@ -4,6 +4,7 @@ import pickle
 
 import pytest
 from click.testing import CliRunner
+from tiny_spec import tiny_spec
 
 import perfsim
 from perfsim.cli import cli
@@ -98,21 +99,8 @@ def test_hf_config_json(tmp_path):
 
 
 def test_bad_pim_mode_and_row_buffers_are_rejected():
-    base = """
-name: x
-description: test
-kind: npu
-source: s
-device:
-  compute: {peak_tflops: {fp16: 100}}
-  architecture: {compute_units: 10}
-  memory: {hbm: {capacity_gib: 10, bandwidth_gb_s: 100}}
-  efficiency: {gemm_max: 0.8, memory_max: 0.8}
-  power: {tdp_w: 100}
-  pim: {internal_bandwidth_gb_s: 1000, capacity_gib: 10, PIM}
-node: {devices_per_node: 1}
-"""
+    pim = "internal_bandwidth_gb_s: 1000, capacity_gib: 10, "
     with pytest.raises(perfsim.InputError, match="did you mean 'concurrent'"):
-        parse_hardware(loads_yaml(base.replace("PIM", "mode: concurent"), "x.yaml"))
+        tiny_spec(kind="npu", compute="fp16: 100", power="tdp_w: 100", pim=pim + "mode: concurent")
     with pytest.raises(perfsim.InputError, match="row_buffers"):
-        parse_hardware(loads_yaml(base.replace("PIM", "mode: concurrent, row_buffers: 1"), "x.yaml"))
+        tiny_spec(kind="npu", compute="fp16: 100", power="tdp_w: 100", pim=pim + "mode: concurrent, row_buffers: 1")

@@ -5,11 +5,11 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from tiny_spec import tiny_spec
 
 import perfsim
 from perfsim.cli import cli
-from perfsim.specs.hardware import load_hardware, parse_hardware
-from perfsim.specs.yamlio import loads_yaml
+from perfsim.specs.hardware import load_hardware
 
 HARDWARE = ["a100-80gb", "h100-sxm", "mi300x", "tpu-v4", "t4", "npu"]
 models = st.sampled_from(["llama2-7b", "llama2-13b", "mistral-7b", "mixtral-8x7b", "opt-6.7b", "gpt-j-6b"])
@@ -123,31 +123,15 @@ def test_infeasible_rows_have_no_power():
     assert r["feasible"] is False and r["power_w_per_device"] is None and r["energy_j"] is None
 
 
-_SPEC = """
-name: x
-description: test
-kind: gpu
-source: s
-device:
-  compute: {peak_tflops: {bf16: 100}}
-  architecture: {compute_units: 10}
-  memory: {hbm: {capacity_gib: 10, bandwidth_gb_s: 100}}
-  efficiency: {gemm_max: 0.8, memory_max: 0.8}
-  power: {tdp_w: 100, idle_w: 20, POWER}
-node: {devices_per_node: 1, NODE}
-"""
-
-
 def test_power_spec_checks_and_derivation():
-    spec = parse_hardware(loads_yaml(_SPEC.replace(", POWER", ", active_w: 20").replace(", NODE", ""), "x.yaml"))
+    spec = tiny_spec(power="tdp_w: 100, idle_w: 20, active_w: 20")
     assert spec["matrix_w"] == pytest.approx((100 - 20 - 20) / 0.8)
     assert spec.sources["device.power.matrix_w"].startswith("derived")
     assert spec["psu_efficiency"] == 1.0 and spec["host_w"] == 0.0
     with pytest.raises(perfsim.InputError, match="exceeds tdp_w"):
-        parse_hardware(loads_yaml(_SPEC.replace("POWER", "active_w: 90").replace(", NODE", ""), "x.yaml"))
+        tiny_spec(power="tdp_w: 100, idle_w: 20, active_w: 90")
     with pytest.raises(perfsim.InputError, match="psu_efficiency"):
-        parse_hardware(loads_yaml(_SPEC.replace(", POWER", "").replace("NODE", "power: {psu_efficiency: 1.2}"),
-                                  "x.yaml"))
+        tiny_spec(node="devices_per_node: 1, power: {psu_efficiency: 1.2}")
 
 
 def test_energy_per_phase_per_token():

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tiny_spec import tiny_spec
 
 import perfsim
 from perfsim.analytical.power import clocked_seconds, solve_clock, voltage_ratio
-from perfsim.specs.hardware import load_hardware, parse_hardware
-from perfsim.specs.yamlio import loads_yaml
+from perfsim.specs.hardware import load_hardware
 
 models = st.sampled_from(["llama2-7b", "llama2-13b", "mistral-7b", "mixtral-8x7b", "opt-6.7b"])
 hardware = st.sampled_from(["a100-80gb", "h100-sxm", "v100-32gb", "mi300x", "tpu-v4"])
@@ -167,28 +167,14 @@ def test_solver_matches_its_power_model_on_arrays_and_numbers():
         assert one == clock[i] and ok == fits[i]
 
 
-_SPEC = """
-name: x
-description: test
-kind: gpu
-source: s
-device:
-  compute: {peak_tflops: {bf16: 100}}
-  architecture: {compute_units: 10, clock_ghz: 1.5, ARCH}
-  memory: {hbm: {capacity_gib: 10, bandwidth_gb_s: 100}}
-  efficiency: {gemm_max: 0.8, memory_max: 0.8}
-  power: {tdp_w: 100, idle_w: 20, POWER}
-node: {devices_per_node: 1}
-"""
-
-
 def test_dvfs_spec_checks():
-    spec = parse_hardware(loads_yaml(_SPEC.replace(", ARCH", "").replace(", POWER", ""), "x.yaml"))
+    arch = "compute_units: 10, clock_ghz: 1.5"
+    spec = tiny_spec(architecture=arch)
     assert spec["voltage_floor"] == 1.0 and spec["min_clock_ghz"] == 0.0  # frequency scaling alone, no floor
     with pytest.raises(perfsim.InputError, match="voltage_floor"):
-        parse_hardware(loads_yaml(_SPEC.replace(", ARCH", "").replace("POWER", "voltage_floor: 1.5"), "x.yaml"))
+        tiny_spec(architecture=arch, power="tdp_w: 100, idle_w: 20, voltage_floor: 1.5")
     with pytest.raises(perfsim.InputError, match="min_clock_ghz"):
-        parse_hardware(loads_yaml(_SPEC.replace("ARCH", "min_clock_ghz: 2.0").replace(", POWER", ""), "x.yaml"))
+        tiny_spec(architecture=arch + ", min_clock_ghz: 2.0")
     for name in ("v100-32gb", "a100-80gb", "a100-40gb", "h100-sxm"):
         spec = load_hardware(name)
         assert 0 < spec["min_clock_ghz"] < spec["clock_ghz"] and 0 < spec["voltage_floor"] < 1
