@@ -6,7 +6,6 @@ Each function takes keyword arguments named like the CLI options and returns pla
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import numpy as np

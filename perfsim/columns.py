@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical.heterogeneous import device_columns
-from perfsim.placement import moe_offload, offload_columns
+from perfsim.placement import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, split_whatif
 from perfsim.specs.model import load_model
@@ -113,8 +113,8 @@ def build(grid) -> dict:
     table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]
     for key in table[0][0]:
         c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
-    c.update(offload_columns(grid))  # offloading plans: per-tier fraction columns (perfsim.placement)
-    moe_offload(c)
+    # offloading plans: per-tier fraction columns (perfsim.placement)
+    c.update(offload_columns(grid, c["experts"]))
 
     def default_engine(name, mode, where):
         """Rows of ``mode`` that name no engine and satisfy ``where`` run on engine ``name``."""

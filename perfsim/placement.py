@@ -125,14 +125,14 @@ def canonical(value, field: str = "offload") -> str:
     return ",".join(f"{t}={f:.12g}" for t, f in zip(TIERS, share, strict=True) if f > 0.0)
 
 
-def offload_columns(grid) -> dict:
+def offload_columns(grid, experts=0.0) -> dict:
     """Per-tier fraction columns of every offload argument: ``{prefix}_frac_cpu``, ``{prefix}_frac_nvme``
     (the device keeps the rest), and ``offloaded`` (1 where any state leaves the device).
 
     ``offload_experts`` (MoE routed experts, ``exp_frac_*``) follows ``offload_weights`` where
     it is not given; ``exp_given`` marks the rows that give it (an expert cache: see
-    :mod:`perfsim.analytical.offload`). A model without routed experts ignores it:
-    :func:`moe_offload` completes these columns once the model's columns are known."""
+    :mod:`perfsim.analytical.offload`) for a model with routed experts (``experts``, the
+    model's routed-expert count per row); a model without them ignores it."""
     c = {}
     any_off = 0.0
     for name, prefix in ARGUMENT_COLUMNS.items():
@@ -142,18 +142,11 @@ def offload_columns(grid) -> dict:
         any_off = np.maximum(any_off, c[f"{prefix}_frac_cpu"] + c[f"{prefix}_frac_nvme"])
     values = grid.values("offload_experts")
     shares = [(np.nan, np.nan, np.nan) if v is None else fractions(v, "offload_experts") for v in values]
-    c["exp_given"] = grid.gather("offload_experts", [0.0 if v is None else 1.0 for v in values])
+    given = grid.gather("offload_experts", [0.0 if v is None else 1.0 for v in values])
+    c["exp_given"] = np.where(np.asarray(experts) > 0, given, 0.0)
     for i, tier in ((1, "cpu"), (2, "nvme")):
-        given = grid.gather("offload_experts", [s[i] for s in shares])
-        c[f"exp_frac_{tier}"] = np.where(c["exp_given"] > 0, given, c[f"w_frac_{tier}"])
+        share = grid.gather("offload_experts", [s[i] for s in shares])
+        c[f"exp_frac_{tier}"] = np.where(c["exp_given"] > 0, share, c[f"w_frac_{tier}"])
+    any_off = np.maximum(any_off, c["exp_frac_cpu"] + c["exp_frac_nvme"])
     c["offloaded"] = np.where(np.asarray(any_off) > 0.0, 1.0, 0.0)
     return c
-
-
-def moe_offload(c) -> None:
-    """Complete the expert-placement columns of :func:`offload_columns` in place: ``offload_experts``
-    applies to models with routed experts (``c["experts"]``) and then counts as offloading."""
-    moe = np.asarray(c["experts"]) > 0
-    c["exp_given"] = np.where(moe, c["exp_given"], 0.0)
-    moved = (c["exp_given"] > 0) & (c["exp_frac_cpu"] + c["exp_frac_nvme"] > 0)
-    c["offloaded"] = np.where(moved, 1.0, c["offloaded"])

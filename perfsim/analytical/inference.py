@@ -76,19 +76,12 @@ def attention_cost(c, p: Pass, layers_scale=1.0):
     return combine((c["layers"] * layers_scale, price(c, ops)))
 
 
-def weights_per_device(c):
-    """Weight bytes on the busiest device: its share of the layers plus embedding/head."""
-    replicated, experts = stage_params_per_device(c)
-    return (replicated + experts) * c["w_bytes"]
-
-
-def _batched(priced, batches):
-    """A pass priced for one GPU batch, run ``batches`` times one after another: every time and
-    work key scales, the per-step host overhead does not."""
-    total_s, parts = priced
+def _batched(parts, batches):
+    """A pass priced for one GPU batch (:func:`forward_time`'s breakdown), run ``batches`` times
+    one after another: every time and work key scales, the per-step host overhead does not."""
     out = {k: (v if k == "overhead_s" else v * batches) for k, v in parts.items()}
-    out["total_s"] = (total_s - parts["overhead_s"]) * batches + parts["overhead_s"]
-    return out["total_s"], out
+    out["total_s"] = (parts["total_s"] - parts["overhead_s"]) * batches + parts["overhead_s"]
+    return out
 
 
 def _working_set_per_seq(c, prompt):
@@ -108,25 +101,27 @@ def estimate_inference(c):
     seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]
     one = np.ones_like(np.asarray(seqs, dtype=float))
-    weights = weights_per_device(c)
+    # weight bytes on the busiest device (its share of the layers plus embedding/head), experts among them
+    replicated, expert_params = stage_params_per_device(c)
+    weights, experts = (replicated + expert_params) * c["w_bytes"], expert_params * c["w_bytes"]
     kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
     working = _working_set_per_seq(c, prompt)
     # an offloaded block runs as GPU batches one after another (perfsim.analytical.offload)
-    experts = stage_params_per_device(c)[1] * c["w_bytes"]
     batches = offload.gpu_batches(c, seqs, weights=weights, experts=experts, working_set=working,
-                                  kv_per_seq=(prompt + gen) * kv_token, hidden_per_seq=prompt * c["hidden"] * c["act_bytes"])
+                                  kv_per_seq=(prompt + gen) * kv_token,
+                                  hidden_per_seq=prompt * c["hidden"] * c["act_bytes"])
     prefill = Pass(tokens=seqs * prompt, seqs=seqs, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=seqs)
     decode = Pass(tokens=seqs, seqs=seqs, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=seqs)
     # one GPU batch's passes, run ``batches`` times (the same as the whole batch where it is 1)
     b = seqs / batches
     pre_b = Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=b)
     dec_b = Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=b)
-    split = bool(np.any(batches > 1))
-    ttft, pre = _batched(forward_time(c, pre_b), batches) if split else forward_time(c, prefill)
-    tpot, dec = _batched(forward_time(c, dec_b), batches) if split else forward_time(c, decode)
+    pre, dec = forward_time(c, pre_b)[1], forward_time(c, dec_b)[1]
+    if np.any(batches > 1):
+        pre, dec = _batched(pre, batches), _batched(dec, batches)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
-    touched = tuple(layer_params_per_device(c, experts_counted=touched_experts(c, p.tokens * expert_group_scale(c)))[1]
-                    * c["w_bytes"] for p in (prefill, decode)) if np.any(c["exp_given"] > 0) else (0.0, 0.0)
+    touched = tuple(_touched_params(c, p.tokens)[1] * c["w_bytes"]
+                    for p in (prefill, decode)) if np.any(c["exp_given"] > 0) else (0.0, 0.0)
     offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights, batches, experts=experts,
                                         touched=touched)
     # attention over a host-resident cache that runs on the host CPU does no device work
@@ -187,10 +182,16 @@ def estimate_inference(c):
     return out, checks
 
 
+def _touched_params(c, tokens):
+    """``(replicated, experts)`` layer parameters per device that a pass of ``tokens`` tokens reads:
+    every replicated weight and the routed experts its tokens pick (a balanced router)."""
+    return layer_params_per_device(c, experts_counted=touched_experts(c, tokens * expert_group_scale(c)))
+
+
 def _hbm_bound(c, seqs, context):
     """Lower bound of a decode step: weights (MoE: the experts the batch touches) + KV cache read
     once at full HBM bandwidth."""
-    replicated, experts = layer_params_per_device(c, experts_counted=touched_experts(c, seqs * expert_group_scale(c)))
+    replicated, experts = _touched_params(c, seqs)
     weights = (replicated + experts) * c["w_bytes"]
     kv = seqs * context * kv_bytes_per_token(c) * c["layers"] / c["pp"]
     return (weights + kv) / c["hbm_bw"]

@@ -103,7 +103,7 @@ def _streamed(c, weights, experts):
 
 
 def expert_fetch(c, touched):
-    """Time one pass waits for routed experts its cache misses (s), and their bytes.
+    """Time one pass waits for routed experts its cache misses (s).
 
     ``touched`` is the bytes of the distinct experts the pass's tokens route to (per device).
     An expert cache on the device holds the ``gpu`` share of the experts; a routed expert is
@@ -119,7 +119,7 @@ def expert_fetch(c, touched):
     miss = np.where(cached & (off > 0), touched * (1.0 - hit), 0.0)
     share = np.where(off > 0, cpu / np.where(off > 0, off, 1.0), 0.0)
     t, _ = _streams(c, load_cpu=miss * share, load_nvme=miss * (1.0 - share))
-    return np.where(miss > 0, t, 0.0), miss
+    return np.where(miss > 0, t, 0.0)
 
 
 def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_per_seq):
@@ -144,16 +144,18 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
     layers = np.maximum(c["layers"] / c["pp"], 1.0)
     kg, kc, kn = _fractions(c, "kv")
     ag = _fractions(c, "act")[0]
-    resident = _weight_tiers(c, weights, experts)[0] + 2.0 * sum(_streamed(c, weights, experts)) / layers \
-        + np.where(c["exp_given"] > 0, 2.0 * experts / layers * (c["exp_frac_cpu"] + c["exp_frac_nvme"]), 0.0) \
-        + seqs * (kv_per_seq * kg + hidden_per_seq * ag)
+    on_device, cpu, nvme = _weight_tiers(c, weights, experts)
+    # two layers of every weight that is not on the device pass through double buffers, streamed
+    # or fetched
+    resident = on_device + 2.0 * (cpu + nvme) / layers + seqs * (kv_per_seq * kg + hidden_per_seq * ag)
     per_seq = working_set * (1.0 + c["fragmentation"]) + 2.0 * kv_per_seq / layers * (kc + kn)
     fit = np.floor(np.maximum(c["capacity_bytes"] * c["gpu_memory_utilization"] - resident, 0.0) / per_seq)
     offloaded = c["offloaded"] > 0
     given = ~np.isnan(c["gpu_batch"])
     # (where not even one sequence fits, the plan is infeasible: priced as one batch)
     auto = offloaded & ~given & (c["block_schedule"] > 0) & (fit >= 1.0)
-    per_batch = np.where(offloaded & given, np.minimum(c["gpu_batch"], seqs), np.where(auto, np.minimum(fit, seqs), seqs))
+    per_batch = np.where(offloaded & given, np.minimum(c["gpu_batch"], seqs),
+                         np.where(auto, np.minimum(fit, seqs), seqs))
     return np.ceil(seqs / np.maximum(per_batch, 1.0))
 
 
@@ -188,8 +190,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     layers = c["layers"] / c["pp"]
     prefetch = c["offload_prefetch"] / batches
     stream_cpu, stream_nvme = _streamed(c, weights, experts)
-    fetch_pre, _ = expert_fetch(c, touched[0])
-    fetch_dec, _ = expert_fetch(c, touched[1])
+    fetch_pre, fetch_dec = (expert_fetch(c, t) for t in touched)
     _, kc, kn = _fractions(c, "kv")
     _, ac, an = _fractions(c, "act")
     kv_layer_token = kv_bytes_per_token(c)
@@ -278,16 +279,13 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
         gpu[kind], host[kind], nvme[kind] = amount * g, amount * h, amount * n
     gpu["activations"] = gpu["activations"] + activations / batches
     _, kc, kn = _fractions(c, "kv")
-    stream_cpu, stream_nvme = _streamed(c, weights, experts)
-    # double buffers: two layers of streamed weights, two of fetched experts, two of one GPU
-    # batch's cache where the device attends over an offloaded cache
-    fetched = np.where(c["exp_given"] > 0, experts * (c["exp_frac_cpu"] + c["exp_frac_nvme"]), 0.0)
-    staging = 2.0 * (stream_cpu + stream_nvme + fetched) / layers \
+    # double buffers: two layers of the weights off the device (streamed or fetched), two of one
+    # GPU batch's cache where the device attends over an offloaded cache
+    staging = 2.0 * (host["weights"] + nvme["weights"]) / layers \
         + np.where(cpu_attention > 0, 0.0, 2.0 * kv / layers / batches * (kc + kn))
     bounce = 1.0 - c["nvme_direct"]
-    from_nvme = stream_nvme + np.where(c["exp_given"] > 0, experts * c["exp_frac_nvme"], 0.0)
-    host["other"] = 2.0 * bounce * from_nvme / layers + 2.0 * kv / layers * kn * np.where(cpu_attention > 0, 1.0,
-                                                                                         bounce)
+    host["other"] = 2.0 * bounce * nvme["weights"] / layers + 2.0 * kv / layers * kn * np.where(cpu_attention > 0,
+                                                                                               1.0, bounce)
     return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": timing["host_compute"]}
 
 
