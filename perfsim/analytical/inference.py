@@ -116,9 +116,10 @@ def estimate_inference(c):
     b = seqs / batches
     pre_b = Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=b)
     dec_b = Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=b)
-    pre, dec = forward_time(c, pre_b)[1], forward_time(c, dec_b)[1]
     if np.any(batches > 1):
-        pre, dec = _batched(pre, batches), _batched(dec, batches)
+        pre, dec = _batched(forward_time(c, pre_b)[1], batches), _batched(forward_time(c, dec_b)[1], batches)
+    else:  # (the whole batch's passes: they depend on fewer of a sweep's axes than the GPU batches do)
+        pre, dec = forward_time(c, prefill)[1], forward_time(c, decode)[1]
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
     touched = tuple(_touched_params(c, p.tokens)[1] * c["w_bytes"]
                     for p in (prefill, decode)) if np.any(c["exp_given"] > 0) else (0.0, 0.0)
