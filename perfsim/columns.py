@@ -36,6 +36,7 @@ _HW = {
     "nvme_capacity_gib": ("nvme_capacity_bytes", _GIB), "nvme_direct": ("nvme_direct", 1.0),
     "active_w": ("active_w", 1.0), "matrix_w": ("matrix_w", 1.0), "memory_pj_per_byte": ("memory_j_per_byte", 1e-12),
     "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),
+    "host_cpu_w": ("host_cpu_w", 1.0), "host_nvme_w": ("host_nvme_w", 1.0), "host_nic_w": ("host_nic_w", 1.0),
     "psu_efficiency": ("psu_efficiency", 1.0), "voltage_floor": ("voltage_floor", 1.0),
     "clock_ghz": ("clock_ghz", 1.0), "min_clock_ghz": ("min_clock_ghz", 1.0),
 }

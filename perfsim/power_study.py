@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
+from perfsim.analytical.power import host_floor_w
 from perfsim.errors import InputError, unknown
 from perfsim.specs.hardware import split_whatif
 
@@ -146,7 +147,7 @@ def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, serv
         return serve(**scenario, dp=n * per_server, arrival_rate=total_rate, num_requests=requests,
                      power_cap_w=cap, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
 
-    floor_w = (per_node * spec["idle_w"] + spec["host_w"]) / spec["psu_efficiency"]  # a server of idle devices
+    floor_w = (per_node * spec["idle_w"] + host_floor_w(spec)) / spec["psu_efficiency"]  # a server at idle
     curve = []
     for n in counts:
         free = run(n, None)

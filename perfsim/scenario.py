@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from perfsim.analytical.inference import forward_time
-from perfsim.analytical.power import COMPONENTS, device_power, run_energy
+from perfsim.analytical.power import COMPONENTS, device_power, host_floor_w, run_energy
 from perfsim.columns import build
 from perfsim.core import evaluate_grid
 from perfsim.errors import InputError, unknown
@@ -492,6 +492,7 @@ def _cluster_power(c, cfg, series, devices, start, span, o):
     ``power_trace`` asks for it.
     """
     col = {k: float(np.asarray(c[k])) for k in ("idle_w", "host_w", "psu_efficiency", "tdp_w")}
+    host_w = float(np.asarray(host_floor_w(c)))  # the serving loop runs nothing on the hosts' CPUs, drives, NICs
     per_node = cfg.devices_per_node
     nodes = math.ceil(devices / per_node)
     size = cfg.devices_per_instance
@@ -499,7 +500,7 @@ def _cluster_power(c, cfg, series, devices, start, span, o):
     times, device_w = power_trace.cluster_series(
         [(t0, dur, p, size) for _, t0, dur, p in series], idle_w=col["idle_w"], devices=devices, start_s=start,
         end_s=end if end > start else start + 1e-9)
-    wall = dict(nodes=nodes, devices=devices, devices_per_node=per_node, idle_w=col["idle_w"], host_w=col["host_w"],
+    wall = dict(nodes=nodes, devices=devices, devices_per_node=per_node, idle_w=col["idle_w"], host_w=host_w,
                 psu_efficiency=col["psu_efficiency"])
     window = o["power_window_s"]
     edges, means = power_trace.window_means(times, device_w, window)

@@ -15,6 +15,40 @@ from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
 
 
+def _layout(c, ranks, stride):
+    """``(ranks, group, per_node, nodes)`` of a group of ``ranks`` devices placed ``stride`` apart:
+    the group's ranks on one node and the nodes it spans."""
+    ranks = np.asarray(ranks, dtype=float)
+    group = np.maximum(ranks, 1.0)
+    per_node = np.clip(np.floor(c["devices_per_node"] / np.maximum(stride, 1.0)), 1.0, group)
+    return ranks, group, per_node, np.ceil(ranks / per_node)
+
+
+def nic_bytes(c, op, size, ranks, stride=1.0):
+    """Bytes one device of a group sends over its scale-out NIC in one collective (for the power
+    model), laid out as :func:`group_collective` lays it out.
+
+    A group inside a node sends nothing over NICs. Across ``N`` nodes, an all-reduce, all-gather
+    or reduce-scatter moves the nodes' buffer among the nodes (bus volume over ``N`` ranks),
+    carried by the group's ``g`` devices on each node, each on its own NIC: ``busbw factor(N) x
+    size / g`` each (the hierarchical and the node-threaded ring move about the same); an
+    all-to-all sends the off-node peers' shares; a send/receive between nodes sends the buffer.
+
+    >>> c = dict(devices_per_node=8.0)
+    >>> float(nic_bytes(c, "all_reduce", 8e9, 16)), float(nic_bytes(c, "all_reduce", 8e9, 8))
+    (1000000000.0, 0.0)
+    """
+    ranks, group, per_node, nodes = _layout(c, ranks, stride)
+    size = np.asarray(size, dtype=float)
+    if op == "send_recv":
+        sent = size + 0.0 * ranks
+    elif op == "all_to_all":
+        sent = (ranks - per_node) * size / group
+    else:
+        sent = bus_factor(op, np.maximum(nodes, 1.0)) * size / per_node
+    return np.where((nodes > 1) & (size > 0), sent, 0.0)
+
+
 def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     """Time of a collective over ``ranks`` devices placed ``stride`` devices apart.
 
@@ -30,11 +64,8 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     device's NIC, all-gather in the node); ``auto`` takes the fastest. All-to-all sends each peer its share:
     off-node shares on the device's NIC while on-node shares use the scale-up fabric.
     """
-    ranks = np.asarray(ranks, dtype=float)
+    ranks, group, per_node, nodes = _layout(c, ranks, stride)
     stride = np.maximum(stride, 1.0)
-    group = np.maximum(ranks, 1.0)
-    per_node = np.clip(np.floor(c["devices_per_node"] / stride), 1.0, group)
-    nodes = np.ceil(ranks / per_node)
     per_package = np.clip(np.floor(c["package_devices"] / stride), 1.0, group)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
     up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"])
@@ -84,11 +115,12 @@ def price(c, ops, *, backward=False, weight_grads=True):
         model counts: ``flops`` (GEMM and attention; GEMMs as the matrix engines execute them, partial
         output tiles counted whole), ``hbm_bytes`` (device-memory traffic; a collective reads
         what it sends and writes what it receives), ``link_bytes`` (bytes each device sends over
-        the fabric, nccl-tests bus-bandwidth volume) and ``vector_ops`` (NPU vector engine).
+        the fabric, nccl-tests bus-bandwidth volume), ``nic_bytes`` (the part of it sent over the
+        device's scale-out NIC: :func:`nic_bytes`) and ``vector_ops`` (NPU vector engine).
     """
     out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
                             "ep_communication_s",
-                            "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "vector_ops")}
+                            "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "nic_bytes", "vector_ops")}
     systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
     npu_rows = bool(np.any(systolic))
     # engine busy times (and the memory time PIM in blocked mode waits for) where anyone reads them
@@ -208,6 +240,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 out["ep_communication_s"] = out["ep_communication_s"] + t
             sent = np.where(np.asarray(op.ranks) > 1, op.size_bytes * bus_factor(op.op, op.ranks), 0.0)
             out["link_bytes"] = out["link_bytes"] + sent
+            out["nic_bytes"] = out["nic_bytes"] + nic_bytes(c, op.op, op.size_bytes, op.ranks)
             out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * sent
     out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
     return out

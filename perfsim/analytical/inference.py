@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.analytical.cost_ops import combine, group_collective, price
+from perfsim.analytical.cost_ops import combine, group_collective, nic_bytes, price
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
 from perfsim.analytical.power import cap_passes
 from perfsim.analytical.rows import value_at as _at
@@ -40,7 +40,13 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     parts.append((1.0, price(c, head_ops(c, p))))
     out = combine(*parts)
     out = place_pass(c, p, out, layers_scale)  # ops placed on PIM (perfsim.analytical.heterogeneous)
-    hand_off = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0, stride=c["tp"]) * (c["pp"] - 1.0)
+    size = p.tokens * c["hidden"] * c["act_bytes"]
+    hops = c["pp"] - 1.0
+    hand_off = group_collective(c, "send_recv", size, 2.0, stride=c["tp"]) * hops
+    # each stage sends its activations on (read from and written to device memory)
+    out["link_bytes"] = out["link_bytes"] + hops * size
+    out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * hops * size
+    out["nic_bytes"] = out["nic_bytes"] + hops * nic_bytes(c, "send_recv", size, 2.0, stride=c["tp"])
     out["pipeline_s"] = hand_off
     out["overhead_s"] = c["step_overhead_s"] + 0.0 * hand_off
     out["total_s"] = out["total_s"] + hand_off + out["overhead_s"]
@@ -177,8 +183,10 @@ def estimate_inference(c):
     checks += tier_checks
     # work one device does per phase (prefill) or per step (decode), for the power model
     for phase, parts in (("prefill", pre), ("decode", dec)):
-        for key in ("flops", "hbm_bytes", "link_bytes"):
+        for key in ("flops", "hbm_bytes", "link_bytes", "nic_bytes"):
             out[f"breakdown.{phase}.{key}"] = parts[key] / c["pp"]
+        # each stage's device streams its own offloaded state
+        out[f"breakdown.{phase}.nvme_bytes"] = parts["nvme_bytes"]
     inference_results(c, out, checks, pre, dec)  # PIM, engines and per-device busy time
     return out, checks
 

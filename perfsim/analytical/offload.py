@@ -62,7 +62,8 @@ def _fractions(c, prefix):
 
 
 def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, nvme_to_host=0.0):
-    """Time of one pass's transfers (s) and the host-memory bytes they move.
+    """Time of one pass's transfers (s) and the bytes they move on each resource
+    (:func:`perfsim.cost.tiers.tier_traffic`'s keys; ``host``: host-memory bytes).
 
     Loads to and stores from the device (:func:`perfsim.cost.tiers.tier_traffic`), plus NVMe
     data the host itself reads (``nvme_to_host``: a cache the CPU attends over). Pinned host
@@ -79,7 +80,12 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     t["host"] = t["host"] + staged
     bandwidth = host_memory_bandwidth(c)
     staging = np.where(bandwidth > 0, duration(staged, bandwidth), 0.0)  # (unknown host memory: not priced)
-    return transfer_time(c, **t) + staging, t["host"]
+    return transfer_time(c, **t) + staging, t
+
+
+def _nvme(traffic):
+    """Bytes a pass's transfers read from and write to NVMe (:func:`_streams`)."""
+    return traffic["nvme_read"] + traffic["nvme_write"]
 
 
 def _weight_tiers(c, weights, experts):
@@ -103,7 +109,8 @@ def _streamed(c, weights, experts):
 
 
 def expert_fetch(c, touched):
-    """Time one pass waits for routed experts its cache misses (s).
+    """Time one pass waits for routed experts its cache misses (s), and the bytes it reads from
+    NVMe for them.
 
     ``touched`` is the bytes of the distinct experts the pass's tokens route to (per device).
     An expert cache on the device holds the ``gpu`` share of the experts; a routed expert is
@@ -118,8 +125,8 @@ def expert_fetch(c, touched):
     hit = np.where(np.isnan(c["expert_hit_rate"]), 1.0 - off, c["expert_hit_rate"])
     miss = np.where(cached & (off > 0), touched * (1.0 - hit), 0.0)
     share = np.where(off > 0, cpu / np.where(off > 0, off, 1.0), 0.0)
-    t, _ = _streams(c, load_cpu=miss * share, load_nvme=miss * (1.0 - share))
-    return np.where(miss > 0, t, 0.0)
+    t, traffic = _streams(c, load_cpu=miss * share, load_nvme=miss * (1.0 - share))
+    return np.where(miss > 0, t, 0.0), _nvme(traffic)
 
 
 def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_per_seq):
@@ -171,7 +178,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     pre, dec : dict
         Price dicts of the passes (:func:`perfsim.analytical.inference.forward_time`); gain
         ``offload_s`` (transfer the compute does not hide), ``host_attention_s`` (attention run
-        on the host CPU) and ``transfer_s`` (all transfer time, hidden or not), and their
+        on the host CPU), ``transfer_s`` (all transfer time, hidden or not) and ``nvme_bytes``
+        (read from and written to NVMe, for the power model), and their
         ``total_s`` and ``attention_s`` are updated.
     weights : array_like
         Weight bytes on the busiest device.
@@ -190,7 +198,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     layers = c["layers"] / c["pp"]
     prefetch = c["offload_prefetch"] / batches
     stream_cpu, stream_nvme = _streamed(c, weights, experts)
-    fetch_pre, fetch_dec = (expert_fetch(c, t) for t in touched)
+    (fetch_pre, fetched_pre), (fetch_dec, fetched_dec) = (expert_fetch(c, t) for t in touched)
     _, kc, kn = _fractions(c, "kv")
     _, ac, an = _fractions(c, "act")
     kv_layer_token = kv_bytes_per_token(c)
@@ -199,12 +207,13 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     # prefill: stream the offloaded weights, store the prompt's KV cache, move hidden states
     hidden = layers * prefill.tokens * hidden_token
     prompt_kv = layers * prefill.tokens * kv_layer_token
-    t_pre, _ = _streams(c, load_cpu=stream_cpu + hidden * ac, load_nvme=stream_nvme + hidden * an,
+    t_pre, pre_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac, load_nvme=stream_nvme + hidden * an,
                         store_cpu=prompt_kv * kc + hidden * ac, store_nvme=prompt_kv * kn + hidden * an)
     compute = pre["total_s"] - pre["overhead_s"]
     pre["offload_s"] = overlapped(compute, t_pre, layers, prefetch) - compute + fetch_pre
     pre["host_attention_s"] = 0.0 * pre["offload_s"]
     pre["transfer_s"] = t_pre + fetch_pre
+    pre["nvme_bytes"] = _nvme(pre_traffic) + fetched_pre
     pre["total_s"] = pre["total_s"] + pre["offload_s"]
 
     # decode step: the whole cache is read once per step (mean context), one new token stored
@@ -214,7 +223,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     new_kv = layers * seqs * kv_layer_token
     compute = dec["total_s"] - dec["overhead_s"]
     # (a) attention on the device: the offloaded cache is loaded every step
-    t_dev, _ = _streams(c, load_cpu=stream_cpu + cache * kc + hidden * ac,
+    t_dev, dev_traffic = _streams(c, load_cpu=stream_cpu + cache * kc + hidden * ac,
                         load_nvme=stream_nvme + cache * kn + hidden * an,
                         store_cpu=new_kv * kc + hidden * ac, store_nvme=new_kv * kn + hidden * an)
     on_device = overlapped(compute, t_dev, layers, prefetch)
@@ -227,14 +236,14 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     attention_bytes = host_cache * c["cpu_attention_traffic"] * group
     host_s = host_compute_time(c, 2.0 * host_cache / c["kv_bytes"] * c["heads"] / np.maximum(c["kv_heads"], 1.0),
                                attention_bytes)
-    t_host, host_bytes = _streams(c, load_cpu=stream_cpu + hidden * ac + qo, load_nvme=stream_nvme + hidden * an,
+    t_host, host_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac + qo, load_nvme=stream_nvme + hidden * an,
                                   store_cpu=new_kv * kc + hidden * ac + qo, store_nvme=new_kv * kn + hidden * an,
                                   nvme_to_host=cache * kn)
     saved = dec["attention_s"] * off
     gpu_compute = compute - saved
     # pinned: host attention, device compute and DMA overlap, but the attention and the DMA
     # share host memory; pageable: the host thread stages copies and attends in turn
-    shared = attention_bytes + host_bytes
+    shared = attention_bytes + host_traffic["host"]
     contended = duration(shared, host_memory_bandwidth(c))
     on_host = np.where(c["host_pinned"] > 0,
                        np.maximum(overlapped(gpu_compute + host_s, t_host, layers, prefetch), contended),
@@ -247,6 +256,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     dec["host_attention_s"] = np.where(use_host, host_s, 0.0)
     dec["offload_s"] = timed - (compute + moved)
     dec["transfer_s"] = np.where(use_host, t_host, t_dev) + fetch_dec
+    dec["nvme_bytes"] = np.where(use_host, _nvme(host_traffic), _nvme(dev_traffic)) + fetched_dec
     dec["total_s"] = dec["total_s"] + moved + dec["offload_s"]
     return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0), "host_compute": (mode == 1) & (off > 0),
             "gpu_batches": batches}
@@ -368,8 +378,9 @@ def train_times(c, *, weight_bytes, grad_bytes, optimizer_params, state_bytes, a
         ``optimizer_s`` (the device's share of the optimizer step), ``host_optimizer_s`` (the
         host's Adam step with its NVMe and weight-return streams; it runs while the device steps
         its own share, as DeepSpeed's partial offload does), ``offload_s`` (exposed transfers
-        per step plus the host step beyond the device's) and ``transfer_s`` (all transfer time of
-        the step, hidden or not).
+        per step plus the host step beyond the device's), ``transfer_s`` (all transfer time of
+        the step, hidden or not), and for the power model ``host_cpu_s`` (the host CPUs' Adam
+        time) and ``nvme_bytes`` (read from and written to NVMe in the step).
     """
     layers = np.maximum(c["layers"] / c["pp"], 1.0)
     prefetch = c["offload_prefetch"]
@@ -381,10 +392,10 @@ def train_times(c, *, weight_bytes, grad_bytes, optimizer_params, state_bytes, a
     grads_micro = np.where(every_micro, grad_bytes, 0.0)
     grads_step = np.where(every_micro, 0.0, grad_bytes)
     # forward: fetch offloaded weights, send activation checkpoints out
-    t_fwd, _ = _streams(c, load_cpu=weight_bytes * wc, load_nvme=weight_bytes * wn,
+    t_fwd, fwd_traffic = _streams(c, load_cpu=weight_bytes * wc, load_nvme=weight_bytes * wn,
                         store_cpu=activation_bytes * ac, store_nvme=activation_bytes * an)
     # backward: fetch weights again and the checkpoints back, send gradients out
-    t_bwd, _ = _streams(c, load_cpu=weight_bytes * wc + activation_bytes * ac,
+    t_bwd, bwd_traffic = _streams(c, load_cpu=weight_bytes * wc + activation_bytes * ac,
                         load_nvme=weight_bytes * wn + activation_bytes * an,
                         store_cpu=grads_micro * gc, store_nvme=grads_micro * gn)
     exposed_micro = (overlapped(forward_s, t_fwd, layers, prefetch) - forward_s
@@ -397,15 +408,17 @@ def train_times(c, *, weight_bytes, grad_bytes, optimizer_params, state_bytes, a
     adam = np.where(host_params > 0, adam, 0.0)
     returned = optimizer_params * off * c["w_bytes"] * (1.0 - wc - wn)
     # (a device optimizer reads offloaded gradients back)
-    t_states, _ = _streams(c, store_cpu=grads_step * gc, store_nvme=grads_step * gn,
+    t_states, state_traffic = _streams(c, store_cpu=grads_step * gc, store_nvme=grads_step * gn,
                            load_cpu=returned + grad_bytes * gc * og, load_nvme=grad_bytes * gn * og)
     nvme_states = optimizer_params * on * state_bytes
     t_nvme = transfer_time(c, nvme_read=nvme_states, nvme_write=nvme_states, host=2.0 * nvme_states)
     host_step = np.maximum(np.maximum(adam, t_nvme), t_states)
     device_step = device_optimizer_s * og
     offload_s = micro_batches * exposed_micro + np.maximum(host_step - device_step, 0.0)
+    nvme = micro_batches * (_nvme(fwd_traffic) + _nvme(bwd_traffic)) + _nvme(state_traffic) + 2.0 * nvme_states
     return {"optimizer_s": device_step, "host_optimizer_s": host_step, "offload_s": offload_s,
-            "transfer_s": micro_batches * (t_fwd + t_bwd) + np.maximum(t_states, t_nvme)}
+            "transfer_s": micro_batches * (t_fwd + t_bwd) + np.maximum(t_states, t_nvme),
+            "host_cpu_s": adam, "nvme_bytes": nvme}
 
 
 def _gradient_fractions(c):

@@ -34,9 +34,10 @@ all (``s`` is the full-clock TDP clip, so ``P(1)`` is the uncapped power). ``P``
 the uncapped power changes nothing; one below ``P`` at the lowest clock cannot be met.
 
 A server at the wall (what MLPerf Power measures) adds its host — CPUs, memory, NICs, switches,
-storage, fans (``host_w``, a full-load figure: host CPUs, NVMe and NICs are charged at it whether a
-plan uses them or not) — and idle devices the run leaves unused in a partly filled node, all
-divided by the power supplies' efficiency (``psu_efficiency``). ``pue`` (power usage
+storage, fans (``host_w`` at full load; its parts that draw with use, ``cpu_w``, ``nvme_w`` and
+``nic_w``, only for the time the plan keeps them busy: :func:`host_use`) — and idle devices the
+run leaves unused in a partly filled node, all divided by the power supplies' efficiency
+(``psu_efficiency``). ``pue`` (power usage
 effectiveness, facility energy over IT energy; 1 by default) adds the facility's cooling and
 power distribution to ``energy_wall_j`` (``breakdown.energy.facility_j``).
 
@@ -408,23 +409,62 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0):
     return checks
 
 
-def _wall(c, device_w, seconds):
-    """Servers at the wall: ``(power_w_per_node, energy_wall_j, host_j, psu_loss_j, unused_j)``."""
+#: host components that draw with use: (spec column, activity key)
+HOST_PARTS = (("cpu", "host_cpu_w"), ("nvme", "host_nvme_w"), ("nic", "host_nic_w"))
+
+
+def host_use(c, seconds, activity=None):
+    """What one node's host parts that draw with use add over a span, J each: ``cpu``, ``nvme``, ``nic``.
+
+    Each part draws its dynamic power (``cpu_w``, ``nvme_w``, ``nic_w`` of ``node.power``, the
+    step from idle to full load) for the time it is busy: the host CPUs for ``cpu_s`` (the node's
+    CPUs computing for the run's devices: the CPU Adam step, attention over a host-resident KV
+    cache), the drives for the node's NVMe bytes at the node's NVMe bandwidth, each NIC for its
+    device's ``nic_bytes`` at its line rate; none longer than the span.
+
+    ``activity`` holds ``cpu_s`` (node CPU seconds), ``nvme_bytes`` and ``nic_bytes`` (per device)
+    over the span; none: nothing beyond the devices ran.
+    """
+    activity = activity or {}
+    used = c["num_devices"] / np.ceil(c["num_devices"] / c["devices_per_node"])
+
+    def busy(amount, rate):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(np.asarray(amount) > 0, np.minimum(np.divide(amount, rate), seconds), 0.0)
+
+    times = {"cpu": busy(activity.get("cpu_s", 0.0), 1.0),
+             "nvme": busy(used * np.asarray(activity.get("nvme_bytes", 0.0)), c["nvme_bw"]),
+             "nic": busy(activity.get("nic_bytes", 0.0), c["scaleout_bw"])}
+    return {part: c[column] * times[part] for part, column in HOST_PARTS}
+
+
+def host_floor_w(c):
+    """One node's host power with its CPUs, drives and NICs idle (W, DC side): ``host_w`` (the
+    host at full load) less the parts that draw with use."""
+    return c["host_w"] - sum(c[column] for _, column in HOST_PARTS)
+
+
+def _wall(c, device_w, seconds, activity=None):
+    """Servers at the wall: ``(power_w_per_node, energy_wall_j, host_j, psu_loss_j, unused_j, use_j)``,
+    ``use_j`` the host parts' energy by part (all nodes)."""
     devices = c["num_devices"]
     per_node = c["devices_per_node"]
     nodes = np.ceil(devices / per_node)
     used = devices / nodes
     unused_w = (per_node - used) * c["idle_w"]
-    dc_w = used * device_w + unused_w + c["host_w"]
+    use_j = host_use(c, seconds, activity)
+    host_w = host_floor_w(c) + _per_second(sum(use_j.values()), seconds)
+    dc_w = used * device_w + unused_w + host_w
     node_w = dc_w / c["psu_efficiency"]
     span = nodes * seconds
-    return node_w, node_w * span, c["host_w"] * span, (node_w - dc_w) * span, unused_w * span
+    return (node_w, node_w * span, host_w * span, (node_w - dc_w) * span, unused_w * span,
+            {part: nodes * j for part, j in use_j.items()})
 
 
-def _energy_keys(c, device_j, device_w, seconds, tokens, parts_j):
+def _energy_keys(c, device_j, device_w, seconds, tokens, parts_j, activity=None):
     """The CONTRACT keys shared by both modes, plus ``breakdown.energy.*`` (all devices, J)."""
     devices = c["num_devices"]
-    node_w, wall_j, host_j, psu_j, unused_j = _wall(c, device_w, seconds)
+    node_w, wall_j, host_j, psu_j, unused_j, use_j = _wall(c, device_w, seconds, activity)
     energy = devices * device_j
     facility_j = (c.get("pue", 1.0) - 1.0) * wall_j
     out = {
@@ -438,6 +478,8 @@ def _energy_keys(c, device_j, device_w, seconds, tokens, parts_j):
     for name in COMPONENTS:
         out[f"breakdown.energy.{name}_j"] = devices * parts_j[name]
     out["breakdown.energy.host_j"] = host_j
+    for part, j in use_j.items():
+        out[f"breakdown.energy.host_{part}_j"] = j + 0.0 * host_j
     out["breakdown.energy.unused_devices_j"] = unused_j
     out["breakdown.energy.psu_loss_j"] = psu_j
     out["breakdown.energy.facility_j"] = facility_j + 0.0 * wall_j
@@ -497,7 +539,10 @@ def inference_power(c, out):
     parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
     device_j = pre["power_w"] * pre_s + dec["power_w"] * decode_s
     device_w = _per_second(device_j, seconds)
-    result = _energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j)
+    activity = {"cpu_s": steps * out.get("breakdown.decode.host_attention_s", 0.0)}
+    for key in ("nvme_bytes", "nic_bytes"):
+        activity[key] = out.get(f"breakdown.prefill.{key}", 0.0) + steps * out.get(f"breakdown.decode.{key}", 0.0)
+    result = _energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
     result["prefill_power_w_per_device"] = pre["power_w"]
     result["decode_power_w_per_device"] = dec["power_w"]
     prefill_j = c["num_devices"] * pre["power_w"] * pre_s
@@ -528,7 +573,10 @@ def train_power(c, out):
     seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
     tokens = np.where(given, job_tokens, step_tokens)
     parts_j = {k: parts[k] * seconds for k in COMPONENTS}
-    result = _energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j)
+    steps = seconds / step_s  # the job's steps (one without train_tokens)
+    activity = {key: steps * out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")}
+    activity["cpu_s"] = activity.pop("host_cpu_s")
+    result = _energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j, activity)
     result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
     if np.any(given):
         result["time_to_train_s"] = np.where(given, seconds, np.nan)

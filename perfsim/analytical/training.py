@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.analytical.cost_ops import combine, group_collective, price
+from perfsim.analytical.cost_ops import combine, group_collective, nic_bytes, price
 from perfsim.analytical.power import cap_passes
 from perfsim.analytical.rows import value_at as _at
 from perfsim.cost.collectives import bus_factor
@@ -212,7 +212,8 @@ def estimate_train(c):
                                   micro_batches=n_micro, optimizer_traffic=_OPTIMIZER_TRAFFIC,
                                   device_optimizer_s=optimizer)
     else:  # nothing leaves the device: what train_times gives for all-device fractions
-        off = {"optimizer_s": optimizer, "host_optimizer_s": 0.0, "offload_s": 0.0, "transfer_s": 0.0}
+        off = {"optimizer_s": optimizer, "host_optimizer_s": 0.0, "offload_s": 0.0, "transfer_s": 0.0,
+               "host_cpu_s": 0.0, "nvme_bytes": 0.0}
     optimizer = off["optimizer_s"]
     step = pipeline + exposed_sync + optimizer + c["step_overhead_s"] + off["offload_s"]
 
@@ -232,7 +233,7 @@ def estimate_train(c):
     hardware_flops = model_flops + recompute_flops
     devices = c["num_devices"]
     peak = c["peak_flops"]
-    traffic = _step_traffic(c, p, n_micro, R, t["prices"], data_par["sent_bytes"], opt_params)
+    traffic = _step_traffic(c, p, n_micro, R, t["prices"], data_par)
     # a power cap lowers the clock of the step (perfsim.analytical.power): no-op without
     span = _step_span(c, t, step, per_mb, bubble, hardware_flops / devices, traffic)
     cap_checks = cap_passes(c, {"the training step": span})
@@ -266,6 +267,8 @@ def estimate_train(c):
         "breakdown.train.host_optimizer_s": off["host_optimizer_s"],
         "breakdown.train.offload_s": off["offload_s"],
         "breakdown.train.transfer_s": off["transfer_s"],
+        "breakdown.train.host_cpu_s": off["host_cpu_s"] + 0.0 * step,
+        "breakdown.train.nvme_bytes": off["nvme_bytes"] + 0.0 * step,
         "breakdown.train.overhead_s": c["step_overhead_s"] + 0.0 * step,
         "breakdown.train.gemm_s": n_micro * sum(d["gemm_s"] for phase in t["prices"].values() for d in phase),
         "breakdown.train.attention_s": n_micro * (f_layers["attention_s"] + b_layers["attention_s"]),
@@ -368,29 +371,42 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
         + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
         grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
         weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
+    # the part of it each device sends over its scale-out NIC
+    nic_micro, nic_step = by_stage(
+        nic_bytes(c, "reduce_scatter", grad_bytes, shard, stride=stride)
+        + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
+        nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
+        nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
     return {"per_micro_s": per_micro, "per_step_s": per_step, "sent_bytes": n_micro * sent_micro + sent_step,
+            "nic_bytes": n_micro * nic_micro + nic_step,
             "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
             "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),
             "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
 
 
-def _step_traffic(c, p, n_micro, R, prices, dp_sent, opt_params):
-    """Device-memory and fabric bytes of one device in one step (for the power model).
+def _step_traffic(c, p, n_micro, R, prices, data_par):
+    """Device-memory, fabric and NIC bytes of one device in one step (for the power model).
 
     Micro-batch passes (recompute scaled from the forward by its time), the optimizer's state
-    traffic, the data-parallel collectives (``dp_sent``: bytes sent, from :func:`_data_parallel`)
-    and the pipeline hand-offs; a collective reads what it sends and writes what it receives.
+    traffic, the data-parallel collectives (``data_par``: bytes sent and sent over the NIC, from
+    :func:`_data_parallel`) and the pipeline hand-offs; a collective reads what it sends and
+    writes what it receives.
     """
     f_layers = prices["forward"][0]
     recompute_share = R / np.maximum(f_layers["total_s"], 1e-30)
     sent = {}
-    for key in ("hbm_bytes", "link_bytes"):
+    for key in ("hbm_bytes", "link_bytes", "nic_bytes"):
         passes = sum(d[key] for phase in prices.values() for d in phase)
         sent[key] = n_micro * (passes + recompute_share * f_layers[key])
-    p2p = np.where(c["pp"] > 1, 2.0 * n_micro * p.tokens * c["hidden"] * c["act_bytes"], 0.0)
+    hand_off = p.tokens * c["hidden"] * c["act_bytes"]
+    pipelined = np.where(c["pp"] > 1, 2.0 * n_micro, 0.0)  # an activation forward, a gradient back
+    p2p = pipelined * hand_off
+    dp_sent = data_par["sent_bytes"]
     link = sent["link_bytes"] + dp_sent + p2p
-    hbm = sent["hbm_bytes"] + opt_params * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p)
-    return {"breakdown.train.hbm_bytes": hbm, "breakdown.train.link_bytes": link}
+    hbm = sent["hbm_bytes"] + data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p)
+    nic = sent["nic_bytes"] + data_par["nic_bytes"] \
+        + pipelined * nic_bytes(c, "send_recv", hand_off, 2.0, stride=c["tp"] * c["cp"] * c["dp"])
+    return {"breakdown.train.hbm_bytes": hbm, "breakdown.train.link_bytes": link, "breakdown.train.nic_bytes": nic}
 
 
 def _norm_bias_params(c):

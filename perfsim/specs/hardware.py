@@ -52,7 +52,7 @@ _SCHEMA = {
         "nvme_capacity_gib": S.NUM,
         "nvme_direct": S.BOOL,
         "cpu": {"name": S.STR, "tflops_fp32": S.NUM, "memory_bandwidth_gb_s": S.NUM, "memory_efficiency": S.NUM},
-        "power": {"host_w": S.NUM, "psu_efficiency": S.NUM},
+        "power": {"host_w": S.NUM, "psu_efficiency": S.NUM, "cpu_w": S.NUM, "nvme_w": S.NUM, "nic_w": S.NUM},
     },
     "scaleout": {"name": S.STR, "nic_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
                  "ll_latency_us": S.NUM},
@@ -81,6 +81,9 @@ _FIELDS = {
     "device.power.voltage_floor": "voltage_floor",
     "node.power.host_w": "host_w",
     "node.power.psu_efficiency": "psu_efficiency",
+    "node.power.cpu_w": "host_cpu_w",
+    "node.power.nvme_w": "host_nvme_w",
+    "node.power.nic_w": "host_nic_w",
     "node.devices_per_node": "devices_per_node",
     "node.package.devices": "package_devices",
     "node.package.bandwidth_gb_s": "package_gb_s",
@@ -123,6 +126,8 @@ _OPTIONAL_DEFAULTS = {
     "scaleout_gb_s": 0.0, "scaleout_latency_us": 0.0, "scaleout_efficiency": 1.0, "scaleout_ll_latency_us": 0.0,
     # power: without these the model falls back to idle + (TDP - idle) x matrix-engine utilisation
     "active_w": 0.0, "memory_pj_per_byte": 0.0, "link_pj_per_byte": 0.0, "host_w": 0.0, "psu_efficiency": 1.0,
+    # the host's parts that draw with use: none stated, the host draws host_w whatever runs
+    "host_cpu_w": 0.0, "host_nvme_w": 0.0, "host_nic_w": 0.0,
     "vector_w": 0.0,
     # clocks and voltage under a power cap: no stated lowest clock (the cap may slow the device
     # without bound), and a voltage that stays where it is (the cap scales the clock alone)
@@ -248,6 +253,10 @@ def _derive_power(flat: dict, sources: dict, path: str) -> None:
     if floor > flat["tdp_w"]:
         raise InputError(f"idle_w + active_w ({floor:g} W) exceeds tdp_w ({flat['tdp_w']:g} W)",
                          field="device.power.active_w", file=path)
+    in_use = flat["host_cpu_w"] + flat["host_nvme_w"] + flat["host_nic_w"]
+    if in_use > flat["host_w"]:
+        raise InputError(f"cpu_w + nvme_w + nic_w ({in_use:g} W) exceeds host_w ({flat['host_w']:g} W), the host "
+                         "at full load", field="node.power.cpu_w", file=path)
     if "matrix_w" not in flat:
         flat["matrix_w"] = (flat["tdp_w"] - floor) / flat["gemm_max"]
         sources["device.power.matrix_w"] = (
