@@ -114,6 +114,12 @@ def _power_lines(result: dict) -> list:
         "step" if result.get("mode") == "train" else "request batch")
     lines.append(f"  {'energy':<20}{_fmt_j(result['energy_j'])} accelerators, "
                  f"{_fmt_j(result['energy_wall_j'])} at the wall (one {span})")
+    energy = (result.get("breakdown") or {}).get("energy") or {}
+    used = [(name, energy.get(f"host_{key}_j")) for key, name in (("cpu", "CPUs"), ("nvme", "NVMe"), ("nic", "NICs"))]
+    used = [(name, j) for name, j in used if j]
+    if used and energy.get("host_j") is not None:  # host parts the plan keeps busy
+        lines.append(f"  {'hosts':<20}{_fmt_j(energy['host_j'])}, of which "
+                     + ", ".join(f"{name} {_fmt_j(j)}" for name, j in used))
     per = "trained" if result.get("mode") == "train" else "generated"
     lines.append(f"  {'energy per token':<20}{_fmt_j(result['energy_j_per_token'])} per {per} token")
     return lines

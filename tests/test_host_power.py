@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import perfsim
 from perfsim.analytical.cost_ops import nic_bytes
+from perfsim.cli import cli
 from perfsim.errors import InputError
 from perfsim.specs.hardware import load_hardware
 from tests.tiny_spec import tiny_spec
@@ -88,3 +90,14 @@ def test_host_parts_cannot_exceed_the_host():
         tiny_spec(node="devices_per_node: 1, power: {host_w: 100, nic_w: -1}")
     spec = tiny_spec(node="devices_per_node: 1, power: {host_w: 100, cpu_w: 60}")
     assert spec["host_cpu_w"] == 60 and spec["host_nic_w"] == 0
+
+
+def test_the_estimate_table_names_the_host_parts_a_plan_keeps_busy():
+    args = ["estimate", "--model", "llama2-7b", "--hardware", "a100-80gb", "--mode", "train", "--num-devices", "8",
+            "--tp", "2", "--dp", "4", "--global-batch", "64", "--seq-len", "2048"]
+    offloaded = CliRunner().invoke(cli, args + ["--offload-optimizer", "nvme"])
+    assert offloaded.exit_code == 0, offloaded.output
+    line = next(l for l in offloaded.output.splitlines() if l.strip().startswith("hosts"))
+    assert "CPUs" in line and "NVMe" in line and "NICs" not in line
+    plain = CliRunner().invoke(cli, args)
+    assert not any(l.strip().startswith("hosts") for l in plain.output.splitlines())
