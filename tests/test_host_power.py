@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 import perfsim
@@ -101,3 +103,21 @@ def test_the_estimate_table_names_the_host_parts_a_plan_keeps_busy():
     assert "CPUs" in line and "NVMe" in line and "NICs" not in line
     plain = CliRunner().invoke(cli, args)
     assert not any(l.strip().startswith("hosts") for l in plain.output.splitlines())
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_more_optimizer_on_the_host_never_lowers_its_cpu_energy_and_the_wall_still_adds_up(a, b):
+    low, high = sorted((round(a, 2), round(b, 2)))
+
+    def run(share):
+        plan = f"gpu={1 - share:.2f},cpu={share:.2f}"
+        return perfsim.estimate(**TRAIN, num_devices=8, dp=4, offload_optimizer=plan)
+
+    r_low, r_high = run(low), run(high)
+    assert _host(r_low)["cpu"] <= _host(r_high)["cpu"] * (1 + 1e-12)
+    for r in (r_low, r_high):
+        e = r["breakdown"]["energy"]
+        assert sum(_host(r).values()) <= e["host_j"]
+        devices = sum(e[f"{k}_j"] for k in ("idle", "active", "matrix", "memory", "link"))
+        assert devices + e["host_j"] + e["unused_devices_j"] + e["psu_loss_j"] == pytest.approx(r["energy_wall_j"])
