@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from click.testing import CliRunner
 
 import perfsim
 from perfsim.analytical.cost_ops import nic_bytes
