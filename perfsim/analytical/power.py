@@ -409,30 +409,30 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0):
     return checks
 
 
-#: host components that draw with use: (spec column, activity key)
+#: host components that draw with use: (part, spec column)
 HOST_PARTS = (("cpu", "host_cpu_w"), ("nvme", "host_nvme_w"), ("nic", "host_nic_w"))
 
 
-def host_use(c, seconds, activity=None):
+def host_use(c, seconds, used, activity=None):
     """What one node's host parts that draw with use add over a span, J each: ``cpu``, ``nvme``, ``nic``.
 
     Each part draws its dynamic power (``cpu_w``, ``nvme_w``, ``nic_w`` of ``node.power``, the
-    step from idle to full load) for the time it is busy: the host CPUs for ``cpu_s`` (the node's
+    step from idle to full load) for the time it is busy: the host CPUs for ``host_cpu_s`` (the node's
     CPUs computing for the run's devices: the CPU Adam step, attention over a host-resident KV
     cache), the drives for the node's NVMe bytes at the node's NVMe bandwidth, each NIC for its
     device's ``nic_bytes`` at its line rate; none longer than the span.
 
-    ``activity`` holds ``cpu_s`` (node CPU seconds), ``nvme_bytes`` and ``nic_bytes`` (per device)
-    over the span; none: nothing beyond the devices ran.
+    ``used`` is the devices the run uses on one node; ``activity`` holds ``host_cpu_s`` (node CPU
+    seconds), ``nvme_bytes`` and ``nic_bytes`` (per device) over the span; none: nothing beyond
+    the devices ran.
     """
     activity = activity or {}
-    used = c["num_devices"] / np.ceil(c["num_devices"] / c["devices_per_node"])
 
     def busy(amount, rate):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(np.asarray(amount) > 0, np.minimum(np.divide(amount, rate), seconds), 0.0)
 
-    times = {"cpu": busy(activity.get("cpu_s", 0.0), 1.0),
+    times = {"cpu": busy(activity.get("host_cpu_s", 0.0), 1.0),
              "nvme": busy(used * np.asarray(activity.get("nvme_bytes", 0.0)), c["nvme_bw"]),
              "nic": busy(activity.get("nic_bytes", 0.0), c["scaleout_bw"])}
     return {part: c[column] * times[part] for part, column in HOST_PARTS}
@@ -452,7 +452,7 @@ def _wall(c, device_w, seconds, activity=None):
     nodes = np.ceil(devices / per_node)
     used = devices / nodes
     unused_w = (per_node - used) * c["idle_w"]
-    use_j = host_use(c, seconds, activity)
+    use_j = host_use(c, seconds, used, activity)
     host_w = host_floor_w(c) + _per_second(sum(use_j.values()), seconds)
     dc_w = used * device_w + unused_w + host_w
     node_w = dc_w / c["psu_efficiency"]
@@ -539,7 +539,7 @@ def inference_power(c, out):
     parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
     device_j = pre["power_w"] * pre_s + dec["power_w"] * decode_s
     device_w = _per_second(device_j, seconds)
-    activity = {"cpu_s": steps * out.get("breakdown.decode.host_attention_s", 0.0)}
+    activity = {"host_cpu_s": steps * out.get("breakdown.decode.host_attention_s", 0.0)}
     for key in ("nvme_bytes", "nic_bytes"):
         activity[key] = out.get(f"breakdown.prefill.{key}", 0.0) + steps * out.get(f"breakdown.decode.{key}", 0.0)
     result = _energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
@@ -575,7 +575,6 @@ def train_power(c, out):
     parts_j = {k: parts[k] * seconds for k in COMPONENTS}
     steps = seconds / step_s  # the job's steps (one without train_tokens)
     activity = {key: steps * out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")}
-    activity["cpu_s"] = activity.pop("host_cpu_s")
     result = _energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j, activity)
     result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
     if np.any(given):
