@@ -11,16 +11,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from perfsim.analytical.cost_ops import group_collective
-from perfsim.columns import hardware_columns
-from perfsim.core import evaluate, evaluate_columns
+from perfsim.analytical.evaluate import evaluate, evaluate_columns
 from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
 from perfsim.cost.roofline import gemm_efficiency, gemm_time
 from perfsim.cost.tiers import tier_traffic, transfer_time
+from perfsim.cost.topology import group_collective
 from perfsim.errors import InputError, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
-from perfsim.plan import ARGUMENTS, SCHEDULES
+from perfsim.plan.columns import hardware_columns
+from perfsim.plan.grid import ARGUMENTS, SCHEDULES
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 
@@ -230,33 +230,10 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
     >>> len(df), bool(df["tpot_s"].is_monotonic_increasing)
     (2, True)
     """
-    from perfsim.explore.chunks import (
-        Progress,
-        check_backend,
-        check_chunk_rows,
-        check_constraints,
-        chunk_bounds,
-        run_chunks,
-    )
-    from perfsim.plan import space as make_space
+    from perfsim.explore.run import sweep_frame
 
-    check_backend(backend)
-    space = make_space(axes)
-    parsed = check_constraints(space, constraints)
-    if chunk_rows is None:
-        chunk_rows = space.n if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
-    bounds = chunk_bounds(space.n, check_chunk_rows(chunk_rows))
-    bar = Progress(space.n, enabled=progress)
-    frames = {}
-    try:
-        for k, df in run_chunks(space, bounds, range(len(bounds)), parsed, keep_infeasible, backend, scheduler):
-            frames[k] = df
-            bar.advance(bounds[k][1] - bounds[k][0])
-    finally:
-        bar.close()
-    if len(frames) == 1:
-        return frames[0]
-    return pd.concat([frames[k] for k in range(len(bounds))], ignore_index=True)
+    return sweep_frame(chunk_rows=chunk_rows, backend=backend, scheduler=scheduler, constraints=constraints,
+                       keep_infeasible=keep_infeasible, progress=progress, **axes)
 
 
 def serve(**scenario) -> dict:
@@ -295,7 +272,7 @@ def serve(**scenario) -> dict:
     >>> r["completed"], r["ttft_s"]["p50"] < r["e2e_latency_s"]["p50"]
     (50, True)
     """
-    from perfsim.scenario import run_scenario
+    from perfsim.events.serving.scenario import run_scenario
 
     return run_scenario(**scenario)
 
@@ -317,7 +294,8 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
         raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
                          choices=list(spec.peak_tflops))
     from perfsim.cost.npu import systolic_efficiency
-    from perfsim.cost.pim import pim_rates, pim_time
+    from perfsim.cost.pim import pim_time
+    from perfsim.plan.devices import pim_rates
 
     act = DTYPE_BYTES[dtype]
     if spec.kind == "pim":  # the k x n operand in the banks, one GEMV per row of the m x k one

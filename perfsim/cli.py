@@ -474,7 +474,7 @@ def memcpy(hardware, size_bytes, src, dst, fmt):
         click.echo(f"{src} -> {dst}, {size:,} B on {hardware}: {_fmt_s(r['time_s'])}, {r['bandwidth_gb_s']:.1f} GB/s")
 
 
-# --- sweeps (perfsim.sweepio, perfsim.explore) ---
+# --- sweeps (perfsim.explore.files, perfsim.sweep) ---
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", "out_path", required=True, help="results file: .csv or .parquet")
@@ -494,7 +494,7 @@ def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overw
     Chunks are written as they finish; an interrupted run resumes when run again with the same
     spec and --out.
     """
-    from perfsim.sweepio import run_sweep_file
+    from perfsim.explore.files import run_sweep_file
 
     try:
         summary = run_sweep_file(spec, out_path, keep_infeasible=keep_infeasible, chunk_rows=chunk_rows,
@@ -516,7 +516,7 @@ def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overw
 # --- end of sweeps ---
 
 
-# --- plots (perfsim.plot) ---
+# --- plots (perfsim.report.plot) ---
 @cli.group()
 def plot():
     """Draw a plot to an image file (PNG, SVG or PDF by the suffix of --out)."""
@@ -547,7 +547,7 @@ def _draw(make, out):
 @_plot_out
 def plot_roofline(fmt, out, **kwargs):
     """The hardware's roofline with the plan's ops (one layer, prefill and decode) placed on it."""
-    from perfsim import plot as plots
+    from perfsim.report import plot as plots
 
     def make():
         plan = _collect(kwargs)
@@ -561,7 +561,7 @@ def plot_roofline(fmt, out, **kwargs):
 @_plot_out
 def plot_memory(fmt, out, **kwargs):
     """Memory per device of a plan, stacked by kind, against capacity."""
-    from perfsim import plot as plots
+    from perfsim.report import plot as plots
 
     _draw(lambda: plots.memory_stack(api.estimate(**_collect(kwargs)), out=out), out)
 
@@ -571,7 +571,7 @@ def plot_memory(fmt, out, **kwargs):
 @_plot_out
 def plot_breakdown(fmt, out, **kwargs):
     """Where the time of a plan's training step or request goes."""
-    from perfsim import plot as plots
+    from perfsim.report import plot as plots
 
     _draw(lambda: plots.time_breakdown(api.estimate(**_collect(kwargs)), out=out), out)
 
@@ -587,7 +587,7 @@ def plot_pareto(results, x, y, color, constraints, out):
     """The Pareto front of a sweep's results file (.parquet or .csv)."""
     import pandas as pd
 
-    from perfsim import plot as plots
+    from perfsim.report import plot as plots
 
     def make():
         suffix = os.path.splitext(results)[1].lower()
@@ -608,7 +608,7 @@ def plot_pareto(results, x, y, color, constraints, out):
 @_plot_out
 def plot_timeline(trace, max_events, out):
     """A pipeline or serving timeline from a Chrome trace (estimate/serve --trace-out)."""
-    from perfsim import plot as plots
+    from perfsim.report import plot as plots
 
     _draw(lambda: plots.timeline(trace, max_events=max_events, out=out), out)
 # --- end of plots ---

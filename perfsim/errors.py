@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-
 _LIST_UP_TO = 12  # a short list of accepted values is spelled out when nothing is close
 
 

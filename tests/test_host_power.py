@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import perfsim
-from perfsim.analytical.cost_ops import nic_bytes
 from perfsim.cli import cli
+from perfsim.cost.topology import nic_bytes
 from perfsim.errors import InputError
 from perfsim.specs.hardware import load_hardware
 from tests.tiny_spec import tiny_spec

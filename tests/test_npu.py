@@ -6,10 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import perfsim
-from perfsim.columns import build
 from perfsim.cost.npu import attention_efficiency, device_gemm_efficiency, systolic_efficiency
 from perfsim.cost.roofline import gemm_efficiency
-from perfsim.plan import expand
+from perfsim.plan.columns import build
+from perfsim.plan.grid import expand
 from perfsim.specs.hardware import load_hardware, parse_hardware
 from perfsim.specs.paths import data_dir
 from perfsim.specs.yamlio import load_yaml

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import perfsim
 from perfsim.cli import cli
-from perfsim.placement import canonical, fractions
+from perfsim.plan.offload import canonical, fractions
 
 GIB = 2.0**30
 OFFLOAD_ARGS = ("offload_weights", "offload_optimizer", "offload_grads", "offload_activations", "offload_kv")

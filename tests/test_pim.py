@@ -194,8 +194,8 @@ def test_gpu_with_pim_stacks_holds_the_kv_cache_there_and_pays_the_link():
 
 
 def _columns(plan):
-    from perfsim.columns import build
-    from perfsim.plan import expand
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
 
     return build(expand(plan))
 

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 import perfsim
-import perfsim.plot as plots
+import perfsim.report.plot as plots
 from perfsim.cli import cli
 from perfsim.errors import InputError
-from perfsim.plot.ops import op_points
+from perfsim.report.plot.ops import op_points
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tiny_spec import tiny_spec
 
 import perfsim
-from perfsim.analytical.power import clocked_seconds, solve_clock, voltage_ratio
+from perfsim.cost.power import clocked_seconds, solve_clock, voltage_ratio
 from perfsim.specs.hardware import load_hardware
 
 models = st.sampled_from(["llama2-7b", "llama2-13b", "mistral-7b", "mixtral-8x7b", "opt-6.7b"])
@@ -233,7 +233,7 @@ def test_power_trace_accounts_for_the_energy():
     assert stats["devices_w"]["max"] <= stats["devices_w"]["max_instant"] + 1e-9
     assert stats["devices_w"]["p50"] <= stats["devices_w"]["p99"] <= stats["devices_w"]["max"]
     assert min(trace["wall_w"]) > max(trace["devices_w"])  # hosts and supply losses on top
-    assert stats["provisioned_w"] == pytest.approx(perfsim.power_study.nameplate_w("a100-80gb"))
+    assert stats["provisioned_w"] == pytest.approx(perfsim.explore.oversubscription.nameplate_w("a100-80gb"))
 
 
 @pytest.mark.parametrize("bad", [{"power_window_s": 0}, {"power_trace": "yes"}, {"pue": 0.5}])
@@ -253,7 +253,7 @@ def test_pue_scales_the_wall_energy():
 
 
 def test_oversubscription_study_and_its_plot(tmp_path):
-    from perfsim.power_study import nameplate_w, plot_headroom
+    from perfsim.explore.oversubscription import nameplate_w, plot_headroom
 
     study = perfsim.oversubscribe(model="llama2-7b", hardware="a100-80gb", tp=8, base_servers=2, servers=[2, 3, 4],
                                   arrival_rate=4.0, prompt_len=512, gen_len=64, requests_per_server=60,

@@ -18,7 +18,7 @@ from perfsim.cli import cli
 from perfsim.errors import InputError
 from perfsim.explore import chunks
 from perfsim.explore.constraints import Constraint, parse_constraints
-from perfsim.sweepio import read_spec, write_sweep
+from perfsim.explore.files import read_spec, write_sweep
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -49,7 +49,7 @@ def test_chunked_sweep_equals_one_pass():
 
 
 def test_space_blocks_are_the_grid_rows():
-    from perfsim.plan import expand, space
+    from perfsim.plan.grid import expand, space
 
     args = {"model": "llama2-7b", "hardware": "a100-80gb", "tp": [1, 2, 4], "batch": [1, 2, 3, 4, 5]}
     grid, s = expand(args), space(args)
@@ -262,8 +262,8 @@ GRIDS = [
 def test_boxes_give_the_rows_results(args, box_rows, monkeypatch):
     """Evaluating boxes of the design space (columns broadcast over the axes they depend on) gives
     the same results, value for value, as evaluating the rows one block at a time."""
-    from perfsim import core
-    from perfsim.plan import expand, space
+    from perfsim.analytical import evaluate as core
+    from perfsim.plan.grid import expand, space
 
     reference = core.evaluate_grid(expand(args))
     monkeypatch.setattr(core, "_CHUNK", box_rows)

@@ -42,8 +42,8 @@ def test_data_parallel_group_one_rank_per_node_uses_its_own_nic():
     on that device's NIC alone, far slower than a group with eight ranks per node."""
     import numpy as np
 
-    from perfsim.analytical.cost_ops import group_collective
-    from perfsim.columns import hardware_columns
+    from perfsim.cost.topology import group_collective
+    from perfsim.plan.columns import hardware_columns
     from perfsim.specs.hardware import load_hardware
 
     c = hardware_columns(load_hardware("h100-sxm"))

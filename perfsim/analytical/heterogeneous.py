@@ -40,75 +40,28 @@ the PIM banks and the link over all layers; ``n``, ``p``: one layer's host and P
 
 The same result reports each device's busy time and the bottleneck device.
 
-All functions take the column dict ``c`` (:mod:`perfsim.columns`) and arrays over configurations.
+All functions take the column dict ``c`` (:mod:`perfsim.plan.columns`) and arrays over configurations.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from perfsim.analytical.cost_ops import combine, price
-from perfsim.analytical.rows import value_at as _at
 from perfsim.cost import npu
-from perfsim.cost.pim import link_time, pim_rates, pim_time
+from perfsim.cost.pim import link_time, pim_time
+from perfsim.cost.price import combine, price
 from perfsim.graph.params import layer_counts
 from perfsim.graph.transformer import Attention, Gemm, Pass, head_ops, kv_bytes_per_token, layer_ops
-from perfsim.specs.place import PLACE_KEYS
+from perfsim.plan.devices import KIND_NAMES
+from perfsim.plan.rows import value_at as _at
+from perfsim.specs.units import GIB
 
 #: device kinds, in the order of the ``main_kind`` column
-KIND_NAMES = ("gpu", "npu", "tpu", "pim", "cpu")
 #: GEMMs of the attention block (the projections); every other GEMM of a layer is its MLP
 _ATTENTION_GEMMS = ("qkv_proj", "q_down", "q_up", "kv_down", "kv_up", "o_proj")
 #: result keys a pass gains (zero where nothing is placed on PIM)
 PIM_KEYS = ("pim_s", "pim_link_s", "overlap_s", "host_busy_s", "pim_flops", "pim_bytes", "pim_link_bytes",
             "sub_batches")
-_GIB = 2.0**30
-
-
-def device_columns(grid, specs) -> dict:
-    """Columns of the NPU engines, the PIM block and the placement plan (one entry per row).
-
-    ``specs`` are the hardware specs of ``grid.values("hardware")``, in order.
-    """
-    def hw(values):
-        return grid.gather("hardware", values)
-
-    c = {
-        "systolic": hw([float(s.kind in ("npu", "tpu")) for s in specs]),
-        "arrays": hw([float(s.engines.get("arrays", 1)) for s in specs]),
-        "array_size": hw([float(s.engines.get("size", 1)) for s in specs]),
-        "weight_stationary": hw([float(s.engines.get("weight_stationary", True)) for s in specs]),
-        "vector_w": hw([s["vector_w"] for s in specs]),
-        "main_kind": hw([float(KIND_NAMES.index(s.kind)) for s in specs]),
-        "has_pim": hw([float(bool(s.pim)) for s in specs]),
-        "pim_device": hw([float(s.kind == "pim") for s in specs]),
-    }
-    rates = [pim_rates(s) for s in specs]
-    for key in rates[0]:
-        c[key] = hw([r[key] for r in rates])
-    modes, subs = grid.values("pim_mode"), grid.values("sub_batches")
-    c["pim_args"] = grid.gather("pim_mode", [float(v is not None) for v in modes]) \
-        + grid.gather("sub_batches", [float(v is not None) for v in subs])
-    given = grid.gather("pim_mode", [np.nan if v is None else float(v == "concurrent") for v in modes])
-    concurrent = np.where(np.isnan(given), c["pim_concurrent"], given)
-    c["pim_blocked"] = 1.0 - concurrent
-    sub = grid.gather("sub_batches", [np.nan if v is None else float(v) for v in subs])
-    c["sub_batches"] = np.where(np.isnan(sub), np.where(concurrent > 0, 2.0, 1.0), sub)
-    # not given: a concurrent system interleaves two sub-batches where that is faster (a small
-    # batch split in two reads every weight twice for little PIM work to hide)
-    c["sub_batches_auto"] = np.where(np.isnan(sub) & (concurrent > 0), 1.0, 0.0)
-
-    places = [p or {} for p in grid.values("place")]
-    for key in PLACE_KEYS:
-        c[f"place_{key}"] = grid.gather("place", [float(p.get(key) == "pim") for p in places])
-    c["place_pim"] = grid.gather("place", [float("pim" in p.values()) for p in places])
-    # a placement naming the main device by another kind than the hardware's
-    wrong = np.array([[float(any(v not in ("pim", "host") and v != s.kind for v in p.values())) for s in specs]
-                      for p in places])
-    ip = grid.codes("place") if len(places) > 1 else 0
-    ih = grid.codes("hardware") if len(specs) > 1 else 0
-    c["place_wrong_kind"] = wrong[ip, ih]
-    return c
 
 
 def placement_checks(c):
@@ -329,8 +282,8 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
     in_stacks = host_kv_share(c) == 0
     kv = seqs * (prompt + gen) * kv_token
     capacity = c["pim_capacity_bytes"]
-    out["breakdown.pim.kv_cache_gib"] = np.where(in_stacks, kv, 0.0) / _GIB
-    out["breakdown.pim.capacity_gib"] = capacity / _GIB
+    out["breakdown.pim.kv_cache_gib"] = np.where(in_stacks, kv, 0.0) / GIB
+    out["breakdown.pim.capacity_gib"] = capacity / GIB
     tokens = np.floor(capacity / kv_token)
     out["kv_cache_capacity_tokens"] = np.where(in_stacks, tokens, out["kv_cache_capacity_tokens"])
     out["max_concurrency"] = np.where(in_stacks, np.floor(tokens / (prompt + gen)), out["max_concurrency"])
@@ -346,8 +299,8 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
     bound = np.where(attention_on, attention, bound)
     out["breakdown.decode.hbm_bound_s"] = np.where(c["pim_device"] > 0, device, bound)
     checks.append((in_stacks & (kv > capacity), "the KV cache does not fit in the PIM stacks",
-                   lambda i: f"the KV cache does not fit in the PIM stacks: {_at(kv, i) / _GIB:.1f} GiB needed per "
-                             f"device, {_at(capacity, i) / _GIB:.1f} GiB of PIM"))
+                   lambda i: f"the KV cache does not fit in the PIM stacks: {_at(kv, i) / GIB:.1f} GiB needed per "
+                             f"device, {_at(capacity, i) / GIB:.1f} GiB of PIM"))
 
 
 def bottleneck_device(c, out: dict, n: int, shape: tuple | None = None):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.analytical.cost_ops import combine, group_collective, nic_bytes, price
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
-from perfsim.analytical.power import cap_passes
-from perfsim.analytical.rows import value_at as _at
+from perfsim.cost.power import cap_passes
+from perfsim.cost.price import combine, price
+from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import (
     Attention,
@@ -27,8 +27,8 @@ from perfsim.graph.transformer import (
     layer_ops,
     touched_experts,
 )
-
-_GIB = 2.0**30
+from perfsim.plan.rows import value_at as _at
+from perfsim.specs.units import GIB
 
 
 def forward_time(c, p: Pass, layers_scale=1.0):
@@ -70,8 +70,8 @@ def attention_cost(c, p: Pass, layers_scale=1.0):
     Examples
     --------
     >>> import numpy as np
-    >>> from perfsim.columns import build
-    >>> from perfsim.plan import expand
+    >>> from perfsim.plan.columns import build
+    >>> from perfsim.plan.grid import expand
     >>> c = build(expand({"model": "llama2-7b", "hardware": "a100-80gb"}))
     >>> p = Pass(tokens=8.0, seqs=8.0, q_len=1.0, kv_len=1024.0, causal=0.0, logits_tokens=8.0)
     >>> _, parts = forward_time(c, p)
@@ -137,7 +137,7 @@ def estimate_inference(c):
         moved = attention_cost(c, dec_b)
         for key in ("flops", "hbm_bytes"):
             dec[key] = dec[key] - on_host * batches * moved[key]
-    # a power cap lowers each phase's clock (perfsim.analytical.power): no-op without
+    # a power cap lowers each phase's clock (perfsim.cost.power): no-op without
     cap_checks = cap_passes(c, {"prefill": pre, "decode": dec}, devices_per_pass=c["pp"])
     ttft, tpot = pre["total_s"], dec["total_s"]
     steps = np.maximum(gen - 1.0, 0.0)
@@ -169,13 +169,13 @@ def estimate_inference(c):
     mem = {"weights": weights, "gradients": 0.0 * weights, "optimizer": 0.0 * weights, "model_states": weights,
            "activations": activations, "kv_cache": kv, "other": other, "total": total, "capacity": c["capacity_bytes"]}
     for key, value in mem.items():
-        out[f"memory_per_device_gib.{key}"] = value / _GIB
+        out[f"memory_per_device_gib.{key}"] = value / GIB
     out["kv_cache_capacity_tokens"] = tokens_fit
     out["max_concurrency"] = np.floor(tokens_fit / (prompt + gen))
     checks = [(total > usable, "does not fit in device memory",
-               lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, "
-                         f"{_at(usable, i) / _GIB:.1f} GiB usable (gpu_memory_utilization of "
-                         f"{_at(c['capacity_bytes'], i) / _GIB:.1f} GiB)")]
+               lambda i: f"does not fit: {_at(total, i) / GIB:.1f} GiB needed per device, "
+                         f"{_at(usable, i) / GIB:.1f} GiB usable (gpu_memory_utilization of "
+                         f"{_at(c['capacity_bytes'], i) / GIB:.1f} GiB)")]
     checks += cap_checks
     tier_out, tier_checks = offload.tier_results(c, total, tiers)
     out["breakdown.decode.cpu_attention"] = offloaded["breakdown.decode.cpu_attention"]

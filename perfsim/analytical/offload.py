@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.analytical.rows import value_at as _at
 from perfsim.cost.tiers import (
     devices_on_node,
     duration,
@@ -51,8 +50,8 @@ from perfsim.cost.tiers import (
     transfer_time,
 )
 from perfsim.graph.transformer import kv_bytes_per_token
-
-_GIB = 2.0**30
+from perfsim.plan.rows import value_at as _at
+from perfsim.specs.units import GIB
 
 
 def _fractions(c, prefix):
@@ -313,13 +312,13 @@ def tier_results(c, device_total, tiers):
     per_node = devices_on_node(c)
     host_total = sum(host.values())
     nvme_total = sum(nvme.values())
-    out = {"memory_per_tier_gib.gpu": device_total / _GIB,
-           "memory_per_tier_gib.cpu": host_total * per_node / _GIB,
-           "memory_per_tier_gib.nvme": nvme_total * per_node / _GIB}
+    out = {"memory_per_tier_gib.gpu": device_total / GIB,
+           "memory_per_tier_gib.cpu": host_total * per_node / GIB,
+           "memory_per_tier_gib.nvme": nvme_total * per_node / GIB}
     for tier, kinds, total in (("cpu", host, host_total), ("nvme", nvme, nvme_total)):
         for kind, value in kinds.items():
-            out[f"offloaded_per_device_gib.{tier}.{kind}"] = value / _GIB
-        out[f"offloaded_per_device_gib.{tier}.total"] = total / _GIB
+            out[f"offloaded_per_device_gib.{tier}.{kind}"] = value / GIB
+        out[f"offloaded_per_device_gib.{tier}.total"] = total / GIB
     host_node, nvme_node = host_total * per_node, nvme_total * per_node
     uses_host = host_total > 0
     uses_nvme = nvme_total > 0
@@ -332,11 +331,11 @@ def tier_results(c, device_total, tiers):
          "host compute on the cpu tier (optimizer step, attention) needs the host CPU's numbers (node.cpu in the "
          "hardware spec)", None),
         (uses_host & (host_node > cap_host), "cpu tier overflows: host memory is too small",
-         lambda i: f"cpu tier overflows: {_at(host_node, i) / _GIB:.1f} GiB of host memory needed per node, "
-                   f"{_at(cap_host, i) / _GIB:.1f} GiB in node.host_memory_gib"),
+         lambda i: f"cpu tier overflows: {_at(host_node, i) / GIB:.1f} GiB of host memory needed per node, "
+                   f"{_at(cap_host, i) / GIB:.1f} GiB in node.host_memory_gib"),
         (uses_nvme & (cap_nvme > 0) & (nvme_node > cap_nvme), "nvme tier overflows: NVMe capacity is too small",
-         lambda i: f"nvme tier overflows: {_at(nvme_node, i) / _GIB:.1f} GiB of NVMe needed per node, "
-                   f"{_at(cap_nvme, i) / _GIB:.1f} GiB in node.nvme_capacity_gib"),
+         lambda i: f"nvme tier overflows: {_at(nvme_node, i) / GIB:.1f} GiB of NVMe needed per node, "
+                   f"{_at(cap_nvme, i) / GIB:.1f} GiB in node.nvme_capacity_gib"),
     ]
     return out, checks
 

@@ -34,14 +34,15 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.analytical.cost_ops import combine, group_collective, nic_bytes, price
-from perfsim.analytical.power import cap_passes
-from perfsim.analytical.rows import value_at as _at
 from perfsim.cost.collectives import bus_factor
+from perfsim.cost.power import cap_passes
+from perfsim.cost.price import combine, price
+from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
+from perfsim.plan.rows import value_at as _at
+from perfsim.specs.units import GIB
 
-_GIB = 2.0**30
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
 _OPTIMIZER_TRAFFIC = 36.0  # bytes per parameter per Adam step: read+write master, m, v (24), read grad (4+), write weight
 
@@ -67,7 +68,7 @@ def stage_times(c, weights=None):
     Parameters
     ----------
     c : dict
-        Columns of :func:`perfsim.columns.build` (arrays over configurations).
+        Columns of :func:`perfsim.plan.columns.build` (arrays over configurations).
     weights : tuple of arrays, optional
         ``(replicated, experts)`` parameters per device of the stage(s) whose data-parallel
         traffic and optimizer step are priced (:func:`perfsim.graph.params.stage_params_per_device`;
@@ -234,7 +235,7 @@ def estimate_train(c):
     devices = c["num_devices"]
     peak = c["peak_flops"]
     traffic = _step_traffic(c, p, n_micro, R, t["prices"], data_par)
-    # a power cap lowers the clock of the step (perfsim.analytical.power): no-op without
+    # a power cap lowers the clock of the step (perfsim.cost.power): no-op without
     span = _step_span(c, t, step, per_mb, bubble, hardware_flops / devices, traffic)
     cap_checks = cap_passes(c, {"the training step": span})
     step = span["total_s"]
@@ -292,7 +293,7 @@ def estimate_train(c):
            "model_states": weights + grads + optimizer_mem, "activations": activations, "kv_cache": 0.0 * weights,
            "other": other, "total": total, "capacity": c["capacity_bytes"]}
     for key, value in mem.items():
-        out[f"memory_per_device_gib.{key}"] = value / _GIB
+        out[f"memory_per_device_gib.{key}"] = value / GIB
     cap = c["capacity_bytes"]
     checks = [
         (np.abs(n_micro - np.round(n_micro)) > 1e-9, "global_batch is not a multiple of dp x micro_batch",
@@ -301,7 +302,7 @@ def estimate_train(c):
         (n_micro < 1, "fewer sequences than dp x micro_batch", None),
         (np.asarray(seq) % np.asarray(c["cp"]) != 0, "cp does not divide seq_len", None),
         (total > cap, "does not fit in device memory",
-         lambda i: f"does not fit: {_at(total, i) / _GIB:.1f} GiB needed per device, {_at(cap, i) / _GIB:.1f} GiB available"),
+         lambda i: f"does not fit: {_at(total, i) / GIB:.1f} GiB needed per device, {_at(cap, i) / GIB:.1f} GiB available"),
     ]
     tier_out, tier_checks = offload.tier_results(c, total, tiers)
     out.update(tier_out)

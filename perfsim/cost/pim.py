@@ -27,48 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 
-_GIB = 2.0**30
-
-
-def pim_rates(spec) -> dict:
-    """Scalar rates of a spec's PIM block (zeros where the spec has none).
-
-    Returns
-    -------
-    dict
-        ``pim_flops`` (FLOP/s), ``pim_bw`` (B/s in the banks), ``pim_eff``, ``pim_capacity_bytes``,
-        ``pim_link_bw`` (B/s per direction; 0 when PIM is the device's own memory),
-        ``pim_j_per_byte`` (J per byte read in the banks), ``pim_concurrent`` (1 where host memory
-        traffic and PIM commands may overlap by default).
-
-    Examples
-    --------
-    >>> from perfsim.specs.hardware import load_hardware
-    >>> r = pim_rates(load_hardware("npu-pim"))
-    >>> r["pim_flops"] / 1e12, r["pim_bw"] / 1e12, r["pim_link_bw"]
-    (32.768, 32.768, 0.0)
-    """
-    pim = spec.pim
-    if not pim:
-        return {"pim_flops": 0.0, "pim_bw": 0.0, "pim_eff": 1.0, "pim_capacity_bytes": 0.0, "pim_link_bw": 0.0,
-                "pim_j_per_byte": 0.0, "pim_concurrent": 0.0}
-    bw = pim["internal_bandwidth_gb_s"] * 1e9
-    if all(k in pim for k in ("channels", "banks_per_channel", "macs_per_bank", "clock_ghz")):
-        flops = 2.0 * pim["channels"] * pim["banks_per_channel"] * pim["macs_per_bank"] * pim["clock_ghz"] * 1e9
-    else:
-        flops = bw * pim["flops_per_byte"]
-    mode = pim.get("mode", "concurrent" if pim.get("row_buffers", 1) >= 2 else "blocked")
-    return {
-        "pim_flops": flops,
-        "pim_bw": bw,
-        "pim_eff": pim.get("efficiency", 1.0),
-        "pim_capacity_bytes": pim.get("capacity_gib", spec["hbm_capacity_gib"]) * _GIB,
-        "pim_link_bw": pim.get("link_gb_s", 0.0) * 1e9,
-        # a byte read inside a bank; without a figure, a byte read through the memory interface
-        "pim_j_per_byte": pim.get("access_pj_per_byte", spec["memory_pj_per_byte"]) * 1e-12,
-        "pim_concurrent": float(mode == "concurrent"),
-    }
-
 
 def pim_time(flops, bank_bytes, *, pim_flops, pim_bw, pim_eff, launch_s=0.0):
     """Seconds of a GEMV-class op in the banks: ``max(FLOPs / F, bytes / B) / efficiency`` plus

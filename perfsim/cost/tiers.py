@@ -20,7 +20,7 @@ Host compute (attention over a host-resident KV cache, the CPU Adam step) is a r
 node's CPUs: ``max(flops / cpu_tflops, bytes / host memory bandwidth)``, shared by the devices of
 the node whose work it does.
 
-Every function takes the column dict ``c`` (:mod:`perfsim.columns`) and arrays that broadcast.
+Every function takes the column dict ``c`` (:mod:`perfsim.plan.columns`) and arrays that broadcast.
 """
 
 from __future__ import annotations

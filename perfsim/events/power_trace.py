@@ -1,6 +1,6 @@
 """Power over time of a simulated serving cluster: per instance, summed per cluster, windowed.
 
-Every iteration of an instance draws the power :func:`perfsim.analytical.power.device_power`
+Every iteration of an instance draws the power :func:`perfsim.cost.power.device_power`
 gives for its work (the serving summary prices each iteration so); between iterations the
 instance's devices draw ``idle_w``. The cluster's power is the sum over instances, a step
 function of time; at the wall every server adds its host and loses its supplies' share, as
@@ -10,7 +10,7 @@ window (``nvidia-smi``'s ``power.draw`` is the mean over one second on Ampere an
 
 POLCA (Patel et al., ASPLOS'24, "Characterizing Power Management Opportunities for LLMs in the
 Cloud") provisions a row of servers for the peak of such a series rather than for the servers'
-nameplate power; :mod:`perfsim.power_study` searches how many servers fit.
+nameplate power; :mod:`perfsim.explore.oversubscription` searches how many servers fit.
 """
 
 from __future__ import annotations
@@ -103,6 +103,6 @@ def stats(values, instant=None):
 def wall_power(device_w, *, nodes, devices, devices_per_node, idle_w, host_w, psu_efficiency):
     """Servers' power at the wall for ``device_w`` drawn by the ``devices`` in use (arrays):
     the devices, the idle ones a partly filled node leaves, every server's host, over the supplies'
-    efficiency (as :func:`perfsim.analytical.power` counts ``power_w_per_node``)."""
+    efficiency (as :func:`perfsim.cost.power` counts ``power_w_per_node``)."""
     unused = nodes * devices_per_node - devices
     return (np.asarray(device_w, dtype=float) + unused * idle_w + nodes * host_w) / psu_efficiency

@@ -1,10 +1,10 @@
 """Sweeps in chunks: rows ``[start, stop)`` of a design space → one table, on this process or on workers.
 
-A sweep's rows are numbered in cartesian order (:class:`perfsim.plan.Space`); chunk ``k`` holds
+A sweep's rows are numbered in cartesian order (:class:`perfsim.plan.grid.Space`); chunk ``k`` holds
 rows ``[k · chunk_rows, (k + 1) · chunk_rows)``. Each chunk is evaluated by the vectorised core on
 its own (the grid is never laid out whole), so memory is bounded by the chunk, chunks can run on
 other processes or machines (:mod:`perfsim.explore.dask_backend`), and a file sweep can record which
-chunks are done and resume (:mod:`perfsim.sweepio`).
+chunks are done and resume (:mod:`perfsim.explore.files`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from perfsim.core import evaluate_rows
+from perfsim.analytical.evaluate import evaluate_rows
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
-from perfsim.plan import Grid, Space
+from perfsim.plan.grid import Grid, Space
 
 BACKENDS = ("local", "dask")
 DEFAULT_CHUNK_ROWS = 1 << 17  # rows per chunk of a file sweep: about 100 MB of results, 0.6 GB of memory at peak
@@ -114,7 +114,7 @@ def run_chunks(space: Space, bounds, ids, constraints=(), keep_infeasible=False,
     if backend == "dask":
         from perfsim.explore.dask_backend import run_chunks_dask
 
-        yield from run_chunks_dask(space, bounds, ids, constraints, keep_infeasible, scheduler)
+        yield from run_chunks_dask(chunk_frame, space, bounds, ids, constraints, keep_infeasible, scheduler)
         return
     for k in ids:
         start, stop = bounds[k]

@@ -46,14 +46,11 @@ def client_for(scheduler):
         yield client
 
 
-def _chunk(space, start, stop, constraints, keep_infeasible):
-    from perfsim.explore.chunks import chunk_frame
-
-    return chunk_frame(space, start, stop, constraints, keep_infeasible)
-
-
-def run_chunks_dask(space, bounds, ids, constraints, keep_infeasible, scheduler, in_flight_per_worker: int = 2):
-    """Yield ``(id, DataFrame)`` for the chunks ``ids`` as the workers finish them."""
+def run_chunks_dask(evaluate, space, bounds, ids, constraints, keep_infeasible, scheduler,
+                    in_flight_per_worker: int = 2):
+    """Yield ``(id, DataFrame)`` for the chunks ``ids`` as the workers finish them; ``evaluate(space,
+    start, stop, constraints, keep_infeasible)`` (a module-level function the workers can import)
+    evaluates one chunk."""
     distributed = _distributed()
     ids = list(ids)
     with client_for(scheduler) as client:
@@ -68,7 +65,7 @@ def run_chunks_dask(space, bounds, ids, constraints, keep_infeasible, scheduler,
             if k is None:
                 return None
             start, stop = bounds[k]
-            f = client.submit(_chunk, space_future, start, stop, list(constraints), keep_infeasible, pure=False)
+            f = client.submit(evaluate, space_future, start, stop, list(constraints), keep_infeasible, pure=False)
             futures[f] = k
             return f
 

@@ -121,8 +121,8 @@ def optimize_training(model, hardware, num_devices, global_batch, seq_len: int =
     >>> int(plans["tp"].iloc[0] * plans["pp"].iloc[0] * plans["dp"].iloc[0])
     8
     """
-    from perfsim.api import sweep
     from perfsim.explore.pareto import best
+    from perfsim.explore.run import sweep_frame as sweep
 
     for name in ("mode", "dp", "num_devices", "global_batch", "seq_len"):
         if name in fixed:
@@ -176,7 +176,8 @@ def optimize_serving(model, hardware, num_devices, arrival_rate, ttft_slo_s, tpo
         ``throughput_tokens_per_s``, ``energy_j_per_token``, ``feasible``, ``reason``.
         ``attrs["screened"]`` counts the candidates screened, ``attrs["passed"]`` those passing.
     """
-    from perfsim.api import serve, sweep
+    from perfsim.events.serving.scenario import run_scenario as serve
+    from perfsim.explore.run import sweep_frame as sweep
 
     num_devices = _whole(num_devices, "num_devices")
     rate = _positive(arrival_rate, "arrival_rate")

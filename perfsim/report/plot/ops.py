@@ -2,7 +2,7 @@
 
 The op graph (:mod:`perfsim.graph.transformer`) of a plan's prefill and decode passes (inference)
 or of one micro-batch's forward pass (training), each op priced alone by the same cost model as
-the estimate (:func:`perfsim.analytical.cost_ops.price`), so a point's height is the rate the
+the estimate (:func:`perfsim.cost.price.price`), so a point's height is the rate the
 estimate charges for that op, launch overhead included.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfsim.analytical.cost_ops import price
-from perfsim.columns import build
+from perfsim.cost.price import price
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm, Pass, layer_ops, lm_head_ops
-from perfsim.plan import expand
+from perfsim.plan.columns import build
+from perfsim.plan.grid import expand
 
 
 def _passes(c, mode):

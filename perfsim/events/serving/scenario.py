@@ -3,7 +3,7 @@
 The deployment (model, hardware, parallelism, dtypes, runtime) is an ``estimate`` plan of one
 row: its columns drive the cost tables, its memory model gives the KV-cache capacity of an
 instance under ``gpu_memory_utilization``, and its checks decide whether the plan can run at
-all. Power comes from :mod:`perfsim.analytical.power` applied to the work of every simulated
+all. Power comes from :mod:`perfsim.cost.power` applied to the work of every simulated
 iteration (FLOPs, device-memory and fabric bytes from the same cost tables), plus KV-cache
 shipments between disaggregated pools; between iterations a device draws its idle power
 (``idle_w``), the active floor counting only while an iteration runs.
@@ -16,18 +16,19 @@ import os
 
 import numpy as np
 
+from perfsim.analytical.evaluate import evaluate_grid
 from perfsim.analytical.inference import forward_time
-from perfsim.analytical.power import COMPONENTS, device_power, host_floor_w, run_energy
-from perfsim.columns import build
-from perfsim.core import evaluate_grid
+from perfsim.cost.power import COMPONENTS, device_power
+from perfsim.cost.wall import host_floor_w, run_energy
 from perfsim.errors import InputError, unknown
 from perfsim.events import power_trace
-from perfsim.events.iteration_cost import IterationCost, kv_transfer_bytes, kv_transfer_s
-from perfsim.events.serving import BLOCK_TOKENS, KINDS, SCHEDULERS, ServeConfig, blocks_for, simulate
+from perfsim.events.serving.iteration_cost import IterationCost, kv_transfer_bytes, kv_transfer_s
+from perfsim.events.serving.requests import Requests, check_lengths, make_requests
+from perfsim.events.serving.simulator import BLOCK_TOKENS, KINDS, SCHEDULERS, ServeConfig, blocks_for, simulate
 from perfsim.events.trace import write_chrome_trace
-from perfsim.events.workload import Requests, check_lengths, make_requests
 from perfsim.graph.transformer import Pass
-from perfsim.plan import ARGUMENTS, check_value, expand
+from perfsim.plan.columns import build
+from perfsim.plan.grid import ARGUMENTS, check_value, expand
 
 #: serve's own arguments and their defaults
 SERVE_ARGUMENTS = {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical.energy import inference_power, train_power
 from perfsim.analytical.heterogeneous import bottleneck_device, placement_checks
 from perfsim.analytical.inference import estimate_inference
-from perfsim.analytical.power import inference_power, train_power
 from perfsim.analytical.training import estimate_train
-from perfsim.columns import build
 from perfsim.graph.params import total_params
-from perfsim.plan import Axis, Grid, Space, expand
+from perfsim.plan.columns import build
+from perfsim.plan.grid import Axis, Grid, Space, expand
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 
@@ -70,10 +70,10 @@ def evaluate_grid(grid: Grid) -> dict:
 
 
 def evaluate_rows(space: Space, start: int, stop: int) -> tuple[Grid, dict]:
-    """Evaluate rows ``[start, stop)`` of a :class:`~perfsim.plan.Space`; returns ``(grid, outputs)``
+    """Evaluate rows ``[start, stop)`` of a :class:`~perfsim.plan.grid.Space`; returns ``(grid, outputs)``
     for those rows only (what a chunked sweep holds at a time).
 
-    The rows are evaluated in cache-sized boxes of the space (:meth:`~perfsim.plan.Space.boxes`),
+    The rows are evaluated in cache-sized boxes of the space (:meth:`~perfsim.plan.grid.Space.boxes`),
     so a quantity that depends on some axes only is computed once per combination of those.
     """
     grid = space.block(start, stop)
@@ -114,7 +114,7 @@ def _fill(out: dict, seen: dict, n: int) -> dict:
 
 def evaluate_columns(args: dict):
     """Evaluate every combination of ``args`` in one block; returns ``(c, outputs)``: the columns
-    the cost models read (:func:`perfsim.columns.build`) with the outputs, for callers that
+    the cost models read (:func:`perfsim.plan.columns.build`) with the outputs, for callers that
     compose the same costs themselves (the timelines of :mod:`perfsim.events.pipeline`)."""
     grid = expand(args)
     c = build(grid)

@@ -33,15 +33,10 @@ all (``s`` is the full-clock TDP clip, so ``P(1)`` is the uncapped power). ``P``
 (:func:`solve_clock`), per phase: the prefill, a decode step, a training step. A cap at or above
 the uncapped power changes nothing; one below ``P`` at the lowest clock cannot be met.
 
-A server at the wall (what MLPerf Power measures) adds its host — CPUs, memory, NICs, switches,
-storage, fans (``host_w`` at full load; its parts that draw with use, ``cpu_w``, ``nvme_w`` and
-``nic_w``, only for the time the plan keeps them busy: :func:`host_use`) — and idle devices the
-run leaves unused in a partly filled node, all divided by the power supplies' efficiency
-(``psu_efficiency``). ``pue`` (power usage
-effectiveness, facility energy over IT energy; 1 by default) adds the facility's cooling and
-power distribution to ``energy_wall_j`` (``breakdown.energy.facility_j``).
+The servers' host power and wall energy are :mod:`perfsim.cost.wall`; the power and energy of a
+whole run (a request batch, a training step or job) are composed in :mod:`perfsim.analytical.energy`.
 
-Every function takes the column dict ``c`` (:mod:`perfsim.columns`) and result arrays, and
+Every function takes the column dict ``c`` (:mod:`perfsim.plan.columns`) and result arrays, and
 returns arrays of the broadcast shape.
 """
 
@@ -49,13 +44,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.analytical.rows import value_at
-
+from perfsim.plan.rows import value_at
 
 COMPONENTS = ("idle", "active", "matrix", "memory", "link", "vector", "pim")
 
 
-def _per_second(amount, seconds):
+def per_second(amount, seconds):
     """``amount / seconds``: 0 where the span is empty, NaN where it is unknown (infeasible rows)."""
     seconds = np.asarray(seconds, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -225,14 +219,14 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0):
         out.update(vector=0.0, total=total)
         return out
     dynamic = {
-        "matrix": c["matrix_w"] * _per_second(flops, seconds) / c["peak_flops"],
-        "memory": c["memory_j_per_byte"] * _per_second(hbm_bytes, seconds),
-        "link": c["link_j_per_byte"] * _per_second(link_bytes, seconds),
+        "matrix": c["matrix_w"] * per_second(flops, seconds) / c["peak_flops"],
+        "memory": c["memory_j_per_byte"] * per_second(hbm_bytes, seconds),
+        "link": c["link_j_per_byte"] * per_second(link_bytes, seconds),
     }
     has_vector = np.any(np.asarray(vector_ops) > 0)
     if has_vector:
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(np.asarray(vector_ops) > 0, _per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
+            share = np.where(np.asarray(vector_ops) > 0, per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
         share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
         dynamic["vector"] = c.get("vector_w", 0.0) * share
     total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"] + dynamic.get("vector", 0.0)
@@ -325,7 +319,7 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
         parts["active"] = parts["active"] * a
         for key, factor in (("matrix", e), ("vector", e), ("memory", b), ("link", b)):
             parts[key] = parts[key] * factor
-    parts["pim"] = c.get("pim_j_per_byte", 0.0) * _per_second(pim_bytes, seconds) + 0.0 * total
+    parts["pim"] = c.get("pim_j_per_byte", 0.0) * per_second(pim_bytes, seconds) + 0.0 * total
     parts["power_w"] = sum(parts[k] for k in COMPONENTS)
     return parts
 
@@ -388,7 +382,7 @@ def cap_check(c, fits, what):
 def cap_passes(c, passes: dict, devices_per_pass=1.0):
     """Apply ``power_cap_w`` to priced passes in place; returns the infeasibility checks.
 
-    Each pass (a :func:`perfsim.analytical.cost_ops.price` dict of one replica: ``total_s``,
+    Each pass (a :func:`perfsim.cost.price.price` dict of one replica: ``total_s``,
     ``compute_bound_s``, ``flops``, ``hbm_bytes``, ``link_bytes``) runs at its own clock: its
     ``total_s`` becomes the capped length and it gains ``clock_ratio`` and ``throttle_s`` (the time
     the lower clock adds). ``devices_per_pass`` shares a pass's work among the devices that run it
@@ -407,176 +401,3 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0):
         p["clock_ratio"] = clock
         checks.append(cap_check(c, fits, name))
     return checks
-
-
-#: host components that draw with use: (part, spec column)
-HOST_PARTS = (("cpu", "host_cpu_w"), ("nvme", "host_nvme_w"), ("nic", "host_nic_w"))
-
-
-def host_use(c, seconds, used, activity=None):
-    """What one node's host parts that draw with use add over a span, J each: ``cpu``, ``nvme``, ``nic``.
-
-    Each part draws its dynamic power (``cpu_w``, ``nvme_w``, ``nic_w`` of ``node.power``, the
-    step from idle to full load) for the time it is busy: the host CPUs for ``host_cpu_s`` (the node's
-    CPUs computing for the run's devices: the CPU Adam step, attention over a host-resident KV
-    cache), the drives for the node's NVMe bytes at the node's NVMe bandwidth, each NIC for its
-    device's ``nic_bytes`` at its line rate; none longer than the span.
-
-    ``used`` is the devices the run uses on one node; ``activity`` holds ``host_cpu_s`` (node CPU
-    seconds), ``nvme_bytes`` and ``nic_bytes`` (per device) over the span; none: nothing beyond
-    the devices ran.
-    """
-    activity = activity or {}
-
-    def busy(amount, rate):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(np.asarray(amount) > 0, np.minimum(np.divide(amount, rate), seconds), 0.0)
-
-    times = {"cpu": busy(activity.get("host_cpu_s", 0.0), 1.0),
-             "nvme": busy(used * np.asarray(activity.get("nvme_bytes", 0.0)), c["nvme_bw"]),
-             "nic": busy(activity.get("nic_bytes", 0.0), c["scaleout_bw"])}
-    return {part: c[column] * times[part] for part, column in HOST_PARTS}
-
-
-def host_floor_w(c):
-    """One node's host power with its CPUs, drives and NICs idle (W, DC side): ``host_w`` (the
-    host at full load) less the parts that draw with use."""
-    return c["host_w"] - sum(c[column] for _, column in HOST_PARTS)
-
-
-def _wall(c, device_w, seconds, activity=None):
-    """Servers at the wall: ``(power_w_per_node, energy_wall_j, host_j, psu_loss_j, unused_j, use_j)``,
-    ``use_j`` the host parts' energy by part (all nodes)."""
-    devices = c["num_devices"]
-    per_node = c["devices_per_node"]
-    nodes = np.ceil(devices / per_node)
-    used = devices / nodes
-    unused_w = (per_node - used) * c["idle_w"]
-    use_j = host_use(c, seconds, used, activity)
-    host_w = host_floor_w(c) + _per_second(sum(use_j.values()), seconds)
-    dc_w = used * device_w + unused_w + host_w
-    node_w = dc_w / c["psu_efficiency"]
-    span = nodes * seconds
-    return (node_w, node_w * span, host_w * span, (node_w - dc_w) * span, unused_w * span,
-            {part: nodes * j for part, j in use_j.items()})
-
-
-def _energy_keys(c, device_j, device_w, seconds, tokens, parts_j, activity=None):
-    """The CONTRACT keys shared by both modes, plus ``breakdown.energy.*`` (all devices, J)."""
-    devices = c["num_devices"]
-    node_w, wall_j, host_j, psu_j, unused_j, use_j = _wall(c, device_w, seconds, activity)
-    energy = devices * device_j
-    facility_j = (c.get("pue", 1.0) - 1.0) * wall_j
-    out = {
-        "power_w_per_device": device_w,
-        "power_w_per_node": node_w,
-        "energy_j": energy,
-        "energy_wall_j": wall_j + facility_j,
-        "energy_j_per_token": np.divide(energy, tokens, out=np.full(np.broadcast(energy, tokens).shape, np.nan),
-                                        where=tokens > 0),
-    }
-    for name in COMPONENTS:
-        out[f"breakdown.energy.{name}_j"] = devices * parts_j[name]
-    out["breakdown.energy.host_j"] = host_j
-    for part, j in use_j.items():
-        out[f"breakdown.energy.host_{part}_j"] = j + 0.0 * host_j
-    out["breakdown.energy.unused_devices_j"] = unused_j
-    out["breakdown.energy.psu_loss_j"] = psu_j
-    out["breakdown.energy.facility_j"] = facility_j + 0.0 * wall_j
-    return out
-
-
-def run_energy(c, device_j, seconds, tokens, parts_j):
-    """Power and energy keys of a run whose work was counted elsewhere (the serving simulator).
-
-    Parameters
-    ----------
-    c : dict
-        Columns (``num_devices``, ``devices_per_node``, ``idle_w``, ``host_w``, ``psu_efficiency``).
-    device_j : array_like
-        Energy of the mean device over the run, J.
-    seconds : array_like
-        Length of the run, s.
-    tokens : array_like
-        Tokens the energy is shared by (generated tokens in serving).
-    parts_j : dict
-        ``device_j`` by component (``idle``, ``active``, ``matrix``, ``memory``, ``link``), J.
-
-    Returns
-    -------
-    dict
-        ``power_w_per_device``, ``power_w_per_node``, ``energy_j``, ``energy_wall_j``,
-        ``energy_j_per_token`` and ``breakdown.energy.*``, as :func:`inference_power` gives them.
-    """
-    return _energy_keys(c, device_j, _per_second(device_j, seconds), seconds, tokens, parts_j)
-
-
-def _clocked(out, prefix, seconds):
-    """``clock`` and ``full_seconds`` of a capped span of ``seconds`` in ``out`` (none where nothing
-    was capped)."""
-    if prefix + "clock_ratio" not in out:
-        return {}
-    return {"clock": out[prefix + "clock_ratio"], "full_seconds": seconds - out[prefix + "throttle_s"]}
-
-
-def inference_power(c, out):
-    """Power and energy of one inference request batch (prefill, then ``gen_len - 1`` steps).
-
-    Returns the CONTRACT keys ``power_w_per_device``, ``power_w_per_node``, ``energy_j``,
-    ``energy_wall_j``, ``energy_j_per_token`` (per generated token), ``prefill_power_w_per_device``,
-    ``decode_power_w_per_device`` and ``breakdown.energy.*``.
-    """
-    pre_s = out["breakdown.prefill.total_s"]
-    step_s = out["breakdown.decode.total_s"]
-    steps = out["breakdown.decode.steps"]
-    work = ("flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
-    pre, dec = (device_power(c, out[f"breakdown.{phase}.total_s"],
-                             *(out.get(f"breakdown.{phase}.{k}", 0.0) for k in work),
-                             **_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]))
-                for phase in ("prefill", "decode"))
-    decode_s = steps * step_s
-    seconds = pre_s + decode_s
-    parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
-    device_j = pre["power_w"] * pre_s + dec["power_w"] * decode_s
-    device_w = _per_second(device_j, seconds)
-    activity = {"host_cpu_s": steps * out.get("breakdown.decode.host_attention_s", 0.0)}
-    for key in ("nvme_bytes", "nic_bytes"):
-        activity[key] = out.get(f"breakdown.prefill.{key}", 0.0) + steps * out.get(f"breakdown.decode.{key}", 0.0)
-    result = _energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
-    result["prefill_power_w_per_device"] = pre["power_w"]
-    result["decode_power_w_per_device"] = dec["power_w"]
-    prefill_j = c["num_devices"] * pre["power_w"] * pre_s
-    decode_j = c["num_devices"] * dec["power_w"] * decode_s
-    result["breakdown.energy.prefill_j"] = prefill_j
-    result["breakdown.energy.decode_j"] = decode_j
-    # per token of each phase: prompt tokens for the prefill, tokens of the decode steps for the decode
-    result["breakdown.energy.prefill_j_per_token"] = prefill_j / (c["batch"] * c["prompt_len"])
-    decode_tokens = c["batch"] * steps
-    result["breakdown.energy.decode_j_per_token"] = np.divide(
-        decode_j, decode_tokens, out=np.full(np.broadcast(decode_j, decode_tokens).shape, np.nan),
-        where=decode_tokens > 0)
-    return result
-
-
-def train_power(c, out):
-    """Power and energy of one training step, or of the whole job when ``train_tokens`` is given.
-
-    The job is ``train_tokens / tokens_per_s`` seconds of identical steps (``time_to_train_s``);
-    ``energy_j_per_token`` is per trained token.
-    """
-    step_s = out["step_time_s"]
-    parts = device_power(c, step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"],
-                         out["breakdown.train.link_bytes"], **_clocked(out, "breakdown.train.", step_s))
-    job_tokens = c["train_tokens"]
-    given = ~np.isnan(job_tokens)
-    step_tokens = c["global_batch"] * c["seq_len"]
-    seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
-    tokens = np.where(given, job_tokens, step_tokens)
-    parts_j = {k: parts[k] * seconds for k in COMPONENTS}
-    steps = seconds / step_s  # the job's steps (one without train_tokens)
-    activity = {key: steps * out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")}
-    result = _energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j, activity)
-    result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
-    if np.any(given):
-        result["time_to_train_s"] = np.where(given, seconds, np.nan)
-    return result

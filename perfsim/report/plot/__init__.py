@@ -48,12 +48,12 @@ def roofline(hardware, *, dtype: str = "bf16", ops=None, out=None, **plan) -> Fi
         Zoo name, YAML path or what-if dict, as in :func:`perfsim.estimate`.
     ops : pandas.DataFrame or list of dict, optional
         Points to place: ``flops`` and ``bytes`` (and ``time_s``, ``op``, ``phase``), e.g. from
-        :func:`perfsim.plot.ops.op_points`. Default: the ops of ``plan`` when it names a model.
+        :func:`perfsim.report.plot.ops.op_points`. Default: the ops of ``plan`` when it names a model.
     **plan
         A one-row plan (``model``, ``tp``, ``batch``, ...): its ops of one layer are placed at
         their arithmetic intensity and attained rate (prefill and decode, or a training forward).
     """
-    from perfsim.plot.ops import op_points
+    from perfsim.report.plot.ops import op_points
     from perfsim.specs.dtypes import check_dtype
     from perfsim.specs.hardware import split_whatif
 

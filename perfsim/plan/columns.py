@@ -1,4 +1,4 @@
-"""Numeric columns of a :class:`~perfsim.plan.Grid`: model, hardware, runtime and plan as arrays.
+"""Numeric columns of a :class:`~perfsim.plan.grid.Grid`: model, hardware, runtime and plan as arrays.
 
 Columns whose argument has a single value stay scalars and broadcast, so only swept arguments
 cost per-row memory and time.
@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.analytical.heterogeneous import device_columns
-from perfsim.placement import offload_columns
+from perfsim.plan.devices import device_columns
+from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, split_whatif
 from perfsim.specs.model import load_model
 from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_RUNTIME, load_runtime
-
-_GIB = 2.0**30
+from perfsim.specs.units import GIB
 
 # hardware flat field -> column name, scale to SI
 _HW = {
     "compute_units": ("units", 1.0), "gemm_tile_m": ("tile_m", 1.0), "gemm_tile_n": ("tile_n", 1.0),
-    "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", _GIB),
+    "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", GIB),
     "kernel_launch_us": ("device_launch_s", 1e-6), "memory_max": ("memory_max", 1.0),
     "tdp_w": ("tdp_w", 1.0), "idle_w": ("idle_w", 1.0), "devices_per_node": ("devices_per_node", 1.0),
     "package_devices": ("package_devices", 1.0), "package_gb_s": ("package_bw", 1e9),
@@ -30,10 +29,10 @@ _HW = {
     "scaleout_gb_s": ("scaleout_bw", 1e9), "scaleout_efficiency": ("scaleout_eff", 1.0),
     "scaleout_latency_us": ("scaleout_lat_s", 1e-6), "scaleout_ll_latency_us": ("scaleout_ll_s", 1e-6),
     "host_link_gb_s": ("host_link_bw", 1e9), "host_link_efficiency": ("host_link_eff", 1.0),
-    "host_memory_gib": ("host_memory_bytes", _GIB), "nvme_bandwidth_gb_s": ("nvme_bw", 1e9),
+    "host_memory_gib": ("host_memory_bytes", GIB), "nvme_bandwidth_gb_s": ("nvme_bw", 1e9),
     "cpu_tflops": ("cpu_flops", 1e12), "cpu_memory_bandwidth_gb_s": ("cpu_bw", 1e9),
     "cpu_memory_efficiency": ("cpu_mem_eff", 1.0), "nvme_write_bandwidth_gb_s": ("nvme_write_bw", 1e9),
-    "nvme_capacity_gib": ("nvme_capacity_bytes", _GIB), "nvme_direct": ("nvme_direct", 1.0),
+    "nvme_capacity_gib": ("nvme_capacity_bytes", GIB), "nvme_direct": ("nvme_direct", 1.0),
     "active_w": ("active_w", 1.0), "matrix_w": ("matrix_w", 1.0), "memory_pj_per_byte": ("memory_j_per_byte", 1e-12),
     "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),
     "host_cpu_w": ("host_cpu_w", 1.0), "host_nvme_w": ("host_nvme_w", 1.0), "host_nic_w": ("host_nic_w", 1.0),
@@ -42,8 +41,8 @@ _HW = {
 }
 # what-if key -> (column, scale)
 _WHATIF = {
-    "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", _GIB),
-    "host_link_gb_s": ("host_link_bw", 1e9), "host_memory_gib": ("host_memory_bytes", _GIB),
+    "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", GIB),
+    "host_link_gb_s": ("host_link_bw", 1e9), "host_memory_gib": ("host_memory_bytes", GIB),
     "nvme_bandwidth_gb_s": ("nvme_bw", 1e9), "scaleup_gb_s": ("scaleup_bw", 1e9),
     "scaleout_gb_s": ("scaleout_bw", 1e9), "devices_per_node": ("devices_per_node", 1.0), "tdp_w": ("tdp_w", 1.0),
     "peak_tflops": ("peak_flops", 1e12),
@@ -114,7 +113,7 @@ def build(grid) -> dict:
     table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]
     for key in table[0][0]:
         c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
-    # offloading plans: per-tier fraction columns (perfsim.placement)
+    # offloading plans: per-tier fraction columns (perfsim.plan.offload)
     c.update(offload_columns(grid, c["experts"]))
 
     def default_engine(name, mode, where):

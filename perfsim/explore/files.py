@@ -38,6 +38,16 @@ _SECTIONS = ("axes", "fixed", "constraints")
 _MANIFEST = "manifest.json"
 
 
+def _version() -> str:
+    """The installed perfsim's version (recorded with a sweep's output)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("perfsim")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        return "unknown"
+
+
 def _numbers(value, n, key, where):
     if not isinstance(value, list) or len(value) != n or any(
             isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
@@ -109,10 +119,9 @@ def read_spec(spec) -> tuple[dict, list]:
 
 def spec_hash(args: dict, constraints, keep_infeasible: bool, chunk_rows: int, fmt: str) -> str:
     """What a partial run must share with this one to be resumed by it."""
-    from perfsim import __version__
 
     text = json.dumps({"args": args, "constraints": list(constraints), "keep_infeasible": bool(keep_infeasible),
-                       "chunk_rows": chunk_rows, "format": fmt, "version": __version__}, sort_keys=True, default=str)
+                       "chunk_rows": chunk_rows, "format": fmt, "version": _version()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -282,7 +291,7 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
         chunk_bounds,
         run_chunks,
     )
-    from perfsim.plan import space as make_space
+    from perfsim.plan.grid import space as make_space
 
     target = Path(out_path)
     fmt = target.suffix.lower()

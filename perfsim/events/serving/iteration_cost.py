@@ -15,8 +15,8 @@ simulation loop, and array lookups afterwards for the FLOPs and bytes the power 
 
 Under a power cap (``power_cap_w``) each iteration runs at its own clock: the tables also hold
 the compute-bound and memory-bound parts of every term, and the iteration's clock is the one
-:func:`perfsim.analytical.power.span_clock` finds for its work, the compute-bound part
-stretching by the clock (:func:`perfsim.analytical.power.clocked_seconds`), as ``estimate``
+:func:`perfsim.cost.power.span_clock` finds for its work, the compute-bound part
+stretching by the clock (:func:`perfsim.cost.power.clocked_seconds`), as ``estimate``
 prices a capped phase.
 
 A batch of prefill pieces of different lengths is priced as ``n_pre`` causal prompts of the
@@ -33,9 +33,9 @@ from bisect import bisect_right
 
 import numpy as np
 
-from perfsim.analytical.cost_ops import group_collective
 from perfsim.analytical.inference import attention_cost, forward_time
-from perfsim.analytical.power import clocked_seconds, span_clock
+from perfsim.cost.power import clocked_seconds, span_clock
+from perfsim.cost.topology import group_collective
 from perfsim.graph.transformer import Pass, kv_bytes_per_token
 
 WORK = ("flops", "hbm_bytes", "link_bytes")
@@ -103,7 +103,7 @@ class IterationCost:
     Parameters
     ----------
     c : dict
-        Columns of a one-row plan (:func:`perfsim.columns.build`).
+        Columns of a one-row plan (:func:`perfsim.plan.columns.build`).
     max_tokens : int
         Most tokens one iteration runs.
     max_seqs : int
@@ -288,7 +288,7 @@ def kv_transfer_s(c, tokens, *, same_node):
 
     Each device of the prefill instance sends its shard (its KV heads, its pipeline stage's layers)
     to its peer in the decode instance: a point-to-point transfer on the scale-up fabric when both
-    sit in one node, else on the scale-out network (:func:`perfsim.analytical.cost_ops.group_collective`).
+    sit in one node, else on the scale-out network (:func:`perfsim.cost.price.group_collective`).
     """
     size = np.asarray(tokens, dtype=float) * kv_bytes_per_token(c) * c["layers"] / c["pp"]
     stride = 1.0 if same_node else float(np.asarray(c["devices_per_node"]))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.errors import InputError, unknown
-from perfsim.placement import canonical
+from perfsim.plan.offload import canonical
 from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model

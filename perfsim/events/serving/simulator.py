@@ -26,7 +26,7 @@ instance and its first token counts from the arrival of the cache there.
 
 Arrivals are routed to the instance with the fewest outstanding requests (the lowest index on a
 tie). The simulation is a heap of iteration ends and cache arrivals merged with the arrival
-stream; each iteration's time comes from :class:`~perfsim.events.iteration_cost.IterationCost`,
+stream; each iteration's time comes from :class:`~perfsim.events.serving.iteration_cost.IterationCost`,
 so no operation is priced here. Per-request state lives in flat arrays; the running batch is
 kept as aggregates (sequences, summed context, counts per KV-block phase, finish step per
 request), so a decode iteration costs O(1) however large the batch.
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perfsim.events.iteration_cost import chunk_pairs, equivalent_prompt
+from perfsim.events.serving.iteration_cost import chunk_pairs, equivalent_prompt
 
 SCHEDULERS = ("static", "continuous", "chunked-prefill")
 BLOCK_TOKENS = 16  # vLLM's default KV block

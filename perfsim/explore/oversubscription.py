@@ -9,7 +9,7 @@ under the same power, capping the devices' clocks when the row nears its budget.
 :func:`oversubscription` runs the serving simulator (:func:`perfsim.serve`) at a base count of
 servers and at larger counts, each under the base's budget: where the cluster's peak power (the
 largest one-second mean at the wall, :mod:`perfsim.events.power_trace`) passes the budget, it
-caps every device (``power_cap_w``, the DVFS model of :mod:`perfsim.analytical.power`) at the
+caps every device (``power_cap_w``, the DVFS model of :mod:`perfsim.cost.power`) at the
 highest of a list of caps that keeps the peak within it. A count fits when the peak is within
 the budget and p99 TTFT and TPOT meet their objectives. :func:`plot_headroom` draws the curve.
 The caps are searched by bisection over the list, a lower cap never drawing more.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
-from perfsim.analytical.power import host_floor_w
+from perfsim.cost.wall import host_floor_w
 from perfsim.errors import InputError, unknown
 from perfsim.specs.hardware import split_whatif
 
@@ -102,7 +102,7 @@ def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, serv
     >>> [row["servers"] for row in study["curve"]], study["max_servers"] >= 1
     ([1, 2], True)
     """
-    from perfsim.api import serve
+    from perfsim.events.serving.scenario import run_scenario as serve
 
     base = _whole(base_servers, "base_servers")
     if load not in LOADS:

@@ -8,94 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost import npu
-from perfsim.cost.collectives import bus_factor, collective_time
+from perfsim.cost.collectives import bus_factor
 from perfsim.cost.roofline import dequant_time, gemm_time, op_time, tile_efficiency
+from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
-
-
-def _layout(c, ranks, stride):
-    """``(ranks, group, per_node, nodes)`` of a group of ``ranks`` devices placed ``stride`` apart:
-    the group's ranks on one node and the nodes it spans."""
-    ranks = np.asarray(ranks, dtype=float)
-    group = np.maximum(ranks, 1.0)
-    per_node = np.clip(np.floor(c["devices_per_node"] / np.maximum(stride, 1.0)), 1.0, group)
-    return ranks, group, per_node, np.ceil(ranks / per_node)
-
-
-def nic_bytes(c, op, size, ranks, stride=1.0):
-    """Bytes one device of a group sends over its scale-out NIC in one collective (for the power
-    model), laid out as :func:`group_collective` lays it out.
-
-    A group inside a node sends nothing over NICs. Across ``N`` nodes, an all-reduce, all-gather
-    or reduce-scatter moves the nodes' buffer among the nodes (bus volume over ``N`` ranks),
-    carried by the group's ``g`` devices on each node, each on its own NIC: ``busbw factor(N) x
-    size / g`` each (the hierarchical and the node-threaded ring move about the same); an
-    all-to-all sends the off-node peers' shares; a send/receive between nodes sends the buffer.
-
-    >>> c = dict(devices_per_node=8.0)
-    >>> float(nic_bytes(c, "all_reduce", 8e9, 16)), float(nic_bytes(c, "all_reduce", 8e9, 8))
-    (1000000000.0, 0.0)
-    """
-    ranks, group, per_node, nodes = _layout(c, ranks, stride)
-    size = np.asarray(size, dtype=float)
-    if op == "send_recv":
-        sent = size + 0.0 * ranks
-    elif op == "all_to_all":
-        sent = (ranks - per_node) * size / group
-    else:
-        sent = bus_factor(op, np.maximum(nodes, 1.0)) * size / per_node
-    return np.where((nodes > 1) & (size > 0), sent, 0.0)
-
-
-def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
-    """Time of a collective over ``ranks`` devices placed ``stride`` devices apart.
-
-    Ranks are laid out as Megatron-LM orders them: tensor parallel innermost (stride 1), then
-    context, data and pipeline parallel, so a data-parallel group has stride ``tp × cp``. Three
-    levels of fabric: devices of one package (MI250X's two GCDs, ``node.package``), the node's
-    scale-up fabric, and the scale-out network. A group inside a package uses the package link,
-    one inside a node the scale-up fabric. A group spanning nodes runs, as NCCL/RCCL do, either
-    as rings threaded through every node with one channel per NIC (each device's NIC carries
-    its channel's share, the rest of the ring runs on the scale-up fabric; bus bandwidth
-    ``min(g · NIC, g/(g-1) · scale-up)`` for ``g`` group ranks per node) or, for all-reduce,
-    hierarchically (reduce-scatter in the node, a ring or tree all-reduce across nodes on each
-    device's NIC, all-gather in the node); ``auto`` takes the fastest. All-to-all sends each peer its share:
-    off-node shares on the device's NIC while on-node shares use the scale-up fabric.
-    """
-    ranks, group, per_node, nodes = _layout(c, ranks, stride)
-    stride = np.maximum(stride, 1.0)
-    per_package = np.clip(np.floor(c["package_devices"] / stride), 1.0, group)
-    in_package = (ranks <= per_package) & (c["package_bw"] > 0)
-    up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"])
-    up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
-              ll_latency_s=c["scaleup_ll_s"])
-    out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
-               ll_latency_s=c["scaleout_ll_s"])
-    inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], algorithm=algorithm, **up)
-    nic = c["scaleout_bw"] * c["scaleout_eff"]
-    fabric = c["scaleup_bw"] * c["scaleup_eff"]
-    if op == "send_recv":
-        across = collective_time(op, size, ranks, **out)
-    elif op == "all_to_all":
-        share = np.asarray(size, dtype=float) / group
-        across = np.maximum((ranks - per_node) * share / nic, (per_node - 1.0) * share / fabric) \
-            + (ranks - 1.0) * c["scaleout_lat_s"]
-    else:
-        ring_bw = np.minimum(per_node * nic, np.where(per_node > 1, per_node / np.maximum(per_node - 1.0, 1.0) * fabric,
-                                                     np.inf))
-        across = collective_time(op, size, ranks, bandwidth=ring_bw, efficiency=1.0, latency_s=c["scaleout_lat_s"],
-                                 ll_latency_s=c["scaleout_ll_s"], algorithm="ring")
-        if op == "all_reduce" and algorithm != "ring":
-            between = collective_time("all_reduce", size / per_node, nodes, algorithm="tree", **out)
-            if algorithm == "auto":  # across nodes the library picks ring or tree
-                between = np.minimum(between, collective_time("all_reduce", size / per_node, nodes, algorithm="ring",
-                                                              **out))
-            hierarchical = (collective_time("reduce_scatter", size, per_node, algorithm="ring", **up) + between
-                            + collective_time("all_gather", size, per_node, algorithm="ring", **up))
-            across = hierarchical if algorithm == "tree" else np.minimum(across, hierarchical)
-    return np.where(nodes > 1, across, inside)
 
 
 def price(c, ops, *, backward=False, weight_grads=True):
@@ -116,7 +34,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
         output tiles counted whole), ``hbm_bytes`` (device-memory traffic; a collective reads
         what it sends and writes what it receives), ``link_bytes`` (bytes each device sends over
         the fabric, nccl-tests bus-bandwidth volume), ``nic_bytes`` (the part of it sent over the
-        device's scale-out NIC: :func:`nic_bytes`) and ``vector_ops`` (NPU vector engine).
+        device's scale-out NIC: :func:`perfsim.cost.topology.nic_bytes`) and ``vector_ops`` (NPU vector engine).
     """
     out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
                             "ep_communication_s",

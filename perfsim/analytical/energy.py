@@ -1,0 +1,83 @@
+"""Power and energy of a whole run: an inference request batch, a training step or a training job.
+
+Each phase's device power comes from :func:`perfsim.cost.power.device_power` over the work the
+phase did (FLOPs, memory and link bytes); the servers at the wall from :mod:`perfsim.cost.wall`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.cost.power import COMPONENTS, device_power, per_second
+from perfsim.cost.wall import energy_keys
+
+
+def _clocked(out, prefix, seconds):
+    """``clock`` and ``full_seconds`` of a capped span of ``seconds`` in ``out`` (none where nothing
+    was capped)."""
+    if prefix + "clock_ratio" not in out:
+        return {}
+    return {"clock": out[prefix + "clock_ratio"], "full_seconds": seconds - out[prefix + "throttle_s"]}
+
+
+def inference_power(c, out):
+    """Power and energy of one inference request batch (prefill, then ``gen_len - 1`` steps).
+
+    Returns the CONTRACT keys ``power_w_per_device``, ``power_w_per_node``, ``energy_j``,
+    ``energy_wall_j``, ``energy_j_per_token`` (per generated token), ``prefill_power_w_per_device``,
+    ``decode_power_w_per_device`` and ``breakdown.energy.*``.
+    """
+    pre_s = out["breakdown.prefill.total_s"]
+    step_s = out["breakdown.decode.total_s"]
+    steps = out["breakdown.decode.steps"]
+    work = ("flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
+    pre, dec = (device_power(c, out[f"breakdown.{phase}.total_s"],
+                             *(out.get(f"breakdown.{phase}.{k}", 0.0) for k in work),
+                             **_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]))
+                for phase in ("prefill", "decode"))
+    decode_s = steps * step_s
+    seconds = pre_s + decode_s
+    parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
+    device_j = pre["power_w"] * pre_s + dec["power_w"] * decode_s
+    device_w = per_second(device_j, seconds)
+    activity = {"host_cpu_s": steps * out.get("breakdown.decode.host_attention_s", 0.0)}
+    for key in ("nvme_bytes", "nic_bytes"):
+        activity[key] = out.get(f"breakdown.prefill.{key}", 0.0) + steps * out.get(f"breakdown.decode.{key}", 0.0)
+    result = energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
+    result["prefill_power_w_per_device"] = pre["power_w"]
+    result["decode_power_w_per_device"] = dec["power_w"]
+    prefill_j = c["num_devices"] * pre["power_w"] * pre_s
+    decode_j = c["num_devices"] * dec["power_w"] * decode_s
+    result["breakdown.energy.prefill_j"] = prefill_j
+    result["breakdown.energy.decode_j"] = decode_j
+    # per token of each phase: prompt tokens for the prefill, tokens of the decode steps for the decode
+    result["breakdown.energy.prefill_j_per_token"] = prefill_j / (c["batch"] * c["prompt_len"])
+    decode_tokens = c["batch"] * steps
+    result["breakdown.energy.decode_j_per_token"] = np.divide(
+        decode_j, decode_tokens, out=np.full(np.broadcast(decode_j, decode_tokens).shape, np.nan),
+        where=decode_tokens > 0)
+    return result
+
+
+def train_power(c, out):
+    """Power and energy of one training step, or of the whole job when ``train_tokens`` is given.
+
+    The job is ``train_tokens / tokens_per_s`` seconds of identical steps (``time_to_train_s``);
+    ``energy_j_per_token`` is per trained token.
+    """
+    step_s = out["step_time_s"]
+    parts = device_power(c, step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"],
+                         out["breakdown.train.link_bytes"], **_clocked(out, "breakdown.train.", step_s))
+    job_tokens = c["train_tokens"]
+    given = ~np.isnan(job_tokens)
+    step_tokens = c["global_batch"] * c["seq_len"]
+    seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
+    tokens = np.where(given, job_tokens, step_tokens)
+    parts_j = {k: parts[k] * seconds for k in COMPONENTS}
+    steps = seconds / step_s  # the job's steps (one without train_tokens)
+    activity = {key: steps * out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")}
+    result = energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j, activity)
+    result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
+    if np.any(given):
+        result["time_to_train_s"] = np.where(given, seconds, np.nan)
+    return result
