@@ -7,7 +7,9 @@ that makes no sense: an unknown name, a malformed file, a negative size.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
+from numbers import Real
 
 _LIST_UP_TO = 12  # a short list of accepted values is spelled out when nothing is close
 
@@ -72,3 +74,20 @@ def close_matches(value, choices: Iterable[str] | None, n: int = 3) -> list[str]
 def unknown(kind: str, value, choices, **where) -> InputError:
     """An :class:`InputError` for an unknown name of ``kind``."""
     return InputError(f"unknown {kind} {value!r}", value=value, choices=sorted(choices), **where)
+
+
+def check_whole(value, field: str, minimum: int = 1) -> int:
+    """``value`` as an int: a finite whole number (``3`` or ``3.0``, not ``True``) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)) \
+            or float(value) != int(value):
+        raise InputError(f"expected a whole number, got {value!r}", field=field)
+    if value < minimum:
+        raise InputError(f"must be at least {minimum}, got {value!r}", field=field)
+    return int(value)
+
+
+def check_positive(value, field: str) -> float:
+    """``value`` as a float: a finite number above 0 (not ``True``)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < float(value) < math.inf:
+        raise InputError(f"expected a positive number, got {value!r}", field=field)
+    return float(value)

@@ -51,7 +51,15 @@ from perfsim.cost import npu
 from perfsim.cost.pim import link_time, pim_time
 from perfsim.cost.price import combine, price
 from perfsim.graph.params import layer_counts
-from perfsim.graph.transformer import Attention, Gemm, Pass, head_ops, kv_bytes_per_token, layer_ops
+from perfsim.graph.transformer import (
+    Attention,
+    Gemm,
+    Pass,
+    head_ops,
+    kv_bytes_per_device_token,
+    kv_bytes_per_token,
+    layer_ops,
+)
 from perfsim.plan.devices import KIND_NAMES
 from perfsim.plan.rows import value_at as _at
 from perfsim.specs.units import GIB
@@ -278,7 +286,7 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
     for name, key in (("main", "host_busy_s"), ("pim", "pim_s"), ("pim_link", "pim_link_s")):
         out[f"breakdown.busy_s.{name}"] = pre[key] + steps * dec[key]
     # KV cache in PIM stacks
-    kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    kv_token = kv_bytes_per_device_token(c)
     in_stacks = host_kv_share(c) == 0
     kv = seqs * (prompt + gen) * kv_token
     capacity = c["pim_capacity_bytes"]

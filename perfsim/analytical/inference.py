@@ -23,7 +23,7 @@ from perfsim.graph.transformer import (
     attention_ops,
     expert_group_scale,
     head_ops,
-    kv_bytes_per_token,
+    kv_bytes_per_device_token,
     layer_ops,
     touched_experts,
 )
@@ -110,7 +110,7 @@ def estimate_inference(c):
     # weight bytes on the busiest device (its share of the layers plus embedding/head), experts among them
     replicated, expert_params = stage_params_per_device(c)
     weights, experts = (replicated + expert_params) * c["w_bytes"], expert_params * c["w_bytes"]
-    kv_token = kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    kv_token = kv_bytes_per_device_token(c)
     working = _working_set_per_seq(c, prompt)
     # an offloaded block runs as GPU batches one after another (perfsim.analytical.offload)
     batches = offload.gpu_batches(c, seqs, weights=weights, experts=experts, working_set=working,
@@ -202,5 +202,5 @@ def _hbm_bound(c, seqs, context):
     once at full HBM bandwidth."""
     replicated, experts = _touched_params(c, seqs)
     weights = (replicated + experts) * c["w_bytes"]
-    kv = seqs * context * kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    kv = seqs * context * kv_bytes_per_device_token(c)
     return (weights + kv) / c["hbm_bw"]

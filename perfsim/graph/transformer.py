@@ -95,6 +95,11 @@ def kv_bytes_per_token(c):
     return np.where(c["kv_lora"] > 0, latent, standard) * c["kv_bytes"]
 
 
+def kv_bytes_per_device_token(c):
+    """KV-cache bytes one device holds per cached token: every layer of its pipeline stage."""
+    return kv_bytes_per_token(c) * c["layers"] / c["pp"]
+
+
 def attention_ops(c, p: Pass):
     """Projections and attention core of one layer."""
     tp, h, hd = c["tp"], c["hidden"], c["head_dim"]

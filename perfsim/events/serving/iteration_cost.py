@@ -36,7 +36,7 @@ import numpy as np
 from perfsim.analytical.inference import attention_cost, forward_time
 from perfsim.cost.power import clocked_seconds, span_clock
 from perfsim.cost.topology import group_collective
-from perfsim.graph.transformer import Pass, kv_bytes_per_token
+from perfsim.graph.transformer import Pass, kv_bytes_per_device_token
 
 WORK = ("flops", "hbm_bytes", "link_bytes")
 #: parts of an iteration the power-cap model reads: how it stretches with the clock, and its work
@@ -290,11 +290,11 @@ def kv_transfer_s(c, tokens, *, same_node):
     to its peer in the decode instance: a point-to-point transfer on the scale-up fabric when both
     sit in one node, else on the scale-out network (:func:`perfsim.cost.price.group_collective`).
     """
-    size = np.asarray(tokens, dtype=float) * kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    size = np.asarray(tokens, dtype=float) * kv_bytes_per_device_token(c)
     stride = 1.0 if same_node else float(np.asarray(c["devices_per_node"]))
     return group_collective(c, "send_recv", size, 2.0, stride=stride)
 
 
 def kv_transfer_bytes(c, tokens):
     """Bytes one device sends to ship the KV cache of ``tokens`` tokens."""
-    return np.asarray(tokens, dtype=float) * kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    return np.asarray(tokens, dtype=float) * kv_bytes_per_device_token(c)

@@ -20,7 +20,7 @@ from perfsim.analytical.evaluate import evaluate_grid
 from perfsim.analytical.inference import forward_time
 from perfsim.cost.power import COMPONENTS, device_power
 from perfsim.cost.wall import host_floor_w, run_energy
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_positive, check_whole, unknown
 from perfsim.events import power_trace
 from perfsim.events.serving.iteration_cost import IterationCost, kv_transfer_bytes, kv_transfer_s
 from perfsim.events.serving.requests import Requests, check_lengths, make_requests
@@ -50,22 +50,6 @@ _NOT_FOR_SERVE = {
 }
 TRACE_ITERATIONS = 200_000  # iterations written to a Chrome trace at most
 _PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
-
-
-def _whole(value, field, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or float(value) != int(value):
-        raise InputError(f"expected a whole number, got {value!r}", field=field)
-    if value < minimum:
-        raise InputError(f"must be at least {minimum}, got {value!r}", field=field)
-    return int(value)
-
-
-def _positive(value, field):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0 < float(value) < math.inf:
-        raise InputError(f"expected a positive number, got {value!r}", field=field)
-    return float(value)
 
 
 def parse_disaggregate(value):
@@ -118,13 +102,13 @@ def check_scenario(scenario: dict):
     if o["scheduler"] not in SCHEDULERS:
         raise unknown("scheduler", o["scheduler"], SCHEDULERS, field="scheduler")
     for name in ("max_batch", "chunk_size", "max_prefill_tokens"):
-        o[name] = _whole(o[name], name, 1)
-    o["seed"] = _whole(o["seed"], "seed", 0)
+        o[name] = check_whole(o[name], name, 1)
+    o["seed"] = check_whole(o["seed"], "seed", 0)
     if o["num_requests"] is not None:
-        o["num_requests"] = _whole(o["num_requests"], "num_requests", 1)
+        o["num_requests"] = check_whole(o["num_requests"], "num_requests", 1)
     for name in ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "power_window_s"):
         if o[name] is not None:
-            o[name] = _positive(o[name], name)
+            o[name] = check_positive(o[name], name)
     if not isinstance(o["power_trace"], (bool, np.bool_)):
         raise InputError(f"expected true or false, got {o['power_trace']!r}", field="power_trace")
     if o["trace"] is not None:
