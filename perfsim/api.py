@@ -19,8 +19,8 @@ from perfsim.cost.topology import group_collective
 from perfsim.errors import InputError, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
+from perfsim.plan.arguments import ARGUMENTS, Schedule
 from perfsim.plan.columns import hardware_columns
-from perfsim.plan.grid import ARGUMENTS, SCHEDULES
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 
@@ -169,7 +169,7 @@ def _cap_stretch(out) -> float:
 def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0) -> dict:
     """The timeline of a one-row column set ``c`` whose closed-form results are ``closed``; a power
     cap stretches every pass by ``stretch`` (:func:`_cap_stretch`)."""
-    schedule = SCHEDULES[int(c["schedule"])]
+    schedule = Schedule(int(c["schedule"])).label
     result = {"feasible": closed["feasible"], "reason": closed["reason"], "schedule": schedule, "simulated": False,
               "step_time_s": None, "closed_form_step_time_s": closed["step_time_s"], "bubble_fraction": None,
               "per_stage": None, "breakdown": None, "trace_out": None}

@@ -9,6 +9,7 @@ from perfsim.analytical.heterogeneous import bottleneck_device, placement_checks
 from perfsim.analytical.inference import estimate_inference
 from perfsim.analytical.training import estimate_train
 from perfsim.graph.params import total_params
+from perfsim.plan.arguments import Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 
@@ -36,7 +37,7 @@ def _plan_checks(c):
          "zero_shard_size does not divide dp x cp", None),
         ((c["pim_args"] > 0) & (c["has_pim"] == 0), "pim_mode and sub_batches need a system with PIM memory", None),
         *placement_checks(c),
-        ((c["schedule"] == 2) & (np.asarray(c["layers"]) % np.asarray(pp * c["virtual_stages"]) != 0),
+        ((c["schedule"] == Schedule.INTERLEAVED) & (np.asarray(c["layers"]) % np.asarray(pp * c["virtual_stages"]) != 0),
          "pp x virtual_stages does not divide the layers", None),
     ]
 

@@ -40,6 +40,7 @@ from perfsim.cost.price import combine, price
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
+from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.rows import value_at as _at
 from perfsim.specs.units import GIB
 
@@ -122,7 +123,7 @@ def stage_times(c, weights=None):
             out[key] = out[key] + value
     sac = c["sac_matmuls"]
     selective = np.where(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
-    out["recompute_s"] = np.where(c["recompute"] == 2, f_layers["total_s"], np.where(c["recompute"] == 1, selective, 0.0))
+    out["recompute_s"] = np.where(c["recompute"] == Recompute.FULL, f_layers["total_s"], np.where(c["recompute"] == Recompute.SELECTIVE, selective, 0.0))
     out["n_micro"] = c["global_batch"] / (dp * mb)
     out["handoff_s"] = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
                                         stride=c["tp"] * cp * dp) * np.where(pp > 1, 1.0, 0.0)
@@ -161,7 +162,7 @@ def _pipeline(t, c):
     b_input = B + R - W  # the backward's critical part when weight gradients are deferred
     short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
     bubble = np.select(
-        [sched == 2, sched == 3, sched == 4],
+        [sched == Schedule.INTERLEAVED, sched == Schedule.ZERO_BUBBLE, sched == Schedule.DUALPIPE],
         [((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
          (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
          + short * np.minimum(np.minimum(W, F), b_input),
@@ -170,7 +171,7 @@ def _pipeline(t, c):
     # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
     # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
     # model's last stage (LM head and loss) paces that state and the others' slack hides them
-    handoffs = np.where((sched == 2) & (v > 1), pp * v - 1.0, pp - 1.0)
+    handoffs = np.where((sched == Schedule.INTERLEAVED) & (v > 1), pp * v - 1.0, pp - 1.0)
     return bubble, handoffs
 
 
@@ -229,8 +230,8 @@ def estimate_train(c):
     layer_fwd_tok = fwd_tok - 2.0 * c["vocab"] * c["hidden"]
     sac = c["sac_matmuls"]
     selective_flops = np.where(sac > 0, sac * (layer_fwd_tok - attn_flops_tok), attn_flops_tok)
-    recompute_flops = tokens * np.where(c["recompute"] == 2, layer_fwd_tok,
-                                        np.where(c["recompute"] == 1, selective_flops, 0.0))
+    recompute_flops = tokens * np.where(c["recompute"] == Recompute.FULL, layer_fwd_tok,
+                                        np.where(c["recompute"] == Recompute.SELECTIVE, selective_flops, 0.0))
     hardware_flops = model_flops + recompute_flops
     devices = c["num_devices"]
     peak = c["peak_flops"]
@@ -242,7 +243,7 @@ def estimate_train(c):
 
     def comm(key):  # per micro-batch: forward, backward and the recomputed forward
         return (f_layers[key] + b_layers[key] + f_embed[key] + f_head[key] + b_embed[key] + b_head[key]
-                + np.where(c["recompute"] == 2, f_layers[key], 0.0))
+                + np.where(c["recompute"] == Recompute.FULL, f_layers[key], 0.0))
 
     out = {
         "step_time_s": step,
@@ -448,18 +449,18 @@ def _activation_bytes(c, n_micro):
     ffn = np.where(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] * capacity_scale(c) + c["shared_experts"]), c["ffn"])
     split = ((heads + 2.0 * kv) * hd + heads * hd) * a + (2.0 + c["gated"]) * ffn * a
     scores = (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))
-    scores = np.where(c["recompute"] >= 1, 0.0, scores)
+    scores = np.where(c["recompute"] >= Recompute.SELECTIVE, 0.0, scores)
     per_token = replicated / np.where(c["sp"] > 0, t, 1.0) + (split + scores) / t
     full = 2.0 * h / np.where(c["sp"] > 0, t, 1.0)
-    per_token = np.where(c["recompute"] == 2, full, per_token)
+    per_token = np.where(c["recompute"] == Recompute.FULL, full, per_token)
     tokens = c["micro_batch"] * s
     per_layer = tokens * per_token
     pp, v = c["pp"], c["virtual_stages"]
     layers_stage = c["layers"] / pp
-    in_flight = np.where(c["schedule"] == 0, n_micro, np.minimum(n_micro, pp))
-    factor = np.where(c["schedule"] == 2, 1.0 + (pp - 1.0) / (pp * v), 1.0)
+    in_flight = np.where(c["schedule"] == Schedule.GPIPE, n_micro, np.minimum(n_micro, pp))
+    factor = np.where(c["schedule"] == Schedule.INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
     held = layers_stage * in_flight * factor * per_layer
     # full recompute re-materialises one layer's activations during its backward
-    working = np.where(c["recompute"] == 2, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
+    working = np.where(c["recompute"] == Recompute.FULL, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
     logits = tokens * c["vocab"] / t * 4.0 * np.where(pp > 1, 0.0, 1.0)
     return held + working + logits

@@ -39,6 +39,7 @@ import numpy as np
 from perfsim.analytical.training import stage_times
 from perfsim.events.engine import Engine
 from perfsim.graph.params import stage_params_per_device
+from perfsim.plan.arguments import Schedule
 
 SIMULATED = ("gpipe", "1f1b", "interleaved", "zero-bubble")
 #: where the embedding and the LM head run: ``ends`` puts the embedding on the first stage and
@@ -90,7 +91,7 @@ def stage_costs(c, stages: str = "ends"):
     if stages not in STAGE_COSTS:
         raise ValueError(f"stages must be one of {STAGE_COSTS}, got {stages!r}")
     pp = int(_scalar(c["pp"]))
-    v = int(_scalar(c["virtual_stages"])) if _scalar(c["schedule"]) == 2 else 1
+    v = int(_scalar(c["virtual_stages"])) if _scalar(c["schedule"]) == Schedule.INTERLEAVED else 1
     stage = np.arange(pp)
     t = stage_times(c, stage_params_per_device(c, stage))
     first = (stage == 0)[:, None] & (np.arange(v) == 0)[None, :]

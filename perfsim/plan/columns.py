@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
 from perfsim.plan.devices import device_columns
 from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
-from perfsim.specs.hardware import FAMILIES, split_whatif
+from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model
 from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_RUNTIME, load_runtime
 from perfsim.specs.units import GIB
@@ -39,14 +40,8 @@ _HW = {
     "psu_efficiency": ("psu_efficiency", 1.0), "voltage_floor": ("voltage_floor", 1.0),
     "clock_ghz": ("clock_ghz", 1.0), "min_clock_ghz": ("min_clock_ghz", 1.0),
 }
-# what-if key -> (column, scale)
-_WHATIF = {
-    "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", GIB),
-    "host_link_gb_s": ("host_link_bw", 1e9), "host_memory_gib": ("host_memory_bytes", GIB),
-    "nvme_bandwidth_gb_s": ("nvme_bw", 1e9), "scaleup_gb_s": ("scaleup_bw", 1e9),
-    "scaleout_gb_s": ("scaleout_bw", 1e9), "devices_per_node": ("devices_per_node", 1.0), "tdp_w": ("tdp_w", 1.0),
-    "peak_tflops": ("peak_flops", 1e12),
-}
+# what-if key (specs.hardware.WHATIF_KEYS) -> (column, scale): the column of the flat field it overrides
+_WHATIF = {key: _HW[field] if field in _HW else ("peak_flops", 1e12) for key, field in WHATIF_KEYS.items()}
 
 
 def hardware_columns(spec, overrides=None) -> dict:
@@ -151,11 +146,10 @@ def build(grid) -> dict:
     c["micro_batch"] = np.where(np.isnan(c["gpu_batch"]), 1.0, c["gpu_batch"])
     c["sp"] = grid.gather("sp", [float(v) for v in grid.values("sp")])
     c["gpu_memory_utilization"] = grid.gather("gpu_memory_utilization", grid.values("gpu_memory_utilization"))
-    c["train"] = grid.gather("mode", [1.0 if m == "train" else 0.0 for m in modes])
-    c["recompute"] = grid.gather("recompute", [("none", "selective", "full").index(r) for r in grid.values("recompute")])
-    c["schedule"] = grid.gather("schedule", [("gpipe", "1f1b", "interleaved", "zero-bubble", "dualpipe").index(s)
-                                             for s in grid.values("schedule")])
-    c["lora"] = grid.gather("finetune", [1.0 if f == "lora" else 0.0 for f in grid.values("finetune")])
+    c["train"] = grid.gather("mode", [Mode.of(m) for m in modes])
+    c["recompute"] = grid.gather("recompute", [Recompute.of(r) for r in grid.values("recompute")])
+    c["schedule"] = grid.gather("schedule", [Schedule.of(s) for s in grid.values("schedule")])
+    c["lora"] = grid.gather("finetune", [Finetune.of(f) for f in grid.values("finetune")])
     act = grid.gather("dtype", [DTYPE_BYTES[d] for d in dtypes])
     # tensor cores take fp8/int8/fp4 inputs, activations between kernels stay 16-bit
     c["act_bytes"] = np.maximum(act, 2.0)

@@ -61,10 +61,6 @@ class ModelSpec:
     def is_moe(self) -> bool:
         return self.fields["num_local_experts"] > 0
 
-    @property
-    def is_mla(self) -> bool:
-        return self.fields["kv_lora_rank"] > 0
-
     def columns(self) -> dict[str, float]:
         """Numbers the op graph reads (see :mod:`perfsim.graph.transformer`)."""
         f = self.fields
