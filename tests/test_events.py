@@ -134,7 +134,7 @@ def test_end_stages_make_the_step_longer():
     assert ends["step_time_s"] <= ends["closed_form_step_time_s"]  # the closed form charges every stage the head
 
 
-@pytest.mark.parametrize("runtime, zero, schedule", [("megatron", 0, "1f1b"), ("megatron", 1, "interleaved"),
+@pytest.mark.parametrize("runtime, zero, schedule", [("megatron-2021", 0, "1f1b"), ("megatron-2021", 1, "interleaved"),
                                                      ("nemo", 0, "1f1b"), ("nemo", 1, "interleaved"),
                                                      ("deepspeed", 2, "1f1b"), ("torchtitan", 3, "zero-bubble")])
 def test_data_parallel_overlap(runtime, zero, schedule):
@@ -145,7 +145,7 @@ def test_data_parallel_overlap(runtime, zero, schedule):
     unhidden = closed["dp_communication_s"]
     exposed = r["breakdown"]["dp_exposed_s"]
     assert unhidden > 0 and 0.0 <= exposed <= unhidden * (1 + 1e-9)
-    if runtime == "megatron":  # no overlap: the whole sync waits after the first stage's last backward
+    if runtime == "megatron-2021":  # no overlap: the whole sync waits after the first stage's last backward
         assert exposed == pytest.approx(unhidden, rel=1e-4)  # its embedding is a little smaller than the LM head
     if runtime == "nemo":  # buckets leave during the last backward; the other stages' drain hides more
         assert exposed < unhidden and exposed <= closed["dp_exposed_s"] * (1 + 1e-9)

@@ -44,6 +44,10 @@ _HW = {
 _WHATIF = {key: _HW[field] if field in _HW else ("peak_flops", 1e12) for key, field in WHATIF_KEYS.items()}
 
 
+#: architecture families without FlashAttention-2 kernels (pre-Ampere GPUs)
+_NO_FLASH = ("volta", "turing")
+
+
 def hardware_columns(spec, overrides=None) -> dict:
     """Scalar cost-model columns of one hardware spec, what-if overrides applied."""
     values = {field: spec.values[field] * scale for field, (_, scale) in _HW.items() if field in spec.values}
@@ -132,6 +136,13 @@ def build(grid) -> dict:
         if any(s.family == name for s in specs):
             attention_eff = np.where(family == i, c[f"attention_eff_{name}"], attention_eff)
     c["attention_eff"] = attention_eff
+    # FlashAttention-2 needs Ampere or later (its README: sm80+; FlashAttention-3 sm90): on an older
+    # GPU the stack runs attention as batched GEMMs with the scores in memory, at the GEMM ceiling
+    # (the eager kernels of runtimes/megatron-2021.yaml)
+    no_flash = grid.gather("hardware", [float(s.family in _NO_FLASH) for s in specs]) > 0
+    if np.any(no_flash):
+        c["attention_eff"] = np.where(no_flash & (c["flash"] > 0), 1.0, c["attention_eff"])
+        c["flash"] = np.where(no_flash, 0.0, c["flash"])
     zeros = grid.values("zero")
     given = grid.gather("zero", [np.nan if z is None else float(z) for z in zeros]) if zeros != [None] else np.nan
     c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default
