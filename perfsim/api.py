@@ -19,8 +19,9 @@ from perfsim.cost.topology import group_collective
 from perfsim.errors import InputError, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
-from perfsim.plan.arguments import ARGUMENTS, Schedule
-from perfsim.plan.columns import hardware_columns
+from perfsim.graph.params import balanced_split
+from perfsim.plan.arguments import ARGUMENTS, Recompute, Schedule
+from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 
@@ -51,7 +52,8 @@ def _plain(value):
 
 def _one_row(plan: dict, function: str):
     for name, value in plan.items():
-        if isinstance(value, list) and name != "place":
+        if isinstance(value, list) and name != "place" \
+                and not (name == "pp_layers" and not any(isinstance(v, list) for v in value)):
             raise InputError(f"{function} takes one value per argument; use sweep for lists", field=name)
         if name == "hardware" and isinstance(value, dict) and any(isinstance(v, list) for v in value.values()):
             raise InputError(f"{function} takes one value per what-if key; use sweep for lists", field=name)
@@ -91,11 +93,13 @@ def estimate(trace_out=None, **plan) -> dict:
                              field="trace_out")
         check_path(trace_out)
         c, out = evaluate_columns(plan)
-    flat = {k: _plain(v[0]) for k, v in out.items()}
+    flat = {k: _plain(v[0]) for k, v in out.items() if not k.startswith("plan.")}
     flat["mode"] = plan.get("mode", "inference")
     result = _nest(flat)
+    result["plan"] = resolved_plan(plan, out)
     if trace_out is not None:
-        step = _timeline(c, result, "ends", trace_out, _cap_stretch(out))
+        step = _timeline(_resolved_columns(c, out), result, "ends", trace_out, _cap_stretch(out),
+                         plan.get("pp_layers"))
         result["timeline"] = {k: step[k] for k in ("simulated", "step_time_s", "bubble_fraction", "breakdown",
                                                    "trace_out")}
     return result
@@ -147,7 +151,42 @@ def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
         check_path(trace_out)
     c, out = evaluate_columns(plan)
     closed = {k: _plain(out[k][0]) for k in ("feasible", "reason", "step_time_s")}
-    return _timeline(c, closed, stages, trace_out, _cap_stretch(out))
+    return _timeline(_resolved_columns(c, out), closed, stages, trace_out, _cap_stretch(out), plan.get("pp_layers"))
+
+
+def _resolved_columns(c: dict, out: dict) -> dict:
+    """Columns with the choices the estimate made (``recompute: auto``) in place of ``auto``."""
+    if "plan.recompute" not in out or np.isnan(out["plan.recompute"][0]):
+        return c
+    return dict(c, recompute=np.asarray(out["plan.recompute"], dtype=float))
+
+
+def resolved_plan(plan: dict, out: dict) -> dict:
+    """Every argument as one estimate row resolved it: defaults filled in, ``auto`` choices made,
+    the engine that ran, the layers of each pipeline stage."""
+    resolved = {}
+    for name, (_, default) in ARGUMENTS.items():
+        value = plan.get(name, default)
+        resolved[name] = list(value) if isinstance(value, tuple) else value
+    mode = resolved["mode"]
+    for name in ("num_devices", "dp"):
+        resolved[name] = int(round(float(out[name][0])))
+    if "plan.recompute" in out and not np.isnan(out["plan.recompute"][0]):
+        resolved["recompute"] = Recompute(int(out["plan.recompute"][0])).label
+    resolved["zero"] = int(out["plan.zero"][0])
+    resolved["runtime"] = engine_name(mode, plan.get("runtime"), float(out["plan.default_engine"][0]))
+    if mode == "train":
+        resolved["global_batch"] = int(round(float(out["plan.global_batch"][0])))
+        resolved["micro_batch"] = int(round(float(out["plan.micro_batch"][0])))
+    if resolved["pp_layers"] is None:
+        layers = int(round(float(out["plan.layers"][0])))
+        resolved["pp_layers"] = balanced_split(layers, resolved["pp"]) if resolved["pp"] <= layers else None
+    drop = (("batch", "prompt_len", "gen_len", "gpu_memory_utilization") if mode == "train" else
+            ("seq_len", "global_batch", "recompute", "schedule", "virtual_stages", "zero_shard_size", "finetune",
+             "lora_rank", "train_tokens", "offload_optimizer", "offload_grads"))
+    for name in drop:
+        resolved.pop(name)
+    return resolved
 
 
 def _cap_stretch(out) -> float:
@@ -166,9 +205,10 @@ def _cap_stretch(out) -> float:
     return 1.0 + added / busy if busy > 0 and np.isfinite(added) else 1.0
 
 
-def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0) -> dict:
+def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0, pp_layers=None) -> dict:
     """The timeline of a one-row column set ``c`` whose closed-form results are ``closed``; a power
-    cap stretches every pass by ``stretch`` (:func:`_cap_stretch`)."""
+    cap stretches every pass by ``stretch`` (:func:`_cap_stretch`); ``pp_layers`` the layers per stage
+    (default: balanced)."""
     schedule = Schedule(int(c["schedule"])).label
     result = {"feasible": closed["feasible"], "reason": closed["reason"], "schedule": schedule, "simulated": False,
               "step_time_s": None, "closed_form_step_time_s": closed["step_time_s"], "bubble_fraction": None,
@@ -178,7 +218,7 @@ def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0) -> 
     if schedule not in pipeline.SIMULATED:
         result["step_time_s"] = closed["step_time_s"]
         return result
-    costs, n_micro, overhead = pipeline.stage_costs(c, stages)
+    costs, n_micro, overhead = pipeline.stage_costs(c, stages, pp_layers)
     if stretch != 1.0:
         costs = dataclasses.replace(costs, **{k: getattr(costs, k) * stretch
                                               for k in ("forward_s", "backward_s", "wgrad_s", "recompute_s")})

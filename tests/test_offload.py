@@ -429,7 +429,10 @@ def test_a_better_expert_cache_is_never_slower(hits, gpu):
 
 
 def test_offload_experts_means_nothing_for_a_dense_model():
-    assert perfsim.estimate(**INFER, offload_experts="cpu") == perfsim.estimate(**INFER)
+    placed, plain = perfsim.estimate(**INFER, offload_experts="cpu"), perfsim.estimate(**INFER)
+    assert placed.pop("plan")["offload_experts"] == "cpu"  # the plan says what was asked
+    plain.pop("plan")
+    assert placed == plain
 
 
 def test_bad_expert_hit_rate_is_an_input_error():

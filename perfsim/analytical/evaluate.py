@@ -9,9 +9,10 @@ from perfsim.analytical.heterogeneous import bottleneck_device, placement_checks
 from perfsim.analytical.inference import estimate_inference
 from perfsim.analytical.training import estimate_train
 from perfsim.graph.params import total_params
-from perfsim.plan.arguments import Schedule
+from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
+from perfsim.plan.rows import value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 
@@ -27,7 +28,10 @@ def _plan_checks(c):
         (np.abs(dp - np.round(dp)) > 1e-9, "num_devices does not split into tp x pp x cp groups", None),
         ((np.asarray(c["heads"]) % np.asarray(tp) != 0) & (c["kv_heads"] > 1),
          "tp does not divide the attention heads", None),
-        (np.asarray(c["layers"]) % np.asarray(pp) != 0, "pp does not divide the layers", None),
+        (np.asarray(pp) > np.asarray(c["layers"]), "pp exceeds the layers (a stage would hold none)", None),
+        (~np.isnan(c["pp_layers_stages"]) & (c["pp_layers_stages"] != pp), "pp_layers does not list pp stages", None),
+        (~np.isnan(c["pp_layers_total"]) & (c["pp_layers_total"] != c["layers"]),
+         "pp_layers does not add up to the model's layers", None),
         ((c["experts"] > 0) & (np.asarray(c["experts"]) % np.asarray(c["ep"]) != 0),
          "ep does not divide the experts", None),
         ((c["ep"] > 1) & (np.asarray(tp * dp * cp) % np.asarray(c["ep"]) != 0),
@@ -129,7 +133,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     modes = grid.values("mode")
     results = []
     for mode in modes:
-        fn, power = (estimate_train, train_power) if mode == "train" else (estimate_inference, inference_power)
+        fn, power = (_train_least_recompute, train_power) if mode == "train" else (estimate_inference, inference_power)
         out, checks = fn(c)
         out.update(power(c, out))
         results.append((mode, out, checks))
@@ -167,7 +171,52 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     out["parameters"] = _rows(np.asarray(total_params(c), dtype=float), shape)
     out["num_devices"] = _rows(np.asarray(c["num_devices"], dtype=float), shape)
     out["dp"] = _rows(np.asarray(c["dp"], dtype=float), shape)
+    # the plan as resolved (defaults that depend on other arguments, the engine's own choices)
+    for key in ("zero", "global_batch", "micro_batch", "default_engine", "layers"):
+        out[f"plan.{key}"] = _rows(np.asarray(c[key], dtype=float), shape)
     return out
+
+
+def _train_least_recompute(c):
+    """:func:`estimate_train`, with ``recompute: auto`` resolved row by row to the least
+    recomputation whose step fits (none, then selective, then full; full where none does), as a
+    team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code)."""
+    auto = np.asarray(c["recompute"]) == Recompute.AUTO
+    if not np.any(auto):
+        out, checks = estimate_train(c)
+        out["plan.recompute"] = c["recompute"]
+        return out, checks
+    chosen = resolved = None
+    out: dict = {}
+    checks: list = []
+    for option in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL):
+        trial_c = dict(c, recompute=np.where(auto, float(option), c["recompute"]))
+        trial, trial_checks = estimate_train(trial_c)
+        flagged = np.zeros_like(auto)
+        for mask, _, _ in trial_checks:
+            flagged = flagged | np.asarray(mask, dtype=bool)
+        fits = ~flagged
+        take = auto & fits if chosen is None else auto & fits & ~resolved
+        if option == Recompute.FULL:  # nothing lighter fits: full, and its reasons
+            take = auto & ~resolved if resolved is not None else auto
+        if chosen is None:  # the rows that are not auto take their own value's results here
+            take = take | ~auto
+            out, checks, chosen, resolved = trial, trial_checks, trial_c["recompute"], take
+            continue
+        out = {k: np.where(take, trial[k], out[k]) for k in out}
+        checks = [(np.where(take, np.asarray(tm, dtype=bool), np.asarray(m, dtype=bool)), short, _either(take, td, d))
+                  for (m, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)]
+        chosen = np.where(take, float(option), chosen)
+        resolved = resolved | take
+    out["plan.recompute"] = chosen
+    return out, checks
+
+
+def _either(take, detail_if, detail_else):
+    """A check's detail message: ``detail_if`` for the rows in ``take``, else ``detail_else``."""
+    if detail_if is None or detail_else is None:
+        return detail_if or detail_else
+    return lambda i: detail_if(i) if bool(value_at(take, i)) else detail_else(i)
 
 
 def _rows(value: np.ndarray, shape: tuple) -> np.ndarray:

@@ -147,7 +147,7 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
         Bytes per sequence: the transient tensors of one layer's pass, its KV cache (all layers),
         the hidden state kept between layers.
     """
-    layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    layers = np.maximum(c["stage_layers"], 1.0)
     kg, kc, kn = _fractions(c, "kv")
     ag = _fractions(c, "act")[0]
     on_device, cpu, nvme = _weight_tiers(c, weights, experts)
@@ -194,7 +194,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
         ``breakdown.decode.cpu_attention``: 1 where the decode attention over the offloaded KV
         cache runs on the host CPU, else 0.
     """
-    layers = c["layers"] / c["pp"]
+    layers = c["stage_layers"]
     prefetch = c["offload_prefetch"] / batches
     stream_cpu, stream_nvme = _streamed(c, weights, experts)
     (fetch_pre, fetched_pre), (fetch_dec, fetched_dec) = (expert_fetch(c, t) for t in touched)
@@ -279,7 +279,7 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
     """
     cpu_attention = timing["breakdown.decode.cpu_attention"]
     batches = timing["gpu_batches"]
-    layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    layers = np.maximum(c["stage_layers"], 1.0)
     parked = np.where(c["offloaded"] > 0, hidden, 0.0)
     gpu, host, nvme = {}, {}, {}
     gpu["weights"], host["weights"], nvme["weights"] = _weight_tiers(c, weights, experts)
@@ -381,7 +381,7 @@ def train_times(c, *, weight_bytes, grad_bytes, optimizer_params, state_bytes, a
         the step, hidden or not), and for the power model ``host_cpu_s`` (the host CPUs' Adam
         time) and ``nvme_bytes`` (read from and written to NVMe in the step).
     """
-    layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    layers = np.maximum(c["stage_layers"], 1.0)
     prefetch = c["offload_prefetch"]
     _, wc, wn = _fractions(c, "w")
     _, gc, gn = _gradient_fractions(c)
@@ -438,7 +438,7 @@ def train_memory(c, weights, grads, optimizer, activations, optimizer_params):
     with to fp32 (DeepSpeed's CPU Adam reads fp32 gradients), and double buffers of optimizer
     state streamed from NVMe.
     """
-    layers = np.maximum(c["layers"] / c["pp"], 1.0)
+    layers = np.maximum(c["stage_layers"], 1.0)
     shares = {"weights": _fractions(c, "w"), "gradients": _gradient_fractions(c), "optimizer": _fractions(c, "opt"),
               "activations": _fractions(c, "act")}
     amounts = {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations}

@@ -38,7 +38,7 @@ from perfsim.cost.collectives import bus_factor
 from perfsim.cost.power import cap_passes
 from perfsim.cost.price import combine, price
 from perfsim.cost.topology import group_collective, nic_bytes
-from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device
+from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.rows import value_at as _at
@@ -50,9 +50,9 @@ _OPTIMIZER_TRAFFIC = 36.0  # bytes per parameter per Adam step: read+write maste
 
 def _stage_passes(c, p, backward):
     """Price one micro-batch on one stage: ``(layers, embedding, lm_head)`` price dicts, the
-    layers being the stage's share (``1 / pp``) of the model's."""
+    layers being the fullest stage's share of the model's (``1 / pp`` when pp divides them)."""
     dense, moe = layer_counts(c)
-    per_stage = 1.0 / c["pp"]
+    per_stage = stage_share(c)
     parts = [(dense * per_stage, price(c, layer_ops(c, p, moe=False), backward=backward))]
     if np.any(moe > 0):
         parts.append((moe * per_stage, price(c, layer_ops(c, p, moe=True), backward=backward)))
@@ -105,7 +105,7 @@ def stage_times(c, weights=None):
     # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
     # overlapped with the attention of the chunk already there
     ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), 2.0, stride=c["tp"])
-    ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["layers"] / pp, 0.0)
+    ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["stage_layers"], 0.0)
     exposed = (np.maximum(ring - f_layers["attention_s"], 0.0), np.maximum(2.0 * ring - b_layers["attention_s"], 0.0))
     out = {"pass": p, "ring_s": ring, "cp_exposed_s": exposed[0] + exposed[1],
            "prices": {"forward": forward, "backward": backward}}
@@ -131,7 +131,7 @@ def stage_times(c, weights=None):
     # data-parallel gradient synchronisation: replicated weights over the dp x cp ranks, routed
     # experts over the expert-data-parallel ranks (ZeRO shards each in groups of zero_shard_size)
     replicated, experts = stage_params_per_device(c) if weights is None else weights
-    lora_dev = _lora_params(c) / (pp * c["tp"])
+    lora_dev = _lora_params(c) * stage_share(c) / c["tp"]
     ranks = dp * cp
     expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
     dense_part = _data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], out["n_micro"])
@@ -141,7 +141,7 @@ def stage_times(c, weights=None):
     out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"],
                dp_per_step_s=data_par["per_step_s"], dp_overlap=c["dp_overlap"], step_overhead_s=c["step_overhead_s"],
                optimizer_s=data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"]),
-               buckets=np.maximum(c["layers"] / pp, 1.0))
+               buckets=np.maximum(c["stage_layers"], 1.0))
     return out
 
 
@@ -456,7 +456,7 @@ def _activation_bytes(c, n_micro):
     tokens = c["micro_batch"] * s
     per_layer = tokens * per_token
     pp, v = c["pp"], c["virtual_stages"]
-    layers_stage = c["layers"] / pp
+    layers_stage = c["stage_layers"]
     in_flight = np.where(c["schedule"] == Schedule.GPIPE, n_micro, np.minimum(n_micro, pp))
     factor = np.where(c["schedule"] == Schedule.INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
     held = layers_stage * in_flight * factor * per_layer

@@ -38,7 +38,7 @@ import numpy as np
 
 from perfsim.analytical.training import stage_times
 from perfsim.events.engine import Engine
-from perfsim.graph.params import stage_params_per_device
+from perfsim.graph.params import balanced_split, stage_params_per_device
 from perfsim.plan.arguments import Schedule
 
 SIMULATED = ("gpipe", "1f1b", "interleaved", "zero-bubble")
@@ -78,11 +78,12 @@ def _scalar(x) -> float:
     return float(np.asarray(x, dtype=float).reshape(-1)[0])
 
 
-def stage_costs(c, stages: str = "ends"):
+def stage_costs(c, stages: str = "ends", layers=None):
     """Durations of one configuration (``c``: columns of a one-row grid) per stage and chunk.
 
     Everything is priced by :func:`perfsim.analytical.training.stage_times`, as for the closed
-    form; only the placement differs: each stage holds ``layers / pp`` layers in ``v`` chunks (``v``
+    form; only the placement differs: each stage holds its layers (``layers``, one count per stage,
+    or the balanced split of :func:`perfsim.graph.params.balanced_split`) in ``v`` chunks (``v``
     virtual stages under the interleaved schedule, else 1), the first chunk of the first stage the
     embedding and the last chunk of the last stage the LM head, with each stage's own weights
     setting its data-parallel traffic and optimizer step. ``stages="uniform"`` gives every stage
@@ -97,15 +98,19 @@ def stage_costs(c, stages: str = "ends"):
     first = (stage == 0)[:, None] & (np.arange(v) == 0)[None, :]
     last = (stage == pp - 1)[:, None] & (np.arange(v) == v - 1)[None, :]
 
+    counts = np.asarray(layers if layers is not None else balanced_split(round(_scalar(c["layers"])), pp), float)
+    # the priced layers are the fullest stage's; each stage runs its own count of them
+    scale = (counts / _scalar(c["stage_layers"]))[:, None]
+
     def chunks(key):
-        layers = np.full((pp, v), _scalar(t[f"layers_{key}"]) / v)
-        return layers + first * _scalar(t[f"embedding_{key}"]) + last * _scalar(t[f"lm_head_{key}"])
+        layer_part = np.full((pp, v), _scalar(t[f"layers_{key}"]) / v) * scale
+        return layer_part + first * _scalar(t[f"embedding_{key}"]) + last * _scalar(t[f"lm_head_{key}"])
 
     def per_stage(key):
         return np.broadcast_to(np.asarray(t[key], dtype=float), (pp,)).copy()
 
     parts = {"forward_s": chunks("forward_s"), "backward_s": chunks("backward_s"), "wgrad_s": chunks("wgrad_s"),
-             "recompute_s": np.full((pp, v), _scalar(t["recompute_s"]) / v),
+             "recompute_s": np.full((pp, v), _scalar(t["recompute_s"]) / v) * scale,
              "dp_per_micro_s": per_stage("dp_per_micro_s"), "dp_per_step_s": per_stage("dp_per_step_s"),
              "optimizer_s": per_stage("optimizer_s")}
     if stages == "uniform":

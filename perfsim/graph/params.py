@@ -37,6 +37,29 @@ def moe_mlp_params(c, experts_counted):
     return (experts_counted + c["shared_experts"]) * expert + c["hidden"] * c["experts"]
 
 
+def stage_share(c):
+    """Share of the model's transformer layers on the fullest pipeline stage (``1 / pp`` when pp
+    divides the layers; ``stage_layers``: :mod:`perfsim.plan.columns`)."""
+    return c["stage_layers"] / c["layers"]
+
+
+def balanced_split(layers: int, pp: int) -> list[int]:
+    """Layers per stage of a balanced split of ``layers`` over ``pp`` stages: ``layers // pp`` each,
+    the remainder one more on the middle stages first (the first and last also hold the embedding
+    and the LM head), as evenly as Megatron-core and torchtitan split a model pp does not divide.
+    Its largest count is ``ceil(layers / pp)``, the fullest stage the closed form prices.
+
+    >>> balanced_split(126, 16)
+    [7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 7]
+    """
+    base, extra = divmod(layers, pp)
+    order = list(range(1, pp - 1)) + [0, pp - 1] if pp > 2 else list(range(pp))
+    counts = [base] * pp
+    for s in order[:extra]:
+        counts[s] += 1
+    return counts
+
+
 def layer_counts(c):
     """``(dense_layers, moe_layers)`` per model."""
     dense = np.minimum(c["dense_layers"], c["layers"])
@@ -78,17 +101,17 @@ def expert_tp(c):
 
 
 def layer_params_per_device(c, experts_counted=None):
-    """``(replicated, experts)``: transformer-layer weights of one pipeline stage held by one device.
+    """``(replicated, experts)``: transformer-layer weights of the fullest pipeline stage held by one device.
 
     ``replicated`` (attention, dense MLPs, shared experts, router) is split by ``tp`` and copied
     over data-parallel ranks; ``experts`` (``experts_counted`` routed experts per MoE layer,
     default all) is split over ``ep × etp`` (:func:`expert_tp`) and copied over the remaining
     expert-data-parallel ranks.
     """
-    pp = c["pp"]
+    share = stage_share(c)
     routed = routed_expert_params(c)
     counted = routed if experts_counted is None else routed_expert_params(c, experts_counted)
-    return (layer_params(c) - routed) / (pp * c["tp"]), counted / (pp * c["ep"] * expert_tp(c))
+    return (layer_params(c) - routed) * share / c["tp"], counted * share / (c["ep"] * expert_tp(c))
 
 
 def stage_params_per_device(c, stage=None):

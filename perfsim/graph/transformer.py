@@ -96,8 +96,8 @@ def kv_bytes_per_token(c):
 
 
 def kv_bytes_per_device_token(c):
-    """KV-cache bytes one device holds per cached token: every layer of its pipeline stage."""
-    return kv_bytes_per_token(c) * c["layers"] / c["pp"]
+    """KV-cache bytes one device holds per cached token: every layer of its (fullest) pipeline stage."""
+    return kv_bytes_per_token(c) * c["stage_layers"]
 
 
 def attention_ops(c, p: Pass):

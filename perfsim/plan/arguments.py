@@ -4,7 +4,8 @@ code the choices as integers in the columns.
 ``estimate``, ``sweep``, ``serve`` and the CLI read this table; CONTRACT.md is the user's view of it.
 Kinds: ``int`` (whole number >= 1), ``pos`` (finite number > 0), ``frac`` (in (0, 1]), ``share``
 (in [0, 1]), ``pue`` (>= 1), ``bool``, a tuple of choices, or a name resolved by its loader
-(``model``, ``hardware``, ``runtime``, ``dtype``, ``offload``, ``place``).
+(``model``, ``hardware``, ``runtime``, ``dtype``, ``offload``, ``place``), or ``layers`` (a list of
+layer counts per pipeline stage: one value, a list of such lists an axis).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_whole, unknown
 from perfsim.plan.offload import canonical
 from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import split_whatif
@@ -49,6 +50,7 @@ class Recompute(_Choice):
     NONE = 0
     SELECTIVE = 1
     FULL = 2
+    AUTO = 3  # the least of the others that fits, resolved per row (perfsim.analytical.evaluate)
 
 
 class Schedule(_Choice):
@@ -100,6 +102,8 @@ ARGUMENT_TABLE = (
     Argument("kv_dtype", "dtype", None, "", "storage type of the KV cache when it differs from dtype"),
     Argument("tp", "int", 1, "devices", "tensor-parallel degree"),
     Argument("pp", "int", 1, "stages", "pipeline-parallel degree"),
+    Argument("pp_layers", "layers", None, "layers",
+             "layers of each pipeline stage, a list of pp counts summing to the layers (default: balanced)"),
     Argument("dp", "int", None, "replicas", "data-parallel degree (default num_devices / (tp x pp x cp))"),
     Argument("cp", "int", 1, "devices", "context-parallel degree"),
     Argument("ep", "int", 1, "devices", "expert-parallel degree, drawn from the tp x dp x cp ranks of a stage"),
@@ -109,7 +113,8 @@ ARGUMENT_TABLE = (
     Argument("zero_shard_size", "int", None, "ranks", "ranks per sharding group (default all dp x cp ranks)"),
     Argument("schedule", SCHEDULES, "1f1b", "", "pipeline schedule"),
     Argument("virtual_stages", "int", 1, "chunks", "model chunks per device of the interleaved schedule"),
-    Argument("recompute", RECOMPUTE, "none", "", "activation recomputation"),
+    Argument("recompute", RECOMPUTE, "auto", "",
+             "activation recomputation; auto: the least that fits the device (none, selective, full)"),
     Argument("seq_len", "int", 2048, "tokens", "training: tokens per sequence"),
     Argument("global_batch", "int", None, "sequences", "training: sequences per step (default 8 x dp)"),
     Argument("micro_batch", "int", None, "sequences",
@@ -177,6 +182,13 @@ def check_value(name: str, value):
         if not isinstance(value, (bool, np.bool_)):
             raise InputError(f"expected true or false, got {value!r}", field=name)
         return bool(value)
+    if kind == "layers":
+        if not isinstance(value, (list, tuple)) or not value:
+            raise InputError(f"expected a list of layer counts, one per pipeline stage, got {value!r}", field=name)
+        counts = tuple(check_whole(v, f"{name}[{i}]", 0) for i, v in enumerate(value))
+        if sum(counts) < 1:
+            raise InputError("the stages hold no layer", field=name)
+        return counts
     if kind == "dtype":
         return check_dtype(value, name)
     if kind == "offload":

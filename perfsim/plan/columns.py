@@ -44,6 +44,19 @@ _HW = {
 _WHATIF = {key: _HW[field] if field in _HW else ("peak_flops", 1e12) for key, field in WHATIF_KEYS.items()}
 
 
+#: default engines a row may run on (column ``default_engine``): the mode's own, then FSDP's and
+#: offloading's, which take over a fully sharded training plan and an offloaded inference plan
+ENGINE_DEFAULTS = (None, DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME)
+
+
+def engine_name(mode: str, runtime, default_engine: float) -> str:
+    """The engine a row ran on: the named ``runtime`` (its name, or a what-if dict's ``base``), or
+    the default its ``default_engine`` column codes."""
+    if runtime is not None:
+        return runtime if isinstance(runtime, str) else f"{runtime['base']} (modified)"
+    return ENGINE_DEFAULTS[int(default_engine)] or DEFAULT_RUNTIME[mode]
+
+
 #: architecture families without FlashAttention-2 kernels (pre-Ampere GPUs)
 _NO_FLASH = ("volta", "turing")
 
@@ -115,6 +128,9 @@ def build(grid) -> dict:
     # offloading plans: per-tier fraction columns (perfsim.plan.offload)
     c.update(offload_columns(grid, c["experts"]))
 
+    # the engine of a row: named (-1), or a default (ENGINE_DEFAULTS: the mode's, FSDP's, offloading's)
+    c["default_engine"] = np.where(grid.gather("runtime", [float(r is None) for r in runtimes]) > 0, 0.0, -1.0)
+
     def default_engine(name, mode, where):
         """Rows of ``mode`` that name no engine and satisfy ``where`` run on engine ``name``."""
         if None not in runtimes or mode not in modes:
@@ -124,6 +140,7 @@ def build(grid) -> dict:
         if np.any(use):
             for key, value in load_runtime(name).columns().items():
                 c[key] = np.where(use, value, c[key])
+            c["default_engine"] = np.where(use, float(ENGINE_DEFAULTS.index(name)), c["default_engine"])
 
     # the default engine of a fully sharded training plan is an FSDP one, that of an offloaded
     # inference plan an offloading one
@@ -151,6 +168,14 @@ def build(grid) -> dict:
     for name in ("tp", "pp", "cp", "ep", "virtual_stages", "seq_len", "batch", "prompt_len",
                  "gen_len", "lora_rank"):
         c[name] = grid.gather(name, grid.values(name))
+    # pipeline stages: layers on the fullest stage, the balanced split's ceil(L / pp) or the largest
+    # count of an explicit pp_layers (Megatron-core and torchtitan split models pp does not divide);
+    # the stage count and layer total of pp_layers for the plan's checks
+    splits = grid.values("pp_layers")
+    explicit = grid.gather("pp_layers", [np.nan if s is None else max(s) for s in splits])
+    c["stage_layers"] = np.where(np.isnan(explicit), np.ceil(c["layers"] / c["pp"]), explicit)
+    c["pp_layers_stages"] = grid.gather("pp_layers", [np.nan if s is None else len(s) for s in splits])
+    c["pp_layers_total"] = grid.gather("pp_layers", [np.nan if s is None else sum(s) for s in splits])
     # micro_batch: sequences per micro-batch in training (1 when not given); in inference, the GPU
     # batch of an offloading engine's block (FlexGen), NaN (the whole batch) when not given
     c["gpu_batch"] = _optional(grid, "micro_batch")

@@ -192,6 +192,9 @@ def space(args: dict) -> Space:
                 lists.append((f"hardware.{key}", [float(v) for v in subs]))
             continue
         values = value if isinstance(value, list) else [value]
+        if ARGUMENTS[name][0] == "layers" and isinstance(value, (list, tuple)) \
+                and not any(isinstance(v, (list, tuple)) for v in value):
+            values = [value]  # one split (a list of counts); a list of splits is an axis
         if not values:
             raise InputError("an empty list gives no configurations", field=name)
         if name == "place" and isinstance(value, dict):
