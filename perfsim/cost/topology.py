@@ -13,12 +13,37 @@ import numpy as np
 from perfsim.cost.collectives import bus_factor, collective_time
 
 
+def scaleup_domain(c):
+    """Devices one scale-up fabric joins: the node's, or a larger domain (a TPU slice's ICI torus, an
+    NVL72 rack) where the spec states ``node.scaleup.domain_devices``."""
+    return np.where(c["scaleup_domain"] > 0, c["scaleup_domain"], c["devices_per_node"])
+
+
+def torus_share(c, ranks):
+    """Share of a device's scale-up bandwidth a collective over ``ranks`` devices uses.
+
+    A switched fabric (NVSwitch, Infinity Fabric) gives every group the device's whole bandwidth. On a
+    torus of ``k`` dimensions (TPU ICI: 2-D on v5e, 3-D on v4/v5p) each dimension takes ``1/k`` of the
+    device's links, and a group laid out over the first ``m`` dimensions of a square torus of
+    ``domain`` devices (``domain^(1/k)`` per dimension) runs its bidirectional rings over those ``m``
+    only: ``m / k`` of the bandwidth (Austin et al., "How to Scale Your Model", part 3: an all-gather
+    over several axes runs on all their links at once).
+    """
+    dims = np.asarray(c["torus_dims"], dtype=float)
+    if not np.any(dims > 0):
+        return 1.0
+    k = np.maximum(dims, 1.0)
+    side = np.maximum(scaleup_domain(c) ** (1.0 / k), 2.0)
+    spanned = np.clip(np.ceil(np.log(np.maximum(ranks, 1.0)) / np.log(side) - 1e-9), 1.0, k)
+    return np.where(dims > 0, spanned / k, 1.0)
+
+
 def _layout(c, ranks, stride):
     """``(ranks, group, per_node, nodes)`` of a group of ``ranks`` devices placed ``stride`` apart:
     the group's ranks on one node and the nodes it spans."""
     ranks = np.asarray(ranks, dtype=float)
     group = np.maximum(ranks, 1.0)
-    per_node = np.clip(np.floor(c["devices_per_node"] / np.maximum(stride, 1.0)), 1.0, group)
+    per_node = np.clip(np.floor(scaleup_domain(c) / np.maximum(stride, 1.0)), 1.0, group)
     return ranks, group, per_node, np.ceil(ranks / per_node)
 
 
@@ -66,7 +91,7 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     stride = np.maximum(stride, 1.0)
     per_package = np.clip(np.floor(c["package_devices"] / stride), 1.0, group)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
-    up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"])
+    up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
     up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
               ll_latency_s=c["scaleup_ll_s"])
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
