@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import perfsim
 from perfsim.cli import cli
+from perfsim.specs.hardware import load_hardware
 
 MEMORY_KEYS = {"weights", "gradients", "optimizer", "model_states", "activations", "kv_cache", "other", "total",
                "capacity"}
@@ -104,3 +105,24 @@ def test_microbenchmark_calls():
     assert 0 < c["busbw_gb_s"] <= 300 and c["algbw_gb_s"] == pytest.approx(c["busbw_gb_s"] * 8 / 14)
     m = perfsim.memcpy("a100-80gb", 2**28, "hbm", "hbm")
     assert 0 < m["bandwidth_gb_s"] < 2039
+
+
+def test_gemm_honours_whatif_bandwidth_and_peak():
+    spec = load_hardware("h100-sxm")
+    launch = spec["kernel_launch_us"] * 1e-6
+    # a GEMV reads its 8192 x 8192 bf16 weight: memory-bound, so its time is the bytes over the
+    # what-if bandwidth at the spec's reachable fraction, plus one launch
+    plain = perfsim.gemm("h100-sxm", 1, 8192, 8192, "bf16")
+    wide = perfsim.gemm({"base": "h100-sxm", "hbm_bandwidth_gb_s": 6700}, 1, 8192, 8192, "bf16")
+    moved = 2.0 * (8192 + 8192 * 8192 + 8192)
+    assert plain["time_s"] == pytest.approx(moved / (spec["hbm_bandwidth_gb_s"] * 1e9 * spec["memory_max"]) + launch)
+    assert wide["time_s"] == pytest.approx(moved / (6700e9 * spec["memory_max"]) + launch)
+    assert wide["time_s"] < plain["time_s"]
+    # a large square GEMM is compute-bound: its time above the launch scales with 1 / peak
+    plain = perfsim.gemm("h100-sxm", 8192, 8192, 8192, "bf16")
+    fast = perfsim.gemm({"base": "h100-sxm", "peak_tflops": 2000}, 8192, 8192, 8192, "bf16")
+    assert fast["time_s"] < plain["time_s"]
+    assert fast["time_s"] - launch == pytest.approx((plain["time_s"] - launch) * spec.peak("bf16") / 2000)
+    # no what-if, or one the GEMM does not read: the same result
+    for same in ({"base": "h100-sxm"}, {"base": "h100-sxm", "scaleout_gb_s": 100}):
+        assert perfsim.gemm(same, 8192, 8192, 8192, "bf16") == plain
