@@ -13,7 +13,9 @@ import pandas as pd
 
 from perfsim.analytical.evaluate import evaluate, evaluate_columns
 from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
-from perfsim.cost.roofline import gemm_efficiency, gemm_time
+from perfsim.cost.npu import device_gemm_efficiency
+from perfsim.cost.pim import pim_time
+from perfsim.cost.roofline import gemm_time
 from perfsim.cost.tiers import tier_traffic, transfer_time
 from perfsim.cost.topology import group_collective
 from perfsim.errors import InputError, unknown
@@ -322,39 +324,30 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
 
     GPUs: tile and wave quantisation over the SMs; NPUs and TPUs: systolic arrays
     (:mod:`perfsim.cost.npu`); a PIM device: ``m`` GEMVs over the ``k × n`` operand held in its
-    banks (:mod:`perfsim.cost.pim`).
+    banks (:mod:`perfsim.cost.pim`). A what-if ``hardware`` dict (``hbm_bandwidth_gb_s``,
+    ``peak_tflops``, …) applies as in :func:`estimate`.
     """
-    spec, _ = split_whatif(hardware)
+    spec, overrides = split_whatif(hardware)
     check_dtype(dtype)
     for name, v in (("m", m), ("n", n), ("k", k)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
-    peak = spec.peak(dtype)
-    if math.isnan(peak):
+    c = hardware_columns(spec, overrides, dtype)
+    if math.isnan(c["peak_flops"]):
         raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
                          choices=list(spec.peak_tflops))
-    from perfsim.cost.npu import systolic_efficiency
-    from perfsim.cost.pim import pim_time
-    from perfsim.plan.devices import pim_rates
-
     act = DTYPE_BYTES[dtype]
-    if spec.kind == "pim":  # the k x n operand in the banks, one GEMV per row of the m x k one
-        r = pim_rates(spec)
-        t = float(pim_time(2.0 * m * n * k, n * k * act, pim_flops=r["pim_flops"], pim_bw=r["pim_bw"],
-                           pim_eff=r["pim_eff"], launch_s=spec["kernel_launch_us"] * 1e-6))
-        return {"time_s": t, "tflops": 2.0 * m * n * k / t / 1e12}
-    if spec.engines:  # systolic arrays (kind npu/tpu)
-        e = spec.engines
-        eff = systolic_efficiency(m, n, k, 1.0, arrays=e["arrays"], size=e["size"],
-                                  weight_stationary=e["weight_stationary"], gemm_max=spec.gemm_max(dtype))
+    flops = 2.0 * m * n * k
+    if c["pim_device"] > 0:  # the k x n operand in the banks, one GEMV per row of the m x k one
+        t = pim_time(flops, n * k * act, pim_flops=c["pim_flops"], pim_bw=c["pim_bw"], pim_eff=c["pim_eff"],
+                     launch_s=c["device_launch_s"])
     else:
-        eff = gemm_efficiency(m, n, 1.0, spec["gemm_tile_m"], spec["gemm_tile_n"], spec["compute_units"],
-                              spec.gemm_max(dtype))
-    t, _, _ = gemm_time(m, n, k, peak_flops=peak * 1e12, eff=eff, bandwidth=spec["hbm_bandwidth_gb_s"] * 1e9,
-                        memory_eff=spec["memory_max"], a_bytes=act, w_bytes=act, out_bytes=max(act, 2.0),
-                        launch_s=spec["kernel_launch_us"] * 1e-6)
+        eff = device_gemm_efficiency(c, m, n, k, 1.0, c["gemm_max"])
+        t, _, _ = gemm_time(m, n, k, peak_flops=c["peak_flops"], eff=eff, bandwidth=c["hbm_bw"],
+                            memory_eff=c["memory_max"], a_bytes=act, w_bytes=act, out_bytes=max(act, 2.0),
+                            launch_s=c["device_launch_s"])
     t = float(t)
-    return {"time_s": t, "tflops": 2.0 * m * n * k / t / 1e12}
+    return {"time_s": t, "tflops": flops / t / 1e12}
 
 
 def _hw_columns(hardware):

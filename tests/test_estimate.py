@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import perfsim
 from perfsim.cli import cli
+from perfsim.specs.hardware import load_hardware
 
 MEMORY_KEYS = {"weights", "gradients", "optimizer", "model_states", "activations", "kv_cache", "other", "total",
                "capacity"}
@@ -35,8 +36,34 @@ def test_train_keys():
                 "hardware_tflops_per_device", "bubble_fraction"):
         assert key in r
     assert 0 < r["mfu"] < r["hfu"] < 1
+
+
+# Llama-2-7B from its config: hidden 4096, 32 layers, FFN 11008, vocabulary 32000, untied embeddings
+_H, _LAYERS, _FFN, _VOCAB = 4096, 32, 11008, 32000
+_NORMS = 2 * _LAYERS * _H + _H  # two RMSNorm weights per layer and the final one
+_PARAMS = 2 * _VOCAB * _H + _LAYERS * (4 * _H * _H + 3 * _H * _FFN) + _NORMS  # 6,738,415,616
+
+
+@pytest.mark.parametrize("tp,dp", [(1, 8), (2, 4)])
+@pytest.mark.parametrize("zero", [0, 1, 2, 3])
+def test_model_states_by_hand(tp, dp, zero):
+    """bf16 weights (2 B), fp32 gradients (4 B: Megatron and torchtitan reduce in fp32), fp32
+    master weights with Adam's two fp32 moments (12 B); ZeRO shards the optimizer state (stage 1),
+    the gradients (2) and the weights (3) over the dp ranks, TP splits every matrix."""
+    r = perfsim.estimate(model="llama2-7b", hardware="h100-sxm", mode="train", tp=tp, dp=dp, zero=zero,
+                         global_batch=8 * dp)
+    assert _PARAMS == 6_738_415_616
+    per_device = (_PARAMS - _NORMS) / tp + _NORMS  # Megatron keeps the norms whole on every TP rank
+    weights = 2 * per_device / (dp if zero >= 3 else 1)
+    grads = 4 * per_device / (dp if zero >= 2 else 1)
+    optimizer = 12 * per_device / (dp if zero >= 1 else 1)
     mem = r["memory_per_device_gib"]
-    assert mem["model_states"] == pytest.approx(mem["weights"] + mem["gradients"] + mem["optimizer"])
+    gib = 2**30
+    # rel 1e-4: perfsim splits the norms over TP as well (0.004 % of the weights at tp=2)
+    assert mem["weights"] == pytest.approx(weights / gib, rel=1e-4)
+    assert mem["gradients"] == pytest.approx(grads / gib, rel=1e-4)
+    assert mem["optimizer"] == pytest.approx(optimizer / gib, rel=1e-4)
+    assert mem["model_states"] == pytest.approx((weights + grads + optimizer) / gib, rel=1e-4)
 
 
 def test_model_flops_follow_megatron_eq3():
@@ -104,3 +131,24 @@ def test_microbenchmark_calls():
     assert 0 < c["busbw_gb_s"] <= 300 and c["algbw_gb_s"] == pytest.approx(c["busbw_gb_s"] * 8 / 14)
     m = perfsim.memcpy("a100-80gb", 2**28, "hbm", "hbm")
     assert 0 < m["bandwidth_gb_s"] < 2039
+
+
+def test_gemm_honours_whatif_bandwidth_and_peak():
+    spec = load_hardware("h100-sxm")
+    launch = spec["kernel_launch_us"] * 1e-6
+    # a GEMV reads its 8192 x 8192 bf16 weight: memory-bound, so its time is the bytes over the
+    # what-if bandwidth at the spec's reachable fraction, plus one launch
+    plain = perfsim.gemm("h100-sxm", 1, 8192, 8192, "bf16")
+    wide = perfsim.gemm({"base": "h100-sxm", "hbm_bandwidth_gb_s": 6700}, 1, 8192, 8192, "bf16")
+    moved = 2.0 * (8192 + 8192 * 8192 + 8192)
+    assert plain["time_s"] == pytest.approx(moved / (spec["hbm_bandwidth_gb_s"] * 1e9 * spec["memory_max"]) + launch)
+    assert wide["time_s"] == pytest.approx(moved / (6700e9 * spec["memory_max"]) + launch)
+    assert wide["time_s"] < plain["time_s"]
+    # a large square GEMM is compute-bound: its time above the launch scales with 1 / peak
+    plain = perfsim.gemm("h100-sxm", 8192, 8192, 8192, "bf16")
+    fast = perfsim.gemm({"base": "h100-sxm", "peak_tflops": 2000}, 8192, 8192, 8192, "bf16")
+    assert fast["time_s"] < plain["time_s"]
+    assert fast["time_s"] - launch == pytest.approx((plain["time_s"] - launch) * spec.peak("bf16") / 2000)
+    # no what-if, or one the GEMM does not read: the same result
+    for same in ({"base": "h100-sxm"}, {"base": "h100-sxm", "scaleout_gb_s": 100}):
+        assert perfsim.gemm(same, 8192, 8192, 8192, "bf16") == plain

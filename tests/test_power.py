@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from tiny_spec import tiny_spec
 
@@ -19,9 +19,12 @@ models = st.sampled_from(["llama2-7b", "llama2-13b", "mistral-7b", "mixtral-8x7b
        batch=st.integers(1, 128), prompt=st.integers(16, 4096), gen=st.integers(1, 512),
        recompute=st.sampled_from(["none", "full"]))
 def test_power_between_idle_and_tdp(model, mode, tp, batch, prompt, gen, recompute):
+    # fp16 and bf16: every device computes in one of them (the T4 has no bf16, the TPU no fp16)
     df = perfsim.sweep(model=model, hardware=HARDWARE, mode=mode, tp=tp, batch=batch, prompt_len=prompt, gen_len=gen,
-                       recompute=recompute, dtype="fp16", global_batch=8, seq_len=1024)
+                       recompute=recompute, dtype=["fp16", "bf16"], global_batch=8, seq_len=1024)
     df = df[df["feasible"]]
+    # a plan too large for every device (training Mixtral on four) leaves nothing to check: draw again
+    assume(len(df) > 0)
     idle = np.array([load_hardware(str(h))["idle_w"] for h in df["hardware"]])
     tdp = np.array([load_hardware(str(h))["tdp_w"] for h in df["hardware"]])
     keys = ["power_w_per_device"] + (["prefill_power_w_per_device", "decode_power_w_per_device"]

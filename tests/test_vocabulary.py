@@ -1,8 +1,11 @@
 """Interface vocabulary: PIM arguments, runtime what-ifs, collective algorithms, what-if sweeps."""
 
+import math
+
 import pytest
 
 import perfsim
+from perfsim.specs.hardware import load_hardware
 
 
 def test_pim_arguments_are_checked():
@@ -25,11 +28,44 @@ def test_runtime_what_if():
         perfsim.estimate(**kw, runtime={"base": "torchtitan", "compil": True})
 
 
-def test_collective_algorithm_choice():
-    ring = perfsim.collective("h100-sxm", "all_reduce", 2**30, 16, algorithm="ring")
-    tree = perfsim.collective("h100-sxm", "all_reduce", 2**30, 16, algorithm="tree")
-    auto = perfsim.collective("h100-sxm", "all_reduce", 2**30, 16)
-    assert auto["time_s"] <= min(ring["time_s"], tree["time_s"]) + 1e-12
+def _alpha_beta(steps, moved, bandwidth, latency_s, ll_latency_s=0.0):
+    """``steps`` latencies plus ``moved`` bytes at ``bandwidth``; with a low-latency protocol (half
+    the bandwidth, its own latency) where the link has one and it is faster."""
+    simple = steps * latency_s + moved / bandwidth
+    return min(simple, steps * ll_latency_s + moved / (bandwidth / 2)) if ll_latency_s > 0 else simple
+
+
+@pytest.mark.parametrize("size", [4096, 2**30])
+def test_collective_algorithm_choice_by_hand(size):
+    """All-reduce over 16 H100s = 2 nodes of 8, from the spec's link numbers."""
+    h = load_hardware("h100-sxm")
+    n, per_node, nodes = 16, int(h["devices_per_node"]), 2
+    up = h["scaleup_gb_s"] * 1e9 * h["scaleup_efficiency"]  # NVLink, per direction, reachable
+    nic = h["scaleout_gb_s"] * 1e9 * h["scaleout_efficiency"]  # one NIC per GPU
+    up_lat, up_ll = h["scaleup_latency_us"] * 1e-6, h["scaleup_ll_latency_us"] * 1e-6
+    out_lat, out_ll = h["scaleout_latency_us"] * 1e-6, h["scaleout_ll_latency_us"] * 1e-6
+    # ring: 2(n-1) steps threaded through both nodes, one channel per NIC; the ring's bandwidth is
+    # that of 8 NICs or of the NVLink hops inside a node (8 ranks, 7 hops), whichever is lower
+    ring_bw = min(per_node * nic, per_node / (per_node - 1) * up)
+    ring = _alpha_beta(2 * (n - 1), 2 * (n - 1) / n * size, ring_bw, out_lat, out_ll)
+    # tree: reduce-scatter in the node (ring, 7 steps, 7/8 of the buffer), an all-reduce of each
+    # GPU's eighth between the nodes as a tree (2 log2(nodes) steps, the eighth each way), all-gather
+    in_node = _alpha_beta(per_node - 1, (per_node - 1) / per_node * size, up, up_lat, up_ll)
+    tree = 2 * in_node + _alpha_beta(2 * math.log2(nodes), size / per_node, nic, out_lat, out_ll)
+    got = {a: perfsim.collective("h100-sxm", "all_reduce", size, n, algorithm=a)["time_s"]
+           for a in ("ring", "tree", "auto")}
+    assert got["ring"] == pytest.approx(ring, rel=1e-9)
+    assert got["tree"] == pytest.approx(tree, rel=1e-9)
+    # 4 KiB: the ring pays 30 network latencies (150 us), the tree 2 of them and 14 LL steps on
+    # NVLink (33 us): the tree. 1 GiB: the tree sends each GPU's eighth through its own NIC at
+    # 50 GB/s (2.7 ms) after and before an NVLink pass (3.1 ms each), the ring streams 30/16 of the
+    # buffer at 380 GB/s (5.3 ms): the ring
+    expected = "tree" if size == 4096 else "ring"
+    assert min(ring, tree) == {"ring": ring, "tree": tree}[expected]
+    assert got["auto"] == pytest.approx(got[expected], rel=1e-12)
+
+
+def test_collective_tree_wins_for_tiny_messages():
     small_ring = perfsim.collective("h100-sxm", "all_reduce", 4096, 64, algorithm="ring")
     small_tree = perfsim.collective("h100-sxm", "all_reduce", 4096, 64, algorithm="tree")
     assert small_tree["time_s"] < small_ring["time_s"]  # log-depth latency wins for tiny messages

@@ -16,7 +16,8 @@ from perfsim.cost.collectives import bus_factor, collective_time
 def scaleup_domain(c):
     """Devices one scale-up fabric joins: the node's, or a larger domain (a TPU slice's ICI torus, an
     NVL72 rack) where the spec states ``node.scaleup.domain_devices``."""
-    return np.where(c["scaleup_domain"] > 0, c["scaleup_domain"], c["devices_per_node"])
+    domain = c.get("scaleup_domain", 0.0)  # absent in hand-made column sets: the node
+    return np.where(np.asarray(domain) > 0, domain, c["devices_per_node"])
 
 
 def torus_share(c, ranks):
@@ -29,7 +30,7 @@ def torus_share(c, ranks):
     only: ``m / k`` of the bandwidth (Austin et al., "How to Scale Your Model", part 3: an all-gather
     over several axes runs on all their links at once).
     """
-    dims = np.asarray(c["torus_dims"], dtype=float)
+    dims = np.asarray(c.get("torus_dims", 0.0), dtype=float)
     if not np.any(dims > 0):
         return 1.0
     k = np.maximum(dims, 1.0)

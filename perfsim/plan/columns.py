@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
-from perfsim.plan.devices import device_columns
+from perfsim.plan.devices import device_columns, device_values
 from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
@@ -62,15 +62,29 @@ def engine_name(mode: str, runtime, default_engine: float) -> str:
 _NO_FLASH = ("volta", "turing")
 
 
-def hardware_columns(spec, overrides=None) -> dict:
-    """Scalar cost-model columns of one hardware spec, what-if overrides applied."""
+def hardware_columns(spec, overrides=None, dtype=None) -> dict:
+    """Scalar cost-model columns of one hardware spec: its numbers, its device kind's
+    (:func:`perfsim.plan.devices.device_values`) and, given a ``dtype``, the rates at that format
+    (:func:`dtype_values`); what-if overrides applied last, as in :func:`build`."""
     values = {field: spec.values[field] * scale for field, (_, scale) in _HW.items() if field in spec.values}
     c = {_HW[field][0]: value for field, value in values.items()}
+    c.update(device_values(spec))
+    if dtype is not None:
+        c.update(dtype_values(spec, dtype))
     for key, value in (overrides or {}).items():
         if key in _WHATIF:
             col, scale = _WHATIF[key]
             c[col] = value * scale
     return c
+
+
+def dtype_values(spec, dtype) -> dict:
+    """Rates of one spec at compute format ``dtype``: ``peak_flops`` (FLOP/s, NaN without the
+    format), ``gemm_max``, and the attention core's (``attn_peak_ratio``, ``attn_gemm_max``)."""
+    # the attention core (softmax between two matmuls) runs in 16-bit even in 8/4-bit recipes
+    attention = _attention_dtype(spec, dtype)
+    return {"peak_flops": spec.peak(dtype) * 1e12, "gemm_max": spec.gemm_max(dtype),
+            "attn_peak_ratio": spec.peak(attention) / spec.peak(dtype), "attn_gemm_max": spec.gemm_max(attention)}
 
 
 def _gather_dicts(grid, name, dicts):
@@ -105,13 +119,9 @@ def build(grid) -> dict:
     for field, (col, scale) in _HW.items():
         c[col] = grid.gather("hardware", [s[field] * scale for s in specs])
     dtypes = grid.values("dtype")
-    c["peak_flops"] = _pair(grid, "hardware", "dtype", [[s.peak(d) * 1e12 for d in dtypes] for s in specs])
-    c["gemm_max"] = _pair(grid, "hardware", "dtype", [[s.gemm_max(d) for d in dtypes] for s in specs])
-    # the attention core (softmax between two matmuls) runs in 16-bit even in 8/4-bit recipes
-    c["attn_peak_ratio"] = _pair(grid, "hardware", "dtype", [[s.peak(_attention_dtype(s, d)) / s.peak(d) for d in dtypes]
-                                                             for s in specs])
-    c["attn_gemm_max"] = _pair(grid, "hardware", "dtype", [[s.gemm_max(_attention_dtype(s, d)) for d in dtypes]
-                                                           for s in specs])
+    rates = [[dtype_values(s, d) for d in dtypes] for s in specs]
+    for key in rates[0][0]:
+        c[key] = _pair(grid, "hardware", "dtype", [[r[key] for r in row] for row in rates])
     c["vector_flops"] = grid.gather("hardware", [max(s.vector_tflops.values(), default=np.nan) * 1e12 for s in specs])
     for key, (col, scale) in _WHATIF.items():
         name = f"hardware.{key}"

@@ -54,27 +54,29 @@ def pim_rates(spec) -> dict:
     }
 
 
+def device_values(spec) -> dict:
+    """Scalar columns of one spec's device kind: its NPU/TPU engines and its PIM block
+    (:func:`pim_rates`)."""
+    return {
+        "systolic": float(spec.kind in ("npu", "tpu")),
+        "arrays": float(spec.engines.get("arrays", 1)),
+        "array_size": float(spec.engines.get("size", 1)),
+        "weight_stationary": float(spec.engines.get("weight_stationary", True)),
+        "vector_w": spec["vector_w"],
+        "main_kind": float(KIND_NAMES.index(spec.kind)),
+        "has_pim": float(bool(spec.pim)),
+        "pim_device": float(spec.kind == "pim"),
+        **pim_rates(spec),
+    }
+
+
 def device_columns(grid, specs) -> dict:
     """Columns of the NPU engines, the PIM block and the placement plan (one entry per row).
 
     ``specs`` are the hardware specs of ``grid.values("hardware")``, in order.
     """
-    def hw(values):
-        return grid.gather("hardware", values)
-
-    c = {
-        "systolic": hw([float(s.kind in ("npu", "tpu")) for s in specs]),
-        "arrays": hw([float(s.engines.get("arrays", 1)) for s in specs]),
-        "array_size": hw([float(s.engines.get("size", 1)) for s in specs]),
-        "weight_stationary": hw([float(s.engines.get("weight_stationary", True)) for s in specs]),
-        "vector_w": hw([s["vector_w"] for s in specs]),
-        "main_kind": hw([float(KIND_NAMES.index(s.kind)) for s in specs]),
-        "has_pim": hw([float(bool(s.pim)) for s in specs]),
-        "pim_device": hw([float(s.kind == "pim") for s in specs]),
-    }
-    rates = [pim_rates(s) for s in specs]
-    for key in rates[0]:
-        c[key] = hw([r[key] for r in rates])
+    per_spec = [device_values(s) for s in specs]
+    c = {key: grid.gather("hardware", [v[key] for v in per_spec]) for key in per_spec[0]}
     modes, subs = grid.values("pim_mode"), grid.values("sub_batches")
     c["pim_args"] = grid.gather("pim_mode", [float(v is not None) for v in modes]) \
         + grid.gather("sub_batches", [float(v is not None) for v in subs])
