@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+
+import yaml
 
 from perfsim.errors import InputError, unknown
 from perfsim.specs.paths import zoo
@@ -86,7 +89,9 @@ def model_names() -> list[str]:
 
 
 def load_model(ref, field: str = "model") -> ModelSpec:
-    """Resolve a zoo name, a YAML path, a Hugging Face ``config.json`` path, or a dict."""
+    """Resolve a zoo name, a YAML path, a Hugging Face ``config.json`` path, a Hugging Face repo id
+    listed in a zoo file's ``hf_ids`` (case-insensitive, e.g. ``meta-llama/Llama-3.3-70B-Instruct``
+    -> ``llama3.3-70b``), or a dict."""
     if isinstance(ref, ModelSpec):
         return ref
     if isinstance(ref, dict):
@@ -98,7 +103,55 @@ def load_model(ref, field: str = "model") -> ModelSpec:
         return _load_file(str(names[str(ref)]), field, _mtime(names[str(ref)]))
     if Path(str(ref)).suffix in (".yaml", ".yml", ".json") or Path(str(ref)).is_file():
         return _load_file(str(ref), field, _mtime(ref))
-    raise unknown("model", ref, names, field=field)
+    index = hf_repo_ids(names)
+    hit = index.get(str(ref).strip().lower())
+    if hit is not None and hit[1] in names:
+        return _load_file(str(names[hit[1]]), field, _mtime(names[hit[1]]))
+    choices = list(names) + ([repo for repo, _ in index.values()] if "/" in str(ref) else [])
+    raise unknown("model", ref, choices, field=field)
+
+
+def hf_repo_ids(names: dict | None = None) -> MappingProxyType:
+    """Hugging Face repo ids of the zoo models: lower-cased id -> ``(id as written, zoo name)``.
+
+    Read from the ``hf_ids`` list of each zoo file; the index is built once per set of zoo files
+    (names, paths, modification times) and cached.
+    """
+    names = zoo("workloads") if names is None else names
+    return _hf_index(tuple((name, str(path), _mtime(path)) for name, path in sorted(names.items())))
+
+
+_HF_IDS_KEY = re.compile(r"^hf_ids[ \t]*:.*(?:\n(?:[ \t]+|-).*)*", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=8)
+def _hf_index(files: tuple) -> MappingProxyType:
+    index: dict = {}
+    for name, path, _ in files:
+        # only the top-level ``hf_ids`` entry is parsed: a full YAML load of every zoo file is slower
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read file: {exc.strerror or exc}", file=path, field="model") from None
+        match = _HF_IDS_KEY.search(text)
+        if match is None:
+            continue
+        where = {"file": path, "line": text.count("\n", 0, match.start()) + 1}
+        try:
+            repos = yaml.safe_load(match.group(0)).get("hf_ids") or []
+        except yaml.YAMLError:
+            raise InputError("malformed hf_ids entry", field="model.hf_ids", **where) from None
+        if isinstance(repos, str):
+            repos = [repos]
+        if not isinstance(repos, list) or not all(isinstance(r, str) and r.strip().count("/") == 1 for r in repos):
+            raise InputError("expected a list of Hugging Face repo ids ('owner/name')", field="model.hf_ids", **where)
+        for repo in repos:
+            key = repo.strip().lower()
+            if key in index and index[key][1] != name:
+                raise InputError(f"Hugging Face repo id {repo!r} is also listed by zoo model {index[key][1]!r}",
+                                 field="model.hf_ids", **where)
+            index[key] = (repo.strip(), name)
+    return MappingProxyType(index)
 
 
 def _mtime(path) -> float:
