@@ -14,7 +14,13 @@ from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
 from perfsim.specs.model import load_model
-from perfsim.specs.runtime import DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_RUNTIME, load_runtime
+from perfsim.specs.runtime import (
+    DEFAULT_FSDP_RUNTIME,
+    DEFAULT_OFFLOAD_RUNTIME,
+    DEFAULT_RUNTIME,
+    DEFAULT_TPU_TRAIN_RUNTIME,
+    load_runtime,
+)
 from perfsim.specs.units import GIB
 
 # hardware flat field -> column name, scale to SI
@@ -46,8 +52,9 @@ _WHATIF = {key: _HW[field] if field in _HW else ("peak_flops", 1e12) for key, fi
 
 
 #: default engines a row may run on (column ``default_engine``): the mode's own, then FSDP's and
-#: offloading's, which take over a fully sharded training plan and an offloaded inference plan
-ENGINE_DEFAULTS = (None, DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME)
+#: offloading's, which take over a fully sharded training plan and an offloaded inference plan, and
+#: the TPU's training engine
+ENGINE_DEFAULTS = (None, DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_TPU_TRAIN_RUNTIME)
 
 
 def engine_name(mode: str, runtime, default_engine: float) -> str:
@@ -157,6 +164,8 @@ def build(grid) -> dict:
     # inference plan an offloading one
     default_engine(DEFAULT_FSDP_RUNTIME, "train", grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
     default_engine(DEFAULT_OFFLOAD_RUNTIME, "inference", c["offloaded"] > 0)
+    # a TPU trains with a JAX/XLA stack, not a CUDA one
+    default_engine(DEFAULT_TPU_TRAIN_RUNTIME, "train", grid.gather("hardware", [float(s.kind == "tpu") for s in specs]) > 0)
     # attention kernels tuned per architecture family: the runtime's figure for this device's family
     family = grid.gather("hardware", [float(FAMILIES.index(s.family)) for s in specs])
     attention_eff = c["attention_eff"]

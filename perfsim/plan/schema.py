@@ -191,7 +191,7 @@ COLUMNS = (
     _C("tp", "1", "tensor-parallel degree"),
     _C("pp", "1", "pipeline-parallel degree"),
     _C("default_engine", "enum", "engine of the row: -1 named by runtime, else plan.columns.ENGINE_DEFAULTS index "
-       "(0 the mode's default, 1 FSDP's, 2 offloading's)"),
+       "(0 the mode's default, 1 FSDP's, 2 offloading's, 3 the TPU's training engine)"),
     _C("scaleup_domain", "1", "devices one scale-up fabric joins (an ICI slice, an NVL72 rack); 0: devices_per_node"),
     _C("torus_dims", "1", "dimensions of a torus scale-up fabric (TPU ICI); 0: switched, every group at full bandwidth"),
     _C("stage_layers", "1", "layers on the fullest pipeline stage (ceil(layers / pp), or the largest pp_layers count)"),

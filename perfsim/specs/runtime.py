@@ -45,6 +45,8 @@ DEFAULT_FSDP_RUNTIME = "torchtitan"
 #: nor does TensorRT-LLM stream weights or KV cache from host memory or NVMe: the well-tuned
 #: engine of an offloaded inference plan is FlexGen (Sheng et al., ICML'23)
 DEFAULT_OFFLOAD_RUNTIME = "flexgen"
+#: a TPU trains with JAX/XLA: MaxText, Google's reference LLM trainer for TPUs
+DEFAULT_TPU_TRAIN_RUNTIME = "maxtext"
 
 
 @dataclass(frozen=True)
