@@ -438,6 +438,11 @@ def _activation_bytes(c, n_micro):
     dropout masks h each), tensors split by TP (Q, K, V, attention output, MLP intermediates),
     and with eager attention the s×s scores (softmax 2as, dropout mask as and output 2as per
     token). Selective recompute drops the s×s terms; full recompute keeps only each layer's input.
+    An op-level selective policy (runtime ``selective_recompute_matmuls``: torchtitan's ``op`` AC,
+    which recomputes every second matmul and every elementwise op) keeps the layer's input, the
+    attention output and the outputs of the matmuls it does not recompute. The loss holds
+    ``loss_bytes_per_logit`` bytes per token and vocabulary entry on the last stage (4: fp32 logits,
+    Korthikanti et al. sec. 4; more where the engine keeps 16-bit logits and an fp32 copy).
     """
     h, t = c["hidden"], c["tp"]
     a = c["act_bytes"]
@@ -451,6 +456,10 @@ def _activation_bytes(c, n_micro):
     scores = (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))
     scores = np.where(c["recompute"] >= Recompute.SELECTIVE, 0.0, scores)
     per_token = replicated / np.where(c["sp"] > 0, t, 1.0) + (split + scores) / t
+    # op-level selective recompute: the matmul outputs it keeps (q, k, v, o; the MLP's up, gate, down)
+    matmul_out = ((heads + 2.0 * kv) * hd + h + (1.0 + c["gated"]) * ffn + h) * a
+    op_level = h * a / np.where(c["sp"] > 0, t, 1.0) + (heads * hd * a + (1.0 - c["sac_matmuls"]) * matmul_out) / t
+    per_token = np.where((c["recompute"] == Recompute.SELECTIVE) & (c["sac_matmuls"] > 0), op_level, per_token)
     full = 2.0 * h / np.where(c["sp"] > 0, t, 1.0)
     per_token = np.where(c["recompute"] == Recompute.FULL, full, per_token)
     tokens = c["micro_batch"] * s
@@ -462,5 +471,5 @@ def _activation_bytes(c, n_micro):
     held = layers_stage * in_flight * factor * per_layer
     # full recompute re-materialises one layer's activations during its backward
     working = np.where(c["recompute"] == Recompute.FULL, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
-    logits = tokens * c["vocab"] / t * 4.0 * np.where(pp > 1, 0.0, 1.0)
+    logits = tokens * c["vocab"] / t * c["loss_bytes"] * np.where(pp > 1, 0.0, 1.0)
     return held + working + logits

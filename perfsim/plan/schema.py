@@ -164,6 +164,7 @@ COLUMNS = (
     _C("dropout", "bool", "training keeps dropout masks (activation memory and traffic)"),
     _C("fragmentation", "1", "allocator overhead as a fraction of activation memory"),
     _C("default_zero", "enum", "engine's ZeRO stage when zero is not given (0-3)"),
+    _C("loss_bytes", "B", "bytes the loss holds per token and vocabulary entry at its peak (4: fp32 logits)"),
     _C("sac_matmuls", "1", "selective recompute: share of matmuls recomputed (0: attention core only)"),
     _C("offload_prefetch", "1", "share of the next layer's offload transfer hidden behind compute"),
     _C("cpu_attention", "enum", "attention over an offloaded KV cache: 0 device, 1 host CPU, 2 the faster"),

@@ -27,6 +27,7 @@ _SCHEMA = {
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
+    "loss_bytes_per_logit": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -80,6 +81,8 @@ class RuntimeSpec:
             # what ``recompute: selective`` recomputes: the attention core (Korthikanti et al.), or
             # this fraction of the layer's matmuls plus its elementwise ops (op-level policies)
             "sac_matmuls": v.get("selective_recompute_matmuls", 0.0),
+            # bytes the loss holds per token and vocabulary entry at its peak (Megatron: fp32 logits)
+            "loss_bytes": v.get("loss_bytes_per_logit", 4.0),
             # offloading: how much of the next layer's transfer hides behind this layer's
             # compute (double buffering), where attention over a host-resident KV cache runs (0:
             # on the device, after loading the cache; 1: on the host CPU; 2: whichever is faster)
