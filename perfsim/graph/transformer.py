@@ -198,6 +198,7 @@ def moe_mlp_ops(c, p: Pass):
     routed_bytes = group_tokens / ep * c["top_k"] * h * c["act_bytes"] * padded
     return [
         Gemm("router", T, c["experts"], h),
+        moe_routing(c, p),
         Gemm("shared_up", T, (1.0 + c["gated"]) * shared_dev, h),
         Gemm("shared_down", T, np.where(shared_dev > 0, h, 0.0), shared_dev),
         Comm("ep_dispatch", "all_to_all", routed_bytes, ep),
@@ -206,6 +207,26 @@ def moe_mlp_ops(c, p: Pass):
         Comm("ep_combine", "all_to_all", routed_bytes, ep),
         Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
     ]
+
+
+def moe_routing(c, p: Pass):
+    """The work around the experts that a training MoE layer does as separate kernels (Megatron-core's
+    all-to-all token dispatcher, megatron/core/transformer/moe: ``router.py``, ``moe_utils.permute`` /
+    ``unpermute``, ``token_dispatcher.py``): the router's fp32 softmax and top-k over the expert logits;
+    ``permute`` copies each token once per routed expert into expert order (``top_k`` rows read and
+    written); ``unpermute`` reads them back and sums the probability-weighted copies into the token
+    (``top_k`` rows read, one written); with several local experts after an expert-parallel all-to-all,
+    ``sort_chunks_by_idxs`` reorders the received rows by expert on the way in and back on the way out.
+    Inference engines fuse the gather into the expert GEMM (vLLM's fused MoE), so this is training's.
+    """
+    h, act, k, T = c["hidden"], c["act_bytes"], c["top_k"], p.tokens
+    rows = T * capacity_scale(c)  # padded buffers are copied whole
+    router = T * c["experts"] * 4.0 * 3.0  # fp32 logits read, probabilities written, read by top-k
+    permute = rows * k * h * act * 2.0 + rows * k * h * act + T * h * act
+    local = touched_experts(c, T * expert_group_scale(c)) / c["ep"]
+    sort = np.where((c["ep"] > 1) & (local > 1), 2.0 * 2.0 * rows * k * h * act, 0.0)
+    moved = np.where(c["train"] > 0, router + permute + sort, 0.0)
+    return Elementwise("moe_routing", moved, np.where(c["train"] > 0, 4.0, 0.0))
 
 
 def layer_elementwise(c, p: Pass, moe: bool):
