@@ -41,7 +41,15 @@ def test_energy_is_power_times_time():
     phases = r["ttft_s"] * r["prefill_power_w_per_device"] + 63 * r["tpot_s"] * r["decode_power_w_per_device"]
     assert r["energy_j"] == pytest.approx(2 * phases)
     assert r["energy_j_per_token"] == pytest.approx(r["energy_j"] / (4 * 64))
-    assert r["energy_wall_j"] == pytest.approx(r["power_w_per_node"] * r["e2e_latency_s"])  # one node
+    # whole servers: one node's wall power for the run's length
+    whole = perfsim.estimate(model="llama2-13b", hardware="a100-80gb", tp=2, batch=4, prompt_len=512, gen_len=64,
+                             wall_energy="node")
+    assert whole["energy_wall_j"] == pytest.approx(whole["power_w_per_node"] * whole["e2e_latency_s"])
+    # by default the run pays its 2 devices and 2/8 of the idle host, through the power supplies
+    spec = load_hardware("a100-80gb")
+    floor = spec["host_w"] - spec["host_cpu_w"] - spec["host_nvme_w"] - spec["host_nic_w"]
+    share = (2 * r["power_w_per_device"] + floor * 2 / 8) / spec["psu_efficiency"] * r["e2e_latency_s"]
+    assert r["energy_wall_j"] == pytest.approx(share) and r["plan"]["wall_energy"] == "devices"
     t = perfsim.estimate(model="llama2-7b", hardware="h100-sxm", mode="train", tp=2, dp=4, global_batch=32)
     assert t["energy_j"] == pytest.approx(t["power_w_per_device"] * t["step_time_s"] * 8)
     assert t["energy_j_per_token"] == pytest.approx(t["energy_j"] / (32 * 2048))

@@ -54,19 +54,30 @@ def host_floor_w(c):
 
 def _wall(c, device_w, seconds, activity=None):
     """Servers at the wall: ``(power_w_per_node, energy_wall_j, host_j, psu_loss_j, unused_j, use_j)``,
-    ``use_j`` the host parts' energy by part (all nodes)."""
+    ``use_j`` the host parts' energy by part (all nodes). ``power_w_per_node`` is a whole server's
+    draw; the energies are what the run is charged (``wall_energy``: its devices' share of the
+    servers, or whole servers)."""
     devices = c["num_devices"]
     per_node = c["devices_per_node"]
     nodes = np.ceil(devices / per_node)
     used = devices / nodes
     unused_w = (per_node - used) * c["idle_w"]
     use_j = host_use(c, seconds, used, activity)
-    host_w = host_floor_w(c) + per_second(sum(use_j.values()), seconds)
-    dc_w = used * device_w + unused_w + host_w
+    floor_w, use_w = host_floor_w(c), per_second(sum(use_j.values()), seconds)
+    dc_w = used * device_w + unused_w + floor_w + use_w
     node_w = dc_w / c["psu_efficiency"]
+    # what the run is charged: the host parts it keeps busy, and its devices' share of each server's
+    # idle host (the other devices' jobs pay the rest, as a shared server is billed), or whole
+    # servers, idle devices included
+    whole = np.asarray(c.get("wall_whole_node", 0.0)) > 0
+    share = np.where(whole, 1.0, used / per_node)
+    charged_unused_w = np.where(whole, unused_w, 0.0)
+    charged_host_w = floor_w * share + use_w
+    charged_dc_w = used * device_w + charged_unused_w + charged_host_w
+    charged_w = charged_dc_w / c["psu_efficiency"]
     span = nodes * seconds
-    return (node_w, node_w * span, host_w * span, (node_w - dc_w) * span, unused_w * span,
-            {part: nodes * j for part, j in use_j.items()})
+    return (node_w, charged_w * span, charged_host_w * span, (charged_w - charged_dc_w) * span,
+            charged_unused_w * span, {part: nodes * j for part, j in use_j.items()})
 
 
 def energy_keys(c, device_j, device_w, seconds, tokens, parts_j, activity=None):

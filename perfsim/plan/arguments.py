@@ -126,6 +126,8 @@ ARGUMENT_TABLE = (
     Argument("gpu_memory_utilization", "frac", 0.9, "", "inference: share of device memory the engine may use"),
     Argument("power_cap_w", "pos", None, "W", "per-device power cap (default: none)"),
     Argument("pue", "pue", 1.0, "", "facility energy over IT energy"),
+    Argument("wall_energy", ("devices", "node"), "devices", "",
+             "energy_wall_j charges the devices' share of their servers' host power, or whole servers"),
     Argument("finetune", FINETUNE, "full", "", "full training or LoRA adapters on frozen weights"),
     Argument("lora_rank", "int", 16, "", "rank of the LoRA adapters"),
     Argument("train_tokens", "pos", None, "tokens", "tokens of the whole training job (default: one step)"),

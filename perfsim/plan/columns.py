@@ -231,6 +231,7 @@ def build(grid) -> dict:
     c["expert_hit_rate"] = _optional(grid, "expert_hit_rate")  # NaN: the expert cache's device share
     c["power_cap_w"] = _optional(grid, "power_cap_w")  # NaN: no cap
     c["pue"] = grid.gather("pue", grid.values("pue"))
+    c["wall_whole_node"] = grid.gather("wall_energy", [float(v == "node") for v in grid.values("wall_energy")])
     return c
 
 
