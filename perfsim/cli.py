@@ -79,7 +79,9 @@ def _plan_options(fn):
         click.option("--dtype", default=None, help="bf16 (default), fp16, fp8, fp32, int8, fp4, int4"),
         click.option("--weight-dtype", default=None), click.option("--kv-dtype", default=None),
         click.option("--sp/--no-sp", default=None, help="sequence parallelism with TP"),
-        click.option("--schedule", default=None), click.option("--recompute", default=None),
+        click.option("--schedule", default=None),
+        click.option("--recompute", default=None,
+                     help="none, selective, full, or auto (default: the least that fits the device)"),
         click.option("--finetune", default=None), click.option("--runtime", default=None, help="engine profile"),
         click.option("--gpu-memory-utilization", type=str, default=None),
         click.option("--place", "place", multiple=True, metavar="KEY=DEVICE",
@@ -99,6 +101,10 @@ def _plan_options(fn):
                           "missed experts are fetched when the router picks them); default: with the weights"),
         click.option("--expert-hit-rate", type=str, default=None,
                      help="MoE expert offload: share of routed experts found in the device cache (default: its gpu share)"),
+        click.option("--pp-layers", "pp_layers", default=None, metavar="N,N,...",
+                     help="layers of each pipeline stage, e.g. 7,8,8,7 (default: a balanced split)"),
+        click.option("--wall-energy", "wall_energy", type=click.Choice(["devices", "node"]), default=None,
+                     help="energy at the wall: the devices' share of their servers (default) or whole servers"),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
     ]
     for name in _INT_OPTIONS:
@@ -120,6 +126,8 @@ def _collect(kwargs):
         if key in _INT_OPTIONS or key in ("gpu_memory_utilization", "power_cap_w", "pue", "train_tokens",
                                                       "capacity_factor", "sub_batches", "expert_hit_rate"):
             value = _scalar(value)
+        elif key == "pp_layers":
+            value = [_scalar(v) for v in value.split(",")]
         plan[key] = value
     if whatif:
         plan["hardware"] = {"base": plan["hardware"], **whatif}

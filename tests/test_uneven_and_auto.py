@@ -73,3 +73,19 @@ def test_auto_picks_the_least_recomputation_that_fits(model, tp, seq_len, micro_
         assert not perfsim.estimate(**kw, recompute=LIGHTER[chosen])["feasible"]
     if auto["feasible"] and chosen != "none":
         assert auto["step_time_s"] >= perfsim.estimate(**kw, recompute="none")["step_time_s"] * (1 - 1e-9)
+
+
+def test_cli_takes_pp_layers_and_prints_the_plan():
+    from click.testing import CliRunner
+
+    from perfsim.cli import cli
+
+    args = ["estimate", "--model", "llama2-7b", "--hardware", "a100-80gb", "--mode", "train", "--pp", "3",
+            "--num-devices", "3", "--global-batch", "12"]
+    out = CliRunner().invoke(cli, [*args, "--pp-layers", "10,12,10"])
+    assert out.exit_code == 0, out.output
+    assert "layers per stage 10,12,10" in out.output and "recompute" in out.output
+    balanced = CliRunner().invoke(cli, args)
+    assert "layers per stage 11,11,10" in balanced.output  # the middle stage, then the first, takes an extra one
+    bad = CliRunner().invoke(cli, [*args, "--pp-layers", "10,x,10"])
+    assert bad.exit_code == 2 and "pp_layers" in bad.output

@@ -88,11 +88,28 @@ def _power_lines(result: dict) -> list:
     return lines
 
 
+def plan_line(plan: dict) -> str:
+    """The plan as run, in one line: the parallel layout, the engine and the choices it made."""
+    layout = " ".join(f"{k} {plan[k]}" for k in ("tp", "pp", "dp", "cp", "ep") if plan.get(k, 1) != 1) or "1 device"
+    parts = [f"plan: {plan['model'] if isinstance(plan['model'], str) else 'custom model'}",
+             f"{plan['dtype']}", layout, f"runtime {plan['runtime']}"]
+    if plan["mode"] == "train":
+        parts += [f"zero {plan['zero']}", f"recompute {plan['recompute']}",
+                  f"micro-batch {plan['micro_batch']} of {plan['global_batch']} x {plan['seq_len']} tokens"]
+        if plan["pp"] > 1:
+            parts.append("layers per stage " + ",".join(map(str, plan["pp_layers"] or [])))
+    else:
+        parts.append(f"batch {plan['batch']} x ({plan['prompt_len']} + {plan['gen_len']}) tokens")
+    return ", ".join(parts)
+
+
 def estimate_table(result: dict) -> str:
     """The table of one estimate (``perfsim estimate``): training step or inference request batch."""
     lines = []
     feasible = result["feasible"]
     lines.append(f"feasible: {'yes' if feasible else 'NO'}" + ("" if feasible else f"  ({result['reason']})"))
+    if "plan" in result:
+        lines.append(plan_line(result["plan"]))
     if result.get("mode") == "train":
         lines.append(f"step time            {_fmt_s(result['step_time_s'])}")
         lines.append(f"tokens/s (job)       {_fmt(result['tokens_per_s'], ',.0f')}")
