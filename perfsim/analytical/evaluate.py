@@ -190,6 +190,8 @@ def _train_least_recompute(c):
     out: dict = {}
     checks: list = []
     for option in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL):
+        if resolved is not None and np.all(resolved | ~auto):
+            break  # every row found its recomputation: the heavier ones need not be priced
         trial_c = dict(c, recompute=np.where(auto, float(option), c["recompute"]))
         trial, trial_checks = estimate_train(trial_c)
         flagged = np.zeros_like(auto)
