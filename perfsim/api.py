@@ -24,6 +24,7 @@ from perfsim.events.trace import check_path, write_chrome_trace
 from perfsim.graph.params import balanced_split
 from perfsim.plan.arguments import ARGUMENTS, Recompute, Schedule
 from perfsim.plan.columns import engine_name, hardware_columns
+from perfsim.plan.grid import default_dtype
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 
@@ -171,6 +172,9 @@ def resolved_plan(plan: dict, out: dict) -> dict:
         value = plan.get(name, default)
         resolved[name] = list(value) if isinstance(value, tuple) else value
     mode = resolved["mode"]
+    if "dtype" not in plan:
+        hardware = plan["hardware"]
+        resolved["dtype"] = default_dtype([hardware["base"] if isinstance(hardware, dict) else hardware])
     for name in ("num_devices", "dp"):
         resolved[name] = int(round(float(out[name][0])))
     if "plan.recompute" in out and not np.isnan(out["plan.recompute"][0]):

@@ -33,9 +33,16 @@ def _checked(compute):
         _fail(str(exc))
 
 
+#: exit status of a plan that cannot run: the answer is printed, but a script must not mistake it for a result
+EXIT_INFEASIBLE = 3
+
+
 def _show(fmt: str, result, text):
-    """Print ``result`` as JSON (``--format json``) or as the table ``text(result)``."""
+    """Print ``result`` as JSON (``--format json``) or as the table ``text(result)``; a result whose
+    plan cannot run (``feasible: false``) exits with :data:`EXIT_INFEASIBLE` after printing."""
     click.echo(tables.json_text(result) if fmt == "json" else text(result))
+    if isinstance(result, dict) and result.get("feasible") is False:
+        sys.exit(EXIT_INFEASIBLE)
 
 
 def _scalar(text: str):

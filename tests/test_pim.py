@@ -129,12 +129,12 @@ def test_unknown_place_keys_and_devices_are_input_errors():
 def test_cli_place_option_is_repeatable():
     runner = CliRunner()
     result = runner.invoke(cli, ["estimate", "--model", "llama2-7b", "--hardware", "npu-pim", "--dtype", "fp16",
-                                 "--batch", "32", "--place", "decode_attention=pim", "--place", "mlp=npu",
+                                 "--batch", "8", "--place", "decode_attention=pim", "--place", "mlp=npu",
                                  "--pim-mode", "blocked", "--sub-batches", "1", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert '"pim_s"' in result.output
     table = runner.invoke(cli, ["estimate", "--model", "llama2-7b", "--hardware", "npu-pim", "--dtype", "fp16",
-                                "--batch", "32", "--place", "decode_attention=pim"])
+                                "--batch", "8", "--place", "decode_attention=pim"])
     assert table.exit_code == 0 and "on PIM" in table.output and "bottleneck device" in table.output
 
 

@@ -132,7 +132,7 @@ def test_bad_train_tokens_on_the_cli_exits_2(text):
 
 
 def test_infeasible_rows_have_no_power():
-    r = perfsim.estimate(model="llama2-13b", hardware="npu-pim")  # no bf16 on the NPU: no time, no power
+    r = perfsim.estimate(model="llama2-13b", hardware="npu-pim", dtype="bf16")  # no bf16 on the NPU: no time, no power
     assert r["feasible"] is False and r["power_w_per_device"] is None and r["energy_j"] is None
 
 

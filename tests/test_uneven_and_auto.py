@@ -89,3 +89,16 @@ def test_cli_takes_pp_layers_and_prints_the_plan():
     assert "layers per stage 11,11,10" in balanced.output  # the middle stage, then the first, takes an extra one
     bad = CliRunner().invoke(cli, [*args, "--pp-layers", "10,x,10"])
     assert bad.exit_code == 2 and "pp_layers" in bad.output
+
+
+def test_an_fp16_only_device_defaults_to_fp16_and_an_infeasible_plan_exits_3():
+    from click.testing import CliRunner
+
+    from perfsim.cli import cli
+
+    r = perfsim.estimate(model="llama2-7b", hardware="npu-pim", batch=4)
+    assert r["feasible"] and r["plan"]["dtype"] == "fp16"
+    assert perfsim.estimate(model="llama2-7b", hardware="a100-80gb")["plan"]["dtype"] == "bf16"
+    out = CliRunner().invoke(cli, ["estimate", "--model", "llama2-70b", "--hardware", "a100-40gb"])
+    assert out.exit_code == 3 and out.output.startswith("feasible: NO  (does not fit")
+    assert "for reference only" in out.output

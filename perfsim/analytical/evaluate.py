@@ -21,7 +21,8 @@ def _plan_checks(c):
     """Checks that do not depend on the mode: degrees, divisibility, formats."""
     nd, tp, pp, cp, dp = c["num_devices"], c["tp"], c["pp"], c["cp"], c["dp"]
     return [
-        (np.isnan(c["peak_flops"]), "the hardware has no tensor rate for this dtype", None),
+        (np.isnan(c["peak_flops"]), "the hardware has no tensor rate for this dtype (its spec lists the dtypes it has: "
+                                    "perfsim list hardware)", None),
         ((c["dequant"] > 0) & np.isnan(c["vector_flops"]),
          "weight_dtype differs from dtype but the hardware spec has no vector rate to convert weights", None),
         (np.abs(nd - tp * pp * dp * cp) > 1e-9, "num_devices is not tp x pp x dp x cp", None),

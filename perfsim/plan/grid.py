@@ -14,7 +14,7 @@ import numpy as np
 
 from perfsim.errors import InputError, unknown
 from perfsim.plan.arguments import ARGUMENTS, check_value
-from perfsim.specs.hardware import WHATIF_KEYS
+from perfsim.specs.hardware import WHATIF_KEYS, load_hardware
 
 
 def _key(value):
@@ -162,6 +162,15 @@ class Space:
         return [name for name, _, _ in self.lists]
 
 
+def default_dtype(hardware: list) -> str:
+    """bf16, or the devices' own 16-bit type where none of them has a bf16 tensor rate (an NPU or
+    PIM spec with fp16 only)."""
+    peaks = [load_hardware(h).peak_tflops for h in hardware]
+    if any("bf16" in p for p in peaks) or not all("fp16" in p for p in peaks):
+        return ARGUMENTS["dtype"][1]
+    return "fp16"
+
+
 def space(args: dict) -> Space:
     """The cartesian product of list-valued arguments (hardware what-if lists included), unexpanded.
 
@@ -201,6 +210,8 @@ def space(args: dict) -> Space:
             values = [value]
         values = [check_value(name, v) for v in values]
         lists.append((name, values))
+    if "dtype" not in args:
+        lists.append(("dtype", [default_dtype(dict(lists)["hardware"])]))
     n = math.prod(len(v) for _, v in lists)
     out = []
     stride = n

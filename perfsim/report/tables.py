@@ -110,6 +110,8 @@ def estimate_table(result: dict) -> str:
     lines.append(f"feasible: {'yes' if feasible else 'NO'}" + ("" if feasible else f"  ({result['reason']})"))
     if "plan" in result:
         lines.append(plan_line(result["plan"]))
+    if not feasible:
+        lines.append("(the plan cannot run: the numbers below are for reference only)")
     if result.get("mode") == "train":
         lines.append(f"step time            {_fmt_s(result['step_time_s'])}")
         lines.append(f"tokens/s (job)       {_fmt(result['tokens_per_s'], ',.0f')}")
