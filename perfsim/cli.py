@@ -406,16 +406,22 @@ def plot_timeline(trace, max_events, out):
 
 @cli.command()
 @click.option("--suite", default=None, help="category (training, inference, memory, ...) or id prefix")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def validate(suite, fmt):
-    """Predicted vs published for every validation case, with MAPE per category."""
+@click.option("--category", default=None, help="only this category (training, inference, memory, power, ...)")
+@click.option("--source", default=None, help="only cases whose id starts so (T-MEG21, P-MLE3, ...)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table",
+              help="table: every case and the summaries; markdown: the summaries as Markdown tables")
+def validate(suite, category, source, fmt):
+    """Predicted vs published for every validation case, with MAPE per category and per source."""
     from perfsim.validate import summary
     from perfsim.validate import validate as run
 
-    df = _checked(lambda: run(suite))
+    df = _checked(lambda: run(suite, category=category, source=source))
     summ = summary(df) if len(df) else df
-    _show(fmt, {"cases": df.to_dict(orient="records"), "summary": summ.to_dict(orient="records")},
-          lambda _: tables.validation_text(df, summ))
+    by_source = summary(df, by=("category", "source")) if len(df) else df
+    text = lambda _: tables.validation_text(df, summ, by_source, markdown=fmt == "markdown")  # noqa: E731
+    _show("json" if fmt == "json" else "table",
+          {"cases": df.to_dict(orient="records"), "summary": summ.to_dict(orient="records"),
+           "by_source": by_source.to_dict(orient="records")}, text)
     # only a broken case (an error inside perfsim) fails the command, never the size of an error
     sys.exit(1 if len(df) and (df["status"] == "error").any() else 0)
 

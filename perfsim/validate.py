@@ -121,8 +121,14 @@ def run_case(case: dict, calls=None) -> dict:
     return row
 
 
-def validate(suite=None, path=None) -> pd.DataFrame:
-    """Run the validation cases; ``suite`` filters by category or id prefix.
+def source_of(case_id: str) -> str:
+    """The publication a case comes from, as its id's first two parts (``T-MEG21-03`` -> ``T-MEG21``)."""
+    return "-".join(str(case_id).split("-")[:2])
+
+
+def validate(suite=None, path=None, category=None, source=None) -> pd.DataFrame:
+    """Run the validation cases; ``suite`` filters by category or id prefix, ``category`` by category,
+    ``source`` by the source part of the id (:func:`source_of`, or any id prefix).
 
     Returns
     -------
@@ -135,18 +141,27 @@ def validate(suite=None, path=None) -> pd.DataFrame:
     cases = load_cases(path)
     if suite:
         cases = [c for c in cases if c.get("category") == suite or str(c.get("id", "")).startswith(suite)]
+    if category:
+        cases = [c for c in cases if c.get("category") == category]
+    if source:
+        cases = [c for c in cases if str(c.get("id", "")).startswith(source)]
     calls = _calls()  # one cache of serving runs for the whole suite
-    return pd.DataFrame([run_case(c, calls) for c in cases])
+    df = pd.DataFrame([run_case(c, calls) for c in cases])
+    if len(df):
+        df.insert(2, "source", [source_of(i) for i in df["id"]])
+    return df
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per category: cases, how many gave a number (``ran``; ``infeasible_plan`` of them for a plan
-    perfsim says cannot run as given), how many did not (``failed``: cannot run, or a plan
-    infeasible before any number), MAPE and count within 15 % over the cases that gave a number."""
+def summary(df: pd.DataFrame, by=("category",)) -> pd.DataFrame:
+    """Per category (``by``: also ``("category", "source")``): cases, how many gave a number
+    (``ran``; ``infeasible_plan`` of them for a plan perfsim says cannot run as given), how many did
+    not (``failed``: cannot run, or a plan infeasible before any number), MAPE and count within 15 %
+    over the cases that gave a number."""
     rows = []
-    for category, part in df.groupby("category", sort=True):
+    for key, part in df.groupby(list(by), sort=True):
         ran = part[np.isfinite(part["predicted"].astype(float))]
-        rows.append({"category": category, "cases": len(part), "ran": len(ran),
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
+                     "cases": len(part), "ran": len(ran),
                      "infeasible_plan": int((ran["status"] == "infeasible plan").sum()),
                      "failed": len(part) - len(ran),
                      "mape": float(np.mean(np.abs(ran["error"]))) if len(ran) else np.nan,

@@ -64,3 +64,16 @@ def test_broken_case_is_reported_not_raised():
     assert row["status"] == "cannot run" and "no-such-model" in row["reason"]
     row = run_case({"id": "Y", "category": "inference", "call": "teleport", "metric": "x", "value": 1.0})
     assert row["status"] == "cannot run"
+
+
+def test_validate_filters_and_summarises_by_source():
+    from click.testing import CliRunner
+
+    from perfsim.cli import cli
+
+    out = CliRunner().invoke(cli, ["validate", "--source", "T-MAXTEXT", "--format", "markdown"])
+    assert out.exit_code == 0, out.output
+    assert "| category | source |" in out.output and "| training | T-MAXTEXT | 5 |" in out.output
+    assert " %" in out.output  # MAPE in per cent, as the README shows it
+    table = CliRunner().invoke(cli, ["validate", "--category", "memory", "--source", "M-VLLM"])
+    assert table.output.startswith("case") and "MAPE per source" in table.output

@@ -257,20 +257,46 @@ def sweep_line(summary: dict, out_path) -> str:
             f"({summary['feasible']:,} feasible{resumed}) -> {out_path}")
 
 
-def validation_text(cases, summary) -> str:
-    """Predicted against published, a line per case, then the error summary (``perfsim validate``);
-    ``cases`` and ``summary`` are the DataFrames of :mod:`perfsim.validate`."""
+def _summary_rows(summary) -> list[list[str]]:
+    keys = [k for k in ("category", "source") if k in summary.columns]
+    rows = [[*keys, "cases", "ran", "infeasible plans", "failed", "MAPE", "within 15 %"]]
+    for _, r in summary.iterrows():
+        mape = f"{100 * r['mape']:.1f} %" if np.isfinite(r["mape"]) else "-"
+        rows.append([*(str(r[k]) for k in keys), str(r["cases"]), str(r["ran"]), str(r["infeasible_plan"]),
+                     str(r["failed"]), mape, str(r["within_15pct"])])
+    return rows
+
+
+def _grid(rows: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        return ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0]),
+                *("| " + " | ".join(r) + " |" for r in rows[1:])]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows]
+
+
+def validation_text(cases, summary, by_source=None, markdown: bool = False) -> str:
+    """Predicted against published, a line per case, then MAPE per category and per source
+    (``perfsim validate``); ``cases`` and the summaries are the DataFrames of :mod:`perfsim.validate`.
+    ``markdown``: the summaries alone, as Markdown tables (for a README)."""
     lines = []
-    for _, row in cases.iterrows():
-        if np.isfinite(row["predicted"]):
-            flag = f"  ({row['status']}: {row['reason']})" if row["status"] != "ok" else ""
-            lines.append(f"{row['id']:<48} {row['metric']:<36} {row['published']:>12.4g} {row['predicted']:>12.4g}"
-                         f" {row['error']:>+8.1%}{flag}")
-        else:
-            lines.append(f"{row['id']:<48} {row['metric']:<36} {row['published']:>12.4g} {'-':>12} "
-                         f"{row['status']}: {row['reason']}")
-    lines.append("")
-    lines.append(summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if not markdown:
+        lines.append(f"{'case':<48} {'metric':<36} {'published':>12} {'predicted':>12} {'error':>8}")
+        for _, row in cases.iterrows():
+            if np.isfinite(row["predicted"]):
+                flag = f"  ({row['status']}: {row['reason']})" if row["status"] != "ok" else ""
+                lines.append(f"{row['id']:<48} {row['metric']:<36} {row['published']:>12.4g} "
+                             f"{row['predicted']:>12.4g} {row['error']:>+8.1%}{flag}")
+            else:
+                lines.append(f"{row['id']:<48} {row['metric']:<36} {row['published']:>12.4g} {'-':>12} "
+                             f"{row['status']}: {row['reason']}")
+        lines.append("")
+    lines += ["MAPE per category", ""] if not markdown else []
+    lines += _grid(_summary_rows(summary), markdown)
+    if by_source is not None and len(by_source):
+        lines += ["", "MAPE per source", ""] if not markdown else [""]
+        lines += _grid(_summary_rows(by_source), markdown)
     return "\n".join(lines)
 
 
