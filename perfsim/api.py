@@ -5,11 +5,12 @@ Each function takes keyword arguments named like the CLI options and returns pla
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dataclasses
 import math
 
 import numpy as np
-import pandas as pd
 
 from perfsim.analytical.evaluate import evaluate, evaluate_columns
 from perfsim.cost.collectives import ALGORITHMS, OPS, bus_factor
@@ -27,6 +28,9 @@ from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.plan.grid import default_dtype
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
+
+if TYPE_CHECKING:  # pandas is imported by the sweep that returns a DataFrame, not by every estimate
+    import pandas as pd
 
 TIERS = ("hbm", "cpu", "nvme")
 

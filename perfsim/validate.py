@@ -9,15 +9,19 @@ not fit memory) still reports its number, flagged ``infeasible plan`` with the r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from perfsim.errors import InputError
 from perfsim.specs.paths import data_dir
 from perfsim.specs.yamlio import load_yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _calls():
@@ -146,6 +150,8 @@ def validate(suite=None, path=None, category=None, source=None) -> pd.DataFrame:
     if source:
         cases = [c for c in cases if str(c.get("id", "")).startswith(source)]
     calls = _calls()  # one cache of serving runs for the whole suite
+    import pandas as pd
+
     df = pd.DataFrame([run_case(c, calls) for c in cases])
     if len(df):
         df.insert(2, "source", [source_of(i) for i in df["id"]])
@@ -166,4 +172,6 @@ def summary(df: pd.DataFrame, by=("category",)) -> pd.DataFrame:
                      "failed": len(part) - len(ran),
                      "mape": float(np.mean(np.abs(ran["error"]))) if len(ran) else np.nan,
                      "within_15pct": int((np.abs(ran["error"]) <= 0.15).sum())})
+    import pandas as pd
+
     return pd.DataFrame(rows)

@@ -98,3 +98,14 @@ def test_no_import_cycle():
         if name not in state:
             visit(name, [name])
     assert not cycles, cycles
+
+
+def test_the_estimate_path_imports_no_heavy_library():
+    """``perfsim estimate`` on the command line loads numpy, click and yaml, not pandas, matplotlib, scipy or dask."""
+    import subprocess
+    import sys
+
+    code = ("import sys, perfsim.cli; heavy = [m for m in ('pandas', 'matplotlib', 'scipy', 'dask', 'pyarrow') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", out.stdout
