@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import perfsim
 from perfsim.cli import cli
+from perfsim.report import tables
 from perfsim.specs.hardware import load_hardware
 
 MEMORY_KEYS = {"weights", "gradients", "optimizer", "model_states", "activations", "kv_cache", "other", "total",
@@ -152,3 +153,22 @@ def test_gemm_honours_whatif_bandwidth_and_peak():
     # no what-if, or one the GEMM does not read: the same result
     for same in ({"base": "h100-sxm"}, {"base": "h100-sxm", "scaleout_gb_s": 100}):
         assert perfsim.gemm(same, 8192, 8192, 8192, "bf16") == plain
+
+
+STEP_PARTS = ("forward_s", "backward_s", "recompute_s", "bubble_s", "pipeline_p2p_s", "dp_exposed_s", "cp_exposed_s",
+              "optimizer_s", "offload_s", "overhead_s")
+
+
+@pytest.mark.parametrize("plan", [dict(tp=2, pp=2, dp=2, global_batch=16),
+                                  dict(dp=8, zero=3, global_batch=32, offload_optimizer="cpu"),
+                                  dict(cp=2, dp=4, seq_len=16384, global_batch=8),
+                                  dict(pp=4, dp=2, global_batch=32, schedule="interleaved", virtual_stages=2)])
+def test_the_step_is_the_sum_the_table_names(plan):
+    r = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", **plan)
+    assert r["step_time_s"] == pytest.approx(sum(r["breakdown"]["train"][k] for k in STEP_PARTS), rel=1e-12)
+    assert all(k.removesuffix("_s").replace("_", " ") in tables.estimate_table(r) for k in STEP_PARTS)
+
+
+def test_durations_read_well():
+    assert tables._fmt_s(-0.0) == "0 us" and tables._fmt_s(-1e-12) == "0 us"
+    assert tables._fmt_s(-0.255) == "-255.00 ms" and tables._fmt_s(2.5) == "2.500 s"

@@ -34,11 +34,15 @@ def json_text(data) -> str:
 
 
 def _fmt_s(x):
+    """A duration in the unit that reads best (s, ms, us; the sign kept, never a negative zero)."""
     if x is None:
         return "-"
-    if x >= 1:
+    size = abs(x)
+    if size < 5e-8:  # below the last digit shown: 0, not -0.0
+        return "0 us"
+    if size >= 1:
         return f"{x:.3f} s"
-    if x >= 1e-3:
+    if size >= 1e-3:
         return f"{x * 1e3:.2f} ms"
     return f"{x * 1e6:.1f} us"
 
@@ -120,7 +124,9 @@ def estimate_table(result: dict) -> str:
                      f"{_fmt(result['hardware_tflops_per_device'], '.1f')} hardware")
         lines.append(f"bubble fraction      {_fmt(result['bubble_fraction'], '.1%')}")
         lines.append("")
-        lines.append("where the step goes")
+        lines.append("where the step goes (the step is forward + backward + recompute + bubble + pipeline p2p"
+                     " + dp exposed + cp exposed + optimizer + offload + overhead; communication lines are"
+                     " part of forward/backward or overlapped)")
         for key, value in result["breakdown"]["train"].items():
             if key == "micro_batches":
                 lines.append(f"  {'micro-batches':<22}{_fmt(value, ',.0f')}")
