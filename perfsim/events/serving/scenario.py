@@ -24,7 +24,8 @@ from perfsim.errors import InputError, check_positive, check_whole, unknown
 from perfsim.events import power_trace
 from perfsim.events.serving.iteration_cost import IterationCost, kv_transfer_bytes, kv_transfer_s
 from perfsim.events.serving.requests import Requests, check_lengths, make_requests
-from perfsim.events.serving.simulator import BLOCK_TOKENS, KINDS, SCHEDULERS, ServeConfig, blocks_for, simulate
+from perfsim.events.serving.simulator import SCHEDULERS, ServeConfig, simulate
+from perfsim.events.serving.state import BLOCK_TOKENS, KINDS, blocks_for
 from perfsim.events.trace import write_chrome_trace
 from perfsim.graph.transformer import Pass
 from perfsim.plan.columns import build
