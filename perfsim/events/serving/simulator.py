@@ -6,18 +6,19 @@ disaggregated) run one of :data:`SCHEDULERS` (:mod:`perfsim.events.serving.sched
 least-loaded decode instance and its first token counts from the arrival of the cache there.
 
 Arrivals are routed to the instance with the fewest outstanding requests (the lowest index on a
-tie). The simulation is a heap of iteration ends and cache arrivals merged with the arrival
-stream. Per-request state lives in flat lists (:class:`~perfsim.events.serving.state.RequestState`).
+tie). The simulation is an :class:`~perfsim.events.engine.EventQueue` of iteration ends and
+cache arrivals merged with the arrival stream (arrivals first at equal times). Per-request state
+lives in flat lists (:class:`~perfsim.events.serving.state.RequestState`).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from perfsim.events.engine import EventQueue
 from perfsim.events.serving.schedulers import (
     ChunkedInstance,
     ContinuousInstance,
@@ -28,6 +29,7 @@ from perfsim.events.serving.schedulers import (
 from perfsim.events.serving.state import DONE, RequestState
 
 SCHEDULERS = ("static", "continuous", "chunked-prefill")
+_ITERATION_END, _KV_ARRIVAL = 0, 1  # kinds of event
 
 
 @dataclass
@@ -81,10 +83,8 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
         instances = [kind[cfg.scheduler](i, cost, req, cfg, cfg.kv_blocks) for i in range(cfg.instances)]
         entry = instances
         prefill, decode = [], []
-    for i, inst in enumerate(instances):
-        inst.slot = i
-    heap: list = []
-    seq = 0
+    events = EventQueue()
+    push, peek_time, pop_due = events.push, events.peek_time, events.pop_due
     arrival = req.arrival
     n = len(arrival)
     i = 0
@@ -94,7 +94,6 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
     per_node = cfg.devices_per_node
 
     def start(inst, t):
-        nonlocal seq
         dur = inst.begin(t)
         if inst.out:
             dispatch(inst, t)
@@ -103,8 +102,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
             return
         inst.idle = False
         inst.busy_s += dur
-        seq += 1
-        heapq.heappush(heap, (t + dur, seq, 0, inst.slot, 0))
+        push(t + dur, _ITERATION_END, inst)
 
     def same_node(p_inst, d_inst):
         a = p_inst.index * size
@@ -113,7 +111,6 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
 
     def dispatch(inst, t):
         """Hand on the requests leaving ``inst`` at ``t``."""
-        nonlocal seq
         leaving, inst.out = inst.out, []
         if isinstance(inst, PrefillInstance):
             for r in leaving:
@@ -127,8 +124,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                     req.state[r] = DONE
                     continue
                 dest.load += 1
-                seq += 1
-                heapq.heappush(heap, (t + dt, seq, 1, dest.slot, r))
+                push(t + dt, _KV_ARRIVAL, (dest, r))
         else:  # preempted on a decode instance: its cache is recomputed on a prefill instance
             for r in leaving:
                 target = _least_loaded(prefill)
@@ -137,7 +133,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                     start(target, t)
 
     while True:
-        t_done = heap[0][0] if heap else inf
+        t_done = peek_time()
         t_arr = arrival[i] if i < n else inf
         if t_arr == inf and t_done == inf:
             break
@@ -154,17 +150,19 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                 if inst.idle:
                     start(inst, t)
             continue
-        t, _, kind, slot, r = heapq.heappop(heap)
-        inst = instances[slot]
-        if kind == 0:
-            inst.end(t)
-            if inst.out:
-                dispatch(inst, t)
-            start(inst, t)
-        else:  # a KV cache arrives at a decode instance
-            inst.waiting.append(r)
-            if inst.idle:
+        t, due = pop_due()
+        for kind, payload in due:
+            if kind == _ITERATION_END:
+                inst = payload
+                inst.end(t)
+                if inst.out:
+                    dispatch(inst, t)
                 start(inst, t)
+            else:  # a KV cache arrives at a decode instance
+                inst, r = payload
+                inst.waiting.append(r)
+                if inst.idle:
+                    start(inst, t)
     roles = {PrefillInstance: "prefill", DecodeInstance: "decode"}
     return SimResult(
         first_token_s=np.asarray(req.first), finish_s=np.asarray(req.finish),
