@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
-from perfsim.cost.wall import host_floor_w
+from perfsim.cost.wall import host_floor_w, nameplate_w_per_node
 from perfsim.errors import InputError, unknown
 from perfsim.specs.hardware import split_whatif
 
@@ -47,9 +47,7 @@ def _positive(value, field):
 def nameplate_w(hardware) -> float:
     """A server's nameplate power at the wall: every device at TDP, the host at full load, W."""
     spec, overrides = split_whatif(hardware)
-    tdp = overrides.get("tdp_w", spec["tdp_w"])
-    per_node = overrides.get("devices_per_node", spec["devices_per_node"])
-    return (per_node * tdp + spec["host_w"]) / spec["psu_efficiency"]
+    return nameplate_w_per_node({**spec.values, **overrides})
 
 
 def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, servers=None, power_budget_w=None,

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from perfsim.cost.power import COMPONENTS, device_power
-from perfsim.cost.wall import host_floor_w, run_energy
+from perfsim.cost.wall import host_floor_w, nameplate_w_per_node, run_energy
 from perfsim.events import power_trace
 from perfsim.events.serving.iteration_cost import kv_transfer_bytes
 from perfsim.events.serving.state import BLOCK_TOKENS, KINDS
@@ -207,7 +207,7 @@ def _cluster_power(c, cfg, series, devices, start, span, o):
     (``time_s``, ``devices_w``, ``wall_w`` per window; ``instances``: each instance's iterations) where
     ``power_trace`` asks for it.
     """
-    col = {k: float(np.asarray(c[k])) for k in ("idle_w", "host_w", "psu_efficiency", "tdp_w")}
+    col = {k: float(np.asarray(c[k])) for k in ("idle_w", "psu_efficiency")}
     host_w = float(np.asarray(host_floor_w(c)))  # the serving loop runs nothing on the hosts' CPUs, drives, NICs
     per_node = cfg.devices_per_node
     nodes = math.ceil(devices / per_node)
@@ -221,7 +221,7 @@ def _cluster_power(c, cfg, series, devices, start, span, o):
     window = o["power_window_s"]
     edges, means = power_trace.window_means(times, device_w, window)
     wall_means = power_trace.wall_power(means, **wall)
-    nameplate = (per_node * col["tdp_w"] + col["host_w"]) / col["psu_efficiency"]
+    nameplate = float(np.asarray(nameplate_w_per_node(c)))
     stats = {"window_s": window, "servers": nodes, "provisioned_w": nodes * nameplate,
              "devices_w": power_trace.stats(means, device_w),
              "wall_w": power_trace.stats(wall_means, power_trace.wall_power(device_w, **wall))}
