@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import perfsim
 from perfsim.analytical.training import _pipeline
 from perfsim.cli import cli
-from perfsim.events.engine import Engine
+from perfsim.events.engine import Engine, EventQueue
 from perfsim.events.pipeline import StageCosts, simulate
 
 # a model whose embedding and LM head are negligible (vocabulary of 256): equal stages; tp=4
@@ -53,6 +53,20 @@ def test_engine_is_deterministic():
     assert np.array_equal(a.start_s, b.start_s) and np.array_equal(a.end_s, b.end_s)
     again = _random_graph(7)
     assert np.array_equal(again.run().start_s, again.run().start_s)
+
+
+def test_event_queue_orders_by_time_then_push_order():
+    q = EventQueue()
+    assert q.peek_time() == np.inf and q.pop_due() == (np.inf, [])
+    for time, kind, payload in ((2.0, 0, "a"), (1.0, 1, "b"), (2.0, 1, "c"), (1.0, 0, "d"), (2.0, 0, "e")):
+        q.push(time, kind, payload)
+    assert q.peek_time() == 1.0
+    assert q.pop_due() == (1.0, [(1, "b"), (0, "d")])
+    q.push(2.0, 1, "f")  # pushed later at a time already queued: after the others
+    t, due = q.pop_due()
+    assert t == 2.0 and [p for _, p in due] == ["a", "c", "e", "f"]
+    q.push(2.0, 0, "g")  # at the time just handled: a later call
+    assert q.pop_due() == (2.0, [(0, "g")]) and q.peek_time() == np.inf
 
 
 def test_engine_small_dag_by_hand():

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 import perfsim
 from perfsim.cli import cli
+from perfsim.events.serving.metrics import weighted_stats
 from perfsim.events.serving.requests import make_requests
-from perfsim.events.serving.scenario import weighted_stats
 from perfsim.validate import load_cases
 
 SMALL = dict(model="llama2-7b", hardware="a100-80gb")

@@ -65,16 +65,51 @@ _BISECTION_STEPS = 24
 _TOLERANCE = 1e-12
 
 
-def _is_array(*values):
-    """True unless every value is a Python number (NumPy scalars and arrays take the array path)."""
-    return not all(v.__class__ is float or v.__class__ is int for v in values)
+class _Arrays:
+    """The elementwise operations the formulas below are written with, on arrays."""
+
+    maximum = staticmethod(np.maximum)
+    where = staticmethod(np.where)
+    clip = staticmethod(np.clip)
+    per_second = staticmethod(per_second)
+
+    @staticmethod
+    def divide(a, b, fill):
+        """``a / b``; ``fill`` where ``b`` is not above 0."""
+        return np.divide(a, b, out=np.full(np.broadcast(a, b).shape, fill), where=np.asarray(b) > 0)
 
 
-def _maximum(a, b):
-    """``np.maximum`` for arrays, the larger for Python numbers (the serving loop's scalars)."""
-    if a.__class__ is float and b.__class__ is float:
+class _Numbers:
+    """The same operations on Python numbers, with the same values: the serving simulator prices
+    its iterations one at a time, where a NumPy call would cost more than the arithmetic."""
+
+    @staticmethod
+    def maximum(a, b):
         return a if a > b else b
-    return np.maximum(a, b)
+
+    @staticmethod
+    def where(condition, a, b):
+        return a if condition else b
+
+    @staticmethod
+    def clip(x, low, high):
+        return min(max(x, low), high)
+
+    @staticmethod
+    def per_second(amount, seconds):
+        return amount / seconds if seconds else 0.0
+
+    @staticmethod
+    def divide(a, b, fill):
+        return a / b if b > 0 else fill
+
+
+def _ops(*values):
+    """:class:`_Numbers` where every value is a Python number, else :class:`_Arrays` (NumPy scalars too)."""
+    for v in values:
+        if v.__class__ is not float and v.__class__ is not int:
+            return _Arrays
+    return _Numbers
 
 
 def voltage_ratio(clock, floor):
@@ -88,7 +123,7 @@ def voltage_ratio(clock, floor):
     >>> voltage_ratio(0.9, 0.8), voltage_ratio(0.5, 0.8)
     (0.9, 0.8)
     """
-    return _maximum(clock, floor)
+    return _ops(clock, floor).maximum(clock, floor)
 
 
 def clocked_seconds(clock, full_s, compute_bound_s, memory_bound_s=0.0, memory_compute_s=0.0):
@@ -113,17 +148,33 @@ def clocked_seconds(clock, full_s, compute_bound_s, memory_bound_s=0.0, memory_c
     >>> clocked_seconds(0.5, 10.0, 4.0, 4.0, 1.0), clocked_seconds(0.2, 10.0, 4.0, 4.0, 1.0)
     (14.0, 27.0)
     """
-    return (compute_bound_s / clock + _maximum(memory_bound_s, memory_compute_s / clock)
+    maximum = _ops(clock, memory_bound_s, memory_compute_s).maximum
+    return _clocked(maximum, clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s)
+
+
+def _clocked(maximum, clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s):
+    """:func:`clocked_seconds` with the ``maximum`` of the caller's operations."""
+    return (compute_bound_s / clock + maximum(memory_bound_s, memory_compute_s / clock)
             + (full_s - compute_bound_s - memory_bound_s))
 
 
-def _factors(clock, floor, rate):
+def clip_span(full_s, compute_bound_s, memory_bound_s=0.0, memory_compute_s=0.0):
+    """A span's parts for :func:`clocked_seconds`, each within what contains it (sums of parts
+    priced separately, or interpolated, may pass it by rounding): ``(full_s, compute, memory,
+    memory_compute)``. Arrays, or Python numbers for one span."""
+    xp = _ops(full_s, compute_bound_s, memory_bound_s, memory_compute_s)
+    compute = xp.clip(compute_bound_s, 0.0, full_s)
+    memory = xp.clip(memory_bound_s, 0.0, full_s - compute)
+    return full_s, compute, memory, xp.clip(memory_compute_s, 0.0, memory)
+
+
+def _factors(maximum, clock, floor, rate):
     """Scale factors of the power terms at ``clock``: ``(active, clocked engines, bytes)``.
 
     ``rate`` is the work per second relative to the top clock (``T(1) / T(f)``): the active floor
     scales with ``f V²``, the engines' dynamic power with ``V²`` times the rate, energy per byte
-    with the rate."""
-    v = voltage_ratio(clock, floor)
+    with the rate. ``maximum`` is that of :class:`_Arrays` or :class:`_Numbers`."""
+    v = maximum(clock, floor)  # voltage_ratio
     v2 = v * v
     return clock * v2, v2 * rate, rate
 
@@ -166,72 +217,48 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     (0.894, True)
     """
     full_s = span[0]
-
-    scalar = not _is_array(cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)
+    xp = _ops(cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)
+    maximum, where, divide = xp.maximum, xp.where, xp.divide
 
     def power(clock):
-        seconds = clocked_seconds(clock, *span)
-        rate = full_s / seconds if scalar else np.divide(
-            full_s, seconds, out=np.ones(np.broadcast(full_s, seconds).shape), where=np.asarray(seconds) > 0)
-        a, e, b = _factors(clock, floor, rate)
+        rate = divide(full_s, _clocked(maximum, clock, *span), 1.0)
+        a, e, b = _factors(maximum, clock, floor, rate)
         return idle + active * a + clocked_w * e + bytes_w * b
 
     binds = uncapped_w > cap * (1.0 + _TOLERANCE)  # not where the cap equals the power but for rounding
-    if scalar:
-        if not binds:  # one span: the bisection below would give the same answer
-            return 1.0, True
-        fits = power(lowest) <= cap
-    else:
-        fits = (power(lowest) <= cap) | ~binds
-    if scalar:
-        lo, hi = lowest, 1.0
-        for _ in range(steps):
-            mid = 0.5 * (lo + hi)
-            if power(mid) <= cap:
-                lo = mid
-            else:
-                hi = mid
-        return lo, fits
+    if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
+        return 1.0, True
+    fits = where(binds, power(lowest) <= cap, True)
     lo = lowest + 0.0 * uncapped_w
     hi = 1.0 + 0.0 * lo
     for _ in range(steps):  # the same steps on every row at once
         mid = 0.5 * (lo + hi)
         ok = power(mid) <= cap
-        lo = np.where(ok, mid, lo)
-        hi = np.where(ok, hi, mid)
-    return np.where(binds, lo, 1.0), fits
+        lo = where(ok, mid, lo)
+        hi = where(ok, hi, mid)
+    return where(binds, lo, 1.0), fits
 
 
 def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0):
     """Dynamic power of one device over a span at the top clock, TDP clip applied (W): ``matrix``,
     ``memory``, ``link``, ``vector`` (NPU vector engine, arrays only) and their unclipped ``total``.
 
-    Arrays (NaN where the span is unknown, 0 where it is empty) or Python numbers (``seconds`` > 0:
-    the serving simulator's iterations, priced one at a time)."""
-    if not _is_array(seconds, flops, hbm_bytes, link_bytes, vector_ops):
-        dynamic = {"matrix": c["matrix_w"] * (flops / seconds) / c["peak_flops"],  # the array path's order
-                   "memory": c["memory_j_per_byte"] * (hbm_bytes / seconds),
-                   "link": c["link_j_per_byte"] * (link_bytes / seconds)}
-        total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"]
-        headroom = max(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
-        scale = headroom / total if total > headroom else 1.0
-        out = {k: v * scale for k, v in dynamic.items()}
-        out.update(vector=0.0, total=total)
-        return out
+    Arrays (NaN where the span is unknown, 0 where it is empty) or Python numbers (the serving
+    simulator's iterations, priced one at a time)."""
+    xp = _ops(seconds, flops, hbm_bytes, link_bytes, vector_ops)
     dynamic = {
-        "matrix": c["matrix_w"] * per_second(flops, seconds) / c["peak_flops"],
-        "memory": c["memory_j_per_byte"] * per_second(hbm_bytes, seconds),
-        "link": c["link_j_per_byte"] * per_second(link_bytes, seconds),
+        "matrix": c["matrix_w"] * xp.per_second(flops, seconds) / c["peak_flops"],
+        "memory": c["memory_j_per_byte"] * xp.per_second(hbm_bytes, seconds),
+        "link": c["link_j_per_byte"] * xp.per_second(link_bytes, seconds),
     }
-    has_vector = np.any(np.asarray(vector_ops) > 0)
-    if has_vector:
+    if vector_ops > 0 if xp is _Numbers else np.any(np.asarray(vector_ops) > 0):
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(np.asarray(vector_ops) > 0, per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
         share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
         dynamic["vector"] = c.get("vector_w", 0.0) * share
     total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"] + dynamic.get("vector", 0.0)
-    headroom = np.maximum(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
-    scale = np.where(total > headroom, np.divide(headroom, total, out=np.zeros_like(total), where=total > 0), 1.0)
+    headroom = xp.maximum(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
+    scale = xp.where(total > headroom, xp.divide(headroom, total, 0.0), 1.0)
     out = {k: v * scale for k, v in dynamic.items()}
     out["total"] = total
     return out
@@ -259,7 +286,8 @@ def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
     idle, active = c["idle_w"], c["active_w"]
     vector = d.get("vector", 0.0)
     uncapped = idle + active + d["matrix"] + d["memory"] + d["link"] + vector
-    lowest = _maximum(c["min_clock_ghz"] / c["clock_ghz"], LOWEST_CLOCK)
+    lowest = c["min_clock_ghz"] / c["clock_ghz"]
+    lowest = _ops(lowest).maximum(lowest, LOWEST_CLOCK)
     return solve_clock(cap, lowest, c["voltage_floor"], span, idle, active, d["matrix"] + vector,
                        d["memory"] + d["link"], uncapped)
 
@@ -313,9 +341,8 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     parts.update(dynamic)
     parts.setdefault("vector", 0.0 * total)
     if clock is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(np.asarray(seconds) > 0, np.divide(span, seconds), 1.0)
-        a, e, b = _factors(np.asarray(clock, dtype=float), c["voltage_floor"], rate)
+        rate = _Arrays.divide(span, seconds, 1.0)
+        a, e, b = _factors(np.maximum, np.asarray(clock, dtype=float), c["voltage_floor"], rate)
         parts["active"] = parts["active"] * a
         for key, factor in (("matrix", e), ("vector", e), ("memory", b), ("link", b)):
             parts[key] = parts[key] * factor
@@ -357,13 +384,20 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
     """
     full_s = np.asarray(full_s, dtype=float)
     cap = np.where(np.isnan(c["power_cap_w"]), np.inf, c["power_cap_w"])
-    compute = np.clip(compute_bound_s, 0.0, full_s)
-    memory = np.clip(memory_bound_s, 0.0, full_s - compute)
-    span = (full_s, compute, memory, np.clip(memory_compute_s, 0.0, memory))
     with np.errstate(divide="ignore", invalid="ignore"):
-        clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops)
-        seconds = np.where(clock < 1.0, clocked_seconds(clock, *span), full_s)
-    return clock, seconds, fits
+        return span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes,
+                              link_bytes, vector_ops)
+
+
+def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
+                   vector_ops=0.0):
+    """A span of work at the clock ``cap`` leaves it: ``(clock, seconds, fits)`` as :func:`cap_span`
+    gives them, for a cap given directly (``inf``: none). The parts are clipped
+    (:func:`clip_span`). Arrays, or Python numbers for one span (the serving simulator's iterations).
+    """
+    span = clip_span(full_s, compute_bound_s, memory_bound_s, memory_compute_s)
+    clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops)
+    return clock, _ops(clock).where(clock < 1.0, clocked_seconds(clock, *span), full_s), fits
 
 
 def cap_check(c, fits, what):

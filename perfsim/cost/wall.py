@@ -52,6 +52,12 @@ def host_floor_w(c):
     return c["host_w"] - sum(c[column] for _, column in HOST_PARTS)
 
 
+def nameplate_w_per_node(c):
+    """One server's nameplate power at the wall (W): ``devices_per_node`` devices at ``tdp_w`` and
+    the host at full load (``host_w``), through the power supplies (``psu_efficiency``)."""
+    return (c["devices_per_node"] * c["tdp_w"] + c["host_w"]) / c["psu_efficiency"]
+
+
 def _wall(c, device_w, seconds, activity=None):
     """Servers at the wall: ``(power_w_per_node, energy_wall_j, host_j, psu_loss_j, unused_j, use_j)``,
     ``use_j`` the host parts' energy by part (all nodes). ``power_w_per_node`` is a whole server's

@@ -8,10 +8,10 @@ backward pass. A free resource starts its ready tasks in order of readiness (``f
 ``priority`` (lowest first); ties go to the task added first, so a run is deterministic.
 
 Durations are given, never computed here: they come from the same vectorised cost models as
-the closed forms, and the engine only decides *when* each task runs. The event queue is a
-``heapq`` of ``(time, sequence, kind, task)`` tuples, as in SimPy's core (Müller and Vignaux),
-and the state lives in flat lists, so a graph of tens of thousands of tasks runs in a fraction
-of a second.
+the closed forms, and the engine only decides *when* each task runs. Events come out of an
+:class:`EventQueue` (which the serving simulator uses too) by time and, at one time, in the order
+they were pushed, as in SimPy's core (Müller and Vignaux); the state lives in flat lists, so a
+graph of tens of thousands of tasks runs in a fraction of a second.
 
 Examples
 --------
@@ -28,13 +28,51 @@ Examples
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
+from heapq import heappop, heappush
+from math import inf
 
 import numpy as np
 
 _POLICIES = ("fifo", "priority")
 _FINISH, _RELEASE = 0, 1
+
+
+class EventQueue:
+    """Events in time order, each a ``kind`` and a payload; events at the same time come out in the
+    order they were pushed, so a run is deterministic and payloads are never compared.
+
+    A heap of the distinct times and, per time, its events in a list.
+    """
+
+    __slots__ = ("_times", "_due")
+
+    def __init__(self):
+        self._times: list = []
+        self._due: dict = {}
+
+    def push(self, time, kind, payload=None):
+        """Add an event of ``kind`` at ``time`` carrying ``payload``."""
+        due = self._due
+        if time in due:
+            due[time].append((kind, payload))
+        else:
+            due[time] = [(kind, payload)]
+            heappush(self._times, time)
+
+    def peek_time(self):
+        """Time of the next event; ``inf`` when there is none."""
+        times = self._times
+        return times[0] if times else inf
+
+    def pop_due(self):
+        """Remove the events at the time of the next one: ``(time, [(kind, payload), ...])``, in the
+        order they were pushed (``(inf, [])`` when there is none). Events pushed at that time while
+        these are handled come out in a later call."""
+        if not self._times:
+            return inf, []
+        time = heappop(self._times)
+        return time, self._due.pop(time)
 
 
 @dataclass(frozen=True)
@@ -152,52 +190,50 @@ class Engine:
         busy = [0.0] * n_res
         start = [np.nan] * n
         end = [np.nan] * n
-        events: list = []
-        seq = 0
-        touched: list[int] = []
-
-        def ready(i, now):
-            r = res[i]
-            heapq.heappush(queues[r], (prio[i] if policy[r] else now, i))
-            touched.append(r)
-
+        events = EventQueue()
+        push, pop_due = events.push, events.pop_due
+        touched: list[int] = []  # resources that may start a task now
         for i in range(n):
             if waiting[i] == 0:
-                ready(i, 0.0)
+                r = res[i]
+                heappush(queues[r], (prio[i] if policy[r] else 0.0, i))
+                touched.append(r)
         now = 0.0
         done = 0
         while True:
             for r in touched:
                 if running[r] or not queues[r]:
                     continue
-                _, i = heapq.heappop(queues[r])
+                _, i = heappop(queues[r])
                 running[r] = True
+                d = dur[i]
                 start[i] = now
-                end[i] = now + dur[i]
-                busy[r] += dur[i]
-                heapq.heappush(events, (end[i], seq, _FINISH, i))
-                seq += 1
-                for j, lag in lagged[i]:
-                    heapq.heappush(events, (now + lag, seq, _RELEASE, j))
-                    seq += 1
+                end[i] = finish = now + d
+                busy[r] += d
+                push(finish, _FINISH, i)
+                if lagged[i]:
+                    for j, lag in lagged[i]:
+                        push(now + lag, _RELEASE, j)
             touched.clear()
-            if not events:
+            t, due = pop_due()
+            if not due:
                 break
-            now = events[0][0]
-            while events and events[0][0] == now:
-                _, _, kind, i = heapq.heappop(events)
-                if kind == _RELEASE:
-                    waiting[i] -= 1
-                    if waiting[i] == 0:
-                        ready(i, now)
-                    continue
-                done += 1
-                running[res[i]] = False
-                touched.append(res[i])
-                for j in succ[i]:
+            now = t
+            for kind, i in due:
+                if kind == _FINISH:
+                    done += 1
+                    r = res[i]
+                    running[r] = False
+                    touched.append(r)
+                    released = succ[i]
+                else:
+                    released = (i,)
+                for j in released:  # ready when its last dependency is met
                     waiting[j] -= 1
                     if waiting[j] == 0:
-                        ready(j, now)
+                        r = res[j]
+                        heappush(queues[r], (prio[j] if policy[r] else now, j))
+                        touched.append(r)
         if done < n:
             stuck = [self.names[i] for i in range(n) if np.isnan(start[i])][:5]
             raise RuntimeError(f"{n - done} tasks can never start (a dependency cycle?), e.g. {stuck}")

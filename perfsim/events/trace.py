@@ -46,14 +46,6 @@ def _events(slices, counters, ids):
                "args": {s["name"]: float(s["value"])}}
 
 
-def chrome_trace(slices, counters=()) -> dict:
-    """The trace-event JSON object: complete events ``ph: X`` in microseconds, counters ``ph: C``,
-    and process/thread names."""
-    ids = _Ids()
-    events = list(_events(slices, counters, ids))
-    return {"traceEvents": list(ids.metadata()) + events, "displayTimeUnit": "ms"}
-
-
 def check_path(path, field: str = "trace_out") -> str:
     """The trace file's path, checked before any work: its directory must exist and it must not
     be a directory itself (:class:`~perfsim.errors.InputError` naming ``field`` otherwise)."""

@@ -20,10 +20,9 @@ near its budget.
 from __future__ import annotations
 
 import math
-from numbers import Integral
 
-from perfsim.cost.wall import host_floor_w
-from perfsim.errors import InputError, unknown
+from perfsim.cost.wall import host_floor_w, nameplate_w_per_node
+from perfsim.errors import InputError, check_positive, check_whole, unknown
 from perfsim.specs.hardware import split_whatif
 
 LOADS = ("per_server", "total")
@@ -32,24 +31,10 @@ CAP_FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 _NOT_HERE = ("dp", "num_devices", "arrival_rate", "num_requests", "power_cap_w", "trace", "disaggregate")
 
 
-def _whole(value, field, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise InputError(f"expected a whole number >= {minimum}, got {value!r}", field=field)
-    return int(value)
-
-
-def _positive(value, field):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise InputError(f"expected a positive number, got {value!r}", field=field)
-    return float(value)
-
-
 def nameplate_w(hardware) -> float:
     """A server's nameplate power at the wall: every device at TDP, the host at full load, W."""
     spec, overrides = split_whatif(hardware)
-    tdp = overrides.get("tdp_w", spec["tdp_w"])
-    per_node = overrides.get("devices_per_node", spec["devices_per_node"])
-    return (per_node * tdp + spec["host_w"]) / spec["psu_efficiency"]
+    return nameplate_w_per_node({**spec.values, **overrides})
 
 
 def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, servers=None, power_budget_w=None,
@@ -104,11 +89,11 @@ def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, serv
     """
     from perfsim.events.serving.scenario import run_scenario as serve
 
-    base = _whole(base_servers, "base_servers")
+    base = check_whole(base_servers, "base_servers")
     if load not in LOADS:
         raise unknown("load", load, LOADS, field="load")
-    rate = _positive(arrival_rate, "arrival_rate")
-    ttft_slo, tpot_slo = _positive(ttft_slo_s, "ttft_slo_s"), _positive(tpot_slo_s, "tpot_slo_s")
+    rate = check_positive(arrival_rate, "arrival_rate")
+    ttft_slo, tpot_slo = check_positive(ttft_slo_s, "ttft_slo_s"), check_positive(tpot_slo_s, "tpot_slo_s")
     for name in _NOT_HERE:
         if name in scenario:
             raise InputError("the study sets it for every server count; leave it out", field=name)
@@ -124,18 +109,18 @@ def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, serv
     counts = list(range(base, 2 * base + 1)) if servers is None else servers
     if not isinstance(counts, (list, tuple)) or not counts:
         raise InputError("expected a list of server counts", field="servers")
-    counts = sorted({_whole(n, "servers") for n in counts})
+    counts = sorted({check_whole(n, "servers") for n in counts})
     if counts[0] > base:
         counts.insert(0, base)
     plate = nameplate_w(scenario["hardware"])
-    budget = plate * base if power_budget_w is None else _positive(power_budget_w, "power_budget_w")
+    budget = plate * base if power_budget_w is None else check_positive(power_budget_w, "power_budget_w")
     tdp = overrides.get("tdp_w", spec["tdp_w"])
     caps = [tdp * f for f in CAP_FRACTIONS] if caps_w is None else sorted(
-        (_positive(x, "caps_w") for x in caps_w), reverse=True)
+        (check_positive(x, "caps_w") for x in caps_w), reverse=True)
     if requests_per_server is not None:
-        requests_per_server = _whole(requests_per_server, "requests_per_server")
+        requests_per_server = check_whole(requests_per_server, "requests_per_server")
     if num_requests is not None:
-        num_requests = _whole(num_requests, "num_requests")
+        num_requests = check_whole(num_requests, "num_requests")
 
     def run(n, cap):
         if load == "per_server":

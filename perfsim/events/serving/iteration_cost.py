@@ -10,12 +10,13 @@ where ``linear`` is everything that depends only on the token count (projections
 collectives, embedding, pipeline hand-offs), ``head`` the LM head over the sequences that sample a
 token, and the two attention terms come from :func:`~perfsim.analytical.inference.attention_cost`.
 Each term is evaluated once on a grid in one vectorised call (Vidur profiles the same
-tables on hardware) and read back by linear interpolation: a scalar lookup inside the
-simulation loop, and array lookups afterwards for the FLOPs and bytes the power model needs.
+tables on hardware) and read back by linear interpolation, one code for both uses: at Python
+numbers on lists inside the simulation loop (one iteration at a time, where a NumPy call would
+cost more than the lookup), and at arrays afterwards for the FLOPs and bytes the power model needs.
 
 Under a power cap (``power_cap_w``) each iteration runs at its own clock: the tables also hold
 the compute-bound and memory-bound parts of every term, and the iteration's clock is the one
-:func:`perfsim.cost.power.span_clock` finds for its work, the compute-bound part
+:func:`perfsim.cost.power.span_under_cap` finds for its work, the compute-bound part
 stretching by the clock (:func:`perfsim.cost.power.clocked_seconds`), as ``estimate``
 prices a capped phase.
 
@@ -34,7 +35,7 @@ from bisect import bisect_right
 import numpy as np
 
 from perfsim.analytical.inference import attention_cost, forward_time
-from perfsim.cost.power import clocked_seconds, span_clock
+from perfsim.cost.power import span_under_cap
 from perfsim.cost.topology import group_collective
 from perfsim.graph.transformer import Pass, kv_bytes_per_device_token
 
@@ -75,26 +76,40 @@ def chunk_pairs(q, cached):
 
 
 class _Axis:
-    """A sorted grid with scalar and array lookups: ``(index, weight)`` of linear interpolation."""
+    """A sorted grid: ``(index, weight)`` of linear interpolation at ``x``, a number (bisection on a
+    list: the simulation loop) or an array (after the run)."""
 
     def __init__(self, values):
         self.values = np.asarray(values, dtype=float)
         self.list = self.values.tolist()
-        self.last = len(self.list) - 2
+        self.size = len(self.list)
+        self.last = self.size - 2
 
     def locate(self, x):
-        xs = self.list
-        j = bisect_right(xs, x) - 1
-        if j > self.last:
-            j = self.last
-        elif j < 0:
-            j = 0
+        if isinstance(x, np.ndarray):
+            xs = self.values
+            j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
+        else:
+            xs = self.list
+            j = bisect_right(xs, x) - 1
+            if j > self.last:
+                j = self.last
+            elif j < 0:
+                j = 0
         return j, (x - xs[j]) / (xs[j + 1] - xs[j])
 
-    def locate_many(self, x):
-        x = np.asarray(x, dtype=float)
-        j = np.clip(np.searchsorted(self.values, x, side="right") - 1, 0, self.last)
-        return j, (x - self.values[j]) / (self.values[j + 1] - self.values[j])
+
+def _lerp(values, j, w):
+    """``values`` interpolated at ``(j, w)`` of :meth:`_Axis.locate`: a list at a number, an array at arrays."""
+    return values[j] + w * (values[j + 1] - values[j])
+
+
+def _sum(tables, at):
+    """One quantity of an iteration (or of many) from its tables at ``at`` (:meth:`IterationCost._at`):
+    the token-count terms, the LM head, decode and prefill attention."""
+    linear, head, decode, prefill = tables
+    jt, wt, logits, jc, wc, jp, wp = at
+    return _lerp(linear, jt, wt) + head[logits] + _lerp(decode, jc, wc) + _lerp(prefill, jp, wp)
 
 
 class IterationCost:
@@ -126,117 +141,96 @@ class IterationCost:
             p = Pass(tokens=tokens, seqs=1.0, q_len=tokens, kv_len=tokens, causal=1.0, logits_tokens=0.0)
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
-            self.linear = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
-            self.linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in _CAPPED})
+            linear = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
+            linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in _CAPPED})
 
             seqs = np.arange(0, max_seqs + 2, dtype=float)
-            self.seqs = _Axis(seqs)
             zero = 0.0 * seqs
             p = Pass(tokens=zero, seqs=zero, q_len=zero, kv_len=zero, causal=zero, logits_tokens=seqs)
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
-            self.head = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
-            self.head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _CAPPED})
+            head = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
+            head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _CAPPED})
 
             context = _context_grid(max_context)
             self.context = _Axis(context)
             n, k = seqs[:, None], context[None, :]
             d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
-            self.decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
-                           for key in ("time_s", *_CAPPED)}
+            decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
+                      for key in ("time_s", *_CAPPED)}
 
             prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
             self.prompt = _Axis(prompt)
             pl = prompt[None, :]
             a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
-            self.prefill = {key: np.broadcast_to(a["total_s" if key == "time_s" else key], (len(seqs), len(prompt)))
-                            for key in ("time_s", *_CAPPED)}
+            prefill = {key: np.broadcast_to(a["total_s" if key == "time_s" else key], (len(seqs), len(prompt)))
+                       for key in ("time_s", *_CAPPED)}
 
-        for table in (self.linear, self.head, self.decode, self.prefill):
-            for key in table:
-                table[key] = np.nan_to_num(np.asarray(table[key], dtype=float))
-        # scalar tables for the simulation loop
-        self._linear = self.linear["time_s"].tolist()
-        self._head = self.head["time_s"].tolist()
-        self._decode = self.decode["time_s"].tolist()
-        self._prefill = self.prefill["time_s"].tolist()
+        # per quantity: (linear, head, decode, prefill), the attention tables flat (row n: n sequences;
+        # row 0, no sequence, no attention), as arrays and as lists for the simulation loop
+        self._arrays = {}
+        for key in ("time_s", *_CAPPED):
+            tables = [np.nan_to_num(np.asarray(t[key], dtype=float)) for t in (linear, head, decode, prefill)]
+            for table in tables[2:]:
+                table[0] = 0.0
+            self._arrays[key] = tuple(t.reshape(-1) for t in tables)
+        self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         n_int = int(max_seqs) + 1
-        self._base = [self.overhead_s + self._lin(i) + self._head[i] for i in range(n_int)]
+        lin, head_s = self._lists["time_s"][:2]
+        self._base = [self.overhead_s + _lerp(lin, *self.tokens.locate(i)) + head_s[i] for i in range(n_int)]
         # a power cap: every iteration at its own clock
         cap = float(np.asarray(c.get("power_cap_w", np.nan)))
         self.cap = cap if math.isfinite(cap) else None
         if self.cap is not None:
             self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
-            self._cap_tables = {key: (self.linear[key].tolist(), self.head[key].tolist(), self.decode[key].tolist(),
-                                      self.prefill[key].tolist()) for key in _CAPPED}
+            self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
             self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
 
-    # -- scalar lookups (simulation loop) -----------------------------------------------------
-    def _lin(self, tokens):
-        j, w = self.tokens.locate(tokens)
-        v = self._linear
-        return v[j] + w * (v[j + 1] - v[j])
+    def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
+        """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
+        jt, wt = self.tokens.locate(tokens)
+        jc, wc = self.context.locate(context)
+        jp, wp = self.prompt.locate(prompt)
+        return jt, wt, logits, n_dec * self.context.size + jc, wc, n_pre * self.prompt.size + jp, wp
 
-    def _rows(self, table, axis, n, x):
+    # -- the simulation loop: one iteration at a time -----------------------------------------
+    def _attention(self, table, axis, n, x):
         j, w = axis.locate(x)
-        row = table[n]
-        return row[j] + w * (row[j + 1] - row[j])
+        return _lerp(table, n * axis.size + j, w)
 
     def decode_step_s(self, n, context):
         """One decode iteration of ``n`` sequences attending ``context`` keys on average, s."""
-        t = self._base[n] + self._rows(self._decode, self.context, n, context)
+        t = self._base[n] + self._attention(self._lists["time_s"][2], self.context, n, context)
         return t if self.cap is None else self._capped(t, n, n, n, context, 0, 0.0)
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
-        t = (self.overhead_s + self._lin(tokens) + self._head[n]
-             + self._rows(self._prefill, self.prompt, n, prompt))
+        linear, head, _, prefill = self._lists["time_s"]
+        t = (self.overhead_s + _lerp(linear, *self.tokens.locate(tokens)) + head[n]
+             + self._attention(prefill, self.prompt, n, prompt))
         return t if self.cap is None else self._capped(t, tokens, n, 0, 0.0, n, prompt)
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s."""
-        t = self.overhead_s + self._lin(tokens) + self._head[logits]
+        linear, head, decode, prefill = self._lists["time_s"]
+        t = self.overhead_s + _lerp(linear, *self.tokens.locate(tokens)) + head[logits]
         if n_dec:
-            t += self._rows(self._decode, self.context, n_dec, context)
+            t += self._attention(decode, self.context, n_dec, context)
         if n_pre:
-            t += self._rows(self._prefill, self.prompt, n_pre, prompt)
+            t += self._attention(prefill, self.prompt, n_pre, prompt)
         return t if self.cap is None else self._capped(t, tokens, logits, n_dec, context, n_pre, prompt)
 
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
-        """Length of one iteration at the clock the power cap leaves it (scalar lookups)."""
-        jt, wt = self.tokens.locate(tokens)
-        jc, wc = self.context.locate(context) if n_dec else (0, 0.0)
-        jp, wp = self.prompt.locate(prompt) if n_pre else (0, 0.0)
-        sums = []
-        for key in _CAPPED:
-            lin, head, dec, pre = self._cap_tables[key]
-            v = lin[jt] + wt * (lin[jt + 1] - lin[jt]) + head[logits]
-            if n_dec:
-                row = dec[n_dec]
-                v += row[jc] + wc * (row[jc + 1] - row[jc])
-            if n_pre:
-                row = pre[n_pre]
-                v += row[jp] + wp * (row[jp + 1] - row[jp])
-            sums.append(v)
-        compute, memory, memory_compute, flops, hbm, link = sums
-        span = _span(full_s, compute, memory, memory_compute)
-        clock, fits = span_clock(self.power_columns, self.cap, span, flops / self.pp, hbm / self.pp, link / self.pp)
+        """Length of one iteration at the clock the power cap leaves it."""
+        at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
+        compute, memory, memory_compute, flops, hbm, link = (_sum(self._lists[key], at) for key in _CAPPED)
+        _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
+                                          flops / self.pp, hbm / self.pp, link / self.pp)
         if not fits:
             self.over_cap += 1
-        return full_s if clock == 1.0 else clocked_seconds(clock, *span)
+        return seconds
 
-    # -- array lookups (after the run) --------------------------------------------------------
-    @staticmethod
-    def _interp(table, axis, x):
-        j, w = axis.locate_many(x)
-        return table[j] + w * (table[j + 1] - table[j])
-
-    @staticmethod
-    def _interp_rows(table, axis, n, x):
-        j, w = axis.locate_many(x)
-        n = np.asarray(n, dtype=np.int64)
-        return table[n, j] + w * (table[n, j + 1] - table[n, j])
-
+    # -- many iterations at once --------------------------------------------------------------
     def work(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Time and work of many iterations (arrays): ``{time_s, flops, hbm_bytes, link_bytes}``.
 
@@ -244,43 +238,28 @@ class IterationCost:
         power cap ``time_s`` is the capped length, and ``full_s`` (at the top clock) and
         ``clock_ratio`` come too.
         """
-        n_dec = np.asarray(n_dec, dtype=np.int64)
-        n_pre = np.asarray(n_pre, dtype=np.int64)
-        logits = np.asarray(logits, dtype=np.int64)
+        at = self._at(np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64),
+                      np.asarray(n_dec, dtype=np.int64), np.asarray(context, dtype=float),
+                      np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
         out = {}
         for key in ("time_s", *(WORK if self.cap is None else _CAPPED)):
-            v = self._interp(self.linear[key], self.tokens, tokens) + self.head[key][logits]
-            v = v + np.where(n_dec > 0, self._interp_rows(self.decode[key], self.context, n_dec, context), 0.0)
-            v = v + np.where(n_pre > 0, self._interp_rows(self.prefill[key], self.prompt, n_pre, prompt), 0.0)
+            v = _sum(self._arrays[key], at)
             out[key] = v / self.pp if key in WORK else v
         out["time_s"] = out["time_s"] + self.overhead_s
         if self.cap is not None:
-            span = _span(out["time_s"], *(out.pop(key) for key in SPAN))
-            clock, _ = span_clock(self.power_columns, self.cap, span, out["flops"], out["hbm_bytes"],
-                                  out["link_bytes"])
             out["full_s"] = out["time_s"]
-            out["clock_ratio"] = clock
-            out["time_s"] = np.where(clock < 1.0, clocked_seconds(clock, *span), out["time_s"])
+            out["clock_ratio"], out["time_s"], _ = span_under_cap(
+                self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
+                out["hbm_bytes"], out["link_bytes"])
         return out
 
     def decode_steps_s(self, n, contexts):
         """Decode iterations of ``n`` sequences at each of ``contexts`` (array), s."""
+        contexts = np.asarray(contexts, dtype=float)
         if self.cap is not None:
             many = np.full(len(contexts), n)
             return self.work(many, many, many, contexts, 0 * many, 0.0 * contexts)["time_s"]
-        return self._base[n] + self._interp_rows(self.decode["time_s"], self.context, np.full(len(contexts), n),
-                                                 contexts)
-
-
-def _span(full_s, compute, memory, memory_compute):
-    """An iteration's parts, each within what contains it (interpolation may overshoot by rounding)."""
-    if isinstance(full_s, np.ndarray):
-        compute = np.clip(compute, 0.0, full_s)
-        memory = np.clip(memory, 0.0, full_s - compute)
-        return full_s, compute, memory, np.clip(memory_compute, 0.0, memory)
-    compute = min(max(compute, 0.0), full_s)
-    memory = min(max(memory, 0.0), full_s - compute)
-    return full_s, compute, memory, min(max(memory_compute, 0.0), memory)
+        return self._base[n] + self._attention(self._arrays["time_s"][2], self.context, n, contexts)
 
 
 def kv_transfer_s(c, tokens, *, same_node):

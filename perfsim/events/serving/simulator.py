@@ -1,61 +1,35 @@
 """Serving simulator: requests arrive, instances batch them iteration by iteration.
 
-Each instance (``tp × pp`` devices; ``dp`` of them, or prefill and decode pools when
-disaggregated) runs one scheduler:
-
-``static``
-    When idle, take up to ``max_batch`` waiting requests whose whole KV cache (prompt plus
-    generated tokens) fits, prefill them as one pass and decode until the longest is done. Slots
-    of requests that finish early stay in the batch (padded, as FasterTransformer and Hugging
-    Face ``generate`` run them) and are not refilled; those requests return at their last token.
-``continuous``
-    Iteration-level batching (Orca, vLLM): before every iteration admit waiting requests while
-    ``max_batch`` sequences and the paged KV cache (blocks of 16 tokens, 1 % of the blocks kept
-    free as vLLM's watermark) allow and the prompts stay within ``max_prefill_tokens``; new
-    prompts run as a prefill iteration of their own (prefill first, as vLLM's default
-    scheduler), otherwise all running sequences decode one token. When a decode step needs a
-    block the cache does not have, the newest sequence is preempted and recomputed later (its
-    prompt and the tokens generated so far are prefilled again).
-``chunked-prefill``
-    Each iteration has a budget of ``chunk_size`` tokens (SARATHI, vLLM chunked prefill): all
-    running decodes first, then chunks of waiting prompts fill the rest.
-
-With ``disaggregate`` (Splitwise, DistServe) prefill instances only prefill and decode instances
-only decode; after its prefill a request's KV cache is shipped to the least-loaded decode
-instance and its first token counts from the arrival of the cache there.
+Instances (``tp × pp`` devices each; ``dp`` of them, or prefill and decode pools when
+disaggregated) run one of :data:`SCHEDULERS` (:mod:`perfsim.events.serving.schedulers`). With
+``disaggregate`` (Splitwise, DistServe) a request's KV cache is shipped, after its prefill, to the
+least-loaded decode instance and its first token counts from the arrival of the cache there.
 
 Arrivals are routed to the instance with the fewest outstanding requests (the lowest index on a
-tie). The simulation is a heap of iteration ends and cache arrivals merged with the arrival
-stream; each iteration's time comes from :class:`~perfsim.events.serving.iteration_cost.IterationCost`,
-so no operation is priced here. Per-request state lives in flat arrays; the running batch is
-kept as aggregates (sequences, summed context, counts per KV-block phase, finish step per
-request), so a decode iteration costs O(1) however large the batch.
+tie). The simulation is an :class:`~perfsim.events.engine.EventQueue` of iteration ends and
+cache arrivals merged with the arrival stream (arrivals first at equal times). Per-request state
+lives in flat lists (:class:`~perfsim.events.serving.state.RequestState`).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from perfsim.events.serving.iteration_cost import chunk_pairs, equivalent_prompt
+from perfsim.events.engine import EventQueue
+from perfsim.events.serving.schedulers import (
+    ChunkedInstance,
+    ContinuousInstance,
+    DecodeInstance,
+    PrefillInstance,
+    StaticInstance,
+)
+from perfsim.events.serving.state import DONE, RequestState
 
 SCHEDULERS = ("static", "continuous", "chunked-prefill")
-BLOCK_TOKENS = 16  # vLLM's default KV block
-WATERMARK = 0.01  # fraction of blocks vLLM keeps free when admitting prompts
-
-PREFILL, DECODE, MIXED = 0, 1, 2
-KINDS = ("prefill", "decode", "mixed")
-_WAITING, _PREFILLING, _DECODING, _DONE = 0, 1, 2, 3
-_NAN = float("nan")
-
-
-def blocks_for(tokens):
-    """KV blocks that hold ``tokens`` tokens."""
-    return -(-tokens // BLOCK_TOKENS)
+_ITERATION_END, _KV_ARRIVAL = 0, 1  # kinds of event
 
 
 @dataclass
@@ -73,499 +47,6 @@ class ServeConfig:
     devices_per_instance: int = 1
     devices_per_node: int = 8
     disaggregated: bool = False
-
-
-class _Requests:
-    """Per-request state as flat lists (fast scalar access in the loop), turned into arrays at the end."""
-
-    def __init__(self, arrival, prompt, gen):
-        n = len(arrival)
-        self.arrival = arrival.tolist()
-        self.prompt = prompt.tolist()
-        self.gen = gen.tolist()
-        self.first = [_NAN] * n
-        self.finish = [_NAN] * n
-        self.last_tok = [_NAN] * n  # time of the latest token (kept at preemption)
-        self.done = [0] * n  # tokens generated so far
-        self.state = [_WAITING] * n
-        self.kv_base = [0] * n  # KV length minus the instance's decode-step count at joining
-        self.join_step = [0] * n
-        self.join_done = [0] * n
-        self.join_time = [0.0] * n
-        self.finish_step = [-1] * n
-        self.admit = [-1] * n  # id of the latest admission (entries of older ones are stale)
-        self.prefilled = [0] * n  # prompt tokens prefilled so far (chunked prefill)
-        self.itl_value: list = []
-        self.itl_weight: list = []
-        self.preemptions = 0
-
-
-@dataclass
-class _Records:
-    # columns: start, dur, kind, tokens, logits, n_dec, context, n_pre, prompt, used blocks, running
-    rows: list = field(default_factory=list)
-    blocks: list = field(default_factory=list)  # arrays of the same columns (static decode runs)
-
-    def array(self):
-        parts = []
-        if self.rows:
-            parts.append(np.asarray(self.rows, dtype=float))
-        parts.extend(self.blocks)
-        if not parts:
-            return np.zeros((0, 11))
-        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return out[np.argsort(out[:, 0], kind="stable")]
-
-
-class _Instance:
-    role = "instance"
-
-    def __init__(self, index, cost, req: _Requests, cfg: ServeConfig, kv_blocks):
-        self.index = index
-        self.cost = cost
-        self.req = req
-        self.cfg = cfg
-        self.total_blocks = kv_blocks
-        self.free = kv_blocks
-        self.watermark = int(WATERMARK * kv_blocks)
-        self.waiting: deque = deque()
-        self.load = 0
-        self.idle = True
-        self.rec = _Records()
-        self.busy_s = 0.0
-        self.out: list = []  # requests leaving the instance (handed to the simulator)
-
-    @property
-    def name(self):
-        return f"{self.role} {self.index}"
-
-    def take_blocks(self, need) -> bool:
-        """Reserve ``need`` KV blocks for a request joining the batch, if the pool allows: the
-        watermark stays free, except that a request alone in an empty pool may use it all."""
-        if self.free - need < self.watermark and not (self.free == self.total_blocks and need <= self.free):
-            return False
-        self.free -= need
-        return True
-
-    def enqueue(self, r, front=False):
-        self.load += 1
-        if front:
-            self.waiting.appendleft(r)
-        else:
-            self.waiting.append(r)
-
-    def produce(self, r, t):
-        """Request ``r`` gets a token at ``t`` from a prefill (its first, or the next after a recompute)."""
-        req = self.req
-        if req.first[r] != req.first[r]:  # nan: the first token
-            req.first[r] = t
-        else:
-            req.itl_value.append(t - req.last_tok[r])
-            req.itl_weight.append(1)
-        req.last_tok[r] = t
-        req.done[r] += 1
-        return req.gen[r] - req.done[r]
-
-
-class _Batching(_Instance):
-    """The running batch of an iteration-level scheduler, as aggregates.
-
-    A running request's KV length is ``kv_base + D`` where ``D`` counts this instance's decode
-    steps, so the summed context is ``S + n × D`` and the requests that need a new block at step
-    ``D`` are those with ``kv_base ≡ -D (mod 16)``.
-    """
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.D = 0
-        self.n_run = 0
-        self.S = 0
-        self.phase = [0] * BLOCK_TOKENS
-        self.finish_at: dict = {}
-        self.stack: list = []  # (request, admission id), newest last
-        self.groups: dict = {}  # last-token time -> running requests that got it then
-        self.last_decode_end = -math.inf
-        self.admissions = 0
-        self.prefilling: list = []
-        self.n_dec = 0  # decodes in the iteration under way
-
-    def push(self, r):
-        self.admissions += 1
-        self.req.admit[r] = self.admissions
-        self.stack.append((r, self.admissions))
-
-    def join(self, r, kv_len, t):
-        """``r`` (KV of ``kv_len`` tokens, last token at ``t``) decodes from the next step on."""
-        req = self.req
-        D = self.D
-        base = kv_len - D
-        req.kv_base[r] = base
-        req.join_step[r] = D
-        req.join_done[r] = req.done[r]
-        req.join_time[r] = t
-        step = D + req.gen[r] - req.done[r] - 1
-        req.finish_step[r] = step
-        lst = self.finish_at.get(step)
-        if lst is None:
-            self.finish_at[step] = [r]
-        else:
-            lst.append(r)
-        req.state[r] = _DECODING
-        self.n_run += 1
-        self.S += base
-        self.phase[base % BLOCK_TOKENS] += 1
-        self.groups[t] = self.groups.get(t, 0) + 1
-
-    def _leave(self, r):
-        req = self.req
-        base = req.kv_base[r]
-        self.n_run -= 1
-        self.S -= base
-        self.phase[base % BLOCK_TOKENS] -= 1
-        req.finish_step[r] = -1
-
-    def preempt(self, need):
-        """Free blocks by recomputing the newest sequences until ``need`` blocks fit; returns ``need``."""
-        req = self.req
-        while need > self.free and self.stack:
-            r, admission = self.stack.pop()
-            if req.admit[r] != admission or req.state[r] not in (_DECODING, _PREFILLING):
-                continue
-            req.preemptions += 1
-            if req.state[r] == _DECODING:
-                kv_len = req.kv_base[r] + self.D
-                if kv_len % BLOCK_TOKENS == 0:
-                    need -= 1
-                self._leave(r)
-                t_last = req.join_time[r] if req.join_step[r] == self.D else self.last_decode_end
-                req.last_tok[r] = t_last
-                left = self.groups.get(t_last, 0) - 1
-                if left > 0:
-                    self.groups[t_last] = left
-                else:
-                    self.groups.pop(t_last, None)
-                req.done[r] = req.join_done[r] + (self.D - req.join_step[r])
-                self.free += blocks_for(kv_len)
-            else:
-                self.prefilling.remove(r)
-                self.free += blocks_for(req.prompt[r] + req.done[r])
-                req.prefilled[r] = 0
-            req.state[r] = _WAITING
-            self.requeue(r)
-        return need
-
-    def requeue(self, r):
-        self.waiting.appendleft(r)
-
-    def start_decode(self):
-        """Allocate this step's blocks (preempting if needed); returns the mean attended context."""
-        need = self.phase[(-self.D) % BLOCK_TOKENS]
-        if need > self.free:
-            need = self.preempt(need)
-        self.free -= need
-        if not self.n_run:
-            return 0.0
-        return (self.S + self.n_run * self.D) / self.n_run + 1.0
-
-    def end_decode(self, t):
-        """Every running sequence got a token at ``t``; retire those that are done."""
-        req = self.req
-        for t_last, count in self.groups.items():
-            req.itl_value.append(t - t_last)
-            req.itl_weight.append(count)
-        step = self.D
-        self.D = step + 1
-        finished = self.finish_at.pop(step, None)
-        if finished:
-            D = self.D
-            for r in finished:
-                if req.finish_step[r] != step or req.state[r] != _DECODING:
-                    continue
-                self.free += blocks_for(req.kv_base[r] + D)
-                self._leave(r)
-                req.done[r] = req.gen[r]
-                req.finish[r] = t
-                req.last_tok[r] = t
-                req.state[r] = _DONE
-                self.load -= 1
-        self.groups = {t: self.n_run} if self.n_run else {}
-        self.last_decode_end = t
-
-    def after_prefill(self, r, t, kv_len):
-        """``r`` finished its prefill at ``t``: its token, then decoding or done."""
-        req = self.req
-        left = self.produce(r, t)
-        if left <= 0:
-            req.finish[r] = t
-            req.state[r] = _DONE
-            self.free += blocks_for(kv_len)
-            self.load -= 1
-        else:
-            self.join(r, kv_len, t)
-
-    def admit_prompts(self, limit_tokens, limit_seqs):
-        """Admit waiting prompts FCFS while tokens, sequences and KV blocks allow."""
-        req = self.req
-        admitted = []
-        tokens = 0
-        pairs = 0.0
-        while self.waiting and len(admitted) < limit_seqs:
-            r = self.waiting[0]
-            kv_len = req.prompt[r] + req.done[r]
-            if admitted and tokens + kv_len > limit_tokens:
-                break
-            need = blocks_for(kv_len)
-            if not self.take_blocks(need):
-                break
-            self.waiting.popleft()
-            admitted.append(r)
-            tokens += kv_len
-            pairs += kv_len * (kv_len + 1.0) / 2.0
-        return admitted, tokens, pairs
-
-
-class ContinuousInstance(_Batching):
-    """Prefill-first iteration-level batching (vLLM's default scheduler)."""
-
-    def begin(self, t):
-        cfg = self.cfg
-        if self.waiting and self.n_run < cfg.max_batch:
-            admitted, tokens, pairs = self.admit_prompts(max(cfg.max_prefill_tokens, 1), cfg.max_batch - self.n_run)
-            if admitted:
-                for r in admitted:
-                    self.push(r)
-                    self.req.state[r] = _PREFILLING
-                n = len(admitted)
-                prompt = equivalent_prompt(pairs / n)
-                dur = self.cost.prefill_step_s(tokens, n, prompt)
-                self.pending = admitted
-                self.kind = PREFILL
-                self.rec.rows.append((t, dur, PREFILL, tokens, n, 0, 0.0, n, prompt,
-                                      self.total_blocks - self.free, self.n_run + n))
-                return dur
-        if self.n_run:
-            context = self.start_decode()
-            n = self.n_run
-            if not n:  # everything was preempted: admit again
-                return self.begin(t)
-            dur = self.cost.decode_step_s(n, context)
-            self.kind = DECODE
-            self.rec.rows.append((t, dur, DECODE, n, n, n, context, 0, 0.0, self.total_blocks - self.free, n))
-            return dur
-        return None
-
-    def end(self, t):
-        if self.kind == DECODE:
-            self.end_decode(t)
-        else:
-            req = self.req
-            for r in self.pending:
-                self.after_prefill(r, t, req.prompt[r] + req.done[r])
-            self.pending = ()
-
-
-class ChunkedInstance(_Batching):
-    """Token-budget iterations: decodes first, then prompt chunks (SARATHI-Serve, vLLM chunked prefill)."""
-
-    def begin(self, t):
-        cfg = self.cfg
-        req = self.req
-        context = self.start_decode() if self.n_run else 0.0
-        n_dec = self.n_run
-        budget = cfg.chunk_size - n_dec
-        pieces = []
-        tokens = n_dec
-        pairs = 0.0
-        completing = 0
-        for r in self.prefilling:
-            if budget <= 0:
-                break
-            target = req.prompt[r] + req.done[r]
-            cached = req.prefilled[r]
-            q = min(target - cached, budget)
-            pieces.append((r, q))
-            budget -= q
-            tokens += q
-            pairs += chunk_pairs(q, cached)
-            completing += cached + q == target
-        while budget > 0 and self.waiting and n_dec + len(self.prefilling) < cfg.max_batch:
-            r = self.waiting[0]
-            target = req.prompt[r] + req.done[r]
-            need = blocks_for(target)
-            if not self.take_blocks(need):
-                break
-            self.waiting.popleft()
-            self.push(r)
-            req.state[r] = _PREFILLING
-            req.prefilled[r] = 0
-            self.prefilling.append(r)
-            q = min(target, budget)
-            pieces.append((r, q))
-            budget -= q
-            tokens += q
-            pairs += chunk_pairs(q, 0)
-            completing += q == target
-        if not n_dec and not pieces:
-            return None
-        n_pre = len(pieces)
-        prompt = equivalent_prompt(pairs / n_pre) if n_pre else 0.0
-        dur = self.cost.mixed_step_s(tokens, n_dec + completing, n_dec, context, n_pre, prompt)
-        self.n_dec = n_dec
-        self.pieces = pieces
-        kind = MIXED if n_dec and n_pre else (DECODE if n_dec else PREFILL)
-        self.rec.rows.append((t, dur, kind, tokens, n_dec + completing, n_dec, context, n_pre, prompt,
-                              self.total_blocks - self.free, n_dec + len(self.prefilling)))
-        return dur
-
-    def end(self, t):
-        if self.n_dec:
-            self.end_decode(t)
-        req = self.req
-        for r, q in self.pieces:
-            req.prefilled[r] += q
-            target = req.prompt[r] + req.done[r]
-            if req.prefilled[r] >= target:
-                self.prefilling.remove(r)
-                self.after_prefill(r, t, target)
-        self.pieces = ()
-
-
-class StaticInstance(_Instance):
-    """Request-level batching: one batch at a time, prefill then decode to the longest request."""
-
-    def begin(self, t):
-        if not self.waiting:
-            return None
-        req = self.req
-        batch = []
-        blocks = 0
-        while self.waiting and len(batch) < self.cfg.max_batch:
-            r = self.waiting[0]
-            need = blocks_for(req.prompt[r] + req.gen[r])
-            if batch and blocks + need > self.total_blocks:
-                break
-            self.waiting.popleft()
-            batch.append(r)
-            blocks += need
-        n = len(batch)
-        prompts = np.asarray([req.prompt[r] for r in batch], dtype=float)
-        gens = np.asarray([req.gen[r] for r in batch], dtype=np.int64)
-        tokens = float(prompts.sum())
-        prompt = equivalent_prompt(float(np.mean(prompts * (prompts + 1.0) / 2.0)))
-        pre = self.cost.prefill_step_s(tokens, n, prompt)
-        longest = int(gens.max())
-        steps = np.arange(1, longest, dtype=float)
-        contexts = float(prompts.mean()) + steps
-        durs = self.cost.decode_steps_s(n, contexts) if longest > 1 else np.zeros(0)
-        t_first = t + pre
-        ends = t_first + np.cumsum(durs)
-        finish = np.where(gens > 1, ends[np.maximum(gens - 2, 0)] if longest > 1 else t_first, t_first)
-        for i, r in enumerate(batch):
-            req.first[r] = t_first
-            req.finish[r] = float(finish[i])
-            req.done[r] = req.gen[r]
-            req.state[r] = _DONE
-        if longest > 1:
-            # the token of step j reaches every request still generating: gap durs[j - 1]
-            counts = n - np.cumsum(np.bincount(gens, minlength=longest + 1))[1:longest]
-            keep = counts > 0
-            req.itl_value.extend(durs[keep].tolist())
-            req.itl_weight.extend(counts[keep].tolist())
-        self.rec.rows.append((t, pre, PREFILL, tokens, n, 0, 0.0, n, prompt, blocks, n))
-        if longest > 1:
-            block = np.empty((longest - 1, 11))
-            block[:, 0] = ends - durs
-            block[:, 1] = durs
-            block[:, 2] = DECODE
-            block[:, 3] = n
-            block[:, 4] = n
-            block[:, 5] = n
-            block[:, 6] = contexts
-            block[:, 7] = 0
-            block[:, 8] = 0.0
-            block[:, 9] = blocks
-            block[:, 10] = n
-            self.rec.blocks.append(block)
-        self.batch = batch
-        return pre + float(durs.sum())
-
-    def end(self, t):
-        self.load -= len(self.batch)
-        self.batch = ()
-
-
-class PrefillInstance(_Instance):
-    """Disaggregated prefill pool member: prefill-only iterations, the KV cache leaves at the end."""
-
-    role = "prefill instance"
-
-    def begin(self, t):
-        if not self.waiting:
-            return None
-        req = self.req
-        cfg = self.cfg
-        limit = cfg.chunk_size if cfg.scheduler == "chunked-prefill" else cfg.max_prefill_tokens
-        batch = []
-        tokens = 0
-        pairs = 0.0
-        blocks = 0
-        while self.waiting and len(batch) < cfg.max_batch:
-            r = self.waiting[0]
-            kv_len = req.prompt[r] + req.done[r]
-            need = blocks_for(kv_len)
-            if batch and (tokens + kv_len > limit or blocks + need > self.total_blocks):
-                break
-            self.waiting.popleft()
-            batch.append(r)
-            tokens += kv_len
-            pairs += kv_len * (kv_len + 1.0) / 2.0
-            blocks += need
-        n = len(batch)
-        prompt = equivalent_prompt(pairs / n)
-        dur = self.cost.prefill_step_s(tokens, n, prompt)
-        self.batch = batch
-        self.rec.rows.append((t, dur, PREFILL, tokens, n, 0, 0.0, n, prompt, blocks, n))
-        return dur
-
-    def end(self, t):
-        self.load -= len(self.batch)
-        self.out.extend(self.batch)
-        self.batch = ()
-
-
-class DecodeInstance(_Batching):
-    """Disaggregated decode pool member: admits shipped KV caches, decode-only iterations."""
-
-    role = "decode instance"
-
-    def requeue(self, r):
-        self.load -= 1
-        self.out.append(r)  # back to a prefill instance to recompute its cache
-
-    def begin(self, t):
-        req = self.req
-        cfg = self.cfg
-        while self.waiting and self.n_run < cfg.max_batch:
-            r = self.waiting[0]
-            kv_len = req.prompt[r] + req.done[r] - 1  # the latest token is not in the cache yet
-            need = blocks_for(kv_len)
-            if not self.take_blocks(need):
-                break
-            self.waiting.popleft()
-            self.push(r)
-            self.join(r, kv_len, req.last_tok[r])
-        if not self.n_run:
-            return None
-        context = self.start_decode()
-        n = self.n_run
-        if not n:
-            return self.begin(t)
-        dur = self.cost.decode_step_s(n, context)
-        self.rec.rows.append((t, dur, DECODE, n, n, n, context, 0, 0.0, self.total_blocks - self.free, n))
-        return dur
-
-    def end(self, t):
-        self.end_decode(t)
 
 
 @dataclass
@@ -591,7 +72,7 @@ def _least_loaded(pool):
 
 def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
     """Run the request set through the instances; ``transfer(tokens, same_node)`` prices a KV shipment."""
-    req = _Requests(requests.arrival_s, requests.prompt_len, requests.gen_len)
+    req = RequestState(requests.arrival_s, requests.prompt_len, requests.gen_len)
     if cfg.disaggregated:
         prefill = [PrefillInstance(i, cost, req, cfg, cfg.prefill_kv_blocks) for i in range(cfg.prefill_instances)]
         decode = [DecodeInstance(i, cost, req, cfg, cfg.kv_blocks) for i in range(cfg.instances)]
@@ -602,10 +83,8 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
         instances = [kind[cfg.scheduler](i, cost, req, cfg, cfg.kv_blocks) for i in range(cfg.instances)]
         entry = instances
         prefill, decode = [], []
-    for i, inst in enumerate(instances):
-        inst.slot = i
-    heap: list = []
-    seq = 0
+    events = EventQueue()
+    push, peek_time, pop_due = events.push, events.peek_time, events.pop_due
     arrival = req.arrival
     n = len(arrival)
     i = 0
@@ -615,7 +94,6 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
     per_node = cfg.devices_per_node
 
     def start(inst, t):
-        nonlocal seq
         dur = inst.begin(t)
         if inst.out:
             dispatch(inst, t)
@@ -624,8 +102,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
             return
         inst.idle = False
         inst.busy_s += dur
-        seq += 1
-        heapq.heappush(heap, (t + dur, seq, 0, inst.slot, 0))
+        push(t + dur, _ITERATION_END, inst)
 
     def same_node(p_inst, d_inst):
         a = p_inst.index * size
@@ -634,7 +111,6 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
 
     def dispatch(inst, t):
         """Hand on the requests leaving ``inst`` at ``t``."""
-        nonlocal seq
         leaving, inst.out = inst.out, []
         if isinstance(inst, PrefillInstance):
             for r in leaving:
@@ -645,11 +121,10 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                 transfers.append((kv_len, dt, near))
                 if inst.produce(r, t + dt) <= 0:
                     req.finish[r] = t + dt
-                    req.state[r] = _DONE
+                    req.state[r] = DONE
                     continue
                 dest.load += 1
-                seq += 1
-                heapq.heappush(heap, (t + dt, seq, 1, dest.slot, r))
+                push(t + dt, _KV_ARRIVAL, (dest, r))
         else:  # preempted on a decode instance: its cache is recomputed on a prefill instance
             for r in leaving:
                 target = _least_loaded(prefill)
@@ -658,7 +133,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                     start(target, t)
 
     while True:
-        t_done = heap[0][0] if heap else inf
+        t_done = peek_time()
         t_arr = arrival[i] if i < n else inf
         if t_arr == inf and t_done == inf:
             break
@@ -675,17 +150,19 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                 if inst.idle:
                     start(inst, t)
             continue
-        t, _, kind, slot, r = heapq.heappop(heap)
-        inst = instances[slot]
-        if kind == 0:
-            inst.end(t)
-            if inst.out:
-                dispatch(inst, t)
-            start(inst, t)
-        else:  # a KV cache arrives at a decode instance
-            inst.waiting.append(r)
-            if inst.idle:
+        t, due = pop_due()
+        for kind, payload in due:
+            if kind == _ITERATION_END:
+                inst = payload
+                inst.end(t)
+                if inst.out:
+                    dispatch(inst, t)
                 start(inst, t)
+            else:  # a KV cache arrives at a decode instance
+                inst, r = payload
+                inst.waiting.append(r)
+                if inst.idle:
+                    start(inst, t)
     roles = {PrefillInstance: "prefill", DecodeInstance: "decode"}
     return SimResult(
         first_token_s=np.asarray(req.first), finish_s=np.asarray(req.finish),

@@ -1,0 +1,71 @@
+"""State of a serving run: per-request progress and each instance's iteration records.
+
+A request moves ``WAITING`` → ``PREFILLING`` → ``DECODING`` → ``DONE`` (back to ``WAITING`` when
+preempted); its KV cache is held in blocks of ``BLOCK_TOKENS`` tokens. Every iteration an instance
+runs is a row of :class:`Records` whose third column is its kind (:data:`KINDS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BLOCK_TOKENS = 16  # vLLM's default KV block
+
+PREFILL, DECODE, MIXED = 0, 1, 2
+KINDS = ("prefill", "decode", "mixed")
+#: columns of an iteration record
+COLUMNS = ("start", "dur", "kind", "tokens", "logits", "n_dec", "context", "n_pre", "prompt", "used_blocks",
+           "running")
+WAITING, PREFILLING, DECODING, DONE = 0, 1, 2, 3
+_NAN = float("nan")
+
+
+def blocks_for(tokens):
+    """KV blocks that hold ``tokens`` tokens."""
+    return -(-tokens // BLOCK_TOKENS)
+
+
+class RequestState:
+    """Per-request state as flat lists (fast scalar access in the loop), turned into arrays at the end."""
+
+    def __init__(self, arrival, prompt, gen):
+        n = len(arrival)
+        self.arrival = arrival.tolist()
+        self.prompt = prompt.tolist()
+        self.gen = gen.tolist()
+        self.first = [_NAN] * n
+        self.finish = [_NAN] * n
+        self.last_tok = [_NAN] * n  # time of the latest token (kept at preemption)
+        self.done = [0] * n  # tokens generated so far
+        self.state = [WAITING] * n
+        self.kv_base = [0] * n  # KV length minus the instance's decode-step count at joining
+        self.join_step = [0] * n
+        self.join_done = [0] * n
+        self.join_time = [0.0] * n
+        self.finish_step = [-1] * n
+        self.admit = [-1] * n  # id of the latest admission (entries of older ones are stale)
+        self.prefilled = [0] * n  # prompt tokens prefilled so far (chunked prefill)
+        self.itl_value: list = []
+        self.itl_weight: list = []
+        self.preemptions = 0
+
+
+@dataclass
+class Records:
+    """An instance's iterations, one row each (see :data:`COLUMNS`)."""
+
+    rows: list = field(default_factory=list)
+    blocks: list = field(default_factory=list)  # arrays of the same columns (static decode runs)
+
+    def array(self):
+        """All rows as one array, in order of start time."""
+        parts = []
+        if self.rows:
+            parts.append(np.asarray(self.rows, dtype=float))
+        parts.extend(self.blocks)
+        if not parts:
+            return np.zeros((0, len(COLUMNS)))
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return out[np.argsort(out[:, 0], kind="stable")]
