@@ -25,6 +25,7 @@ LAYERS = {
     "__init__": 9, "__main__": 9,
 }
 TOP_LEVEL_MODULES = {"__init__", "__main__", "api", "cli", "errors", "validate"}
+MAX_LINES = 520  # a module a newcomer reads in one sitting
 
 
 
@@ -109,3 +110,9 @@ def test_the_estimate_path_imports_no_heavy_library():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", out.stdout
+
+
+def test_no_module_is_too_long():
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, long
