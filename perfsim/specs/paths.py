@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -16,6 +18,16 @@ def data_dir(name: str) -> Path:
 
 
 def zoo(name: str, suffix: str = ".yaml") -> dict[str, Path]:
-    """Map of entry name → file for every ``*.yaml`` in the data folder ``name``."""
+    """Map of entry name → file for every ``*.yaml`` in the data folder ``name`` (listed again only
+    when the folder changes: a file added or removed updates its modification time)."""
     folder = data_dir(name)
-    return {p.stem: p for p in sorted(folder.glob(f"*{suffix}"))} if folder.is_dir() else {}
+    try:
+        stamp = os.stat(folder).st_mtime_ns
+    except OSError:
+        return {}
+    return dict(_listing(str(folder), suffix, stamp))
+
+
+@functools.lru_cache(maxsize=32)
+def _listing(folder: str, suffix: str, stamp: int) -> tuple:
+    return tuple((p.stem, p) for p in sorted(Path(folder).glob(f"*{suffix}")))
