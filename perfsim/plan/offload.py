@@ -28,6 +28,7 @@ ARGUMENT_COLUMNS = {
     "offload_kv": "kv",
 }
 _TOLERANCE = 1e-6
+_NOISE = 1e-12  # a share below this is floating-point residue
 
 
 def _tier(name, field):
@@ -107,6 +108,10 @@ def fractions(value, field: str = "offload") -> tuple[float, float, float]:
     if abs(total - 1.0) > _TOLERANCE:
         raise InputError(f"tier fractions must sum to 1, got {total:g} ("
                          + ", ".join(f"{t}={share[t]:g}" for t in TIERS if t in seen) + ")", field=field)
+    # a share at the level of rounding noise (1 - 0.9999999999999999) is nothing, not a tier that
+    # switches offloading on
+    share = {t: (0.0 if share[t] < _NOISE else share[t]) for t in TIERS}
+    total = sum(share.values())
     return tuple(share[t] / total for t in TIERS)
 
 
