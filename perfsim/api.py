@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from perfsim.cost.pim import pim_time
 from perfsim.cost.roofline import gemm_time
 from perfsim.cost.tiers import tier_traffic, transfer_time
 from perfsim.cost.topology import group_collective
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_whole, finite, shown, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
 from perfsim.graph.params import balanced_split
@@ -316,7 +317,18 @@ def serve(**scenario) -> dict:
     """
     from perfsim.events.serving.scenario import run_scenario
 
+    for name in ("prompt_len", "gen_len"):
+        _finite_numbers(scenario.get(name), name)
     return run_scenario(**scenario)
+
+
+def _finite_numbers(value, field: str):
+    """Refuse NaN, infinities and integers too large for a float in ``value`` or the values of a mapping."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _finite_numbers(sub, f"{field}.{key if isinstance(key, str) else shown(key)}")
+    elif isinstance(value, Real) and not isinstance(value, bool) and finite(value) is None:
+        raise InputError(f"expected a finite number, got {shown(value)}", field=field)
 
 
 def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
@@ -329,9 +341,7 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
     """
     spec, overrides = split_whatif(hardware)
     check_dtype(dtype)
-    for name, v in (("m", m), ("n", n), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
+    m, n, k = (check_whole(v, name) for name, v in (("m", m), ("n", n), ("k", k)))
     c = hardware_columns(spec, overrides, dtype)
     if math.isnan(c["peak_flops"]):
         raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
@@ -364,9 +374,7 @@ def collective(hardware, op: str, size_bytes, num_devices, algorithm: str = "aut
         raise unknown("collective op", op, OPS, field="op")
     if algorithm not in ALGORITHMS:
         raise unknown("algorithm", algorithm, ALGORITHMS, field="algorithm")
-    for name, v in (("size_bytes", size_bytes), ("num_devices", num_devices)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
+    size_bytes, num_devices = check_whole(size_bytes, "size_bytes"), check_whole(num_devices, "num_devices")
     if num_devices < 2:
         raise InputError("a collective needs at least 2 devices", field="num_devices")
     _, _, c = _hw_columns(hardware)
@@ -387,8 +395,7 @@ def memcpy(hardware, size_bytes, src: str, dst: str) -> dict:
     for name, tier in (("src", src), ("dst", dst)):
         if tier not in TIERS:
             raise unknown("memory tier", tier, TIERS, field=name)
-    if isinstance(size_bytes, bool) or not isinstance(size_bytes, (int, np.integer)) or size_bytes < 1:
-        raise InputError(f"expected a whole number >= 1, got {size_bytes!r}", field="size_bytes")
+    size_bytes = check_whole(size_bytes, "size_bytes")
     spec, _, c = _hw_columns(hardware)
     launch = spec["kernel_launch_us"] * 1e-6
     size = float(size_bytes)

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfsim.errors import InputError
+from perfsim.errors import InputError, finite, shown
 from perfsim.specs.yamlio import load_yaml
 
 FORMATS = (".csv", ".parquet")
 _SECTIONS = ("axes", "fixed", "constraints")
 _MANIFEST = "manifest.json"
+MAX_AXIS_VALUES = 10**7  # values a range or logrange may expand to
 
 
 def _version() -> str:
@@ -49,10 +50,15 @@ def _version() -> str:
 
 
 def _numbers(value, n, key, where):
-    if not isinstance(value, list) or len(value) != n or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        raise InputError(f"{key} takes a list of {n} numbers, got {value!r}", **where)
+    if not isinstance(value, list) or len(value) != n or any(finite(v) is None for v in value):
+        raise InputError(f"{key} takes a list of {n} numbers, all finite, got {shown(value)}", **where)
     return value
+
+
+def _count(count, key, where) -> int:
+    if count > MAX_AXIS_VALUES:
+        raise InputError(f"{key} gives {count:,.0f} values; an axis takes at most {MAX_AXIS_VALUES:,}", **where)
+    return int(count)
 
 
 def _expand_range(value, field, where=None):
@@ -62,7 +68,7 @@ def _expand_range(value, field, where=None):
         start, stop, step = _numbers(value["range"], 3, "range", where)
         if not step > 0 or stop < start:
             raise InputError(f"range needs start <= stop and a positive step, got {value['range']!r}", **where)
-        count = int(np.floor((stop - start) / step * (1 + 1e-12) + 1e-9)) + 1
+        count = _count(np.floor((stop - start) / step * (1 + 1e-12) + 1e-9) + 1, "range", where)
         if all(isinstance(x, int) for x in (start, stop, step)):
             return [start + i * step for i in range(count)]
         return [float(start + i * step) for i in range(count)]
@@ -71,7 +77,7 @@ def _expand_range(value, field, where=None):
         if not (start > 0 and stop >= start and isinstance(num, int) and num >= 1):
             raise InputError(f"logrange needs 0 < start <= stop and a whole number of points, got "
                              f"{value['logrange']!r}", **where)
-        vals = np.geomspace(start, stop, num)
+        vals = np.geomspace(start, stop, _count(num, "logrange", where))
         if all(isinstance(x, int) for x in (start, stop)):
             return list(dict.fromkeys(int(round(v)) for v in vals))
         return vals.tolist()

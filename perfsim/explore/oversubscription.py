@@ -23,7 +23,7 @@ import math
 from numbers import Integral
 
 from perfsim.cost.wall import host_floor_w
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_positive, unknown
 from perfsim.specs.hardware import split_whatif
 
 LOADS = ("per_server", "total")
@@ -36,12 +36,6 @@ def _whole(value, field, minimum=1):
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise InputError(f"expected a whole number >= {minimum}, got {value!r}", field=field)
     return int(value)
-
-
-def _positive(value, field):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise InputError(f"expected a positive number, got {value!r}", field=field)
-    return float(value)
 
 
 def nameplate_w(hardware) -> float:
@@ -107,8 +101,8 @@ def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, serv
     base = _whole(base_servers, "base_servers")
     if load not in LOADS:
         raise unknown("load", load, LOADS, field="load")
-    rate = _positive(arrival_rate, "arrival_rate")
-    ttft_slo, tpot_slo = _positive(ttft_slo_s, "ttft_slo_s"), _positive(tpot_slo_s, "tpot_slo_s")
+    rate = check_positive(arrival_rate, "arrival_rate")
+    ttft_slo, tpot_slo = check_positive(ttft_slo_s, "ttft_slo_s"), check_positive(tpot_slo_s, "tpot_slo_s")
     for name in _NOT_HERE:
         if name in scenario:
             raise InputError("the study sets it for every server count; leave it out", field=name)
@@ -128,10 +122,10 @@ def oversubscription(*, base_servers, arrival_rate, ttft_slo_s, tpot_slo_s, serv
     if counts[0] > base:
         counts.insert(0, base)
     plate = nameplate_w(scenario["hardware"])
-    budget = plate * base if power_budget_w is None else _positive(power_budget_w, "power_budget_w")
+    budget = plate * base if power_budget_w is None else check_positive(power_budget_w, "power_budget_w")
     tdp = overrides.get("tdp_w", spec["tdp_w"])
     caps = [tdp * f for f in CAP_FRACTIONS] if caps_w is None else sorted(
-        (_positive(x, "caps_w") for x in caps_w), reverse=True)
+        (check_positive(x, "caps_w") for x in caps_w), reverse=True)
     if requests_per_server is not None:
         requests_per_server = _whole(requests_per_server, "requests_per_server")
     if num_requests is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_positive, unknown
 from perfsim.plan.arguments import ARGUMENTS, check_value
 from perfsim.specs.hardware import WHATIF_KEYS
 
@@ -186,10 +186,7 @@ def space(args: dict) -> Space:
                 if key not in WHATIF_KEYS:
                     raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"hardware.{key}")
                 subs = sub if isinstance(sub, list) else [sub]
-                for v in subs:
-                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                        raise InputError(f"expected a positive number, got {v!r}", field=f"hardware.{key}")
-                lists.append((f"hardware.{key}", [float(v) for v in subs]))
+                lists.append((f"hardware.{key}", [check_positive(v, f"hardware.{key}") for v in subs]))
             continue
         values = value if isinstance(value, list) else [value]
         if ARGUMENTS[name][0] == "layers" and isinstance(value, (list, tuple)) \

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_positive, unknown
 from perfsim.specs import schema as S
 from perfsim.specs.dtypes import COMPUTE_DTYPES
 from perfsim.specs.paths import zoo
@@ -389,7 +389,8 @@ def split_whatif(ref, field: str = "hardware"):
     Raises
     ------
     InputError
-        Missing ``base``, unknown keys (with close matches), or a non-positive value.
+        Missing ``base``, unknown keys (with close matches), or a value that is not a finite
+        positive number.
     """
     if not isinstance(ref, dict):
         return load_hardware(ref, field), {}
@@ -401,5 +402,5 @@ def split_whatif(ref, field: str = "hardware"):
             continue
         if key not in WHATIF_KEYS:
             raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"{field}.{key}")
-        overrides[key] = value
+        overrides[key] = check_positive(value, f"{field}.{key}")
     return load_hardware(ref["base"], f"{field}.base"), overrides

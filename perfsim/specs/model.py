@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import yaml
 
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_whole, finite, unknown
 from perfsim.specs.paths import zoo
 from perfsim.specs.yamlio import LineDict, load_yaml
 
@@ -170,6 +170,10 @@ def _load_file(path: str, field: str, mtime: float) -> ModelSpec:
             raise InputError(f"cannot read file: {exc.strerror or exc}", file=path, field=field) from None
         except json.JSONDecodeError as exc:
             raise InputError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno, field=field) from None
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise InputError(f"malformed JSON: {exc}", file=path, field=field) from None
+        except RecursionError:
+            raise InputError("malformed JSON: nested too deeply", file=path, field=field) from None
     else:
         data = load_yaml(path)
     if not isinstance(data, dict):
@@ -185,7 +189,7 @@ def _num(value) -> float | None:
             value = float(value)
         except ValueError:
             return None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return finite(value)
 
 
 def parse_model(data: dict, *, name: str = "custom", field: str = "model", file: str | None = None) -> ModelSpec:
@@ -212,11 +216,7 @@ def parse_model(data: dict, *, name: str = "custom", field: str = "model", file:
             orig, value = raw[key]
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-                raise InputError(f"expected a whole number, got {value!r}", field=f"{field}.{orig}", **where(orig))
-            if value < 0:
-                raise InputError(f"must not be negative, got {value!r}", field=f"{field}.{orig}", **where(orig))
-            f[key] = int(value)
+            f[key] = check_whole(value, f"{field}.{orig}", 0, **where(orig))
     for key in _BOOLS:
         if key in raw:
             orig, value = raw[key]

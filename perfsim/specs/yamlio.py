@@ -75,3 +75,7 @@ def loads_yaml(text: str, path: str = "<string>"):
         raise InputError(f"malformed YAML: {exc.problem or exc}", file=path, line=line) from None
     except yaml.YAMLError as exc:
         raise InputError(f"malformed YAML: {exc}", file=path) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise InputError(f"malformed YAML: {exc}", file=path) from None
+    except RecursionError:
+        raise InputError("malformed YAML: nested too deeply", file=path) from None

@@ -1,0 +1,153 @@
+"""Malformed input of every kind: a clear InputError naming the field (exit 2 on the command line)."""
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+import perfsim
+from perfsim.cli import cli
+from perfsim.errors import InputError
+from perfsim.explore.files import read_spec
+from perfsim.plan.arguments import ARGUMENT_TABLE
+
+SMALL = {"model": "llama3.2-1b", "hardware": "a100-80gb"}
+NOT_FINITE = [float("nan"), float("inf"), -float("inf"), 10**400]
+INTS = [a.name for a in ARGUMENT_TABLE if a.kind == "int"]
+NUMBERS = [a.name for a in ARGUMENT_TABLE if a.kind in ("pos", "pue", "frac", "share")]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def refused(result, field):
+    """The command exited 2 with one line naming ``field``, and no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], result.output
+
+
+@pytest.mark.parametrize("value", [*NOT_FINITE, 1e300, 2**53 + 2], ids=repr)
+@pytest.mark.parametrize("name", INTS)
+def test_integer_arguments_refuse_numbers_that_are_not_finite_whole_and_bounded(name, value):
+    for mode in ("inference", "train"):
+        with pytest.raises(InputError, match=rf"^{name}: ") as info:
+            perfsim.estimate(**SMALL, mode=mode, **{name: value})
+        assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("value", NOT_FINITE, ids=repr)
+@pytest.mark.parametrize("name", NUMBERS)
+def test_number_arguments_refuse_numbers_that_are_not_finite(name, value):
+    with pytest.raises(InputError, match=rf"^{name}: expected "):
+        perfsim.estimate(**SMALL, **{name: value})
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e400", ".nan", ".inf", "1" + "0" * 30, "1" + "0" * 5000])
+def test_cli_integer_options_refuse_huge_and_infinite_values(value):
+    refused(run("estimate", "--model", "llama3.2-1b", "--hardware", "a100-80gb", "--tp", value), "tp")
+    refused(run("gemm", "--hardware", "a100-80gb", "--m", "1" + "0" * 30, "--n", "1", "--k", "1"), "m")
+    refused(run("collective", "--hardware", "a100-80gb", "--size-bytes", value, "--num-devices", "8"), "size_bytes")
+
+
+@pytest.mark.parametrize("value", [".nan", "inf", ".inf", "1e400", "-1"])
+def test_whatif_values_must_be_finite_and_positive(value):
+    field = "hardware.hbm_bandwidth_gb_s"
+    refused(run("estimate", "--model", "llama3.2-1b", "--hardware", "a100-80gb", "--set",
+                f"hbm_bandwidth_gb_s={value}"), field)
+    for number in NOT_FINITE:
+        whatif = {"base": "a100-80gb", "hbm_bandwidth_gb_s": number}
+        with pytest.raises(InputError, match=re.escape(field)):
+            perfsim.estimate(model="llama3.2-1b", hardware=whatif)
+        with pytest.raises(InputError, match=re.escape(field)):
+            perfsim.gemm(whatif, 64, 64, 64)
+        with pytest.raises(InputError, match=re.escape(field)):
+            perfsim.sweep(model="llama3.2-1b", hardware={**whatif, "hbm_bandwidth_gb_s": [1000, number]})
+
+
+@pytest.mark.parametrize("key, line", [("bandwidth_gb_s", 27), ("capacity_gib", 26), ("compute_units", 14)])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1" + "0" * 400])
+def test_hardware_yaml_refuses_numbers_that_are_not_finite(tmp_path, key, line, value):
+    lines = open("hardware_specs/h100-sxm.yaml").read().splitlines()
+    assert lines[line - 1].strip().startswith(key + ":")
+    lines[line - 1] = lines[line - 1].split(":")[0] + ": " + value
+    path = tmp_path / "h100-broken.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}:{line}: device\..*{key}: ") as info:
+        perfsim.estimate(model="llama3.2-1b", hardware=str(path))
+    assert len(str(info.value)) < len(str(path)) + 200
+
+
+def test_tdp_given_as_nan_is_refused(tmp_path):
+    text = open("hardware_specs/h100-sxm.yaml").read().replace("tdp_w: {value: 700,", "tdp_w: {value: .nan,")
+    path = tmp_path / "h100-nan-tdp.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match="device.power.tdp_w: expected a finite number, got nan"):
+        perfsim.estimate(model="llama3.2-1b", hardware=str(path))
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1" + "0" * 400, "1" + "0" * 5000, "1e400"])
+def test_model_config_json_refuses_numbers_that_are_not_finite(tmp_path, value):
+    config = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100,
+              "intermediate_size": 128, "hidden_act": "silu"}
+    text = json.dumps(config).replace('"num_hidden_layers": 2', f'"num_hidden_layers": {value}')
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}.*model"):
+        perfsim.estimate(model=str(path), hardware="a100-80gb")
+    refused(run("estimate", "--model", str(path), "--hardware", "a100-80gb"), str(path))
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "1" + "0" * 400, "1" + "0" * 5000])
+def test_model_yaml_refuses_numbers_that_are_not_finite(tmp_path, value):
+    text = open("workloads/llama3.2-1b.yaml").read().replace("hidden_size: 2048", f"hidden_size: {value}")
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=re.escape(str(path))):
+        perfsim.estimate(model=str(path), hardware="a100-80gb")
+
+
+def test_runtime_whatif_refuses_numbers_that_are_not_finite():
+    for value in NOT_FINITE:
+        with pytest.raises(InputError, match="runtime.tp_overlap: expected a finite number"):
+            perfsim.estimate(**SMALL, runtime={"base": "vllm", "tp_overlap": value})
+
+
+@pytest.mark.parametrize("axes, field", [
+    ("tp: [1, .nan]", "tp"), ("batch: [.inf]", "batch"), ("tp: {range: [1, .inf, 1]}", "tp"),
+    ("tp: {range: [1, 1000000000000000, 1]}", "tp"), ("batch: {logrange: [1, 100, 1000000000000]}", "batch"),
+    ("gpu_memory_utilization: [.nan]", "gpu_memory_utilization"), ("hardware: {base: a100-80gb, tdp_w: .nan}",
+                                                                   "hardware.tdp_w"),
+])
+def test_sweep_specs_refuse_numbers_that_are_not_finite(tmp_path, axes, field):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"fixed: {{model: llama3.2-1b}}\naxes:\n  {axes}\n" + ("" if "hardware" in axes else
+                                                                         "  hardware: a100-80gb\n"))
+    refused(run("sweep", str(spec), "--out", str(tmp_path / "o.csv")), field)
+    with pytest.raises(InputError, match=re.escape(field)):
+        args, _ = read_spec(str(spec))
+        perfsim.sweep(**args)
+
+
+def test_offload_fractions_refuse_numbers_that_are_not_finite():
+    for value in NOT_FINITE:
+        with pytest.raises(InputError, match="offload_weights: the gpu fraction must be a number"):
+            perfsim.estimate(**SMALL, offload_weights={"gpu": value, "cpu": 0.5})
+
+
+@pytest.mark.parametrize("name", ["num_requests", "max_batch", "arrival_rate", "ttft_slo_s", "seed"])
+def test_serve_options_refuse_numbers_that_are_not_finite(name):
+    for value in NOT_FINITE:
+        with pytest.raises(InputError, match=rf"^{name}: "):
+            perfsim.serve(**{**SMALL, "num_requests": 5, name: value})
+
+
+@pytest.mark.parametrize("value", [*NOT_FINITE, {"dist": "lognormal", "mean": 10**400, "sigma": 1},
+                                   {"dist": "fixed", "value": float("inf")}], ids=repr)
+def test_serve_lengths_refuse_numbers_that_are_not_finite(value):
+    with pytest.raises(InputError, match=r"^prompt_len(\.\w+)?: expected a "):
+        perfsim.serve(**SMALL, num_requests=5, prompt_len=value)
