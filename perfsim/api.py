@@ -53,6 +53,11 @@ def _plain(value):
     return value
 
 
+def _given(arguments: dict) -> dict:
+    """The arguments given a value: None means an argument's default, as if it were left out."""
+    return {name: value for name, value in arguments.items() if value is not None}
+
+
 def _one_row(plan: dict, function: str):
     for name, value in plan.items():
         if isinstance(value, list) and name != "place" \
@@ -87,6 +92,7 @@ def estimate(trace_out=None, **plan) -> dict:
     >>> r["feasible"], r["tpot_s"] > 0
     (True, True)
     """
+    plan = _given(plan)
     _one_row(plan, "estimate")
     if trace_out is None:
         _, out = evaluate(plan)
@@ -144,10 +150,12 @@ def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
     >>> r["simulated"], r["step_time_s"] <= r["closed_form_step_time_s"]
     (True, True)
     """
+    plan = _given(plan)
     _one_row(plan, "timeline")
     if plan.setdefault("mode", "train") != "train":
         raise InputError("a timeline simulates a training step; mode must be train", field="mode",
                          value=plan["mode"])
+    stages = "ends" if stages is None else stages
     if stages not in pipeline.STAGE_COSTS:
         raise unknown("stage costs", stages, pipeline.STAGE_COSTS, field="stages")
     if trace_out is not None:
@@ -317,6 +325,7 @@ def serve(**scenario) -> dict:
     """
     from perfsim.events.serving.scenario import run_scenario
 
+    scenario = _given(scenario)
     for name in ("prompt_len", "gen_len"):
         _finite_numbers(scenario.get(name), name)
     return run_scenario(**scenario)
@@ -340,7 +349,7 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
     ``peak_tflops``, …) applies as in :func:`estimate`.
     """
     spec, overrides = split_whatif(hardware)
-    check_dtype(dtype)
+    dtype = check_dtype("bf16" if dtype is None else dtype)
     m, n, k = (check_whole(v, name) for name, v in (("m", m), ("n", n), ("k", k)))
     c = hardware_columns(spec, overrides, dtype)
     if math.isnan(c["peak_flops"]):
@@ -372,6 +381,7 @@ def collective(hardware, op: str, size_bytes, num_devices, algorithm: str = "aut
     """
     if op not in OPS:
         raise unknown("collective op", op, OPS, field="op")
+    algorithm = "auto" if algorithm is None else algorithm
     if algorithm not in ALGORITHMS:
         raise unknown("algorithm", algorithm, ALGORITHMS, field="algorithm")
     size_bytes, num_devices = check_whole(size_bytes, "size_bytes"), check_whole(num_devices, "num_devices")

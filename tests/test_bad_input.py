@@ -151,3 +151,46 @@ def test_serve_options_refuse_numbers_that_are_not_finite(name):
 def test_serve_lengths_refuse_numbers_that_are_not_finite(value):
     with pytest.raises(InputError, match=r"^prompt_len(\.\w+)?: expected a "):
         perfsim.serve(**SMALL, num_requests=5, prompt_len=value)
+
+
+# --- None for an argument means its default ---
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_none_for_any_argument_means_its_default(mode):
+    plain = perfsim.estimate(**SMALL, mode=mode)
+    for a in ARGUMENT_TABLE:
+        if a.name not in ("model", "hardware", "mode"):
+            assert perfsim.estimate(**SMALL, mode=mode, **{a.name: None}) == plain, a.name
+    assert perfsim.estimate(**SMALL, mode=None) == perfsim.estimate(**SMALL)
+    whatif = {"base": "a100-80gb", "tdp_w": None, "hbm_bandwidth_gb_s": None}
+    assert perfsim.estimate(model="llama3.2-1b", hardware=whatif, mode=mode)["feasible"] == plain["feasible"]
+    assert perfsim.gemm(whatif, 64, 64, 64, dtype=None) == perfsim.gemm("a100-80gb", 64, 64, 64)
+
+
+def test_none_in_serve_and_sweep_means_the_default():
+    options = dict(num_requests=20, prompt_len=128, gen_len=8)
+    plain = perfsim.serve(**SMALL, **options)
+    assert perfsim.serve(**SMALL, **options, tp=None, max_batch=None, scheduler=None, seed=None, dtype=None) == plain
+    base = perfsim.sweep(**SMALL, batch=[1, 2])
+    assert perfsim.sweep(**SMALL, batch=[1, 2], tp=None, backend=None).equals(base)
+
+
+@pytest.mark.parametrize("name, values", [("tp", [1, None, 2]), ("mode", ["train", None]), ("sp", [None, True]),
+                                          ("hardware.tdp_w", [300, None])])
+def test_null_in_a_sweep_list_is_refused_where_the_default_is_a_value(tmp_path, name, values):
+    args = dict(SMALL)
+    if name.startswith("hardware."):
+        args["hardware"] = {"base": "a100-80gb", name.split(".")[1]: values}
+    else:
+        args[name] = values
+    with pytest.raises(InputError, match=rf"^{re.escape(name)}: null in a list of values: write "):
+        perfsim.sweep(**args)
+    if name == "tp":
+        spec = tmp_path / "s.yaml"
+        spec.write_text("model: llama3.2-1b\nhardware: a100-80gb\naxes:\n  tp: [1, null, 2]\n")
+        refused(run("sweep", str(spec), "--out", str(tmp_path / "o.csv")), "tp: null in a list")
+        assert not (tmp_path / "o.csv").exists()
+
+
+def test_null_in_a_sweep_list_is_the_default_where_the_default_is_none():
+    df = perfsim.sweep(**SMALL, power_cap_w=[None, 200.0], runtime=[None, "vllm"])
+    assert len(df) == 4 and df["feasible"].all()

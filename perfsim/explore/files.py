@@ -310,7 +310,7 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     if not target.parent.is_dir():
         raise InputError(f"directory {target.parent} does not exist", field="--out")
     _pyarrow()
-    check_backend(backend)
+    backend = check_backend(backend)
     chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows, "--chunk-rows")
     space = make_space(args)
     parsed = check_constraints(space, constraints)

@@ -19,7 +19,7 @@ from perfsim.plan.grid import space as make_space
 def sweep_frame(chunk_rows=None, backend: str = "local", scheduler=None, constraints=None,
                 keep_infeasible: bool = False, progress: bool = False, **axes) -> pd.DataFrame:
     """The rows of the cartesian product of ``axes`` as one DataFrame (arguments as :func:`perfsim.sweep`)."""
-    check_backend(backend)
+    backend = check_backend(backend)
     space = make_space(axes)
     parsed = check_constraints(space, constraints)
     if chunk_rows is None:

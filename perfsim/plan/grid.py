@@ -162,10 +162,19 @@ class Space:
         return [name for name, _, _ in self.lists]
 
 
+def _no_null(values: list, field: str, default) -> list:
+    """``values``, unless one is None where None is not the default (``default``): ``tp: [1, null]``."""
+    if default is not None and any(v is None for v in values):
+        raise InputError(f"null in a list of values: write {default} instead", field=field)
+    return values
+
+
 def space(args: dict) -> Space:
     """The cartesian product of list-valued arguments (hardware what-if lists included), unexpanded.
 
-    Values are checked once per distinct value; arguments not given get their default.
+    Values are checked once per distinct value; arguments not given, or given as None, get their
+    default (a what-if key given as None keeps the spec's number). Inside a list None is the
+    default only where the default is None (``power_cap_w: [null, 300]``), else it is refused.
     """
     for name in args:
         if name not in ARGUMENTS:
@@ -179,16 +188,20 @@ def space(args: dict) -> Space:
             base = value.get("base")
             if base is None:
                 raise InputError("a what-if hardware dict needs `base: NAME`", field="hardware")
-            lists.append(("hardware", base if isinstance(base, list) else [base]))
+            lists.append(("hardware", _no_null(base, "hardware", "a hardware name") if isinstance(base, list)
+                          else [base]))
             for key, sub in value.items():
-                if key == "base":
+                if key == "base" or sub is None:
                     continue
                 if key not in WHATIF_KEYS:
                     raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"hardware.{key}")
-                subs = sub if isinstance(sub, list) else [sub]
+                subs = _no_null(sub, f"hardware.{key}", "the spec's number") if isinstance(sub, list) else [sub]
                 lists.append((f"hardware.{key}", [check_positive(v, f"hardware.{key}") for v in subs]))
             continue
-        values = value if isinstance(value, list) else [value]
+        if value is None:
+            continue
+        default = ARGUMENTS[name][1]
+        values = _no_null(value, name, None if default is None else repr(default)) if isinstance(value, list) else [value]
         if ARGUMENTS[name][0] == "layers" and isinstance(value, (list, tuple)) \
                 and not any(isinstance(v, (list, tuple)) for v in value):
             values = [value]  # one split (a list of counts); a list of splits is an axis

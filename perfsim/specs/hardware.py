@@ -402,5 +402,6 @@ def split_whatif(ref, field: str = "hardware"):
             continue
         if key not in WHATIF_KEYS:
             raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"{field}.{key}")
-        overrides[key] = check_positive(value, f"{field}.{key}")
+        if value is not None:  # None keeps the spec's number
+            overrides[key] = check_positive(value, f"{field}.{key}")
     return load_hardware(ref["base"], f"{field}.base"), overrides
