@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from numbers import Real
 
 import numpy as np
@@ -27,6 +28,7 @@ from perfsim.plan.arguments import ARGUMENTS, Recompute, Schedule
 from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
+from perfsim.specs.paths import check_regular_file
 
 TIERS = ("hbm", "cpu", "nvme")
 
@@ -328,6 +330,9 @@ def serve(**scenario) -> dict:
     scenario = _given(scenario)
     for name in ("prompt_len", "gen_len"):
         _finite_numbers(scenario.get(name), name)
+    for name in ("trace", "prompt_len", "gen_len"):  # files: not a FIFO that would block the read
+        if isinstance(scenario.get(name), (str, os.PathLike)):
+            check_regular_file(scenario[name], name)
     return run_scenario(**scenario)
 
 

@@ -14,6 +14,7 @@ import click
 from perfsim import api
 from perfsim.errors import InputError
 from perfsim.report import tables
+from perfsim.specs.paths import check_regular_file
 from perfsim.specs.yamlio import loads_yaml
 
 _INT_OPTIONS = ("num_devices", "tp", "pp", "dp", "cp", "ep", "zero", "zero_shard_size", "virtual_stages",
@@ -260,7 +261,7 @@ def memcpy(hardware, size_bytes, src, dst, fmt):
 
 # --- sweeps (perfsim.explore.files, perfsim.sweep) ---
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec")
 @click.option("--out", "out_path", required=True, help="results file: .csv or .parquet")
 @click.option("--keep-infeasible", is_flag=True,
               help="keep rows that are infeasible or break a constraint, flagged by a meets_constraints column")
@@ -352,7 +353,7 @@ def plot_breakdown(fmt, out, **kwargs):
 
 
 @plot.command(name="pareto")
-@click.argument("results", type=click.Path(dir_okay=False))
+@click.argument("results")
 @click.option("--x", "x", required=True, help="column, optionally min:/max: (default min)")
 @click.option("--y", "y", required=True, help="column, optionally min:/max: (default max)")
 @click.option("--color", default=None, help="column to colour the points by")
@@ -368,6 +369,7 @@ def plot_pareto(results, x, y, color, constraints, out):
         suffix = os.path.splitext(results)[1].lower()
         if suffix not in (".parquet", ".csv"):
             raise InputError(f"expected a .parquet or .csv results file, got {results!r}", field="RESULTS")
+        check_regular_file(results, "RESULTS")
         try:
             df = pd.read_parquet(results) if suffix == ".parquet" else pd.read_csv(results)
         except (OSError, ValueError) as exc:
@@ -378,7 +380,7 @@ def plot_pareto(results, x, y, color, constraints, out):
 
 
 @plot.command(name="timeline")
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("trace")
 @click.option("--max-events", type=int, default=5000, help="slices drawn at most (the earliest)")
 @_plot_out
 def plot_timeline(trace, max_events, out):

@@ -14,6 +14,7 @@ from numbers import Integral, Real
 
 _LIST_UP_TO = 12  # a short list of accepted values is spelled out when nothing is close
 _MATCH_UP_TO = 200  # a longer value is close to no name
+_FILE_UP_TO = 200  # a longer file name is cut in the middle in a message
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 80
 _SHORT.maxlevel = 3
@@ -51,7 +52,9 @@ class InputError(ValueError):
     def _render(self) -> str:
         where = ""
         if self.file:
-            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+            file = self.file if len(self.file) <= _FILE_UP_TO else f"{self.file[:60]}...{self.file[-60:]}"
+            file = file if file.isprintable() else ascii(file)
+            where = f"{file}:{self.line}: " if self.line else f"{file}: "
         head = f"{where}{self.field}: " if self.field else where
         text = head + self.message
         if self.suggestions:

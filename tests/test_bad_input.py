@@ -1,12 +1,16 @@
 """Malformed input of every kind: a clear InputError naming the field (exit 2 on the command line)."""
 
+import errno
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import perfsim
+import perfsim.explore.files
 from perfsim.cli import cli
 from perfsim.errors import InputError
 from perfsim.explore.files import read_spec
@@ -194,3 +198,98 @@ def test_null_in_a_sweep_list_is_refused_where_the_default_is_a_value(tmp_path, 
 def test_null_in_a_sweep_list_is_the_default_where_the_default_is_none():
     df = perfsim.sweep(**SMALL, power_cap_w=[None, 200.0], runtime=[None, "vllm"])
     assert len(df) == 4 and df["feasible"].all()
+
+
+# --- operating-system and decoding errors ---
+LONG = "x" * 5000
+
+
+@pytest.fixture
+def odd_files(tmp_path):
+    """A FIFO, a binary file, a folder and names the OS refuses, each as a .yaml and a .json."""
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "folder.yaml").mkdir()
+    return {"fifo": (str(fifo), "not a regular file"), "binary": (str(binary), "not UTF-8 text"),
+            "folder": (str(tmp_path / "folder.yaml"), "not a regular file"),
+            "long": (str(tmp_path / (LONG + ".yaml")), "File name too long"),
+            "nul": (str(tmp_path / "a\0b.yaml"), "NUL byte"),
+            "long-json": (str(tmp_path / (LONG + ".json")), "File name too long"),
+            "missing-json": (str(tmp_path / "none.json"), "No such file")}
+
+
+@pytest.mark.parametrize("field", ["model", "hardware"])
+def test_odd_model_and_hardware_files_are_refused_without_hanging(odd_files, field):
+    for kind, (path, needle) in odd_files.items():
+        if field == "hardware" and kind.endswith("json"):
+            continue
+        with pytest.raises(InputError, match=needle) as info:
+            perfsim.estimate(**{**SMALL, field: path})
+        assert field in str(info.value) and len(str(info.value)) < 400 and "\0" not in str(info.value), kind
+        if kind != "nul":  # a command line cannot carry a NUL byte
+            refused(run("estimate", "--model", SMALL["model"], "--hardware", SMALL["hardware"],
+                        f"--{field}", path), field)
+    for name in (LONG, "a\0b"):  # names that are not files: unknown, with no file access
+        with pytest.raises(InputError, match=f"unknown {field}"):
+            perfsim.estimate(**{**SMALL, field: name})
+
+
+def test_odd_spec_trace_and_length_files_are_refused_without_hanging(odd_files, tmp_path):
+    for kind, (path, needle) in odd_files.items():
+        if not kind.endswith("json"):
+            with pytest.raises(InputError, match=needle):
+                read_spec(path)
+            if kind != "nul":
+                refused(run("sweep", path, "--out", str(tmp_path / "o.csv")), "spec")
+                refused(run("plot", "timeline", path, "--out", str(tmp_path / "t.png")), "trace")
+        for name in ("trace", "prompt_len"):
+            with pytest.raises(InputError, match=rf"{name}: "):
+                perfsim.serve(**SMALL, num_requests=3, **{name: path})
+
+
+@pytest.mark.parametrize("out, needle", [
+    ("{tmp}/" + "y" * 300 + ".csv", "File name too long"), ("{tmp}/no/o.csv", "does not exist"),
+    ("{tmp}/file.txt/o.csv", "Not a directory"), ("{tmp}", "is a directory"), ("{tmp}/a\0b.csv", "NUL byte"),
+    ("{tmp}/" + "y" * 250 + ".csv", "File name too long"),  # the name fits, OUT.partial beside it does not
+])
+def test_sweep_output_that_cannot_be_written_is_refused(tmp_path, out, needle):
+    (tmp_path / "file.txt").write_text("x")
+    out = out.format(tmp=tmp_path)
+    with pytest.raises(InputError, match=rf"^--out: .*{needle}"):
+        perfsim.explore.files.write_sweep({**SMALL, "tp": [1, 2]}, out)
+    if "\0" not in out:
+        spec = tmp_path / "s.yaml"
+        spec.write_text("model: llama3.2-1b\nhardware: a100-80gb\n")
+        refused(run("sweep", str(spec), "--out", out), "--out")
+
+
+def test_sweep_to_a_read_only_disk_is_refused(tmp_path, monkeypatch):
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: llama3.2-1b\nhardware: a100-80gb\n")
+    refused(run("sweep", str(spec), "--out", str(tmp_path / "o.csv")), "--out: cannot write")
+    assert "Read-only file system" in run("sweep", str(spec), "--out", str(tmp_path / "o.csv")).output
+    assert not (tmp_path / "o.csv").exists()
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    refused(run("sweep", str(spec), "--out", str(tmp_path / "o.csv")), "permission denied")
+
+
+def test_files_too_large_or_nested_too_deeply_are_refused(tmp_path):
+    from perfsim.specs.paths import read_text
+
+    path = tmp_path / "big.yaml"
+    path.write_text("a: 1\n" * 100)
+    with pytest.raises(InputError, match="at most 10"):
+        read_text(path, "model", limit=10)
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(InputError, match="nested too deeply"):
+        perfsim.estimate(model=str(path), hardware="a100-80gb")
+    path = tmp_path / "config.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(InputError, match="nested too deeply"):
+        perfsim.estimate(model=str(path), hardware="a100-80gb")

@@ -20,6 +20,7 @@ chunks that are missing. An existing ``OUT`` is never replaced unless asked (``o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.errors import InputError, finite, shown
+from perfsim.specs.paths import check_writable
 from perfsim.specs.yamlio import load_yaml
 
 FORMATS = (".csv", ".parquet")
@@ -94,7 +96,7 @@ def read_spec(spec) -> tuple[dict, list]:
     path = None
     if not isinstance(spec, dict):
         path = str(spec)
-        spec = load_yaml(path)
+        spec = load_yaml(path, "spec")
         if not isinstance(spec, dict):
             raise InputError("a sweep spec is a mapping of estimate arguments", file=path)
     args: dict = {}
@@ -274,6 +276,17 @@ def _finish(partial: _Partial, chunks: int, target: Path, fmt: str):
     shutil.rmtree(partial.dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _writing():
+    """An operating-system error while writing the output (a full or read-only disk, a name too
+    long for ``OUT.partial``) as an :class:`InputError` about ``--out``."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {shown(exc.filename)}" if exc.filename else ""
+        raise InputError(f"cannot write{where}: {exc.strerror or exc}", field="--out") from None
+
+
 def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool = False, chunk_rows=None,
                 backend: str = "local", scheduler=None, overwrite: bool = False, restart: bool = False,
                 progress=None) -> dict:
@@ -299,16 +312,12 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     )
     from perfsim.plan.grid import space as make_space
 
-    target = Path(out_path)
+    target = check_writable(out_path, "--out")
     fmt = target.suffix.lower()
     if fmt not in FORMATS:
-        raise InputError(f"unknown output format {fmt!r}: use .csv or .parquet", field="--out")
-    if target.is_dir():
-        raise InputError(f"{target} is a directory", field="--out")
+        raise InputError(f"unknown output format {shown(fmt)}: use .csv or .parquet", field="--out")
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass --overwrite to replace it, or choose another file", field="--out")
-    if not target.parent.is_dir():
-        raise InputError(f"directory {target.parent} does not exist", field="--out")
     _pyarrow()
     backend = check_backend(backend)
     chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows, "--chunk-rows")
@@ -316,14 +325,16 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     parsed = check_constraints(space, constraints)
     bounds = chunk_bounds(space.n, chunk_rows)
     digest = spec_hash(args, [c.text for c in parsed], keep_infeasible, chunk_rows, fmt)
-    partial = _Partial(target, digest, space.n, chunk_rows, len(bounds), restart)
+    with _writing():
+        partial = _Partial(target, digest, space.n, chunk_rows, len(bounds), restart)
     done = partial.done
     todo = [k for k in range(len(bounds)) if k not in done]
     bar = Progress(space.n, enabled=progress)
     bar.skip(sum(bounds[k][1] - bounds[k][0] for k in done))
     try:
         for k, df in run_chunks(space, bounds, todo, parsed, keep_infeasible, backend, scheduler):
-            partial.add(k, df, {"rows": len(df), "feasible": int(df["feasible"].sum())})
+            with _writing():
+                partial.add(k, df, {"rows": len(df), "feasible": int(df["feasible"].sum())})
             bar.advance(bounds[k][1] - bounds[k][0])
     finally:
         bar.close()
@@ -331,7 +342,8 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     summary = {"rows": sum(s["rows"] for s in stats.values()), "total_rows": space.n,
                "feasible": sum(s["feasible"] for s in stats.values()), "chunks": len(bounds),
                "resumed_chunks": len(done), "out": str(target)}
-    _finish(partial, len(bounds), target, fmt)
+    with _writing():
+        _finish(partial, len(bounds), target, fmt)
     return summary
 
 
