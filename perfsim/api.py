@@ -28,7 +28,7 @@ from perfsim.plan.arguments import ARGUMENTS, Recompute, Schedule
 from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
-from perfsim.specs.paths import check_regular_file
+from perfsim.specs.paths import count_lines
 
 TIERS = ("hbm", "cpu", "nvme")
 
@@ -247,7 +247,7 @@ def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0, pp_
 
 
 def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=None, keep_infeasible: bool = False,
-          progress: bool = False, **axes) -> pd.DataFrame:
+          progress: bool = False, max_rows=None, **axes) -> pd.DataFrame:
     """Evaluate the cartesian product of list-valued arguments in one vectorised pass.
 
     Parameters
@@ -267,6 +267,10 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
         ... or, with this, kept and flagged by a ``meets_constraints`` column.
     progress : bool
         Report progress on stderr.
+    max_rows : int, optional
+        Refuse a sweep of more rows than this (default 50 million), counted before any work; a
+        sweep whose table would not fit this machine's memory is refused too (write it to a file
+        with :func:`perfsim.explore.files.write_sweep` or ``perfsim sweep``).
     **axes
         The arguments of :func:`estimate`, any of them a list.
 
@@ -286,10 +290,15 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
     from perfsim.explore.run import sweep_frame
 
     return sweep_frame(chunk_rows=chunk_rows, backend=backend, scheduler=scheduler, constraints=constraints,
-                       keep_infeasible=keep_infeasible, progress=progress, **axes)
+                       keep_infeasible=keep_infeasible, progress=progress, max_rows=max_rows, **axes)
 
 
-def serve(**scenario) -> dict:
+#: requests a serving simulation may have unless told otherwise (``max_requests``): a million take
+#: about half a minute
+MAX_REQUESTS = 1_000_000
+
+
+def serve(max_requests=None, **scenario) -> dict:
     """Simulate serving a stream of requests on a deployment, iteration by iteration.
 
     Parameters
@@ -308,6 +317,9 @@ def serve(**scenario) -> dict:
         ``trace_out`` (Chrome trace JSON path), ``power_cap_w`` (per device: each iteration's clock
         is lowered to meet it), ``power_trace`` (add the power over time per instance and cluster),
         ``power_window_s`` (window of the cluster power statistics, default 1 s).
+    max_requests : int, optional
+        Refuse more requests than this (default 1,000,000): ``num_requests`` and the rows of a
+        ``trace`` or of a length CSV are counted before any work.
 
     Returns
     -------
@@ -330,9 +342,15 @@ def serve(**scenario) -> dict:
     scenario = _given(scenario)
     for name in ("prompt_len", "gen_len"):
         _finite_numbers(scenario.get(name), name)
-    for name in ("trace", "prompt_len", "gen_len"):  # files: not a FIFO that would block the read
+    limit = MAX_REQUESTS if max_requests is None else check_whole(max_requests, "max_requests")
+    sizes = {"num_requests": (finite(scenario.get("num_requests")) or 0, "requests")}  # checked in full later
+    for name in ("trace", "prompt_len", "gen_len"):  # files, counted without being read (a FIFO is refused)
         if isinstance(scenario.get(name), (str, os.PathLike)):
-            check_regular_file(scenario[name], name)
+            sizes[name] = (count_lines(scenario[name], name) - 1, "rows or more")  # less a header, if any
+    for name, (n, what) in sizes.items():
+        if n > limit:
+            raise InputError(f"{n:,.0f} {what}, above the limit of {limit:,} requests; pass max_requests="
+                             f"{n:.0f} (--max-requests {n:.0f}) to simulate them", field=name)
     return run_scenario(**scenario)
 
 

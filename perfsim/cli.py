@@ -159,7 +159,7 @@ def _length(text: str, option: str):
 
 
 _SERVE_INTS = ("num_devices", "tp", "pp", "dp", "ep", "num_requests", "max_batch", "chunk_size",
-               "max_prefill_tokens", "seed")
+               "max_prefill_tokens", "seed", "max_requests")
 _SERVE_NUMBERS = ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "gpu_memory_utilization", "power_cap_w", "pue",
                   "power_window_s")
 
@@ -186,6 +186,7 @@ def _serve_options(fn):
              "max_prefill_tokens": "prompt tokens per continuous prefill iteration (default 8192)",
              "ttft_slo_s": "time-to-first-token objective, s", "tpot_slo_s": "time-per-output-token objective, s",
              "seed": "random seed of arrivals and lengths (default 0)",
+             "max_requests": "refuse more requests, or trace rows, than this (default 1,000,000)",
              "power_cap_w": "per-device power cap, W (each iteration's clock is lowered to meet it)",
              "pue": "facility energy over IT energy (default 1)",
              "power_window_s": "window of the cluster power statistics, s (default 1)"}
@@ -272,8 +273,10 @@ def memcpy(hardware, size_bytes, src, dst, fmt):
 @click.option("--overwrite", is_flag=True, help="replace --out if it exists")
 @click.option("--restart", is_flag=True, help="discard an unfinished run of another spec at --out")
 @click.option("--progress/--no-progress", default=None, help="progress line on stderr (default: on a terminal)")
+@click.option("--max-rows", type=str, default=None, help="refuse a sweep of more rows (default 50,000,000)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overwrite, restart, progress, fmt):
+def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overwrite, restart, progress, max_rows,
+          fmt):
     """Evaluate every combination of a sweep spec (YAML: axes, fixed arguments, constraints).
 
     Chunks are written as they finish; an interrupted run resumes when run again with the same
@@ -284,7 +287,7 @@ def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overw
     try:
         summary = run_sweep_file(spec, out_path, keep_infeasible=keep_infeasible, chunk_rows=chunk_rows,
                                  backend=backend, scheduler=scheduler, overwrite=overwrite, restart=restart,
-                                 progress=progress)
+                                 progress=progress, max_rows=None if max_rows is None else _scalar(max_rows))
     except InputError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfsim.errors import InputError, finite, shown
+from perfsim.errors import InputError, check_whole, finite, shown
 from perfsim.specs.paths import check_writable
 from perfsim.specs.yamlio import load_yaml
 
@@ -289,11 +289,12 @@ def _writing():
 
 def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool = False, chunk_rows=None,
                 backend: str = "local", scheduler=None, overwrite: bool = False, restart: bool = False,
-                progress=None) -> dict:
+                progress=None, max_rows=None) -> dict:
     """Evaluate the sweep of ``args`` chunk by chunk into ``out_path`` (``.csv`` or ``.parquet``).
 
     Resumable: chunks finished by an earlier, interrupted run of the same sweep (same arguments,
-    constraints, options and ``out_path``) are not evaluated again.
+    constraints, options and ``out_path``) are not evaluated again. A sweep of more than
+    ``max_rows`` rows (default 50 million) is refused before any work.
 
     Returns
     -------
@@ -310,6 +311,7 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
         chunk_bounds,
         run_chunks,
     )
+    from perfsim.plan.grid import MAX_ROWS
     from perfsim.plan.grid import space as make_space
 
     target = check_writable(out_path, "--out")
@@ -321,7 +323,8 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     _pyarrow()
     backend = check_backend(backend)
     chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows, "--chunk-rows")
-    space = make_space(args)
+    max_rows = MAX_ROWS if max_rows is None else check_whole(max_rows, "--max-rows")
+    space = make_space(args, max_rows, "--max-rows")
     parsed = check_constraints(space, constraints)
     bounds = chunk_bounds(space.n, chunk_rows)
     digest = spec_hash(args, [c.text for c in parsed], keep_infeasible, chunk_rows, fmt)

@@ -109,3 +109,17 @@ def check_writable(path, field: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write in {parent}: permission denied", **where)
     return Path(path)
+
+
+def count_lines(path, field: str) -> int:
+    """Lines of the regular file ``path`` (a last line without a newline counts), read in blocks
+    without holding the file."""
+    lines, last = 0, b"\n"
+    try:
+        with open(check_regular_file(path, field), "rb") as fh:
+            while block := fh.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", **_where(path, field)) from None
+    return lines + (last != b"\n")
