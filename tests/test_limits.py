@@ -106,3 +106,73 @@ def test_counting_lines_does_not_need_a_final_newline(tmp_path):
         path.write_text(text)
         assert count_lines(path, "trace") == lines
     os.unlink(path)
+
+
+# --- one writer per sweep output ---
+SLOW_SPEC = "model: llama3.2-1b\nhardware: a100-80gb\naxes:\n  batch: {range: [1, 60000, 1]}\n"
+
+
+def _sweep_process(spec, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "perfsim", "sweep", str(spec), "--out", str(out), "--chunk-rows",
+                             "1000", "--no-progress", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_a_second_writer_is_refused_and_the_first_output_stays_intact(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    spec, out = tmp_path / "s.yaml", tmp_path / "o.parquet"
+    lock = tmp_path / "o.parquet.lock"
+    spec.write_text(SLOW_SPEC)
+    first = _sweep_process(spec, out)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "o.parquet.partial").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lock.exists() and first.poll() is None
+    second = _sweep_process(spec, out, "--overwrite")  # even --overwrite waits for the writer to finish
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 2, err
+    assert f"--out: another sweep (pid {first.pid} on " in err and "is writing" in err and "Traceback" not in err
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert pq.read_table(out).num_rows == 60000
+    assert not lock.exists() and not (tmp_path / "o.parquet.partial").exists()
+    third = _sweep_process(spec, out)
+    _, err = third.communicate(timeout=60)
+    assert third.returncode == 2 and "exists; pass --overwrite" in err
+    assert pq.read_table(out).num_rows == 60000
+
+
+def test_two_writers_started_together_leave_one_whole_output(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    spec, out = tmp_path / "s.yaml", tmp_path / "o.parquet"
+    spec.write_text(SLOW_SPEC.replace("60000", "20000"))
+    runs = [_sweep_process(spec, out) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refusal = next(err for code, err in results if code == 2)
+    assert "another sweep" in refusal or "exists; pass --overwrite" in refusal
+    assert pq.read_table(out).num_rows == 20000
+
+
+def test_a_stale_lock_is_taken_over_and_a_live_one_of_another_host_refuses(tmp_path):
+    import json
+    import socket
+
+    from perfsim.explore.files import write_sweep
+
+    out = tmp_path / "o.csv"
+    lock = tmp_path / "o.csv.lock"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"}))
+    assert write_sweep({**SMALL, "tp": [1, 2]}, out)["rows"] == 2
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "started": "now"}))
+    with pytest.raises(InputError, match=r"^--out: another sweep \(pid \d+ on elsewhere, started now\) is writing"):
+        write_sweep({**SMALL, "tp": [1, 2]}, out, overwrite=True)
+    lock.write_text("")
+    with pytest.raises(InputError, match="exists but names no writer"):
+        write_sweep({**SMALL, "tp": [1, 2]}, out, overwrite=True)
+    lock.unlink()
+    assert write_sweep({**SMALL, "tp": [1, 2, 4]}, out, overwrite=True)["rows"] == 3

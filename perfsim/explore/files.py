@@ -15,7 +15,8 @@ written to ``OUT.partial/`` beside the output, with a manifest of the finished c
 of the spec. When every chunk is done they are joined into a temporary file that is renamed onto
 ``OUT``, and ``OUT.partial/`` is removed. An interrupted run (Ctrl-C, a killed process) leaves
 ``OUT.partial/`` valid: running the same spec with the same ``--out`` again evaluates only the
-chunks that are missing. An existing ``OUT`` is never replaced unless asked (``overwrite``).
+chunks that are missing. An existing ``OUT`` is never replaced unless asked (``overwrite``), and
+one run at a time writes it (``OUT.lock``, :mod:`perfsim.explore.lock`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.errors import InputError, check_whole, finite, shown
+from perfsim.explore.lock import output_lock
 from perfsim.specs.paths import check_writable
 from perfsim.specs.yamlio import load_yaml
 
@@ -304,12 +306,10 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     """
     from perfsim.explore.chunks import (
         DEFAULT_CHUNK_ROWS,
-        Progress,
         check_backend,
         check_chunk_rows,
         check_constraints,
         chunk_bounds,
-        run_chunks,
     )
     from perfsim.plan.grid import MAX_ROWS
     from perfsim.plan.grid import space as make_space
@@ -328,8 +328,22 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     parsed = check_constraints(space, constraints)
     bounds = chunk_bounds(space.n, chunk_rows)
     digest = spec_hash(args, [c.text for c in parsed], keep_infeasible, chunk_rows, fmt)
-    with _writing():
-        partial = _Partial(target, digest, space.n, chunk_rows, len(bounds), restart)
+    with contextlib.ExitStack() as held:
+        with _writing():
+            held.enter_context(output_lock(target))
+        if target.exists() and not overwrite:  # finished by a run that held the lock since the check above
+            raise InputError(f"{target} exists; pass --overwrite to replace it, or choose another file",
+                             field="--out")
+        with _writing():
+            partial = _Partial(target, digest, space.n, chunk_rows, len(bounds), restart)
+        return _evaluate(partial, target, fmt, space, bounds, parsed, keep_infeasible=keep_infeasible,
+                         backend=backend, scheduler=scheduler, progress=progress)
+
+
+def _evaluate(partial, target, fmt, space, bounds, parsed, *, keep_infeasible, backend, scheduler, progress) -> dict:
+    """The chunks not done yet into ``OUT.partial/``, then joined onto ``OUT`` (the lock held)."""
+    from perfsim.explore.chunks import Progress, run_chunks
+
     done = partial.done
     todo = [k for k in range(len(bounds)) if k not in done]
     bar = Progress(space.n, enabled=progress)
