@@ -176,3 +176,36 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_of_another_host_refuses(tmp_p
         write_sweep({**SMALL, "tp": [1, 2]}, out, overwrite=True)
     lock.unlink()
     assert write_sweep({**SMALL, "tp": [1, 2, 4]}, out, overwrite=True)["rows"] == 3
+
+
+# --- dask without a scheduler ---
+def test_dask_workers_that_cannot_start_are_an_input_error_saying_what_to_do(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+
+    def nanny_fails(**kwargs):
+        raise RuntimeError("Nanny failed to start.")
+
+    monkeypatch.setattr(distributed, "LocalCluster", nanny_fails)
+    with pytest.raises(InputError, match=r"^backend: the dask workers of a local cluster could not start \(Nanny "
+                                         r"failed to start.\).*__name__ == \"__main__\".*backend='local'"):
+        perfsim.sweep(**SMALL, batch=[1, 2], backend="dask")
+
+
+def test_dask_workers_are_threads_when_the_main_script_has_no_file(monkeypatch, capsys):
+    distributed = pytest.importorskip("distributed")
+    asked = {}
+
+    def cluster(**kwargs):
+        asked.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(distributed, "LocalCluster", cluster)
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "<stdin>", raising=False)
+    with pytest.raises(InputError, match="^backend: "):
+        perfsim.sweep(**SMALL, batch=[1, 2], backend="dask")
+    assert asked["processes"] is False
+    assert "run as threads of this process" in capsys.readouterr().err
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", __file__)
+    with pytest.raises(InputError, match="^backend: "):
+        perfsim.sweep(**SMALL, batch=[1, 2], backend="dask")
+    assert asked["processes"] is True
