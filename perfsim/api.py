@@ -20,7 +20,7 @@ from perfsim.cost.pim import pim_time
 from perfsim.cost.roofline import gemm_time
 from perfsim.cost.tiers import tier_traffic, transfer_time
 from perfsim.cost.topology import group_collective
-from perfsim.errors import InputError, check_whole, finite, shown, unknown
+from perfsim.errors import MAX_WHOLE, InputError, check_whole, finite, shown, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
 from perfsim.graph.params import balanced_split
@@ -178,8 +178,10 @@ def resolved_plan(plan: dict, out: dict) -> dict:
     """Every argument as one estimate row resolved it: defaults filled in, ``auto`` choices made,
     the engine that ran, the layers of each pipeline stage."""
     resolved = {}
-    for name, (_, default) in ARGUMENTS.items():
+    for name, (kind, default) in ARGUMENTS.items():
         value = plan.get(name, default)
+        if kind == "int" and value is not None:
+            value = int(value)  # 2.0 -> 2, as the columns read it
         resolved[name] = list(value) if isinstance(value, tuple) else value
     mode = resolved["mode"]
     for name in ("num_devices", "dp"):
@@ -296,6 +298,12 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
 #: requests a serving simulation may have unless told otherwise (``max_requests``): a million take
 #: about half a minute
 MAX_REQUESTS = 1_000_000
+#: sequences an instance may batch: the iteration cost table has a row for each (13 kB), far above
+#: what serving engines run (vLLM's default is 256)
+MAX_BATCH = 1 << 16
+#: power windows a run may span (arrays of this many window means: 80 MB each)
+MAX_WINDOWS = 10_000_000
+MIN_WINDOW_S = 1e-3
 
 
 def serve(max_requests=None, **scenario) -> dict:
@@ -347,6 +355,10 @@ def serve(max_requests=None, **scenario) -> dict:
     for name in ("trace", "prompt_len", "gen_len"):  # files, counted without being read (a FIFO is refused)
         if isinstance(scenario.get(name), (str, os.PathLike)):
             sizes[name] = (count_lines(scenario[name], name) - 1, "rows or more")  # less a header, if any
+    _check_span(scenario)
+    if (finite(scenario.get("max_batch")) or 0) > MAX_BATCH:
+        raise InputError(f"at most {MAX_BATCH:,} sequences per instance, got {shown(scenario['max_batch'])}",
+                         field="max_batch")
     for name, (n, what) in sizes.items():
         if n > limit:
             raise InputError(f"{n:,.0f} {what}, above the limit of {limit:,} requests; pass max_requests="
@@ -354,13 +366,29 @@ def serve(max_requests=None, **scenario) -> dict:
     return run_scenario(**scenario)
 
 
+def _check_span(scenario: dict):
+    """Refuse Poisson arrivals so sparse that the run spans more power windows than :data:`MAX_WINDOWS`,
+    and windows shorter than :data:`MIN_WINDOW_S`."""
+    rate, window = finite(scenario.get("arrival_rate")), finite(scenario.get("power_window_s", 1.0))
+    n = finite(scenario.get("num_requests", 1000))
+    if window is not None and 0 < window < MIN_WINDOW_S:
+        raise InputError(f"must be at least {MIN_WINDOW_S:g} s, got {window:g}", field="power_window_s")
+    if rate and window and n and rate > 0 and window > 0 and n / rate / window > MAX_WINDOWS:
+        raise InputError(f"{n:,.0f} requests at {rate:g}/s span about {n / rate:,.3g} s, more than {MAX_WINDOWS:,} "
+                         f"power windows of {window:g} s; raise arrival_rate or power_window_s", field="arrival_rate")
+
+
 def _finite_numbers(value, field: str):
-    """Refuse NaN, infinities and integers too large for a float in ``value`` or the values of a mapping."""
+    """Refuse NaN, infinities and numbers beyond 2**53 in ``value`` or the values of a mapping."""
     if isinstance(value, dict):
         for key, sub in value.items():
             _finite_numbers(sub, f"{field}.{key if isinstance(key, str) else shown(key)}")
-    elif isinstance(value, Real) and not isinstance(value, bool) and finite(value) is None:
-        raise InputError(f"expected a finite number, got {shown(value)}", field=field)
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        number = finite(value)
+        if number is None:
+            raise InputError(f"expected a finite number, got {shown(value)}", field=field)
+        if abs(number) > MAX_WHOLE:
+            raise InputError(f"must be at most 2**53 ({MAX_WHOLE:,}), got {shown(value)}", field=field)
 
 
 def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:

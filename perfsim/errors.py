@@ -15,6 +15,7 @@ from numbers import Integral, Real
 _LIST_UP_TO = 12  # a short list of accepted values is spelled out when nothing is close
 _MATCH_UP_TO = 200  # a longer value is close to no name
 _FILE_UP_TO = 200  # a longer file name is cut in the middle in a message
+_MESSAGE_UP_TO = 600  # a longer message is cut in the middle
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 80
 _SHORT.maxlevel = 3
@@ -46,6 +47,8 @@ class InputError(ValueError):
         choices = [str(c) for c in choices] if choices is not None else []
         if choices and not self.suggestions and len(choices) <= _LIST_UP_TO:
             message = f"{message}; expected one of: " + ", ".join(choices)
+        if len(message) > _MESSAGE_UP_TO:  # a value written out in full: its ends say enough
+            message = f"{message[:_MESSAGE_UP_TO // 2]} ... {message[-_MESSAGE_UP_TO // 4:]}"
         self.message = message
         super().__init__(self._render())
 

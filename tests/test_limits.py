@@ -209,3 +209,21 @@ def test_dask_workers_are_threads_when_the_main_script_has_no_file(monkeypatch, 
     with pytest.raises(InputError, match="^backend: "):
         perfsim.sweep(**SMALL, batch=[1, 2], backend="dask")
     assert asked["processes"] is True
+
+
+def test_serve_refuses_batches_and_spans_its_tables_cannot_hold():
+    with pytest.raises(InputError, match=r"^max_batch: at most 65,536 sequences per instance, got 1000000"):
+        perfsim.serve(**SMALL, num_requests=5, max_batch=10**6)
+    with pytest.raises(InputError, match=r"^arrival_rate: 5 requests at 1e-16/s span about 5e\+16 s, more than "
+                                         r"10,000,000 power windows of 1 s"):
+        perfsim.serve(**SMALL, num_requests=5, arrival_rate=1e-16)
+    with pytest.raises(InputError, match=r"^power_window_s: must be at least 0.001 s"):
+        perfsim.serve(**SMALL, num_requests=5, power_window_s=1e-9)
+
+
+def test_long_messages_are_cut_to_one_readable_line():
+    with pytest.raises(InputError) as info:
+        perfsim.serve(**SMALL, num_requests=5, disaggregate="x" * 100_000)
+    text = str(info.value)
+    assert text.startswith("disaggregate: expected 'P:D'") and " ... " in text and len(text) < 1000
+    assert perfsim.estimate(**SMALL, pp=1.0, tp=2.0)["plan"]["pp_layers"] == [16]
