@@ -5,10 +5,11 @@ Each function takes keyword arguments named like the CLI options and returns pla
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
 import math
+import os
+from numbers import Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from perfsim.cost.pim import pim_time
 from perfsim.cost.roofline import gemm_time
 from perfsim.cost.tiers import tier_traffic, transfer_time
 from perfsim.cost.topology import group_collective
-from perfsim.errors import InputError, unknown
+from perfsim.errors import MAX_WHOLE, InputError, check_whole, finite, shown, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
 from perfsim.graph.params import balanced_split
@@ -28,6 +29,7 @@ from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.plan.grid import default_dtype
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
+from perfsim.specs.paths import count_lines
 
 if TYPE_CHECKING:  # pandas is imported by the sweep that returns a DataFrame, not by every estimate
     import pandas as pd
@@ -55,6 +57,11 @@ def _plain(value):
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def _given(arguments: dict) -> dict:
+    """The arguments given a value: None means an argument's default, as if it were left out."""
+    return {name: value for name, value in arguments.items() if value is not None}
 
 
 def _one_row(plan: dict, function: str):
@@ -91,6 +98,7 @@ def estimate(trace_out=None, **plan) -> dict:
     >>> r["feasible"], r["tpot_s"] > 0
     (True, True)
     """
+    plan = _given(plan)
     _one_row(plan, "estimate")
     if trace_out is None:
         _, out = evaluate(plan)
@@ -148,10 +156,12 @@ def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
     >>> r["simulated"], r["step_time_s"] <= r["closed_form_step_time_s"]
     (True, True)
     """
+    plan = _given(plan)
     _one_row(plan, "timeline")
     if plan.setdefault("mode", "train") != "train":
         raise InputError("a timeline simulates a training step; mode must be train", field="mode",
                          value=plan["mode"])
+    stages = "ends" if stages is None else stages
     if stages not in pipeline.STAGE_COSTS:
         raise unknown("stage costs", stages, pipeline.STAGE_COSTS, field="stages")
     if trace_out is not None:
@@ -172,11 +182,13 @@ def resolved_plan(plan: dict, out: dict) -> dict:
     """Every argument as one estimate row resolved it: defaults filled in, ``auto`` choices made,
     the engine that ran, the layers of each pipeline stage."""
     resolved = {}
-    for name, (_, default) in ARGUMENTS.items():
-        value = plan.get(name, default)
+    for name, (kind, default) in ARGUMENTS.items():
+        value = default if plan.get(name) is None else plan[name]
+        if kind == "int" and value is not None:
+            value = int(value)  # 2.0 -> 2, as the columns read it
         resolved[name] = list(value) if isinstance(value, tuple) else value
     mode = resolved["mode"]
-    if "dtype" not in plan:
+    if plan.get("dtype") is None:
         hardware = plan["hardware"]
         resolved["dtype"] = default_dtype([hardware["base"] if isinstance(hardware, dict) else hardware])
     for name in ("num_devices", "dp"):
@@ -244,7 +256,7 @@ def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0, pp_
 
 
 def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=None, keep_infeasible: bool = False,
-          progress: bool = False, **axes) -> pd.DataFrame:
+          progress: bool = False, max_rows=None, **axes) -> pd.DataFrame:
     """Evaluate the cartesian product of list-valued arguments in one vectorised pass.
 
     Parameters
@@ -264,6 +276,10 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
         ... or, with this, kept and flagged by a ``meets_constraints`` column.
     progress : bool
         Report progress on stderr.
+    max_rows : int, optional
+        Refuse a sweep of more rows than this (default 50 million), counted before any work; a
+        sweep whose table would not fit this machine's memory is refused too (write it to a file
+        with :func:`perfsim.explore.files.write_sweep` or ``perfsim sweep``).
     **axes
         The arguments of :func:`estimate`, any of them a list.
 
@@ -283,10 +299,21 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
     from perfsim.explore.run import sweep_frame
 
     return sweep_frame(chunk_rows=chunk_rows, backend=backend, scheduler=scheduler, constraints=constraints,
-                       keep_infeasible=keep_infeasible, progress=progress, **axes)
+                       keep_infeasible=keep_infeasible, progress=progress, max_rows=max_rows, **axes)
 
 
-def serve(**scenario) -> dict:
+#: requests a serving simulation may have unless told otherwise (``max_requests``): a million take
+#: about half a minute
+MAX_REQUESTS = 1_000_000
+#: sequences an instance may batch: the iteration cost table has a row for each (13 kB), far above
+#: what serving engines run (vLLM's default is 256)
+MAX_BATCH = 1 << 16
+#: power windows a run may span (arrays of this many window means: 80 MB each)
+MAX_WINDOWS = 10_000_000
+MIN_WINDOW_S = 1e-3
+
+
+def serve(max_requests=None, **scenario) -> dict:
     """Simulate serving a stream of requests on a deployment, iteration by iteration.
 
     Parameters
@@ -305,6 +332,9 @@ def serve(**scenario) -> dict:
         ``trace_out`` (Chrome trace JSON path), ``power_cap_w`` (per device: each iteration's clock
         is lowered to meet it), ``power_trace`` (add the power over time per instance and cluster),
         ``power_window_s`` (window of the cluster power statistics, default 1 s).
+    max_requests : int, optional
+        Refuse more requests than this (default 1,000,000): ``num_requests`` and the rows of a
+        ``trace`` or of a length CSV are counted before any work.
 
     Returns
     -------
@@ -324,7 +354,48 @@ def serve(**scenario) -> dict:
     """
     from perfsim.events.serving.scenario import run_scenario
 
+    scenario = _given(scenario)
+    for name in ("prompt_len", "gen_len"):
+        _finite_numbers(scenario.get(name), name)
+    limit = MAX_REQUESTS if max_requests is None else check_whole(max_requests, "max_requests")
+    sizes = {"num_requests": (finite(scenario.get("num_requests")) or 0, "requests")}  # checked in full later
+    for name in ("trace", "prompt_len", "gen_len"):  # files, counted without being read (a FIFO is refused)
+        if isinstance(scenario.get(name), (str, os.PathLike)):
+            sizes[name] = (count_lines(scenario[name], name) - 1, "rows or more")  # less a header, if any
+    _check_span(scenario)
+    if (finite(scenario.get("max_batch")) or 0) > MAX_BATCH:
+        raise InputError(f"at most {MAX_BATCH:,} sequences per instance, got {shown(scenario['max_batch'])}",
+                         field="max_batch")
+    for name, (n, what) in sizes.items():
+        if n > limit:
+            raise InputError(f"{n:,.0f} {what}, above the limit of {limit:,} requests; pass max_requests="
+                             f"{n:.0f} (--max-requests {n:.0f}) to simulate them", field=name)
     return run_scenario(**scenario)
+
+
+def _check_span(scenario: dict):
+    """Refuse Poisson arrivals so sparse that the run spans more power windows than :data:`MAX_WINDOWS`,
+    and windows shorter than :data:`MIN_WINDOW_S`."""
+    rate, window = finite(scenario.get("arrival_rate")), finite(scenario.get("power_window_s", 1.0))
+    n = finite(scenario.get("num_requests", 1000))
+    if window is not None and 0 < window < MIN_WINDOW_S:
+        raise InputError(f"must be at least {MIN_WINDOW_S:g} s, got {window:g}", field="power_window_s")
+    if rate and window and n and rate > 0 and window > 0 and n / rate / window > MAX_WINDOWS:
+        raise InputError(f"{n:,.0f} requests at {rate:g}/s span about {n / rate:,.3g} s, more than {MAX_WINDOWS:,} "
+                         f"power windows of {window:g} s; raise arrival_rate or power_window_s", field="arrival_rate")
+
+
+def _finite_numbers(value, field: str):
+    """Refuse NaN, infinities and numbers beyond 2**53 in ``value`` or the values of a mapping."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _finite_numbers(sub, f"{field}.{key if isinstance(key, str) else shown(key)}")
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        number = finite(value)
+        if number is None:
+            raise InputError(f"expected a finite number, got {shown(value)}", field=field)
+        if abs(number) > MAX_WHOLE:
+            raise InputError(f"must be at most 2**53 ({MAX_WHOLE:,}), got {shown(value)}", field=field)
 
 
 def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
@@ -336,10 +407,8 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
     ``peak_tflops``, …) applies as in :func:`estimate`.
     """
     spec, overrides = split_whatif(hardware)
-    check_dtype(dtype)
-    for name, v in (("m", m), ("n", n), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
+    dtype = check_dtype("bf16" if dtype is None else dtype)
+    m, n, k = (check_whole(v, name) for name, v in (("m", m), ("n", n), ("k", k)))
     c = hardware_columns(spec, overrides, dtype)
     if math.isnan(c["peak_flops"]):
         raise InputError(f"{spec.name} has no {dtype} tensor rate", field="dtype", value=dtype,
@@ -370,11 +439,10 @@ def collective(hardware, op: str, size_bytes, num_devices, algorithm: str = "aut
     """
     if op not in OPS:
         raise unknown("collective op", op, OPS, field="op")
+    algorithm = "auto" if algorithm is None else algorithm
     if algorithm not in ALGORITHMS:
         raise unknown("algorithm", algorithm, ALGORITHMS, field="algorithm")
-    for name, v in (("size_bytes", size_bytes), ("num_devices", num_devices)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
+    size_bytes, num_devices = check_whole(size_bytes, "size_bytes"), check_whole(num_devices, "num_devices")
     if num_devices < 2:
         raise InputError("a collective needs at least 2 devices", field="num_devices")
     _, _, c = _hw_columns(hardware)
@@ -395,8 +463,7 @@ def memcpy(hardware, size_bytes, src: str, dst: str) -> dict:
     for name, tier in (("src", src), ("dst", dst)):
         if tier not in TIERS:
             raise unknown("memory tier", tier, TIERS, field=name)
-    if isinstance(size_bytes, bool) or not isinstance(size_bytes, (int, np.integer)) or size_bytes < 1:
-        raise InputError(f"expected a whole number >= 1, got {size_bytes!r}", field="size_bytes")
+    size_bytes = check_whole(size_bytes, "size_bytes")
     spec, _, c = _hw_columns(hardware)
     launch = spec["kernel_launch_us"] * 1e-6
     size = float(size_bytes)

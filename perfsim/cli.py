@@ -14,6 +14,7 @@ import click
 from perfsim import api
 from perfsim.errors import InputError
 from perfsim.report import tables
+from perfsim.specs.paths import check_regular_file
 from perfsim.specs.yamlio import loads_yaml
 
 _INT_OPTIONS = ("num_devices", "tp", "pp", "dp", "cp", "ep", "zero", "zero_shard_size", "virtual_stages",
@@ -173,7 +174,7 @@ def _length(text: str, option: str):
 
 
 _SERVE_INTS = ("num_devices", "tp", "pp", "dp", "ep", "num_requests", "max_batch", "chunk_size",
-               "max_prefill_tokens", "seed")
+               "max_prefill_tokens", "seed", "max_requests")
 _SERVE_NUMBERS = ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "gpu_memory_utilization", "power_cap_w", "pue",
                   "power_window_s")
 
@@ -200,6 +201,7 @@ def _serve_options(fn):
              "max_prefill_tokens": "prompt tokens per continuous prefill iteration (default 8192)",
              "ttft_slo_s": "time-to-first-token objective, s", "tpot_slo_s": "time-per-output-token objective, s",
              "seed": "random seed of arrivals and lengths (default 0)",
+             "max_requests": "refuse more requests, or trace rows, than this (default 1,000,000)",
              "power_cap_w": "per-device power cap, W (each iteration's clock is lowered to meet it)",
              "pue": "facility energy over IT energy (default 1)",
              "power_window_s": "window of the cluster power statistics, s (default 1)"}
@@ -275,7 +277,7 @@ def memcpy(hardware, size_bytes, src, dst, fmt):
 
 # --- sweeps (perfsim.explore.files, perfsim.sweep) ---
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec")
 @click.option("--out", "out_path", required=True, help="results file: .csv or .parquet")
 @click.option("--keep-infeasible", is_flag=True,
               help="keep rows that are infeasible or break a constraint, flagged by a meets_constraints column")
@@ -286,8 +288,10 @@ def memcpy(hardware, size_bytes, src, dst, fmt):
 @click.option("--overwrite", is_flag=True, help="replace --out if it exists")
 @click.option("--restart", is_flag=True, help="discard an unfinished run of another spec at --out")
 @click.option("--progress/--no-progress", default=None, help="progress line on stderr (default: on a terminal)")
+@click.option("--max-rows", type=str, default=None, help="refuse a sweep of more rows (default 50,000,000)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overwrite, restart, progress, fmt):
+def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overwrite, restart, progress, max_rows,
+          fmt):
     """Evaluate every combination of a sweep spec (YAML: axes, fixed arguments, constraints).
 
     Chunks are written as they finish; an interrupted run resumes when run again with the same
@@ -298,7 +302,7 @@ def sweep(spec, out_path, keep_infeasible, chunk_rows, backend, scheduler, overw
     try:
         summary = run_sweep_file(spec, out_path, keep_infeasible=keep_infeasible, chunk_rows=chunk_rows,
                                  backend=backend, scheduler=scheduler, overwrite=overwrite, restart=restart,
-                                 progress=progress)
+                                 progress=progress, max_rows=None if max_rows is None else _scalar(max_rows))
     except InputError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -367,7 +371,7 @@ def plot_breakdown(fmt, out, **kwargs):
 
 
 @plot.command(name="pareto")
-@click.argument("results", type=click.Path(dir_okay=False))
+@click.argument("results")
 @click.option("--x", "x", required=True, help="column, optionally min:/max: (default min)")
 @click.option("--y", "y", required=True, help="column, optionally min:/max: (default max)")
 @click.option("--color", default=None, help="column to colour the points by")
@@ -383,6 +387,7 @@ def plot_pareto(results, x, y, color, constraints, out):
         suffix = os.path.splitext(results)[1].lower()
         if suffix not in (".parquet", ".csv"):
             raise InputError(f"expected a .parquet or .csv results file, got {results!r}", field="RESULTS")
+        check_regular_file(results, "RESULTS")
         try:
             df = pd.read_parquet(results) if suffix == ".parquet" else pd.read_csv(results)
         except (OSError, ValueError) as exc:
@@ -393,7 +398,7 @@ def plot_pareto(results, x, y, color, constraints, out):
 
 
 @plot.command(name="timeline")
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("trace")
 @click.option("--max-events", type=int, default=5000, help="slices drawn at most (the earliest)")
 @_plot_out
 def plot_timeline(trace, max_events, out):

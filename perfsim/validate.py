@@ -9,10 +9,9 @@ not fit memory) still reports its number, flagged ``infeasible plan`` with the r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -12,6 +12,7 @@ import os
 import tempfile
 
 from perfsim.errors import InputError
+from perfsim.specs.paths import check_writable
 
 
 class _Ids:
@@ -49,15 +50,7 @@ def _events(slices, counters, ids):
 def check_path(path, field: str = "trace_out") -> str:
     """The trace file's path, checked before any work: its directory must exist and it must not
     be a directory itself (:class:`~perfsim.errors.InputError` naming ``field`` otherwise)."""
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise InputError(f"expected a file path, got {path!r}", field=field)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputError(f"directory {directory} does not exist", field=field, value=path)
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a directory; expected a file such as step.json", field=field, value=path)
-    return path
+    return os.fspath(check_writable(path, field))
 
 
 def write_chrome_trace(path, slices, counters=()) -> str:
@@ -68,7 +61,7 @@ def write_chrome_trace(path, slices, counters=()) -> str:
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".perfsim-trace-", suffix=".json")
     except OSError as exc:
-        raise InputError(f"cannot write in {directory}: {exc.strerror}", field="trace_out", value=path) from None
+        raise InputError(f"cannot write in {directory}: {exc.strerror}", field="trace_out") from None
     try:
         umask = os.umask(0)
         os.umask(umask)

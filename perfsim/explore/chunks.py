@@ -85,6 +85,9 @@ def check_chunk_rows(chunk_rows, field: str = "chunk_rows") -> int:
 
 
 def check_backend(backend, field: str = "backend") -> str:
+    """``backend`` checked (None: ``local``)."""
+    if backend is None:
+        return "local"
     if backend not in BACKENDS:
         from perfsim.errors import unknown
 

@@ -9,6 +9,8 @@ are in flight at a time, which bounds the memory of a sweep written to a file.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 from perfsim.errors import InputError
 
@@ -22,17 +24,37 @@ def _distributed():
     return distributed
 
 
+def _spawnable() -> bool:
+    """Whether worker processes can start: a spawned process imports the main script by its file
+    (a script read from stdin has none; ``python -c`` and notebooks name no file and need none)."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main is None or os.path.isfile(main)
+
+
 @contextlib.contextmanager
 def client_for(scheduler):
     """A ``distributed.Client``: the one given, one connected to the address given, or one on a
-    ``LocalCluster`` of this machine (closed again on exit) when ``scheduler`` is None."""
+    ``LocalCluster`` of this machine (closed again on exit) when ``scheduler`` is None: worker
+    processes, or threads where the main script has no file for them to import. Workers that
+    cannot start are an :class:`InputError` saying what to do."""
     distributed = _distributed()
     if isinstance(scheduler, distributed.Client):
         yield scheduler
         return
     if scheduler is None:
-        with distributed.LocalCluster(threads_per_worker=1, dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:
+        processes = _spawnable()
+        if not processes:
+            sys.stderr.write("perfsim: the dask workers run as threads of this process: worker processes import "
+                             "the main script, and this one has no file (run from stdin)\n")
+        try:
+            cluster = distributed.LocalCluster(threads_per_worker=1, dashboard_address=None, processes=processes)
+        except (RuntimeError, OSError, TimeoutError) as exc:  # "Nanny failed to start."
+            raise InputError(f"the dask workers of a local cluster could not start ({exc}). Worker processes "
+                             "import the main script again: put the sweep under `if __name__ == \"__main__\":`, "
+                             "or pass scheduler= a running cluster's address or a distributed.Client (Client("
+                             "processes=False) runs the workers as threads), or use backend='local'",
+                             field="backend") from None
+        with cluster, distributed.Client(cluster) as client:
             yield client
         return
     if not isinstance(scheduler, str):

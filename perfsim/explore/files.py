@@ -15,11 +15,13 @@ written to ``OUT.partial/`` beside the output, with a manifest of the finished c
 of the spec. When every chunk is done they are joined into a temporary file that is renamed onto
 ``OUT``, and ``OUT.partial/`` is removed. An interrupted run (Ctrl-C, a killed process) leaves
 ``OUT.partial/`` valid: running the same spec with the same ``--out`` again evaluates only the
-chunks that are missing. An existing ``OUT`` is never replaced unless asked (``overwrite``).
+chunks that are missing. An existing ``OUT`` is never replaced unless asked (``overwrite``), and
+one run at a time writes it (``OUT.lock``, :mod:`perfsim.explore.lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,12 +32,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfsim.errors import InputError
+from perfsim.errors import InputError, check_whole, finite, shown
+from perfsim.explore.lock import output_lock
+from perfsim.specs.paths import check_writable
 from perfsim.specs.yamlio import load_yaml
 
 FORMATS = (".csv", ".parquet")
 _SECTIONS = ("axes", "fixed", "constraints")
 _MANIFEST = "manifest.json"
+MAX_AXIS_VALUES = 10**7  # values a range or logrange may expand to
 
 
 def _version() -> str:
@@ -49,10 +54,15 @@ def _version() -> str:
 
 
 def _numbers(value, n, key, where):
-    if not isinstance(value, list) or len(value) != n or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        raise InputError(f"{key} takes a list of {n} numbers, got {value!r}", **where)
+    if not isinstance(value, list) or len(value) != n or any(finite(v) is None for v in value):
+        raise InputError(f"{key} takes a list of {n} numbers, all finite, got {shown(value)}", **where)
     return value
+
+
+def _count(count, key, where) -> int:
+    if count > MAX_AXIS_VALUES:
+        raise InputError(f"{key} gives {count:,.0f} values; an axis takes at most {MAX_AXIS_VALUES:,}", **where)
+    return int(count)
 
 
 def _expand_range(value, field, where=None):
@@ -62,7 +72,7 @@ def _expand_range(value, field, where=None):
         start, stop, step = _numbers(value["range"], 3, "range", where)
         if not step > 0 or stop < start:
             raise InputError(f"range needs start <= stop and a positive step, got {value['range']!r}", **where)
-        count = int(np.floor((stop - start) / step * (1 + 1e-12) + 1e-9)) + 1
+        count = _count(np.floor((stop - start) / step * (1 + 1e-12) + 1e-9) + 1, "range", where)
         if all(isinstance(x, int) for x in (start, stop, step)):
             return [start + i * step for i in range(count)]
         return [float(start + i * step) for i in range(count)]
@@ -71,7 +81,7 @@ def _expand_range(value, field, where=None):
         if not (start > 0 and stop >= start and isinstance(num, int) and num >= 1):
             raise InputError(f"logrange needs 0 < start <= stop and a whole number of points, got "
                              f"{value['logrange']!r}", **where)
-        vals = np.geomspace(start, stop, num)
+        vals = np.geomspace(start, stop, _count(num, "logrange", where))
         if all(isinstance(x, int) for x in (start, stop)):
             return list(dict.fromkeys(int(round(v)) for v in vals))
         return vals.tolist()
@@ -88,7 +98,7 @@ def read_spec(spec) -> tuple[dict, list]:
     path = None
     if not isinstance(spec, dict):
         path = str(spec)
-        spec = load_yaml(path)
+        spec = load_yaml(path, "spec")
         if not isinstance(spec, dict):
             raise InputError("a sweep spec is a mapping of estimate arguments", file=path)
     args: dict = {}
@@ -268,13 +278,25 @@ def _finish(partial: _Partial, chunks: int, target: Path, fmt: str):
     shutil.rmtree(partial.dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _writing():
+    """An operating-system error while writing the output (a full or read-only disk, a name too
+    long for ``OUT.partial``) as an :class:`InputError` about ``--out``."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {shown(exc.filename)}" if exc.filename else ""
+        raise InputError(f"cannot write{where}: {exc.strerror or exc}", field="--out") from None
+
+
 def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool = False, chunk_rows=None,
                 backend: str = "local", scheduler=None, overwrite: bool = False, restart: bool = False,
-                progress=None) -> dict:
+                progress=None, max_rows=None) -> dict:
     """Evaluate the sweep of ``args`` chunk by chunk into ``out_path`` (``.csv`` or ``.parquet``).
 
     Resumable: chunks finished by an earlier, interrupted run of the same sweep (same arguments,
-    constraints, options and ``out_path``) are not evaluated again.
+    constraints, options and ``out_path``) are not evaluated again. A sweep of more than
+    ``max_rows`` rows (default 50 million) is refused before any work.
 
     Returns
     -------
@@ -284,40 +306,52 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     """
     from perfsim.explore.chunks import (
         DEFAULT_CHUNK_ROWS,
-        Progress,
         check_backend,
         check_chunk_rows,
         check_constraints,
         chunk_bounds,
-        run_chunks,
     )
+    from perfsim.plan.grid import MAX_ROWS
     from perfsim.plan.grid import space as make_space
 
-    target = Path(out_path)
+    target = check_writable(out_path, "--out")
     fmt = target.suffix.lower()
     if fmt not in FORMATS:
-        raise InputError(f"unknown output format {fmt!r}: use .csv or .parquet", field="--out")
-    if target.is_dir():
-        raise InputError(f"{target} is a directory", field="--out")
+        raise InputError(f"unknown output format {shown(fmt)}: use .csv or .parquet", field="--out")
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass --overwrite to replace it, or choose another file", field="--out")
-    if not target.parent.is_dir():
-        raise InputError(f"directory {target.parent} does not exist", field="--out")
     _pyarrow()
-    check_backend(backend)
+    backend = check_backend(backend)
     chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows, "--chunk-rows")
-    space = make_space(args)
+    max_rows = MAX_ROWS if max_rows is None else check_whole(max_rows, "--max-rows")
+    space = make_space(args, max_rows, "--max-rows")
     parsed = check_constraints(space, constraints)
     bounds = chunk_bounds(space.n, chunk_rows)
     digest = spec_hash(args, [c.text for c in parsed], keep_infeasible, chunk_rows, fmt)
-    partial = _Partial(target, digest, space.n, chunk_rows, len(bounds), restart)
+    with contextlib.ExitStack() as held:
+        with _writing():
+            held.enter_context(output_lock(target))
+        if target.exists() and not overwrite:  # finished by a run that held the lock since the check above
+            raise InputError(f"{target} exists; pass --overwrite to replace it, or choose another file",
+                             field="--out")
+        with _writing():
+            partial = _Partial(target, digest, space.n, chunk_rows, len(bounds), restart)
+        return _evaluate(partial, target, fmt, space, bounds, parsed, keep_infeasible=keep_infeasible,
+                         backend=backend, scheduler=scheduler, progress=progress)
+
+
+def _evaluate(partial, target, fmt, space, bounds, parsed, *, keep_infeasible, backend, scheduler, progress) -> dict:
+    """The chunks not done yet into ``OUT.partial/``, then joined onto ``OUT`` (the lock held)."""
+    from perfsim.explore.chunks import Progress, run_chunks
+
     done = partial.done
     todo = [k for k in range(len(bounds)) if k not in done]
     bar = Progress(space.n, enabled=progress)
     bar.skip(sum(bounds[k][1] - bounds[k][0] for k in done))
     try:
         for k, df in run_chunks(space, bounds, todo, parsed, keep_infeasible, backend, scheduler):
-            partial.add(k, df, {"rows": len(df), "feasible": int(df["feasible"].sum())})
+            with _writing():
+                partial.add(k, df, {"rows": len(df), "feasible": int(df["feasible"].sum())})
             bar.advance(bounds[k][1] - bounds[k][0])
     finally:
         bar.close()
@@ -325,7 +359,8 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
     summary = {"rows": sum(s["rows"] for s in stats.values()), "total_rows": space.n,
                "feasible": sum(s["feasible"] for s in stats.values()), "chunks": len(bounds),
                "resumed_chunks": len(done), "out": str(target)}
-    _finish(partial, len(bounds), target, fmt)
+    with _writing():
+        _finish(partial, len(bounds), target, fmt)
     return summary
 
 

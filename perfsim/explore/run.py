@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 
+from perfsim.errors import InputError, check_whole
 from perfsim.explore.chunks import (
     Progress,
     check_backend,
@@ -13,14 +16,37 @@ from perfsim.explore.chunks import (
     chunk_bounds,
     run_chunks,
 )
+from perfsim.plan.grid import MAX_ROWS, byte_size
 from perfsim.plan.grid import space as make_space
+
+SWEEP_BYTES_PER_ROW = 1500  # peak memory of an in-memory sweep per row: its results (~900 B) and their making
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not a POSIX system
+        return None
+
+
+def check_memory(rows: int) -> int:
+    """Refuse an in-memory sweep whose table would not fit this machine's memory."""
+    need, have = rows * SWEEP_BYTES_PER_ROW, physical_memory()
+    if have and need > have:
+        raise InputError(f"a sweep of {rows:,} rows needs about {byte_size(need)} of memory, more than this "
+                         f"machine's {byte_size(have)}; write it to a file chunk by chunk (perfsim sweep SPEC --out "
+                         "FILE, or perfsim.explore.files.write_sweep) or sweep fewer rows", field="axes")
+    return rows
 
 
 def sweep_frame(chunk_rows=None, backend: str = "local", scheduler=None, constraints=None,
-                keep_infeasible: bool = False, progress: bool = False, **axes) -> pd.DataFrame:
+                keep_infeasible: bool = False, progress: bool = False, max_rows=None, **axes) -> pd.DataFrame:
     """The rows of the cartesian product of ``axes`` as one DataFrame (arguments as :func:`perfsim.sweep`)."""
-    check_backend(backend)
-    space = make_space(axes)
+    backend = check_backend(backend)
+    max_rows = MAX_ROWS if max_rows is None else check_whole(max_rows, "max_rows")
+    space = make_space(axes, max_rows, "max_rows")
+    check_memory(space.n)
     parsed = check_constraints(space, constraints)
     if chunk_rows is None:
         chunk_rows = space.n if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))

@@ -10,13 +10,12 @@ layer counts per pipeline stage: one value, a list of such lists an axis).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
-from perfsim.errors import InputError, check_whole, unknown
+from perfsim.errors import InputError, check_whole, finite, shown, unknown
 from perfsim.plan.offload import canonical
 from perfsim.specs.dtypes import check_dtype
 from perfsim.specs.hardware import split_whatif
@@ -147,6 +146,15 @@ ARGUMENT_TABLE = (
 ARGUMENTS = {a.name: (a.kind, a.default) for a in ARGUMENT_TABLE}
 
 
+#: number kinds: what the message says is expected, and the test a finite value must pass
+_RANGES = {
+    "pos": ("a positive number", lambda x: x > 0),
+    "pue": ("a number >= 1 (facility energy over IT energy)", lambda x: x >= 1),
+    "frac": ("a fraction in (0, 1]", lambda x: 0 < x <= 1),
+    "share": ("a share in [0, 1]", lambda x: 0 <= x <= 1),
+}
+
+
 def check_value(name: str, value):
     """Validate one argument value (not a list); return it normalised."""
     kind, _ = ARGUMENTS[name]
@@ -157,36 +165,20 @@ def check_value(name: str, value):
             raise unknown(name, value, [str(k) for k in kind], field=name)
         return value
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or float(value) != int(value):
-            raise InputError(f"expected a whole number, got {value!r}", field=name)
-        if value < 1:
-            raise InputError(f"must be at least 1, got {value!r}", field=name)
-        return int(value)
-    if kind == "pos":
-        if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-                or not 0 < value < math.inf):
-            raise InputError(f"expected a positive number, got {value!r}", field=name)
-        return float(value)
-    if kind == "pue":
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not 1 <= value < math.inf:
-            raise InputError(f"expected a number >= 1 (facility energy over IT energy), got {value!r}", field=name)
-        return float(value)
-    if kind == "frac":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise InputError(f"expected a fraction in (0, 1], got {value!r}", field=name)
-        return float(value)
-    if kind == "share":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise InputError(f"expected a share in [0, 1], got {value!r}", field=name)
-        return float(value)
+        return check_whole(value, name)
+    if kind in _RANGES:
+        expected, within = _RANGES[kind]
+        number = finite(value)
+        if number is None or not within(number):
+            raise InputError(f"expected {expected}, got {shown(value)}", field=name)
+        return number
     if kind == "bool":
         if not isinstance(value, (bool, np.bool_)):
-            raise InputError(f"expected true or false, got {value!r}", field=name)
+            raise InputError(f"expected true or false, got {shown(value)}", field=name)
         return bool(value)
     if kind == "layers":
         if not isinstance(value, (list, tuple)) or not value:
-            raise InputError(f"expected a list of layer counts, one per pipeline stage, got {value!r}", field=name)
+            raise InputError(f"expected a list of layer counts, one per pipeline stage, got {shown(value)}", field=name)
         counts = tuple(check_whole(v, f"{name}[{i}]", 0) for i, v in enumerate(value))
         if sum(counts) < 1:
             raise InputError("the stages hold no layer", field=name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_positive, unknown
 from perfsim.plan.arguments import ARGUMENTS, check_value
 from perfsim.specs.hardware import WHATIF_KEYS, load_hardware
 
@@ -171,10 +171,25 @@ def default_dtype(hardware: list) -> str:
     return "fp16"
 
 
-def space(args: dict) -> Space:
+def _argument(value, name):
+    return check_value(name, value)
+
+
+def _no_null(values: list, field: str, default) -> list:
+    """``values``, unless one is None where None is not the default (``default``): ``tp: [1, null]``."""
+    if default is not None and any(v is None for v in values):
+        raise InputError(f"null in a list of values: write {default} instead", field=field)
+    return values
+
+
+def space(args: dict, max_rows: int | None = None, rows_field: str = "max_rows") -> Space:
     """The cartesian product of list-valued arguments (hardware what-if lists included), unexpanded.
 
-    Values are checked once per distinct value; arguments not given get their default.
+    Values are checked once per distinct value; arguments not given, or given as None, get their
+    default (a what-if key given as None keeps the spec's number). Inside a list None is the
+    default only where the default is None (``power_cap_w: [null, 300]``), else it is refused.
+    The rows are counted before any value is checked: more than ``max_rows`` is refused
+    (:func:`check_rows`, naming the option ``rows_field`` that raises the limit).
     """
     for name in args:
         if name not in ARGUMENTS:
@@ -182,43 +197,70 @@ def space(args: dict) -> Space:
     for name in ("model", "hardware"):
         if args.get(name) is None:
             raise InputError("is required", field=name)
-    lists: list[tuple[str, list]] = []
+    axes: list[tuple[str, list, object]] = []  # (name, values as given, the check of one value)
     for name, value in args.items():
         if name == "hardware" and isinstance(value, dict):
             base = value.get("base")
             if base is None:
                 raise InputError("a what-if hardware dict needs `base: NAME`", field="hardware")
-            lists.append(("hardware", base if isinstance(base, list) else [base]))
+            axes.append(("hardware", _no_null(base, "hardware", "a hardware name") if isinstance(base, list)
+                         else [base], None))
             for key, sub in value.items():
-                if key == "base":
+                if key == "base" or sub is None:
                     continue
                 if key not in WHATIF_KEYS:
                     raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"hardware.{key}")
-                subs = sub if isinstance(sub, list) else [sub]
-                for v in subs:
-                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                        raise InputError(f"expected a positive number, got {v!r}", field=f"hardware.{key}")
-                lists.append((f"hardware.{key}", [float(v) for v in subs]))
+                subs = _no_null(sub, f"hardware.{key}", "the spec's number") if isinstance(sub, list) else [sub]
+                axes.append((f"hardware.{key}", subs, check_positive))
             continue
-        values = value if isinstance(value, list) else [value]
+        if value is None:
+            continue
+        default = ARGUMENTS[name][1]
+        values = _no_null(value, name, None if default is None else repr(default)) if isinstance(value, list) else [value]
         if ARGUMENTS[name][0] == "layers" and isinstance(value, (list, tuple)) \
                 and not any(isinstance(v, (list, tuple)) for v in value):
             values = [value]  # one split (a list of counts); a list of splits is an axis
-        if not values:
-            raise InputError("an empty list gives no configurations", field=name)
         if name == "place" and isinstance(value, dict):
             values = [value]
-        values = [check_value(name, v) for v in values]
-        lists.append((name, values))
-    if "dtype" not in args:
-        lists.append(("dtype", [default_dtype(dict(lists)["hardware"])]))
-    n = math.prod(len(v) for _, v in lists)
+        axes.append((name, values, _argument))
+    for name, values, _ in axes:
+        if not values:
+            raise InputError("an empty list gives no configurations", field=name)
+    if args.get("dtype") is None:  # the default compute type follows the devices (fp16-only NPUs)
+        axes.append(("dtype", [default_dtype(next(v for k, v, _ in axes if k == "hardware"))], None))
+    n = math.prod(len(v) for _, v, _ in axes)
+    if max_rows is not None:
+        check_rows(n, max_rows, rows_field)
     out = []
     stride = n
-    for name, values in lists:
+    for name, values, check in axes:
         stride //= len(values)
-        out.append((name, values, max(stride, 1)))
+        out.append((name, values if check is None else [check(v, name) for v in values], max(stride, 1)))
     return Space(n=n, lists=out)
+
+
+#: rows a sweep may have unless told otherwise (``max_rows``, ``--max-rows``)
+MAX_ROWS = 50_000_000
+RESULT_BYTES_PER_ROW = 1000  # about the bytes of one result row in memory (~100 columns)
+
+
+def check_rows(n: int, max_rows: int, field: str = "max_rows") -> int:
+    """Refuse a sweep of more than ``max_rows`` rows, saying how to raise the limit (``field``)."""
+    if n > max_rows:
+        give = f"{field} {n}" if field.startswith("--") else f"{field}={n}"
+        raise InputError(f"the sweep has {n:,} rows (about {byte_size(n * RESULT_BYTES_PER_ROW)} of results), more than "
+                         f"the limit of {max_rows:,}; pass {give} to run it", field=field)
+    return n
+
+
+def byte_size(nbytes: float) -> str:
+    """``nbytes`` in the largest decimal unit below it: ``860 TB``."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    i = 0
+    while nbytes >= 1000 and i < len(units) - 1:
+        nbytes /= 1000
+        i += 1
+    return f"{nbytes:,.0f} {units[i]}"
 
 
 def expand(args: dict) -> Grid:

@@ -9,11 +9,9 @@ one sweep value, and the cost models read per-tier fraction columns (``w_frac_cp
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, finite, shown, unknown
 
 #: memory tiers of an offloading plan, fastest first
 TIERS = ("gpu", "cpu", "nvme")
@@ -32,7 +30,7 @@ _NOISE = 1e-12  # a share below this is floating-point residue
 
 
 def _tier(name, field):
-    key = str(name).strip().lower()
+    key = name.strip().lower() if isinstance(name, str) else None
     key = _ALIASES.get(key, key)
     if key not in TIERS:
         raise unknown("memory tier", name, TIERS, field=field)
@@ -45,12 +43,12 @@ def _fraction(value, tier, field):
             value = float(value)
         except ValueError:
             raise InputError(f"the {tier} fraction must be a number, got {value!r}", field=field) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
-        raise InputError(f"the {tier} fraction must be a number, got {value!r}", field=field)
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"the {tier} fraction must be in [0, 1], got {value:g}", field=field)
-    return float(value)
+    number = finite(value)
+    if number is None:
+        raise InputError(f"the {tier} fraction must be a number, got {shown(value)}", field=field)
+    if not 0.0 <= number <= 1.0:
+        raise InputError(f"the {tier} fraction must be in [0, 1], got {number:g}", field=field)
+    return number
 
 
 def fractions(value, field: str = "offload") -> tuple[float, float, float]:

@@ -37,6 +37,6 @@ COMPUTE_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int8", "int4")
 
 def check_dtype(value, field: str = "dtype") -> str:
     """Return ``value`` if it names a known format, else raise :class:`~perfsim.InputError`."""
-    if value not in DTYPE_BYTES:
+    if not isinstance(value, str) or value not in DTYPE_BYTES:
         raise unknown("dtype", value, DTYPE_BYTES, field=field)
     return value

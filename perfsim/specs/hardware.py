@@ -7,11 +7,12 @@ units (``hbm_bandwidth_gb_s``); the cost models read those as arrays over config
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from perfsim.errors import InputError, unknown
+from perfsim.errors import InputError, check_positive, unknown
 from perfsim.specs import schema as S
 from perfsim.specs.dtypes import COMPUTE_DTYPES
 from perfsim.specs.paths import zoo
@@ -344,14 +345,14 @@ def _where(data, key):
 def _load_file(path: str) -> HardwareSpec:
     try:
         mtime = Path(path).stat().st_mtime_ns
-    except OSError:
+    except (OSError, ValueError):  # missing, or a name the OS refuses: reading it says which
         mtime = 0
     return _load_cached(path, mtime)
 
 
 @functools.lru_cache(maxsize=256)
 def _load_cached(path: str, mtime: int) -> HardwareSpec:
-    data = load_yaml(path)
+    data = load_yaml(path, "hardware")
     spec = parse_hardware(data, path)
     stem = Path(path).stem
     if Path(path).parent == zoo_dir() and spec.name != stem:
@@ -378,8 +379,8 @@ def load_hardware(ref, field: str = "hardware") -> HardwareSpec:
     names = zoo("hardware_specs")
     if str(ref) in names:
         return _load_file(str(names[str(ref)]))
-    if str(ref).endswith((".yaml", ".yml")) or Path(str(ref)).is_file():
-        return _load_file(str(Path(ref).resolve()) if Path(ref).exists() else str(ref))
+    if str(ref).endswith((".yaml", ".yml")) or os.path.isfile(str(ref)):
+        return _load_file(str(Path(ref).resolve()) if os.path.exists(str(ref)) else str(ref))
     raise unknown("hardware", ref, names, field=field)
 
 
@@ -389,7 +390,8 @@ def split_whatif(ref, field: str = "hardware"):
     Raises
     ------
     InputError
-        Missing ``base``, unknown keys (with close matches), or a non-positive value.
+        Missing ``base``, unknown keys (with close matches), or a value that is not a finite
+        positive number.
     """
     if not isinstance(ref, dict):
         return load_hardware(ref, field), {}
@@ -401,5 +403,6 @@ def split_whatif(ref, field: str = "hardware"):
             continue
         if key not in WHATIF_KEYS:
             raise unknown("what-if hardware key", key, list(WHATIF_KEYS), field=f"{field}.{key}")
-        overrides[key] = value
+        if value is not None:  # None keeps the spec's number
+            overrides[key] = check_positive(value, f"{field}.{key}")
     return load_hardware(ref["base"], f"{field}.base"), overrides

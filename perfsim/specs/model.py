@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,8 @@ from types import MappingProxyType
 
 import yaml
 
-from perfsim.errors import InputError, unknown
-from perfsim.specs.paths import zoo
+from perfsim.errors import InputError, check_whole, finite, unknown
+from perfsim.specs.paths import read_text, zoo
 from perfsim.specs.yamlio import LineDict, load_yaml
 
 # other projects' names for the same thing -> the Llama-style Hugging Face name
@@ -101,7 +102,7 @@ def load_model(ref, field: str = "model") -> ModelSpec:
     names = zoo("workloads")
     if str(ref) in names:
         return _load_file(str(names[str(ref)]), field, _mtime(names[str(ref)]))
-    if Path(str(ref)).suffix in (".yaml", ".yml", ".json") or Path(str(ref)).is_file():
+    if Path(str(ref)).suffix in (".yaml", ".yml", ".json") or os.path.isfile(str(ref)):
         return _load_file(str(ref), field, _mtime(ref))
     index = hf_repo_ids(names)
     hit = index.get(str(ref).strip().lower())
@@ -157,21 +158,24 @@ def _hf_index(files: tuple) -> MappingProxyType:
 def _mtime(path) -> float:
     try:
         return Path(path).stat().st_mtime_ns
-    except OSError:
+    except (OSError, ValueError):  # missing, or a name the OS refuses: reading it says which
         return 0.0
 
 
 @functools.lru_cache(maxsize=256)
 def _load_file(path: str, field: str, mtime: float) -> ModelSpec:
     if path.endswith(".json"):
+        text = read_text(path, field)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InputError(f"cannot read file: {exc.strerror or exc}", file=path, field=field) from None
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno, field=field) from None
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise InputError(f"malformed JSON: {exc}", file=path, field=field) from None
+        except RecursionError:
+            raise InputError("malformed JSON: nested too deeply", file=path, field=field) from None
     else:
-        data = load_yaml(path)
+        data = load_yaml(path, field)
     if not isinstance(data, dict):
         raise InputError("expected a mapping of model keys", file=path, field=field)
     return parse_model(data, name=str(data.get("name", Path(path).stem)), field=field, file=path)
@@ -185,7 +189,7 @@ def _num(value) -> float | None:
             value = float(value)
         except ValueError:
             return None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return finite(value)
 
 
 def parse_model(data: dict, *, name: str = "custom", field: str = "model", file: str | None = None) -> ModelSpec:
@@ -212,11 +216,7 @@ def parse_model(data: dict, *, name: str = "custom", field: str = "model", file:
             orig, value = raw[key]
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-                raise InputError(f"expected a whole number, got {value!r}", field=f"{field}.{orig}", **where(orig))
-            if value < 0:
-                raise InputError(f"must not be negative, got {value!r}", field=f"{field}.{orig}", **where(orig))
-            f[key] = int(value)
+            f[key] = check_whole(value, f"{field}.{orig}", 0, **where(orig))
     for key in _BOOLS:
         if key in raw:
             orig, value = raw[key]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from pathlib import Path
+
+from perfsim.errors import InputError, shown
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -31,3 +34,103 @@ def zoo(name: str, suffix: str = ".yaml") -> dict[str, Path]:
 @functools.lru_cache(maxsize=32)
 def _listing(folder: str, suffix: str, stamp: int) -> tuple:
     return tuple((p.stem, p) for p in sorted(Path(folder).glob(f"*{suffix}")))
+
+
+#: a spec, model or trace file larger than this is not one (the largest shipped spec is a few kB)
+MAX_FILE_BYTES = 64 << 20
+
+
+def _where(path, field) -> dict:
+    return {"file": os.fspath(path), "field": field}
+
+
+def read_text(path, field: str | None = None, limit: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path``.
+
+    The file is opened without blocking and checked to be a regular file before a byte is read,
+    so a FIFO, a device or a folder is refused instead of hanging or reading without end.
+
+    Raises
+    ------
+    InputError
+        The file is missing, unreadable, not a regular file, larger than ``limit`` bytes, not
+        UTF-8 text, or its name is one the OS refuses (a NUL byte, too long).
+    """
+    where = _where(path, field)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except ValueError:
+        raise InputError("the file name holds a NUL byte", **where) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", **where) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError("not a regular file (a folder, a pipe or a device)", **where)
+        if info.st_size > limit:
+            raise InputError(f"{info.st_size:,} bytes; a file read here holds at most {limit:,}", **where)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", **where) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise InputError(f"more than {limit:,} bytes; a file read here holds at most {limit:,}", **where)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start} is {data[exc.start:exc.start + 1]!r})", **where) \
+            from None
+
+
+def check_regular_file(path, field: str) -> str:
+    """``path`` as a string, if it names an existing regular file (not a FIFO, a device or a folder)."""
+    where = _where(path, field)
+    try:
+        info = os.stat(path)
+    except ValueError:
+        raise InputError("the file name holds a NUL byte", **where) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", **where) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError("not a regular file (a folder, a pipe or a device)", **where)
+    return os.fspath(path)
+
+
+def check_writable(path, field: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` a new file may be written to: a name the OS takes, not a
+    folder, in an existing folder this process may write in."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"expected a file path, got {shown(path)}", field=field)
+    where = {"field": field}
+    try:
+        info = os.stat(path)
+    except ValueError:
+        raise InputError("the file name holds a NUL byte", **where) from None
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise InputError(f"cannot write {shown(os.fspath(path))}: {exc.strerror or exc}", **where) from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path} is a directory; expected a file", **where)
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise InputError(f"directory {parent} does not exist", **where)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write in {parent}: permission denied", **where)
+    return Path(path)
+
+
+def count_lines(path, field: str) -> int:
+    """Lines of the regular file ``path`` (a last line without a newline counts), read in blocks
+    without holding the file."""
+    lines, last = 0, b"\n"
+    try:
+        with open(check_regular_file(path, field), "rb") as fh:
+            while block := fh.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", **_where(path, field)) from None
+    return lines + (last != b"\n")

@@ -150,11 +150,8 @@ def load_runtime(ref, field: str = "runtime") -> RuntimeSpec:
                 checked, _ = S.check(value, kind, path=f"{field}.{key}", sources_required=False)
                 values.update({f"{key}.{name.rsplit('.', 1)[1]}": number for name, number in checked.items()})
                 continue
-            ok = isinstance(value, bool) if kind == S.BOOL else (
-                isinstance(value, str) if kind == S.STR else isinstance(value, (int, float)) and not isinstance(value, bool))
-            if not ok or (kind == S.NUM and value < 0):
-                raise InputError(f"expected a {kind}, got {value!r}", field=f"{field}.{key}")
-            values[key] = value
+            checked, _ = S.check({key: value}, {key: kind}, path=field, sources_required=False)
+            values[key] = checked[f"{field}.{key}"]
         values["name"] = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in ref.items() if k != "base")
         return _build(values, field)
     if not isinstance(ref, str) or ref not in names:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perfsim.errors import InputError
+from perfsim.errors import InputError, check_whole, finite, shown
 from perfsim.specs.yamlio import LineDict
 
 NUM, INT, STR, BOOL = "number", "integer", "string", "boolean"
@@ -27,10 +27,6 @@ def _where(mapping, key):
     return mapping.where(key) if isinstance(mapping, LineDict) else {}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check(data, schema: dict, *, path: str = "", source=None, required=(), sources_required=True):
     """Check ``data`` against ``schema`` and return ``(values, sources)``.
 
@@ -40,8 +36,8 @@ def check(data, schema: dict, *, path: str = "", source=None, required=(), sourc
     Raises
     ------
     InputError
-        Unknown key (with close matches), wrong type, negative number, number without a source,
-        or a missing required dotted key.
+        Unknown key (with close matches), wrong type, negative, infinite or NaN number, number
+        without a source, or a missing required dotted key.
     """
     values: dict = {}
     sources: dict = {}
@@ -91,13 +87,15 @@ def _walk(data, schema, path, source, values, sources, sources_required):
 
 def _check_leaf(value, kind, field, data, key):
     where = _where(data, key)
-    if kind in (NUM, INT):
-        if not _is_number(value):
-            raise InputError(f"expected a {kind}, got {value!r}", field=field, **where)
+    if kind == INT:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise InputError(f"must not be negative, got {shown(value)}", field=field, **where)
+        check_whole(value, field, 0, **where)
+    elif kind == NUM:
+        if finite(value) is None:
+            raise InputError(f"expected a finite number, got {shown(value)}", field=field, **where)
         if value < 0:
-            raise InputError(f"must not be negative, got {value!r}", field=field, **where)
-        if kind == INT and float(value) != int(value):
-            raise InputError(f"expected an integer, got {value!r}", field=field, **where)
+            raise InputError(f"must not be negative, got {shown(value)}", field=field, **where)
     elif kind == STR and not isinstance(value, str):
         raise InputError(f"expected a string, got {value!r}", field=field, **where)
     elif kind == BOOL and not isinstance(value, bool):

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from perfsim.errors import InputError
+from perfsim.specs.paths import read_text
 
 
 class LineDict(dict):
@@ -49,20 +50,17 @@ def _loader_for(path: str):
     return Loader
 
 
-def load_yaml(path: str | Path):
+def load_yaml(path: str | Path, field: str | None = None):
     """Load one YAML file; mappings come back as :class:`LineDict`.
 
     Raises
     ------
     InputError
-        The file cannot be read or is not valid YAML (with its line).
+        The file cannot be read, is not a regular UTF-8 text file (:func:`~perfsim.specs.paths.read_text`)
+        or is not valid YAML (with its line).
     """
     path = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror or exc}", file=path) from None
-    return loads_yaml(text, path)
+    return loads_yaml(read_text(path, field), path)
 
 
 def loads_yaml(text: str, path: str = "<string>"):
@@ -75,3 +73,7 @@ def loads_yaml(text: str, path: str = "<string>"):
         raise InputError(f"malformed YAML: {exc.problem or exc}", file=path, line=line) from None
     except yaml.YAMLError as exc:
         raise InputError(f"malformed YAML: {exc}", file=path) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise InputError(f"malformed YAML: {exc}", file=path) from None
+    except RecursionError:
+        raise InputError("malformed YAML: nested too deeply", file=path) from None

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from perfsim.errors import InputError
+from perfsim.specs.paths import read_text
 
 KINDS = ("roofline", "memory", "breakdown", "pareto", "timeline")
 _MEMORY = ("weights", "gradients", "optimizer", "activations", "kv_cache", "other")
@@ -244,11 +245,10 @@ def _trace_events(trace):
             raise InputError("this timeline result wrote no trace: pass trace_out= when making it", field="trace")
         trace = trace["trace_out"]
     if isinstance(trace, (str, Path)):
+        text = read_text(trace, "trace", limit=1 << 30)  # a long serving trace is larger than a spec
         try:
-            trace = json.loads(Path(trace).read_text())
-        except OSError as exc:
-            raise InputError(f"cannot read {trace}: {exc.strerror or exc}", field="trace") from None
-        except ValueError as exc:
+            trace = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             raise InputError(f"not a JSON trace: {exc}", field="trace") from None
     events = trace.get("traceEvents") if isinstance(trace, dict) else trace
     if not isinstance(events, list):
