@@ -24,7 +24,7 @@ from perfsim.errors import MAX_WHOLE, InputError, check_whole, finite, shown, un
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
 from perfsim.graph.params import balanced_split
-from perfsim.plan.arguments import ARGUMENTS, Recompute, Schedule
+from perfsim.plan.arguments import ARGUMENTS, Recompute, Schedule, check_mode_arguments
 from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.plan.grid import default_dtype
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
@@ -108,6 +108,7 @@ def estimate(trace_out=None, **plan) -> dict:
                              field="trace_out")
         check_path(trace_out)
         c, out = evaluate_columns(plan)
+    check_mode_arguments(plan)  # after the values' own checks: a bad value is named as such first
     flat = {k: _plain(v[0]) for k, v in out.items() if not k.startswith("plan.")}
     flat["mode"] = plan.get("mode", "inference")
     result = _nest(flat)

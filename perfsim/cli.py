@@ -75,7 +75,7 @@ def _system_options():
     return [
         click.option("--model", required=True, help="zoo name (perfsim list models), YAML file or HF config.json"),
         click.option("--hardware", required=True, help="zoo name (perfsim list hardware) or YAML file"),
-        click.option("--set", "whatif", multiple=True, metavar="KEY=VALUE",
+        click.option("--set", "whatif", multiple=True, metavar="KEY=VALUE", show_default="the spec's numbers",
                      help="what-if override of a hardware number, e.g. --set hbm_bandwidth_gb_s=4800"),
     ]
 
@@ -119,7 +119,36 @@ def _plan_options(fn):
         opts.append(click.option("--" + name.replace("_", "-"), name, type=str, default=None))
     for opt in reversed(opts):
         fn = opt(fn)
+    _describe(fn.__click_params__)
     return fn
+
+
+_METAVARS = {"int": "INT", "pos": "NUMBER", "frac": "FRACTION", "share": "SHARE", "pue": "NUMBER", "dtype": "DTYPE",
+             "offload": "TIER|FRACTIONS", "runtime": "NAME"}
+
+
+def _describe(params):
+    """Help, value type and default of every plan option, from the argument table
+    (:data:`perfsim.plan.arguments.ARGUMENT_TABLE`): what ``--help`` shows."""
+    from perfsim.plan.arguments import ARGUMENT_TABLE, DERIVED_DEFAULTS
+
+    table = {a.name: a for a in ARGUMENT_TABLE}
+    for param in params:
+        arg = table.get(param.name)
+        if arg is None or not isinstance(param, click.Option):
+            continue
+        unit = f" [{arg.unit}]" if arg.unit and arg.unit not in ("layers",) else ""
+        param.help = param.help or (arg.meaning + unit)
+        default = arg.default if arg.default is not None else DERIVED_DEFAULTS.get(arg.name)
+        if default is not None:
+            param.show_default = ("--no-" if param.is_flag else "") + (str(default).lower() if isinstance(default, bool)
+                                                                      else str(default))
+            if param.is_flag:
+                param.show_default = f"--no-{param.name}" if not default else f"--{param.name}"
+        if isinstance(arg.kind, tuple) and param.metavar is None:
+            param.metavar = "[" + "|".join(map(str, arg.kind)) + "]"
+        elif param.metavar is None and arg.kind in _METAVARS:
+            param.metavar = _METAVARS[arg.kind]
 
 
 def _collect(kwargs):
@@ -142,7 +171,7 @@ def _collect(kwargs):
     return plan
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="perfsim")
 def cli():
     """perfsim: LLM latency, throughput, memory and power on hardware you may not have."""
@@ -150,7 +179,7 @@ def cli():
 
 @cli.command()
 @_plan_options
-@click.option("--trace-out", default=None, metavar="FILE.json",
+@click.option("--trace-out", default=None, metavar="FILE.json", show_default="none",
               help="train: also simulate the step on a timeline and write it as a Chrome trace (Perfetto)")
 def estimate(fmt, trace_out, **kwargs):
     """Estimate one inference request batch or one training step."""

@@ -172,3 +172,24 @@ def test_the_step_is_the_sum_the_table_names(plan):
 def test_durations_read_well():
     assert tables._fmt_s(-0.0) == "0 us" and tables._fmt_s(-1e-12) == "0 us"
     assert tables._fmt_s(-0.255) == "-255.00 ms" and tables._fmt_s(2.5) == "2.500 s"
+
+
+def test_estimate_help_shows_a_default_for_every_option():
+    import re
+
+    text = CliRunner().invoke(cli, ["estimate", "--help"], terminal_width=200).output
+    blocks = re.split(r"\n  (?=-)", text.split("Options:")[1])
+    missing = [b.split()[0] for b in blocks if b.strip() and "default" not in b and "required" not in b
+               and "--help" not in b]
+    assert not missing, missing
+    assert "--recompute [none|selective|full|auto]" in text and "[default: (auto)]" in text
+
+
+def test_an_option_of_the_other_mode_is_refused_with_what_this_mode_takes():
+    out = CliRunner().invoke(cli, ["estimate", "--model", "llama2-7b", "--hardware", "a100-80gb", "--seq-len", "4096"])
+    assert out.exit_code == 2 and "--prompt-len" in out.output and "Traceback" not in out.output
+    with pytest.raises(perfsim.InputError, match="global_batch"):
+        perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", batch=4)
+    # a sweep may span both modes, and a value equal to the default is no request
+    assert len(perfsim.sweep(model="llama2-7b", hardware="a100-80gb", mode=["inference", "train"], seq_len=1024)) == 2
+    assert perfsim.estimate(model="llama2-7b", hardware="a100-80gb", offload_optimizer="none")["feasible"]

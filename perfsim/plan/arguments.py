@@ -142,6 +142,43 @@ ARGUMENT_TABLE = (
     Argument("sub_batches", (1, 2), None, "", "NPU+PIM sub-batch interleaving"),
 )
 
+#: what an argument without a fixed default takes when it is not given (shown by ``--help``)
+DERIVED_DEFAULTS = {
+    "num_devices": "tp x pp x dp x cp", "weight_dtype": "dtype", "kv_dtype": "dtype",
+    "dp": "num_devices / (tp x pp x cp), else 1", "capacity_factor": "dropless routing",
+    "zero": "the engine's (megatron 1, torchtitan and maxtext 3, else 0)", "zero_shard_size": "all dp x cp ranks",
+    "pp_layers": "a balanced split", "global_batch": "8 x dp", "micro_batch": "1 in training; the whole batch",
+    "runtime": "a current engine for the mode and device", "power_cap_w": "none",
+    "train_tokens": "one step", "offload_experts": "with the weights", "expert_hit_rate": "the device's share",
+    "place": "all on the main device", "pim_mode": "the PIM spec's", "sub_batches": "2 when concurrent, else 1",
+}
+
+#: arguments that mean something in one mode only -> (that mode, what the other mode takes instead)
+MODE_ONLY = {
+    "seq_len": ("train", "prompt_len and gen_len"), "global_batch": ("train", "batch"),
+    "recompute": ("train", None), "schedule": ("train", None), "virtual_stages": ("train", None),
+    "zero_shard_size": ("train", None), "finetune": ("train", None), "lora_rank": ("train", None),
+    "train_tokens": ("train", None), "offload_optimizer": ("train", None), "offload_grads": ("train", None),
+    "batch": ("inference", "global_batch and micro_batch"), "prompt_len": ("inference", "seq_len"),
+    "gen_len": ("inference", "seq_len"), "gpu_memory_utilization": ("inference", None),
+}
+
+
+def check_mode_arguments(args: dict):
+    """Refuse an argument given to one estimate for a mode it does not apply to (``seq_len`` in
+    inference), naming what that mode takes instead (sweeps, which may span both modes, keep them)."""
+    mode = args.get("mode")
+    if isinstance(mode, list) and len(mode) != 1:
+        return
+    mode = (mode[0] if isinstance(mode, list) else mode) or ARGUMENTS["mode"][1]
+    for name, (only, instead) in MODE_ONLY.items():
+        given = args.get(name)
+        if given is not None and given != ARGUMENTS[name][1] and only != mode:
+            options = " and ".join("--" + n.replace("_", "-") for n in instead.split(" and ")) if instead else ""
+            hint = f"; {mode} takes {instead} ({options})" if instead else ""
+            raise InputError(f"applies to mode {only} only, not {mode}{hint}", field=name)
+
+
 #: argument -> (kind, default), the form the checks and the grid read
 ARGUMENTS = {a.name: (a.kind, a.default) for a in ARGUMENT_TABLE}
 
