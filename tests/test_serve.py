@@ -258,3 +258,9 @@ def test_api_rejects_nonsense_with_input_error(tmp_path):
                 {"arrival_rate": 1.0, "trace": "x.csv"}, {"tp": [1, 2]}):
         with pytest.raises(perfsim.InputError):
             perfsim.serve(**SMALL, **bad)
+
+
+def test_slo_attainment_is_reported_only_against_an_slo():
+    kw = dict(model="llama2-7b", hardware="a100-80gb", num_requests=50, prompt_len=256, gen_len=32, arrival_rate=5.0)
+    assert perfsim.serve(**kw)["slo_attainment"] is None
+    assert 0.0 <= perfsim.serve(**kw, ttft_slo_s=0.5)["slo_attainment"] <= 1.0

@@ -196,7 +196,8 @@ def serve_table(r: dict) -> str:
                  f"at batch {opt.get('batch', '-')})")
     lines.append(f"requests/s           {_fmt(r['requests_per_s'], ',.2f')}  "
                  f"(goodput {_fmt(r['goodput_requests_per_s'], ',.2f')}, "
-                 f"SLO attainment {_fmt(r['slo_attainment'], '.1%')})")
+                 + (f"SLO attainment {_fmt(r['slo_attainment'], '.1%')})" if r["slo_attainment"] is not None
+                    else "no SLO given)"))
     lines.append("")
     lines.append(f"{'latency':<21}{'mean':>11}{'p50':>11}{'p90':>11}{'p99':>11}")
     for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2e_latency_s", "end-to-end")):

@@ -103,7 +103,10 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         "e2e_latency_s": _stats(e2e),
         "throughput_tokens_per_s": per_s(tokens), "requests_per_s": per_s(completed),
         "goodput_requests_per_s": per_s(int(np.count_nonzero(good))),
-        "slo_attainment": int(np.count_nonzero(good)) / n_req,
+        # without an SLO nothing was asked of the requests: no attainment to report (goodput is then
+        # the completed requests' rate)
+        "slo_attainment": (int(np.count_nonzero(good)) / n_req
+                           if o["ttft_slo_s"] is not None or o["tpot_slo_s"] is not None else None),
         "completed": completed, "dropped": dropped,
     }
 
