@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "optimize_serving": ("perfsim.explore.optimize", "optimize_serving"),
     "optimize_training": ("perfsim.explore.optimize", "optimize_training"),
+    "training_space": ("perfsim.explore.optimize", "training_space"),
     "oversubscribe": ("perfsim.explore.oversubscription", "oversubscription"),
     "best": ("perfsim.explore.pareto", "best"),
     "pareto": ("perfsim.explore.pareto", "pareto"),
