@@ -124,3 +124,11 @@ def test_docs_name_every_module():
     unnamed = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                if p.name != "__init__.py" and p.name not in doc]
     assert not unnamed, unnamed
+
+
+def test_the_reference_is_current():
+    """docs/reference.md is what ``python -m perfsim.report.reference`` writes from the code."""
+    from perfsim.report.reference import reference
+
+    assert (PACKAGE.parent / "docs" / "reference.md").read_text(encoding="utf-8") == reference(), \
+        "run: python -m perfsim.report.reference > docs/reference.md"
