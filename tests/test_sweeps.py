@@ -296,3 +296,9 @@ def test_chunks_with_different_keys_join(tmp_path):
     for suffix in (".parquet", ".csv"):
         write_sweep(args, tmp_path / f"r{suffix}", chunk_rows=3)
         _same(_read(tmp_path / f"r{suffix}"), whole)
+
+
+def test_counts_stay_whole_numbers_in_a_sweep():
+    df = perfsim.sweep(model="llama2-7b", hardware="a100-80gb", tp=[1, 2], mode="train", num_devices=8)
+    assert df["dp"].dtype.kind == "i" and df["dp"].tolist() == [8, 4]
+    assert df["num_devices"].tolist() == [8, 8]

@@ -53,6 +53,10 @@ def input_columns(grid: Grid, given) -> dict:
     return columns
 
 
+#: outputs that count things and are defined on every row (devices, replicas)
+_COUNTS = ("dp", "num_devices")
+
+
 def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeasible: bool = False) -> pd.DataFrame:
     """Rows ``[start, stop)`` of ``space`` as a DataFrame: input columns, then output columns.
 
@@ -63,7 +67,12 @@ def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeas
     grid, out = evaluate_rows(space, start, stop)
     columns = input_columns(grid, space.given())
     for key, value in out.items():  # text outputs (reason, bottleneck_device): one dtype in every chunk
-        columns[key] = pd.array(value, dtype=_TEXT) if value.dtype == object else value
+        if value.dtype == object:
+            columns[key] = pd.array(value, dtype=_TEXT)
+        elif key in _COUNTS and np.isfinite(value).all():  # whole numbers stay whole
+            columns[key] = np.round(value).astype(np.int64)
+        else:
+            columns[key] = value
     if constraints:
         ok = columns["feasible"] & meets(constraints, columns)
         if keep_infeasible:
