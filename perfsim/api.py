@@ -371,7 +371,29 @@ def serve(max_requests=None, **scenario) -> dict:
         if n > limit:
             raise InputError(f"{n:,.0f} {what}, above the limit of {limit:,} requests; pass max_requests="
                              f"{n:.0f} (--max-requests {n:.0f}) to simulate them", field=name)
-    return run_scenario(**scenario)
+    result = run_scenario(**scenario)
+    result["plan"] = _serve_plan(scenario)
+    return result
+
+
+def _serve_plan(scenario: dict) -> dict:
+    """The deployment and load as the simulation took them: each argument given, else its default."""
+    from perfsim.events.serving.checks import _NOT_FOR_SERVE, DEFAULT_REQUESTS, SERVE_ARGUMENTS
+
+    plan = {name: scenario.get(name, default) for name, (_, default) in ARGUMENTS.items()
+            if name not in _NOT_FOR_SERVE and name not in ("mode",) and name not in SERVE_ARGUMENTS}
+    plan.update({name: scenario.get(name, default) for name, default in SERVE_ARGUMENTS.items()})
+    if plan["num_requests"] is None and plan["trace"] is None:
+        plan["num_requests"] = DEFAULT_REQUESTS
+    if plan.get("dtype") is None:
+        hardware = plan["hardware"]
+        plan["dtype"] = default_dtype([hardware["base"] if isinstance(hardware, dict) else hardware])
+    plan["runtime"] = plan["runtime"] or engine_name("inference", None, 0.0)
+    group = plan["tp"] * plan["pp"] * plan["cp"]
+    if plan["dp"] is None:
+        plan["dp"] = max(int(plan["num_devices"] // group), 1) if plan["num_devices"] else 1
+    plan["num_devices"] = plan["num_devices"] or group * plan["dp"]
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in plan.items()}
 
 
 def _check_span(scenario: dict):

@@ -264,3 +264,11 @@ def test_slo_attainment_is_reported_only_against_an_slo():
     kw = dict(model="llama2-7b", hardware="a100-80gb", num_requests=50, prompt_len=256, gen_len=32, arrival_rate=5.0)
     assert perfsim.serve(**kw)["slo_attainment"] is None
     assert 0.0 <= perfsim.serve(**kw, ttft_slo_s=0.5)["slo_attainment"] <= 1.0
+
+
+def test_serve_says_what_it_ran():
+    r = perfsim.serve(model="llama2-7b", hardware="a100-80gb", num_devices=2, num_requests=20, arrival_rate=5.0)
+    plan = r["plan"]
+    assert plan["dp"] == 2 and plan["num_devices"] == 2 and plan["runtime"] == "trt-llm"
+    assert plan["scheduler"] == "continuous" and plan["max_batch"] == 256 and plan["num_requests"] == 20
+    assert plan["dtype"] == "bf16" and "seq_len" not in plan and "batch" not in plan
