@@ -12,25 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfsim.errors import InputError
+from perfsim.errors import InputError, check_positive, check_whole
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.model import load_model
 
 TRAIN_PLAN = ("tp", "pp", "dp", "micro_batch", "zero", "recompute", "schedule", "virtual_stages")
 TRAIN_REPORT = ("step_time_s", "tokens_per_s", "mfu", "bubble_fraction", "memory_per_device_gib.total",
                 "memory_per_device_gib.capacity")
-
-
-def _whole(value, field, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"expected a whole number >= {minimum}, got {value!r}", field=field)
-    return int(value)
-
-
-def _positive(value, field):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
-        raise InputError(f"expected a positive number, got {value!r}", field=field)
-    return float(value)
 
 
 def _choices(value, default, field):
@@ -68,8 +56,8 @@ def _tp_choices(m, per_node, num_devices):
 def training_space(model, hardware, num_devices, global_batch, *, tp=None, pp=None, micro_batch=None, zero=None,
                    recompute=None, schedule=None, virtual_stages=None) -> dict:
     """The sweep arguments of :func:`optimize_training`'s search (lists are axes; ``dp`` follows)."""
-    num_devices = _whole(num_devices, "num_devices")
-    global_batch = _whole(global_batch, "global_batch")
+    num_devices = check_whole(num_devices, "num_devices")
+    global_batch = check_whole(global_batch, "global_batch")
     m, per_node = _system(model, hardware)
     layers = int(m["layers"])
     tps = _choices(tp, _tp_choices(m, per_node, num_devices), "tp")
@@ -129,16 +117,17 @@ def optimize_training(model, hardware, num_devices, global_batch, seq_len: int =
             raise InputError("is set by the optimiser" if name != "mode" else "is train here", field=name)
     axes = training_space(model, hardware, num_devices, global_batch, tp=tp, pp=pp, micro_batch=micro_batch,
                           zero=zero, recompute=recompute, schedule=schedule, virtual_stages=virtual_stages)
-    rules = ["schedule == 'interleaved' or virtual_stages == 1"]  # v only means something interleaved
+    # a schedule only means something with a pipeline, v only when interleaved: one row per real plan
+    rules = ["schedule == 'interleaved' or virtual_stages == 1", "pp > 1 or schedule == '1f1b'"]
     if memory_limit_gib is not None:
-        rules.append(f"memory_per_device_gib.total <= {_positive(memory_limit_gib, 'memory_limit_gib')!r}")
+        rules.append(f"memory_per_device_gib.total <= {check_positive(memory_limit_gib, 'memory_limit_gib')!r}")
     if constraints is not None:
         rules += [constraints] if isinstance(constraints, str) else list(constraints)
     df = sweep(model=model, hardware=hardware, mode="train", num_devices=num_devices, global_batch=global_batch,
                seq_len=seq_len, **axes, **fixed, constraints=rules, keep_infeasible=True, chunk_rows=chunk_rows,
                backend=backend, scheduler=scheduler)
     ok = df["meets_constraints"].to_numpy()
-    plans = best(df[ok], objective, n=_whole(top, "top"))
+    plans = best(df[ok], objective, n=check_whole(top, "top"))
     plans = plans.drop(columns=["meets_constraints"]).reset_index(drop=True)
     plans.attrs.update(evaluated=len(df), feasible=int(ok.sum()))
     return plans
@@ -149,7 +138,7 @@ def _mean_length(value, field):
         if "mean" not in value:
             raise InputError("a length distribution needs a mean here", field=field)
         return round(float(value["mean"]))
-    return _whole(value, field)
+    return check_whole(value, field)
 
 
 def optimize_serving(model, hardware, num_devices, arrival_rate, ttft_slo_s, tpot_slo_s, *, prompt_len=1024,
@@ -179,9 +168,9 @@ def optimize_serving(model, hardware, num_devices, arrival_rate, ttft_slo_s, tpo
     from perfsim.events.serving.scenario import run_scenario as serve
     from perfsim.explore.run import sweep_frame as sweep
 
-    num_devices = _whole(num_devices, "num_devices")
-    rate = _positive(arrival_rate, "arrival_rate")
-    ttft_slo, tpot_slo = _positive(ttft_slo_s, "ttft_slo_s"), _positive(tpot_slo_s, "tpot_slo_s")
+    num_devices = check_whole(num_devices, "num_devices")
+    rate = check_positive(arrival_rate, "arrival_rate")
+    ttft_slo, tpot_slo = check_positive(ttft_slo_s, "ttft_slo_s"), check_positive(tpot_slo_s, "tpot_slo_s")
     prompt, gen = _mean_length(prompt_len, "prompt_len"), _mean_length(gen_len, "gen_len")
     m, per_node = _system(model, hardware)
     tps = _choices(tp, _tp_choices(m, per_node, num_devices), "tp")
@@ -219,11 +208,11 @@ def optimize_serving(model, hardware, num_devices, arrival_rate, ttft_slo_s, tpo
     screen = pd.DataFrame(rows)
     passed = screen[screen["screen_ok"]]
     pool = passed if len(passed) else screen[screen["est_ttft_s"].notna()]
-    chosen = pool.sort_values("margin", ascending=False, kind="stable").head(_whole(candidates, "candidates"))
+    chosen = pool.sort_values("margin", ascending=False, kind="stable").head(check_whole(candidates, "candidates"))
     results = []
     for _, c in chosen.iterrows():
         scenario = dict(model=model, hardware=hardware, tp=int(c["tp"]), max_batch=int(c["max_batch"]),
-                        arrival_rate=rate, num_requests=_whole(num_requests, "num_requests"), prompt_len=prompt_len,
+                        arrival_rate=rate, num_requests=check_whole(num_requests, "num_requests"), prompt_len=prompt_len,
                         gen_len=gen_len, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo, scheduler=scheduler, seed=seed,
                         **fixed)
         if not isinstance(c["disaggregate"], str):  # co-located prefill and decode
