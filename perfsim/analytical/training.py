@@ -303,7 +303,8 @@ def estimate_train(c):
         (n_micro < 1, "fewer sequences than dp x micro_batch", None),
         (np.asarray(seq) % np.asarray(c["cp"]) != 0, "cp does not divide seq_len", None),
         (total > cap, "does not fit in device memory",
-         lambda i: f"does not fit: {_at(total, i) / GIB:.1f} GiB needed per device, {_at(cap, i) / GIB:.1f} GiB available"),
+         lambda i: f"does not fit: {_at(total, i) / GIB:.1f} GiB needed per device, {_at(cap, i) / GIB:.1f} GiB available"
+                   + _what_to_raise(c, i)),
     ]
     tier_out, tier_checks = offload.tier_results(c, total, tiers)
     out.update(tier_out)
@@ -331,6 +332,14 @@ def _step_span(c, t, step, per_mb, bubble, flops, traffic):
     return {"total_s": step, "compute_bound_s": part("compute_bound_s"), "memory_bound_s": part("memory_bound_s"),
             "memory_compute_s": part("memory_compute_s"), "flops": flops,
             "hbm_bytes": traffic["breakdown.train.hbm_bytes"], "link_bytes": traffic["breakdown.train.link_bytes"]}
+
+
+def _what_to_raise(c, i) -> str:
+    """What shards a plan that does not fit further: the degrees still at 1, ZeRO below 3."""
+    raise_ = [name for name in ("tp", "pp") if _at(c[name], i) == 1]
+    if _at(c["zero"], i) < 3:
+        raise_.append("zero (3 shards the weights)")
+    return f" (shard more: raise {', '.join(raise_)})" if raise_ else ""
 
 
 def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
