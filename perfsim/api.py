@@ -82,7 +82,7 @@ def estimate(trace_out=None, **plan) -> dict:
         Training only: also simulate the step on a timeline (:func:`timeline`), write its
         Chrome trace (Perfetto) there and add a ``timeline`` key with the simulated step.
     **plan
-        ``model``, ``hardware`` and the plan arguments of CONTRACT.md (``mode``, ``dtype``, ``tp``,
+        ``model``, ``hardware`` and the plan arguments of docs/reference.md (``mode``, ``dtype``, ``tp``,
         ``pp``, ``dp``, ``batch``, ``prompt_len``, ``gen_len``, ``seq_len``, ``global_batch``, …).
         Lists are not allowed here; use :func:`sweep`.
 

@@ -23,7 +23,7 @@ def _clocked(out, prefix, seconds):
 def inference_power(c, out):
     """Power and energy of one inference request batch (prefill, then ``gen_len - 1`` steps).
 
-    Returns the CONTRACT keys ``power_w_per_device``, ``power_w_per_node``, ``energy_j``,
+    Returns the result keys (docs/reference.md) ``power_w_per_device``, ``power_w_per_node``, ``energy_j``,
     ``energy_wall_j``, ``energy_j_per_token`` (per generated token), ``prefill_power_w_per_device``,
     ``decode_power_w_per_device`` and ``breakdown.energy.*``.
     """

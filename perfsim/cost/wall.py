@@ -87,7 +87,7 @@ def _wall(c, device_w, seconds, activity=None):
 
 
 def energy_keys(c, device_j, device_w, seconds, tokens, parts_j, activity=None):
-    """The CONTRACT keys shared by both modes, plus ``breakdown.energy.*`` (all devices, J)."""
+    """The result keys shared by both modes, plus ``breakdown.energy.*`` (all devices, J)."""
     devices = c["num_devices"]
     node_w, wall_j, host_j, psu_j, unused_j, use_j = _wall(c, device_w, seconds, activity)
     energy = devices * device_j

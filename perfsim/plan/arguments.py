@@ -1,7 +1,7 @@
 """The plan's arguments: one table of name, kind, default, unit and meaning, and the enums that
 code the choices as integers in the columns.
 
-``estimate``, ``sweep``, ``serve`` and the CLI read this table; CONTRACT.md is the user's view of it.
+``estimate``, ``sweep``, ``serve`` and the CLI read this table; docs/reference.md is the user's view of it.
 Kinds: ``int`` (whole number >= 1), ``pos`` (finite number > 0), ``frac`` (in (0, 1]), ``share``
 (in [0, 1]), ``pue`` (>= 1), ``bool``, a tuple of choices, or a name resolved by its loader
 (``model``, ``hardware``, ``runtime``, ``dtype``, ``offload``, ``place``), or ``layers`` (a list of

@@ -145,7 +145,7 @@ _KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
 FAMILIES = ("volta", "turing", "ampere", "hopper", "blackwell", "cdna2", "cdna3", "tpu", "npu", "pim", "other")
 _PIM_MODES = ("concurrent", "blocked")
 
-#: what-if keys (CONTRACT.md) -> flat field
+#: what-if keys (docs/reference.md, README) -> flat field
 WHATIF_KEYS = {
     "peak_tflops": "peak_tflops",
     "hbm_bandwidth_gb_s": "hbm_bandwidth_gb_s",

@@ -1,4 +1,4 @@
-"""A serving scenario: arguments → request set → simulation → CONTRACT result.
+"""A serving scenario: arguments → request set → simulation → the result (docs/reference.md).
 
 The deployment (model, hardware, parallelism, dtypes, runtime) is an ``estimate`` plan of one
 row: its columns drive the cost tables, its memory model gives the KV-cache capacity of an
