@@ -373,6 +373,7 @@ def serve(max_requests=None, **scenario) -> dict:
                              f"{n:.0f} (--max-requests {n:.0f}) to simulate them", field=name)
     result = run_scenario(**scenario)
     result["plan"] = _serve_plan(scenario)
+    result["plan"]["max_batch"] = result.get("breakdown", {}).get("max_batch", result["plan"]["max_batch"])
     return result
 
 

@@ -166,7 +166,7 @@ def test_plans_that_cannot_run_are_answers():
     assert r["feasible"] is False and "cannot fit the KV cache" in r["reason"]
     assert r["dropped"] > 0 and r["completed"] + r["dropped"] == 10
     r = perfsim.serve(model="llama2-70b", hardware="h100-sxm", tp=8, scheduler="static", num_requests=300,
-                      prompt_len=4096)
+                      prompt_len=4096, max_batch=256)
     assert r["feasible"] is False and "lower max_batch" in r["reason"]
     r = perfsim.serve(**SMALL, tp=2, disaggregate="1:3")
     assert r["feasible"] is False and "whole instances" in r["reason"]
@@ -272,3 +272,11 @@ def test_serve_says_what_it_ran():
     assert plan["dp"] == 2 and plan["num_devices"] == 2 and plan["runtime"] == "trt-llm"
     assert plan["scheduler"] == "continuous" and plan["max_batch"] == 256 and plan["num_requests"] == 20
     assert plan["dtype"] == "bf16" and "seq_len" not in plan and "batch" not in plan
+
+
+def test_a_static_batch_not_given_is_the_largest_that_fits():
+    kw = dict(model="llama2-70b", hardware="h100-sxm", tp=8, scheduler="static", num_requests=300, arrival_rate=4.0)
+    r = perfsim.serve(**kw)
+    assert r["feasible"] and 1 <= r["plan"]["max_batch"] < 256
+    assert not perfsim.serve(**kw, max_batch=r["plan"]["max_batch"] + 1)["feasible"]
+    assert not perfsim.serve(**kw, max_batch=256)["feasible"]  # a batch given is taken as given

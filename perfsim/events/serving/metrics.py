@@ -161,7 +161,7 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         result[key] = value if math.isfinite(value) else None
 
     breakdown = {
-        "scheduler": cfg.scheduler,
+        "scheduler": cfg.scheduler, "max_batch": cfg.max_batch,
         "makespan_s": span,
         "busy_s": busy,
         "idle_s": idle_s,

@@ -78,6 +78,19 @@ def _optimal(c, *, batch, prompt, gen, replicas, prefill_replicas=None):
     return tput, info
 
 
+def _largest_static_batch(plan, top: int, longest_prompt: int) -> int:
+    """A static batch not given: the largest, up to ``top``, whose prefill pass fits the device (by
+    bisection on the same capacity check; ``top`` where even one prompt does not fit, which then says
+    why)."""
+    if _capacity(plan, top * longest_prompt)[0]:
+        return top
+    low, high = 0, top
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if _capacity(plan, mid * longest_prompt)[0] else (low, mid)
+    return low or top
+
+
 def run_scenario(**scenario) -> dict:
     """Simulate a serving scenario; the dict :func:`perfsim.serve` returns."""
     plan, o = check_scenario(scenario)
@@ -90,6 +103,9 @@ def run_scenario(**scenario) -> dict:
     longest = int(np.max(requests.prompt_len + requests.gen_len))
     longest_prompt = int(np.max(requests.prompt_len))
 
+    if scheduler == "static" and scenario.get("max_batch") is None:
+        max_batch = _largest_static_batch(plan, min(max_batch, n_req), longest_prompt)
+        o["max_batch"] = max_batch
     # the largest pass an instance runs sizes its activation memory (vLLM profiles it at start-up)
     if scheduler == "static":
         pass_tokens = min(max_batch, n_req) * longest_prompt
@@ -99,7 +115,7 @@ def run_scenario(**scenario) -> dict:
         pass_tokens = max(o["max_prefill_tokens"], longest)
 
     disagg = o["disaggregate"]
-    base_extra = {"scheduler": scheduler, "requests": n_req}
+    base_extra = {"scheduler": scheduler, "requests": n_req, "max_batch": max_batch}
     if disagg is not None:
         p_dev, d_dev = disagg
         if plan.get("num_devices") is not None and plan["num_devices"] != p_dev + d_dev:
