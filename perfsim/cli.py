@@ -363,6 +363,7 @@ def _draw(make, out):
     if suffix not in kinds:
         _fail(f"--out: unknown image format {suffix!r}; use one of: {', '.join(sorted(kinds))}")
     _checked(make)
+    click.echo(f"wrote {out}")
 
 
 @plot.command(name="roofline")

@@ -82,3 +82,17 @@ def test_cli_plot(tmp_path):
     r = runner.invoke(cli, ["plot", "pareto", str(tmp_path / "r.parquet"), "--x", "tpt_s", "--y", "tokens",
                             "--out", str(tmp_path / "x.png")])
     assert r.exit_code == 2 and "did you mean 'tpot_s'" in r.output and "Traceback" not in r.output
+
+
+def test_a_training_breakdown_stacks_parts_that_sum_to_the_step():
+    r = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", tp=2, pp=2, dp=2, global_batch=16)
+    fig = plots.time_breakdown(r)
+    widths = sum(patch.get_width() for patch in fig.axes[0].patches)
+    assert widths == pytest.approx(r["step_time_s"], rel=1e-9)
+
+
+def test_plot_says_which_file_it_wrote(tmp_path):
+    out = tmp_path / "roofline.png"
+    result = CliRunner().invoke(cli, ["plot", "roofline", "--model", "llama2-7b", "--hardware", "a100-80gb",
+                                      "--out", str(out)])
+    assert result.exit_code == 0 and f"wrote {out}" in result.output and out.is_file()

@@ -156,9 +156,10 @@ def time_breakdown(result, *, out=None) -> Figure:
     _, first = rows[0]
     train = any(k.startswith("breakdown.train.") for k in first)
     if train:
-        keys = ("forward_s", "backward_s", "recompute_s", "bubble_s", "pipeline_p2p_s", "tp_communication_s",
-                "ep_communication_s", "cp_exposed_s", "dp_exposed_s", "optimizer_s", "host_optimizer_s", "offload_s",
-                "overhead_s")
+        # only the parts that add up to the step are stacked; communication inside the forward and
+        # backward (TP, EP) or hidden behind them (DP, CP) is already in those bars
+        keys = ("forward_s", "backward_s", "recompute_s", "bubble_s", "pipeline_p2p_s", "dp_exposed_s",
+                "cp_exposed_s", "optimizer_s", "offload_s", "overhead_s")
         bars = [(label, {k[:-2]: float(r.get(f"breakdown.train.{k}") or 0.0) for k in keys}) for label, r in rows]
         unit = "s per step"
     else:
@@ -184,7 +185,7 @@ def time_breakdown(result, *, out=None) -> Figure:
     if not train and len(bars) >= 2:
         ax.set_xscale("log") if left.max() / max(left[left > 0].min(), 1e-30) > 100 else None
     ax.set_xlabel(unit)
-    ax.set_title("time breakdown")
+    ax.set_title("time breakdown" + (" (the stacked parts sum to the step)" if train else ""))
     ax.legend(fontsize=7, loc="lower right")
     return _finish(fig, out)
 
