@@ -24,7 +24,7 @@ from perfsim.errors import MAX_WHOLE, InputError, check_whole, finite, shown, un
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
 from perfsim.graph.params import balanced_split
-from perfsim.plan.arguments import ARGUMENTS, Recompute, Schedule, check_mode_arguments
+from perfsim.plan.arguments import ARGUMENTS, MODE_ONLY, Recompute, Schedule, check_mode_arguments
 from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.plan.grid import default_dtype
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
@@ -189,9 +189,7 @@ def resolved_plan(plan: dict, out: dict) -> dict:
             value = int(value)  # 2.0 -> 2, as the columns read it
         resolved[name] = list(value) if isinstance(value, tuple) else value
     mode = resolved["mode"]
-    if plan.get("dtype") is None:
-        hardware = plan["hardware"]
-        resolved["dtype"] = default_dtype([hardware["base"] if isinstance(hardware, dict) else hardware])
+    resolved["dtype"] = plan.get("dtype") or _device_dtype(plan["hardware"])
     for name in ("num_devices", "dp"):
         resolved[name] = int(round(float(out[name][0])))
     if "plan.recompute" in out and not np.isnan(out["plan.recompute"][0]):
@@ -204,12 +202,15 @@ def resolved_plan(plan: dict, out: dict) -> dict:
     if resolved["pp_layers"] is None:
         layers = int(round(float(out["plan.layers"][0])))
         resolved["pp_layers"] = balanced_split(layers, resolved["pp"]) if resolved["pp"] <= layers else None
-    drop = (("batch", "prompt_len", "gen_len", "gpu_memory_utilization") if mode == "train" else
-            ("seq_len", "global_batch", "recompute", "schedule", "virtual_stages", "zero_shard_size", "finetune",
-             "lora_rank", "train_tokens", "offload_optimizer", "offload_grads"))
-    for name in drop:
-        resolved.pop(name)
+    for name, (only, _) in MODE_ONLY.items():  # what the other mode takes
+        if only != mode:
+            resolved.pop(name)
     return resolved
+
+
+def _device_dtype(hardware) -> str:
+    """The compute type a plan on ``hardware`` (a name or a what-if dict) takes when none is given."""
+    return default_dtype([hardware["base"] if isinstance(hardware, dict) else hardware])
 
 
 def _cap_stretch(out) -> float:
@@ -381,14 +382,12 @@ def _serve_plan(scenario: dict) -> dict:
     """The deployment and load as the simulation took them: each argument given, else its default."""
     from perfsim.events.serving.checks import _NOT_FOR_SERVE, DEFAULT_REQUESTS, SERVE_ARGUMENTS
 
-    plan = {name: scenario.get(name, default) for name, (_, default) in ARGUMENTS.items()
-            if name not in _NOT_FOR_SERVE and name not in ("mode",) and name not in SERVE_ARGUMENTS}
-    plan.update({name: scenario.get(name, default) for name, default in SERVE_ARGUMENTS.items()})
+    defaults = {name: default for name, (_, default) in ARGUMENTS.items()
+                if name not in _NOT_FOR_SERVE and name != "mode"} | SERVE_ARGUMENTS
+    plan = {name: default if scenario.get(name) is None else scenario[name] for name, default in defaults.items()}
     if plan["num_requests"] is None and plan["trace"] is None:
         plan["num_requests"] = DEFAULT_REQUESTS
-    if plan.get("dtype") is None:
-        hardware = plan["hardware"]
-        plan["dtype"] = default_dtype([hardware["base"] if isinstance(hardware, dict) else hardware])
+    plan["dtype"] = plan["dtype"] or _device_dtype(plan["hardware"])
     plan["runtime"] = plan["runtime"] or engine_name("inference", None, 0.0)
     group = plan["tp"] * plan["pp"] * plan["cp"]
     if plan["dp"] is None:

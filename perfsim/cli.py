@@ -140,11 +140,10 @@ def _describe(params):
         unit = f" [{arg.unit}]" if arg.unit and arg.unit not in ("layers",) else ""
         param.help = param.help or (arg.meaning + unit)
         default = arg.default if arg.default is not None else DERIVED_DEFAULTS.get(arg.name)
-        if default is not None:
-            param.show_default = ("--no-" if param.is_flag else "") + (str(default).lower() if isinstance(default, bool)
-                                                                      else str(default))
-            if param.is_flag:
-                param.show_default = f"--no-{param.name}" if not default else f"--{param.name}"
+        if param.is_flag:
+            param.show_default = f"--{'' if default else 'no-'}{param.name}"
+        elif default is not None:
+            param.show_default = str(default)
         if isinstance(arg.kind, tuple) and param.metavar is None:
             param.metavar = "[" + "|".join(map(str, arg.kind)) + "]"
         elif param.metavar is None and arg.kind in _METAVARS:
