@@ -114,7 +114,7 @@ def estimate(trace_out=None, **plan) -> dict:
     result = _nest(flat)
     result["plan"] = resolved_plan(plan, out)
     if trace_out is not None:
-        step = _timeline(_resolved_columns(c, out), result, "ends", trace_out, _cap_stretch(out),
+        step = _timeline(c, result, "ends", trace_out, _cap_stretch(out),
                          plan.get("pp_layers"))
         result["timeline"] = {k: step[k] for k in ("simulated", "step_time_s", "bubble_fraction", "breakdown",
                                                    "trace_out")}
@@ -169,14 +169,7 @@ def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
         check_path(trace_out)
     c, out = evaluate_columns(plan)
     closed = {k: _plain(out[k][0]) for k in ("feasible", "reason", "step_time_s")}
-    return _timeline(_resolved_columns(c, out), closed, stages, trace_out, _cap_stretch(out), plan.get("pp_layers"))
-
-
-def _resolved_columns(c: dict, out: dict) -> dict:
-    """Columns with the choices the estimate made (``recompute: auto``) in place of ``auto``."""
-    if "plan.recompute" not in out or np.isnan(out["plan.recompute"][0]):
-        return c
-    return dict(c, recompute=np.asarray(out["plan.recompute"], dtype=float))
+    return _timeline(c, closed, stages, trace_out, _cap_stretch(out), plan.get("pp_layers"))
 
 
 def resolved_plan(plan: dict, out: dict) -> dict:

@@ -121,10 +121,16 @@ def _fill(out: dict, seen: dict, n: int) -> dict:
 def evaluate_columns(args: dict):
     """Evaluate every combination of ``args`` in one block; returns ``(c, outputs)``: the columns
     the cost models read (:func:`perfsim.plan.columns.build`) with the outputs, for callers that
-    compose the same costs themselves (the timelines of :mod:`perfsim.events.pipeline`)."""
+    compose the same costs themselves (the timelines of :mod:`perfsim.events.pipeline`). The columns
+    carry the choices the evaluation made (``recompute: auto`` resolved), so those callers price the
+    same plan."""
     grid = expand(args)
     c = build(grid)
-    return c, _evaluate_block(grid, c)
+    out = _evaluate_block(grid, c)
+    chosen = out.get("plan.recompute")
+    if chosen is not None and not np.all(np.isnan(chosen)):
+        c = dict(c, recompute=np.where(np.isnan(chosen), c["recompute"], chosen))
+    return c, out
 
 
 def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = None) -> dict:
