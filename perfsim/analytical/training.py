@@ -206,7 +206,8 @@ def estimate_train(c):
     opt_params = data_par["optimizer_params"]
     optimizer = t["optimizer_s"]
     # offloaded optimizer, gradients, weights, activations (perfsim.analytical.offload)
-    state_bytes = np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES)
+    # an fp16 engine's optimizer also holds an fp32 copy of its gradient shard (``main_grad_bytes``)
+    state_bytes = np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES + c["main_grad_bytes"])
     if np.any(c["offloaded"] > 0):
         off = offload.train_times(c, weight_bytes=data_par["weight_bytes"], grad_bytes=data_par["grad_bytes"],
                                   optimizer_params=opt_params, state_bytes=state_bytes,

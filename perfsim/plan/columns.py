@@ -210,6 +210,10 @@ def build(grid) -> dict:
     # tensor cores take fp8/int8/fp4 inputs, activations between kernels stay 16-bit
     c["act_bytes"] = np.maximum(act, 2.0)
     c["compute_bytes"] = act
+    # fp16 parameters: the engine's gradient width and the fp32 gradient copy its optimizer keeps
+    fp16 = grid.gather("dtype", [float(d == "fp16") for d in dtypes]) > 0
+    c["main_grad_bytes"] = np.where(fp16, c.pop("fp16_main_grad_bytes"), 0.0)
+    c["grad_bytes"] = np.where(fp16, c.pop("fp16_grad_bytes"), c["grad_bytes"])
     # storage formats (weight-only quantisation, quantised KV cache); block scales included
     for name, col in (("weight_dtype", "w_bytes"), ("kv_dtype", "kv_bytes")):
         c[col] = _pair(grid, name, "dtype", [[storage_bytes(v if v is not None else d) for d in dtypes]

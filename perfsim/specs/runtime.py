@@ -27,7 +27,7 @@ _SCHEMA = {
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
-    "loss_bytes_per_logit": S.NUM,
+    "loss_bytes_per_logit": S.NUM, "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -73,6 +73,10 @@ class RuntimeSpec:
             # the same kernels reach another share of the GEMM ceiling on other architectures
             **{f"attention_eff_{f}": v.get(f"attention_efficiency_on.{f}", v["attention_efficiency"]) for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
+            # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
+            # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
+            "fp16_grad_bytes": v.get("fp16_grad_reduce_bytes", v["grad_reduce_bytes"]),
+            "fp16_main_grad_bytes": v.get("fp16_main_grad_bytes", 0.0),
             "dp_overlap": v["dp_overlap"],
             "tp_overlap": v["tp_overlap"],
             "dropout": 1.0 if v["dropout"] else 0.0,
