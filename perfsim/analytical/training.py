@@ -359,6 +359,10 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
     * stage 3: as stage 2, plus an all-gather of the weights before the forward and again before
       the backward of every micro-batch (no post-step gather).
 
+    Each is issued as the engine cuts it (gather units per layer, gradient buckets), every
+    collective paying its own latency: at thousands of ranks a ring's ``(N - 1)`` steps make many
+    small collectives latency-bound while the bytes per device stay the same.
+
     Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step) and the
     per-device state that remains after sharding.
     """
@@ -366,6 +370,17 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
     shard = np.minimum(c["zero_shard_size"], ranks)
     grad_bytes = trainable * c["grad_bytes"]
     weight_bytes = weights * c["w_bytes"]
+    # the engine issues this traffic as many collectives, each paying its own latency: weights
+    # gathered per unit (``gathers_per_layer`` per layer of the stage), gradients reduced in
+    # buckets (Megatron-core: max(40M, 1M x dp) parameters, "so collectives do not become
+    # latency-bound"); a fully sharded engine without buckets reduce-scatters per unit
+    units = np.maximum(c["stage_layers"], 1.0) * c["gathers_per_layer"]
+    bucket = np.maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
+    buckets = np.where(bucket > 0, np.maximum(np.ceil(trainable / np.maximum(bucket, 1.0)), 1.0), 1.0)
+    reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
+
+    def collective(op, size, n, stride, count):
+        return count * group_collective(c, op, size / count, n, stride=stride)
 
     def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
         per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
@@ -373,10 +388,10 @@ def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
         return per_micro, per_step
 
     per_micro, per_step = by_stage(
-        group_collective(c, "reduce_scatter", grad_bytes, shard, stride=stride)
-        + group_collective(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
-        group_collective(c, "all_reduce", grad_bytes, ranks, stride=stride),
-        group_collective(c, "all_gather", weight_bytes, shard, stride=stride))
+        collective("reduce_scatter", grad_bytes, shard, stride, reductions)
+        + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
+        collective("all_reduce", grad_bytes, ranks, stride, buckets),
+        collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets)))
     # bytes each device sends (nccl-tests bus volume), for the power model
     sent_micro, sent_step = by_stage(
         grad_bytes * bus_factor("reduce_scatter", shard)

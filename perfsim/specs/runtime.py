@@ -28,6 +28,7 @@ _SCHEMA = {
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
     "loss_bytes_per_logit": S.NUM, "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
+    "param_gathers_per_layer": S.NUM, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -77,6 +78,12 @@ class RuntimeSpec:
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
             "fp16_grad_bytes": v.get("fp16_grad_reduce_bytes", v["grad_reduce_bytes"]),
             "fp16_main_grad_bytes": v.get("fp16_main_grad_bytes", 0.0),
+            # how the engine cuts its data-parallel traffic into collectives: fully sharded weights
+            # gathered in units of a fraction of a layer, gradients reduced in buckets of
+            # max(params, params_per_rank x ranks) (0: the whole buffer in one collective)
+            "gathers_per_layer": v.get("param_gathers_per_layer", 1.0),
+            "grad_bucket_params": v.get("grad_bucket_params", 0.0),
+            "grad_bucket_per_rank": v.get("grad_bucket_params_per_rank", 0.0),
             "dp_overlap": v["dp_overlap"],
             "tp_overlap": v["tp_overlap"],
             "dropout": 1.0 if v["dropout"] else 0.0,
