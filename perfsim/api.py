@@ -188,6 +188,7 @@ def resolved_plan(plan: dict, out: dict) -> dict:
     if "plan.recompute" in out and not np.isnan(out["plan.recompute"][0]):
         resolved["recompute"] = Recompute(int(out["plan.recompute"][0])).label
     resolved["zero"] = int(out["plan.zero"][0])
+    resolved["sp"] = bool(out["plan.sp"][0])
     resolved["runtime"] = engine_name(mode, plan.get("runtime"), float(out["plan.default_engine"][0]))
     if mode == "train":
         resolved["global_batch"] = int(round(float(out["plan.global_batch"][0])))

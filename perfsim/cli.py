@@ -140,7 +140,9 @@ def _describe(params):
         unit = f" [{arg.unit}]" if arg.unit and arg.unit not in ("layers",) else ""
         param.help = param.help or (arg.meaning + unit)
         default = arg.default if arg.default is not None else DERIVED_DEFAULTS.get(arg.name)
-        if param.is_flag:
+        if param.is_flag and arg.default is None and default is not None:
+            param.show_default = str(default)
+        elif param.is_flag:
             param.show_default = f"--{'' if default else 'no-'}{param.name}"
         elif default is not None:
             param.show_default = str(default)

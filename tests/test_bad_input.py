@@ -178,7 +178,7 @@ def test_none_in_serve_and_sweep_means_the_default():
     assert perfsim.sweep(**SMALL, batch=[1, 2], tp=None, backend=None).equals(base)
 
 
-@pytest.mark.parametrize("name, values", [("tp", [1, None, 2]), ("mode", ["train", None]), ("sp", [None, True]),
+@pytest.mark.parametrize("name, values", [("tp", [1, None, 2]), ("mode", ["train", None]), ("seq_len", [None, 2048]),
                                           ("hardware.tdp_w", [300, None])])
 def test_null_in_a_sweep_list_is_refused_where_the_default_is_a_value(tmp_path, name, values):
     args = dict(SMALL)

@@ -42,8 +42,10 @@ def _plan_checks(c):
          "zero_shard_size does not divide dp x cp", None),
         ((c["pim_args"] > 0) & (c["has_pim"] == 0), "pim_mode and sub_batches need a system with PIM memory", None),
         *placement_checks(c),
-        ((c["schedule"] == Schedule.INTERLEAVED) & (np.asarray(c["layers"]) % np.asarray(pp * c["virtual_stages"]) != 0),
-         "pp x virtual_stages does not divide the layers", None),
+        # uneven virtual stages are fine (Megatron-core counts the embedding and the loss as a layer
+        # each in the split: account_for_{embedding,loss}_in_pipeline_split), empty ones are not
+        ((c["schedule"] == Schedule.INTERLEAVED) & (np.asarray(pp * c["virtual_stages"]) > np.asarray(c["layers"]) + 2),
+         "pp x virtual_stages exceeds the layers (a virtual stage would hold none)", None),
     ]
 
 
@@ -179,7 +181,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     out["num_devices"] = _rows(np.asarray(c["num_devices"], dtype=float), shape)
     out["dp"] = _rows(np.asarray(c["dp"], dtype=float), shape)
     # the plan as resolved (defaults that depend on other arguments, the engine's own choices)
-    for key in ("zero", "global_batch", "micro_batch", "default_engine", "layers"):
+    for key in ("zero", "sp", "global_batch", "micro_batch", "default_engine", "layers"):
         out[f"plan.{key}"] = _rows(np.asarray(c[key], dtype=float), shape)
     return out
 

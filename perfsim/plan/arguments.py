@@ -107,7 +107,7 @@ ARGUMENT_TABLE = (
     Argument("cp", "int", 1, "devices", "context-parallel degree"),
     Argument("ep", "int", 1, "devices", "expert-parallel degree, drawn from the tp x dp x cp ranks of a stage"),
     Argument("capacity_factor", "pos", None, "", "MoE expert buffer over the balanced share (default: dropless)"),
-    Argument("sp", "bool", False, "", "sequence parallelism with TP"),
+    Argument("sp", "bool", None, "", "sequence parallelism with TP (default: the engine's)"),
     Argument("zero", (0, 1, 2, 3), None, "", "ZeRO stage (3: FSDP full sharding; default: the engine's own)"),
     Argument("zero_shard_size", "int", None, "ranks", "ranks per sharding group (default all dp x cp ranks)"),
     Argument("schedule", SCHEDULES, "1f1b", "", "pipeline schedule"),
@@ -146,7 +146,8 @@ ARGUMENT_TABLE = (
 DERIVED_DEFAULTS = {
     "num_devices": "tp x pp x dp x cp", "weight_dtype": "dtype", "kv_dtype": "dtype",
     "dp": "num_devices / (tp x pp x cp), else 1", "capacity_factor": "dropless routing",
-    "zero": "the engine's (megatron 1, torchtitan and maxtext 3, else 0)", "zero_shard_size": "all dp x cp ranks",
+    "zero": "the engine's (megatron 1, torchtitan and maxtext 3, else 0)",
+    "sp": "the engine's (megatron and nemo: on; else off)", "zero_shard_size": "all dp x cp ranks",
     "pp_layers": "a balanced split", "global_batch": "8 x dp", "micro_batch": "1 in training; the whole batch",
     "runtime": "a current engine for the mode and device", "power_cap_w": "none",
     "train_tokens": "one step", "offload_experts": "with the weights", "expert_hit_rate": "the device's share",

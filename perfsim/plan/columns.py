@@ -200,7 +200,8 @@ def build(grid) -> dict:
     # batch of an offloading engine's block (FlexGen), NaN (the whole batch) when not given
     c["gpu_batch"] = _optional(grid, "micro_batch")
     c["micro_batch"] = np.where(np.isnan(c["gpu_batch"]), 1.0, c["gpu_batch"])
-    c["sp"] = grid.gather("sp", [float(v) for v in grid.values("sp")])
+    given_sp = grid.gather("sp", [np.nan if v is None else float(v) for v in grid.values("sp")])
+    c["sp"] = np.where(np.isnan(given_sp), c["default_sp"], given_sp)  # the engine's own default
     c["gpu_memory_utilization"] = grid.gather("gpu_memory_utilization", grid.values("gpu_memory_utilization"))
     c["train"] = grid.gather("mode", [Mode.of(m) for m in modes])
     c["recompute"] = grid.gather("recompute", [Recompute.of(r) for r in grid.values("recompute")])

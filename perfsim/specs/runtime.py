@@ -28,7 +28,7 @@ _SCHEMA = {
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
     "loss_bytes_per_logit": S.NUM, "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
-    "param_gathers_per_layer": S.NUM, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
+    "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -89,6 +89,7 @@ class RuntimeSpec:
             "dropout": 1.0 if v["dropout"] else 0.0,
             "fragmentation": v["fragmentation"],
             "default_zero": float(v.get("default_zero", 0)),
+            "default_sp": 1.0 if v.get("default_sp") else 0.0,
             # what ``recompute: selective`` recomputes: the attention core (Korthikanti et al.), or
             # this fraction of the layer's matmuls plus its elementwise ops (op-level policies)
             "sac_matmuls": v.get("selective_recompute_matmuls", 0.0),

@@ -1,0 +1,38 @@
+"""Plans that leave a choice to the engine get the engine's own: sequence parallelism with TP in
+Megatron-core and NeMo (their recipes always pass it), none in the 2021 recipe; and interleaved
+pipelines over a model the virtual stages do not divide (Megatron-core's uneven split, as in the
+Llama 3 405B recipe: 126 layers on 16 stages of 8 chunks)."""
+
+from __future__ import annotations
+
+import perfsim
+
+PLAN = dict(model="llama2-13b", hardware="a100-80gb", mode="train", tp=4, pp=2, num_devices=64,
+            seq_len=4096, global_batch=256, micro_batch=1, dtype="bf16", recompute="selective")
+
+
+def test_sequence_parallel_is_the_engines_default():
+    for runtime, default in (("megatron", True), ("nemo", True), ("megatron-2021", False)):
+        r = perfsim.estimate(**PLAN, runtime=runtime)
+        assert r["plan"]["sp"] is default
+        given = perfsim.estimate(**PLAN, runtime=runtime, sp=default)
+        assert r["memory_per_device_gib"] == given["memory_per_device_gib"]
+    # a plan that says otherwise keeps its word, and sharding the sequence holds less
+    off = perfsim.estimate(**PLAN, runtime="megatron", sp=False)
+    on = perfsim.estimate(**PLAN, runtime="megatron")
+    assert off["plan"]["sp"] is False
+    assert on["memory_per_device_gib"]["activations"] < off["memory_per_device_gib"]["activations"]
+
+
+def test_interleaved_pipeline_takes_an_uneven_split():
+    llama = dict(model="llama3.1-405b", hardware="h100-sxm", mode="train", tp=8, pp=16, num_devices=2048,
+                 seq_len=8192, global_batch=256, micro_batch=1, dtype="bf16", runtime="megatron",
+                 schedule="interleaved", virtual_stages=8)
+    r = perfsim.estimate(**llama)
+    assert r["feasible"], r["reason"]
+    assert max(r["plan"]["pp_layers"]) == 8 and sum(r["plan"]["pp_layers"]) == 126
+    # a virtual stage with no layer (nor the embedding or the loss) cannot run
+    bad = perfsim.estimate(**dict(llama, virtual_stages=9))
+    assert not bad["feasible"] and "virtual stage would hold none" in bad["reason"]
+    t = perfsim.timeline(**llama)
+    assert t["feasible"] and t["step_time_s"] > 0
