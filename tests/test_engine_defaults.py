@@ -5,6 +5,8 @@ Llama 3 405B recipe: 126 layers on 16 stages of 8 chunks)."""
 
 from __future__ import annotations
 
+import pytest
+
 import perfsim
 
 PLAN = dict(model="llama2-13b", hardware="a100-80gb", mode="train", tp=4, pp=2, num_devices=64,
@@ -36,3 +38,19 @@ def test_interleaved_pipeline_takes_an_uneven_split():
     assert not bad["feasible"] and "virtual stage would hold none" in bad["reason"]
     t = perfsim.timeline(**llama)
     assert t["feasible"] and t["step_time_s"] > 0
+
+
+def test_dualpipe_hides_the_expert_all_to_alls_behind_the_paired_chunk():
+    """DeepSeek-V3 (sec. 3.2): a forward and a backward chunk run side by side, each one's
+    all-to-alls beside the other's compute, which keeps 132 - 20 SMs of an H800/H100."""
+    plan = dict(model="deepseek-v2-lite", hardware="h100-sxm", mode="train", tp=1, pp=4, ep=8, num_devices=64,
+                seq_len=4096, global_batch=256, micro_batch=1, dtype="bf16", runtime="megatron", recompute="full")
+    plain = perfsim.estimate(**plan, schedule="1f1b")["breakdown"]["train"]
+    dual = perfsim.estimate(**plan, schedule="dualpipe")["breakdown"]["train"]
+    n = plain["micro_batches"]
+    per_mb = (plain["forward_s"] + plain["backward_s"] + plain["recompute_s"]) / n
+    ep = plain["ep_communication_s"] / n
+    assert ep > 0
+    paired = max(per_mb - ep + ep * 20 / (132 - 20), ep)
+    assert (dual["forward_s"] + dual["backward_s"] + dual["recompute_s"]) / n == pytest.approx(paired, rel=1e-9)
+    assert dual["ep_communication_s"] == pytest.approx(plain["ep_communication_s"])

@@ -11,7 +11,8 @@ gpipe, 1f1b    (pp - 1) · (F + B + R)                                (Huang 201
 interleaved    (pp - 1 + (v - 1) m) · (F + B + R) / v               (Narayanan 2021, v virtual stages)
 zero-bubble    (pp - 1) · max(F + I - W, F, I) + m · min(W, F, I)    (ZB-H1 moves W into the bubble;
                Qi et al. 2024 give the first term for W <= min(F, I))
-dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)                   (DeepSeek-V3 report, Table 2)
+dualpipe       (pp/2 - 1) · max(F + B + R - 3W, 0)                   (DeepSeek-V3 report, Table 2; F + B
+               the pair of chunks whose expert-parallel all-to-alls hide behind each other's compute)
 =============  ========================================================================================
 
 These are the bubbles of the timelines of :mod:`perfsim.events.pipeline` on equal stages; the
@@ -22,7 +23,7 @@ rank attends its ``seq / cp`` queries to the whole sequence while the K/V chunks
 the ring, hidden behind the attention of the chunk at hand (Liu et al. 2023, ring attention).
 
 Data-parallel gradient sync (all-reduce, or reduce-scatter / all-gather under ZeRO, see
-``_data_parallel``) hides behind compute where the runtime overlaps it, but never behind more
+:mod:`perfsim.analytical.data_parallel`) hides behind compute where the runtime overlaps it, but never behind more
 compute than there is: what exceeds the forward+backward it overlaps, and the last layer's
 bucket, stay exposed. The optimizer step streams its states
 through HBM. Activation memory follows Korthikanti et al. 2022 (eqs. 1-2 and sec. 4-5),
@@ -31,10 +32,12 @@ generalised to grouped-query attention, gated MLPs, flash attention and no dropo
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.cost.collectives import bus_factor
+from perfsim.analytical.data_parallel import data_parallel
 from perfsim.cost.power import cap_passes
 from perfsim.cost.price import combine, price
 from perfsim.cost.topology import group_collective, nic_bytes
@@ -45,6 +48,7 @@ from perfsim.plan.rows import value_at as _at
 from perfsim.specs.units import GIB
 
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
+_DUALPIPE_COMM_UNITS = 20.0  # SMs DeepSeek-V3's all-to-all kernels hold (report sec. 3.2.2)
 _OPTIMIZER_TRAFFIC = 36.0  # bytes per parameter per Adam step: read+write master, m, v (24), read grad (4+), write weight
 
 
@@ -86,7 +90,7 @@ def stage_times(c, weights=None):
         wgrad}_s`` (context-parallel exposure in the layers'); ``handoff_s``, one activation or
         gradient transfer between neighbouring stages (0 when ``pp == 1``). Per step:
         ``n_micro`` micro-batches, ``dp_per_micro_s`` and ``dp_per_step_s`` (data-parallel traffic
-        of every micro-batch and once per step, :func:`_data_parallel`), ``optimizer_s``,
+        of every micro-batch and once per step, :func:`perfsim.analytical.data_parallel.data_parallel`), ``optimizer_s``,
         ``buckets`` (gradient buckets: layers per stage), ``dp_overlap``, ``step_overhead_s``.
         Internals for the closed form's breakdown: ``pass``, ``prices``, ``ring_s``,
         ``cp_exposed_s``, ``data_parallel``, ``lora_params_per_device``.
@@ -134,8 +138,8 @@ def stage_times(c, weights=None):
     lora_dev = _lora_params(c) * stage_share(c) / c["tp"]
     ranks = dp * cp
     expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
-    dense_part = _data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], out["n_micro"])
-    expert_part = _data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
+    dense_part = data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], out["n_micro"])
+    expert_part = data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
                                  out["n_micro"])
     data_par = {k: dense_part[k] + expert_part[k] for k in dense_part}
     out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"],
@@ -143,6 +147,28 @@ def stage_times(c, weights=None):
                optimizer_s=data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"]),
                buckets=np.maximum(c["stage_layers"], 1.0))
     return out
+
+
+def _per_micro(c, t, key):
+    """``key`` of one micro-batch's passes: forward, backward and the recomputed forward."""
+    (f_layers, f_embed, f_head), (b_layers, b_embed, b_head) = t["prices"]["forward"], t["prices"]["backward"]
+    return (f_layers[key] + b_layers[key] + f_embed[key] + f_head[key] + b_embed[key] + b_head[key]
+            + np.where(c["recompute"] == Recompute.FULL, f_layers[key], 0.0))
+
+
+def dualpipe_pairing(c, t):
+    """Factor on a micro-batch's pass times under DualPipe (1 under other schedules).
+
+    DualPipe (DeepSeek-V3 report, sec. 3.2.1) runs the forward chunk of one micro-batch beside the
+    backward chunk of another, each one's expert-parallel all-to-alls beside the other's compute;
+    the pair takes the longer of the two streams, the compute slowed by the SMs the all-to-all
+    kernels hold while they run (sec. 3.2.2: 20 of the H800's 132). Its bubble counts such pairs.
+    """
+    ep = _per_micro(c, t, "ep_communication_s")
+    per_mb = t["forward_s"] + t["backward_s"] + t["recompute_s"]
+    held = np.minimum(_DUALPIPE_COMM_UNITS, c["units"] / 2.0)
+    paired = np.maximum(per_mb - ep + ep * held / (c["units"] - held), ep)
+    return np.where((c["schedule"] == Schedule.DUALPIPE) & (ep > 0), paired / np.maximum(per_mb, 1e-30), 1.0)
 
 
 def _pipeline(t, c):
@@ -184,9 +210,13 @@ def estimate_train(c):
     lora = c["lora"] > 0
     f_layers, f_embed, f_head = t["prices"]["forward"]
     b_layers, b_embed, b_head = t["prices"]["backward"]
-    F, B, R, n_micro = t["forward_s"], t["backward_s"], t["recompute_s"], t["n_micro"]
+    n_micro = t["n_micro"]
+    comm = functools.partial(_per_micro, c, t)
+    scale = dualpipe_pairing(c, t)
+    F, B, R = t["forward_s"] * scale, t["backward_s"] * scale, t["recompute_s"] * scale
     per_mb = F + B + R
-    bubble, handoffs = _pipeline(t, c)
+    bubble, handoffs = _pipeline({**t, "forward_s": F, "backward_s": B, "recompute_s": R,
+                                  "wgrad_s": t["wgrad_s"] * scale}, c)
     p2p = 2.0 * t["handoff_s"]
     pipeline = n_micro * per_mb + bubble + handoffs * p2p
 
@@ -241,10 +271,6 @@ def estimate_train(c):
     span = _step_span(c, t, step, per_mb, bubble, hardware_flops / devices, traffic)
     cap_checks = cap_passes(c, {"the training step": span})
     step = span["total_s"]
-
-    def comm(key):  # per micro-batch: forward, backward and the recomputed forward
-        return (f_layers[key] + b_layers[key] + f_embed[key] + f_head[key] + b_embed[key] + b_head[key]
-                + np.where(c["recompute"] == Recompute.FULL, f_layers[key], 0.0))
 
     out = {
         "step_time_s": step,
@@ -343,80 +369,12 @@ def _what_to_raise(c, i) -> str:
     return f" (shard more: raise {', '.join(raise_)})" if raise_ else ""
 
 
-def _data_parallel(c, trainable, weights, ranks, stride, n_micro):
-    """Gradient sync, parameter gathers and sharded state of one group of weights.
-
-    ``trainable`` and ``weights`` are parameters per device before ZeRO sharding, replicated over
-    ``ranks`` data-parallel ranks placed ``stride`` devices apart. ZeRO shards optimizer state
-    (stage 1), gradients (2) and weights (3) over groups of ``shard = min(zero_shard_size, ranks)``
-    and replicates across the ``ranks / shard`` groups (hybrid sharding: HSDP, ZeRO++). Traffic:
-
-    * stage 0: all-reduce of the gradients over all ranks, once per step;
-    * stage 1: reduce-scatter in the group and all-reduce of the shard across groups, once per
-      step, then an all-gather of the updated weights in the group;
-    * stage 2: the same, but the gradients are reduced every micro-batch (no full gradient buffer
-      is kept to accumulate into);
-    * stage 3: as stage 2, plus an all-gather of the weights before the forward and again before
-      the backward of every micro-batch (no post-step gather).
-
-    Each is issued as the engine cuts it (gather units per layer, gradient buckets), every
-    collective paying its own latency: at thousands of ranks a ring's ``(N - 1)`` steps make many
-    small collectives latency-bound while the bytes per device stay the same.
-
-    Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step) and the
-    per-device state that remains after sharding.
-    """
-    zero = c["zero"]
-    shard = np.minimum(c["zero_shard_size"], ranks)
-    grad_bytes = trainable * c["grad_bytes"]
-    weight_bytes = weights * c["w_bytes"]
-    # the engine issues this traffic as many collectives, each paying its own latency: weights
-    # gathered per unit (``gathers_per_layer`` per layer of the stage), gradients reduced in
-    # buckets (Megatron-core: max(40M, 1M x dp) parameters, "so collectives do not become
-    # latency-bound"); a fully sharded engine without buckets reduce-scatters per unit
-    units = np.maximum(c["stage_layers"], 1.0) * c["gathers_per_layer"]
-    bucket = np.maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
-    buckets = np.where(bucket > 0, np.maximum(np.ceil(trainable / np.maximum(bucket, 1.0)), 1.0), 1.0)
-    reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
-
-    def collective(op, size, n, stride, count):
-        return count * group_collective(c, op, size / count, n, stride=stride)
-
-    def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
-        per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
-        per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
-        return per_micro, per_step
-
-    per_micro, per_step = by_stage(
-        collective("reduce_scatter", grad_bytes, shard, stride, reductions)
-        + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
-        collective("all_reduce", grad_bytes, ranks, stride, buckets),
-        collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets)))
-    # bytes each device sends (nccl-tests bus volume), for the power model
-    sent_micro, sent_step = by_stage(
-        grad_bytes * bus_factor("reduce_scatter", shard)
-        + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
-        grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
-        weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
-    # the part of it each device sends over its scale-out NIC
-    nic_micro, nic_step = by_stage(
-        nic_bytes(c, "reduce_scatter", grad_bytes, shard, stride=stride)
-        + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
-        nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
-        nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
-    return {"per_micro_s": per_micro, "per_step_s": per_step, "sent_bytes": n_micro * sent_micro + sent_step,
-            "nic_bytes": n_micro * nic_micro + nic_step,
-            "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
-            "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),
-            "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
-
-
 def _step_traffic(c, p, n_micro, R, prices, data_par):
     """Device-memory, fabric and NIC bytes of one device in one step (for the power model).
 
     Micro-batch passes (recompute scaled from the forward by its time), the optimizer's state
     traffic, the data-parallel collectives (``data_par``: bytes sent and sent over the NIC, from
-    :func:`_data_parallel`) and the pipeline hand-offs; a collective reads what it sends and
+    :func:`perfsim.analytical.data_parallel.data_parallel`) and the pipeline hand-offs; a collective reads what it sends and
     writes what it receives.
     """
     f_layers = prices["forward"][0]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perfsim.analytical.training import stage_times
+from perfsim.analytical.training import dualpipe_pairing, stage_times
 from perfsim.events.engine import Engine
 from perfsim.graph.params import balanced_split, stage_params_per_device
 from perfsim.plan.arguments import Schedule
@@ -102,15 +102,18 @@ def stage_costs(c, stages: str = "ends", layers=None):
     # the priced layers are the fullest stage's; each stage runs its own count of them
     scale = (counts / _scalar(c["stage_layers"]))[:, None]
 
+    # DualPipe: each stage's all-to-alls hidden in its chunk pairs
+    paired = np.broadcast_to(np.asarray(dualpipe_pairing(c, t), dtype=float), (pp,))[:, None]
+
     def chunks(key):
         layer_part = np.full((pp, v), _scalar(t[f"layers_{key}"]) / v) * scale
-        return layer_part + first * _scalar(t[f"embedding_{key}"]) + last * _scalar(t[f"lm_head_{key}"])
+        return paired * (layer_part + first * _scalar(t[f"embedding_{key}"]) + last * _scalar(t[f"lm_head_{key}"]))
 
     def per_stage(key):
         return np.broadcast_to(np.asarray(t[key], dtype=float), (pp,)).copy()
 
     parts = {"forward_s": chunks("forward_s"), "backward_s": chunks("backward_s"), "wgrad_s": chunks("wgrad_s"),
-             "recompute_s": np.full((pp, v), _scalar(t["recompute_s"]) / v) * scale,
+             "recompute_s": paired * np.full((pp, v), _scalar(t["recompute_s"]) / v) * scale,
              "dp_per_micro_s": per_stage("dp_per_micro_s"), "dp_per_step_s": per_stage("dp_per_step_s"),
              "optimizer_s": per_stage("optimizer_s")}
     if stages == "uniform":

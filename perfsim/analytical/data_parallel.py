@@ -1,0 +1,81 @@
+"""Data-parallel traffic of a training step and the state ZeRO leaves on each device.
+
+Gradient reduction (all-reduce, or reduce-scatter / all-gather under ZeRO), the weight gathers of
+fully sharded (ZeRO-3, FSDP) engines, and how the engine cuts them into collectives; the closed
+form of :mod:`perfsim.analytical.training` decides what of it hides behind compute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.cost.collectives import bus_factor
+from perfsim.cost.topology import group_collective, nic_bytes
+
+
+def data_parallel(c, trainable, weights, ranks, stride, n_micro):
+    """Gradient sync, parameter gathers and sharded state of one group of weights.
+
+    ``trainable`` and ``weights`` are parameters per device before ZeRO sharding, replicated over
+    ``ranks`` data-parallel ranks placed ``stride`` devices apart. ZeRO shards optimizer state
+    (stage 1), gradients (2) and weights (3) over groups of ``shard = min(zero_shard_size, ranks)``
+    and replicates across the ``ranks / shard`` groups (hybrid sharding: HSDP, ZeRO++). Traffic:
+
+    * stage 0: all-reduce of the gradients over all ranks, once per step;
+    * stage 1: reduce-scatter in the group and all-reduce of the shard across groups, once per
+      step, then an all-gather of the updated weights in the group;
+    * stage 2: the same, but the gradients are reduced every micro-batch (no full gradient buffer
+      is kept to accumulate into);
+    * stage 3: as stage 2, plus an all-gather of the weights before the forward and again before
+      the backward of every micro-batch (no post-step gather).
+
+    Each is issued as the engine cuts it (gather units per layer, gradient buckets), every
+    collective paying its own latency: at thousands of ranks a ring's ``(N - 1)`` steps make many
+    small collectives latency-bound while the bytes per device stay the same.
+
+    Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step) and the
+    per-device state that remains after sharding.
+    """
+    zero = c["zero"]
+    shard = np.minimum(c["zero_shard_size"], ranks)
+    grad_bytes = trainable * c["grad_bytes"]
+    weight_bytes = weights * c["w_bytes"]
+    # the engine issues this traffic as many collectives, each paying its own latency: weights
+    # gathered per unit (``gathers_per_layer`` per layer of the stage), gradients reduced in
+    # buckets (Megatron-core: max(40M, 1M x dp) parameters, "so collectives do not become
+    # latency-bound"); a fully sharded engine without buckets reduce-scatters per unit
+    units = np.maximum(c["stage_layers"], 1.0) * c["gathers_per_layer"]
+    bucket = np.maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
+    buckets = np.where(bucket > 0, np.maximum(np.ceil(trainable / np.maximum(bucket, 1.0)), 1.0), 1.0)
+    reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
+
+    def collective(op, size, n, stride, count):
+        return count * group_collective(c, op, size / count, n, stride=stride)
+
+    def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
+        per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
+        per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
+        return per_micro, per_step
+
+    per_micro, per_step = by_stage(
+        collective("reduce_scatter", grad_bytes, shard, stride, reductions)
+        + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
+        collective("all_reduce", grad_bytes, ranks, stride, buckets),
+        collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets)))
+    # bytes each device sends (nccl-tests bus volume), for the power model
+    sent_micro, sent_step = by_stage(
+        grad_bytes * bus_factor("reduce_scatter", shard)
+        + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
+        grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
+        weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
+    # the part of it each device sends over its scale-out NIC
+    nic_micro, nic_step = by_stage(
+        nic_bytes(c, "reduce_scatter", grad_bytes, shard, stride=stride)
+        + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
+        nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
+        nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
+    return {"per_micro_s": per_micro, "per_step_s": per_step, "sent_bytes": n_micro * sent_micro + sent_step,
+            "nic_bytes": n_micro * nic_micro + nic_step,
+            "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
+            "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),
+            "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
