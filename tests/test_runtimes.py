@@ -38,3 +38,60 @@ def test_unknown_architecture_family_is_an_input_error():
     with pytest.raises(perfsim.InputError) as err:
         parse_hardware(data)
     assert "hopper" in str(err.value)
+
+
+# -- host time per sequence (engines whose host work is not hidden behind the device) -----------
+
+def _decode_step(runtime, n, context=512.0):
+    from perfsim.events.serving.iteration_cost import IterationCost
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+    c = build(expand({"model": "llama3-8b", "hardware": "h100-sxm", "mode": "inference", "runtime": runtime}))
+    cost = IterationCost(c, max_tokens=512, max_seqs=256, max_context=1024)
+    return cost.decode_step_s(n, context), cost.prefill_step_s(300, 2, 150.0), cost
+
+
+@pytest.mark.parametrize("n", [1, 17, 256])
+def test_host_time_per_sequence_adds_to_every_iteration(n):
+    """Each sequence an iteration serves adds the profile's host time, on top of the same device time."""
+    base, base_pre, _ = _decode_step("vllm", n)
+    slow, slow_pre, _ = _decode_step({"base": "vllm", "host_per_seq_us": 100.0}, n)
+    assert slow - base == pytest.approx(100e-6 * n, rel=1e-9)
+    assert slow_pre - base_pre == pytest.approx(100e-6 * 2, rel=1e-9)
+
+
+def test_host_time_per_sequence_in_the_work_of_many_iterations():
+    """The vectorised pricing of recorded iterations agrees with the loop's, host time included."""
+    import numpy as np
+    t, _, cost = _decode_step({"base": "vllm", "host_per_seq_us": 100.0}, 40)
+    many = cost.work(np.array([40.0]), np.array([40]), np.array([40]), np.array([512.0]), np.array([0]),
+                     np.array([0.0]))
+    assert float(many["time_s"][0]) == pytest.approx(t, rel=1e-9)
+
+
+def test_host_time_per_sequence_in_estimate_decode():
+    """``estimate`` prices the same host time: the decode step grows by it times the batch."""
+    kwargs = dict(model="llama3-8b", hardware="h100-sxm", batch=64, prompt_len=128, gen_len=64)
+    fast = perfsim.estimate(runtime="vllm", **kwargs)
+    slow = perfsim.estimate(runtime={"base": "vllm", "host_per_seq_us": 50.0}, **kwargs)
+    assert slow["tpot_s"] - fast["tpot_s"] == pytest.approx(50e-6 * 64, rel=1e-6)
+
+
+def test_older_vllm_leaves_the_device_waiting_at_lower_power():
+    """vLLM before 0.6 (the same kernels, host work exposed): longer iterations, lower mean device
+    power (the waits draw only the idle and active floors), more energy per token."""
+    kwargs = dict(model="llama3-8b", hardware="h100-sxm", max_batch=64, num_requests=200, prompt_len=100,
+                  gen_len=200)
+    new = perfsim.serve(runtime="vllm", **kwargs)
+    old = perfsim.serve(runtime="vllm-0.5", **kwargs)
+    assert old["tpot_s"]["mean"] > 1.5 * new["tpot_s"]["mean"]
+    assert old["power_w_per_device"] < new["power_w_per_device"]
+    assert old["energy_j_per_token"] > new["energy_j_per_token"]
+    idle_and_active = 75.0 + 113.0  # h100-sxm idle_w + active_w
+    assert old["power_w_per_device"] > idle_and_active
+
+
+def test_negative_host_time_per_sequence_is_an_input_error():
+    with pytest.raises(perfsim.InputError) as err:
+        perfsim.estimate(model="llama2-7b", hardware="h100-sxm", runtime={"base": "vllm", "host_per_seq_us": -1.0})
+    assert "host_per_seq_us" in str(err.value)

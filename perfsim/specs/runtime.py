@@ -27,7 +27,7 @@ _SCHEMA = {
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
-    "loss_bytes_per_logit": S.NUM,
+    "loss_bytes_per_logit": S.NUM, "host_per_seq_us": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -63,6 +63,9 @@ class RuntimeSpec:
             kernels = v["compiled_kernels_per_layer"]
         return {
             "step_overhead_s": v["step_overhead_ms"] * 1e-3,
+            # host time per sequence of an iteration the device does not hide (scheduling, input
+            # preparation, sampling bookkeeping and output processing in Python, per request)
+            "host_per_seq_s": v.get("host_per_seq_us", 0.0) * 1e-6,
             "runtime_launch_us": v.get("kernel_launch_us", -1.0),
             "kernels_per_layer": kernels,
             # unfused (eager) elementwise ops each read and write their tensor: traffic relative
@@ -122,6 +125,8 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)
+    if values.get("host_per_seq_us", 0.0) < 0:
+        raise InputError(f"must be at least 0, got {values['host_per_seq_us']}", field="host_per_seq_us", file=path)
     traffic = values.get("cpu_attention_traffic", 1.0)
     if traffic < 1.0:
         raise InputError(f"must be at least 1 (bytes moved per cached byte read), got {traffic}",
