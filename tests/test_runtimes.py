@@ -95,3 +95,12 @@ def test_negative_host_time_per_sequence_is_an_input_error():
     with pytest.raises(perfsim.InputError) as err:
         perfsim.estimate(model="llama2-7b", hardware="h100-sxm", runtime={"base": "vllm", "host_per_seq_us": -1.0})
     assert "host_per_seq_us" in str(err.value)
+
+
+def test_sglang_hides_its_host_work():
+    """SGLang's scheduler runs one batch ahead: with the same kernels as vllm, its decode step is
+    vllm's less vllm's exposed host time per step."""
+    sglang, _, _ = _decode_step("sglang", 64)
+    vllm, _, cost = _decode_step("vllm", 64)
+    assert vllm - sglang == pytest.approx(cost.overhead_s, rel=1e-9)
+    assert cost.overhead_s == pytest.approx(2e-3)
