@@ -104,3 +104,46 @@ def test_sglang_hides_its_host_work():
     vllm, _, cost = _decode_step("vllm", 64)
     assert vllm - sglang == pytest.approx(cost.overhead_s, rel=1e-9)
     assert cost.overhead_s == pytest.approx(2e-3)
+
+
+# -- the engine's serving limits ---------------------------------------------------------------
+
+def _limits(**kwargs):
+    args = dict(model="llama3-8b", num_requests=4, prompt_len=32, gen_len=4)
+    args.update(kwargs)
+    plan = perfsim.serve(**args)["plan"]
+    return plan["max_batch"], plan["max_batched_tokens"], plan["chunk_size"], plan["max_prefill_tokens"]
+
+
+def test_serving_limits_default_to_the_engine_s_for_the_device():
+    """vLLM's defaults depend on the device (arg_utils.py): 1024 sequences and 8192 tokens on
+    H100-class GPUs, 256 and 2048 on A100s."""
+    assert _limits(hardware="h100-sxm", runtime="vllm") == (1024, 8192, 8192, 8192)
+    assert _limits(hardware="a100-80gb", runtime="vllm") == (256, 2048, 2048, 2048)
+
+
+def test_serving_limits_given_win_over_the_engine_s():
+    assert _limits(hardware="h100-sxm", runtime={"base": "vllm", "max_num_seqs": 64})[0] == 64
+    assert _limits(hardware="h100-sxm", runtime="vllm", max_batch=32)[0] == 32
+    assert _limits(hardware="h100-sxm", runtime="vllm", max_batched_tokens=1024)[1:] == (1024, 1024, 1024)
+    assert _limits(hardware="h100-sxm", runtime="vllm", max_batched_tokens=1024, chunk_size=256)[2:] == (256, 1024)
+
+
+def test_an_engine_without_limits_keeps_the_simulator_s_defaults():
+    from perfsim.events.serving.checks import DEFAULT_CHUNK, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_TOKENS
+    assert _limits(hardware="h100-sxm", runtime="sglang") == (DEFAULT_MAX_BATCH, None, DEFAULT_CHUNK,
+                                                             DEFAULT_PREFILL_TOKENS)
+
+
+def test_the_engine_s_sequence_limit_caps_the_running_batch():
+    """An offline run of many short requests never batches more sequences than the engine allows."""
+    r = perfsim.serve(model="llama3-8b", hardware="h100-sxm", runtime={"base": "vllm", "max_num_seqs": 24},
+                      num_requests=200, prompt_len=32, gen_len=16)
+    assert r["breakdown"]["mean_batch_size"] <= 24
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -3])
+def test_bad_serving_limits_are_input_errors(value):
+    with pytest.raises(perfsim.InputError) as err:
+        perfsim.estimate(model="llama2-7b", hardware="h100-sxm", runtime={"base": "vllm", "max_num_seqs": value})
+    assert "max_num_seqs" in str(err.value)
