@@ -322,8 +322,12 @@ def serve(max_requests=None, **scenario) -> dict:
         / ``gen_len`` (whole numbers, distributions such as ``{"dist": "lognormal", "mean": 1024,
         "sigma": 0.5, "max": 4096}``, or a CSV of lengths), ``scheduler`` (``static``,
         ``continuous``, ``chunked-prefill``; default continuous), ``max_batch`` (sequences per
-        instance, default 256), ``chunk_size`` (tokens per chunked-prefill iteration, default 512),
-        ``max_prefill_tokens`` (prompt tokens per continuous prefill iteration, default 8192),
+        instance; default the engine profile's ``max_num_seqs``, else 256), ``max_batched_tokens``
+        (tokens per iteration: a continuous prefill iteration's prompt tokens and a chunked-prefill
+        iteration's tokens; default the engine profile's ``max_num_batched_tokens``),
+        ``chunk_size`` (tokens per chunked-prefill iteration; default ``max_batched_tokens``, else
+        512), ``max_prefill_tokens`` (prompt tokens per continuous prefill iteration; default
+        ``max_batched_tokens``, else 8192),
         ``disaggregate`` (``"P:D"`` devices), ``ttft_slo_s``, ``tpot_slo_s``, ``seed`` (default 0),
         ``trace_out`` (Chrome trace JSON path), ``power_cap_w`` (per device: each iteration's clock
         is lowered to meet it), ``power_trace`` (add the power over time per instance and cluster),
@@ -368,7 +372,8 @@ def serve(max_requests=None, **scenario) -> dict:
                              f"{n:.0f} (--max-requests {n:.0f}) to simulate them", field=name)
     result = run_scenario(**scenario)
     result["plan"] = _serve_plan(scenario)
-    result["plan"]["max_batch"] = result.get("breakdown", {}).get("max_batch", result["plan"]["max_batch"])
+    for key in ("max_batch", "max_batched_tokens", "max_prefill_tokens", "chunk_size"):  # as the run resolved them
+        result["plan"][key] = result.get("breakdown", {}).get(key, result["plan"][key])
     return result
 
 

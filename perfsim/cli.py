@@ -203,8 +203,8 @@ def _length(text: str, option: str):
     return _scalar(text)
 
 
-_SERVE_INTS = ("num_devices", "tp", "pp", "dp", "ep", "num_requests", "max_batch", "chunk_size",
-               "max_prefill_tokens", "seed", "max_requests")
+_SERVE_INTS = ("num_devices", "tp", "pp", "dp", "ep", "num_requests", "max_batch", "max_batched_tokens",
+               "chunk_size", "max_prefill_tokens", "seed", "max_requests")
 _SERVE_NUMBERS = ("arrival_rate", "ttft_slo_s", "tpot_slo_s", "gpu_memory_utilization", "power_cap_w", "pue",
                   "power_window_s")
 
@@ -226,9 +226,11 @@ def _serve_options(fn):
     ]
     helps = {"arrival_rate": "requests/s, Poisson (default: all requests at time 0)",
              "num_requests": "requests to simulate (default 1000, or the trace's rows)",
-             "max_batch": "sequences per instance (default 256)",
-             "chunk_size": "tokens per chunked-prefill iteration (default 512)",
-             "max_prefill_tokens": "prompt tokens per continuous prefill iteration (default 8192)",
+             "max_batch": "sequences per instance (default: the engine's max_num_seqs, else 256)",
+             "max_batched_tokens": "tokens per iteration (default: the engine's max_num_batched_tokens)",
+             "chunk_size": "tokens per chunked-prefill iteration (default: max_batched_tokens, else 512)",
+             "max_prefill_tokens": "prompt tokens per continuous prefill iteration (default: max_batched_tokens, "
+                                   "else 8192)",
              "ttft_slo_s": "time-to-first-token objective, s", "tpot_slo_s": "time-per-output-token objective, s",
              "seed": "random seed of arrivals and lengths (default 0)",
              "max_requests": "refuse more requests, or trace rows, than this (default 1,000,000)",

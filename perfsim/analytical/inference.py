@@ -48,7 +48,8 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * hops * size
     out["nic_bytes"] = out["nic_bytes"] + hops * nic_bytes(c, "send_recv", size, 2.0, stride=c["tp"])
     out["pipeline_s"] = hand_off
-    out["overhead_s"] = c["step_overhead_s"] + 0.0 * hand_off
+    # host time the device does not hide: per step, and per sequence the step serves
+    out["overhead_s"] = c["step_overhead_s"] + c["host_per_seq_s"] * p.seqs + 0.0 * hand_off
     out["total_s"] = out["total_s"] + hand_off + out["overhead_s"]
     return out["total_s"], out
 

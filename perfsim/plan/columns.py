@@ -173,6 +173,14 @@ def build(grid) -> dict:
         if any(s.family == name for s in specs):
             attention_eff = np.where(family == i, c[f"attention_eff_{name}"], attention_eff)
     c["attention_eff"] = attention_eff
+    # serving limits the engine sets by device: the figure for this device's family
+    for key in ("max_num_seqs", "max_num_batched_tokens"):
+        value = c[key]
+        for i, name in enumerate(FAMILIES):
+            per_family = c.pop(f"{key}_{name}")
+            if any(s.family == name for s in specs):
+                value = np.where(family == i, per_family, value)
+        c[key] = value
     # FlashAttention-2 needs Ampere or later (its README: sm80+; FlashAttention-3 sm90): on an older
     # GPU the stack runs attention as batched GEMMs with the scores in memory, at the GEMM ceiling
     # (the eager kernels of runtimes/megatron-2021.yaml)

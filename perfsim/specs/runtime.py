@@ -9,6 +9,7 @@ keeps device efficiency physical and lets every validation case name the engine 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -27,7 +28,10 @@ _SCHEMA = {
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
-    "loss_bytes_per_logit": S.NUM, "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
+    "loss_bytes_per_logit": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
+    "max_num_batched_tokens": S.NUM, "max_num_seqs_on": S.NumMap(FAMILIES),
+    "max_num_batched_tokens_on": S.NumMap(FAMILIES),
+    "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
@@ -38,6 +42,9 @@ _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation
 #: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
 #: step), on the host CPU (in place), or whichever is faster for the plan
 _KV_ATTENTION = ("device", "host", "faster")
+
+#: an engine's serving limits (per architecture family with ``<key>_on``)
+_LIMITS = ("max_num_seqs", "max_num_batched_tokens")
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
@@ -64,6 +71,14 @@ class RuntimeSpec:
             kernels = v["compiled_kernels_per_layer"]
         return {
             "step_overhead_s": v["step_overhead_ms"] * 1e-3,
+            # host time per sequence of an iteration the device does not hide (scheduling, input
+            # preparation, sampling bookkeeping and output processing in Python, per request)
+            "host_per_seq_s": v.get("host_per_seq_us", 0.0) * 1e-6,
+            # the engine's own serving limits: sequences per iteration and tokens per iteration
+            # (NaN where the profile gives none: the serving simulator's own defaults apply), and
+            # per architecture family where the engine sets them by device (resolved in build)
+            **{f"{key}{suffix}": v.get(f"{key}_on.{f}" if f else key, v.get(key, math.nan))
+               for key in _LIMITS for f, suffix in ((None, ""), *((f, f"_{f}") for f in FAMILIES))},
             "runtime_launch_us": v.get("kernel_launch_us", -1.0),
             "kernels_per_layer": kernels,
             # unfused (eager) elementwise ops each read and write their tensor: traffic relative
@@ -134,6 +149,11 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)
+    if values.get("host_per_seq_us", 0.0) < 0:
+        raise InputError(f"must be at least 0, got {values['host_per_seq_us']}", field="host_per_seq_us", file=path)
+    for key, value in values.items():
+        if key.split(".")[0].removesuffix("_on") in _LIMITS and not (value >= 1 and float(value).is_integer()):
+            raise InputError(f"must be a whole number of at least 1, got {value}", field=key, file=path)
     traffic = values.get("cpu_attention_traffic", 1.0)
     if traffic < 1.0:
         raise InputError(f"must be at least 1 (bytes moved per cached byte read), got {traffic}",
@@ -164,6 +184,8 @@ def load_runtime(ref, field: str = "runtime") -> RuntimeSpec:
                 continue
             checked, _ = S.check({key: value}, {key: kind}, path=field, sources_required=False)
             values[key] = checked[f"{field}.{key}"]
+            if key in _LIMITS:  # a limit given outright holds on every device
+                values = {k: v for k, v in values.items() if not k.startswith(f"{key}_on.")}
         values["name"] = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in ref.items() if k != "base")
         return _build(values, field)
     if not isinstance(ref, str) or ref not in names:

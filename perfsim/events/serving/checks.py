@@ -14,11 +14,37 @@ from perfsim.plan.grid import ARGUMENTS, check_value
 #: serve's own arguments and their defaults
 SERVE_ARGUMENTS = {
     "arrival_rate": None, "trace": None, "num_requests": None, "prompt_len": 2048, "gen_len": 256,
-    "scheduler": "continuous", "max_batch": 256, "chunk_size": 512, "max_prefill_tokens": 8192,
+    "scheduler": "continuous", "max_batch": None, "max_batched_tokens": None, "chunk_size": None,
+    "max_prefill_tokens": None,
     "disaggregate": None, "ttft_slo_s": None, "tpot_slo_s": None, "seed": 0, "trace_out": None,
     "power_trace": False, "power_window_s": 1.0,
 }
 DEFAULT_REQUESTS = 1000
+#: limits of an instance where neither the scenario nor the engine profile gives one: sequences per
+#: iteration (vLLM's long-standing max_num_seqs), prompt tokens per continuous prefill iteration,
+#: tokens per chunked-prefill iteration (SARATHI-Serve's chunk)
+DEFAULT_MAX_BATCH = 256
+DEFAULT_PREFILL_TOKENS = 8192
+DEFAULT_CHUNK = 512
+
+
+def serving_limits(o: dict, engine_seqs: float, engine_tokens: float) -> None:
+    """Fill in the batching limits not given: the engine profile's own (``max_num_seqs``,
+    ``max_num_batched_tokens``; NaN where it has none), else the defaults above. ``max_batched_tokens``
+    is the token budget of an iteration: a continuous prefill iteration's prompt tokens
+    (``max_prefill_tokens``) and a chunked-prefill iteration's tokens (``chunk_size``) unless those
+    are given themselves."""
+    def engine(value):
+        return int(value) if value == value else None  # NaN: the profile gives none
+
+    budget = o["max_batched_tokens"] if o["max_batched_tokens"] is not None else engine(engine_tokens)
+    if o["max_batch"] is None:
+        o["max_batch"] = engine(engine_seqs) or DEFAULT_MAX_BATCH
+    if o["max_prefill_tokens"] is None:
+        o["max_prefill_tokens"] = budget or DEFAULT_PREFILL_TOKENS
+    if o["chunk_size"] is None:
+        o["chunk_size"] = budget or DEFAULT_CHUNK
+    o["max_batched_tokens"] = budget
 #: estimate arguments that describe a training step or a fixed batch, not a deployment
 _NOT_FOR_SERVE = {
     "batch": "serve forms its batches itself; use max_batch",
@@ -80,8 +106,9 @@ def check_scenario(scenario: dict):
     o = options
     if o["scheduler"] not in SCHEDULERS:
         raise unknown("scheduler", o["scheduler"], SCHEDULERS, field="scheduler")
-    for name in ("max_batch", "chunk_size", "max_prefill_tokens"):
-        o[name] = check_whole(o[name], name, 1)
+    for name in ("max_batch", "max_batched_tokens", "chunk_size", "max_prefill_tokens"):
+        if o[name] is not None:
+            o[name] = check_whole(o[name], name, 1)
     o["seed"] = check_whole(o["seed"], "seed", 0)
     if o["num_requests"] is not None:
         o["num_requests"] = check_whole(o["num_requests"], "num_requests", 1)

@@ -4,9 +4,10 @@ The serving simulator never prices an operation itself. An iteration that runs `
 (``n_dec`` decodes with mean context ``k`` and ``n_pre`` prefill pieces) costs, by the
 separability of :func:`perfsim.analytical.inference.forward_time`,
 
-    step overhead + linear(T) + head(logits) + decode_attention(n_dec, k) + prefill_attention(n_pre, p)
+    host(n_dec + n_pre) + linear(T) + head(logits) + decode_attention(n_dec, k) + prefill_attention(n_pre, p)
 
-where ``linear`` is everything that depends only on the token count (projections, MLPs, norms,
+where ``host`` is the engine's host time the device does not hide (``step_overhead_s`` per iteration
+plus ``host_per_seq_s`` per sequence it serves), ``linear`` is everything that depends only on the token count (projections, MLPs, norms,
 collectives, embedding, pipeline hand-offs), ``head`` the LM head over the sequences that sample a
 token, and the two attention terms come from :func:`~perfsim.analytical.inference.attention_cost`.
 Each term is evaluated once on a grid in one vectorised call (Vidur profiles the same
@@ -130,6 +131,8 @@ class IterationCost:
     def __init__(self, c, *, max_tokens, max_seqs, max_context):
         self.c = c
         self.overhead_s = float(c["step_overhead_s"])
+        # host time per sequence the iteration serves, not hidden by the device
+        self.per_seq_s = float(c["host_per_seq_s"])
         pp = float(np.asarray(c["pp"]))
         self.pp = pp
 
@@ -141,7 +144,7 @@ class IterationCost:
             p = Pass(tokens=tokens, seqs=1.0, q_len=tokens, kv_len=tokens, causal=1.0, logits_tokens=0.0)
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
-            linear = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
+            linear = {"time_s": parts["total_s"] - attn["total_s"] - parts["overhead_s"]}
             linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in _CAPPED})
 
             seqs = np.arange(0, max_seqs + 2, dtype=float)
@@ -149,7 +152,7 @@ class IterationCost:
             p = Pass(tokens=zero, seqs=zero, q_len=zero, kv_len=zero, causal=zero, logits_tokens=seqs)
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
-            head = {"time_s": parts["total_s"] - attn["total_s"] - self.overhead_s}
+            head = {"time_s": parts["total_s"] - attn["total_s"] - parts["overhead_s"]}
             head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _CAPPED})
 
             context = _context_grid(max_context)
@@ -177,7 +180,8 @@ class IterationCost:
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
-        self._base = [self.overhead_s + _lerp(lin, *self.tokens.locate(i)) + head_s[i] for i in range(n_int)]
+        self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
+                      for i in range(n_int)]
         # a power cap: every iteration at its own clock
         cap = float(np.asarray(c.get("power_cap_w", np.nan)))
         self.cap = cap if math.isfinite(cap) else None
@@ -206,14 +210,14 @@ class IterationCost:
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
         linear, head, _, prefill = self._lists["time_s"]
-        t = (self.overhead_s + _lerp(linear, *self.tokens.locate(tokens)) + head[n]
+        t = (self.overhead_s + self.per_seq_s * n + _lerp(linear, *self.tokens.locate(tokens)) + head[n]
              + self._attention(prefill, self.prompt, n, prompt))
         return t if self.cap is None else self._capped(t, tokens, n, 0, 0.0, n, prompt)
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s."""
         linear, head, decode, prefill = self._lists["time_s"]
-        t = self.overhead_s + _lerp(linear, *self.tokens.locate(tokens)) + head[logits]
+        t = self.overhead_s + self.per_seq_s * (n_dec + n_pre) + _lerp(linear, *self.tokens.locate(tokens)) + head[logits]
         if n_dec:
             t += self._attention(decode, self.context, n_dec, context)
         if n_pre:
@@ -245,7 +249,8 @@ class IterationCost:
         for key in ("time_s", *(WORK if self.cap is None else _CAPPED)):
             v = _sum(self._arrays[key], at)
             out[key] = v / self.pp if key in WORK else v
-        out["time_s"] = out["time_s"] + self.overhead_s
+        seqs = np.asarray(n_dec, dtype=float) + np.asarray(n_pre, dtype=float)
+        out["time_s"] = out["time_s"] + self.overhead_s + self.per_seq_s * seqs
         if self.cap is not None:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"], _ = span_under_cap(

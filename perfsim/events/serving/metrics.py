@@ -161,7 +161,8 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         result[key] = value if math.isfinite(value) else None
 
     breakdown = {
-        "scheduler": cfg.scheduler, "max_batch": cfg.max_batch,
+        "scheduler": cfg.scheduler, "max_batch": cfg.max_batch, "max_batched_tokens": o["max_batched_tokens"],
+        "max_prefill_tokens": cfg.max_prefill_tokens, "chunk_size": cfg.chunk_size,
         "makespan_s": span,
         "busy_s": busy,
         "idle_s": idle_s,

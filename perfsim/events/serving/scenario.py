@@ -17,7 +17,7 @@ import numpy as np
 from perfsim.analytical.evaluate import evaluate_grid
 from perfsim.analytical.inference import forward_time
 from perfsim.errors import InputError
-from perfsim.events.serving.checks import DEFAULT_REQUESTS, check_scenario
+from perfsim.events.serving.checks import DEFAULT_REQUESTS, check_scenario, serving_limits
 from perfsim.events.serving.iteration_cost import IterationCost, kv_transfer_s
 from perfsim.events.serving.metrics import empty_result, summarise
 from perfsim.events.serving.requests import Requests, make_requests
@@ -91,9 +91,16 @@ def _largest_static_batch(plan, top: int, longest_prompt: int) -> int:
     return low or top
 
 
+def _engine_limits(plan):
+    """``(max_num_seqs, max_num_batched_tokens)`` of the engine the plan runs on (NaN: none given)."""
+    c = build(expand({**plan, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1}))
+    return tuple(float(np.asarray(c[key]).ravel()[0]) for key in ("max_num_seqs", "max_num_batched_tokens"))
+
+
 def run_scenario(**scenario) -> dict:
     """Simulate a serving scenario; the dict :func:`perfsim.serve` returns."""
     plan, o = check_scenario(scenario)
+    serving_limits(o, *_engine_limits(plan))
     num = o["num_requests"] if o["num_requests"] is not None else (None if o["trace"] is not None else DEFAULT_REQUESTS)
     requests = make_requests(num_requests=num, prompt_len=o["prompt_len"], gen_len=o["gen_len"],
                              arrival_rate=o["arrival_rate"], trace=o["trace"], seed=o["seed"])
@@ -115,7 +122,8 @@ def run_scenario(**scenario) -> dict:
         pass_tokens = max(o["max_prefill_tokens"], longest)
 
     disagg = o["disaggregate"]
-    base_extra = {"scheduler": scheduler, "requests": n_req, "max_batch": max_batch}
+    base_extra = {"scheduler": scheduler, "requests": n_req, "max_batch": max_batch,
+                  **{key: o[key] for key in ("max_batched_tokens", "max_prefill_tokens", "chunk_size")}}
     if disagg is not None:
         p_dev, d_dev = disagg
         if plan.get("num_devices") is not None and plan["num_devices"] != p_dev + d_dev:
