@@ -27,6 +27,7 @@ from perfsim.graph.params import balanced_split
 from perfsim.plan.arguments import ARGUMENTS, MODE_ONLY, Recompute, Schedule, check_mode_arguments
 from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.plan.grid import default_dtype
+from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, is_auto, spelled
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.paths import count_lines
@@ -187,6 +188,11 @@ def resolved_plan(plan: dict, out: dict) -> dict:
         resolved[name] = int(round(float(out[name][0])))
     if "plan.recompute" in out and not np.isnan(out["plan.recompute"][0]):
         resolved["recompute"] = Recompute(int(out["plan.recompute"][0])).label
+    for name in AUTO_ARGUMENTS:  # a searched placement: the one chosen
+        prefix = ARGUMENT_COLUMNS[name]
+        if is_auto(resolved[name]) and f"plan.{prefix}_frac_cpu" in out:
+            cpu, nvme = (float(out[f"plan.{prefix}_frac_{t}"][0]) for t in ("cpu", "nvme"))
+            resolved[name] = spelled((max(1.0 - cpu - nvme, 0.0), cpu, nvme))
     resolved["zero"] = int(out["plan.zero"][0])
     resolved["runtime"] = engine_name(mode, plan.get("runtime"), float(out["plan.default_engine"][0]))
     if mode == "train":

@@ -185,6 +185,9 @@ COLUMNS = (
     _C("kv_frac_nvme", "1", "share of the KV cache on NVMe"),
     _C("exp_frac_cpu", "1", "share of the routed experts in host memory (default w_frac_cpu)"),
     _C("exp_frac_nvme", "1", "share of the routed experts on NVMe (default w_frac_nvme)"),
+    _C("w_auto", "bool", "offload_weights auto: the placement is searched (perfsim.analytical.evaluate)"),
+    _C("kv_auto", "bool", "offload_kv auto: the placement is searched"),
+    _C("act_auto", "bool", "offload_activations auto: the placement is searched"),
     _C("exp_given", "bool", "offload_experts given for an MoE model (an expert cache)"),
     _C("offloaded", "bool", "any state leaves the device"),
     # --- plan arguments (plan/grid.py, derived in build) ------------------------------------------

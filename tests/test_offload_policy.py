@@ -1,0 +1,71 @@
+"""Offloaded inference policy: ``auto`` placements searched for throughput within the tiers' memory."""
+
+import pytest
+
+import perfsim
+from perfsim.plan.offload import AUTO_CHOICES, canonical, fractions, spelled
+
+INFER = dict(model="opt-30b", hardware="rtx-a6000", dtype="fp16", batch=64, prompt_len=512, gen_len=32)
+
+
+def test_auto_is_one_spelling_and_only_where_searched():
+    assert canonical(" AUTO ", "offload_kv") == "auto"
+    with pytest.raises(perfsim.InputError) as info:
+        perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", offload_optimizer="auto")
+    assert info.value.field == "offload_optimizer"
+
+
+def test_auto_in_training_is_an_infeasible_plan_with_its_reason():
+    r = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", offload_weights="auto")
+    assert r["feasible"] is False
+    assert "inference" in r["reason"]
+
+
+def test_the_chosen_placement_is_priced_as_if_given():
+    r = perfsim.estimate(**INFER, offload_weights="auto", offload_kv="auto", offload_activations="auto")
+    assert r["feasible"]
+    plan = {k: r["plan"][k] for k in ("offload_weights", "offload_kv", "offload_activations")}
+    assert "auto" not in plan.values()
+    again = perfsim.estimate(**INFER, **plan, runtime=r["plan"]["runtime"])
+    assert again["throughput_tokens_per_s"] == pytest.approx(r["throughput_tokens_per_s"], rel=1e-12)
+    assert again["memory_per_tier_gib"] == pytest.approx(r["memory_per_tier_gib"], rel=1e-12)
+
+
+@pytest.mark.parametrize("weights", [spelled(s) for s in AUTO_CHOICES["offload_weights"][::3]])
+@pytest.mark.parametrize("kv", ["none", "cpu"])
+def test_no_candidate_that_fits_beats_the_search(weights, kv):
+    best = perfsim.estimate(**INFER, offload_weights="auto", offload_kv="auto", offload_activations="auto")
+    trial = perfsim.estimate(**INFER, offload_weights=weights, offload_kv=kv, runtime="flexgen")
+    if trial["feasible"]:
+        assert trial["throughput_tokens_per_s"] <= best["throughput_tokens_per_s"] * (1 + 1e-12)
+
+
+def test_a_model_that_fits_the_device_stays_there():
+    r = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", batch=8, prompt_len=512, gen_len=32,
+                         offload_weights="auto", offload_kv="auto")
+    assert (r["plan"]["offload_weights"], r["plan"]["offload_kv"]) == ("none", "none")
+    assert r["memory_per_tier_gib"]["cpu"] == 0.0
+
+
+def test_the_search_moves_state_off_a_device_too_small_for_it():
+    # OPT-30B's 60 GB of fp16 weights cannot stay on a 48 GB card: the search puts some elsewhere
+    r = perfsim.estimate(**dict(INFER, batch=8), offload_weights="auto")
+    assert r["feasible"]
+    assert fractions(r["plan"]["offload_weights"])[0] < 48 * 2**30 / 60e9
+
+
+def test_nothing_fits_is_infeasible_not_an_error():
+    # a 1 GiB device cannot hold the double buffers of two of OPT-175B's 3.6 GB layers
+    hw = {"base": "rtx-a6000", "hbm_capacity_gib": 1}
+    r = perfsim.estimate(model="opt-175b", hardware=hw, dtype="fp16", batch=8, prompt_len=512, gen_len=32,
+                         offload_weights="auto", offload_kv="auto")
+    assert r["feasible"] is False
+    assert r["reason"]
+
+
+def test_sweep_rows_match_single_estimates():
+    df = perfsim.sweep(**dict(INFER, batch=[16, 64]), offload_weights=["auto", "cpu"], offload_kv="auto")
+    for _, row in df.iterrows():
+        one = perfsim.estimate(**dict(INFER, batch=int(row["batch"])), offload_weights=row["offload_weights"],
+                               offload_kv="auto")
+        assert row["throughput_tokens_per_s"] == pytest.approx(one["throughput_tokens_per_s"], rel=1e-12)
