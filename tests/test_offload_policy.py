@@ -69,3 +69,52 @@ def test_sweep_rows_match_single_estimates():
         one = perfsim.estimate(**dict(INFER, batch=int(row["batch"])), offload_weights=row["offload_weights"],
                                offload_kv="auto")
         assert row["throughput_tokens_per_s"] == pytest.approx(one["throughput_tokens_per_s"], rel=1e-12)
+
+
+# --- the engine's copy paths of the KV cache --------------------------------------------------------
+
+KV_PLAN = dict(INFER, batch=32, offload_weights="cpu", offload_kv="cpu")
+
+
+def _flexgen(**keys):
+    return {"base": "flexgen", "offloaded_kv_attention": "device", **keys}
+
+
+def test_a_slow_cache_store_path_sets_the_prefill():
+    # OPT-30B: 48 layers x 2 (K, V) x 7168 x 2 B per token; 32 prompts of 512 tokens
+    prompt_kv = 32 * 512 * 48 * 2 * 7168 * 2
+    r = perfsim.estimate(**KV_PLAN, runtime=_flexgen(kv_store_gb_s=0.5))
+    pre = r["breakdown"]["prefill"]
+    compute = pre["total_s"] - pre["offload_s"]
+    # the stores run beside the compute, layer by layer: the last layer's compute is left over
+    assert prompt_kv / 0.5e9 <= r["ttft_s"] <= prompt_kv / 0.5e9 + compute
+    assert pre["transfer_s"] == pytest.approx(prompt_kv / 0.5e9, rel=1e-12)
+    # a store path faster than the link changes nothing: the link sets the time
+    fast = perfsim.estimate(**KV_PLAN, runtime=_flexgen(kv_store_gb_s=1000.0))
+    faster = perfsim.estimate(**KV_PLAN, runtime=_flexgen(kv_store_gb_s=2000.0))
+    assert fast["ttft_s"] == pytest.approx(faster["ttft_s"], rel=1e-12)
+    assert fast["ttft_s"] < r["ttft_s"]
+
+
+@pytest.mark.parametrize("rate", [0.2, 1.0, 5.0])
+def test_a_slower_store_path_is_never_faster(rate):
+    slow = perfsim.estimate(**KV_PLAN, runtime=_flexgen(kv_store_gb_s=rate))
+    fast = perfsim.estimate(**KV_PLAN, runtime=_flexgen(kv_store_gb_s=rate * 2))
+    assert slow["e2e_latency_s"] >= fast["e2e_latency_s"]
+
+
+def test_a_pageable_cache_is_staged_and_never_faster():
+    pinned = perfsim.estimate(**KV_PLAN, runtime=_flexgen(kv_cache_pinned=True))
+    pageable = perfsim.estimate(**KV_PLAN, runtime=_flexgen(kv_cache_pinned=False))
+    assert pageable["tpot_s"] > pinned["tpot_s"]
+    # the cache is loaded every decode step: staging moves each of its bytes twice more in host memory
+    cache = 32 * (512 + 16) * 48 * 2 * 7168 * 2
+    extra = pageable["tpot_s"] - pinned["tpot_s"]
+    host_bw = 204.8e9 * 0.81  # rtx-a6000's host memory, STREAM efficiency
+    assert extra == pytest.approx(2 * cache / host_bw, rel=0.05)
+
+
+def test_a_store_rate_must_be_positive():
+    with pytest.raises(perfsim.InputError) as info:
+        perfsim.estimate(**KV_PLAN, runtime={"base": "flexgen", "kv_store_gb_s": 0})
+    assert "kv_store_gb_s" in str(info.value)
