@@ -364,6 +364,10 @@ def serve(max_requests=None, **scenario) -> dict:
         if isinstance(scenario.get(name), (str, os.PathLike)):
             sizes[name] = (count_lines(scenario[name], name) - 1, "rows or more")  # less a header, if any
     _check_span(scenario)
+    for name in AUTO_ARGUMENTS:  # a searched placement is an estimate's: a simulation runs one placement
+        if is_auto(scenario.get(name)):
+            raise InputError("auto is searched by estimate and sweep; serve takes none, a tier or fractions "
+                             "(estimate's plan gives the one it chose)", field=name)
     if (finite(scenario.get("max_batch")) or 0) > MAX_BATCH:
         raise InputError(f"at most {MAX_BATCH:,} sequences per instance, got {shown(scenario['max_batch'])}",
                          field="max_batch")

@@ -15,6 +15,13 @@ def test_auto_is_one_spelling_and_only_where_searched():
     assert info.value.field == "offload_optimizer"
 
 
+def test_serve_takes_one_placement_not_a_search():
+    with pytest.raises(perfsim.InputError) as info:
+        perfsim.serve(model="opt-30b", hardware="rtx-a6000", num_requests=8, prompt_len=128, gen_len=8,
+                      offload_kv="auto")
+    assert info.value.field == "offload_kv"
+
+
 def test_auto_in_training_is_an_infeasible_plan_with_its_reason():
     r = perfsim.estimate(model="llama2-7b", hardware="a100-80gb", mode="train", offload_weights="auto")
     assert r["feasible"] is False
