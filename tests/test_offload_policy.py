@@ -38,6 +38,14 @@ def test_the_chosen_placement_is_priced_as_if_given():
     assert again["memory_per_tier_gib"] == pytest.approx(r["memory_per_tier_gib"], rel=1e-12)
 
 
+def test_routed_experts_follow_the_searched_weights():
+    moe = dict(model="mixtral-8x7b", hardware="rtx-a6000", dtype="fp16", batch=16, prompt_len=512, gen_len=32)
+    r = perfsim.estimate(**moe, offload_weights="auto")
+    assert r["feasible"]
+    again = perfsim.estimate(**moe, offload_weights=r["plan"]["offload_weights"], runtime=r["plan"]["runtime"])
+    assert again["throughput_tokens_per_s"] == pytest.approx(r["throughput_tokens_per_s"], rel=1e-12)
+
+
 @pytest.mark.parametrize("weights", [spelled(s) for s in AUTO_CHOICES["offload_weights"][::3]])
 @pytest.mark.parametrize("kv", ["none", "cpu"])
 def test_no_candidate_that_fits_beats_the_search(weights, kv):

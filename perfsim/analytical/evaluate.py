@@ -270,6 +270,8 @@ def _inference_best_offload(c):
             if choice is not None:
                 for i, tier in ((1, "cpu"), (2, "nvme")):
                     trial_c[f"{prefix}_frac_{tier}"] = np.where(auto, choice[i], c[f"{prefix}_frac_{tier}"])
+        for tier in ("cpu", "nvme"):  # routed experts not placed apart go with the weights
+            trial_c[f"exp_frac_{tier}"] = np.where(c["exp_given"] > 0, c[f"exp_frac_{tier}"], trial_c[f"w_frac_{tier}"])
         trial, trial_checks = estimate_inference(trial_c)
         for key in _placement_columns():
             trial[f"plan.{key}"] = trial_c[key]
