@@ -133,3 +133,15 @@ def test_a_store_rate_must_be_positive():
     with pytest.raises(perfsim.InputError) as info:
         perfsim.estimate(**KV_PLAN, runtime={"base": "flexgen", "kv_store_gb_s": 0})
     assert "kv_store_gb_s" in str(info.value)
+
+
+def test_hidden_states_take_the_store_path_after_the_cache():
+    # parked hidden states of OPT-30B's prefill: 48 layers x 32 x 512 tokens x 7168 x 2 B
+    hidden = 48 * 32 * 512 * 7168 * 2
+    prompt_kv = 2 * hidden
+    plan = dict(KV_PLAN, offload_activations="cpu")
+    r = perfsim.estimate(**plan, runtime=_flexgen(kv_store_gb_s=0.5, hidden_store_gb_s=0.25))
+    assert r["breakdown"]["prefill"]["transfer_s"] == pytest.approx(prompt_kv / 0.5e9 + hidden / 0.25e9, rel=1e-12)
+    kept = perfsim.estimate(**dict(KV_PLAN, offload_activations="none"),
+                            runtime=_flexgen(kv_store_gb_s=0.5, hidden_store_gb_s=0.25))
+    assert kept["breakdown"]["prefill"]["transfer_s"] == pytest.approx(prompt_kv / 0.5e9, rel=1e-12)

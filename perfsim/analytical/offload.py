@@ -61,7 +61,7 @@ def _fractions(c, prefix):
 
 
 def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, nvme_to_host=0.0, kv_load_cpu=0.0,
-             kv_store_cpu=0.0, kv_load_nvme=0.0, kv_store_nvme=0.0):
+             kv_store_cpu=0.0, kv_load_nvme=0.0, kv_store_nvme=0.0, hidden_stored=0.0):
     """Time of one pass's transfers (s) and the bytes they move on each resource
     (:func:`perfsim.cost.tiers.tier_traffic`'s keys; ``host``: host-memory bytes).
 
@@ -76,7 +76,9 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     pageable cache copies the part on NVMe through the same relay: FlexGen's copy threads,
     pytorch_backend.py copy_worker_func), and an engine whose cache stores take a slower path than the link
     (``kv_store_bw``; FlexGen's pass through host memory to either tier) stores it at that rate,
-    concurrently with the other streams.
+    concurrently with the other streams; likewise the hidden states among the stores
+    (``hidden_stored`` bytes, at ``hidden_store_bw``), one after the other on the engine's store
+    path (FlexGen's cost model adds the two: experimental/cost_model.py, gtoc terms).
     """
     load_cpu, store_cpu = load_cpu + kv_load_cpu, store_cpu + kv_store_cpu
     load_nvme, store_nvme = load_nvme + kv_load_nvme, store_nvme + kv_store_nvme
@@ -89,7 +91,8 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     t["host"] = t["host"] + staged
     bandwidth = host_memory_bandwidth(c)
     staging = np.where(bandwidth > 0, duration(staged, bandwidth), 0.0)  # (unknown host memory: not priced)
-    stores = np.where(c["kv_store_bw"] > 0, duration(kv_store_cpu + kv_store_nvme, c["kv_store_bw"]), 0.0)
+    stores = np.where(c["kv_store_bw"] > 0, duration(kv_store_cpu + kv_store_nvme, c["kv_store_bw"]), 0.0) \
+        + np.where(c["hidden_store_bw"] > 0, duration(hidden_stored, c["hidden_store_bw"]), 0.0)
     return np.maximum(transfer_time(c, **t) + staging, stores), t
 
 
@@ -219,7 +222,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     prompt_kv = layers * prefill.tokens * kv_layer_token
     t_pre, pre_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac, load_nvme=stream_nvme + hidden * an,
                                   store_cpu=hidden * ac, kv_store_cpu=prompt_kv * kc,
-                                  kv_store_nvme=prompt_kv * kn, store_nvme=hidden * an)
+                                  kv_store_nvme=prompt_kv * kn, store_nvme=hidden * an, hidden_stored=hidden * (ac + an))
     compute = pre["total_s"] - pre["overhead_s"]
     pre["offload_s"] = overlapped(compute, t_pre, layers, prefetch) - compute + fetch_pre
     pre["host_attention_s"] = 0.0 * pre["offload_s"]
@@ -236,7 +239,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     # (a) attention on the device: the offloaded cache is loaded every step
     t_dev, dev_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac, kv_load_cpu=cache * kc,
                                   load_nvme=stream_nvme + hidden * an, kv_load_nvme=cache * kn, store_cpu=hidden * ac,
-                                  kv_store_cpu=new_kv * kc, kv_store_nvme=new_kv * kn, store_nvme=hidden * an)
+                                  kv_store_cpu=new_kv * kc, kv_store_nvme=new_kv * kn, store_nvme=hidden * an,
+                                  hidden_stored=hidden * (ac + an))
     on_device = overlapped(compute, t_dev, layers, prefetch)
     # (b) attention over the offloaded cache on the host CPU: the query goes out and the output
     # comes back; an engine that expands grouped KV heads reads the cache once per query head
@@ -249,7 +253,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
                                attention_bytes)
     t_host, host_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac + qo, load_nvme=stream_nvme + hidden * an,
                                     store_cpu=hidden * ac + qo, kv_store_cpu=new_kv * kc, kv_store_nvme=new_kv * kn,
-                                    store_nvme=hidden * an, nvme_to_host=cache * kn)
+                                    store_nvme=hidden * an, nvme_to_host=cache * kn, hidden_stored=hidden * (ac + an))
     saved = dec["attention_s"] * off
     gpu_compute = compute - saved
     # pinned: host attention, device compute and DMA overlap, but the attention and the DMA

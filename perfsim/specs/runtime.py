@@ -27,7 +27,7 @@ _SCHEMA = {
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
-    "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM,
+    "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
     "loss_bytes_per_logit": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
@@ -98,6 +98,7 @@ class RuntimeSpec:
             # and the engine may store the cache into it on a slower path than its DMA loads
             "kv_pinned": 1.0 if v.get("kv_cache_pinned", v.get("host_memory_pinned", True)) else 0.0,
             "kv_store_bw": v.get("kv_store_gb_s", 0.0) * 1e9,
+            "hidden_store_bw": v.get("hidden_store_gb_s", 0.0) * 1e9,
             # host attention that copies grouped KV heads out to every query head (repeat_kv)
             "cpu_attention_expands_kv": 1.0 if v.get("cpu_attention_expands_kv", False) else 0.0,
             # an offloaded batch (a block) runs as GPU batches one after another, as many as the
@@ -121,8 +122,9 @@ def _build(values: dict, path: str) -> RuntimeSpec:
         raise InputError(f"must be 0, 1, 2 or 3, got {values['default_zero']!r}", field="default_zero", file=path)
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
-    if "kv_store_gb_s" in values and not values["kv_store_gb_s"] > 0:
-        raise InputError(f"must be a positive rate, got {values['kv_store_gb_s']}", field="kv_store_gb_s", file=path)
+    for key in ("kv_store_gb_s", "hidden_store_gb_s"):
+        if key in values and not values[key] > 0:
+            raise InputError(f"must be a positive rate, got {values[key]}", field=key, file=path)
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
