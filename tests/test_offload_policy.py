@@ -145,3 +145,17 @@ def test_hidden_states_take_the_store_path_after_the_cache():
     kept = perfsim.estimate(**dict(KV_PLAN, offload_activations="none"),
                             runtime=_flexgen(kv_store_gb_s=0.5, hidden_store_gb_s=0.25))
     assert kept["breakdown"]["prefill"]["transfer_s"] == pytest.approx(prompt_kv / 0.5e9, rel=1e-12)
+
+
+def test_a_decode_without_prefetch_adds_its_loads_to_its_compute():
+    plan = dict(INFER, batch=8, offload_weights="cpu")  # cache on the device: the weights stream
+    overlapped = perfsim.estimate(**plan, runtime=_flexgen(decode_offload_prefetch=1.0))
+    serial = perfsim.estimate(**plan, runtime=_flexgen(decode_offload_prefetch=0.0))
+    dec = serial["breakdown"]["decode"]
+    compute = dec["total_s"] - dec["offload_s"]
+    assert dec["total_s"] == pytest.approx(compute + dec["transfer_s"], rel=1e-9)
+    odec = overlapped["breakdown"]["decode"]
+    assert odec["total_s"] < dec["total_s"]
+    assert odec["total_s"] >= max(odec["transfer_s"], odec["total_s"] - odec["offload_s"])
+    # the prefill keeps its own overlap
+    assert serial["ttft_s"] == pytest.approx(overlapped["ttft_s"], rel=1e-12)

@@ -210,6 +210,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     """
     layers = c["stage_layers"]
     prefetch = c["offload_prefetch"] / batches
+    decode_prefetch = c["decode_prefetch"] / batches  # (an engine may overlap less in the decode)
     stream_cpu, stream_nvme = _streamed(c, weights, experts)
     (fetch_pre, fetched_pre), (fetch_dec, fetched_dec) = (expert_fetch(c, t) for t in touched)
     _, kc, kn = _fractions(c, "kv")
@@ -241,7 +242,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
                                   load_nvme=stream_nvme + hidden * an, kv_load_nvme=cache * kn, store_cpu=hidden * ac,
                                   kv_store_cpu=new_kv * kc, kv_store_nvme=new_kv * kn, store_nvme=hidden * an,
                                   hidden_stored=hidden * (ac + an))
-    on_device = overlapped(compute, t_dev, layers, prefetch)
+    on_device = overlapped(compute, t_dev, layers, decode_prefetch)
     # (b) attention over the offloaded cache on the host CPU: the query goes out and the output
     # comes back; an engine that expands grouped KV heads reads the cache once per query head
     off = kc + kn
@@ -261,8 +262,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     shared = attention_bytes + host_traffic["host"]
     contended = duration(shared, host_memory_bandwidth(c))
     on_host = np.where(c["host_pinned"] > 0,
-                       np.maximum(overlapped(gpu_compute + host_s, t_host, layers, prefetch), contended),
-                       host_s + overlapped(gpu_compute, t_host, layers, prefetch))
+                       np.maximum(overlapped(gpu_compute + host_s, t_host, layers, decode_prefetch), contended),
+                       host_s + overlapped(gpu_compute, t_host, layers, decode_prefetch))
     mode = c["cpu_attention"]  # 0: on the device, 1: on the host, 2: the faster
     use_host = (off > 0) & np.isfinite(on_host) & ((mode == 1) | ((mode == 2) & (on_host < on_device)))
     timed = np.where(use_host, on_host, on_device) + fetch_dec

@@ -167,6 +167,7 @@ COLUMNS = (
     _C("loss_bytes", "B", "bytes the loss holds per token and vocabulary entry at its peak (4: fp32 logits)"),
     _C("sac_matmuls", "1", "selective recompute: share of matmuls recomputed (0: attention core only)"),
     _C("offload_prefetch", "1", "share of the next layer's offload transfer hidden behind compute"),
+    _C("decode_prefetch", "1", "offload_prefetch in a decode step (default the same)"),
     _C("cpu_attention", "enum", "attention over an offloaded KV cache: 0 device, 1 host CPU, 2 the faster"),
     _C("cpu_attention_traffic", "1", "host-memory bytes moved per cached KV byte by host attention"),
     _C("cpu_attention_expands_kv", "bool", "host attention copies grouped KV heads to every query head"),

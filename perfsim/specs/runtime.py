@@ -27,13 +27,13 @@ _SCHEMA = {
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
-    "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
+    "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
     "loss_bytes_per_logit": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
 _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation", "selective_recompute_matmuls",
-              "offload_prefetch")
+              "offload_prefetch", "decode_offload_prefetch")
 
 #: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
 #: step), on the host CPU (in place), or whichever is faster for the plan
@@ -91,6 +91,7 @@ class RuntimeSpec:
             # host buffers are pinned (pageable copies are staged by the host thread, which then
             # cannot run host compute at the same time)
             "offload_prefetch": v.get("offload_prefetch", 1.0),
+            "decode_prefetch": v.get("decode_offload_prefetch", v.get("offload_prefetch", 1.0)),
             "cpu_attention": float(_KV_ATTENTION.index(v.get("offloaded_kv_attention", "device"))),
             "cpu_attention_traffic": v.get("cpu_attention_traffic", 1.0),
             "host_pinned": 1.0 if v.get("host_memory_pinned", True) else 0.0,
