@@ -159,3 +159,18 @@ def test_a_decode_without_prefetch_adds_its_loads_to_its_compute():
     assert odec["total_s"] >= max(odec["transfer_s"], odec["total_s"] - odec["offload_s"])
     # the prefill keeps its own overlap
     assert serial["ttft_s"] == pytest.approx(overlapped["ttft_s"], rel=1e-12)
+
+
+def test_a_separate_dequantisation_pass_streams_every_weight_per_gpu_batch():
+    plan = dict(INFER, batch=8, offload_weights="cpu", weight_dtype="int4", micro_batch=4)
+    one = perfsim.estimate(**plan, runtime=_flexgen(dequant_pass_bytes=13.0))
+    two = perfsim.estimate(**plan, runtime=_flexgen(dequant_pass_bytes=26.0))
+    params = one["parameters"]
+    stream = 768e9 * 0.886  # rtx-a6000 GDDR6 at its streaming efficiency
+    extra = two["breakdown"]["decode"]["elementwise_s"] - one["breakdown"]["decode"]["elementwise_s"]
+    assert extra == pytest.approx(2 * params * 13.0 / stream, rel=1e-6)  # two GPU batches of 4
+    # 16-bit weights have nothing to expand
+    fp16 = {k: v for k, v in plan.items() if k != "weight_dtype"}
+    a = perfsim.estimate(**fp16, runtime=_flexgen(dequant_pass_bytes=13.0))
+    b = perfsim.estimate(**fp16, runtime=_flexgen(dequant_pass_bytes=26.0))
+    assert a["tpot_s"] == pytest.approx(b["tpot_s"], rel=1e-12)

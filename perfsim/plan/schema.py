@@ -174,6 +174,7 @@ COLUMNS = (
     _C("host_pinned", "bool", "host buffers are pinned (pageable copies are staged by the host thread)"),
     _C("kv_pinned", "bool", "the KV cache's host buffer is pinned (else its copies are staged)"),
     _C("kv_store_bw", "B/s", "rate the engine stores the KV cache into host memory (0: at the link's)"),
+    _C("dequant_pass_bytes", "B", "device-memory bytes per weight of a separate dequantisation pass (0: fused)"),
     _C("hidden_store_bw", "B/s", "rate the engine stores offloaded hidden states (0: at the link's)"),
     _C("block_schedule", "bool", "offloaded batch runs as GPU batches of a block (FlexGen zig-zag)"),
     # --- offload placement (plan/offload.py): the device keeps the rest --------------------------

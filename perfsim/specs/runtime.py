@@ -28,6 +28,7 @@ _SCHEMA = {
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
+    "dequant_pass_bytes": S.NUM,
     "loss_bytes_per_logit": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
@@ -100,6 +101,8 @@ class RuntimeSpec:
             "kv_pinned": 1.0 if v.get("kv_cache_pinned", v.get("host_memory_pinned", True)) else 0.0,
             "kv_store_bw": v.get("kv_store_gb_s", 0.0) * 1e9,
             "hidden_store_bw": v.get("hidden_store_gb_s", 0.0) * 1e9,
+            # weight-only quantisation expanded to 16 bits by a pass of its own (0: fused in the GEMM)
+            "dequant_pass_bytes": v.get("dequant_pass_bytes", 0.0),
             # host attention that copies grouped KV heads out to every query head (repeat_kv)
             "cpu_attention_expands_kv": 1.0 if v.get("cpu_attention_expands_kv", False) else 0.0,
             # an offloaded batch (a block) runs as GPU batches one after another, as many as the
@@ -123,6 +126,8 @@ def _build(values: dict, path: str) -> RuntimeSpec:
         raise InputError(f"must be 0, 1, 2 or 3, got {values['default_zero']!r}", field="default_zero", file=path)
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
+    if values.get("dequant_pass_bytes", 0) < 0:
+        raise InputError(f"must be >= 0, got {values['dequant_pass_bytes']}", field="dequant_pass_bytes", file=path)
     for key in ("kv_store_gb_s", "hidden_store_gb_s"):
         if key in values and not values[key] > 0:
             raise InputError(f"must be a positive rate, got {values[key]}", field=key, file=path)
