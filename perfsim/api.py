@@ -23,10 +23,10 @@ from perfsim.cost.topology import group_collective
 from perfsim.errors import MAX_WHOLE, InputError, check_whole, finite, shown, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
-from perfsim.graph.params import balanced_split
-from perfsim.plan.arguments import ARGUMENTS, MODE_ONLY, Recompute, Schedule, check_mode_arguments
+from perfsim.plan.arguments import ARGUMENTS, Schedule, check_mode_arguments
 from perfsim.plan.columns import engine_name, hardware_columns
-from perfsim.plan.grid import default_dtype
+from perfsim.plan.offload import AUTO_ARGUMENTS, is_auto
+from perfsim.plan.resolved import device_dtype, resolved_plan
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.paths import count_lines
@@ -170,41 +170,6 @@ def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
     c, out = evaluate_columns(plan)
     closed = {k: _plain(out[k][0]) for k in ("feasible", "reason", "step_time_s")}
     return _timeline(c, closed, stages, trace_out, _cap_stretch(out), plan.get("pp_layers"))
-
-
-def resolved_plan(plan: dict, out: dict) -> dict:
-    """Every argument as one estimate row resolved it: defaults filled in, ``auto`` choices made,
-    the engine that ran, the layers of each pipeline stage."""
-    resolved = {}
-    for name, (kind, default) in ARGUMENTS.items():
-        value = default if plan.get(name) is None else plan[name]
-        if kind == "int" and value is not None:
-            value = int(value)  # 2.0 -> 2, as the columns read it
-        resolved[name] = list(value) if isinstance(value, tuple) else value
-    mode = resolved["mode"]
-    resolved["dtype"] = plan.get("dtype") or _device_dtype(plan["hardware"])
-    for name in ("num_devices", "dp"):
-        resolved[name] = int(round(float(out[name][0])))
-    if "plan.recompute" in out and not np.isnan(out["plan.recompute"][0]):
-        resolved["recompute"] = Recompute(int(out["plan.recompute"][0])).label
-    resolved["zero"] = int(out["plan.zero"][0])
-    resolved["sp"] = bool(out["plan.sp"][0])
-    resolved["runtime"] = engine_name(mode, plan.get("runtime"), float(out["plan.default_engine"][0]))
-    if mode == "train":
-        resolved["global_batch"] = int(round(float(out["plan.global_batch"][0])))
-        resolved["micro_batch"] = int(round(float(out["plan.micro_batch"][0])))
-    if resolved["pp_layers"] is None:
-        layers = int(round(float(out["plan.layers"][0])))
-        resolved["pp_layers"] = balanced_split(layers, resolved["pp"]) if resolved["pp"] <= layers else None
-    for name, (only, _) in MODE_ONLY.items():  # what the other mode takes
-        if only != mode:
-            resolved.pop(name)
-    return resolved
-
-
-def _device_dtype(hardware) -> str:
-    """The compute type a plan on ``hardware`` (a name or a what-if dict) takes when none is given."""
-    return default_dtype([hardware["base"] if isinstance(hardware, dict) else hardware])
 
 
 def _cap_stretch(out) -> float:
@@ -363,6 +328,10 @@ def serve(max_requests=None, **scenario) -> dict:
         if isinstance(scenario.get(name), (str, os.PathLike)):
             sizes[name] = (count_lines(scenario[name], name) - 1, "rows or more")  # less a header, if any
     _check_span(scenario)
+    for name in AUTO_ARGUMENTS:  # a searched placement is an estimate's: a simulation runs one placement
+        if is_auto(scenario.get(name)):
+            raise InputError("auto is searched by estimate and sweep; serve takes none, a tier or fractions "
+                             "(estimate's plan gives the one it chose)", field=name)
     if (finite(scenario.get("max_batch")) or 0) > MAX_BATCH:
         raise InputError(f"at most {MAX_BATCH:,} sequences per instance, got {shown(scenario['max_batch'])}",
                          field="max_batch")
@@ -386,7 +355,7 @@ def _serve_plan(scenario: dict) -> dict:
     plan = {name: default if scenario.get(name) is None else scenario[name] for name, default in defaults.items()}
     if plan["num_requests"] is None and plan["trace"] is None:
         plan["num_requests"] = DEFAULT_REQUESTS
-    plan["dtype"] = plan["dtype"] or _device_dtype(plan["hardware"])
+    plan["dtype"] = plan["dtype"] or device_dtype(plan["hardware"])
     plan["runtime"] = plan["runtime"] or engine_name("inference", None, 0.0)
     group = plan["tp"] * plan["pp"] * plan["cp"]
     if plan["dp"] is None:

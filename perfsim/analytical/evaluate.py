@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from perfsim.analytical.energy import inference_power, train_power
@@ -12,6 +14,7 @@ from perfsim.graph.params import total_params
 from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
+from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
 from perfsim.plan.rows import value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
@@ -42,6 +45,8 @@ def _plan_checks(c):
          "zero_shard_size does not divide dp x cp", None),
         ((c["pim_args"] > 0) & (c["has_pim"] == 0), "pim_mode and sub_batches need a system with PIM memory", None),
         *placement_checks(c),
+        ((c["train"] > 0) & _searched(c), "offload auto is a searched inference placement; training takes none, a "
+                                          "tier or fractions", None),
         # uneven virtual stages are fine (Megatron-core counts the embedding and the loss as a layer
         # each in the split: account_for_{embedding,loss}_in_pipeline_split), empty ones are not
         ((c["schedule"] == Schedule.INTERLEAVED) & (np.asarray(pp * c["virtual_stages"]) > np.asarray(c["layers"]) + 2),
@@ -132,6 +137,8 @@ def evaluate_columns(args: dict):
     chosen = out.get("plan.recompute")
     if chosen is not None and not np.all(np.isnan(chosen)):
         c = dict(c, recompute=np.where(np.isnan(chosen), c["recompute"], chosen))
+    if np.any(_searched(c)):
+        c = dict(c, **{key: out[f"plan.{key}"] for key in _placement_columns() if f"plan.{key}" in out})
     return c, out
 
 
@@ -142,7 +149,8 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     modes = grid.values("mode")
     results = []
     for mode in modes:
-        fn, power = (_train_least_recompute, train_power) if mode == "train" else (estimate_inference, inference_power)
+        fn, power = (_train_least_recompute, train_power) if mode == "train" else (_inference_best_offload,
+                                                                                  inference_power)
         out, checks = fn(c)
         out.update(power(c, out))
         results.append((mode, out, checks))
@@ -220,6 +228,70 @@ def _train_least_recompute(c):
         chosen = np.where(take, float(option), chosen)
         resolved = resolved | take
     out["plan.recompute"] = chosen
+    return out, checks
+
+
+def _placement_columns():
+    return [f"{ARGUMENT_COLUMNS[name]}_frac_{tier}" for name in AUTO_ARGUMENTS for tier in ("cpu", "nvme")]
+
+
+def _searched(c):
+    """Rows with an ``auto`` placement."""
+    return sum(np.asarray(c[f"{ARGUMENT_COLUMNS[name]}_auto"]) for name in AUTO_ARGUMENTS) > 0
+
+
+def _inference_best_offload(c):
+    """:func:`estimate_inference`, with ``offload_weights``, ``offload_kv`` and
+    ``offload_activations`` given as ``auto`` resolved row by row to the placement of highest
+    throughput among those that fit every tier, as FlexGen's policy search picks its policy
+    (Sheng et al. 2023, Sec. 4.3: maximise throughput over the placement fractions under the GPU,
+    CPU and disk memory limits; the GPU batch is then the largest that fits, as
+    :func:`perfsim.analytical.offload.gpu_batches` takes it). The candidates are
+    :data:`perfsim.plan.offload.AUTO_CHOICES`, each priced for every row at once; a row where
+    none fits keeps the first (everything in host memory) and its reasons. The chosen fractions
+    are the outputs ``plan.w_frac_cpu``, ``plan.kv_frac_nvme``, ..."""
+    searched = _searched(c)
+    if not np.any(searched):
+        out, checks = estimate_inference(c)
+        for key in _placement_columns():
+            out[f"plan.{key}"] = c[key]
+        return out, checks
+    axes = []
+    for name in AUTO_ARGUMENTS:
+        prefix = ARGUMENT_COLUMNS[name]
+        auto = np.asarray(c[f"{prefix}_auto"]) > 0
+        # host memory first: the first candidate is FlexGen's all-CPU policy
+        choices = sorted(AUTO_CHOICES[name], key=lambda s: (s[1] < 1.0, s[2] > 0.0, -s[1])) if np.any(auto) else [None]
+        axes.append([(prefix, auto, choice) for choice in choices])
+    out: dict = {}
+    checks: list = []
+    best = None
+    for combo in itertools.product(*axes):
+        trial_c = dict(c)
+        for prefix, auto, choice in combo:
+            if choice is not None:
+                for i, tier in ((1, "cpu"), (2, "nvme")):
+                    trial_c[f"{prefix}_frac_{tier}"] = np.where(auto, choice[i], c[f"{prefix}_frac_{tier}"])
+        for tier in ("cpu", "nvme"):  # routed experts not placed apart go with the weights
+            trial_c[f"exp_frac_{tier}"] = np.where(c["exp_given"] > 0, c[f"exp_frac_{tier}"], trial_c[f"w_frac_{tier}"])
+        trial, trial_checks = estimate_inference(trial_c)
+        for key in _placement_columns():
+            trial[f"plan.{key}"] = trial_c[key]
+        rate = np.asarray(trial["throughput_tokens_per_s"], dtype=float)
+        flagged = np.zeros(rate.shape, dtype=bool)
+        for mask, _, _ in trial_checks:
+            flagged = flagged | np.asarray(mask, dtype=bool)
+        score = np.where(flagged | ~np.isfinite(rate), -np.inf, rate)
+        if best is None:
+            out, checks, best = trial, trial_checks, score
+            continue
+        take = searched & (score > best)
+        if not np.any(take):
+            continue
+        out = {k: np.where(take, trial[k], out[k]) for k in out}
+        checks = [(np.where(take, np.asarray(tm, dtype=bool), np.asarray(m, dtype=bool)), short, _either(take, td, d))
+                  for (m, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)]
+        best = np.where(take, score, best)
     return out, checks
 
 

@@ -91,6 +91,24 @@ def _batched(parts, batches):
     return out
 
 
+def _separate_dequant(c, parts, params, batches):
+    """Add an engine's separate dequantisation pass to a pass's price dict, in place.
+
+    Where ``weight_dtype`` differs from ``dtype`` the GEMMs are priced with the conversion fused
+    into them (:func:`perfsim.cost.roofline.dequant_time`); an engine that instead expands each
+    layer's weights into a 16-bit tensor before its GEMMs (FlexGen's ``decompress``) moves
+    ``dequant_pass_bytes`` of device memory per weight for every GPU batch, and its GEMMs read the
+    16-bit weights rather than the stored ones, at the device's streaming bandwidth.
+    """
+    per_weight = np.where((c["dequant"] > 0) & (c["dequant_pass_bytes"] > 0),
+                          c["dequant_pass_bytes"] + np.maximum(c["act_bytes"] - c["w_bytes"], 0.0), 0.0)
+    moved = params * per_weight * batches
+    t = moved / (c["hbm_bw"] * c["memory_max"])
+    for key in ("elementwise_s", "memory_bound_s", "total_s"):
+        parts[key] = parts[key] + t
+    parts["hbm_bytes"] = parts["hbm_bytes"] + moved
+
+
 def _working_set_per_seq(c, prompt):
     """Bytes of transient tensors one sequence's prefill holds on a device while a layer runs:
     the layer's inputs, projections and MLP intermediates, the scores and probabilities where
@@ -127,6 +145,8 @@ def estimate_inference(c):
         pre, dec = _batched(forward_time(c, pre_b)[1], batches), _batched(forward_time(c, dec_b)[1], batches)
     else:  # (the whole batch's passes: they depend on fewer of a sweep's axes than the GPU batches do)
         pre, dec = forward_time(c, prefill)[1], forward_time(c, decode)[1]
+    for parts in (pre, dec):  # an engine that dequantises weights in a pass of its own (no-op without)
+        _separate_dequant(c, parts, replicated + expert_params, batches)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
     touched = tuple(_touched_params(c, p.tokens)[1] * c["w_bytes"]
                     for p in (prefill, decode)) if np.any(c["exp_given"] > 0) else (0.0, 0.0)

@@ -60,7 +60,8 @@ def _fractions(c, prefix):
     return 1.0 - cpu - nvme, cpu, nvme
 
 
-def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, nvme_to_host=0.0):
+def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, nvme_to_host=0.0, kv_load_cpu=0.0,
+             kv_store_cpu=0.0, kv_load_nvme=0.0, kv_store_nvme=0.0, hidden_stored=0.0):
     """Time of one pass's transfers (s) and the bytes they move on each resource
     (:func:`perfsim.cost.tiers.tier_traffic`'s keys; ``host``: host-memory bytes).
 
@@ -70,16 +71,29 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     into the driver's pinned staging buffer (read and written once more), and that copy runs
     before the DMA of the same bytes, so it adds its time instead of overlapping it (CUDA
     programming guide, 'Page-Locked Host Memory'; the NVMe paths of offloading engines read into
-    their own pinned buffers).
+    their own pinned buffers). ``kv_load_*`` and ``kv_store_*`` are KV-cache bytes among the loads
+    and stores: the cache's buffer is pinned or not on its own (``kv_pinned``; an engine with a
+    pageable cache copies the part on NVMe through the same relay: FlexGen's copy threads,
+    pytorch_backend.py copy_worker_func), and an engine whose cache stores take a slower path than the link
+    (``kv_store_bw``; FlexGen's pass through host memory to either tier) stores it at that rate,
+    concurrently with the other streams; likewise the hidden states among the stores
+    (``hidden_stored`` bytes, at ``hidden_store_bw``), one after the other on the engine's store
+    path (FlexGen's cost model adds the two: experimental/cost_model.py, gtoc terms).
     """
+    load_cpu, store_cpu = load_cpu + kv_load_cpu, store_cpu + kv_store_cpu
+    load_nvme, store_nvme = load_nvme + kv_load_nvme, store_nvme + kv_store_nvme
     t = tier_traffic(c, load_cpu=load_cpu, load_nvme=load_nvme, store_cpu=store_cpu, store_nvme=store_nvme)
     t["nvme_read"] = t["nvme_read"] + nvme_to_host
     t["host"] = t["host"] + nvme_to_host
-    staged = (1.0 - c["host_pinned"]) * 2.0 * (load_cpu + store_cpu)
+    kv_host = kv_load_cpu + kv_store_cpu
+    staged = 2.0 * ((1.0 - c["host_pinned"]) * (load_cpu + store_cpu - kv_host)
+                    + (1.0 - c["kv_pinned"]) * (kv_host + kv_load_nvme + kv_store_nvme))
     t["host"] = t["host"] + staged
     bandwidth = host_memory_bandwidth(c)
     staging = np.where(bandwidth > 0, duration(staged, bandwidth), 0.0)  # (unknown host memory: not priced)
-    return transfer_time(c, **t) + staging, t
+    stores = np.where(c["kv_store_bw"] > 0, duration(kv_store_cpu + kv_store_nvme, c["kv_store_bw"]), 0.0) \
+        + np.where(c["hidden_store_bw"] > 0, duration(hidden_stored, c["hidden_store_bw"]), 0.0)
+    return np.maximum(transfer_time(c, **t) + staging, stores), t
 
 
 def _nvme(traffic):
@@ -196,6 +210,7 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     """
     layers = c["stage_layers"]
     prefetch = c["offload_prefetch"] / batches
+    decode_prefetch = c["decode_prefetch"] / batches  # (an engine may overlap less in the decode)
     stream_cpu, stream_nvme = _streamed(c, weights, experts)
     (fetch_pre, fetched_pre), (fetch_dec, fetched_dec) = (expert_fetch(c, t) for t in touched)
     _, kc, kn = _fractions(c, "kv")
@@ -207,7 +222,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     hidden = layers * prefill.tokens * hidden_token
     prompt_kv = layers * prefill.tokens * kv_layer_token
     t_pre, pre_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac, load_nvme=stream_nvme + hidden * an,
-                        store_cpu=prompt_kv * kc + hidden * ac, store_nvme=prompt_kv * kn + hidden * an)
+                                  store_cpu=hidden * ac, kv_store_cpu=prompt_kv * kc,
+                                  kv_store_nvme=prompt_kv * kn, store_nvme=hidden * an, hidden_stored=hidden * (ac + an))
     compute = pre["total_s"] - pre["overhead_s"]
     pre["offload_s"] = overlapped(compute, t_pre, layers, prefetch) - compute + fetch_pre
     pre["host_attention_s"] = 0.0 * pre["offload_s"]
@@ -222,10 +238,11 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     new_kv = layers * seqs * kv_layer_token
     compute = dec["total_s"] - dec["overhead_s"]
     # (a) attention on the device: the offloaded cache is loaded every step
-    t_dev, dev_traffic = _streams(c, load_cpu=stream_cpu + cache * kc + hidden * ac,
-                        load_nvme=stream_nvme + cache * kn + hidden * an,
-                        store_cpu=new_kv * kc + hidden * ac, store_nvme=new_kv * kn + hidden * an)
-    on_device = overlapped(compute, t_dev, layers, prefetch)
+    t_dev, dev_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac, kv_load_cpu=cache * kc,
+                                  load_nvme=stream_nvme + hidden * an, kv_load_nvme=cache * kn, store_cpu=hidden * ac,
+                                  kv_store_cpu=new_kv * kc, kv_store_nvme=new_kv * kn, store_nvme=hidden * an,
+                                  hidden_stored=hidden * (ac + an))
+    on_device = overlapped(compute, t_dev, layers, decode_prefetch)
     # (b) attention over the offloaded cache on the host CPU: the query goes out and the output
     # comes back; an engine that expands grouped KV heads reads the cache once per query head
     off = kc + kn
@@ -236,8 +253,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     host_s = host_compute_time(c, 2.0 * host_cache / c["kv_bytes"] * c["heads"] / np.maximum(c["kv_heads"], 1.0),
                                attention_bytes)
     t_host, host_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac + qo, load_nvme=stream_nvme + hidden * an,
-                                  store_cpu=new_kv * kc + hidden * ac + qo, store_nvme=new_kv * kn + hidden * an,
-                                  nvme_to_host=cache * kn)
+                                    store_cpu=hidden * ac + qo, kv_store_cpu=new_kv * kc, kv_store_nvme=new_kv * kn,
+                                    store_nvme=hidden * an, nvme_to_host=cache * kn, hidden_stored=hidden * (ac + an))
     saved = dec["attention_s"] * off
     gpu_compute = compute - saved
     # pinned: host attention, device compute and DMA overlap, but the attention and the DMA
@@ -245,8 +262,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     shared = attention_bytes + host_traffic["host"]
     contended = duration(shared, host_memory_bandwidth(c))
     on_host = np.where(c["host_pinned"] > 0,
-                       np.maximum(overlapped(gpu_compute + host_s, t_host, layers, prefetch), contended),
-                       host_s + overlapped(gpu_compute, t_host, layers, prefetch))
+                       np.maximum(overlapped(gpu_compute + host_s, t_host, layers, decode_prefetch), contended),
+                       host_s + overlapped(gpu_compute, t_host, layers, decode_prefetch))
     mode = c["cpu_attention"]  # 0: on the device, 1: on the host, 2: the faster
     use_host = (off > 0) & np.isfinite(on_host) & ((mode == 1) | ((mode == 2) & (on_host < on_device)))
     timed = np.where(use_host, on_host, on_device) + fetch_dec

@@ -17,6 +17,7 @@ References: Megatron-LM tensor parallelism (Shoeybi et al. 2019); FlashAttention
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,6 +164,50 @@ def expert_group_scale(c):
     return c["ep"] * expert_tp(c) / c["tp"]
 
 
+#: quadrature grid of the standard normal density and distribution function (|x| <= 8 holds all
+#: but 1e-15 of the mass)
+_X = np.linspace(-8.0, 8.0, 3201)
+_PDF = np.exp(-0.5 * _X * _X) / math.sqrt(2.0 * math.pi)
+_CDF = np.array([0.5 * math.erfc(-x / math.sqrt(2.0)) for x in _X])
+
+
+def expected_max_normal(k):
+    """Expected maximum of ``k`` independent standard normal variables (0 for ``k = 1``): the
+    integral of ``x · k φ(x) Φ(x)^(k-1)`` (the density of the largest of ``k``; David and
+    Nagaraja, *Order Statistics*, 3rd ed., Sec. 2.1), by quadrature. Vectorised over ``k``.
+
+    >>> [round(float(v), 4) for v in expected_max_normal([1, 2, 4, 8])]
+    [0.0, 0.5642, 1.0294, 1.4236]
+    """
+    k = np.asarray(k, dtype=float)
+    values, index = np.unique(k, return_inverse=True)
+    density = values[:, None] * _PDF * _CDF ** (values[:, None] - 1.0)
+    return np.trapezoid(_X * density, _X, axis=1)[index].reshape(k.shape)
+
+
+def rank_imbalance(c, tokens):
+    """Routed tokens of the busiest rank of an expert-parallel group over the mean (>= 1).
+
+    Every MoE layer waits for its slowest rank: dispatch, expert GEMMs and combine end when the
+    rank that received the most routed tokens is done. A router balanced in expectation sends
+    each of ``tokens`` tokens to ``top_k`` distinct experts out of ``experts``; a rank holding
+    ``experts / ep`` of them receives a hypergeometric count per token (mean ``top_k / ep``,
+    variance ``top_k p (1 - p) (experts - top_k) / (experts - 1)`` with ``p = 1 / ep``), whose
+    sum over the tokens is near normal; the busiest of ``ep`` ranks is then
+    ``mean + E[max of ep standard normals] · sd`` (:func:`expected_max_normal`). Padded expert
+    buffers (``capacity_factor``) take the same work on every rank: 1.
+    """
+    ep = np.maximum(c["ep"], 1.0)
+    experts = np.maximum(c["experts"], 1.0)
+    k = np.minimum(c["top_k"], experts)
+    p = 1.0 / ep
+    mean = tokens * k * p
+    correction = np.where(experts > 1.0, (experts - k) / np.maximum(experts - 1.0, 1.0), 0.0)
+    sd = np.sqrt(np.maximum(tokens * k * p * (1.0 - p) * correction, 0.0))
+    spread = np.where(mean > 0, expected_max_normal(ep) * sd / np.where(mean > 0, mean, 1.0), 0.0)
+    return np.where(np.isnan(c["capacity_factor"]), 1.0 + spread, 1.0)
+
+
 def capacity_scale(c):
     """Routed work per routed token: the capacity factor where one is set (padded expert
     buffers), 1 for dropless routing."""
@@ -177,7 +222,8 @@ def moe_mlp_ops(c, p: Pass):
     expected number of distinct experts hit by ``tokens × top_k`` draws, so a small decode batch
     reads only the experts it uses. With expert parallelism (``ep`` ranks, experts split
     ``ep`` ways and each expert ``etp = max(tp / ep, 1)`` ways) tokens travel to their experts'
-    ranks and back in two all-to-alls (dispatch, combine) of ``top_k`` copies of each token.
+    ranks and back in two all-to-alls (dispatch, combine) of ``top_k`` copies of each token;
+    the layer runs at the pace of the rank that receives the most (:func:`rank_imbalance`).
 
     A ``capacity_factor`` (GShard, Switch Transformer) gives every expert a fixed buffer of
     ``capacity_factor × tokens × top_k / experts`` slots: the expert GEMMs run over the padded
@@ -190,7 +236,7 @@ def moe_mlp_ops(c, p: Pass):
     group_tokens = T * expert_group_scale(c)
     touched = touched_experts(c, group_tokens)
     tokens_per_expert = group_tokens * c["top_k"] / np.maximum(touched, 1e-9)
-    padded = capacity_scale(c)
+    padded = capacity_scale(c) * rank_imbalance(c, group_tokens)
     tokens_per_expert = tokens_per_expert * padded
     local = touched / ep
     ffn_dev = c["moe_ffn"] / etp

@@ -5,6 +5,12 @@ fractions per tier, written ``gpu=0.2,cpu=0.5,nvme=0.3`` or as a mapping ``{gpu:
 Fractions lie in [0, 1] and sum to 1; a tier left out holds nothing. Every value is brought to
 one canonical spelling (``none``, ``cpu``, ``nvme`` or ``gpu=0.2,cpu=0.8``), so equal plans are
 one sweep value, and the cost models read per-tier fraction columns (``w_frac_cpu``, ...).
+
+In inference, ``offload_weights``, ``offload_kv`` and ``offload_activations`` also take ``auto``:
+the placement is searched as an offloading engine's policy search does (FlexGen, Sheng et al.
+2023, Sec. 4.3: the placement of weights, cache and activations that gives the highest
+throughput within the memory of each tier), over :data:`AUTO_CHOICES`
+(:mod:`perfsim.analytical.evaluate` runs the search; the result's ``plan`` gives the choice).
 """
 
 from __future__ import annotations
@@ -24,6 +30,20 @@ ARGUMENT_COLUMNS = {
     "offload_grads": "grad",
     "offload_activations": "act",
     "offload_kv": "kv",
+}
+#: the value that asks for the placement to be searched (inference)
+AUTO = "auto"
+#: arguments that take ``auto``
+AUTO_ARGUMENTS = ("offload_weights", "offload_kv", "offload_activations")
+#: the weights' device shares the search tries (FlexGen's policy is continuous; a 10 % grid of the
+#: device share, the rest in host memory or on NVMe)
+_WEIGHT_SHARES = tuple(i / 10 for i in range(11))
+#: ``(gpu, cpu, nvme)`` placements the search tries, per argument
+AUTO_CHOICES = {
+    "offload_weights": tuple(dict.fromkeys([(g, 1.0 - g, 0.0) for g in _WEIGHT_SHARES]
+                                           + [(g, 0.0, 1.0 - g) for g in _WEIGHT_SHARES])),
+    "offload_kv": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    "offload_activations": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
 }
 _TOLERANCE = 1e-6
 _NOISE = 1e-12  # a share below this is floating-point residue
@@ -71,6 +91,9 @@ def fractions(value, field: str = "offload") -> tuple[float, float, float]:
     """
     if value is None:
         return (1.0, 0.0, 0.0)
+    if is_auto(value):
+        raise InputError("auto is a search, not one placement (perfsim.analytical.evaluate resolves it)",
+                         field=field)
     if isinstance(value, str) and "=" not in value:
         text = value.strip().lower()
         if text == "none":
@@ -113,13 +136,32 @@ def fractions(value, field: str = "offload") -> tuple[float, float, float]:
     return tuple(share[t] / total for t in TIERS)
 
 
-def canonical(value, field: str = "offload") -> str:
-    """The one spelling of an offload value: ``none``, ``cpu``, ``nvme`` or ``gpu=0.2,cpu=0.8``.
+def is_auto(value) -> bool:
+    """Whether an offload value asks for the placement to be searched."""
+    return isinstance(value, str) and value.strip().lower() == AUTO
 
-    >>> canonical({"cpu": 1.0}), canonical("gpu=0.5,cpu=0.5"), canonical("gpu")
-    ('cpu', 'gpu=0.5,cpu=0.5', 'none')
+
+def canonical(value, field: str = "offload") -> str:
+    """The one spelling of an offload value: ``none``, ``cpu``, ``nvme``, ``gpu=0.2,cpu=0.8``, or
+    ``auto`` for the arguments that take it.
+
+    >>> canonical({"cpu": 1.0}), canonical("gpu=0.5,cpu=0.5"), canonical("gpu"), canonical(" Auto ", "offload_kv")
+    ('cpu', 'gpu=0.5,cpu=0.5', 'none', 'auto')
     """
-    share = fractions(value, field)
+    if is_auto(value):
+        if field not in AUTO_ARGUMENTS:
+            raise InputError(f"auto is taken by {', '.join(AUTO_ARGUMENTS)} (a searched inference placement), "
+                             f"not by {field}", field=field)
+        return AUTO
+    return spelled(fractions(value, field))
+
+
+def spelled(share) -> str:
+    """The canonical spelling of ``(gpu, cpu, nvme)`` fractions.
+
+    >>> spelled((0.3, 0.7, 0.0)), spelled((1.0, 0.0, 0.0))
+    ('gpu=0.3,cpu=0.7', 'none')
+    """
     if share[0] == 1.0:
         return "none"
     for tier, frac in zip(TIERS[1:], share[1:], strict=True):
@@ -139,9 +181,14 @@ def offload_columns(grid, experts=0.0) -> dict:
     c = {}
     any_off = 0.0
     for name, prefix in ARGUMENT_COLUMNS.items():
-        shares = [fractions(v, name) for v in grid.values(name)]
+        values = grid.values(name)
+        # (auto: the search sets the fractions; until then the row counts as offloaded, so an
+        # offloading engine runs it)
+        shares = [(0.0, 1.0, 0.0) if is_auto(v) else fractions(v, name) for v in values]
         c[f"{prefix}_frac_cpu"] = grid.gather(name, [s[1] for s in shares])
         c[f"{prefix}_frac_nvme"] = grid.gather(name, [s[2] for s in shares])
+        if name in AUTO_ARGUMENTS:
+            c[f"{prefix}_auto"] = grid.gather(name, [float(is_auto(v)) for v in values])
         any_off = np.maximum(any_off, c[f"{prefix}_frac_cpu"] + c[f"{prefix}_frac_nvme"])
     values = grid.values("offload_experts")
     shares = [(np.nan, np.nan, np.nan) if v is None else fractions(v, "offload_experts") for v in values]

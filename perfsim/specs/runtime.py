@@ -33,11 +33,13 @@ _SCHEMA = {
     "max_num_batched_tokens_on": S.NumMap(FAMILIES),
     "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
+    "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
+    "dequant_pass_bytes": S.NUM,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
 _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation", "selective_recompute_matmuls",
-              "offload_prefetch")
+              "offload_prefetch", "decode_offload_prefetch")
 
 #: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
 #: step), on the host CPU (in place), or whichever is faster for the plan
@@ -117,9 +119,17 @@ class RuntimeSpec:
             # host buffers are pinned (pageable copies are staged by the host thread, which then
             # cannot run host compute at the same time)
             "offload_prefetch": v.get("offload_prefetch", 1.0),
+            "decode_prefetch": v.get("decode_offload_prefetch", v.get("offload_prefetch", 1.0)),
             "cpu_attention": float(_KV_ATTENTION.index(v.get("offloaded_kv_attention", "device"))),
             "cpu_attention_traffic": v.get("cpu_attention_traffic", 1.0),
             "host_pinned": 1.0 if v.get("host_memory_pinned", True) else 0.0,
+            # the KV cache's host buffer may be allocated apart from the weights' (pinned or not),
+            # and the engine may store the cache into it on a slower path than its DMA loads
+            "kv_pinned": 1.0 if v.get("kv_cache_pinned", v.get("host_memory_pinned", True)) else 0.0,
+            "kv_store_bw": v.get("kv_store_gb_s", 0.0) * 1e9,
+            "hidden_store_bw": v.get("hidden_store_gb_s", 0.0) * 1e9,
+            # weight-only quantisation expanded to 16 bits by a pass of its own (0: fused in the GEMM)
+            "dequant_pass_bytes": v.get("dequant_pass_bytes", 0.0),
             # host attention that copies grouped KV heads out to every query head (repeat_kv)
             "cpu_attention_expands_kv": 1.0 if v.get("cpu_attention_expands_kv", False) else 0.0,
             # an offloaded batch (a block) runs as GPU batches one after another, as many as the
@@ -143,6 +153,11 @@ def _build(values: dict, path: str) -> RuntimeSpec:
         raise InputError(f"must be 0, 1, 2 or 3, got {values['default_zero']!r}", field="default_zero", file=path)
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
+    if values.get("dequant_pass_bytes", 0) < 0:
+        raise InputError(f"must be >= 0, got {values['dequant_pass_bytes']}", field="dequant_pass_bytes", file=path)
+    for key in ("kv_store_gb_s", "hidden_store_gb_s"):
+        if key in values and not values[key] > 0:
+            raise InputError(f"must be a positive rate, got {values[key]}", field=key, file=path)
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
