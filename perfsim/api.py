@@ -248,8 +248,9 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
     -------
     pandas.DataFrame
         Input columns (each swept argument, what-if keys as ``hardware.KEY``), then output columns
-        (nested keys flattened with ``.``); infeasible rows are kept with ``feasible=False``
-        unless constraints are given.
+        (nested keys flattened with ``.``), then the row's resolved plan, ``plan.NAME`` for every
+        argument as :func:`estimate`'s ``plan`` gives it (:mod:`perfsim.explore.plan_columns`);
+        infeasible rows are kept with ``feasible=False`` unless constraints are given.
 
     Examples
     --------

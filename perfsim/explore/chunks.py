@@ -18,16 +18,11 @@ import pandas as pd
 from perfsim.analytical.evaluate import evaluate_rows
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
+from perfsim.explore.plan_columns import TEXT, plan_columns
 from perfsim.plan.grid import Grid, Space
 
 BACKENDS = ("local", "dask")
 DEFAULT_CHUNK_ROWS = 1 << 17  # rows per chunk of a file sweep: about 100 MB of results, 0.6 GB of memory at peak
-
-
-try:  # pandas's text dtype (missing values as NaN), whatever the rows hold; plain objects before pandas 2.3
-    _TEXT = pd.StringDtype(na_value=np.nan)
-except TypeError:  # pragma: no cover - older pandas
-    _TEXT = object
 
 
 def input_columns(grid: Grid, given) -> dict:
@@ -67,12 +62,15 @@ def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeas
     grid, out = evaluate_rows(space, start, stop)
     columns = input_columns(grid, space.given())
     for key, value in out.items():  # text outputs (reason, bottleneck_device): one dtype in every chunk
+        if key.startswith("plan."):
+            continue  # the evaluation's codes of the plan: the resolved plan's columns follow
         if value.dtype == object:
-            columns[key] = pd.array(value, dtype=_TEXT)
+            columns[key] = pd.array(value, dtype=TEXT)
         elif key in _COUNTS and np.isfinite(value).all():  # whole numbers stay whole
             columns[key] = np.round(value).astype(np.int64)
         else:
             columns[key] = value
+    columns.update(plan_columns(grid, out))
     if constraints:
         ok = columns["feasible"] & meets(constraints, columns)
         if keep_infeasible:

@@ -1,0 +1,156 @@
+"""The resolved plan of every sweep row: ``plan.NAME`` columns, one per argument.
+
+A sweep row is an estimate flattened, so it carries the estimate's ``plan`` (every argument as
+resolved: defaults filled in, ``auto`` choices made, the engine that ran, the layers of each
+pipeline stage) as ``plan.NAME`` columns, the values :func:`perfsim.api.resolved_plan` gives one
+estimate. Numbers stay numbers (whole numbers integer; nullable ``Int64`` where some rows have
+none), labels are categoricals. A column's type and categories depend on the sweep's values only,
+not on the rows of a chunk, so every chunk of a sweep has the same schema. An argument of one mode
+is left out of a sweep of the other mode only (as the estimate leaves it out); in a sweep of both
+modes it is missing on the other mode's rows. A what-if hardware's keys are the ``hardware.KEY``
+input columns; ``plan.hardware`` names its base.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from perfsim.graph.params import balanced_split
+from perfsim.plan.arguments import ARGUMENTS, MODE_ONLY, Recompute
+from perfsim.plan.columns import DEFAULT_RUNTIME, ENGINE_DEFAULTS, engine_name
+from perfsim.plan.grid import Grid
+
+#: arguments whose resolved value the evaluation reports as an output (``plan.KEY`` or the bare name)
+_COUNTED = {"num_devices": "num_devices", "dp": "dp", "zero": "plan.zero", "global_batch": "plan.global_batch"}
+_NUMBER_KINDS = ("pos", "frac", "share", "pue")
+
+try:  # pandas's text dtype (missing values as NaN), whatever the rows hold; plain objects before pandas 2.3
+    TEXT = pd.StringDtype(na_value=np.nan)
+except TypeError:  # pragma: no cover - older pandas
+    TEXT = object
+
+
+def _label(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        value = list(value)
+    return str(value)
+
+
+def _categorical(labels: list, codes: np.ndarray, missing: np.ndarray | None = None) -> pd.Categorical:
+    """A categorical of the rows' ``labels[codes]`` (a None label, or a row in ``missing``: none)
+    whose categories are the labels in their order, without laying out a text per row."""
+    categories = list(dict.fromkeys(x for x in labels if x is not None))
+    lookup = np.asarray([-1 if x is None else categories.index(x) for x in labels], dtype=np.int64)
+    rows = lookup[codes]
+    if missing is not None and missing.any():
+        rows = np.where(missing, -1, rows)
+    return pd.Categorical.from_codes(rows, categories=categories)
+
+
+def _combinations(*keys: np.ndarray):
+    """The distinct combinations of the whole-number arrays ``keys`` (one column each, in rows)
+    and each row's index into them, sorted; one pass over the rows, not a sort of tuples."""
+    keys = [np.asarray(k, dtype=np.int64) for k in keys]
+    if all(k.size == 0 or (k == k[0]).all() for k in keys):
+        first = np.asarray([[int(k[0]) if k.size else 0] for k in keys])
+        return first, np.zeros(keys[0].size, np.int64)
+    lows = [int(k.min()) for k in keys]
+    spans = [int(k.max()) - low + 1 for k, low in zip(keys, lows, strict=True)]
+    flat = np.zeros(keys[0].size, np.int64)
+    for k, low, span in zip(keys, lows, spans, strict=True):
+        flat = flat * span + (k - low)
+    uniques, inverse = np.unique(flat, return_inverse=True)
+    combos = []
+    for span, low in zip(reversed(spans), reversed(lows), strict=True):
+        combos.append(uniques % span + low)
+        uniques = uniques // span
+    return np.asarray(combos[::-1]), np.ravel(inverse)
+
+
+def _integers(values: np.ndarray, nullable: bool):
+    """Whole numbers from floats (NaN: none) as int64, or as nullable Int64 when some row may have none."""
+    missing = np.isnan(values)
+    whole = np.round(np.where(missing, 0, values)).astype(np.int64)
+    return pd.arrays.IntegerArray(whole, missing) if nullable else whole
+
+
+def plan_columns(grid: Grid, out: dict) -> dict:
+    """``plan.NAME`` columns of the rows of ``grid`` (a row block) whose outputs are ``out``."""
+    n = grid.n
+
+    def per_row(name):
+        axis = grid.axes[name]
+        codes = np.broadcast_to(np.asarray(axis.codes, dtype=np.int64), (n,)) if len(axis.values) > 1 \
+            else np.zeros(n, np.int64)
+        return axis.values, codes
+
+    modes, mode_codes = per_row("mode")
+    train = np.asarray([m == "train" for m in modes])[mode_codes]
+    columns = {}
+    for name, (kind, _) in ARGUMENTS.items():
+        only = MODE_ONLY.get(name, (None,))[0]
+        if only is not None and only not in modes:
+            continue  # the argument of a mode this sweep does not run
+        mixed = only is not None and len(modes) > 1
+        other = (train if only == "inference" else ~train) if mixed else np.zeros(n, dtype=bool)
+        values, codes = per_row(name)
+        if name in _COUNTED:
+            numbers = np.asarray(out[_COUNTED[name]], dtype=float).copy()
+            numbers[other] = np.nan
+            columns[name] = _integers(numbers, mixed)
+        elif name == "micro_batch":
+            given = np.asarray([np.nan if v is None else float(v) for v in values])[codes]
+            numbers = np.where(train, np.asarray(out["plan.micro_batch"], dtype=float), given)
+            columns[name] = _integers(numbers, "inference" in modes and None in values)
+        elif name == "recompute":
+            chosen = np.nan_to_num(np.asarray(out["plan.recompute"], dtype=float), nan=-1).astype(np.int64)
+            labels = [m.label for m in Recompute if m is not Recompute.AUTO]
+            columns[name] = _categorical([*labels, None], np.where(chosen < 0, len(labels), chosen), other)
+        elif name == "runtime":
+            columns[name] = _runtimes(values, codes, train, np.asarray(out["plan.default_engine"], dtype=float))
+        elif name == "pp_layers":
+            columns[name] = _layers(values, codes, per_row("pp"), np.asarray(out["plan.layers"], dtype=float))
+        elif kind == "int" or (isinstance(kind, tuple) and all(isinstance(k, int) for k in kind)):
+            numbers = np.asarray([np.nan if v is None else float(v) for v in values])[codes]
+            numbers[other] = np.nan
+            columns[name] = _integers(numbers, mixed or None in values)
+        elif kind in _NUMBER_KINDS:
+            numbers = np.asarray([np.nan if v is None else float(v) for v in values])[codes]
+            numbers[other] = np.nan
+            columns[name] = numbers
+        elif kind == "bool" and f"plan.{name}" in out:  # a default the engine decides (sequence parallelism)
+            columns[name] = np.nan_to_num(np.asarray(out[f"plan.{name}"], dtype=float)) > 0
+        elif kind == "bool":
+            columns[name] = np.asarray([bool(v) for v in values])[codes]
+        else:
+            columns[name] = _categorical([_label(v) for v in values], codes, other)
+    return {f"plan.{name}": value for name, value in columns.items()}
+
+
+def _runtimes(values, codes, train, default_engine) -> pd.Categorical:
+    """The engine of each row: the runtime given, or the default its ``default_engine`` code names."""
+    combos, inverse = _combinations(codes, train, np.nan_to_num(default_engine))
+    names = [engine_name("train" if t else "inference", values[r], float(e)) for r, t, e in combos.T]
+    possible = [engine_name("inference", v, 0.0) for v in values if v is not None]
+    if None in values:  # every engine a default may name, so every chunk has the same categories
+        possible += list(DEFAULT_RUNTIME.values()) + [e for e in ENGINE_DEFAULTS if e]
+    categories = list(dict.fromkeys(possible))
+    lookup = np.asarray([categories.index(x) for x in names], dtype=np.int64)
+    return pd.Categorical.from_codes(lookup[inverse], categories=categories)
+
+
+def _layers(values, codes, pp, layers) -> pd.api.extensions.ExtensionArray:
+    """Layers of each pipeline stage as text (``[16, 16]``): the split given, else the balanced one."""
+    pp_values, pp_codes = pp
+    combos, inverse = _combinations(codes, pp_codes, np.nan_to_num(layers, nan=-1))
+    labels = []
+    for v, p, count in combos.T:
+        split = values[v]
+        if split is None:
+            stages = int(pp_values[p])
+            split = balanced_split(int(count), stages) if 0 < stages <= count else None
+        labels.append(_label(split))
+    return pd.array(np.asarray(labels, dtype=object), dtype=TEXT).take(inverse)
