@@ -432,7 +432,8 @@ def plot_pareto(results, x, y, color, constraints, out):
 
 @plot.command(name="timeline")
 @click.argument("trace")
-@click.option("--max-events", type=int, default=5000, help="slices drawn at most (the earliest)")
+@click.option("--max-events", type=int, default=5000,
+              help="slices drawn one bar each at most; a longer trace is drawn whole, aggregated in time bins")
 @_plot_out
 def plot_timeline(trace, max_events, out):
     """A pipeline or serving timeline from a Chrome trace (estimate/serve --trace-out)."""

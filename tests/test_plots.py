@@ -1,6 +1,9 @@
 """Every plot renders to a PNG (Agg), from the API and from `perfsim plot`."""
 
+import json
+
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -96,3 +99,53 @@ def test_plot_says_which_file_it_wrote(tmp_path):
     result = CliRunner().invoke(cli, ["plot", "roofline", "--model", "llama2-7b", "--hardware", "a100-80gb",
                                       "--out", str(out)])
     assert result.exit_code == 0 and f"wrote {out}" in result.output and out.is_file()
+
+
+def _drawn_span(fig):
+    """Leftmost and rightmost x of the bars a figure draws (in its axis unit)."""
+    bars = [p for p in fig.axes[0].patches if p.get_width() > 0]
+    return min(p.get_x() for p in bars), max(p.get_x() + p.get_width() for p in bars), bars
+
+
+def _long_trace(n=20_000, span_s=256.0):
+    """A serving-like trace of ``n`` back-to-back iterations on two instances over ``span_s``."""
+    dur = span_s * 1e6 / (n // 2)
+    events = [{"ph": "M", "name": "process_name", "pid": p, "args": {"name": f"instance {p}"}} for p in (0, 1)]
+    events += [{"ph": "X", "pid": i % 2, "tid": 0, "ts": (i // 2) * dur, "dur": dur * 0.9, "cat": "iteration",
+                "name": "decode" if i % 7 else "prefill"} for i in range(n)]
+    return {"traceEvents": events}, span_s
+
+
+def test_long_timeline_is_aggregated_over_the_whole_run_not_cut():
+    trace, span = _long_trace()
+    fig = plots.timeline(trace, max_events=5000)
+    left, right, bars = _drawn_span(fig)
+    end = max(e["ts"] + e["dur"] for e in trace["traceEvents"] if e["ph"] == "X") / 1e6
+    assert end > span * 0.999
+    assert left == pytest.approx(0.0, abs=1e-9)
+    assert right == pytest.approx(end, rel=1e-9)  # seconds: the last slice's end, not the 5,000th's
+    assert fig.axes[0].get_xlim()[1] == pytest.approx(end, rel=1e-9)
+    assert "aggregated" in fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "time (s)"
+    assert len(bars) <= 5000
+    # the bars' heights are the busy share: 90 % of each bin, on both instances
+    heights = np.array([p.get_height() for p in bars])
+    assert np.allclose(heights, 0.8 * 0.9, rtol=0.02)
+
+
+def test_short_timeline_draws_every_slice():
+    trace, span = _long_trace(n=400, span_s=2.0)
+    fig = plots.timeline(trace, max_events=5000)
+    _, right, bars = _drawn_span(fig)
+    assert len(bars) == 400 and "aggregated" not in fig.axes[0].get_title()
+    assert right == pytest.approx(span * 1e3 - 0.1 * span * 1e3 / 200, rel=1e-6)  # ms; the last slice is 90 % busy
+
+
+def test_serve_trace_timeline_covers_the_whole_run(tmp_path):
+    path = tmp_path / "serve.json"
+    perfsim.serve(model="llama2-7b", hardware="a100-80gb", num_requests=60, arrival_rate=4, seed=1, trace_out=path)
+    slices = [e for e in json.loads(path.read_text())["traceEvents"] if e.get("ph") == "X"]
+    end = max(e["ts"] + e["dur"] for e in slices)
+    fig = plots.timeline(path, max_events=len(slices) // 4)
+    _, right, _ = _drawn_span(fig)
+    unit = 1e6 if fig.axes[0].get_xlabel() == "time (s)" else 1e3
+    assert right * unit == pytest.approx(end, rel=1e-6)

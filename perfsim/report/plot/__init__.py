@@ -15,7 +15,6 @@ any backend, Agg included, and in notebooks) and, with ``out=``, also writes it 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -259,46 +258,16 @@ def _trace_events(trace):
 
 def timeline(trace, *, max_events: int = 5000, out=None) -> Figure:
     """A Gantt chart of a Chrome trace: one row per process and track (pipeline stage and stream,
-    serving instance), one bar per slice, coloured by its name's first letter (F, B, W, ...) or category.
+    serving instance), coloured by the slice name's first letters (F, B, W, ...) or category.
 
     ``trace`` is a trace JSON path or object (``perfsim estimate --trace-out``, ``perfsim serve
-    --trace-out``) or a :func:`perfsim.timeline` result written with ``trace_out``. At most
-    ``max_events`` slices are drawn (the earliest).
+    --trace-out``) or a :func:`perfsim.timeline` result written with ``trace_out``. The whole run is
+    drawn: up to ``max_events`` slices one bar each, more aggregated into time bins (each track's
+    busy share of a bin, coloured by its busiest group; the title says so), never cut short.
     """
-    events = _trace_events(trace)
-    names = {(e.get("pid"), None): e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "process_name"}
-    names.update({(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
-                  if e.get("ph") == "M" and e.get("name") == "thread_name"})
-    slices = sorted((e for e in events if e.get("ph") == "X"), key=lambda e: e["ts"])[:max_events]
-    if not slices:
-        raise InputError("the trace has no slices to draw", field="trace")
-    tracks = list(dict.fromkeys((e["pid"], e["tid"]) for e in sorted(slices, key=lambda e: (e["pid"], e["tid"]))))
-    row = {t: i for i, t in enumerate(tracks)}
-    groups = list(dict.fromkeys(_group(e) for e in slices))
-    cmap = {g: f"C{i % 10}" for i, g in enumerate(groups)}
-    fig = Figure(figsize=(10, max(2.5, 0.35 * len(tracks) + 1.5)))
-    ax = fig.add_subplot()
-    for g in groups:
-        sel = [e for e in slices if _group(e) == g]
-        ax.barh([row[(e["pid"], e["tid"])] for e in sel], [e["dur"] / 1e3 for e in sel],
-                left=[e["ts"] / 1e3 for e in sel], height=0.7, color=cmap[g], edgecolor="black", lw=0.2,
-                label=g)
-    labels = [f"{names.get((p, None), p)}: {names.get((p, t), t)}" for p, t in tracks]
-    ax.set_yticks(range(len(tracks)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("time (ms)")
-    ax.set_title("timeline")
-    if len(groups) <= 12:
-        ax.legend(fontsize=7, loc="upper right", ncols=min(len(groups), 6))
-    return _finish(fig, out)
+    from perfsim.report.plot.gantt import timeline as draw
 
-
-def _group(event):
-    """Legend group of a slice: its category, refined by the name's letters (F0 → F, B3 → B)."""
-    name = str(event.get("name", ""))
-    head = re.match(r"[^\d.]*", name).group().strip() or name
-    return f"{event.get('cat', 'task')}: {head}" if len(head) <= 16 else str(event.get("cat", "task"))
+    return draw(_trace_events(trace), max_events=max_events, out=out, finish=_finish)
 
 
 __all__ = ["KINDS", "memory_stack", "pareto", "roofline", "time_breakdown", "timeline"]
