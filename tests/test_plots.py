@@ -149,3 +149,31 @@ def test_serve_trace_timeline_covers_the_whole_run(tmp_path):
     _, right, _ = _drawn_span(fig)
     unit = 1e6 if fig.axes[0].get_xlabel() == "time (s)" else 1e3
     assert right * unit == pytest.approx(end, rel=1e-6)
+
+
+@pytest.mark.parametrize("plan", [
+    {"hardware": "a100-80gb", "model": "llama2-7b", "batch": 4},
+    {"hardware": "h100-sxm", "model": "mixtral-8x7b", "batch": 64, "tp": 4},
+    {"hardware": "a100-80gb", "model": "llama2-7b", "mode": "train", "tp": 2},
+])
+def test_roofline_op_labels_do_not_overlap(plan):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from perfsim.report.plot.labels import GID
+
+    fig = plots.roofline(**plan)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if t.get_gid() == GID]
+    ops = op_points(**plan)
+    named = {name for t in labels for name in t.get_text().replace("\n", ", ").split(", ")}
+    assert {o.split(" (")[0] for o in named} >= set(ops["op"][(ops["flops"] > 0) & (ops["bytes"] > 0)])
+    boxes = [Text.get_window_extent(t, renderer) for t in labels]  # the text, not its leader line
+    for i, a in enumerate(boxes):
+        assert ax.get_window_extent(renderer).contains(a.x0 + 1, a.y0 + 1)
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (labels[i].get_text(), labels[boxes.index(b)].get_text())
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not any(box.overlaps(legend) for box in boxes)

@@ -89,15 +89,38 @@ def roofline(hardware, *, dtype: str = "bf16", ops=None, out=None, **plan) -> Fi
             ax.scatter(intensity[sel], rate[sel] / 1e12, marker=markers.get(phase, "o"),
                        c=[_COLORS.get(k, "tab:purple") for k in kinds], edgecolors="black", lw=0.5, zorder=3,
                        label=phase)
-            if "op" in df.columns:
-                for xi, yi, name in zip(intensity[sel], rate[sel] / 1e12, df.loc[sel, "op"], strict=True):
-                    ax.annotate(name, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("arithmetic intensity (FLOP / byte of device memory)")
     ax.set_ylabel("TFLOP/s")
     ax.set_title("roofline" + (f": {plan['model']}" if isinstance(plan.get("model"), str) else ""))
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
+    if ops is not None and "op" in df.columns and len(df):
+        fig.tight_layout()  # the labels are placed on the final axes
+        _op_labels(ax, intensity.to_numpy(), (rate / 1e12).to_numpy(), df)
     return _finish(fig, out)
+
+
+def _op_labels(ax, x, y, df):
+    """One label per group of ops drawn at (nearly) the same point, placed clear of the others
+    (:mod:`perfsim.report.plot.labels`): ``mlp_up, mlp_down (decode)``, phases named where the plot has several."""
+    from perfsim.report.plot.labels import groups, place_labels
+
+    xy = ax.transData.transform(np.column_stack([x, y]))
+    phased = "phase" in df.columns and df["phase"].nunique() > 1
+    names, gx, gy = [], [], []
+    for members in groups(xy):
+        by_phase: dict = {}
+        for i in members:
+            by_phase.setdefault(df["phase"].iloc[i] if phased else None, []).append(str(df["op"].iloc[i]))
+        parts = []
+        for phase, ops in by_phase.items():
+            ops = list(dict.fromkeys(ops))
+            lines = [", ".join(ops[k:k + 3]) for k in range(0, len(ops), 3)]
+            parts.append("\n".join(lines) + (f" ({phase})" if phase is not None else ""))
+        names.append("\n".join(parts))
+        gx.append(float(np.exp(np.mean(np.log(x[members])))))
+        gy.append(float(np.exp(np.mean(np.log(y[members])))))
+    place_labels(ax, gx, gy, names, markers=np.column_stack([x, y]), avoid=[ax.get_legend()])
 
 
 def _results(result):
