@@ -71,13 +71,37 @@ def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeas
         else:
             columns[key] = value
     columns.update(plan_columns(grid, out))
+    del out
     if constraints:
         ok = columns["feasible"] & meets(constraints, columns)
         if keep_infeasible:
             columns["meets_constraints"] = ok
         else:
-            return pd.DataFrame(columns, copy=False)[ok].reset_index(drop=True)
-    return pd.DataFrame(columns, copy=False)
+            return frame(columns)[ok].reset_index(drop=True)
+    return frame(columns)
+
+
+def frame(columns: dict) -> pd.DataFrame:
+    """The DataFrame of ``columns`` (emptied on the way), its float columns in one block.
+
+    A frame that holds each array as its own block is "highly fragmented": the next column a user
+    adds warns (pandas' PerformanceWarning) and row operations are slow; consolidating it afterwards
+    would hold the results twice. Here each float column is moved into one block as it is copied,
+    so memory holds them about once, and the other columns (counts, flags, labels) are inserted in
+    their places.
+    """
+    names = list(columns)
+    floats = [name for name in names if isinstance(columns[name], np.ndarray) and columns[name].dtype == np.float64
+              and columns[name].ndim == 1]
+    n = len(next(iter(columns.values()))) if columns else 0
+    block = np.empty((len(floats), n))
+    for i, name in enumerate(floats):
+        block[i] = columns.pop(name)
+    df = pd.DataFrame(block.T, columns=floats, copy=False)
+    for loc, name in enumerate(names):
+        if name in columns:
+            df.insert(loc, name, columns.pop(name))
+    return df
 
 
 def chunk_bounds(n: int, chunk_rows: int) -> list[tuple[int, int]]:

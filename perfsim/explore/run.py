@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 
 from perfsim.errors import InputError, check_whole
@@ -14,11 +15,14 @@ from perfsim.explore.chunks import (
     check_chunk_rows,
     check_constraints,
     chunk_bounds,
+    frame,
     run_chunks,
 )
 from perfsim.plan.grid import MAX_ROWS, byte_size
 from perfsim.plan.grid import space as make_space
 
+#: rows of a chunk of an in-memory sweep on this process
+LOCAL_CHUNK_ROWS = 1 << 17
 SWEEP_BYTES_PER_ROW = 1500  # peak memory of an in-memory sweep per row: its results (~900 B) and their making
 
 
@@ -48,8 +52,8 @@ def sweep_frame(chunk_rows=None, backend: str = "local", scheduler=None, constra
     space = make_space(axes, max_rows, "max_rows")
     check_memory(space.n)
     parsed = check_constraints(space, constraints)
-    if chunk_rows is None:
-        chunk_rows = space.n if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
+    if chunk_rows is None:  # locally, pieces small enough that only one is ever held twice (see _concat)
+        chunk_rows = min(space.n, LOCAL_CHUNK_ROWS) if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
     bounds = chunk_bounds(space.n, check_chunk_rows(chunk_rows))
     bar = Progress(space.n, enabled=progress)
     frames = {}
@@ -59,6 +63,40 @@ def sweep_frame(chunk_rows=None, backend: str = "local", scheduler=None, constra
             bar.advance(bounds[k][1] - bounds[k][0])
     finally:
         bar.close()
+    return _concat([frames.pop(k) for k in range(len(bounds))])
+
+
+def _concat(frames: list) -> pd.DataFrame:
+    """The chunks' rows as one frame (``frames`` is emptied), its float columns in one block as in
+    each chunk (:func:`perfsim.explore.chunks.frame`): each chunk's floats are copied into the
+    block and the chunk released, so the results are held about once, not twice as a plain
+    ``pd.concat`` holds them. Chunks of different columns (a split of the design space where the
+    result keys differ) are joined by ``pd.concat``."""
     if len(frames) == 1:
-        return frames[0]
-    return pd.concat([frames[k] for k in range(len(bounds))], ignore_index=True)
+        return frames.pop()
+    dtypes = frames[0].dtypes
+    if any(not f.dtypes.equals(dtypes) for f in frames[1:]):
+        joined = pd.concat(frames, ignore_index=True)
+        frames.clear()
+        return frame({name: column.to_numpy() if isinstance(column.dtype, np.dtype) else column.array
+                      for name, column in joined.items()})
+    floats = [name for name, dtype in dtypes.items() if dtype == np.float64]
+    rows = sum(len(f) for f in frames)
+    block = np.empty((len(floats), rows))
+    others: dict = {name: [] for name in dtypes.index if name not in set(floats)}
+    start = 0
+    while frames:
+        chunk = frames.pop(0)
+        for i, name in enumerate(floats):  # column by column: views of the chunk's block, no copy of it
+            block[i, start:start + len(chunk)] = chunk[name].to_numpy()
+        for name in others:
+            others[name].append(chunk[name].array)
+        start += len(chunk)
+        del chunk
+    df = pd.DataFrame(block.T, columns=floats, copy=False)
+    for loc, name in enumerate(dtypes.index):
+        if name in others:
+            parts = others.pop(name)
+            df.insert(loc, name, parts[0]._concat_same_type(parts) if hasattr(parts[0], "_concat_same_type")
+                      else np.concatenate(parts))
+    return df
