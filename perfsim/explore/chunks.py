@@ -52,8 +52,9 @@ def input_columns(grid: Grid, given) -> dict:
 _COUNTS = ("dp", "num_devices")
 
 
-def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeasible: bool = False) -> pd.DataFrame:
-    """Rows ``[start, stop)`` of ``space`` as a DataFrame: input columns, then output columns.
+def chunk_columns(space: Space, start: int, stop: int, constraints=(), keep_infeasible: bool = False) -> dict:
+    """Rows ``[start, stop)`` of ``space`` as columns (name → array): input columns, then output
+    columns, then the resolved plan (:mod:`perfsim.explore.plan_columns`).
 
     With ``constraints`` (parsed :class:`~perfsim.explore.constraints.Constraint` objects), rows
     that are infeasible or break a constraint are dropped, or, with ``keep_infeasible``, kept and
@@ -77,8 +78,13 @@ def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeas
         if keep_infeasible:
             columns["meets_constraints"] = ok
         else:
-            return frame(columns)[ok].reset_index(drop=True)
-    return frame(columns)
+            columns = {name: value[ok] for name, value in columns.items()}
+    return columns
+
+
+def chunk_frame(space: Space, start: int, stop: int, constraints=(), keep_infeasible: bool = False) -> pd.DataFrame:
+    """Rows ``[start, stop)`` of ``space`` as a DataFrame (:func:`chunk_columns`, :func:`frame`)."""
+    return frame(chunk_columns(space, start, stop, constraints, keep_infeasible))
 
 
 def frame(columns: dict) -> pd.DataFrame:
@@ -142,17 +148,20 @@ def check_constraints(space: Space, constraints) -> list[Constraint]:
     return parsed
 
 
-def run_chunks(space: Space, bounds, ids, constraints=(), keep_infeasible=False, backend="local", scheduler=None):
+def run_chunks(space: Space, bounds, ids, constraints=(), keep_infeasible=False, backend="local", scheduler=None,
+               columns: bool = False):
     """Evaluate the chunks ``ids`` of ``bounds``; yields ``(id, DataFrame)`` as each finishes
-    (in order locally; in order of completion on dask workers)."""
+    (in order locally; in order of completion on dask workers), or locally, with ``columns``,
+    ``(id, dict of columns)`` (:func:`chunk_columns`)."""
     if backend == "dask":
         from perfsim.explore.dask_backend import run_chunks_dask
 
         yield from run_chunks_dask(chunk_frame, space, bounds, ids, constraints, keep_infeasible, scheduler)
         return
+    make = chunk_columns if columns else chunk_frame
     for k in ids:
         start, stop = bounds[k]
-        yield k, chunk_frame(space, start, stop, constraints, keep_infeasible)
+        yield k, make(space, start, stop, constraints, keep_infeasible)
 
 
 class Progress:

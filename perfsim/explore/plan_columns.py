@@ -39,14 +39,20 @@ def _label(value) -> str | None:
     return str(value)
 
 
-def _categorical(labels: list, codes: np.ndarray, missing: np.ndarray | None = None) -> pd.Categorical:
+def _spread(table, codes, n: int) -> np.ndarray:
+    """Each row's entry of ``table``: ``table[codes]``, or its one entry on every row (``codes`` None)."""
+    table = np.asarray(table)
+    return np.full(n, table[0], dtype=table.dtype) if codes is None else table[codes]
+
+
+def _categorical(labels: list, codes, n: int, missing: np.ndarray | None = None) -> pd.Categorical:
     """A categorical of the rows' ``labels[codes]`` (a None label, or a row in ``missing``: none)
     whose categories are the labels in their order, without laying out a text per row."""
     categories = list(dict.fromkeys(x for x in labels if x is not None))
-    lookup = np.asarray([-1 if x is None else categories.index(x) for x in labels], dtype=np.int64)
-    rows = lookup[codes]
+    small = np.int8 if len(categories) < 127 else np.int64
+    rows = _spread(np.asarray([-1 if x is None else categories.index(x) for x in labels], dtype=small), codes, n)
     if missing is not None and missing.any():
-        rows = np.where(missing, -1, rows)
+        rows[missing] = -1
     return pd.Categorical.from_codes(rows, categories=categories)
 
 
@@ -70,6 +76,10 @@ def _combinations(*keys: np.ndarray):
     return np.asarray(combos[::-1]), np.ravel(inverse)
 
 
+def _codes(codes, n: int) -> np.ndarray:
+    return np.zeros(n, np.int64) if codes is None else codes
+
+
 def _integers(values: np.ndarray, nullable: bool):
     """Whole numbers from floats (NaN: none) as int64, or as nullable Int64 when some row may have none."""
     missing = np.isnan(values)
@@ -81,52 +91,55 @@ def plan_columns(grid: Grid, out: dict) -> dict:
     """``plan.NAME`` columns of the rows of ``grid`` (a row block) whose outputs are ``out``."""
     n = grid.n
 
-    def per_row(name):
+    def per_row(name):  # the distinct values, and each row's index into them (None: one value for all)
         axis = grid.axes[name]
-        codes = np.broadcast_to(np.asarray(axis.codes, dtype=np.int64), (n,)) if len(axis.values) > 1 \
-            else np.zeros(n, np.int64)
-        return axis.values, codes
+        return axis.values, (np.broadcast_to(axis.codes, (n,)) if len(axis.values) > 1 else None)
+
+    def numbers(values, codes, other):
+        column = _spread([np.nan if v is None else float(v) for v in values], codes, n)
+        if other is not None:
+            column[other] = np.nan
+        return column
 
     modes, mode_codes = per_row("mode")
-    train = np.asarray([m == "train" for m in modes])[mode_codes]
+    train = _spread([m == "train" for m in modes], mode_codes, n)
     columns = {}
     for name, (kind, _) in ARGUMENTS.items():
         only = MODE_ONLY.get(name, (None,))[0]
         if only is not None and only not in modes:
             continue  # the argument of a mode this sweep does not run
         mixed = only is not None and len(modes) > 1
-        other = (train if only == "inference" else ~train) if mixed else np.zeros(n, dtype=bool)
+        other = (train if only == "inference" else ~train) if mixed else None
         values, codes = per_row(name)
         if name in _COUNTED:
-            numbers = np.asarray(out[_COUNTED[name]], dtype=float).copy()
-            numbers[other] = np.nan
-            columns[name] = _integers(numbers, mixed)
+            counts = np.asarray(out[_COUNTED[name]], dtype=float).copy()
+            if other is not None:
+                counts[other] = np.nan
+            columns[name] = _integers(counts, mixed)
         elif name == "micro_batch":
-            given = np.asarray([np.nan if v is None else float(v) for v in values])[codes]
-            numbers = np.where(train, np.asarray(out["plan.micro_batch"], dtype=float), given)
-            columns[name] = _integers(numbers, "inference" in modes and None in values)
+            counts = np.where(train, np.asarray(out["plan.micro_batch"], dtype=float), numbers(values, codes, None))
+            columns[name] = _integers(counts, "inference" in modes and None in values)
         elif name == "recompute":
             chosen = np.nan_to_num(np.asarray(out["plan.recompute"], dtype=float), nan=-1).astype(np.int64)
             labels = [m.label for m in Recompute if m is not Recompute.AUTO]
-            columns[name] = _categorical([*labels, None], np.where(chosen < 0, len(labels), chosen), other)
+            columns[name] = _categorical([*labels, None], np.where(chosen < 0, len(labels), chosen), n, other)
         elif name == "runtime":
-            columns[name] = _runtimes(values, codes, train, np.asarray(out["plan.default_engine"], dtype=float))
+            columns[name] = _runtimes(values, _codes(codes, n), train, np.asarray(out["plan.default_engine"],
+                                                                                   dtype=float))
         elif name == "pp_layers":
-            columns[name] = _layers(values, codes, per_row("pp"), np.asarray(out["plan.layers"], dtype=float))
+            pp_values, pp_codes = per_row("pp")
+            columns[name] = _layers(values, _codes(codes, n), (pp_values, _codes(pp_codes, n)),
+                                    np.asarray(out["plan.layers"], dtype=float))
         elif kind == "int" or (isinstance(kind, tuple) and all(isinstance(k, int) for k in kind)):
-            numbers = np.asarray([np.nan if v is None else float(v) for v in values])[codes]
-            numbers[other] = np.nan
-            columns[name] = _integers(numbers, mixed or None in values)
+            columns[name] = _integers(numbers(values, codes, other), mixed or None in values)
         elif kind in _NUMBER_KINDS:
-            numbers = np.asarray([np.nan if v is None else float(v) for v in values])[codes]
-            numbers[other] = np.nan
-            columns[name] = numbers
+            columns[name] = numbers(values, codes, other)
         elif kind == "bool" and f"plan.{name}" in out:  # a default the engine decides (sequence parallelism)
             columns[name] = np.nan_to_num(np.asarray(out[f"plan.{name}"], dtype=float)) > 0
         elif kind == "bool":
-            columns[name] = np.asarray([bool(v) for v in values])[codes]
+            columns[name] = _spread([bool(v) for v in values], codes, n)
         else:
-            columns[name] = _categorical([_label(v) for v in values], codes, other)
+            columns[name] = _categorical([_label(v) for v in values], codes, n, other)
     return {f"plan.{name}": value for name, value in columns.items()}
 
 

@@ -56,47 +56,88 @@ def sweep_frame(chunk_rows=None, backend: str = "local", scheduler=None, constra
         chunk_rows = min(space.n, LOCAL_CHUNK_ROWS) if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
     bounds = chunk_bounds(space.n, check_chunk_rows(chunk_rows))
     bar = Progress(space.n, enabled=progress)
+    drops = bool(parsed) and not keep_infeasible  # rows dropped: the table's length is known at the end only
+    table = None if drops else _Table(space.n)
     frames = {}
     try:
-        for k, df in run_chunks(space, bounds, range(len(bounds)), parsed, keep_infeasible, backend, scheduler):
-            frames[k] = df
+        for k, chunk in run_chunks(space, bounds, range(len(bounds)), parsed, keep_infeasible, backend, scheduler,
+                                   columns=backend == "local"):
+            if table is not None:
+                table.add(chunk if isinstance(chunk, dict) else _columns(chunk), bounds[k][0])
+            else:
+                frames[k] = chunk if isinstance(chunk, pd.DataFrame) else frame(chunk)
             bar.advance(bounds[k][1] - bounds[k][0])
     finally:
         bar.close()
-    return _concat([frames.pop(k) for k in range(len(bounds))])
-
-
-def _concat(frames: list) -> pd.DataFrame:
-    """The chunks' rows as one frame (``frames`` is emptied), its float columns in one block as in
-    each chunk (:func:`perfsim.explore.chunks.frame`): each chunk's floats are copied into the
-    block and the chunk released, so the results are held about once, not twice as a plain
-    ``pd.concat`` holds them. Chunks of different columns (a split of the design space where the
-    result keys differ) are joined by ``pd.concat``."""
+    if table is not None:
+        return table.frame()
     if len(frames) == 1:
-        return frames.pop()
-    dtypes = frames[0].dtypes
-    if any(not f.dtypes.equals(dtypes) for f in frames[1:]):
-        joined = pd.concat(frames, ignore_index=True)
-        frames.clear()
-        return frame({name: column.to_numpy() if isinstance(column.dtype, np.dtype) else column.array
-                      for name, column in joined.items()})
-    floats = [name for name, dtype in dtypes.items() if dtype == np.float64]
-    rows = sum(len(f) for f in frames)
-    block = np.empty((len(floats), rows))
-    others: dict = {name: [] for name in dtypes.index if name not in set(floats)}
-    start = 0
-    while frames:
-        chunk = frames.pop(0)
-        for i, name in enumerate(floats):  # column by column: views of the chunk's block, no copy of it
-            block[i, start:start + len(chunk)] = chunk[name].to_numpy()
-        for name in others:
-            others[name].append(chunk[name].array)
-        start += len(chunk)
-        del chunk
-    df = pd.DataFrame(block.T, columns=floats, copy=False)
-    for loc, name in enumerate(dtypes.index):
-        if name in others:
-            parts = others.pop(name)
-            df.insert(loc, name, parts[0]._concat_same_type(parts) if hasattr(parts[0], "_concat_same_type")
-                      else np.concatenate(parts))
-    return df
+        return frames.pop(0)
+    return frame(_columns(pd.concat([frames.pop(k) for k in range(len(bounds))], ignore_index=True)))
+
+
+def _columns(df: pd.DataFrame) -> dict:
+    """A frame's columns as arrays (NumPy where the dtype is NumPy's)."""
+    return {name: column.to_numpy() if isinstance(column.dtype, np.dtype) else column.array
+            for name, column in df.items()}
+
+
+def _is_float(value) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype == np.float64
+
+
+class _Table:
+    """A sweep's rows gathered chunk by chunk into one frame whose float columns share one block.
+
+    The block is laid out once for every row, and each chunk's float columns are copied into it as the
+    chunk arrives and then released, so the results are held about once (a chunk at a time twice),
+    not twice as joining whole chunk frames holds them; the frame built from it is not fragmented
+    (pandas warns when a column is added to a frame of a block per column, and its row operations
+    are slow). Chunks whose result keys differ (a split of the design space where the modes change)
+    join as ``pd.concat`` joins them: the columns of every chunk, missing values where a chunk has none.
+    """
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self.order: dict = {}  # every column, in order of first appearance
+        self.floats: dict = {}  # float column -> its row in the block
+        self.block = None
+        self.extra: dict = {}  # float columns a first chunk did not have
+        self.others: dict = {}  # column -> [(first row, array)]
+
+    def add(self, columns: dict, start: int):
+        n = len(next(iter(columns.values())))
+        if self.block is None:
+            self.floats = {name: i for i, name in enumerate(k for k, v in columns.items() if _is_float(v))}
+            self.block = np.empty((len(self.floats), self.rows))
+        self.order.update(dict.fromkeys(columns))
+        for name, i in self.floats.items():
+            value = columns.pop(name, None)
+            self.block[i, start:start + n] = np.nan if value is None else value
+        for name in list(columns):
+            value = columns.pop(name)
+            if _is_float(value) and name not in self.others:
+                if name not in self.extra:
+                    self.extra[name] = np.full(self.rows, np.nan)
+                self.extra[name][start:start + n] = value
+            else:
+                self.others.setdefault(name, []).append((start, value))
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.block.T, columns=list(self.floats), copy=False)
+        self.block = None
+        for loc, name in enumerate(self.order):
+            if name in self.floats:
+                continue
+            df.insert(loc, name, self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name)))
+        return df
+
+    def _join(self, parts: list):
+        parts.sort(key=lambda part: part[0])
+        arrays = [array for _, array in parts]
+        whole = sum(len(a) for a in arrays) == self.rows and len({type(a) for a in arrays}) == 1 \
+            and len({str(a.dtype) for a in arrays}) == 1
+        if whole:
+            return np.concatenate(arrays) if isinstance(arrays[0], np.ndarray) else arrays[0]._concat_same_type(arrays)
+        pieces = [pd.Series(a, index=pd.RangeIndex(s, s + len(a))) for s, a in parts]
+        return pd.concat(pieces).reindex(pd.RangeIndex(self.rows)).array  # rows of chunks without it: missing
