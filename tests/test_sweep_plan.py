@@ -16,6 +16,7 @@ from perfsim.plan.grid import space
 AXES = {"mode": ["train", "inference"], "pp": [1, 3], "recompute": ["auto", "none"], "runtime": [None, "vllm"],
         "micro_batch": [None, 2]}
 FIXED = {"model": "llama2-7b", "hardware": "a100-80gb", "num_devices": 8}
+OFFLOADED = {"model": "opt-30b", "hardware": "rtx-a6000", "dtype": "fp16", "prompt_len": 512, "gen_len": 32}
 
 
 def _row_plan(row) -> dict:
@@ -46,13 +47,18 @@ TRAIN_AXES = {"mode": ["train"], "tp": [1, 2], "zero": [None, 3], "runtime": [No
               "offload_optimizer": ["none", "cpu"]}
 
 
-@pytest.mark.parametrize("axes", [AXES, TRAIN_AXES], ids=["both-modes", "train-engines"])
+OFFLOAD_AXES = {"mode": ["inference"], "offload_weights": ["auto", "cpu"], "offload_kv": ["auto", "none"],
+                "batch": [8, 64]}
+
+
+@pytest.mark.parametrize("axes", [AXES, TRAIN_AXES, OFFLOAD_AXES], ids=["both-modes", "train-engines", "offload-auto"])
 def test_every_sweep_row_carries_the_estimates_resolved_plan(axes):
-    df = perfsim.sweep(**FIXED, **axes)
+    fixed = OFFLOADED if axes is OFFLOAD_AXES else FIXED
+    df = perfsim.sweep(**fixed, **axes)
     combos = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
     assert len(df) == len(combos)
     for (_, row), combo in zip(df.iterrows(), combos, strict=True):
-        expected = _estimate_plan({**FIXED, **combo})
+        expected = _estimate_plan({**fixed, **combo})
         got = {k: v for k, v in _row_plan(row).items() if not (k in MODE_ONLY and MODE_ONLY[k][0] != combo["mode"])}
         assert got == expected, combo
 

@@ -20,6 +20,7 @@ from perfsim.graph.params import balanced_split
 from perfsim.plan.arguments import ARGUMENTS, MODE_ONLY, Recompute
 from perfsim.plan.columns import DEFAULT_RUNTIME, ENGINE_DEFAULTS, engine_name
 from perfsim.plan.grid import Grid
+from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, is_auto, spelled
 
 #: arguments whose resolved value the evaluation reports as an output (``plan.KEY`` or the bare name)
 _COUNTED = {"num_devices": "num_devices", "dp": "dp", "zero": "plan.zero", "global_batch": "plan.global_batch"}
@@ -138,6 +139,8 @@ def plan_columns(grid: Grid, out: dict) -> dict:
             columns[name] = np.nan_to_num(np.asarray(out[f"plan.{name}"], dtype=float)) > 0
         elif kind == "bool":
             columns[name] = _spread([bool(v) for v in values], codes, n)
+        elif name in AUTO_ARGUMENTS and any(map(is_auto, values)):
+            columns[name] = _placements(values, _codes(codes, n), out, ARGUMENT_COLUMNS[name], other)
         else:
             columns[name] = _categorical([_label(v) for v in values], codes, n, other)
     return {f"plan.{name}": value for name, value in columns.items()}
@@ -167,3 +170,22 @@ def _layers(values, codes, pp, layers) -> pd.api.extensions.ExtensionArray:
             split = balanced_split(int(count), stages) if 0 < stages <= count else None
         labels.append(_label(split))
     return pd.array(np.asarray(labels, dtype=object), dtype=TEXT).take(inverse)
+
+
+def _placements(values, codes, out, prefix: str, other) -> pd.api.extensions.ExtensionArray:
+    """An offload argument of a sweep that searches placements (``auto``): the placement each row
+    took, as text (the searched ones are known only once priced): ``gpu=0.3,cpu=0.7``, ``none``, ..."""
+    shares = [np.asarray(out.get(f"plan.{prefix}_frac_{tier}", np.full(len(codes), np.nan)), dtype=float)
+              for tier in ("cpu", "nvme")]
+    keys = np.column_stack([codes.astype(float), *shares])
+    uniques, inverse = np.unique(np.nan_to_num(keys, nan=-1.0), axis=0, return_inverse=True)
+    labels = []
+    for code, cpu, nvme in uniques:
+        value = values[int(code)]
+        if is_auto(value) and cpu >= 0 and nvme >= 0:
+            value = spelled((max(1.0 - cpu - nvme, 0.0), cpu, nvme))
+        labels.append(_label(value))
+    rows = np.asarray(labels, dtype=object)[np.ravel(inverse)]
+    if other is not None:
+        rows[other] = None
+    return pd.array(rows, dtype=TEXT)
