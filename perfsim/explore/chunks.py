@@ -91,10 +91,10 @@ def frame(columns: dict) -> pd.DataFrame:
     """The DataFrame of ``columns`` (emptied on the way), its float columns in one block.
 
     A frame that holds each array as its own block is "highly fragmented": the next column a user
-    adds warns (pandas' PerformanceWarning) and row operations are slow; consolidating it afterwards
-    would hold the results twice. Here each float column is moved into one block as it is copied,
-    so memory holds them about once, and the other columns (counts, flags, labels) are inserted in
-    their places.
+    adds warns (pandas' PerformanceWarning) and row operations are slow. Here each float column is
+    copied into one block and released, and the other columns (counts, flags, labels) are inserted
+    in their places. An in-memory sweep of several chunks gathers them into one such block as they
+    come (:class:`perfsim.explore.run._Table`).
     """
     names = list(columns)
     floats = [name for name in names if isinstance(columns[name], np.ndarray) and columns[name].dtype == np.float64

@@ -23,7 +23,7 @@ from perfsim.plan.grid import space as make_space
 
 #: rows of a chunk of an in-memory sweep on this process
 LOCAL_CHUNK_ROWS = 1 << 17
-SWEEP_BYTES_PER_ROW = 1500  # peak memory of an in-memory sweep per row: its results (~900 B) and their making
+SWEEP_BYTES_PER_ROW = 1500  # peak memory of an in-memory sweep per row: its results (~1 kB) and their making
 
 
 def physical_memory() -> int | None:
@@ -52,7 +52,7 @@ def sweep_frame(chunk_rows=None, backend: str = "local", scheduler=None, constra
     space = make_space(axes, max_rows, "max_rows")
     check_memory(space.n)
     parsed = check_constraints(space, constraints)
-    if chunk_rows is None:  # locally, pieces small enough that only one is ever held twice (see _concat)
+    if chunk_rows is None:  # locally, pieces small enough that only one is ever held twice (_Table)
         chunk_rows = min(space.n, LOCAL_CHUNK_ROWS) if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
     bounds = chunk_bounds(space.n, check_chunk_rows(chunk_rows))
     bar = Progress(space.n, enabled=progress)
