@@ -12,6 +12,7 @@ from tiny_spec import tiny_spec
 
 import perfsim
 from perfsim.cost.power import clocked_seconds, solve_clock, voltage_ratio
+from perfsim.explore.oversubscription import nameplate_w
 from perfsim.specs.hardware import load_hardware
 
 models = st.sampled_from(["llama2-7b", "llama2-13b", "mistral-7b", "mixtral-8x7b", "opt-6.7b"])
@@ -237,7 +238,7 @@ def test_power_trace_accounts_for_the_energy():
     assert stats["devices_w"]["max"] <= stats["devices_w"]["max_instant"] + 1e-9
     assert stats["devices_w"]["p50"] <= stats["devices_w"]["p99"] <= stats["devices_w"]["max"]
     assert min(trace["wall_w"]) > max(trace["devices_w"])  # hosts and supply losses on top
-    assert stats["provisioned_w"] == pytest.approx(perfsim.explore.oversubscription.nameplate_w("a100-80gb"))
+    assert stats["provisioned_w"] == pytest.approx(nameplate_w("a100-80gb"))
 
 
 @pytest.mark.parametrize("bad", [{"power_window_s": 0}, {"power_trace": "yes"}, {"pue": 0.5}])
