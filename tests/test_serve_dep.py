@@ -1,6 +1,5 @@
 """Attention data parallelism with expert parallelism (DEP): the ranks of an expert group step together."""
 
-import numpy as np
 import pytest
 
 import perfsim

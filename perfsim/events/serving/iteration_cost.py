@@ -248,7 +248,7 @@ class IterationCost:
         them), s.
         """
         shared = self.moe_s(sum(tokens) / ranks)
-        return max(step - self.moe_s(t) for step, t in zip(steps, tokens)) + shared
+        return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
 
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
         """Length of one iteration at the clock the power cap leaves it."""

@@ -6,7 +6,9 @@ disaggregated) run one of :data:`SCHEDULERS` (:mod:`perfsim.events.serving.sched
 least-loaded decode instance and its first token counts from the arrival of the cache there.
 
 Arrivals are routed to the instance with the fewest outstanding requests (the lowest index on a
-tie).
+tie). The simulation is an :class:`~perfsim.events.engine.EventQueue` of iteration ends and
+cache arrivals merged with the arrival stream (arrivals first at equal times). Per-request state
+lives in flat lists (:class:`~perfsim.events.serving.state.RequestState`).
 
 Attention data parallelism with expert parallelism (DEP: ``dp`` replicas whose MoE layers share
 one expert group) runs the ``sync_ranks`` instances of a group in lock step: every MoE layer's
@@ -14,12 +16,11 @@ dispatch and combine wait for every rank, so the group starts its iterations tog
 them together, when its slowest rank is done ("the execution time for the Attention module in any
 given iteration is bounded by the rank with the highest workload", TensorRT-LLM,
 docs/source/blogs/tech_blog/blog10_ADP_Balance_Strategy.md @ 011cfc2c). A rank with nothing to run
-waits at the barrier (TensorRT-LLM runs it on a dummy request). The group's iteration is its
+waits at the barrier (TensorRT-LLM pads it with a dummy request: PyExecutor._pad_attention_dp_dummy_request,
+tensorrt_llm/_torch/pyexecutor/py_executor.py). The group's iteration is its
 slowest rank's work outside the MoE layers plus the MoE layers at the group's token count
 (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.group_step_s`); each rank's records
-keep the length of its own work, the wait is idle time. The simulation is an :class:`~perfsim.events.engine.EventQueue` of iteration ends and
-cache arrivals merged with the arrival stream (arrivals first at equal times). Per-request state
-lives in flat lists (:class:`~perfsim.events.serving.state.RequestState`).
+keep the length of its own work, the wait is idle time.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                 steps.append(dur)
                 tokens.append(inst.rec.rows[-1][3])
         busy = bool(ran)
-        for inst, dur in zip(ran, steps):
+        for inst, dur in zip(ran, steps, strict=True):
             inst.busy_s += dur
         if busy:
             longest = cost.group_step_s(steps, tokens, len(members[g]))
