@@ -61,3 +61,12 @@ def test_dep_group_waits_for_its_slowest_rank_under_poisson(monkeypatch):
     apart = perfsim.serve(**args)
     assert together["breakdown"]["sync_ranks"] == 2 and apart["breakdown"]["sync_ranks"] == 1
     assert together["tpot_s"]["mean"] > 1.1 * apart["tpot_s"]["mean"]
+
+
+def test_static_batches_and_disaggregated_pools_are_left_apart():
+    """A static batch runs its whole generation as one unit and disaggregated pools are not
+    modelled in lock step: their ranks step on their own."""
+    static = perfsim.serve(**MOE, num_requests=8, scheduler="static", max_batch=4)
+    assert static["breakdown"]["sync_ranks"] == 1
+    split = perfsim.serve(**{**MOE, "num_devices": 4, "dp": None}, num_requests=8, disaggregate="2:2", arrival_rate=5.0)
+    assert split["breakdown"]["sync_ranks"] == 1

@@ -171,8 +171,10 @@ def run_scenario(**scenario) -> dict:
         instances, prefill_instances = d_dev // size, p_dev // size
     else:
         instances, prefill_instances = round(float(np.asarray(c["dp"]))), 0
-    # DEP: the data-parallel replicas that share an expert group run their MoE layers together
-    moe = float(np.asarray(c["experts"]).ravel()[0]) > 1.0
+    # DEP: the data-parallel replicas that share an expert group run their MoE layers together, one
+    # iteration at a time (a static batch runs its whole generation as one unit, and disaggregated
+    # pools are not modelled in lock step: left apart)
+    moe = float(np.asarray(c["experts"]).ravel()[0]) > 1.0 and scheduler != "static" and disagg is None
     sync = max(1, round(float(np.asarray(expert_group_scale(c)).ravel()[0]))) if moe else 1
     cfg = ServeConfig(scheduler=scheduler, max_batch=max_batch, chunk_size=o["chunk_size"],
                       max_prefill_tokens=o["max_prefill_tokens"], kv_blocks=kv_blocks, instances=instances,
