@@ -245,7 +245,8 @@ class IterationCost:
         (idle ranks count with no tokens). Every MoE layer waits for every rank, so the group's
         iteration is the slowest rank's work outside the MoE layers plus the MoE layers at the
         group's mean token count (its total over the ranks: the experts' work is spread over
-        them), s.
+        them), s. Under a power cap the ranks' lengths are their capped ones and the MoE parts are
+        taken at the top clock.
         """
         shared = self.moe_s(sum(tokens) / ranks)
         return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
