@@ -125,6 +125,33 @@ def test_deepseek_v3_mla_kv_cache_is_small():
     assert ds["memory_per_device_gib"]["kv_cache"] == pytest.approx(61 * 576 * 2 * 4097 / 2**30, rel=1e-6)
 
 
+def test_mla_decode_attends_the_latent_in_absorbed_form():
+    """MLA decode attends the cached latent directly (W^UK and W^UV absorbed): every head does
+    2 (kv_lora + qk_rope) + 2 kv_lora FLOPs per cached token; a prefill decompresses and attends
+    with the per-head qk_nope + qk_rope and v_head_dim."""
+    from perfsim.graph.transformer import Pass, attention_ops
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    c = build(expand({"model": "deepseek-v3", "hardware": "h200", "tp": 8, "mode": "inference", "batch": 1,
+                      "prompt_len": 1, "gen_len": 1}))
+
+    def core(p):
+        return next(op for op in attention_ops(c, p) if op.name == "attention")
+
+    decode = core(Pass(tokens=4.0, seqs=4.0, q_len=1.0, kv_len=1000.0, causal=0.0, logits_tokens=4.0))
+    assert float(np.asarray(decode.flops)) == pytest.approx(2.0 * 4 * 1000 * (128 / 8) * (512 + 64 + 512))
+    prefill = core(Pass(tokens=1000.0, seqs=1.0, q_len=1000.0, kv_len=1000.0, causal=1.0, logits_tokens=1.0))
+    # causal: (kv + 1) / 2 keys a query on average
+    assert float(np.asarray(prefill.flops)) == pytest.approx(2.0 * 1000 * 500.5 * (128 / 8) * (192 + 128))
+    # a GQA model is unchanged by the absorbed form
+    g = build(expand({"model": "llama2-70b", "hardware": "h200", "mode": "inference", "batch": 1, "prompt_len": 1,
+                      "gen_len": 1}))
+    gqa = next(op for op in attention_ops(g, Pass(tokens=4.0, seqs=4.0, q_len=1.0, kv_len=1000.0, causal=0.0,
+                                                  logits_tokens=4.0)) if op.name == "attention")
+    assert float(np.asarray(gqa.flops)) == pytest.approx(2.0 * 4 * 1000 * 64 * 256)
+
+
 def test_microbenchmark_calls():
     g = perfsim.gemm("a100-80gb", 8192, 8192, 8192, "fp16")
     assert 200 < g["tflops"] <= 312

@@ -124,8 +124,17 @@ def attention_ops(c, p: Pass):
     ]
     # attention core: QK^T and PV. Causal prefill skips the upper triangle.
     kv_eff = np.where(p.causal > 0, (p.kv_len + 1.0) / 2.0, p.kv_len)
-    qk_dim = np.where(mla, qk, hd)
-    v_dim = np.where(mla, c["v_head_dim"], hd)
+    # MLA decode runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434, Sec. 2.1.2: W^UK folds into
+    # W^Q, W^UV into W^O): every head attends the cached latent itself, keys of kv_lora + qk_rope
+    # dims and values of kv_lora dims, as one multi-query attention (TensorRT-LLM
+    # tensorrt_llm/_torch/modules/attention.py @ c6d3bb2a, forward_absorption_generation: q_nope
+    # times k_b_proj into [tokens, heads, kv_lora_rank] plus rope(q_pe), the MLA generation kernel
+    # over the latent cache, then v_b_proj; FlashMLA's decode kernel, head dims 576/512). The
+    # per-head products with W^UK and W^UV cost per token what kv_up costs, which stays priced.
+    # Prefill (causal) decompresses the keys and values and attends with qk_nope + qk_rope / v_head_dim.
+    absorbed = mla & (p.causal <= 0)
+    qk_dim = np.where(absorbed, c["kv_lora"] + c["qk_rope"], np.where(mla, qk, hd))
+    v_dim = np.where(absorbed, c["kv_lora"], np.where(mla, c["v_head_dim"], hd))
     flops = 2.0 * p.seqs * p.q_len * kv_eff * heads_dev * (qk_dim + v_dim)
     flops = flops * np.where(c["flash"] > 0, 1.0, np.where(p.causal > 0, 2.0 * p.kv_len / (p.kv_len + 1.0), 1.0))
     act = c["act_bytes"]
@@ -134,7 +143,8 @@ def attention_ops(c, p: Pass):
     eager_scores = (1.0 - c["flash"]) * 4.0 * p.seqs * heads_dev * p.q_len * p.kv_len * act
     q_tiles = np.ceil(p.q_len / 128.0)
     ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, p.seqs * heads_dev * q_tiles,
-                         rows=p.q_len * heads_dev / kv_dev, depth=qk_dim, span=kv_eff, units=p.seqs * kv_dev,
+                         rows=p.q_len * heads_dev / np.where(absorbed, 1.0, kv_dev), depth=qk_dim, span=kv_eff,
+                         units=p.seqs * np.where(absorbed, 1.0, kv_dev),
                          scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))

@@ -184,6 +184,8 @@ def serve_table(r: dict) -> str:
     if not r["completed"]:
         return "\n".join(lines)
     inst = f"{b['instances']} instance{'s' if b['instances'] != 1 else ''} of {b['devices_per_instance']} device(s)"
+    if b.get("sync_ranks", 1) > 1:
+        inst += f", expert groups of {b['sync_ranks']} stepping together"
     if "prefill_instances" in b:
         inst = (f"{b['prefill_instances']} prefill + {b['decode_instances']} decode instances of "
                 f"{b['devices_per_instance']} device(s)")

@@ -37,8 +37,10 @@ import numpy as np
 
 from perfsim.analytical.inference import attention_cost, forward_time
 from perfsim.cost.power import span_under_cap
+from perfsim.cost.price import price
 from perfsim.cost.topology import group_collective
-from perfsim.graph.transformer import Pass, kv_bytes_per_device_token
+from perfsim.graph.params import layer_counts
+from perfsim.graph.transformer import Pass, kv_bytes_per_device_token, moe_mlp_ops
 
 WORK = ("flops", "hbm_bytes", "link_bytes")
 #: parts of an iteration the power-cap model reads: how it stretches with the clock, and its work
@@ -147,6 +149,13 @@ class IterationCost:
             linear = {"time_s": parts["total_s"] - attn["total_s"] - parts["overhead_s"]}
             linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in _CAPPED})
 
+            # the MoE MLPs alone (router, experts, dispatch and combine), every MoE layer: the part of
+            # an iteration a lock-stepped expert group shares (:meth:`group_step_s`)
+            _, moe_layers = layer_counts(c)
+            moe = np.broadcast_to(np.nan_to_num(np.asarray(price(c, moe_mlp_ops(c, p))["total_s"]) * moe_layers),
+                                  tokens.shape) if np.any(np.asarray(moe_layers) > 0) else 0.0 * tokens
+            self._moe = moe.tolist()
+
             seqs = np.arange(0, max_seqs + 2, dtype=float)
             zero = 0.0 * seqs
             p = Pass(tokens=zero, seqs=zero, q_len=zero, kv_len=zero, causal=zero, logits_tokens=seqs)
@@ -223,6 +232,24 @@ class IterationCost:
         if n_pre:
             t += self._attention(prefill, self.prompt, n_pre, prompt)
         return t if self.cap is None else self._capped(t, tokens, logits, n_dec, context, n_pre, prompt)
+
+    def moe_s(self, tokens):
+        """The MoE MLPs of an iteration of ``tokens`` tokens on each rank of its expert group, s."""
+        return _lerp(self._moe, *self.tokens.locate(tokens))
+
+    def group_step_s(self, steps, tokens, ranks):
+        """One iteration of a lock-stepped expert group (attention data parallel + expert parallel).
+
+        ``steps`` and ``tokens`` are the lengths and token counts of the iterations its busy ranks
+        run alone (each priced as if every rank ran as many tokens); ``ranks`` the group's size
+        (idle ranks count with no tokens). Every MoE layer waits for every rank, so the group's
+        iteration is the slowest rank's work outside the MoE layers plus the MoE layers at the
+        group's mean token count (its total over the ranks: the experts' work is spread over
+        them), s. Under a power cap the ranks' lengths are their capped ones and the MoE parts are
+        taken at the top clock.
+        """
+        shared = self.moe_s(sum(tokens) / ranks)
+        return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
 
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
         """Length of one iteration at the clock the power cap leaves it."""

@@ -174,6 +174,7 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         "kv_blocks": cfg.kv_blocks,
         "instances": cfg.instances + cfg.prefill_instances,
         "devices_per_instance": size,
+        "sync_ranks": cfg.sync_ranks,
         "generated_tokens": tokens,
         "energy": {k.split(".", 2)[2]: float(np.asarray(v)) for k, v in power.items()
                    if k.startswith("breakdown.energy.")},

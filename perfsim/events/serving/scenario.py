@@ -24,7 +24,7 @@ from perfsim.events.serving.requests import Requests, make_requests
 from perfsim.events.serving.simulator import ServeConfig, simulate
 from perfsim.events.serving.state import BLOCK_TOKENS, KINDS, blocks_for
 from perfsim.events.trace import write_chrome_trace
-from perfsim.graph.transformer import Pass
+from perfsim.graph.transformer import Pass, expert_group_scale
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 
@@ -171,11 +171,16 @@ def run_scenario(**scenario) -> dict:
         instances, prefill_instances = d_dev // size, p_dev // size
     else:
         instances, prefill_instances = round(float(np.asarray(c["dp"]))), 0
+    # DEP: the data-parallel replicas that share an expert group run their MoE layers together, one
+    # iteration at a time (a static batch runs its whole generation as one unit, and disaggregated
+    # pools are not modelled in lock step: left apart)
+    moe = float(np.asarray(c["experts"]).ravel()[0]) > 1.0 and scheduler != "static" and disagg is None
+    sync = max(1, round(float(np.asarray(expert_group_scale(c)).ravel()[0]))) if moe else 1
     cfg = ServeConfig(scheduler=scheduler, max_batch=max_batch, chunk_size=o["chunk_size"],
                       max_prefill_tokens=o["max_prefill_tokens"], kv_blocks=kv_blocks, instances=instances,
                       prefill_instances=prefill_instances, prefill_kv_blocks=p_kv_blocks,
                       devices_per_instance=size, devices_per_node=int(float(np.asarray(c["devices_per_node"]))),
-                      disaggregated=disagg is not None)
+                      disaggregated=disagg is not None, sync_ranks=sync)
     if scheduler == "static":
         max_tokens, max_seqs = min(max_batch, requests.n) * int(np.max(requests.prompt_len)), min(max_batch, requests.n)
     else:

@@ -9,6 +9,18 @@ Arrivals are routed to the instance with the fewest outstanding requests (the lo
 tie). The simulation is an :class:`~perfsim.events.engine.EventQueue` of iteration ends and
 cache arrivals merged with the arrival stream (arrivals first at equal times). Per-request state
 lives in flat lists (:class:`~perfsim.events.serving.state.RequestState`).
+
+Attention data parallelism with expert parallelism (DEP: ``dp`` replicas whose MoE layers share
+one expert group) runs the ``sync_ranks`` instances of a group in lock step: every MoE layer's
+dispatch and combine wait for every rank, so the group starts its iterations together and ends
+them together, when its slowest rank is done ("the execution time for the Attention module in any
+given iteration is bounded by the rank with the highest workload", TensorRT-LLM,
+docs/source/blogs/tech_blog/blog10_ADP_Balance_Strategy.md @ 011cfc2c). A rank with nothing to run
+waits at the barrier (TensorRT-LLM pads it with a dummy request: PyExecutor._pad_attention_dp_dummy_request,
+tensorrt_llm/_torch/pyexecutor/py_executor.py). The group's iteration is its
+slowest rank's work outside the MoE layers plus the MoE layers at the group's token count
+(:meth:`~perfsim.events.serving.iteration_cost.IterationCost.group_step_s`); each rank's records
+keep the length of its own work, the wait is idle time.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from perfsim.events.serving.schedulers import (
 from perfsim.events.serving.state import DONE, RequestState
 
 SCHEDULERS = ("static", "continuous", "chunked-prefill")
-_ITERATION_END, _KV_ARRIVAL = 0, 1  # kinds of event
+_ITERATION_END, _KV_ARRIVAL, _GROUP_END = 0, 1, 2  # kinds of event
 
 
 @dataclass
@@ -47,6 +59,7 @@ class ServeConfig:
     devices_per_instance: int = 1
     devices_per_node: int = 8
     disaggregated: bool = False
+    sync_ranks: int = 1  # colocated instances that run in lock step (one DEP expert group)
 
 
 @dataclass
@@ -93,7 +106,17 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
     size = cfg.devices_per_instance
     per_node = cfg.devices_per_node
 
+    # lock-stepped groups of colocated instances (DEP): members, whether the group runs, who ran
+    sync = max(1, min(int(cfg.sync_ranks), len(instances))) if not cfg.disaggregated else 1
+    group_of = {inst: k // sync for k, inst in enumerate(instances)} if sync > 1 else {}
+    members = [instances[k:k + sync] for k in range(0, len(instances), sync)] if sync > 1 else []
+    group_busy = [False] * len(members)
+    group_ran: list = [()] * len(members)
+
     def start(inst, t):
+        if group_of:
+            start_group(group_of[inst], t)
+            return
         dur = inst.begin(t)
         if inst.out:
             dispatch(inst, t)
@@ -103,6 +126,40 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
         inst.idle = False
         inst.busy_s += dur
         push(t + dur, _ITERATION_END, inst)
+
+    def start_group(g, t):
+        """Start the next iteration of every rank of group ``g``; it lasts as long as the slowest."""
+        if group_busy[g]:
+            return
+        ran, steps, tokens = [], [], []
+        for inst in members[g]:
+            dur = inst.begin(t)
+            if inst.out:
+                dispatch(inst, t)
+            if dur is not None:
+                ran.append(inst)
+                steps.append(dur)
+                tokens.append(inst.rec.rows[-1][3])
+        busy = bool(ran)
+        for inst, dur in zip(ran, steps, strict=True):
+            inst.busy_s += dur
+        if busy:
+            longest = cost.group_step_s(steps, tokens, len(members[g]))
+        for inst in members[g]:
+            inst.idle = not busy
+        group_busy[g] = busy
+        group_ran[g] = ran
+        if busy:
+            push(t + longest, _GROUP_END, g)
+
+    def end_group(g, t):
+        group_busy[g] = False
+        for inst in group_ran[g]:
+            inst.end(t)
+            if inst.out:
+                dispatch(inst, t)
+        group_ran[g] = ()
+        start_group(g, t)
 
     def same_node(p_inst, d_inst):
         a = p_inst.index * size
@@ -152,7 +209,9 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
             continue
         t, due = pop_due()
         for kind, payload in due:
-            if kind == _ITERATION_END:
+            if kind == _GROUP_END:
+                end_group(payload, t)
+            elif kind == _ITERATION_END:
                 inst = payload
                 inst.end(t)
                 if inst.out:
