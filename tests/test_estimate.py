@@ -156,7 +156,7 @@ def test_gemm_honours_whatif_bandwidth_and_peak():
 
 
 STEP_PARTS = ("forward_s", "backward_s", "recompute_s", "bubble_s", "pipeline_p2p_s", "dp_exposed_s", "cp_exposed_s",
-              "optimizer_s", "offload_s", "overhead_s")
+              "optimizer_s", "offload_s", "overhead_s", "throttle_s")
 
 
 @pytest.mark.parametrize("plan", [dict(tp=2, pp=2, dp=2, global_batch=16),

@@ -125,7 +125,8 @@ def estimate_table(result: dict) -> str:
         lines.append(f"bubble fraction      {_fmt(result['bubble_fraction'], '.1%')}")
         lines.append("")
         lines.append("where the step goes (the step is forward + backward + recompute + bubble + pipeline p2p"
-                     " + dp exposed + cp exposed + optimizer + offload + overhead; communication lines are"
+                     " + dp exposed + cp exposed + optimizer + offload + overhead + throttle, the time a clock lowered"
+                     " to the power limit adds; communication lines are"
                      " part of forward/backward or overlapped)")
         for key, value in result["breakdown"]["train"].items():
             if key == "micro_batches":
