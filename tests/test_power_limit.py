@@ -91,3 +91,20 @@ def test_the_active_floor_reproduces_splitwise_token_phase_power(hardware, measu
                     powers.append(r["decode_power_w_per_device"])
     assert len(powers) >= 10
     assert np.mean(powers) == pytest.approx(measured, abs=2.0)
+
+
+def test_a_gemm_at_the_ceiling_holds_the_limit_at_its_sustained_clock():
+    # a100-80gb: a large GEMM sustains 1,305 of 1,410 MHz at 400 W; f V^2 = f^3 above the 0.8 voltage floor
+    h = load_hardware("a100-80gb")
+    f = 1.305 / 1.41
+    assert h["matrix_w"] == pytest.approx(((400.0 - h["idle_w"]) / f**3 - h["active_w"]) / h["gemm_max"], rel=1e-12)
+    c = perfsim.plan.columns.hardware_columns(h, dtype="bf16")
+    c["power_cap_w"] = np.nan
+    flops = h["gemm_max"] * c["peak_flops"]  # one second of GEMM at the ceiling, no memory traffic
+    clock, seconds, _ = cap_span(c, 1.0, 1.0, 0.0, 0.0, flops, 0.0, 0.0)
+    assert clock == pytest.approx(f, rel=1e-6) and seconds == pytest.approx(1.0 / f, rel=1e-6)
+    # a spec without the key: the GEMM draws the limit at the top clock and runs there
+    c100 = perfsim.plan.columns.hardware_columns(load_hardware("v100-32gb"), dtype="fp16")
+    c100["power_cap_w"] = np.nan
+    assert cap_span(c100, 1.0, 1.0, 0.0, 0.0, load_hardware("v100-32gb")["gemm_max"] * c100["peak_flops"],
+                    0.0, 0.0)[0] == pytest.approx(1.0)
