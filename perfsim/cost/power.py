@@ -68,7 +68,7 @@ LOWEST_CLOCK = 1e-3
 #: bisection steps: the clock ratio to 2**-24 of its range
 _BISECTION_STEPS = 24
 #: relative margin within which a cap counts as met at the top clock (rounding of sums in other orders)
-_TOLERANCE = 1e-12
+CAP_TOLERANCE = 1e-12
 
 
 class _Arrays:
@@ -231,7 +231,7 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
         a, e, b = _factors(maximum, clock, floor, rate)
         return idle + active * a + clocked_w * e + bytes_w * b
 
-    binds = uncapped_w > cap * (1.0 + _TOLERANCE)  # not where the cap equals the power but for rounding
+    binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
     if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
         return 1.0, True
     fits = where(binds, power(lowest) <= cap, True)

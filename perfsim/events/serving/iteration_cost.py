@@ -37,7 +37,7 @@ from bisect import bisect_right
 import numpy as np
 
 from perfsim.analytical.inference import attention_cost, forward_time
-from perfsim.cost.power import board_cap, span_under_cap
+from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap
 from perfsim.cost.topology import group_collective
 from perfsim.graph.transformer import Pass, kv_bytes_per_device_token
 
@@ -190,6 +190,7 @@ class IterationCost:
             self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
             self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
             self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
+            self._unclipped = not not_clock_limited(self.power_columns)  # the DVFS solve sees the unclipped power
 
     def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
@@ -228,9 +229,17 @@ class IterationCost:
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
         """Length of one iteration at the clock the power cap leaves it."""
         at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
-        compute, memory, memory_compute, flops, hbm, link = (_sum(self._lists[key], at) for key in _CAPPED)
+        flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
+        flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
+        p = self.power_columns
+        if self._unclipped and full_s:  # the power at the top clock, as span_clock sums it: within the cap, no change
+            top = (p["idle_w"] + p["active_w"] + p["matrix_w"] * (flops / full_s) / p["peak_flops"]
+                   + p["memory_j_per_byte"] * (hbm / full_s) + p["link_j_per_byte"] * (link / full_s) + 0.0)
+            if not top > self.cap * (1.0 + CAP_TOLERANCE):
+                return full_s
+        compute, memory, memory_compute = (_sum(self._lists[key], at) for key in SPAN)
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
-                                          flops / self.pp, hbm / self.pp, link / self.pp)
+                                          flops, hbm, link)
         if not fits:
             self.over_cap += 1
         return seconds
