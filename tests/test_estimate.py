@@ -109,6 +109,7 @@ def test_breakdown_sums_to_total():
     for phase in ("prefill", "decode"):
         b = r["breakdown"][phase]
         parts = b["gemm_s"] + b["attention_s"] + b["elementwise_s"] + b["communication_s"] + b["pipeline_s"] + b["overhead_s"]
+        parts += b["throttle_s"]  # the time a clock lowered to the power limit adds
         assert parts == pytest.approx(b["total_s"], rel=1e-9)
     assert r["ttft_s"] == pytest.approx(r["breakdown"]["prefill"]["total_s"])
 
@@ -183,7 +184,7 @@ def test_gemm_honours_whatif_bandwidth_and_peak():
 
 
 STEP_PARTS = ("forward_s", "backward_s", "recompute_s", "bubble_s", "pipeline_p2p_s", "dp_exposed_s", "cp_exposed_s",
-              "optimizer_s", "offload_s", "overhead_s")
+              "optimizer_s", "offload_s", "overhead_s", "throttle_s")
 
 
 @pytest.mark.parametrize("plan", [dict(tp=2, pp=2, dp=2, global_batch=16),

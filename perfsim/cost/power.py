@@ -5,8 +5,8 @@ bytes through device memory and sends ``L`` bytes over the fabric is
 
     P = idle_w + active_w + matrix_w · F / (T · peak) + e_mem · M / T + e_link · L / T,
 
-with the dynamic part scaled down where the sum would pass the board limit ``tdp_w`` (the
-device then throttles; the time model does not slow it down yet). ``idle_w`` is a powered,
+at the top clock. Where that would pass the board limit ``tdp_w`` the device runs at a lower
+clock (the board limit is a power cap like ``power_cap_w``, below). ``idle_w`` is a powered,
 idle board; ``active_w`` is the floor added while a job runs (clocks, voltage and front-ends
 up, even with no math or memory traffic); ``matrix_w`` is the matrix engines' dynamic power at
 their full dense rate; ``e_mem`` and ``e_link`` are energies per byte (``memory_pj_per_byte``,
@@ -15,7 +15,8 @@ GPU power models such as GPUWattch (Leng et al., ISCA'13): static plus the sum o
 Compute-bound phases (prefill, training GEMMs) reach the limit, memory-bound decode stays far
 below it, as Splitwise measured (Patel et al., ISCA'24).
 
-**Power caps and DVFS.** Under ``power_cap_w`` the device lowers its clock to the ratio ``f`` of
+**Power caps and DVFS.** Under its cap (:func:`board_cap`: ``power_cap_w`` where a plan sets one
+below the board limit, else ``tdp_w``) the device lowers its clock to the ratio ``f`` of
 its top clock (``f`` in ``[min_clock_ghz / clock_ghz, 1]``). Compute-bound time (the roofline's
 compute-bound part, ``compute_bound_s``) stretches by ``1 / f``; memory-bound time,
 communication and host overheads stay (HBM and links keep their own clocks). The supply voltage
@@ -28,8 +29,9 @@ clock). Dynamic power of clocked logic is ``C V² f`` (Weste and Harris, "CMOS V
     P(f) = idle_w + active_w · f V² + s · [(matrix + vector) · V² + memory + link] · T(1) / T(f),
 
 the engines' energy per FLOP scaling with ``V²`` and the memory and link energy per byte not at
-all (``s`` is the full-clock TDP clip, so ``P(1)`` is the uncapped power). ``P`` rises with
-``f``; the largest ``f`` with ``P(f) <= power_cap_w`` is found by bisection on the arrays
+all (``s`` is 1 here; a span priced without a clock has its dynamic part scaled by ``s`` so that
+it stays within TDP). ``P`` rises with ``f``; the largest ``f`` with ``P(f) <= cap`` is found by
+bisection on the arrays
 (:func:`solve_clock`), per phase: the prefill, a decode step, a training step. A cap at or above
 the uncapped power changes nothing; one below ``P`` at the lowest clock cannot be met.
 
@@ -44,7 +46,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.plan.devices import KIND_NAMES
 from perfsim.plan.rows import value_at
+
+#: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
+_GPU = float(KIND_NAMES.index("gpu"))
 
 COMPONENTS = ("idle", "active", "matrix", "memory", "link", "vector", "pim")
 
@@ -62,7 +68,7 @@ LOWEST_CLOCK = 1e-3
 #: bisection steps: the clock ratio to 2**-24 of its range
 _BISECTION_STEPS = 24
 #: relative margin within which a cap counts as met at the top clock (rounding of sums in other orders)
-_TOLERANCE = 1e-12
+CAP_TOLERANCE = 1e-12
 
 
 class _Arrays:
@@ -199,7 +205,7 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     idle, active : array_like or float
         Idle power and the active floor at the top clock, W.
     clocked_w, bytes_w : array_like or float
-        Dynamic power at the top clock (TDP clip applied) of the clocked engines (matrix, vector)
+        Dynamic power at the top clock of the clocked engines (matrix, vector)
         and of memory and link traffic, W.
     uncapped_w : array_like or float
         The span's power at the top clock, W (the cap binds only below it).
@@ -225,7 +231,7 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
         a, e, b = _factors(maximum, clock, floor, rate)
         return idle + active * a + clocked_w * e + bytes_w * b
 
-    binds = uncapped_w > cap * (1.0 + _TOLERANCE)  # not where the cap equals the power but for rounding
+    binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
     if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
         return 1.0, True
     fits = where(binds, power(lowest) <= cap, True)
@@ -239,9 +245,13 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     return where(binds, lo, 1.0), fits
 
 
-def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0):
-    """Dynamic power of one device over a span at the top clock, TDP clip applied (W): ``matrix``,
-    ``memory``, ``link``, ``vector`` (NPU vector engine, arrays only) and their unclipped ``total``.
+def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True):
+    """Dynamic power of one device over a span at the top clock (W): ``matrix``, ``memory``,
+    ``link``, ``vector`` (NPU vector engine, arrays only) and their unclipped ``total``. Where
+    ``clip`` (a bool, or a bool array over rows) the parts are scaled together where their sum
+    would pass ``tdp_w`` (a span priced without the clock the limit sets, or a device whose limit
+    does not lower the clock); elsewhere they are what the work draws at the top clock (the DVFS
+    solve lowers the clock instead).
 
     Arrays (NaN where the span is unknown, 0 where it is empty) or Python numbers (the serving
     simulator's iterations, priced one at a time)."""
@@ -258,7 +268,7 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0):
         dynamic["vector"] = c.get("vector_w", 0.0) * share
     total = dynamic["matrix"] + dynamic["memory"] + dynamic["link"] + dynamic.get("vector", 0.0)
     headroom = xp.maximum(c["tdp_w"] - c["idle_w"] - c["active_w"], 0.0)
-    scale = xp.where(total > headroom, xp.divide(headroom, total, 0.0), 1.0)
+    scale = xp.where(clip & (total > headroom), xp.divide(headroom, total, 0.0), 1.0)
     out = {k: v * scale for k, v in dynamic.items()}
     out["total"] = total
     return out
@@ -272,17 +282,18 @@ def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
     c : dict
         Columns of :func:`device_power` plus ``voltage_floor``, ``min_clock_ghz``, ``clock_ghz``.
     cap : array_like or float
-        Power cap, W (``inf``: none).
+        Power cap, W: the lower of ``power_cap_w`` and ``tdp_w`` (:func:`board_cap`).
     span : tuple
         ``(full_s, compute_bound_s, memory_bound_s, memory_compute_s)`` at the top clock
         (:func:`clocked_seconds`).
     flops, hbm_bytes, link_bytes, vector_ops : array_like or float
         Work of one device in the span. PIM stacks have their own budget and do not count.
 
-    Arrays, or Python numbers for one span (the serving simulator's iterations); the power at the
-    top clock is :func:`device_power`'s, to the last bit.
+    Arrays, or Python numbers for one span (the serving simulator's iterations). The power at the
+    top clock is what the work draws there, unclipped (:func:`device_power` with ``clock`` 1, to the
+    last bit); where it passes the cap the clock drops until it no longer does.
     """
-    d = _dynamic(c, span[0], flops, hbm_bytes, link_bytes, vector_ops)
+    d = _dynamic(c, span[0], flops, hbm_bytes, link_bytes, vector_ops, clip=not_clock_limited(c))
     idle, active = c["idle_w"], c["active_w"]
     vector = d.get("vector", 0.0)
     uncapped = idle + active + d["matrix"] + d["memory"] + d["link"] + vector
@@ -314,9 +325,10 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
         Vector-engine operations (NPU), bytes read inside PIM banks, bytes sent to PIM stacks.
 
     clock, full_seconds : array_like, optional
-        A span run at clock ratio ``clock`` (under a power cap): ``seconds`` is its length at that
-        clock, ``full_seconds`` at the top clock. The TDP clip is that of the top clock, then the
-        terms scale as in the module docstring (``voltage_floor`` column).
+        A span run at clock ratio ``clock`` (the one :func:`board_cap` leaves it): ``seconds`` is its
+        length at that clock, ``full_seconds`` at the top clock. The terms are those the work draws
+        at the top clock, unclipped, scaled as in the module docstring (``voltage_floor`` column):
+        the clock keeps them within the cap. Without ``clock`` the dynamic parts are clipped at TDP.
 
     Returns
     -------
@@ -335,7 +347,8 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     400.0
     """
     span = seconds if clock is None else full_seconds
-    dynamic = _dynamic(c, span, flops, hbm_bytes, np.add(link_bytes, pim_link_bytes), vector_ops)
+    dynamic = _dynamic(c, span, flops, hbm_bytes, np.add(link_bytes, pim_link_bytes), vector_ops,
+                       clip=True if clock is None else not_clock_limited(c))
     total = dynamic.pop("total")
     parts = {"idle": c["idle_w"] + 0.0 * total, "active": c["active_w"] + 0.0 * total}
     parts.update(dynamic)
@@ -351,15 +364,39 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     return parts
 
 
+def board_cap(c):
+    """The power a device may draw, W: ``power_cap_w`` where a plan sets one below the board limit,
+    else ``tdp_w``. The board limit is itself a cap: the driver's power controller lowers the clock
+    below the one asked for while the board draws more than its limit (NVML API reference,
+    ``nvmlClocksThrottleReasonSwPowerCap``: "SW Power Scaling algorithm is reducing the clocks below
+    requested clocks because the GPU is consuming too much power"), so a span whose work would draw
+    more at the top clock runs at the highest clock that stays within the limit.
+
+    That holds for GPUs (``main_kind`` gpu), whose ``tdp_w`` is the board's enforced power limit.
+    The TPU and NPU specs' ``tdp_w`` is a measured maximum or an assumption, with no published
+    clock controller behind it: there the dynamic power is clipped at it (:func:`device_power`)
+    and only a plan's cap lowers the clock."""
+    cap = np.asarray(c["power_cap_w"], dtype=float)
+    return np.fmin(np.where(np.isnan(cap), np.inf, cap), np.where(not_clock_limited(c), np.inf, c["tdp_w"]))
+
+
+def not_clock_limited(c):
+    """Where the board limit does not lower the clock (:func:`board_cap`): True for TPU and NPU rows,
+    whose dynamic power is clipped at ``tdp_w`` instead. A bool, or a bool array over rows."""
+    kind = c.get("main_kind", _GPU)
+    return kind != _GPU if kind.__class__ is float or kind.__class__ is int else np.asarray(kind) != _GPU
+
+
 def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
              vector_ops=0.0):
-    """A span of work under ``power_cap_w``: ``(clock, seconds, fits)``, arrays.
+    """A span of work under the device's power limit (:func:`board_cap`: ``power_cap_w`` or
+    ``tdp_w``): ``(clock, seconds, fits)``, arrays.
 
     Parameters
     ----------
     c : dict
-        Columns, with ``power_cap_w`` (NaN: no cap), ``voltage_floor``, ``min_clock_ghz``,
-        ``clock_ghz`` and those of :func:`device_power`.
+        Columns, with ``power_cap_w`` (NaN: none, the board limit ``tdp_w`` holds), ``voltage_floor``,
+        ``min_clock_ghz``, ``clock_ghz`` and those of :func:`device_power`.
     full_s, compute_bound_s, memory_bound_s, memory_compute_s : array_like
         The span at the top clock, s, and its parts (:func:`clocked_seconds`).
     flops, hbm_bytes, link_bytes, vector_ops : array_like
@@ -368,9 +405,9 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
     Returns
     -------
     (clock, seconds, fits)
-        Clock ratio (exactly 1 where there is no cap or it does not bind), the span's length at
-        that clock (exactly ``full_s`` there), and False where the cap is below the device's power
-        at its lowest clock. PIM stacks have their own power budget and do not count.
+        Clock ratio (exactly 1 where the limit does not bind), the span's length at that clock
+        (exactly ``full_s`` there), and False where the cap is below the device's power at its
+        lowest clock. PIM stacks have their own power budget and do not count.
 
     Examples
     --------
@@ -383,7 +420,7 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
     ([1.0, 1.0, 0.89, 0.1], [1.0, 1.0, 1.111, 9.1], [True, True, True, False])
     """
     full_s = np.asarray(full_s, dtype=float)
-    cap = np.where(np.isnan(c["power_cap_w"]), np.inf, c["power_cap_w"])
+    cap = board_cap(c)
     with np.errstate(divide="ignore", invalid="ignore"):
         return span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes,
                               link_bytes, vector_ops)
@@ -402,7 +439,7 @@ def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compu
 
 def cap_check(c, fits, what):
     """The infeasibility check of a cap the device cannot meet at its lowest clock."""
-    cap = c["power_cap_w"]
+    cap = board_cap(c)
 
     def detail(i):
         value = value_at(cap, i)
@@ -414,16 +451,16 @@ def cap_check(c, fits, what):
 
 
 def cap_passes(c, passes: dict, devices_per_pass=1.0):
-    """Apply ``power_cap_w`` to priced passes in place; returns the infeasibility checks.
+    """Apply the device's power limit (:func:`board_cap`: ``power_cap_w`` or ``tdp_w``) to priced
+    passes in place; returns the infeasibility checks.
 
     Each pass (a :func:`perfsim.cost.price.price` dict of one replica: ``total_s``,
     ``compute_bound_s``, ``flops``, ``hbm_bytes``, ``link_bytes``) runs at its own clock: its
-    ``total_s`` becomes the capped length and it gains ``clock_ratio`` and ``throttle_s`` (the time
-    the lower clock adds). ``devices_per_pass`` shares a pass's work among the devices that run it
-    one after another (pipeline stages). Nothing changes where no row has a cap.
+    ``total_s`` becomes the length at that clock and it gains ``clock_ratio`` and ``throttle_s`` (the
+    time the lower clock adds). ``devices_per_pass`` shares a pass's work among the devices that run
+    it one after another (pipeline stages). A pass whose power at the top clock stays within the
+    limit keeps its length exactly.
     """
-    if not np.any(~np.isnan(c["power_cap_w"])):
-        return []
     checks = []
     for name, p in passes.items():
         clock, seconds, fits = cap_span(c, p["total_s"], p["compute_bound_s"], p["memory_bound_s"],

@@ -123,7 +123,7 @@ ARGUMENT_TABLE = (
     Argument("gen_len", "int", 256, "tokens", "inference: generated tokens per sequence"),
     Argument("runtime", "runtime", None, "", "software-stack profile (default: a current engine for the mode)"),
     Argument("gpu_memory_utilization", "frac", 0.9, "", "inference: share of device memory the engine may use"),
-    Argument("power_cap_w", "pos", None, "W", "per-device power cap (default: none)"),
+    Argument("power_cap_w", "pos", None, "W", "per-device power cap (default: none; a GPU stays within its tdp_w)"),
     Argument("pue", "pue", 1.0, "", "facility energy over IT energy"),
     Argument("wall_energy", ("devices", "node"), "devices", "",
              "energy_wall_j charges the devices' share of their servers' host power, or whole servers"),
@@ -150,7 +150,7 @@ DERIVED_DEFAULTS = {
     "zero": "the engine's (megatron 1, torchtitan and maxtext 3, else 0)",
     "sp": "the engine's (megatron and nemo: on; else off)", "zero_shard_size": "all dp x cp ranks",
     "pp_layers": "a balanced split", "global_batch": "8 x dp", "micro_batch": "1 in training; the whole batch",
-    "runtime": "a current engine for the mode and device", "power_cap_w": "none",
+    "runtime": "a current engine for the mode and device", "power_cap_w": "the board limit (tdp_w) on GPUs",
     "train_tokens": "one step", "offload_experts": "with the weights", "expert_hit_rate": "the device's share",
     "place": "all on the main device", "pim_mode": "the PIM spec's", "sub_batches": "2 when concurrent, else 1",
 }

@@ -125,7 +125,8 @@ def estimate_table(result: dict) -> str:
         lines.append(f"bubble fraction      {_fmt(result['bubble_fraction'], '.1%')}")
         lines.append("")
         lines.append("where the step goes (the step is forward + backward + recompute + bubble + pipeline p2p"
-                     " + dp exposed + cp exposed + optimizer + offload + overhead; communication lines are"
+                     " + dp exposed + cp exposed + optimizer + offload + overhead + throttle, the time a clock lowered"
+                     " to the power limit adds; communication lines are"
                      " part of forward/backward or overlapped)")
         for key, value in result["breakdown"]["train"].items():
             if key == "micro_batches":
@@ -150,8 +151,8 @@ def estimate_table(result: dict) -> str:
         pre, dec = result["breakdown"]["prefill"], result["breakdown"]["decode"]
         offloading = any((pre.get(k) or 0) > 0 or (dec.get(k) or 0) > 0 for k in ("offload_s", "host_attention_s"))
         for key in ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s",
-                    *(("host_attention_s", "offload_s") if offloading else ()), "total_s"):
-            lines.append(f"  {key[:-2].replace('_', ' '):<20}{_fmt_s(pre[key]):>12}{_fmt_s(dec[key]):>14}")
+                    *(("host_attention_s", "offload_s") if offloading else ()), "throttle_s", "total_s"):
+            lines.append(f"  {key[:-2].replace('_', ' '):<20}{_fmt_s(pre.get(key)):>12}{_fmt_s(dec.get(key)):>14}")
         lines.append(f"  {'(memory-bound part)':<20}{_fmt_s(pre['memory_bound_s']):>12}"
                      f"{_fmt_s(dec['memory_bound_s']):>14}")
         lines.append(f"  {'(HBM lower bound)':<20}{'':>12}{_fmt_s(dec['hbm_bound_s']):>14}")

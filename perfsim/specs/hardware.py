@@ -33,7 +33,7 @@ _SCHEMA = {
                        **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
         "power": {"tdp_w": S.NUM, "idle_w": S.NUM, "active_w": S.NUM, "matrix_w": S.NUM,
                   "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM, "vector_w": S.NUM,
-                  "voltage_floor": S.NUM},
+                  "voltage_floor": S.NUM, "gemm_clock_ghz": S.NUM},
         "engines": {"matrix": {"arrays": S.INT, "size": S.INT, "dataflow": S.STR}},
         "pim": {"channels": S.INT, "banks_per_channel": S.INT, "macs_per_bank": S.INT, "clock_ghz": S.NUM,
                 "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM,
@@ -81,6 +81,7 @@ _FIELDS = {
     "device.power.link_pj_per_byte": "link_pj_per_byte",
     "device.power.vector_w": "vector_w",
     "device.power.voltage_floor": "voltage_floor",
+    "device.power.gemm_clock_ghz": "gemm_clock_ghz",
     "node.power.host_w": "host_w",
     "node.power.psu_efficiency": "psu_efficiency",
     "node.power.cpu_w": "host_cpu_w",
@@ -263,12 +264,25 @@ def _derive_power(flat: dict, sources: dict, path: str) -> None:
     if in_use > flat["host_w"]:
         raise InputError(f"cpu_w + nvme_w + nic_w ({in_use:g} W) exceeds host_w ({flat['host_w']:g} W), the host "
                          "at full load", field="node.power.cpu_w", file=path)
+    if "matrix_w" not in flat and "gemm_clock_ghz" in flat:
+        # the GEMM holds the limit at the clock it sustains there, f = gemm_clock / clock (perfsim.cost.power):
+        # tdp - idle = (active + matrix_w gemm_max) f V(f)^2
+        f = flat["gemm_clock_ghz"] / flat["clock_ghz"]
+        if not 0 < f <= 1:
+            raise InputError(f"must be in (0, clock_ghz = {flat['clock_ghz']:g}], got {flat['gemm_clock_ghz']:g}",
+                             field="device.power.gemm_clock_ghz", file=path)
+        scale = f * max(f, flat["voltage_floor"]) ** 2
+        flat["matrix_w"] = ((flat["tdp_w"] - flat["idle_w"]) / scale - flat["active_w"]) / flat["gemm_max"]
+        sources["device.power.matrix_w"] = (
+            f"derived: ((tdp_w - idle_w) / (f V(f)^2) - active_w) / gemm_max with f = gemm_clock_ghz / clock_ghz = "
+            f"{f:.4g}: a large GEMM at the GEMM efficiency ceiling holds the power limit at the clock it sustains there")
     if "matrix_w" not in flat:
         flat["matrix_w"] = (flat["tdp_w"] - floor) / flat["gemm_max"]
         sources["device.power.matrix_w"] = (
             f"derived: (tdp_w - idle_w - active_w) / gemm_max = ({flat['tdp_w']:g} - {flat['idle_w']:g} - "
             f"{flat['active_w']:g}) / {flat['gemm_max']:g}: a large GEMM at the GEMM efficiency ceiling runs at "
-            "the power limit (Splitwise, Patel et al. ISCA'24: compute-bound prompt phase at about TDP)")
+            "the power limit at the top clock (Splitwise, Patel et al. ISCA'24: compute-bound prompt phase at "
+            "about TDP; no sustained GEMM clock stated)")
 
 
 def _check_pim(pim: dict, data, path: str) -> None:

@@ -15,7 +15,8 @@ tables on hardware) and read back by linear interpolation, one code for both use
 numbers on lists inside the simulation loop (one iteration at a time, where a NumPy call would
 cost more than the lookup), and at arrays afterwards for the FLOPs and bytes the power model needs.
 
-Under a power cap (``power_cap_w``) each iteration runs at its own clock: the tables also hold
+Under the device's power limit (``power_cap_w`` where a plan sets one, else the board's ``tdp_w``:
+:func:`perfsim.cost.power.board_cap`) each iteration runs at its own clock: the tables also hold
 the compute-bound and memory-bound parts of every term, and the iteration's clock is the one
 :func:`perfsim.cost.power.span_under_cap` finds for its work, the compute-bound part
 stretching by the clock (:func:`perfsim.cost.power.clocked_seconds`), as ``estimate``
@@ -36,7 +37,7 @@ from bisect import bisect_right
 import numpy as np
 
 from perfsim.analytical.inference import attention_cost, forward_time
-from perfsim.cost.power import span_under_cap
+from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap
 from perfsim.cost.price import price
 from perfsim.cost.topology import group_collective
 from perfsim.graph.params import layer_counts
@@ -48,7 +49,7 @@ SPAN = ("compute_bound_s", "memory_bound_s", "memory_compute_s")
 _CAPPED = (*SPAN, *WORK)
 #: columns the power model reads, as Python numbers for the simulation loop
 _POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte",
-                  "voltage_floor", "min_clock_ghz", "clock_ghz")
+                  "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind")
 _INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
 _GROWTH = 1.005  # then a geometric grid
 
@@ -191,13 +192,14 @@ class IterationCost:
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
                       for i in range(n_int)]
-        # a power cap: every iteration at its own clock
-        cap = float(np.asarray(c.get("power_cap_w", np.nan)))
+        # the power limit (a plan's cap, else the board's TDP): every iteration at its own clock
+        cap = float(np.asarray(board_cap(c))) if "tdp_w" in c else math.inf
         self.cap = cap if math.isfinite(cap) else None
         if self.cap is not None:
             self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
             self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
             self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
+            self._unclipped = not not_clock_limited(self.power_columns)  # the DVFS solve sees the unclipped power
 
     def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
@@ -254,9 +256,17 @@ class IterationCost:
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
         """Length of one iteration at the clock the power cap leaves it."""
         at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
-        compute, memory, memory_compute, flops, hbm, link = (_sum(self._lists[key], at) for key in _CAPPED)
+        flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
+        flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
+        p = self.power_columns
+        if self._unclipped and full_s:  # the power at the top clock, as span_clock sums it: within the cap, no change
+            top = (p["idle_w"] + p["active_w"] + p["matrix_w"] * (flops / full_s) / p["peak_flops"]
+                   + p["memory_j_per_byte"] * (hbm / full_s) + p["link_j_per_byte"] * (link / full_s) + 0.0)
+            if not top > self.cap * (1.0 + CAP_TOLERANCE):
+                return full_s
+        compute, memory, memory_compute = (_sum(self._lists[key], at) for key in SPAN)
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
-                                          flops / self.pp, hbm / self.pp, link / self.pp)
+                                          flops, hbm, link)
         if not fits:
             self.over_cap += 1
         return seconds

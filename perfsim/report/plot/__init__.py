@@ -181,12 +181,12 @@ def time_breakdown(result, *, out=None) -> Figure:
         # only the parts that add up to the step are stacked; communication inside the forward and
         # backward (TP, EP) or hidden behind them (DP, CP) is already in those bars
         keys = ("forward_s", "backward_s", "recompute_s", "bubble_s", "pipeline_p2p_s", "dp_exposed_s",
-                "cp_exposed_s", "optimizer_s", "offload_s", "overhead_s")
+                "cp_exposed_s", "optimizer_s", "offload_s", "overhead_s", "throttle_s")
         bars = [(label, {k[:-2]: float(r.get(f"breakdown.train.{k}") or 0.0) for k in keys}) for label, r in rows]
         unit = "s per step"
     else:
         keys = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s", "offload_s",
-                "host_attention_s")
+                "host_attention_s", "throttle_s")
         bars = []
         for label, r in rows:
             for phase in ("prefill", "decode"):
