@@ -303,7 +303,12 @@ def _either(take, detail_if, detail_else):
 
 
 def _rows(value: np.ndarray, shape: tuple) -> np.ndarray:
-    """A column over a block (rows, or a box's shape) as one value per row, in row order."""
+    """A column over a block (rows, or a box's shape) as one value per row, in row order (a
+    read-only view where it is the column's own array)."""
+    if value.shape == shape or (value.ndim == 0 and shape == (1,)):  # already one value per row
+        view = value.reshape(-1)
+        view.flags.writeable = False
+        return view
     if len(shape) == 1:
         return np.broadcast_to(value, shape)
     return np.broadcast_to(value, shape).reshape(-1)
