@@ -159,12 +159,9 @@ def _row_key(grid):
 
 
 def _specs(grid) -> tuple:
-    """The specs a one-row grid's columns are read from: its model, hardware and runtime, and the
-    engines a row may default to."""
-    runtime, mode = grid.values("runtime")[0], grid.values("mode")[0]
-    return (load_model(grid.values("model")[0]), split_whatif(grid.values("hardware")[0])[0],
-            load_runtime(runtime if runtime is not None else DEFAULT_RUNTIME[mode]),
-            *(load_runtime(name) for name in ENGINE_DEFAULTS if name is not None))
+    """The specs read from files that a one-row grid's columns depend on and that a file edited on
+    disk replaces: its model and hardware (a runtime profile is read once per process)."""
+    return load_model(grid.values("model")[0]), split_whatif(grid.values("hardware")[0])[0]
 
 
 def _build(grid) -> dict:
