@@ -181,8 +181,11 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
         new = mask & feasible
         if new.any():
             if detail is not None and details:
-                for i in np.flatnonzero(new):  # a box's columns are indexed by its coordinates
-                    reason[i] = detail(int(i) if len(shape) == 1 else tuple(map(int, np.unravel_index(i, shape))))
+                rows = np.flatnonzero(new)
+                # a box's columns are indexed by its coordinates
+                at = rows.tolist() if len(shape) == 1 else zip(*(axis.tolist() for axis in np.unravel_index(rows, shape)))
+                for i, where in zip(rows.tolist(), at, strict=True):
+                    reason[i] = detail(where)
             else:
                 reason[new] = short
             feasible &= ~mask

@@ -12,10 +12,14 @@ import numpy as np
 def value_at(value, i) -> float:
     """``value`` at row ``i``: a scalar, a 1-D array indexed by a row number, or an array laid out
     as a box of the design space indexed by coordinates (a dimension of size 1 broadcasts)."""
+    if type(value) is float:
+        return value
     value = np.asarray(value)
-    if value.ndim and isinstance(i, tuple):
-        i = tuple(j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True))
-    return float(value if value.ndim == 0 else value[i])
+    if not value.ndim:
+        return float(value)
+    if isinstance(i, tuple):
+        i = tuple([j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True)])
+    return float(value[i])
 
 
 @functools.lru_cache(maxsize=1024)
