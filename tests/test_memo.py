@@ -80,3 +80,28 @@ def test_an_edited_spec_file_is_read_again(tmp_path):
     os.utime(path, ns=(stamp, stamp))
     after = perfsim.estimate(**plan)
     assert after["tpot_s"] < before["tpot_s"]
+
+
+def test_a_memo_is_shared_safely_between_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    memo = Memo(8)
+
+    def work(k):
+        for i in range(2000):
+            memo.put((k, i), i)
+            memo.get((k, i - 1))
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(4)))
+    assert len(memo.entries) <= 8
+
+
+def test_estimates_in_threads_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    plans = [{**PLAN, "batch": b} for b in (1, 2, 4, 8)] * 4
+    alone = [perfsim.estimate(**p) for p in plans]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda p: perfsim.estimate(**p), plans)) == alone

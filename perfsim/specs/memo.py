@@ -8,6 +8,7 @@ a value a check would refuse never finds the entry of one it accepted. A value t
 
 from __future__ import annotations
 
+import threading
 from pathlib import PurePath
 
 _SCALARS = (str, int, float, bool, type(None), PurePath)
@@ -36,20 +37,24 @@ def frozen(value):
 
 
 class Memo:
-    """A bounded map from :func:`frozen` keys to values; the oldest entries go first when full."""
+    """A bounded map from :func:`frozen` keys to values; the oldest entries go first when full. Safe
+    to share between threads (a dask worker's): reads take no lock, changes one."""
 
     def __init__(self, size: int = 256):
         self.size = size
         self.entries: dict = {}
+        self._lock = threading.Lock()
 
     def get(self, key, default=None):
         return self.entries.get(key, default)
 
     def put(self, key, value):
-        if len(self.entries) >= self.size:
-            self.entries.pop(next(iter(self.entries)))
-        self.entries[key] = value
+        with self._lock:
+            while len(self.entries) >= self.size:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = value
         return value
 
     def clear(self):
-        self.entries.clear()
+        with self._lock:
+            self.entries.clear()
