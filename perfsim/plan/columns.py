@@ -10,6 +10,7 @@ import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
 from perfsim.plan.devices import device_columns, device_values
+from perfsim.plan.grid import NUMBERS
 from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
@@ -103,6 +104,8 @@ def _gather_dicts(grid, name, dicts):
 
 def _pair(grid, a, b, matrix):
     """Per-row entry of ``matrix[value of a, value of b]``."""
+    if len(grid.values(a)) == 1 and len(grid.values(b)) == 1 and type(matrix[0][0]) in NUMBERS:
+        return np.float64(matrix[0][0])  # what the matrix's one entry would be, without the matrix
     matrix = np.asarray(matrix, dtype=float)
     ia = grid.codes(a) if len(grid.values(a)) > 1 else 0
     ib = grid.codes(b) if len(grid.values(b)) > 1 else 0

@@ -26,6 +26,9 @@ def _key(value):
     return value
 
 
+#: entries a one-value gather reads as a number directly (None: NaN)
+NUMBERS = (float, int, bool, type(None), np.float64)
+
 #: the codes of an argument with one value (every row takes it); shared, so never written
 _ONE_VALUE = np.zeros(1, np.int64)
 _ONE_VALUE.flags.writeable = False
@@ -62,8 +65,10 @@ class Grid:
 
     def gather(self, name, table):
         """Per-row array from ``table`` (one entry per distinct value of ``name``)."""
-        table = np.asarray(table, dtype=float)
         axis = self.axes[name]
+        if len(axis.values) == 1 and type(table[0]) in NUMBERS:
+            return np.float64(table[0])  # what the array's one entry would be, without the array
+        table = np.asarray(table, dtype=float)
         return table[0] if len(axis.values) == 1 else table[axis.codes]
 
 
