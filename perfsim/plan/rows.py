@@ -18,7 +18,7 @@ def value_at(value, i) -> float:
     if not value.ndim:
         return float(value)
     if isinstance(i, tuple):
-        i = tuple([j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True)])
+        return float(value.item(tuple([j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True)])))
     return float(value[i])
 
 
