@@ -70,6 +70,45 @@ def bench(name, grid, repeat):
     return name, rows, best, rows / best
 
 
+#: the 1,000 inference configurations of benchmarks/bench_peers.py
+INFERENCE_1000 = dict(model="llama2-70b", hardware="h100-sxm", tp=[1, 2, 4, 8],
+                      batch=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+                      prompt_len=[128, 256, 512, 1024, 2048], gen_len=[64, 128, 256, 512, 1024])
+ESTIMATE = dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8, prompt_len=2048, gen_len=256)
+
+
+def warm_estimate(calls: int) -> tuple[float, float]:
+    """Median time of one warm ``perfsim.estimate`` of :data:`ESTIMATE`, and of its fixed cost: the same
+    call with the cost models (the closed forms and the power model) replaced by their precomputed
+    results, so what is timed is everything around them (checks, columns, feasibility, the result dict)."""
+    import statistics
+
+    from perfsim.analytical import evaluate as ev
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    def median(fn):
+        fn()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    whole = median(lambda: perfsim.estimate(**ESTIMATE))
+    c = build(expand(ESTIMATE))
+    out, checks = ev.estimate_inference(c)
+    power = ev.inference_power(c, out)
+    saved = ev.estimate_inference, ev.inference_power
+    ev.estimate_inference, ev.inference_power = (lambda c: (dict(out), checks)), (lambda c, o: power)
+    try:
+        fixed = median(lambda: perfsim.estimate(**ESTIMATE))
+    finally:
+        ev.estimate_inference, ev.inference_power = saved
+    return whole, fixed
+
+
 def cli_time(repeat):
     best = math.inf
     cmd = [sys.executable, "-m", "perfsim.cli", "estimate", "--model", "llama2-70b", "--hardware", "a100-80gb",
@@ -103,6 +142,7 @@ def main():
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--file-rows", type=int, default=None, help="rows of the sweep written to parquet (--rows)")
+    parser.add_argument("--calls", type=int, default=1000, help="calls of one warm estimate (the median is reported)")
     args = parser.parse_args()
     # first, while this process is small: a forked child's peak memory counts its parent's pages until exec
     file_row = file_sweep(args.file_rows or args.rows)
@@ -116,7 +156,15 @@ def main():
         print(f"| {name} | {rows:,} | {t:.2f} s | {rate:,.0f} |")
     one = bench("single estimate as a one-row sweep", inference_grid(1), args.repeat)
     print(f"| {one[0]} | 1 | {one[2] * 1e3:.1f} ms | {one[3]:,.0f} |")
+    small = bench("inference sweep of 1,000 rows (tp, batch, prompt, generated tokens)", INFERENCE_1000,
+                  max(args.repeat, 20))
+    print(f"| {small[0]} | {small[1]:,} | {small[2] * 1e3:.1f} ms | {small[3]:,.0f} |")
+    whole, fixed = warm_estimate(args.calls)
+    print(f"| one `perfsim.estimate`, warm (median of {args.calls:,} calls) | 1 | {whole * 1e3:.2f} ms "
+          f"| {1 / whole:,.0f} |")
+    print(f"| its fixed cost: the same call with the cost models' results precomputed | 1 | {fixed * 1e3:.2f} ms | |")
     print(f"| `perfsim estimate` as a process | 1 | {cli_time(args.repeat):.2f} s | |")
+    print(f"\nload average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
     n, wall, peak = file_row
     print(f"| `perfsim sweep` of the inference grid to parquet (peak memory {peak:,.0f} MiB) | {n:,} | {wall:.2f} s "
           f"| {n / wall:,.0f} |")

@@ -27,6 +27,7 @@ from perfsim.plan.arguments import ARGUMENTS, Schedule, check_mode_arguments
 from perfsim.plan.columns import engine_name, hardware_columns
 from perfsim.plan.offload import AUTO_ARGUMENTS, is_auto
 from perfsim.plan.resolved import device_dtype, resolved_plan
+from perfsim.plan.rows import first_row, plain
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
 from perfsim.specs.paths import count_lines
@@ -35,28 +36,6 @@ if TYPE_CHECKING:  # pandas is imported by the sweep that returns a DataFrame, n
     import pandas as pd
 
 TIERS = ("hbm", "cpu", "nvme")
-
-
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def _plain(value):
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if math.isnan(v) else v
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _given(arguments: dict) -> dict:
@@ -109,9 +88,8 @@ def estimate(trace_out=None, **plan) -> dict:
         check_path(trace_out)
         c, out = evaluate_columns(plan)
     check_mode_arguments(plan)  # after the values' own checks: a bad value is named as such first
-    flat = {k: _plain(v[0]) for k, v in out.items() if not k.startswith("plan.")}
-    flat["mode"] = plan.get("mode", "inference")
-    result = _nest(flat)
+    result = first_row(out)
+    result["mode"] = plan.get("mode", "inference")
     result["plan"] = resolved_plan(plan, out)
     if trace_out is not None:
         step = _timeline(c, result, "ends", trace_out, _cap_stretch(out),
@@ -168,7 +146,7 @@ def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
     if trace_out is not None:
         check_path(trace_out)
     c, out = evaluate_columns(plan)
-    closed = {k: _plain(out[k][0]) for k in ("feasible", "reason", "step_time_s")}
+    closed = {k: plain(out[k][0]) for k in ("feasible", "reason", "step_time_s")}
     return _timeline(c, closed, stages, trace_out, _cap_stretch(out), plan.get("pp_layers"))
 
 

@@ -169,16 +169,23 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
             checks += [(np.asarray(mask) & sel, short, detail) for mask, short, detail in chk]
     checks = _plan_checks(c) + checks
     shape = grid.block_shape
-    out = {k: _rows(np.asarray(v, dtype=float), shape) for k, v in out.items()}
+    out = _one_value_each(out) if shape == (1,) else {k: _rows(np.asarray(v, dtype=float), shape)
+                                                        for k, v in out.items()}
     feasible = np.ones(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     for mask, short, detail in checks:
-        mask = _rows(np.asarray(mask, dtype=bool), shape)
+        mask = np.asarray(mask, dtype=bool)
+        if not (mask.any() if mask.ndim else mask.item()):
+            continue  # no row fails it (most checks, most rows)
+        mask = _rows(mask, shape)
         new = mask & feasible
         if new.any():
             if detail is not None and details:
-                for i in np.flatnonzero(new):  # a box's columns are indexed by its coordinates
-                    reason[i] = detail(int(i) if len(shape) == 1 else tuple(map(int, np.unravel_index(i, shape))))
+                rows = np.flatnonzero(new)
+                # a box's columns are indexed by its coordinates
+                at = rows.tolist() if len(shape) == 1 else zip(*(axis.tolist() for axis in np.unravel_index(rows, shape)))
+                for i, where in zip(rows.tolist(), at, strict=True):
+                    reason[i] = detail(where)
             else:
                 reason[new] = short
             feasible &= ~mask
@@ -302,8 +309,21 @@ def _either(take, detail_if, detail_else):
     return lambda i: detail_if(i) if bool(value_at(take, i)) else detail_else(i)
 
 
+def _one_value_each(out: dict) -> dict:
+    """The outputs of a one-row block (each a number) as read-only arrays of one row: views of one
+    table, made in one step rather than one array at a time."""
+    table = np.array([np.asarray(v, dtype=float).item() for v in out.values()], dtype=float).reshape(-1, 1)
+    table.flags.writeable = False
+    return dict(zip(out, table, strict=True))
+
+
 def _rows(value: np.ndarray, shape: tuple) -> np.ndarray:
-    """A column over a block (rows, or a box's shape) as one value per row, in row order."""
+    """A column over a block (rows, or a box's shape) as one value per row, in row order (a
+    read-only view where it is the column's own array)."""
+    if value.shape == shape or (value.ndim == 0 and shape == (1,)):  # already one value per row
+        view = value.reshape(-1)
+        view.flags.writeable = False
+        return view
     if len(shape) == 1:
         return np.broadcast_to(value, shape)
     return np.broadcast_to(value, shape).reshape(-1)

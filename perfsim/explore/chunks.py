@@ -18,7 +18,7 @@ import pandas as pd
 from perfsim.analytical.evaluate import evaluate_rows
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
-from perfsim.explore.plan_columns import TEXT, plan_columns
+from perfsim.explore.plan_columns import TEXT, categorical, plan_columns
 from perfsim.plan.grid import Grid, Space
 
 BACKENDS = ("local", "dask")
@@ -38,13 +38,12 @@ def input_columns(grid: Grid, given) -> dict:
         if len(values) == 1 and isinstance(values[0], (bool, int, float)):
             columns[name] = np.full(grid.n, values[0])
         elif len(values) == 1:  # one label for every row: a categorical costs no per-row objects
-            columns[name] = pd.Categorical.from_codes(np.zeros(grid.n, dtype=np.int8), categories=[str(values[0])])
+            columns[name] = categorical(np.zeros(grid.n, dtype=np.int8), [str(values[0])])
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             columns[name] = np.asarray(values)[axis.codes]
         else:
             labels = list(dict.fromkeys(map(str, values)))
-            columns[name] = pd.Categorical.from_codes(
-                np.asarray([labels.index(str(v)) for v in values])[axis.codes], categories=labels)
+            columns[name] = categorical(np.asarray([labels.index(str(v)) for v in values])[axis.codes], labels)
     return columns
 
 

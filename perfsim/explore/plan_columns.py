@@ -13,6 +13,8 @@ input columns; ``plan.hardware`` names its base.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -30,6 +32,21 @@ try:  # pandas's text dtype (missing values as NaN), whatever the rows hold; pla
     TEXT = pd.StringDtype(na_value=np.nan)
 except TypeError:  # pragma: no cover - older pandas
     TEXT = object
+
+
+def categorical(codes, categories: list) -> pd.Categorical:
+    """``pd.Categorical.from_codes(codes, categories=categories)``, its dtype made once per list of
+    categories (a sweep makes the same few in every chunk; making one checks the categories again)."""
+    try:
+        dtype = _dtype(tuple((type(c), c) for c in categories))
+    except TypeError:  # a category that cannot be a key
+        return pd.Categorical.from_codes(codes, categories=categories)
+    return pd.Categorical.from_codes(codes, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _dtype(categories: tuple) -> pd.CategoricalDtype:
+    return pd.CategoricalDtype([c for _, c in categories])
 
 
 def _label(value) -> str | None:
@@ -54,7 +71,7 @@ def _categorical(labels: list, codes, n: int, missing: np.ndarray | None = None)
     rows = _spread(np.asarray([-1 if x is None else categories.index(x) for x in labels], dtype=small), codes, n)
     if missing is not None and missing.any():
         rows[missing] = -1
-    return pd.Categorical.from_codes(rows, categories=categories)
+    return categorical(rows, categories)
 
 
 def _combinations(*keys: np.ndarray):
@@ -155,7 +172,7 @@ def _runtimes(values, codes, train, default_engine) -> pd.Categorical:
         possible += list(DEFAULT_RUNTIME.values()) + [e for e in ENGINE_DEFAULTS if e]
     categories = list(dict.fromkeys(possible))
     lookup = np.asarray([categories.index(x) for x in names], dtype=np.int64)
-    return pd.Categorical.from_codes(lookup[inverse], categories=categories)
+    return categorical(lookup[inverse], categories)
 
 
 def _layers(values, codes, pp, layers) -> pd.api.extensions.ExtensionArray:

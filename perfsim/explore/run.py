@@ -124,12 +124,15 @@ class _Table:
                 self.others.setdefault(name, []).append((start, value))
 
     def frame(self) -> pd.DataFrame:
-        df = pd.DataFrame(self.block.T, columns=list(self.floats), copy=False)
+        others = {name: self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name))
+                  for name in self.order if name not in self.floats}
+        df = _from_blocks(self.block, list(self.floats), others, list(self.order), self.rows)
+        if df is None:
+            df = pd.DataFrame(self.block.T, columns=list(self.floats), copy=False)
+            for loc, name in enumerate(self.order):
+                if name in others:
+                    df.insert(loc, name, others.pop(name))
         self.block = None
-        for loc, name in enumerate(self.order):
-            if name in self.floats:
-                continue
-            df.insert(loc, name, self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name)))
         return df
 
     def _join(self, parts: list):
@@ -141,3 +144,22 @@ class _Table:
             return np.concatenate(arrays) if isinstance(arrays[0], np.ndarray) else arrays[0]._concat_same_type(arrays)
         pieces = [pd.Series(a, index=pd.RangeIndex(s, s + len(a))) for s, a in parts]
         return pd.concat(pieces).reindex(pd.RangeIndex(self.rows)).array  # rows of chunks without it: missing
+
+
+def _from_blocks(block: np.ndarray, floats: list, others: dict, order: list, rows: int):
+    """The frame of :meth:`_Table.frame` laid out at once where pandas can take its blocks as they are
+    (pandas 3): the float block and one block per other column, each at its place in ``order``, the
+    frame inserting them one by one would build (the same columns, dtypes and index). None where
+    pandas cannot, or a column is not a plain NumPy array or a pandas extension array."""
+    try:
+        from pandas.api.internals import create_dataframe_from_blocks
+    except ImportError:  # pandas before 3.0
+        return None
+    if not all(isinstance(v, pd.api.extensions.ExtensionArray) or (isinstance(v, np.ndarray) and v.ndim == 1
+               and v.dtype != object and len(v) == rows) for v in others.values()):
+        return None
+    where = {name: i for i, name in enumerate(order)}
+    blocks = [(block, np.asarray([where[name] for name in floats], dtype=np.intp))]
+    blocks += [(value.reshape(1, -1) if isinstance(value, np.ndarray) else value, np.asarray([where[name]], np.intp))
+               for name, value in others.items()]
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=pd.Index(order))

@@ -10,9 +10,11 @@ import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
 from perfsim.plan.devices import device_columns, device_values
+from perfsim.plan.grid import NUMBERS
 from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
+from perfsim.specs.memo import Memo, Unkeyable, frozen
 from perfsim.specs.model import load_model
 from perfsim.specs.runtime import (
     DEFAULT_FSDP_RUNTIME,
@@ -102,6 +104,8 @@ def _gather_dicts(grid, name, dicts):
 
 def _pair(grid, a, b, matrix):
     """Per-row entry of ``matrix[value of a, value of b]``."""
+    if len(grid.values(a)) == 1 and len(grid.values(b)) == 1 and type(matrix[0][0]) in NUMBERS:
+        return np.float64(matrix[0][0])  # what the matrix's one entry would be, without the matrix
     matrix = np.asarray(matrix, dtype=float)
     ia = grid.codes(a) if len(grid.values(a)) > 1 else 0
     ib = grid.codes(b) if len(grid.values(b)) > 1 else 0
@@ -116,8 +120,54 @@ def _attention_dtype(spec, dtype):
     return next((d for d in ("bf16", "fp16") if d in spec.peak_tflops), dtype)
 
 
+#: the columns of one-row grids (an estimate), by the row's arguments: (the specs they were read
+#: from, the columns); an entry holds while the specs it read are the ones its arguments name now
+_ONE_ROW = Memo(64)
+
+
 def build(grid) -> dict:
-    """All numeric columns the cost models read (see :mod:`perfsim.graph.transformer`)."""
+    """All numeric columns the cost models read (see :mod:`perfsim.graph.transformer`).
+
+    The columns of a grid of one configuration are kept (:data:`_ONE_ROW`) and handed out again
+    while its model, hardware and runtime specs are unchanged (a spec file edited on disk is read
+    again, and then so are the columns): a new dict each time, of read-only arrays.
+    """
+    key = _row_key(grid)
+    if key is None:
+        return _build(grid)
+    specs = _specs(grid)
+    hit = _ONE_ROW.get(key)
+    if hit is not None and len(hit[0]) == len(specs) and all(a is b for a, b in zip(hit[0], specs, strict=True)):
+        return dict(hit[1])
+    c = _build(grid)
+    for value in c.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    _ONE_ROW.put(key, (specs, c))
+    return dict(c)
+
+
+def _row_key(grid):
+    """Key of a grid whose every argument has one value: each argument's value as given; None for
+    a grid of several rows or a value that cannot be keyed."""
+    key = []
+    for name, axis in grid.axes.items():
+        if len(axis.values) != 1:
+            return None
+        try:
+            key.append((name, frozen(axis.values[0])))
+        except Unkeyable:
+            return None
+    return tuple(key)
+
+
+def _specs(grid) -> tuple:
+    """The specs read from files that a one-row grid's columns depend on and that a file edited on
+    disk replaces: its model and hardware (a runtime profile is read once per process)."""
+    return load_model(grid.values("model")[0]), split_whatif(grid.values("hardware")[0])[0]
+
+
+def _build(grid) -> dict:
     c: dict = {}
     models = [load_model(m) for m in grid.values("model")]
     c.update(_gather_dicts(grid, "model", [m.columns() for m in models]))

@@ -26,6 +26,14 @@ def _key(value):
     return value
 
 
+#: entries a one-value gather reads as a number directly (None: NaN)
+NUMBERS = (float, int, bool, type(None), np.float64)
+
+#: the codes of an argument with one value (every row takes it); shared, so never written
+_ONE_VALUE = np.zeros(1, np.int64)
+_ONE_VALUE.flags.writeable = False
+
+
 @dataclass
 class Axis:
     """One swept argument: its distinct ``values`` and each row's index into them (``codes``)."""
@@ -57,8 +65,10 @@ class Grid:
 
     def gather(self, name, table):
         """Per-row array from ``table`` (one entry per distinct value of ``name``)."""
-        table = np.asarray(table, dtype=float)
         axis = self.axes[name]
+        if len(axis.values) == 1 and type(table[0]) in NUMBERS:
+            return np.float64(table[0])  # what the array's one entry would be, without the array
+        table = np.asarray(table, dtype=float)
         return table[0] if len(axis.values) == 1 else table[axis.codes]
 
 
@@ -91,11 +101,11 @@ class Space:
         rows = np.arange(start, stop, dtype=np.int64) if any(len(v) > 1 for _, v, _ in self.lists) else None
         axes = {}
         for name, values, stride in self.lists:
-            codes = (rows // stride) % len(values) if len(values) > 1 else np.zeros(1, np.int64)
+            codes = (rows // stride) % len(values) if len(values) > 1 else _ONE_VALUE
             axes[name] = Axis(name, values, codes)
         for name, (_, default) in ARGUMENTS.items():
             if name not in axes:
-                axes[name] = Axis(name, [default], np.zeros(1, np.int64))
+                axes[name] = Axis(name, [default], _ONE_VALUE)
         return Grid(n=stop - start, axes=axes)
 
     def boxes(self, start: int, stop: int, max_rows: int):
@@ -142,7 +152,7 @@ class Space:
             axes = {}
             for d, (name, values, stride) in enumerate(self.lists):
                 if len(values) == 1:
-                    codes = np.zeros(1, np.int64)
+                    codes = _ONE_VALUE
                 elif d < offset:
                     codes = np.asarray((p // stride) % len(values), dtype=np.int64)
                 else:
@@ -152,7 +162,7 @@ class Space:
                 axes[name] = Axis(name, values, codes)
             for name, (_, default) in ARGUMENTS.items():
                 if name not in axes:
-                    axes[name] = Axis(name, [default], np.zeros(1, np.int64))
+                    axes[name] = Axis(name, [default], _ONE_VALUE)
             n = int(np.prod(shape))
             yield p, Grid(n=n, axes=axes, shape=shape)
             p += n

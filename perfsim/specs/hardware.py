@@ -358,7 +358,7 @@ def _where(data, key):
 
 def _load_file(path: str) -> HardwareSpec:
     try:
-        mtime = Path(path).stat().st_mtime_ns
+        mtime = os.stat(path).st_mtime_ns
     except (OSError, ValueError):  # missing, or a name the OS refuses: reading it says which
         mtime = 0
     return _load_cached(path, mtime)

@@ -17,6 +17,7 @@ from types import MappingProxyType
 import yaml
 
 from perfsim.errors import InputError, check_whole, finite, unknown
+from perfsim.specs.memo import Memo, Unkeyable, frozen
 from perfsim.specs.paths import read_text, zoo
 from perfsim.specs.yamlio import LineDict, load_yaml
 
@@ -89,6 +90,11 @@ def model_names() -> list[str]:
     return sorted(zoo("workloads"))
 
 
+#: models given as dicts, parsed once per distinct dict (a spec is frozen; a dict that fails to parse is
+#: not kept, so it fails again the next time)
+_DICT_MODELS = Memo(256)
+
+
 def load_model(ref, field: str = "model") -> ModelSpec:
     """Resolve a zoo name, a YAML path, a Hugging Face ``config.json`` path, a Hugging Face repo id
     listed in a zoo file's ``hf_ids`` (case-insensitive, e.g. ``meta-llama/Llama-3.3-70B-Instruct``
@@ -96,7 +102,13 @@ def load_model(ref, field: str = "model") -> ModelSpec:
     if isinstance(ref, ModelSpec):
         return ref
     if isinstance(ref, dict):
-        return parse_model(ref, name=str(ref.get("name", "custom")), field=field)
+        try:
+            key = frozen(ref)
+        except Unkeyable:
+            return parse_model(ref, name=str(ref.get("name", "custom")), field=field)
+        hit = _DICT_MODELS.get(key)
+        return hit if hit is not None else _DICT_MODELS.put(key, parse_model(ref, name=str(ref.get("name", "custom")),
+                                                                              field=field))
     if not isinstance(ref, (str, Path)):
         raise InputError(f"expected a model name, file or dict, got {type(ref).__name__}", field=field)
     names = zoo("workloads")
@@ -157,7 +169,7 @@ def _hf_index(files: tuple) -> MappingProxyType:
 
 def _mtime(path) -> float:
     try:
-        return Path(path).stat().st_mtime_ns
+        return os.stat(path).st_mtime_ns
     except (OSError, ValueError):  # missing, or a name the OS refuses: reading it says which
         return 0.0
 

@@ -6,6 +6,7 @@ import functools
 import os
 import stat
 from pathlib import Path
+from types import MappingProxyType
 
 from perfsim.errors import InputError, shown
 
@@ -14,6 +15,12 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 
 def data_dir(name: str) -> Path:
     """The folder ``name`` (``hardware_specs``, ``workloads``, ``runtimes``, ``validation``)."""
+    return _data_dir(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _data_dir(name: str) -> Path:
+    """:func:`data_dir`, looked up once per process: the package and its data do not move."""
     for candidate in (_PACKAGE.parent / name, _PACKAGE / "_data" / name):
         if candidate.is_dir():
             return candidate
@@ -23,17 +30,22 @@ def data_dir(name: str) -> Path:
 def zoo(name: str, suffix: str = ".yaml") -> dict[str, Path]:
     """Map of entry name → file for every ``*.yaml`` in the data folder ``name`` (listed again only
     when the folder changes: a file added or removed updates its modification time)."""
-    folder = data_dir(name)
+    folder = _folder(name)
     try:
         stamp = os.stat(folder).st_mtime_ns
     except OSError:
         return {}
-    return dict(_listing(str(folder), suffix, stamp))
+    return dict(_listing(folder, suffix, stamp))
+
+
+@functools.lru_cache(maxsize=16)
+def _folder(name: str) -> str:
+    return str(_data_dir(name))
 
 
 @functools.lru_cache(maxsize=32)
-def _listing(folder: str, suffix: str, stamp: int) -> tuple:
-    return tuple((p.stem, p) for p in sorted(Path(folder).glob(f"*{suffix}")))
+def _listing(folder: str, suffix: str, stamp: int) -> MappingProxyType:
+    return MappingProxyType({p.stem: p for p in sorted(Path(folder).glob(f"*{suffix}"))})
 
 
 #: a spec, model or trace file larger than this is not one (the largest shipped spec is a few kB)

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from perfsim.errors import InputError, unknown
 from perfsim.specs import schema as S
 from perfsim.specs.hardware import FAMILIES
+from perfsim.specs.memo import Memo, Unkeyable, frozen
 from perfsim.specs.paths import zoo
 from perfsim.specs.yamlio import load_yaml
 
@@ -180,29 +181,47 @@ def load_runtime(ref, field: str = "runtime") -> RuntimeSpec:
     """A zoo name, or a what-if dict ``{base: NAME, KEY: value, ...}`` overriding profile keys."""
     if isinstance(ref, RuntimeSpec):
         return ref
-    names = zoo("runtimes")
     if isinstance(ref, dict):
-        if "base" not in ref:
-            raise InputError("a what-if runtime dict needs `base: NAME`", field=field)
-        base = load_runtime(ref["base"], f"{field}.base")
-        values = dict(base.values)
-        for key, value in ref.items():
-            if key == "base":
-                continue
-            if key not in _SCHEMA or key in ("name", "description", "mode"):
-                raise unknown("runtime key", key, [k for k in _SCHEMA if k not in ("name", "description", "mode")],
-                              field=f"{field}.{key}")
-            kind = _SCHEMA[key]
-            if isinstance(kind, S.NumMap):  # e.g. attention_efficiency_on: {hopper: 0.6}: the YAML checks
-                checked, _ = S.check(value, kind, path=f"{field}.{key}", sources_required=False)
-                values.update({f"{key}.{name.rsplit('.', 1)[1]}": number for name, number in checked.items()})
-                continue
-            checked, _ = S.check({key: value}, {key: kind}, path=field, sources_required=False)
-            values[key] = checked[f"{field}.{key}"]
-            if key in _LIMITS:  # a limit given outright holds on every device
-                values = {k: v for k, v in values.items() if not k.startswith(f"{key}_on.")}
-        values["name"] = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in ref.items() if k != "base")
-        return _build(values, field)
+        try:
+            key = frozen(ref)
+        except Unkeyable:
+            return _whatif(ref, field)
+        hit = _WHATIF_RUNTIMES.get(key)
+        if hit is not None and hit[0] is load_runtime(ref.get("base"), f"{field}.base"):
+            return hit[1]  # the same dict over the same base profile (its file unchanged)
+        spec = _whatif(ref, field)
+        _WHATIF_RUNTIMES.put(key, (load_runtime(ref["base"], f"{field}.base"), spec))
+        return spec
+    names = zoo("runtimes")
     if not isinstance(ref, str) or ref not in names:
         raise unknown("runtime", ref, names, field=field)
     return _load(str(names[ref]))
+
+
+#: what-if runtime dicts, built once per distinct dict and base profile
+_WHATIF_RUNTIMES = Memo(256)
+
+
+def _whatif(ref: dict, field: str) -> RuntimeSpec:
+    """A what-if runtime dict ``{base: NAME, KEY: value, ...}``: the base profile with those keys."""
+    if "base" not in ref:
+        raise InputError("a what-if runtime dict needs `base: NAME`", field=field)
+    base = load_runtime(ref["base"], f"{field}.base")
+    values = dict(base.values)
+    for key, value in ref.items():
+        if key == "base":
+            continue
+        if key not in _SCHEMA or key in ("name", "description", "mode"):
+            raise unknown("runtime key", key, [k for k in _SCHEMA if k not in ("name", "description", "mode")],
+                          field=f"{field}.{key}")
+        kind = _SCHEMA[key]
+        if isinstance(kind, S.NumMap):  # e.g. attention_efficiency_on: {hopper: 0.6}: the YAML checks
+            checked, _ = S.check(value, kind, path=f"{field}.{key}", sources_required=False)
+            values.update({f"{key}.{name.rsplit('.', 1)[1]}": number for name, number in checked.items()})
+            continue
+        checked, _ = S.check({key: value}, {key: kind}, path=field, sources_required=False)
+        values[key] = checked[f"{field}.{key}"]
+        if key in _LIMITS:  # a limit given outright holds on every device
+            values = {k: v for k, v in values.items() if not k.startswith(f"{key}_on.")}
+    values["name"] = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in ref.items() if k != "base")
+    return _build(values, field)

@@ -26,8 +26,15 @@ class LineDict(dict):
         return {"file": self.file, "line": self.lines.get(key, self.line)}
 
 
-def _loader_for(path: str):
-    class Loader(yaml.SafeLoader):
+#: libyaml's parser where PyYAML was built with it (several times faster), else PyYAML's own
+_FAST = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: nesting a document read by libyaml may have; a deeper one is read again by PyYAML's parser, whose
+#: answer (a recursion limit) it then gets
+_FAST_DEPTH = 50
+
+
+def _loader_for(path: str, base=yaml.SafeLoader):
+    class Loader(base):
         pass
 
     def construct_mapping(loader, node, deep=False):
@@ -66,7 +73,7 @@ def load_yaml(path: str | Path, field: str | None = None):
 def loads_yaml(text: str, path: str = "<string>"):
     """Parse YAML text, as :func:`load_yaml` does for a file."""
     try:
-        return yaml.load(text, Loader=_loader_for(path))  # noqa: S506 - SafeLoader subclass
+        return _load(text, path)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -77,3 +84,29 @@ def loads_yaml(text: str, path: str = "<string>"):
         raise InputError(f"malformed YAML: {exc}", file=path) from None
     except RecursionError:
         raise InputError("malformed YAML: nested too deeply", file=path) from None
+
+
+def _load(text: str, path: str):
+    """The document in ``text``, read by libyaml where it reads it as PyYAML would: a document libyaml
+    refuses, or nested deeper than :data:`_FAST_DEPTH`, is read by PyYAML's parser, so what is
+    accepted and every message are PyYAML's."""
+    if _FAST is not yaml.SafeLoader:
+        try:
+            data = yaml.load(text, Loader=_loader_for(path, _FAST))
+        except (yaml.YAMLError, ValueError, RecursionError):
+            pass
+        else:
+            if _depth(data) <= _FAST_DEPTH:
+                return data
+    return yaml.load(text, Loader=_loader_for(path))
+
+
+def _depth(data, level: int = 0) -> int:
+    """Nesting of mappings and lists in ``data`` (counted up to one past :data:`_FAST_DEPTH`)."""
+    if level > _FAST_DEPTH:
+        return level
+    if isinstance(data, dict):
+        return max((_depth(v, level + 1) for v in data.values()), default=level + 1)
+    if isinstance(data, list):
+        return max((_depth(v, level + 1) for v in data), default=level + 1)
+    return level

@@ -1,0 +1,107 @@
+"""What is kept between calls (parsed dicts, the columns of one configuration) is keyed by exact value
+and type, read again when its spec file changes, and cannot be changed by a caller."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import perfsim
+from perfsim.plan.columns import build
+from perfsim.plan.grid import expand
+from perfsim.specs.memo import Memo, Unkeyable, frozen
+from perfsim.specs.paths import data_dir
+
+PLAN = dict(model="llama2-7b", hardware="a100-80gb", batch=4, prompt_len=512, gen_len=64)
+MODEL = dict(hidden_size=1024, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=16,
+             intermediate_size=4096, vocab_size=32000)
+
+
+def test_keys_keep_types_apart():
+    assert frozen(1) != frozen(1.0) != frozen(True)
+    assert frozen(0.0) != frozen(-0.0)
+    assert frozen({"a": [1, 2]}) == frozen({"a": [1, 2]})
+    assert frozen({"a": [1, 2]}) != frozen({"a": (1, 2)})
+    with pytest.raises(Unkeyable):
+        frozen(np.zeros(2))
+
+
+def test_a_memo_is_bounded():
+    memo = Memo(2)
+    for i in range(3):
+        memo.put(i, i)
+    assert memo.get(0) is None and memo.get(2) == 2
+
+
+def test_repeated_estimates_are_identical_and_what_if_keys_are_not_shared():
+    first, again = perfsim.estimate(**PLAN), perfsim.estimate(**PLAN)
+    assert first == again
+    faster = perfsim.estimate(**{**PLAN, "hardware": {"base": "a100-80gb", "hbm_bandwidth_gb_s": 4000}})
+    assert faster["tpot_s"] < first["tpot_s"]
+    assert perfsim.estimate(**PLAN) == first
+    eager = perfsim.estimate(**{**PLAN, "runtime": {"base": "vllm", "attention": "eager"}})
+    flash = perfsim.estimate(**{**PLAN, "runtime": {"base": "vllm", "attention": "flash"}})
+    assert eager != flash
+
+
+def test_a_model_dict_is_keyed_by_its_values_and_a_bad_one_still_fails():
+    small = perfsim.estimate(**{**PLAN, "model": MODEL})
+    bigger = perfsim.estimate(**{**PLAN, "model": {**MODEL, "num_hidden_layers": 8}})
+    assert bigger["tpot_s"] > small["tpot_s"]
+    assert perfsim.estimate(**{**PLAN, "model": dict(MODEL)}) == small
+    for _ in range(2):
+        with pytest.raises(perfsim.InputError):
+            perfsim.estimate(**{**PLAN, "model": {**MODEL, "hidden_size": -1}})
+
+
+def test_cached_columns_are_read_only_and_each_caller_gets_its_own_dict():
+    grid = expand(PLAN)
+    c = build(grid)
+    c["batch"] = 1e9  # a caller's own dict
+    assert build(grid)["batch"] == 4
+    arrays = [v for v in build(grid).values() if isinstance(v, np.ndarray)]
+    assert arrays and not any(a.flags.writeable for a in arrays)
+    with pytest.raises(ValueError):
+        arrays[0][...] = 0.0
+
+
+def test_an_edited_spec_file_is_read_again(tmp_path):
+    path = tmp_path / "gpu.yaml"
+    shutil.copy(data_dir("hardware_specs") / "a100-80gb.yaml", path)
+    plan = {**PLAN, "hardware": str(path)}
+    before = perfsim.estimate(**plan)
+    text = path.read_text(encoding="utf-8")
+    assert "bandwidth_gb_s: 2039" in text
+    path.write_text(text.replace("bandwidth_gb_s: 2039", "bandwidth_gb_s: 4078", 1), encoding="utf-8")
+    stamp = os.stat(path).st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+    after = perfsim.estimate(**plan)
+    assert after["tpot_s"] < before["tpot_s"]
+
+
+def test_a_memo_is_shared_safely_between_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    memo = Memo(8)
+
+    def work(k):
+        for i in range(2000):
+            memo.put((k, i), i)
+            memo.get((k, i - 1))
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(4)))
+    assert len(memo.entries) <= 8
+
+
+def test_estimates_in_threads_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    plans = [{**PLAN, "batch": b} for b in (1, 2, 4, 8)] * 4
+    alone = [perfsim.estimate(**p) for p in plans]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda p: perfsim.estimate(**p), plans)) == alone
