@@ -234,6 +234,22 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
     if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
         return 1.0, True
+    if xp is not _Numbers and np.ndim(binds) and not np.all(binds):
+        # rows at the top clock need no search: solve the others alone (each row is its own bracket,
+        # so the same clocks as searching every row)
+        shape = np.shape(binds)
+        if not np.any(binds):
+            return np.ones(shape), np.ones(shape, dtype=bool)
+        rows = np.nonzero(np.ravel(binds))[0]
+
+        def part(x):
+            return np.ravel(np.broadcast_to(np.asarray(x, dtype=float), shape))[rows]
+
+        clock, fits = solve_clock(*(part(x) for x in (cap, lowest, floor)), tuple(part(x) for x in span),
+                                  *(part(x) for x in (idle, active, clocked_w, bytes_w, uncapped_w)), steps=steps)
+        out, ok = np.ones(np.size(binds)), np.ones(np.size(binds), dtype=bool)
+        out[rows], ok[rows] = clock, fits
+        return out.reshape(shape), ok.reshape(shape)
     fits = where(binds, power(lowest) <= cap, True)
     lo = lowest + 0.0 * uncapped_w
     hi = 1.0 + 0.0 * lo
