@@ -131,3 +131,34 @@ def test_the_clock_solve_of_many_spans_is_each_spans_own():
     assert clock == pytest.approx([a[0] for a in alone], rel=1e-12)
     assert list(fits) == [a[1] for a in alone]
     assert np.any(clock < 1.0) and np.any(clock == 1.0)
+
+
+def test_decode_iterations_below_the_bound_skip_the_clock_solve():
+    """A decode iteration reads only the token terms up to the batch limit, the LM head and the
+    decode attention tables; where no such entry reaches the limit at the top clock, no decode
+    iteration does (an iteration draws at most its hungriest entry), and the skip changes no length."""
+    from perfsim.events.serving.iteration_cost import IterationCost
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    free = []
+    for model, hardware, tp in (("llama2-70b", "h100-sxm", 8), ("llama2-7b", "a100-80gb", 1)):
+        c = build(expand({"model": model, "hardware": hardware, "tp": tp, "mode": "inference", "batch": 1,
+                          "prompt_len": 1, "gen_len": 1}))
+        cost = IterationCost(c, max_tokens=4096, max_seqs=256, max_context=4097)
+        free.append(cost._decode_free)
+        rng = np.random.default_rng(2)
+        n = rng.integers(1, 257, 300)
+        context = rng.uniform(1, 4096, 300)
+        w = cost.work(n.astype(float), n, n, context, np.zeros_like(n), np.zeros(300))
+        p, full = cost.power_columns, w.get("full_s", w["time_s"])
+        power = (p["idle_w"] + p["active_w"] + p["matrix_w"] * w["flops"] / full / p["peak_flops"]
+                 + p["memory_j_per_byte"] * w["hbm_bytes"] / full + p["link_j_per_byte"] * w["link_bytes"] / full)
+        last = min(cost.tokens.locate(256.0)[0] + 1, cost.tokens.size - 1)
+        assert np.all(power <= cost._peak_w(((0, last + 1), (1, None), (2, None))) * (1 + 1e-12))
+        skipped = [cost.decode_step_s(int(k), float(x)) for k, x in zip(n[:30], context[:30], strict=True)]
+        cost._decode_free = False
+        solved = [cost.decode_step_s(int(k), float(x)) for k, x in zip(n[:30], context[:30], strict=True)]
+        assert skipped == pytest.approx(solved, rel=1e-12)
+    # eight H100s share a 70B model's decode and stay under 700 W; a 7B decode on one A100 may not
+    assert free == [True, False]

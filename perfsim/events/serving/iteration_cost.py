@@ -200,6 +200,28 @@ class IterationCost:
             self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
             self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
             self._unclipped = not not_clock_limited(self.power_columns)  # the DVFS solve sees the unclipped power
+            # decode iterations read the token terms up to max_seqs, the LM head and the decode
+            # attention only: where none of those entries reaches the limit at the top clock, neither
+            # does any decode iteration, and its clock needs no solve
+            last = min(self.tokens.locate(float(max_seqs))[0] + 1, self.tokens.size - 1)
+            self._decode_free = self._unclipped and self._peak_w(((0, last + 1), (1, None), (2, None))) \
+                <= self.cap * (1.0 + CAP_TOLERANCE)
+
+    def _peak_w(self, parts):
+        """A bound on the power at the top clock of an iteration made of the given table entries
+        (``(table, stop)``: 0 token terms, 1 LM head, 2 decode and 3 prefill attention; ``stop`` the
+        entries read): each entry's work over its time at most (the mediant inequality: a sum of
+        entries, interpolated or not, plus host time that adds time and no work, never draws more
+        than its hungriest entry)."""
+        p = self.power_columns
+        peak = 0.0
+        for table, stop in parts:
+            f, h, n = (self._arrays[key][table][:stop] for key in WORK)
+            t = self._arrays["time_s"][table][:stop]
+            w = (p["matrix_w"] * f / p["peak_flops"] + p["memory_j_per_byte"] * h + p["link_j_per_byte"] * n) / self.pp
+            rate = np.divide(w, t, out=np.where(w > 0, np.inf, 0.0), where=t > 0)
+            peak = max(peak, float(np.max(rate, initial=0.0)))
+        return p["idle_w"] + p["active_w"] + peak
 
     def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
@@ -216,7 +238,7 @@ class IterationCost:
     def decode_step_s(self, n, context):
         """One decode iteration of ``n`` sequences attending ``context`` keys on average, s."""
         t = self._base[n] + self._attention(self._lists["time_s"][2], self.context, n, context)
-        return t if self.cap is None else self._capped(t, n, n, n, context, 0, 0.0)
+        return t if self.cap is None or self._decode_free else self._capped(t, n, n, n, context, 0, 0.0)
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
