@@ -55,25 +55,25 @@ def rows(axes: dict) -> list[dict]:
     return [{**fixed, **dict(zip(names, values, strict=True))} for values in product]
 
 
-def best(fn, repeat: int) -> float:
-    """Best wall time of ``repeat`` runs of ``fn`` (after one warm-up run)."""
+def timings(fn, runs: int) -> list[float]:
+    """Wall times of ``runs`` calls of ``fn`` after one warm-up call, s."""
     fn()
     times = []
-    for _ in range(repeat):
+    for _ in range(runs):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return times
+
+
+def best(fn, repeat: int) -> float:
+    """Best wall time of ``repeat`` runs of ``fn`` (after one warm-up run)."""
+    return min(timings(fn, repeat))
 
 
 def median_call(fn, calls: int) -> float:
-    fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall time of ``calls`` calls of ``fn`` (after one warm-up call)."""
+    return statistics.median(timings(fn, calls))
 
 
 def cli_wall(cmd: list[str], runs: int) -> float:

@@ -81,20 +81,14 @@ def warm_estimate(calls: int) -> tuple[float, float]:
     """Median time of one warm ``perfsim.estimate`` of :data:`ESTIMATE`, and of its fixed cost: the same
     call with the cost models (the closed forms and the power model) replaced by their precomputed
     results, so what is timed is everything around them (checks, columns, feasibility, the result dict)."""
-    import statistics
+    from bench_peers import median_call
 
     from perfsim.analytical import evaluate as ev
     from perfsim.plan.columns import build
     from perfsim.plan.grid import expand
 
     def median(fn):
-        fn()
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return median_call(fn, calls)
 
     whole = median(lambda: perfsim.estimate(**ESTIMATE))
     c = build(expand(ESTIMATE))

@@ -110,29 +110,6 @@ def test_a_gemm_at_the_ceiling_holds_the_limit_at_its_sustained_clock():
                     0.0, 0.0)[0] == pytest.approx(1.0)
 
 
-def test_the_clock_solve_of_many_spans_is_each_spans_own():
-    """Rows at the top clock skip the search; every row gets the clock it gets alone."""
-    from perfsim.cost.power import solve_clock
-
-    rng = np.random.default_rng(1)
-    n = 64
-    full = rng.uniform(0.5, 2.0, n)
-    compute = full * rng.uniform(0.0, 1.0, n)
-    memory = (full - compute) * rng.uniform(0.0, 1.0, n)
-    mem_compute = memory * rng.uniform(0.0, 1.0, n)
-    clocked, bytes_w = rng.uniform(50, 600, n), rng.uniform(0, 200, n)
-    uncapped = 80.0 + 60.0 + clocked + bytes_w
-    cap = np.where(rng.uniform(size=n) < 0.5, 0.7, 1.2) * uncapped  # half the rows bind
-    clock, fits = solve_clock(cap, 0.2, 0.8, (full, compute, memory, mem_compute), 80.0, 60.0, clocked, bytes_w,
-                              uncapped)
-    alone = [solve_clock(float(cap[i]), 0.2, 0.8, (float(full[i]), float(compute[i]), float(memory[i]),
-                                                   float(mem_compute[i])), 80.0, 60.0, float(clocked[i]),
-                         float(bytes_w[i]), float(uncapped[i])) for i in range(n)]
-    assert clock == pytest.approx([a[0] for a in alone], rel=1e-12)
-    assert list(fits) == [a[1] for a in alone]
-    assert np.any(clock < 1.0) and np.any(clock == 1.0)
-
-
 def test_decode_iterations_below_the_bound_skip_the_clock_solve():
     """A decode iteration reads only the token terms up to the batch limit, the LM head and the
     decode attention tables; where no such entry reaches the limit at the top clock, no decode
