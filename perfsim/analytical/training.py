@@ -32,8 +32,6 @@ generalised to grouped-query attention, gated MLPs, flash attention and no dropo
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from perfsim.analytical import offload
@@ -208,10 +206,8 @@ def estimate_train(c):
     dp = c["dp"]
     p = t["pass"]
     lora = c["lora"] > 0
-    f_layers, f_embed, f_head = t["prices"]["forward"]
-    b_layers, b_embed, b_head = t["prices"]["backward"]
+    f_layers, b_layers = t["prices"]["forward"][0], t["prices"]["backward"][0]
     n_micro = t["n_micro"]
-    comm = functools.partial(_per_micro, c, t)
     scale = dualpipe_pairing(c, t)
     F, B, R = t["forward_s"] * scale, t["backward_s"] * scale, t["recompute_s"] * scale
     per_mb = F + B + R
@@ -286,8 +282,9 @@ def estimate_train(c):
         "breakdown.train.recompute_s": n_micro * R,
         "breakdown.train.bubble_s": bubble,
         "breakdown.train.pipeline_p2p_s": handoffs * p2p,
-        "breakdown.train.tp_communication_s": n_micro * (comm("communication_s") - comm("ep_communication_s")),
-        "breakdown.train.ep_communication_s": n_micro * comm("ep_communication_s"),
+        "breakdown.train.tp_communication_s": n_micro * (_per_micro(c, t, "communication_s")
+                                                         - _per_micro(c, t, "ep_communication_s")),
+        "breakdown.train.ep_communication_s": n_micro * _per_micro(c, t, "ep_communication_s"),
         "breakdown.train.cp_communication_s": n_micro * 3.0 * t["ring_s"],
         "breakdown.train.cp_exposed_s": n_micro * t["cp_exposed_s"],
         "breakdown.train.dp_communication_s": sync_total,

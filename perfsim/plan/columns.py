@@ -238,8 +238,7 @@ def _build(grid) -> dict:
     if np.any(no_flash):
         c["attention_eff"] = np.where(no_flash & (c["flash"] > 0), 1.0, c["attention_eff"])
         c["flash"] = np.where(no_flash, 0.0, c["flash"])
-    zeros = grid.values("zero")
-    given = grid.gather("zero", [np.nan if z is None else float(z) for z in zeros]) if zeros != [None] else np.nan
+    given = _optional(grid, "zero")
     c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default
     c["launch_s"] = np.where(c["runtime_launch_us"] >= 0, c["runtime_launch_us"] * 1e-6, c["device_launch_s"])
 
@@ -258,8 +257,8 @@ def _build(grid) -> dict:
     # batch of an offloading engine's block (FlexGen), NaN (the whole batch) when not given
     c["gpu_batch"] = _optional(grid, "micro_batch")
     c["micro_batch"] = np.where(np.isnan(c["gpu_batch"]), 1.0, c["gpu_batch"])
-    given_sp = grid.gather("sp", [np.nan if v is None else float(v) for v in grid.values("sp")])
-    c["sp"] = np.where(np.isnan(given_sp), c["default_sp"], given_sp)  # the engine's own default
+    given = _optional(grid, "sp")
+    c["sp"] = np.where(np.isnan(given), c["default_sp"], given)  # the engine's own default
     c["gpu_memory_utilization"] = grid.gather("gpu_memory_utilization", grid.values("gpu_memory_utilization"))
     c["train"] = grid.gather("mode", [Mode.of(m) for m in modes])
     c["recompute"] = grid.gather("recompute", [Recompute.of(r) for r in grid.values("recompute")])

@@ -213,15 +213,21 @@ class IterationCost:
         entries read): each entry's work over its time at most (the mediant inequality: a sum of
         entries, interpolated or not, plus host time that adds time and no work, never draws more
         than its hungriest entry)."""
-        p = self.power_columns
         peak = 0.0
         for table, stop in parts:
-            f, h, n = (self._arrays[key][table][:stop] for key in WORK)
+            f, h, n = (self._arrays[key][table][:stop] / self.pp for key in WORK)
             t = self._arrays["time_s"][table][:stop]
-            w = (p["matrix_w"] * f / p["peak_flops"] + p["memory_j_per_byte"] * h + p["link_j_per_byte"] * n) / self.pp
-            rate = np.divide(w, t, out=np.where(w > 0, np.inf, 0.0), where=t > 0)
-            peak = max(peak, float(np.max(rate, initial=0.0)))
-        return p["idle_w"] + p["active_w"] + peak
+            with np.errstate(divide="ignore", invalid="ignore"):
+                power = np.where(t > 0, self._top_power_w(f, h, n, t), np.where(f + h + n > 0, np.inf, 0.0))
+            peak = max(peak, float(np.max(power, initial=0.0)))
+        return peak
+
+    def _top_power_w(self, flops, hbm, link, seconds):
+        """Power of one device doing ``flops`` and moving ``hbm`` and ``link`` bytes over ``seconds`` at
+        the top clock, summed as :func:`perfsim.cost.power.span_clock` sums it, W."""
+        p = self.power_columns
+        return (p["idle_w"] + p["active_w"] + p["matrix_w"] * (flops / seconds) / p["peak_flops"]
+                + p["memory_j_per_byte"] * (hbm / seconds) + p["link_j_per_byte"] * (link / seconds) + 0.0)
 
     def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
@@ -280,11 +286,9 @@ class IterationCost:
         at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
         flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
         flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
-        p = self.power_columns
-        if self._unclipped and full_s:  # the power at the top clock, as span_clock sums it: within the cap, no change
-            top = (p["idle_w"] + p["active_w"] + p["matrix_w"] * (flops / full_s) / p["peak_flops"]
-                   + p["memory_j_per_byte"] * (hbm / full_s) + p["link_j_per_byte"] * (link / full_s) + 0.0)
-            if not top > self.cap * (1.0 + CAP_TOLERANCE):
+        # the power at the top clock: within the cap, no change
+        if self._unclipped and full_s:
+            if not self._top_power_w(flops, hbm, link, full_s) > self.cap * (1.0 + CAP_TOLERANCE):
                 return full_s
         compute, memory, memory_compute = (_sum(self._lists[key], at) for key in SPAN)
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
