@@ -218,10 +218,7 @@ def _train_least_recompute(c):
             break  # every row found its recomputation: the heavier ones need not be priced
         trial_c = dict(c, recompute=np.where(auto, float(option), c["recompute"]))
         trial, trial_checks = estimate_train(trial_c)
-        flagged = np.zeros_like(auto)
-        for mask, _, _ in trial_checks:
-            flagged = flagged | np.asarray(mask, dtype=bool)
-        fits = ~flagged
+        fits = ~_flagged(trial_checks, auto)
         take = auto & fits if chosen is None else auto & fits & ~resolved
         if option == Recompute.FULL:  # nothing lighter fits: full, and its reasons
             take = auto & ~resolved if resolved is not None else auto
@@ -229,9 +226,7 @@ def _train_least_recompute(c):
             take = take | ~auto
             out, checks, chosen, resolved = trial, trial_checks, trial_c["recompute"], take
             continue
-        out = {k: np.where(take, trial[k], out[k]) for k in out}
-        checks = [(np.where(take, np.asarray(tm, dtype=bool), np.asarray(m, dtype=bool)), short, _either(take, td, d))
-                  for (m, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)]
+        out, checks = _merged(take, trial, trial_checks, out, checks)
         chosen = np.where(take, float(option), chosen)
         resolved = resolved | take
     out["plan.recompute"] = chosen
@@ -285,21 +280,31 @@ def _inference_best_offload(c):
         for key in _placement_columns():
             trial[f"plan.{key}"] = trial_c[key]
         rate = np.asarray(trial["throughput_tokens_per_s"], dtype=float)
-        flagged = np.zeros(rate.shape, dtype=bool)
-        for mask, _, _ in trial_checks:
-            flagged = flagged | np.asarray(mask, dtype=bool)
-        score = np.where(flagged | ~np.isfinite(rate), -np.inf, rate)
+        score = np.where(_flagged(trial_checks, rate) | ~np.isfinite(rate), -np.inf, rate)
         if best is None:
             out, checks, best = trial, trial_checks, score
             continue
         take = searched & (score > best)
         if not np.any(take):
             continue
-        out = {k: np.where(take, trial[k], out[k]) for k in out}
-        checks = [(np.where(take, np.asarray(tm, dtype=bool), np.asarray(m, dtype=bool)), short, _either(take, td, d))
-                  for (m, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)]
+        out, checks = _merged(take, trial, trial_checks, out, checks)
         best = np.where(take, score, best)
     return out, checks
+
+
+def _flagged(checks, like):
+    """Rows (shaped as ``like``) that any of ``checks`` flags."""
+    flagged = np.zeros(np.shape(like), dtype=bool)
+    for mask, _, _ in checks:
+        flagged = flagged | np.asarray(mask, dtype=bool)
+    return flagged
+
+
+def _merged(take, trial, trial_checks, out, checks):
+    """Results and checks of ``trial`` on the rows ``take``, of ``out`` elsewhere."""
+    return ({k: np.where(take, trial[k], out[k]) for k in out},
+            [(np.where(take, np.asarray(tm, dtype=bool), np.asarray(m, dtype=bool)), short, _either(take, td, d))
+             for (m, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)])
 
 
 def _either(take, detail_if, detail_else):
