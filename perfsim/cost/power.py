@@ -290,6 +290,14 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True
     return out
 
 
+def top_clock_power_w(c, seconds, flops, hbm_bytes, link_bytes):
+    """Power of one device doing this work over ``seconds`` at the top clock, unclipped (idle,
+    active floor and :func:`_dynamic`'s parts, summed as :func:`span_clock` sums them), W. Arrays,
+    or Python numbers for one span."""
+    d = _dynamic(c, seconds, flops, hbm_bytes, link_bytes, clip=False)
+    return c["idle_w"] + c["active_w"] + d["matrix"] + d["memory"] + d["link"] + 0.0
+
+
 def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
     """Clock of a span of work under a cap: ``(clock, fits)`` of :func:`solve_clock`.
 

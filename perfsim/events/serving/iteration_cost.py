@@ -37,7 +37,7 @@ from bisect import bisect_right
 import numpy as np
 
 from perfsim.analytical.inference import attention_cost, forward_time
-from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap
+from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap, top_clock_power_w
 from perfsim.cost.price import price
 from perfsim.cost.topology import group_collective
 from perfsim.graph.params import layer_counts
@@ -217,17 +217,10 @@ class IterationCost:
         for table, stop in parts:
             f, h, n = (self._arrays[key][table][:stop] / self.pp for key in WORK)
             t = self._arrays["time_s"][table][:stop]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                power = np.where(t > 0, self._top_power_w(f, h, n, t), np.where(f + h + n > 0, np.inf, 0.0))
+            power = np.where(t > 0, top_clock_power_w(self.power_columns, t, f, h, n),
+                             np.where(f + h + n > 0, np.inf, 0.0))
             peak = max(peak, float(np.max(power, initial=0.0)))
         return peak
-
-    def _top_power_w(self, flops, hbm, link, seconds):
-        """Power of one device doing ``flops`` and moving ``hbm`` and ``link`` bytes over ``seconds`` at
-        the top clock, summed as :func:`perfsim.cost.power.span_clock` sums it, W."""
-        p = self.power_columns
-        return (p["idle_w"] + p["active_w"] + p["matrix_w"] * (flops / seconds) / p["peak_flops"]
-                + p["memory_j_per_byte"] * (hbm / seconds) + p["link_j_per_byte"] * (link / seconds) + 0.0)
 
     def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
@@ -288,7 +281,7 @@ class IterationCost:
         flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
         # the power at the top clock: within the cap, no change
         if self._unclipped and full_s:
-            if not self._top_power_w(flops, hbm, link, full_s) > self.cap * (1.0 + CAP_TOLERANCE):
+            if not top_clock_power_w(self.power_columns, full_s, flops, hbm, link) > self.cap * (1.0 + CAP_TOLERANCE):
                 return full_s
         compute, memory, memory_compute = (_sum(self._lists[key], at) for key in SPAN)
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
