@@ -18,8 +18,9 @@ below it, as Splitwise measured (Patel et al., ISCA'24).
 **Power caps and DVFS.** Under its cap (:func:`board_cap`: ``power_cap_w`` where a plan sets one
 below the board limit, else ``tdp_w``) the device lowers its clock to the ratio ``f`` of
 its top clock (``f`` in ``[min_clock_ghz / clock_ghz, 1]``). Compute-bound time (the roofline's
-compute-bound part, ``compute_bound_s``) stretches by ``1 / f``; memory-bound time,
-communication and host overheads stay (HBM and links keep their own clocks). The supply voltage
+compute-bound part, ``compute_bound_s``) stretches by ``1 / f``; a memory-bound op's compute
+side stretches and its memory stall past it stays (:func:`clocked_seconds`); communication and
+host overheads stay (HBM and links keep their own clocks). The supply voltage
 tracks the clock above a floor and stays at the floor below, ``V(f) / V(1) = max(f,
 voltage_floor)``, as GPU V/f tables do (Guerreiro et al., HPCA'18, "GPGPU Power Modeling for
 Multi-Domain Voltage-Frequency Scaling": core voltage constant up to a knee, then rising with the
@@ -135,10 +136,14 @@ def voltage_ratio(clock, floor):
 def clocked_seconds(clock, full_s, compute_bound_s, memory_bound_s=0.0, memory_compute_s=0.0):
     """Length of a span at clock ratio ``clock``.
 
-    The compute-bound part stretches by ``1 / clock``; the memory-bound part stays until its
-    compute side, stretched, overtakes it (the roofline of the memory-bound ops taken together:
-    ``max(memory_bound_s, memory_compute_s / clock)``); the rest (communication, host overheads)
-    stays.
+    The compute-bound part stretches by ``1 / clock``. A memory-bound op takes its compute side,
+    stretched, plus the memory stall beyond it, which the core clock does not change:
+    ``memory_bound_s + memory_compute_s · (1 / clock - 1)`` (the stall-time model of DVFS: the
+    core's cycles scale with the clock, the time waiting on memory past them does not; Keramidas,
+    Spiliopoulos and Kaxiras, CF'10; Eyerman and Eeckhout, IEEE Trans. Computers 2010). It sums
+    over ops, so the span's totals give it exactly, and an op on the roofline's ridge takes
+    ``t / clock`` whichever side it is priced on: more bandwidth never lengthens a clocked span.
+    The rest (communication, host overheads) stays.
 
     Parameters
     ----------
@@ -152,16 +157,15 @@ def clocked_seconds(clock, full_s, compute_bound_s, memory_bound_s=0.0, memory_c
     Examples
     --------
     >>> clocked_seconds(0.5, 10.0, 4.0, 4.0, 1.0), clocked_seconds(0.2, 10.0, 4.0, 4.0, 1.0)
-    (14.0, 27.0)
+    (15.0, 30.0)
     """
-    maximum = _ops(clock, memory_bound_s, memory_compute_s).maximum
-    return _clocked(maximum, clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s)
+    return _clocked(clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s)
 
 
-def _clocked(maximum, clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s):
-    """:func:`clocked_seconds` with the ``maximum`` of the caller's operations."""
-    return (compute_bound_s / clock + maximum(memory_bound_s, memory_compute_s / clock)
-            + (full_s - compute_bound_s - memory_bound_s))
+def _clocked(clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s):
+    """:func:`clocked_seconds` (arrays or Python numbers alike)."""
+    return (compute_bound_s / clock + memory_compute_s * (1.0 / clock - 1.0)
+            + (full_s - compute_bound_s))
 
 
 def clip_span(full_s, compute_bound_s, memory_bound_s=0.0, memory_compute_s=0.0):
@@ -227,7 +231,7 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     maximum, where, divide = xp.maximum, xp.where, xp.divide
 
     def power(clock):
-        rate = divide(full_s, _clocked(maximum, clock, *span), 1.0)
+        rate = divide(full_s, _clocked(clock, *span), 1.0)
         a, e, b = _factors(maximum, clock, floor, rate)
         return idle + active * a + clocked_w * e + bytes_w * b
 
