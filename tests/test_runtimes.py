@@ -14,15 +14,53 @@ def _attention_s(hardware, runtime):
     return r["breakdown"]["train"]["attention_s"]
 
 
-def test_ampere_attention_kernels_run_slower_on_hopper():
-    """FlashAttention-2-class kernels (NeMo 2024) use a smaller share of Hopper's peak than
-    Hopper-native ones; on Ampere both profiles' kernels are alike."""
-    nemo = _attention_s("h100-sxm", "nemo")
-    neutral = _attention_s("h100-sxm", {"base": "nemo", "attention_efficiency_on": {"hopper": 0.85}})
-    assert nemo == pytest.approx(neutral * 0.85 / 0.46, rel=0.02)
-    a100 = _attention_s("a100-80gb", "nemo")
-    a100_neutral = _attention_s("a100-80gb", {"base": "nemo", "attention_efficiency_on": {"hopper": 0.85}})
-    assert a100 == pytest.approx(a100_neutral, rel=1e-9)
+def _passes(hardware, runtime):
+    r = perfsim.estimate(model="llama2-7b", hardware=hardware, mode="train", dp=8, seq_len=16384,
+                         global_batch=8, runtime=runtime, recompute="none")["breakdown"]["train"]
+    return r["forward_s"], r["attention_s"]
+
+
+def test_family_attention_figures_apply_on_their_family_only():
+    """NeMo's cuDNN figures for Hopper: with the forward and backward both at 0.85 of the GEMM
+    ceiling the attention takes 0.712 / 0.85 (forward) and 0.712 x 0.867 / 0.85 (backward) as long
+    at 16K tokens (compute-bound); on Ampere the Hopper figures change nothing."""
+    neutral_rt = {"base": "nemo", "attention_efficiency_on": {"hopper": 0.85},
+                  "attention_backward_ratio_on": {"hopper": 1.0}}
+    nemo, neutral = _attention_s("h100-sxm", "nemo"), _attention_s("h100-sxm", neutral_rt)
+    # the neutral profile's backward does 2.5x the forward's FLOPs at the same rate
+    expected = neutral / 3.5 * (0.85 / 0.712 + 2.5 * 0.85 / (0.712 * 0.867))
+    assert nemo == pytest.approx(expected, rel=0.02)
+    assert _attention_s("a100-80gb", "nemo") == pytest.approx(_attention_s("a100-80gb", neutral_rt), rel=1e-12)
+
+
+def test_backward_ratio_slows_the_backward_attention_alone():
+    """Halving the ratio doubles the (compute-bound) backward attention, a quarter quadruples it:
+    the extra time of the second is three times the first's; the forward pass does not move."""
+    (f1, a1), (f2, a2), (f4, a4) = (_passes("h100-sxm", {"base": "nemo", "attention_backward_ratio_on": {"hopper": r}})
+                                    for r in (1.0, 0.5, 0.25))
+    assert a2 > a1
+    assert a4 - a1 == pytest.approx(3.0 * (a2 - a1), rel=1e-6)
+    assert f1 == pytest.approx(f2, rel=1e-12) and f1 == pytest.approx(f4, rel=1e-12)
+    # the scalar applies on a family the profile gives no figure for
+    plain = _passes("a100-80gb", "nemo")[1]
+    halved = _passes("a100-80gb", {"base": "nemo", "attention_backward_ratio": 0.5})[1]
+    assert halved > plain
+
+
+def test_eager_attention_backward_runs_at_the_forward_rate():
+    """Eager attention's backward is batched GEMMs: a flash kernel's backward ratio does not apply."""
+    eager = {"base": "nemo", "attention": "eager"}
+    assert _attention_s("h100-sxm", {**eager, "attention_backward_ratio_on": {"hopper": 0.3}}) == \
+        pytest.approx(_attention_s("h100-sxm", eager), rel=1e-12)
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.5, 1.5])
+def test_backward_ratio_out_of_range_is_an_input_error(ratio):
+    for key, value in (("attention_backward_ratio", ratio), ("attention_backward_ratio_on", {"hopper": ratio})):
+        with pytest.raises(perfsim.InputError) as err:
+            perfsim.estimate(model="llama2-7b", hardware="h100-sxm", mode="train",
+                             runtime={"base": "nemo", key: value})
+        assert "attention_backward_ratio" in str(err.value)
 
 
 def test_bad_family_override_is_an_input_error():

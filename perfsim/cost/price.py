@@ -115,6 +115,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
                                                   size=c["array_size"], weight_stationary=c["weight_stationary"] > 0)
                 eff = np.where(systolic, c["attn_gemm_max"] * c["attention_eff"] * arrays, eff)
                 vec = np.where(systolic, npu.vector_time(npu.SOFTMAX_OPS * op.scores * scale, c["vector_flops"]), 0.0)
+            if backward:  # the gradient kernel's own rate (FlashAttention-3, cuDNN: below the forward's)
+                eff = eff * c["attention_bwd_ratio"]
             peak = c["peak_flops"] * c["attn_peak_ratio"]
             t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
                         compute_eff=eff, launch_s=launch, **mem)

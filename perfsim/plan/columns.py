@@ -223,8 +223,9 @@ def _build(grid) -> dict:
         if any(s.family == name for s in specs):
             attention_eff = np.where(family == i, c[f"attention_eff_{name}"], attention_eff)
     c["attention_eff"] = attention_eff
-    # serving limits the engine sets by device: the figure for this device's family
-    for key in ("max_num_seqs", "max_num_batched_tokens"):
+    # the attention backward's rate and the serving limits the engine sets by device: the figure
+    # for this device's family
+    for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens"):
         value = c[key]
         for i, name in enumerate(FAMILIES):
             per_family = c.pop(f"{key}_{name}")
@@ -238,6 +239,8 @@ def _build(grid) -> dict:
     if np.any(no_flash):
         c["attention_eff"] = np.where(no_flash & (c["flash"] > 0), 1.0, c["attention_eff"])
         c["flash"] = np.where(no_flash, 0.0, c["flash"])
+    # eager attention's backward is batched GEMMs, at the ceiling its forward's run at
+    c["attention_bwd_ratio"] = np.where(c["flash"] > 0, c["attention_bwd_ratio"], 1.0)
     given = _optional(grid, "zero")
     c["zero"] = np.where(np.isnan(given), c["default_zero"], given)  # the engine's own default
     c["launch_s"] = np.where(c["runtime_launch_us"] >= 0, c["runtime_launch_us"] * 1e-6, c["device_launch_s"])

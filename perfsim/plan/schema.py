@@ -161,6 +161,7 @@ COLUMNS = (
     _C("attention_eff_npu", "1", "attention_eff on npu devices"),
     _C("attention_eff_pim", "1", "attention_eff on pim devices"),
     _C("attention_eff_other", "1", "attention_eff on devices of no listed family"),
+    _C("attention_bwd_ratio", "1", "attention backward kernel's rate over the forward's, for this device's family"),
     _C("grad_bytes", "B", "bytes per gradient element in the gradient buffer and the data-parallel reduction"),
     _C("gathers_per_layer", "1", "all-gathers a fully sharded (ZeRO-3) engine issues per layer and pass"),
     _C("grad_bucket_params", "1", "parameters per gradient-reduction bucket (0: the whole buffer in one collective)"),

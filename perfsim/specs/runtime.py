@@ -27,6 +27,7 @@ _SCHEMA = {
     "dp_overlap": S.NUM, "tp_overlap": S.NUM, "dropout": S.BOOL, "fragmentation": S.NUM, "compile": S.BOOL,
     "compiled_kernels_per_layer": S.NUM, "default_zero": S.INT, "selective_recompute_matmuls": S.NUM,
     "eager_elementwise_traffic": S.NUM, "attention_efficiency_on": S.NumMap(FAMILIES),
+    "attention_backward_ratio": S.NUM, "attention_backward_ratio_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
     "loss_bytes_per_logit": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
@@ -91,6 +92,11 @@ class RuntimeSpec:
             "attention_eff": v["attention_efficiency"],
             # the same kernels reach another share of the GEMM ceiling on other architectures
             **{f"attention_eff_{f}": v.get(f"attention_efficiency_on.{f}", v["attention_efficiency"]) for f in FAMILIES},
+            # the backward kernel's rate over the forward's (FLOPs counted 2.5x the forward's),
+            # per family as the forward's
+            "attention_bwd_ratio": v.get("attention_backward_ratio", 1.0),
+            **{f"attention_bwd_ratio_{f}": v.get(f"attention_backward_ratio_on.{f}", v.get("attention_backward_ratio", 1.0))
+               for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
@@ -162,6 +168,9 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
+    for key, value in values.items():  # a rate ratio: above 0 (it divides), at most the forward's
+        if key.split(".")[0] in ("attention_backward_ratio", "attention_backward_ratio_on") and not 0 < value <= 1:
+            raise InputError(f"must be above 0 and at most 1, got {value}", field=key, file=path)
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)
