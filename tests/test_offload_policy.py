@@ -174,3 +174,35 @@ def test_a_separate_dequantisation_pass_streams_every_weight_per_gpu_batch():
     a = perfsim.estimate(**fp16, runtime=_flexgen(dequant_pass_bytes=13.0))
     b = perfsim.estimate(**fp16, runtime=_flexgen(dequant_pass_bytes=26.0))
     assert a["tpot_s"] == pytest.approx(b["tpot_s"], rel=1e-12)
+
+
+def _deepspeed(**keys):
+    """DeepSpeed with a serial decode (its loads add to its compute), so the transfer time shows."""
+    return {"base": "deepspeed", "decode_offload_prefetch": 0.0, **keys}
+
+
+def test_driver_staged_pageable_copies_run_at_one_threads_copy_rate():
+    plan = dict(INFER, batch=8, offload_weights="cpu")  # cache on the device: the weights stream
+    pinned = perfsim.estimate(**plan, runtime=_deepspeed(host_memory_pinned=True))
+    driver = perfsim.estimate(**plan, runtime=_deepspeed(host_memory_pinned=False))
+    engine = perfsim.estimate(**plan, runtime=_deepspeed(host_memory_pinned=False, driver_staging=False))
+    weights = pinned["offloaded_per_device_gib"]["cpu"]["weights"] * 2**30
+    moved = {name: r["breakdown"]["decode"]["transfer_s"] for name, r in
+             (("pinned", pinned), ("driver", driver), ("engine", engine))}
+    # the driver copies each streamed byte into its staging buffer on one thread: rtx-a6000's 27.9 GB/s
+    assert moved["driver"] - moved["pinned"] == pytest.approx(weights / 27.9e9, rel=1e-9)
+    # an engine's own multi-threaded copy reads and writes each byte at the host's STREAM rate
+    assert moved["engine"] - moved["pinned"] == pytest.approx(2 * weights / (204.8e9 * 0.81), rel=1e-9)
+    assert pinned["tpot_s"] < engine["tpot_s"] < driver["tpot_s"]
+
+
+def test_without_a_thread_copy_rate_driver_staging_runs_at_the_memory_bandwidth():
+    from perfsim.analytical.offload import _streams
+
+    c = dict(host_link_bw=32e9, host_link_eff=0.8, nvme_bw=5e9, nvme_write_bw=4e9, cpu_bw=200e9, cpu_mem_eff=0.8,
+             devices_per_node=1.0, nvme_direct=0.0, host_pinned=0.0, kv_pinned=0.0, kv_store_bw=0.0,
+             hidden_store_bw=0.0, driver_staging=1.0, thread_copy_bw=0.0)
+    t, _ = _streams(c, load_cpu=25.6e9)
+    assert float(t) == pytest.approx(1.0 + 2 * 25.6e9 / 160e9, rel=1e-12)  # DMA at 25.6 GB/s, then the copy
+    t, _ = _streams(dict(c, thread_copy_bw=12.8e9), load_cpu=25.6e9)
+    assert float(t) == pytest.approx(1.0 + 2.0, rel=1e-12)

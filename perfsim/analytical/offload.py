@@ -71,7 +71,10 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     into the driver's pinned staging buffer (read and written once more), and that copy runs
     before the DMA of the same bytes, so it adds its time instead of overlapping it (CUDA
     programming guide, 'Page-Locked Host Memory'; the NVMe paths of offloading engines read into
-    their own pinned buffers). ``kv_load_*`` and ``kv_store_*`` are KV-cache bytes among the loads
+    their own pinned buffers). The driver makes that copy on the one host thread that asked for
+    the transfer (``driver_staging``: a plain ``tensor.to(device)`` from pageable memory), at the
+    rate one thread copies (``thread_copy_bw``, where the spec gives it); an engine that copies
+    into pinned buffers itself with multi-threaded copies stages at the host's memory bandwidth. ``kv_load_*`` and ``kv_store_*`` are KV-cache bytes among the loads
     and stores: the cache's buffer is pinned or not on its own (``kv_pinned``; an engine with a
     pageable cache copies the part on NVMe through the same relay: FlexGen's copy threads,
     pytorch_backend.py copy_worker_func), and an engine whose cache stores take a slower path than the link
@@ -90,7 +93,9 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
                     + (1.0 - c["kv_pinned"]) * (kv_host + kv_load_nvme + kv_store_nvme))
     t["host"] = t["host"] + staged
     bandwidth = host_memory_bandwidth(c)
-    staging = np.where(bandwidth > 0, duration(staged, bandwidth), 0.0)  # (unknown host memory: not priced)
+    one_thread = (c["driver_staging"] > 0) & (c["thread_copy_bw"] > 0)
+    staging = np.where(one_thread, duration(staged / 2.0, c["thread_copy_bw"]),
+                       np.where(bandwidth > 0, duration(staged, bandwidth), 0.0))  # (unknown host memory: not priced)
     stores = np.where(c["kv_store_bw"] > 0, duration(kv_store_cpu + kv_store_nvme, c["kv_store_bw"]), 0.0) \
         + np.where(c["hidden_store_bw"] > 0, duration(hidden_stored, c["hidden_store_bw"]), 0.0)
     return np.maximum(transfer_time(c, **t) + staging, stores), t

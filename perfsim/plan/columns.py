@@ -42,6 +42,7 @@ _HW = {
     "host_memory_gib": ("host_memory_bytes", GIB), "nvme_bandwidth_gb_s": ("nvme_bw", 1e9),
     "cpu_tflops": ("cpu_flops", 1e12), "cpu_memory_bandwidth_gb_s": ("cpu_bw", 1e9),
     "cpu_memory_efficiency": ("cpu_mem_eff", 1.0), "nvme_write_bandwidth_gb_s": ("nvme_write_bw", 1e9),
+    "cpu_thread_copy_gb_s": ("thread_copy_bw", 1e9),
     "nvme_capacity_gib": ("nvme_capacity_bytes", GIB), "nvme_direct": ("nvme_direct", 1.0),
     "active_w": ("active_w", 1.0), "matrix_w": ("matrix_w", 1.0), "memory_pj_per_byte": ("memory_j_per_byte", 1e-12),
     "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),

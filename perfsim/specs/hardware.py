@@ -53,7 +53,8 @@ _SCHEMA = {
         "nvme_write_bandwidth_gb_s": S.NUM,
         "nvme_capacity_gib": S.NUM,
         "nvme_direct": S.BOOL,
-        "cpu": {"name": S.STR, "tflops_fp32": S.NUM, "memory_bandwidth_gb_s": S.NUM, "memory_efficiency": S.NUM},
+        "cpu": {"name": S.STR, "tflops_fp32": S.NUM, "memory_bandwidth_gb_s": S.NUM, "memory_efficiency": S.NUM,
+                "thread_copy_gb_s": S.NUM},
         "power": {"host_w": S.NUM, "psu_efficiency": S.NUM, "cpu_w": S.NUM, "nvme_w": S.NUM, "nic_w": S.NUM},
     },
     "scaleout": {"name": S.STR, "nic_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
@@ -106,6 +107,7 @@ _FIELDS = {
     "node.cpu.tflops_fp32": "cpu_tflops",
     "node.cpu.memory_bandwidth_gb_s": "cpu_memory_bandwidth_gb_s",
     "node.cpu.memory_efficiency": "cpu_memory_efficiency",
+    "node.cpu.thread_copy_gb_s": "cpu_thread_copy_gb_s",
     "scaleout.nic_gb_s": "scaleout_gb_s",
     "scaleout.latency_us": "scaleout_latency_us",
     "scaleout.efficiency": "scaleout_efficiency",
@@ -130,6 +132,8 @@ _OPTIONAL_DEFAULTS = {
     # offloading tiers: writes at the read bandwidth, capacity unchecked (0), NVMe data bounced
     # through host memory, host memory at its nominal bandwidth unless a spec says otherwise
     "nvme_write_bandwidth_gb_s": 0.0, "nvme_capacity_gib": 0.0, "nvme_direct": 0.0, "cpu_memory_efficiency": 1.0,
+    # one host thread's copy rate unknown: pageable staging priced at the host's memory bandwidth
+    "cpu_thread_copy_gb_s": 0.0,
     "scaleout_gb_s": 0.0, "scaleout_latency_us": 0.0, "scaleout_efficiency": 1.0, "scaleout_ll_latency_us": 0.0,
     # power: without these the model falls back to idle + (TDP - idle) x matrix-engine utilisation
     "active_w": 0.0, "memory_pj_per_byte": 0.0, "link_pj_per_byte": 0.0, "host_w": 0.0, "psu_efficiency": 1.0,

@@ -36,7 +36,7 @@ _SCHEMA = {
     "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
-    "dequant_pass_bytes": S.NUM,
+    "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -134,6 +134,9 @@ class RuntimeSpec:
             # and the engine may store the cache into it on a slower path than its DMA loads
             "kv_pinned": 1.0 if v.get("kv_cache_pinned", v.get("host_memory_pinned", True)) else 0.0,
             "kv_store_bw": v.get("kv_store_gb_s", 0.0) * 1e9,
+            # pageable copies staged by the CUDA driver on the calling thread (a plain
+            # tensor.to(device)), or by the engine's own multi-threaded copies into pinned buffers
+            "driver_staging": 1.0 if v.get("driver_staging", True) else 0.0,
             "hidden_store_bw": v.get("hidden_store_gb_s", 0.0) * 1e9,
             # weight-only quantisation expanded to 16 bits by a pass of its own (0: fused in the GEMM)
             "dequant_pass_bytes": v.get("dequant_pass_bytes", 0.0),
