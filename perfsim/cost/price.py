@@ -15,6 +15,38 @@ from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
 
+#: Fixed costs of a fused attention kernel (FlashAttention-2/3, cuDNN), in keys of steady-state
+#: work per query row, forward and backward: ``(per query tile and call, per causal diagonal)``.
+#: A call walks each query tile (backward: each key tile) across the key tiles it attends; around
+#: that loop it loads the tile, writes its output and log-sum-exp (backward: its key and value
+#: gradients, plus the row-sum and gradient-conversion passes), and fills and drains its
+#: pipeline, a cost per tile that the loop's length amortises; a causal call also runs one
+#: diagonal tile per query tile half-masked. Fitted jointly (a free asymptote per series, the
+#: model's wave efficiency divided out; log residuals) to bf16, head dim 128 kernel measurements:
+#: cuDNN 9.19 on H200, 2K-32K, causal and not, forward and backward (NVIDIA/cudnn-frontend 3929da2,
+#: benchmark/sdpa_benchmark_training/results/h200_919_only_cudnn/llama3.1_20260227_034703.csv;
+#: batch 1, 64 query heads), and FlashAttention-2, FlashAttention-3 and cuDNN on H100 SXM5, 512-16K
+#: (Shah et al. 2024, 'FlashAttention-3', Sec. 4.1 forward-speed figures, causal and not, and
+#: backward-speed figure, no mask; batch x sequence 16K, 16 heads). Forward: 141 and 98 keys
+#: (8 series, rms residual 3.6 %, largest +11 % at the shortest length); backward: 356 and 275
+#: (5 series, one causal, rms 2.9 %): about one key tile of 128 per query tile forward, under
+#: three backward, and half a tile plus a little masking per diagonal.
+ATTENTION_TILE_KEYS = {False: (140.0, 100.0), True: (360.0, 280.0)}
+
+
+def attention_length_eff(span, visits, diagonal, *, backward=False):
+    """Share of a fused attention kernel's long-call FLOP rate reached by calls whose query rows
+    attend ``span`` keys on average, with ``visits`` calls per query tile and ``diagonal`` 1 for a
+    causal call: ``span / (span + visits * per_tile + diagonal * per_diagonal)``
+    (:data:`ATTENTION_TILE_KEYS`). A causal call of length L (span (L + 1) / 2) runs at about
+    L / (L + 2 (per_tile + per_diagonal)), a bidirectional one at L / (L + per_tile); 1 where
+    ``visits`` and ``diagonal`` are 0 (eager attention, decode) or there are no keys."""
+    per_tile, per_diagonal = ATTENTION_TILE_KEYS[bool(backward)]
+    span = np.asarray(span, dtype=float)
+    fixed = np.asarray(visits, dtype=float) * per_tile + np.asarray(diagonal, dtype=float) * per_diagonal
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(span > 0, span / (span + fixed), 1.0)
+
 
 def price(c, ops, *, backward=False, weight_grads=True):
     """Sum the time of ``ops`` by category; ``backward`` prices their gradient pass instead.
@@ -109,6 +141,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
             waves = np.ceil(op.blocks / c["units"])
             wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
             eff = c["attn_gemm_max"] * c["attention_eff"] * np.where(op.blocks > 0, wave_eff, 1.0)
+            eff = eff * attention_length_eff(op.span, op.visits, op.diagonal, backward=backward)
             vec = 0.0
             if npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
                 arrays = npu.attention_efficiency(op.rows, op.depth, op.span, op.units, arrays=c["arrays"],

@@ -49,6 +49,11 @@ class Attention:
     units: object = 0.0
     scores: object = 0.0
     kv_bytes: object = 0.0
+    # fused-kernel calls each query tile takes part in, and 1 where the call's causal diagonal
+    # runs through every query tile: the per-tile fixed costs of perfsim.cost.price.attention_length_eff
+    # (0 for eager attention and decode, which that curve does not describe)
+    visits: object = 0.0
+    diagonal: object = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,10 +147,19 @@ def attention_ops(c, p: Pass):
     kv_read = p.seqs * p.kv_len * kv_bytes_per_token(c)
     eager_scores = (1.0 - c["flash"]) * 4.0 * p.seqs * heads_dev * p.q_len * p.kv_len * act
     q_tiles = np.ceil(p.q_len / 128.0)
+    # a fused prefill or training call visits each query tile once; under ring context parallelism
+    # (causal 0.5) once per ring step: Transformer Engine's AttnFuncWithCPAndKVP2P (NVIDIA/TransformerEngine
+    # d0067d0d, attention/dot_product_attention/context_parallel.py) runs cp calls, the causal
+    # 'diagonal' one and cp - 1 'lower-triangle' (all local queries, half a KV chunk) or
+    # 'upper-triangle' (half the queries, the whole chunk) ones, and every step after the first has
+    # some rank on the lower triangle, whose call the ring waits for
+    fused = (p.causal > 0) & (c["flash"] > 0)
+    visits = np.where(fused, np.where(p.causal < 1.0, c["cp"], 1.0), 0.0)
     ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, p.seqs * heads_dev * q_tiles,
                          rows=p.q_len * heads_dev / np.where(absorbed, 1.0, kv_dev), depth=qk_dim, span=kv_eff,
                          units=p.seqs * np.where(absorbed, 1.0, kv_dev),
-                         scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read))
+                         scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read,
+                         visits=visits, diagonal=np.where(fused, 1.0, 0.0)))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
     return ops

@@ -150,7 +150,7 @@ COLUMNS = (
     _C("kernels_per_layer", "1", "elementwise kernels one layer runs (fusion; compiled count with compile)"),
     _C("elementwise_traffic", "1", "elementwise-op memory traffic relative to fused kernels (eager > 1)"),
     _C("flash", "bool", "flash attention (no materialised score matrix), else eager"),
-    _C("attention_eff", "1", "attention kernels' share of the GEMM ceiling, for this device's family"),
+    _C("attention_eff", "1", "attention kernels' share of the GEMM ceiling on long calls, for this device's family"),
     _C("attention_eff_volta", "1", "attention_eff on volta devices"),
     _C("attention_eff_turing", "1", "attention_eff on turing devices"),
     _C("attention_eff_ampere", "1", "attention_eff on ampere devices"),
