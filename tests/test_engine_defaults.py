@@ -1,5 +1,6 @@
 """Plans that leave a choice to the engine get the engine's own: sequence parallelism with TP in
-Megatron-core and NeMo (their recipes always pass it), none in the 2021 recipe; and interleaved
+Megatron-core and NeMo (their recipes always pass it) and torchtitan (its TP plan always shards the
+norms over the sequence), none in the 2021 recipe; and interleaved
 pipelines over a model the virtual stages do not divide (Megatron-core's uneven split, as in the
 Llama 3 405B recipe: 126 layers on 16 stages of 8 chunks)."""
 
@@ -14,7 +15,7 @@ PLAN = dict(model="llama2-13b", hardware="a100-80gb", mode="train", tp=4, pp=2, 
 
 
 def test_sequence_parallel_is_the_engines_default():
-    for runtime, default in (("megatron", True), ("nemo", True), ("megatron-2021", False)):
+    for runtime, default in (("megatron", True), ("nemo", True), ("torchtitan", True), ("megatron-2021", False)):
         r = perfsim.estimate(**PLAN, runtime=runtime)
         assert r["plan"]["sp"] is default
         given = perfsim.estimate(**PLAN, runtime=runtime, sp=default)
