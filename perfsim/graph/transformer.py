@@ -33,6 +33,7 @@ class Gemm:
     k: object
     groups: object = 1.0
     weight: bool = True  # the k × n operand is a weight (read from memory every pass)
+    expert: bool = False  # a routed-expert GEMM of a MoE layer (the engine's fused MoE kernels)
 
 
 @dataclass(frozen=True)
@@ -258,8 +259,8 @@ def moe_mlp_ops(c, p: Pass):
         Gemm("shared_up", T, (1.0 + c["gated"]) * shared_dev, h),
         Gemm("shared_down", T, np.where(shared_dev > 0, h, 0.0), shared_dev),
         Comm("ep_dispatch", "all_to_all", routed_bytes, ep),
-        Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=local),
-        Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=local),
+        Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=local, expert=True),
+        Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=local, expert=True),
         Comm("ep_combine", "all_to_all", routed_bytes, ep),
         Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
     ]

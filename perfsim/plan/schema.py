@@ -150,6 +150,8 @@ COLUMNS = (
     _C("elementwise_traffic", "1", "elementwise-op memory traffic relative to fused kernels (eager > 1)"),
     _C("flash", "bool", "flash attention (no materialised score matrix), else eager"),
     _C("attention_eff", "1", "attention kernels' share of the GEMM ceiling, for this device's family"),
+    _C("moe_gemm_eff", "1", "the engine's fused MoE expert GEMMs' share of the GEMM ceiling, for this device's family"),
+    _C("moe_memory_eff", "1", "their share of memory_max streaming the expert weights, for this device's family"),
     _C("attention_eff_volta", "1", "attention_eff on volta devices"),
     _C("attention_eff_turing", "1", "attention_eff on turing devices"),
     _C("attention_eff_ampere", "1", "attention_eff on ampere devices"),

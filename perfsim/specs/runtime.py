@@ -32,6 +32,7 @@ _SCHEMA = {
     "loss_bytes_per_logit": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
     "max_num_batched_tokens": S.NUM, "max_num_seqs_on": S.NumMap(FAMILIES),
     "max_num_batched_tokens_on": S.NumMap(FAMILIES),
+    "moe_gemm_efficiency_on": S.NumMap(FAMILIES), "moe_memory_efficiency_on": S.NumMap(FAMILIES),
     "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
@@ -45,6 +46,9 @@ _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation
 #: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
 #: step), on the host CPU (in place), or whichever is faster for the plan
 _KV_ATTENTION = ("device", "host", "faster")
+
+#: the engine's fused MoE expert GEMMs' efficiencies (``moe_<kind>_efficiency_on``, per architecture family)
+_MOE = ("gemm", "memory")
 
 #: an engine's serving limits (per architecture family with ``<key>_on``)
 _LIMITS = ("max_num_seqs", "max_num_batched_tokens")
@@ -91,6 +95,9 @@ class RuntimeSpec:
             "attention_eff": v["attention_efficiency"],
             # the same kernels reach another share of the GEMM ceiling on other architectures
             **{f"attention_eff_{f}": v.get(f"attention_efficiency_on.{f}", v["attention_efficiency"]) for f in FAMILIES},
+            # the engine's fused MoE expert GEMMs: their share of the device's GEMM ceiling and of its
+            # streaming bandwidth for the expert weights, per family (1 where none is given; resolved in build)
+            **{f"moe_{kind}_eff_{f}": v.get(f"moe_{kind}_efficiency_on.{f}", 1.0) for kind in _MOE for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
@@ -162,6 +169,9 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
+    for key, value in values.items():
+        if key.startswith("moe_") and "_efficiency_on." in key and not 0 < value <= 1:
+            raise InputError(f"must be in (0, 1], got {value}", field=key, file=path)
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)

@@ -1,0 +1,59 @@
+"""An engine's fused MoE kernels: the routed-expert GEMMs at the engine's own share of the GEMM
+ceiling and of the streaming bandwidth (runtime ``moe_gemm_efficiency_on`` /
+``moe_memory_efficiency_on``, per architecture family)."""
+
+import numpy as np
+import pytest
+
+from perfsim.cost.price import price
+from perfsim.errors import InputError
+from perfsim.graph.transformer import Gemm
+from perfsim.plan.columns import build
+from perfsim.plan.grid import expand
+from perfsim.specs.runtime import load_runtime
+
+
+def _columns(hardware="h200", runtime="trt-llm"):
+    return build(expand({"model": "deepseek-v3", "hardware": hardware, "num_devices": 8, "tp": 1, "dp": 8, "ep": 8,
+                         "dtype": "fp8", "runtime": runtime}))
+
+
+def test_trt_llm_profile_gives_its_moe_kernels_per_family():
+    assert (float(_columns()["moe_gemm_eff"]), float(_columns()["moe_memory_eff"])) == (0.435, 0.78)
+    assert float(_columns("b200")["moe_gemm_eff"]) == 0.19
+    # no figure for the family, or an engine without one: the device's own ceilings
+    assert (float(_columns("a100-80gb")["moe_gemm_eff"]), float(_columns("a100-80gb")["moe_memory_eff"])) == (1.0, 1.0)
+    assert float(_columns(runtime="vllm")["moe_gemm_eff"]) == 1.0
+
+
+def test_expert_gemms_run_at_the_engine_share_and_dense_ones_do_not():
+    c = _columns()
+    launch, bw, mem, peak = (float(c[k]) for k in ("launch_s", "hbm_bw", "memory_max", "peak_flops"))
+    # 32 experts of 4096 x 7168 fp8 weights, 8 tokens each: the weights bound it, read at
+    # memory_max x 0.78 of the bandwidth (inputs 2-byte activations, 2-byte outputs)
+    moved = 32 * (8 * 7168 * 2.0 + 4096 * 7168 * 1.0 + 8 * 4096 * 2.0)
+    expert = price(c, [Gemm("experts_up", 8.0, 4096.0, 7168.0, groups=32.0, expert=True)])
+    assert float(expert["total_s"]) == pytest.approx(moved / (bw * mem * 0.78) + launch, rel=1e-9)
+    dense = price(c, [Gemm("x", 8.0, 4096.0, 7168.0, groups=32.0)])
+    assert float(dense["total_s"]) == pytest.approx(moved / (bw * mem) + launch, rel=1e-9)
+    # the work is the same either way: bytes and FLOPs the power model counts do not change
+    for key in ("hbm_bytes", "flops"):
+        assert float(expert[key]) == pytest.approx(float(dense[key]), rel=1e-9)
+    # 4096 tokens per expert: compute-bound, 1 / 0.435 as long (whole tiles and waves both ways)
+    big_e = price(c, [Gemm("experts_up", 4096.0, 4096.0, 7168.0, groups=32.0, expert=True)])
+    big_d = price(c, [Gemm("x", 4096.0, 4096.0, 7168.0, groups=32.0)])
+    compute = 2.0 * 4096 * 4096 * 7168 * 32 / (peak * float(c["gemm_max"]))
+    # 32 x 32 tiles of 128 x 128 in each of 32 experts: 32,768 tiles in 249 waves of 132 SMs
+    assert float(big_d["total_s"]) - launch == pytest.approx(compute * 249 * 132 / 32768, rel=1e-9)
+    assert float(big_e["total_s"]) - launch == pytest.approx((float(big_d["total_s"]) - launch) / 0.435, rel=1e-9)
+
+
+def test_moe_efficiency_out_of_range_is_an_input_error():
+    with pytest.raises(InputError, match="moe_gemm_efficiency_on"):
+        load_runtime({"base": "trt-llm", "moe_gemm_efficiency_on": {"hopper": 1.5}})
+    with pytest.raises(InputError):
+        load_runtime({"base": "trt-llm", "moe_memory_efficiency_on": {"hopper": 0.0}})
+    # a valid what-if replaces the family's figure
+    spec = load_runtime({"base": "trt-llm", "moe_gemm_efficiency_on": {"hopper": 0.5}})
+    assert spec.columns()["moe_gemm_eff_hopper"] == 0.5
+    assert np.isclose(spec.columns()["moe_memory_eff_hopper"], 0.78)
