@@ -57,3 +57,35 @@ def test_moe_efficiency_out_of_range_is_an_input_error():
     spec = load_runtime({"base": "trt-llm", "moe_gemm_efficiency_on": {"hopper": 0.5}})
     assert spec.columns()["moe_gemm_eff_hopper"] == 0.5
     assert np.isclose(spec.columns()["moe_memory_eff_hopper"], 0.78)
+
+
+def _exchange_ops(hardware, dtype="fp8", runtime="trt-llm", tp=1, dp=4, ep=4):
+    from perfsim.graph.transformer import Pass, moe_mlp_ops
+
+    c = build(expand({"model": "deepseek-v3", "hardware": hardware, "num_devices": tp * dp, "tp": tp, "dp": dp,
+                      "ep": ep, "dtype": dtype, "runtime": runtime}))
+    p = Pass(tokens=100.0, seqs=100.0, q_len=1.0, kv_len=1000.0, causal=0.0, logits_tokens=100.0)
+    return {op.name: (op.op, float(np.asarray(op.size_bytes))) for op in moe_mlp_ops(c, p) if op.name.startswith("ep_")}
+
+
+def test_attention_dp_experts_gather_and_reduce_scatter_the_group_tokens():
+    """TensorRT-LLM with attention DP: every rank all-gathers the 4 x 100 tokens of its group (16-bit
+    on Hopper, NVFP4 with its scales on Blackwell) and reduce-scatters their 16-bit outputs; no
+    all-to-all. On an NVL72 domain, with TP attention, or on an engine without the key: all-to-alls."""
+    h = 7168
+    ops = _exchange_ops("h200")
+    assert ops["ep_gather"] == ("all_gather", pytest.approx(400 * h * 2.0))
+    assert ops["ep_reduce_scatter"] == ("reduce_scatter", pytest.approx(400 * h * 2.0))
+    assert ops["ep_dispatch"][1] == 0.0 and ops["ep_combine"][1] == 0.0
+    assert _exchange_ops("b200", "fp4")["ep_gather"][1] == pytest.approx(400 * h * (0.5 + 1.0 / 16.0))
+    for ops in (_exchange_ops("gb200", "fp4"), _exchange_ops("h200", runtime="vllm"),
+                _exchange_ops("h200", tp=4, dp=1, ep=4)):
+        assert ops["ep_gather"][1] == 0.0 and ops["ep_reduce_scatter"][1] == 0.0
+        assert ops["ep_dispatch"][1] > 0.0 and ops["ep_combine"][1] == ops["ep_dispatch"][1]
+
+
+def test_unknown_moe_exchange_is_an_input_error():
+    with pytest.raises(InputError, match="moe_exchange"):
+        load_runtime({"base": "trt-llm", "moe_exchange": "broadcast"})
+    with pytest.raises(InputError):
+        load_runtime({"base": "trt-llm", "moe_gather_quantized_on": {"hopper": 0.5}})
