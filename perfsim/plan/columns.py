@@ -225,8 +225,8 @@ def _build(grid) -> dict:
     c["attention_eff"] = attention_eff
     # the engine's fused MoE expert GEMMs, and serving limits the engine sets by device: the figure
     # for this device's family
-    c["moe_gemm_eff"], c["moe_memory_eff"], c["moe_gather_q"] = 1.0, 1.0, 0.0
-    for key in ("max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff", "moe_gather_q"):
+    c["moe_gemm_eff"], c["moe_memory_eff"], c["moe_dispatch_q"] = 1.0, 1.0, 0.0
+    for key in ("max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff", "moe_dispatch_q"):
         value = c[key]
         for i, name in enumerate(FAMILIES):
             per_family = c.pop(f"{key}_{name}")

@@ -33,7 +33,7 @@ _SCHEMA = {
     "max_num_batched_tokens": S.NUM, "max_num_seqs_on": S.NumMap(FAMILIES),
     "max_num_batched_tokens_on": S.NumMap(FAMILIES),
     "moe_gemm_efficiency_on": S.NumMap(FAMILIES), "moe_memory_efficiency_on": S.NumMap(FAMILIES),
-    "moe_exchange": S.STR, "moe_gather_quantized_on": S.NumMap(FAMILIES), "moe_all_to_all_domain": S.NUM,
+    "moe_exchange": S.STR, "moe_dispatch_quantized_on": S.NumMap(FAMILIES), "moe_all_to_all_domain": S.NUM,
     "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
@@ -103,11 +103,11 @@ class RuntimeSpec:
             **{f"moe_{kind}_eff_{f}": v.get(f"moe_{kind}_efficiency_on.{f}", 1.0) for kind in _MOE for f in FAMILIES},
             # how an expert group spread over data-parallel ranks exchanges its tokens: two
             # all-to-alls of the routed copies, or an all-gather of every rank's tokens and a
-            # reduce-scatter of the outputs (gathered in the compute format where quantised, per family)
+            # reduce-scatter of the outputs (sent in the compute format where quantised, per family)
             "moe_all_gather": float(v.get("moe_exchange", "all_to_all") == "all_gather"),
             # ... except on a scale-up domain of at least this many devices (its NVLink all-to-all)
             "moe_a2a_domain": v.get("moe_all_to_all_domain", math.inf),
-            **{f"moe_gather_q_{f}": v.get(f"moe_gather_quantized_on.{f}", 0.0) for f in FAMILIES},
+            **{f"moe_dispatch_q_{f}": v.get(f"moe_dispatch_quantized_on.{f}", 0.0) for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
@@ -172,7 +172,7 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     if values.get("moe_exchange", "all_to_all") not in _EXCHANGES:
         raise unknown("MoE token exchange", values["moe_exchange"], _EXCHANGES, field="moe_exchange", file=path)
     for key, value in values.items():
-        if key.startswith("moe_gather_quantized_on.") and value not in (0, 1):
+        if key.startswith("moe_dispatch_quantized_on.") and value not in (0, 1):
             raise InputError(f"must be 0 or 1, got {value}", field=key, file=path)
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
