@@ -60,7 +60,7 @@ def test_dep_group_waits_for_its_slowest_rank_under_poisson(monkeypatch):
     monkeypatch.setattr(scenario, "expert_group_scale", lambda c: 1.0)
     apart = perfsim.serve(**args)
     assert together["breakdown"]["sync_ranks"] == 2 and apart["breakdown"]["sync_ranks"] == 1
-    assert together["tpot_s"]["mean"] > 1.1 * apart["tpot_s"]["mean"]
+    assert together["tpot_s"]["mean"] > 1.05 * apart["tpot_s"]["mean"]
 
 
 def test_static_batches_and_disaggregated_pools_are_left_apart():

@@ -82,13 +82,19 @@ def price(c, ops, *, backward=False, weight_grads=True):
     casts = bool(np.any(fp8_training))
     for op in ops:
         if isinstance(op, Gemm):
+            # an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
+            # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on; 1 elsewhere)
+            ceiling, memory_eff = c["gemm_max"], c["memory_max"]
+            if op.expert:
+                ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
+                memory_eff = memory_eff * c.get("moe_memory_eff", 1.0)
             shapes = [(op.m, op.n, op.k, act, wb, act)]
             if backward:
                 shapes = [(op.m, op.k, op.n, act, wb, act)]  # input gradient
                 if weight_grads:
                     shapes.append((op.k, op.n, op.m, act, act, wb))  # weight gradient
             for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
-                eff = npu.device_gemm_efficiency(c, m, n, k, op.groups, c["gemm_max"])
+                eff = npu.device_gemm_efficiency(c, m, n, k, op.groups, ceiling)
                 # forward and input-gradient GEMMs read the stored weight and convert it
                 deq = (np.where(c["dequant"] > 0, dequant_time(m, n, k, groups=op.groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
@@ -97,7 +103,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 serial_deq = np.where(systolic, 0.0, deq) if npu_rows else deq
                 t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=c["peak_flops"], eff=eff,
                                       a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch,
-                                      dequant_s=serial_deq, **mem)
+                                      dequant_s=serial_deq, bandwidth=c["hbm_bw"], memory_eff=memory_eff)
                 matrix = tc - serial_deq
                 if npu_rows:
                     t = np.where(systolic & (t > 0), np.maximum(t, deq + launch), t)
@@ -123,7 +129,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 if npu_rows:
                     executed = np.where(systolic, 1.0, executed)
                 out["flops"] = out["flops"] + np.where(tc > 0, tc * c["peak_flops"] * eff / executed, 0.0)
-                out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * c["memory_max"]
+                out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * memory_eff
             if not casts:
                 continue
             # 8-bit training (Transformer Engine): the 16-bit GEMM input (forward) or output gradient

@@ -224,9 +224,11 @@ def _build(grid) -> dict:
         if any(s.family == name for s in specs):
             attention_eff = np.where(family == i, c[f"attention_eff_{name}"], attention_eff)
     c["attention_eff"] = attention_eff
-    # the attention backward's rate and the serving limits the engine sets by device: the figure
-    # for this device's family
-    for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens"):
+    # the attention backward's rate, the engine's fused MoE expert GEMMs, and serving limits the
+    # engine sets by device: the figure for this device's family
+    c["moe_gemm_eff"], c["moe_memory_eff"], c["moe_dispatch_q"] = 1.0, 1.0, 0.0
+    for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
+                "moe_dispatch_q"):
         value = c[key]
         for i, name in enumerate(FAMILIES):
             per_family = c.pop(f"{key}_{name}")

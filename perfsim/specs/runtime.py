@@ -33,6 +33,8 @@ _SCHEMA = {
     "loss_bytes_per_logit": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
     "max_num_batched_tokens": S.NUM, "max_num_seqs_on": S.NumMap(FAMILIES),
     "max_num_batched_tokens_on": S.NumMap(FAMILIES),
+    "moe_gemm_efficiency_on": S.NumMap(FAMILIES), "moe_memory_efficiency_on": S.NumMap(FAMILIES),
+    "moe_exchange": S.STR, "moe_dispatch_quantized_on": S.NumMap(FAMILIES), "moe_all_to_all_domain": S.NUM,
     "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
@@ -46,6 +48,11 @@ _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation
 #: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
 #: step), on the host CPU (in place), or whichever is faster for the plan
 _KV_ATTENTION = ("device", "host", "faster")
+
+#: the engine's fused MoE expert GEMMs' efficiencies (``moe_<kind>_efficiency_on``, per architecture family)
+_MOE = ("gemm", "memory")
+#: how an expert group spread over data-parallel ranks exchanges tokens (``moe_exchange``)
+_EXCHANGES = ("all_to_all", "all_gather")
 
 #: an engine's serving limits (per architecture family with ``<key>_on``)
 _LIMITS = ("max_num_seqs", "max_num_batched_tokens")
@@ -97,6 +104,16 @@ class RuntimeSpec:
             "attention_bwd_ratio": v.get("attention_backward_ratio", 1.0),
             **{f"attention_bwd_ratio_{f}": v.get(f"attention_backward_ratio_on.{f}", v.get("attention_backward_ratio", 1.0))
                for f in FAMILIES},
+            # the engine's fused MoE expert GEMMs: their share of the device's GEMM ceiling and of its
+            # streaming bandwidth for the expert weights, per family (1 where none is given; resolved in build)
+            **{f"moe_{kind}_eff_{f}": v.get(f"moe_{kind}_efficiency_on.{f}", 1.0) for kind in _MOE for f in FAMILIES},
+            # how an expert group spread over data-parallel ranks exchanges its tokens: two
+            # all-to-alls of the routed copies, or an all-gather of every rank's tokens and a
+            # reduce-scatter of the outputs (sent in the compute format where quantised, per family)
+            "moe_all_gather": float(v.get("moe_exchange", "all_to_all") == "all_gather"),
+            # ... except on a scale-up domain of at least this many devices (its NVLink all-to-all)
+            "moe_a2a_domain": v.get("moe_all_to_all_domain", math.inf),
+            **{f"moe_dispatch_q_{f}": v.get(f"moe_dispatch_quantized_on.{f}", 0.0) for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
@@ -161,6 +178,11 @@ def _load(path: str) -> RuntimeSpec:
 def _build(values: dict, path: str) -> RuntimeSpec:
     if values.get("default_zero", 0) not in (0, 1, 2, 3):
         raise InputError(f"must be 0, 1, 2 or 3, got {values['default_zero']!r}", field="default_zero", file=path)
+    if values.get("moe_exchange", "all_to_all") not in _EXCHANGES:
+        raise unknown("MoE token exchange", values["moe_exchange"], _EXCHANGES, field="moe_exchange", file=path)
+    for key, value in values.items():
+        if key.startswith("moe_dispatch_quantized_on.") and value not in (0, 1):
+            raise InputError(f"must be 0 or 1, got {value}", field=key, file=path)
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
     if values.get("dequant_pass_bytes", 0) < 0:
@@ -174,6 +196,8 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     for key, value in values.items():  # a rate ratio: above 0 (it divides), at most the forward's
         if key.split(".")[0] in ("attention_backward_ratio", "attention_backward_ratio_on") and not 0 < value <= 1:
             raise InputError(f"must be above 0 and at most 1, got {value}", field=key, file=path)
+        if key.startswith("moe_") and "_efficiency_on." in key and not 0 < value <= 1:
+            raise InputError(f"must be in (0, 1], got {value}", field=key, file=path)
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)
