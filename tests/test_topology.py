@@ -60,3 +60,45 @@ def test_op_level_selective_recompute_recomputes_half_the_matmuls():
     # torchtitan's op policy recomputes every other matmul: ~1/6 more hardware FLOPs
     assert sac["hfu"] / sac["mfu"] == pytest.approx(1.0 + 0.5 / 3.0, rel=0.05)
     assert core["hfu"] / core["mfu"] < 1.1  # the attention core only
+
+
+def test_collective_pays_its_base_latency_once_whatever_ranks_and_size():
+    """alpha-beta with NCCL's base latency: base + steps x per-step latency + bus bytes / bandwidth,
+    the faster of the simple and the LL protocol (LL: half the bandwidth)."""
+    import numpy as np
+
+    from perfsim.cost.collectives import collective_time
+
+    kw = dict(bandwidth=450e9, efficiency=0.65, latency_s=7e-6, ll_latency_s=1e-6)
+    size, n = np.array([512.0, 512.0, 0.0, 2.0**30]), np.array([2.0, 8.0, 8.0, 1.0])
+    t = collective_time("all_gather", size, n, base_latency_s=5e-6, **kw)
+    ll = 5e-6 + 1 * 1e-6 + 0.5 * 512 / (450e9 * 0.65 * 0.5)      # 2 ranks: 1 step, LL
+    assert t[0] == pytest.approx(ll, rel=1e-12)
+    assert t[1] == pytest.approx(5e-6 + 7 * 1e-6 + 7 / 8 * 512 / (450e9 * 0.65 * 0.5), rel=1e-12)
+    assert t[2] == 0.0 and t[3] == 0.0                              # nothing sent, or one rank
+    big = collective_time("all_gather", 2.0**30, 8.0, base_latency_s=5e-6, **kw)   # simple protocol
+    assert big == pytest.approx(5e-6 + 7 * 7e-6 + 7 / 8 * 2**30 / (450e9 * 0.65), rel=1e-12)
+
+
+def test_base_latency_is_added_once_inside_and_across_nodes():
+    from perfsim.api import _hw_columns
+    from perfsim.cost.topology import group_collective
+
+    _, _, c = _hw_columns("h200")
+    c = dict(c)
+    for op in ("all_reduce", "all_gather", "all_to_all", "send_recv"):
+        for ranks in (2.0, 8.0, 32.0):  # one node, and four nodes
+            with_base = group_collective(dict(c, scaleup_base_s=1e-3), op, 2.0**20, ranks)
+            without = group_collective(dict(c, scaleup_base_s=0.0), op, 2.0**20, ranks)
+            assert with_base - without == pytest.approx(1e-3, rel=1e-9), (op, ranks)
+        assert group_collective(dict(c, scaleup_base_s=1e-3), op, 0.0, 8.0) == 0.0
+
+
+def test_h200_small_collective_latency_grows_with_ranks_less_than_its_steps():
+    """nccl-tests on 8x H200 (aiconfigurator h200_sxm nccl 2.29.2): a 512 B all-gather takes about
+    5 us on 2 GPUs and 11 us on 8, far less than the 7x its ring steps would give without the fixed
+    cost of the collective."""
+    two = perfsim.collective("h200", "all_gather", 512, 2)["time_s"]
+    eight = perfsim.collective("h200", "all_gather", 512, 8)["time_s"]
+    assert 3e-6 < two < 8e-6 and 8e-6 < eight < 15e-6
+    assert eight / two < 3.0

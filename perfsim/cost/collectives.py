@@ -13,7 +13,10 @@ all_to_all     (n-1)/n · S / (B e)                       n-1
 send_recv      S / (B e)                                 1
 =============  =======================================  ===========================
 
-Each step costs a latency ``alpha``. Two protocols are priced and the faster one is taken, as
+Each step costs a latency ``alpha``, and the collective as a whole a fixed ``base`` (kernel launch,
+setup and the final synchronisation), whatever its ranks and size: NCCL's tuning model prices an
+algorithm/protocol as ``baseLatency + nsteps × hwLatency + bytes / busBw`` (``baseLatencies`` and
+``hwLatencies`` in ``src/graph/tuning.cc``). Two protocols are priced and the faster one is taken, as
 NCCL's tuner does: the *simple* protocol (full bandwidth, ``latency_us`` per step) and the
 *low-latency* protocol (LL: 8-byte stores carrying 4 bytes of data and 4 of flag, so half the
 bandwidth, ``ll_latency_us`` per step). A *tree* all-reduce takes 2·log2(n) steps and moves S each
@@ -55,7 +58,7 @@ def _steps(op, n):
 
 
 def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s, ll_latency_s,
-                    nvls_efficiency=0.0, algorithm: str = "auto"):
+                    nvls_efficiency=0.0, base_latency_s=0.0, algorithm: str = "auto"):
     """Time (s) of one collective, the best protocol/algorithm the library would pick.
 
     Parameters
@@ -74,6 +77,8 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
         Per-step latency of the simple and the low-latency protocol, s (0 disables LL).
     nvls_efficiency : array_like
         Fraction of ``bandwidth`` an in-network (switch) all-reduce reaches; 0 where unavailable.
+    base_latency_s : array_like
+        Fixed cost of the collective, s, paid once whatever the algorithm and protocol.
     algorithm : {"auto", "ring", "tree"}
         ``ring`` or ``tree`` force that algorithm; ``auto`` takes the fastest candidate.
 
@@ -114,4 +119,4 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
             if np.any(nvls_eff > 0):
                 nvls = np.where(nvls_eff > 0, 2.0 * latency_s + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)
-    return np.where((n > 1) & (size > 0), best, 0.0)
+    return np.where((n > 1) & (size > 0), best + base_latency_s, 0.0)

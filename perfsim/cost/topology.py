@@ -86,7 +86,8 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     ``min(g · NIC, g/(g-1) · scale-up)`` for ``g`` group ranks per node) or, for all-reduce,
     hierarchically (reduce-scatter in the node, a ring or tree all-reduce across nodes on each
     device's NIC, all-gather in the node); ``auto`` takes the fastest. All-to-all sends each peer its share:
-    off-node shares on the device's NIC while on-node shares use the scale-up fabric.
+    off-node shares on the device's NIC while on-node shares use the scale-up fabric. Every collective, inside or across
+    nodes, also pays the fixed cost of one collective (``scaleup_base_s``: NCCL's base latency).
     """
     ranks, group, per_node, nodes = _layout(c, ranks, stride)
     stride = np.maximum(stride, 1.0)
@@ -97,7 +98,9 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
               ll_latency_s=c["scaleup_ll_s"])
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
                ll_latency_s=c["scaleout_ll_s"])
-    inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], algorithm=algorithm, **up)
+    base = c.get("scaleup_base_s", 0.0)  # absent in hand-made column sets: none
+    inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], base_latency_s=base, algorithm=algorithm,
+                             **up)
     nic = c["scaleout_bw"] * c["scaleout_eff"]
     fabric = c["scaleup_bw"] * c["scaleup_eff"]
     if op == "send_recv":
@@ -119,4 +122,4 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
             hierarchical = (collective_time("reduce_scatter", size, per_node, algorithm="ring", **up) + between
                             + collective_time("all_gather", size, per_node, algorithm="ring", **up))
             across = hierarchical if algorithm == "tree" else np.minimum(across, hierarchical)
-    return np.where(nodes > 1, across, inside)
+    return np.where(nodes > 1, np.where(np.asarray(size) > 0, across + base, 0.0), inside)

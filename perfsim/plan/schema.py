@@ -89,6 +89,7 @@ COLUMNS = (
     _C("scaleup_eff", "1", "fraction of scaleup_bw a large ring collective reaches"),
     _C("scaleup_lat_s", "s", "scale-up latency per ring step"),
     _C("scaleup_ll_s", "s", "scale-up latency per step of the low-latency (LL) protocol (0: none)"),
+    _C("scaleup_base_s", "s", "fixed cost of one collective, whatever its ranks and size (NCCL's base latency)"),
     _C("nvls_eff", "1", "efficiency of in-switch (NVLS/SHARP) all-reduce (0: no in-network reduction)"),
     _C("scaleout_bw", "B/s", "inter-node NIC bandwidth per device, per direction"),
     _C("scaleout_eff", "1", "fraction of scaleout_bw a large ring collective reaches"),
