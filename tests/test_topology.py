@@ -102,3 +102,33 @@ def test_h200_small_collective_latency_grows_with_ranks_less_than_its_steps():
     eight = perfsim.collective("h200", "all_gather", 512, 8)["time_s"]
     assert 3e-6 < two < 8e-6 and 8e-6 < eight < 15e-6
     assert eight / two < 3.0
+
+
+def test_nccl_table_fit_recovers_the_parameters_that_made_the_table(tmp_path):
+    """validation/fit_nccl_tables.py on a synthetic nccl-tests table priced with known scale-up
+    numbers gives those numbers back (message_size in elements, latency in ms, as aiconfigurator
+    stores them)."""
+    import importlib.util
+    import pathlib
+
+    import numpy as np
+    import pandas as pd
+
+    from perfsim.api import _hw_columns
+    from perfsim.cost.topology import group_collective
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "validation" / "fit_nccl_tables.py"
+    spec = importlib.util.spec_from_file_location("fit_nccl_tables", path)
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    _, _, c = _hw_columns("b200")
+    truth = dict(c, scaleup_eff=0.7, scaleup_lat_s=4e-6, scaleup_ll_s=1.5e-6, scaleup_base_s=6e-6, nvls_eff=0.0)
+    rows = []
+    for op in ("all_gather", "reduce_scatter", "all_reduce"):
+        for n in (2, 4, 8):
+            for size in 2.0 ** np.arange(9, 30, 2):
+                t = float(group_collective(truth, op, size, float(n)))
+                rows.append(dict(op_name=op, num_gpus=n, nccl_dtype="half", message_size=int(size // 2), latency=t * 1e3))
+    pd.DataFrame(rows).to_parquet(tmp_path / "nccl_perf.parquet")
+    x, _ = fit.fit(dict(c), fit.load_table(tmp_path / "nccl_perf.parquet"), nvls=False)
+    assert x[:4] == pytest.approx([0.7, 4.0, 1.5, 6.0], rel=0.02)
