@@ -128,7 +128,8 @@ def test_nccl_table_fit_recovers_the_parameters_that_made_the_table(tmp_path):
         for n in (2, 4, 8):
             for size in 2.0 ** np.arange(9, 30, 2):
                 t = float(group_collective(truth, op, size, float(n)))
-                rows.append(dict(op_name=op, num_gpus=n, nccl_dtype="half", message_size=int(size // 2), latency=t * 1e3))
+                rows.append(dict(op_name=op, num_gpus=n, nccl_dtype="half", message_size=int(size // 2),
+                                 latency=t * 1e3))
     pd.DataFrame(rows).to_parquet(tmp_path / "nccl_perf.parquet")
     x, _ = fit.fit(dict(c), fit.load_table(tmp_path / "nccl_perf.parquet"), nvls=False)
     assert x[:4] == pytest.approx([0.7, 4.0, 1.5, 6.0], rel=0.02)
