@@ -34,7 +34,7 @@ _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 #: ``GemmSplitKParallel`` + ``ReduceSplitK``, accumulator-typed workspace). The cap of 16 slices is
 #: fitted: priced against NVIDIA's measured bf16 GEMM tables (ai-dynamo/aiconfigurator 095f58a51,
 #: aic-core/src/aiconfigurator_core/systems/data/{a100_sxm/gemm/trtllm/1.0.0,
-#: {h100_sxm,h200_sxm,b200_sxm}/gemm/trtllm/1.3.0rc20}/gemm_perf.parquet; 152,000 shapes, M 1-32K,
+#: {h100_sxm,h200_sxm,b200_sxm}/gemm/trtllm/1.3.0rc20}/gemm_perf.parquet; 116,340 shapes, M 1-32K,
 #: N and K 32-64K, CUDA graphs) the mean absolute error is 73 % without splits, 26 % (up to 4),
 #: 21 % (8), 20 % (16) and 20 % (32); the microbenchmark gemm cases do not move.
 SPLIT_K = (1.0, 2.0, 4.0, 8.0, 16.0)
