@@ -120,8 +120,9 @@ def attention_efficiency(rows, depth, span, units, *, arrays, size, weight_stati
 
 def device_gemm_efficiency(c, m, n, k, groups, gemm_max):
     """GEMM efficiency on each row's device: systolic arrays where ``c["systolic"]`` is set
-    (kind npu/tpu), the GPU tile and wave formula elsewhere (its results unchanged)."""
-    gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max)
+    (kind npu/tpu), the GPU tile and wave formula (K split where tiles are few) elsewhere."""
+    gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max, k=k,
+                          balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]))
     systolic = np.asarray(c.get("systolic", 0.0))
     if not np.any(systolic > 0):
         return gpu
