@@ -48,6 +48,9 @@ def price(c, ops, *, backward=False, weight_grads=True):
     act, wb = c["act_bytes"], c["w_bytes"]
     fp8_training = (c["compute_bytes"] < 2.0) & (c["train"] > 0)
     casts = bool(np.any(fp8_training))
+    # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
+    # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
+    skip_absent = not engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
     for op in ops:
         if isinstance(op, Gemm):
             shapes = [(op.m, op.n, op.k, act, wb, act)]
@@ -56,6 +59,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 if weight_grads:
                     shapes.append((op.k, op.n, op.m, act, act, wb))  # weight gradient
             for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
+                if skip_absent and not np.any(2.0 * m * n * k * op.groups > 0):  # gemm_time's flops
+                    continue
                 eff = npu.device_gemm_efficiency(c, m, n, k, op.groups, c["gemm_max"])
                 # forward and input-gradient GEMMs read the stored weight and convert it
                 deq = (np.where(c["dequant"] > 0, dequant_time(m, n, k, groups=op.groups, tile_m=c["tile_m"],
@@ -152,6 +157,12 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["memory_bound_s"] = out["memory_bound_s"] + t
             out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
         elif isinstance(op, Comm):
+            if not np.any(np.asarray(op.ranks) > 1):  # no one to talk to: no time, no bytes
+                t = 0.0 * (1.0 - c["tp_overlap"])
+                out["communication_s"] = out["communication_s"] + t
+                if op.name.startswith("ep_"):
+                    out["ep_communication_s"] = out["ep_communication_s"] + t
+                continue
             t = group_collective(c, op.op, op.size_bytes, op.ranks) * (1.0 - c["tp_overlap"])
             out["communication_s"] = out["communication_s"] + t
             if op.name.startswith("ep_"):
