@@ -98,6 +98,8 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
                ll_latency_s=c["scaleout_ll_s"])
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], algorithm=algorithm, **up)
+    if not np.any(nodes > 1):  # every group inside one node: the price across nodes is not read
+        return np.where(nodes > 1, 0.0, inside)
     nic = c["scaleout_bw"] * c["scaleout_eff"]
     fabric = c["scaleup_bw"] * c["scaleup_eff"]
     if op == "send_recv":
