@@ -206,6 +206,10 @@ class IterationCost:
             last = min(self.tokens.locate(float(max_seqs))[0] + 1, self.tokens.size - 1)
             self._decode_free = self._unclipped and self._peak_w(((0, last + 1), (1, None), (2, None))) \
                 <= self.cap * (1.0 + CAP_TOLERANCE)
+            # other iterations: the larger power of each interpolated entry and its neighbour (read
+            # together), the LM head's entries alone, for :meth:`_below_cap`
+            self._pair_w = tuple((np.maximum(w, np.append(w[1:], 0.0)) if table != 1 else w).tolist()
+                                 for table, w in ((table, self._entry_w(table)) for table in range(4)))
 
     def _peak_w(self, parts):
         """A bound on the power at the top clock of an iteration made of the given table entries
@@ -215,12 +219,24 @@ class IterationCost:
         than its hungriest entry)."""
         peak = 0.0
         for table, stop in parts:
-            f, h, n = (self._arrays[key][table][:stop] / self.pp for key in WORK)
-            t = self._arrays["time_s"][table][:stop]
-            power = np.where(t > 0, top_clock_power_w(self.power_columns, t, f, h, n),
-                             np.where(f + h + n > 0, np.inf, 0.0))
-            peak = max(peak, float(np.max(power, initial=0.0)))
+            peak = max(peak, float(np.max(self._entry_w(table)[:stop], initial=0.0)))
         return peak
+
+    def _entry_w(self, table):
+        """Power at the top clock of each entry of a table alone (its work over its time; inf where
+        work takes no time), W."""
+        f, h, n = (self._arrays[key][table] / self.pp for key in WORK)
+        t = self._arrays["time_s"][table]
+        return np.where(t > 0, top_clock_power_w(self.power_columns, t, f, h, n), np.where(f + h + n > 0, np.inf, 0.0))
+
+    def _below_cap(self, at):
+        """Whether an iteration reading the tables at ``at`` (:meth:`_at`) surely stays within the cap at
+        the top clock: every entry it reads, interpolated between neighbours, draws at most the cap
+        alone (the bound of :meth:`_peak_w` over the entries read, without its rounding margin)."""
+        jt, wt, logits, jc, wc, jp, wp = at
+        lin, head, decode, prefill = self._pair_w
+        return (0.0 <= wt <= 1.0 and 0.0 <= wc <= 1.0 and 0.0 <= wp <= 1.0
+                and max(lin[jt], head[logits], decode[jc], prefill[jp]) <= self.cap)
 
     def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
@@ -277,6 +293,8 @@ class IterationCost:
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
         """Length of one iteration at the clock the power cap leaves it."""
         at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
+        if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
+            return full_s
         flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
         flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
         # the power at the top clock: within the cap, no change
