@@ -167,6 +167,7 @@ class IterationCost:
 
             context = _context_grid(max_context)
             self.context = _Axis(context)
+            self._no_context = self.context.locate(0.0)  # where an iteration without decodes reads them
             n, k = seqs[:, None], context[None, :]
             d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
             decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
@@ -258,9 +259,12 @@ class IterationCost:
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
         linear, head, _, prefill = self._lists["time_s"]
-        t = (self.overhead_s + self.per_seq_s * n + _lerp(linear, *self.tokens.locate(tokens)) + head[n]
-             + self._attention(prefill, self.prompt, n, prompt))
-        return t if self.cap is None else self._capped(t, tokens, n, 0, 0.0, n, prompt)
+        jt, wt = self.tokens.locate(tokens)
+        jp, wp = self.prompt.locate(prompt)
+        jp = n * self.prompt.size + jp
+        t = self.overhead_s + self.per_seq_s * n + _lerp(linear, jt, wt) + head[n] + _lerp(prefill, jp, wp)
+        # (where it reads the tables: :meth:`_at` for no decode, its axes located once)
+        return t if self.cap is None else self._capped_at(t, (jt, wt, n, *self._no_context, jp, wp))
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s."""
@@ -292,7 +296,10 @@ class IterationCost:
 
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
         """Length of one iteration at the clock the power cap leaves it."""
-        at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
+        return self._capped_at(full_s, self._at(tokens, logits, n_dec, context, n_pre, prompt))
+
+    def _capped_at(self, full_s, at):
+        """:meth:`_capped` of an iteration that reads the tables at ``at`` (:meth:`_at`)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
         flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
