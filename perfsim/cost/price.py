@@ -48,6 +48,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
     act, wb = c["act_bytes"], c["w_bytes"]
     fp8_training = (c["compute_bytes"] < 2.0) & (c["train"] > 0)
     casts = bool(np.any(fp8_training))
+    dequantised = bool(np.any(c["dequant"] > 0))  # (elsewhere a conversion time is 0 on every row)
     # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
     # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
     skip_absent = not engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
@@ -65,7 +66,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 # forward and input-gradient GEMMs read the stored weight and convert it
                 deq = (np.where(c["dequant"] > 0, dequant_time(m, n, k, groups=op.groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
-                       if i == 0 and op.weight else 0.0)
+                       if i == 0 and op.weight and dequantised else 0.0)
                 # a GPU converts on the SMs that multiply; an NPU on its vector engine, beside the arrays
                 serial_deq = np.where(systolic, 0.0, deq) if npu_rows else deq
                 t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=c["peak_flops"], eff=eff,
