@@ -293,7 +293,7 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True
         "memory": c["memory_j_per_byte"] * xp.per_second(hbm_bytes, seconds),
         "link": c["link_j_per_byte"] * xp.per_second(link_bytes, seconds),
     }
-    if vector_ops > 0 if xp is _Numbers else np.any(np.asarray(vector_ops) > 0):
+    if vector_ops > 0 if xp is _Numbers else (np.asarray(vector_ops) > 0).any():
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(np.asarray(vector_ops) > 0, per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
         share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)

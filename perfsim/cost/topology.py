@@ -31,7 +31,7 @@ def torus_share(c, ranks):
     over several axes runs on all their links at once).
     """
     dims = np.asarray(c.get("torus_dims", 0.0), dtype=float)
-    if not np.any(dims > 0):
+    if not (dims > 0).any():
         return 1.0
     k = np.maximum(dims, 1.0)
     side = np.maximum(scaleup_domain(c) ** (1.0 / k), 2.0)
@@ -98,7 +98,7 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
                ll_latency_s=c["scaleout_ll_s"])
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], algorithm=algorithm, **up)
-    if not np.any(nodes > 1):  # every group inside one node: the price across nodes is not read
+    if not (nodes > 1).any():  # every group inside one node: the price across nodes is not read
         return np.where(nodes > 1, 0.0, inside)
     nic = c["scaleout_bw"] * c["scaleout_eff"]
     fabric = c["scaleup_bw"] * c["scaleup_eff"]
