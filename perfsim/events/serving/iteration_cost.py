@@ -269,12 +269,13 @@ class IterationCost:
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s."""
         linear, head, decode, prefill = self._lists["time_s"]
-        t = self.overhead_s + self.per_seq_s * (n_dec + n_pre) + _lerp(linear, *self.tokens.locate(tokens)) + head[logits]
+        jt, wt, logits, jc, wc, jp, wp = at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
+        t = self.overhead_s + self.per_seq_s * (n_dec + n_pre) + _lerp(linear, jt, wt) + head[logits]
         if n_dec:
-            t += self._attention(decode, self.context, n_dec, context)
+            t += _lerp(decode, jc, wc)
         if n_pre:
-            t += self._attention(prefill, self.prompt, n_pre, prompt)
-        return t if self.cap is None else self._capped(t, tokens, logits, n_dec, context, n_pre, prompt)
+            t += _lerp(prefill, jp, wp)
+        return t if self.cap is None else self._capped_at(t, at)
 
     def moe_s(self, tokens):
         """The MoE MLPs of an iteration of ``tokens`` tokens on each rank of its expert group, s."""
