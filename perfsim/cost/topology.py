@@ -44,7 +44,8 @@ def _layout(c, ranks, stride):
     the group's ranks on one node and the nodes it spans."""
     ranks = np.asarray(ranks, dtype=float)
     group = np.maximum(ranks, 1.0)
-    per_node = np.clip(np.floor(scaleup_domain(c) / np.maximum(stride, 1.0)), 1.0, group)
+    # (np.clip's values, without its dispatch: both bounds are at least 1, so no signed zero to tell apart)
+    per_node = np.minimum(np.maximum(np.floor(scaleup_domain(c) / np.maximum(stride, 1.0)), 1.0), group)
     return ranks, group, per_node, np.ceil(ranks / per_node)
 
 
@@ -64,6 +65,8 @@ def nic_bytes(c, op, size, ranks, stride=1.0):
     """
     ranks, group, per_node, nodes = _layout(c, ranks, stride)
     size = np.asarray(size, dtype=float)
+    if not (nodes > 1).any():  # every group inside one node
+        return np.zeros(np.broadcast_shapes(np.shape(nodes), size.shape))
     if op == "send_recv":
         sent = size + 0.0 * ranks
     elif op == "all_to_all":
