@@ -66,7 +66,7 @@ def nic_bytes(c, op, size, ranks, stride=1.0):
     ranks, group, per_node, nodes = _layout(c, ranks, stride)
     size = np.asarray(size, dtype=float)
     if not (nodes > 1).any():  # every group inside one node
-        return np.zeros(np.broadcast_shapes(np.shape(nodes), size.shape))
+        return np.zeros(np.broadcast(nodes, size).shape)
     if op == "send_recv":
         sent = size + 0.0 * ranks
     elif op == "all_to_all":
