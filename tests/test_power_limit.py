@@ -170,6 +170,7 @@ def test_iterations_the_entry_bound_clears_keep_their_length_and_stay_within_the
     assert 0 < cleared.sum() < len(cleared)  # both kinds occur here
     assert np.all(power[cleared] <= cost.cap)
     cost._below_cap = lambda at: False  # every iteration checked in full
-    checked = [cost.mixed_step_s(*args) for args in zip(tokens.tolist(), (n_pre + n_dec).tolist(), n_dec.tolist(),
-                                                          context.tolist(), n_pre.tolist(), prompt.tolist(), strict=True)]
+    iterations = zip(tokens.tolist(), (n_pre + n_dec).tolist(), n_dec.tolist(), context.tolist(), n_pre.tolist(),
+                     prompt.tolist(), strict=True)
+    checked = [cost.mixed_step_s(*args) for args in iterations]
     assert lengths == checked

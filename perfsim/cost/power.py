@@ -45,8 +45,6 @@ returns arrays of the broadcast shape.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from perfsim.plan.devices import KIND_NAMES
@@ -240,15 +238,13 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
     if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
         return 1.0, True
-    if xp is not _Numbers and np.ndim(binds) == 0:
-        # one span as NumPy scalars (a single estimate): where every value is finite, Python numbers
-        # give the same clock and fit (as the serving simulator's iterations rely on), without a
-        # NumPy call per step
-        values = (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)
-        if not binds or all(math.isfinite(v) for v in values):
-            clock, fits = solve_clock(*(float(v) for v in (cap, lowest, floor)), tuple(float(v) for v in span),
-                                      *(float(v) for v in (idle, active, clocked_w, bytes_w, uncapped_w)),
-                                      steps=steps) if binds else (1.0, True)
+    if xp is not _Numbers and np.ndim(binds) == 0:  # one span as NumPy scalars (a single estimate): Python
+        # numbers give the same clock and fit where every value is finite, without a NumPy call per step
+        values = [float(v) for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
+        if not binds:
+            return np.asarray(1.0), np.asarray(True)
+        if np.isfinite(values).all():
+            clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
     if xp is not _Numbers and np.ndim(binds) and not np.all(binds):
         # rows at the top clock need no search: solve the others alone (each row is its own bracket,
