@@ -18,7 +18,12 @@ def value_at(value, i) -> float:
     if not value.ndim:
         return float(value)
     if isinstance(i, tuple):
-        return float(value.item(tuple([j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True)])))
+        shape = value.shape
+        if 1 not in shape:  # one value per point of the box
+            return float(value.item(i))
+        if value.size == 1:  # one value for the whole box
+            return float(value.item())
+        return float(value.item(tuple([j if size > 1 else 0 for j, size in zip(i, shape, strict=True)])))
     return float(value[i])
 
 
