@@ -139,3 +139,38 @@ def test_decode_iterations_below_the_bound_skip_the_clock_solve():
         assert skipped == pytest.approx(solved, rel=1e-12)
     # eight H100s share a 70B model's decode and stay under 700 W; a 7B decode on one A100 may not
     assert free == [True, False]
+
+
+def test_iterations_the_entry_bound_clears_keep_their_length_and_stay_within_the_limit():
+    """A prefill or mixed iteration whose table entries, each with the neighbour it is interpolated
+    with, stay within the cap needs no power check (:meth:`IterationCost._below_cap`): its power at
+    the top clock is within the cap, and its length is the one the full check gives."""
+    from perfsim.events.serving.iteration_cost import IterationCost
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    c = build(expand({"model": "llama2-70b", "hardware": "h100-sxm", "tp": 8, "mode": "inference", "batch": 1,
+                      "prompt_len": 1, "gen_len": 1}))
+    cost = IterationCost(c, max_tokens=8192, max_seqs=64, max_context=4097)
+    rng = np.random.default_rng(3)
+    n_pre, n_dec = rng.integers(1, 9, 200), rng.integers(0, 56, 200)
+    prompt = rng.uniform(1, 4096, 200)
+    tokens = np.minimum(n_pre * prompt + n_dec, 8192.0)
+    context = np.where(n_dec > 0, rng.uniform(1, 4096, 200), 0.0)
+    cleared, lengths = [], []
+    for args in zip(tokens.tolist(), (n_pre + n_dec).tolist(), n_dec.tolist(), context.tolist(), n_pre.tolist(),
+                    prompt.tolist(), strict=True):
+        cleared.append(cost._below_cap(cost._at(*args)))
+        lengths.append(cost.mixed_step_s(*args))
+    w = cost.work(tokens, n_pre + n_dec, n_dec, context, n_pre, prompt)
+    p, full = cost.power_columns, w["full_s"]
+    power = (p["idle_w"] + p["active_w"] + p["matrix_w"] * w["flops"] / full / p["peak_flops"]
+             + p["memory_j_per_byte"] * w["hbm_bytes"] / full + p["link_j_per_byte"] * w["link_bytes"] / full)
+    cleared = np.array(cleared)
+    assert 0 < cleared.sum() < len(cleared)  # both kinds occur here
+    assert np.all(power[cleared] <= cost.cap)
+    cost._below_cap = lambda at: False  # every iteration checked in full
+    iterations = zip(tokens.tolist(), (n_pre + n_dec).tolist(), n_dec.tolist(), context.tolist(), n_pre.tolist(),
+                     prompt.tolist(), strict=True)
+    checked = [cost.mixed_step_s(*args) for args in iterations]
+    assert lengths == checked

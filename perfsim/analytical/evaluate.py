@@ -317,7 +317,13 @@ def _either(take, detail_if, detail_else):
 def _one_value_each(out: dict) -> dict:
     """The outputs of a one-row block (each a number) as read-only arrays of one row: views of one
     table, made in one step rather than one array at a time."""
-    table = np.array([np.asarray(v, dtype=float).item() for v in out.values()], dtype=float).reshape(-1, 1)
+    values = list(out.values())
+    try:  # every value a number (the usual case): one conversion
+        table = np.array(values, dtype=float).reshape(-1, 1)
+    except ValueError:  # (one-element arrays among numbers)
+        table = None
+    if table is None or len(table) != len(values):
+        table = np.array([np.asarray(v, dtype=float).item() for v in values], dtype=float).reshape(-1, 1)
     table.flags.writeable = False
     return dict(zip(out, table, strict=True))
 

@@ -209,7 +209,7 @@ def place_pass(c, p: Pass, out, layers_scale=1.0):
     out.update({k: zero for k in PIM_KEYS})
     out["host_busy_s"] = out["total_s"]
     out["sub_batches"] = zero + 1.0
-    if not any(np.any(m > 0) for m in masks):
+    if not any((m > 0).any() for m in masks):
         return out
     placed = (masks[0] + masks[1] + masks[2] + masks[3]) > 0
     host, side = _pass_parts(c, p, masks, layers_scale)

@@ -99,7 +99,7 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
     steps = _steps(op, n)
     volume = size * (bus_factor(op, n) if op != "send_recv" else 1.0)
     beta = bandwidth * efficiency
-    has_ll = np.any(np.asarray(ll_latency_s) > 0)
+    has_ll = (np.asarray(ll_latency_s) > 0).any()
 
     def with_ll(steps, moved):  # simple protocol, or LL where the fabric has it and it is faster
         simple = steps * latency_s + moved / beta
@@ -116,7 +116,7 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
         else:
             # NCCL's tree is an inter-node algorithm; inside one switch it picks ring or NVLS
             nvls_eff = np.asarray(nvls_efficiency, dtype=float)
-            if np.any(nvls_eff > 0):
+            if (nvls_eff > 0).any():
                 nvls = np.where(nvls_eff > 0, 2.0 * latency_s + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)
     return np.where((n > 1) & (size > 0), best + base_latency_s, 0.0)

@@ -124,7 +124,7 @@ def device_gemm_efficiency(c, m, n, k, groups, gemm_max):
     gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max, k=k,
                           balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]))
     systolic = np.asarray(c.get("systolic", 0.0))
-    if not np.any(systolic > 0):
+    if not (systolic > 0).any():
         return gpu
     npu = systolic_efficiency(m, n, k, groups, arrays=c["arrays"], size=c["array_size"],
                               weight_stationary=c["weight_stationary"] > 0, gemm_max=gemm_max)

@@ -238,6 +238,14 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
     if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
         return 1.0, True
+    if xp is not _Numbers and np.ndim(binds) == 0:  # one span as NumPy scalars (a single estimate): Python
+        # numbers give the same clock and fit where every value is finite, without a NumPy call per step
+        values = [float(v) for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
+        if not binds:
+            return np.asarray(1.0), np.asarray(True)
+        if np.isfinite(values).all():
+            clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
+            return np.asarray(clock), np.asarray(fits)
     if xp is not _Numbers and np.ndim(binds) and not np.all(binds):
         # rows at the top clock need no search: solve the others alone (each row is its own bracket,
         # so the same clocks as searching every row)
@@ -281,7 +289,7 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True
         "memory": c["memory_j_per_byte"] * xp.per_second(hbm_bytes, seconds),
         "link": c["link_j_per_byte"] * xp.per_second(link_bytes, seconds),
     }
-    if vector_ops > 0 if xp is _Numbers else np.any(np.asarray(vector_ops) > 0):
+    if vector_ops > 0 if xp is _Numbers else (np.asarray(vector_ops) > 0).any():
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(np.asarray(vector_ops) > 0, per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
         share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)

@@ -72,14 +72,18 @@ def price(c, ops, *, backward=False, weight_grads=True):
                             "ep_communication_s",
                             "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "nic_bytes", "vector_ops")}
     systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
-    npu_rows = bool(np.any(systolic))
+    npu_rows = bool(systolic.any())
     # engine busy times (and the memory time PIM in blocked mode waits for) where anyone reads them
-    engines = npu_rows or bool(np.any(np.asarray(c.get("has_pim", 0.0)) > 0))
+    engines = npu_rows or bool((np.asarray(c.get("has_pim", 0.0)) > 0).any())
     launch = c["launch_s"]
     mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
     act, wb = c["act_bytes"], c["w_bytes"]
     fp8_training = (c["compute_bytes"] < 2.0) & (c["train"] > 0)
-    casts = bool(np.any(fp8_training))
+    casts = bool(np.asarray(fp8_training).any())
+    dequantised = bool((np.asarray(c["dequant"]) > 0).any())  # (elsewhere a conversion time is 0 on every row)
+    # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
+    # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
+    skip_absent = not engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
     for op in ops:
         if isinstance(op, Gemm):
             # an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
@@ -94,11 +98,13 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 if weight_grads:
                     shapes.append((op.k, op.n, op.m, act, act, wb))  # weight gradient
             for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
+                if skip_absent and not (np.asarray(2.0 * m * n * k * op.groups) > 0).any():  # gemm_time's flops
+                    continue
                 eff = npu.device_gemm_efficiency(c, m, n, k, op.groups, ceiling)
                 # forward and input-gradient GEMMs read the stored weight and convert it
                 deq = (np.where(c["dequant"] > 0, dequant_time(m, n, k, groups=op.groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
-                       if i == 0 and op.weight else 0.0)
+                       if i == 0 and op.weight and dequantised else 0.0)
                 # a GPU converts on the SMs that multiply; an NPU on its vector engine, beside the arrays
                 serial_deq = np.where(systolic, 0.0, deq) if npu_rows else deq
                 t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=c["peak_flops"], eff=eff,
@@ -193,6 +199,12 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["memory_bound_s"] = out["memory_bound_s"] + t
             out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
         elif isinstance(op, Comm):
+            if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
+                t = 0.0 * (1.0 - c["tp_overlap"])
+                out["communication_s"] = out["communication_s"] + t
+                if op.name.startswith("ep_"):
+                    out["ep_communication_s"] = out["ep_communication_s"] + t
+                continue
             t = group_collective(c, op.op, op.size_bytes, op.ranks) * (1.0 - c["tp_overlap"])
             out["communication_s"] = out["communication_s"] + t
             if op.name.startswith("ep_"):

@@ -40,6 +40,8 @@ def duration(amount, rate):
     the plan's feasibility checks name the missing tier."""
     amount = np.asarray(amount, dtype=float)
     rate = np.asarray(rate, dtype=float)
+    if not (amount > 0).any():  # nothing moves on any row (most plans, most streams)
+        return np.zeros(np.broadcast(amount, rate).shape)
     t = np.where(rate > 0, amount / np.where(rate > 0, rate, 1.0), np.nan)
     return np.where(amount > 0, t, 0.0)
 

@@ -31,7 +31,7 @@ def torus_share(c, ranks):
     over several axes runs on all their links at once).
     """
     dims = np.asarray(c.get("torus_dims", 0.0), dtype=float)
-    if not np.any(dims > 0):
+    if not (dims > 0).any():
         return 1.0
     k = np.maximum(dims, 1.0)
     side = np.maximum(scaleup_domain(c) ** (1.0 / k), 2.0)
@@ -44,7 +44,8 @@ def _layout(c, ranks, stride):
     the group's ranks on one node and the nodes it spans."""
     ranks = np.asarray(ranks, dtype=float)
     group = np.maximum(ranks, 1.0)
-    per_node = np.clip(np.floor(scaleup_domain(c) / np.maximum(stride, 1.0)), 1.0, group)
+    # (np.clip's values, without its dispatch: both bounds are at least 1, so no signed zero to tell apart)
+    per_node = np.minimum(np.maximum(np.floor(scaleup_domain(c) / np.maximum(stride, 1.0)), 1.0), group)
     return ranks, group, per_node, np.ceil(ranks / per_node)
 
 
@@ -64,6 +65,8 @@ def nic_bytes(c, op, size, ranks, stride=1.0):
     """
     ranks, group, per_node, nodes = _layout(c, ranks, stride)
     size = np.asarray(size, dtype=float)
+    if not (nodes > 1).any():  # every group inside one node
+        return np.zeros(np.broadcast(nodes, size).shape)
     if op == "send_recv":
         sent = size + 0.0 * ranks
     elif op == "all_to_all":
@@ -101,6 +104,8 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     base = c.get("scaleup_base_s", 0.0)  # absent in hand-made column sets: none
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], base_latency_s=base, algorithm=algorithm,
                              **up)
+    if not (nodes > 1).any():  # every group inside one node: the price across nodes is not read
+        return np.where(nodes > 1, 0.0, inside)
     nic = c["scaleout_bw"] * c["scaleout_eff"]
     fabric = c["scaleup_bw"] * c["scaleup_eff"]
     if op == "send_recv":

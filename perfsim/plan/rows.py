@@ -18,33 +18,54 @@ def value_at(value, i) -> float:
     if not value.ndim:
         return float(value)
     if isinstance(i, tuple):
-        return float(value.item(tuple([j if size > 1 else 0 for j, size in zip(i, value.shape, strict=True)])))
+        shape = value.shape
+        if 1 not in shape:  # one value per point of the box
+            return float(value.item(i))
+        if value.size == 1:  # one value for the whole box
+            return float(value.item())
+        return float(value.item(tuple([j if size > 1 else 0 for j, size in zip(i, shape, strict=True)])))
     return float(value[i])
 
 
-@functools.lru_cache(maxsize=1024)
-def _parts(key: str) -> tuple:
-    return tuple(key.split("."))
+@functools.lru_cache(maxsize=64)
+def _nesting(keys: tuple) -> tuple:
+    """How :func:`first_row` nests result keys: per key (``plan.*`` left out) the dicts to open
+    before it (``(parent, name)``, numbered in the order they open, 0 the result itself), then the
+    dict that holds its value and the value's name, so every dict gets its keys in the order the
+    dotted keys come."""
+    opened: dict = {(): 0}
+    steps = []
+    for key in keys:
+        if key.startswith("plan."):
+            continue
+        parts = tuple(key.split("."))
+        new = []
+        for depth in range(1, len(parts)):
+            if parts[:depth] not in opened:
+                opened[parts[:depth]] = len(opened)
+                new.append((opened[parts[:depth - 1]], parts[depth - 1]))
+        steps.append((key, tuple(new), opened[parts[:-1]], parts[-1]))
+    return tuple(steps)
 
 
 def first_row(out: dict) -> dict:
     """The first row of result arrays as plain values (:func:`plain`: NaN as None), nested by their
     dotted keys; the resolved plan's ``plan.*`` columns left out."""
     result: dict = {}
-    for key, column in out.items():
-        if key.startswith("plan."):
-            continue
-        parts = _parts(key)
+    nodes = [result]
+    for key, new, holder, name in _nesting(tuple(out)):
+        for parent, part in new:
+            node = {}
+            nodes[parent][part] = node
+            nodes.append(node)
+        column = out[key]
         value = column.item(0) if isinstance(column, np.ndarray) else column[0]
         kind = type(value)
         if kind is float:
             value = None if value != value else value  # NaN
         elif kind not in _PLAIN:
             value = plain(value)
-        node = result
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        nodes[holder][name] = value
     return result
 
 

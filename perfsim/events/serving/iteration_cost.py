@@ -167,6 +167,7 @@ class IterationCost:
 
             context = _context_grid(max_context)
             self.context = _Axis(context)
+            self._no_context = self.context.locate(0.0)  # where an iteration without decodes reads them
             n, k = seqs[:, None], context[None, :]
             d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
             decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
@@ -206,6 +207,10 @@ class IterationCost:
             last = min(self.tokens.locate(float(max_seqs))[0] + 1, self.tokens.size - 1)
             self._decode_free = self._unclipped and self._peak_w(((0, last + 1), (1, None), (2, None))) \
                 <= self.cap * (1.0 + CAP_TOLERANCE)
+            # other iterations: the larger power of each interpolated entry and its neighbour (read
+            # together), the LM head's entries alone, for :meth:`_below_cap`
+            self._pair_w = tuple((np.maximum(w, np.append(w[1:], 0.0)) if table != 1 else w).tolist()
+                                 for table, w in ((table, self._entry_w(table)) for table in range(4)))
 
     def _peak_w(self, parts):
         """A bound on the power at the top clock of an iteration made of the given table entries
@@ -215,12 +220,24 @@ class IterationCost:
         than its hungriest entry)."""
         peak = 0.0
         for table, stop in parts:
-            f, h, n = (self._arrays[key][table][:stop] / self.pp for key in WORK)
-            t = self._arrays["time_s"][table][:stop]
-            power = np.where(t > 0, top_clock_power_w(self.power_columns, t, f, h, n),
-                             np.where(f + h + n > 0, np.inf, 0.0))
-            peak = max(peak, float(np.max(power, initial=0.0)))
+            peak = max(peak, float(np.max(self._entry_w(table)[:stop], initial=0.0)))
         return peak
+
+    def _entry_w(self, table):
+        """Power at the top clock of each entry of a table alone (its work over its time; inf where
+        work takes no time), W."""
+        f, h, n = (self._arrays[key][table] / self.pp for key in WORK)
+        t = self._arrays["time_s"][table]
+        return np.where(t > 0, top_clock_power_w(self.power_columns, t, f, h, n), np.where(f + h + n > 0, np.inf, 0.0))
+
+    def _below_cap(self, at):
+        """Whether an iteration reading the tables at ``at`` (:meth:`_at`) surely stays within the cap at
+        the top clock: every entry it reads, interpolated between neighbours, draws at most the cap
+        alone (the bound of :meth:`_peak_w` over the entries read, without its rounding margin)."""
+        jt, wt, logits, jc, wc, jp, wp = at
+        lin, head, decode, prefill = self._pair_w
+        return (0.0 <= wt <= 1.0 and 0.0 <= wc <= 1.0 and 0.0 <= wp <= 1.0
+                and max(lin[jt], head[logits], decode[jc], prefill[jp]) <= self.cap)
 
     def _at(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Where an iteration (numbers) or many (arrays) read the tables (:func:`_sum`)."""
@@ -242,19 +259,23 @@ class IterationCost:
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
         linear, head, _, prefill = self._lists["time_s"]
-        t = (self.overhead_s + self.per_seq_s * n + _lerp(linear, *self.tokens.locate(tokens)) + head[n]
-             + self._attention(prefill, self.prompt, n, prompt))
-        return t if self.cap is None else self._capped(t, tokens, n, 0, 0.0, n, prompt)
+        jt, wt = self.tokens.locate(tokens)
+        jp, wp = self.prompt.locate(prompt)
+        jp = n * self.prompt.size + jp
+        t = self.overhead_s + self.per_seq_s * n + _lerp(linear, jt, wt) + head[n] + _lerp(prefill, jp, wp)
+        # (where it reads the tables: :meth:`_at` for no decode, its axes located once)
+        return t if self.cap is None else self._capped_at(t, (jt, wt, n, *self._no_context, jp, wp))
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s."""
         linear, head, decode, prefill = self._lists["time_s"]
-        t = self.overhead_s + self.per_seq_s * (n_dec + n_pre) + _lerp(linear, *self.tokens.locate(tokens)) + head[logits]
+        jt, wt, logits, jc, wc, jp, wp = at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
+        t = self.overhead_s + self.per_seq_s * (n_dec + n_pre) + _lerp(linear, jt, wt) + head[logits]
         if n_dec:
-            t += self._attention(decode, self.context, n_dec, context)
+            t += _lerp(decode, jc, wc)
         if n_pre:
-            t += self._attention(prefill, self.prompt, n_pre, prompt)
-        return t if self.cap is None else self._capped(t, tokens, logits, n_dec, context, n_pre, prompt)
+            t += _lerp(prefill, jp, wp)
+        return t if self.cap is None else self._capped_at(t, at)
 
     def moe_s(self, tokens):
         """The MoE MLPs of an iteration of ``tokens`` tokens on each rank of its expert group, s."""
@@ -276,7 +297,12 @@ class IterationCost:
 
     def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
         """Length of one iteration at the clock the power cap leaves it."""
-        at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
+        return self._capped_at(full_s, self._at(tokens, logits, n_dec, context, n_pre, prompt))
+
+    def _capped_at(self, full_s, at):
+        """:meth:`_capped` of an iteration that reads the tables at ``at`` (:meth:`_at`)."""
+        if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
+            return full_s
         flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
         flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
         # the power at the top clock: within the cap, no change

@@ -1,0 +1,56 @@
+"""Shortcuts of the single-estimate path give the values of the general path, to the last bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfsim.analytical.inference import _forward_pair, forward_time
+from perfsim.cost.power import solve_clock
+from perfsim.cost.price import price
+from perfsim.graph.transformer import Comm, Gemm, Pass, layer_ops
+from perfsim.plan.columns import build
+from perfsim.plan.grid import expand
+
+PASSES = (Pass(tokens=4096.0, seqs=2.0, q_len=2048.0, kv_len=2048.0, causal=1.0, logits_tokens=2.0),
+          Pass(tokens=2.0, seqs=2.0, q_len=1.0, kv_len=2100.0, causal=0.0, logits_tokens=2.0))
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8),
+                                  dict(model="mixtral-8x7b", hardware="h100-sxm", tp=2),
+                                  dict(model="llama2-7b", hardware="npu"),
+                                  dict(model="llama2-7b", hardware="h100-pim")])
+def test_two_passes_priced_together_equal_each_priced_alone(plan):
+    c = build(expand(plan))
+    together = _forward_pair(c, *PASSES)
+    for alone, parts in zip((forward_time(c, p)[1] for p in PASSES), together, strict=True):
+        assert list(parts) == list(alone)
+        for key, value in alone.items():
+            assert np.array_equal(parts[key], value, equal_nan=True), key
+
+
+def test_a_clock_solved_on_numbers_equals_the_one_solved_on_arrays():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        full = rng.uniform(0.1, 2.0)
+        compute = rng.uniform(0.0, full)
+        memory = rng.uniform(0.0, full - compute)
+        args = (rng.uniform(150.0, 400.0), 0.1, rng.uniform(0.5, 0.9), (full, compute, memory, 0.5 * memory),
+                60.0, rng.uniform(20.0, 100.0), rng.uniform(100.0, 500.0), rng.uniform(0.0, 100.0),
+                rng.uniform(100.0, 700.0))
+        scalar = solve_clock(*(np.float64(a) if not isinstance(a, tuple) else tuple(map(np.float64, a)) for a in args))
+        array = solve_clock(*(np.array([a]) if not isinstance(a, tuple) else tuple(np.array([x]) for x in a)
+                              for a in args))
+        assert np.ndim(scalar[0]) == 0 and float(scalar[0]) == float(array[0][0])
+        assert bool(scalar[1]) == bool(array[1][0])
+
+
+def test_an_absent_gemm_and_a_one_rank_collective_add_nothing():
+    c = build(expand(dict(model="llama2-7b", hardware="a100-80gb")))
+    ops = layer_ops(c, PASSES[0], moe=False)
+    extra = [Gemm("absent", 4096.0, 0.0, 4096.0), Comm("alone", "all_reduce", 1e9, 1.0)]
+    base, more = price(c, ops), price(c, [*ops[:2], *extra, *ops[2:]])
+    assert base.keys() == more.keys()
+    assert all(np.array_equal(base[k], more[k]) for k in base)
+    # the same ops with a second rank cost time: the shortcut is only for groups of one
+    assert price(c, [Comm("pair", "all_reduce", 1e9, 2.0)])["communication_s"] > 0
