@@ -45,7 +45,6 @@ def _predict(case, spec):
 
 
 def fit_collectives(spec, cases):
-    start = [spec[p] for p in _COLLECTIVE_PARAMS]
     use_nvls = spec.in_network_reduction
     # with in-switch reduction every measured all-reduce takes NVLS, leaving the ring term
     # unconstrained: keep it where a ring on NVLink lands (most of the link)
