@@ -227,8 +227,9 @@ def _build(grid) -> dict:
     # the attention backward's rate, the engine's fused MoE expert GEMMs, and serving limits the
     # engine sets by device: the figure for this device's family
     c["moe_gemm_eff"], c["moe_memory_eff"], c["moe_dispatch_q"] = 1.0, 1.0, 0.0
+    c["decode_attn_fixed_s"], c["decode_attn_unit_s"] = 0.0, 0.0
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
-                "moe_dispatch_q"):
+                "moe_dispatch_q", "decode_attn_fixed_s", "decode_attn_unit_s"):
         value = c[key]
         for i, name in enumerate(FAMILIES):
             per_family = c.pop(f"{key}_{name}")
