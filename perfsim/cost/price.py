@@ -56,8 +56,9 @@ def decode_fixed_time(c, op):
     each has a minimum duration (its grid's ramp, the page-table and first-page loads before any
     bandwidth is streamed), and each (sequence, KV head) work unit pays its own setup (query load,
     block-table walk, partial-result write and reduction) spread over the SMs. Both are runtime
-    keys per architecture family (``decode_attention_fixed_us_on``, ``decode_attention_unit_us_on``),
-    fitted to measured decode-attention tables; 0 where the runtime gives none."""
+    keys per architecture family (``decode_attention_fixed_us_on``, ``decode_attention_unit_us_on``,
+    and ``decode_attention_fp8_*`` over an 8-bit cache), fitted to measured decode-attention
+    tables; 0 where the runtime gives none."""
     per_unit = np.asarray(c.get("decode_attn_unit_s", 0.0)) * op.units / np.maximum(c["units"], 1.0)
     return np.where(np.asarray(op.decode) > 0, c.get("decode_attn_fixed_s", 0.0) + per_unit, 0.0)
 

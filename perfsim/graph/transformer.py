@@ -55,9 +55,8 @@ class Attention:
     # (0 for eager attention and decode, which that curve does not describe)
     visits: object = 0.0
     diagonal: object = 0.0
-    # 1 for a fused decode call (one new row per sequence against its paged 16-bit cache): the
-    # engine's decode kernels' fixed costs per call and per (sequence, KV head) of
-    # perfsim.cost.price (an 8-bit cache runs other kernels, whose costs are not modelled)
+    # 1 for a fused decode call (one new row per sequence against its paged cache): the engine's
+    # decode kernels' fixed costs per call and per (sequence, KV head) of perfsim.cost.price
     decode: object = 0.0
 
 
@@ -165,8 +164,7 @@ def attention_ops(c, p: Pass):
                          units=p.seqs * np.where(absorbed, 1.0, kv_dev),
                          scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read,
                          visits=visits, diagonal=np.where(fused, 1.0, 0.0),
-                         decode=np.where((p.causal <= 0) & (c["flash"] > 0) & (p.q_len <= 1.0) & (c["kv_bytes"] >= 2.0),
-                                         1.0, 0.0)))
+                         decode=np.where((p.causal <= 0) & (c["flash"] > 0) & (p.q_len <= 1.0), 1.0, 0.0)))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
     return ops
