@@ -48,6 +48,25 @@ def attention_length_eff(span, visits, diagonal, *, backward=False):
         return np.where(span > 0, span / (span + fixed), 1.0)
 
 
+def decode_fixed_time(c, op, stream_s=0.0):
+    """Time (s) a fused decode-attention call takes beyond its launch and its roofline ``stream_s``:
+    ``decode_attn_fixed_s + max(units x decode_attn_unit_s / SMs - stream_s, 0)`` where ``op.decode``
+    is 1, else 0.
+
+    A paged decode call runs the cache write, the split-KV attention kernel and its combine pass;
+    each has a minimum duration (its grid's ramp, the page-table and first-page loads before any
+    bandwidth is streamed): the fixed time. Each (sequence, KV head) work unit also pays its own
+    setup (query load, block-table walk, partial-result write and reduction) on an SM; with many
+    units resident those latencies overlap the streaming of the cache, so the call takes the longer
+    of the two, not their sum. Both are runtime keys per architecture family
+    (``decode_attention_fixed_us_on``, ``decode_attention_unit_us_on``, and
+    ``decode_attention_fp8_*`` over an 8-bit cache), fitted to measured decode-attention tables;
+    0 where the runtime gives none."""
+    per_unit = np.asarray(c.get("decode_attn_unit_s", 0.0)) * op.units / np.maximum(c["units"], 1.0)
+    extra = c.get("decode_attn_fixed_s", 0.0) + np.maximum(per_unit - stream_s, 0.0)
+    return np.where(np.asarray(op.decode) > 0, extra, 0.0)
+
+
 def price(c, ops, *, backward=False, weight_grads=True):
     """Sum the time of ``ops`` by category; ``backward`` prices their gradient pass instead.
 
@@ -175,10 +194,11 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 out["vector_s"] = out["vector_s"] + vec
                 out["vector_ops"] = out["vector_ops"] + np.where(systolic, npu.SOFTMAX_OPS * op.scores * scale, 0.0)
                 out["dma_s"] = out["dma_s"] + np.where(t > 0, tm, 0.0)
-            out["attention_s"] = out["attention_s"] + t
+            fixed = np.where(t > 0, decode_fixed_time(c, op, t - launch), 0.0)
+            out["attention_s"] = out["attention_s"] + t + fixed
             out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
-            out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t, 0.0)
-            out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < t - launch, t, 0.0)
+            out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t + fixed, 0.0)
+            out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < t - launch, t + fixed, 0.0)
             out["memory_compute_s"] = out["memory_compute_s"] + np.where(tc < t - launch, tc, 0.0)
             out["flops"] = out["flops"] + op.flops * scale
             out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)

@@ -55,6 +55,9 @@ class Attention:
     # (0 for eager attention and decode, which that curve does not describe)
     visits: object = 0.0
     diagonal: object = 0.0
+    # 1 for a fused decode call (one new row per sequence against its paged cache): the engine's
+    # decode kernels' fixed costs per call and per (sequence, KV head) of perfsim.cost.price
+    decode: object = 0.0
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,8 @@ def attention_ops(c, p: Pass):
                          rows=p.q_len * heads_dev / np.where(absorbed, 1.0, kv_dev), depth=qk_dim, span=kv_eff,
                          units=p.seqs * np.where(absorbed, 1.0, kv_dev),
                          scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read,
-                         visits=visits, diagonal=np.where(fused, 1.0, 0.0)))
+                         visits=visits, diagonal=np.where(fused, 1.0, 0.0),
+                         decode=np.where((p.causal <= 0) & (c["flash"] > 0) & (p.q_len <= 1.0), 1.0, 0.0)))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
     return ops

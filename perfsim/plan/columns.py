@@ -228,8 +228,10 @@ def _build(grid) -> dict:
     # the attention backward's rate, the engine's fused MoE expert GEMMs, and serving limits the
     # engine sets by device: the figure for this device's family
     c["moe_gemm_eff"], c["moe_memory_eff"], c["moe_dispatch_q"] = 1.0, 1.0, 0.0
+    decode_keys = [f"decode_attn_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
+    c.update(dict.fromkeys(decode_keys, 0.0))
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
-                "moe_dispatch_q"):
+                "moe_dispatch_q", *decode_keys):
         value = c[key]
         for i, name in enumerate(FAMILIES):
             per_family = c.pop(f"{key}_{name}")
@@ -283,6 +285,10 @@ def _build(grid) -> dict:
     for name, col in (("weight_dtype", "w_bytes"), ("kv_dtype", "kv_bytes")):
         c[col] = _pair(grid, name, "dtype", [[storage_bytes(v if v is not None else d) for d in dtypes]
                                              for v in grid.values(name)])
+    # the decode-attention kernels' fixed costs over the plan's KV-cache format (8-bit: other kernels)
+    for part in ("fixed", "unit"):
+        c[f"decode_attn_{part}_s"] = np.where(c["kv_bytes"] < 2.0, c.pop(f"decode_attn_{part}_s_fp8"),
+                                              c[f"decode_attn_{part}_s"])
     # weights stored in another format than the compute one are converted inside the GEMM kernel
     c["dequant"] = _pair(grid, "weight_dtype", "dtype", [[float(v is not None and v != d) for d in dtypes]
                                                         for v in grid.values("weight_dtype")])

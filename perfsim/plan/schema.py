@@ -156,6 +156,8 @@ COLUMNS = (
     _C("moe_memory_eff", "1", "their share of memory_max streaming the expert weights, for this device's family"),
     _C("moe_all_gather", "1", "1: an expert group over data-parallel ranks all-gathers tokens and reduce-scatters outputs"),
     _C("moe_a2a_domain", "1", "scale-up domains of at least this many devices keep the all-to-all (inf: none)"),
+    _C("decode_attn_fixed_s", "s", "the engine's decode-attention kernels' fixed time per call beyond one launch, for this device's family and KV-cache format"),
+    _C("decode_attn_unit_s", "s", "their SM time per (sequence, KV head) work unit, for this device's family and KV-cache format"),
     _C("moe_dispatch_q", "1", "1: the tokens sent to the experts' ranks move in the compute format (else 16-bit), for this device's family"),
     _C("attention_eff_volta", "1", "attention_eff on volta devices"),
     _C("attention_eff_turing", "1", "attention_eff on turing devices"),

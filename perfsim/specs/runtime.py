@@ -39,6 +39,8 @@ _SCHEMA = {
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
     "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
+    "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
+    "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -114,6 +116,12 @@ class RuntimeSpec:
             # ... except on a scale-up domain of at least this many devices (its NVLink all-to-all)
             "moe_a2a_domain": v.get("moe_all_to_all_domain", math.inf),
             **{f"moe_dispatch_q_{f}": v.get(f"moe_dispatch_quantized_on.{f}", 0.0) for f in FAMILIES},
+            # the engine's paged decode-attention kernels: a fixed time per call beyond one launch,
+            # and SM time per (sequence, KV head) work unit, per family, over a 16-bit and over an
+            # 8-bit KV cache (other kernels; the 16-bit figure where none is given for 8-bit, 0 where none at all)
+            **{f"decode_attn_{part}_s{q}_{f}": v.get(f"decode_attention{q}_{part}_us_on.{f}",
+                                                     v.get(f"decode_attention_{part}_us_on.{f}", 0.0)) * 1e-6
+               for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
@@ -193,6 +201,9 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
+    for key, value in values.items():  # fixed costs of the decode-attention kernels
+        if key.startswith("decode_attention_") and not value >= 0:
+            raise InputError(f"must be >= 0 microseconds, got {value}", field=key, file=path)
     for key, value in values.items():  # a rate ratio: above 0 (it divides), at most the forward's
         if key.split(".")[0] in ("attention_backward_ratio", "attention_backward_ratio_on") and not 0 < value <= 1:
             raise InputError(f"must be above 0 and at most 1, got {value}", field=key, file=path)
