@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
-import time
 
-from bench_peers import median_call
+from bench_peers import cli_wall, median_call
 from bench_sweep import INFERENCE_1000, bench, warm_estimate
 
 import perfsim
@@ -27,12 +24,7 @@ DEFAULTS = dict(model="llama2-7b", hardware="a100-80gb")
 def cli_median(runs: int) -> float:
     cmd = [sys.executable, "-m", "perfsim.cli", "estimate", "--model", "llama2-70b", "--hardware", "a100-80gb",
            "--tp", "8", "--format", "json"]
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return cli_wall(cmd, runs)
 
 
 def main():
