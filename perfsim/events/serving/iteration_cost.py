@@ -254,8 +254,12 @@ class IterationCost:
         """One decode iteration of ``n`` sequences attending ``context`` keys on average, s."""
         axis = self.context
         j, w = axis.locate(context)
-        t = self._base[n] + _lerp(self._decode_time, n * axis.size + j, w)
-        return t if self._decode_free else self._capped(t, n, n, n, context, 0, 0.0)
+        j += n * axis.size
+        t = self._base[n] + _lerp(self._decode_time, j, w)
+        if self._decode_free:
+            return t
+        # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
+        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
@@ -305,12 +309,9 @@ class IterationCost:
         shared = self.moe_s(sum(tokens) / ranks)
         return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
 
-    def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
-        """Length of one iteration at the clock the power cap leaves it."""
-        return self._capped_at(full_s, self._at(tokens, logits, n_dec, context, n_pre, prompt))
-
     def _capped_at(self, full_s, at):
-        """:meth:`_capped` of an iteration that reads the tables at ``at`` (:meth:`_at`)."""
+        """Length of one iteration (``full_s`` at the top clock) at the clock the power cap leaves it;
+        it reads the tables at ``at`` (:meth:`_at`)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
         flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
