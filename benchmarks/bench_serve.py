@@ -39,7 +39,10 @@ def main():
     offline = {k: v for k, v in SCENARIO.items() if k != "arrival_rate"}
     variants = (("`perfsim serve` Llama-2-70B, 8 x H100 TP8, continuous, Poisson", SCENARIO),
                 ("the same, chunked prefill", {**SCENARIO, "scheduler": "chunked-prefill"}),
-                ("the same, offline (all requests at t = 0)", offline))
+                ("the same, offline (all requests at t = 0)", offline),
+                ("the same, static batching", {**SCENARIO, "scheduler": "static"}),
+                ("the same, disaggregated: 4 devices prefill, 4 decode (TP 4 each)",
+                 {**SCENARIO, "tp": 4, "disaggregate": "4:4"}))
     print("| benchmark | requests | iterations | best wall time | simulated requests/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, scenario in variants:

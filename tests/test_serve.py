@@ -280,3 +280,33 @@ def test_a_static_batch_not_given_is_the_largest_that_fits():
     assert r["feasible"] and 1 <= r["plan"]["max_batch"] < 256
     assert not perfsim.serve(**kw, max_batch=r["plan"]["max_batch"] + 1)["feasible"]
     assert not perfsim.serve(**kw, max_batch=256)["feasible"]  # a batch given is taken as given
+
+
+@pytest.mark.parametrize("model,hardware,tp", [("llama2-70b", "h100-sxm", 8), ("llama2-7b", "a100-80gb", 1)])
+def test_loop_prices_match_the_tables_read_at_once(model, hardware, tp):
+    """An iteration priced in the loop costs what the tables read for many iterations at once give
+    (a mix, prefill pieces alone, decodes alone; under the board's power limit, where the 7B decode
+    on one A100 needs the clock solve and the 70B one on eight H100s does not), and a chunked-prefill
+    iteration of decodes alone, priced as a decode iteration, costs exactly what the mixed price gives."""
+    from perfsim.events.serving.iteration_cost import IterationCost
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    c = build(expand({"model": model, "hardware": hardware, "tp": tp, "mode": "inference", "batch": 1,
+                      "prompt_len": 1, "gen_len": 1}))
+    cost = IterationCost(c, max_tokens=2048, max_seqs=64, max_context=4097)
+    rng = np.random.default_rng(5)
+    n_dec, n_pre = rng.integers(0, 60, 120), rng.integers(0, 5, 120)
+    n_dec[0], n_pre[1:40] = 1, 0
+    n_pre[n_dec == 0] = np.maximum(n_pre[n_dec == 0], 1)
+    context = np.where(n_dec > 0, rng.uniform(1, 4096, 120), 0.0)
+    prompt = np.where(n_pre > 0, rng.uniform(1, 400, 120), 0.0)
+    tokens = np.minimum(n_dec + np.ceil(n_pre * prompt), 2048.0)
+    logits = n_dec + n_pre
+    loop = [cost.mixed_step_s(*args) for args in zip(tokens.tolist(), logits.tolist(), n_dec.tolist(),
+                                                        context.tolist(), n_pre.tolist(), prompt.tolist(), strict=True)]
+    assert loop == pytest.approx(cost.work(tokens, logits, n_dec, context, n_pre, prompt)["time_s"], rel=1e-12)
+    alone = n_pre == 0
+    assert alone.sum() >= 39
+    assert [cost.decode_step_s(int(n), float(k)) for n, k in zip(n_dec[alone], context[alone], strict=True)] \
+        == np.asarray(loop)[alone].tolist()

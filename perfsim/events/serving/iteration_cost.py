@@ -175,6 +175,7 @@ class IterationCost:
 
             prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
             self.prompt = _Axis(prompt)
+            self._no_prompt = self.prompt.locate(0.0)  # where an iteration without prefill pieces reads them
             pl = prompt[None, :]
             a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
             prefill = {key: np.broadcast_to(a["total_s" if key == "time_s" else key], (len(seqs), len(prompt)))
@@ -189,6 +190,7 @@ class IterationCost:
                 table[0] = 0.0
             self._arrays[key] = tuple(t.reshape(-1) for t in tables)
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
+        self._decode_time = self._lists["time_s"][2]
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
@@ -196,6 +198,7 @@ class IterationCost:
         # the power limit (a plan's cap, else the board's TDP): every iteration at its own clock
         cap = float(np.asarray(board_cap(c))) if "tdp_w" in c else math.inf
         self.cap = cap if math.isfinite(cap) else None
+        self._decode_free = self.cap is None  # decode iterations that need no clock solve (set below under a cap)
         if self.cap is not None:
             self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
             self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
@@ -247,14 +250,16 @@ class IterationCost:
         return jt, wt, logits, n_dec * self.context.size + jc, wc, n_pre * self.prompt.size + jp, wp
 
     # -- the simulation loop: one iteration at a time -----------------------------------------
-    def _attention(self, table, axis, n, x):
-        j, w = axis.locate(x)
-        return _lerp(table, n * axis.size + j, w)
-
     def decode_step_s(self, n, context):
         """One decode iteration of ``n`` sequences attending ``context`` keys on average, s."""
-        t = self._base[n] + self._attention(self._lists["time_s"][2], self.context, n, context)
-        return t if self.cap is None or self._decode_free else self._capped(t, n, n, n, context, 0, 0.0)
+        axis = self.context
+        j, w = axis.locate(context)
+        j += n * axis.size
+        t = self._base[n] + _lerp(self._decode_time, j, w)
+        if self._decode_free:
+            return t
+        # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
+        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
@@ -267,15 +272,24 @@ class IterationCost:
         return t if self.cap is None else self._capped_at(t, (jt, wt, n, *self._no_context, jp, wp))
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
-        """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s."""
+        """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s (``context``
+        is 0 without decodes, ``prompt`` 0 without prefill pieces: those axes are then not searched)."""
         linear, head, decode, prefill = self._lists["time_s"]
-        jt, wt, logits, jc, wc, jp, wp = at = self._at(tokens, logits, n_dec, context, n_pre, prompt)
+        jt, wt = self.tokens.locate(tokens)
         t = self.overhead_s + self.per_seq_s * (n_dec + n_pre) + _lerp(linear, jt, wt) + head[logits]
         if n_dec:
+            jc, wc = self.context.locate(context)
+            jc += n_dec * self.context.size
             t += _lerp(decode, jc, wc)
+        else:
+            jc, wc = self._no_context
         if n_pre:
+            jp, wp = self.prompt.locate(prompt)
+            jp += n_pre * self.prompt.size
             t += _lerp(prefill, jp, wp)
-        return t if self.cap is None else self._capped_at(t, at)
+        else:
+            jp, wp = self._no_prompt
+        return t if self.cap is None else self._capped_at(t, (jt, wt, logits, jc, wc, jp, wp))
 
     def moe_s(self, tokens):
         """The MoE MLPs of an iteration of ``tokens`` tokens on each rank of its expert group, s."""
@@ -295,12 +309,9 @@ class IterationCost:
         shared = self.moe_s(sum(tokens) / ranks)
         return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
 
-    def _capped(self, full_s, tokens, logits, n_dec, context, n_pre, prompt):
-        """Length of one iteration at the clock the power cap leaves it."""
-        return self._capped_at(full_s, self._at(tokens, logits, n_dec, context, n_pre, prompt))
-
     def _capped_at(self, full_s, at):
-        """:meth:`_capped` of an iteration that reads the tables at ``at`` (:meth:`_at`)."""
+        """Length of one iteration (``full_s`` at the top clock) at the clock the power cap leaves it;
+        it reads the tables at ``at`` (:meth:`_at`)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
         flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
@@ -346,7 +357,8 @@ class IterationCost:
         if self.cap is not None:
             many = np.full(len(contexts), n)
             return self.work(many, many, many, contexts, 0 * many, 0.0 * contexts)["time_s"]
-        return self._base[n] + self._attention(self._arrays["time_s"][2], self.context, n, contexts)
+        j, w = self.context.locate(contexts)
+        return self._base[n] + _lerp(self._arrays["time_s"][2], n * self.context.size + j, w)
 
 
 def kv_transfer_s(c, tokens, *, same_node):

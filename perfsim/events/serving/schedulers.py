@@ -198,13 +198,15 @@ class _Batching(_Instance):
 
     def start_decode(self):
         """Allocate this step's blocks (preempting if needed); returns the mean attended context."""
-        need = self.phase[(-self.D) % BLOCK_TOKENS]
+        D = self.D
+        need = self.phase[(-D) % BLOCK_TOKENS]
         if need > self.free:
             need = self.preempt(need)
         self.free -= need
-        if not self.n_run:
+        n = self.n_run
+        if not n:
             return 0.0
-        return (self.S + self.n_run * self.D) / self.n_run + 1.0
+        return (self.S + n * D) / n + 1.0
 
     def end_decode(self, t):
         """Every running sequence got a token at ``t``; retire those that are done."""
@@ -347,8 +349,12 @@ class ChunkedInstance(_Batching):
         if not n_dec and not pieces:
             return None
         n_pre = len(pieces)
-        prompt = equivalent_prompt(pairs / n_pre) if n_pre else 0.0
-        dur = self.cost.mixed_step_s(tokens, n_dec + completing, n_dec, context, n_pre, prompt)
+        if n_pre:
+            prompt = equivalent_prompt(pairs / n_pre)
+            dur = self.cost.mixed_step_s(tokens, n_dec + completing, n_dec, context, n_pre, prompt)
+        else:  # decodes alone
+            prompt = 0.0
+            dur = self.cost.decode_step_s(n_dec, context)
         self.n_dec = n_dec
         self.pieces = pieces
         kind = MIXED if n_dec and n_pre else (DECODE if n_dec else PREFILL)

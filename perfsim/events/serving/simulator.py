@@ -209,14 +209,14 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
             continue
         t, due = pop_due()
         for kind, payload in due:
-            if kind == _GROUP_END:
-                end_group(payload, t)
-            elif kind == _ITERATION_END:
+            if kind == _ITERATION_END:
                 inst = payload
                 inst.end(t)
                 if inst.out:
                     dispatch(inst, t)
                 start(inst, t)
+            elif kind == _GROUP_END:
+                end_group(payload, t)
             else:  # a KV cache arrives at a decode instance
                 inst, r = payload
                 inst.waiting.append(r)

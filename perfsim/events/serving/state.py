@@ -8,6 +8,7 @@ runs is a row of :class:`Records` whose third column is its kind (:data:`KINDS`)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -62,8 +63,9 @@ class Records:
     def array(self):
         """All rows as one array, in order of start time."""
         parts = []
-        if self.rows:
-            parts.append(np.asarray(self.rows, dtype=float))
+        if self.rows:  # (read flat: much faster than a list of tuples)
+            flat = np.fromiter(chain.from_iterable(self.rows), dtype=float, count=len(self.rows) * len(COLUMNS))
+            parts.append(flat.reshape(-1, len(COLUMNS)))
         parts.extend(self.blocks)
         if not parts:
             return np.zeros((0, len(COLUMNS)))
