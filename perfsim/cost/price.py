@@ -67,6 +67,29 @@ def decode_fixed_time(c, op, stream_s=0.0):
     return np.where(np.asarray(op.decode) > 0, extra, 0.0)
 
 
+def prefill_call(c, op, *, backward=False):
+    """1 where ``op`` is a fused prefill (or chunked-prefill) attention call of an inference pass:
+    fused (``op.visits`` > 0), not decode, not a gradient pass."""
+    return (np.asarray(op.visits) > 0) & (np.asarray(op.decode) <= 0) & (not backward)
+
+
+def prefill_fixed_time(c, op, *, backward=False):
+    """Time (s) a fused prefill-attention call takes beyond its launch and its roofline:
+    ``prefill_attn_fixed_s + blocks x prefill_attn_tile_s / SMs`` on a prefill call
+    (:func:`prefill_call`), else 0.
+
+    A serving engine's prefill call runs the QKV preprocessing (rotary embedding, the paged cache
+    write) and the fused attention kernel over the paged cache: each kernel has a minimum duration
+    (the fixed time), and each (sequence, query head, 128-row query tile) work unit (``op.blocks``)
+    pays its own setup beyond the per-tile key work of :func:`attention_length_eff` (its rows'
+    preprocessing and cache write, the block-table walk), spread over the SMs and added to the
+    kernel's compute. Both are runtime keys per architecture family
+    (``prefill_attention_fixed_us_on``, ``prefill_attention_tile_us_on``), fitted to measured
+    prefill-attention tables; 0 where the runtime gives none."""
+    per_tile = np.asarray(c.get("prefill_attn_tile_s", 0.0)) * op.blocks / np.maximum(c["units"], 1.0)
+    return np.where(prefill_call(c, op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
+
+
 def price(c, ops, *, backward=False, weight_grads=True):
     """Sum the time of ``ops`` by category; ``backward`` prices their gradient pass instead.
 
@@ -171,7 +194,10 @@ def price(c, ops, *, backward=False, weight_grads=True):
             scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
             waves = np.ceil(op.blocks / c["units"])
             wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
-            eff = c["attn_gemm_max"] * c["attention_eff"] * np.where(op.blocks > 0, wave_eff, 1.0)
+            # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
+            share = np.where(prefill_call(c, op, backward=backward), c.get("prefill_attn_eff", c["attention_eff"]),
+                             c["attention_eff"])
+            eff = c["attn_gemm_max"] * share * np.where(op.blocks > 0, wave_eff, 1.0)
             eff = eff * attention_length_eff(op.span, op.visits, op.diagonal, backward=backward)
             vec = 0.0
             if npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
@@ -194,7 +220,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 out["vector_s"] = out["vector_s"] + vec
                 out["vector_ops"] = out["vector_ops"] + np.where(systolic, npu.SOFTMAX_OPS * op.scores * scale, 0.0)
                 out["dma_s"] = out["dma_s"] + np.where(t > 0, tm, 0.0)
-            fixed = np.where(t > 0, decode_fixed_time(c, op, t - launch), 0.0)
+            fixed = np.where(t > 0, decode_fixed_time(c, op, t - launch) + prefill_fixed_time(c, op, backward=backward),
+                             0.0)
             out["attention_s"] = out["attention_s"] + t + fixed
             out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
             out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t + fixed, 0.0)

@@ -229,9 +229,10 @@ def _build(grid) -> dict:
     # engine sets by device: the figure for this device's family
     c["moe_gemm_eff"], c["moe_memory_eff"], c["moe_dispatch_q"] = 1.0, 1.0, 0.0
     decode_keys = [f"decode_attn_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
-    c.update(dict.fromkeys(decode_keys, 0.0))
+    c.update(dict.fromkeys(decode_keys + ["prefill_attn_fixed_s", "prefill_attn_tile_s"], 0.0))
+    c["prefill_attn_eff"] = c["attention_eff"]
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
-                "moe_dispatch_q", *decode_keys):
+                "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff"):
         value = c[key]
         for i, name in enumerate(FAMILIES):
             per_family = c.pop(f"{key}_{name}")
@@ -244,6 +245,7 @@ def _build(grid) -> dict:
     no_flash = grid.gather("hardware", [float(s.family in _NO_FLASH) for s in specs]) > 0
     if np.any(no_flash):
         c["attention_eff"] = np.where(no_flash & (c["flash"] > 0), 1.0, c["attention_eff"])
+        c["prefill_attn_eff"] = np.where(no_flash & (c["flash"] > 0), 1.0, c["prefill_attn_eff"])
         c["flash"] = np.where(no_flash, 0.0, c["flash"])
     # eager attention's backward is batched GEMMs, at the ceiling its forward's run at
     c["attention_bwd_ratio"] = np.where(c["flash"] > 0, c["attention_bwd_ratio"], 1.0)

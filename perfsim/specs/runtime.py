@@ -41,6 +41,8 @@ _SCHEMA = {
     "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
+    "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
+    "prefill_attention_efficiency_on": S.NumMap(FAMILIES),
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -122,6 +124,14 @@ class RuntimeSpec:
             **{f"decode_attn_{part}_s{q}_{f}": v.get(f"decode_attention{q}_{part}_us_on.{f}",
                                                      v.get(f"decode_attention_{part}_us_on.{f}", 0.0)) * 1e-6
                for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
+            # the engine's fused prefill-attention kernels: a fixed time per call beyond one launch, SM
+            # time per (sequence, query head, query tile), and their long-call share of the GEMM ceiling,
+            # per family (0, 0 and the runtime's attention efficiency where none is given)
+            **{f"prefill_attn_{part}_s_{f}": v.get(f"prefill_attention_{part}_us_on.{f}", 0.0) * 1e-6
+               for part in ("fixed", "tile") for f in FAMILIES},
+            **{f"prefill_attn_eff_{f}": v.get(f"prefill_attention_efficiency_on.{f}",
+                                              v.get(f"attention_efficiency_on.{f}", v["attention_efficiency"]))
+               for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
@@ -201,13 +211,13 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
-    for key, value in values.items():  # fixed costs of the decode-attention kernels
-        if key.startswith("decode_attention_") and not value >= 0:
+    for key, value in values.items():  # fixed costs of the decode- and prefill-attention kernels
+        if key.startswith(("decode_attention_", "prefill_attention_")) and not value >= 0:
             raise InputError(f"must be >= 0 microseconds, got {value}", field=key, file=path)
     for key, value in values.items():  # a rate ratio: above 0 (it divides), at most the forward's
         if key.split(".")[0] in ("attention_backward_ratio", "attention_backward_ratio_on") and not 0 < value <= 1:
             raise InputError(f"must be above 0 and at most 1, got {value}", field=key, file=path)
-        if key.startswith("moe_") and "_efficiency_on." in key and not 0 < value <= 1:
+        if key.startswith(("moe_", "prefill_attention_")) and "_efficiency_on." in key and not 0 < value <= 1:
             raise InputError(f"must be in (0, 1], got {value}", field=key, file=path)
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
