@@ -41,6 +41,9 @@ _SCHEMA = {
     "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
+    "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
+    "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
+    "decode_attention_mla_fp8_unit_us_on": S.NumMap(FAMILIES),
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -121,6 +124,12 @@ class RuntimeSpec:
             # 8-bit KV cache (other kernels; the 16-bit figure where none is given for 8-bit, 0 where none at all)
             **{f"decode_attn_{part}_s{q}_{f}": v.get(f"decode_attention{q}_{part}_us_on.{f}",
                                                      v.get(f"decode_attention_{part}_us_on.{f}", 0.0)) * 1e-6
+               for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
+            # ... and its MLA decode kernels over the cached latent (absorbed form), with their own
+            # fixed time and SM time per (sequence, query head); NaN where the runtime gives none
+            # (the figures above then apply, per (sequence, KV head))
+            **{f"decode_attn_mla_{part}_s{q}_{f}": v.get(f"decode_attention_mla{q}_{part}_us_on.{f}",
+                                                         v.get(f"decode_attention_mla_{part}_us_on.{f}", math.nan)) * 1e-6
                for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
