@@ -97,3 +97,42 @@ def test_negative_fixed_cost_is_rejected():
                 "attention": "flash", "attention_efficiency": 0.8, "grad_reduce_bytes": 2, "dp_overlap": 0.0,
                 "tp_overlap": 0.0, "dropout": False, "fragmentation": 0.0,
                 "decode_attention_unit_us_on.hopper": -1.0}, "x.yaml")
+
+
+def _mla(**kw):
+    return build(expand({"model": "deepseek-v3", "hardware": "h200", "mode": "inference", "batch": 1,
+                         "prompt_len": 128, "runtime": "trt-llm", "kv_dtype": "fp8", **kw}))
+
+
+def test_mla_decode_takes_the_mla_kernels_figures_per_query_head():
+    """trt-llm MLA decode over an fp8 cache on Hopper: 13.0 us per call and 0.285 us per (sequence,
+    query head); batch 64 of DeepSeek-V3's 128 heads on 132 SMs: 64 x 128 x 0.285 / 132 us."""
+    c = _mla()
+    assert float(np.asarray(c["decode_attn_mla_fixed_s"])) == pytest.approx(13.0e-6)
+    assert float(np.asarray(c["decode_attn_mla_unit_s"])) == pytest.approx(0.285e-6)
+    op = _core(c, _decode(64.0, 1024.0))
+    units = 64 * 128 * 0.285e-6 / 132
+    assert float(np.asarray(decode_fixed_time(c, op))) == pytest.approx(13.0e-6 + units, rel=1e-9)
+    bf16 = _mla(kv_dtype="bf16", hardware="b200")
+    assert float(np.asarray(bf16["decode_attn_mla_fixed_s"])) == pytest.approx(11.0e-6)
+    assert float(np.asarray(bf16["decode_attn_mla_unit_s"])) == pytest.approx(0.12e-6)
+
+
+def test_mla_figures_leave_other_models_and_engines_alone():
+    """A GQA model under trt-llm keeps the GQA figures; an engine without MLA figures (vllm) prices
+    MLA decode with its decode figures per (sequence, KV head), one latent head per sequence."""
+    gqa = _config(runtime="trt-llm", kv_dtype="fp8")
+    op = _core(gqa, _decode(64.0, 1024.0))
+    assert float(np.asarray(decode_fixed_time(gqa, op))) == pytest.approx(9.6e-6 + 64 * 8 * 1.77e-6 / 132, rel=1e-9)
+    v = _mla(runtime="vllm")
+    assert np.isnan(float(np.asarray(v["decode_attn_mla_unit_s"])))
+    op = _core(v, _decode(64.0, 1024.0))
+    assert float(np.asarray(decode_fixed_time(v, op))) == pytest.approx(12.8e-6 + 64 * 3.73e-6 / 132, rel=1e-9)
+
+
+def test_mla_decode_cost_grows_with_heads_per_device():
+    """Halving the heads a device holds (tp 2) halves the per-head work units, not the fixed time."""
+    one, two = _mla(), _mla(tp=2, num_devices=2)
+    t1 = float(np.asarray(decode_fixed_time(one, _core(one, _decode(512.0, 1024.0)))))
+    t2 = float(np.asarray(decode_fixed_time(two, _core(two, _decode(512.0, 1024.0)))))
+    assert t1 - 13.0e-6 == pytest.approx(2.0 * (t2 - 13.0e-6), rel=1e-9)

@@ -66,7 +66,7 @@ from perfsim.specs.units import GIB
 
 #: device kinds, in the order of the ``main_kind`` column
 #: GEMMs of the attention block (the projections); every other GEMM of a layer is its MLP
-_ATTENTION_GEMMS = ("qkv_proj", "q_down", "q_up", "kv_down", "kv_up", "o_proj")
+_ATTENTION_GEMMS = ("qkv_proj", "q_down", "q_up", "kv_down", "kv_up", "q_absorb", "v_absorb", "o_proj")
 #: result keys a pass gains (zero where nothing is placed on PIM)
 PIM_KEYS = ("pim_s", "pim_link_s", "overlap_s", "host_busy_s", "pim_flops", "pim_bytes", "pim_link_bytes",
             "sub_batches")

@@ -18,6 +18,7 @@ from perfsim.cost.price import combine, price
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import (
+    MLA_PHASE_GEMMS,
     Attention,
     Pass,
     attention_ops,
@@ -54,7 +55,7 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     return out["total_s"], out
 
 
-def attention_cost(c, p: Pass, layers_scale=1.0):
+def attention_cost(c, p: Pass, layers_scale=1.0, *, mla_gemms=True):
     """The attention cores of :func:`forward_time` alone, every layer: the part of a pass that
     depends on each sequence's context, priced by the same op.
 
@@ -62,6 +63,9 @@ def attention_cost(c, p: Pass, layers_scale=1.0):
     MLPs, norms, collectives, embedding, pipeline hand-offs), a part that depends only on
     ``p.logits_tokens`` (LM head) and the step overhead, so a batch of sequences with different
     contexts is priced as the sum (the serving simulator's cost tables rely on this).
+    With ``mla_gemms`` it also holds MLA's phase-dependent GEMMs (:data:`MLA_PHASE_GEMMS`: the
+    key/value up-projection of prefill, the absorbed per-head products of decode), which depend
+    on the phase, not only on the token count.
 
     Returns
     -------
@@ -79,7 +83,7 @@ def attention_cost(c, p: Pass, layers_scale=1.0):
     >>> bool(np.isclose(attention_cost(c, p)["total_s"], parts["attention_s"]))
     True
     """
-    ops = [op for op in attention_ops(c, p) if isinstance(op, Attention)]
+    ops = [op for op in attention_ops(c, p) if isinstance(op, Attention) or (mla_gemms and op.name in MLA_PHASE_GEMMS)]
     return combine((c["layers"] * layers_scale, price(c, ops)))
 
 
@@ -166,7 +170,7 @@ def estimate_inference(c):
     # attention over a host-resident cache that runs on the host CPU does no device work
     on_host = offloaded["breakdown.decode.cpu_attention"] * (c["kv_frac_cpu"] + c["kv_frac_nvme"])
     if np.any(on_host > 0):
-        moved = attention_cost(c, dec_b)
+        moved = attention_cost(c, dec_b, mla_gemms=False)
         for key in ("flops", "hbm_bytes"):
             dec[key] = dec[key] - on_host * batches * moved[key]
     # a power cap lowers each phase's clock (perfsim.cost.power): no-op without

@@ -5,6 +5,8 @@ Returns per-category times (arrays), so every phase can say where its time went.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from perfsim.cost import npu
@@ -62,8 +64,16 @@ def decode_fixed_time(c, op, stream_s=0.0):
     (``decode_attention_fixed_us_on``, ``decode_attention_unit_us_on``, and
     ``decode_attention_fp8_*`` over an 8-bit cache), fitted to measured decode-attention tables;
     0 where the runtime gives none."""
-    per_unit = np.asarray(c.get("decode_attn_unit_s", 0.0)) * op.units / np.maximum(c["units"], 1.0)
-    extra = c.get("decode_attn_fixed_s", 0.0) + np.maximum(per_unit - stream_s, 0.0)
+    # MLA's absorbed decode (kv_lora > 0) runs the engine's MLA kernels where it gives their figures:
+    # every query head of a sequence is its own row of one multi-query call, and its work unit is a
+    # (sequence, query head) (its query load, its share of the split-KV partials and their reduction)
+    mla_unit = np.asarray(c.get("decode_attn_mla_unit_s", math.nan))
+    mla = (np.asarray(c.get("kv_lora", 0.0)) > 0) & np.isfinite(mla_unit)
+    unit_s = np.where(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
+    units = np.where(mla, op.units * op.rows, op.units)
+    per_unit = unit_s * units / np.maximum(c["units"], 1.0)
+    fixed = np.where(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
+    extra = fixed + np.maximum(per_unit - stream_s, 0.0)
     return np.where(np.asarray(op.decode) > 0, extra, 0.0)
 
 

@@ -110,6 +110,11 @@ def kv_bytes_per_device_token(c):
     return kv_bytes_per_token(c) * c["stage_layers"]
 
 
+#: MLA GEMMs whose form depends on the phase: prefill up-projects the cached latent (kv_up), decode
+#: multiplies each head's query and output by W^UK and W^UV instead (q_absorb, v_absorb)
+MLA_PHASE_GEMMS = ("kv_up", "q_absorb", "v_absorb")
+
+
 def attention_ops(c, p: Pass):
     """Projections and attention core of one layer."""
     tp, h, hd = c["tp"], c["hidden"], c["head_dim"]
@@ -123,13 +128,22 @@ def attention_ops(c, p: Pass):
     o_k = np.where(mla, heads_dev * c["v_head_dim"], heads_dev * hd)
     # MLA: down-projections are replicated, up-projections column-parallel
     q_lora = np.where(mla, c["q_lora"], 0.0)
+    # MLA decode runs in the absorbed form (below): kv_up's two halves become per-head batched
+    # GEMMs with a small inner dimension, one group per head (q_nope x W^UK: [tokens, qk_nope] x
+    # [qk_nope, kv_lora]; latent output x W^UV: [tokens, kv_lora] x [kv_lora, v_head_dim]), the
+    # engine's bmm calls (TensorRT-LLM forward_absorption_generation, mla_gen_pre / mla_gen_post in
+    # ai-dynamo/aiconfigurator 095f58a51 collector/trtllm/collect_mla_bmm.py)
+    absorbed = mla & (p.causal <= 0)
+    per_head = np.where(absorbed, heads_dev, 1.0)
     ops = [
         Gemm("qkv_proj", T, qkv_n, h),
         Gemm("q_down", T, q_lora, np.where(mla, h, 0.0)),
         Gemm("q_up", T, np.where(mla, heads_dev * qk, 0.0), np.where(q_lora > 0, q_lora, h)),
         Gemm("kv_down", T, np.where(mla, c["kv_lora"] + c["qk_rope"], 0.0), np.where(mla, h, 0.0)),
-        Gemm("kv_up", T, np.where(mla, heads_dev * (c["qk_nope"] + c["v_head_dim"]), 0.0),
+        Gemm("kv_up", T, np.where(mla & ~absorbed, heads_dev * (c["qk_nope"] + c["v_head_dim"]), 0.0),
              np.where(mla, c["kv_lora"], 0.0)),
+        Gemm("q_absorb", T, np.where(absorbed, c["kv_lora"], 0.0), c["qk_nope"], groups=per_head),
+        Gemm("v_absorb", T, np.where(absorbed, c["v_head_dim"], 0.0), c["kv_lora"], groups=per_head),
     ]
     # attention core: QK^T and PV. Causal prefill skips the upper triangle.
     kv_eff = np.where(p.causal > 0, (p.kv_len + 1.0) / 2.0, p.kv_len)
@@ -139,9 +153,8 @@ def attention_ops(c, p: Pass):
     # tensorrt_llm/_torch/modules/attention.py @ c6d3bb2a, forward_absorption_generation: q_nope
     # times k_b_proj into [tokens, heads, kv_lora_rank] plus rope(q_pe), the MLA generation kernel
     # over the latent cache, then v_b_proj; FlashMLA's decode kernel, head dims 576/512). The
-    # per-head products with W^UK and W^UV cost per token what kv_up costs, which stays priced.
+    # per-head products with W^UK and W^UV are the q_absorb / v_absorb batched GEMMs above.
     # Prefill (causal) decompresses the keys and values and attends with qk_nope + qk_rope / v_head_dim.
-    absorbed = mla & (p.causal <= 0)
     qk_dim = np.where(absorbed, c["kv_lora"] + c["qk_rope"], np.where(mla, qk, hd))
     v_dim = np.where(absorbed, c["kv_lora"], np.where(mla, c["v_head_dim"], hd))
     flops = 2.0 * p.seqs * p.q_len * kv_eff * heads_dev * (qk_dim + v_dim)

@@ -6,6 +6,8 @@ cost per-row memory and time.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
@@ -231,6 +233,9 @@ def _build(grid) -> dict:
     decode_keys = [f"decode_attn_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
     c.update(dict.fromkeys(decode_keys + ["prefill_attn_fixed_s", "prefill_attn_tile_s"], 0.0))
     c["prefill_attn_eff"] = c["attention_eff"]
+    mla_keys = [f"decode_attn_mla_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
+    c.update(dict.fromkeys(mla_keys, math.nan))
+    decode_keys += mla_keys
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
                 "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff"):
         value = c[key]
@@ -289,8 +294,9 @@ def _build(grid) -> dict:
                                              for v in grid.values(name)])
     # the decode-attention kernels' fixed costs over the plan's KV-cache format (8-bit: other kernels)
     for part in ("fixed", "unit"):
-        c[f"decode_attn_{part}_s"] = np.where(c["kv_bytes"] < 2.0, c.pop(f"decode_attn_{part}_s_fp8"),
-                                              c[f"decode_attn_{part}_s"])
+        for mla in ("", "mla_"):
+            key = f"decode_attn_{mla}{part}_s"
+            c[key] = np.where(c["kv_bytes"] < 2.0, c.pop(f"{key}_fp8"), c[key])
     # weights stored in another format than the compute one are converted inside the GEMM kernel
     c["dequant"] = _pair(grid, "weight_dtype", "dtype", [[float(v is not None and v != d) for d in dtypes]
                                                         for v in grid.values("weight_dtype")])

@@ -161,6 +161,8 @@ COLUMNS = (
     _C("prefill_attn_fixed_s", "s", "the engine's fused prefill-attention kernels' fixed time per call beyond one launch, for this device's family"),
     _C("prefill_attn_tile_s", "s", "their SM time per (sequence, query head, 128-row query tile) work unit, for this device's family"),
     _C("prefill_attn_eff", "1", "their long-call share of the GEMM ceiling (attention_eff where the engine gives none), for this device's family"),
+    _C("decode_attn_mla_fixed_s", "s", "the engine's MLA decode-attention kernels' fixed time per call beyond one launch (NaN: decode_attn_fixed_s applies)"),
+    _C("decode_attn_mla_unit_s", "s", "their SM time per (sequence, query head) work unit (NaN: decode_attn_unit_s per (sequence, KV head) applies)"),
     _C("moe_dispatch_q", "1", "1: the tokens sent to the experts' ranks move in the compute format (else 16-bit), for this device's family"),
     _C("attention_eff_volta", "1", "attention_eff on volta devices"),
     _C("attention_eff_turing", "1", "attention_eff on turing devices"),

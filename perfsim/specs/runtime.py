@@ -43,6 +43,9 @@ _SCHEMA = {
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
     "prefill_attention_efficiency_on": S.NumMap(FAMILIES),
+    "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
+    "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
+    "decode_attention_mla_fp8_unit_us_on": S.NumMap(FAMILIES),
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -132,6 +135,12 @@ class RuntimeSpec:
             **{f"prefill_attn_eff_{f}": v.get(f"prefill_attention_efficiency_on.{f}",
                                               v.get(f"attention_efficiency_on.{f}", v["attention_efficiency"]))
                for f in FAMILIES},
+            # ... and its MLA decode kernels over the cached latent (absorbed form), with their own
+            # fixed time and SM time per (sequence, query head); NaN where the runtime gives none
+            # (the figures above then apply, per (sequence, KV head))
+            **{f"decode_attn_mla_{part}_s{q}_{f}": v.get(f"decode_attention_mla{q}_{part}_us_on.{f}",
+                                                         v.get(f"decode_attention_mla_{part}_us_on.{f}", math.nan)) * 1e-6
+               for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
