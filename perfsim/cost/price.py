@@ -205,9 +205,11 @@ def price(c, ops, *, backward=False, weight_grads=True):
             waves = np.ceil(op.blocks / c["units"])
             wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
             # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
-            share = np.where(prefill_call(c, op, backward=backward), c.get("prefill_attn_eff", c["attention_eff"]),
-                             c["attention_eff"])
-            eff = c["attn_gemm_max"] * share * np.where(op.blocks > 0, wave_eff, 1.0)
+            # (at fp8 where the engine runs its context attention in fp8: prefill_attn_peak_ratio, _gemm_max)
+            prefill = prefill_call(c, op, backward=backward)
+            share = np.where(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
+            gemm_max = np.where(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
+            eff = gemm_max * share * np.where(op.blocks > 0, wave_eff, 1.0)
             eff = eff * attention_length_eff(op.span, op.visits, op.diagonal, backward=backward)
             vec = 0.0
             if npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
@@ -217,7 +219,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 vec = np.where(systolic, npu.vector_time(npu.SOFTMAX_OPS * op.scores * scale, c["vector_flops"]), 0.0)
             if backward:  # the gradient kernel's own rate (FlashAttention-3, cuDNN: below the forward's)
                 eff = eff * c["attention_bwd_ratio"]
-            peak = c["peak_flops"] * c["attn_peak_ratio"]
+            peak = c["peak_flops"] * np.where(prefill, c.get("prefill_attn_peak_ratio", c["attn_peak_ratio"]),
+                                              c["attn_peak_ratio"])
             t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
                         compute_eff=eff, launch_s=launch, **mem)
             tc = op.flops * scale / (peak * eff)

@@ -93,11 +93,14 @@ def hardware_columns(spec, overrides=None, dtype=None) -> dict:
 
 def dtype_values(spec, dtype) -> dict:
     """Rates of one spec at compute format ``dtype``: ``peak_flops`` (FLOP/s, NaN without the
-    format), ``gemm_max``, and the attention core's (``attn_peak_ratio``, ``attn_gemm_max``)."""
+    format), ``gemm_max``, and the attention core's (``attn_peak_ratio``, ``attn_gemm_max``; an fp8
+    core's ``attn8_peak_ratio``, ``attn8_gemm_max``)."""
     # the attention core (softmax between two matmuls) runs in 16-bit even in 8/4-bit recipes
     attention = _attention_dtype(spec, dtype)
     return {"peak_flops": spec.peak(dtype) * 1e12, "gemm_max": spec.gemm_max(dtype),
-            "attn_peak_ratio": spec.peak(attention) / spec.peak(dtype), "attn_gemm_max": spec.gemm_max(attention)}
+            "attn_peak_ratio": spec.peak(attention) / spec.peak(dtype), "attn_gemm_max": spec.gemm_max(attention),
+            # an fp8 attention core (an engine's fp8 context FMHA): NaN where the device lacks fp8
+            "attn8_peak_ratio": spec.peak("fp8") / spec.peak(dtype), "attn8_gemm_max": spec.gemm_max("fp8")}
 
 
 def _gather_dicts(grid, name, dicts):
@@ -233,11 +236,13 @@ def _build(grid) -> dict:
     decode_keys = [f"decode_attn_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
     c.update(dict.fromkeys(decode_keys + ["prefill_attn_fixed_s", "prefill_attn_tile_s"], 0.0))
     c["prefill_attn_eff"] = c["attention_eff"]
+    c["prefill_attn_eff_fp8"] = math.nan
     mla_keys = [f"decode_attn_mla_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
     c.update(dict.fromkeys(mla_keys, math.nan))
     decode_keys += mla_keys
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
-                "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff"):
+                "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff",
+                "prefill_attn_eff_fp8"):
         value = c[key]
         for i, name in enumerate(FAMILIES):
             per_family = c.pop(f"{key}_{name}")
@@ -297,6 +302,15 @@ def _build(grid) -> dict:
         for mla in ("", "mla_"):
             key = f"decode_attn_{mla}{part}_s"
             c[key] = np.where(c["kv_bytes"] < 2.0, c.pop(f"{key}_fp8"), c[key])
+    # an engine that runs its context attention in fp8 over an fp8 KV cache (TensorRT-LLM's fp8
+    # context FMHA, runtime prefill_attention_fp8_efficiency_on): the prefill call's core at the fp8
+    # peak and GEMM ceiling, at that kernel's own long-call share; else the 16-bit core above
+    kv8 = _pair(grid, "kv_dtype", "dtype", [[float((v or d) == "fp8") for d in dtypes] for v in grid.values("kv_dtype")])
+    eff8 = c.pop("prefill_attn_eff_fp8")
+    fp8_core = (kv8 > 0) & np.isfinite(eff8 + c["attn8_peak_ratio"])
+    c["prefill_attn_peak_ratio"] = np.where(fp8_core, c["attn8_peak_ratio"], c["attn_peak_ratio"])
+    c["prefill_attn_gemm_max"] = np.where(fp8_core, c["attn8_gemm_max"], c["attn_gemm_max"])
+    c["prefill_attn_eff"] = np.where(fp8_core, eff8, c["prefill_attn_eff"])
     # weights stored in another format than the compute one are converted inside the GEMM kernel
     c["dequant"] = _pair(grid, "weight_dtype", "dtype", [[float(v is not None and v != d) for d in dtypes]
                                                         for v in grid.values("weight_dtype")])

@@ -42,7 +42,7 @@ _SCHEMA = {
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
-    "prefill_attention_efficiency_on": S.NumMap(FAMILIES),
+    "prefill_attention_efficiency_on": S.NumMap(FAMILIES), "prefill_attention_fp8_efficiency_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_unit_us_on": S.NumMap(FAMILIES),
@@ -134,6 +134,10 @@ class RuntimeSpec:
                for part in ("fixed", "tile") for f in FAMILIES},
             **{f"prefill_attn_eff_{f}": v.get(f"prefill_attention_efficiency_on.{f}",
                                               v.get(f"attention_efficiency_on.{f}", v["attention_efficiency"]))
+               for f in FAMILIES},
+            # ... and, where the engine runs its context attention in fp8 over an 8-bit KV cache on
+            # a family, that kernel's long-call share of the fp8 GEMM ceiling (NaN: 16-bit there)
+            **{f"prefill_attn_eff_fp8_{f}": v.get(f"prefill_attention_fp8_efficiency_on.{f}", math.nan)
                for f in FAMILIES},
             # ... and its MLA decode kernels over the cached latent (absorbed form), with their own
             # fixed time and SM time per (sequence, query head); NaN where the runtime gives none
