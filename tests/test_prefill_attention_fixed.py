@@ -96,7 +96,10 @@ def test_fixed_time_grows_with_query_tiles():
 
 
 @pytest.mark.parametrize("key,value,match", [("prefill_attention_tile_us_on.hopper", -1.0, "microseconds"),
-                                             ("prefill_attention_efficiency_on.hopper", 1.5, r"\(0, 1\]")])
+                                             ("prefill_attention_efficiency_on.hopper", 1.5, r"\(0, 1\]"),
+                                             # a negative share is a share out of range, not a fixed cost
+                                             ("prefill_attention_efficiency_on.hopper", -0.5, r"\(0, 1\]"),
+                                             ("attention_backward_ratio", 0.0, r"\(0, 1\]")])
 def test_bad_values_are_rejected(key, value, match):
     with pytest.raises(InputError, match=match):
         _build({"name": "x", "description": "x", "mode": "inference", "step_overhead_ms": 0.0, "kernels_per_layer": 1,
