@@ -76,12 +76,12 @@ def test_only_prefill_calls_pay_it():
     """A decode call, a gradient pass, and an eager (unfused) call price as before."""
     c = _config()
     decode = _core(c, Pass(tokens=64.0, seqs=64.0, q_len=1.0, kv_len=1024.0, causal=0.0, logits_tokens=64.0))
-    assert not bool(np.any(prefill_call(c, decode)))
+    assert not bool(np.any(prefill_call(decode)))
     assert _f(prefill_fixed_time(c, decode)) == 0.0
     plain = dict(c, prefill_attn_fixed_s=0.0, prefill_attn_tile_s=0.0, prefill_attn_eff=0.1)
     assert _f(price(c, [decode])["attention_s"]) == _f(price(plain, [decode])["attention_s"])
     op = _core(c, _prefill(2.0, 512.0))
-    assert bool(np.all(prefill_call(c, op))) and not bool(np.any(prefill_call(c, op, backward=True)))
+    assert bool(np.all(prefill_call(op))) and not bool(np.any(prefill_call(op, backward=True)))
     eager = dataclasses.replace(op, visits=0.0, diagonal=0.0)
     assert _f(prefill_fixed_time(c, eager)) == 0.0
     assert _f(price(c, [eager])["attention_s"]) == _f(price(plain, [eager])["attention_s"])
@@ -96,7 +96,10 @@ def test_fixed_time_grows_with_query_tiles():
 
 
 @pytest.mark.parametrize("key,value,match", [("prefill_attention_tile_us_on.hopper", -1.0, "microseconds"),
-                                             ("prefill_attention_efficiency_on.hopper", 1.5, r"\(0, 1\]")])
+                                             ("prefill_attention_efficiency_on.hopper", 1.5, r"\(0, 1\]"),
+                                             # a negative share is a share out of range, not a fixed cost
+                                             ("prefill_attention_efficiency_on.hopper", -0.5, r"\(0, 1\]"),
+                                             ("attention_backward_ratio", 0.0, r"\(0, 1\]")])
 def test_bad_values_are_rejected(key, value, match):
     with pytest.raises(InputError, match=match):
         _build({"name": "x", "description": "x", "mode": "inference", "step_overhead_ms": 0.0, "kernels_per_layer": 1,

@@ -77,7 +77,7 @@ def decode_fixed_time(c, op, stream_s=0.0):
     return np.where(np.asarray(op.decode) > 0, extra, 0.0)
 
 
-def prefill_call(c, op, *, backward=False):
+def prefill_call(op, *, backward=False):
     """1 where ``op`` is a fused prefill (or chunked-prefill) attention call of an inference pass:
     fused (``op.visits`` > 0), not decode, not a gradient pass."""
     return (np.asarray(op.visits) > 0) & (np.asarray(op.decode) <= 0) & (not backward)
@@ -97,7 +97,7 @@ def prefill_fixed_time(c, op, *, backward=False):
     (``prefill_attention_fixed_us_on``, ``prefill_attention_tile_us_on``), fitted to measured
     prefill-attention tables; 0 where the runtime gives none."""
     per_tile = np.asarray(c.get("prefill_attn_tile_s", 0.0)) * op.blocks / np.maximum(c["units"], 1.0)
-    return np.where(prefill_call(c, op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
+    return np.where(prefill_call(op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
 
 
 def price(c, ops, *, backward=False, weight_grads=True):
@@ -106,19 +106,22 @@ def price(c, ops, *, backward=False, weight_grads=True):
     Returns
     -------
     dict
-        ``gemm_s``, ``attention_s``, ``elementwise_s``, ``communication_s``, ``launch_s`` (part of
-        the others, kernel overheads), ``compute_bound_s`` / ``memory_bound_s`` (GEMM + attention
-        time split by which roofline bound it; elementwise ops are memory-bound),
-        ``memory_compute_s`` (the compute side of the memory-bound ops' rooflines: what they would
-        take at a clock too low for memory to bind, for the power-cap model), ``wgrad_s`` (weight-gradient GEMMs, backward),
-        ``ep_communication_s`` (the expert-parallel all-to-alls, part of ``communication_s``), the
-        busy time of each engine (``matrix_s``, ``vector_s``, ``dma_s``: :mod:`perfsim.cost.npu`;
-        counted where the grid holds an NPU/TPU or PIM, 0 otherwise), and the work the power
-        model counts: ``flops`` (GEMM and attention; GEMMs as the matrix engines execute them, partial
-        output tiles counted whole), ``hbm_bytes`` (device-memory traffic; a collective reads
-        what it sends and writes what it receives), ``link_bytes`` (bytes each device sends over
-        the fabric, nccl-tests bus-bandwidth volume), ``nic_bytes`` (the part of it sent over the
-        device's scale-out NIC: :func:`perfsim.cost.topology.nic_bytes`) and ``vector_ops`` (NPU vector engine).
+        ``gemm_s``, ``attention_s`` (with the engine's decode- and prefill-attention kernels' fixed
+        costs: :func:`decode_fixed_time`, :func:`prefill_fixed_time`), ``elementwise_s``,
+        ``communication_s``, ``launch_s`` (part of the others, kernel overheads),
+        ``compute_bound_s`` / ``memory_bound_s`` (GEMM + attention time split by which roofline
+        bound it; elementwise ops are memory-bound), ``memory_compute_s`` (the compute side of the
+        memory-bound ops' rooflines: what they would take at a clock too low for memory to bind,
+        for the power-cap model), ``wgrad_s`` (weight-gradient GEMMs, backward),
+        ``ep_communication_s`` (the expert group's token exchange, all-to-alls or all-gather and
+        reduce-scatter, part of ``communication_s``), the busy time of each engine (``matrix_s``,
+        ``vector_s``, ``dma_s``: :mod:`perfsim.cost.npu`; counted where the grid holds an NPU/TPU
+        or PIM, 0 otherwise), and the work the power model counts: ``flops`` (GEMM and attention;
+        GEMMs as the matrix engines execute them, partial output tiles counted whole),
+        ``hbm_bytes`` (device-memory traffic; a collective reads what it sends and writes what it
+        receives), ``link_bytes`` (bytes each device sends over the fabric, nccl-tests
+        bus-bandwidth volume), ``nic_bytes`` (the part of it sent over the device's scale-out NIC:
+        :func:`perfsim.cost.topology.nic_bytes`) and ``vector_ops`` (NPU vector engine).
     """
     out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
                             "ep_communication_s",
@@ -206,7 +209,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
             wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
             # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
             # (at fp8 where the engine runs its context attention in fp8: prefill_attn_peak_ratio, _gemm_max)
-            prefill = prefill_call(c, op, backward=backward)
+            prefill = prefill_call(op, backward=backward)
             share = np.where(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
             gemm_max = np.where(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
             eff = gemm_max * share * np.where(op.blocks > 0, wave_eff, 1.0)

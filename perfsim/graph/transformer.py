@@ -283,7 +283,8 @@ def moe_mlp_ops(c, p: Pass):
     local = touched / ep
     ffn_dev = c["moe_ffn"] / etp
     shared_dev = c["shared_experts"] * c["moe_ffn"] / tp
-    gathered, scattered = _exchange(c, group_tokens)
+    sent = _dispatch_bytes(c)
+    gathered, scattered = _exchange(c, group_tokens, sent)
     # the routed copies: dispatched in the format the engine sends (:func:`_dispatch_bytes`), combined in 16 bits
     routed = np.where(gathered > 0, 0.0, group_tokens / ep * c["top_k"] * h * padded)
     return [
@@ -291,7 +292,7 @@ def moe_mlp_ops(c, p: Pass):
         moe_routing(c, p),
         Gemm("shared_up", T, (1.0 + c["gated"]) * shared_dev, h),
         Gemm("shared_down", T, np.where(shared_dev > 0, h, 0.0), shared_dev),
-        Comm("ep_dispatch", "all_to_all", routed * _dispatch_bytes(c), ep),
+        Comm("ep_dispatch", "all_to_all", routed * sent, ep),
         Comm("ep_gather", "all_gather", gathered, ep),
         Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=local, expert=True),
         Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=local, expert=True),
@@ -310,18 +311,18 @@ def _dispatch_bytes(c):
     return np.where(c.get("moe_dispatch_q", 0.0) > 0, quantized, act)
 
 
-def _exchange(c, group_tokens):
+def _exchange(c, group_tokens, sent):
     """Bytes of the all-gather and reduce-scatter (nccl-tests sizes: the gathered buffer, the
     scattered input) with which an engine whose ``moe_exchange`` is ``all_gather`` moves the tokens
     of an expert group spread over data-parallel ranks (DEP): every rank gathers all the group's
-    tokens (:func:`_dispatch_bytes` per element), runs its experts on those routed to them, and
+    tokens (``sent`` bytes per element: :func:`_dispatch_bytes`), runs its experts on those routed to them, and
     reduce-scatters the 16-bit outputs of all of them (TensorRT-LLM's CUTLASS MoE with attention
     data parallelism), except on a scale-up domain of ``moe_all_to_all_domain`` devices or more
     (GB200 NVL72: its NVLink all-to-all). 0 elsewhere (two all-to-alls of the routed copies)."""
     on = (c.get("moe_all_gather", 0.0) > 0) & (expert_group_scale(c) > 1.0) & (c["ep"] > 1) \
         & (c["devices_per_node"] < c.get("moe_a2a_domain", np.inf))
     tokens = group_tokens * c["hidden"]
-    return np.where(on, tokens * _dispatch_bytes(c), 0.0), np.where(on, tokens * c["act_bytes"], 0.0)
+    return np.where(on, tokens * sent, 0.0), np.where(on, tokens * c["act_bytes"], 0.0)
 
 
 def moe_routing(c, p: Pass):

@@ -6,8 +6,6 @@ cost per-row memory and time.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
@@ -225,30 +223,28 @@ def _build(grid) -> dict:
     default_engine(DEFAULT_TPU_TRAIN_RUNTIME, "train", grid.gather("hardware", [float(s.kind == "tpu") for s in specs]) > 0)
     # attention kernels tuned per architecture family: the runtime's figure for this device's family
     family = grid.gather("hardware", [float(FAMILIES.index(s.family)) for s in specs])
-    attention_eff = c["attention_eff"]
-    for i, name in enumerate(FAMILIES):
-        if any(s.family == name for s in specs):
-            attention_eff = np.where(family == i, c[f"attention_eff_{name}"], attention_eff)
-    c["attention_eff"] = attention_eff
-    # the attention backward's rate, the engine's fused MoE expert GEMMs, and serving limits the
-    # engine sets by device: the figure for this device's family
-    c["moe_gemm_eff"], c["moe_memory_eff"], c["moe_dispatch_q"] = 1.0, 1.0, 0.0
-    decode_keys = [f"decode_attn_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
-    c.update(dict.fromkeys(decode_keys + ["prefill_attn_fixed_s", "prefill_attn_tile_s"], 0.0))
-    c["prefill_attn_eff"] = c["attention_eff"]
-    c["prefill_attn_eff_fp8"] = math.nan
-    mla_keys = [f"decode_attn_mla_{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
-    c.update(dict.fromkeys(mla_keys, math.nan))
-    decode_keys += mla_keys
+    present = {s.family for s in specs}
+
+    def for_family(key, *, keep=False):
+        """The runtime's figure ``<key>_<family>`` for each row's device family (every row's family
+        is among the specs', so each row takes its own family's column); the per-family columns
+        dropped unless ``keep``."""
+        value = c.get(key, 0.0)
+        for i, name in enumerate(FAMILIES):
+            column = c[f"{key}_{name}"] if keep else c.pop(f"{key}_{name}")
+            if name in present:
+                value = np.where(family == i, column, value)
+        return value
+
+    c["attention_eff"] = for_family("attention_eff", keep=True)
+    # the attention backward's rate, the engine's fused MoE expert GEMMs, its decode- and
+    # prefill-attention kernels' costs, and serving limits the engine sets by device
+    decode_keys, mla_keys = ([f"decode_attn_{mla}{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]
+                             for mla in ("", "mla_"))
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
                 "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff",
-                "prefill_attn_eff_fp8"):
-        value = c[key]
-        for i, name in enumerate(FAMILIES):
-            per_family = c.pop(f"{key}_{name}")
-            if any(s.family == name for s in specs):
-                value = np.where(family == i, per_family, value)
-        c[key] = value
+                "prefill_attn_eff_fp8", *mla_keys):
+        c[key] = for_family(key)
     # FlashAttention-2 needs Ampere or later (its README: sm80+; FlashAttention-3 sm90): on an older
     # GPU the stack runs attention as batched GEMMs with the scores in memory, at the GEMM ceiling
     # (the eager kernels of runtimes/megatron-2021.yaml)

@@ -63,6 +63,13 @@ _EXCHANGES = ("all_to_all", "all_gather")
 
 #: an engine's serving limits (per architecture family with ``<key>_on``)
 _LIMITS = ("max_num_seqs", "max_num_batched_tokens")
+#: the decode- and prefill-attention kernels' fixed costs (microseconds, per architecture family)
+_FIXED_COSTS = tuple(key for key in _SCHEMA if key.startswith(("decode_attention_", "prefill_attention_"))
+                     and key.endswith("_us_on"))
+#: shares of a rate, in (0, 1]: the attention backward's rate over the forward's, the engine's
+#: fused MoE and prefill kernels' shares of the device's ceilings
+_RATES = ("attention_backward_ratio", "attention_backward_ratio_on", "prefill_attention_efficiency_on",
+          "prefill_attention_fp8_efficiency_on", *(f"moe_{kind}_efficiency_on" for kind in _MOE))
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
@@ -211,9 +218,6 @@ def _build(values: dict, path: str) -> RuntimeSpec:
         raise InputError(f"must be 0, 1, 2 or 3, got {values['default_zero']!r}", field="default_zero", file=path)
     if values.get("moe_exchange", "all_to_all") not in _EXCHANGES:
         raise unknown("MoE token exchange", values["moe_exchange"], _EXCHANGES, field="moe_exchange", file=path)
-    for key, value in values.items():
-        if key.startswith("moe_dispatch_quantized_on.") and value not in (0, 1):
-            raise InputError(f"must be 0 or 1, got {value}", field=key, file=path)
     if values["attention"] not in ("flash", "eager"):
         raise unknown("attention kernel", values["attention"], ("flash", "eager"), field="attention", file=path)
     if values.get("dequant_pass_bytes", 0) < 0:
@@ -224,22 +228,21 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     for key in _FRACTIONS:
         if key in values and not 0 <= values[key] <= 1:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
-    for key, value in values.items():  # fixed costs of the decode- and prefill-attention kernels
-        if key.startswith(("decode_attention_", "prefill_attention_")) and not value >= 0:
+    for key, value in values.items():  # keys checked by kind (each family's figure of a ``*_on`` key too)
+        name = key.split(".")[0]
+        if name == "moe_dispatch_quantized_on" and value not in (0, 1):
+            raise InputError(f"must be 0 or 1, got {value}", field=key, file=path)
+        if name in _FIXED_COSTS and not value >= 0:
             raise InputError(f"must be >= 0 microseconds, got {value}", field=key, file=path)
-    for key, value in values.items():  # a rate ratio: above 0 (it divides), at most the forward's
-        if key.split(".")[0] in ("attention_backward_ratio", "attention_backward_ratio_on") and not 0 < value <= 1:
-            raise InputError(f"must be above 0 and at most 1, got {value}", field=key, file=path)
-        if key.startswith(("moe_", "prefill_attention_")) and "_efficiency_on." in key and not 0 < value <= 1:
+        if name in _RATES and not 0 < value <= 1:  # shares of a rate: above 0 (they divide), at most all of it
             raise InputError(f"must be in (0, 1], got {value}", field=key, file=path)
+        if name.removesuffix("_on") in _LIMITS and not (value >= 1 and float(value).is_integer()):
+            raise InputError(f"must be a whole number of at least 1, got {value}", field=key, file=path)
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)
     if values.get("host_per_seq_us", 0.0) < 0:
         raise InputError(f"must be at least 0, got {values['host_per_seq_us']}", field="host_per_seq_us", file=path)
-    for key, value in values.items():
-        if key.split(".")[0].removesuffix("_on") in _LIMITS and not (value >= 1 and float(value).is_integer()):
-            raise InputError(f"must be a whole number of at least 1, got {value}", field=key, file=path)
     traffic = values.get("cpu_attention_traffic", 1.0)
     if traffic < 1.0:
         raise InputError(f"must be at least 1 (bytes moved per cached byte read), got {traffic}",
