@@ -105,8 +105,9 @@ def stage_times(c, weights=None):
     f_layers, b_layers = forward[0], backward[0]
     # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
     # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
-    # overlapped with the attention of the chunk already there
-    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), 2.0, stride=c["tp"])
+    # overlapped with the attention of the chunk already there. Every rank sends to the next at once
+    # and the step ends with the slowest hop: one between nodes where the cp group spans nodes
+    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"])
     ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["stage_layers"], 0.0)
     exposed = (np.maximum(ring - f_layers["attention_s"], 0.0), np.maximum(2.0 * ring - b_layers["attention_s"], 0.0))
     out = {"pass": p, "ring_s": ring, "cp_exposed_s": exposed[0] + exposed[1],
@@ -383,10 +384,14 @@ def _step_traffic(c, p, n_micro, R, prices, data_par):
     hand_off = p.tokens * c["hidden"] * c["act_bytes"]
     pipelined = np.where(c["pp"] > 1, 2.0 * n_micro, 0.0)  # an activation forward, a gradient back
     p2p = pipelined * hand_off
+    # the context-parallel ring: a K/V chunk per step and layer forward (and recomputed), K/V and
+    # their gradients backward
+    chunk = p.tokens * kv_bytes_per_token(c)
+    rings = n_micro * (3.0 + recompute_share) * np.maximum(c["cp"] - 1.0, 0.0) * c["stage_layers"]
     dp_sent = data_par["sent_bytes"]
-    link = sent["link_bytes"] + dp_sent + p2p
-    hbm = sent["hbm_bytes"] + data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p)
-    nic = sent["nic_bytes"] + data_par["nic_bytes"] \
+    link = sent["link_bytes"] + dp_sent + p2p + rings * chunk
+    hbm = sent["hbm_bytes"] + data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p + rings * chunk)
+    nic = sent["nic_bytes"] + data_par["nic_bytes"] + rings * nic_bytes(c, "send_recv", chunk, c["cp"], stride=c["tp"]) \
         + pipelined * nic_bytes(c, "send_recv", hand_off, 2.0, stride=c["tp"] * c["cp"] * c["dp"])
     return {"breakdown.train.hbm_bytes": hbm, "breakdown.train.link_bytes": link, "breakdown.train.nic_bytes": nic}
 

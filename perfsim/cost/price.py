@@ -246,8 +246,10 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["flops"] = out["flops"] + op.flops * scale
             out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
         elif isinstance(op, Elementwise):
-            kernels = op.kernels * (2.0 if backward else 1.0)
-            moved = op.moved_bytes * (2.0 if backward else 1.0)
+            kernels, moved = op.kernels, op.moved_bytes
+            if backward:  # twice the forward's, or the op's own gradient traffic
+                kernels = kernels * 2.0 if op.backward_kernels is None else op.backward_kernels
+                moved = moved * 2.0 if op.backward_bytes is None else op.backward_bytes
             t = op_time(0.0, moved, peak_flops=1.0, compute_eff=1.0, launch_s=launch, kernels=kernels, **mem)
             if engines:
                 out["dma_s"] = out["dma_s"] + np.where(t > 0, moved / (c["hbm_bw"] * c["memory_max"]), 0.0)
@@ -260,7 +262,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
             out["elementwise_s"] = out["elementwise_s"] + t
             out["launch_s"] = out["launch_s"] + np.where(t > 0, kernels * launch, 0.0)
             out["memory_bound_s"] = out["memory_bound_s"] + t
-            out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
+            out["hbm_bytes"] = out["hbm_bytes"] + moved
         elif isinstance(op, Comm):
             if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
                 t = 0.0 * (1.0 - c["tp_overlap"])

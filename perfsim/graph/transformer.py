@@ -65,6 +65,9 @@ class Elementwise:
     name: str
     moved_bytes: object
     kernels: object
+    # the gradient pass's own traffic and kernels where they are not twice the forward's
+    backward_bytes: object = None
+    backward_kernels: object = None
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,48 @@ def attention_ops(c, p: Pass):
                          scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read,
                          visits=visits, diagonal=np.where(fused, 1.0, 0.0),
                          decode=np.where((p.causal <= 0) & (c["flash"] > 0) & (p.q_len <= 1.0), 1.0, 0.0)))
+    ops.append(ring_merge(c, p, qk_dim, v_dim))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
     return ops
+
+
+def ring_merge(c, p: Pass, qk_dim, v_dim):
+    """The memory traffic ring context parallelism adds around its ``cp`` attention calls per layer
+    (``p.causal`` 0.5), as separate elementwise kernels: every ring plan merges partial results,
+    whatever engine runs it. Counted as Transformer Engine's AttnFuncWithCP runs it
+    (NVIDIA/TransformerEngine v1.4 0fbc76af transformer_engine/pytorch/attention.py; the same steps in
+    v2.3 attention/dot_product_attention/context_parallel.py AttnFuncWithCPAndKVP2P), in units of the
+    rank's local ``Q`` (queries, or outputs ``O``: tokens x local heads x head dim) and ``KV`` (keys and
+    values) bytes; of the ``cp - 1`` steps after the causal diagonal one, a rank runs on average half
+    'lower' (all local queries, the first half of the arriving K/V chunk) and half 'upper' (the second
+    half of the queries, the whole chunk):
+
+    * forward: K and V packed into the send buffer (``torch.cat``: ``2 KV`` read and written); the
+      diagonal call's output taken as the running output (``2 O``); each later step slices its
+      K/V half (lower: ``KV`` copied by ``.contiguous()``) or its query half (upper: ``Q``) and merges
+      its partial output into the running one by the log-sum-exp correction
+      (``flash_attn_fwd_out_correction``: running and partial read, running written, ``3 O`` lower,
+      ``1.5 O`` upper): ``2 KV + 2 O + (cp - 1)(KV / 2 + Q / 2 + 2.25 O)``, ``3 cp - 1`` kernels;
+    * backward: K/V copied into the ring buffer (``2 KV``); every step's dQ added into the running dQ
+      (``3 Q`` over the step's queries: lower, diagonal; ``1.5 Q`` upper), its dK and dV concatenated
+      (``torch.cat``: ``2 KV`` over the step's keys) and added into the dK/dV that travels on (``3 KV``);
+      the slices made contiguous: K/V half (lower, ``KV``), query, output and output-gradient halves
+      (upper, ``Q + 2 O``): ``7 KV + 3 Q + (cp - 1)(2.75 Q + O + 4.25 KV)``, ``5 cp - 1`` kernels.
+
+    The log-sum-exp rows (one value per query and head, 1/head_dim of ``O``) are left out. 0 without
+    ring context parallelism."""
+    ring = (p.causal > 0) & (p.causal < 1.0) & (c["flash"] > 0)
+    heads_dev, kv_dev, act, T = c["heads"] / c["tp"], kv_heads_per_device(c), c["act_bytes"], p.tokens
+    q = T * heads_dev * qk_dim * act
+    o = T * heads_dev * v_dim * act
+    kv = T * kv_dev * (qk_dim + v_dim) * act
+    steps = np.where(ring, c["cp"] - 1.0, 0.0)
+    forward = 2.0 * kv + 2.0 * o + steps * (0.5 * kv + 0.5 * q + 2.25 * o)
+    backward = 7.0 * kv + 3.0 * q + steps * (2.75 * q + o + 4.25 * kv)
+    return Elementwise("cp_ring_merge", np.where(ring, forward, 0.0), np.where(ring, 3.0 * steps + 2.0, 0.0),
+                       backward_bytes=np.where(ring, backward, 0.0),
+                       backward_kernels=np.where(ring, 5.0 * steps + 4.0, 0.0))
 
 
 def dense_mlp_ops(c, p: Pass):
