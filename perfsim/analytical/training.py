@@ -20,7 +20,9 @@ hand-offs between stages add ``pp - 1`` (interleaved: ``pp · v - 1``) transfers
 
 Context parallelism splits every sequence over ``cp`` ranks (load-balanced causal chunks): each
 rank attends its ``seq / cp`` queries to the whole sequence while the K/V chunks travel around
-the ring, hidden behind the attention of the chunk at hand (Liu et al. 2023, ring attention).
+the ring, hidden behind the attention of the chunk at hand (Liu et al. 2023, ring attention); each
+step waits for the ring's slowest hop, and the partial results are merged by elementwise kernels
+(:func:`perfsim.graph.transformer.ring_merge`).
 
 Data-parallel gradient sync (all-reduce, or reduce-scatter / all-gather under ZeRO, see
 :mod:`perfsim.analytical.data_parallel`) hides behind compute where the runtime overlaps it, but never behind more
