@@ -133,8 +133,6 @@ def price(c, ops, *, backward=False, weight_grads=True):
     launch = c["launch_s"]
     mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
     act, wb = c["act_bytes"], c["w_bytes"]
-    fp8_training = (c["compute_bytes"] < 2.0) & (c["train"] > 0)
-    casts = bool(np.asarray(fp8_training).any())
     dequantised = bool((np.asarray(c["dequant"]) > 0).any())  # (elsewhere a conversion time is 0 on every row)
     # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
     # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
@@ -143,15 +141,20 @@ def price(c, ops, *, backward=False, weight_grads=True):
         if isinstance(op, Gemm):
             # an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
             # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on; 1 elsewhere)
-            ceiling, memory_eff = c["gemm_max"], c["memory_max"]
+            ceiling, memory_eff, peak, w_b16 = c["gemm_max"], c["memory_max"], c["peak_flops"], wb
             if op.expert:
                 ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
                 memory_eff = memory_eff * c.get("moe_memory_eff", 1.0)
-            shapes = [(op.m, op.n, op.k, act, wb, act)]
+            if (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
+                wide = np.asarray(op.wide) > 0
+                ceiling = np.where(wide, c["attn_gemm_max"], ceiling)
+                peak = np.where(wide, peak * c["attn_peak_ratio"], peak)
+                w_b16 = np.where(wide, act, wb)
+            shapes = [(op.m, op.n, op.k, act, w_b16, act)]
             if backward:
-                shapes = [(op.m, op.k, op.n, act, wb, act)]  # input gradient
+                shapes = [(op.m, op.k, op.n, act, w_b16, act)]  # input gradient
                 if weight_grads:
-                    shapes.append((op.k, op.n, op.m, act, act, wb))  # weight gradient
+                    shapes.append((op.k, op.n, op.m, act, act, w_b16))  # weight gradient
             for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
                 if skip_absent and not (np.asarray(2.0 * m * n * k * op.groups) > 0).any():  # gemm_time's flops
                     continue
@@ -162,7 +165,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
                        if i == 0 and op.weight and dequantised else 0.0)
                 # a GPU converts on the SMs that multiply; an NPU on its vector engine, beside the arrays
                 serial_deq = np.where(systolic, 0.0, deq) if npu_rows else deq
-                t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=c["peak_flops"], eff=eff,
+                t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=peak, eff=eff,
                                       a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch,
                                       dequant_s=serial_deq, bandwidth=c["hbm_bw"], memory_eff=memory_eff)
                 matrix = tc - serial_deq
@@ -189,20 +192,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
                 if npu_rows:
                     executed = np.where(systolic, 1.0, executed)
-                out["flops"] = out["flops"] + np.where(tc > 0, tc * c["peak_flops"] * eff / executed, 0.0)
+                out["flops"] = out["flops"] + np.where(tc > 0, tc * peak * eff / executed, 0.0)
                 out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * memory_eff
-            if not casts:
-                continue
-            # 8-bit training (Transformer Engine): the 16-bit GEMM input (forward) or output gradient
-            # (backward) is scaled and cast to fp8 and to its transpose for the weight gradient
-            cast = np.where(fp8_training,
-                            (op.m * (op.n if backward else op.k)) * op.groups * (act + 2.0 * c["compute_bytes"]), 0.0)
-            t = op_time(0.0, cast, peak_flops=1.0, compute_eff=1.0, launch_s=launch, **mem)
-            out["elementwise_s"] = out["elementwise_s"] + t
-            out["memory_bound_s"] = out["memory_bound_s"] + t
-            if engines:
-                out["dma_s"] = out["dma_s"] + np.where(t > 0, t - launch, 0.0)
-            out["hbm_bytes"] = out["hbm_bytes"] + cast
         elif isinstance(op, Attention):
             scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
             waves = np.ceil(op.blocks / c["units"])

@@ -34,6 +34,8 @@ class Gemm:
     groups: object = 1.0
     weight: bool = True  # the k × n operand is a weight (read from memory every pass)
     expert: bool = False  # a routed-expert GEMM of a MoE layer (the engine's fused MoE kernels)
+    wide: object = 0.0  # 1 where the engine runs this GEMM in 16 bits in an 8-bit recipe (runtime lm_head_16bit)
+    normed: bool = False  # its input is a norm's output (the norm that writes it quantised: fp8_cast_ops)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def attention_ops(c, p: Pass):
     absorbed = mla & (p.causal <= 0)
     per_head = np.where(absorbed, heads_dev, 1.0)
     ops = [
-        Gemm("qkv_proj", T, qkv_n, h),
+        Gemm("qkv_proj", T, qkv_n, h, normed=True),
         Gemm("q_down", T, q_lora, np.where(mla, h, 0.0)),
         Gemm("q_up", T, np.where(mla, heads_dev * qk, 0.0), np.where(q_lora > 0, q_lora, h)),
         Gemm("kv_down", T, np.where(mla, c["kv_lora"] + c["qk_rope"], 0.0), np.where(mla, h, 0.0)),
@@ -231,7 +233,7 @@ def dense_mlp_ops(c, p: Pass):
     ffn_dev = c["ffn"] / tp
     T = p.tokens
     return [
-        Gemm("mlp_up", T, (1.0 + c["gated"]) * ffn_dev, h),
+        Gemm("mlp_up", T, (1.0 + c["gated"]) * ffn_dev, h, normed=True),
         Gemm("mlp_down", T, h, ffn_dev),
         Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
     ]
@@ -399,10 +401,54 @@ def layer_elementwise(c, p: Pass, moe: bool):
     return Elementwise("elementwise", moved, c["kernels_per_layer"])
 
 
+def fp8_cast_ops(c, ops):
+    """The quantisation an 8-bit training recipe adds around the layer's GEMMs ``ops``, as one
+    memory-bound op: 0 outside 8-bit training.
+
+    Each GEMM that runs in 8 bits (not ``wide``) takes its input and, in the gradient pass, its
+    output gradient quantised: a kernel reads the 16-bit tensor and writes it in the compute format
+    (its absolute maximum, for the scale, reduced on the way), and where the engine's backward
+    GEMMs need the other layout (``fp8_transpose``: Hopper's fp8 tensor cores take only the TN
+    layout) a transposed copy beside it, in the same kernel (Transformer Engine's
+    ``fp8_cast_transpose_fused``, ``cast_transpose_bgrad`` for the output gradient). Where the
+    input is a norm's output and the engine fuses the cast into the norm (``fp8_norm_cast``:
+    Transformer Engine's LayerNormLinear), the norm writes the compute format instead of 16 bits
+    (``compute - act`` bytes per element, on top of the norm traffic of :func:`layer_elementwise`)
+    and the transposed copy is a separate transpose of the quantised tensor (read and written
+    once). Weights are cast the same way (16-bit in, compute format and its transpose out), every
+    micro-batch, or once per step where the engine keeps them (``fp8_weight_cache``). An engine
+    that gives none of the keys pays 4 bytes per element of every input, weight and output gradient
+    each micro-batch, the count of torchao's own float8 training roofline (pytorch/ao 086ff72e,
+    torchao/float8/roofline_utils.py: bf16 read, two fp8 copies written, the amax read fused with
+    the previous op; it adds a 2-byte amax read of the weight for dynamic scaling).
+    """
+    a, q, t = c["act_bytes"], c["compute_bytes"], c.get("fp8_transpose", 1.0)
+    on = (q < a) & (c["train"] > 0)
+    fused = c.get("fp8_norm_cast", 0.0) > 0
+    per_step = np.where(c.get("fp8_weight_cache", 0.0) > 0,
+                        c.get("dp", 1.0) * c.get("micro_batch", 1.0) / np.maximum(c.get("global_batch", 1.0), 1.0), 1.0)
+    forward = backward = kernels = backward_kernels = 0.0
+    for g in ops:
+        if not isinstance(g, Gemm):
+            continue
+        live = on & (np.asarray(g.wide) <= 0) & (np.asarray(g.m * g.n * g.k * g.groups) > 0)
+        inputs = g.m * g.k * g.groups
+        norm = fused & g.normed
+        forward = forward + np.where(live, inputs * np.where(norm, q - a + 2.0 * t * q, a + q + t * q), 0.0)
+        kernels = kernels + np.where(live, np.where(norm, t, 1.0), 0.0)
+        if g.weight:
+            forward = forward + np.where(live, g.k * g.n * g.groups * (a + q + t * q) * per_step, 0.0)
+            kernels = kernels + np.where(live, per_step, 0.0)
+        backward = backward + np.where(live, g.m * g.n * g.groups * (a + q + t * q), 0.0)
+        backward_kernels = backward_kernels + np.where(live, 1.0, 0.0)
+    return Elementwise("fp8_cast", forward, kernels, backward_bytes=backward, backward_kernels=backward_kernels)
+
+
 def layer_ops(c, p: Pass, moe: bool):
     """All ops of one transformer layer (``moe`` selects the MoE MLP)."""
     mlp = moe_mlp_ops(c, p) if moe else dense_mlp_ops(c, p)
-    return [*attention_ops(c, p), *mlp, layer_elementwise(c, p, moe)]
+    ops = [*attention_ops(c, p), *mlp]
+    return [*ops, layer_elementwise(c, p, moe), fp8_cast_ops(c, ops)]
 
 
 def embedding_ops(c, p: Pass):
@@ -413,9 +459,13 @@ def embedding_ops(c, p: Pass):
 def lm_head_ops(c, p: Pass):
     """Final norm, LM head (vocab-parallel) and its logits gather (last pipeline stage)."""
     h, tp, act = c["hidden"], c["tp"], c["act_bytes"]
+    # an engine whose 8-bit recipe covers the transformer layers only runs the LM head in 16 bits
+    wide = np.where(c["compute_bytes"] < act, c.get("lm_head_wide", 0.0), 0.0)
+    head = Gemm("lm_head", p.logits_tokens, c["vocab"] / tp, h, wide=wide)
     return [
         Elementwise("final_norm", p.logits_tokens * h * act * 2.0, 1.0),
-        Gemm("lm_head", p.logits_tokens, c["vocab"] / tp, h),
+        head,
+        fp8_cast_ops(c, [head]),
         Comm("tp_logits", "all_gather", p.logits_tokens * c["vocab"] * 4.0, tp),
     ]
 

@@ -46,6 +46,8 @@ _SCHEMA = {
     "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_unit_us_on": S.NumMap(FAMILIES),
+    "fp8_norm_cast": S.BOOL, "fp8_weight_cache": S.BOOL, "fp8_transpose_on": S.NumMap(FAMILIES),
+    "lm_head_16bit": S.BOOL,
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -128,6 +130,14 @@ class RuntimeSpec:
             # ... except on a scale-up domain of at least this many devices (its NVLink all-to-all)
             "moe_a2a_domain": v.get("moe_all_to_all_domain", math.inf),
             **{f"moe_dispatch_q_{f}": v.get(f"moe_dispatch_quantized_on.{f}", 0.0) for f in FAMILIES},
+            # 8-bit training: how the engine quantises the GEMM operands (perfsim.graph.transformer.fp8_cast_ops):
+            # norms that write the quantised input, quantised weights kept across micro-batches, a
+            # transposed copy of each quantised operand (per family; written where not given), and an
+            # LM head left in 16 bits
+            "fp8_norm_cast": float(v.get("fp8_norm_cast", False)),
+            "fp8_weight_cache": float(v.get("fp8_weight_cache", False)),
+            **{f"fp8_transpose_{f}": v.get(f"fp8_transpose_on.{f}", 1.0) for f in FAMILIES},
+            "lm_head_wide": float(v.get("lm_head_16bit", False)),
             # the engine's paged decode-attention kernels: a fixed time per call beyond one launch,
             # and SM time per (sequence, KV head) work unit, per family, over a 16-bit and over an
             # 8-bit KV cache (other kernels; the 16-bit figure where none is given for 8-bit, 0 where none at all)
@@ -230,7 +240,7 @@ def _build(values: dict, path: str) -> RuntimeSpec:
             raise InputError(f"must be between 0 and 1, got {values[key]}", field=key, file=path)
     for key, value in values.items():  # keys checked by kind (each family's figure of a ``*_on`` key too)
         name = key.split(".")[0]
-        if name == "moe_dispatch_quantized_on" and value not in (0, 1):
+        if name in ("moe_dispatch_quantized_on", "fp8_transpose_on") and value not in (0, 1):
             raise InputError(f"must be 0 or 1, got {value}", field=key, file=path)
         if name in _FIXED_COSTS and not value >= 0:
             raise InputError(f"must be >= 0 microseconds, got {value}", field=key, file=path)
