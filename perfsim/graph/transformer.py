@@ -457,16 +457,21 @@ def embedding_ops(c, p: Pass):
 
 
 def lm_head_ops(c, p: Pass):
-    """Final norm, LM head (vocab-parallel) and its logits gather (last pipeline stage)."""
+    """Final norm, LM head (vocab-parallel), its logits gather and, in training, the loss's
+    kernels over the rank's logits (runtime ``loss_*_bytes_per_logit``) (last pipeline stage)."""
     h, tp, act = c["hidden"], c["tp"], c["act_bytes"]
     # an engine whose 8-bit recipe covers the transformer layers only runs the LM head in 16 bits
     wide = np.where(c["compute_bytes"] < act, c.get("lm_head_wide", 0.0), 0.0)
     head = Gemm("lm_head", p.logits_tokens, c["vocab"] / tp, h, wide=wide)
+    logits = p.logits_tokens * c["vocab"] / tp * (c["train"] > 0)
     return [
         Elementwise("final_norm", p.logits_tokens * h * act * 2.0, 1.0),
         head,
         fp8_cast_ops(c, [head]),
         Comm("tp_logits", "all_gather", p.logits_tokens * c["vocab"] * 4.0, tp),
+        Elementwise("loss", logits * c["loss_fwd_traffic"], np.where(logits > 0, c["loss_fwd_kernels"], 0.0),
+                    backward_bytes=logits * c["loss_bwd_traffic"],
+                    backward_kernels=np.where(logits > 0, c["loss_bwd_kernels"], 0.0)),
     ]
 
 

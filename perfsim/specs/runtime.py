@@ -30,7 +30,8 @@ _SCHEMA = {
     "attention_backward_ratio": S.NUM, "attention_backward_ratio_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
-    "loss_bytes_per_logit": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
+    "loss_bytes_per_logit": S.NUM, "loss_forward_bytes_per_logit": S.NUM, "loss_backward_bytes_per_logit": S.NUM,
+    "loss_forward_kernels": S.NUM, "loss_backward_kernels": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
     "max_num_batched_tokens": S.NUM, "max_num_seqs_on": S.NumMap(FAMILIES),
     "max_num_batched_tokens_on": S.NumMap(FAMILIES),
     "moe_gemm_efficiency_on": S.NumMap(FAMILIES), "moe_memory_efficiency_on": S.NumMap(FAMILIES),
@@ -184,6 +185,13 @@ class RuntimeSpec:
             "sac_matmuls": v.get("selective_recompute_matmuls", 0.0),
             # bytes the loss holds per token and vocabulary entry at its peak (Megatron: fp32 logits)
             "loss_bytes": v.get("loss_bytes_per_logit", 4.0),
+            # device-memory bytes the loss kernels move per token and vocabulary entry in training,
+            # forward and backward, and their kernel counts (at least: read the 16-bit logits once,
+            # write their 16-bit gradient once)
+            "loss_fwd_traffic": v.get("loss_forward_bytes_per_logit", 2.0),
+            "loss_bwd_traffic": v.get("loss_backward_bytes_per_logit", 2.0),
+            "loss_fwd_kernels": v.get("loss_forward_kernels", 1.0),
+            "loss_bwd_kernels": v.get("loss_backward_kernels", 1.0),
             # offloading: how much of the next layer's transfer hides behind this layer's
             # compute (double buffering), where attention over a host-resident KV cache runs (0:
             # on the device, after loading the cache; 1: on the host CPU; 2: whichever is faster)
