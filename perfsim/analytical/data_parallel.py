@@ -39,14 +39,15 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
     collective paying its own latency: at thousands of ranks a ring's ``(N - 1)`` steps make many
     small collectives latency-bound while the bytes per device stay the same.
 
-    An engine whose gathers and reduce-scatters take a list of one tensor per rank
-    (``rank_copies``: PyTorch's list ``all_gather`` and ``reduce_scatter`` copy every rank's chunk
-    out of, or into, a flat buffer as an op of its own) launches ``ranks`` copies per collective
-    from the host thread: ``host_per_micro_s`` and ``host_per_step_s``, at the launch cost per op.
+    An engine whose weight gathers take a list of one tensor per rank (``rank_copies``: PyTorch's
+    list ``all_gather`` copies every rank's chunk out of a flat buffer as an op of its own) launches
+    ``ranks`` copies per gather from the host thread, at the launch cost per op, between a
+    synchronisation of the device and the compute the gather precedes: ``host_per_micro_s`` and
+    ``host_per_step_s``, time the device waits. (Its list reduce-scatters copy as many chunks in,
+    launched while the device runs the backward that produced them: not priced.)
 
-    Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step), the
-    ZeRO-3 weight gathers' part of ``per_micro_s`` (``gather_per_micro_s``), those host costs and
-    the per-device state that remains after sharding.
+    Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step), those
+    host costs and the per-device state that remains after sharding.
     """
     zero = c["zero"]
     shard = np.minimum(c["zero_shard_size"], ranks)
@@ -80,10 +81,9 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
         collective("reduce_scatter", grad_bytes, shard, stride, reductions)
         + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
         collective("all_reduce", grad_bytes, ranks, stride, buckets), gather)
-    # list collectives: one copy per rank of every gather and reduce-scatter, launched by the host
-    copies = c["rank_copies"] * np.where(shard > 1, shard, 0.0) * c["launch_s"]
-    host_micro, host_step = by_stage(np.where(grad_bytes > 0, copies * reductions, 0.0), 0.0,
-                                     np.where(weight_bytes > 0, copies * np.where(zero >= 3, units, buckets), 0.0))
+    # list all-gathers: one copy per rank of every weight gather, launched by the host
+    copies = c["rank_copies"] * np.where((shard > 1) & (weight_bytes > 0), shard, 0.0) * c["launch_s"]
+    host_micro, host_step = by_stage(0.0, 0.0, copies * np.where(zero >= 3, units, buckets))
     # bytes each device sends (nccl-tests bus volume), for the power model
     sent_micro, sent_step = by_stage(
         grad_bytes * bus_factor("reduce_scatter", shard)
@@ -96,8 +96,7 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
         + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
         nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
         nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
-    return {"per_micro_s": per_micro, "per_step_s": per_step, "gather_per_micro_s": np.where(zero >= 3, gathers * gather, 0.0),
-            "host_per_micro_s": host_micro, "host_per_step_s": host_step,
+    return {"per_micro_s": per_micro, "per_step_s": per_step, "host_per_micro_s": host_micro, "host_per_step_s": host_step,
             "sent_bytes": n_micro * sent_micro + sent_step,
             "nic_bytes": n_micro * nic_micro + nic_step,
             "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),

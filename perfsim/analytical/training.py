@@ -89,10 +89,8 @@ def stage_times(c, weights=None):
         gradient transfer between neighbouring stages (0 when ``pp == 1``). Per step:
         ``n_micro`` micro-batches, ``dp_per_micro_s`` and ``dp_per_step_s`` (data-parallel traffic
         of every micro-batch and once per step, :func:`perfsim.analytical.data_parallel.data_parallel`), ``optimizer_s``,
-        ``buckets`` (gradient buckets: layers per stage), ``dp_overlap``, ``dp_unhidden_s`` (per step: the
-        ZeRO-3 gathers' part that overlaps less than the gradients, ``1 - gather_overlap / dp_overlap`` of
-        them, taken out of ``dp_per_micro_s``, and the host time of list collectives) and
-        ``step_overhead_s`` (with it).
+        ``buckets`` (gradient buckets: layers per stage), ``dp_overlap``, ``dp_unhidden_s`` (host time of
+        list collectives per step, which the device waits through) and ``step_overhead_s`` (with it).
         Internals for the closed form's breakdown: ``pass``, ``prices``, ``ring_s``,
         ``cp_exposed_s``, ``data_parallel``, ``lora_params_per_device``.
     """
@@ -143,12 +141,9 @@ def stage_times(c, weights=None):
     expert_part = data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
                                  out["n_micro"])
     data_par = {k: dense_part[k] + expert_part[k] for k in dense_part}
-    # weight gathers that overlap less than the gradients (``gather_overlap`` below ``dp_overlap``):
-    # that part of them waits outright, with the host time of list collectives (one copy per rank)
-    pinned = data_par["gather_per_micro_s"] * np.where(
-        c["dp_overlap"] > 0, np.clip(1.0 - c["gather_overlap"] / np.maximum(c["dp_overlap"], 1e-30), 0.0, 1.0), 0.0)
-    unhidden = out["n_micro"] * (pinned + data_par["host_per_micro_s"]) + data_par["host_per_step_s"]
-    out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"] - pinned,
+    # host time of list collectives (one copy per rank), which the device waits through
+    unhidden = out["n_micro"] * data_par["host_per_micro_s"] + data_par["host_per_step_s"]
+    out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"],
                dp_per_step_s=data_par["per_step_s"], dp_overlap=c["dp_overlap"], dp_unhidden_s=unhidden,
                step_overhead_s=c["step_overhead_s"] + unhidden,
                optimizer_s=data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"]),

@@ -37,7 +37,7 @@ _SCHEMA = {
     "moe_exchange": S.STR, "moe_dispatch_quantized_on": S.NumMap(FAMILIES), "moe_all_to_all_domain": S.NUM,
     "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
-    "param_gather_overlap": S.NUM, "param_gather_reuse_params": S.NUM, "collective_rank_copies": S.BOOL,
+    "param_gather_reuse_params": S.NUM, "gather_rank_copies": S.BOOL,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
     "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
@@ -51,7 +51,7 @@ _SCHEMA = {
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
 _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation", "selective_recompute_matmuls",
-              "offload_prefetch", "decode_offload_prefetch", "param_gather_overlap")
+              "offload_prefetch", "decode_offload_prefetch")
 
 #: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
 #: step), on the host CPU (in place), or whichever is faster for the plan
@@ -165,13 +165,11 @@ class RuntimeSpec:
             "grad_bucket_params": v.get("grad_bucket_params", 0.0),
             "grad_bucket_per_rank": v.get("grad_bucket_params_per_rank", 0.0),
             "dp_overlap": v["dp_overlap"],
-            # ZeRO-3 weight gathers: the share of them hidden behind compute (the gradients' where
-            # absent), the trace distance beyond which a gathered unit is released before its next
-            # use (0: kept until the backward), and whether each gather and reduce-scatter copies
-            # every rank's chunk as an op of its own (PyTorch's list collectives)
-            "gather_overlap": v.get("param_gather_overlap", v["dp_overlap"]),
+            # ZeRO-3 weight gathers: the trace distance beyond which a gathered unit is released
+            # before its next use (0: kept until the backward); and whether each gather copies
+            # every rank's chunk as an op of its own (PyTorch's list all_gather) while the device waits
             "gather_reuse_params": v.get("param_gather_reuse_params", 0.0),
-            "rank_copies": 1.0 if v.get("collective_rank_copies", False) else 0.0,
+            "rank_copies": 1.0 if v.get("gather_rank_copies", False) else 0.0,
             "tp_overlap": v["tp_overlap"],
             "dropout": 1.0 if v["dropout"] else 0.0,
             "fragmentation": v["fragmentation"],
