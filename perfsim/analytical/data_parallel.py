@@ -11,6 +11,7 @@ import numpy as np
 
 from perfsim.cost.collectives import bus_factor
 from perfsim.cost.topology import group_collective, nic_bytes
+from perfsim.plan.arguments import Recompute
 
 
 def data_parallel(c, trainable, weights, ranks, stride, n_micro):
@@ -27,14 +28,26 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
     * stage 2: the same, but the gradients are reduced every micro-batch (no full gradient buffer
       is kept to accumulate into);
     * stage 3: as stage 2, plus an all-gather of the weights before the forward and again before
-      the backward of every micro-batch (no post-step gather).
+      the backward of every micro-batch (no post-step gather). Under full recompute the backward's
+      gather serves the recomputed forward; an engine that releases a unit's weights after that
+      forward when their next use lies more than ``gather_reuse_params`` parameters of the trace
+      ahead (DeepSpeed's ``stage3_max_reuse_distance``) gathers them a third time for the backward
+      proper: in a layer of ``P`` parameters the units after which the rest of the recomputed
+      forward and its backward hold at least that many, a share ``1 - reuse / (2 P)`` of the layer.
 
     Each is issued as the engine cuts it (gather units per layer, gradient buckets), every
     collective paying its own latency: at thousands of ranks a ring's ``(N - 1)`` steps make many
     small collectives latency-bound while the bytes per device stay the same.
 
-    Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step) and the
-    per-device state that remains after sharding.
+    An engine whose weight gathers take a list of one tensor per rank (``rank_copies``: PyTorch's
+    list ``all_gather`` copies every rank's chunk out of a flat buffer as an op of its own) launches
+    ``ranks`` copies per gather from the host thread, at the launch cost per op, between a
+    synchronisation of the device and the compute the gather precedes: ``host_per_micro_s`` and
+    ``host_per_step_s``, time the device waits. (Its list reduce-scatters copy as many chunks in,
+    launched while the device runs the backward that produced them: not priced.)
+
+    Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step), those
+    host costs and the per-device state that remains after sharding.
     """
     zero = c["zero"]
     shard = np.minimum(c["zero_shard_size"], ranks)
@@ -48,20 +61,29 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
     bucket = np.maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
     buckets = np.where(bucket > 0, np.maximum(np.ceil(trainable / np.maximum(bucket, 1.0)), 1.0), 1.0)
     reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
+    # gathers per micro-batch under ZeRO-3: forward, backward, and the recompute's re-gather
+    reuse = c["gather_reuse_params"]
+    layer_weights = np.maximum(weights / np.maximum(c["stage_layers"], 1.0), 1.0)
+    regather = np.where((c["recompute"] == Recompute.FULL) & (reuse > 0),
+                        np.clip(1.0 - reuse / (2.0 * layer_weights), 0.0, 1.0), 0.0)
+    gathers = 2.0 + regather
 
     def collective(op, size, n, stride, count):
         return count * group_collective(c, op, size / count, n, stride=stride)
 
     def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
-        per_micro = np.where(zero >= 3, sharded + 2.0 * gather, np.where(zero == 2, sharded, 0.0))
+        per_micro = np.where(zero >= 3, sharded + gathers * gather, np.where(zero == 2, sharded, 0.0))
         per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
         return per_micro, per_step
 
+    gather = collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets))
     per_micro, per_step = by_stage(
         collective("reduce_scatter", grad_bytes, shard, stride, reductions)
         + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
-        collective("all_reduce", grad_bytes, ranks, stride, buckets),
-        collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets)))
+        collective("all_reduce", grad_bytes, ranks, stride, buckets), gather)
+    # list all-gathers: one copy per rank of every weight gather, launched by the host
+    copies = c["rank_copies"] * np.where((shard > 1) & (weight_bytes > 0), shard, 0.0) * c["launch_s"]
+    host_micro, host_step = by_stage(0.0, 0.0, copies * np.where(zero >= 3, units, buckets))
     # bytes each device sends (nccl-tests bus volume), for the power model
     sent_micro, sent_step = by_stage(
         grad_bytes * bus_factor("reduce_scatter", shard)
@@ -74,7 +96,8 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
         + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
         nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
         nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
-    return {"per_micro_s": per_micro, "per_step_s": per_step, "sent_bytes": n_micro * sent_micro + sent_step,
+    return {"per_micro_s": per_micro, "per_step_s": per_step, "host_per_micro_s": host_micro, "host_per_step_s": host_step,
+            "sent_bytes": n_micro * sent_micro + sent_step,
             "nic_bytes": n_micro * nic_micro + nic_step,
             "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
             "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),

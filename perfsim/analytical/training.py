@@ -91,7 +91,8 @@ def stage_times(c, weights=None):
         gradient transfer between neighbouring stages (0 when ``pp == 1``). Per step:
         ``n_micro`` micro-batches, ``dp_per_micro_s`` and ``dp_per_step_s`` (data-parallel traffic
         of every micro-batch and once per step, :func:`perfsim.analytical.data_parallel.data_parallel`), ``optimizer_s``,
-        ``buckets`` (gradient buckets: layers per stage), ``dp_overlap``, ``step_overhead_s``.
+        ``buckets`` (gradient buckets: layers per stage), ``dp_overlap``, ``dp_unhidden_s`` (host time of
+        list collectives per step, which the device waits through) and ``step_overhead_s`` (with it).
         Internals for the closed form's breakdown: ``pass``, ``prices``, ``ring_s``,
         ``cp_exposed_s``, ``data_parallel``, ``lora_params_per_device``.
     """
@@ -143,8 +144,11 @@ def stage_times(c, weights=None):
     expert_part = data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
                                  out["n_micro"])
     data_par = {k: dense_part[k] + expert_part[k] for k in dense_part}
+    # host time of list collectives (one copy per rank), which the device waits through
+    unhidden = out["n_micro"] * data_par["host_per_micro_s"] + data_par["host_per_step_s"]
     out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"],
-               dp_per_step_s=data_par["per_step_s"], dp_overlap=c["dp_overlap"], step_overhead_s=c["step_overhead_s"],
+               dp_per_step_s=data_par["per_step_s"], dp_overlap=c["dp_overlap"], dp_unhidden_s=unhidden,
+               step_overhead_s=c["step_overhead_s"] + unhidden,
                optimizer_s=data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"]),
                buckets=np.maximum(c["stage_layers"], 1.0))
     return out
@@ -230,8 +234,8 @@ def estimate_train(c):
     def exposed(comm, window):
         return np.maximum(comm - overlap * window, 0.0) + overlap * np.minimum(comm / layers_stage, comm)
 
-    exposed_sync = n_micro * exposed(per_micro, per_mb) + exposed(per_step, B)
-    sync_total = n_micro * per_micro + per_step
+    exposed_sync = n_micro * exposed(per_micro, per_mb) + exposed(per_step, B) + t["dp_unhidden_s"]
+    sync_total = n_micro * per_micro + per_step + t["dp_unhidden_s"]
     opt_params = data_par["optimizer_params"]
     optimizer = t["optimizer_s"]
     # offloaded optimizer, gradients, weights, activations (perfsim.analytical.offload)

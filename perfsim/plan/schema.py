@@ -190,6 +190,8 @@ COLUMNS = (
     _C("grad_bucket_per_rank", "1", "parameters per bucket added per data-parallel rank (the bucket is the larger)"),
     _C("main_grad_bytes", "B", "bytes per sharded parameter of the fp32 gradient copy an fp16 engine's optimizer holds"),
     _C("dp_overlap", "1", "share of the gradient reduction hidden behind backward compute"),
+    _C("gather_reuse_params", "1", "ZeRO-3: a gathered unit whose next use lies more parameters ahead in the trace is released (0: kept)"),
+    _C("rank_copies", "bool", "every weight all-gather also copies each rank's chunk as an op of its own, launched while the device waits"),
     _C("tp_overlap", "1", "share of tensor-parallel communication hidden behind compute"),
     _C("dropout", "bool", "training keeps dropout masks (activation memory and traffic)"),
     _C("fragmentation", "1", "allocator overhead as a fraction of activation memory"),

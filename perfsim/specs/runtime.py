@@ -38,6 +38,7 @@ _SCHEMA = {
     "moe_exchange": S.STR, "moe_dispatch_quantized_on": S.NumMap(FAMILIES), "moe_all_to_all_domain": S.NUM,
     "fp16_grad_reduce_bytes": S.NUM, "fp16_main_grad_bytes": S.NUM,
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
+    "param_gather_reuse_params": S.NUM, "gather_rank_copies": S.BOOL,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
     "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
@@ -175,6 +176,11 @@ class RuntimeSpec:
             "grad_bucket_params": v.get("grad_bucket_params", 0.0),
             "grad_bucket_per_rank": v.get("grad_bucket_params_per_rank", 0.0),
             "dp_overlap": v["dp_overlap"],
+            # ZeRO-3 weight gathers: the trace distance beyond which a gathered unit is released
+            # before its next use (0: kept until the backward); and whether each gather copies
+            # every rank's chunk as an op of its own (PyTorch's list all_gather) while the device waits
+            "gather_reuse_params": v.get("param_gather_reuse_params", 0.0),
+            "rank_copies": 1.0 if v.get("gather_rank_copies", False) else 0.0,
             "tp_overlap": v["tp_overlap"],
             "dropout": 1.0 if v["dropout"] else 0.0,
             "fragmentation": v["fragmentation"],
@@ -259,6 +265,9 @@ def _build(values: dict, path: str) -> RuntimeSpec:
     if values.get("offloaded_kv_attention", "device") not in _KV_ATTENTION:
         raise unknown("offloaded KV attention", values["offloaded_kv_attention"], _KV_ATTENTION,
                       field="offloaded_kv_attention", file=path)
+    if values.get("param_gather_reuse_params", 0.0) < 0:
+        raise InputError(f"must be at least 0 parameters, got {values['param_gather_reuse_params']}",
+                         field="param_gather_reuse_params", file=path)
     if values.get("host_per_seq_us", 0.0) < 0:
         raise InputError(f"must be at least 0, got {values['host_per_seq_us']}", field="host_per_seq_us", file=path)
     traffic = values.get("cpu_attention_traffic", 1.0)
