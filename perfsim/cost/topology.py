@@ -23,8 +23,8 @@ def scaleup_domain(c):
 def _torus_axes(c, ranks):
     """``(dims, k, spanned)`` of a group of ``ranks`` devices on a torus fabric: its dimensions (``k``
     at least 1) and the axes the group is laid out over, the fewest that hold it in the run's slice:
-    its ``num_devices`` (at most the scale-up domain) as a square or cubic torus (TPU v4 runs a
-    64-chip job on a 4×4×4 slice)."""
+    its ``num_devices`` (at most the scale-up domain) as a square or cubic torus (a 64-chip TPU v4
+    job runs on one 4×4×4 cube, the rack-size block the pod is built from: Jouppi et al., ISCA'23)."""
     dims = np.asarray(c.get("torus_dims", 0.0), dtype=float)
     k = np.maximum(dims, 1.0)
     domain = scaleup_domain(c)
@@ -164,7 +164,8 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
             if algorithm == "auto":  # across nodes the library picks ring or tree
                 between = np.minimum(between, collective_time("all_reduce", size / per_node, nodes, algorithm="ring",
                                                               **out))
-            hierarchical = (collective_time("reduce_scatter", size, per_node, algorithm="ring", **up) + between
-                            + collective_time("all_gather", size, per_node, algorithm="ring", **up))
+            hops = torus_hops(c, "all_gather", per_node) if torus else None  # the node's (slice's) part
+            hierarchical = (collective_time("reduce_scatter", size, per_node, algorithm="ring", steps=hops, **up)
+                            + between + collective_time("all_gather", size, per_node, algorithm="ring", steps=hops, **up))
             across = hierarchical if algorithm == "tree" else np.minimum(across, hierarchical)
     return np.where(nodes > 1, np.where(np.asarray(size) > 0, across + base, 0.0), inside)
