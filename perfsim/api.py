@@ -416,6 +416,7 @@ def collective(hardware, op: str, size_bytes, num_devices, algorithm: str = "aut
     if num_devices < 2:
         raise InputError("a collective needs at least 2 devices", field="num_devices")
     _, _, c = _hw_columns(hardware)
+    c = dict(c, num_devices=float(num_devices))  # the run is the group (on a torus: a slice of its devices)
     t = float(group_collective(c, op, float(size_bytes), float(num_devices), algorithm=algorithm))
     algbw = size_bytes / t / 1e9
     return {"time_s": t, "algbw_gb_s": algbw, "busbw_gb_s": algbw * float(bus_factor(op, num_devices))}

@@ -133,3 +133,52 @@ def test_nccl_table_fit_recovers_the_parameters_that_made_the_table(tmp_path):
     pd.DataFrame(rows).to_parquet(tmp_path / "nccl_perf.parquet")
     x, _ = fit.fit(dict(c), fit.load_table(tmp_path / "nccl_perf.parquet"), nvls=False)
     assert x[:4] == pytest.approx([0.7, 4.0, 1.5, 6.0], rel=0.02)
+
+
+def test_torus_collective_pays_a_hop_per_step_of_its_longest_path_not_per_ring_step():
+    """On the TPU ICI torus a collective's latency steps are the hops of its longest path, the sum of
+    ceil(a / 2) over the axes it spans: 6 for an all-gather over a 4x4x4 TPU v4 slice, 12 for an
+    all-reduce (reduce-scatter then all-gather), where a ring would take 63 and 126 steps."""
+    from perfsim.cost.topology import torus_hops, torus_share
+
+    v4 = dict(torus_dims=3.0, scaleup_domain=4096.0, devices_per_node=4.0, num_devices=64.0)
+    assert float(torus_hops(v4, "all_gather", 64.0)) == 6.0
+    assert float(torus_hops(v4, "reduce_scatter", 16.0)) == 4.0       # 4x4 over two axes
+    assert float(torus_hops(v4, "all_reduce", 64.0)) == 12.0
+    assert float(torus_hops(v4, "send_recv", 64.0)) == 1.0
+    assert float(torus_share(v4, 64.0)) == 1.0                         # all three axes' links
+    pod = dict(v4, num_devices=4096.0)                                 # the same group in a 16^3 pod run
+    assert float(torus_hops(pod, "all_gather", 64.0)) == 8.0 and float(torus_share(pod, 64.0)) == pytest.approx(2 / 3)
+    v5e = dict(torus_dims=2.0, scaleup_domain=256.0, devices_per_node=4.0, num_devices=256.0)
+    assert float(torus_hops(v5e, "all_gather", 256.0)) == 16.0          # 16x16: 8 + 8
+    switched = dict(devices_per_node=8.0)                               # NVSwitch: the ring's steps
+    assert float(torus_hops(switched, "all_gather", 8.0)) == 7.0
+    assert float(torus_hops(switched, "all_reduce", 8.0)) == 14.0
+
+
+def test_small_tpu_v4_collective_is_its_fixed_cost_and_hops():
+    """A 512 B collective over a 64-chip TPU v4 slice is latency-bound: 5 us of fixed cost plus 1 us
+    per hop (How to Scale Your Model, part 3), 11 us for an all-gather, 17 us for an all-reduce; a
+    large one is bandwidth-bound over the slice's three axes."""
+    ag = perfsim.collective("tpu-v4", "all_gather", 512, 64)["time_s"]
+    ar = perfsim.collective("tpu-v4", "all_reduce", 512, 64)["time_s"]
+    assert ag == pytest.approx(5e-6 + 6e-6, rel=1e-3)
+    assert ar == pytest.approx(5e-6 + 12e-6, rel=1e-3)
+    big = perfsim.collective("tpu-v4", "all_gather", 2**30, 64)
+    assert big["busbw_gb_s"] == pytest.approx(268.6, rel=0.01)
+
+
+def test_tpu_decode_pays_the_torus_latency_of_each_tensor_parallel_all_reduce():
+    """Decode with tensor parallelism over 64 TPU v4 chips (4x4x4) pays, per layer, two all-reduces
+    of a token's activations: 5 us fixed + 12 hops x 1 us each, almost nothing for the bytes."""
+    def comm(layers, n):
+        m = dict(hidden_size=4096, num_hidden_layers=layers, num_attention_heads=64, num_key_value_heads=1,
+                 head_dim=64, intermediate_size=16384, vocab_size=32000, hidden_act="silu")
+        r = perfsim.estimate(model=m, hardware="tpu-v4", num_devices=n, mode="inference", tp=n, prompt_len=128,
+                             gen_len=16, batch=1)
+        return r["breakdown"]["decode"]["communication_s"]
+
+    per_layer = (comm(8, 64) - comm(4, 64)) / 4
+    assert per_layer == pytest.approx(2 * (5e-6 + 12e-6), rel=0.02)
+    per_layer_4 = (comm(8, 4) - comm(4, 4)) / 4                       # a 2x2 slice: 2 hops per all-gather
+    assert per_layer_4 == pytest.approx(2 * (5e-6 + 4e-6), rel=0.02)

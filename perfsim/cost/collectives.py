@@ -49,7 +49,8 @@ def bus_factor(op: str, n):
     return (n - 1.0) / n
 
 
-def _steps(op, n):
+def ring_steps(op, n):
+    """Latency steps of the ring algorithm of ``op`` on ``n`` ranks (table above)."""
     if op == "all_reduce":
         return 2.0 * (n - 1.0)
     if op == "send_recv":
@@ -58,7 +59,7 @@ def _steps(op, n):
 
 
 def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s, ll_latency_s,
-                    nvls_efficiency=0.0, base_latency_s=0.0, algorithm: str = "auto"):
+                    nvls_efficiency=0.0, base_latency_s=0.0, algorithm: str = "auto", steps=None):
     """Time (s) of one collective, the best protocol/algorithm the library would pick.
 
     Parameters
@@ -81,6 +82,9 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
         Fixed cost of the collective, s, paid once whatever the algorithm and protocol.
     algorithm : {"auto", "ring", "tree"}
         ``ring`` or ``tree`` force that algorithm; ``auto`` takes the fastest candidate.
+    steps : array_like, optional
+        Latency steps of the ring algorithm where they are not the ring's (table above): on a
+        torus, the hops of the longest path (:func:`perfsim.cost.topology.torus_hops`).
 
     Returns
     -------
@@ -96,7 +100,7 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
     """
     n = np.asarray(n, dtype=float)
     size = np.asarray(size_bytes, dtype=float)
-    steps = _steps(op, n)
+    steps = ring_steps(op, n) if steps is None else np.asarray(steps, dtype=float)
     volume = size * (bus_factor(op, n) if op != "send_recv" else 1.0)
     beta = bandwidth * efficiency
     has_ll = (np.asarray(ll_latency_s) > 0).any()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.cost.collectives import bus_factor, collective_time
+from perfsim.cost.collectives import bus_factor, collective_time, ring_steps
 
 
 def scaleup_domain(c):
@@ -20,23 +20,59 @@ def scaleup_domain(c):
     return np.where(np.asarray(domain) > 0, domain, c["devices_per_node"])
 
 
+def _torus_axes(c, ranks):
+    """``(dims, k, spanned)`` of a group of ``ranks`` devices on a torus fabric: its dimensions (``k``
+    at least 1) and the axes the group is laid out over, the fewest that hold it in the run's slice:
+    its ``num_devices`` (at most the scale-up domain) as a square or cubic torus (a 64-chip TPU v4
+    job runs on one 4×4×4 cube, the rack-size block the pod is built from: Jouppi et al., ISCA'23)."""
+    dims = np.asarray(c.get("torus_dims", 0.0), dtype=float)
+    k = np.maximum(dims, 1.0)
+    domain = scaleup_domain(c)
+    devices = np.asarray(c.get("num_devices", 0.0), dtype=float)  # absent in hand-made column sets: the domain
+    devices = np.where(devices > 0, np.minimum(devices, domain), domain)
+    side = np.maximum(devices ** (1.0 / k), 2.0)
+    spanned = np.clip(np.ceil(np.log(np.maximum(ranks, 1.0)) / np.log(side) - 1e-9), 1.0, k)
+    return dims, k, spanned
+
+
 def torus_share(c, ranks):
     """Share of a device's scale-up bandwidth a collective over ``ranks`` devices uses.
 
     A switched fabric (NVSwitch, Infinity Fabric) gives every group the device's whole bandwidth. On a
     torus of ``k`` dimensions (TPU ICI: 2-D on v5e, 3-D on v4/v5p) each dimension takes ``1/k`` of the
-    device's links, and a group laid out over the first ``m`` dimensions of a square torus of
-    ``domain`` devices (``domain^(1/k)`` per dimension) runs its bidirectional rings over those ``m``
-    only: ``m / k`` of the bandwidth (Austin et al., "How to Scale Your Model", part 3: an all-gather
-    over several axes runs on all their links at once).
+    device's links, and a group laid out over ``m`` dimensions of the run's square or cubic slice
+    runs its bidirectional rings over those ``m`` only: ``m / k`` of the bandwidth (Austin et al.,
+    "How to Scale Your Model", part 3: an all-gather over several axes runs on all their links at once).
     """
-    dims = np.asarray(c.get("torus_dims", 0.0), dtype=float)
+    dims, k, spanned = _torus_axes(c, ranks)
     if not (dims > 0).any():
         return 1.0
-    k = np.maximum(dims, 1.0)
-    side = np.maximum(scaleup_domain(c) ** (1.0 / k), 2.0)
-    spanned = np.clip(np.ceil(np.log(np.maximum(ranks, 1.0)) / np.log(side) - 1e-9), 1.0, k)
     return np.where(dims > 0, spanned / k, 1.0)
+
+
+def torus_hops(c, op, ranks):
+    """Latency steps of a collective over ``ranks`` devices on a torus: the hops of its longest path.
+
+    A bidirectional ring over an axis of ``a`` chips, closed by its wraparound link, reaches every
+    chip in ``⌈a / 2⌉`` hops, and a collective over several axes takes the sum over them (Austin et
+    al., "How to Scale Your Model", part 3, "A note on ICI latency": ``T_min · Σ_i |X_i| / 2``); the
+    group spreads evenly over the axes it spans (``a = ranks^(1/m)``). An all-reduce is a
+    reduce-scatter and an all-gather, twice the hops; an all-to-all's farthest peer is as far as an
+    all-gather's; a send/receive is one hop. Where there is no torus, the ring's steps
+    (:func:`perfsim.cost.collectives.ring_steps`).
+
+    >>> c = dict(torus_dims=3.0, scaleup_domain=4096.0, devices_per_node=4.0, num_devices=64.0)
+    >>> float(torus_hops(c, "all_gather", 64.0)), float(torus_hops(c, "all_reduce", 64.0))
+    (6.0, 12.0)
+    """
+    ranks = np.asarray(ranks, dtype=float)
+    ring = ring_steps(op, ranks)
+    dims, _, spanned = _torus_axes(c, ranks)
+    if not (dims > 0).any() or op == "send_recv":
+        return ring
+    per_axis = np.maximum(ranks, 1.0) ** (1.0 / spanned)
+    hops = spanned * np.ceil(per_axis / 2.0 - 1e-9)
+    return np.where(dims > 0, hops * (2.0 if op == "all_reduce" else 1.0), ring)
 
 
 def _layout(c, ranks, stride):
@@ -88,7 +124,9 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     its channel's share, the rest of the ring runs on the scale-up fabric; bus bandwidth
     ``min(g · NIC, g/(g-1) · scale-up)`` for ``g`` group ranks per node) or, for all-reduce,
     hierarchically (reduce-scatter in the node, a ring or tree all-reduce across nodes on each
-    device's NIC, all-gather in the node); ``auto`` takes the fastest. All-to-all sends each peer its share:
+    device's NIC, all-gather in the node); ``auto`` takes the fastest. On a torus (TPU ICI) a collective
+    inside the fabric pays its per-step latency once per hop of its longest path (:func:`torus_hops`),
+    not once per ring step. All-to-all sends each peer its share:
     off-node shares on the device's NIC while on-node shares use the scale-up fabric. Every collective, inside or across
     nodes, also pays the fixed cost of one collective (``scaleup_base_s``: NCCL's base latency).
     """
@@ -102,8 +140,10 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
                ll_latency_s=c["scaleout_ll_s"])
     base = c.get("scaleup_base_s", 0.0)  # absent in hand-made column sets: none
+    torus = (np.asarray(c.get("torus_dims", 0.0)) > 0).any()
+    steps = torus_hops(c, op, ranks) if torus else None  # a switched fabric: the ring's steps
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], base_latency_s=base, algorithm=algorithm,
-                             **up)
+                             steps=steps, **up)
     if not (nodes > 1).any():  # every group inside one node: the price across nodes is not read
         return np.where(nodes > 1, 0.0, inside)
     nic = c["scaleout_bw"] * c["scaleout_eff"]
@@ -124,7 +164,8 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
             if algorithm == "auto":  # across nodes the library picks ring or tree
                 between = np.minimum(between, collective_time("all_reduce", size / per_node, nodes, algorithm="ring",
                                                               **out))
-            hierarchical = (collective_time("reduce_scatter", size, per_node, algorithm="ring", **up) + between
-                            + collective_time("all_gather", size, per_node, algorithm="ring", **up))
+            hops = torus_hops(c, "all_gather", per_node) if torus else None  # the node's (slice's) part
+            hierarchical = (collective_time("reduce_scatter", size, per_node, algorithm="ring", steps=hops, **up)
+                            + between + collective_time("all_gather", size, per_node, algorithm="ring", steps=hops, **up))
             across = hierarchical if algorithm == "tree" else np.minimum(across, hierarchical)
     return np.where(nodes > 1, np.where(np.asarray(size) > 0, across + base, 0.0), inside)
