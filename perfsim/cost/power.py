@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import value_at
+from perfsim.plan.rows import per_slice, value_at
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -246,6 +246,11 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
         if np.isfinite(values).all():
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
+    if xp is not _Numbers and np.ndim(binds) > 1:  # a box of a sweep: once along the axes its inputs repeat on
+        solved = per_slice(np.shape(binds), (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w),
+                           lambda *x: solve_clock(*x[:3], x[3:7], *x[7:], steps=steps))
+        if solved is not None:
+            return solved
     if xp is not _Numbers and np.ndim(binds) and not np.all(binds):
         # rows at the top clock need no search: solve the others alone (each row is its own bracket,
         # so the same clocks as searching every row)

@@ -27,6 +27,26 @@ def value_at(value, i) -> float:
     return float(value[i])
 
 
+def per_slice(shape: tuple, inputs, fn):
+    """``fn(*inputs)`` for arrays ``inputs`` laid out over a box of a sweep (``shape``:
+    :meth:`perfsim.plan.grid.Space.boxes`) where each row's results depend on that row's inputs
+    alone: computed on the first slice along every axis where all of ``inputs`` repeat it bit for
+    bit, then spread along those axes (the same bits as computing every row). Returns the tuple of
+    ``fn``'s arrays, each of ``shape``; None where no axis repeats (compute every row)."""
+    arrays = [np.asarray(x, dtype=float) for x in inputs]
+    bits = [x.reshape((1,) * (len(shape) - x.ndim) + x.shape).view(np.int64) for x in arrays]
+    part = []
+    for d, size in enumerate(shape):
+        first = tuple(slice(0, 1) if k == d else slice(None) for k in range(len(shape)))
+        part.append(slice(0, 1) if size > 1 and all(x.shape[d] == 1 or (x == x[first]).all() for x in bits)
+                    else slice(None))
+    if all(p.stop is None for p in part):
+        return None
+    part = tuple(part)
+    results = fn(*(np.broadcast_to(x, shape)[part] for x in arrays))
+    return tuple(np.broadcast_to(r, shape).copy() for r in results)
+
+
 @functools.lru_cache(maxsize=64)
 def _nesting(keys: tuple) -> tuple:
     """How :func:`first_row` nests result keys: per key (``plan.*`` left out) the dicts to open

@@ -1,0 +1,61 @@
+"""Shortcuts of the sweep path give the values of the general path, to the last bit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfsim.cost.power import solve_clock
+from perfsim.plan.rows import per_slice
+
+
+def _box(rng, shape, repeat_axes):
+    """Random values over ``shape`` that repeat along ``repeat_axes``."""
+    small = tuple(1 if d in repeat_axes else n for d, n in enumerate(shape))
+    return np.broadcast_to(rng.uniform(size=small), shape).copy()
+
+
+def test_per_slice_computes_once_along_repeated_axes_and_spreads_the_same_bits():
+    rng = np.random.default_rng(1)
+    shape = (1, 3, 4, 5)
+    a, b = _box(rng, shape, {2}), _box(rng, shape, {2, 3})
+    calls = []
+
+    def fn(x, y, z):
+        calls.append(x.shape)
+        return x * y + z, x > y
+
+    got = per_slice(shape, (a, b, 0.5), fn)
+    assert calls == [(1, 3, 1, 5)]  # axis 2 repeats in every input; axis 3 varies in a
+    want = fn(a, b, 0.5)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == shape and g.dtype == w.dtype and g.flags.writeable
+        assert np.array_equal(g, w)
+
+
+def test_per_slice_leaves_varying_inputs_alone():
+    rng = np.random.default_rng(2)
+    shape = (2, 3)
+    assert per_slice(shape, (rng.uniform(size=shape), 1.0), lambda x, y: (x,)) is None
+
+
+def test_per_slice_tells_signed_zeros_and_nans_apart_by_their_bits():
+    x = np.array([[0.0, -0.0], [1.0, 1.0]])
+    assert per_slice((2, 2), (x,), lambda v: (v,)) is None  # -0.0 == 0.0 but its bits differ
+    x = np.array([[0.0, 0.0], [np.nan, np.nan]])
+    got = per_slice((2, 2), (x,), lambda v: (v + 1.0,))  # a NaN repeats bit for bit
+    assert np.array_equal(got[0], x + 1.0, equal_nan=True)
+
+
+def test_a_clock_solved_on_a_box_equals_the_one_solved_row_by_row():
+    rng = np.random.default_rng(0)
+    shape = (1, 4, 3, 5)
+    full = _box(rng, shape, {2}) + 0.1
+    compute = full * _box(rng, shape, {2})
+    memory = (full - compute) * _box(rng, shape, {2, 3})
+    args = (300.0 + 0.0 * full, 0.1, 0.7, (full, compute, memory, 0.5 * memory), 60.0, 50.0,
+            400.0 * _box(rng, shape, {2}), 80.0 * _box(rng, shape, {2}), 100.0 + 500.0 * _box(rng, shape, {2}))
+    clock, fits = solve_clock(*args)
+    flat = [np.ravel(np.broadcast_to(x, shape)) for x in (*args[:3], *args[3], *args[4:])]
+    row_clock, row_fits = solve_clock(*flat[:3], tuple(flat[3:7]), *flat[7:])  # one dimension: no box
+    assert 0 < np.sum(clock < 1.0) < clock.size
+    assert np.array_equal(clock.ravel(), row_clock) and np.array_equal(fits.ravel(), row_fits)
