@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim import estimate, sweep
 from perfsim.cost.power import solve_clock
-from perfsim.plan.rows import per_slice
+from perfsim.plan.rows import Detail, per_slice
 
 
 def _box(rng, shape, repeat_axes):
@@ -59,3 +60,27 @@ def test_a_clock_solved_on_a_box_equals_the_one_solved_row_by_row():
     row_clock, row_fits = solve_clock(*flat[:3], tuple(flat[3:7]), *flat[7:])  # one dimension: no box
     assert 0 < np.sum(clock < 1.0) < clock.size
     assert np.array_equal(clock.ravel(), row_clock) and np.array_equal(fits.ravel(), row_fits)
+
+
+def test_a_detail_gives_many_rows_the_messages_it_gives_each_row():
+    rng = np.random.default_rng(3)
+    shape = (2, 3, 4)
+    need, have = rng.uniform(1e9, 1e11, size=(2, 1, 4)), rng.uniform(1e9, 1e11, size=(1, 3, 1))
+    detail = Detail("{:.1f} GiB needed, {:.1f} GiB usable, cap {:g} W", need, have, 300.0, per=2.0 ** 30)
+    rows = np.array([0, 5, 13, 23])
+    one_by_one = [detail(tuple(int(a[k]) for a in np.unravel_index(rows, shape))) for k in range(len(rows))]
+    assert detail.rows(rows, shape) == one_by_one
+    assert one_by_one[1] == f"{need[0, 0, 1] / 2 ** 30:.1f} GiB needed, {have[0, 1, 0] / 2 ** 30:.1f} GiB usable, " \
+                            f"cap {300.0 / 2 ** 30:g} W"
+    flat = Detail("{:.0f}", np.arange(6.0))  # rows of a plain block
+    assert flat.rows(np.array([1, 4]), (6,)) == [flat(1), flat(4)] == ["1", "4"]
+
+
+def test_a_sweep_row_that_cannot_run_says_why_as_its_estimate_does():
+    plan = dict(model="llama2-70b", hardware="h100-sxm", batch=[1, 512], prompt_len=[512, 4096], tp=[1, 8])
+    df = sweep(**plan)
+    assert (~df["feasible"]).sum() >= 2
+    for _, row in df.iterrows():
+        one = estimate(model="llama2-70b", hardware="h100-sxm", batch=int(row["batch"]),
+                       prompt_len=int(row["prompt_len"]), tp=int(row["tp"]))
+        assert (row["reason"] if isinstance(row["reason"], str) else None) == one["reason"]

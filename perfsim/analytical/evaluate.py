@@ -15,7 +15,7 @@ from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
-from perfsim.plan.rows import value_at
+from perfsim.plan.rows import Detail, value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 
@@ -182,10 +182,13 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
         if new.any():
             if detail is not None and details:
                 rows = np.flatnonzero(new)
-                # a box's columns are indexed by its coordinates
-                at = rows.tolist() if len(shape) == 1 else zip(*(axis.tolist() for axis in np.unravel_index(rows, shape)))
-                for i, where in zip(rows.tolist(), at, strict=True):
-                    reason[i] = detail(where)
+                if isinstance(detail, Detail):  # every row's numbers at once
+                    texts = detail.rows(rows, shape)
+                else:  # a box's columns are indexed by its coordinates
+                    at = rows.tolist() if len(shape) == 1 else zip(*(a.tolist() for a in np.unravel_index(rows, shape)))
+                    texts = [detail(where) for where in at]
+                for i, text in zip(rows.tolist(), texts, strict=True):
+                    reason[i] = text
             else:
                 reason[new] = short
             feasible &= ~mask

@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import per_slice, value_at
+from perfsim.plan.rows import Detail, per_slice
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -480,13 +480,8 @@ def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compu
 
 def cap_check(c, fits, what):
     """The infeasibility check of a cap the device cannot meet at its lowest clock."""
-    cap = board_cap(c)
-
-    def detail(i):
-        value = value_at(cap, i)
-        return (f"power_cap_w ({value:g} W) is below what the device draws in {what} even at its lowest "
-                "clock")
-
+    detail = Detail(f"power_cap_w ({{:g}} W) is below what the device draws in {what} even at its lowest clock",
+                    board_cap(c))
     return (~np.asarray(fits, dtype=bool), f"power_cap_w is below the device's power at its lowest clock ({what})",
             detail)
 

@@ -47,6 +47,27 @@ def per_slice(shape: tuple, inputs, fn):
     return tuple(np.broadcast_to(r, shape).copy() for r in results)
 
 
+class Detail:
+    """A check's message for the rows it flags: ``text.format(*numbers)``, each number a value
+    (scalar, rows or a box's array) read at the row and divided by ``per``. Called with one row
+    (``detail(i)``, :func:`value_at`'s rows) it gives that row's message; :meth:`rows` gives many rows'
+    messages, their numbers read with one NumPy call per value (the same messages)."""
+
+    __slots__ = ("text", "values", "per")
+
+    def __init__(self, text: str, *values, per: float = 1.0):
+        self.text, self.values, self.per = text, values, per
+
+    def __call__(self, i) -> str:
+        return self.text.format(*(value_at(v, i) / self.per for v in self.values))
+
+    def rows(self, rows: np.ndarray, shape: tuple) -> list[str]:
+        """The messages of the rows ``rows`` (flat row numbers of a block of ``shape``)."""
+        at = np.unravel_index(rows, shape)
+        numbers = [(np.broadcast_to(np.asarray(v, dtype=float), shape)[at] / self.per).tolist() for v in self.values]
+        return [self.text.format(*row) for row in zip(*numbers, strict=True)]
+
+
 @functools.lru_cache(maxsize=64)
 def _nesting(keys: tuple) -> tuple:
     """How :func:`first_row` nests result keys: per key (``plan.*`` left out) the dicts to open
