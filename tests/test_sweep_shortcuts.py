@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from perfsim import estimate, sweep
+from perfsim.analytical import evaluate
 from perfsim.cost.power import solve_clock
+from perfsim.explore import chunks
+from perfsim.plan.grid import space as make_space
 from perfsim.plan.rows import Detail, per_slice
 
 
@@ -84,3 +88,23 @@ def test_a_sweep_row_that_cannot_run_says_why_as_its_estimate_does():
         one = estimate(model="llama2-70b", hardware="h100-sxm", batch=int(row["batch"]),
                        prompt_len=int(row["prompt_len"]), tp=int(row["tp"]))
         assert (row["reason"] if isinstance(row["reason"], str) else None) == one["reason"]
+
+
+def test_a_chunk_of_several_boxes_gives_its_float_results_in_pieces_that_join_to_the_same_columns(monkeypatch):
+    monkeypatch.setattr(evaluate, "_CHUNK", 8)  # boxes of 8 rows
+    axes = dict(model="llama2-7b", hardware=["a100-80gb", "h100-pim"], tp=[1, 2], batch=[1, 4, 16, 64],
+                prompt_len=[128, 2048], gen_len=[16, 64])
+    space = make_space(axes)
+    _, apart = evaluate.evaluate_rows(space, 0, space.n, lambda key: key != "ttft_s")
+    _, joined = evaluate.evaluate_rows(space, 0, space.n)
+    assert list(apart) == list(joined)
+    kinds = {type(v) for k, v in apart.items() if joined[k].dtype == float}
+    assert kinds == {evaluate.Pieces, np.ndarray}  # ttft_s, and the PIM device's keys of half the boxes, joined
+    pim_only = [k for k, v in joined.items() if v.dtype == float and np.isnan(v[:8]).all() and not np.isnan(v).all()]
+    assert pim_only and all(isinstance(apart[k], np.ndarray) for k in pim_only)
+    for key, value in joined.items():
+        assert np.array_equal(np.asarray(apart[key]), value, equal_nan=value.dtype == float), key
+    whole = sweep(**axes)
+    monkeypatch.setattr(chunks, "evaluate_rows", lambda space, start, stop, apart=None:
+                        evaluate.evaluate_rows(space, start, stop))
+    pd.testing.assert_frame_equal(whole, sweep(**axes))

@@ -82,12 +82,14 @@ def evaluate_grid(grid: Grid) -> dict:
     return _fill(out, seen, grid.n)
 
 
-def evaluate_rows(space: Space, start: int, stop: int) -> tuple[Grid, dict]:
+def evaluate_rows(space: Space, start: int, stop: int, apart=None) -> tuple[Grid, dict]:
     """Evaluate rows ``[start, stop)`` of a :class:`~perfsim.plan.grid.Space`; returns ``(grid, outputs)``
     for those rows only (what a chunked sweep holds at a time).
 
     The rows are evaluated in cache-sized boxes of the space (:meth:`~perfsim.plan.grid.Space.boxes`),
-    so a quantity that depends on some axes only is computed once per combination of those.
+    so a quantity that depends on some axes only is computed once per combination of those. The
+    float outputs whose key ``apart(key)`` is true are left in the boxes' pieces (:class:`Pieces`,
+    for a caller that copies them into a table of its own), the others joined into arrays.
     """
     grid = space.block(start, stop)
     n = stop - start
@@ -96,11 +98,48 @@ def evaluate_rows(space: Space, start: int, stop: int) -> tuple[Grid, dict]:
     if len(boxes) == 1:
         out = _evaluate_block(boxes[0][1], details=details)
     else:
-        out, seen = {}, {}
+        out, seen, kept, order = {}, {}, {}, {}
         for first, box in boxes:
-            _join(out, seen, _evaluate_block(box, details=details), first - start, first - start + box.n, n)
+            block = _evaluate_block(box, details=details)
+            order.update(dict.fromkeys(block))
+            for key in [k for k, v in block.items() if apart is not None and v.dtype == np.float64 and apart(k)]:
+                kept.setdefault(key, []).append((first - start, block.pop(key)))
+            _join(out, seen, block, first - start, first - start + box.n, n)
         out = _fill(out, seen, n)
+        for key, parts in kept.items():
+            if key in out or sum(len(a) for _, a in parts) < n:  # not every box's, or not float in every box
+                column = out[key] if key in out else np.full(n, np.nan)
+                Pieces(n, parts).write(column)
+                out[key] = column
+            else:
+                out[key] = Pieces(n, parts)
+        out = {key: out[key] for key in order}
     return grid, out
+
+
+class Pieces:
+    """A float column of ``n`` rows left in the pieces its boxes computed, ``(first row, array)``
+    each, for a table that copies it into place (:meth:`write`) rather than join it first."""
+
+    __slots__ = ("n", "parts")
+    dtype = np.dtype(np.float64)
+    ndim = 1
+
+    def __init__(self, n: int, parts: list):
+        self.n, self.parts = n, parts
+
+    def __len__(self) -> int:
+        return self.n
+
+    def write(self, into: np.ndarray):
+        """Copy the rows into ``into`` (an array of ``n`` rows)."""
+        for first, array in self.parts:
+            into[first:first + len(array)] = array
+
+    def __array__(self, dtype=None, copy=None):
+        column = np.full(self.n, np.nan)
+        self.write(column)
+        return column if dtype is None else column.astype(dtype)
 
 
 def _join(out: dict, seen: dict, block: dict, start: int, stop: int, n: int):

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from perfsim.analytical.evaluate import evaluate_rows
+from perfsim.analytical.evaluate import Pieces, evaluate_rows
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
 from perfsim.explore.plan_columns import TEXT, categorical, plan_columns
@@ -59,7 +59,9 @@ def chunk_columns(space: Space, start: int, stop: int, constraints=(), keep_infe
     that are infeasible or break a constraint are dropped, or, with ``keep_infeasible``, kept and
     flagged by a ``meets_constraints`` column.
     """
-    grid, out = evaluate_rows(space, start, stop)
+    # float results the table copies into place from the boxes' pieces (every column where rows are dropped)
+    apart = None if constraints else (lambda key: key not in _COUNTS and not key.startswith("plan."))
+    grid, out = evaluate_rows(space, start, stop, apart)
     columns = input_columns(grid, space.given())
     for key, value in out.items():  # text outputs (reason, bottleneck_device): one dtype in every chunk
         if key.startswith("plan."):
@@ -96,17 +98,30 @@ def frame(columns: dict) -> pd.DataFrame:
     come (:class:`perfsim.explore.run._Table`).
     """
     names = list(columns)
-    floats = [name for name in names if isinstance(columns[name], np.ndarray) and columns[name].dtype == np.float64
-              and columns[name].ndim == 1]
+    floats = [name for name in names if is_float(columns[name])]
     n = len(next(iter(columns.values()))) if columns else 0
     block = np.empty((len(floats), n))
     for i, name in enumerate(floats):
-        block[i] = columns.pop(name)
+        put(block[i], columns.pop(name))
     df = pd.DataFrame(block.T, columns=floats, copy=False)
     for loc, name in enumerate(names):
         if name in columns:
             df.insert(loc, name, columns.pop(name))
     return df
+
+
+def is_float(value) -> bool:
+    """A float column of rows: a float array or the pieces of one (:class:`Pieces`)."""
+    return isinstance(value, Pieces) or (isinstance(value, np.ndarray) and value.dtype == np.float64
+                                         and value.ndim == 1)
+
+
+def put(into: np.ndarray, value):
+    """Copy a column (an array, :class:`Pieces` or a number for every row) into ``into``."""
+    if isinstance(value, Pieces):
+        value.write(into)
+    else:
+        into[...] = value
 
 
 def chunk_bounds(n: int, chunk_rows: int) -> list[tuple[int, int]]:
