@@ -9,6 +9,7 @@ from perfsim import estimate, sweep
 from perfsim.analytical import evaluate
 from perfsim.cost.power import solve_clock
 from perfsim.explore import chunks
+from perfsim.explore.plan_columns import _combinations
 from perfsim.plan.grid import space as make_space
 from perfsim.plan.rows import Detail, per_slice
 
@@ -108,3 +109,22 @@ def test_a_chunk_of_several_boxes_gives_its_float_results_in_pieces_that_join_to
     monkeypatch.setattr(chunks, "evaluate_rows", lambda space, start, stop, apart=None:
                         evaluate.evaluate_rows(space, start, stop))
     pd.testing.assert_frame_equal(whole, sweep(**axes))
+
+
+def test_the_combinations_of_few_possible_keys_are_those_a_sort_finds():
+    rng = np.random.default_rng(4)
+    keys = [rng.integers(0, 3, 500), rng.integers(-2, 2, 500), rng.integers(5, 9, 500)]
+    combos, inverse = _combinations(*keys)
+    flat = (keys[0] * 4 + (keys[1] + 2)) * 4 + (keys[2] - 5)
+    uniques, want = np.unique(flat, return_inverse=True)
+    assert np.array_equal(inverse, want) and combos.shape == (3, len(uniques))
+    assert np.array_equal(combos[:, inverse], np.asarray(keys))
+
+
+def test_whole_number_plan_columns_spread_from_their_values_are_those_of_every_row():
+    df = sweep(model="llama2-7b", hardware="a100-80gb", mode="train", num_devices=8, tp=[1, 2], micro_batch=[1, 3],
+               sub_batches=[None, 2])
+    assert df["plan.tp"].dtype == np.int64 and df["plan.tp"].tolist() == df["tp"].tolist() == [1] * 4 + [2] * 4
+    assert df["plan.sub_batches"].dtype == "Int64"
+    assert df["plan.sub_batches"].isna().tolist() == [True, False] * 4  # none given: none
+    assert df["plan.sub_batches"].dropna().tolist() == [2] * 4
