@@ -208,8 +208,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
             checks += [(np.asarray(mask) & sel, short, detail) for mask, short, detail in chk]
     checks = _plan_checks(c) + checks
     shape = grid.block_shape
-    out = _one_value_each(out) if shape == (1,) else {k: _rows(np.asarray(v, dtype=float), shape)
-                                                        for k, v in out.items()}
+    out = _one_value_each(out) if n == 1 else {k: _rows(np.asarray(v, dtype=float), shape) for k, v in out.items()}
     feasible = np.ones(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     for mask, short, detail in checks:

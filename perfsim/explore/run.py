@@ -136,8 +136,9 @@ class _Table:
     def _join(self, parts: list):
         parts.sort(key=lambda part: part[0])
         arrays = [array for _, array in parts]
-        if len(arrays) == 1 and len(arrays[0]) == self.rows and not isinstance(arrays[0], np.ndarray):
-            return arrays[0]  # one chunk's extension array (labels, text): the whole column as it is
+        if len(arrays) == 1 and len(arrays[0]) == self.rows:  # one chunk's column: as it is, if its own
+            own = not isinstance(arrays[0], np.ndarray) or (arrays[0].base is None and arrays[0].flags.writeable)
+            return arrays[0] if own else arrays[0].copy()
         whole = sum(len(a) for a in arrays) == self.rows and len({type(a) for a in arrays}) == 1 \
             and len({str(a.dtype) for a in arrays}) == 1
         if whole:
