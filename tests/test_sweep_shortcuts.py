@@ -9,7 +9,7 @@ from perfsim import estimate, sweep
 from perfsim.analytical import evaluate
 from perfsim.cost.power import solve_clock
 from perfsim.explore import chunks
-from perfsim.explore.plan_columns import _combinations
+from perfsim.explore.plan_columns import TEXT, _combinations
 from perfsim.plan.grid import space as make_space
 from perfsim.plan.rows import Detail, per_slice
 
@@ -128,3 +128,10 @@ def test_whole_number_plan_columns_spread_from_their_values_are_those_of_every_r
     assert df["plan.sub_batches"].dtype == "Int64"
     assert df["plan.sub_batches"].isna().tolist() == [True, False] * 4  # none given: none
     assert df["plan.sub_batches"].dropna().tolist() == [2] * 4
+
+
+def test_text_results_read_by_pyarrow_are_pandas_own_text_column():
+    value = np.array(["does not fit", None, "does not fit", "ep does not divide the experts", None], dtype=object)
+    ours, theirs = chunks.text_column(value), pd.array(value, dtype=TEXT)
+    assert ours.dtype == theirs.dtype and ours.equals(theirs)
+    assert pd.isna(ours).tolist() == [False, True, False, False, True]

@@ -246,7 +246,8 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
         if np.isfinite(values).all():
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
-    if xp is not _Numbers and np.ndim(binds) > 1:  # a box of a sweep: once along the axes its inputs repeat on
+    # a box of a sweep with rows the cap binds: each solved once along the axes its inputs repeat on
+    if xp is not _Numbers and np.ndim(binds) > 1 and binds.any():
         solved = per_slice(np.shape(binds), (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w),
                            lambda *x: solve_clock(*x[:3], x[3:7], *x[7:], steps=steps))
         if solved is not None:

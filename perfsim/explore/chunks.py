@@ -47,6 +47,19 @@ def input_columns(grid: Grid, given) -> dict:
     return columns
 
 
+def text_column(value: np.ndarray):
+    """Text outputs (a text or None per row) in pandas' text dtype: pyarrow reads the rows' texts in
+    one pass (pandas' own conversion first checks each row's type); pandas' where pyarrow cannot."""
+    if TEXT is not object:
+        try:
+            import pyarrow as pa
+
+            return pd.array(pa.array(value, type=pa.large_string(), from_pandas=True), dtype=TEXT)
+        except (ImportError, TypeError, ValueError):  # pragma: no cover - not texts, or no pyarrow
+            pass
+    return pd.array(value, dtype=TEXT)
+
+
 #: outputs that count things and are defined on every row (devices, replicas)
 _COUNTS = ("dp", "num_devices")
 
@@ -67,7 +80,7 @@ def chunk_columns(space: Space, start: int, stop: int, constraints=(), keep_infe
         if key.startswith("plan."):
             continue  # the evaluation's codes of the plan: the resolved plan's columns follow
         if value.dtype == object:
-            columns[key] = pd.array(value, dtype=TEXT)
+            columns[key] = text_column(value)
         elif key in _COUNTS and np.isfinite(value).all():  # whole numbers stay whole
             columns[key] = np.round(value).astype(np.int64)
         else:
