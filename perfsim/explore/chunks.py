@@ -66,13 +66,15 @@ _COUNTS = ("dp", "num_devices")
 
 def chunk_columns(space: Space, start: int, stop: int, constraints=(), keep_infeasible: bool = False) -> dict:
     """Rows ``[start, stop)`` of ``space`` as columns (name → array): input columns, then output
-    columns, then the resolved plan (:mod:`perfsim.explore.plan_columns`).
+    columns, then the resolved plan (:mod:`perfsim.explore.plan_columns`). A float result of a
+    chunk of several boxes is left in their pieces (:class:`~perfsim.analytical.evaluate.Pieces`,
+    which :func:`frame` and the in-memory table copy into place: :func:`put`).
 
     With ``constraints`` (parsed :class:`~perfsim.explore.constraints.Constraint` objects), rows
     that are infeasible or break a constraint are dropped, or, with ``keep_infeasible``, kept and
     flagged by a ``meets_constraints`` column.
     """
-    # float results the table copies into place from the boxes' pieces (every column where rows are dropped)
+    # float results left in pieces (joined where rows are dropped, and the counts and plan codes read below)
     apart = None if constraints else (lambda key: key not in _COUNTS and not key.startswith("plan."))
     grid, out = evaluate_rows(space, start, stop, apart)
     columns = input_columns(grid, space.given())
