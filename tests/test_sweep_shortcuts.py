@@ -135,3 +135,29 @@ def test_text_results_read_by_pyarrow_are_pandas_own_text_column():
     ours, theirs = chunks.text_column(value), pd.array(value, dtype=TEXT)
     assert ours.dtype == theirs.dtype and ours.equals(theirs)
     assert pd.isna(ours).tolist() == [False, True, False, False, True]
+
+
+def test_a_detail_made_by_a_function_and_its_either_give_many_rows_the_messages_of_each_row():
+    shape = (3, 4)
+    total = np.arange(12.0).reshape(shape) * 2 ** 30
+    degree = np.array([[1.0], [2.0], [1.0]])
+    one = Detail(lambda t, d: f"{t / 2 ** 30:.1f} GiB" + (" (raise tp)" if d == 1 else ""), total, degree)
+    other = Detail("{:.0f} rows", total, per=2.0 ** 30)
+    either = evaluate._either(np.arange(12).reshape(shape) % 2 == 0, one, other)
+    rows = np.array([0, 1, 5, 6, 11])
+    where = [tuple(int(a[k]) for a in np.unravel_index(rows, shape)) for k in range(len(rows))]
+    assert one.rows(rows, shape) == [one(w) for w in where]
+    assert one.rows(rows, shape)[:2] == ["0.0 GiB (raise tp)", "1.0 GiB (raise tp)"]
+    assert either.rows(rows, shape) == [either(w) for w in where] == \
+        ["0.0 GiB (raise tp)", "1 rows", "5 rows", "6.0 GiB", "11 rows"]  # row 6 is at tp 2
+
+
+def test_a_small_training_sweeps_reasons_are_its_estimates():
+    axes = dict(model="llama2-70b", hardware="a100-80gb", mode="train", num_devices=8, tp=[1, 8], zero=[0, 3],
+                recompute=["auto", "none"], global_batch=[64, 100])
+    df = sweep(**axes)
+    assert df["reason"].str.contains("shard more").any() and df["reason"].str.contains("multiple").any()
+    for _, row in df.iterrows():
+        one = estimate(model="llama2-70b", hardware="a100-80gb", mode="train", num_devices=8, tp=int(row["tp"]),
+                       zero=int(row["zero"]), recompute=row["recompute"], global_batch=int(row["global_batch"]))
+        assert (row["reason"] if isinstance(row["reason"], str) else None) == one["reason"]

@@ -15,7 +15,7 @@ from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
-from perfsim.plan.rows import Detail, value_at
+from perfsim.plan.rows import value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 
@@ -220,12 +220,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
         if new.any():
             if detail is not None and details:
                 rows = np.flatnonzero(new)
-                if isinstance(detail, Detail):  # every row's numbers at once
-                    texts = detail.rows(rows, shape)
-                else:  # a box's columns are indexed by its coordinates
-                    at = rows.tolist() if len(shape) == 1 else zip(*(a.tolist() for a in np.unravel_index(rows, shape)))
-                    texts = [detail(where) for where in at]
-                for i, text in zip(rows.tolist(), texts, strict=True):
+                for i, text in zip(rows.tolist(), _messages(detail, rows, shape), strict=True):
                     reason[i] = text
             else:
                 reason[new] = short
@@ -352,7 +347,36 @@ def _either(take, detail_if, detail_else):
     """A check's detail message: ``detail_if`` for the rows in ``take``, else ``detail_else``."""
     if detail_if is None or detail_else is None:
         return detail_if or detail_else
-    return lambda i: detail_if(i) if bool(value_at(take, i)) else detail_else(i)
+    return _Either(take, detail_if, detail_else)
+
+
+class _Either:
+    """:func:`_either`'s message: called with one row, or given many (:meth:`Detail.rows`)."""
+
+    def __init__(self, take, detail_if, detail_else):
+        self.take, self.detail_if, self.detail_else = take, detail_if, detail_else
+
+    def __call__(self, i) -> str:
+        return self.detail_if(i) if bool(value_at(self.take, i)) else self.detail_else(i)
+
+    def rows(self, rows: np.ndarray, shape: tuple) -> list[str]:
+        chosen = np.broadcast_to(np.asarray(self.take, dtype=float), shape)[np.unravel_index(rows, shape)] != 0
+        texts: list = [None] * len(rows)
+        for pick, detail in ((chosen, self.detail_if), (~chosen, self.detail_else)):
+            where = np.flatnonzero(pick)
+            if len(where):
+                for k, text in zip(where.tolist(), _messages(detail, rows[where], shape), strict=True):
+                    texts[k] = text
+        return texts
+
+
+def _messages(detail, rows: np.ndarray, shape: tuple) -> list[str]:
+    """The messages of a check's ``detail`` for the rows ``rows`` of a block of ``shape``."""
+    if hasattr(detail, "rows"):  # every row's numbers at once
+        return detail.rows(rows, shape)
+    # a box's columns are indexed by its coordinates
+    at = rows.tolist() if len(shape) == 1 else zip(*(a.tolist() for a in np.unravel_index(rows, shape)))
+    return [detail(where) for where in at]
 
 
 def _one_value_each(out: dict) -> dict:

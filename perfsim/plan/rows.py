@@ -48,10 +48,11 @@ def per_slice(shape: tuple, inputs, fn):
 
 
 class Detail:
-    """A check's message for the rows it flags: ``text.format(*numbers)``, each number a value
-    (scalar, rows or a box's array) read at the row and divided by ``per``. Called with one row
-    (``detail(i)``, :func:`value_at`'s rows) it gives that row's message; :meth:`rows` gives many rows'
-    messages, their numbers read with one NumPy call per value (the same messages)."""
+    """A check's message for the rows it flags: ``text.format(*numbers)`` (or ``text(*numbers)``
+    where ``text`` is a function), each number a value (scalar, rows or a box's array) read at the
+    row and divided by ``per``. Called with one row (``detail(i)``, :func:`value_at`'s rows) it gives
+    that row's message; :meth:`rows` gives many rows' messages, their numbers read with one NumPy
+    call per value (the same messages)."""
 
     __slots__ = ("text", "values", "per")
 
@@ -59,13 +60,16 @@ class Detail:
         self.text, self.values, self.per = text, values, per
 
     def __call__(self, i) -> str:
-        return self.text.format(*(value_at(v, i) / self.per for v in self.values))
+        return self._message([value_at(v, i) / self.per for v in self.values])
+
+    def _message(self, numbers) -> str:
+        return self.text(*numbers) if callable(self.text) else self.text.format(*numbers)
 
     def rows(self, rows: np.ndarray, shape: tuple) -> list[str]:
         """The messages of the rows ``rows`` (flat row numbers of a block of ``shape``)."""
         at = np.unravel_index(rows, shape)
         numbers = [(np.broadcast_to(np.asarray(v, dtype=float), shape)[at] / self.per).tolist() for v in self.values]
-        return [self.text.format(*row) for row in zip(*numbers, strict=True)]
+        return [self._message(row) for row in zip(*numbers, strict=True)]
 
 
 @functools.lru_cache(maxsize=64)
