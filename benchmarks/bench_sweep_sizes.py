@@ -43,6 +43,8 @@ def main():
     cases = [("one-row sweep", inference_grid(1), 100, None),
              ("inference sweep of 1,000 rows, one call", INFERENCE_1000, 40, None),
              ("the same 1,000 rows as four calls of 250", None, 20, lambda: [perfsim.sweep(**q) for q in quarters]),
+             ("cluster training grid, each row's reason with its numbers (`cluster_training_grid(9_600)`)",
+              cluster_training_grid(9_600), 20, None),
              ("cluster training grid (`cluster_training_grid(86_400)`)", cluster_training_grid(86_400), 10, None),
              ("training sweep (single node)", training_grid(100_000), args.repeat, None),
              ("inference sweep", inference_grid(args.rows), args.repeat, None)]
