@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import perfsim
+from perfsim.plan import columns
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 from perfsim.specs.memo import Memo, Unkeyable, frozen
@@ -105,3 +106,46 @@ def test_estimates_in_threads_agree():
     alone = [perfsim.estimate(**p) for p in plans]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda p: perfsim.estimate(**p), plans)) == alone
+
+
+SWEEP = dict(model="llama2-7b", hardware="a100-80gb", batch=[1, 4, 16], prompt_len=[128, 512], gen_len=64)
+
+
+def _same(a: dict, b: dict):
+    assert list(a) == list(b)
+    for key, value in a.items():
+        assert np.array_equal(value, b[key], equal_nan=True) and np.shape(value) == np.shape(b[key]), key
+
+
+def test_a_sweeps_spec_columns_kept_between_calls_are_those_built_anew(monkeypatch):
+    grid = expand(SWEEP)
+    first = build(grid)
+    assert columns._SPEC_PART.entries  # kept
+    again = build(grid)
+    kept = [v for v in columns._spec_part(grid).values() if isinstance(v, np.ndarray)]
+    assert kept and not any(a.flags.writeable for a in kept)
+    again["hbm_bw"] = 0.0  # a caller's own dict
+    assert build(grid)["hbm_bw"] == first["hbm_bw"] > 0
+    monkeypatch.setattr(columns, "_spec_part", columns._spec_columns)  # nothing kept
+    _same(first, build(grid))
+
+
+def test_a_sweeps_spec_columns_are_not_shared_between_different_specs():
+    a = build(expand(SWEEP))
+    b = build(expand({**SWEEP, "hardware": "h100-sxm", "runtime": "trt-llm"}))
+    assert a["hbm_bw"] != b["hbm_bw"]
+    c = build(expand({**SWEEP, "dtype": "fp8"}))
+    assert np.isnan(c["peak_flops"]) and not np.isnan(a["peak_flops"])  # an A100 has no fp8 rate
+
+
+def test_an_edited_spec_file_is_read_again_by_a_sweep(tmp_path):
+    path = tmp_path / "gpu.yaml"
+    shutil.copy(data_dir("hardware_specs") / "a100-80gb.yaml", path)
+    axes = {**SWEEP, "hardware": str(path)}
+    before = perfsim.sweep(**axes)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("bandwidth_gb_s: 2039", "bandwidth_gb_s: 4078", 1), encoding="utf-8")
+    stamp = os.stat(path).st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+    after = perfsim.sweep(**axes)
+    assert (after["tpot_s"] < before["tpot_s"]).all()

@@ -82,12 +82,14 @@ def evaluate_grid(grid: Grid) -> dict:
     return _fill(out, seen, grid.n)
 
 
-def evaluate_rows(space: Space, start: int, stop: int) -> tuple[Grid, dict]:
+def evaluate_rows(space: Space, start: int, stop: int, apart=None) -> tuple[Grid, dict]:
     """Evaluate rows ``[start, stop)`` of a :class:`~perfsim.plan.grid.Space`; returns ``(grid, outputs)``
     for those rows only (what a chunked sweep holds at a time).
 
     The rows are evaluated in cache-sized boxes of the space (:meth:`~perfsim.plan.grid.Space.boxes`),
-    so a quantity that depends on some axes only is computed once per combination of those.
+    so a quantity that depends on some axes only is computed once per combination of those. The
+    float outputs whose key ``apart(key)`` is true are left in the boxes' pieces (:class:`Pieces`,
+    for a caller that copies them into a table of its own), the others joined into arrays.
     """
     grid = space.block(start, stop)
     n = stop - start
@@ -96,11 +98,48 @@ def evaluate_rows(space: Space, start: int, stop: int) -> tuple[Grid, dict]:
     if len(boxes) == 1:
         out = _evaluate_block(boxes[0][1], details=details)
     else:
-        out, seen = {}, {}
+        out, seen, kept, order = {}, {}, {}, {}
         for first, box in boxes:
-            _join(out, seen, _evaluate_block(box, details=details), first - start, first - start + box.n, n)
+            block = _evaluate_block(box, details=details)
+            order.update(dict.fromkeys(block))
+            for key in [k for k, v in block.items() if apart is not None and v.dtype == np.float64 and apart(k)]:
+                kept.setdefault(key, []).append((first - start, block.pop(key)))
+            _join(out, seen, block, first - start, first - start + box.n, n)
         out = _fill(out, seen, n)
+        for key, parts in kept.items():
+            if key in out or sum(len(a) for _, a in parts) < n:  # not every box's, or not float in every box
+                column = out[key] if key in out else np.full(n, np.nan)
+                Pieces(n, parts).write(column)
+                out[key] = column
+            else:
+                out[key] = Pieces(n, parts)
+        out = {key: out[key] for key in order}
     return grid, out
+
+
+class Pieces:
+    """A float column of ``n`` rows left in the pieces its boxes computed, ``(first row, array)``
+    each, for a table that copies it into place (:meth:`write`) rather than join it first."""
+
+    __slots__ = ("n", "parts")
+    dtype = np.dtype(np.float64)
+    ndim = 1
+
+    def __init__(self, n: int, parts: list):
+        self.n, self.parts = n, parts
+
+    def __len__(self) -> int:
+        return self.n
+
+    def write(self, into: np.ndarray):
+        """Copy the rows into ``into`` (an array of ``n`` rows)."""
+        for first, array in self.parts:
+            into[first:first + len(array)] = array
+
+    def __array__(self, dtype=None, copy=None):
+        column = np.full(self.n, np.nan)
+        self.write(column)
+        return column if dtype is None else column.astype(dtype)
 
 
 def _join(out: dict, seen: dict, block: dict, start: int, stop: int, n: int):
@@ -169,8 +208,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
             checks += [(np.asarray(mask) & sel, short, detail) for mask, short, detail in chk]
     checks = _plan_checks(c) + checks
     shape = grid.block_shape
-    out = _one_value_each(out) if shape == (1,) else {k: _rows(np.asarray(v, dtype=float), shape)
-                                                        for k, v in out.items()}
+    out = _one_value_each(out) if n == 1 else {k: _rows(np.asarray(v, dtype=float), shape) for k, v in out.items()}
     feasible = np.ones(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     for mask, short, detail in checks:
@@ -182,10 +220,8 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
         if new.any():
             if detail is not None and details:
                 rows = np.flatnonzero(new)
-                # a box's columns are indexed by its coordinates
-                at = rows.tolist() if len(shape) == 1 else zip(*(axis.tolist() for axis in np.unravel_index(rows, shape)))
-                for i, where in zip(rows.tolist(), at, strict=True):
-                    reason[i] = detail(where)
+                for i, text in zip(rows.tolist(), _messages(detail, rows, shape), strict=True):
+                    reason[i] = text
             else:
                 reason[new] = short
             feasible &= ~mask
@@ -311,7 +347,36 @@ def _either(take, detail_if, detail_else):
     """A check's detail message: ``detail_if`` for the rows in ``take``, else ``detail_else``."""
     if detail_if is None or detail_else is None:
         return detail_if or detail_else
-    return lambda i: detail_if(i) if bool(value_at(take, i)) else detail_else(i)
+    return _Either(take, detail_if, detail_else)
+
+
+class _Either:
+    """:func:`_either`'s message: called with one row, or given many (:meth:`Detail.rows`)."""
+
+    def __init__(self, take, detail_if, detail_else):
+        self.take, self.detail_if, self.detail_else = take, detail_if, detail_else
+
+    def __call__(self, i) -> str:
+        return self.detail_if(i) if bool(value_at(self.take, i)) else self.detail_else(i)
+
+    def rows(self, rows: np.ndarray, shape: tuple) -> list[str]:
+        chosen = np.broadcast_to(np.asarray(self.take, dtype=float), shape)[np.unravel_index(rows, shape)] != 0
+        texts: list = [None] * len(rows)
+        for pick, detail in ((chosen, self.detail_if), (~chosen, self.detail_else)):
+            where = np.flatnonzero(pick)
+            if len(where):
+                for k, text in zip(where.tolist(), _messages(detail, rows[where], shape), strict=True):
+                    texts[k] = text
+        return texts
+
+
+def _messages(detail, rows: np.ndarray, shape: tuple) -> list[str]:
+    """The messages of a check's ``detail`` for the rows ``rows`` of a block of ``shape``."""
+    if hasattr(detail, "rows"):  # every row's numbers at once
+        return detail.rows(rows, shape)
+    # a box's columns are indexed by its coordinates
+    at = rows.tolist() if len(shape) == 1 else zip(*(a.tolist() for a in np.unravel_index(rows, shape)))
+    return [detail(where) for where in at]
 
 
 def _one_value_each(out: dict) -> dict:

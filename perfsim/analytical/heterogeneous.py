@@ -61,7 +61,7 @@ from perfsim.graph.transformer import (
     layer_ops,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import value_at as _at
+from perfsim.plan.rows import Detail
 from perfsim.specs.units import GIB
 
 #: device kinds, in the order of the ``main_kind`` column
@@ -307,8 +307,8 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
     bound = np.where(attention_on, attention, bound)
     out["breakdown.decode.hbm_bound_s"] = np.where(c["pim_device"] > 0, device, bound)
     checks.append((in_stacks & (kv > capacity), "the KV cache does not fit in the PIM stacks",
-                   lambda i: f"the KV cache does not fit in the PIM stacks: {_at(kv, i) / GIB:.1f} GiB needed per "
-                             f"device, {_at(capacity, i) / GIB:.1f} GiB of PIM"))
+                   Detail("the KV cache does not fit in the PIM stacks: {:.1f} GiB needed per device, {:.1f} GiB "
+                          "of PIM", kv, capacity, per=GIB)))
 
 
 def bottleneck_device(c, out: dict, n: int, shape: tuple | None = None):

@@ -28,7 +28,7 @@ from perfsim.graph.transformer import (
     layer_ops,
     touched_experts,
 )
-from perfsim.plan.rows import value_at as _at
+from perfsim.plan.rows import Detail
 from perfsim.specs.units import GIB
 
 
@@ -209,9 +209,8 @@ def estimate_inference(c):
     out["kv_cache_capacity_tokens"] = tokens_fit
     out["max_concurrency"] = np.floor(tokens_fit / (prompt + gen))
     checks = [(total > usable, "does not fit in device memory",
-               lambda i: f"does not fit: {_at(total, i) / GIB:.1f} GiB needed per device, "
-                         f"{_at(usable, i) / GIB:.1f} GiB usable (gpu_memory_utilization of "
-                         f"{_at(c['capacity_bytes'], i) / GIB:.1f} GiB)")]
+               Detail("does not fit: {:.1f} GiB needed per device, {:.1f} GiB usable (gpu_memory_utilization of "
+                      "{:.1f} GiB)", total, usable, c["capacity_bytes"], per=GIB))]
     checks += cap_checks
     tier_out, tier_checks = offload.tier_results(c, total, tiers)
     out["breakdown.decode.cpu_attention"] = offloaded["breakdown.decode.cpu_attention"]

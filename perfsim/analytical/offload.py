@@ -50,7 +50,7 @@ from perfsim.cost.tiers import (
     transfer_time,
 )
 from perfsim.graph.transformer import kv_bytes_per_token
-from perfsim.plan.rows import value_at as _at
+from perfsim.plan.rows import Detail
 from perfsim.specs.units import GIB
 
 
@@ -355,11 +355,11 @@ def tier_results(c, device_total, tiers):
          "host compute on the cpu tier (optimizer step, attention) needs the host CPU's numbers (node.cpu in the "
          "hardware spec)", None),
         (uses_host & (host_node > cap_host), "cpu tier overflows: host memory is too small",
-         lambda i: f"cpu tier overflows: {_at(host_node, i) / GIB:.1f} GiB of host memory needed per node, "
-                   f"{_at(cap_host, i) / GIB:.1f} GiB in node.host_memory_gib"),
+         Detail("cpu tier overflows: {:.1f} GiB of host memory needed per node, {:.1f} GiB in "
+                "node.host_memory_gib", host_node, cap_host, per=GIB)),
         (uses_nvme & (cap_nvme > 0) & (nvme_node > cap_nvme), "nvme tier overflows: NVMe capacity is too small",
-         lambda i: f"nvme tier overflows: {_at(nvme_node, i) / GIB:.1f} GiB of NVMe needed per node, "
-                   f"{_at(cap_nvme, i) / GIB:.1f} GiB in node.nvme_capacity_gib"),
+         Detail("nvme tier overflows: {:.1f} GiB of NVMe needed per node, {:.1f} GiB in "
+                "node.nvme_capacity_gib", nvme_node, cap_nvme, per=GIB)),
     ]
     return out, checks
 

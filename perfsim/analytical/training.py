@@ -44,7 +44,7 @@ from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 from perfsim.plan.arguments import Recompute, Schedule
-from perfsim.plan.rows import value_at as _at
+from perfsim.plan.rows import Detail
 from perfsim.specs.units import GIB
 
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -329,13 +329,12 @@ def estimate_train(c):
     cap = c["capacity_bytes"]
     checks = [
         (np.abs(n_micro - np.round(n_micro)) > 1e-9, "global_batch is not a multiple of dp x micro_batch",
-         lambda i: f"global_batch ({_at(c['global_batch'], i):.0f}) is not a multiple of dp x micro_batch "
-                   f"({_at(dp, i):.0f} x {_at(mb, i):.0f})"),
+         Detail("global_batch ({:.0f}) is not a multiple of dp x micro_batch ({:.0f} x {:.0f})", c["global_batch"], dp,
+                mb)),
         (n_micro < 1, "fewer sequences than dp x micro_batch", None),
         (np.asarray(seq) % np.asarray(c["cp"]) != 0, "cp does not divide seq_len", None),
         (total > cap, "does not fit in device memory",
-         lambda i: f"does not fit: {_at(total, i) / GIB:.1f} GiB needed per device, {_at(cap, i) / GIB:.1f} GiB available"
-                   + _what_to_raise(c, i)),
+         Detail(_does_not_fit, total, cap, c["tp"], c["pp"], c["zero"])),
     ]
     tier_out, tier_checks = offload.tier_results(c, total, tiers)
     out.update(tier_out)
@@ -365,12 +364,14 @@ def _step_span(c, t, step, per_mb, bubble, flops, traffic):
             "hbm_bytes": traffic["breakdown.train.hbm_bytes"], "link_bytes": traffic["breakdown.train.link_bytes"]}
 
 
-def _what_to_raise(c, i) -> str:
-    """What shards a plan that does not fit further: the degrees still at 1, ZeRO below 3."""
-    raise_ = [name for name in ("tp", "pp") if _at(c[name], i) == 1]
-    if _at(c["zero"], i) < 3:
+def _does_not_fit(total, cap, tp, pp, zero) -> str:
+    """The message of a plan that does not fit (one row's numbers), with what shards it further: the
+    degrees still at 1, ZeRO below 3."""
+    raise_ = [name for name, degree in (("tp", tp), ("pp", pp)) if degree == 1]
+    if zero < 3:
         raise_.append("zero (3 shards the weights)")
-    return f" (shard more: raise {', '.join(raise_)})" if raise_ else ""
+    return f"does not fit: {total / GIB:.1f} GiB needed per device, {cap / GIB:.1f} GiB available" + \
+        (f" (shard more: raise {', '.join(raise_)})" if raise_ else "")
 
 
 def _step_traffic(c, p, n_micro, R, prices, data_par):

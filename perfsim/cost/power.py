@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import value_at
+from perfsim.plan.rows import Detail, per_slice
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -246,6 +246,12 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
         if np.isfinite(values).all():
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
+    # a box of a sweep with rows the cap binds: each solved once along the axes its inputs repeat on
+    if xp is not _Numbers and np.ndim(binds) > 1 and binds.any():
+        solved = per_slice(np.shape(binds), (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w),
+                           lambda *x: solve_clock(*x[:3], x[3:7], *x[7:], steps=steps))
+        if solved is not None:
+            return solved
     if xp is not _Numbers and np.ndim(binds) and not np.all(binds):
         # rows at the top clock need no search: solve the others alone (each row is its own bracket,
         # so the same clocks as searching every row)
@@ -475,13 +481,8 @@ def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compu
 
 def cap_check(c, fits, what):
     """The infeasibility check of a cap the device cannot meet at its lowest clock."""
-    cap = board_cap(c)
-
-    def detail(i):
-        value = value_at(cap, i)
-        return (f"power_cap_w ({value:g} W) is below what the device draws in {what} even at its lowest "
-                "clock")
-
+    detail = Detail(f"power_cap_w ({{:g}} W) is below what the device draws in {what} even at its lowest clock",
+                    board_cap(c))
     return (~np.asarray(fits, dtype=bool), f"power_cap_w is below the device's power at its lowest clock ({what})",
             detail)
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from perfsim.analytical.evaluate import evaluate_rows
+from perfsim.analytical.evaluate import Pieces, evaluate_rows
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
 from perfsim.explore.plan_columns import TEXT, categorical, plan_columns
@@ -47,25 +47,42 @@ def input_columns(grid: Grid, given) -> dict:
     return columns
 
 
+def text_column(value: np.ndarray):
+    """Text outputs (a text or None per row) in pandas' text dtype: pyarrow reads the rows' texts in
+    one pass (pandas' own conversion first checks each row's type); pandas' where pyarrow cannot."""
+    if TEXT is not object:
+        try:
+            import pyarrow as pa
+
+            return pd.array(pa.array(value, type=pa.large_string(), from_pandas=True), dtype=TEXT)
+        except (ImportError, TypeError, ValueError):  # pragma: no cover - not texts, or no pyarrow
+            pass
+    return pd.array(value, dtype=TEXT)
+
+
 #: outputs that count things and are defined on every row (devices, replicas)
 _COUNTS = ("dp", "num_devices")
 
 
 def chunk_columns(space: Space, start: int, stop: int, constraints=(), keep_infeasible: bool = False) -> dict:
     """Rows ``[start, stop)`` of ``space`` as columns (name → array): input columns, then output
-    columns, then the resolved plan (:mod:`perfsim.explore.plan_columns`).
+    columns, then the resolved plan (:mod:`perfsim.explore.plan_columns`). A float result of a
+    chunk of several boxes is left in their pieces (:class:`~perfsim.analytical.evaluate.Pieces`,
+    which :func:`frame` and the in-memory table copy into place: :func:`put`).
 
     With ``constraints`` (parsed :class:`~perfsim.explore.constraints.Constraint` objects), rows
     that are infeasible or break a constraint are dropped, or, with ``keep_infeasible``, kept and
     flagged by a ``meets_constraints`` column.
     """
-    grid, out = evaluate_rows(space, start, stop)
+    # float results left in pieces (joined where rows are dropped, and the counts and plan codes read below)
+    apart = None if constraints else (lambda key: key not in _COUNTS and not key.startswith("plan."))
+    grid, out = evaluate_rows(space, start, stop, apart)
     columns = input_columns(grid, space.given())
     for key, value in out.items():  # text outputs (reason, bottleneck_device): one dtype in every chunk
         if key.startswith("plan."):
             continue  # the evaluation's codes of the plan: the resolved plan's columns follow
         if value.dtype == object:
-            columns[key] = pd.array(value, dtype=TEXT)
+            columns[key] = text_column(value)
         elif key in _COUNTS and np.isfinite(value).all():  # whole numbers stay whole
             columns[key] = np.round(value).astype(np.int64)
         else:
@@ -96,17 +113,30 @@ def frame(columns: dict) -> pd.DataFrame:
     come (:class:`perfsim.explore.run._Table`).
     """
     names = list(columns)
-    floats = [name for name in names if isinstance(columns[name], np.ndarray) and columns[name].dtype == np.float64
-              and columns[name].ndim == 1]
+    floats = [name for name in names if is_float(columns[name])]
     n = len(next(iter(columns.values()))) if columns else 0
     block = np.empty((len(floats), n))
     for i, name in enumerate(floats):
-        block[i] = columns.pop(name)
+        put(block[i], columns.pop(name))
     df = pd.DataFrame(block.T, columns=floats, copy=False)
     for loc, name in enumerate(names):
         if name in columns:
             df.insert(loc, name, columns.pop(name))
     return df
+
+
+def is_float(value) -> bool:
+    """A float column of rows: a float array or the pieces of one (:class:`Pieces`)."""
+    return isinstance(value, Pieces) or (isinstance(value, np.ndarray) and value.dtype == np.float64
+                                         and value.ndim == 1)
+
+
+def put(into: np.ndarray, value):
+    """Copy a column (an array, :class:`Pieces` or a number for every row) into ``into``."""
+    if isinstance(value, Pieces):
+        value.write(into)
+    else:
+        into[...] = value
 
 
 def chunk_bounds(n: int, chunk_rows: int) -> list[tuple[int, int]]:

@@ -86,7 +86,14 @@ def _combinations(*keys: np.ndarray):
     flat = np.zeros(keys[0].size, np.int64)
     for k, low, span in zip(keys, lows, spans, strict=True):
         flat = flat * span + (k - low)
-    uniques, inverse = np.unique(flat, return_inverse=True)
+    total = int(np.prod(spans, dtype=np.float64))
+    if total <= max(flat.size, 1 << 16):  # few possible combinations: which occur, without a sort
+        present = np.zeros(total, dtype=bool)
+        present[flat] = True
+        uniques = np.flatnonzero(present)
+        inverse = (np.cumsum(present) - 1)[flat]
+    else:
+        uniques, inverse = np.unique(flat, return_inverse=True)
     combos = []
     for span, low in zip(reversed(spans), reversed(lows), strict=True):
         combos.append(uniques % span + low)
@@ -148,6 +155,11 @@ def plan_columns(grid: Grid, out: dict) -> dict:
             pp_values, pp_codes = per_row("pp")
             columns[name] = _layers(values, _codes(codes, n), (pp_values, _codes(pp_codes, n)),
                                     np.asarray(out["plan.layers"], dtype=float))
+        elif (kind == "int" or (isinstance(kind, tuple) and all(isinstance(k, int) for k in kind))) and other is None:
+            # each distinct value made whole once, then spread over the rows
+            table = _integers(np.asarray([np.nan if v is None else float(v) for v in values]), None in values)
+            columns[name] = _spread(table, codes, n) if isinstance(table, np.ndarray) else \
+                pd.arrays.IntegerArray(_spread(table._data, codes, n), _spread(table._mask, codes, n))
         elif kind == "int" or (isinstance(kind, tuple) and all(isinstance(k, int) for k in kind)):
             columns[name] = _integers(numbers(values, codes, other), mixed or None in values)
         elif kind in _NUMBER_KINDS:

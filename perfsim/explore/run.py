@@ -16,6 +16,8 @@ from perfsim.explore.chunks import (
     check_constraints,
     chunk_bounds,
     frame,
+    is_float,
+    put,
     run_chunks,
 )
 from perfsim.plan.grid import MAX_ROWS, byte_size
@@ -82,10 +84,6 @@ def _columns(df: pd.DataFrame) -> dict:
             for name, column in df.items()}
 
 
-def _is_float(value) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype == np.float64
-
-
 class _Table:
     """A sweep's rows gathered chunk by chunk into one frame whose float columns share one block.
 
@@ -108,20 +106,20 @@ class _Table:
     def add(self, columns: dict, start: int):
         n = len(next(iter(columns.values())))
         if self.block is None:
-            self.floats = {name: i for i, name in enumerate(k for k, v in columns.items() if _is_float(v))}
+            self.floats = {name: i for i, name in enumerate(k for k, v in columns.items() if is_float(v))}
             self.block = np.empty((len(self.floats), self.rows))
         self.order.update(dict.fromkeys(columns))
         for name, i in self.floats.items():
             value = columns.pop(name, None)
-            self.block[i, start:start + n] = np.nan if value is None else value
+            put(self.block[i, start:start + n], np.nan if value is None else value)
         for name in list(columns):
             value = columns.pop(name)
-            if _is_float(value) and name not in self.others:
+            if is_float(value) and name not in self.others:
                 if name not in self.extra:
                     self.extra[name] = np.full(self.rows, np.nan)
-                self.extra[name][start:start + n] = value
+                put(self.extra[name][start:start + n], value)
             else:
-                self.others.setdefault(name, []).append((start, value))
+                self.others.setdefault(name, []).append((start, np.asarray(value) if is_float(value) else value))
 
     def frame(self) -> pd.DataFrame:
         others = {name: self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name))
@@ -138,6 +136,9 @@ class _Table:
     def _join(self, parts: list):
         parts.sort(key=lambda part: part[0])
         arrays = [array for _, array in parts]
+        if len(arrays) == 1 and len(arrays[0]) == self.rows:  # one chunk's column: as it is, if its own
+            own = not isinstance(arrays[0], np.ndarray) or (arrays[0].base is None and arrays[0].flags.writeable)
+            return arrays[0] if own else arrays[0].copy()
         whole = sum(len(a) for a in arrays) == self.rows and len({type(a) for a in arrays}) == 1 \
             and len({str(a.dtype) for a in arrays}) == 1
         if whole:

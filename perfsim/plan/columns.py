@@ -135,7 +135,8 @@ def build(grid) -> dict:
 
     The columns of a grid of one configuration are kept (:data:`_ONE_ROW`) and handed out again
     while its model, hardware and runtime specs are unchanged (a spec file edited on disk is read
-    again, and then so are the columns): a new dict each time, of read-only arrays.
+    again, and then so are the columns): a new dict each time, of read-only arrays. Those of the
+    specs alone are kept so for any grid whose spec arguments have one value each (:data:`_SPEC_PART`).
     """
     key = _row_key(grid)
     if key is None:
@@ -172,7 +173,41 @@ def _specs(grid) -> tuple:
     return load_model(grid.values("model")[0]), split_whatif(grid.values("hardware")[0])[0]
 
 
-def _build(grid) -> dict:
+#: the spec columns (:func:`_spec_columns`) of grids whose model, hardware, dtype, mode, runtime and
+#: device arguments have one value each, by those values: (the specs they were read from, the columns)
+_SPEC_PART = Memo(64)
+#: the arguments the spec columns depend on (and every ``hardware.KEY`` what-if axis)
+_SPEC_ARGUMENTS = ("model", "hardware", "dtype", "mode", "runtime", "pim_mode", "sub_batches", "place")
+
+
+def _spec_part(grid) -> dict:
+    """:func:`_spec_columns` of ``grid``, kept between calls (a sweep's boxes and calls share them)
+    where its arguments have one value each and handed out again while the specs they were read
+    from are unchanged (a spec file edited on disk is read again): a new dict each time, its
+    arrays read-only."""
+    try:
+        if any(name.startswith("hardware.") for name in grid.axes) \
+                or any(len(grid.values(name)) != 1 for name in _SPEC_ARGUMENTS):
+            raise Unkeyable("several values")
+        key = tuple(frozen(grid.values(name)[0]) for name in _SPEC_ARGUMENTS)
+    except Unkeyable:
+        return _spec_columns(grid)
+    runtime, mode = grid.values("runtime")[0], grid.values("mode")[0]
+    specs = (*_specs(grid), load_runtime(runtime if runtime is not None else DEFAULT_RUNTIME[mode]))
+    hit = _SPEC_PART.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], specs, strict=True)):
+        return dict(hit[1])
+    c = _spec_columns(grid)
+    for value in c.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    _SPEC_PART.put(key, (specs, c))
+    return dict(c)
+
+
+def _spec_columns(grid) -> dict:
+    """The columns of the model, hardware (at the run's dtype, what-if keys applied, its devices'
+    and placement's) and runtime specs."""
     c: dict = {}
     models = [load_model(m) for m in grid.values("model")]
     c.update(_gather_dicts(grid, "model", [m.columns() for m in models]))
@@ -198,6 +233,13 @@ def _build(grid) -> dict:
     table = [[load_runtime(r if r is not None else DEFAULT_RUNTIME[m]).columns() for m in modes] for r in runtimes]
     for key in table[0][0]:
         c[key] = _pair(grid, "runtime", "mode", [[row[j][key] for j in range(len(modes))] for row in table])
+    return c
+
+
+def _build(grid) -> dict:
+    c = _spec_part(grid)
+    specs = [split_whatif(h)[0] for h in grid.values("hardware")]
+    dtypes, modes, runtimes = grid.values("dtype"), grid.values("mode"), grid.values("runtime")
     # offloading plans: per-tier fraction columns (perfsim.plan.offload)
     c.update(offload_columns(grid, c["experts"]))
 

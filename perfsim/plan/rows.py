@@ -27,6 +27,51 @@ def value_at(value, i) -> float:
     return float(value[i])
 
 
+def per_slice(shape: tuple, inputs, fn):
+    """``fn(*inputs)`` for arrays ``inputs`` laid out over a box of a sweep (``shape``:
+    :meth:`perfsim.plan.grid.Space.boxes`) where each row's results depend on that row's inputs
+    alone: computed on the first slice along every axis where all of ``inputs`` repeat it bit for
+    bit, then spread along those axes (the same bits as computing every row). Returns the tuple of
+    ``fn``'s arrays, each of ``shape``; None where no axis repeats (compute every row)."""
+    arrays = [np.asarray(x, dtype=float) for x in inputs]
+    bits = [x.reshape((1,) * (len(shape) - x.ndim) + x.shape).view(np.int64) for x in arrays]
+    part = []
+    for d, size in enumerate(shape):
+        first = tuple(slice(0, 1) if k == d else slice(None) for k in range(len(shape)))
+        part.append(slice(0, 1) if size > 1 and all(x.shape[d] == 1 or (x == x[first]).all() for x in bits)
+                    else slice(None))
+    if all(p.stop is None for p in part):
+        return None
+    part = tuple(part)
+    results = fn(*(np.broadcast_to(x, shape)[part] for x in arrays))
+    return tuple(np.broadcast_to(r, shape).copy() for r in results)
+
+
+class Detail:
+    """A check's message for the rows it flags: ``text.format(*numbers)`` (or ``text(*numbers)``
+    where ``text`` is a function), each number a value (scalar, rows or a box's array) read at the
+    row and divided by ``per``. Called with one row (``detail(i)``, :func:`value_at`'s rows) it gives
+    that row's message; :meth:`rows` gives many rows' messages, their numbers read with one NumPy
+    call per value (the same messages)."""
+
+    __slots__ = ("text", "values", "per")
+
+    def __init__(self, text: str, *values, per: float = 1.0):
+        self.text, self.values, self.per = text, values, per
+
+    def __call__(self, i) -> str:
+        return self._message([value_at(v, i) / self.per for v in self.values])
+
+    def _message(self, numbers) -> str:
+        return self.text(*numbers) if callable(self.text) else self.text.format(*numbers)
+
+    def rows(self, rows: np.ndarray, shape: tuple) -> list[str]:
+        """The messages of the rows ``rows`` (flat row numbers of a block of ``shape``)."""
+        at = np.unravel_index(rows, shape)
+        numbers = [(np.broadcast_to(np.asarray(v, dtype=float), shape)[at] / self.per).tolist() for v in self.values]
+        return [self._message(row) for row in zip(*numbers, strict=True)]
+
+
 @functools.lru_cache(maxsize=64)
 def _nesting(keys: tuple) -> tuple:
     """How :func:`first_row` nests result keys: per key (``plan.*`` left out) the dicts to open
