@@ -64,7 +64,25 @@ def _stage_passes(c, p, backward):
             price(c, lm_head_ops(c, p), backward=backward))
 
 
-def stage_times(c, weights=None):
+def micro_pass(c) -> Pass:
+    """The forward pass of one micro-batch on one replica (context parallelism: a rank's share of
+    each sequence's queries, attending the whole sequence)."""
+    mb, seq, cp = c["micro_batch"], c["seq_len"], c["cp"]
+    one = np.ones_like(np.asarray(mb * seq, dtype=float))
+    q_len = seq / cp
+    return Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
+                logits_tokens=mb * q_len)
+
+
+def stage_prices(c) -> dict:
+    """``{"forward": ..., "backward": ...}``: the :func:`_stage_passes` of one micro-batch. They do
+    not read the recomputation (which only decides what :func:`stage_times` charges again), so a
+    search over it prices them once."""
+    p = micro_pass(c)
+    return {"forward": _stage_passes(c, p, backward=False), "backward": _stage_passes(c, p, backward=True)}
+
+
+def stage_times(c, weights=None, prices=None):
     """Per-stage quantities of one training step: the durations both compositions use.
 
     :func:`estimate_train` composes them in closed form; :mod:`perfsim.events.pipeline`
@@ -79,6 +97,8 @@ def stage_times(c, weights=None):
         traffic and optimizer step are priced (:func:`perfsim.graph.params.stage_params_per_device`;
         arrays broadcast, so a trailing stage axis prices every stage at once). Default: the
         busiest stage.
+    prices : dict, optional
+        :func:`stage_prices` of ``c`` (or of columns that differ from it in the recomputation only).
 
     Returns
     -------
@@ -96,15 +116,12 @@ def stage_times(c, weights=None):
         Internals for the closed form's breakdown: ``pass``, ``prices``, ``ring_s``,
         ``cp_exposed_s``, ``data_parallel``, ``lora_params_per_device``.
     """
-    mb, seq = c["micro_batch"], c["seq_len"]
+    mb = c["micro_batch"]
     dp, cp, pp = c["dp"], c["cp"], c["pp"]
-    one = np.ones_like(np.asarray(mb * seq, dtype=float))
-    q_len = seq / cp
-    p = Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
-             logits_tokens=mb * q_len)
+    p = micro_pass(c)
     lora = c["lora"] > 0
-    forward = _stage_passes(c, p, backward=False)
-    backward = _stage_passes(c, p, backward=True)
+    prices = stage_prices(c) if prices is None else prices
+    forward, backward = prices["forward"], prices["backward"]
     f_layers, b_layers = forward[0], backward[0]
     # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
     # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
@@ -206,9 +223,10 @@ def _pipeline(t, c):
     return bubble, handoffs
 
 
-def estimate_train(c):
-    """Training-step results as a flat dict of arrays, plus ``(mask, reason, detail)`` checks."""
-    t = stage_times(c)
+def estimate_train(c, prices=None):
+    """Training-step results as a flat dict of arrays, plus ``(mask, reason, detail)`` checks;
+    ``prices``: :func:`stage_prices` where the caller has them."""
+    t = stage_times(c, prices=prices)
     mb, seq = c["micro_batch"], c["seq_len"]
     dp = c["dp"]
     p = t["pass"]
