@@ -425,6 +425,8 @@ def fp8_cast_ops(c, ops):
     a, q, t = c["act_bytes"], c["compute_bytes"], c.get("fp8_transpose", 1.0)
     on = (q < a) & (c["train"] > 0)
     fused = c.get("fp8_norm_cast", 0.0) > 0
+    if not np.any(on):  # no row quantises: the op moves nothing (each term below is 0 on every row)
+        return Elementwise("fp8_cast", 0.0, 0.0, backward_bytes=0.0, backward_kernels=0.0)
     per_step = np.where(c.get("fp8_weight_cache", 0.0) > 0,
                         c.get("dp", 1.0) * c.get("micro_batch", 1.0) / np.maximum(c.get("global_batch", 1.0), 1.0), 1.0)
     forward = backward = kernels = backward_kernels = 0.0
