@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.analytical.data_parallel import data_parallel
+from perfsim.analytical.data_parallel import data_parallel, dp_traffic
 from perfsim.cost.power import cap_passes
 from perfsim.cost.price import combine, price
 from perfsim.cost.topology import group_collective, nic_bytes
@@ -74,12 +74,42 @@ def micro_pass(c) -> Pass:
                 logits_tokens=mb * q_len)
 
 
-def stage_prices(c) -> dict:
-    """``{"forward": ..., "backward": ...}``: the :func:`_stage_passes` of one micro-batch. They do
-    not read the recomputation (which only decides what :func:`stage_times` charges again), so a
-    search over it prices them once."""
+def stage_prices(c, weights=None) -> dict:
+    """What :func:`stage_times` prices that does not read the recomputation (which only decides
+    what it charges again), so that a search over it prices these once: ``forward`` and
+    ``backward`` (:func:`_stage_passes` of one micro-batch), ``ring_s`` and ``handoff_s`` (the
+    context-parallel ring's K/V passing per micro-batch, one hand-off between stages) and
+    ``dp_groups`` and ``dp_traffic`` (:func:`_dp_groups`, and
+    :func:`perfsim.analytical.data_parallel.dp_traffic` of each)."""
     p = micro_pass(c)
-    return {"forward": _stage_passes(c, p, backward=False), "backward": _stage_passes(c, p, backward=True)}
+    cp = c["cp"]
+    # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
+    # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
+    # overlapped with the attention of the chunk already there. Every rank sends to the next at once
+    # and the step ends with the slowest hop: one between nodes where the cp group spans nodes
+    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"])
+    handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
+                               stride=c["tp"] * cp * c["dp"]) * np.where(c["pp"] > 1, 1.0, 0.0)
+    groups = _dp_groups(c, weights)
+    return {"forward": _stage_passes(c, p, backward=False), "backward": _stage_passes(c, p, backward=True),
+            "ring_s": np.where(cp > 1, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
+            "dp_groups": groups, "dp_traffic": [None if g is None else dp_traffic(c, *g) for g in groups]}
+
+
+def _dp_groups(c, weights=None):
+    """``(trainable, weights, ranks, stride)`` of the data-parallel gradient synchronisation of the
+    replicated weights (over the dp x cp ranks) and of the routed experts (over the
+    expert-data-parallel ranks; None where no row has any), ZeRO sharding each in groups of
+    zero_shard_size; ``weights``: :func:`stage_times`'s."""
+    replicated, experts = stage_params_per_device(c) if weights is None else weights
+    lora = c["lora"] > 0
+    lora_dev = _lora_params(c) * stage_share(c) / c["tp"]
+    ranks = c["dp"] * c["cp"]
+    expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
+    dense = (np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"])
+    # (no expert weights: every term of their synchronisation is 0)
+    expert = (np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c)) if np.any(experts) else None
+    return dense, expert
 
 
 def stage_times(c, weights=None, prices=None):
@@ -98,7 +128,8 @@ def stage_times(c, weights=None, prices=None):
         arrays broadcast, so a trailing stage axis prices every stage at once). Default: the
         busiest stage.
     prices : dict, optional
-        :func:`stage_prices` of ``c`` (or of columns that differ from it in the recomputation only).
+        :func:`stage_prices` of ``c`` and ``weights`` (or of columns that differ from ``c`` in the
+        recomputation only).
 
     Returns
     -------
@@ -117,18 +148,13 @@ def stage_times(c, weights=None, prices=None):
         ``cp_exposed_s``, ``data_parallel``, ``lora_params_per_device``.
     """
     mb = c["micro_batch"]
-    dp, cp, pp = c["dp"], c["cp"], c["pp"]
+    dp = c["dp"]
     p = micro_pass(c)
     lora = c["lora"] > 0
-    prices = stage_prices(c) if prices is None else prices
+    prices = stage_prices(c, weights) if prices is None else prices
     forward, backward = prices["forward"], prices["backward"]
     f_layers, b_layers = forward[0], backward[0]
-    # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
-    # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
-    # overlapped with the attention of the chunk already there. Every rank sends to the next at once
-    # and the step ends with the slowest hop: one between nodes where the cp group spans nodes
-    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"])
-    ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["stage_layers"], 0.0)
+    ring = prices["ring_s"]
     exposed = (np.maximum(ring - f_layers["attention_s"], 0.0), np.maximum(2.0 * ring - b_layers["attention_s"], 0.0))
     out = {"pass": p, "ring_s": ring, "cp_exposed_s": exposed[0] + exposed[1],
            "prices": {"forward": forward, "backward": backward}}
@@ -148,19 +174,13 @@ def stage_times(c, weights=None, prices=None):
     selective = np.where(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
     out["recompute_s"] = np.where(c["recompute"] == Recompute.FULL, f_layers["total_s"], np.where(c["recompute"] == Recompute.SELECTIVE, selective, 0.0))
     out["n_micro"] = c["global_batch"] / (dp * mb)
-    out["handoff_s"] = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
-                                        stride=c["tp"] * cp * dp) * np.where(pp > 1, 1.0, 0.0)
+    out["handoff_s"] = prices["handoff_s"]
 
-    # data-parallel gradient synchronisation: replicated weights over the dp x cp ranks, routed
-    # experts over the expert-data-parallel ranks (ZeRO shards each in groups of zero_shard_size)
-    replicated, experts = stage_params_per_device(c) if weights is None else weights
+    # data-parallel gradient synchronisation: replicated weights and routed experts
     lora_dev = _lora_params(c) * stage_share(c) / c["tp"]
-    ranks = dp * cp
-    expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
-    dense_part = data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], out["n_micro"])
-    expert_part = data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
-                                 out["n_micro"])
-    data_par = {k: dense_part[k] + expert_part[k] for k in dense_part}
+    parts = [data_parallel(c, *group, out["n_micro"], traffic)
+             for group, traffic in zip(prices["dp_groups"], prices["dp_traffic"], strict=True) if group is not None]
+    data_par = parts[0] if len(parts) == 1 else {k: parts[0][k] + parts[1][k] for k in parts[0]}
     # host time of list collectives (one copy per rank), which the device waits through
     unhidden = out["n_micro"] * data_par["host_per_micro_s"] + data_par["host_per_step_s"]
     out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"],
