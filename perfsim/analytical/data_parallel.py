@@ -13,6 +13,8 @@ from perfsim.cost.collectives import bus_factor
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.plan.arguments import Recompute
 
+_FULL = float(Recompute.FULL)  # (a float compares with a column's number without NumPy converting an enum member)
+
 
 def data_parallel(c, trainable, weights, ranks, stride, n_micro, traffic=None):
     """Gradient sync, parameter gathers and sharded state of one group of weights.
@@ -55,7 +57,7 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro, traffic=None):
     # gathers per micro-batch under ZeRO-3: forward, backward, and the recompute's re-gather
     reuse = c["gather_reuse_params"]
     layer_weights = np.maximum(weights / np.maximum(c["stage_layers"], 1.0), 1.0)
-    regather = np.where((c["recompute"] == Recompute.FULL) & (reuse > 0),
+    regather = np.where((c["recompute"] == _FULL) & (reuse > 0),
                         np.clip(1.0 - reuse / (2.0 * layer_weights), 0.0, 1.0), 0.0)
     gathers = 2.0 + regather
 

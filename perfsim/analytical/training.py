@@ -50,6 +50,11 @@ from perfsim.specs.units import GIB
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
 _DUALPIPE_COMM_UNITS = 20.0  # SMs DeepSeek-V3's all-to-all kernels hold (report sec. 3.2.2)
 _OPTIMIZER_TRAFFIC = 36.0  # bytes per parameter per Adam step: read+write master, m, v (24), read grad (4+), write weight
+#: the choices' codes as the columns hold them: a float compares with a column's number in nanoseconds,
+#: an enum member only after NumPy converts it (microseconds, dozens of times a step)
+_SELECTIVE, _FULL = float(Recompute.SELECTIVE), float(Recompute.FULL)
+_GPIPE, _INTERLEAVED, _ZERO_BUBBLE, _DUALPIPE = (float(s) for s in (Schedule.GPIPE, Schedule.INTERLEAVED,
+                                                                   Schedule.ZERO_BUBBLE, Schedule.DUALPIPE))
 
 
 def _stage_passes(c, p, backward):
@@ -172,7 +177,7 @@ def stage_times(c, weights=None, prices=None):
             out[key] = out[key] + value
     sac = c["sac_matmuls"]
     selective = np.where(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
-    out["recompute_s"] = np.where(c["recompute"] == Recompute.FULL, f_layers["total_s"], np.where(c["recompute"] == Recompute.SELECTIVE, selective, 0.0))
+    out["recompute_s"] = np.where(c["recompute"] == _FULL, f_layers["total_s"], np.where(c["recompute"] == _SELECTIVE, selective, 0.0))
     out["n_micro"] = c["global_batch"] / (dp * mb)
     out["handoff_s"] = prices["handoff_s"]
 
@@ -195,7 +200,7 @@ def _per_micro(c, t, key):
     """``key`` of one micro-batch's passes: forward, backward and the recomputed forward."""
     (f_layers, f_embed, f_head), (b_layers, b_embed, b_head) = t["prices"]["forward"], t["prices"]["backward"]
     return (f_layers[key] + b_layers[key] + f_embed[key] + f_head[key] + b_embed[key] + b_head[key]
-            + np.where(c["recompute"] == Recompute.FULL, f_layers[key], 0.0))
+            + np.where(c["recompute"] == _FULL, f_layers[key], 0.0))
 
 
 def dualpipe_pairing(c, t):
@@ -210,7 +215,7 @@ def dualpipe_pairing(c, t):
     per_mb = t["forward_s"] + t["backward_s"] + t["recompute_s"]
     held = np.minimum(_DUALPIPE_COMM_UNITS, c["units"] / 2.0)
     paired = np.maximum(per_mb - ep + ep * held / (c["units"] - held), ep)
-    return np.where((c["schedule"] == Schedule.DUALPIPE) & (ep > 0), paired / np.maximum(per_mb, 1e-30), 1.0)
+    return np.where((c["schedule"] == _DUALPIPE) & (ep > 0), paired / np.maximum(per_mb, 1e-30), 1.0)
 
 
 def _pipeline(t, c):
@@ -230,7 +235,7 @@ def _pipeline(t, c):
     b_input = B + R - W  # the backward's critical part when weight gradients are deferred
     short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
     bubble = np.select(
-        [sched == Schedule.INTERLEAVED, sched == Schedule.ZERO_BUBBLE, sched == Schedule.DUALPIPE],
+        [sched == _INTERLEAVED, sched == _ZERO_BUBBLE, sched == _DUALPIPE],
         [((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
          (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
          + short * np.minimum(np.minimum(W, F), b_input),
@@ -239,7 +244,7 @@ def _pipeline(t, c):
     # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
     # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
     # model's last stage (LM head and loss) paces that state and the others' slack hides them
-    handoffs = np.where((sched == Schedule.INTERLEAVED) & (v > 1), pp * v - 1.0, pp - 1.0)
+    handoffs = np.where((sched == _INTERLEAVED) & (v > 1), pp * v - 1.0, pp - 1.0)
     return bubble, handoffs
 
 
@@ -302,8 +307,8 @@ def estimate_train(c, prices=None):
     layer_fwd_tok = fwd_tok - 2.0 * c["vocab"] * c["hidden"]
     sac = c["sac_matmuls"]
     selective_flops = np.where(sac > 0, sac * (layer_fwd_tok - attn_flops_tok), attn_flops_tok)
-    recompute_flops = tokens * np.where(c["recompute"] == Recompute.FULL, layer_fwd_tok,
-                                        np.where(c["recompute"] == Recompute.SELECTIVE, selective_flops, 0.0))
+    recompute_flops = tokens * np.where(c["recompute"] == _FULL, layer_fwd_tok,
+                                        np.where(c["recompute"] == _SELECTIVE, selective_flops, 0.0))
     hardware_flops = model_flops + recompute_flops
     devices = c["num_devices"]
     peak = c["peak_flops"]
@@ -484,22 +489,22 @@ def _activation_bytes(c, n_micro):
     ffn = np.where(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] * capacity_scale(c) + c["shared_experts"]), c["ffn"])
     split = ((heads + 2.0 * kv) * hd + heads * hd) * a + (2.0 + c["gated"]) * ffn * a
     scores = (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))
-    scores = np.where(c["recompute"] >= Recompute.SELECTIVE, 0.0, scores)
+    scores = np.where(c["recompute"] >= _SELECTIVE, 0.0, scores)
     per_token = replicated / np.where(c["sp"] > 0, t, 1.0) + (split + scores) / t
     # op-level selective recompute: the matmul outputs it keeps (q, k, v, o; the MLP's up, gate, down)
     matmul_out = ((heads + 2.0 * kv) * hd + h + (1.0 + c["gated"]) * ffn + h) * a
     op_level = h * a / np.where(c["sp"] > 0, t, 1.0) + (heads * hd * a + (1.0 - c["sac_matmuls"]) * matmul_out) / t
-    per_token = np.where((c["recompute"] == Recompute.SELECTIVE) & (c["sac_matmuls"] > 0), op_level, per_token)
+    per_token = np.where((c["recompute"] == _SELECTIVE) & (c["sac_matmuls"] > 0), op_level, per_token)
     full = 2.0 * h / np.where(c["sp"] > 0, t, 1.0)
-    per_token = np.where(c["recompute"] == Recompute.FULL, full, per_token)
+    per_token = np.where(c["recompute"] == _FULL, full, per_token)
     tokens = c["micro_batch"] * s
     per_layer = tokens * per_token
     pp, v = c["pp"], c["virtual_stages"]
     layers_stage = c["stage_layers"]
-    in_flight = np.where(c["schedule"] == Schedule.GPIPE, n_micro, np.minimum(n_micro, pp))
-    factor = np.where(c["schedule"] == Schedule.INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
+    in_flight = np.where(c["schedule"] == _GPIPE, n_micro, np.minimum(n_micro, pp))
+    factor = np.where(c["schedule"] == _INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
     held = layers_stage * in_flight * factor * per_layer
     # full recompute re-materialises one layer's activations during its backward
-    working = np.where(c["recompute"] == Recompute.FULL, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
+    working = np.where(c["recompute"] == _FULL, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
     logits = tokens * c["vocab"] / t * c["loss_bytes"] * np.where(pp > 1, 0.0, 1.0)
     return held + working + logits
