@@ -174,8 +174,8 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, peak, 
         tc = np.where(x.systolic, np.maximum(tc, deq), tc)
     out = {"gemm_s": t, "launch_s": np.where(t > 0, launch, 0.0), "compute_bound_s": np.where(tc >= tm, t, 0.0),
            "memory_bound_s": np.where(tc < tm, t, 0.0), "memory_compute_s": np.where(tc < tm, tc, 0.0)}
-    if x.backward and x.weight_grads:
-        out["wgrad_s"] = np.where(wgrad, t, 0.0)
+    if wgrad is True or (wgrad is not False and x.backward and x.weight_grads):  # (flags of stacked GEMMs)
+        out["wgrad_s"] = t if wgrad is True else np.where(wgrad, t, 0.0)
     if x.engines:
         out.update(matrix_s=matrix, vector_s=np.where(t > 0, deq, 0.0), dma_s=tm)
     if x.npu_rows:
@@ -270,9 +270,10 @@ def _comm_cost(c, x, op, size, ranks, expert):
     """The :func:`price` terms of collectives ``op`` (one, or several on a leading axis)."""
     t = group_collective(c, op, size, ranks) * (1.0 - c["tp_overlap"])
     sent = np.where(np.asarray(ranks) > 1, size * bus_factor(op, ranks), 0.0)
-    # the expert group's token exchange, all-to-alls or all-gather and reduce-scatter
-    return {"communication_s": t, "ep_communication_s": np.where(expert, t, 0.0), "link_bytes": sent,
-            "nic_bytes": nic_bytes(c, op, size, ranks), "hbm_bytes": 2.0 * sent}
+    out = {"communication_s": t, "link_bytes": sent, "nic_bytes": nic_bytes(c, op, size, ranks), "hbm_bytes": 2.0 * sent}
+    if expert is not False:  # the expert group's token exchange, all-to-alls or all-gather and reduce-scatter
+        out["ep_communication_s"] = t if expert is True else np.where(expert, t, 0.0)
+    return out
 
 
 def _stackable(c, fields) -> int | None:
