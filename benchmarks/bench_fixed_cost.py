@@ -19,6 +19,8 @@ import perfsim
 
 #: a configuration with the defaults: one device, no collectives
 DEFAULTS = dict(model="llama2-7b", hardware="a100-80gb")
+#: a training step with the defaults (recompute auto: the least recomputation that fits is searched)
+TRAINING = dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=8, tp=8)
 
 
 def cli_median(runs: int) -> float:
@@ -38,6 +40,8 @@ def main():
     print(f"| one warm `perfsim.estimate`, Llama-2-7B on one A100, defaults | "
           f"{median_call(lambda: perfsim.estimate(**DEFAULTS), args.calls) * 1e3:.2f} ms |")
     print(f"| its fixed cost (the cost models' results precomputed) | {fixed * 1e3:.2f} ms |")
+    print(f"| one warm `perfsim.estimate`, Llama-2-70B training step on 8 x H100, tp 8 | "
+          f"{median_call(lambda: perfsim.estimate(**TRAINING), max(args.calls // 5, 1)) * 1e3:.2f} ms |")
     _, rows, best, rate = bench("1,000 rows", INFERENCE_1000, 40)
     print(f"| inference sweep of {rows:,} rows (best of 40) | {best * 1e3:.1f} ms ({rate:,.0f}/s) |")
     print(f"| `perfsim estimate` as a process (median of 7) | {cli_median(7):.2f} s |")

@@ -113,3 +113,23 @@ def test_merge_field_defaults_double_the_forward():
     op = dataclasses.replace(_merge(c), backward_bytes=None, backward_kernels=None)
     f, b = price(c, [op]), price(c, [op], backward=True)
     assert float(np.asarray(b["hbm_bytes"])) == pytest.approx(2.0 * float(np.asarray(f["hbm_bytes"])), rel=1e-12)
+
+
+def test_without_a_ring_the_merge_op_is_empty_and_prices_to_nothing():
+    import numpy as np
+
+    from perfsim.cost.price import price
+    from perfsim.graph.transformer import Pass, ring_merge
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    c = build(expand(dict(model="llama2-7b", hardware="h100-sxm", mode="train")))
+    for causal in (1.0, 0.0):  # a causal pass on one rank, a decode step
+        p = Pass(tokens=4096.0, seqs=2.0, q_len=2048.0, kv_len=2048.0, causal=causal, logits_tokens=4096.0)
+        op = ring_merge(c, p, 128.0, 128.0)
+        assert (op.moved_bytes, op.kernels, op.backward_bytes, op.backward_kernels) == (0.0, 0.0, 0.0, 0.0)
+        for backward in (False, True):
+            assert np.all(price(c, [op], backward=backward)["total_s"] == 0.0)
+    ring = ring_merge(c, Pass(tokens=2048.0, seqs=1.0, q_len=2048.0, kv_len=4096.0, causal=0.5, logits_tokens=2048.0),
+                      128.0, 128.0)
+    assert ring.moved_bytes > 0 and ring.kernels > 0

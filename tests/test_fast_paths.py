@@ -54,3 +54,22 @@ def test_an_absent_gemm_and_a_one_rank_collective_add_nothing():
     assert all(np.array_equal(base[k], more[k]) for k in base)
     # the same ops with a second rank cost time: the shortcut is only for groups of one
     assert price(c, [Comm("pair", "all_reduce", 1e9, 2.0)])["communication_s"] > 0
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-7b", hardware="a100-80gb", tp=2, dp=4),
+                                  dict(model="mixtral-8x7b", hardware="h100-sxm", tp=2, dp=8, ep=4, zero=3, cp=2,
+                                       runtime="deepspeed", num_devices=32),
+                                  dict(model="llama2-13b", hardware="a100-80gb", pp=2, dp=2, zero=3, finetune="lora")])
+def test_a_recomputation_search_prices_the_passes_once_and_gets_each_options_results(plan):
+    from perfsim.analytical.training import estimate_train, stage_prices
+    from perfsim.plan.arguments import Recompute
+
+    c = build(expand(dict(plan, mode="train", recompute="auto")))
+    shared = stage_prices(c)
+    for option in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL):
+        trial = dict(c, recompute=np.asarray(float(option)))
+        alone, _ = estimate_train(trial)
+        reused, _ = estimate_train(trial, shared)
+        assert list(alone) == list(reused)
+        for key, value in alone.items():
+            assert np.array_equal(reused[key], value, equal_nan=True), key

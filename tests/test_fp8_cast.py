@@ -102,3 +102,22 @@ def test_transpose_flag_must_be_0_or_1():
             "tp_overlap": 0.5, "dropout": False, "fragmentation": 0.1}
     with pytest.raises(InputError):
         _build({**base, "fp8_transpose_on.hopper": 0.5}, "x.yaml")
+
+
+def test_outside_8_bit_training_the_cast_op_is_empty_and_prices_to_nothing():
+    import numpy as np
+
+    from perfsim.cost.price import price
+    from perfsim.graph.transformer import Pass, fp8_cast_ops, layer_ops
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    p = Pass(tokens=4096.0, seqs=2.0, q_len=2048.0, kv_len=2048.0, causal=1.0, logits_tokens=4096.0)
+    for plan in (dict(model="llama2-7b", hardware="h100-sxm", mode="train"),
+                 dict(model="llama2-7b", hardware="h100-sxm", dtype="fp8")):
+        c = build(expand(plan))
+        ops = layer_ops(c, p, moe=False)
+        cast = fp8_cast_ops(c, ops)
+        assert (cast.moved_bytes, cast.kernels, cast.backward_bytes, cast.backward_kernels) == (0.0, 0.0, 0.0, 0.0)
+        for backward in (False, True):
+            assert np.all(price(c, [cast], backward=backward)["total_s"] == 0.0)

@@ -13,8 +13,10 @@ from perfsim.cost.collectives import bus_factor
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.plan.arguments import Recompute
 
+_FULL = float(Recompute.FULL)  # (a float compares with a column's number without NumPy converting an enum member)
 
-def data_parallel(c, trainable, weights, ranks, stride, n_micro):
+
+def data_parallel(c, trainable, weights, ranks, stride, n_micro, traffic=None):
     """Gradient sync, parameter gathers and sharded state of one group of weights.
 
     ``trainable`` and ``weights`` are parameters per device before ZeRO sharding, replicated over
@@ -47,8 +49,40 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
     launched while the device runs the backward that produced them: not priced.)
 
     Returns ``per_micro_s`` (traffic of every micro-batch), ``per_step_s`` (once per step), those
-    host costs and the per-device state that remains after sharding.
+    host costs and the per-device state that remains after sharding. ``traffic``: :func:`dp_traffic`
+    of the same arguments, where the caller has it.
     """
+    t = dp_traffic(c, trainable, weights, ranks, stride) if traffic is None else traffic
+    zero, shard, weight_bytes = c["zero"], t["shard"], t["weight_bytes"]
+    # gathers per micro-batch under ZeRO-3: forward, backward, and the recompute's re-gather
+    reuse = c["gather_reuse_params"]
+    layer_weights = np.maximum(weights / np.maximum(c["stage_layers"], 1.0), 1.0)
+    regather = np.where((c["recompute"] == _FULL) & (reuse > 0),
+                        np.clip(1.0 - reuse / (2.0 * layer_weights), 0.0, 1.0), 0.0)
+    gathers = 2.0 + regather
+
+    def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
+        per_micro = np.where(zero >= 3, sharded + gathers * gather, np.where(zero == 2, sharded, 0.0))
+        per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
+        return per_micro, per_step
+
+    per_micro, per_step = by_stage(*t["seconds"])
+    host_micro, host_step = by_stage(0.0, 0.0, t["host_gather_s"])
+    sent_micro, sent_step = by_stage(*t["sent"])
+    nic_micro, nic_step = by_stage(*t["nic"])
+    return {"per_micro_s": per_micro, "per_step_s": per_step, "host_per_micro_s": host_micro, "host_per_step_s": host_step,
+            "sent_bytes": n_micro * sent_micro + sent_step,
+            "nic_bytes": n_micro * nic_micro + nic_step,
+            "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
+            "grad_bytes": t["grad_bytes"] / np.where(zero >= 2, shard, 1.0),
+            "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
+
+
+def dp_traffic(c, trainable, weights, ranks, stride):
+    """The collectives of :func:`data_parallel` that do not depend on the recomputation: ``seconds``,
+    ``sent`` and ``nic`` (time, bytes each device sends, the part over its NIC) of the sharded
+    gradient reduction, the full one and one weight gather, as ``(sharded, full, gather)``, and the
+    host time of one gather's list copies (``host_gather_s``)."""
     zero = c["zero"]
     shard = np.minimum(c["zero_shard_size"], ranks)
     grad_bytes = trainable * c["grad_bytes"]
@@ -61,44 +95,25 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro):
     bucket = np.maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
     buckets = np.where(bucket > 0, np.maximum(np.ceil(trainable / np.maximum(bucket, 1.0)), 1.0), 1.0)
     reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
-    # gathers per micro-batch under ZeRO-3: forward, backward, and the recompute's re-gather
-    reuse = c["gather_reuse_params"]
-    layer_weights = np.maximum(weights / np.maximum(c["stage_layers"], 1.0), 1.0)
-    regather = np.where((c["recompute"] == Recompute.FULL) & (reuse > 0),
-                        np.clip(1.0 - reuse / (2.0 * layer_weights), 0.0, 1.0), 0.0)
-    gathers = 2.0 + regather
 
     def collective(op, size, n, stride, count):
         return count * group_collective(c, op, size / count, n, stride=stride)
 
-    def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
-        per_micro = np.where(zero >= 3, sharded + gathers * gather, np.where(zero == 2, sharded, 0.0))
-        per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
-        return per_micro, per_step
-
     gather = collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets))
-    per_micro, per_step = by_stage(
-        collective("reduce_scatter", grad_bytes, shard, stride, reductions)
-        + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
-        collective("all_reduce", grad_bytes, ranks, stride, buckets), gather)
+    seconds = (collective("reduce_scatter", grad_bytes, shard, stride, reductions)
+               + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
+               collective("all_reduce", grad_bytes, ranks, stride, buckets), gather)
     # list all-gathers: one copy per rank of every weight gather, launched by the host
     copies = c["rank_copies"] * np.where((shard > 1) & (weight_bytes > 0), shard, 0.0) * c["launch_s"]
-    host_micro, host_step = by_stage(0.0, 0.0, copies * np.where(zero >= 3, units, buckets))
     # bytes each device sends (nccl-tests bus volume), for the power model
-    sent_micro, sent_step = by_stage(
-        grad_bytes * bus_factor("reduce_scatter", shard)
-        + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
-        grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
-        weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
+    sent = (grad_bytes * bus_factor("reduce_scatter", shard)
+            + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
+            grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
+            weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
     # the part of it each device sends over its scale-out NIC
-    nic_micro, nic_step = by_stage(
-        nic_bytes(c, "reduce_scatter", grad_bytes, shard, stride=stride)
-        + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
-        nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
-        nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
-    return {"per_micro_s": per_micro, "per_step_s": per_step, "host_per_micro_s": host_micro, "host_per_step_s": host_step,
-            "sent_bytes": n_micro * sent_micro + sent_step,
-            "nic_bytes": n_micro * nic_micro + nic_step,
-            "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
-            "grad_bytes": grad_bytes / np.where(zero >= 2, shard, 1.0),
-            "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
+    nic = (nic_bytes(c, "reduce_scatter", grad_bytes, shard, stride=stride)
+           + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
+           nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
+           nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
+    return {"shard": shard, "grad_bytes": grad_bytes, "weight_bytes": weight_bytes, "seconds": seconds, "sent": sent,
+            "nic": nic, "host_gather_s": copies * np.where(zero >= 3, units, buckets)}

@@ -9,7 +9,7 @@ import numpy as np
 from perfsim.analytical.energy import inference_power, train_power
 from perfsim.analytical.heterogeneous import bottleneck_device, placement_checks
 from perfsim.analytical.inference import estimate_inference
-from perfsim.analytical.training import estimate_train
+from perfsim.analytical.training import estimate_train, stage_prices
 from perfsim.graph.params import total_params
 from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
@@ -249,11 +249,12 @@ def _train_least_recompute(c):
     chosen = resolved = None
     out: dict = {}
     checks: list = []
+    prices = stage_prices(c)  # the passes' prices do not depend on the recomputation
     for option in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL):
         if resolved is not None and np.all(resolved | ~auto):
             break  # every row found its recomputation: the heavier ones need not be priced
         trial_c = dict(c, recompute=np.where(auto, float(option), c["recompute"]))
-        trial, trial_checks = estimate_train(trial_c)
+        trial, trial_checks = estimate_train(trial_c, prices)
         fits = ~_flagged(trial_checks, auto)
         take = auto & fits if chosen is None else auto & fits & ~resolved
         if option == Recompute.FULL:  # nothing lighter fits: full, and its reasons

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.analytical import offload
-from perfsim.analytical.data_parallel import data_parallel
+from perfsim.analytical.data_parallel import data_parallel, dp_traffic
 from perfsim.cost.power import cap_passes
 from perfsim.cost.price import combine, price
 from perfsim.cost.topology import group_collective, nic_bytes
@@ -50,6 +50,11 @@ from perfsim.specs.units import GIB
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
 _DUALPIPE_COMM_UNITS = 20.0  # SMs DeepSeek-V3's all-to-all kernels hold (report sec. 3.2.2)
 _OPTIMIZER_TRAFFIC = 36.0  # bytes per parameter per Adam step: read+write master, m, v (24), read grad (4+), write weight
+#: the choices' codes as the columns hold them: a float compares with a column's number in nanoseconds,
+#: an enum member only after NumPy converts it (microseconds, dozens of times a step)
+_SELECTIVE, _FULL = float(Recompute.SELECTIVE), float(Recompute.FULL)
+_GPIPE, _INTERLEAVED, _ZERO_BUBBLE, _DUALPIPE = (float(s) for s in (Schedule.GPIPE, Schedule.INTERLEAVED,
+                                                                   Schedule.ZERO_BUBBLE, Schedule.DUALPIPE))
 
 
 def _stage_passes(c, p, backward):
@@ -64,7 +69,55 @@ def _stage_passes(c, p, backward):
             price(c, lm_head_ops(c, p), backward=backward))
 
 
-def stage_times(c, weights=None):
+def micro_pass(c) -> Pass:
+    """The forward pass of one micro-batch on one replica (context parallelism: a rank's share of
+    each sequence's queries, attending the whole sequence)."""
+    mb, seq, cp = c["micro_batch"], c["seq_len"], c["cp"]
+    one = np.ones_like(np.asarray(mb * seq, dtype=float))
+    q_len = seq / cp
+    return Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
+                logits_tokens=mb * q_len)
+
+
+def stage_prices(c, weights=None) -> dict:
+    """What :func:`stage_times` prices that does not read the recomputation (which only decides
+    what it charges again), so that a search over it prices these once: ``forward`` and
+    ``backward`` (:func:`_stage_passes` of one micro-batch), ``ring_s`` and ``handoff_s`` (the
+    context-parallel ring's K/V passing per micro-batch, one hand-off between stages) and
+    ``dp_groups`` and ``dp_traffic`` (:func:`_dp_groups`, and
+    :func:`perfsim.analytical.data_parallel.dp_traffic` of each)."""
+    p = micro_pass(c)
+    cp = c["cp"]
+    # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
+    # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
+    # overlapped with the attention of the chunk already there. Every rank sends to the next at once
+    # and the step ends with the slowest hop: one between nodes where the cp group spans nodes
+    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"])
+    handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
+                               stride=c["tp"] * cp * c["dp"]) * np.where(c["pp"] > 1, 1.0, 0.0)
+    groups = _dp_groups(c, weights)
+    return {"forward": _stage_passes(c, p, backward=False), "backward": _stage_passes(c, p, backward=True),
+            "ring_s": np.where(cp > 1, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
+            "dp_groups": groups, "dp_traffic": [None if g is None else dp_traffic(c, *g) for g in groups]}
+
+
+def _dp_groups(c, weights=None):
+    """``(trainable, weights, ranks, stride)`` of the data-parallel gradient synchronisation of the
+    replicated weights (over the dp x cp ranks) and of the routed experts (over the
+    expert-data-parallel ranks; None where no row has any), ZeRO sharding each in groups of
+    zero_shard_size; ``weights``: :func:`stage_times`'s."""
+    replicated, experts = stage_params_per_device(c) if weights is None else weights
+    lora = c["lora"] > 0
+    lora_dev = _lora_params(c) * stage_share(c) / c["tp"]
+    ranks = c["dp"] * c["cp"]
+    expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
+    dense = (np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"])
+    # (no expert weights: every term of their synchronisation is 0)
+    expert = (np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c)) if np.any(experts) else None
+    return dense, expert
+
+
+def stage_times(c, weights=None, prices=None):
     """Per-stage quantities of one training step: the durations both compositions use.
 
     :func:`estimate_train` composes them in closed form; :mod:`perfsim.events.pipeline`
@@ -79,6 +132,9 @@ def stage_times(c, weights=None):
         traffic and optimizer step are priced (:func:`perfsim.graph.params.stage_params_per_device`;
         arrays broadcast, so a trailing stage axis prices every stage at once). Default: the
         busiest stage.
+    prices : dict, optional
+        :func:`stage_prices` of ``c`` and ``weights`` (or of columns that differ from ``c`` in the
+        recomputation only).
 
     Returns
     -------
@@ -96,22 +152,14 @@ def stage_times(c, weights=None):
         Internals for the closed form's breakdown: ``pass``, ``prices``, ``ring_s``,
         ``cp_exposed_s``, ``data_parallel``, ``lora_params_per_device``.
     """
-    mb, seq = c["micro_batch"], c["seq_len"]
-    dp, cp, pp = c["dp"], c["cp"], c["pp"]
-    one = np.ones_like(np.asarray(mb * seq, dtype=float))
-    q_len = seq / cp
-    p = Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
-             logits_tokens=mb * q_len)
+    mb = c["micro_batch"]
+    dp = c["dp"]
+    p = micro_pass(c)
     lora = c["lora"] > 0
-    forward = _stage_passes(c, p, backward=False)
-    backward = _stage_passes(c, p, backward=True)
+    prices = stage_prices(c, weights) if prices is None else prices
+    forward, backward = prices["forward"], prices["backward"]
     f_layers, b_layers = forward[0], backward[0]
-    # context parallelism (ring attention, load-balanced causal chunks): every layer passes its
-    # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
-    # overlapped with the attention of the chunk already there. Every rank sends to the next at once
-    # and the step ends with the slowest hop: one between nodes where the cp group spans nodes
-    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"])
-    ring = np.where(cp > 1, (cp - 1.0) * ring_step * c["stage_layers"], 0.0)
+    ring = prices["ring_s"]
     exposed = (np.maximum(ring - f_layers["attention_s"], 0.0), np.maximum(2.0 * ring - b_layers["attention_s"], 0.0))
     out = {"pass": p, "ring_s": ring, "cp_exposed_s": exposed[0] + exposed[1],
            "prices": {"forward": forward, "backward": backward}}
@@ -129,21 +177,15 @@ def stage_times(c, weights=None):
             out[key] = out[key] + value
     sac = c["sac_matmuls"]
     selective = np.where(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
-    out["recompute_s"] = np.where(c["recompute"] == Recompute.FULL, f_layers["total_s"], np.where(c["recompute"] == Recompute.SELECTIVE, selective, 0.0))
+    out["recompute_s"] = np.where(c["recompute"] == _FULL, f_layers["total_s"], np.where(c["recompute"] == _SELECTIVE, selective, 0.0))
     out["n_micro"] = c["global_batch"] / (dp * mb)
-    out["handoff_s"] = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
-                                        stride=c["tp"] * cp * dp) * np.where(pp > 1, 1.0, 0.0)
+    out["handoff_s"] = prices["handoff_s"]
 
-    # data-parallel gradient synchronisation: replicated weights over the dp x cp ranks, routed
-    # experts over the expert-data-parallel ranks (ZeRO shards each in groups of zero_shard_size)
-    replicated, experts = stage_params_per_device(c) if weights is None else weights
+    # data-parallel gradient synchronisation: replicated weights and routed experts
     lora_dev = _lora_params(c) * stage_share(c) / c["tp"]
-    ranks = dp * cp
-    expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
-    dense_part = data_parallel(c, np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"], out["n_micro"])
-    expert_part = data_parallel(c, np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c),
-                                 out["n_micro"])
-    data_par = {k: dense_part[k] + expert_part[k] for k in dense_part}
+    parts = [data_parallel(c, *group, out["n_micro"], traffic)
+             for group, traffic in zip(prices["dp_groups"], prices["dp_traffic"], strict=True) if group is not None]
+    data_par = parts[0] if len(parts) == 1 else {k: parts[0][k] + parts[1][k] for k in parts[0]}
     # host time of list collectives (one copy per rank), which the device waits through
     unhidden = out["n_micro"] * data_par["host_per_micro_s"] + data_par["host_per_step_s"]
     out.update(data_parallel=data_par, lora_params_per_device=lora_dev, dp_per_micro_s=data_par["per_micro_s"],
@@ -158,7 +200,7 @@ def _per_micro(c, t, key):
     """``key`` of one micro-batch's passes: forward, backward and the recomputed forward."""
     (f_layers, f_embed, f_head), (b_layers, b_embed, b_head) = t["prices"]["forward"], t["prices"]["backward"]
     return (f_layers[key] + b_layers[key] + f_embed[key] + f_head[key] + b_embed[key] + b_head[key]
-            + np.where(c["recompute"] == Recompute.FULL, f_layers[key], 0.0))
+            + np.where(c["recompute"] == _FULL, f_layers[key], 0.0))
 
 
 def dualpipe_pairing(c, t):
@@ -173,7 +215,7 @@ def dualpipe_pairing(c, t):
     per_mb = t["forward_s"] + t["backward_s"] + t["recompute_s"]
     held = np.minimum(_DUALPIPE_COMM_UNITS, c["units"] / 2.0)
     paired = np.maximum(per_mb - ep + ep * held / (c["units"] - held), ep)
-    return np.where((c["schedule"] == Schedule.DUALPIPE) & (ep > 0), paired / np.maximum(per_mb, 1e-30), 1.0)
+    return np.where((c["schedule"] == _DUALPIPE) & (ep > 0), paired / np.maximum(per_mb, 1e-30), 1.0)
 
 
 def _pipeline(t, c):
@@ -193,7 +235,7 @@ def _pipeline(t, c):
     b_input = B + R - W  # the backward's critical part when weight gradients are deferred
     short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
     bubble = np.select(
-        [sched == Schedule.INTERLEAVED, sched == Schedule.ZERO_BUBBLE, sched == Schedule.DUALPIPE],
+        [sched == _INTERLEAVED, sched == _ZERO_BUBBLE, sched == _DUALPIPE],
         [((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
          (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
          + short * np.minimum(np.minimum(W, F), b_input),
@@ -202,13 +244,14 @@ def _pipeline(t, c):
     # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
     # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
     # model's last stage (LM head and loss) paces that state and the others' slack hides them
-    handoffs = np.where((sched == Schedule.INTERLEAVED) & (v > 1), pp * v - 1.0, pp - 1.0)
+    handoffs = np.where((sched == _INTERLEAVED) & (v > 1), pp * v - 1.0, pp - 1.0)
     return bubble, handoffs
 
 
-def estimate_train(c):
-    """Training-step results as a flat dict of arrays, plus ``(mask, reason, detail)`` checks."""
-    t = stage_times(c)
+def estimate_train(c, prices=None):
+    """Training-step results as a flat dict of arrays, plus ``(mask, reason, detail)`` checks;
+    ``prices``: :func:`stage_prices` where the caller has them."""
+    t = stage_times(c, prices=prices)
     mb, seq = c["micro_batch"], c["seq_len"]
     dp = c["dp"]
     p = t["pass"]
@@ -264,8 +307,8 @@ def estimate_train(c):
     layer_fwd_tok = fwd_tok - 2.0 * c["vocab"] * c["hidden"]
     sac = c["sac_matmuls"]
     selective_flops = np.where(sac > 0, sac * (layer_fwd_tok - attn_flops_tok), attn_flops_tok)
-    recompute_flops = tokens * np.where(c["recompute"] == Recompute.FULL, layer_fwd_tok,
-                                        np.where(c["recompute"] == Recompute.SELECTIVE, selective_flops, 0.0))
+    recompute_flops = tokens * np.where(c["recompute"] == _FULL, layer_fwd_tok,
+                                        np.where(c["recompute"] == _SELECTIVE, selective_flops, 0.0))
     hardware_flops = model_flops + recompute_flops
     devices = c["num_devices"]
     peak = c["peak_flops"]
@@ -446,22 +489,22 @@ def _activation_bytes(c, n_micro):
     ffn = np.where(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] * capacity_scale(c) + c["shared_experts"]), c["ffn"])
     split = ((heads + 2.0 * kv) * hd + heads * hd) * a + (2.0 + c["gated"]) * ffn * a
     scores = (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))
-    scores = np.where(c["recompute"] >= Recompute.SELECTIVE, 0.0, scores)
+    scores = np.where(c["recompute"] >= _SELECTIVE, 0.0, scores)
     per_token = replicated / np.where(c["sp"] > 0, t, 1.0) + (split + scores) / t
     # op-level selective recompute: the matmul outputs it keeps (q, k, v, o; the MLP's up, gate, down)
     matmul_out = ((heads + 2.0 * kv) * hd + h + (1.0 + c["gated"]) * ffn + h) * a
     op_level = h * a / np.where(c["sp"] > 0, t, 1.0) + (heads * hd * a + (1.0 - c["sac_matmuls"]) * matmul_out) / t
-    per_token = np.where((c["recompute"] == Recompute.SELECTIVE) & (c["sac_matmuls"] > 0), op_level, per_token)
+    per_token = np.where((c["recompute"] == _SELECTIVE) & (c["sac_matmuls"] > 0), op_level, per_token)
     full = 2.0 * h / np.where(c["sp"] > 0, t, 1.0)
-    per_token = np.where(c["recompute"] == Recompute.FULL, full, per_token)
+    per_token = np.where(c["recompute"] == _FULL, full, per_token)
     tokens = c["micro_batch"] * s
     per_layer = tokens * per_token
     pp, v = c["pp"], c["virtual_stages"]
     layers_stage = c["stage_layers"]
-    in_flight = np.where(c["schedule"] == Schedule.GPIPE, n_micro, np.minimum(n_micro, pp))
-    factor = np.where(c["schedule"] == Schedule.INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
+    in_flight = np.where(c["schedule"] == _GPIPE, n_micro, np.minimum(n_micro, pp))
+    factor = np.where(c["schedule"] == _INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
     held = layers_stage * in_flight * factor * per_layer
     # full recompute re-materialises one layer's activations during its backward
-    working = np.where(c["recompute"] == Recompute.FULL, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
+    working = np.where(c["recompute"] == _FULL, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
     logits = tokens * c["vocab"] / t * c["loss_bytes"] * np.where(pp > 1, 0.0, 1.0)
     return held + working + logits

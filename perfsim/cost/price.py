@@ -100,6 +100,234 @@ def prefill_fixed_time(c, op, *, backward=False):
     return np.where(prefill_call(op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
 
 
+#: every column the GEMM, elementwise and collective terms read (:func:`_gemm_cost`,
+#: :func:`_elementwise_cost`, :func:`_comm_cost` and the cost models they call); where each holds
+#: one number (one configuration) and so do the ops' fields, the ops of a kind are priced together
+#: on a leading op axis (:func:`price`)
+_PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "attn_gemm_max",
+                   "attn_peak_ratio", "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
+                   "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
+                   "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
+                   "nvls_eff", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",
+                   "scaleout_ll_s", "scaleup_bw", "scaleup_eff", "scaleup_lat_s", "scaleup_ll_s")
+#: elements of an op field up to which ops are stacked (one configuration, or the two passes of one)
+_STACK_MAX = 16
+
+
+class _Setting:
+    """What every op of one :func:`price` call shares: the engines the rows run on, the launch cost."""
+
+    def __init__(self, c, backward, weight_grads):
+        self.backward, self.weight_grads = backward, weight_grads
+        self.systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
+        self.npu_rows = bool(self.systolic.any())
+        # engine busy times (and the memory time PIM in blocked mode waits for) where anyone reads them
+        self.engines = self.npu_rows or bool((np.asarray(c.get("has_pim", 0.0)) > 0).any())
+        self.launch = c["launch_s"]
+        self.mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
+        self.dequantised = bool((np.asarray(c["dequant"]) > 0).any())  # (elsewhere a conversion time is 0 on every row)
+        # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
+        # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
+        self.skip_absent = not self.engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
+
+
+def _gemm_shapes(c, op, x):
+    """The GEMMs ``op`` runs: ``(m, n, k, groups, a_bytes, w_bytes, out_bytes, ceiling, memory_eff, peak,
+    dequantises, weight_gradient)`` each (the forward's, or the input and weight gradients')."""
+    # an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
+    # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on; 1 elsewhere)
+    act, wb = c["act_bytes"], c["w_bytes"]
+    ceiling, memory_eff, peak, w_b16 = c["gemm_max"], c["memory_max"], c["peak_flops"], wb
+    if op.expert:
+        ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
+        memory_eff = memory_eff * c.get("moe_memory_eff", 1.0)
+    if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
+        wide = np.asarray(op.wide) > 0
+        ceiling = np.where(wide, c["attn_gemm_max"], ceiling)
+        peak = np.where(wide, peak * c["attn_peak_ratio"], peak)
+        w_b16 = np.where(wide, act, wb)
+    # forward and input-gradient GEMMs read the stored weight and convert it
+    deq = bool(op.weight and x.dequantised)
+    if not x.backward:
+        return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, peak, deq, False)]
+    shapes = [(op.m, op.k, op.n, op.groups, act, w_b16, act, ceiling, memory_eff, peak, deq, False)]  # input gradient
+    if x.weight_grads:
+        shapes.append((op.k, op.n, op.m, op.groups, act, act, w_b16, ceiling, memory_eff, peak, False, True))
+    return shapes
+
+
+def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, peak, deq_on, wgrad):
+    """The :func:`price` terms of GEMMs (one, or several on a leading axis)."""
+    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling)
+    deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
+                                                               vector_flops=c["vector_flops"]), 0.0)
+           if x.dequantised else 0.0)
+    # a GPU converts on the SMs that multiply; an NPU on its vector engine, beside the arrays
+    serial_deq = np.where(x.systolic, 0.0, deq) if x.npu_rows else deq
+    launch = x.launch
+    t, tc, tm = gemm_time(m, n, k, groups=groups, peak_flops=peak, eff=eff, a_bytes=a_b, w_bytes=w_b,
+                          out_bytes=o_b, launch_s=launch, dequant_s=serial_deq, bandwidth=c["hbm_bw"],
+                          memory_eff=memory_eff)
+    matrix = tc - serial_deq
+    if x.npu_rows:
+        t = np.where(x.systolic & (t > 0), np.maximum(t, deq + launch), t)
+        tc = np.where(x.systolic, np.maximum(tc, deq), tc)
+    out = {"gemm_s": t, "launch_s": np.where(t > 0, launch, 0.0), "compute_bound_s": np.where(tc >= tm, t, 0.0),
+           "memory_bound_s": np.where(tc < tm, t, 0.0), "memory_compute_s": np.where(tc < tm, tc, 0.0)}
+    if wgrad is True or (wgrad is not False and x.backward and x.weight_grads):  # (flags of stacked GEMMs)
+        out["wgrad_s"] = t if wgrad is True else np.where(wgrad, t, 0.0)
+    if x.engines:
+        out.update(matrix_s=matrix, vector_s=np.where(t > 0, deq, 0.0), dma_s=tm)
+    if x.npu_rows:
+        out["vector_ops"] = np.where(x.systolic & (t > 0), deq * c["vector_flops"], 0.0)
+        tc = np.where(x.systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
+    # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full
+    # work (the training step's power counts its FLOPs from the model: backward passes skip this)
+    executed = 1.0 if x.backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"])
+    executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
+    if x.npu_rows:
+        executed = np.where(x.systolic, 1.0, executed)
+    out["flops"] = np.where(tc > 0, tc * peak * eff / executed, 0.0)
+    out["hbm_bytes"] = tm * c["hbm_bw"] * memory_eff
+    return out
+
+
+def _attention_cost(c, x, op):
+    """The :func:`price` terms of one attention core."""
+    backward, launch, systolic = x.backward, x.launch, x.systolic
+    out = {}
+    scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
+    waves = np.ceil(op.blocks / c["units"])
+    wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
+    # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
+    # (at fp8 where the engine runs its context attention in fp8: prefill_attn_peak_ratio, _gemm_max)
+    prefill = prefill_call(op, backward=backward)
+    share = np.where(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
+    gemm_max = np.where(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
+    eff = gemm_max * share * np.where(op.blocks > 0, wave_eff, 1.0)
+    eff = eff * attention_length_eff(op.span, op.visits, op.diagonal, backward=backward)
+    vec = 0.0
+    if x.npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
+        arrays = npu.attention_efficiency(op.rows, op.depth, op.span, op.units, arrays=c["arrays"],
+                                          size=c["array_size"], weight_stationary=c["weight_stationary"] > 0)
+        eff = np.where(systolic, c["attn_gemm_max"] * c["attention_eff"] * arrays, eff)
+        vec = np.where(systolic, npu.vector_time(npu.SOFTMAX_OPS * op.scores * scale, c["vector_flops"]), 0.0)
+    if backward:  # the gradient kernel's own rate (FlashAttention-3, cuDNN: below the forward's)
+        eff = eff * c["attention_bwd_ratio"]
+    peak = c["peak_flops"] * np.where(prefill, c.get("prefill_attn_peak_ratio", c["attn_peak_ratio"]),
+                                      c["attn_peak_ratio"])
+    t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
+                compute_eff=eff, launch_s=launch, **x.mem)
+    tc = op.flops * scale / (peak * eff)
+    if x.npu_rows:
+        t = np.where(t > 0, np.maximum(t, vec + launch), 0.0)
+        tc = np.maximum(tc, vec)
+    if x.engines:
+        tm = op.moved_bytes * (2.0 if backward else 1.0) / (c["hbm_bw"] * c["memory_max"])
+        out["matrix_s"] = np.where(t > 0, op.flops * scale / (peak * eff), 0.0)
+        out["vector_s"] = vec
+        out["vector_ops"] = np.where(systolic, npu.SOFTMAX_OPS * op.scores * scale, 0.0)
+        out["dma_s"] = np.where(t > 0, tm, 0.0)
+    fixed = np.where(t > 0, decode_fixed_time(c, op, t - launch) + prefill_fixed_time(c, op, backward=backward), 0.0)
+    out["attention_s"] = t + fixed
+    out["launch_s"] = np.where(t > 0, launch, 0.0)
+    out["compute_bound_s"] = np.where(tc >= t - launch, t + fixed, 0.0)
+    out["memory_bound_s"] = np.where(tc < t - launch, t + fixed, 0.0)
+    out["memory_compute_s"] = np.where(tc < t - launch, tc, 0.0)
+    out["flops"] = op.flops * scale
+    out["hbm_bytes"] = op.moved_bytes * (2.0 if backward else 1.0)
+    return out
+
+
+def _elementwise_fields(op, x):
+    """``(kernels, moved_bytes)`` of an elementwise op; ``backward``: twice the forward's, or the
+    op's own gradient traffic."""
+    if not x.backward:
+        return (op.kernels, op.moved_bytes)
+    return (op.kernels * 2.0 if op.backward_kernels is None else op.backward_kernels,
+            op.moved_bytes * 2.0 if op.backward_bytes is None else op.backward_bytes)
+
+
+def _elementwise_cost(c, x, kernels, moved):
+    """The :func:`price` terms of memory-bound elementwise ops (one, or several on a leading axis)."""
+    launch = x.launch
+    t = op_time(0.0, moved, peak_flops=1.0, compute_eff=1.0, launch_s=launch, kernels=kernels, **x.mem)
+    out = {}
+    if x.engines:
+        out["dma_s"] = np.where(t > 0, moved / (c["hbm_bw"] * c["memory_max"]), 0.0)
+    if x.npu_rows:  # the vector engine streams every element once
+        ops = np.where(x.systolic, npu.ELEMENTWISE_OPS * moved / c["act_bytes"], 0.0)
+        vec = npu.vector_time(ops, c["vector_flops"])
+        t = np.where(t > 0, np.maximum(t, vec + kernels * launch), 0.0)
+        out["vector_s"] = vec
+        out["vector_ops"] = ops
+    out.update(elementwise_s=t, launch_s=np.where(t > 0, kernels * launch, 0.0), memory_bound_s=t,
+               hbm_bytes=moved)
+    return out
+
+
+def _comm_cost(c, x, op, size, ranks, expert):
+    """The :func:`price` terms of collectives ``op`` (one, or several on a leading axis)."""
+    t = group_collective(c, op, size, ranks) * (1.0 - c["tp_overlap"])
+    sent = np.where(np.asarray(ranks) > 1, size * bus_factor(op, ranks), 0.0)
+    out = {"communication_s": t, "link_bytes": sent, "nic_bytes": nic_bytes(c, op, size, ranks), "hbm_bytes": 2.0 * sent}
+    if expert is not False:  # the expert group's token exchange, all-to-alls or all-gather and reduce-scatter
+        out["ep_communication_s"] = t if expert is True else np.where(expert, t, 0.0)
+    return out
+
+
+def _stackable(c, fields) -> int | None:
+    """Dimensions (0 or 1) of the op fields where the ops of one kind can be priced together on a
+    leading axis: every column :func:`price` reads holds one number and every field at most
+    :data:`_STACK_MAX`; None otherwise (a block of a sweep: each op on its own arrays)."""
+    if any(getattr(c.get(k), "ndim", 0) for k in _PRICED_COLUMNS):
+        return None
+    dims = 0
+    for v in fields:
+        nd = getattr(v, "ndim", 0)
+        if nd:
+            if nd > 1 or v.size > _STACK_MAX:
+                return None
+            dims = 1
+    return dims
+
+
+def _stack(values, dims):
+    """``values`` (numbers, or arrays of one length) on a new leading axis, in front of ``dims`` axes."""
+    if not dims:
+        return np.array(values, dtype=float)
+    length = max(getattr(v, "size", 1) if getattr(v, "ndim", 0) else 1 for v in values)
+    if length == 1 and not any(getattr(v, "ndim", 0) for v in values):
+        return np.array(values, dtype=float).reshape(len(values), 1)  # numbers: broadcast along the rows
+    stacked = np.empty((len(values), length))
+    for i, value in enumerate(values):  # (numbers broadcast along the row)
+        stacked[i] = value
+    return stacked
+
+
+def _sum_items(cost, c, x, items, dims, *shared):
+    """Sum of ``cost``'s terms over ``items`` (tuples of its arguments after ``shared``), computed in
+    one call on the items stacked along a leading axis (one more than ``dims``) and summed in item
+    order."""
+    if len(items) == 1:
+        return cost(c, x, *shared, *items[0])
+    columns = []
+    for i, values in enumerate(zip(*items, strict=True)):
+        first = values[0]
+        if isinstance(first, bool):
+            flags = np.array(values, dtype=bool)
+            columns.append(flags.reshape(len(values), 1) if dims else flags)
+        elif i and all(v is first for v in values):  # the same for every item: broadcast
+            columns.append(first)
+        else:  # (the first argument always: the terms' leading axis)
+            columns.append(_stack(values, dims))
+    terms = cost(c, x, *shared, *columns)
+    shape = np.broadcast_shapes(*(np.shape(v) for v in terms.values()))
+    # a term that is the same for every item (not stacked) counts once per item, as one call per item adds it
+    return {key: np.add.accumulate(value if np.shape(value) == shape else np.broadcast_to(value, shape), axis=0)[-1]
+            for key, value in terms.items()}
+
+
 def price(c, ops, *, backward=False, weight_grads=True):
     """Sum the time of ``ops`` by category; ``backward`` prices their gradient pass instead.
 
@@ -126,149 +354,40 @@ def price(c, ops, *, backward=False, weight_grads=True):
     out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
                             "ep_communication_s",
                             "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "nic_bytes", "vector_ops")}
-    systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
-    npu_rows = bool(systolic.any())
-    # engine busy times (and the memory time PIM in blocked mode waits for) where anyone reads them
-    engines = npu_rows or bool((np.asarray(c.get("has_pim", 0.0)) > 0).any())
-    launch = c["launch_s"]
-    mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
-    act, wb = c["act_bytes"], c["w_bytes"]
-    dequantised = bool((np.asarray(c["dequant"]) > 0).any())  # (elsewhere a conversion time is 0 on every row)
-    # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
-    # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
-    skip_absent = not engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
+    x = _Setting(c, backward, weight_grads)
+    items = []  # (cost, its leading arguments, one op's (or GEMM's) arguments), in op order
     for op in ops:
         if isinstance(op, Gemm):
-            # an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
-            # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on; 1 elsewhere)
-            ceiling, memory_eff, peak, w_b16 = c["gemm_max"], c["memory_max"], c["peak_flops"], wb
-            if op.expert:
-                ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
-                memory_eff = memory_eff * c.get("moe_memory_eff", 1.0)
-            if (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
-                wide = np.asarray(op.wide) > 0
-                ceiling = np.where(wide, c["attn_gemm_max"], ceiling)
-                peak = np.where(wide, peak * c["attn_peak_ratio"], peak)
-                w_b16 = np.where(wide, act, wb)
-            shapes = [(op.m, op.n, op.k, act, w_b16, act)]
-            if backward:
-                shapes = [(op.m, op.k, op.n, act, w_b16, act)]  # input gradient
-                if weight_grads:
-                    shapes.append((op.k, op.n, op.m, act, act, w_b16))  # weight gradient
-            for i, (m, n, k, a_b, w_b, o_b) in enumerate(shapes):
-                if skip_absent and not (np.asarray(2.0 * m * n * k * op.groups) > 0).any():  # gemm_time's flops
-                    continue
-                eff = npu.device_gemm_efficiency(c, m, n, k, op.groups, ceiling)
-                # forward and input-gradient GEMMs read the stored weight and convert it
-                deq = (np.where(c["dequant"] > 0, dequant_time(m, n, k, groups=op.groups, tile_m=c["tile_m"],
-                                                               vector_flops=c["vector_flops"]), 0.0)
-                       if i == 0 and op.weight and dequantised else 0.0)
-                # a GPU converts on the SMs that multiply; an NPU on its vector engine, beside the arrays
-                serial_deq = np.where(systolic, 0.0, deq) if npu_rows else deq
-                t, tc, tm = gemm_time(m, n, k, groups=op.groups, peak_flops=peak, eff=eff,
-                                      a_bytes=a_b, w_bytes=w_b, out_bytes=o_b, launch_s=launch,
-                                      dequant_s=serial_deq, bandwidth=c["hbm_bw"], memory_eff=memory_eff)
-                matrix = tc - serial_deq
-                if npu_rows:
-                    t = np.where(systolic & (t > 0), np.maximum(t, deq + launch), t)
-                    tc = np.where(systolic, np.maximum(tc, deq), tc)
-                out["gemm_s"] = out["gemm_s"] + t
-                out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
-                out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= tm, t, 0.0)
-                out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < tm, t, 0.0)
-                out["memory_compute_s"] = out["memory_compute_s"] + np.where(tc < tm, tc, 0.0)
-                if i == 1:
-                    out["wgrad_s"] = out["wgrad_s"] + t
-                if engines:
-                    out["matrix_s"] = out["matrix_s"] + matrix
-                    out["vector_s"] = out["vector_s"] + np.where(t > 0, deq, 0.0)
-                    out["dma_s"] = out["dma_s"] + tm
-                if npu_rows:
-                    out["vector_ops"] = out["vector_ops"] + np.where(systolic & (t > 0), deq * c["vector_flops"], 0.0)
-                    tc = np.where(systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
-                # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full work (the training
-                # step's power counts its FLOPs from the model: backward passes skip this)
-                executed = 1.0 if backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"])
-                executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
-                if npu_rows:
-                    executed = np.where(systolic, 1.0, executed)
-                out["flops"] = out["flops"] + np.where(tc > 0, tc * peak * eff / executed, 0.0)
-                out["hbm_bytes"] = out["hbm_bytes"] + tm * c["hbm_bw"] * memory_eff
+            items += [(_gemm_cost, (), shape) for shape in _gemm_shapes(c, op, x)]
         elif isinstance(op, Attention):
-            scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
-            waves = np.ceil(op.blocks / c["units"])
-            wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
-            # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
-            # (at fp8 where the engine runs its context attention in fp8: prefill_attn_peak_ratio, _gemm_max)
-            prefill = prefill_call(op, backward=backward)
-            share = np.where(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
-            gemm_max = np.where(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
-            eff = gemm_max * share * np.where(op.blocks > 0, wave_eff, 1.0)
-            eff = eff * attention_length_eff(op.span, op.visits, op.diagonal, backward=backward)
-            vec = 0.0
-            if npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
-                arrays = npu.attention_efficiency(op.rows, op.depth, op.span, op.units, arrays=c["arrays"],
-                                                  size=c["array_size"], weight_stationary=c["weight_stationary"] > 0)
-                eff = np.where(systolic, c["attn_gemm_max"] * c["attention_eff"] * arrays, eff)
-                vec = np.where(systolic, npu.vector_time(npu.SOFTMAX_OPS * op.scores * scale, c["vector_flops"]), 0.0)
-            if backward:  # the gradient kernel's own rate (FlashAttention-3, cuDNN: below the forward's)
-                eff = eff * c["attention_bwd_ratio"]
-            peak = c["peak_flops"] * np.where(prefill, c.get("prefill_attn_peak_ratio", c["attn_peak_ratio"]),
-                                              c["attn_peak_ratio"])
-            t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
-                        compute_eff=eff, launch_s=launch, **mem)
-            tc = op.flops * scale / (peak * eff)
-            if npu_rows:
-                t = np.where(t > 0, np.maximum(t, vec + launch), 0.0)
-                tc = np.maximum(tc, vec)
-            if engines:
-                tm = op.moved_bytes * (2.0 if backward else 1.0) / (c["hbm_bw"] * c["memory_max"])
-                out["matrix_s"] = out["matrix_s"] + np.where(t > 0, op.flops * scale / (peak * eff), 0.0)
-                out["vector_s"] = out["vector_s"] + vec
-                out["vector_ops"] = out["vector_ops"] + np.where(systolic, npu.SOFTMAX_OPS * op.scores * scale, 0.0)
-                out["dma_s"] = out["dma_s"] + np.where(t > 0, tm, 0.0)
-            fixed = np.where(t > 0, decode_fixed_time(c, op, t - launch) + prefill_fixed_time(c, op, backward=backward),
-                             0.0)
-            out["attention_s"] = out["attention_s"] + t + fixed
-            out["launch_s"] = out["launch_s"] + np.where(t > 0, launch, 0.0)
-            out["compute_bound_s"] = out["compute_bound_s"] + np.where(tc >= t - launch, t + fixed, 0.0)
-            out["memory_bound_s"] = out["memory_bound_s"] + np.where(tc < t - launch, t + fixed, 0.0)
-            out["memory_compute_s"] = out["memory_compute_s"] + np.where(tc < t - launch, tc, 0.0)
-            out["flops"] = out["flops"] + op.flops * scale
-            out["hbm_bytes"] = out["hbm_bytes"] + op.moved_bytes * (2.0 if backward else 1.0)
+            items.append((_attention_cost, (op,), ()))
         elif isinstance(op, Elementwise):
-            kernels, moved = op.kernels, op.moved_bytes
-            if backward:  # twice the forward's, or the op's own gradient traffic
-                kernels = kernels * 2.0 if op.backward_kernels is None else op.backward_kernels
-                moved = moved * 2.0 if op.backward_bytes is None else op.backward_bytes
-            t = op_time(0.0, moved, peak_flops=1.0, compute_eff=1.0, launch_s=launch, kernels=kernels, **mem)
-            if engines:
-                out["dma_s"] = out["dma_s"] + np.where(t > 0, moved / (c["hbm_bw"] * c["memory_max"]), 0.0)
-            if npu_rows:  # the vector engine streams every element once
-                ops = np.where(systolic, npu.ELEMENTWISE_OPS * moved / c["act_bytes"], 0.0)
-                vec = npu.vector_time(ops, c["vector_flops"])
-                t = np.where(t > 0, np.maximum(t, vec + kernels * launch), 0.0)
-                out["vector_s"] = out["vector_s"] + vec
-                out["vector_ops"] = out["vector_ops"] + ops
-            out["elementwise_s"] = out["elementwise_s"] + t
-            out["launch_s"] = out["launch_s"] + np.where(t > 0, kernels * launch, 0.0)
-            out["memory_bound_s"] = out["memory_bound_s"] + t
-            out["hbm_bytes"] = out["hbm_bytes"] + moved
+            items.append((_elementwise_cost, (), _elementwise_fields(op, x)))
         elif isinstance(op, Comm):
             if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
-                t = 0.0 * (1.0 - c["tp_overlap"])
-                out["communication_s"] = out["communication_s"] + t
-                if op.name.startswith("ep_"):
-                    out["ep_communication_s"] = out["ep_communication_s"] + t
-                continue
-            t = group_collective(c, op.op, op.size_bytes, op.ranks) * (1.0 - c["tp_overlap"])
+                items.append((None, (op.name.startswith("ep_"),), ()))
+            else:
+                items.append((_comm_cost, (op.op,), (op.size_bytes, op.ranks, op.name.startswith("ep_"))))
+    dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in item[:4]
+                          if not isinstance(v, bool)])
+    groups: dict = {}
+    for cost, shared, item in items:
+        if cost is None:  # a collective of one rank
+            t = 0.0 * (1.0 - c["tp_overlap"])
             out["communication_s"] = out["communication_s"] + t
-            if op.name.startswith("ep_"):
+            if shared[0]:
                 out["ep_communication_s"] = out["ep_communication_s"] + t
-            sent = np.where(np.asarray(op.ranks) > 1, op.size_bytes * bus_factor(op.op, op.ranks), 0.0)
-            out["link_bytes"] = out["link_bytes"] + sent
-            out["nic_bytes"] = out["nic_bytes"] + nic_bytes(c, op.op, op.size_bytes, op.ranks)
-            out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * sent
+        elif dims is None or cost is _attention_cost:  # each op on its own arrays, summed in op order
+            # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
+            if not (cost is _gemm_cost and x.skip_absent
+                    and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
+                for key, value in cost(c, x, *shared, *item).items():
+                    out[key] = out[key] + value
+        else:  # one configuration: the ops of a kind together, their sums added kind by kind
+            groups.setdefault((cost, shared), []).append(item)
+    for (cost, shared), group in groups.items():
+        for key, value in _sum_items(cost, c, x, group, dims, *shared).items():
+            out[key] = out[key] + value
     out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
     return out
 

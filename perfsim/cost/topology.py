@@ -31,7 +31,8 @@ def _torus_axes(c, ranks):
     devices = np.asarray(c.get("num_devices", 0.0), dtype=float)  # absent in hand-made column sets: the domain
     devices = np.where(devices > 0, np.minimum(devices, domain), domain)
     side = np.maximum(devices ** (1.0 / k), 2.0)
-    spanned = np.clip(np.ceil(np.log(np.maximum(ranks, 1.0)) / np.log(side) - 1e-9), 1.0, k)
+    # (np.clip's values, without its dispatch: as in _layout)
+    spanned = np.minimum(np.maximum(np.ceil(np.log(np.maximum(ranks, 1.0)) / np.log(side) - 1e-9), 1.0), k)
     return dims, k, spanned
 
 
@@ -132,7 +133,7 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     """
     ranks, group, per_node, nodes = _layout(c, ranks, stride)
     stride = np.maximum(stride, 1.0)
-    per_package = np.clip(np.floor(c["package_devices"] / stride), 1.0, group)
+    per_package = np.minimum(np.maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
     up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
     up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
