@@ -73,3 +73,25 @@ def test_a_recomputation_search_prices_the_passes_once_and_gets_each_options_res
         assert list(alone) == list(reused)
         for key, value in alone.items():
             assert np.array_equal(reused[key], value, equal_nan=True), key
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="mixtral-8x7b", hardware="a100-80gb", tp=2, power_cap_w=250.0),
+                                  dict(model="llama2-7b", hardware="tpu-v5e", dtype="fp8"),
+                                  dict(model="llama2-7b", hardware="h100-pim", gen_len=1)])
+def test_a_plan_that_offloads_nothing_gets_what_its_empty_streams_give(plan, monkeypatch):
+    import perfsim
+    from perfsim.analytical import offload
+
+    shortcut = perfsim.estimate(**plan)
+    monkeypatch.setattr(offload, "_placed", lambda c: True)  # the streams priced, all of 0 bytes
+    streamed = perfsim.estimate(**plan)
+    assert shortcut.keys() == streamed.keys()
+    for key in ("breakdown", "memory_per_device_gib"):
+        assert shortcut[key].keys() == streamed[key].keys()
+    flat = [(k, v, streamed[k]) for k, v in shortcut.items() if not isinstance(v, dict)]
+    flat += [(f"breakdown.{p}.{k}", v, streamed["breakdown"][p][k]) for p in ("prefill", "decode")
+             for k, v in shortcut["breakdown"][p].items()]
+    assert any(k.endswith("offload_s") for k, _, _ in flat)
+    for key, a, b in flat:
+        assert a == b or (a != a and b != b), key
