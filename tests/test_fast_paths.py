@@ -95,3 +95,25 @@ def test_a_plan_that_offloads_nothing_gets_what_its_empty_streams_give(plan, mon
     assert any(k.endswith("offload_s") for k, _, _ in flat)
     for key, a, b in flat:
         assert a == b or (a != a and b != b), key
+
+
+@pytest.mark.parametrize("take", [np.array([True, True]), np.array([False, False])])
+def test_a_merge_that_takes_every_row_or_none_equals_the_rowwise_merge(take):
+    from perfsim.analytical.evaluate import _merged
+    from perfsim.plan.rows import Detail
+
+    out = {"a": np.array([1.0, 2.0]), "b": 3.0, "c": np.array([np.nan, 4.0])}
+    trial = {"c": np.array([5.0, np.nan]), "a": np.array([6.0, 7.0]), "b": np.array([8.0, 9.0])}
+    detail = Detail("{:g}", np.array([1.0, 2.0]))
+    checks = [(np.array([True, False]), "x", None), (False, "y", detail), (np.array([False, True]), "z", None)]
+    trial_checks = [(np.array([False, True]), "x", detail), (True, "y", None), (False, "z", None)]
+    merged, merged_checks = _merged(take, trial, trial_checks, out, checks)
+    assert list(merged) == list(out)
+    for key in out:
+        assert np.array_equal(np.broadcast_to(merged[key], (2,)), np.where(take, trial[key], out[key]), equal_nan=True)
+    for (mask, short, d), (m, s, od), (tm, _, td) in zip(merged_checks, checks, trial_checks, strict=True):
+        assert short == s
+        assert np.array_equal(np.broadcast_to(mask, (2,)), np.where(take, tm, m))
+        for i in range(2):
+            expected = (td if take[i] else od) or od or td
+            assert (d(i) if d else None) == (expected(i) if expected else None)

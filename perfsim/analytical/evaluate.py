@@ -339,6 +339,13 @@ def _flagged(checks, like):
 
 def _merged(take, trial, trial_checks, out, checks):
     """Results and checks of ``trial`` on the rows ``take``, of ``out`` elsewhere."""
+    if not np.any(take):  # (no row taken, or every row: each value as its side gives it, no where() per key)
+        return out, [(np.asarray(m, dtype=bool), short, d if d is not None else td)
+                     for (m, short, d), (_, _, td) in zip(checks, trial_checks, strict=True)]
+    if np.all(take):
+        return ({k: trial[k] for k in out},
+                [(np.asarray(tm, dtype=bool), short, td if td is not None else d)
+                 for (_, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)])
     return ({k: np.where(take, trial[k], out[k]) for k in out},
             [(np.where(take, np.asarray(tm, dtype=bool), np.asarray(m, dtype=bool)), short, _either(take, td, d))
              for (m, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)])
