@@ -18,6 +18,9 @@ from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
 from perfsim.plan.rows import value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
+# codes as the columns hold them (a float compares with a column faster than an IntEnum member)
+_INTERLEAVED, _AUTO = float(Schedule.INTERLEAVED), float(Recompute.AUTO)
+_LIGHTEST_FIRST = tuple(float(r) for r in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL))
 
 
 def _plan_checks(c):
@@ -49,7 +52,7 @@ def _plan_checks(c):
                                           "tier or fractions", None),
         # uneven virtual stages are fine (Megatron-core counts the embedding and the loss as a layer
         # each in the split: account_for_{embedding,loss}_in_pipeline_split), empty ones are not
-        ((c["schedule"] == Schedule.INTERLEAVED) & (np.asarray(pp * c["virtual_stages"]) > np.asarray(c["layers"]) + 2),
+        ((c["schedule"] == _INTERLEAVED) & (np.asarray(pp * c["virtual_stages"]) > np.asarray(c["layers"]) + 2),
          "pp x virtual_stages exceeds the layers (a virtual stage would hold none)", None),
     ]
 
@@ -241,7 +244,7 @@ def _train_least_recompute(c):
     """:func:`estimate_train`, with ``recompute: auto`` resolved row by row to the least
     recomputation whose step fits (none, then selective, then full; full where none does), as a
     team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code)."""
-    auto = np.asarray(c["recompute"]) == Recompute.AUTO
+    auto = np.asarray(c["recompute"]) == _AUTO
     if not np.any(auto):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
@@ -250,21 +253,21 @@ def _train_least_recompute(c):
     out: dict = {}
     checks: list = []
     prices = stage_prices(c)  # the passes' prices do not depend on the recomputation
-    for option in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL):
+    for option in _LIGHTEST_FIRST:
         if resolved is not None and np.all(resolved | ~auto):
             break  # every row found its recomputation: the heavier ones need not be priced
-        trial_c = dict(c, recompute=np.where(auto, float(option), c["recompute"]))
+        trial_c = dict(c, recompute=np.where(auto, option, c["recompute"]))
         trial, trial_checks = estimate_train(trial_c, prices)
         fits = ~_flagged(trial_checks, auto)
         take = auto & fits if chosen is None else auto & fits & ~resolved
-        if option == Recompute.FULL:  # nothing lighter fits: full, and its reasons
+        if option == _LIGHTEST_FIRST[-1]:  # full where nothing lighter fits, with its reasons
             take = auto & ~resolved if resolved is not None else auto
         if chosen is None:  # the rows that are not auto take their own value's results here
             take = take | ~auto
             out, checks, chosen, resolved = trial, trial_checks, trial_c["recompute"], take
             continue
         out, checks = _merged(take, trial, trial_checks, out, checks)
-        chosen = np.where(take, float(option), chosen)
+        chosen = np.where(take, option, chosen)
         resolved = resolved | take
     out["plan.recompute"] = chosen
     return out, checks
