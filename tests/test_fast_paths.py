@@ -39,10 +39,13 @@ def test_a_clock_solved_on_numbers_equals_the_one_solved_on_arrays():
                 60.0, rng.uniform(20.0, 100.0), rng.uniform(100.0, 500.0), rng.uniform(0.0, 100.0),
                 rng.uniform(100.0, 700.0))
         scalar = solve_clock(*(np.float64(a) if not isinstance(a, tuple) else tuple(map(np.float64, a)) for a in args))
-        array = solve_clock(*(np.array([a]) if not isinstance(a, tuple) else tuple(np.array([x]) for x in a)
+        # (six rows: more than solve_clock takes one by one on numbers, so the bisection runs on the arrays)
+        array = solve_clock(*(np.array([a] * 6) if not isinstance(a, tuple) else tuple(np.array([x] * 6) for x in a)
                               for a in args))
-        assert np.ndim(scalar[0]) == 0 and float(scalar[0]) == float(array[0][0])
-        assert bool(scalar[1]) == bool(array[1][0])
+        few = solve_clock(*(np.array([a] * 3) if not isinstance(a, tuple) else tuple(np.array([x] * 3) for x in a)
+                            for a in args))
+        assert np.ndim(scalar[0]) == 0 and float(scalar[0]) == float(array[0][0]) == float(few[0][2])
+        assert bool(scalar[1]) == bool(array[1][0]) == bool(few[1][2])
 
 
 def test_an_absent_gemm_and_a_one_rank_collective_add_nothing():
@@ -117,3 +120,22 @@ def test_a_merge_that_takes_every_row_or_none_equals_the_rowwise_merge(take):
         for i in range(2):
             expected = (td if take[i] else od) or od or td
             assert (d(i) if d else None) == (expected(i) if expected else None)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", num_devices=8, tp=8),
+                                  dict(model="llama3.2-1b", hardware="h100-sxm", seq_len=1024, power_cap_w=300.0),
+                                  dict(model="llama2-7b", hardware="h100-sxm", tp=2, dp=4, micro_batch=4,
+                                       power_cap_w=450.0)])
+def test_the_recompute_options_priced_together_give_the_search_one_at_a_time(plan):
+    from perfsim.analytical.evaluate import _train_least_recompute
+
+    c = build(expand(dict(plan, mode="train")))
+    together, checks = _train_least_recompute(c)
+    # a column of one row (as a sweep's block holds it) makes the search price its options one at a time
+    alone, alone_checks = _train_least_recompute(dict(c, seq_len=np.array([c["seq_len"]])))
+    assert list(together) == list(alone)
+    for key, value in alone.items():
+        assert np.array_equal(np.ravel(together[key]), np.ravel(value), equal_nan=True), key
+    for (mask, short, detail), (m, s, d) in zip(checks, alone_checks, strict=True):
+        assert short == s and bool(np.any(mask)) == bool(np.any(m))
+        assert (detail(0) if detail else None) == (d(0) if d else None)

@@ -15,7 +15,7 @@ from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
-from perfsim.plan.rows import value_at
+from perfsim.plan.rows import Detail, value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 # codes as the columns hold them (a float compares with a column faster than an IntEnum member)
@@ -249,6 +249,8 @@ def _train_least_recompute(c):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
         return out, checks
+    if not any(getattr(v, "ndim", 0) for v in c.values()):  # one configuration: the options together
+        return _least_recompute_together(c)
     chosen = resolved = None
     out: dict = {}
     checks: list = []
@@ -271,6 +273,25 @@ def _train_least_recompute(c):
         resolved = resolved | take
     out["plan.recompute"] = chosen
     return out, checks
+
+
+def _least_recompute_together(c):
+    """:func:`_train_least_recompute` of one configuration (every column one number): its options
+    priced in one call on an axis of three (each option's values elementwise as priced alone), then
+    the lightest that fits taken, else full with its reasons."""
+    options = np.array(_LIGHTEST_FIRST)
+    trial, checks = estimate_train(dict(c, recompute=options), stage_prices(c))
+    fits = ~_flagged(checks, options)
+    i = int(np.argmax(fits)) if fits.any() else len(options) - 1
+    out = {k: _option(v, i) for k, v in trial.items()}
+    out["plan.recompute"] = options[i]
+    return out, [(_option(m, i), short, Detail(d.text, *(_option(v, i) for v in d.values), per=d.per)
+                  if isinstance(d, Detail) else d) for m, short, d in checks]
+
+
+def _option(value, i):
+    """One option's value of a result priced on an axis of options (a value without it: the same for each)."""
+    return value[i] if np.ndim(value) else value
 
 
 def _placement_columns():

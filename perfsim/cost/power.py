@@ -246,6 +246,12 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
         if np.isfinite(values).all():
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
+    if xp is not _Numbers and np.ndim(binds) == 1 and binds.size <= 4 and binds.any():  # a few spans: each so
+        rows = [np.broadcast_to(np.asarray(v, dtype=float), binds.shape).tolist()
+                for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
+        if np.isfinite(rows).all():
+            solved = [solve_clock(*v[:3], v[3:7], *v[7:], steps=steps) for v in zip(*rows, strict=True)]
+            return np.array([f for f, _ in solved]), np.array([ok for _, ok in solved])
     # a box of a sweep with rows the cap binds: each solved once along the axes its inputs repeat on
     if xp is not _Numbers and np.ndim(binds) > 1 and binds.any():
         solved = per_slice(np.shape(binds), (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w),
