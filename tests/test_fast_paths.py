@@ -139,3 +139,29 @@ def test_the_recompute_options_priced_together_give_the_search_one_at_a_time(pla
     for (mask, short, detail), (m, s, d) in zip(checks, alone_checks, strict=True):
         assert short == s and bool(np.any(mask)) == bool(np.any(m))
         assert (detail(0) if detail else None) == (d(0) if d else None)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=64, power_cap_w=400.0),
+                                  dict(model="llama2-7b", hardware="tpu-v5e", power_cap_w=120.0),
+                                  dict(model="mixtral-8x7b", hardware="npu", tp=4, gen_len=1)])
+def test_passes_capped_and_powered_together_equal_each_alone(plan, monkeypatch):
+    import perfsim
+    from perfsim.analytical import energy
+    from perfsim.cost.power import cap_passes
+
+    c = build(expand(plan))
+    pair = [dict(parts) for parts in _forward_pair(c, *PASSES)]
+    alone = [dict(parts) for parts in pair]
+    checks = cap_passes(c, dict(zip(("prefill", "decode"), pair)), devices_per_pass=c["pp"], together=True)
+    alone_checks = cap_passes(c, dict(zip(("prefill", "decode"), alone)), devices_per_pass=c["pp"])
+    assert any(p["clock_ratio"] < 1.0 for p in pair) or plan["hardware"] == "npu"
+    for together, each in zip(pair, alone, strict=True):
+        assert together.keys() == each.keys()
+        assert all(np.array_equal(together[k], each[k], equal_nan=True) for k in each)
+    for (mask, short, detail), (m, s, d) in zip(checks, alone_checks, strict=True):
+        assert bool(mask) == bool(m) and short == s and detail(0) == d(0)
+    # the two phases' device power in one call, or one call each
+    paired = perfsim.estimate(**plan)
+    monkeypatch.setattr(energy, "one_configuration", lambda c: False)
+    each = perfsim.estimate(**plan)
+    assert paired == each  # (NaN reads as None there)

@@ -289,7 +289,9 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
 
 def _placed(c) -> bool:
     """Whether any row places any state (weights, KV cache, activations, routed experts) off the device."""
-    return any(np.any(c[f"{prefix}_frac_{tier}"]) for prefix in ("w", "kv", "act", "exp") for tier in ("cpu", "nvme"))
+    # (count_nonzero: NaN counts; a number or an array, without np.any's dispatch)
+    return any(np.count_nonzero(c[f"{prefix}_frac_{tier}"]) for prefix in ("w", "kv", "act", "exp")
+               for tier in ("cpu", "nvme"))
 
 
 def _resident(c, pre, dec, batches):
