@@ -8,7 +8,7 @@ import numpy as np
 
 from perfsim.analytical.energy import inference_power, train_power
 from perfsim.analytical.heterogeneous import bottleneck_device, placement_checks
-from perfsim.analytical.inference import estimate_inference
+from perfsim.analytical.inference import estimate_inference, one_configuration
 from perfsim.analytical.training import estimate_train, stage_prices
 from perfsim.graph.params import total_params
 from perfsim.plan.arguments import Recompute, Schedule
@@ -249,7 +249,7 @@ def _train_least_recompute(c):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
         return out, checks
-    if not any(getattr(v, "ndim", 0) for v in c.values()):  # one configuration: the options together
+    if one_configuration(c):  # the options together
         return _least_recompute_together(c)
     chosen = resolved = None
     out: dict = {}

@@ -90,7 +90,10 @@ def attention_cost(c, p: Pass, layers_scale=1.0, *, mla_gemms=True):
 def one_configuration(c) -> bool:
     """Whether every column holds one number (a single estimate): then passes can be priced together
     on a short leading axis, each elementwise as alone, with fewer NumPy calls."""
-    return not any(getattr(v, "ndim", 0) for v in c.values())
+    for value in c.values():  # (numbers, NumPy scalars and arrays: only an array has rows)
+        if value.__class__ is np.ndarray and value.ndim:
+            return False
+    return True
 
 
 def _forward_pair(c, first: Pass, second: Pass, one=None):
