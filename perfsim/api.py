@@ -80,17 +80,19 @@ def estimate(trace_out=None, **plan) -> dict:
     plan = _given(plan)
     _one_row(plan, "estimate")
     if trace_out is None:
-        _, out = evaluate(plan)
+        grid, out = evaluate(plan)
+        dtype = grid.values("dtype")[0]  # (the default that the devices take, where none is given)
     else:
         if plan.get("mode", "inference") != "train":
             raise InputError("a step trace is written for mode train (serve writes serving traces)",
                              field="trace_out")
         check_path(trace_out)
         c, out = evaluate_columns(plan)
+        dtype = None
     check_mode_arguments(plan)  # after the values' own checks: a bad value is named as such first
     result = first_row(out)
     result["mode"] = plan.get("mode", "inference")
-    result["plan"] = resolved_plan(plan, out)
+    result["plan"] = resolved_plan(plan, out, dtype)
     if trace_out is not None:
         step = _timeline(c, result, "ends", trace_out, _cap_stretch(out),
                          plan.get("pp_layers"))

@@ -39,10 +39,13 @@ def test_a_clock_solved_on_numbers_equals_the_one_solved_on_arrays():
                 60.0, rng.uniform(20.0, 100.0), rng.uniform(100.0, 500.0), rng.uniform(0.0, 100.0),
                 rng.uniform(100.0, 700.0))
         scalar = solve_clock(*(np.float64(a) if not isinstance(a, tuple) else tuple(map(np.float64, a)) for a in args))
-        array = solve_clock(*(np.array([a]) if not isinstance(a, tuple) else tuple(np.array([x]) for x in a)
+        # (six rows: more than solve_clock takes one by one on numbers, so the bisection runs on the arrays)
+        array = solve_clock(*(np.array([a] * 6) if not isinstance(a, tuple) else tuple(np.array([x] * 6) for x in a)
                               for a in args))
-        assert np.ndim(scalar[0]) == 0 and float(scalar[0]) == float(array[0][0])
-        assert bool(scalar[1]) == bool(array[1][0])
+        few = solve_clock(*(np.array([a] * 3) if not isinstance(a, tuple) else tuple(np.array([x] * 3) for x in a)
+                            for a in args))
+        assert np.ndim(scalar[0]) == 0 and float(scalar[0]) == float(array[0][0]) == float(few[0][2])
+        assert bool(scalar[1]) == bool(array[1][0]) == bool(few[1][2])
 
 
 def test_an_absent_gemm_and_a_one_rank_collective_add_nothing():
@@ -73,3 +76,92 @@ def test_a_recomputation_search_prices_the_passes_once_and_gets_each_options_res
         assert list(alone) == list(reused)
         for key, value in alone.items():
             assert np.array_equal(reused[key], value, equal_nan=True), key
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="mixtral-8x7b", hardware="a100-80gb", tp=2, power_cap_w=250.0),
+                                  dict(model="llama2-7b", hardware="tpu-v5e", dtype="fp8"),
+                                  dict(model="llama2-7b", hardware="h100-pim", gen_len=1)])
+def test_a_plan_that_offloads_nothing_gets_what_its_empty_streams_give(plan, monkeypatch):
+    import perfsim
+    from perfsim.analytical import offload
+
+    shortcut = perfsim.estimate(**plan)
+    monkeypatch.setattr(offload, "_placed", lambda c: True)  # the streams priced, all of 0 bytes
+    streamed = perfsim.estimate(**plan)
+    assert shortcut.keys() == streamed.keys()
+    for key in ("breakdown", "memory_per_device_gib"):
+        assert shortcut[key].keys() == streamed[key].keys()
+    flat = [(k, v, streamed[k]) for k, v in shortcut.items() if not isinstance(v, dict)]
+    flat += [(f"breakdown.{p}.{k}", v, streamed["breakdown"][p][k]) for p in ("prefill", "decode")
+             for k, v in shortcut["breakdown"][p].items()]
+    assert any(k.endswith("offload_s") for k, _, _ in flat)
+    for key, a, b in flat:
+        assert a == b or (a != a and b != b), key
+
+
+@pytest.mark.parametrize("take", [np.array([True, True]), np.array([False, False])])
+def test_a_merge_that_takes_every_row_or_none_equals_the_rowwise_merge(take):
+    from perfsim.analytical.evaluate import _merged
+    from perfsim.plan.rows import Detail
+
+    out = {"a": np.array([1.0, 2.0]), "b": 3.0, "c": np.array([np.nan, 4.0])}
+    trial = {"c": np.array([5.0, np.nan]), "a": np.array([6.0, 7.0]), "b": np.array([8.0, 9.0])}
+    detail = Detail("{:g}", np.array([1.0, 2.0]))
+    checks = [(np.array([True, False]), "x", None), (False, "y", detail), (np.array([False, True]), "z", None)]
+    trial_checks = [(np.array([False, True]), "x", detail), (True, "y", None), (False, "z", None)]
+    merged, merged_checks = _merged(take, trial, trial_checks, out, checks)
+    assert list(merged) == list(out)
+    for key in out:
+        assert np.array_equal(np.broadcast_to(merged[key], (2,)), np.where(take, trial[key], out[key]), equal_nan=True)
+    for (mask, short, d), (m, s, od), (tm, _, td) in zip(merged_checks, checks, trial_checks, strict=True):
+        assert short == s
+        assert np.array_equal(np.broadcast_to(mask, (2,)), np.where(take, tm, m))
+        for i in range(2):
+            expected = (td if take[i] else od) or od or td
+            assert (d(i) if d else None) == (expected(i) if expected else None)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", num_devices=8, tp=8),
+                                  dict(model="llama3.2-1b", hardware="h100-sxm", seq_len=1024, power_cap_w=300.0),
+                                  dict(model="llama2-7b", hardware="h100-sxm", tp=2, dp=4, micro_batch=4,
+                                       power_cap_w=450.0)])
+def test_the_recompute_options_priced_together_give_the_search_one_at_a_time(plan):
+    from perfsim.analytical.evaluate import _train_least_recompute
+
+    c = build(expand(dict(plan, mode="train")))
+    together, checks = _train_least_recompute(c)
+    # a column of one row (as a sweep's block holds it) makes the search price its options one at a time
+    alone, alone_checks = _train_least_recompute(dict(c, seq_len=np.array([c["seq_len"]])))
+    assert list(together) == list(alone)
+    for key, value in alone.items():
+        assert np.array_equal(np.ravel(together[key]), np.ravel(value), equal_nan=True), key
+    for (mask, short, detail), (m, s, d) in zip(checks, alone_checks, strict=True):
+        assert short == s and bool(np.any(mask)) == bool(np.any(m))
+        assert (detail(0) if detail else None) == (d(0) if d else None)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=64, power_cap_w=400.0),
+                                  dict(model="llama2-7b", hardware="tpu-v5e", power_cap_w=120.0),
+                                  dict(model="mixtral-8x7b", hardware="npu", tp=4, gen_len=1)])
+def test_passes_capped_and_powered_together_equal_each_alone(plan, monkeypatch):
+    import perfsim
+    from perfsim.analytical import energy
+    from perfsim.cost.power import cap_passes
+
+    c = build(expand(plan))
+    pair = [dict(parts) for parts in _forward_pair(c, *PASSES)]
+    alone = [dict(parts) for parts in pair]
+    checks = cap_passes(c, dict(zip(("prefill", "decode"), pair)), devices_per_pass=c["pp"], together=True)
+    alone_checks = cap_passes(c, dict(zip(("prefill", "decode"), alone)), devices_per_pass=c["pp"])
+    assert any(p["clock_ratio"] < 1.0 for p in pair) or plan["hardware"] == "npu"
+    for together, each in zip(pair, alone, strict=True):
+        assert together.keys() == each.keys()
+        assert all(np.array_equal(together[k], each[k], equal_nan=True) for k in each)
+    for (mask, short, detail), (m, s, d) in zip(checks, alone_checks, strict=True):
+        assert bool(mask) == bool(m) and short == s and detail(0) == d(0)
+    # the two phases' device power in one call, or one call each
+    paired = perfsim.estimate(**plan)
+    monkeypatch.setattr(energy, "one_configuration", lambda c: False)
+    each = perfsim.estimate(**plan)
+    assert paired == each  # (NaN reads as None there)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.analytical.inference import one_configuration
 from perfsim.cost.power import COMPONENTS, device_power, per_second
 from perfsim.cost.wall import energy_keys
 
@@ -30,11 +31,16 @@ def inference_power(c, out):
     pre_s = out["breakdown.prefill.total_s"]
     step_s = out["breakdown.decode.total_s"]
     steps = out["breakdown.decode.steps"]
-    work = ("flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
-    pre, dec = (device_power(c, out[f"breakdown.{phase}.total_s"],
-                             *(out.get(f"breakdown.{phase}.{k}", 0.0) for k in work),
-                             **_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]))
-                for phase in ("prefill", "decode"))
+    work = ("total_s", "flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
+    phases = [([out.get(f"breakdown.{phase}.{k}", 0.0) for k in work],
+               _clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"])) for phase in ("prefill", "decode")]
+    if one_configuration(c) and phases[0][1].keys() == phases[1][1].keys():
+        # one configuration: both phases in one call on an axis of two (each elementwise as alone)
+        both = device_power(c, *(np.array(v, dtype=float) for v in zip(phases[0][0], phases[1][0], strict=True)),
+                            **{k: np.array([phases[0][1][k], phases[1][1][k]], dtype=float) for k in phases[0][1]})
+        pre, dec = ({k: v[i] for k, v in both.items()} for i in (0, 1))
+    else:
+        pre, dec = (device_power(c, *values, **clocked) for values, clocked in phases)
     decode_s = steps * step_s
     seconds = pre_s + decode_s
     parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}

@@ -8,16 +8,19 @@ import numpy as np
 
 from perfsim.analytical.energy import inference_power, train_power
 from perfsim.analytical.heterogeneous import bottleneck_device, placement_checks
-from perfsim.analytical.inference import estimate_inference
+from perfsim.analytical.inference import estimate_inference, one_configuration
 from perfsim.analytical.training import estimate_train, stage_prices
 from perfsim.graph.params import total_params
 from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
-from perfsim.plan.rows import value_at
+from perfsim.plan.rows import Detail, value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
+# codes as the columns hold them (a float compares with a column faster than an IntEnum member)
+_INTERLEAVED, _AUTO = float(Schedule.INTERLEAVED), float(Recompute.AUTO)
+_LIGHTEST_FIRST = tuple(float(r) for r in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL))
 
 
 def _plan_checks(c):
@@ -49,7 +52,7 @@ def _plan_checks(c):
                                           "tier or fractions", None),
         # uneven virtual stages are fine (Megatron-core counts the embedding and the loss as a layer
         # each in the split: account_for_{embedding,loss}_in_pipeline_split), empty ones are not
-        ((c["schedule"] == Schedule.INTERLEAVED) & (np.asarray(pp * c["virtual_stages"]) > np.asarray(c["layers"]) + 2),
+        ((c["schedule"] == _INTERLEAVED) & (np.asarray(pp * c["virtual_stages"]) > np.asarray(c["layers"]) + 2),
          "pp x virtual_stages exceeds the layers (a virtual stage would hold none)", None),
     ]
 
@@ -241,33 +244,54 @@ def _train_least_recompute(c):
     """:func:`estimate_train`, with ``recompute: auto`` resolved row by row to the least
     recomputation whose step fits (none, then selective, then full; full where none does), as a
     team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code)."""
-    auto = np.asarray(c["recompute"]) == Recompute.AUTO
+    auto = np.asarray(c["recompute"]) == _AUTO
     if not np.any(auto):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
         return out, checks
+    if one_configuration(c):  # the options together
+        return _least_recompute_together(c)
     chosen = resolved = None
     out: dict = {}
     checks: list = []
     prices = stage_prices(c)  # the passes' prices do not depend on the recomputation
-    for option in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL):
+    for option in _LIGHTEST_FIRST:
         if resolved is not None and np.all(resolved | ~auto):
             break  # every row found its recomputation: the heavier ones need not be priced
-        trial_c = dict(c, recompute=np.where(auto, float(option), c["recompute"]))
+        trial_c = dict(c, recompute=np.where(auto, option, c["recompute"]))
         trial, trial_checks = estimate_train(trial_c, prices)
         fits = ~_flagged(trial_checks, auto)
         take = auto & fits if chosen is None else auto & fits & ~resolved
-        if option == Recompute.FULL:  # nothing lighter fits: full, and its reasons
+        if option == _LIGHTEST_FIRST[-1]:  # full where nothing lighter fits, with its reasons
             take = auto & ~resolved if resolved is not None else auto
         if chosen is None:  # the rows that are not auto take their own value's results here
             take = take | ~auto
             out, checks, chosen, resolved = trial, trial_checks, trial_c["recompute"], take
             continue
         out, checks = _merged(take, trial, trial_checks, out, checks)
-        chosen = np.where(take, float(option), chosen)
+        chosen = np.where(take, option, chosen)
         resolved = resolved | take
     out["plan.recompute"] = chosen
     return out, checks
+
+
+def _least_recompute_together(c):
+    """:func:`_train_least_recompute` of one configuration (every column one number): its options
+    priced in one call on an axis of three (each option's values elementwise as priced alone), then
+    the lightest that fits taken, else full with its reasons."""
+    options = np.array(_LIGHTEST_FIRST)
+    trial, checks = estimate_train(dict(c, recompute=options), stage_prices(c))
+    fits = ~_flagged(checks, options)
+    i = int(np.argmax(fits)) if fits.any() else len(options) - 1
+    out = {k: _option(v, i) for k, v in trial.items()}
+    out["plan.recompute"] = options[i]
+    return out, [(_option(m, i), short, Detail(d.text, *(_option(v, i) for v in d.values), per=d.per)
+                  if isinstance(d, Detail) else d) for m, short, d in checks]
+
+
+def _option(value, i):
+    """One option's value of a result priced on an axis of options (a value without it: the same for each)."""
+    return value[i] if np.ndim(value) else value
 
 
 def _placement_columns():
@@ -339,6 +363,13 @@ def _flagged(checks, like):
 
 def _merged(take, trial, trial_checks, out, checks):
     """Results and checks of ``trial`` on the rows ``take``, of ``out`` elsewhere."""
+    if not np.any(take):  # (no row taken, or every row: each value as its side gives it, no where() per key)
+        return out, [(np.asarray(m, dtype=bool), short, d if d is not None else td)
+                     for (m, short, d), (_, _, td) in zip(checks, trial_checks, strict=True)]
+    if np.all(take):
+        return ({k: trial[k] for k in out},
+                [(np.asarray(tm, dtype=bool), short, td if td is not None else d)
+                 for (_, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)])
     return ({k: np.where(take, trial[k], out[k]) for k in out},
             [(np.where(take, np.asarray(tm, dtype=bool), np.asarray(m, dtype=bool)), short, _either(take, td, d))
              for (m, short, d), (tm, _, td) in zip(checks, trial_checks, strict=True)])

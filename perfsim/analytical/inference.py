@@ -87,12 +87,22 @@ def attention_cost(c, p: Pass, layers_scale=1.0, *, mla_gemms=True):
     return combine((c["layers"] * layers_scale, price(c, ops)))
 
 
-def _forward_pair(c, first: Pass, second: Pass):
+def one_configuration(c) -> bool:
+    """Whether every column holds one number (a single estimate): then passes can be priced together
+    on a short leading axis, each elementwise as alone, with fewer NumPy calls."""
+    for value in c.values():  # (numbers, NumPy scalars and arrays: only an array has rows)
+        if value.__class__ is np.ndarray and value.ndim:
+            return False
+    return True
+
+
+def _forward_pair(c, first: Pass, second: Pass, one=None):
     """The breakdowns of :func:`forward_time` of two passes. Where every column and every field of
-    the passes is one number (a single estimate), the two are priced in one call on arrays of two
-    elements: the same values, elementwise, with half the NumPy calls."""
+    the passes is one number (a single estimate; ``one``: :func:`one_configuration`, where known),
+    the two are priced in one call on arrays of two elements: the same values, elementwise, with
+    half the NumPy calls."""
     fields = [(getattr(first, f), getattr(second, f)) for f in Pass.__dataclass_fields__]
-    if any(getattr(v, "ndim", 0) for pair in fields for v in pair) or any(getattr(v, "ndim", 0) for v in c.values()):
+    if any(getattr(v, "ndim", 0) for pair in fields for v in pair) or not (one_configuration(c) if one is None else one):
         return forward_time(c, first)[1], forward_time(c, second)[1]
     both = forward_time(c, Pass(*(np.array(pair, dtype=float) for pair in fields)))[1]
     return tuple({k: (v[i] if getattr(v, "ndim", 0) else v) for k, v in both.items()} for i in (0, 1))
@@ -156,10 +166,11 @@ def estimate_inference(c):
     b = seqs / batches
     pre_b = Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=b)
     dec_b = Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=b)
+    one = one_configuration(c)
     if np.any(batches > 1):
-        pre, dec = (_batched(parts, batches) for parts in _forward_pair(c, pre_b, dec_b))
+        pre, dec = (_batched(parts, batches) for parts in _forward_pair(c, pre_b, dec_b, one))
     else:  # (the whole batch's passes: they depend on fewer of a sweep's axes than the GPU batches do)
-        pre, dec = _forward_pair(c, prefill, decode)
+        pre, dec = _forward_pair(c, prefill, decode, one)
     for parts in (pre, dec):  # an engine that dequantises weights in a pass of its own (no-op without)
         _separate_dequant(c, parts, replicated + expert_params, batches)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
@@ -174,7 +185,7 @@ def estimate_inference(c):
         for key in ("flops", "hbm_bytes"):
             dec[key] = dec[key] - on_host * batches * moved[key]
     # a power cap lowers each phase's clock (perfsim.cost.power): no-op without
-    cap_checks = cap_passes(c, {"prefill": pre, "decode": dec}, devices_per_pass=c["pp"])
+    cap_checks = cap_passes(c, {"prefill": pre, "decode": dec}, devices_per_pass=c["pp"], together=one)
     ttft, tpot = pre["total_s"], dec["total_s"]
     steps = np.maximum(gen - 1.0, 0.0)
     e2e = ttft + steps * tpot

@@ -215,6 +215,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
         ``breakdown.decode.cpu_attention``: 1 where the decode attention over the offloaded KV
         cache runs on the host CPU, else 0.
     """
+    if not _placed(c):
+        return _resident(c, pre, dec, batches)  # nothing leaves the device on any row
     layers = c["stage_layers"]
     prefetch = c["offload_prefetch"] / batches
     decode_prefetch = c["decode_prefetch"] / batches  # (an engine may overlap less in the decode)
@@ -283,6 +285,30 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
     dec["total_s"] = dec["total_s"] + moved + dec["offload_s"]
     return {"breakdown.decode.cpu_attention": np.where(use_host, 1.0, 0.0), "host_compute": (mode == 1) & (off > 0),
             "gpu_batches": batches}
+
+
+def _placed(c) -> bool:
+    """Whether any row places any state (weights, KV cache, activations, routed experts) off the device."""
+    # (count_nonzero: NaN counts; a number or an array, without np.any's dispatch)
+    return any(np.count_nonzero(c[f"{prefix}_frac_{tier}"]) for prefix in ("w", "kv", "act", "exp")
+               for tier in ("cpu", "nvme"))
+
+
+def _resident(c, pre, dec, batches):
+    """:func:`inference_times` where every row keeps all its state on the device: no stream moves a
+    byte (each takes 0 s), nothing is fetched, attention stays on the device. The passes gain the
+    same keys, with the values the streams' formulas give for no bytes (``offload_s`` is
+    ``compute - compute``: 0, or NaN where the compute time is unknown or infinite)."""
+    pre_compute = pre["total_s"] - pre["overhead_s"]
+    dec_compute = dec["total_s"] - dec["overhead_s"]
+    none = np.zeros(np.broadcast(pre_compute, dec_compute, c["kv_frac_cpu"], c["stage_layers"]).shape)
+    for parts, compute in ((pre, pre_compute), (dec, dec_compute)):
+        parts["offload_s"] = compute - compute
+        parts["host_attention_s"] = 0.0 * parts["offload_s"] if parts is pre else none
+        parts["transfer_s"] = none
+        parts["nvme_bytes"] = none
+        parts["total_s"] = parts["total_s"] + parts["offload_s"]
+    return {"breakdown.decode.cpu_attention": none, "host_compute": none > 0, "gpu_batches": batches}
 
 
 def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):

@@ -92,12 +92,14 @@ def stage_prices(c, weights=None) -> dict:
     # K/V chunk around the cp ring in cp - 1 steps (backward: K/V and their gradients), each step
     # overlapped with the attention of the chunk already there. Every rank sends to the next at once
     # and the step ends with the slowest hop: one between nodes where the cp group spans nodes
-    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"])
+    ring = cp > 1
+    ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"]) \
+        if np.any(ring) else 0.0  # (no ring on any row: its terms are 0 below, whatever a hop would cost)
     handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
                                stride=c["tp"] * cp * c["dp"]) * np.where(c["pp"] > 1, 1.0, 0.0)
     groups = _dp_groups(c, weights)
     return {"forward": _stage_passes(c, p, backward=False), "backward": _stage_passes(c, p, backward=True),
-            "ring_s": np.where(cp > 1, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
+            "ring_s": np.where(ring, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
             "dp_groups": groups, "dp_traffic": [None if g is None else dp_traffic(c, *g) for g in groups]}
 
 

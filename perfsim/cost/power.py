@@ -246,6 +246,12 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
         if np.isfinite(values).all():
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
+    if xp is not _Numbers and np.ndim(binds) == 1 and binds.size <= 4 and binds.any():  # a few spans: each so
+        rows = [np.broadcast_to(np.asarray(v, dtype=float), binds.shape).tolist()
+                for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
+        if np.isfinite(rows).all():
+            solved = [solve_clock(*v[:3], v[3:7], *v[7:], steps=steps) for v in zip(*rows, strict=True)]
+            return np.array([f for f, _ in solved]), np.array([ok for _, ok in solved])
     # a box of a sweep with rows the cap binds: each solved once along the axes its inputs repeat on
     if xp is not _Numbers and np.ndim(binds) > 1 and binds.any():
         solved = per_slice(np.shape(binds), (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w),
@@ -471,9 +477,8 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
 def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
                    vector_ops=0.0):
     """A span of work at the clock ``cap`` leaves it: ``(clock, seconds, fits)`` as :func:`cap_span`
-    gives them, for a cap given directly (``inf``: none). The parts are clipped
-    (:func:`clip_span`). Arrays, or Python numbers for one span (the serving simulator's iterations).
-    """
+    gives them, for a cap given directly (``inf``: none). The parts are clipped (:func:`clip_span`).
+    Arrays, or Python numbers for one span (the serving simulator's iterations)."""
     span = clip_span(full_s, compute_bound_s, memory_bound_s, memory_compute_s)
     clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops)
     return clock, _ops(clock).where(clock < 1.0, clocked_seconds(clock, *span), full_s), fits
@@ -487,7 +492,7 @@ def cap_check(c, fits, what):
             detail)
 
 
-def cap_passes(c, passes: dict, devices_per_pass=1.0):
+def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
     """Apply the device's power limit (:func:`board_cap`: ``power_cap_w`` or ``tdp_w``) to priced
     passes in place; returns the infeasibility checks.
 
@@ -496,14 +501,18 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0):
     ``total_s`` becomes the length at that clock and it gains ``clock_ratio`` and ``throttle_s`` (the
     time the lower clock adds). ``devices_per_pass`` shares a pass's work among the devices that run
     it one after another (pipeline stages). A pass whose power at the top clock stays within the
-    limit keeps its length exactly.
+    limit keeps its length exactly. ``together`` (every column and value one number) solves the
+    passes in one call on an axis of passes.
     """
+    spans = [[p["total_s"], p["compute_bound_s"], p["memory_bound_s"], p.get("memory_compute_s", 0.0),
+              *(p.get(k, 0.0) for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops"))] for p in passes.values()]
+    if together:
+        both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
+        solved = list(zip(*cap_span(c, *both[:4], *(w / devices_per_pass for w in both[4:])), strict=True))
+    else:
+        solved = [cap_span(c, *s[:4], *(np.asarray(w) / devices_per_pass for w in s[4:])) for s in spans]
     checks = []
-    for name, p in passes.items():
-        clock, seconds, fits = cap_span(c, p["total_s"], p["compute_bound_s"], p["memory_bound_s"],
-                                        p.get("memory_compute_s", 0.0),
-                                        *(np.asarray(p.get(k, 0.0)) / devices_per_pass
-                                          for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops")))
+    for (name, p), (clock, seconds, fits) in zip(passes.items(), solved, strict=True):
         p["throttle_s"] = seconds - p["total_s"]
         p["total_s"] = seconds
         p["clock_ratio"] = clock

@@ -39,6 +39,7 @@ _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 #: 21 % (8), 20 % (16) and 20 % (32); the microbenchmark gemm cases do not move.
 SPLIT_K = (1.0, 2.0, 4.0, 8.0, 16.0)
 _PARTIAL_BYTES = 8.0
+_SPLITS = np.array(SPLIT_K[1:])  # the splits past none
 
 
 def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=None, balance=None):
@@ -80,18 +81,24 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     tiles_m, tiles_n, tile_eff = _tiles(m, n, tile_m, tile_n)
     tiles = tiles_m * tiles_n * groups
     base = gemm_max * tile_eff
-    depth = None if k is None else np.maximum(np.asarray(k, dtype=float), 1.0)
-    best = 0.0
-    for split in (SPLIT_K if depth is not None else SPLIT_K[:1]):
+
+    def waves_eff(split):
         units = tiles * split
         waves = np.ceil(units / compute_units)
         # no tiles (zero groups: an expert GEMM in a dense model's row): no work, efficiency 0
-        eff = base * np.divide(units, waves * compute_units, out=np.zeros(np.broadcast(units, waves).shape),
-                               where=waves > 0)
-        if split > 1.0:  # reduction time over compute time: (s - 1) m n B / bw  /  (2 m n k / (peak eff))
-            eff = eff / (1.0 + (split - 1.0) * _PARTIAL_BYTES / 2.0 * balance * eff / depth)
-        best = np.maximum(best, eff)
-    return best
+        return base * np.divide(units, waves * compute_units, out=np.zeros(np.broadcast(units, waves).shape),
+                                where=waves > 0)
+
+    best = np.maximum(0.0, waves_eff(SPLIT_K[0]))
+    if k is None:
+        return best
+    depth = np.maximum(np.asarray(k, dtype=float), 1.0)
+    # the splits on a leading axis, in front of every axis of the GEMMs and the rows
+    splits = _SPLITS.reshape((-1,) + (1,) * max(best.ndim, depth.ndim, np.ndim(balance)))
+    eff = waves_eff(splits)
+    # reduction time over compute time: (s - 1) m n B / bw  /  (2 m n k / (peak eff))
+    eff = eff / (1.0 + (splits - 1.0) * _PARTIAL_BYTES / 2.0 * balance * eff / depth)
+    return np.maximum(best, eff.max(axis=0))
 
 
 def _tiles(m, n, tile_m, tile_n):

@@ -16,9 +16,10 @@ from perfsim.plan.grid import default_dtype
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, is_auto, spelled
 
 
-def resolved_plan(plan: dict, out: dict) -> dict:
+def resolved_plan(plan: dict, out: dict, dtype: str | None = None) -> dict:
     """Every argument as one estimate row resolved it: defaults filled in, ``auto`` choices made,
-    the engine that ran, the layers of each pipeline stage."""
+    the engine that ran, the layers of each pipeline stage. ``dtype``: the one the row ran at, where
+    known (else the hardware's default is looked up)."""
     resolved = {}
     for name, (kind, default) in ARGUMENTS.items():
         value = default if plan.get(name) is None else plan[name]
@@ -26,7 +27,7 @@ def resolved_plan(plan: dict, out: dict) -> dict:
             value = int(value)  # 2.0 -> 2, as the columns read it
         resolved[name] = list(value) if isinstance(value, tuple) else value
     mode = resolved["mode"]
-    resolved["dtype"] = plan.get("dtype") or device_dtype(plan["hardware"])
+    resolved["dtype"] = plan.get("dtype") or dtype or device_dtype(plan["hardware"])
     for name in ("num_devices", "dp"):
         resolved[name] = int(round(float(out[name][0])))
     if "plan.recompute" in out and not np.isnan(out["plan.recompute"][0]):
