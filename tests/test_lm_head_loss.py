@@ -69,3 +69,22 @@ def test_inference_has_no_loss_and_fused_loss_moves_less():
     assert moved["nemo"] == pytest.approx(28.0 * logits)
     assert moved["torchtitan"] == pytest.approx(4.0 * logits)
     assert np.isfinite(list(moved.values())).all()
+
+
+def test_training_keeps_logits_vocab_parallel():
+    """TP 4 training gathers no logits: the loss all-reduces 12 bytes per token forward and the head's
+    input gradient (tokens x hidden x 2 bytes) backward; inference gathers the fp32 logits instead."""
+    from perfsim.cost.topology import group_collective
+    p = _micro_batch(4096.0)
+    c = _config(dtype="bf16", tp=4)
+    comms = [op for op in lm_head_ops(c, p) if op.name in ("tp_logits", "tp_loss")]
+    fwd, bwd = price(c, comms), price(c, comms, backward=True)
+    exposed = 1.0 - float(c["tp_overlap"])  # the engine's hidden share of tensor-parallel traffic
+    assert float(fwd["communication_s"]) == pytest.approx(
+        exposed * float(group_collective(c, "all_reduce", 4096.0 * 12, 4.0)))
+    assert float(bwd["communication_s"]) == pytest.approx(
+        exposed * float(group_collective(c, "all_reduce", 4096.0 * 4096 * 2, 4.0)))
+    infer = _config(mode="inference", batch=1, prompt_len=1024, tp=4)
+    comms = [op for op in lm_head_ops(infer, p) if op.name in ("tp_logits", "tp_loss")]
+    assert float(price(infer, comms)["communication_s"]) == pytest.approx(
+        (1.0 - float(infer["tp_overlap"])) * float(group_collective(infer, "all_gather", 4096.0 * 128256 * 4, 4.0)))

@@ -367,7 +367,8 @@ def price(c, ops, *, backward=False, weight_grads=True):
             if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
                 items.append((None, (op.name.startswith("ep_"),), ()))
             else:
-                items.append((_comm_cost, (op.op,), (op.size_bytes, op.ranks, op.name.startswith("ep_"))))
+                size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
+                items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
     dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in item[:4]
                           if not isinstance(v, bool)])
     groups: dict = {}

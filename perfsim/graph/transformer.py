@@ -78,6 +78,7 @@ class Comm:
     op: str
     size_bytes: object
     ranks: object
+    backward_size: object = None  # the gradient pass's bytes where they differ from the forward's
 
 
 @dataclass(frozen=True)
@@ -467,12 +468,21 @@ def lm_head_ops(c, p: Pass):
     # an engine whose 8-bit recipe covers the transformer layers only runs the LM head in 16 bits
     wide = np.where(c["compute_bytes"] < act, c.get("lm_head_wide", 0.0), 0.0)
     head = Gemm("lm_head", p.logits_tokens, c["vocab"] / tp, h, wide=wide)
-    logits = p.logits_tokens * c["vocab"] / tp * (c["train"] > 0)
+    train = c["train"] > 0
+    logits = p.logits_tokens * c["vocab"] / tp * train
     return [
         Elementwise("final_norm", p.logits_tokens * h * act * 2.0, 1.0),
         head,
         fp8_cast_ops(c, [head]),
-        Comm("tp_logits", "all_gather", p.logits_tokens * c["vocab"] * 4.0, tp),
+        # inference gathers the sampled tokens' logits; training keeps them vocab-parallel: the loss
+        # all-reduces three fp32 numbers per token (the row max, the target's logit, the sum of
+        # exponentials: Megatron's vocab-parallel cross entropy, core_r0.8.0
+        # tensor_parallel/cross_entropy.py; priced as one collective of their 12 bytes) and the
+        # backward all-reduces the head's input gradient (with sequence parallelism an all-gather
+        # of the norm's output forward and a reduce-scatter backward, the same bytes in all)
+        Comm("tp_logits", "all_gather", np.where(train, 0.0, p.logits_tokens * c["vocab"] * 4.0), tp),
+        Comm("tp_loss", "all_reduce", np.where(train, p.logits_tokens * 12.0, 0.0), tp,
+             backward_size=np.where(train, p.logits_tokens * h * act, 0.0)),
         Elementwise("loss", logits * c["loss_fwd_traffic"], np.where(logits > 0, c["loss_fwd_kernels"], 0.0),
                     backward_bytes=logits * c["loss_bwd_traffic"],
                     backward_kernels=np.where(logits > 0, c["loss_bwd_kernels"], 0.0)),
