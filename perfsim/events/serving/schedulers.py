@@ -58,6 +58,7 @@ class _Instance:
     KV pool of ``kv_blocks`` blocks, pricing its iterations with ``cost``."""
 
     role = "instance"
+    fast = False  # whether :meth:`run` applies its iterations back to back (no request leaves at an iteration's end)
 
     def __init__(self, index, cost, req: RequestState, cfg, kv_blocks):
         self.index = index
@@ -93,6 +94,21 @@ class _Instance:
         else:
             self.waiting.append(r)
 
+    def run(self, t, horizon):
+        """The iteration under way ended at ``t``: apply it and start the next, and so on while each
+        ends before ``horizon`` and no request leaves the instance; returns the start and length of
+        the iteration under way (length None: nothing to run)."""
+        while True:
+            self.end(t)
+            dur = self.begin(t)
+            if dur is None:
+                return t, None
+            self.busy_s += dur
+            end = t + dur
+            if self.out or not end < horizon:
+                return t, dur
+            t = end
+
     def produce(self, r, t):
         """Request ``r`` gets a token at ``t`` from a prefill (its first, or the next after a recompute)."""
         req = self.req
@@ -113,6 +129,8 @@ class _Batching(_Instance):
     steps, so the summed context is ``S + n × D`` and the requests that need a new block at step
     ``D`` are those with ``kv_base ≡ -D (mod 16)``.
     """
+
+    fast = True
 
     def __init__(self, *args):
         super().__init__(*args)
