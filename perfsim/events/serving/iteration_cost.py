@@ -88,6 +88,9 @@ class _Axis:
         self.list = self.values.tolist()
         self.size = len(self.list)
         self.last = self.size - 2
+        # the grid's integer head: x_j = j for every j up to ``unit`` (a number below it is in cell int(x))
+        exact = self.values[:self.size] == np.arange(self.size)
+        self.unit = int(np.argmin(exact)) - 1 if not exact.all() else self.size - 1
 
     def locate(self, x):
         if isinstance(x, np.ndarray):
@@ -95,12 +98,23 @@ class _Axis:
             j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
         else:
             xs = self.list
-            j = bisect_right(xs, x) - 1
-            if j > self.last:
-                j = self.last
-            elif j < 0:
-                j = 0
+            if 0 <= x < self.unit:
+                j = int(x)
+            else:
+                j = bisect_right(xs, x) - 1
+                if j > self.last:
+                    j = self.last
+                elif j < 0:
+                    j = 0
         return j, (x - xs[j]) / (xs[j + 1] - xs[j])
+
+    def cell(self, x):
+        """The cell of :meth:`locate` at a number ``x``: ``(j, lo, hi, x_j, x_{j+1} - x_j)``; every
+        number from ``lo`` up to (not including) ``hi`` has the same ``j``, and its weight is
+        ``(x - x_j) / (x_{j+1} - x_j)``."""
+        j, _ = self.locate(x)
+        xs = self.list
+        return j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < self.last else math.inf, xs[j], xs[j + 1] - xs[j]
 
 
 def _lerp(values, j, w):
@@ -260,6 +274,15 @@ class IterationCost:
             return t
         # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
+
+    def decode_lookup(self):
+        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, width)``, the
+        host, token and LM-head time by batch size and the decode attention table, whose row ``n``
+        (``n`` sequences) starts at ``n * width``, read at :attr:`context`; ``(None, None, None)``
+        where the power cap may slow a decode iteration."""
+        if not self._decode_free:
+            return None, None, None
+        return self._base, self._decode_time, self.context.size
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""

@@ -112,6 +112,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
     members = [instances[k:k + sync] for k in range(0, len(instances), sync)] if sync > 1 else []
     group_busy = [False] * len(members)
     group_ran: list = [()] * len(members)
+    alone = len(instances) == 1  # the only instance: the arrivals are all its own, taken in as they come
 
     def start(inst, t):
         if group_of:
@@ -213,9 +214,9 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
             # each ends before the next arrival or event (what the queue would hand it next anyway)
             inst = due[0][1]
             while True:
-                t_arr = arrival[i] if i < n else inf
+                t_arr = arrival[i] if i < n and not alone else inf
                 t_next = peek_time()
-                t, dur = inst.run(t, t_arr if t_arr < t_next else t_next)
+                t, dur, i = inst.run(t, t_arr if t_arr < t_next else t_next, arrival if alone else None, i)
                 left = bool(inst.out)
                 if left:
                     dispatch(inst, t)
