@@ -210,11 +210,16 @@ class Batching(Instance):
                 self.busy_s
             steady = base is not None and not self.waiting and not self.prefilling
             j, lo, hi, x0, dx = self.cell
+            last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
             while True:
                 if decoded:  # the decode iteration under way ends at t (:meth:`end_decode`)
-                    for t_last, count in groups.items():
-                        itl_value(t - t_last)
-                        itl_weight(count)
+                    if last is None:
+                        for t_last, count in groups.items():
+                            itl_value(t - t_last)
+                            itl_weight(count)
+                    elif got:
+                        itl_value(t - last)
+                        itl_weight(got)
                     step = D
                     D += 1
                     finished = finish_at.pop(step, None)
@@ -233,8 +238,7 @@ class Batching(Instance):
                             req.last_tok[r] = t
                             state[r] = DONE
                             load -= 1
-                    groups = {t: n} if n else {}
-                    self.last_decode_end = t
+                    last, got = t, n
                 # the next one starts at t: a decode iteration of the same batch (:meth:`start_decode`)
                 started = False
                 if steady and n:
@@ -257,6 +261,9 @@ class Batching(Instance):
                 if not started or not t + dur < stop:
                     break
                 t += dur
+            if last is not None:
+                groups = {last: got} if got else {}
+                self.last_decode_end = last
             self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s = D, n, S, free, load, \
                 groups, busy
             self.cell = (j, lo, hi, x0, dx)
@@ -311,8 +318,14 @@ class Batching(Instance):
     def after_prefill(self, r, t, kv_len):
         """``r`` finished its prefill at ``t``: its token, then decoding or done."""
         req = self.req
-        left = self.produce(r, t)
-        if left <= 0:
+        if req.first[r] != req.first[r]:  # (:meth:`produce`)
+            req.first[r] = t
+        else:
+            req.itl_value.append(t - req.last_tok[r])
+            req.itl_weight.append(1)
+        req.last_tok[r] = t
+        req.done[r] += 1
+        if req.gen[r] - req.done[r] <= 0:
             req.finish[r] = t
             req.state[r] = DONE
             self.free += blocks_for(kv_len)
@@ -321,21 +334,25 @@ class Batching(Instance):
             self.join(r, kv_len, t)
 
     def admit_prompts(self, limit_tokens, limit_seqs):
-        """Admit waiting prompts FCFS while tokens, sequences and KV blocks allow."""
+        """Admit waiting prompts FCFS while tokens, sequences and KV blocks allow (:meth:`take_blocks`)."""
         req = self.req
+        prompt, done, waiting = req.prompt, req.done, self.waiting
+        free, total, mark = self.free, self.total_blocks, self.watermark
         admitted = []
         tokens = 0
         pairs = 0.0
-        while self.waiting and len(admitted) < limit_seqs:
-            r = self.waiting[0]
-            kv_len = req.prompt[r] + req.done[r]
+        while waiting and len(admitted) < limit_seqs:
+            r = waiting[0]
+            kv_len = prompt[r] + done[r]
             if admitted and tokens + kv_len > limit_tokens:
                 break
-            need = blocks_for(kv_len)
-            if not self.take_blocks(need):
+            need = -(-kv_len // BLOCK_TOKENS)
+            if free - need < mark and not (free == total and need <= free):
                 break
-            self.waiting.popleft()
+            free -= need
+            waiting.popleft()
             admitted.append(r)
             tokens += kv_len
             pairs += kv_len * (kv_len + 1.0) / 2.0
+        self.free = free
         return admitted, tokens, pairs

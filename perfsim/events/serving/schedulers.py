@@ -44,9 +44,13 @@ class ContinuousInstance(Batching):
         if self.waiting and self.n_run < cfg.max_batch:
             admitted, tokens, pairs = self.admit_prompts(max(cfg.max_prefill_tokens, 1), cfg.max_batch - self.n_run)
             if admitted:
-                for r in admitted:
-                    self.push(r)
-                    self.req.state[r] = PREFILLING
+                admit, state, stack, k = self.req.admit, self.req.state, self.stack, self.admissions
+                for r in admitted:  # (:meth:`push`)
+                    k += 1
+                    admit[r] = k
+                    stack.append((r, k))
+                    state[r] = PREFILLING
+                self.admissions = k
                 n = len(admitted)
                 prompt = equivalent_prompt(pairs / n)
                 dur = self.cost.prefill_step_s(tokens, n, prompt)
