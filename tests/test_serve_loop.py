@@ -34,10 +34,11 @@ BIG = dict(model="llama2-70b", hardware="h100-sxm", tp=8)  # decode iterations n
 
 @pytest.mark.parametrize("scenario", [
     dict(BIG, num_requests=300, arrival_rate=12.0, gpu_memory_utilization=0.22, **LENGTHS),  # preemptions
+    dict(BIG, num_requests=300, max_batch=16, **LENGTHS),  # all at t = 0: the batch full, requests waiting
     dict(BIG, num_requests=200, arrival_rate=12.0, scheduler="chunked-prefill", chunk_size=512, **LENGTHS),
     dict(BIG, num_requests=200, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
     dict(SMALL, num_requests=200, arrival_rate=10.0, dp=2, num_devices=2, power_cap_w=250, **LENGTHS),
-], ids=["continuous", "chunked", "disaggregated", "replicas-capped"])
+], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped"])
 def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
     looked_up = []
     lookup = IterationCost.decode_lookup

@@ -183,7 +183,7 @@ class Batching(Instance):
         request arriving at an iteration's end is queued before the iteration is applied.
 
         The common case runs in one loop: a decode iteration ends and the next is a decode
-        iteration again (nothing waits or is being prefilled, its blocks are free, no clock solve),
+        iteration again (nothing is admitted or being prefilled, its blocks are free, no clock solve),
         the batch's aggregates in local variables: the steps of :meth:`end_decode`,
         :meth:`start_decode` and :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`
         in the same order."""
@@ -194,6 +194,7 @@ class Batching(Instance):
         phase, finish_at, total = self.phase, self.finish_at, self.total_blocks
         base, table, width = self.cost.decode_lookup()
         axis = self.cost.context
+        waiting, most = self.waiting, self.cfg.max_batch
         n_arr = len(arrivals) if arrivals is not None else 0
         t_arr = arrivals[i] if i < n_arr else math.inf
         while True:
@@ -208,7 +209,7 @@ class Batching(Instance):
             stop = t_arr if t_arr < horizon else horizon
             D, n, S, free, load, groups, busy = self.D, self.n_run, self.S, self.free, self.load, self.groups, \
                 self.busy_s
-            steady = base is not None and not self.waiting and not self.prefilling
+            steady = base is not None and not self.prefilling
             j, lo, hi, x0, dx = self.cell
             last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
             while True:
@@ -241,7 +242,7 @@ class Batching(Instance):
                     last, got = t, n
                 # the next one starts at t: a decode iteration of the same batch (:meth:`start_decode`)
                 started = False
-                if steady and n:
+                if steady and n and (not waiting or n >= most):  # (no request is admitted)
                     need = phase[-D % BLOCK_TOKENS]
                     if need <= free:
                         free -= need
