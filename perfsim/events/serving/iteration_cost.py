@@ -88,6 +88,9 @@ class _Axis:
         self.list = self.values.tolist()
         self.size = len(self.list)
         self.last = self.size - 2
+        # the grid's integer head: x_j = j for every j up to ``unit`` (a number below it is in cell int(x))
+        exact = self.values[:self.size] == np.arange(self.size)
+        self.unit = int(np.argmin(exact)) - 1 if not exact.all() else self.size - 1
 
     def locate(self, x):
         if isinstance(x, np.ndarray):
@@ -95,12 +98,23 @@ class _Axis:
             j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
         else:
             xs = self.list
-            j = bisect_right(xs, x) - 1
-            if j > self.last:
-                j = self.last
-            elif j < 0:
-                j = 0
+            if 0 <= x < self.unit:
+                j = int(x)
+            else:
+                j = bisect_right(xs, x) - 1
+                if j > self.last:
+                    j = self.last
+                elif j < 0:
+                    j = 0
         return j, (x - xs[j]) / (xs[j + 1] - xs[j])
+
+    def cell(self, x):
+        """The cell of :meth:`locate` at a number ``x``: ``(j, lo, hi, x_j, x_{j+1} - x_j)``; every
+        number from ``lo`` up to (not including) ``hi`` has the same ``j``, and its weight is
+        ``(x - x_j) / (x_{j+1} - x_j)``."""
+        j, _ = self.locate(x)
+        xs = self.list
+        return j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < self.last else math.inf, xs[j], xs[j + 1] - xs[j]
 
 
 def _lerp(values, j, w):
@@ -190,7 +204,10 @@ class IterationCost:
                 table[0] = 0.0
             self._arrays[key] = tuple(t.reshape(-1) for t in tables)
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
-        self._decode_time = self._lists["time_s"][2]
+        self._time = self._lists["time_s"]
+        self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
+        self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
+        self._decode_time = self._time[2]
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
@@ -202,7 +219,6 @@ class IterationCost:
         if self.cap is not None:
             self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
             self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
-            self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
             self._unclipped = not not_clock_limited(self.power_columns)  # the DVFS solve sees the unclipped power
             # decode iterations read the token terms up to max_seqs, the LM head and the decode
             # attention only: where none of those entries reaches the limit at the top clock, neither
@@ -261,15 +277,46 @@ class IterationCost:
         # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
 
+    def decode_lookup(self):
+        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, width)``, the
+        host, token and LM-head time by batch size and the decode attention table, whose row ``n``
+        (``n`` sequences) starts at ``n * width``, read at :attr:`context`; ``(None, None, None)``
+        where the power cap may slow a decode iteration."""
+        if not self._decode_free:
+            return None, None, None
+        return self._base, self._decode_time, self.context.size
+
     def prefill_step_s(self, tokens, n, prompt):
-        """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s."""
-        linear, head, _, prefill = self._lists["time_s"]
+        """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.
+
+        Kept per ``(tokens, n, prompt)`` once found (prompt lengths recur), with whether it could not
+        meet the power cap (:attr:`over_cap` counts every such iteration)."""
+        key = (tokens, n, prompt)
+        known = self._prefills.get(key)
+        if known is None:
+            over = self.over_cap
+            dur = self._prefill_step_s(tokens, n, prompt)
+            self._prefills[key] = known = (dur, self.over_cap - over)
+            self.over_cap = over
+        self.over_cap += known[1]
+        return known[0]
+
+    def _prefill_step_s(self, tokens, n, prompt):
+        linear, head, _, prefill = self._time
         jt, wt = self.tokens.locate(tokens)
         jp, wp = self.prompt.locate(prompt)
         jp = n * self.prompt.size + jp
         t = self.overhead_s + self.per_seq_s * n + _lerp(linear, jt, wt) + head[n] + _lerp(prefill, jp, wp)
-        # (where it reads the tables: :meth:`_at` for no decode, its axes located once)
-        return t if self.cap is None else self._capped_at(t, (jt, wt, n, *self._no_context, jp, wp))
+        if self.cap is None:
+            return t
+        # (where it reads the tables: :meth:`_at` for no decode, its axes located once; the first
+        # check of :meth:`_capped_at`, :meth:`_below_cap`, here)
+        jc, wc = self._no_context
+        if self._unclipped and t and 0.0 <= wt <= 1.0 and 0.0 <= wc <= 1.0 and 0.0 <= wp <= 1.0:
+            lin_w, head_w, decode_w, prefill_w = self._pair_w
+            if max(lin_w[jt], head_w[n], decode_w[jc], prefill_w[jp]) <= self.cap:
+                return t
+        return self._capped_at(t, (jt, wt, n, jc, wc, jp, wp))
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s (``context``

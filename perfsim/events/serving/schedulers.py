@@ -23,249 +23,20 @@ With ``disaggregate`` (Splitwise, DistServe) prefill instances only prefill and 
 only decode. An instance's ``begin(t)`` starts its next iteration and returns its length (None:
 nothing to run), ``end(t)`` applies it; requests leaving the instance go to ``out``. Iteration
 times come from :class:`~perfsim.events.serving.iteration_cost.IterationCost`. The running batch
-is kept as aggregates (sequences, summed context, counts per KV-block phase, finish step per
-request), so a decode iteration costs O(1) however large the batch.
+is kept as aggregates (:class:`~perfsim.events.serving.batching.Batching`), so a decode iteration
+costs O(1) however large the batch.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
-
 import numpy as np
 
+from perfsim.events.serving.batching import Batching, Instance
 from perfsim.events.serving.iteration_cost import chunk_pairs, equivalent_prompt
-from perfsim.events.serving.state import (
-    BLOCK_TOKENS,
-    COLUMNS,
-    DECODE,
-    DECODING,
-    DONE,
-    MIXED,
-    PREFILL,
-    PREFILLING,
-    WAITING,
-    Records,
-    RequestState,
-    blocks_for,
-)
-
-WATERMARK = 0.01  # fraction of blocks vLLM keeps free when admitting prompts
+from perfsim.events.serving.state import COLUMNS, DECODE, DONE, MIXED, PREFILL, PREFILLING, blocks_for
 
 
-class _Instance:
-    """An instance of ``cfg`` (the run's :class:`~perfsim.events.serving.simulator.ServeConfig`) with a
-    KV pool of ``kv_blocks`` blocks, pricing its iterations with ``cost``."""
-
-    role = "instance"
-
-    def __init__(self, index, cost, req: RequestState, cfg, kv_blocks):
-        self.index = index
-        self.cost = cost
-        self.req = req
-        self.cfg = cfg
-        self.total_blocks = kv_blocks
-        self.free = kv_blocks
-        self.watermark = int(WATERMARK * kv_blocks)
-        self.waiting: deque = deque()
-        self.load = 0
-        self.idle = True
-        self.rec = Records()
-        self.busy_s = 0.0
-        self.out: list = []  # requests leaving the instance (handed to the simulator)
-
-    @property
-    def name(self):
-        return f"{self.role} {self.index}"
-
-    def take_blocks(self, need) -> bool:
-        """Reserve ``need`` KV blocks for a request joining the batch, if the pool allows: the
-        watermark stays free, except that a request alone in an empty pool may use it all."""
-        if self.free - need < self.watermark and not (self.free == self.total_blocks and need <= self.free):
-            return False
-        self.free -= need
-        return True
-
-    def enqueue(self, r, front=False):
-        self.load += 1
-        if front:
-            self.waiting.appendleft(r)
-        else:
-            self.waiting.append(r)
-
-    def produce(self, r, t):
-        """Request ``r`` gets a token at ``t`` from a prefill (its first, or the next after a recompute)."""
-        req = self.req
-        if req.first[r] != req.first[r]:  # nan: the first token
-            req.first[r] = t
-        else:
-            req.itl_value.append(t - req.last_tok[r])
-            req.itl_weight.append(1)
-        req.last_tok[r] = t
-        req.done[r] += 1
-        return req.gen[r] - req.done[r]
-
-
-class _Batching(_Instance):
-    """The running batch of an iteration-level scheduler, as aggregates.
-
-    A running request's KV length is ``kv_base + D`` where ``D`` counts this instance's decode
-    steps, so the summed context is ``S + n × D`` and the requests that need a new block at step
-    ``D`` are those with ``kv_base ≡ -D (mod 16)``.
-    """
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.D = 0
-        self.n_run = 0
-        self.S = 0
-        self.phase = [0] * BLOCK_TOKENS
-        self.finish_at: dict = {}
-        self.stack: list = []  # (request, admission id), newest last
-        self.groups: dict = {}  # last-token time -> running requests that got it then
-        self.last_decode_end = -math.inf
-        self.admissions = 0
-        self.prefilling: list = []
-        self.n_dec = 0  # decodes in the iteration under way
-
-    def push(self, r):
-        self.admissions += 1
-        self.req.admit[r] = self.admissions
-        self.stack.append((r, self.admissions))
-
-    def join(self, r, kv_len, t):
-        """``r`` (KV of ``kv_len`` tokens, last token at ``t``) decodes from the next step on."""
-        req = self.req
-        D = self.D
-        base = kv_len - D
-        req.kv_base[r] = base
-        req.join_step[r] = D
-        req.join_done[r] = req.done[r]
-        req.join_time[r] = t
-        step = D + req.gen[r] - req.done[r] - 1
-        req.finish_step[r] = step
-        lst = self.finish_at.get(step)
-        if lst is None:
-            self.finish_at[step] = [r]
-        else:
-            lst.append(r)
-        req.state[r] = DECODING
-        self.n_run += 1
-        self.S += base
-        self.phase[base % BLOCK_TOKENS] += 1
-        self.groups[t] = self.groups.get(t, 0) + 1
-
-    def _leave(self, r):
-        req = self.req
-        base = req.kv_base[r]
-        self.n_run -= 1
-        self.S -= base
-        self.phase[base % BLOCK_TOKENS] -= 1
-        req.finish_step[r] = -1
-
-    def preempt(self, need):
-        """Free blocks by recomputing the newest sequences until ``need`` blocks fit; returns ``need``."""
-        req = self.req
-        while need > self.free and self.stack:
-            r, admission = self.stack.pop()
-            if req.admit[r] != admission or req.state[r] not in (DECODING, PREFILLING):
-                continue
-            req.preemptions += 1
-            if req.state[r] == DECODING:
-                kv_len = req.kv_base[r] + self.D
-                if kv_len % BLOCK_TOKENS == 0:
-                    need -= 1
-                self._leave(r)
-                t_last = req.join_time[r] if req.join_step[r] == self.D else self.last_decode_end
-                req.last_tok[r] = t_last
-                left = self.groups.get(t_last, 0) - 1
-                if left > 0:
-                    self.groups[t_last] = left
-                else:
-                    self.groups.pop(t_last, None)
-                req.done[r] = req.join_done[r] + (self.D - req.join_step[r])
-                self.free += blocks_for(kv_len)
-            else:
-                self.prefilling.remove(r)
-                self.free += blocks_for(req.prompt[r] + req.done[r])
-                req.prefilled[r] = 0
-            req.state[r] = WAITING
-            self.requeue(r)
-        return need
-
-    def requeue(self, r):
-        self.waiting.appendleft(r)
-
-    def start_decode(self):
-        """Allocate this step's blocks (preempting if needed); returns the mean attended context."""
-        D = self.D
-        need = self.phase[(-D) % BLOCK_TOKENS]
-        if need > self.free:
-            need = self.preempt(need)
-        self.free -= need
-        n = self.n_run
-        if not n:
-            return 0.0
-        return (self.S + n * D) / n + 1.0
-
-    def end_decode(self, t):
-        """Every running sequence got a token at ``t``; retire those that are done."""
-        req = self.req
-        for t_last, count in self.groups.items():
-            req.itl_value.append(t - t_last)
-            req.itl_weight.append(count)
-        step = self.D
-        self.D = step + 1
-        finished = self.finish_at.pop(step, None)
-        if finished:
-            D = self.D
-            for r in finished:
-                if req.finish_step[r] != step or req.state[r] != DECODING:
-                    continue
-                self.free += blocks_for(req.kv_base[r] + D)
-                self._leave(r)
-                req.done[r] = req.gen[r]
-                req.finish[r] = t
-                req.last_tok[r] = t
-                req.state[r] = DONE
-                self.load -= 1
-        self.groups = {t: self.n_run} if self.n_run else {}
-        self.last_decode_end = t
-
-    def after_prefill(self, r, t, kv_len):
-        """``r`` finished its prefill at ``t``: its token, then decoding or done."""
-        req = self.req
-        left = self.produce(r, t)
-        if left <= 0:
-            req.finish[r] = t
-            req.state[r] = DONE
-            self.free += blocks_for(kv_len)
-            self.load -= 1
-        else:
-            self.join(r, kv_len, t)
-
-    def admit_prompts(self, limit_tokens, limit_seqs):
-        """Admit waiting prompts FCFS while tokens, sequences and KV blocks allow."""
-        req = self.req
-        admitted = []
-        tokens = 0
-        pairs = 0.0
-        while self.waiting and len(admitted) < limit_seqs:
-            r = self.waiting[0]
-            kv_len = req.prompt[r] + req.done[r]
-            if admitted and tokens + kv_len > limit_tokens:
-                break
-            need = blocks_for(kv_len)
-            if not self.take_blocks(need):
-                break
-            self.waiting.popleft()
-            admitted.append(r)
-            tokens += kv_len
-            pairs += kv_len * (kv_len + 1.0) / 2.0
-        return admitted, tokens, pairs
-
-
-class ContinuousInstance(_Batching):
+class ContinuousInstance(Batching):
     """Prefill-first iteration-level batching (vLLM's default scheduler)."""
 
     def begin(self, t):
@@ -273,9 +44,13 @@ class ContinuousInstance(_Batching):
         if self.waiting and self.n_run < cfg.max_batch:
             admitted, tokens, pairs = self.admit_prompts(max(cfg.max_prefill_tokens, 1), cfg.max_batch - self.n_run)
             if admitted:
-                for r in admitted:
-                    self.push(r)
-                    self.req.state[r] = PREFILLING
+                admit, state, stack, k = self.req.admit, self.req.state, self.stack, self.admissions
+                for r in admitted:  # (:meth:`push`)
+                    k += 1
+                    admit[r] = k
+                    stack.append((r, k))
+                    state[r] = PREFILLING
+                self.admissions = k
                 n = len(admitted)
                 prompt = equivalent_prompt(pairs / n)
                 dur = self.cost.prefill_step_s(tokens, n, prompt)
@@ -305,7 +80,7 @@ class ContinuousInstance(_Batching):
             self.pending = ()
 
 
-class ChunkedInstance(_Batching):
+class ChunkedInstance(Batching):
     """Token-budget iterations: decodes first, then prompt chunks (SARATHI-Serve, vLLM chunked prefill)."""
 
     def begin(self, t):
@@ -357,7 +132,7 @@ class ChunkedInstance(_Batching):
             dur = self.cost.decode_step_s(n_dec, context)
         self.n_dec = n_dec
         self.pieces = pieces
-        kind = MIXED if n_dec and n_pre else (DECODE if n_dec else PREFILL)
+        self.kind = kind = MIXED if n_dec and n_pre else (DECODE if n_dec else PREFILL)
         self.rec.rows.append((t, dur, kind, tokens, n_dec + completing, n_dec, context, n_pre, prompt,
                               self.total_blocks - self.free, n_dec + len(self.prefilling)))
         return dur
@@ -375,7 +150,7 @@ class ChunkedInstance(_Batching):
         self.pieces = ()
 
 
-class StaticInstance(_Instance):
+class StaticInstance(Instance):
     """Request-level batching: one batch at a time, prefill then decode to the longest request."""
 
     def begin(self, t):
@@ -430,7 +205,7 @@ class StaticInstance(_Instance):
         self.batch = ()
 
 
-class PrefillInstance(_Instance):
+class PrefillInstance(Instance):
     """Disaggregated prefill pool member: prefill-only iterations, the KV cache leaves at the end."""
 
     role = "prefill instance"
@@ -469,7 +244,7 @@ class PrefillInstance(_Instance):
         self.batch = ()
 
 
-class DecodeInstance(_Batching):
+class DecodeInstance(Batching):
     """Disaggregated decode pool member: admits shipped KV caches, decode-only iterations."""
 
     role = "decode instance"
@@ -497,6 +272,7 @@ class DecodeInstance(_Batching):
         if not n:
             return self.begin(t)
         dur = self.cost.decode_step_s(n, context)
+        self.kind = DECODE
         self.rec.rows.append((t, dur, DECODE, n, n, n, context, 0, 0.0, self.total_blocks - self.free, n))
         return dur
 

@@ -112,6 +112,7 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
     members = [instances[k:k + sync] for k in range(0, len(instances), sync)] if sync > 1 else []
     group_busy = [False] * len(members)
     group_ran: list = [()] * len(members)
+    alone = len(instances) == 1  # the only instance: the arrivals are all its own, taken in as they come
 
     def start(inst, t):
         if group_of:
@@ -208,6 +209,26 @@ def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
                     start(inst, t)
             continue
         t, due = pop_due()
+        if len(due) == 1 and due[0][0] == _ITERATION_END and due[0][1].fast and not group_of:
+            # one instance's iteration ends alone: it runs on, iteration after iteration, while
+            # each ends before the next arrival or event (what the queue would hand it next anyway)
+            inst = due[0][1]
+            while True:
+                t_arr = arrival[i] if i < n and not alone else inf
+                t_next = peek_time()
+                t, dur, i = inst.run(t, t_arr if t_arr < t_next else t_next, arrival if alone else None, i)
+                left = bool(inst.out)
+                if left:
+                    dispatch(inst, t)
+                if dur is None:
+                    inst.idle = True
+                    break
+                if left and t + dur < (arrival[i] if i < n else inf) and t + dur < peek_time():
+                    t += dur
+                    continue
+                push(t + dur, _ITERATION_END, inst)
+                break
+            continue
         for kind, payload in due:
             if kind == _ITERATION_END:
                 inst = payload

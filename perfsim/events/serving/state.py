@@ -7,6 +7,7 @@ runs is a row of :class:`Records` whose third column is its kind (:data:`KINDS`)
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -48,8 +49,8 @@ class RequestState:
         self.finish_step = [-1] * n
         self.admit = [-1] * n  # id of the latest admission (entries of older ones are stale)
         self.prefilled = [0] * n  # prompt tokens prefilled so far (chunked prefill)
-        self.itl_value: list = []
-        self.itl_weight: list = []
+        self.itl_value = array("d")  # every gap between tokens (packed: a million of them take no objects)
+        self.itl_weight = array("d")  # how many tokens had it
         self.preemptions = 0
 
 
@@ -59,13 +60,23 @@ class Records:
 
     rows: list = field(default_factory=list)
     blocks: list = field(default_factory=list)  # arrays of the same columns (static decode runs)
+    #: decode iterations apart, packed: their start, length, sequences, mean context and KV blocks in use
+    #: (the other columns follow: every sequence decodes one token, none is prefilled)
+    decode: tuple = field(default_factory=lambda: tuple(array("d") for _ in range(5)))
 
     def array(self):
-        """All rows as one array, in order of start time."""
+        """All rows as one array, in order of start time (an instance's iterations start one after another)."""
         parts = []
         if self.rows:  # (read flat: much faster than a list of tuples)
             flat = np.fromiter(chain.from_iterable(self.rows), dtype=float, count=len(self.rows) * len(COLUMNS))
             parts.append(flat.reshape(-1, len(COLUMNS)))
+        if self.decode[0]:
+            start, dur, seqs, context, used = (np.frombuffer(column, dtype=float) for column in self.decode)
+            block = np.empty((len(start), len(COLUMNS)))
+            block[:, 0], block[:, 1], block[:, 2], block[:, 6], block[:, 7], block[:, 8], block[:, 9] = \
+                start, dur, DECODE, context, 0.0, 0.0, used
+            block[:, 3] = block[:, 4] = block[:, 5] = block[:, 10] = seqs
+            parts.append(block)
         parts.extend(self.blocks)
         if not parts:
             return np.zeros((0, len(COLUMNS)))

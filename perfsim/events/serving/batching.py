@@ -1,0 +1,359 @@
+"""An instance of the serving simulator and the running batch of an iteration-level scheduler.
+
+:class:`Instance` holds what every kind of instance has (waiting requests, its KV-block pool, its
+iteration records); :class:`Batching` keeps an iteration-level scheduler's running batch as
+aggregates (sequences, summed context, counts per KV-block phase, finish step per request), so a
+decode iteration costs O(1) however large the batch, and runs back-to-back decode iterations in
+one loop (:meth:`Batching.run`). The schedulers are in :mod:`perfsim.events.serving.schedulers`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from perfsim.events.serving.state import (
+    BLOCK_TOKENS,
+    DECODE,
+    DECODING,
+    DONE,
+    PREFILLING,
+    WAITING,
+    Records,
+    RequestState,
+    blocks_for,
+)
+
+WATERMARK = 0.01  # fraction of blocks vLLM keeps free when admitting prompts
+
+
+class Instance:
+    """An instance of ``cfg`` (the run's :class:`~perfsim.events.serving.simulator.ServeConfig`) with a
+    KV pool of ``kv_blocks`` blocks, pricing its iterations with ``cost``."""
+
+    role = "instance"
+    fast = False  # whether it has :meth:`Batching.run`
+
+    def __init__(self, index, cost, req: RequestState, cfg, kv_blocks):
+        self.index = index
+        self.cost = cost
+        self.req = req
+        self.cfg = cfg
+        self.total_blocks = kv_blocks
+        self.free = kv_blocks
+        self.watermark = int(WATERMARK * kv_blocks)
+        self.waiting: deque = deque()
+        self.load = 0
+        self.idle = True
+        self.rec = Records()
+        self.busy_s = 0.0
+        self.out: list = []  # requests leaving the instance (handed to the simulator)
+
+    @property
+    def name(self):
+        return f"{self.role} {self.index}"
+
+    def take_blocks(self, need) -> bool:
+        """Reserve ``need`` KV blocks for a request joining the batch, if the pool allows: the
+        watermark stays free, except that a request alone in an empty pool may use it all."""
+        if self.free - need < self.watermark and not (self.free == self.total_blocks and need <= self.free):
+            return False
+        self.free -= need
+        return True
+
+    def enqueue(self, r, front=False):
+        self.load += 1
+        if front:
+            self.waiting.appendleft(r)
+        else:
+            self.waiting.append(r)
+
+    def produce(self, r, t):
+        """Request ``r`` gets a token at ``t`` from a prefill (its first, or the next after a recompute)."""
+        req = self.req
+        if req.first[r] != req.first[r]:  # nan: the first token
+            req.first[r] = t
+        else:
+            req.itl_value.append(t - req.last_tok[r])
+            req.itl_weight.append(1)
+        req.last_tok[r] = t
+        req.done[r] += 1
+        return req.gen[r] - req.done[r]
+
+
+class Batching(Instance):
+    """The running batch of an iteration-level scheduler, as aggregates.
+
+    A running request's KV length is ``kv_base + D`` where ``D`` counts this instance's decode
+    steps, so the summed context is ``S + n × D`` and the requests that need a new block at step
+    ``D`` are those with ``kv_base ≡ -D (mod 16)``.
+    """
+
+    fast = True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.D = 0
+        self.n_run = 0
+        self.S = 0
+        self.phase = [0] * BLOCK_TOKENS
+        self.finish_at: dict = {}
+        self.stack: list = []  # (request, admission id), newest last
+        self.groups: dict = {}  # last-token time -> running requests that got it then
+        self.last_decode_end = -math.inf
+        self.admissions = 0
+        self.prefilling: list = []
+        self.n_dec = 0  # decodes in the iteration under way
+        self.kind = None  # the kind of the iteration under way (a decode one: :meth:`run` applies it)
+        self.cell = self.cost.context.cell(0.0)  # where the latest decode context fell on the context axis
+
+    def push(self, r):
+        self.admissions += 1
+        self.req.admit[r] = self.admissions
+        self.stack.append((r, self.admissions))
+
+    def join(self, r, kv_len, t):
+        """``r`` (KV of ``kv_len`` tokens, last token at ``t``) decodes from the next step on."""
+        req = self.req
+        D = self.D
+        base = kv_len - D
+        req.kv_base[r] = base
+        req.join_step[r] = D
+        req.join_done[r] = req.done[r]
+        req.join_time[r] = t
+        step = D + req.gen[r] - req.done[r] - 1
+        req.finish_step[r] = step
+        lst = self.finish_at.get(step)
+        if lst is None:
+            self.finish_at[step] = [r]
+        else:
+            lst.append(r)
+        req.state[r] = DECODING
+        self.n_run += 1
+        self.S += base
+        self.phase[base % BLOCK_TOKENS] += 1
+        self.groups[t] = self.groups.get(t, 0) + 1
+
+    def _leave(self, r):
+        req = self.req
+        base = req.kv_base[r]
+        self.n_run -= 1
+        self.S -= base
+        self.phase[base % BLOCK_TOKENS] -= 1
+        req.finish_step[r] = -1
+
+    def preempt(self, need):
+        """Free blocks by recomputing the newest sequences until ``need`` blocks fit; returns ``need``."""
+        req = self.req
+        while need > self.free and self.stack:
+            r, admission = self.stack.pop()
+            if req.admit[r] != admission or req.state[r] not in (DECODING, PREFILLING):
+                continue
+            req.preemptions += 1
+            if req.state[r] == DECODING:
+                kv_len = req.kv_base[r] + self.D
+                if kv_len % BLOCK_TOKENS == 0:
+                    need -= 1
+                self._leave(r)
+                t_last = req.join_time[r] if req.join_step[r] == self.D else self.last_decode_end
+                req.last_tok[r] = t_last
+                left = self.groups.get(t_last, 0) - 1
+                if left > 0:
+                    self.groups[t_last] = left
+                else:
+                    self.groups.pop(t_last, None)
+                req.done[r] = req.join_done[r] + (self.D - req.join_step[r])
+                self.free += blocks_for(kv_len)
+            else:
+                self.prefilling.remove(r)
+                self.free += blocks_for(req.prompt[r] + req.done[r])
+                req.prefilled[r] = 0
+            req.state[r] = WAITING
+            self.requeue(r)
+        return need
+
+    def requeue(self, r):
+        self.waiting.appendleft(r)
+
+    def run(self, t, horizon, arrivals=None, i=0):
+        """The iteration under way ended at ``t``: apply it and start the next, and so on while each
+        ends before ``horizon`` and no request leaves the instance; returns the start and length of
+        the iteration under way (length None: nothing to run) and ``i``. With ``arrivals`` (the
+        instance is the only one) the requests from ``i`` on arrive here as their time comes: a
+        request arriving at an iteration's end is queued before the iteration is applied.
+
+        The common case runs in one loop: a decode iteration ends and the next is a decode
+        iteration again (nothing is admitted or being prefilled, its blocks are free, no clock solve),
+        the batch's aggregates in local variables: the steps of :meth:`end_decode`,
+        :meth:`start_decode` and :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`
+        in the same order."""
+        req = self.req
+        finish_step, state, kv_base, done, gen = req.finish_step, req.state, req.kv_base, req.done, req.gen
+        itl_value, itl_weight = req.itl_value.append, req.itl_weight.append
+        row_start, row_dur, row_seqs, row_context, row_used = (column.append for column in self.rec.decode)
+        phase, finish_at, total = self.phase, self.finish_at, self.total_blocks
+        base, table, width = self.cost.decode_lookup()
+        axis = self.cost.context
+        waiting, most = self.waiting, self.cfg.max_batch
+        n_arr = len(arrivals) if arrivals is not None else 0
+        t_arr = arrivals[i] if i < n_arr else math.inf
+        while True:
+            if t >= t_arr:
+                while t_arr <= t:
+                    self.enqueue(i)
+                    i += 1
+                    t_arr = arrivals[i] if i < n_arr else math.inf
+            decoded = self.kind == DECODE  # (else the iteration is applied here, its end not inlined)
+            if not decoded:
+                self.end(t)
+            stop = t_arr if t_arr < horizon else horizon
+            D, n, S, free, load, groups, busy = self.D, self.n_run, self.S, self.free, self.load, self.groups, \
+                self.busy_s
+            steady = base is not None and not self.prefilling
+            j, lo, hi, x0, dx = self.cell
+            last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
+            while True:
+                if decoded:  # the decode iteration under way ends at t (:meth:`end_decode`)
+                    if last is None:
+                        for t_last, count in groups.items():
+                            itl_value(t - t_last)
+                            itl_weight(count)
+                    elif got:
+                        itl_value(t - last)
+                        itl_weight(got)
+                    step = D
+                    D += 1
+                    finished = finish_at.pop(step, None)
+                    if finished:
+                        for r in finished:
+                            if finish_step[r] != step or state[r] != DECODING:
+                                continue
+                            b = kv_base[r]
+                            free += -(-(b + D) // BLOCK_TOKENS)
+                            n -= 1
+                            S -= b
+                            phase[b % BLOCK_TOKENS] -= 1
+                            finish_step[r] = -1
+                            done[r] = gen[r]
+                            req.finish[r] = t
+                            req.last_tok[r] = t
+                            state[r] = DONE
+                            load -= 1
+                    last, got = t, n
+                # the next one starts at t: a decode iteration of the same batch (:meth:`start_decode`)
+                started = False
+                if steady and n and (not waiting or n >= most):  # (no request is admitted)
+                    need = phase[-D % BLOCK_TOKENS]
+                    if need <= free:
+                        free -= need
+                        context = (S + n * D) / n + 1.0
+                        if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
+                            j, lo, hi, x0, dx = axis.cell(context)
+                        w = (context - x0) / dx
+                        k = j + n * width
+                        dur = base[n] + (table[k] + w * (table[k + 1] - table[k]))
+                        row_start(t)
+                        row_dur(dur)
+                        row_seqs(n)
+                        row_context(context)
+                        row_used(total - free)
+                        busy += dur
+                        started = decoded = True
+                if not started or not t + dur < stop:
+                    break
+                t += dur
+            if last is not None:
+                groups = {last: got} if got else {}
+                self.last_decode_end = last
+            self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s = D, n, S, free, load, \
+                groups, busy
+            self.cell = (j, lo, hi, x0, dx)
+            if started:
+                self.kind, self.n_dec, self.pieces = DECODE, n, ()
+            else:
+                dur = self.begin(t)
+                if dur is None:
+                    return t, None, i
+                self.busy_s += dur
+            end = t + dur
+            if self.out or not end < horizon:
+                return t, dur, i
+            t = end
+
+    def start_decode(self):
+        """Allocate this step's blocks (preempting if needed); returns the mean attended context."""
+        D = self.D
+        need = self.phase[(-D) % BLOCK_TOKENS]
+        if need > self.free:
+            need = self.preempt(need)
+        self.free -= need
+        n = self.n_run
+        if not n:
+            return 0.0
+        return (self.S + n * D) / n + 1.0
+
+    def end_decode(self, t):
+        """Every running sequence got a token at ``t``; retire those that are done."""
+        req = self.req
+        for t_last, count in self.groups.items():
+            req.itl_value.append(t - t_last)
+            req.itl_weight.append(count)
+        step = self.D
+        self.D = step + 1
+        finished = self.finish_at.pop(step, None)
+        if finished:
+            D = self.D
+            for r in finished:
+                if req.finish_step[r] != step or req.state[r] != DECODING:
+                    continue
+                self.free += blocks_for(req.kv_base[r] + D)
+                self._leave(r)
+                req.done[r] = req.gen[r]
+                req.finish[r] = t
+                req.last_tok[r] = t
+                req.state[r] = DONE
+                self.load -= 1
+        self.groups = {t: self.n_run} if self.n_run else {}
+        self.last_decode_end = t
+
+    def after_prefill(self, r, t, kv_len):
+        """``r`` finished its prefill at ``t``: its token, then decoding or done."""
+        req = self.req
+        if req.first[r] != req.first[r]:  # (:meth:`produce`)
+            req.first[r] = t
+        else:
+            req.itl_value.append(t - req.last_tok[r])
+            req.itl_weight.append(1)
+        req.last_tok[r] = t
+        req.done[r] += 1
+        if req.gen[r] - req.done[r] <= 0:
+            req.finish[r] = t
+            req.state[r] = DONE
+            self.free += blocks_for(kv_len)
+            self.load -= 1
+        else:
+            self.join(r, kv_len, t)
+
+    def admit_prompts(self, limit_tokens, limit_seqs):
+        """Admit waiting prompts FCFS while tokens, sequences and KV blocks allow (:meth:`take_blocks`)."""
+        req = self.req
+        prompt, done, waiting = req.prompt, req.done, self.waiting
+        free, total, mark = self.free, self.total_blocks, self.watermark
+        admitted = []
+        tokens = 0
+        pairs = 0.0
+        while waiting and len(admitted) < limit_seqs:
+            r = waiting[0]
+            kv_len = prompt[r] + done[r]
+            if admitted and tokens + kv_len > limit_tokens:
+                break
+            need = -(-kv_len // BLOCK_TOKENS)
+            if free - need < mark and not (free == total and need <= free):
+                break
+            free -= need
+            waiting.popleft()
+            admitted.append(r)
+            tokens += kv_len
+            pairs += kv_len * (kv_len + 1.0) / 2.0
+        self.free = free
+        return admitted, tokens, pairs

@@ -1,0 +1,77 @@
+"""The serving loop's shortcuts change nothing: back-to-back iterations run in one loop give what
+the event loop gives one event at a time; kept lookups and prefill costs are what a fresh search
+or pricing gives."""
+
+from bisect import bisect_right
+
+import numpy as np
+import pytest
+
+import perfsim
+from perfsim.events.serving.batching import Batching
+from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
+from perfsim.plan.columns import build
+from perfsim.plan.grid import expand
+
+SMALL = dict(model="llama2-7b", hardware="a100-80gb")
+LENGTHS = dict(prompt_len={"dist": "lognormal", "mean": 1024, "sigma": 0.5, "max": 4096},
+               gen_len={"dist": "lognormal", "mean": 128, "sigma": 0.6, "max": 512})
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            _same(a[key], b[key])
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b)
+    else:
+        assert a == b
+
+
+BIG = dict(model="llama2-70b", hardware="h100-sxm", tp=8)  # decode iterations need no clock solve here
+
+
+@pytest.mark.parametrize("scenario", [
+    dict(BIG, num_requests=300, arrival_rate=12.0, gpu_memory_utilization=0.22, **LENGTHS),  # preemptions
+    dict(BIG, num_requests=300, max_batch=16, **LENGTHS),  # all at t = 0: the batch full, requests waiting
+    dict(BIG, num_requests=200, arrival_rate=12.0, scheduler="chunked-prefill", chunk_size=512, **LENGTHS),
+    dict(BIG, num_requests=200, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
+    dict(SMALL, num_requests=200, arrival_rate=10.0, dp=2, num_devices=2, power_cap_w=250, **LENGTHS),
+], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped"])
+def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
+    looked_up = []
+    lookup = IterationCost.decode_lookup
+    monkeypatch.setattr(IterationCost, "decode_lookup", lambda self: looked_up.append(lookup(self)) or looked_up[-1])
+    fast = perfsim.serve(**scenario)
+    assert looked_up and fast["completed"] == scenario["num_requests"]
+    if "power_cap_w" not in scenario:
+        assert looked_up[0][0] is not None  # (decode iterations run in the loop)
+    monkeypatch.setattr(Batching, "fast", False)  # every iteration end through the event queue
+    slow = perfsim.serve(**scenario)
+    _same(fast, slow)
+
+
+def test_an_axis_locates_as_bisection_does():
+    for grid in (_token_grid(20000), _token_grid(300), _token_grid(5000, integer_up_to=64, growth=1.02),
+                 _context_grid(5000), np.array([0.0, 1.0]), np.array([0.0, 2.0, 3.0]), np.array([1.0, 2.0])):
+        axis = _Axis(grid)
+        xs = axis.list
+        for x in [*np.linspace(-3.0, xs[-1] + 3.0, 2001).tolist(), *range(-2, int(xs[-1]) + 3)]:
+            j = min(max(bisect_right(xs, x) - 1, 0), axis.last)
+            assert axis.locate(x) == (j, (x - xs[j]) / (xs[j + 1] - xs[j]))
+            k, lo, hi, x0, dx = axis.cell(x)
+            assert k == j and lo <= x < hi and (x0, dx) == (xs[j], xs[j + 1] - xs[j])
+
+
+def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():
+    c = build(expand({**SMALL, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1}))
+    cost = IterationCost(c, max_tokens=4096, max_seqs=8, max_context=4097)
+    fresh = IterationCost(c, max_tokens=4096, max_seqs=8, max_context=4097)
+    assert cost.prefill_step_s(1000, 1, 1000.0) == cost.prefill_step_s(1000, 1, 1000.0) \
+        == fresh._prefill_step_s(1000, 1, 1000.0)
+    assert cost.over_cap == 0
+    cost.cap = fresh.cap = 1.0  # no clock meets one watt
+    assert cost.prefill_step_s(2000, 2, 999.5) == cost.prefill_step_s(2000, 2, 999.5) \
+        == fresh._prefill_step_s(2000, 2, 999.5)
+    assert cost.over_cap == 2 and fresh.over_cap == 1
