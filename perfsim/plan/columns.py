@@ -141,15 +141,21 @@ def build(grid) -> dict:
     key = _row_key(grid)
     if key is None:
         return _build(grid)
-    specs = _specs(grid)
-    hit = _ONE_ROW.get(key)
+    return _kept(_ONE_ROW, key, _specs(grid), lambda: _build(grid))
+
+
+def _kept(memo, key, specs, build) -> dict:
+    """``build()``'s columns kept in ``memo`` under ``key`` and handed out again while the specs they
+    were read from are the same objects (a spec file edited on disk is read again): a new dict each
+    time, its arrays read-only."""
+    hit = memo.get(key)
     if hit is not None and len(hit[0]) == len(specs) and all(a is b for a, b in zip(hit[0], specs, strict=True)):
         return dict(hit[1])
-    c = _build(grid)
+    c = build()
     for value in c.values():
         if isinstance(value, np.ndarray):
             value.flags.writeable = False
-    _ONE_ROW.put(key, (specs, c))
+    memo.put(key, (specs, c))
     return dict(c)
 
 
@@ -194,15 +200,7 @@ def _spec_part(grid) -> dict:
         return _spec_columns(grid)
     runtime, mode = grid.values("runtime")[0], grid.values("mode")[0]
     specs = (*_specs(grid), load_runtime(runtime if runtime is not None else DEFAULT_RUNTIME[mode]))
-    hit = _SPEC_PART.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], specs, strict=True)):
-        return dict(hit[1])
-    c = _spec_columns(grid)
-    for value in c.values():
-        if isinstance(value, np.ndarray):
-            value.flags.writeable = False
-    _SPEC_PART.put(key, (specs, c))
-    return dict(c)
+    return _kept(_SPEC_PART, key, specs, lambda: _spec_columns(grid))
 
 
 def _spec_columns(grid) -> dict:
