@@ -50,9 +50,11 @@ def training_grid(rows):
 
 
 def cluster_training_grid(rows):
-    """GPT-3 175B on clusters of up to 4,096 A100s: every parallelism axis of a training plan."""
+    """GPT-3 175B on clusters of up to 4,096 A100s: every parallelism axis of a training plan. The
+    largest model-parallel sizes come first, so a grid trimmed to fewer rows keeps plans that fit
+    (tp 8 x pp 16, as Megatron trains it) rather than ones every row of which is refused."""
     return _grid(rows, {"model": "gpt3-175b", "hardware": "a100-80gb", "mode": "train", "seq_len": 2048}, {
-        "tp": [1, 2, 4, 8], "pp": [1, 2, 4, 8, 16, 32], "dp": [1, 2, 4, 8, 16, 32, 64, 128],
+        "tp": [8, 4, 2, 1], "pp": [16, 8, 32, 4, 2, 1], "dp": [1, 2, 4, 8, 16, 32, 64, 128],
         "micro_batch": [1, 2, 4, 8], "zero": [0, 1, 2, 3], "recompute": ["none", "selective", "full"],
         "schedule": ["gpipe", "1f1b", "interleaved", "zero-bubble"], "virtual_stages": [1, 2],
         "global_batch": list(range(512, 512 + 128 * 100, 128)),
