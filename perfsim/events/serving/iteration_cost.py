@@ -375,21 +375,38 @@ class IterationCost:
         return seconds
 
     # -- many iterations at once --------------------------------------------------------------
-    def work(self, tokens, logits, n_dec, context, n_pre, prompt):
+    def work(self, tokens, logits, n_dec, context, n_pre, prompt, *, time=True):
         """Time and work of many iterations (arrays): ``{time_s, flops, hbm_bytes, link_bytes}``.
 
         FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them). Under a
         power cap ``time_s`` is the capped length, and ``full_s`` (at the top clock) and
-        ``clock_ratio`` come too.
+        ``clock_ratio`` come too; without one, ``time=False`` leaves ``time_s`` out.
+
+        The attention tables are read only where an iteration has decodes (prefill pieces): their
+        row of none is zero, so elsewhere they add exactly nothing (:func:`_sum`'s order kept).
         """
-        at = self._at(np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64),
-                      np.asarray(n_dec, dtype=np.int64), np.asarray(context, dtype=float),
-                      np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
+        tokens, logits, n_dec, context, n_pre, prompt = np.broadcast_arrays(
+            np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
+            np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
+        jt, wt = self.tokens.locate(tokens)
+        dec = np.flatnonzero(n_dec)
+        pre = np.flatnonzero(n_pre)
+        jc, wc = self.context.locate(context[dec])
+        jc = n_dec[dec] * self.context.size + jc
+        jp, wp = self.prompt.locate(prompt[pre])
+        jp = n_pre[pre] * self.prompt.size + jp
         out = {}
         for key in ("time_s", *(WORK if self.cap is None else _CAPPED)):
-            v = _sum(self._arrays[key], at)
+            if key == "time_s" and not time and self.cap is None:
+                continue
+            linear, head, decode, prefill = self._arrays[key]
+            v = _lerp(linear, jt, wt) + head[logits]
+            v[dec] += _lerp(decode, jc, wc)
+            v[pre] += _lerp(prefill, jp, wp)
             out[key] = v / self.pp if key in WORK else v
-        seqs = np.asarray(n_dec, dtype=float) + np.asarray(n_pre, dtype=float)
+        if "time_s" not in out:
+            return out
+        seqs = n_dec.astype(float) + n_pre.astype(float)
         out["time_s"] = out["time_s"] + self.overhead_s + self.per_seq_s * seqs
         if self.cap is not None:
             out["full_s"] = out["time_s"]
