@@ -333,27 +333,3 @@ class Batching(Instance):
             self.load -= 1
         else:
             self.join(r, kv_len, t)
-
-    def admit_prompts(self, limit_tokens, limit_seqs):
-        """Admit waiting prompts FCFS while tokens, sequences and KV blocks allow (:meth:`take_blocks`)."""
-        req = self.req
-        prompt, done, waiting = req.prompt, req.done, self.waiting
-        free, total, mark = self.free, self.total_blocks, self.watermark
-        admitted = []
-        tokens = 0
-        pairs = 0.0
-        while waiting and len(admitted) < limit_seqs:
-            r = waiting[0]
-            kv_len = prompt[r] + done[r]
-            if admitted and tokens + kv_len > limit_tokens:
-                break
-            need = -(-kv_len // BLOCK_TOKENS)
-            if free - need < mark and not (free == total and need <= free):
-                break
-            free -= need
-            waiting.popleft()
-            admitted.append(r)
-            tokens += kv_len
-            pairs += kv_len * (kv_len + 1.0) / 2.0
-        self.free = free
-        return admitted, tokens, pairs

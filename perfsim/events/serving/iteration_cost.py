@@ -205,6 +205,8 @@ class IterationCost:
             self._arrays[key] = tuple(t.reshape(-1) for t in tables)
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         self._time = self._lists["time_s"]
+        self._columns = None  # (:meth:`_stacked`)
+        self._by_pairs: dict = {}  # (tokens, prompts, query-key pairs) -> (prompt length, seconds, over the cap)
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
@@ -301,6 +303,21 @@ class IterationCost:
         self.over_cap += known[1]
         return known[0]
 
+    def prefill_of_pairs(self, tokens, n, pairs):
+        """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in
+        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there.
+        Kept per ``(tokens, n, pairs)`` once found (with the iterations it counts over the cap)."""
+        key = (tokens, n, pairs)
+        known = self._by_pairs.get(key)
+        if known is None:
+            over = self.over_cap
+            prompt = equivalent_prompt(pairs / n)
+            self._by_pairs[key] = known = (prompt, self.prefill_step_s(tokens, n, prompt), self.over_cap - over)
+            return known[:2]
+        if known[2]:
+            self.over_cap += known[2]
+        return known[:2]
+
     def _prefill_step_s(self, tokens, n, prompt):
         linear, head, _, prefill = self._time
         jt, wt = self.tokens.locate(tokens)
@@ -375,21 +392,45 @@ class IterationCost:
         return seconds
 
     # -- many iterations at once --------------------------------------------------------------
-    def work(self, tokens, logits, n_dec, context, n_pre, prompt):
+    def work(self, tokens, logits, n_dec, context, n_pre, prompt, *, time=True):
         """Time and work of many iterations (arrays): ``{time_s, flops, hbm_bytes, link_bytes}``.
 
         FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them). Under a
         power cap ``time_s`` is the capped length, and ``full_s`` (at the top clock) and
-        ``clock_ratio`` come too.
+        ``clock_ratio`` come too; without one, ``time=False`` leaves ``time_s`` out.
+
+        The attention tables are read only where an iteration has decodes (prefill pieces): their
+        row of none is zero, so elsewhere they add exactly nothing (:func:`_sum`'s order kept).
         """
-        at = self._at(np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64),
-                      np.asarray(n_dec, dtype=np.int64), np.asarray(context, dtype=float),
-                      np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
+        tokens, logits, n_dec, context, n_pre, prompt = np.broadcast_arrays(
+            np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
+            np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
+        keys, (linear, head, decode, prefill), by_seqs = self._stacked()
+        # a column per quantity, read together. Decodes alone (as many tokens as logits, no prefill
+        # piece) read the token terms and LM head once per count; the others all four tables, the
+        # attention ones only where they have decodes (prefill pieces)
+        alone = (tokens == logits) & (n_pre == 0) & (n_dec > 0)
+        v = np.empty((len(tokens), len(keys)))
+        rows = np.flatnonzero(alone)
+        jc, wc = self.context.locate(context[rows])
+        v[rows] = by_seqs[logits[rows]] + _lerp(decode, n_dec[rows] * self.context.size + jc, wc[:, None])
+        rows = np.flatnonzero(~alone)
+        jt, wt = self.tokens.locate(tokens[rows])
+        w = _lerp(linear, jt, wt[:, None]) + head[logits[rows]]
+        dec, pre = np.flatnonzero(n_dec[rows]), np.flatnonzero(n_pre[rows])
+        jc, wc = self.context.locate(context[rows][dec])
+        w[dec] += _lerp(decode, n_dec[rows][dec] * self.context.size + jc, wc[:, None])
+        jp, wp = self.prompt.locate(prompt[rows][pre])
+        w[pre] += _lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp[:, None])
+        v[rows] = w
         out = {}
-        for key in ("time_s", *(WORK if self.cap is None else _CAPPED)):
-            v = _sum(self._arrays[key], at)
-            out[key] = v / self.pp if key in WORK else v
-        seqs = np.asarray(n_dec, dtype=float) + np.asarray(n_pre, dtype=float)
+        for k, key in enumerate(keys):
+            if key == "time_s" and not time and self.cap is None:
+                continue
+            out[key] = v[:, k] / self.pp if key in WORK else np.ascontiguousarray(v[:, k])
+        if "time_s" not in out:
+            return out
+        seqs = n_dec.astype(float) + n_pre.astype(float)
         out["time_s"] = out["time_s"] + self.overhead_s + self.per_seq_s * seqs
         if self.cap is not None:
             out["full_s"] = out["time_s"]
@@ -397,6 +438,17 @@ class IterationCost:
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
                 out["hbm_bytes"], out["link_bytes"])
         return out
+
+    def _stacked(self):
+        """The quantities :meth:`work` reads and their tables side by side: ``(keys, (linear, head,
+        decode, prefill), by_seqs)``, each table a column per key; ``by_seqs`` the token terms and LM
+        head of ``n`` tokens with ``n`` logits, row ``n``."""
+        if self._columns is None:
+            keys = ("time_s", *(WORK if self.cap is None else _CAPPED))
+            tables = tuple(np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4))
+            jt, wt = self.tokens.locate(np.arange(len(tables[1]), dtype=float))
+            self._columns = keys, tables, _lerp(tables[0], jt, wt[:, None]) + tables[1]
+        return self._columns
 
     def decode_steps_s(self, n, contexts):
         """Decode iterations of ``n`` sequences at each of ``contexts`` (array), s."""

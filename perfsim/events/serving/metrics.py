@@ -130,7 +130,7 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
             continue
         iterations += len(rec)
         dur = rec[:, 1]
-        work = cost.work(rec[:, 3], rec[:, 4], rec[:, 5], rec[:, 6], rec[:, 7], rec[:, 8])
+        work = cost.work(rec[:, 3], rec[:, 4], rec[:, 5], rec[:, 6], rec[:, 7], rec[:, 8], time=False)
         clocked = {} if cost.cap is None else {"clock": work["clock_ratio"], "full_seconds": work["full_s"]}
         parts = device_power(c, dur, work["flops"], work["hbm_bytes"], work["link_bytes"], **clocked)
         for comp in COMPONENTS:

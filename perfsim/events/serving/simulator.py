@@ -25,6 +25,7 @@ keep the length of its own work, the wait is idle time.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -84,7 +85,20 @@ def _least_loaded(pool):
 
 
 def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
-    """Run the request set through the instances; ``transfer(tokens, same_node)`` prices a KV shipment."""
+    """Run the request set through the instances; ``transfer(tokens, same_node)`` prices a KV shipment.
+
+    The loop makes no reference cycles: Python's cycle collector is paused while it runs (it would
+    only walk the per-request lists again and again as the loop's small tuples pile up)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate(requests, cfg, cost, transfer)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _simulate(requests, cfg, cost, transfer):
     req = RequestState(requests.arrival_s, requests.prompt_len, requests.gen_len)
     if cfg.disaggregated:
         prefill = [PrefillInstance(i, cost, req, cfg, cfg.prefill_kv_blocks) for i in range(cfg.prefill_instances)]
