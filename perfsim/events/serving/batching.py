@@ -319,14 +319,7 @@ class Batching(Instance):
     def after_prefill(self, r, t, kv_len):
         """``r`` finished its prefill at ``t``: its token, then decoding or done."""
         req = self.req
-        if req.first[r] != req.first[r]:  # (:meth:`produce`)
-            req.first[r] = t
-        else:
-            req.itl_value.append(t - req.last_tok[r])
-            req.itl_weight.append(1)
-        req.last_tok[r] = t
-        req.done[r] += 1
-        if req.gen[r] - req.done[r] <= 0:
+        if self.produce(r, t) <= 0:
             req.finish[r] = t
             req.state[r] = DONE
             self.free += blocks_for(kv_len)
