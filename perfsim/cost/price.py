@@ -104,7 +104,7 @@ def prefill_fixed_time(c, op, *, backward=False):
 #: :func:`_elementwise_cost`, :func:`_comm_cost` and the cost models they call); where each holds
 #: one number (one configuration) and so do the ops' fields, the ops of a kind are priced together
 #: on a leading op axis (:func:`price`)
-_PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "attn_gemm_max",
+_PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "wide_gemm_max",
                    "attn_peak_ratio", "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
                    "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
@@ -143,7 +143,7 @@ def _gemm_shapes(c, op, x):
         memory_eff = memory_eff * c.get("moe_memory_eff", 1.0)
     if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
         wide = np.asarray(op.wide) > 0
-        ceiling = np.where(wide, c["attn_gemm_max"], ceiling)
+        ceiling = np.where(wide, c["wide_gemm_max"], ceiling)
         peak = np.where(wide, peak * c["attn_peak_ratio"], peak)
         w_b16 = np.where(wide, act, wb)
     # forward and input-gradient GEMMs read the stored weight and convert it

@@ -91,14 +91,16 @@ def hardware_columns(spec, overrides=None, dtype=None) -> dict:
 
 def dtype_values(spec, dtype) -> dict:
     """Rates of one spec at compute format ``dtype``: ``peak_flops`` (FLOP/s, NaN without the
-    format), ``gemm_max``, and the attention core's (``attn_peak_ratio``, ``attn_gemm_max``; an fp8
-    core's ``attn8_peak_ratio``, ``attn8_gemm_max``)."""
+    format), ``gemm_max``, the 16-bit GEMMs' of an 8/4-bit recipe (``wide_gemm_max``), and the
+    attention core's (``attn_peak_ratio``, ``attn_gemm_max``; an fp8 core's ``attn8_peak_ratio``,
+    ``attn8_gemm_max``; the ceilings :meth:`HardwareSpec.attention_max`)."""
     # the attention core (softmax between two matmuls) runs in 16-bit even in 8/4-bit recipes
     attention = _attention_dtype(spec, dtype)
     return {"peak_flops": spec.peak(dtype) * 1e12, "gemm_max": spec.gemm_max(dtype),
-            "attn_peak_ratio": spec.peak(attention) / spec.peak(dtype), "attn_gemm_max": spec.gemm_max(attention),
+            "wide_gemm_max": spec.gemm_max(attention),
+            "attn_peak_ratio": spec.peak(attention) / spec.peak(dtype), "attn_gemm_max": spec.attention_max(attention),
             # an fp8 attention core (an engine's fp8 context FMHA): NaN where the device lacks fp8
-            "attn8_peak_ratio": spec.peak("fp8") / spec.peak(dtype), "attn8_gemm_max": spec.gemm_max("fp8")}
+            "attn8_peak_ratio": spec.peak("fp8") / spec.peak(dtype), "attn8_gemm_max": spec.attention_max("fp8")}
 
 
 def _gather_dicts(grid, name, dicts):

@@ -114,9 +114,10 @@ COLUMNS = (
     _C("peak_flops", "FLOP/s", "dense matrix rate in dtype (NaN: no tensor rate for it; what-if peak_tflops)"),
     _C("gemm_max", "1", "fraction of peak_flops a large, well-shaped GEMM reaches in dtype"),
     _C("attn_peak_ratio", "1", "peak rate of the attention core's 16-bit format over peak_flops"),
-    _C("attn_gemm_max", "1", "gemm_max of the attention core's 16-bit format"),
+    _C("wide_gemm_max", "1", "gemm_max of the 16-bit format, for the 16-bit GEMMs of an 8- or 4-bit recipe"),
+    _C("attn_gemm_max", "1", "ceiling the attention core's share is taken of, its 16-bit format (attention_max, else gemm_max)"),
     _C("attn8_peak_ratio", "1", "peak rate of an fp8 attention core over peak_flops (NaN: no fp8 on the device)"),
-    _C("attn8_gemm_max", "1", "gemm_max of the fp8 format, for an fp8 attention core"),
+    _C("attn8_gemm_max", "1", "the same ceiling in the fp8 format, for an fp8 attention core"),
     _C("vector_flops", "FLOP/s", "non-matrix (SIMD / CUDA-core) rate, best dtype (NaN: not given)"),
     # --- device kinds, NPU engines, PIM, placement (plan/devices.py) -----------------------------
     _C("main_kind", "enum", "kind of the main device: 0 gpu, 1 npu, 2 tpu, 3 pim, 4 cpu"),

@@ -29,8 +29,9 @@ _SCHEMA = {
         "gemm_tile": {"m": S.INT, "n": S.INT},
         "memory": {"hbm": {"capacity_gib": S.NUM, "bandwidth_gb_s": S.NUM, "name": S.STR}},
         "kernel_launch_us": {"value": S.NUM},
-        "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM,
-                       **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
+        "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM, "attention_max": S.NUM,
+                       **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES},
+                       **{f"attention_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
         "power": {"tdp_w": S.NUM, "idle_w": S.NUM, "active_w": S.NUM, "matrix_w": S.NUM,
                   "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM, "vector_w": S.NUM,
                   "voltage_floor": S.NUM, "gemm_clock_ghz": S.NUM},
@@ -172,7 +173,9 @@ class HardwareSpec:
 
     ``values`` holds the flat numeric fields (see ``_FIELDS``); ``peak_tflops`` and
     ``vector_tflops`` map dtype → dense TFLOP/s; ``gemm_max_by_dtype`` holds per-dtype GEMM
-    efficiency overrides; ``sources`` maps each schema key to its source string.
+    efficiency overrides; ``attention_max_by_dtype`` the attention cores' ceilings where the spec
+    gives them (key ``""``: ``attention_max``, else ``attention_max_<dtype>``); ``sources`` maps
+    each schema key to its source string.
     """
 
     name: str
@@ -182,6 +185,7 @@ class HardwareSpec:
     peak_tflops: MappingProxyType
     vector_tflops: MappingProxyType
     gemm_max_by_dtype: MappingProxyType
+    attention_max_by_dtype: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     in_network_reduction: bool = False
     family: str = "other"
     pim: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
@@ -199,6 +203,14 @@ class HardwareSpec:
     def gemm_max(self, dtype: str) -> float:
         """Fraction of peak a large GEMM reaches at ``dtype``."""
         return self.gemm_max_by_dtype.get(dtype, self.values["gemm_max"])
+
+    def attention_max(self, dtype: str) -> float:
+        """Fraction of peak at ``dtype`` that the runtimes' fused-attention shares are taken of:
+        ``attention_max_<dtype>``, else ``attention_max``, where the spec gives one, else
+        :meth:`gemm_max` (a spec whose ``gemm_max`` is the mean of large Linear shapes can keep
+        the attention kernels' reference at the best-shape matmul rate they were fitted against)."""
+        by = self.attention_max_by_dtype
+        return by.get(dtype, by.get("", self.gemm_max(dtype)))
 
 
 def hardware_names() -> list[str]:
@@ -221,6 +233,12 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
         raise InputError("at least one dtype is required", field="device.compute.peak_tflops", file=path)
     vector = {k.rsplit(".", 1)[1]: v for k, v in values.items() if k.startswith("device.compute.vector_tflops.")}
     by_dtype = {k.rsplit("gemm_max_", 1)[1]: v for k, v in values.items() if "efficiency.gemm_max_" in k}
+    attention = {k.rsplit("attention_max", 1)[1].lstrip("_"): v for k, v in values.items()
+                 if k.startswith("device.efficiency.attention_max")}
+    for key, value in {**{f"gemm_max_{d}": v for d, v in by_dtype.items()},
+                       **{f"attention_max_{d}".rstrip("_"): v for d, v in attention.items()}}.items():
+        if not 0 < value <= 1:
+            raise InputError(f"must be in (0, 1], got {value}", field=f"device.efficiency.{key}", file=path)
     flat = dict(_OPTIONAL_DEFAULTS)
     flat.update({_FIELDS[k]: float(v) for k, v in values.items() if k in _FIELDS})
     for key in ("gemm_max", "memory_max"):
@@ -239,6 +257,7 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
         name=values["name"], description=values["description"], kind=kind,
         values=MappingProxyType(flat), peak_tflops=MappingProxyType(peak),
         vector_tflops=MappingProxyType(vector), gemm_max_by_dtype=MappingProxyType(by_dtype),
+        attention_max_by_dtype=MappingProxyType(attention),
         in_network_reduction=bool(values.get("node.scaleup.in_network_reduction", False)), family=family,
         pim=MappingProxyType(pim), engines=MappingProxyType(engines), sources=MappingProxyType(sources), file=path,
     )
