@@ -1,6 +1,6 @@
 """Split-K in the GEMM efficiency (perfsim.cost.roofline.SPLIT_K): hand-computed times, the
-choice never worse than no split, and measured kernel times it reproduces; the Blackwell fp4
-ceiling against the same measured tables."""
+choice never worse than no split, and measured kernel times it reproduces (the Blackwell ceilings
+against the same measured tables: tests/test_blackwell_gemm_ceiling.py)."""
 
 import pytest
 from hypothesis import given
@@ -56,12 +56,3 @@ def test_split_is_a_choice_never_worse_nor_above_the_ceiling(m, n, k, balance):
 def test_few_tile_gemms_near_measured(hw, m, n, k, measured_us):
     # unsplit these took 2.2-2.7x the measured time
     assert perfsim.gemm(hw, m, n, k, "bf16")["time_s"] * 1e6 == pytest.approx(measured_us, rel=0.3)
-
-
-def test_b200_fp4_gemm_near_measured():
-    # 8192^3 nvfp4 on B200: 284.6 us measured (aiconfigurator 095f58a51, b200_sxm/gemm/trtllm/1.3.0rc20),
-    # which includes casting the bf16 input: 8192^2 x 2.5 bytes at the reachable bandwidth plus a
-    # 1.7 us kernel floor. Priced at the bf16 ceiling it ran 1.5x too fast
-    spec = load_hardware("b200")
-    cast = 8192**2 * 2.5 / (spec["hbm_bandwidth_gb_s"] * 1e9 * spec["memory_max"]) + 1.7e-6
-    assert perfsim.gemm("b200", 8192, 8192, 8192, "fp4")["time_s"] == pytest.approx(284.6e-6 - cast, rel=0.1)
