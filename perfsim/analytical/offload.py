@@ -43,6 +43,7 @@ import numpy as np
 from perfsim.cost.tiers import (
     devices_on_node,
     duration,
+    host_attention_traffic,
     host_compute_time,
     host_memory_bandwidth,
     overlapped,
@@ -253,12 +254,11 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
                                   hidden_stored=hidden * (ac + an))
     on_device = overlapped(compute, t_dev, layers, decode_prefetch)
     # (b) attention over the offloaded cache on the host CPU: the query goes out and the output
-    # comes back; an engine that expands grouped KV heads reads the cache once per query head
+    # comes back; the host moves the engine's bytes per cached byte (copies of the cache included)
     off = kc + kn
-    group = np.where(c["cpu_attention_expands_kv"] > 0, c["heads"] / np.maximum(c["kv_heads"], 1.0), 1.0)
     qo = layers * seqs * c["heads"] / c["tp"] * c["head_dim"] * c["act_bytes"] * np.where(off > 0, 1.0, 0.0)
     host_cache = cache * off
-    attention_bytes = host_cache * c["cpu_attention_traffic"] * group
+    attention_bytes = host_cache * host_attention_traffic(c)
     host_s = host_compute_time(c, 2.0 * host_cache / c["kv_bytes"] * c["heads"] / np.maximum(c["kv_heads"], 1.0),
                                attention_bytes)
     t_host, host_traffic = _streams(c, load_cpu=stream_cpu + hidden * ac + qo, load_nvme=stream_nvme + hidden * an,
@@ -337,6 +337,8 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
         g, h, n = _fractions(c, prefix)
         gpu[kind], host[kind], nvme[kind] = amount * g, amount * h, amount * n
     gpu["activations"] = gpu["activations"] + activations / batches
+    # (an engine's host cache may hold wider elements than the KV dtype: fp32 buffers)
+    host["kv_cache"] = host["kv_cache"] * np.where(c["host_kv_bytes"] > 0, c["host_kv_bytes"] / c["kv_bytes"], 1.0)
     _, kc, kn = _fractions(c, "kv")
     # double buffers: two layers of the weights off the device (streamed or fetched), two of one
     # GPU batch's cache where the device attends over an offloaded cache

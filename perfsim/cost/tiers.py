@@ -121,6 +121,38 @@ def host_compute_time(c, flops, moved_bytes, sharing=None):
     return np.maximum(duration(flops, c["cpu_flops"] / sharing), memory)
 
 
+def host_attention_traffic(c):
+    """Host-memory bytes the host attention moves per cached KV byte (the KV dtype's bytes).
+
+    The engine's ``cpu_attention_traffic`` is that figure on its reference path: a model the
+    engine keeps no particular cache for (``cpu_cache_bytes``), each KV head attended as it is.
+    A row's own path moves more where eager PyTorch makes a fresh copy of the cache before the
+    attention matmuls: a cast of a cache stored in another type than the one the host computes in
+    (``cpu_compute_bytes``; ``tensor.float()``), or grouped KV heads copied out to every query
+    head they serve (``cpu_attention_expands_kv``: Hugging Face ``repeat_kv``). Per cached
+    element such a copy reads the cache (``s`` bytes) and writes ``g`` copies of ``f`` bytes
+    (``g`` query heads per KV head where they are expanded, else 1), whose fresh pages the OS
+    zeroes first, and the matmuls then read the copies: ``s + 3 g f`` bytes, against ``s`` for
+    a cache read in place. The row's path over the reference path's bytes scales the engine's
+    figure. Absent sizes are the KV dtype's (``kv_bytes``).
+
+    >>> c = dict(cpu_attention_traffic=8.0, cpu_cache_bytes=4.0, host_kv_bytes=4.0, cpu_compute_bytes=4.0,
+    ...          kv_bytes=2.0, cpu_attention_expands_kv=1.0, heads=64.0, kv_heads=8.0)
+    >>> float(host_attention_traffic(c))  # (4 + 3 x 8 x 4) / 4 = 25 times the reference path
+    200.0
+    """
+    kv = c["kv_bytes"]
+    reference = np.where(c["cpu_cache_bytes"] > 0, c["cpu_cache_bytes"], kv)
+    stored = np.where(c["host_kv_bytes"] > 0, c["host_kv_bytes"], reference)
+    compute = np.where(c["cpu_compute_bytes"] > 0, c["cpu_compute_bytes"], reference)
+    group = np.where(c["cpu_attention_expands_kv"] > 0, c["heads"] / np.maximum(c["kv_heads"], 1.0), 1.0)
+
+    def moved(size, heads):  # bytes per cached element: read in place, or copied first
+        return size + np.where((size != compute) | (heads > 1.0), 3.0 * heads * compute, 0.0)
+
+    return c["cpu_attention_traffic"] * moved(stored, group) / moved(reference, 1.0)
+
+
 def overlapped(compute, transfer, chunks, window):
     """Time of ``chunks`` equal steps (layers) whose transfers are prefetched one step ahead.
 

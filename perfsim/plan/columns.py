@@ -15,7 +15,7 @@ from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
 from perfsim.specs.memo import Memo, Unkeyable, frozen
-from perfsim.specs.model import load_model
+from perfsim.specs.model import MODEL_TYPES, load_model
 from perfsim.specs.runtime import (
     DEFAULT_FSDP_RUNTIME,
     DEFAULT_OFFLOAD_RUNTIME,
@@ -279,6 +279,11 @@ def _build(grid) -> dict:
         return value
 
     c["attention_eff"] = for_family("attention_eff", keep=True)
+    # the engine's host KV cache element for each row's model type (cpu_attention_cache_bytes_for)
+    host_kv = c["cpu_cache_bytes"]
+    for i, name in enumerate(MODEL_TYPES):
+        host_kv = np.where(c["model_type"] == i + 1, c.pop(f"cpu_cache_bytes_{name}"), host_kv)
+    c["host_kv_bytes"] = host_kv
     # the attention backward's rate, the engine's fused MoE expert GEMMs, its decode- and
     # prefill-attention kernels' costs, and serving limits the engine sets by device
     decode_keys, mla_keys = ([f"decode_attn_{mla}{part}_s{q}" for part in ("fixed", "unit") for q in ("", "_fp8")]

@@ -65,6 +65,7 @@ COLUMNS = (
     _C("qk_nope", "1", "MLA per-head query/key dimension without RoPE"),
     _C("qk_rope", "1", "MLA per-head query/key dimension with RoPE (shared rope key)"),
     _C("v_head_dim", "1", "MLA per-head value dimension"),
+    _C("model_type", "enum", "Hugging Face model_type: 1 + its index in specs.model.MODEL_TYPES (0: another or none)"),
     # --- hardware (_HW table and dtype-dependent rates in plan/columns.py) -----------------------
     _C("units", "1", "compute units (SMs / CUs / TensorCores): waves of GEMM tiles"),
     _C("tile_m", "1", "GEMM output tile rows per compute unit (tile and wave quantisation)"),
@@ -209,6 +210,9 @@ COLUMNS = (
     _C("cpu_attention", "enum", "attention over an offloaded KV cache: 0 device, 1 host CPU, 2 the faster"),
     _C("cpu_attention_traffic", "1", "host-memory bytes moved per cached KV byte by host attention"),
     _C("cpu_attention_expands_kv", "bool", "host attention copies grouped KV heads to every query head"),
+    _C("cpu_cache_bytes", "B", "bytes per element of the engine's host KV cache (0: the KV dtype's)"),
+    _C("host_kv_bytes", "B", "cpu_cache_bytes for the row's model type (cpu_attention_cache_bytes_for)"),
+    _C("cpu_compute_bytes", "B", "bytes per element host attention computes in (0: the cache's)"),
     _C("host_pinned", "bool", "host buffers are pinned (pageable copies are staged by the host thread)"),
     _C("kv_pinned", "bool", "the KV cache's host buffer is pinned (else its copies are staged)"),
     _C("driver_staging", "bool", "pageable copies are staged by the CUDA driver on one host thread"),

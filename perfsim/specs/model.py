@@ -48,6 +48,9 @@ _INFO = ("published_params", "published_active_params", "architectures", "torch_
 _GATED_ACTS = ("silu", "swish", "swiglu", "geglu", "gelu_glu", "silu_glu")
 _PLAIN_ACTS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "quick_gelu", "gelu_approx")
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+#: Hugging Face ``model_type`` values an engine profile may treat apart (a runtime's ``*_for`` keys);
+#: any other type, or none, takes the profile's general figure
+MODEL_TYPES = ("bloom", "llama", "opt")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class ModelSpec:
             "dense_layers": f["first_k_dense_replace"] if f["num_local_experts"] else f["num_hidden_layers"],
             "q_lora": f["q_lora_rank"], "kv_lora": f["kv_lora_rank"], "qk_nope": f["qk_nope_head_dim"],
             "qk_rope": f["qk_rope_head_dim"], "v_head_dim": f["v_head_dim"],
+            # 1 + the index of the Hugging Face model_type in MODEL_TYPES (0: another or none)
+            "model_type": float(MODEL_TYPES.index(f["model_type"]) + 1 if f.get("model_type") in MODEL_TYPES else 0),
         }
 
 

@@ -17,6 +17,7 @@ from perfsim.errors import InputError, unknown
 from perfsim.specs import schema as S
 from perfsim.specs.hardware import FAMILIES
 from perfsim.specs.memo import Memo, Unkeyable, frozen
+from perfsim.specs.model import MODEL_TYPES
 from perfsim.specs.paths import zoo
 from perfsim.specs.yamlio import load_yaml
 
@@ -30,6 +31,8 @@ _SCHEMA = {
     "attention_backward_ratio": S.NUM, "attention_backward_ratio_on": S.NumMap(FAMILIES),
     "offload_prefetch": S.NUM, "offloaded_kv_attention": S.STR, "cpu_attention_traffic": S.NUM,
     "host_memory_pinned": S.BOOL, "cpu_attention_expands_kv": S.BOOL, "block_schedule": S.BOOL,
+    "cpu_attention_cache_bytes": S.NUM, "cpu_attention_cache_bytes_for": S.NumMap(MODEL_TYPES),
+    "cpu_attention_compute_bytes": S.NUM,
     "loss_bytes_per_logit": S.NUM, "loss_forward_bytes_per_logit": S.NUM, "loss_backward_bytes_per_logit": S.NUM,
     "loss_forward_kernels": S.NUM, "loss_backward_kernels": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
     "max_num_batched_tokens": S.NUM, "max_num_seqs_on": S.NumMap(FAMILIES),
@@ -221,6 +224,12 @@ class RuntimeSpec:
             "dequant_pass_bytes": v.get("dequant_pass_bytes", 0.0),
             # host attention that copies grouped KV heads out to every query head (repeat_kv)
             "cpu_attention_expands_kv": 1.0 if v.get("cpu_attention_expands_kv", False) else 0.0,
+            # bytes per element of the engine's host KV cache, generally and per model type (0:
+            # the KV dtype's), and of the copy the host attention computes on (0: the cache's own)
+            "cpu_cache_bytes": v.get("cpu_attention_cache_bytes", 0.0),
+            **{f"cpu_cache_bytes_{t}": v.get(f"cpu_attention_cache_bytes_for.{t}", v.get("cpu_attention_cache_bytes", 0.0))
+               for t in MODEL_TYPES},
+            "cpu_compute_bytes": v.get("cpu_attention_compute_bytes", 0.0),
             # an offloaded batch (a block) runs as GPU batches one after another, as many as the
             # device needs to hold one GPU batch's working set (FlexGen's zig-zag block schedule)
             "block_schedule": 1.0 if v.get("block_schedule", False) else 0.0,
@@ -270,6 +279,10 @@ def _build(values: dict, path: str) -> RuntimeSpec:
                          field="param_gather_reuse_params", file=path)
     if values.get("host_per_seq_us", 0.0) < 0:
         raise InputError(f"must be at least 0, got {values['host_per_seq_us']}", field="host_per_seq_us", file=path)
+    for key, value in values.items():
+        if key.startswith(("cpu_attention_cache_bytes", "cpu_attention_compute_bytes")) and not 0 < value <= 8:
+            raise InputError(f"must be a size in bytes of one element, above 0 and at most 8, got {value}", field=key,
+                             file=path)
     traffic = values.get("cpu_attention_traffic", 1.0)
     if traffic < 1.0:
         raise InputError(f"must be at least 1 (bytes moved per cached byte read), got {traffic}",
