@@ -394,7 +394,7 @@ def gemm(hardware, m, n, k, dtype: str = "bf16") -> dict:
         eff = device_gemm_efficiency(c, m, n, k, 1.0, c["gemm_max"])
         t, _, _ = gemm_time(m, n, k, peak_flops=c["peak_flops"], eff=eff, bandwidth=c["hbm_bw"],
                             memory_eff=c["memory_max"], a_bytes=act, w_bytes=act, out_bytes=max(act, 2.0),
-                            launch_s=c["device_launch_s"])
+                            launch_s=c["device_launch_s"], stream_s=c["gemm_stream_s"])
     t = float(t)
     return {"time_s": t, "tflops": flops / t / 1e12}
 

@@ -27,7 +27,9 @@ def test_llama2_70b_tp8_contract_keys_and_physics():
     assert r["feasible"] is True
     assert 15.5 < r["memory_per_device_gib"]["weights"] < 16.5  # 69 B params x 2 B / 8
     bound = r["breakdown"]["decode"]["hbm_bound_s"]
-    assert bound < r["tpot_s"] < 2.5 * bound  # above the HBM bound, not below, and not far off
+    # above the HBM bound, not below, and not far off (Splitwise measured 44.9 ms per decode step of this
+    # deployment at prompt 512, 5.3 x the bound: validation case I-SPLIT-llama2-70b-a100-TP8-p512-b1-tpot)
+    assert bound < r["tpot_s"] < 3.0 * bound
 
 
 def test_train_keys():
@@ -166,12 +168,13 @@ def test_gemm_honours_whatif_bandwidth_and_peak():
     spec = load_hardware("h100-sxm")
     launch = spec["kernel_launch_us"] * 1e-6
     # a GEMV reads its 8192 x 8192 bf16 weight: memory-bound, so its time is the bytes over the
-    # what-if bandwidth at the spec's reachable fraction, plus one launch
+    # what-if bandwidth at the spec's reachable fraction, plus the stream's fixed time and one launch
     plain = perfsim.gemm("h100-sxm", 1, 8192, 8192, "bf16")
     wide = perfsim.gemm({"base": "h100-sxm", "hbm_bandwidth_gb_s": 6700}, 1, 8192, 8192, "bf16")
     moved = 2.0 * (8192 + 8192 * 8192 + 8192)
-    assert plain["time_s"] == pytest.approx(moved / (spec["hbm_bandwidth_gb_s"] * 1e9 * spec["memory_max"]) + launch)
-    assert wide["time_s"] == pytest.approx(moved / (6700e9 * spec["memory_max"]) + launch)
+    fixed = launch + spec["gemm_stream_latency_us"] * 1e-6
+    assert plain["time_s"] == pytest.approx(moved / (spec["hbm_bandwidth_gb_s"] * 1e9 * spec["memory_max"]) + fixed)
+    assert wide["time_s"] == pytest.approx(moved / (6700e9 * spec["memory_max"]) + fixed)
     assert wide["time_s"] < plain["time_s"]
     # a large square GEMM is compute-bound: its time above the launch scales with 1 / peak
     plain = perfsim.gemm("h100-sxm", 8192, 8192, 8192, "bf16")

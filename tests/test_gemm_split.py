@@ -23,8 +23,9 @@ def test_few_tiles_split_k_by_hand():
     split16 = flops / (peak * gmax * 256 / 264) + 15 * 8.0 * 128 * 2048 / bw
     unsplit = flops / (peak * gmax * 16 / 132)
     assert split8 < split16 < unsplit
-    weights = 2.0 * (128 * 8192 + 8192 * 2048 + 128 * 2048) / bw
-    assert split8 < weights < unsplit  # the split leaves it bound by streaming its weights
+    # the split leaves it bound by streaming its weights, after the stream's fixed fill and drain
+    weights = 2.0 * (128 * 8192 + 8192 * 2048 + 128 * 2048) / bw + spec["gemm_stream_latency_us"] * 1e-6
+    assert split8 < weights < unsplit
     expected = weights + spec["kernel_launch_us"] * 1e-6
     assert perfsim.gemm("h100-sxm", 128, 2048, 8192, "bf16")["time_s"] == pytest.approx(expected, rel=1e-12)
 
@@ -54,5 +55,7 @@ def test_split_is_a_choice_never_worse_nor_above_the_ceiling(m, n, k, balance):
     ("a100-80gb", 96, 2048, 2048, 12.29),
 ])
 def test_few_tile_gemms_near_measured(hw, m, n, k, measured_us):
-    # unsplit these took 2.2-2.7x the measured time
-    assert perfsim.gemm(hw, m, n, k, "bf16")["time_s"] * 1e6 == pytest.approx(measured_us, rel=0.3)
+    # unsplit these took 2.2-2.7x the measured time; replayed from a CUDA graph, the kernels start
+    # 1.5 us apart (runtimes/trt-llm.yaml kernel_launch_us) where perfsim.gemm charges the eager launch
+    eager = load_hardware(hw)["kernel_launch_us"]
+    assert (perfsim.gemm(hw, m, n, k, "bf16")["time_s"] * 1e6 - eager + 1.5) == pytest.approx(measured_us, rel=0.3)

@@ -105,7 +105,8 @@ def prefill_fixed_time(c, op, *, backward=False):
 #: one number (one configuration) and so do the ops' fields, the ops of a kind are priced together
 #: on a leading op axis (:func:`price`)
 _PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "wide_gemm_max",
-                   "attn_peak_ratio", "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
+                   "gemm_stream_s", "attn_peak_ratio", "act_bytes", "w_bytes", "tile_m", "tile_n",
+                   "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
                    "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
                    "nvls_eff", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",
@@ -132,15 +133,18 @@ class _Setting:
 
 
 def _gemm_shapes(c, op, x):
-    """The GEMMs ``op`` runs: ``(m, n, k, groups, a_bytes, w_bytes, out_bytes, ceiling, memory_eff, peak,
-    dequantises, weight_gradient)`` each (the forward's, or the input and weight gradients')."""
-    # an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
-    # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on; 1 elsewhere)
+    """The GEMMs ``op`` runs: ``(m, n, k, groups, a_bytes, w_bytes, out_bytes, ceiling, memory_eff, stream_s,
+    peak, dequantises, weight_gradient)`` each (the forward's, or the input and weight gradients')."""
+    # a dense GEMM's operand stream takes a fixed pipeline fill and drain (gemm_stream_s) beyond its
+    # bytes; an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
+    # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on, fitted to whole
+    # measured MoE ops: no separate fill time; 1 elsewhere)
     act, wb = c["act_bytes"], c["w_bytes"]
-    ceiling, memory_eff, peak, w_b16 = c["gemm_max"], c["memory_max"], c["peak_flops"], wb
+    ceiling, memory_eff, stream = c["gemm_max"], c["memory_max"], c.get("gemm_stream_s", 0.0)
+    peak, w_b16 = c["peak_flops"], wb
     if op.expert:
         ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
-        memory_eff = memory_eff * c.get("moe_memory_eff", 1.0)
+        memory_eff, stream = memory_eff * c.get("moe_memory_eff", 1.0), 0.0
     if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
         wide = np.asarray(op.wide) > 0
         ceiling = np.where(wide, c["wide_gemm_max"], ceiling)
@@ -149,14 +153,14 @@ def _gemm_shapes(c, op, x):
     # forward and input-gradient GEMMs read the stored weight and convert it
     deq = bool(op.weight and x.dequantised)
     if not x.backward:
-        return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, peak, deq, False)]
-    shapes = [(op.m, op.k, op.n, op.groups, act, w_b16, act, ceiling, memory_eff, peak, deq, False)]  # input gradient
+        return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False)]
+    shapes = [(op.m, op.k, op.n, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False)]  # input gradient
     if x.weight_grads:
-        shapes.append((op.k, op.n, op.m, op.groups, act, act, w_b16, ceiling, memory_eff, peak, False, True))
+        shapes.append((op.k, op.n, op.m, op.groups, act, act, w_b16, ceiling, memory_eff, stream, peak, False, True))
     return shapes
 
 
-def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, peak, deq_on, wgrad):
+def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream, peak, deq_on, wgrad):
     """The :func:`price` terms of GEMMs (one, or several on a leading axis)."""
     eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
@@ -167,7 +171,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, peak, 
     launch = x.launch
     t, tc, tm = gemm_time(m, n, k, groups=groups, peak_flops=peak, eff=eff, a_bytes=a_b, w_bytes=w_b,
                           out_bytes=o_b, launch_s=launch, dequant_s=serial_deq, bandwidth=c["hbm_bw"],
-                          memory_eff=memory_eff)
+                          memory_eff=memory_eff, stream_s=stream)
     matrix = tc - serial_deq
     if x.npu_rows:
         t = np.where(x.systolic & (t > 0), np.maximum(t, deq + launch), t)
@@ -188,7 +192,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, peak, 
     if x.npu_rows:
         executed = np.where(x.systolic, 1.0, executed)
     out["flops"] = np.where(tc > 0, tc * peak * eff / executed, 0.0)
-    out["hbm_bytes"] = tm * c["hbm_bw"] * memory_eff
+    out["hbm_bytes"] = np.where(tm > 0, tm - stream, 0.0) * c["hbm_bw"] * memory_eff  # (the fill moves nothing)
     return out
 
 

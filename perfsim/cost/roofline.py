@@ -16,7 +16,11 @@ Time of an op = max(compute time, memory time) + fixed overhead, where
   fp32 partial sums are written and read back once more to be added; the split that finishes first
   is taken (:data:`SPLIT_K`);
 * memory time = bytes / (peak bandwidth × ``memory_max``), the fraction of HBM bandwidth a
-  streaming kernel reaches;
+  streaming kernel reaches; a GEMM's stream takes a fixed ``stream_s`` more (the device's
+  ``gemm_stream_latency_us``): its first tiles wait a memory round trip before the load pipeline
+  is full, its last tiles' outputs (and split-K partial sums) are written and reduced after the
+  last load. A small weight-streaming GEMM (a decode step's) so reaches well under the bandwidth
+  of a long copy, as measured GEMMs do;
 * overhead = the kernel launch cost, once per kernel.
 
 References: Williams et al., "Roofline" (CACM 2009); NVIDIA, "Matrix Multiplication Background
@@ -125,7 +129,7 @@ def tile_efficiency(m, n, tile_m, tile_n):
 
 
 def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
-              a_bytes, w_bytes, out_bytes, launch_s, dequant_s=0.0):
+              a_bytes, w_bytes, out_bytes, launch_s, dequant_s=0.0, stream_s=0.0):
     """Time (s) of ``groups`` GEMMs ``[m × k] · [k × n]`` and the part of it that is memory.
 
     Parameters
@@ -149,6 +153,9 @@ def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
     dequant_s : array_like
         Vector-unit time spent converting stored weights to the compute format (weight-only
         quantisation, see :func:`dequant_time`); it adds to the compute side of the roofline.
+    stream_s : array_like
+        Fixed time of the kernel's operand stream beyond its bytes over the bandwidth (pipeline
+        fill and drain); it adds to the memory side.
 
     Returns
     -------
@@ -157,7 +164,7 @@ def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
     flops = 2.0 * m * n * k * groups
     moved = groups * (m * k * a_bytes + n * k * w_bytes + m * n * out_bytes)
     compute_s = flops / (peak_flops * np.maximum(eff, 1e-12)) + dequant_s
-    memory_s = moved / (bandwidth * memory_eff)
+    memory_s = moved / (bandwidth * memory_eff) + stream_s
     present = flops > 0
     time_s = np.where(present, np.maximum(compute_s, memory_s) + launch_s, 0.0)
     return time_s, np.where(present, compute_s, 0.0), np.where(present, memory_s, 0.0)

@@ -30,6 +30,7 @@ _HW = {
     "compute_units": ("units", 1.0), "gemm_tile_m": ("tile_m", 1.0), "gemm_tile_n": ("tile_n", 1.0),
     "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", GIB),
     "kernel_launch_us": ("device_launch_s", 1e-6), "memory_max": ("memory_max", 1.0),
+    "gemm_stream_latency_us": ("gemm_stream_s", 1e-6),
     "tdp_w": ("tdp_w", 1.0), "idle_w": ("idle_w", 1.0), "devices_per_node": ("devices_per_node", 1.0),
     "package_devices": ("package_devices", 1.0), "package_gb_s": ("package_bw", 1e9),
     "scaleup_gb_s": ("scaleup_bw", 1e9), "scaleup_efficiency": ("scaleup_eff", 1.0),

@@ -74,6 +74,7 @@ COLUMNS = (
     _C("capacity_bytes", "B", "device-memory capacity (what-if hbm_capacity_gib)"),
     _C("device_launch_s", "s", "the device's fixed cost per kernel (launch + ramp)"),
     _C("memory_max", "1", "fraction of hbm_bw a streaming kernel reaches"),
+    _C("gemm_stream_s", "s", "fixed time of a dense GEMM's operand stream beyond its bytes over the bandwidth"),
     _C("tdp_w", "W", "board power limit: a GPU's clock drops to stay within it, TPU/NPU power is clipped at it (what-if tdp_w)"),
     _C("idle_w", "W", "powered, idle device"),
     _C("active_w", "W", "floor added while kernels run at the top clock (SMs, L2, crossbar clocked)"),

@@ -30,6 +30,7 @@ _SCHEMA = {
         "memory": {"hbm": {"capacity_gib": S.NUM, "bandwidth_gb_s": S.NUM, "name": S.STR}},
         "kernel_launch_us": {"value": S.NUM},
         "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM, "attention_max": S.NUM,
+                       "gemm_stream_latency_us": S.NUM,
                        **{f"gemm_max_{d}": S.NUM for d in COMPUTE_DTYPES},
                        **{f"attention_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
         "power": {"tdp_w": S.NUM, "idle_w": S.NUM, "active_w": S.NUM, "matrix_w": S.NUM,
@@ -75,6 +76,7 @@ _FIELDS = {
     "device.kernel_launch_us.value": "kernel_launch_us",
     "device.efficiency.gemm_max": "gemm_max",
     "device.efficiency.memory_max": "memory_max",
+    "device.efficiency.gemm_stream_latency_us": "gemm_stream_latency_us",
     "device.power.tdp_w": "tdp_w",
     "device.power.idle_w": "idle_w",
     "device.power.active_w": "active_w",
@@ -145,6 +147,8 @@ _OPTIONAL_DEFAULTS = {
     # clocks and voltage under a power cap: no stated lowest clock (the cap may slow the device
     # without bound), and a voltage that stays where it is (the cap scales the clock alone)
     "min_clock_ghz": 0.0, "voltage_floor": 1.0,
+    # a GEMM's operand stream takes bytes / (bandwidth x memory_max) and nothing more
+    "gemm_stream_latency_us": 0.0,
 }
 
 _KINDS = ("gpu", "npu", "tpu", "pim", "cpu")
@@ -244,6 +248,9 @@ def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
     for key in ("gemm_max", "memory_max"):
         if not 0 < flat[key] <= 1:
             raise InputError(f"must be in (0, 1], got {flat[key]}", field=f"device.efficiency.{key}", file=path)
+    if flat["gemm_stream_latency_us"] < 0:
+        raise InputError(f"must be >= 0, got {flat['gemm_stream_latency_us']}",
+                         field="device.efficiency.gemm_stream_latency_us", file=path)
     for key, where in (("host_link_efficiency", "node.host_link.efficiency"),
                        ("cpu_memory_efficiency", "node.cpu.memory_efficiency")):
         if not 0 < flat[key] <= 1:
