@@ -102,13 +102,14 @@ def test_lora_needs_under_one_percent_of_the_gradient_and_optimizer_memory():
 def test_capacity_factor_pads_expert_work():
     """A capacity factor pads every expert's buffer: expert GEMMs, all-to-alls and activations grow
     with it; 1.0 is dropless routing's balanced share, which dropless routing exceeds by the load of
-    its busiest rank (a fraction of a per cent at training's token counts); dense models ignore it."""
+    its busiest rank and the tile padding of its random counts per expert (a per cent or two at
+    training's token counts); dense models ignore it."""
     base = dict(model="mixtral-8x7b", hardware="h100-sxm", mode="train", tp=2, pp=4, dp=8, ep=8, seq_len=4096,
                 global_batch=256, zero=1)
     rows = perfsim.sweep(**base, capacity_factor=[1.0, 1.25, 2.0])
     dropless = perfsim.estimate(**base)
     assert rows["step_time_s"].iloc[0] <= dropless["step_time_s"]
-    assert rows["step_time_s"].iloc[0] == pytest.approx(dropless["step_time_s"], rel=0.01)
+    assert rows["step_time_s"].iloc[0] == pytest.approx(dropless["step_time_s"], rel=0.02)
     assert rows["step_time_s"].is_monotonic_increasing
     assert rows["breakdown.train.ep_communication_s"].iloc[2] == pytest.approx(
         2.0 * dropless["breakdown"]["train"]["ep_communication_s"], rel=0.05)

@@ -118,11 +118,12 @@ def attention_efficiency(rows, depth, span, units, *, arrays, size, weight_stati
     return 2.0 / (1.0 / qk + 1.0 / pv)
 
 
-def device_gemm_efficiency(c, m, n, k, groups, gemm_max):
+def device_gemm_efficiency(c, m, n, k, groups, gemm_max, m_sd=0.0):
     """GEMM efficiency on each row's device: systolic arrays where ``c["systolic"]`` is set
-    (kind npu/tpu), the GPU tile and wave formula (K split where tiles are few) elsewhere."""
+    (kind npu/tpu), the GPU tile and wave formula (K split where tiles are few; ``m_sd``: rows
+    spread over the groups) elsewhere."""
     gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max, k=k,
-                          balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]))
+                          balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), m_sd=m_sd)
     systolic = np.asarray(c.get("systolic", 0.0))
     if not (systolic > 0).any():
         return gpu

@@ -134,7 +134,7 @@ class _Setting:
 
 def _gemm_shapes(c, op, x):
     """The GEMMs ``op`` runs: ``(m, n, k, groups, a_bytes, w_bytes, out_bytes, ceiling, memory_eff, stream_s,
-    peak, dequantises, weight_gradient)`` each (the forward's, or the input and weight gradients')."""
+    peak, dequantises, weight_gradient, m_sd)`` each (the forward's, or the input and weight gradients')."""
     # a dense GEMM's operand stream takes a fixed pipeline fill and drain (gemm_stream_s) beyond its
     # bytes; an engine's fused MoE kernels reach their own share of the GEMM ceiling and of the
     # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on, fitted to whole
@@ -153,16 +153,16 @@ def _gemm_shapes(c, op, x):
     # forward and input-gradient GEMMs read the stored weight and convert it
     deq = bool(op.weight and x.dequantised)
     if not x.backward:
-        return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False)]
-    shapes = [(op.m, op.k, op.n, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False)]  # input gradient
-    if x.weight_grads:
-        shapes.append((op.k, op.n, op.m, op.groups, act, act, w_b16, ceiling, memory_eff, stream, peak, False, True))
+        return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd)]
+    shapes = [(op.m, op.k, op.n, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd)]  # input gradient
+    if x.weight_grads:  # (its rows are the weight's: the spread tokens are its reduction)
+        shapes.append((op.k, op.n, op.m, op.groups, act, act, w_b16, ceiling, memory_eff, stream, peak, False, True, 0.0))
     return shapes
 
 
-def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream, peak, deq_on, wgrad):
+def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream, peak, deq_on, wgrad, m_sd=0.0):
     """The :func:`price` terms of GEMMs (one, or several on a leading axis)."""
-    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling)
+    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
            if x.dequantised else 0.0)
@@ -187,7 +187,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
         tc = np.where(x.systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
     # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full
     # work (the training step's power counts its FLOPs from the model: backward passes skip this)
-    executed = 1.0 if x.backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"])
+    executed = 1.0 if x.backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"], m_sd)
     executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
     if x.npu_rows:
         executed = np.where(x.systolic, 1.0, executed)
@@ -373,7 +373,7 @@ def price(c, ops, *, backward=False, weight_grads=True):
             else:
                 size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
                 items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
-    dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in item[:4]
+    dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in (*item[:4], *item[12:])
                           if not isinstance(v, bool)])
     groups: dict = {}
     for cost, shared, item in items:

@@ -29,6 +29,8 @@ User's Guide" (tile and wave quantisation), 2023.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
@@ -46,7 +48,7 @@ _PARTIAL_BYTES = 8.0
 _SPLITS = np.array(SPLIT_K[1:])  # the splits past none
 
 
-def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=None, balance=None):
+def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=None, balance=None, m_sd=0.0):
     """Fraction of peak a GEMM of output ``m × n`` (``groups`` independent ones) reaches.
 
     Parameters
@@ -67,6 +69,12 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
         slices run ``s`` times the tiles, and the ``(s - 1) m n`` extra partial sums cost
         :data:`_PARTIAL_BYTES` each at ``balance``, counted here as lost compute time. Omitted: no
         split.
+    m_sd : array_like, optional
+        Standard deviation of the rows of the ``groups`` GEMMs about their mean ``m`` (the tokens
+        each expert of a grouped MoE GEMM receives from a router that is balanced only in
+        expectation): each group pads its own rows to whole tiles, and the tiles' total, random
+        too, runs in waves whose expected number is taken (:func:`tile_moments`). 0 (the default):
+        every group has ``m`` rows.
 
     Returns
     -------
@@ -82,13 +90,17 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     >>> float(gemm_efficiency(128, 2048, 1, 128, 128, 132, 0.8, k=8192, balance=330.0).round(3))
     0.414
     """
-    tiles_m, tiles_n, tile_eff = _tiles(m, n, tile_m, tile_n)
+    tiles_m, tiles_n, tile_eff, var_m = _tiles(m, n, tile_m, tile_n, m_sd)
     tiles = tiles_m * tiles_n * groups
     base = gemm_max * tile_eff
+    # rows spread over the groups: the tiles' total is random too, and so are its waves (their mean)
+    # (rows of tiles: a whole number, tiles_n tiles each, cut into waves of compute_units tiles)
+    spread = np.sqrt(np.maximum(groups, 0.0) * var_m) if np.any(np.asarray(m_sd) > 0) else None
 
     def waves_eff(split):
         units = tiles * split
-        waves = np.ceil(units / compute_units)
+        waves = np.ceil(units / compute_units) if spread is None else \
+            expected_tiles(tiles_m * groups, spread, compute_units / (tiles_n * split))
         # no tiles (zero groups: an expert GEMM in a dense model's row): no work, efficiency 0
         return base * np.divide(units, waves * compute_units, out=np.zeros(np.broadcast(units, waves).shape),
                                 where=waves > 0)
@@ -105,17 +117,64 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     return np.maximum(best, eff.max(axis=0))
 
 
-def _tiles(m, n, tile_m, tile_n):
-    """``(tiles_m, tiles_n, tile_eff)``: output tiles along each side (small M takes a shorter
-    tile) and the share of their work that is useful."""
+#: standard normal distribution function on a grid (|z| <= 9 holds all but 1e-18 of the mass)
+_Z = np.linspace(-9.0, 9.0, 3601)
+_PHI = np.array([0.5 * math.erfc(-z / math.sqrt(2.0)) for z in _Z])
+_WINDOW = np.arange(18.0)  # tiles summed one by one where the spread is under one tile (z +- 8 sd)
+
+
+def tile_moments(m, sd, tile):
+    """Mean and variance of the tiles of ``tile`` rows that a GEMM of a random whole number of rows
+    needs: ``T = ceil(X / tile)`` for ``X`` near normal with mean ``m`` and standard deviation
+    ``sd``. ``E[T] = sum over j >= 0 of P(T > j)`` and ``E[T^2] = sum of (2 j + 1) P(T > j)``, with
+    ``P(T > j) = P(X > j tile)`` (``X`` an integer: ``P(X >= floor(j tile) + 1/2)`` of the normal,
+    a continuity correction; ``tile`` need not be whole). Where the spread is a tile or more the fractional part of ``X / tile``
+    is near uniform: ``E[T] = (m - 1/2) / tile + 1/2`` (off by ``exp(-2 pi^2 (sd / tile)^2)`` at
+    most, under 3e-9) and ``Var[T] = (sd / tile)^2 + 1/12``. ``(ceil(m / tile), 0)`` where ``sd``
+    is 0. Vectorised."""
+    m, sd, tile = (np.asarray(v, dtype=float) for v in (m, sd, tile))
+    exact = np.ceil(m / tile)
+    if not (sd > 0).any():
+        return exact, np.zeros(np.broadcast(m, sd, tile).shape)
+    z = (m - 0.5) / tile
+    s = np.where(sd > 0, sd / tile, 1.0)
+    first = np.maximum(np.floor(z - 8.0 * s), 0.0)
+    window = _WINDOW.reshape((-1,) + (1,) * np.ndim(first))
+    # P(T > j) = P(X > j tile) = P(X >= floor(j tile) + 1) (a tile of a fractional number of rows
+    # where a count of tiles is cut into waves: the waves' tiles per row of tiles)
+    above = np.interp((m - 0.5 - np.floor((first + window) * tile)) / np.where(sd > 0, sd, tile), _Z, _PHI)
+    # (summed in window order whatever the rows' shape: np.sum pairs a short axis differently)
+    mean = first + np.add.accumulate(above, axis=0)[-1]
+    square = first * first + np.add.accumulate((2.0 * (first + window) + 1.0) * above, axis=0)[-1]
+    smooth = s >= 1.0
+    mean = np.where(smooth, z + 0.5, mean)
+    var = np.where(smooth, s * s + 1.0 / 12.0, np.maximum(square - mean * mean, 0.0))
+    on = sd > 0
+    return np.where(on, np.maximum(mean, 0.0), exact), np.where(on, var, 0.0)
+
+
+def expected_tiles(m, sd, tile):
+    """Expected tiles of ``tile`` rows a GEMM of a random whole number of rows needs (mean ``m``,
+    standard deviation ``sd``): the mean of :func:`tile_moments`.
+
+    >>> [round(float(v), 3) for v in expected_tiles([128.0, 128.0, 300.0], [0.0, 11.0, 40.0], 128.0)]
+    [1.0, 1.482, 2.879]
+    """
+    return tile_moments(m, sd, tile)[0]
+
+
+def _tiles(m, n, tile_m, tile_n, m_sd=0.0):
+    """``(tiles_m, tiles_n, tile_eff, var_m)``: output tiles along each side (small M takes a
+    shorter tile; with ``m_sd`` the expected tiles of rows spread about ``m``, and their variance:
+    :func:`tile_moments`) and the share of their work that is useful."""
     safe_m = np.maximum(np.asarray(m, dtype=float), 1.0)
     tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
-    tiles_m = np.ceil(safe_m / tm)
+    tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if np.any(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
     tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
-    return tiles_m, tiles_n, (safe_m * n) / (tiles_m * tm * tiles_n * tile_n)
+    return tiles_m, tiles_n, (safe_m * n) / (tiles_m * tm * tiles_n * tile_n), var_m
 
 
-def tile_efficiency(m, n, tile_m, tile_n):
+def tile_efficiency(m, n, tile_m, tile_n, m_sd=0.0):
     """Useful share of the work a GEMM's output tiles execute: partial tiles do full work, so a
     GEMM of ``m`` rows runs ``1 / tile_efficiency`` times its FLOPs on the matrix engines (what
     they draw power for).
@@ -125,7 +184,7 @@ def tile_efficiency(m, n, tile_m, tile_n):
     >>> float(tile_efficiency(1, 8192, 128, 128))  # a GEMV pads its row to a 16-row tile
     0.0625
     """
-    return _tiles(m, n, tile_m, tile_n)[2]
+    return _tiles(m, n, tile_m, tile_n, m_sd)[2]
 
 
 def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,

@@ -36,6 +36,7 @@ class Gemm:
     expert: bool = False  # a routed-expert GEMM of a MoE layer (the engine's fused MoE kernels)
     wide: object = 0.0  # 1 where the engine runs this GEMM in 16 bits in an 8-bit recipe (runtime lm_head_16bit)
     normed: bool = False  # its input is a norm's output (the norm that writes it quantised: fp8_cast_ops)
+    m_sd: object = 0.0  # standard deviation of the groups' rows about m (routed tokens per expert)
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,20 @@ def rank_imbalance(c, tokens):
     return np.where(np.isnan(c["capacity_factor"]), 1.0 + spread, 1.0)
 
 
+def expert_spread(c, tokens):
+    """Standard deviation of the routed tokens one expert receives from ``tokens`` tokens, each
+    sent to ``top_k`` distinct experts of ``experts`` by a router balanced in expectation: a
+    binomial count, ``sqrt(tokens p (1 - p))`` with ``p = top_k / experts``. The grouped expert
+    GEMM pads each expert's rows to whole tiles on its own (CUTLASS grouped GEMM: one problem
+    per expert), so its tiles are the expected ones of the spread counts
+    (:func:`perfsim.cost.roofline.expected_tiles`) rather than those of the mean. 0 with padded
+    expert buffers (``capacity_factor``: every expert the same rows)."""
+    experts = np.maximum(c["experts"], 1.0)
+    p = np.minimum(c["top_k"], experts) / experts
+    sd = np.sqrt(np.maximum(tokens * p * (1.0 - p), 0.0))
+    return np.where(np.isnan(c["capacity_factor"]), sd, 0.0)
+
+
 def capacity_scale(c):
     """Routed work per routed token: the capacity factor where one is set (padded expert
     buffers), 1 for dropless routing."""
@@ -327,6 +342,7 @@ def moe_mlp_ops(c, p: Pass):
     tokens_per_expert = group_tokens * c["top_k"] / np.maximum(touched, 1e-9)
     padded = capacity_scale(c) * rank_imbalance(c, group_tokens)
     tokens_per_expert = tokens_per_expert * padded
+    spread = expert_spread(c, group_tokens)
     local = touched / ep
     ffn_dev = c["moe_ffn"] / etp
     shared_dev = c["shared_experts"] * c["moe_ffn"] / tp
@@ -341,8 +357,8 @@ def moe_mlp_ops(c, p: Pass):
         Gemm("shared_down", T, np.where(shared_dev > 0, h, 0.0), shared_dev),
         Comm("ep_dispatch", "all_to_all", routed * sent, ep),
         Comm("ep_gather", "all_gather", gathered, ep),
-        Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=local, expert=True),
-        Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=local, expert=True),
+        Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=local, expert=True, m_sd=spread),
+        Gemm("experts_down", tokens_per_expert, h, ffn_dev, groups=local, expert=True, m_sd=spread),
         Comm("ep_combine", "all_to_all", routed * c["act_bytes"], ep),
         Comm("ep_reduce_scatter", "reduce_scatter", scattered, ep),
         Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
