@@ -49,11 +49,17 @@ def input_columns(grid: Grid, given) -> dict:
 
 def text_column(value: np.ndarray):
     """Text outputs (a text or None per row) in pandas' text dtype: pyarrow reads the rows' texts in
-    one pass (pandas' own conversion first checks each row's type); pandas' where pyarrow cannot."""
+    one pass (pandas' own conversion first checks each row's type), or where every row holds the same
+    text or none (a chunk's devices, most chunks' reasons) repeats it without reading each row's text;
+    pandas' where pyarrow cannot."""
     if TEXT is not object:
         try:
             import pyarrow as pa
 
+            first = value[0] if len(value) else 0
+            if (first is None or type(first) is str) and (value[-1] is first or value[-1] == first) \
+                    and (value == first).all():  # one text, or none, on every row
+                return pd.array(pa.repeat(pa.scalar(first, type=pa.large_string()), len(value)), dtype=TEXT)
             return pd.array(pa.array(value, type=pa.large_string(), from_pandas=True), dtype=TEXT)
         except (ImportError, TypeError, ValueError):  # pragma: no cover - not texts, or no pyarrow
             pass
