@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from perfsim.analytical.evaluate import Pieces, evaluate_rows
+from perfsim.analytical.evaluate import Pieces, evaluate_rows, whole_boxes
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
 from perfsim.explore.plan_columns import TEXT, categorical, plan_columns
@@ -23,6 +23,12 @@ from perfsim.plan.grid import Grid, Space
 
 BACKENDS = ("local", "dask")
 DEFAULT_CHUNK_ROWS = 1 << 17  # rows per chunk of a file sweep: about 100 MB of results, 0.6 GB of memory at peak
+
+
+def default_chunk_rows(space: Space, rows: int = DEFAULT_CHUNK_ROWS) -> int:
+    """Rows per chunk where none are given: ``rows``, rounded down to whole boxes of the evaluation
+    (:func:`~perfsim.analytical.evaluate.whole_boxes`) where the sweep has more."""
+    return whole_boxes(space, rows)
 
 
 def input_columns(grid: Grid, given) -> dict:
