@@ -204,7 +204,8 @@ def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=N
     ----------
     chunk_rows : int, optional
         Evaluate the rows in chunks of this many (memory per chunk; the unit of work of a
-        backend). Default: 131,072 rows locally, a few chunks per worker on dask. Results do not depend on it.
+        backend). Default: up to 131,072 rows locally (whole boxes of the evaluation), a few chunks per
+        worker on dask. Results do not depend on it.
     backend : {"local", "dask"}
         ``dask`` spreads the chunks over a dask cluster (``pip install perfsim[dask]``).
     scheduler : str or distributed.Client, optional

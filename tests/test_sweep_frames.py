@@ -63,3 +63,20 @@ def test_frame_keeps_order_and_values():
     df = frame(cols)
     pd.testing.assert_frame_equal(df, expected)
     assert not cols  # the arrays were moved into the frame
+
+
+@pytest.mark.parametrize("rows", [["gpu"] * 5, [None] * 4, ["gpu", None, "gpu"], ["a", "b", "a"], ["x"], [None, "z"],
+                                  ["é ≥", "é ≥"]])
+def test_text_columns_hold_each_row_s_text(rows):
+    """A column of one text on every row (or none) is repeated rather than read row by row: the same
+    column as reading every row, which other columns still take."""
+    import pyarrow as pa
+
+    from perfsim.explore.chunks import text_column
+    from perfsim.explore.plan_columns import TEXT
+
+    value = np.asarray(rows, dtype=object)
+    column = text_column(value)
+    assert column.dtype == TEXT and len(column) == len(rows)
+    assert [None if pd.isna(x) else x for x in column] == rows
+    pd.testing.assert_extension_array_equal(column, pd.array(pa.array(value, type=pa.large_string()), dtype=TEXT))

@@ -302,3 +302,19 @@ def test_counts_stay_whole_numbers_in_a_sweep():
     df = perfsim.sweep(model="llama2-7b", hardware="a100-80gb", tp=[1, 2], mode="train", num_devices=8)
     assert df["dp"].dtype.kind == "i" and df["dp"].tolist() == [8, 4]
     assert df["num_devices"].tolist() == [8, 8]
+
+
+def test_default_chunks_end_where_boxes_end():
+    """An in-memory or file sweep's chunks, where none are given, hold whole boxes of the evaluation:
+    a chunk of 2**17 rows would cut the last box of a plane of 65,000 into boxes of a few rows."""
+    from perfsim.explore.chunks import default_chunk_rows
+    from perfsim.plan.grid import space
+
+    s = space(dict(model="llama2-7b", hardware="h100-sxm", tp=[1, 2, 4, 8], batch=list(range(1, 251)),
+                   prompt_len=list(range(128, 3328, 32)), gen_len=list(range(16, 96, 8))))
+    assert s.box_rows(1 << 16) == 65 * 100 * 10  # 65 batches of every prompt and generated length
+    rows = default_chunk_rows(s)
+    assert rows == 2 * 65_000
+    sizes = [box.n for start in range(0, s.n, rows) for _, box in s.boxes(start, min(s.n, start + rows), 1 << 16)]
+    assert sum(sizes) == s.n and min(sizes) >= 1000 and len(sizes) == 19  # (2**17 rows a chunk: 46 boxes, of 2 rows and up)
+    assert default_chunk_rows(space(dict(model="llama2-7b", hardware="h100-sxm", batch=[1, 2]))) == 1 << 17

@@ -85,6 +85,14 @@ def evaluate_grid(grid: Grid) -> dict:
     return _fill(out, seen, grid.n)
 
 
+def whole_boxes(space: Space, rows: int) -> int:
+    """``rows`` per chunk of a sweep of ``space``, rounded down to whole boxes of :func:`evaluate_rows`
+    (at least one): chunks that end where a box ends, not in a few rows of a box that each cost a
+    block's fixed work (the same results: boxes price each row as rows do)."""
+    box = space.box_rows(_CHUNK)
+    return rows if rows >= space.n or box >= rows else rows // box * box
+
+
 def evaluate_rows(space: Space, start: int, stop: int, apart=None) -> tuple[Grid, dict]:
     """Evaluate rows ``[start, stop)`` of a :class:`~perfsim.plan.grid.Space`; returns ``(grid, outputs)``
     for those rows only (what a chunked sweep holds at a time).

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from perfsim.analytical.evaluate import Pieces, evaluate_rows
+from perfsim.analytical.evaluate import Pieces, evaluate_rows, whole_boxes
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
 from perfsim.explore.plan_columns import TEXT, categorical, plan_columns
@@ -23,6 +23,12 @@ from perfsim.plan.grid import Grid, Space
 
 BACKENDS = ("local", "dask")
 DEFAULT_CHUNK_ROWS = 1 << 17  # rows per chunk of a file sweep: about 100 MB of results, 0.6 GB of memory at peak
+
+
+def default_chunk_rows(space: Space, rows: int = DEFAULT_CHUNK_ROWS) -> int:
+    """Rows per chunk where none are given: ``rows``, rounded down to whole boxes of the evaluation
+    (:func:`~perfsim.analytical.evaluate.whole_boxes`) where the sweep has more."""
+    return whole_boxes(space, rows)
 
 
 def input_columns(grid: Grid, given) -> dict:
@@ -49,11 +55,17 @@ def input_columns(grid: Grid, given) -> dict:
 
 def text_column(value: np.ndarray):
     """Text outputs (a text or None per row) in pandas' text dtype: pyarrow reads the rows' texts in
-    one pass (pandas' own conversion first checks each row's type); pandas' where pyarrow cannot."""
+    one pass (pandas' own conversion first checks each row's type), or where every row holds the same
+    text or none (a chunk's devices, most chunks' reasons) repeats it without reading each row's text;
+    pandas' where pyarrow cannot."""
     if TEXT is not object:
         try:
             import pyarrow as pa
 
+            first = value[0] if len(value) else 0
+            if (first is None or type(first) is str) and (value[-1] is first or value[-1] == first) \
+                    and (value == first).all():  # one text, or none, on every row
+                return pd.array(pa.repeat(pa.scalar(first, type=pa.large_string()), len(value)), dtype=TEXT)
             return pd.array(pa.array(value, type=pa.large_string(), from_pandas=True), dtype=TEXT)
         except (ImportError, TypeError, ValueError):  # pragma: no cover - not texts, or no pyarrow
             pass

@@ -305,11 +305,11 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
         feasible), ``chunks``, ``resumed_chunks`` (done by an earlier run) and ``out``.
     """
     from perfsim.explore.chunks import (
-        DEFAULT_CHUNK_ROWS,
         check_backend,
         check_chunk_rows,
         check_constraints,
         chunk_bounds,
+        default_chunk_rows,
     )
     from perfsim.plan.grid import MAX_ROWS
     from perfsim.plan.grid import space as make_space
@@ -322,9 +322,10 @@ def write_sweep(args: dict, out_path, constraints=None, *, keep_infeasible: bool
         raise InputError(f"{target} exists; pass --overwrite to replace it, or choose another file", field="--out")
     _pyarrow()
     backend = check_backend(backend)
-    chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows, "--chunk-rows")
+    chunk_rows = None if chunk_rows is None else check_chunk_rows(chunk_rows, "--chunk-rows")
     max_rows = MAX_ROWS if max_rows is None else check_whole(max_rows, "--max-rows")
     space = make_space(args, max_rows, "--max-rows")
+    chunk_rows = default_chunk_rows(space) if chunk_rows is None else chunk_rows
     parsed = check_constraints(space, constraints)
     bounds = chunk_bounds(space.n, chunk_rows)
     digest = spec_hash(args, [c.text for c in parsed], keep_infeasible, chunk_rows, fmt)

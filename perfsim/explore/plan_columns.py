@@ -108,7 +108,7 @@ def _codes(codes, n: int) -> np.ndarray:
 def _integers(values: np.ndarray, nullable: bool):
     """Whole numbers from floats (NaN: none) as int64, or as nullable Int64 when some row may have none."""
     missing = np.isnan(values)
-    whole = np.round(np.where(missing, 0, values)).astype(np.int64)
+    whole = np.round(np.where(missing, 0, values) if missing.any() else values).astype(np.int64)
     return pd.arrays.IntegerArray(whole, missing) if nullable else whole
 
 
@@ -137,9 +137,9 @@ def plan_columns(grid: Grid, out: dict) -> dict:
         other = (train if only == "inference" else ~train) if mixed else None
         values, codes = per_row(name)
         if name in _COUNTED:
-            counts = np.asarray(out[_COUNTED[name]], dtype=float).copy()
+            counts = np.asarray(out[_COUNTED[name]], dtype=float)
             if other is not None:
-                counts[other] = np.nan
+                counts = np.where(other, np.nan, counts)
             columns[name] = _integers(counts, mixed)
         elif name == "micro_batch":
             counts = np.where(train, np.asarray(out["plan.micro_batch"], dtype=float), numbers(values, codes, None))
@@ -198,6 +198,10 @@ def _layers(values, codes, pp, layers) -> pd.api.extensions.ExtensionArray:
             stages = int(pp_values[p])
             split = balanced_split(int(count), stages) if 0 < stages <= count else None
         labels.append(_label(split))
+    if len(labels) == 1 and TEXT is not object:  # one split on every row (one pp): repeated, not taken row by row
+        import pyarrow as pa
+
+        return pd.array(pa.repeat(pa.scalar(labels[0], type=pa.large_string()), len(inverse)), dtype=TEXT)
     return pd.array(np.asarray(labels, dtype=object), dtype=TEXT).take(inverse)
 
 

@@ -15,6 +15,7 @@ from perfsim.explore.chunks import (
     check_chunk_rows,
     check_constraints,
     chunk_bounds,
+    default_chunk_rows,
     frame,
     is_float,
     put,
@@ -55,7 +56,7 @@ def sweep_frame(chunk_rows=None, backend: str = "local", scheduler=None, constra
     check_memory(space.n)
     parsed = check_constraints(space, constraints)
     if chunk_rows is None:  # locally, pieces small enough that only one is ever held twice (_Table)
-        chunk_rows = min(space.n, LOCAL_CHUNK_ROWS) if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
+        chunk_rows = min(space.n, default_chunk_rows(space, LOCAL_CHUNK_ROWS)) if backend == "local" else max(1, min(1 << 18, -(-space.n // 8)))
     bounds = chunk_bounds(space.n, check_chunk_rows(chunk_rows))
     bar = Progress(space.n, enabled=progress)
     drops = bool(parsed) and not keep_infeasible  # rows dropped: the table's length is known at the end only

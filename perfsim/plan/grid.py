@@ -117,16 +117,7 @@ class Space:
         of those axes: work that does not depend on an axis is not repeated along it. Elementwise
         results are the same as on rows, value for value.
         """
-        lens = [len(v) for _, v, _ in self.lists]
-        tail = [1] * (len(lens) + 1)  # tail[j]: rows of the axes j.. (the stride of axis j - 1)
-        for j in range(len(lens) - 1, -1, -1):
-            tail[j] = tail[j + 1] * lens[j]
-        # a box keeps every value of the axes that decide which parts of the model run (and which
-        # result keys exist): the first such axis with several values and all after it stay whole
-        first_structural = next((d for d, (name, values, _) in enumerate(self.lists)
-                                 if len(values) > 1 and _structural(name)), len(lens))
-        whole = tail[first_structural]
-        limit = max(max_rows, whole) if whole <= _BOX_SLACK * max_rows else max_rows
+        lens, tail, first_structural, whole, limit = self._layout(max_rows)
         p = start
         while p < stop:
             room = min(limit, stop - p)
@@ -166,6 +157,30 @@ class Space:
             n = int(np.prod(shape))
             yield p, Grid(n=n, axes=axes, shape=shape)
             p += n
+
+    def _layout(self, max_rows: int):
+        """``(lens, tail, first_structural, whole, limit)`` of :meth:`boxes`."""
+        lens = [len(v) for _, v, _ in self.lists]
+        tail = [1] * (len(lens) + 1)  # tail[j]: rows of the axes j.. (the stride of axis j - 1)
+        for j in range(len(lens) - 1, -1, -1):
+            tail[j] = tail[j + 1] * lens[j]
+        # a box keeps every value of the axes that decide which parts of the model run (and which
+        # result keys exist): the first such axis with several values and all after it stay whole
+        first_structural = next((d for d, (name, values, _) in enumerate(self.lists)
+                                 if len(values) > 1 and _structural(name)), len(lens))
+        whole = tail[first_structural]
+        limit = max(max_rows, whole) if whole <= _BOX_SLACK * max_rows else max_rows
+        return lens, tail, first_structural, whole, limit
+
+    def box_rows(self, max_rows: int) -> int:
+        """Rows of the largest box :meth:`boxes` lays out at ``max_rows`` (a range of one axis, all of
+        those after it): rows ``[start, stop)`` whose ends are multiples of it are covered by such
+        boxes, not cut into small ones where a box would cross ``stop``."""
+        lens, tail, first_structural, _, limit = self._layout(max_rows)
+        j = next(j for j in range(len(tail)) if tail[j] <= limit)
+        if j > first_structural:  # no box keeps the structural axes whole: plain blocks of rows
+            return max_rows
+        return tail[j] * min(lens[j - 1], limit // tail[j]) if j > 0 else tail[0]
 
     def given(self):
         """Names of the arguments given (``hardware.KEY`` for what-if keys), in axis order."""
