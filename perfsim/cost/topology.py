@@ -122,7 +122,9 @@ def engine_all_reduce(c, size, ranks, stride=1.0):
     buffer is below ``max_size`` (``CustomAllreduce._SUPPORTED_WORLD_SIZES``, ``in_the_same_node_as``,
     ``should_custom_ar``), NCCL otherwise; TensorRT-LLM's strategy table covers 2, 4 and 8 ranks and
     falls back to NCCL above its workspace. ``applies`` is False where the runtime or the device's
-    family gives no kernel (NaN latency), and then ``time`` is not to be read.
+    family gives no kernel (NaN latency), and then ``time`` is not to be read. The node's scale-up
+    fabric is taken to join every pair of its devices (NVSwitch): the engines run NCCL on more than
+    2 GPUs joined only by PCIe or bridged pairs, which the hardware specs do not yet tell apart.
 
     >>> c = dict(custom_ar_max=8e6, custom_ar_max_tp2=8e6, custom_ar_lat_s=3e-6, custom_ar_eff=0.5,
     ...          scaleup_bw=450e9, devices_per_node=8.0)
