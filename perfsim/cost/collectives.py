@@ -26,6 +26,10 @@ all-reduce sends S and receives S once per rank at ``in_network_efficiency``.
 Bus bandwidth follows nccl-tests (``busbw = algbw × factor``; factor 2(n-1)/n for all-reduce,
 (n-1)/n for all-gather, reduce-scatter and all-to-all, 1 for send/recv).
 
+Inference engines run a tensor-parallel all-reduce inside one NVLink node with a kernel of their own
+over peer memory instead (:func:`custom_all_reduce_time`): vLLM's and SGLang's ``custom_all_reduce``,
+TensorRT-LLM's one-shot and two-shot all-reduce.
+
 References: Thakur, Rabenseifner & Gropp, "Optimization of Collective Communication Operations in
 MPICH" (IJHPCA 2005); NVIDIA nccl-tests ``doc/PERFORMANCE.md``; NCCL ``src/graph/tuning.cc``.
 """
@@ -124,3 +128,30 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
                 nvls = np.where(nvls_eff > 0, 2.0 * latency_s + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)
     return np.where((n > 1) & (size > 0), best + base_latency_s, 0.0)
+
+
+def custom_all_reduce_time(size_bytes, n, *, bandwidth, efficiency, latency_s):
+    """Time (s) of an engine's all-reduce over peer memory (IPC buffers) on ``n`` ranks of one node.
+
+    Two kernels, the faster taken (the engines pick by size and ranks: vLLM ``csrc/custom_all_reduce.cuh`` (036bb6855)
+    runs one-shot on 2 ranks, and below 512 KiB on 4 or 256 KiB on 8, two-shot above; TensorRT-LLM by
+    its measured strategy table):
+
+    * one-shot: every rank reads the whole buffer from each of its ``n - 1`` peers and reduces it,
+      between two barriers: ``latency + (n - 1) · S / (B e)``;
+    * two-shot: a reduce-scatter (each rank reduces its ``1/n`` share read from every peer) then an
+      all-gather of the shares, one more barrier: ``2 · latency + 2 (n - 1)/n · S / (B e)``.
+
+    ``latency`` is the kernel's fixed time (launch in a CUDA graph and its flag barriers); ``e`` the
+    share of the device's link bandwidth ``B`` the kernel's few thread blocks reach.
+
+    >>> t = custom_all_reduce_time(1e6, 2, bandwidth=450e9, efficiency=0.5, latency_s=3e-6)
+    >>> round(float(t) * 1e6, 3)
+    7.444
+    """
+    n = np.asarray(n, dtype=float)
+    size = np.asarray(size_bytes, dtype=float)
+    beta = np.asarray(bandwidth, dtype=float) * efficiency
+    one_shot = latency_s + (n - 1.0) * size / beta
+    two_shot = 2.0 * latency_s + bus_factor("all_reduce", n) * size / beta
+    return np.where((n > 1) & (size > 0), np.minimum(one_shot, two_shot), 0.0)

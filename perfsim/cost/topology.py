@@ -3,14 +3,15 @@
 A group of ``ranks`` devices placed ``stride`` apart spans the package, the node's scale-up fabric
 and the scale-out network; :func:`group_collective` prices the collective on the levels it crosses
 (:mod:`perfsim.cost.collectives` prices one level) and :func:`nic_bytes` says what each device sends
-over its scale-out NIC (for the power model).
+over its scale-out NIC (for the power model). An inference engine's all-reduce inside one node takes
+the engine's own kernel where the runtime gives one (:func:`engine_all_reduce`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from perfsim.cost.collectives import bus_factor, collective_time, ring_steps
+from perfsim.cost.collectives import bus_factor, collective_time, custom_all_reduce_time, ring_steps
 
 
 def scaleup_domain(c):
@@ -113,6 +114,38 @@ def nic_bytes(c, op, size, ranks, stride=1.0):
     return np.where((nodes > 1) & (size > 0), sent, 0.0)
 
 
+def engine_all_reduce(c, size, ranks, stride=1.0):
+    """``(applies, time)`` of the runtime's own all-reduce kernel over ``ranks`` devices ``stride``
+    apart (runtime ``custom_allreduce_*``; :func:`perfsim.cost.collectives.custom_all_reduce_time`).
+
+    vLLM and SGLang take their custom all-reduce for a group of 2, 4, 6 or 8 ranks on one node whose
+    buffer is below ``max_size`` (``CustomAllreduce._SUPPORTED_WORLD_SIZES``, ``in_the_same_node_as``,
+    ``should_custom_ar``), NCCL otherwise; TensorRT-LLM's strategy table covers 2, 4 and 8 ranks and
+    falls back to NCCL above its workspace. ``applies`` is False where the runtime or the device's
+    family gives no kernel (NaN latency), and then ``time`` is not to be read. The node's scale-up
+    fabric is taken to join every pair of its devices (NVSwitch): the engines run NCCL on more than
+    2 GPUs joined only by PCIe or bridged pairs, which the hardware specs do not yet tell apart.
+
+    >>> c = dict(custom_ar_max=8e6, custom_ar_max_tp2=8e6, custom_ar_lat_s=3e-6, custom_ar_eff=0.5,
+    ...          scaleup_bw=450e9, devices_per_node=8.0)
+    >>> applies, t = engine_all_reduce(c, 1e6, 2.0)
+    >>> bool(applies), round(float(t) * 1e6, 3), bool(engine_all_reduce(c, 1e6, 16.0)[0])
+    (True, 7.444, False)
+    """
+    ranks = np.asarray(ranks, dtype=float)
+    size = np.asarray(size, dtype=float)
+    limit = np.where(ranks == 2, c.get("custom_ar_max_tp2", 0.0), c.get("custom_ar_max", 0.0))
+    latency, eff = np.asarray(c.get("custom_ar_lat_s", np.nan)), np.asarray(c.get("custom_ar_eff", np.nan))
+    on_node = ranks <= np.floor(np.asarray(c["devices_per_node"]) / np.maximum(stride, 1.0))
+    applies = ((ranks >= 2) & (ranks <= 8) & (ranks % 2 == 0) & on_node & (size < limit)
+               & np.isfinite(latency) & np.isfinite(eff))
+    if not applies.any():
+        return applies, 0.0
+    t = custom_all_reduce_time(size, ranks, bandwidth=c["scaleup_bw"], efficiency=np.where(applies, eff, 1.0),
+                               latency_s=np.where(applies, latency, 0.0))
+    return applies, t
+
+
 def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     """Time of a collective over ``ranks`` devices placed ``stride`` devices apart.
 
@@ -130,7 +163,18 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     not once per ring step. All-to-all sends each peer its share:
     off-node shares on the device's NIC while on-node shares use the scale-up fabric. Every collective, inside or across
     nodes, also pays the fixed cost of one collective (``scaleup_base_s``: NCCL's base latency).
+    An all-reduce the inference engine runs with its own kernel costs that kernel's time
+    (:func:`engine_all_reduce`).
     """
+    t = _library_collective(c, op, size, ranks, algorithm, stride)
+    if op != "all_reduce" or algorithm != "auto":
+        return t
+    applies, engine = engine_all_reduce(c, size, ranks, stride)
+    return np.where(applies, engine, t) if applies.any() else t
+
+
+def _library_collective(c, op, size, ranks, algorithm, stride):
+    """:func:`group_collective` as the collective library (NCCL, RCCL) runs it."""
     ranks, group, per_node, nodes = _layout(c, ranks, stride)
     stride = np.maximum(stride, 1.0)
     per_package = np.minimum(np.maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)

@@ -53,6 +53,8 @@ _SCHEMA = {
     "decode_attention_mla_fp8_unit_us_on": S.NumMap(FAMILIES),
     "fp8_norm_cast": S.BOOL, "fp8_weight_cache": S.BOOL, "fp8_transpose_on": S.NumMap(FAMILIES),
     "lm_head_16bit": S.BOOL,
+    "custom_allreduce_max_bytes": S.NUM, "custom_allreduce_tp2_max_bytes": S.NUM,
+    "custom_allreduce_latency_us_on": S.NumMap(FAMILIES), "custom_allreduce_efficiency_on": S.NumMap(FAMILIES),
 }
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
@@ -72,11 +74,13 @@ _EXCHANGES = ("all_to_all", "all_gather")
 _LIMITS = ("max_num_seqs", "max_num_batched_tokens")
 #: the decode- and prefill-attention kernels' fixed costs (microseconds, per architecture family)
 _FIXED_COSTS = tuple(key for key in _SCHEMA if key.startswith(("decode_attention_", "prefill_attention_"))
-                     and key.endswith("_us_on"))
+                     and key.endswith("_us_on")) + ("custom_allreduce_latency_us_on", "custom_allreduce_max_bytes",
+                                                    "custom_allreduce_tp2_max_bytes")
 #: shares of a rate, in (0, 1]: the attention backward's rate over the forward's, the engine's
 #: fused MoE and prefill kernels' shares of the device's ceilings
 _RATES = ("attention_backward_ratio", "attention_backward_ratio_on", "prefill_attention_efficiency_on",
-          "prefill_attention_fp8_efficiency_on", *(f"moe_{kind}_efficiency_on" for kind in _MOE))
+          "prefill_attention_fp8_efficiency_on", *(f"moe_{kind}_efficiency_on" for kind in _MOE),
+          "custom_allreduce_efficiency_on")
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
@@ -167,6 +171,13 @@ class RuntimeSpec:
             **{f"decode_attn_mla_{part}_s{q}_{f}": v.get(f"decode_attention_mla{q}_{part}_us_on.{f}",
                                                          v.get(f"decode_attention_mla_{part}_us_on.{f}", math.nan)) * 1e-6
                for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
+            # the engine's own all-reduce kernel inside a node (perfsim.cost.topology.engine_all_reduce):
+            # buffers below which it runs (0: NCCL always; on 2 ranks its own limit), its fixed time
+            # and its share of the link bandwidth per family (NaN where none is given: NCCL)
+            "custom_ar_max": v.get("custom_allreduce_max_bytes", 0.0),
+            "custom_ar_max_tp2": v.get("custom_allreduce_tp2_max_bytes", v.get("custom_allreduce_max_bytes", 0.0)),
+            **{f"custom_ar_lat_s_{f}": v.get(f"custom_allreduce_latency_us_on.{f}", math.nan) * 1e-6 for f in FAMILIES},
+            **{f"custom_ar_eff_{f}": v.get(f"custom_allreduce_efficiency_on.{f}", math.nan) for f in FAMILIES},
             "grad_bytes": v["grad_reduce_bytes"],
             # with fp16 parameters an engine may keep 16-bit gradients and give its optimizer an fp32
             # copy of its shard instead (Megatron-LM forces fp32 gradients for bf16 only)
