@@ -291,7 +291,7 @@ def _build(grid) -> dict:
                              for mla in ("", "mla_"))
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
                 "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff",
-                "prefill_attn_eff_fp8", "fp8_transpose", *mla_keys):
+                "prefill_attn_eff_fp8", "fp8_transpose", "fp4_gemm_fixed_s", "fp4_gemm_k_s", *mla_keys):
         c[key] = for_family(key)
     # FlashAttention-2 needs Ampere or later (its README: sm80+; FlashAttention-3 sm90): on an older
     # GPU the stack runs attention as batched GEMMs with the scores in memory, at the GEMM ceiling

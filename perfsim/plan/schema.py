@@ -164,6 +164,8 @@ COLUMNS = (
     _C("decode_attn_fixed_s", "s", "the engine's decode-attention kernels' fixed time per call beyond one launch, for this device's family and KV-cache format"),
     _C("decode_attn_unit_s", "s", "their SM time per (sequence, KV head) work unit, for this device's family and KV-cache format"),
     _C("prefill_attn_fixed_s", "s", "the engine's fused prefill-attention kernels' fixed time per call beyond one launch, for this device's family"),
+    _C("fp4_gemm_fixed_s", "s", "the engine's 4-bit dense GEMM's fixed time beyond one launch where its output tiles fit on the SMs at once, for this device's family"),
+    _C("fp4_gemm_k_s", "s", "that GEMM's time per element of K (each output tile's SM walks all of K), for this device's family"),
     _C("prefill_attn_tile_s", "s", "their SM time per (sequence, query head, 128-row query tile) work unit, for this device's family"),
     _C("prefill_attn_eff", "1", "their long-call share of the GEMM ceiling (attention_eff where the engine gives none), for this device's family and the core's format"),
     _C("prefill_attn_peak_ratio", "1", "the prefill call's attention-core peak over peak_flops: attn8_peak_ratio where the engine runs it in fp8 over an fp8 KV cache (prefill_attention_fp8_efficiency_on), else attn_peak_ratio"),

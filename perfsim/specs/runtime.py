@@ -47,6 +47,7 @@ _SCHEMA = {
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
+    "fp4_gemm_fixed_us_on": S.NumMap(FAMILIES), "fp4_gemm_k_ns_on": S.NumMap(FAMILIES),
     "prefill_attention_efficiency_on": S.NumMap(FAMILIES), "prefill_attention_fp8_efficiency_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
@@ -71,8 +72,8 @@ _EXCHANGES = ("all_to_all", "all_gather")
 #: an engine's serving limits (per architecture family with ``<key>_on``)
 _LIMITS = ("max_num_seqs", "max_num_batched_tokens")
 #: the decode- and prefill-attention kernels' fixed costs (microseconds, per architecture family)
-_FIXED_COSTS = tuple(key for key in _SCHEMA if key.startswith(("decode_attention_", "prefill_attention_"))
-                     and key.endswith("_us_on"))
+_FIXED_COSTS = (*(key for key in _SCHEMA if key.startswith(("decode_attention_", "prefill_attention_"))
+                   and key.endswith("_us_on")), "fp4_gemm_fixed_us_on", "fp4_gemm_k_ns_on")
 #: shares of a rate, in (0, 1]: the attention backward's rate over the forward's, the engine's
 #: fused MoE and prefill kernels' shares of the device's ceilings
 _RATES = ("attention_backward_ratio", "attention_backward_ratio_on", "prefill_attention_efficiency_on",
@@ -149,6 +150,10 @@ class RuntimeSpec:
             **{f"decode_attn_{part}_s{q}_{f}": v.get(f"decode_attention{q}_{part}_us_on.{f}",
                                                      v.get(f"decode_attention_{part}_us_on.{f}", 0.0)) * 1e-6
                for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
+            # the engine's 4-bit dense GEMM at small M: a fixed time beyond one launch and a time per
+            # element of K that each output tile's SM walks (per family; 0 where none is given)
+            **{f"fp4_gemm_fixed_s_{f}": v.get(f"fp4_gemm_fixed_us_on.{f}", 0.0) * 1e-6 for f in FAMILIES},
+            **{f"fp4_gemm_k_s_{f}": v.get(f"fp4_gemm_k_ns_on.{f}", 0.0) * 1e-9 for f in FAMILIES},
             # the engine's fused prefill-attention kernels: a fixed time per call beyond one launch, SM
             # time per (sequence, query head, query tile), and their long-call share of the GEMM ceiling,
             # per family (0, 0 and the runtime's attention efficiency where none is given)
@@ -266,7 +271,8 @@ def _build(values: dict, path: str) -> RuntimeSpec:
         if name in ("moe_dispatch_quantized_on", "fp8_transpose_on") and value not in (0, 1):
             raise InputError(f"must be 0 or 1, got {value}", field=key, file=path)
         if name in _FIXED_COSTS and not value >= 0:
-            raise InputError(f"must be >= 0 microseconds, got {value}", field=key, file=path)
+            raise InputError(f"must be >= 0 {'ns' if name.endswith('_ns_on') else 'microseconds'}, got {value}",
+                             field=key, file=path)
         if name in _RATES and not 0 < value <= 1:  # shares of a rate: above 0 (they divide), at most all of it
             raise InputError(f"must be in (0, 1], got {value}", field=key, file=path)
         if name.removesuffix("_on") in _LIMITS and not (value >= 1 and float(value).is_integer()):
