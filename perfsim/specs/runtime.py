@@ -48,6 +48,7 @@ _SCHEMA = {
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
     "fp4_gemm_fixed_us_on": S.NumMap(FAMILIES), "fp4_gemm_k_ns_on": S.NumMap(FAMILIES),
+    "fp8_block_gemm_fixed_us_on": S.NumMap(FAMILIES), "fp8_block_gemm_k_ns_on": S.NumMap(FAMILIES),
     "prefill_attention_efficiency_on": S.NumMap(FAMILIES), "prefill_attention_fp8_efficiency_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
@@ -73,7 +74,8 @@ _EXCHANGES = ("all_to_all", "all_gather")
 _LIMITS = ("max_num_seqs", "max_num_batched_tokens")
 #: the decode- and prefill-attention kernels' fixed costs (microseconds, per architecture family)
 _FIXED_COSTS = (*(key for key in _SCHEMA if key.startswith(("decode_attention_", "prefill_attention_"))
-                   and key.endswith("_us_on")), "fp4_gemm_fixed_us_on", "fp4_gemm_k_ns_on")
+                   and key.endswith("_us_on")), *(f"{q}_gemm_{part}_on" for q in ("fp4", "fp8_block")
+                                                   for part in ("fixed_us", "k_ns")))
 #: shares of a rate, in (0, 1]: the attention backward's rate over the forward's, the engine's
 #: fused MoE and prefill kernels' shares of the device's ceilings
 _RATES = ("attention_backward_ratio", "attention_backward_ratio_on", "prefill_attention_efficiency_on",
@@ -150,10 +152,13 @@ class RuntimeSpec:
             **{f"decode_attn_{part}_s{q}_{f}": v.get(f"decode_attention{q}_{part}_us_on.{f}",
                                                      v.get(f"decode_attention_{part}_us_on.{f}", 0.0)) * 1e-6
                for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
-            # the engine's 4-bit dense GEMM at small M: a fixed time beyond one launch and a time per
-            # element of K that each output tile's SM walks (per family; 0 where none is given)
-            **{f"fp4_gemm_fixed_s_{f}": v.get(f"fp4_gemm_fixed_us_on.{f}", 0.0) * 1e-6 for f in FAMILIES},
-            **{f"fp4_gemm_k_s_{f}": v.get(f"fp4_gemm_k_ns_on.{f}", 0.0) * 1e-9 for f in FAMILIES},
+            # the engine's block-scaled dense GEMMs (nvfp4; fp8 with 128-element block scales) at small
+            # M: a fixed time beyond one launch and a time per element of K that each output tile's
+            # SM walks (per family; 0 where none is given)
+            **{f"{q}_gemm_fixed_s_{f}": v.get(f"{q}_gemm_fixed_us_on.{f}", 0.0) * 1e-6
+               for q in ("fp4", "fp8_block") for f in FAMILIES},
+            **{f"{q}_gemm_k_s_{f}": v.get(f"{q}_gemm_k_ns_on.{f}", 0.0) * 1e-9
+               for q in ("fp4", "fp8_block") for f in FAMILIES},
             # the engine's fused prefill-attention kernels: a fixed time per call beyond one launch, SM
             # time per (sequence, query head, query tile), and their long-call share of the GEMM ceiling,
             # per family (0, 0 and the runtime's attention efficiency where none is given)
