@@ -95,3 +95,29 @@ def test_block_size_must_be_whole_numbers():
 def test_negative_walk_time_is_refused():
     with pytest.raises(InputError, match="ns"):
         load_runtime({"base": "trt-llm", "fp4_gemm_k_ns_on": {"blackwell": -1.0}})
+
+
+#: large fp8 block-scaled Linear times (us) from the same tables (h200_sxm, b200_sxm fp8_block rows)
+MEASURED_FP8_BLOCK_LARGE_US = {
+    "h200": {(8192, 8192, 8192): 987.7, (16384, 7168, 16384): 3519.2, (8192, 16384, 7168): 1587.7},
+    "b200": {(8192, 8192, 8192): 411.3, (16384, 7168, 16384): 1466.1, (8192, 16384, 7168): 696.4},
+}
+
+
+@pytest.mark.parametrize("hw", sorted(MEASURED_FP8_BLOCK_LARGE_US))
+def test_large_fp8_block_gemms_reach_their_share_of_the_ceiling(hw):
+    c = _columns("fp8", hw, model="deepseek-v3")
+    plain = _columns("fp8", hw)  # per-tensor scales: the whole fp8 ceiling
+    assert float(plain["block_gemm_eff"]) == 1.0 and 0.0 < float(c["block_gemm_eff"]) < 1.0
+    rows = MEASURED_FP8_BLOCK_LARGE_US[hw]
+    ratios = np.array([_time_us(c, *shape) / us for shape, us in rows.items()])
+    assert np.all((ratios > 0.9) & (ratios < 1.1))
+    if hw == "h200":  # at the per-tensor ceiling these were 0.78-0.80 of the measured time
+        assert max(_time_us(plain, *shape) / us for shape, us in rows.items()) < 0.85
+    # the compute-bound time scales with the share exactly
+    shape = (8192, 8192, 8192)
+    launch = float(c["launch_s"]) * 1e6
+    assert (_time_us(plain, *shape) - launch) == pytest.approx(
+        (_time_us(c, *shape) - launch) * float(c["block_gemm_eff"]), rel=1e-9)
+    # the fused MoE experts keep their own fitted share
+    assert _time_us(c, *shape, expert=True) == _time_us(plain, *shape, expert=True)

@@ -105,7 +105,7 @@ def prefill_fixed_time(c, op, *, backward=False):
 #: one number (one configuration) and so do the ops' fields, the ops of a kind are priced together
 #: on a leading op axis (:func:`price`)
 _PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "wide_gemm_max",
-                   "gemm_stream_s", "walk_fixed_s", "walk_k_s", "attn_peak_ratio",
+                   "gemm_stream_s", "walk_fixed_s", "walk_k_s", "block_gemm_eff", "attn_peak_ratio",
                    "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
                    "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
@@ -145,6 +145,8 @@ def _gemm_shapes(c, op, x):
     if op.expert:
         ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
         memory_eff, stream = memory_eff * c.get("moe_memory_eff", 1.0), 0.0
+    else:  # (block-scale promotion: the engine's fp8 block-scaled kernels' share, runtime fp8_block_gemm_efficiency_on)
+        ceiling = ceiling * c.get("block_gemm_eff", 1.0)
     if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
         wide = np.asarray(op.wide) > 0
         ceiling = np.where(wide, c["wide_gemm_max"], ceiling)

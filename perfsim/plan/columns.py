@@ -292,6 +292,7 @@ def _build(grid) -> dict:
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
                 "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff",
                 "prefill_attn_eff_fp8", "fp8_transpose", *(f"{q}_gemm_{part}_s" for q in ("fp4", "fp8_block") for part in ("fixed", "k")),
+                "fp8_block_gemm_eff",
                 *mla_keys):
         c[key] = for_family(key)
     # FlashAttention-2 needs Ampere or later (its README: sm80+; FlashAttention-3 sm90): on an older
@@ -362,6 +363,7 @@ def _build(grid) -> dict:
     for part in ("fixed", "k"):
         fp4, fp8b = c.pop(f"fp4_gemm_{part}_s"), c.pop(f"fp8_block_gemm_{part}_s")
         c[f"walk_{part}_s"] = np.where(c["compute_bytes"] <= 0.5, fp4, np.where(fp8_block, fp8b, 0.0))
+    c["block_gemm_eff"] = np.where(fp8_block, c.pop("fp8_block_gemm_eff"), 1.0)
     # weights stored in another format than the compute one are converted inside the GEMM kernel
     c["dequant"] = _pair(grid, "weight_dtype", "dtype", [[float(v is not None and v != d) for d in dtypes]
                                                         for v in grid.values("weight_dtype")])

@@ -167,6 +167,7 @@ COLUMNS = (
     _C("prefill_attn_fixed_s", "s", "the engine's fused prefill-attention kernels' fixed time per call beyond one launch, for this device's family"),
     _C("walk_fixed_s", "s", "the engine's block-scaled dense GEMM (nvfp4; fp8 of a block-scaled checkpoint) fixed time beyond one launch where its output tiles fit on the SMs at once (0: other formats)"),
     _C("walk_k_s", "s", "that GEMM's time per element of K (each output tile's SM walks all of K)"),
+    _C("block_gemm_eff", "1", "the engine's fp8 block-scaled dense GEMMs' share of the GEMM ceiling (1: other formats)"),
     _C("prefill_attn_tile_s", "s", "their SM time per (sequence, query head, 128-row query tile) work unit, for this device's family"),
     _C("prefill_attn_eff", "1", "their long-call share of the GEMM ceiling (attention_eff where the engine gives none), for this device's family and the core's format"),
     _C("prefill_attn_peak_ratio", "1", "the prefill call's attention-core peak over peak_flops: attn8_peak_ratio where the engine runs it in fp8 over an fp8 KV cache (prefill_attention_fp8_efficiency_on), else attn_peak_ratio"),

@@ -49,6 +49,7 @@ _SCHEMA = {
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
     "fp4_gemm_fixed_us_on": S.NumMap(FAMILIES), "fp4_gemm_k_ns_on": S.NumMap(FAMILIES),
     "fp8_block_gemm_fixed_us_on": S.NumMap(FAMILIES), "fp8_block_gemm_k_ns_on": S.NumMap(FAMILIES),
+    "fp8_block_gemm_efficiency_on": S.NumMap(FAMILIES),
     "prefill_attention_efficiency_on": S.NumMap(FAMILIES), "prefill_attention_fp8_efficiency_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
@@ -79,7 +80,7 @@ _FIXED_COSTS = (*(key for key in _SCHEMA if key.startswith(("decode_attention_",
 #: shares of a rate, in (0, 1]: the attention backward's rate over the forward's, the engine's
 #: fused MoE and prefill kernels' shares of the device's ceilings
 _RATES = ("attention_backward_ratio", "attention_backward_ratio_on", "prefill_attention_efficiency_on",
-          "prefill_attention_fp8_efficiency_on", *(f"moe_{kind}_efficiency_on" for kind in _MOE))
+          "prefill_attention_fp8_efficiency_on", "fp8_block_gemm_efficiency_on", *(f"moe_{kind}_efficiency_on" for kind in _MOE))
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
@@ -159,6 +160,8 @@ class RuntimeSpec:
                for q in ("fp4", "fp8_block") for f in FAMILIES},
             **{f"{q}_gemm_k_s_{f}": v.get(f"{q}_gemm_k_ns_on.{f}", 0.0) * 1e-9
                for q in ("fp4", "fp8_block") for f in FAMILIES},
+            # ... and the fp8 block-scaled GEMMs' share of the fp8 GEMM ceiling (1 where none is given)
+            **{f"fp8_block_gemm_eff_{f}": v.get(f"fp8_block_gemm_efficiency_on.{f}", 1.0) for f in FAMILIES},
             # the engine's fused prefill-attention kernels: a fixed time per call beyond one launch, SM
             # time per (sequence, query head, query tile), and their long-call share of the GEMM ceiling,
             # per family (0, 0 and the runtime's attention efficiency where none is given)
