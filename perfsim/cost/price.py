@@ -105,8 +105,8 @@ def prefill_fixed_time(c, op, *, backward=False):
 #: one number (one configuration) and so do the ops' fields, the ops of a kind are priced together
 #: on a leading op axis (:func:`price`)
 _PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "wide_gemm_max",
-                   "gemm_stream_s", "attn_peak_ratio", "act_bytes", "w_bytes", "tile_m", "tile_n",
-                   "units", "hbm_bw", "dequant",
+                   "gemm_stream_s", "walk_fixed_s", "walk_k_s", "block_gemm_eff", "attn_peak_ratio",
+                   "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
                    "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
                    "nvls_eff", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",
@@ -146,6 +146,8 @@ def _gemm_shapes(c, op, x):
     if op.expert:
         ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
         memory_eff, stream = memory_eff * c.get("moe_memory_eff", 1.0), 0.0
+    else:  # (block-scale promotion: the engine's fp8 block-scaled kernels' share, runtime fp8_block_gemm_efficiency_on)
+        ceiling = ceiling * c.get("block_gemm_eff", 1.0)
     if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
         wide = np.asarray(op.wide) > 0
         ceiling = np.where(wide, c["wide_gemm_max"], ceiling)
@@ -154,15 +156,27 @@ def _gemm_shapes(c, op, x):
     # forward and input-gradient GEMMs read the stored weight and convert it
     deq = bool(op.weight and x.dequantised)
     if not x.backward:
-        return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd)]
+        # the engine's block-scaled dense GEMMs walk K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
+        walk, per_k = 0.0, c.get("walk_k_s", 0.0)
+        if not op.expert and np.any(np.asarray(per_k) > 0):
+            on = (np.asarray(op.wide) <= 0) & (per_k > 0)
+            walk = np.where(on, per_k, 0.0) if np.any(on) else 0.0
+        return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd,
+                 walk)]
     shapes = [(op.m, op.k, op.n, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd)]  # input gradient
     if x.weight_grads:  # (its rows are the weight's: the spread tokens are its reduction)
         shapes.append((op.k, op.n, op.m, op.groups, act, act, w_b16, ceiling, memory_eff, stream, peak, False, True, 0.0))
     return shapes
 
 
-def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream, peak, deq_on, wgrad, m_sd=0.0):
-    """The :func:`price` terms of GEMMs (one, or several on a leading axis)."""
+def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream, peak, deq_on, wgrad, m_sd=0.0,
+               walk=0.0):
+    """The :func:`price` terms of GEMMs (one, or several on a leading axis).
+
+    ``walk``: where the engine's kernel gives every output tile (``tile_m`` x ``tile_n``) one SM
+    that walks all of K (no split-K), a GEMM whose tiles fit on the SMs at once takes at least
+    a fixed ``walk_fixed_s`` beyond its launch plus ``walk`` seconds per element of K, whatever
+    its M and N (TensorRT-LLM's nvfp4 and fp8 block-scaled Linear at small M: runtimes/trt-llm.yaml)."""
     eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
@@ -173,6 +187,10 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     t, tc, tm = gemm_time(m, n, k, groups=groups, peak_flops=peak, eff=eff, a_bytes=a_b, w_bytes=w_b,
                           out_bytes=o_b, launch_s=launch, dequant_s=serial_deq, bandwidth=c["hbm_bw"],
                           memory_eff=memory_eff, stream_s=stream)
+    if np.any(np.asarray(walk) > 0):
+        tiles = np.ceil(m / c["tile_m"]) * np.ceil(n / c["tile_n"]) * groups
+        floor = launch + c["walk_fixed_s"] + walk * k
+        t = np.where((t > 0) & (walk > 0) & (tiles <= c["units"]), np.maximum(t, floor), t)
     matrix = tc - serial_deq
     if x.npu_rows:
         t = np.where(x.systolic & (t > 0), np.maximum(t, deq + launch), t)

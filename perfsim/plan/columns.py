@@ -291,7 +291,9 @@ def _build(grid) -> dict:
                              for mla in ("", "mla_"))
     for key in ("attention_bwd_ratio", "max_num_seqs", "max_num_batched_tokens", "moe_gemm_eff", "moe_memory_eff",
                 "moe_dispatch_q", *decode_keys, "prefill_attn_fixed_s", "prefill_attn_tile_s", "prefill_attn_eff",
-                "prefill_attn_eff_fp8", "fp8_transpose", *mla_keys, "custom_ar_lat_s", "custom_ar_eff"):
+                "prefill_attn_eff_fp8", "fp8_transpose",
+                *(f"{q}_gemm_{part}_s" for q in ("fp4", "fp8_block") for part in ("fixed", "k")),
+                "fp8_block_gemm_eff", *mla_keys, "custom_ar_lat_s", "custom_ar_eff"):
         c[key] = for_family(key)
     # FlashAttention-2 needs Ampere or later (its README: sm80+; FlashAttention-3 sm90): on an older
     # GPU the stack runs attention as batched GEMMs with the scores in memory, at the GEMM ceiling
@@ -355,6 +357,13 @@ def _build(grid) -> dict:
     c["prefill_attn_peak_ratio"] = np.where(fp8_core, c["attn8_peak_ratio"], c["attn_peak_ratio"])
     c["prefill_attn_gemm_max"] = np.where(fp8_core, c["attn8_gemm_max"], c["attn_gemm_max"])
     c["prefill_attn_eff"] = np.where(fp8_core, eff8, c["prefill_attn_eff"])
+    # the engine's block-scaled dense GEMMs walk K one output tile per SM: nvfp4, and fp8 where the
+    # model's checkpoint carries 128-element block scales (its quantization_config); else none
+    fp8_block = (c["compute_bytes"] == 1.0) & (c["fp8_block"] > 0)
+    for part in ("fixed", "k"):
+        fp4, fp8b = c.pop(f"fp4_gemm_{part}_s"), c.pop(f"fp8_block_gemm_{part}_s")
+        c[f"walk_{part}_s"] = np.where(c["compute_bytes"] <= 0.5, fp4, np.where(fp8_block, fp8b, 0.0))
+    c["block_gemm_eff"] = np.where(fp8_block, c.pop("fp8_block_gemm_eff"), 1.0)
     # weights stored in another format than the compute one are converted inside the GEMM kernel
     c["dequant"] = _pair(grid, "weight_dtype", "dtype", [[float(v is not None and v != d) for d in dtypes]
                                                         for v in grid.values("weight_dtype")])

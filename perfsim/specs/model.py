@@ -85,6 +85,7 @@ class ModelSpec:
             "dense_layers": f["first_k_dense_replace"] if f["num_local_experts"] else f["num_hidden_layers"],
             "q_lora": f["q_lora_rank"], "kv_lora": f["kv_lora_rank"], "qk_nope": f["qk_nope_head_dim"],
             "qk_rope": f["qk_rope_head_dim"], "v_head_dim": f["v_head_dim"],
+            "fp8_block": float(f.get("fp8_block_scales", False)),
             # 1 + the index of the Hugging Face model_type in MODEL_TYPES (0: another or none)
             "model_type": float(MODEL_TYPES.index(f["model_type"]) + 1 if f.get("model_type") in MODEL_TYPES else 0),
         }
@@ -209,6 +210,21 @@ def _num(value) -> float | None:
     return finite(value)
 
 
+def _fp8_block_scales(q, field, where) -> bool:
+    """Whether a Hugging Face ``quantization_config`` describes fp8 weights with block scales
+    (``quant_method: fp8`` and a ``weight_block_size`` such as DeepSeek-V3's ``[128, 128]``)."""
+    if not isinstance(q, dict):
+        raise InputError(f"expected a mapping, got {q!r}", field=field, **where)
+    block = q.get("weight_block_size")
+    if block is None:
+        return False
+    if not (isinstance(block, list | tuple) and block
+            and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+        raise InputError(f"expected a list of positive whole numbers, got {block!r}",
+                         field=f"{field}.weight_block_size", **where)
+    return q.get("quant_method") == "fp8"
+
+
 def parse_model(data: dict, *, name: str = "custom", field: str = "model", file: str | None = None) -> ModelSpec:
     """Normalise a mapping of Hugging Face config keys into a :class:`ModelSpec`.
 
@@ -243,6 +259,9 @@ def parse_model(data: dict, *, name: str = "custom", field: str = "model", file:
     for key in _STRS:
         if key in raw and raw[key][1] is not None:
             f[key] = str(raw[key][1])
+    if raw.get("quantization_config", (None, None))[1] is not None:
+        f["fp8_block_scales"] = _fp8_block_scales(raw["quantization_config"][1], f"{field}.quantization_config",
+                                                  where("quantization_config"))
     for key in _REQUIRED:
         if key not in f:
             raise InputError("required model key is missing", field=f"{field}.{key}", file=getattr(data, "file", file))

@@ -47,6 +47,9 @@ _SCHEMA = {
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
+    "fp4_gemm_fixed_us_on": S.NumMap(FAMILIES), "fp4_gemm_k_ns_on": S.NumMap(FAMILIES),
+    "fp8_block_gemm_fixed_us_on": S.NumMap(FAMILIES), "fp8_block_gemm_k_ns_on": S.NumMap(FAMILIES),
+    "fp8_block_gemm_efficiency_on": S.NumMap(FAMILIES),
     "prefill_attention_efficiency_on": S.NumMap(FAMILIES), "prefill_attention_fp8_efficiency_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_mla_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_mla_fp8_fixed_us_on": S.NumMap(FAMILIES),
@@ -73,14 +76,15 @@ _EXCHANGES = ("all_to_all", "all_gather")
 #: an engine's serving limits (per architecture family with ``<key>_on``)
 _LIMITS = ("max_num_seqs", "max_num_batched_tokens")
 #: the decode- and prefill-attention kernels' fixed costs (microseconds, per architecture family)
-_FIXED_COSTS = tuple(key for key in _SCHEMA if key.startswith(("decode_attention_", "prefill_attention_"))
-                     and key.endswith("_us_on")) + ("custom_allreduce_latency_us_on", "custom_allreduce_max_bytes",
-                                                    "custom_allreduce_tp2_max_bytes")
+_FIXED_COSTS = (*(key for key in _SCHEMA if key.startswith(("decode_attention_", "prefill_attention_"))
+                   and key.endswith("_us_on")), *(f"{q}_gemm_{part}_on" for q in ("fp4", "fp8_block")
+                                                   for part in ("fixed_us", "k_ns")),
+                "custom_allreduce_latency_us_on", "custom_allreduce_max_bytes", "custom_allreduce_tp2_max_bytes")
 #: shares of a rate, in (0, 1]: the attention backward's rate over the forward's, the engine's
 #: fused MoE and prefill kernels' shares of the device's ceilings
 _RATES = ("attention_backward_ratio", "attention_backward_ratio_on", "prefill_attention_efficiency_on",
-          "prefill_attention_fp8_efficiency_on", *(f"moe_{kind}_efficiency_on" for kind in _MOE),
-          "custom_allreduce_efficiency_on")
+          "prefill_attention_fp8_efficiency_on", "fp8_block_gemm_efficiency_on",
+          *(f"moe_{kind}_efficiency_on" for kind in _MOE), "custom_allreduce_efficiency_on")
 
 #: engine used when ``runtime`` is not given, by mode
 DEFAULT_RUNTIME = {"inference": "trt-llm", "train": "megatron"}
@@ -153,6 +157,15 @@ class RuntimeSpec:
             **{f"decode_attn_{part}_s{q}_{f}": v.get(f"decode_attention{q}_{part}_us_on.{f}",
                                                      v.get(f"decode_attention_{part}_us_on.{f}", 0.0)) * 1e-6
                for part in ("fixed", "unit") for q in ("", "_fp8") for f in FAMILIES},
+            # the engine's block-scaled dense GEMMs (nvfp4; fp8 with 128-element block scales) at small
+            # M: a fixed time beyond one launch and a time per element of K that each output tile's
+            # SM walks (per family; 0 where none is given)
+            **{f"{q}_gemm_fixed_s_{f}": v.get(f"{q}_gemm_fixed_us_on.{f}", 0.0) * 1e-6
+               for q in ("fp4", "fp8_block") for f in FAMILIES},
+            **{f"{q}_gemm_k_s_{f}": v.get(f"{q}_gemm_k_ns_on.{f}", 0.0) * 1e-9
+               for q in ("fp4", "fp8_block") for f in FAMILIES},
+            # ... and the fp8 block-scaled GEMMs' share of the fp8 GEMM ceiling (1 where none is given)
+            **{f"fp8_block_gemm_eff_{f}": v.get(f"fp8_block_gemm_efficiency_on.{f}", 1.0) for f in FAMILIES},
             # the engine's fused prefill-attention kernels: a fixed time per call beyond one launch, SM
             # time per (sequence, query head, query tile), and their long-call share of the GEMM ceiling,
             # per family (0, 0 and the runtime's attention efficiency where none is given)
@@ -277,7 +290,8 @@ def _build(values: dict, path: str) -> RuntimeSpec:
         if name in ("moe_dispatch_quantized_on", "fp8_transpose_on") and value not in (0, 1):
             raise InputError(f"must be 0 or 1, got {value}", field=key, file=path)
         if name in _FIXED_COSTS and not value >= 0:
-            raise InputError(f"must be >= 0 microseconds, got {value}", field=key, file=path)
+            raise InputError(f"must be >= 0 {'ns' if name.endswith('_ns_on') else 'microseconds'}, got {value}",
+                             field=key, file=path)
         if name in _RATES and not 0 < value <= 1:  # shares of a rate: above 0 (they divide), at most all of it
             raise InputError(f"must be in (0, 1], got {value}", field=key, file=path)
         if name.removesuffix("_on") in _LIMITS and not (value >= 1 and float(value).is_integer()):
