@@ -309,12 +309,12 @@ def _stack(values, dims):
     return stacked
 
 
-def _sum_items(cost, c, x, items, dims, *shared):
-    """Sum of ``cost``'s terms over ``items`` (tuples of its arguments after ``shared``), computed in
-    one call on the items stacked along a leading axis (one more than ``dims``) and summed in item
-    order."""
+def _item_terms(cost, c, x, items, dims, *shared):
+    """``cost``'s terms of ``items`` (tuples of its arguments after ``shared``), computed in one call on
+    the items stacked along a leading axis (one more than ``dims``): ``{key: array (len(items), ...)}``,
+    row ``i`` item ``i``'s terms."""
     if len(items) == 1:
-        return cost(c, x, *shared, *items[0])
+        return {key: np.asarray(value)[np.newaxis] for key, value in cost(c, x, *shared, *items[0]).items()}
     columns = []
     for i, values in enumerate(zip(*items, strict=True)):
         first = values[0]
@@ -328,8 +328,26 @@ def _sum_items(cost, c, x, items, dims, *shared):
     terms = cost(c, x, *shared, *columns)
     shape = np.broadcast_shapes(*(np.shape(v) for v in terms.values()))
     # a term that is the same for every item (not stacked) counts once per item, as one call per item adds it
-    return {key: np.add.accumulate(value if np.shape(value) == shape else np.broadcast_to(value, shape), axis=0)[-1]
-            for key, value in terms.items()}
+    return {key: np.broadcast_to(value, shape) for key, value in terms.items()}
+
+
+def _sum_in_op_order(parts, count):
+    """Sum of every key's terms over ``count`` items in item order: ``parts`` are ``(positions, terms)``,
+    the items at ``positions`` and their terms (:func:`_item_terms`).
+
+    Each key's terms go into one array in item order, behind a row of zeros, and are accumulated along
+    it: ``np.add.accumulate`` adds left to right, so its last row is ``((0 + t1) + t2) + ...``, the
+    sums of the op-by-op loop of :func:`price` bit for bit. An item without the key holds 0: adding +0
+    leaves every running sum as it is (a sum that starts at +0 is never -0), NaN and inf included."""
+    out = {}
+    for key in dict.fromkeys(k for _, terms in parts for k in terms):
+        present = [(positions, terms[key]) for positions, terms in parts if key in terms]
+        rows = np.broadcast_shapes(*(np.shape(value)[1:] for _, value in present))
+        stacked = np.zeros((count + 1, *rows))
+        for positions, value in present:  # (each item's terms aligned on the rows' trailing axes)
+            stacked[positions] = value.reshape(len(value), *(1,) * (len(rows) + 1 - value.ndim), *value.shape[1:])
+        out[key] = np.add.accumulate(stacked, axis=0)[-1]
+    return out
 
 
 def price(c, ops, *, backward=False, weight_grads=True):
@@ -375,24 +393,33 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
     dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in (*item[:4], *item[12:])
                           if not isinstance(v, bool)])
-    groups: dict = {}
-    for cost, shared, item in items:
-        if cost is None:  # a collective of one rank
-            t = 0.0 * (1.0 - c["tp_overlap"])
-            out["communication_s"] = out["communication_s"] + t
-            if shared[0]:
-                out["ep_communication_s"] = out["ep_communication_s"] + t
-        elif dims is None or cost is _attention_cost:  # each op on its own arrays, summed in op order
+    if dims is None:  # a block of a sweep: each op on its own arrays, summed in op order
+        for cost, shared, item in items:
+            if cost is None:  # a collective of one rank
+                t = 0.0 * (1.0 - c["tp_overlap"])
+                out["communication_s"] = out["communication_s"] + t
+                if shared[0]:
+                    out["ep_communication_s"] = out["ep_communication_s"] + t
             # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
-            if not (cost is _gemm_cost and x.skip_absent
-                    and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
+            elif not (cost is _gemm_cost and x.skip_absent
+                      and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
                 for key, value in cost(c, x, *shared, *item).items():
                     out[key] = out[key] + value
-        else:  # one configuration: the ops of a kind together, their sums added kind by kind
-            groups.setdefault((cost, shared), []).append(item)
-    for (cost, shared), group in groups.items():
-        for key, value in _sum_items(cost, c, x, group, dims, *shared).items():
-            out[key] = out[key] + value
+    else:  # one configuration: the ops of a kind priced together, every sum still in op order
+        groups: dict = {}
+        parts = []
+        for position, (cost, shared, item) in enumerate(items, start=1):  # (row 0: the zeros)
+            if cost is None:
+                t = np.asarray(0.0 * (1.0 - c["tp_overlap"]))[np.newaxis]
+                parts.append(([position], {"communication_s": t, **({"ep_communication_s": t} if shared[0] else {})}))
+            elif cost is _attention_cost:
+                parts.append(([position], _item_terms(cost, c, x, [item], dims, *shared)))
+            else:
+                groups.setdefault((cost, shared), []).append((position, item))
+        for (cost, shared), group in groups.items():
+            positions = [position for position, _ in group]
+            parts.append((positions, _item_terms(cost, c, x, [item for _, item in group], dims, *shared)))
+        out.update(_sum_in_op_order(parts, len(items)))
     out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
     return out
 
