@@ -18,10 +18,12 @@ def _loop(parts, count):
     """The op-by-op sum: ``0 + t1 + t2 + ...`` per key over the items that have it, in item order."""
     by_item = [{} for _ in range(count + 1)]
     for positions, terms in parts:
-        for key, value in terms.items():
-            value = np.broadcast_to(value, (len(positions), *np.shape(value)[1:]))
-            for row, position in enumerate(positions):
-                by_item[position][key] = value[row]
+        if isinstance(terms, dict):
+            by_item[positions] = terms
+            continue
+        keys, terms = terms
+        for row, position in enumerate(positions):
+            by_item[position] = dict(zip(keys, terms[:, row], strict=True))
     out = {}
     for terms in by_item:
         for key, value in terms.items():
@@ -34,40 +36,52 @@ def _same(got, want):
     return got.shape == want.shape and np.array_equal(got.view(np.int64), want.view(np.int64))
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_the_stacked_sum_is_the_op_by_op_loop_bit_for_bit(seed):
-    """Terms of several magnitudes (where the order of additions shows), NaN, inf, -0, numbers beside
-    rows of arrays (broadcast), keys only some items have: the same bits as adding them in item order."""
+    """Terms of many magnitudes (where the order of additions shows), NaN, inf, -0, items whose terms
+    are one number beside items with rows (broadcast), keys only some items have: the same bits as
+    adding them in item order."""
     rng = np.random.default_rng(seed)
     count, width = 12, 5
     order = rng.permutation(np.arange(1, count + 1))
-    cuts = np.sort(rng.choice(np.arange(1, count), size=3, replace=False))
+    cuts = np.sort(rng.choice(np.arange(1, count - 1), size=3, replace=False))
+    cuts = np.append(cuts, count - 1)  # (the last part one item)
     parts = []
-    for positions in np.split(order, cuts):
-        n = len(positions)
-        scale = 10.0 ** rng.integers(-6, 6, size=(n, 1))
-        a = rng.random((n, width)) * scale
-        a[rng.random((n, width)) < 0.1] = -0.0
-        terms = {"a": a, "b": rng.random(n) * 10.0 ** rng.integers(-9, 9, size=n)}  # b: one number per item
-        if rng.random() < 0.5:
-            terms["c"] = np.broadcast_to(rng.random(width), (n, width))  # the same row for every item
-        if rng.random() < 0.3:
-            bad = a.copy()
-            bad[0, rng.integers(width)] = rng.choice([np.nan, np.inf, -np.inf])
-            terms["a"] = bad
-        parts.append((positions, terms))
-    got, want = pricing._sum_in_op_order(parts, count), _loop(parts, count)
-    assert got.keys() == want.keys()
+    for i, positions in enumerate(np.split(order, cuts)):
+        keys = ("a", "b", "c") if i % 2 else ("b", "a")
+        rows = ((width,), (), (1,), (width,), ())[i]
+        terms = rng.random((len(keys), len(positions), *rows)) * 10.0 ** rng.integers(-8, 8, size=(1, len(positions),
+                                                                                                  *rows))
+        terms[rng.random(terms.shape) < 0.1] = -0.0
+        if rng.random() < 0.4:
+            terms.flat[rng.integers(terms.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        if len(positions) == 1:  # one item: its dict of terms, numbers or rows
+            parts.append((positions[0], dict(zip(keys, terms[:, 0], strict=True))))
+        else:
+            parts.append((positions, (keys, terms)))
+    with np.errstate(invalid="ignore"):  # (inf - inf)
+        got, want = pricing._sum_in_op_order(parts, count), _loop(parts, count)
+    assert list(got) == ["b", "a", "c"] and got.keys() == want.keys()
     for key in want:
-        want_value = np.broadcast_to(want[key], np.broadcast_shapes(np.shape(want[key]), np.shape(got[key])))
-        assert _same(got[key], want_value), (key, got[key], want[key])
+        assert _same(got[key], np.broadcast_to(want[key], (width,))), (key, got[key], want[key])
 
 
 def test_only_negative_zeros_sum_to_the_loops_positive_zero():
     """0 + (-0) is +0: the row of zeros in front makes an all -0 key sum to +0, as the loop does."""
-    parts = [([1, 2], {"a": np.array([-0.0, -0.0])})]
-    assert _same(pricing._sum_in_op_order(parts, 2)["a"], 0.0)
+    parts = [([1, 2], (("a",), np.array([[-0.0, -0.0]]))), (3, {"a": -0.0})]
+    assert _same(pricing._sum_in_op_order(parts, 3)["a"], 0.0)
     assert np.signbit(np.add.accumulate(np.array([-0.0, -0.0]))[-1])  # (without it: -0)
+
+
+def test_a_term_the_same_for_every_item_counts_once_per_item():
+    def cost(c, x, m, k):
+        return {"t": m * k, "fixed": 0.1}
+
+    items = [(1.0, 3.0), (2.0, 3.0), (4.0, 3.0)]
+    keys, terms = pricing._item_terms(cost, {}, None, items, 0)
+    assert keys == ("t", "fixed") and terms.shape == (2, 3)
+    got = pricing._sum_in_op_order([(np.arange(1, 4), (keys, terms))], 3)
+    assert _same(got["fixed"], 0.0 + 0.1 + 0.1 + 0.1) and _same(got["t"], 0.0 + 3.0 + 6.0 + 12.0)
 
 
 REPRO = dict(model="llama2-70b", hardware="h100-sxm", tp=2, batch=[13, 14], prompt_len=[288, 320], gen_len=[16, 24, 32])
