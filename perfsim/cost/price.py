@@ -357,7 +357,8 @@ def _sum_in_op_order(parts, count):
             keys = terms[0]
             shapes.add(terms[1].shape[2:])
         for key in keys:
-            index.setdefault(key, len(index))
+            if key not in index:
+                index[key] = len(index)
     rows = _broadcast(shapes)
     stacked = np.zeros((len(index), count + 1, *rows))
     for positions, terms in parts:  # (each item's terms aligned on the rows' trailing axes)
@@ -366,8 +367,9 @@ def _sum_in_op_order(parts, count):
                 stacked[index[key], positions] = value
         else:
             keys, terms = terms
-            terms = terms.reshape(*terms.shape[:2], *(1,) * (len(rows) + 2 - terms.ndim), *terms.shape[2:])
-            stacked[[[index[key]] for key in keys], positions] = terms
+            if terms.ndim != len(rows) + 2:
+                terms = terms.reshape(*terms.shape[:2], *(1,) * (len(rows) + 2 - terms.ndim), *terms.shape[2:])
+            stacked[np.array([index[key] for key in keys])[:, np.newaxis], np.array(positions)] = terms
     return dict(zip(index, np.add.accumulate(stacked, axis=1)[:, -1]))
 
 
