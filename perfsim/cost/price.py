@@ -328,10 +328,10 @@ def _stack(values, dims):
     return stacked
 
 
-def _sum_items(cost, c, x, items, dims, *shared):
-    """Sum of ``cost``'s terms over ``items`` (tuples of its arguments after ``shared``), computed in
-    one call on the items stacked along a leading axis (one more than ``dims``) and summed in item
-    order."""
+def _item_terms(cost, c, x, items, dims, *shared):
+    """``cost``'s terms of ``items`` (tuples of its arguments after ``shared``): of one item, its dict;
+    of several, computed in one call on the items stacked along a leading axis (one more than
+    ``dims``), ``(keys, terms)`` with ``terms[j, i]`` item ``i``'s term ``keys[j]``."""
     if len(items) == 1:
         return cost(c, x, *shared, *items[0])
     columns = []
@@ -345,10 +345,51 @@ def _sum_items(cost, c, x, items, dims, *shared):
         else:  # (the first argument always: the terms' leading axis)
             columns.append(_stack(values, dims))
     terms = cost(c, x, *shared, *columns)
-    shape = np.broadcast_shapes(*(np.shape(v) for v in terms.values()))
     # a term that is the same for every item (not stacked) counts once per item, as one call per item adds it
-    return {key: np.add.accumulate(value if np.shape(value) == shape else np.broadcast_to(value, shape), axis=0)[-1]
-            for key, value in terms.items()}
+    block = np.empty((len(terms), *_broadcast({getattr(value, "shape", ()) for value in terms.values()})))
+    for j, value in enumerate(terms.values()):
+        block[j] = value
+    return tuple(terms), block
+
+
+def _broadcast(shapes):
+    """The shape ``shapes`` (a set) broadcast to."""
+    return next(iter(shapes)) if len(shapes) == 1 else np.broadcast_shapes(*shapes)
+
+
+def _sum_in_op_order(parts, count):
+    """Sum of every key's terms over ``count`` items in item order: ``parts`` are ``(position, terms)``
+    of one item (a dict) and ``(positions, (keys, terms))`` of several, the items at 1 to ``count``
+    (:func:`_item_terms`).
+
+    The terms go into one array, key by item (and rows), in item order behind a row of zeros, and are
+    accumulated along the items: ``np.add.accumulate`` adds left to right, so its last row is
+    ``((0 + t1) + t2) + ...``, the sums of the op-by-op loop of :func:`price` bit for bit. An item
+    without a key holds 0 there: adding +0 leaves every running sum as it is (a sum that starts at +0
+    is never -0), NaN and inf included."""
+    index, shapes = {}, set()
+    for _, terms in parts:
+        if terms.__class__ is dict:
+            keys = terms
+            shapes.update(getattr(value, "shape", ()) for value in terms.values())
+        else:
+            keys = terms[0]
+            shapes.add(terms[1].shape[2:])
+        for key in keys:
+            if key not in index:
+                index[key] = len(index)
+    rows = _broadcast(shapes)
+    stacked = np.zeros((len(index), count + 1, *rows))
+    for positions, terms in parts:  # (each item's terms aligned on the rows' trailing axes)
+        if terms.__class__ is dict:
+            for key, value in terms.items():
+                stacked[index[key], positions] = value
+        else:
+            keys, terms = terms
+            if terms.ndim != len(rows) + 2:
+                terms = terms.reshape(*terms.shape[:2], *(1,) * (len(rows) + 2 - terms.ndim), *terms.shape[2:])
+            stacked[np.array([index[key] for key in keys])[:, np.newaxis], np.array(positions)] = terms
+    return dict(zip(index, np.add.accumulate(stacked, axis=1)[:, -1]))
 
 
 def price(c, ops, *, backward=False, weight_grads=True):
@@ -394,24 +435,35 @@ def price(c, ops, *, backward=False, weight_grads=True):
                 items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
     dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in (*item[:4], *item[12:])
                           if not isinstance(v, bool)])
-    groups: dict = {}
-    for cost, shared, item in items:
-        if cost is None:  # a collective of one rank
-            t = 0.0 * (1.0 - c["tp_overlap"])
-            out["communication_s"] = out["communication_s"] + t
-            if shared[0]:
-                out["ep_communication_s"] = out["ep_communication_s"] + t
-        elif dims is None or cost is _attention_cost:  # each op on its own arrays, summed in op order
+    groups: dict = {}  # one configuration: the ops of a kind priced together (where a kind has several)
+    for position, (cost, shared, item) in enumerate(items, start=1):  # (row 0 of the sums: zeros)
+        if dims is not None and cost is not None and cost is not _attention_cost:
+            groups.setdefault((cost, shared), []).append((position, item))
+    if any(len(group) > 1 for group in groups.values()):  # every sum still in op order
+        parts = []
+        for position, (cost, shared, item) in enumerate(items, start=1):
+            if cost is None:  # a collective of one rank
+                t = 0.0 * (1.0 - c["tp_overlap"])
+                parts.append((position, {"communication_s": t, **({"ep_communication_s": t} if shared[0] else {})}))
+            elif cost is _attention_cost:
+                parts.append((position, cost(c, x, *shared, *item)))
+        for (cost, shared), group in groups.items():
+            positions = [position for position, _ in group]
+            parts.append((positions if len(group) > 1 else positions[0],
+                          _item_terms(cost, c, x, [item for _, item in group], dims, *shared)))
+        out.update(_sum_in_op_order(parts, len(items)))
+    else:  # a block of a sweep (or no two ops of a kind): each op on its own arrays, summed in op order
+        for cost, shared, item in items:
+            if cost is None:  # a collective of one rank
+                t = 0.0 * (1.0 - c["tp_overlap"])
+                out["communication_s"] = out["communication_s"] + t
+                if shared[0]:
+                    out["ep_communication_s"] = out["ep_communication_s"] + t
             # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
-            if not (cost is _gemm_cost and x.skip_absent
-                    and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
+            elif not (cost is _gemm_cost and x.skip_absent
+                      and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
                 for key, value in cost(c, x, *shared, *item).items():
                     out[key] = out[key] + value
-        else:  # one configuration: the ops of a kind together, their sums added kind by kind
-            groups.setdefault((cost, shared), []).append(item)
-    for (cost, shared), group in groups.items():
-        for key, value in _sum_items(cost, c, x, group, dims, *shared).items():
-            out[key] = out[key] + value
     out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
     return out
 
