@@ -91,6 +91,7 @@ class _Axis:
         # the grid's integer head: x_j = j for every j up to ``unit`` (a number below it is in cell int(x))
         exact = self.values[:self.size] == np.arange(self.size)
         self.unit = int(np.argmin(exact)) - 1 if not exact.all() else self.size - 1
+        self._cells = None  # (:meth:`cell`)
 
     def locate(self, x):
         if isinstance(x, np.ndarray):
@@ -111,10 +112,13 @@ class _Axis:
     def cell(self, x):
         """The cell of :meth:`locate` at a number ``x``: ``(j, lo, hi, x_j, x_{j+1} - x_j)``; every
         number from ``lo`` up to (not including) ``hi`` has the same ``j``, and its weight is
-        ``(x - x_j) / (x_{j+1} - x_j)``."""
-        j, _ = self.locate(x)
-        xs = self.list
-        return j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < self.last else math.inf, xs[j], xs[j + 1] - xs[j]
+        ``(x - x_j) / (x_{j+1} - x_j)`` (each cell made once, when first asked for)."""
+        if self._cells is None:
+            xs, last = self.list, self.last
+            self._cells = [(j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < last else math.inf, xs[j],
+                            xs[j + 1] - xs[j]) for j in range(last + 1)]
+        j = bisect_right(self.list, x) - 1
+        return self._cells[j if 0 <= j <= self.last else (0 if j < 0 else self.last)]
 
 
 def _lerp(values, j, w):
@@ -196,7 +200,8 @@ class IterationCost:
                        for key in ("time_s", *_CAPPED)}
 
         # per quantity: (linear, head, decode, prefill), the attention tables flat (row n: n sequences;
-        # row 0, no sequence, no attention), as arrays and as lists for the simulation loop
+        # row 0, no sequence, no attention), as arrays and as lists for the simulation loop (the time's;
+        # the others' when first read: :meth:`_listed`)
         self._arrays = {}
         for key in ("time_s", *_CAPPED):
             tables = [np.nan_to_num(np.asarray(t[key], dtype=float)) for t in (linear, head, decode, prefill)]
@@ -206,7 +211,7 @@ class IterationCost:
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         self._time = self._lists["time_s"]
         self._columns = None  # (:meth:`_stacked`)
-        self._by_pairs: dict = {}  # (tokens, prompts, query-key pairs) -> (prompt length, seconds, over the cap)
+        self.by_pairs: dict = {}  # (tokens, prompts, query-key pairs) -> :meth:`price_pairs`
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
@@ -220,7 +225,6 @@ class IterationCost:
         self._decode_free = self.cap is None  # decode iterations that need no clock solve (set below under a cap)
         if self.cap is not None:
             self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
-            self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
             self._unclipped = not not_clock_limited(self.power_columns)  # the DVFS solve sees the unclipped power
             # decode iterations read the token terms up to max_seqs, the LM head and the decode
             # attention only: where none of those entries reaches the limit at the top clock, neither
@@ -305,18 +309,22 @@ class IterationCost:
 
     def prefill_of_pairs(self, tokens, n, pairs):
         """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in
-        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there.
-        Kept per ``(tokens, n, pairs)`` once found (with the iterations it counts over the cap)."""
-        key = (tokens, n, pairs)
-        known = self._by_pairs.get(key)
-        if known is None:
-            over = self.over_cap
-            prompt = equivalent_prompt(pairs / n)
-            self._by_pairs[key] = known = (prompt, self.prefill_step_s(tokens, n, prompt), self.over_cap - over)
-            return known[:2]
+        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there
+        (kept in :attr:`by_pairs`: :meth:`price_pairs`)."""
+        known = self.by_pairs.get((tokens, n, pairs)) or self.price_pairs(tokens, n, pairs)
         if known[2]:
             self.over_cap += known[2]
-        return known[:2]
+        return known[0], known[1]
+
+    def price_pairs(self, tokens, n, pairs):
+        """What :attr:`by_pairs` keeps for ``(tokens, n, pairs)``: ``(prompt, seconds, over)``, ``over``
+        the iterations over the cap that its caller counts (in :attr:`over_cap`) each time."""
+        over = self.over_cap
+        prompt = equivalent_prompt(pairs / n)
+        known = self.by_pairs[tokens, n, pairs] = (prompt, self._prefill_step_s(tokens, n, prompt),
+                                                   self.over_cap - over)
+        self.over_cap = over
+        return known
 
     def _prefill_step_s(self, tokens, n, prompt):
         linear, head, _, prefill = self._time
@@ -378,18 +386,25 @@ class IterationCost:
         it reads the tables at ``at`` (:meth:`_at`)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
-        flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
+        flops, hbm, link = (_sum(self._listed(key), at) for key in WORK)
         flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
         # the power at the top clock: within the cap, no change
         if self._unclipped and full_s:
             if not top_clock_power_w(self.power_columns, full_s, flops, hbm, link) > self.cap * (1.0 + CAP_TOLERANCE):
                 return full_s
-        compute, memory, memory_compute = (_sum(self._lists[key], at) for key in SPAN)
+        compute, memory, memory_compute = (_sum(self._listed(key), at) for key in SPAN)
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
                                           flops, hbm, link)
         if not fits:
             self.over_cap += 1
         return seconds
+
+    def _listed(self, key):
+        """The tables of quantity ``key`` as lists (one iteration reads them), made when first read."""
+        tables = self._lists.get(key)
+        if tables is None:
+            tables = self._lists[key] = tuple(t.tolist() for t in self._arrays[key])
+        return tables
 
     # -- many iterations at once --------------------------------------------------------------
     def work(self, tokens, logits, n_dec, context, n_pre, prompt, *, time=True):
