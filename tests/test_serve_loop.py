@@ -62,6 +62,10 @@ def test_an_axis_locates_as_bisection_does():
             assert axis.locate(x) == (j, (x - xs[j]) / (xs[j + 1] - xs[j]))
             k, lo, hi, x0, dx = axis.cell(x)
             assert k == j and lo <= x < hi and (x0, dx) == (xs[j], xs[j + 1] - xs[j])
+        # arrays: as each number alone, within the integer head or not
+        for x in (np.linspace(-3.0, xs[-1] + 3.0, 2001), np.arange(0.0, axis.unit, 0.25), np.array([0.5])):
+            j, w = axis.locate(x)
+            assert [(int(a), float(b)) for a, b in zip(j, w, strict=True)] == [axis.locate(v) for v in x.tolist()]
 
 
 def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():

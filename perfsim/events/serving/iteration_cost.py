@@ -96,7 +96,10 @@ class _Axis:
     def locate(self, x):
         if isinstance(x, np.ndarray):
             xs = self.values
-            j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
+            if x.size and 0 <= np.min(x) and np.max(x) < self.unit:  # (all in the integer head)
+                j = x.astype(np.intp)
+            else:
+                j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
         else:
             xs = self.list
             if 0 <= x < self.unit:
@@ -421,6 +424,10 @@ class IterationCost:
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
         keys, (linear, head, decode, prefill), by_seqs = self._stacked()
+
+        def lerp(table, j, w):  # (:func:`_lerp`, each entry's difference to the next taken once)
+            return table[0][j] + w[:, None] * table[1][j]
+
         # a column per quantity, read together. Decodes alone (as many tokens as logits, no prefill
         # piece) read the token terms and LM head once per count; the others all four tables, the
         # attention ones only where they have decodes (prefill pieces)
@@ -428,15 +435,15 @@ class IterationCost:
         v = np.empty((len(tokens), len(keys)))
         rows = np.flatnonzero(alone)
         jc, wc = self.context.locate(context[rows])
-        v[rows] = by_seqs[logits[rows]] + _lerp(decode, n_dec[rows] * self.context.size + jc, wc[:, None])
+        v[rows] = by_seqs[logits[rows]] + lerp(decode, n_dec[rows] * self.context.size + jc, wc)
         rows = np.flatnonzero(~alone)
         jt, wt = self.tokens.locate(tokens[rows])
-        w = _lerp(linear, jt, wt[:, None]) + head[logits[rows]]
+        w = lerp(linear, jt, wt) + head[logits[rows]]
         dec, pre = np.flatnonzero(n_dec[rows]), np.flatnonzero(n_pre[rows])
         jc, wc = self.context.locate(context[rows][dec])
-        w[dec] += _lerp(decode, n_dec[rows][dec] * self.context.size + jc, wc[:, None])
+        w[dec] += lerp(decode, n_dec[rows][dec] * self.context.size + jc, wc)
         jp, wp = self.prompt.locate(prompt[rows][pre])
-        w[pre] += _lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp[:, None])
+        w[pre] += lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp)
         v[rows] = w
         out = {}
         for k, key in enumerate(keys):
@@ -456,13 +463,16 @@ class IterationCost:
 
     def _stacked(self):
         """The quantities :meth:`work` reads and their tables side by side: ``(keys, (linear, head,
-        decode, prefill), by_seqs)``, each table a column per key; ``by_seqs`` the token terms and LM
-        head of ``n`` tokens with ``n`` logits, row ``n``."""
+        decode, prefill), by_seqs)``, each table a column per key (with the LM head's, the token
+        terms and attention tables come as ``(table, difference of each row to the next)``);
+        ``by_seqs`` the token terms and LM head of ``n`` tokens with ``n`` logits, row ``n``."""
         if self._columns is None:
             keys = ("time_s", *(WORK if self.cap is None else _CAPPED))
-            tables = tuple(np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4))
+            tables = [np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4)]
             jt, wt = self.tokens.locate(np.arange(len(tables[1]), dtype=float))
-            self._columns = keys, tables, _lerp(tables[0], jt, wt[:, None]) + tables[1]
+            by_seqs = _lerp(tables[0], jt, wt[:, None]) + tables[1]
+            tables[0], tables[2], tables[3] = ((t, np.diff(t, axis=0)) for i, t in enumerate(tables) if i != 1)
+            self._columns = keys, tuple(tables), by_seqs
         return self._columns
 
     def decode_steps_s(self, n, contexts):
