@@ -122,8 +122,6 @@ class Batching(Instance):
         base = kv_len - D
         req.kv_base[r] = base
         req.join_step[r] = D
-        req.join_done[r] = req.done[r]
-        req.join_time[r] = t
         step = D + req.gen[r] - req.done[r] - 1
         req.finish_step[r] = step
         lst = self.finish_at.get(step)
@@ -158,14 +156,14 @@ class Batching(Instance):
                 if kv_len % BLOCK_TOKENS == 0:
                     need -= 1
                 self._leave(r)
-                t_last = req.join_time[r] if req.join_step[r] == self.D else self.last_decode_end
+                t_last = req.last_tok[r] if req.join_step[r] == self.D else self.last_decode_end
                 req.last_tok[r] = t_last
                 left = self.groups.get(t_last, 0) - 1
                 if left > 0:
                     self.groups[t_last] = left
                 else:
                     self.groups.pop(t_last, None)
-                req.done[r] = req.join_done[r] + (self.D - req.join_step[r])
+                req.done[r] += self.D - req.join_step[r]
                 self.free += blocks_for(kv_len)
             else:
                 self.prefilling.remove(r)
@@ -195,12 +193,12 @@ class Batching(Instance):
         req = self.req
         finish_step, state, kv_base, done, gen = req.finish_step, req.state, req.kv_base, req.done, req.gen
         prompt, first, last_tok, finish, admit = req.prompt, req.first, req.last_tok, req.finish, req.admit
-        join_step, join_done, join_time = req.join_step, req.join_done, req.join_time
+        join_step = req.join_step
         itl_value, itl_weight = req.itl_value.append, req.itl_weight.append
         row_start, row_dur, row_seqs, row_context, row_used = (column.append for column in self.rec.decode)
         phase, finish_at, total, mark, stack = self.phase, self.finish_at, self.total_blocks, self.watermark, self.stack
         cost, row = self.cost, self.rec.rows.append
-        base, table, width = cost.decode_lookup()
+        base, table, slope, width = cost.decode_lookup()
         axis, by_pairs, price_pairs = cost.context, cost.by_pairs, cost.price_pairs
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
         prefills = self.loop_prefills
@@ -273,8 +271,6 @@ class Batching(Instance):
                         b = kv_len - D  # (:meth:`join`)
                         kv_base[r] = b
                         join_step[r] = D
-                        join_done[r] = k
-                        join_time[r] = t
                         step = D + gen[r] - k - 1
                         finish_step[r] = step
                         lst = finish_at.get(step)
@@ -338,7 +334,7 @@ class Batching(Instance):
                             j, lo, hi, x0, dx = axis.cell(context)
                         w = (context - x0) / dx
                         k = j + n * width
-                        dur = base[n] + (table[k] + w * (table[k + 1] - table[k]))
+                        dur = base[n] + (table[k] + w * slope[k])
                         row_start(t)
                         row_dur(dur)
                         row_seqs(n)
@@ -346,9 +342,12 @@ class Batching(Instance):
                         row_used(total - free)
                         busy += dur
                         kind, started = DECODE, True
-                if not started or not t + dur < horizon:
+                if not started:
                     break
-                t += dur
+                end = t + dur
+                if not end < horizon:
+                    break
+                t = end
             if last is not None:
                 groups = {last: got} if got else {}
                 self.last_decode_end = last

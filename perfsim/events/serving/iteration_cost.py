@@ -218,6 +218,7 @@ class IterationCost:
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
+        self._decode_slope = None  # (:meth:`decode_lookup`)
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
@@ -287,13 +288,16 @@ class IterationCost:
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
 
     def decode_lookup(self):
-        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, width)``, the
-        host, token and LM-head time by batch size and the decode attention table, whose row ``n``
-        (``n`` sequences) starts at ``n * width``, read at :attr:`context`; ``(None, None, None)``
+        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope,
+        width)``, the host, token and LM-head time by batch size and the decode attention table, whose
+        row ``n`` (``n`` sequences) starts at ``n * width``, read at :attr:`context` (``slope``: each
+        entry's difference to the next, :func:`_lerp`'s, taken once); ``(None, None, None, None)``
         where the power cap may slow a decode iteration."""
         if not self._decode_free:
-            return None, None, None
-        return self._base, self._decode_time, self.context.size
+            return None, None, None, None
+        if self._decode_slope is None:
+            self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
+        return self._base, self._decode_time, self._decode_slope, self.context.size
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.

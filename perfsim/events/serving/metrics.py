@@ -31,8 +31,8 @@ def _stats(x):
     if not len(x):
         return _no_stats()
     out = {"mean": float(np.mean(x))}
-    for key, q in _PERCENTILES:
-        out[key] = float(np.percentile(x, q))
+    for (key, _), value in zip(_PERCENTILES, np.percentile(x, [q for _, q in _PERCENTILES]).tolist(), strict=True):
+        out[key] = value
     return out
 
 
