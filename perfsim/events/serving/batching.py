@@ -211,8 +211,8 @@ class Batching(Instance):
             steady = base is not None and not self.prefilling
             j, lo, hi, x0, dx = self.cell
             last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
+            ending = False  # (whether the iteration under way is left to :meth:`end`)
             while True:
-                started = False
                 if t >= t_arr:
                     while t_arr <= t:  # (:meth:`enqueue`)
                         waiting.append(i)
@@ -287,21 +287,23 @@ class Batching(Instance):
                         groups[t] = groups.get(t, 0) + joined
                     pending = ()
                 elif kind is not None:
-                    break  # (applied by :meth:`end`)
-                kind = None
+                    ending = True
+                    break
+                kind = None  # (until one starts)
                 # the next iteration starts at t
                 if waiting and n < most:
                     if not prefills:
                         break  # (admitted by :meth:`begin`)
                     # admit waiting prompts FCFS while tokens, sequences and blocks allow
-                    k = self.admissions
+                    k = first_id = self.admissions  # (admission ids: :meth:`push`)
+                    room = first_id + most - n
                     admitted = []
                     tokens = 0
                     pairs = 0.0
-                    while waiting and len(admitted) < most - n:
+                    while waiting and k < room:
                         r = waiting[0]
                         kv_len = prompt[r] + done[r]
-                        if admitted and tokens + kv_len > limit_tokens:
+                        if k > first_id and tokens + kv_len > limit_tokens:
                             break
                         need = -(-kv_len // BLOCK_TOKENS)
                         if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
@@ -311,21 +313,21 @@ class Batching(Instance):
                         admitted.append(r)
                         tokens += kv_len
                         pairs += kv_len * (kv_len + 1.0) / 2.0
-                        k += 1  # (:meth:`push`)
+                        k += 1
                         admit[r] = k
                         stack.append((r, k))
                         state[r] = PREFILLING
-                    if admitted:
+                    if k > first_id:
                         self.admissions = k
-                        m = len(admitted)
+                        m = k - first_id
                         # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`)
                         equivalent, dur, over = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
                         if over:
                             cost.over_cap += over
                         row((t, dur, PREFILL, tokens, m, 0, 0.0, m, equivalent, total - free, n + m))
                         busy += dur
-                        kind, pending, started = PREFILL, admitted, True
-                if not started and steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
+                        kind, pending = PREFILL, admitted
+                if kind is None and steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
                     need = phase[-D % BLOCK_TOKENS]
                     if need <= free:
                         free -= need
@@ -341,9 +343,9 @@ class Batching(Instance):
                         row_context(context)
                         row_used(total - free)
                         busy += dur
-                        kind, started = DECODE, True
-                if not started:
-                    break
+                        kind = DECODE
+                if kind is None:
+                    break  # (started by :meth:`begin`)
                 end = t + dur
                 if not end < horizon:
                     break
@@ -354,15 +356,15 @@ class Batching(Instance):
             self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s, self.pending = \
                 D, n, S, free, load, groups, busy, pending
             self.cell = (j, lo, hi, x0, dx)
-            if started:
+            if ending:
+                self.end(t)
+                kind = None
+                continue
+            if kind is not None:  # (it ends at the horizon or after)
                 self.kind = kind
                 if kind == DECODE:
                     self.n_dec, self.pieces = n, ()
                 return t, dur, i
-            if kind is not None:
-                self.end(t)
-                kind = None
-                continue
             dur = self.begin(t)
             if dur is None:
                 return t, None, i

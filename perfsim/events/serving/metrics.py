@@ -41,7 +41,8 @@ def weighted_stats(values, weights):
     values = np.asarray(values, dtype=float)
     weights = np.asarray(weights, dtype=float)
     keep = weights > 0
-    values, weights = values[keep], weights[keep]
+    if not keep.all():
+        values, weights = values[keep], weights[keep]
     if not len(values):
         return _no_stats()
     order = np.argsort(values, kind="stable")
