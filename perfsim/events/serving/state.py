@@ -80,5 +80,13 @@ class Records:
         parts.extend(self.blocks)
         if not parts:
             return np.zeros((0, len(COLUMNS)))
-        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return out[np.argsort(out[:, 0], kind="stable")]
+        # each part's rows straight to their places (no joined copy to sort again)
+        order = np.argsort(np.concatenate([part[:, 0] for part in parts]), kind="stable")
+        place = np.empty_like(order)
+        place[order] = np.arange(len(order))
+        out = np.empty((len(order), len(COLUMNS)))
+        k = 0
+        for part in parts:
+            out[place[k:k + len(part)]] = part
+            k += len(part)
+        return out
