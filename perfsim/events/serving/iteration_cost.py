@@ -52,6 +52,7 @@ _POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memo
                   "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind")
 _INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
 _GROWTH = 1.005  # then a geometric grid
+_BLOCK_ROWS = 16384  # iterations whose work is read from the tables at once (their temporaries fit a cache)
 
 
 def _token_grid(top, integer_up_to=_INTEGER_UP_TO, growth=_GROWTH):
@@ -427,28 +428,11 @@ class IterationCost:
         tokens, logits, n_dec, context, n_pre, prompt = np.broadcast_arrays(
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
-        keys, (linear, head, decode, prefill), by_seqs = self._stacked()
-
-        def lerp(table, j, w):  # (:func:`_lerp`, each entry's difference to the next taken once)
-            return table[0][j] + w[:, None] * table[1][j]
-
-        # a column per quantity, read together. Decodes alone (as many tokens as logits, no prefill
-        # piece) read the token terms and LM head once per count; the others all four tables, the
-        # attention ones only where they have decodes (prefill pieces)
-        alone = (tokens == logits) & (n_pre == 0) & (n_dec > 0)
+        keys = self._stacked()[0]
         v = np.empty((len(tokens), len(keys)))
-        rows = np.flatnonzero(alone)
-        jc, wc = self.context.locate(context[rows])
-        v[rows] = by_seqs[logits[rows]] + lerp(decode, n_dec[rows] * self.context.size + jc, wc)
-        rows = np.flatnonzero(~alone)
-        jt, wt = self.tokens.locate(tokens[rows])
-        w = lerp(linear, jt, wt) + head[logits[rows]]
-        dec, pre = np.flatnonzero(n_dec[rows]), np.flatnonzero(n_pre[rows])
-        jc, wc = self.context.locate(context[rows][dec])
-        w[dec] += lerp(decode, n_dec[rows][dec] * self.context.size + jc, wc)
-        jp, wp = self.prompt.locate(prompt[rows][pre])
-        w[pre] += lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp)
-        v[rows] = w
+        for start in range(0, len(tokens), _BLOCK_ROWS):  # (a block of rows at a time: the reads stay in cache)
+            at = slice(start, start + _BLOCK_ROWS)
+            self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at])
         out = {}
         for k, key in enumerate(keys):
             if key == "time_s" and not time and self.cap is None:
@@ -464,6 +448,30 @@ class IterationCost:
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
                 out["hbm_bytes"], out["link_bytes"])
         return out
+
+    def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt):
+        """:meth:`work`'s table reads for some iterations (arrays), into ``v``, a row each and a column
+        per quantity of :meth:`_stacked`, read together. Decodes alone (as many tokens as logits,
+        no prefill piece) read the token terms and LM head once per count; the others all four
+        tables, the attention ones only where they have decodes (prefill pieces)."""
+        _, (linear, head, decode, prefill), by_seqs = self._stacked()
+
+        def lerp(table, j, w):  # (:func:`_lerp`, each entry's difference to the next taken once)
+            return table[0][j] + w[:, None] * table[1][j]
+
+        alone = (tokens == logits) & (n_pre == 0) & (n_dec > 0)
+        rows = np.flatnonzero(alone)
+        jc, wc = self.context.locate(context[rows])
+        v[rows] = by_seqs[logits[rows]] + lerp(decode, n_dec[rows] * self.context.size + jc, wc)
+        rows = np.flatnonzero(~alone)
+        jt, wt = self.tokens.locate(tokens[rows])
+        w = lerp(linear, jt, wt) + head[logits[rows]]
+        dec, pre = np.flatnonzero(n_dec[rows]), np.flatnonzero(n_pre[rows])
+        jc, wc = self.context.locate(context[rows][dec])
+        w[dec] += lerp(decode, n_dec[rows][dec] * self.context.size + jc, wc)
+        jp, wp = self.prompt.locate(prompt[rows][pre])
+        w[pre] += lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp)
+        v[rows] = w
 
     def _stacked(self):
         """The quantities :meth:`work` reads and their tables side by side: ``(keys, (linear, head,
