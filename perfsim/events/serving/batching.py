@@ -181,7 +181,7 @@ class Batching(Instance):
         ends before ``horizon`` and no request leaves the instance; returns the start and length of
         the iteration under way (length None: nothing to run) and ``i``. With ``arrivals`` (the
         instance is the only one) the requests from ``i`` on arrive here as their time comes: a
-        request arriving by an iteration's end is queued before the iteration is applied.
+        request arriving by an iteration's end is queued before the next one starts.
 
         The common iterations run in one loop, the batch's aggregates in local variables: a decode
         iteration ends (:meth:`end_decode`) and the next is a decode iteration again (nothing to
@@ -206,12 +206,14 @@ class Batching(Instance):
         t_arr = arrivals[i] if i < n_arr else math.inf
         kind = self.kind  # (None: applied, nothing under way)
         while True:
+            if kind is not None and kind != DECODE and not prefills:  # (its end not in the loop below)
+                self.end(t)
+                kind = None
             D, n, S, free, load, groups, busy, pending = self.D, self.n_run, self.S, self.free, self.load, \
                 self.groups, self.busy_s, self.pending
             steady = base is not None and not self.prefilling
             j, lo, hi, x0, dx = self.cell
             last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
-            ending = False  # (whether the iteration under way is left to :meth:`end`)
             while True:
                 if t >= t_arr:
                     while t_arr <= t:  # (:meth:`enqueue`)
@@ -246,7 +248,7 @@ class Batching(Instance):
                             state[r] = DONE
                             load -= 1
                     last, got = t, n
-                elif kind == PREFILL and prefills:  # its prompts got their token at t (:meth:`after_prefill`)
+                elif kind == PREFILL:  # its prompts got their token at t (:meth:`after_prefill`)
                     if last is not None:  # (the decode ends so far: one group)
                         groups = {last: got} if got else {}
                         self.last_decode_end = last
@@ -286,9 +288,6 @@ class Batching(Instance):
                         n += joined
                         groups[t] = groups.get(t, 0) + joined
                     pending = ()
-                elif kind is not None:
-                    ending = True
-                    break
                 kind = None  # (until one starts)
                 # the next iteration starts at t
                 if waiting and n < most:
@@ -356,10 +355,6 @@ class Batching(Instance):
             self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s, self.pending = \
                 D, n, S, free, load, groups, busy, pending
             self.cell = (j, lo, hi, x0, dx)
-            if ending:
-                self.end(t)
-                kind = None
-                continue
             if kind is not None:  # (it ends at the horizon or after)
                 self.kind = kind
                 if kind == DECODE:
