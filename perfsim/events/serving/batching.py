@@ -3,8 +3,9 @@
 :class:`Instance` holds what every kind of instance has (waiting requests, its KV-block pool, its
 iteration records); :class:`Batching` keeps an iteration-level scheduler's running batch as
 aggregates (sequences, summed context, counts per KV-block phase, finish step per request), so a
-decode iteration costs O(1) however large the batch, and runs back-to-back decode iterations in
-one loop (:meth:`Batching.run`). The schedulers are in :mod:`perfsim.events.serving.schedulers`.
+decode iteration costs O(1) however large the batch, and runs back-to-back decode iterations (and
+prefill-first batching's prefill iterations) in one loop (:meth:`Batching.run`). The schedulers are
+in :mod:`perfsim.events.serving.schedulers`.
 """
 
 from __future__ import annotations
