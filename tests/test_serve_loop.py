@@ -62,6 +62,10 @@ def test_an_axis_locates_as_bisection_does():
             assert axis.locate(x) == (j, (x - xs[j]) / (xs[j + 1] - xs[j]))
             k, lo, hi, x0, dx = axis.cell(x)
             assert k == j and lo <= x < hi and (x0, dx) == (xs[j], xs[j + 1] - xs[j])
+        # arrays: as each number alone, within the integer head or not
+        for x in (np.linspace(-3.0, xs[-1] + 3.0, 2001), np.arange(0.0, axis.unit, 0.25), np.array([0.5])):
+            j, w = axis.locate(x)
+            assert [(int(a), float(b)) for a, b in zip(j, w, strict=True)] == [axis.locate(v) for v in x.tolist()]
 
 
 def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():
@@ -75,3 +79,8 @@ def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():
     assert cost.prefill_step_s(2000, 2, 999.5) == cost.prefill_step_s(2000, 2, 999.5) \
         == fresh._prefill_step_s(2000, 2, 999.5)
     assert cost.over_cap == 2 and fresh.over_cap == 1
+    # kept per (tokens, prompts, query-key pairs): the equivalent prompt and its price, each call counted
+    pairs = 2 * 999.5 * 1000.5 / 2.0  # two prompts of 999.5 tokens' pairs
+    first = cost.prefill_of_pairs(2000, 2, pairs)
+    assert cost.prefill_of_pairs(2000, 2, pairs) == first == (999.5, fresh._prefill_step_s(2000, 2, 999.5))
+    assert cost.over_cap == 4 and list(cost.by_pairs.values()) == [(999.5, first[1], 1)]

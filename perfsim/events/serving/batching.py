@@ -3,8 +3,9 @@
 :class:`Instance` holds what every kind of instance has (waiting requests, its KV-block pool, its
 iteration records); :class:`Batching` keeps an iteration-level scheduler's running batch as
 aggregates (sequences, summed context, counts per KV-block phase, finish step per request), so a
-decode iteration costs O(1) however large the batch, and runs back-to-back decode iterations in
-one loop (:meth:`Batching.run`). The schedulers are in :mod:`perfsim.events.serving.schedulers`.
+decode iteration costs O(1) however large the batch, and runs back-to-back decode iterations (and
+prefill-first batching's prefill iterations) in one loop (:meth:`Batching.run`). The schedulers are
+in :mod:`perfsim.events.serving.schedulers`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from perfsim.events.serving.state import (
     DECODE,
     DECODING,
     DONE,
+    PREFILL,
     PREFILLING,
     WAITING,
     Records,
@@ -90,6 +92,7 @@ class Batching(Instance):
     """
 
     fast = True
+    loop_prefills = False  # whether :meth:`run` admits and prefills prompts itself (prefill-first batching)
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -103,6 +106,7 @@ class Batching(Instance):
         self.last_decode_end = -math.inf
         self.admissions = 0
         self.prefilling: list = []
+        self.pending = ()  # the prompts of a prefill iteration under way (prefill-first batching)
         self.n_dec = 0  # decodes in the iteration under way
         self.kind = None  # the kind of the iteration under way (a decode one: :meth:`run` applies it)
         self.cell = self.cost.context.cell(0.0)  # where the latest decode context fell on the context axis
@@ -119,8 +123,6 @@ class Batching(Instance):
         base = kv_len - D
         req.kv_base[r] = base
         req.join_step[r] = D
-        req.join_done[r] = req.done[r]
-        req.join_time[r] = t
         step = D + req.gen[r] - req.done[r] - 1
         req.finish_step[r] = step
         lst = self.finish_at.get(step)
@@ -155,14 +157,14 @@ class Batching(Instance):
                 if kv_len % BLOCK_TOKENS == 0:
                     need -= 1
                 self._leave(r)
-                t_last = req.join_time[r] if req.join_step[r] == self.D else self.last_decode_end
+                t_last = req.last_tok[r] if req.join_step[r] == self.D else self.last_decode_end
                 req.last_tok[r] = t_last
                 left = self.groups.get(t_last, 0) - 1
                 if left > 0:
                     self.groups[t_last] = left
                 else:
                     self.groups.pop(t_last, None)
-                req.done[r] = req.join_done[r] + (self.D - req.join_step[r])
+                req.done[r] += self.D - req.join_step[r]
                 self.free += blocks_for(kv_len)
             else:
                 self.prefilling.remove(r)
@@ -180,40 +182,47 @@ class Batching(Instance):
         ends before ``horizon`` and no request leaves the instance; returns the start and length of
         the iteration under way (length None: nothing to run) and ``i``. With ``arrivals`` (the
         instance is the only one) the requests from ``i`` on arrive here as their time comes: a
-        request arriving at an iteration's end is queued before the iteration is applied.
+        request arriving by an iteration's end is queued before the next one starts.
 
-        The common case runs in one loop: a decode iteration ends and the next is a decode
-        iteration again (nothing is admitted or being prefilled, its blocks are free, no clock solve),
-        the batch's aggregates in local variables: the steps of :meth:`end_decode`,
-        :meth:`start_decode` and :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`
-        in the same order."""
+        The common iterations run in one loop, the batch's aggregates in local variables: a decode
+        iteration ends (:meth:`end_decode`) and the next is a decode iteration again (nothing to
+        admit, its blocks free, no clock solve: :meth:`start_decode` and
+        :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`); with
+        :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
+        :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
+        same order. Anything else goes through :meth:`end` and :meth:`begin`."""
         req = self.req
         finish_step, state, kv_base, done, gen = req.finish_step, req.state, req.kv_base, req.done, req.gen
+        prompt, first, last_tok, finish, admit = req.prompt, req.first, req.last_tok, req.finish, req.admit
+        join_step = req.join_step
         itl_value, itl_weight = req.itl_value.append, req.itl_weight.append
         row_start, row_dur, row_seqs, row_context, row_used = (column.append for column in self.rec.decode)
-        phase, finish_at, total = self.phase, self.finish_at, self.total_blocks
-        base, table, width = self.cost.decode_lookup()
-        axis = self.cost.context
-        waiting, most = self.waiting, self.cfg.max_batch
+        phase, finish_at, total, mark, stack = self.phase, self.finish_at, self.total_blocks, self.watermark, self.stack
+        cost, row = self.cost, self.rec.rows.append
+        base, table, slope, width = cost.decode_lookup()
+        axis, by_pairs, price_pairs = cost.context, cost.by_pairs, cost.price_pairs
+        waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
+        prefills = self.loop_prefills
         n_arr = len(arrivals) if arrivals is not None else 0
         t_arr = arrivals[i] if i < n_arr else math.inf
+        kind = self.kind  # (None: applied, nothing under way)
         while True:
-            if t >= t_arr:
-                while t_arr <= t:
-                    self.enqueue(i)
-                    i += 1
-                    t_arr = arrivals[i] if i < n_arr else math.inf
-            decoded = self.kind == DECODE  # (else the iteration is applied here, its end not inlined)
-            if not decoded:
+            if kind is not None and kind != DECODE and not prefills:  # (its end not in the loop below)
                 self.end(t)
-            stop = t_arr if t_arr < horizon else horizon
-            D, n, S, free, load, groups, busy = self.D, self.n_run, self.S, self.free, self.load, self.groups, \
-                self.busy_s
+                kind = None
+            D, n, S, free, load, groups, busy, pending = self.D, self.n_run, self.S, self.free, self.load, \
+                self.groups, self.busy_s, self.pending
             steady = base is not None and not self.prefilling
             j, lo, hi, x0, dx = self.cell
             last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
             while True:
-                if decoded:  # the decode iteration under way ends at t (:meth:`end_decode`)
+                if t >= t_arr:
+                    while t_arr <= t:  # (:meth:`enqueue`)
+                        waiting.append(i)
+                        load += 1
+                        i += 1
+                        t_arr = arrivals[i] if i < n_arr else math.inf
+                if kind == DECODE:  # the decode iteration under way ends at t (:meth:`end_decode`)
                     if last is None:
                         for t_last, count in groups.items():
                             itl_value(t - t_last)
@@ -235,14 +244,90 @@ class Batching(Instance):
                             phase[b % BLOCK_TOKENS] -= 1
                             finish_step[r] = -1
                             done[r] = gen[r]
-                            req.finish[r] = t
-                            req.last_tok[r] = t
+                            finish[r] = t
+                            last_tok[r] = t
                             state[r] = DONE
                             load -= 1
                     last, got = t, n
-                # the next one starts at t: a decode iteration of the same batch (:meth:`start_decode`)
-                started = False
-                if steady and n and (not waiting or n >= most):  # (no request is admitted)
+                elif kind == PREFILL:  # its prompts got their token at t (:meth:`after_prefill`)
+                    if last is not None:  # (the decode ends so far: one group)
+                        groups = {last: got} if got else {}
+                        self.last_decode_end = last
+                        last = None
+                    joined = 0
+                    for r in pending:
+                        kv_len = prompt[r] + done[r]
+                        if first[r] != first[r]:  # nan: the first token (:meth:`produce`)
+                            first[r] = t
+                        else:
+                            itl_value(t - last_tok[r])
+                            itl_weight(1)
+                        last_tok[r] = t
+                        k = done[r] + 1
+                        done[r] = k
+                        if gen[r] - k <= 0:
+                            finish[r] = t
+                            state[r] = DONE
+                            free += -(-kv_len // BLOCK_TOKENS)
+                            load -= 1
+                            continue
+                        b = kv_len - D  # (:meth:`join`)
+                        kv_base[r] = b
+                        join_step[r] = D
+                        step = D + gen[r] - k - 1
+                        finish_step[r] = step
+                        lst = finish_at.get(step)
+                        if lst is None:
+                            finish_at[step] = [r]
+                        else:
+                            lst.append(r)
+                        state[r] = DECODING
+                        S += b
+                        phase[b % BLOCK_TOKENS] += 1
+                        joined += 1
+                    if joined:
+                        n += joined
+                        groups[t] = groups.get(t, 0) + joined
+                    pending = ()
+                kind = None  # (until one starts)
+                # the next iteration starts at t
+                if waiting and n < most:
+                    if not prefills:
+                        break  # (admitted by :meth:`begin`)
+                    # admit waiting prompts FCFS while tokens, sequences and blocks allow
+                    k = first_id = self.admissions  # (admission ids: :meth:`push`)
+                    room = first_id + most - n
+                    admitted = []
+                    tokens = 0
+                    pairs = 0.0
+                    while waiting and k < room:
+                        r = waiting[0]
+                        kv_len = prompt[r] + done[r]
+                        if k > first_id and tokens + kv_len > limit_tokens:
+                            break
+                        need = -(-kv_len // BLOCK_TOKENS)
+                        if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
+                            break
+                        free -= need
+                        waiting.popleft()
+                        admitted.append(r)
+                        tokens += kv_len
+                        pairs += kv_len * (kv_len + 1.0) / 2.0
+                        k += 1
+                        admit[r] = k
+                        stack.append((r, k))
+                        state[r] = PREFILLING
+                    if k > first_id:
+                        self.admissions = k
+                        m = k - first_id
+                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`)
+                        equivalent, dur, over = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
+                        if over:
+                            cost.over_cap += over
+                        row((t, dur, PREFILL, tokens, m, 0, 0.0, m, equivalent, total - free, n + m))
+                        busy += dur
+                        kind, pending = PREFILL, admitted
+                if kind is None and steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
                     need = phase[-D % BLOCK_TOKENS]
                     if need <= free:
                         free -= need
@@ -251,34 +336,39 @@ class Batching(Instance):
                             j, lo, hi, x0, dx = axis.cell(context)
                         w = (context - x0) / dx
                         k = j + n * width
-                        dur = base[n] + (table[k] + w * (table[k + 1] - table[k]))
+                        dur = base[n] + (table[k] + w * slope[k])
                         row_start(t)
                         row_dur(dur)
                         row_seqs(n)
                         row_context(context)
                         row_used(total - free)
                         busy += dur
-                        started = decoded = True
-                if not started or not t + dur < stop:
+                        kind = DECODE
+                if kind is None:
+                    break  # (started by :meth:`begin`)
+                end = t + dur
+                if not end < horizon:
                     break
-                t += dur
+                t = end
             if last is not None:
                 groups = {last: got} if got else {}
                 self.last_decode_end = last
-            self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s = D, n, S, free, load, \
-                groups, busy
+            self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s, self.pending = \
+                D, n, S, free, load, groups, busy, pending
             self.cell = (j, lo, hi, x0, dx)
-            if started:
-                self.kind, self.n_dec, self.pieces = DECODE, n, ()
-            else:
-                dur = self.begin(t)
-                if dur is None:
-                    return t, None, i
-                self.busy_s += dur
-            end = t + dur
-            if self.out or not end < horizon:
+            if kind is not None:  # (it ends at the horizon or after)
+                self.kind = kind
+                if kind == DECODE:
+                    self.n_dec, self.pieces = n, ()
                 return t, dur, i
-            t = end
+            dur = self.begin(t)
+            if dur is None:
+                return t, None, i
+            self.busy_s += dur
+            if self.out or not t + dur < horizon:
+                return t, dur, i
+            kind = self.kind
+            t += dur
 
     def start_decode(self):
         """Allocate this step's blocks (preempting if needed); returns the mean attended context."""

@@ -52,6 +52,7 @@ _POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memo
                   "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind")
 _INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
 _GROWTH = 1.005  # then a geometric grid
+_BLOCK_ROWS = 16384  # iterations whose work is read from the tables at once (their temporaries fit a cache)
 
 
 def _token_grid(top, integer_up_to=_INTEGER_UP_TO, growth=_GROWTH):
@@ -91,11 +92,15 @@ class _Axis:
         # the grid's integer head: x_j = j for every j up to ``unit`` (a number below it is in cell int(x))
         exact = self.values[:self.size] == np.arange(self.size)
         self.unit = int(np.argmin(exact)) - 1 if not exact.all() else self.size - 1
+        self._cells = None  # (:meth:`cell`)
 
     def locate(self, x):
         if isinstance(x, np.ndarray):
             xs = self.values
-            j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
+            if x.size and 0 <= np.min(x) and np.max(x) < self.unit:  # (all in the integer head)
+                j = x.astype(np.intp)
+            else:
+                j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
         else:
             xs = self.list
             if 0 <= x < self.unit:
@@ -111,10 +116,13 @@ class _Axis:
     def cell(self, x):
         """The cell of :meth:`locate` at a number ``x``: ``(j, lo, hi, x_j, x_{j+1} - x_j)``; every
         number from ``lo`` up to (not including) ``hi`` has the same ``j``, and its weight is
-        ``(x - x_j) / (x_{j+1} - x_j)``."""
-        j, _ = self.locate(x)
-        xs = self.list
-        return j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < self.last else math.inf, xs[j], xs[j + 1] - xs[j]
+        ``(x - x_j) / (x_{j+1} - x_j)`` (each cell made once, when first asked for)."""
+        if self._cells is None:
+            xs, last = self.list, self.last
+            self._cells = [(j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < last else math.inf, xs[j],
+                            xs[j + 1] - xs[j]) for j in range(last + 1)]
+        j = bisect_right(self.list, x) - 1
+        return self._cells[j if 0 <= j <= self.last else (0 if j < 0 else self.last)]
 
 
 def _lerp(values, j, w):
@@ -196,7 +204,8 @@ class IterationCost:
                        for key in ("time_s", *_CAPPED)}
 
         # per quantity: (linear, head, decode, prefill), the attention tables flat (row n: n sequences;
-        # row 0, no sequence, no attention), as arrays and as lists for the simulation loop
+        # row 0, no sequence, no attention), as arrays and as lists for the simulation loop (the time's;
+        # the others' when first read: :meth:`_listed`)
         self._arrays = {}
         for key in ("time_s", *_CAPPED):
             tables = [np.nan_to_num(np.asarray(t[key], dtype=float)) for t in (linear, head, decode, prefill)]
@@ -206,10 +215,11 @@ class IterationCost:
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         self._time = self._lists["time_s"]
         self._columns = None  # (:meth:`_stacked`)
-        self._by_pairs: dict = {}  # (tokens, prompts, query-key pairs) -> (prompt length, seconds, over the cap)
+        self.by_pairs: dict = {}  # (tokens, prompts, query-key pairs) -> :meth:`price_pairs`
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
+        self._decode_slope = None  # (:meth:`decode_lookup`)
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
@@ -220,7 +230,6 @@ class IterationCost:
         self._decode_free = self.cap is None  # decode iterations that need no clock solve (set below under a cap)
         if self.cap is not None:
             self.power_columns = {k: float(np.asarray(c[k])) for k in _POWER_COLUMNS}
-            self._lists.update({key: tuple(t.tolist() for t in self._arrays[key]) for key in _CAPPED})
             self._unclipped = not not_clock_limited(self.power_columns)  # the DVFS solve sees the unclipped power
             # decode iterations read the token terms up to max_seqs, the LM head and the decode
             # attention only: where none of those entries reaches the limit at the top clock, neither
@@ -280,13 +289,16 @@ class IterationCost:
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
 
     def decode_lookup(self):
-        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, width)``, the
-        host, token and LM-head time by batch size and the decode attention table, whose row ``n``
-        (``n`` sequences) starts at ``n * width``, read at :attr:`context`; ``(None, None, None)``
+        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope,
+        width)``, the host, token and LM-head time by batch size and the decode attention table, whose
+        row ``n`` (``n`` sequences) starts at ``n * width``, read at :attr:`context` (``slope``: each
+        entry's difference to the next, :func:`_lerp`'s, taken once); ``(None, None, None, None)``
         where the power cap may slow a decode iteration."""
         if not self._decode_free:
-            return None, None, None
-        return self._base, self._decode_time, self.context.size
+            return None, None, None, None
+        if self._decode_slope is None:
+            self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
+        return self._base, self._decode_time, self._decode_slope, self.context.size
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.
@@ -305,18 +317,22 @@ class IterationCost:
 
     def prefill_of_pairs(self, tokens, n, pairs):
         """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in
-        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there.
-        Kept per ``(tokens, n, pairs)`` once found (with the iterations it counts over the cap)."""
-        key = (tokens, n, pairs)
-        known = self._by_pairs.get(key)
-        if known is None:
-            over = self.over_cap
-            prompt = equivalent_prompt(pairs / n)
-            self._by_pairs[key] = known = (prompt, self.prefill_step_s(tokens, n, prompt), self.over_cap - over)
-            return known[:2]
+        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there
+        (kept in :attr:`by_pairs`: :meth:`price_pairs`)."""
+        known = self.by_pairs.get((tokens, n, pairs)) or self.price_pairs(tokens, n, pairs)
         if known[2]:
             self.over_cap += known[2]
-        return known[:2]
+        return known[0], known[1]
+
+    def price_pairs(self, tokens, n, pairs):
+        """What :attr:`by_pairs` keeps for ``(tokens, n, pairs)``: ``(prompt, seconds, over)``, ``over``
+        the iterations over the cap that its caller counts (in :attr:`over_cap`) each time."""
+        over = self.over_cap
+        prompt = equivalent_prompt(pairs / n)
+        known = self.by_pairs[tokens, n, pairs] = (prompt, self._prefill_step_s(tokens, n, prompt),
+                                                   self.over_cap - over)
+        self.over_cap = over
+        return known
 
     def _prefill_step_s(self, tokens, n, prompt):
         linear, head, _, prefill = self._time
@@ -378,18 +394,25 @@ class IterationCost:
         it reads the tables at ``at`` (:meth:`_at`)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
-        flops, hbm, link = (_sum(self._lists[key], at) for key in WORK)
+        flops, hbm, link = (_sum(self._listed(key), at) for key in WORK)
         flops, hbm, link = flops / self.pp, hbm / self.pp, link / self.pp
         # the power at the top clock: within the cap, no change
         if self._unclipped and full_s:
             if not top_clock_power_w(self.power_columns, full_s, flops, hbm, link) > self.cap * (1.0 + CAP_TOLERANCE):
                 return full_s
-        compute, memory, memory_compute = (_sum(self._lists[key], at) for key in SPAN)
+        compute, memory, memory_compute = (_sum(self._listed(key), at) for key in SPAN)
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
                                           flops, hbm, link)
         if not fits:
             self.over_cap += 1
         return seconds
+
+    def _listed(self, key):
+        """The tables of quantity ``key`` as lists (one iteration reads them), made when first read."""
+        tables = self._lists.get(key)
+        if tables is None:
+            tables = self._lists[key] = tuple(t.tolist() for t in self._arrays[key])
+        return tables
 
     # -- many iterations at once --------------------------------------------------------------
     def work(self, tokens, logits, n_dec, context, n_pre, prompt, *, time=True):
@@ -405,24 +428,11 @@ class IterationCost:
         tokens, logits, n_dec, context, n_pre, prompt = np.broadcast_arrays(
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
-        keys, (linear, head, decode, prefill), by_seqs = self._stacked()
-        # a column per quantity, read together. Decodes alone (as many tokens as logits, no prefill
-        # piece) read the token terms and LM head once per count; the others all four tables, the
-        # attention ones only where they have decodes (prefill pieces)
-        alone = (tokens == logits) & (n_pre == 0) & (n_dec > 0)
+        keys = self._stacked()[0]
         v = np.empty((len(tokens), len(keys)))
-        rows = np.flatnonzero(alone)
-        jc, wc = self.context.locate(context[rows])
-        v[rows] = by_seqs[logits[rows]] + _lerp(decode, n_dec[rows] * self.context.size + jc, wc[:, None])
-        rows = np.flatnonzero(~alone)
-        jt, wt = self.tokens.locate(tokens[rows])
-        w = _lerp(linear, jt, wt[:, None]) + head[logits[rows]]
-        dec, pre = np.flatnonzero(n_dec[rows]), np.flatnonzero(n_pre[rows])
-        jc, wc = self.context.locate(context[rows][dec])
-        w[dec] += _lerp(decode, n_dec[rows][dec] * self.context.size + jc, wc[:, None])
-        jp, wp = self.prompt.locate(prompt[rows][pre])
-        w[pre] += _lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp[:, None])
-        v[rows] = w
+        for start in range(0, len(tokens), _BLOCK_ROWS):  # (a block of rows at a time: the reads stay in cache)
+            at = slice(start, start + _BLOCK_ROWS)
+            self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at])
         out = {}
         for k, key in enumerate(keys):
             if key == "time_s" and not time and self.cap is None:
@@ -439,15 +449,42 @@ class IterationCost:
                 out["hbm_bytes"], out["link_bytes"])
         return out
 
+    def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt):
+        """:meth:`work`'s table reads for some iterations (arrays), into ``v``, a row each and a column
+        per quantity of :meth:`_stacked`, read together. Decodes alone (as many tokens as logits,
+        no prefill piece) read the token terms and LM head once per count; the others all four
+        tables, the attention ones only where they have decodes (prefill pieces)."""
+        _, (linear, head, decode, prefill), by_seqs = self._stacked()
+
+        def lerp(table, j, w):  # (:func:`_lerp`, each entry's difference to the next taken once)
+            return table[0][j] + w[:, None] * table[1][j]
+
+        alone = (tokens == logits) & (n_pre == 0) & (n_dec > 0)
+        rows = np.flatnonzero(alone)
+        jc, wc = self.context.locate(context[rows])
+        v[rows] = by_seqs[logits[rows]] + lerp(decode, n_dec[rows] * self.context.size + jc, wc)
+        rows = np.flatnonzero(~alone)
+        jt, wt = self.tokens.locate(tokens[rows])
+        w = lerp(linear, jt, wt) + head[logits[rows]]
+        dec, pre = np.flatnonzero(n_dec[rows]), np.flatnonzero(n_pre[rows])
+        jc, wc = self.context.locate(context[rows][dec])
+        w[dec] += lerp(decode, n_dec[rows][dec] * self.context.size + jc, wc)
+        jp, wp = self.prompt.locate(prompt[rows][pre])
+        w[pre] += lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp)
+        v[rows] = w
+
     def _stacked(self):
         """The quantities :meth:`work` reads and their tables side by side: ``(keys, (linear, head,
-        decode, prefill), by_seqs)``, each table a column per key; ``by_seqs`` the token terms and LM
-        head of ``n`` tokens with ``n`` logits, row ``n``."""
+        decode, prefill), by_seqs)``, each table a column per key (with the LM head's, the token
+        terms and attention tables come as ``(table, difference of each row to the next)``);
+        ``by_seqs`` the token terms and LM head of ``n`` tokens with ``n`` logits, row ``n``."""
         if self._columns is None:
             keys = ("time_s", *(WORK if self.cap is None else _CAPPED))
-            tables = tuple(np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4))
+            tables = [np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4)]
             jt, wt = self.tokens.locate(np.arange(len(tables[1]), dtype=float))
-            self._columns = keys, tables, _lerp(tables[0], jt, wt[:, None]) + tables[1]
+            by_seqs = _lerp(tables[0], jt, wt[:, None]) + tables[1]
+            tables[0], tables[2], tables[3] = ((t, np.diff(t, axis=0)) for i, t in enumerate(tables) if i != 1)
+            self._columns = keys, tuple(tables), by_seqs
         return self._columns
 
     def decode_steps_s(self, n, contexts):

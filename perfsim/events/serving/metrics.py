@@ -31,8 +31,8 @@ def _stats(x):
     if not len(x):
         return _no_stats()
     out = {"mean": float(np.mean(x))}
-    for key, q in _PERCENTILES:
-        out[key] = float(np.percentile(x, q))
+    for (key, _), value in zip(_PERCENTILES, np.percentile(x, [q for _, q in _PERCENTILES]).tolist(), strict=True):
+        out[key] = value
     return out
 
 
@@ -41,7 +41,8 @@ def weighted_stats(values, weights):
     values = np.asarray(values, dtype=float)
     weights = np.asarray(weights, dtype=float)
     keep = weights > 0
-    values, weights = values[keep], weights[keep]
+    if not keep.all():
+        values, weights = values[keep], weights[keep]
     if not len(values):
         return _no_stats()
     order = np.argsort(values, kind="stable")
@@ -136,12 +137,14 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         for comp in COMPONENTS:
             energy[comp] += float(np.sum(parts[comp] * dur)) * size
         series.append((name, rec[:, 0], dur, parts["power_w"]))
+        energy_j = parts["power_w"] * dur
+        clocked_s = work["clock_ratio"] * dur if clocked else None
         for k, kind in enumerate(KINDS):
             mine = rec[:, 2] == k
             busy[kind] += float(np.sum(dur[mine]))
-            by_kind[kind] += float(np.sum((parts["power_w"] * dur)[mine])) * size
+            by_kind[kind] += float(np.sum(energy_j[mine])) * size
             if clocked:
-                clock_time[kind] += float(np.sum((work["clock_ratio"] * dur)[mine]))
+                clock_time[kind] += float(np.sum(clocked_s[mine]))
         if clocked:
             lowest = min(lowest, float(np.min(work["clock_ratio"])))
         blocks = cfg.prefill_kv_blocks if role == "prefill" else cfg.kv_blocks

@@ -34,10 +34,8 @@ import numpy as np
 from perfsim.events.serving.batching import Batching, Instance
 from perfsim.events.serving.iteration_cost import chunk_pairs, equivalent_prompt
 from perfsim.events.serving.state import (
-    BLOCK_TOKENS,
     COLUMNS,
     DECODE,
-    DECODING,
     DONE,
     MIXED,
     PREFILL,
@@ -47,45 +45,40 @@ from perfsim.events.serving.state import (
 
 
 class ContinuousInstance(Batching):
-    """Prefill-first iteration-level batching (vLLM's default scheduler)."""
+    """Prefill-first iteration-level batching (vLLM's default scheduler). Its :meth:`begin` and
+    :meth:`end` take one step at a time; :meth:`~perfsim.events.serving.batching.Batching.run`
+    runs the same steps in its loop."""
+
+    loop_prefills = True
 
     def begin(self, t):
         cfg = self.cfg
-        waiting = self.waiting
-        if waiting and self.n_run < cfg.max_batch:
-            # admit waiting prompts FCFS while tokens, sequences and KV blocks allow (:meth:`take_blocks`)
+        if self.waiting and self.n_run < cfg.max_batch:
+            # admit waiting prompts FCFS while tokens, sequences and KV blocks allow
             req = self.req
-            prompt, done, admit, state, stack = req.prompt, req.done, req.admit, req.state, self.stack
-            free, total, mark, k = self.free, self.total_blocks, self.watermark, self.admissions
-            limit_tokens, limit_seqs = max(cfg.max_prefill_tokens, 1), cfg.max_batch - self.n_run
             admitted = []
             tokens = 0
             pairs = 0.0
-            while waiting and len(admitted) < limit_seqs:
-                r = waiting[0]
-                kv_len = prompt[r] + done[r]
-                if admitted and tokens + kv_len > limit_tokens:
+            while self.waiting and len(admitted) < cfg.max_batch - self.n_run:
+                r = self.waiting[0]
+                kv_len = req.prompt[r] + req.done[r]
+                if admitted and tokens + kv_len > max(cfg.max_prefill_tokens, 1):
                     break
-                need = -(-kv_len // BLOCK_TOKENS)
-                if free - need < mark and not (free == total and need <= free):
+                if not self.take_blocks(blocks_for(kv_len)):
                     break
-                free -= need
-                waiting.popleft()
+                self.waiting.popleft()
+                self.push(r)
+                req.state[r] = PREFILLING
                 admitted.append(r)
                 tokens += kv_len
                 pairs += kv_len * (kv_len + 1.0) / 2.0
-                k += 1  # (:meth:`push`)
-                admit[r] = k
-                stack.append((r, k))
-                state[r] = PREFILLING
             if admitted:
-                self.free, self.admissions = free, k
                 n = len(admitted)
                 equivalent, dur = self.cost.prefill_of_pairs(tokens, n, pairs)
                 self.pending = admitted
                 self.kind = PREFILL
-                self.rec.rows.append((t, dur, PREFILL, tokens, n, 0, 0.0, n, equivalent, total - free,
-                                      self.n_run + n))
+                self.rec.rows.append((t, dur, PREFILL, tokens, n, 0, 0.0, n, equivalent,
+                                      self.total_blocks - self.free, self.n_run + n))
                 return dur
         if self.n_run:
             context = self.start_decode()
@@ -101,54 +94,10 @@ class ContinuousInstance(Batching):
     def end(self, t):
         if self.kind == DECODE:
             self.end_decode(t)
-        else:
-            self._end_prefill(t)
-
-    def _end_prefill(self, t):
-        """The prompts of the prefill iteration under way got their token at ``t``: each is done or
-        joins the decoding batch (:meth:`after_prefill` and :meth:`join`, in one loop)."""
+            return
         req = self.req
-        prompt, done, gen, first, last_tok, state = req.prompt, req.done, req.gen, req.first, req.last_tok, req.state
-        kv_base, join_step, join_done, join_time, finish_step = \
-            req.kv_base, req.join_step, req.join_done, req.join_time, req.finish_step
-        finish_at, phase = self.finish_at, self.phase
-        D = self.D
-        joined = 0
         for r in self.pending:
-            kv_len = prompt[r] + done[r]
-            if first[r] != first[r]:  # nan: the first token
-                first[r] = t
-            else:
-                req.itl_value.append(t - last_tok[r])
-                req.itl_weight.append(1)
-            last_tok[r] = t
-            k = done[r] + 1
-            done[r] = k
-            if gen[r] - k <= 0:
-                req.finish[r] = t
-                state[r] = DONE
-                self.free += blocks_for(kv_len)
-                self.load -= 1
-                continue
-            base = kv_len - D
-            kv_base[r] = base
-            join_step[r] = D
-            join_done[r] = k
-            join_time[r] = t
-            step = D + gen[r] - k - 1
-            finish_step[r] = step
-            lst = finish_at.get(step)
-            if lst is None:
-                finish_at[step] = [r]
-            else:
-                lst.append(r)
-            state[r] = DECODING
-            self.S += base
-            phase[base % BLOCK_TOKENS] += 1
-            joined += 1
-        if joined:
-            self.n_run += joined
-            self.groups[t] = self.groups.get(t, 0) + joined
+            self.after_prefill(r, t, req.prompt[r] + req.done[r])
         self.pending = ()
 
 

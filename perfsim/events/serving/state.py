@@ -39,13 +39,13 @@ class RequestState:
         self.gen = gen.tolist()
         self.first = [_NAN] * n
         self.finish = [_NAN] * n
-        self.last_tok = [_NAN] * n  # time of the latest token (kept at preemption)
-        self.done = [0] * n  # tokens generated so far
+        # tokens generated so far and the latest one's time (while decoding: those at its joining, the
+        # instance's decode steps since then count the others)
+        self.last_tok = [_NAN] * n
+        self.done = [0] * n
         self.state = [WAITING] * n
         self.kv_base = [0] * n  # KV length minus the instance's decode-step count at joining
-        self.join_step = [0] * n
-        self.join_done = [0] * n
-        self.join_time = [0.0] * n
+        self.join_step = [0] * n  # the instance's decode-step count when it joined the batch
         self.finish_step = [-1] * n
         self.admit = [-1] * n  # id of the latest admission (entries of older ones are stale)
         self.prefilled = [0] * n  # prompt tokens prefilled so far (chunked prefill)
@@ -80,5 +80,13 @@ class Records:
         parts.extend(self.blocks)
         if not parts:
             return np.zeros((0, len(COLUMNS)))
-        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return out[np.argsort(out[:, 0], kind="stable")]
+        # each part's rows straight to their places (no joined copy to sort again)
+        order = np.argsort(np.concatenate([part[:, 0] for part in parts]), kind="stable")
+        place = np.empty_like(order)
+        place[order] = np.arange(len(order))
+        out = np.empty((len(order), len(COLUMNS)))
+        k = 0
+        for part in parts:
+            out[place[k:k + len(part)]] = part
+            k += len(part)
+        return out
