@@ -131,6 +131,9 @@ class _Setting:
         # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
         # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
         self.skip_absent = not self.engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
+        # whether any row's engine walks K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
+        self.walks = bool((np.asarray(c.get("walk_k_s", 0.0)) > 0).any())
+        self.ceilings = None  # (dense GEMM ceiling, expert GEMM ceiling, expert memory share): :func:`_gemm_shapes`
 
 
 def _gemm_shapes(c, op, x):
@@ -141,13 +144,14 @@ def _gemm_shapes(c, op, x):
     # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on, fitted to whole
     # measured MoE ops: no separate fill time; 1 elsewhere)
     act, wb = c["act_bytes"], c["w_bytes"]
-    ceiling, memory_eff, stream = c["gemm_max"], c["memory_max"], c.get("gemm_stream_s", 0.0)
     peak, w_b16 = c["peak_flops"], wb
+    if x.ceilings is None:  # (the same for every GEMM of the call: taken once)
+        x.ceilings = (c["gemm_max"] * c.get("block_gemm_eff", 1.0), c["gemm_max"] * c.get("moe_gemm_eff", 1.0),
+                      c["memory_max"] * c.get("moe_memory_eff", 1.0))
     if op.expert:
-        ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
-        memory_eff, stream = memory_eff * c.get("moe_memory_eff", 1.0), 0.0
+        ceiling, memory_eff, stream = x.ceilings[1], x.ceilings[2], 0.0
     else:  # (block-scale promotion: the engine's fp8 block-scaled kernels' share, runtime fp8_block_gemm_efficiency_on)
-        ceiling = ceiling * c.get("block_gemm_eff", 1.0)
+        ceiling, memory_eff, stream = x.ceilings[0], c["memory_max"], c.get("gemm_stream_s", 0.0)
     if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
         wide = np.asarray(op.wide) > 0
         ceiling = np.where(wide, c["wide_gemm_max"], ceiling)
@@ -158,7 +162,7 @@ def _gemm_shapes(c, op, x):
     if not x.backward:
         # the engine's block-scaled dense GEMMs walk K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
         walk, per_k = 0.0, c.get("walk_k_s", 0.0)
-        if not op.expert and np.any(np.asarray(per_k) > 0):
+        if not op.expert and x.walks:
             on = (np.asarray(op.wide) <= 0) & (per_k > 0)
             walk = np.where(on, per_k, 0.0) if np.any(on) else 0.0
         return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd,

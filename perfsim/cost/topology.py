@@ -46,9 +46,9 @@ def torus_share(c, ranks):
     runs its bidirectional rings over those ``m`` only: ``m / k`` of the bandwidth (Austin et al.,
     "How to Scale Your Model", part 3: an all-gather over several axes runs on all their links at once).
     """
-    dims, k, spanned = _torus_axes(c, ranks)
-    if not (dims > 0).any():
+    if not (np.asarray(c.get("torus_dims", 0.0)) > 0).any():  # a switched fabric on every row
         return 1.0
+    dims, k, spanned = _torus_axes(c, ranks)
     return np.where(dims > 0, spanned / k, 1.0)
 
 
