@@ -307,8 +307,10 @@ def _stackable(c, fields) -> int | None:
     """Dimensions (0 or 1) of the op fields where the ops of one kind can be priced together on a
     leading axis: every column :func:`price` reads holds one number and every field at most
     :data:`_STACK_MAX`; None otherwise (a block of a sweep: each op on its own arrays)."""
-    if any(getattr(c.get(k), "ndim", 0) for k in _PRICED_COLUMNS):
-        return None
+    get = c.get
+    for key in _PRICED_COLUMNS:  # (a loop: this runs on every price call)
+        if getattr(get(key), "ndim", 0):
+            return None
     dims = 0
     for v in fields:
         nd = getattr(v, "ndim", 0)
