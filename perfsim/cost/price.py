@@ -11,7 +11,7 @@ import numpy as np
 
 from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor
-from perfsim.cost.roofline import dequant_time, gemm_time, op_time, tile_efficiency
+from perfsim.cost.roofline import dequant_time, gemm_tiles, gemm_time, op_time
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
@@ -181,7 +181,9 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     that walks all of K (no split-K), a GEMM whose tiles fit on the SMs at once takes at least
     a fixed ``walk_fixed_s`` beyond its launch plus ``walk`` seconds per element of K, whatever
     its M and N (TensorRT-LLM's nvfp4 and fp8 block-scaled Linear at small M: runtimes/trt-llm.yaml)."""
-    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd)
+    # (the output tiles: the GEMM's efficiency reads them, and so does the work they execute below)
+    output_tiles = gemm_tiles(m, n, c["tile_m"], c["tile_n"], m_sd)
+    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, tiles=output_tiles)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
            if x.dequantised else 0.0)
@@ -210,7 +212,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
         tc = np.where(x.systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
     # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full
     # work (the training step's power counts its FLOPs from the model: backward passes skip this)
-    executed = 1.0 if x.backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"], m_sd)
+    executed = 1.0 if x.backward else output_tiles[2]  # (tile_efficiency)
     executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
     if x.npu_rows:
         executed = np.where(x.systolic, 1.0, executed)
