@@ -5,7 +5,7 @@ import pytest
 
 import perfsim
 from perfsim.cost.collectives import custom_all_reduce_time
-from perfsim.cost.topology import _library_collective, group_collective
+from perfsim.cost.topology import _library_collective, engine_all_reduce, group_collective
 from perfsim.errors import InputError
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
@@ -86,8 +86,10 @@ def test_nccl_above_the_limit_across_nodes_and_without_the_kernel():
 def test_trt_llm_limit_on_two_ranks():
     c = _columns("trt-llm", "h100-sxm", 2)
     size = 12e6  # below its 2-rank workspace (16 MB), above the 8 MB of larger groups
-    assert _one(group_collective(c, "all_reduce", size, 2.0)) < _one(
-        _library_collective(c, "all_reduce", size, 2.0, "auto", 1.0))
+    applies, engine = engine_all_reduce(c, size, 2.0)
+    assert bool(applies) and _one(group_collective(c, "all_reduce", size, 2.0)) == _one(engine)
+    c4 = _columns("trt-llm", "h100-sxm", 4)
+    assert not bool(engine_all_reduce(c4, size, 4.0)[0])
 
 
 def test_bad_custom_allreduce_keys():

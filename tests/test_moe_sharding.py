@@ -111,8 +111,10 @@ def test_capacity_factor_pads_expert_work():
     assert rows["step_time_s"].iloc[0] <= dropless["step_time_s"]
     assert rows["step_time_s"].iloc[0] == pytest.approx(dropless["step_time_s"], rel=0.02)
     assert rows["step_time_s"].is_monotonic_increasing
-    assert rows["breakdown.train.ep_communication_s"].iloc[2] == pytest.approx(
-        2.0 * dropless["breakdown"]["train"]["ep_communication_s"], rel=0.05)
+    # the all-to-alls' bytes grow with the factor, their fixed cost per collective does not
+    ep = rows["breakdown.train.ep_communication_s"]
+    assert ep.iloc[2] - ep.iloc[0] == pytest.approx(4.0 * (ep.iloc[1] - ep.iloc[0]), rel=0.02)
+    assert ep.iloc[2] > 1.5 * dropless["breakdown"]["train"]["ep_communication_s"]
     assert rows["memory_per_device_gib.activations"].is_monotonic_increasing
     dense = dict(model="llama2-7b", hardware="h100-sxm", mode="train", tp=1, dp=8, seq_len=2048)
     assert perfsim.estimate(**dense, capacity_factor=2.0)["step_time_s"] == pytest.approx(

@@ -21,7 +21,8 @@ NCCL's tuner does: the *simple* protocol (full bandwidth, ``latency_us`` per ste
 *low-latency* protocol (LL: 8-byte stores carrying 4 bytes of data and 4 of flag, so half the
 bandwidth, ``ll_latency_us`` per step). A *tree* all-reduce takes 2·log2(n) steps and moves S each
 way. Where the switch reduces in the network (NVLink SHARP, ``in_network_reduction``), an
-all-reduce sends S and receives S once per rank at ``in_network_efficiency``.
+all-reduce sends S and receives S once per rank at ``in_network_efficiency``, after a latency of its
+own (``in_network_latency_us``; NCCL's ``hwLatencies`` give NVLS one flat latency, not one per step).
 
 Bus bandwidth follows nccl-tests (``busbw = algbw × factor``; factor 2(n-1)/n for all-reduce,
 (n-1)/n for all-gather, reduce-scatter and all-to-all, 1 for send/recv).
@@ -63,7 +64,8 @@ def ring_steps(op, n):
 
 
 def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s, ll_latency_s,
-                    nvls_efficiency=0.0, base_latency_s=0.0, algorithm: str = "auto", steps=None):
+                    nvls_efficiency=0.0, base_latency_s=0.0, nvls_latency_s=None, algorithm: str = "auto",
+                    steps=None):
     """Time (s) of one collective, the best protocol/algorithm the library would pick.
 
     Parameters
@@ -84,6 +86,9 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
         Fraction of ``bandwidth`` an in-network (switch) all-reduce reaches; 0 where unavailable.
     base_latency_s : array_like
         Fixed cost of the collective, s, paid once whatever the algorithm and protocol.
+    nvls_latency_s : array_like, optional
+        Latency of the in-network all-reduce, s (NCCL prices it on its own, not per ring step);
+        twice ``latency_s`` where not given or 0.
     algorithm : {"auto", "ring", "tree"}
         ``ring`` or ``tree`` force that algorithm; ``auto`` takes the fastest candidate.
     steps : array_like, optional
@@ -125,7 +130,9 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
             # NCCL's tree is an inter-node algorithm; inside one switch it picks ring or NVLS
             nvls_eff = np.asarray(nvls_efficiency, dtype=float)
             if (nvls_eff > 0).any():
-                nvls = np.where(nvls_eff > 0, 2.0 * latency_s + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
+                lat = 2.0 * np.asarray(latency_s, dtype=float) if nvls_latency_s is None else \
+                    np.where(np.asarray(nvls_latency_s) > 0, nvls_latency_s, 2.0 * np.asarray(latency_s, dtype=float))
+                nvls = np.where(nvls_eff > 0, lat + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)
     return np.where((n > 1) & (size > 0), best + base_latency_s, 0.0)
 

@@ -109,7 +109,7 @@ _PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_
                    "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
                    "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
-                   "nvls_eff", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",
+                   "nvls_eff", "nvls_lat_s", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",
                    "scaleout_ll_s", "scaleup_bw", "scaleup_eff", "scaleup_lat_s", "scaleup_ll_s", "custom_ar_max",
                    "custom_ar_max_tp2", "custom_ar_lat_s", "custom_ar_eff")
 #: elements of an op field up to which ops are stacked (one configuration, or the two passes of one)

@@ -194,7 +194,7 @@ def _library_collective(c, op, size, ranks, algorithm, stride):
     torus = (np.asarray(c.get("torus_dims", 0.0)) > 0).any()
     steps = torus_hops(c, op, ranks) if torus else None  # a switched fabric: the ring's steps
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], base_latency_s=base, algorithm=algorithm,
-                             steps=steps, **up)
+                             nvls_latency_s=c.get("nvls_lat_s"), steps=steps, **up)
     if not (nodes > 1).any():  # every group inside one node: the price across nodes is not read
         return np.where(nodes > 1, 0.0, inside)
     nic = c["scaleout_bw"] * c["scaleout_eff"]

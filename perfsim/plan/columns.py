@@ -36,7 +36,7 @@ _HW = {
     "scaleup_gb_s": ("scaleup_bw", 1e9), "scaleup_efficiency": ("scaleup_eff", 1.0),
     "scaleup_latency_us": ("scaleup_lat_s", 1e-6), "scaleup_ll_latency_us": ("scaleup_ll_s", 1e-6),
     "scaleup_base_latency_us": ("scaleup_base_s", 1e-6),
-    "scaleup_nvls_efficiency": ("nvls_eff", 1.0),
+    "scaleup_nvls_efficiency": ("nvls_eff", 1.0), "scaleup_nvls_latency_us": ("nvls_lat_s", 1e-6),
     "scaleup_domain_devices": ("scaleup_domain", 1.0), "scaleup_torus_dims": ("torus_dims", 1.0),
     "scaleout_gb_s": ("scaleout_bw", 1e9), "scaleout_efficiency": ("scaleout_eff", 1.0),
     "scaleout_latency_us": ("scaleout_lat_s", 1e-6), "scaleout_ll_latency_us": ("scaleout_ll_s", 1e-6),

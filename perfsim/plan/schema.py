@@ -94,6 +94,7 @@ COLUMNS = (
     _C("scaleup_ll_s", "s", "scale-up latency per step of the low-latency (LL) protocol (0: none)"),
     _C("scaleup_base_s", "s", "fixed cost of one collective, whatever its ranks and size (NCCL's base latency)"),
     _C("nvls_eff", "1", "efficiency of in-switch (NVLS/SHARP) all-reduce (0: no in-network reduction)"),
+    _C("nvls_lat_s", "s", "latency of an in-switch (NVLS/SHARP) all-reduce (0: twice scaleup_lat_s)"),
     _C("scaleout_bw", "B/s", "inter-node NIC bandwidth per device, per direction"),
     _C("scaleout_eff", "1", "fraction of scaleout_bw a large ring collective reaches"),
     _C("scaleout_lat_s", "s", "scale-out latency per ring step"),

@@ -47,7 +47,7 @@ _SCHEMA = {
         "package": {"name": S.STR, "devices": S.INT, "bandwidth_gb_s": S.NUM},
         "scaleup": {"name": S.STR, "bandwidth_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
                     "ll_latency_us": S.NUM, "base_latency_us": S.NUM,
-                    "in_network_reduction": S.BOOL, "in_network_efficiency": S.NUM,
+                    "in_network_reduction": S.BOOL, "in_network_efficiency": S.NUM, "in_network_latency_us": S.NUM,
                     "domain_devices": S.INT, "torus_dims": S.INT},
         "host_link": {"name": S.STR, "bandwidth_gb_s": S.NUM, "efficiency": S.NUM},
         "host_memory_gib": S.NUM,
@@ -100,6 +100,7 @@ _FIELDS = {
     "node.scaleup.ll_latency_us": "scaleup_ll_latency_us",
     "node.scaleup.base_latency_us": "scaleup_base_latency_us",
     "node.scaleup.in_network_efficiency": "scaleup_nvls_efficiency",
+    "node.scaleup.in_network_latency_us": "scaleup_nvls_latency_us",
     "node.scaleup.domain_devices": "scaleup_domain_devices",
     "node.scaleup.torus_dims": "scaleup_torus_dims",
     "node.host_link.bandwidth_gb_s": "host_link_gb_s",
@@ -129,7 +130,8 @@ _REQUIRED = (
 _OPTIONAL_DEFAULTS = {
     "clock_ghz": 1.0, "l2_cache_mib": 0.0, "gemm_tile_m": 128, "gemm_tile_n": 128, "kernel_launch_us": 0.0,
     "idle_w": 0.0, "package_devices": 1, "package_gb_s": 0.0, "scaleup_gb_s": 0.0, "scaleup_latency_us": 0.0, "scaleup_efficiency": 1.0, "scaleup_ll_latency_us": 0.0,
-    "scaleup_base_latency_us": 0.0, "scaleup_nvls_efficiency": 0.0, "host_link_gb_s": 0.0,
+    "scaleup_base_latency_us": 0.0, "scaleup_nvls_efficiency": 0.0, "scaleup_nvls_latency_us": 0.0,
+    "host_link_gb_s": 0.0,
     # the scale-up fabric joins the node's devices (0: devices_per_node) through switches (0 torus dims)
     "scaleup_domain_devices": 0, "scaleup_torus_dims": 0, "host_link_efficiency": 1.0,
     "host_memory_gib": 0.0, "nvme_bandwidth_gb_s": 0.0, "cpu_tflops": 0.0, "cpu_memory_bandwidth_gb_s": 0.0,
