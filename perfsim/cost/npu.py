@@ -118,12 +118,13 @@ def attention_efficiency(rows, depth, span, units, *, arrays, size, weight_stati
     return 2.0 / (1.0 / qk + 1.0 / pv)
 
 
-def device_gemm_efficiency(c, m, n, k, groups, gemm_max, m_sd=0.0):
+def device_gemm_efficiency(c, m, n, k, groups, gemm_max, m_sd=0.0, tiles=None):
     """GEMM efficiency on each row's device: systolic arrays where ``c["systolic"]`` is set
     (kind npu/tpu), the GPU tile and wave formula (K split where tiles are few; ``m_sd``: rows
-    spread over the groups) elsewhere."""
+    spread over the groups) elsewhere; ``tiles``: the GEMMs' tiles where the caller has them
+    (:func:`perfsim.cost.roofline.gemm_efficiency`)."""
     gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max, k=k,
-                          balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), m_sd=m_sd)
+                          balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), m_sd=m_sd, tiles=tiles)
     systolic = np.asarray(c.get("systolic", 0.0))
     if not (systolic > 0).any():
         return gpu

@@ -11,7 +11,7 @@ import numpy as np
 
 from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor
-from perfsim.cost.roofline import dequant_time, gemm_time, op_time, tile_efficiency
+from perfsim.cost.roofline import dequant_time, gemm_tiles, gemm_time, op_time
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 
@@ -131,6 +131,9 @@ class _Setting:
         # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
         # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
         self.skip_absent = not self.engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
+        # whether any row's engine walks K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
+        self.walks = bool((np.asarray(c.get("walk_k_s", 0.0)) > 0).any())
+        self.ceilings = None  # (dense GEMM ceiling, expert GEMM ceiling, expert memory share): :func:`_gemm_shapes`
 
 
 def _gemm_shapes(c, op, x):
@@ -141,13 +144,14 @@ def _gemm_shapes(c, op, x):
     # streaming bandwidth for the expert weights (runtime moe_*_efficiency_on, fitted to whole
     # measured MoE ops: no separate fill time; 1 elsewhere)
     act, wb = c["act_bytes"], c["w_bytes"]
-    ceiling, memory_eff, stream = c["gemm_max"], c["memory_max"], c.get("gemm_stream_s", 0.0)
     peak, w_b16 = c["peak_flops"], wb
+    if x.ceilings is None:  # (the same for every GEMM of the call: taken once)
+        x.ceilings = (c["gemm_max"] * c.get("block_gemm_eff", 1.0), c["gemm_max"] * c.get("moe_gemm_eff", 1.0),
+                      c["memory_max"] * c.get("moe_memory_eff", 1.0))
     if op.expert:
-        ceiling = ceiling * c.get("moe_gemm_eff", 1.0)
-        memory_eff, stream = memory_eff * c.get("moe_memory_eff", 1.0), 0.0
+        ceiling, memory_eff, stream = x.ceilings[1], x.ceilings[2], 0.0
     else:  # (block-scale promotion: the engine's fp8 block-scaled kernels' share, runtime fp8_block_gemm_efficiency_on)
-        ceiling = ceiling * c.get("block_gemm_eff", 1.0)
+        ceiling, memory_eff, stream = x.ceilings[0], c["memory_max"], c.get("gemm_stream_s", 0.0)
     if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
         wide = np.asarray(op.wide) > 0
         ceiling = np.where(wide, c["wide_gemm_max"], ceiling)
@@ -158,7 +162,7 @@ def _gemm_shapes(c, op, x):
     if not x.backward:
         # the engine's block-scaled dense GEMMs walk K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
         walk, per_k = 0.0, c.get("walk_k_s", 0.0)
-        if not op.expert and np.any(np.asarray(per_k) > 0):
+        if not op.expert and x.walks:
             on = (np.asarray(op.wide) <= 0) & (per_k > 0)
             walk = np.where(on, per_k, 0.0) if np.any(on) else 0.0
         return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd,
@@ -177,7 +181,9 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     that walks all of K (no split-K), a GEMM whose tiles fit on the SMs at once takes at least
     a fixed ``walk_fixed_s`` beyond its launch plus ``walk`` seconds per element of K, whatever
     its M and N (TensorRT-LLM's nvfp4 and fp8 block-scaled Linear at small M: runtimes/trt-llm.yaml)."""
-    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd)
+    # (the output tiles: the GEMM's efficiency reads them, and so does the work they execute below)
+    output_tiles = gemm_tiles(m, n, c["tile_m"], c["tile_n"], m_sd)
+    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, tiles=output_tiles)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
            if x.dequantised else 0.0)
@@ -206,7 +212,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
         tc = np.where(x.systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
     # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full
     # work (the training step's power counts its FLOPs from the model: backward passes skip this)
-    executed = 1.0 if x.backward else tile_efficiency(m, n, c["tile_m"], c["tile_n"], m_sd)
+    executed = 1.0 if x.backward else output_tiles[2]  # (tile_efficiency)
     executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
     if x.npu_rows:
         executed = np.where(x.systolic, 1.0, executed)
@@ -303,8 +309,10 @@ def _stackable(c, fields) -> int | None:
     """Dimensions (0 or 1) of the op fields where the ops of one kind can be priced together on a
     leading axis: every column :func:`price` reads holds one number and every field at most
     :data:`_STACK_MAX`; None otherwise (a block of a sweep: each op on its own arrays)."""
-    if any(getattr(c.get(k), "ndim", 0) for k in _PRICED_COLUMNS):
-        return None
+    get = c.get
+    for key in _PRICED_COLUMNS:  # (a loop: this runs on every price call)
+        if getattr(get(key), "ndim", 0):
+            return None
     dims = 0
     for v in fields:
         nd = getattr(v, "ndim", 0)

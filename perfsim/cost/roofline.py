@@ -48,7 +48,8 @@ _PARTIAL_BYTES = 8.0
 _SPLITS = np.array(SPLIT_K[1:])  # the splits past none
 
 
-def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=None, balance=None, m_sd=0.0):
+def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=None, balance=None, m_sd=0.0,
+                    tiles=None):
     """Fraction of peak a GEMM of output ``m × n`` (``groups`` independent ones) reaches.
 
     Parameters
@@ -75,6 +76,9 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
         expectation): each group pads its own rows to whole tiles, and the tiles' total, random
         too, runs in waves whose expected number is taken (:func:`tile_moments`). 0 (the default):
         every group has ``m`` rows.
+    tiles : tuple, optional
+        :func:`gemm_tiles` of these ``m``, ``n``, ``tile_m``, ``tile_n`` and ``m_sd``, where the caller
+        has them (taken here otherwise).
 
     Returns
     -------
@@ -90,7 +94,7 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     >>> float(gemm_efficiency(128, 2048, 1, 128, 128, 132, 0.8, k=8192, balance=330.0).round(3))
     0.414
     """
-    tiles_m, tiles_n, tile_eff, var_m = _tiles(m, n, tile_m, tile_n, m_sd)
+    tiles_m, tiles_n, tile_eff, var_m = gemm_tiles(m, n, tile_m, tile_n, m_sd) if tiles is None else tiles
     tiles = tiles_m * tiles_n * groups
     base = gemm_max * tile_eff
     # rows spread over the groups: the tiles' total is random too, and so are its waves (their mean)
@@ -163,7 +167,7 @@ def expected_tiles(m, sd, tile):
     return tile_moments(m, sd, tile)[0]
 
 
-def _tiles(m, n, tile_m, tile_n, m_sd=0.0):
+def gemm_tiles(m, n, tile_m, tile_n, m_sd=0.0):
     """``(tiles_m, tiles_n, tile_eff, var_m)``: output tiles along each side (small M takes a
     shorter tile; with ``m_sd`` the expected tiles of rows spread about ``m``, and their variance:
     :func:`tile_moments`) and the share of their work that is useful."""
@@ -184,7 +188,7 @@ def tile_efficiency(m, n, tile_m, tile_n, m_sd=0.0):
     >>> float(tile_efficiency(1, 8192, 128, 128))  # a GEMV pads its row to a 16-row tile
     0.0625
     """
-    return _tiles(m, n, tile_m, tile_n, m_sd)[2]
+    return gemm_tiles(m, n, tile_m, tile_n, m_sd)[2]
 
 
 def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,

@@ -46,9 +46,9 @@ def torus_share(c, ranks):
     runs its bidirectional rings over those ``m`` only: ``m / k`` of the bandwidth (Austin et al.,
     "How to Scale Your Model", part 3: an all-gather over several axes runs on all their links at once).
     """
-    dims, k, spanned = _torus_axes(c, ranks)
-    if not (dims > 0).any():
+    if not (np.asarray(c.get("torus_dims", 0.0)) > 0).any():  # a switched fabric on every row
         return 1.0
+    dims, k, spanned = _torus_axes(c, ranks)
     return np.where(dims > 0, spanned / k, 1.0)
 
 
@@ -146,6 +146,12 @@ def engine_all_reduce(c, size, ranks, stride=1.0):
     return applies, t
 
 
+def _engine_kernel(c) -> bool:
+    """Whether the runtime gives its own all-reduce kernel on some row (finite ``custom_ar_lat_s`` and
+    ``custom_ar_eff``): where none does, :func:`engine_all_reduce` applies nowhere."""
+    return bool((np.isfinite(c.get("custom_ar_lat_s", np.nan)) & np.isfinite(c.get("custom_ar_eff", np.nan))).any())
+
+
 def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     """Time of a collective over ``ranks`` devices placed ``stride`` devices apart.
 
@@ -167,7 +173,7 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     (:func:`engine_all_reduce`).
     """
     t = _library_collective(c, op, size, ranks, algorithm, stride)
-    if op != "all_reduce" or algorithm != "auto":
+    if op != "all_reduce" or algorithm != "auto" or not _engine_kernel(c):
         return t
     applies, engine = engine_all_reduce(c, size, ranks, stride)
     return np.where(applies, engine, t) if applies.any() else t
