@@ -12,6 +12,7 @@ import pytest
 
 import perfsim
 from perfsim.cost import price as pricing
+from perfsim.report.plot import _flat  # an estimate result as dotted keys, as the plots read it
 
 
 def _loop(parts, count):
@@ -91,16 +92,6 @@ def test_a_sweep_does_not_depend_on_its_chunks():
     whole = perfsim.sweep(**REPRO)
     for chunk_rows in (1, 5):
         pd.testing.assert_frame_equal(perfsim.sweep(**REPRO, chunk_rows=chunk_rows), whole, check_exact=True)
-
-
-def _flat(result, prefix=""):
-    out = {}
-    for key, value in result.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 MIXED = [
