@@ -198,36 +198,27 @@ def test_in_network_all_reduce_pays_its_own_latency_not_two_ring_steps():
     assert float(collective_time("all_reduce", size, 8, **kw)) == tied
 
 
-@pytest.mark.parametrize("op, n, size, measured_us", [
+@pytest.mark.parametrize("hardware, op, n, size, measured_us", [
     # NVIDIA aiconfigurator (ai-dynamo/aiconfigurator 095f58a51) aic-core/src/aiconfigurator_core/systems/
-    # data/h100_sxm/comm/nccl/2.29.2/nccl_perf.parquet: nccl-tests out-of-place time, median of the
-    # fp16 and int8 rows of that byte size; the former scale-up numbers priced these 0.29-0.62x and 1.22x
-    ("all_gather", 2, 65536, 6.345),
-    ("reduce_scatter", 2, 1048576, 10.855),
-    ("all_reduce", 2, 65536, 7.550),
-    ("all_reduce", 2, 1048576, 15.595),
-    ("all_reduce", 8, 65536, 19.375),
+    # data/<h100_sxm|gb200|b200_sxm>/comm/nccl/2.29.2/nccl_perf.parquet: nccl-tests out-of-place time,
+    # median of the fp16 and int8 rows of that byte size.
+    # H100, small collectives: the former scale-up numbers priced these 0.29-0.62x and 1.22x
+    ("h100-sxm", "all_gather", 2, 65536, 6.345),
+    ("h100-sxm", "reduce_scatter", 2, 1048576, 10.855),
+    ("h100-sxm", "all_reduce", 2, 65536, 7.550),
+    ("h100-sxm", "all_reduce", 2, 1048576, 15.595),
+    ("h100-sxm", "all_reduce", 8, 65536, 19.375),
+    # NVLink 5, large all-reduces in the switch: the ring alone (NVLS tied to two ring steps, fitted to
+    # never win) priced the large ones 1.29-1.37x (gb200, 4 GPUs of an NVL72 tray) and 1.33-1.54x (b200, 8 GPUs)
+    ("gb200", "all_reduce", 4, 2097152, 26.760),
+    ("gb200", "all_reduce", 4, 67108864, 186.320),
+    ("gb200", "all_reduce", 4, 268435456, 677.015),
+    ("gb200", "all_reduce", 4, 536870912, 1311.200),
+    ("b200", "all_reduce", 8, 16777216, 88.725),
+    ("b200", "all_reduce", 8, 134217728, 394.290),
+    ("b200", "all_reduce", 8, 268435456, 733.735),
+    ("b200", "all_reduce", 8, 536870912, 1399.980),
 ])
-def test_h100_small_nccl_collectives_match_measured_nccl_tests(op, n, size, measured_us):
-    t = perfsim.collective("h100-sxm", op, size, n)["time_s"] * 1e6
-    assert t == pytest.approx(measured_us, rel=0.15)
-
-
-
-@pytest.mark.parametrize("hardware, n, size, measured_us", [
-    # NVIDIA aiconfigurator (ai-dynamo/aiconfigurator 095f58a51) aic-core/src/aiconfigurator_core/systems/
-    # data/{gb200,b200_sxm}/comm/nccl/2.29.2/nccl_perf.parquet: all_reduce, nccl-tests out-of-place time,
-    # median of the fp16 and int8 rows; the ring alone (NVLS tied to two ring steps, fitted to never win)
-    # priced the large ones 1.29-1.37x (gb200, 4 GPUs of an NVL72 tray) and 1.33-1.54x (b200, 8 GPUs)
-    ("gb200", 4, 2097152, 26.760),
-    ("gb200", 4, 67108864, 186.320),
-    ("gb200", 4, 268435456, 677.015),
-    ("gb200", 4, 536870912, 1311.200),
-    ("b200", 8, 16777216, 88.725),
-    ("b200", 8, 134217728, 394.290),
-    ("b200", 8, 268435456, 733.735),
-    ("b200", 8, 536870912, 1399.980),
-])
-def test_large_nvlink5_all_reduce_runs_in_the_switch(hardware, n, size, measured_us):
-    t = perfsim.collective(hardware, "all_reduce", size, n)["time_s"] * 1e6
+def test_nccl_collectives_match_measured_nccl_tests(hardware, op, n, size, measured_us):
+    t = perfsim.collective(hardware, op, size, n)["time_s"] * 1e6
     assert t == pytest.approx(measured_us, rel=0.15)
