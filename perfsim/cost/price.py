@@ -212,7 +212,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
         tc = np.where(x.systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
     # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full
     # work (the training step's power counts its FLOPs from the model: backward passes skip this)
-    executed = 1.0 if x.backward else output_tiles[2]  # (tile_efficiency)
+    executed = 1.0 if x.backward else output_tiles[2]  # (the useful share of the work the tiles execute)
     executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
     if x.npu_rows:
         executed = np.where(x.systolic, 1.0, executed)

@@ -170,25 +170,18 @@ def expected_tiles(m, sd, tile):
 def gemm_tiles(m, n, tile_m, tile_n, m_sd=0.0):
     """``(tiles_m, tiles_n, tile_eff, var_m)``: output tiles along each side (small M takes a
     shorter tile; with ``m_sd`` the expected tiles of rows spread about ``m``, and their variance:
-    :func:`tile_moments`) and the share of their work that is useful."""
+    :func:`tile_moments`) and the share of their work that is useful: partial tiles do full work,
+    so a GEMM of ``m`` rows runs ``1 / tile_eff`` times its FLOPs on the matrix engines (what they
+    draw power for).
+
+    >>> float(gemm_tiles(1, 8192, 128, 128)[2])  # a GEMV pads its row to a 16-row tile
+    0.0625
+    """
     safe_m = np.maximum(np.asarray(m, dtype=float), 1.0)
     tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
     tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if np.any(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
     tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
     return tiles_m, tiles_n, (safe_m * n) / (tiles_m * tm * tiles_n * tile_n), var_m
-
-
-def tile_efficiency(m, n, tile_m, tile_n, m_sd=0.0):
-    """Useful share of the work a GEMM's output tiles execute: partial tiles do full work, so a
-    GEMM of ``m`` rows runs ``1 / tile_efficiency`` times its FLOPs on the matrix engines (what
-    they draw power for).
-
-    Examples
-    --------
-    >>> float(tile_efficiency(1, 8192, 128, 128))  # a GEMV pads its row to a 16-row tile
-    0.0625
-    """
-    return gemm_tiles(m, n, tile_m, tile_n, m_sd)[2]
 
 
 def gemm_time(m, n, k, *, groups=1.0, peak_flops, eff, bandwidth, memory_eff,
