@@ -1,5 +1,6 @@
 """Three fabric levels (package, node, network) and rings across nodes."""
 
+import numpy as np
 import pytest
 
 import perfsim
@@ -186,16 +187,35 @@ def test_tpu_decode_pays_the_torus_latency_of_each_tensor_parallel_all_reduce():
 
 def test_in_network_all_reduce_pays_its_own_latency_not_two_ring_steps():
     """NCCL prices NVLS with one latency of its own (src/graph/tuning.cc hwLatencies), not per ring
-    step: S / (B e) + in_network_latency; without one, twice the simple protocol's step."""
+    step: 9/8 S / (B e) + in_network_latency on 8 ranks; without one, twice the simple protocol's step."""
     from perfsim.cost.collectives import collective_time
 
     kw = dict(bandwidth=400e9, efficiency=0.5, latency_s=30e-6, ll_latency_s=0.0, nvls_efficiency=0.5)
     size = 16 * 2**20
     own = float(collective_time("all_reduce", size, 8, nvls_latency_s=20e-6, **kw))
-    assert own == pytest.approx(20e-6 + size / 200e9)
+    assert own == pytest.approx(20e-6 + 9 / 8 * size / 200e9)
     tied = float(collective_time("all_reduce", size, 8, nvls_latency_s=0.0, **kw))
-    assert tied == pytest.approx(60e-6 + size / 200e9)
+    assert tied == pytest.approx(60e-6 + 9 / 8 * size / 200e9)
     assert float(collective_time("all_reduce", size, 8, **kw)) == tied
+
+
+def test_in_network_all_reduce_moves_n_plus_one_shares_each_way_and_loses_to_the_ring_on_two_ranks():
+    """An NVLS all-reduce is a reduce-scatter through the switch then a multicast all-gather: each
+    rank sends S + S/n and receives S/n + S (NVIDIA/nccl issue #1083; NCCL's ncclTopoSearchTryNvls
+    loads n + 1 channel shares on each link). On 2 ranks that is 1.5 S against the ring's S each way,
+    so the ring wins even where NVLS reaches a higher share of the link."""
+    from perfsim.cost.collectives import collective_time
+
+    kw = dict(bandwidth=450e9, efficiency=0.55, latency_s=0.0, ll_latency_s=0.0, nvls_latency_s=1e-9)
+    size = 2.0**30
+    for n in (4.0, 8.0):                                               # NVLS wins: (n+1)/n S at 0.7
+        nvls = float(collective_time("all_reduce", size, n, nvls_efficiency=0.7, **kw))
+        assert nvls == pytest.approx(1e-9 + (n + 1) / n * size / (450e9 * 0.7))
+    ring = float(collective_time("all_reduce", size, 2.0, **kw))      # 2 (n-1)/n S = S each way
+    assert ring == pytest.approx(size / (450e9 * 0.55))
+    assert float(collective_time("all_reduce", size, 2.0, nvls_efficiency=0.7, **kw)) == pytest.approx(ring)
+    rows = collective_time("all_reduce", size, np.array([2.0, 8.0]), nvls_efficiency=np.array([0.7, 0.7]), **kw)
+    assert rows == pytest.approx([ring, 1e-9 + 9 / 8 * size / (450e9 * 0.7)])  # one call, rows broadcast
 
 
 @pytest.mark.parametrize("hardware, op, n, size, measured_us", [
@@ -218,6 +238,10 @@ def test_in_network_all_reduce_pays_its_own_latency_not_two_ring_steps():
     ("b200", "all_reduce", 8, 134217728, 394.290),
     ("b200", "all_reduce", 8, 268435456, 733.735),
     ("b200", "all_reduce", 8, 536870912, 1399.980),
+    # NVLS all-reduce moving S per GPU instead of (n+1)/n S: priced these 0.81, 0.78 (h100, 4 GPUs) and 0.84x (h200)
+    ("h100-sxm", "all_reduce", 4, 134217728, 620.105),
+    ("h100-sxm", "all_reduce", 4, 536870912, 2313.480),
+    ("h200", "all_reduce", 8, 134217728, 636.895),
 ])
 def test_nccl_collectives_match_measured_nccl_tests(hardware, op, n, size, measured_us):
     t = perfsim.collective(hardware, op, size, n)["time_s"] * 1e6

@@ -21,8 +21,16 @@ NCCL's tuner does: the *simple* protocol (full bandwidth, ``latency_us`` per ste
 *low-latency* protocol (LL: 8-byte stores carrying 4 bytes of data and 4 of flag, so half the
 bandwidth, ``ll_latency_us`` per step). A *tree* all-reduce takes 2·log2(n) steps and moves S each
 way. Where the switch reduces in the network (NVLink SHARP, ``in_network_reduction``), an
-all-reduce sends S and receives S once per rank at ``in_network_efficiency``, after a latency of its
-own (``in_network_latency_us``; NCCL's ``hwLatencies`` give NVLS one flat latency, not one per step).
+all-reduce is a reduce-scatter through the switch (each rank's memory gives up S, one share of S/n
+to each rank's multimem load-reduce, and the rank receives its reduced S/n) then an all-gather
+through it (the rank multicasts its S/n and receives every rank's, S): ``(n+1)/n · S`` each way
+per rank, at ``in_network_efficiency``, after a latency of its own (``in_network_latency_us``;
+NCCL's ``hwLatencies`` give NVLS one flat latency, not one per step). NCCL's topology search
+charges an NVLS channel the same: its bandwidth on every rank's switch link each way and twice on
+its head rank's, ``n + 1`` shares per link over the ``n`` channels of one node
+(``ncclTopoSearchTryNvls``, ``src/graph/search.cc``). So on 2 ranks NVLS moves 1.5 S against the
+ring's S and loses unless it reaches 1.5 times the ring's share of the link; NCCL's all-gather and reduce-scatter stay on the ring inside a node,
+as NVLS gives them no less to move (S received, or sent, against the ring's (n-1)/n · S).
 
 Bus bandwidth follows nccl-tests (``busbw = algbw × factor``; factor 2(n-1)/n for all-reduce,
 (n-1)/n for all-gather, reduce-scatter and all-to-all, 1 for send/recv).
@@ -83,7 +91,8 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
     latency_s, ll_latency_s : array_like
         Per-step latency of the simple and the low-latency protocol, s (0 disables LL).
     nvls_efficiency : array_like
-        Fraction of ``bandwidth`` an in-network (switch) all-reduce reaches; 0 where unavailable.
+        Fraction of ``bandwidth`` an in-network (switch) all-reduce reaches on the ``(n+1)/n · S``
+        it moves each way per rank; 0 where unavailable.
     base_latency_s : array_like
         Fixed cost of the collective, s, paid once whatever the algorithm and protocol.
     nvls_latency_s : array_like, optional
@@ -132,7 +141,8 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
             if (nvls_eff > 0).any():
                 lat = 2.0 * np.asarray(latency_s, dtype=float) if nvls_latency_s is None else \
                     np.where(np.asarray(nvls_latency_s) > 0, nvls_latency_s, 2.0 * np.asarray(latency_s, dtype=float))
-                nvls = np.where(nvls_eff > 0, lat + size / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
+                moved = (n + 1.0) / np.maximum(n, 1.0) * size  # reduce-scatter then multicast, each way
+                nvls = np.where(nvls_eff > 0, lat + moved / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)
     return np.where((n > 1) & (size > 0), best + base_latency_s, 0.0)
 
