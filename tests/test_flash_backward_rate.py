@@ -55,3 +55,12 @@ def test_cdna_keeps_the_a100_ratio_and_hopper_its_own():
     a100, mi250x, h100 = (_rates(hw, 16384, 0) for hw in ("a100-80gb", "mi250x", "h100-sxm"))
     assert mi250x[1] / mi250x[0] == pytest.approx(a100[1] / a100[0], rel=1e-9)
     assert (h100[1] / h100[0]) / (a100[1] / a100[0]) == pytest.approx(0.98 / 0.866, rel=1e-9)
+
+
+@pytest.mark.parametrize("runtime", ["megatron", "nemo", "deepspeed"])
+def test_every_flash_attention_2_profile_takes_the_same_ratio_before_hopper(runtime):
+    """Megatron-core/NeMo (Transformer Engine runs flash-attn before Hopper) and DeepSpeed run the same
+    FlashAttention-2 kernel as torchtitan on A100: the same backward-over-forward rate."""
+    ref = _rates("a100-80gb", 16384, 0)
+    fwd, bwd = _rates("a100-80gb", 16384, 0, runtime=runtime)
+    assert bwd / fwd == pytest.approx(ref[1] / ref[0], rel=1e-9)
