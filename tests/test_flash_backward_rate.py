@@ -64,3 +64,12 @@ def test_every_flash_attention_2_profile_takes_the_same_ratio_before_hopper(runt
     ref = _rates("a100-80gb", 16384, 0)
     fwd, bwd = _rates("a100-80gb", 16384, 0, runtime=runtime)
     assert bwd / fwd == pytest.approx(ref[1] / ref[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("runtime", ["torchtitan", "megatron", "nemo", "deepspeed", "sglang"])
+def test_flash_attention_2_forward_at_its_measured_share_of_a100_peak(runtime):
+    """FlashAttention-2's forward at 16K tokens a call, no mask, head dim 128, runs at 73% of A100's
+    312 TFLOP/s (Dao 2023): the profiles' share of a100-80gb's own GEMM ceiling reproduces it (a share
+    of the 86% the paper quotes for GEMMs would give 69%)."""
+    fwd, _ = _rates("a100-80gb", 16384, 0, runtime=runtime)
+    assert fwd == pytest.approx(FORWARD_16K, rel=0.005)

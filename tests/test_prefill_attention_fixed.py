@@ -35,7 +35,7 @@ def _f(x):
 
 def test_runtime_keys_resolve_per_family():
     """trt-llm on Hopper: 12.4 us per call, 4.07 us per tile, share 0.632; on Ampere 8.9, 1.96, 0.595;
-    sglang on Ampere gives no share: its attention_efficiency (0.859); a training engine gives none."""
+    sglang on Ampere gives no share: its attention_efficiency (0.912); a training engine gives none."""
     c = _config()
     assert _f(c["prefill_attn_fixed_s"]) == pytest.approx(12.4e-6)
     assert _f(c["prefill_attn_tile_s"]) == pytest.approx(4.07e-6)
@@ -43,7 +43,7 @@ def test_runtime_keys_resolve_per_family():
     a = _config(hardware="a100-80gb")
     assert (_f(a["prefill_attn_fixed_s"]), _f(a["prefill_attn_tile_s"]), _f(a["prefill_attn_eff"])) == pytest.approx(
         (8.9e-6, 1.96e-6, 0.595))
-    assert _f(_config(runtime="sglang", hardware="a100-80gb")["prefill_attn_eff"]) == pytest.approx(0.859)
+    assert _f(_config(runtime="sglang", hardware="a100-80gb")["prefill_attn_eff"]) == pytest.approx(0.912)
     m = _config(runtime="megatron")
     assert (_f(m["prefill_attn_fixed_s"]), _f(m["prefill_attn_tile_s"])) == (0.0, 0.0)
     assert _f(m["prefill_attn_eff"]) == _f(m["attention_eff"])
@@ -61,15 +61,15 @@ def test_prefill_fixed_time_by_hand():
 
 
 def test_price_uses_the_prefill_share_and_adds_the_fixed_time():
-    """The priced call: launch + FLOPs at the prefill share (0.632 in place of 0.859, a compute-bound
-    call 0.859 / 0.632 times longer) + the fixed time."""
+    """The priced call: launch + FLOPs at the prefill share (0.632 in place of 0.912, a compute-bound
+    call 0.912 / 0.632 times longer) + the fixed time."""
     c = _config()
     op = _core(c, _prefill(4.0, 4096.0))
     plain = dict(c, prefill_attn_fixed_s=0.0, prefill_attn_tile_s=0.0, prefill_attn_eff=c["attention_eff"])
     base = _f(price(plain, [op])["attention_s"]) - _f(c["launch_s"])
     new = _f(price(c, [op])["attention_s"]) - _f(c["launch_s"])
-    assert _f(c["attention_eff"]) == pytest.approx(0.859)
-    assert new - _f(prefill_fixed_time(c, op)) == pytest.approx(base * 0.859 / 0.632, rel=1e-9)
+    assert _f(c["attention_eff"]) == pytest.approx(0.912)
+    assert new - _f(prefill_fixed_time(c, op)) == pytest.approx(base * 0.912 / 0.632, rel=1e-9)
 
 
 def test_only_prefill_calls_pay_it():
