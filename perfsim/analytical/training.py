@@ -39,7 +39,7 @@ import numpy as np
 from perfsim.analytical import offload
 from perfsim.analytical.data_parallel import data_parallel, dp_traffic
 from perfsim.cost.power import cap_passes
-from perfsim.cost.price import combine, price
+from perfsim.cost.price import combine, price_segments
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
@@ -62,11 +62,12 @@ def _stage_passes(c, p, backward):
     layers being the fullest stage's share of the model's (``1 / pp`` when pp divides them)."""
     dense, moe = layer_counts(c)
     per_stage = stage_share(c)
-    parts = [(dense * per_stage, price(c, layer_ops(c, p, moe=False), backward=backward))]
+    layers = [(dense * per_stage, layer_ops(c, p, moe=False))]
     if np.any(moe > 0):
-        parts.append((moe * per_stage, price(c, layer_ops(c, p, moe=True), backward=backward)))
-    return (combine(*parts), price(c, embedding_ops(c, p), backward=backward),
-            price(c, lm_head_ops(c, p), backward=backward))
+        layers.append((moe * per_stage, layer_ops(c, p, moe=True)))
+    *priced, embedding, head = price_segments(c, [ops for _, ops in layers] + [embedding_ops(c, p), lm_head_ops(c, p)],
+                                              backward=backward)
+    return combine(*zip([w for w, _ in layers], priced, strict=True)), embedding, head
 
 
 def micro_pass(c) -> Pass:

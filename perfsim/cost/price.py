@@ -365,16 +365,18 @@ def _broadcast(shapes):
     return next(iter(shapes)) if len(shapes) == 1 else np.broadcast_shapes(*shapes)
 
 
-def _sum_in_op_order(parts, count):
+def _sum_in_op_order(parts, count, segments=None):
     """Sum of every key's terms over ``count`` items in item order: ``parts`` are ``(position, terms)``
     of one item (a dict) and ``(positions, (keys, terms))`` of several, the items at 1 to ``count``
-    (:func:`_item_terms`).
+    (:func:`_item_terms`). With ``segments`` (``(first, last)`` positions of consecutive runs of
+    items), a list of such sums, one per run over its own items (each its keys only).
 
     The terms go into one array, key by item (and rows), in item order behind a row of zeros, and are
     accumulated along the items: ``np.add.accumulate`` adds left to right, so its last row is
     ``((0 + t1) + t2) + ...``, the sums of the op-by-op loop of :func:`price` bit for bit. An item
     without a key holds 0 there: adding +0 leaves every running sum as it is (a sum that starts at +0
-    is never -0), NaN and inf included."""
+    is never -0), NaN and inf included. Runs are laid side by side, each behind the row of zeros and
+    padded with it to the longest."""
     index, shapes = {}, set()
     for _, terms in parts:
         if terms.__class__ is dict:
@@ -397,7 +399,21 @@ def _sum_in_op_order(parts, count):
             if terms.ndim != len(rows) + 2:
                 terms = terms.reshape(*terms.shape[:2], *(1,) * (len(rows) + 2 - terms.ndim), *terms.shape[2:])
             stacked[np.array([index[key] for key in keys])[:, np.newaxis], np.array(positions)] = terms
-    return dict(zip(index, np.add.accumulate(stacked, axis=1)[:, -1]))
+    if segments is None:
+        return dict(zip(index, np.add.accumulate(stacked, axis=1)[:, -1]))
+    longest = max(last - first + 1 for first, last in segments)
+    runs = np.zeros((len(segments), longest + 1), dtype=np.intp)  # (position 0: the row of zeros)
+    for s, (first, last) in enumerate(segments):
+        runs[s, 1:last - first + 2] = np.arange(first, last + 1)
+    sums = np.add.accumulate(stacked[:, runs], axis=2)[:, :, -1]
+    run_of = [0] * (count + 1)
+    for s, (first, last) in enumerate(segments):
+        run_of[first:last + 1] = [s] * (last - first + 1)
+    held = [set() for _ in segments]
+    for positions, terms in parts:
+        for position in (positions if isinstance(positions, list) else [positions]):
+            held[run_of[position]].update(terms if terms.__class__ is dict else terms[0])
+    return [{key: sums[i, s] for key, i in index.items() if key in held[s]} for s in range(len(segments))]
 
 
 def price(c, ops, *, backward=False, weight_grads=True):
@@ -423,24 +439,35 @@ def price(c, ops, *, backward=False, weight_grads=True):
         bus-bandwidth volume), ``nic_bytes`` (the part of it sent over the device's scale-out NIC:
         :func:`perfsim.cost.topology.nic_bytes`) and ``vector_ops`` (NPU vector engine).
     """
-    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
-                            "ep_communication_s",
-                            "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "nic_bytes", "vector_ops")}
+    return price_segments(c, [ops], backward=backward, weight_grads=weight_grads)[0]
+
+
+def price_segments(c, segments, *, backward=False, weight_grads=True) -> list:
+    """:func:`price` of each op list of ``segments`` in one call: a list of its dicts, each the
+    same, bit for bit, as that list priced alone. Where one configuration is priced, the ops of a
+    kind are priced together across the lists (fewer NumPy calls), each list summed in its own op
+    order (:func:`_sum_in_op_order`)."""
     x = _Setting(c, backward, weight_grads)
-    items = []  # (cost, its leading arguments, one op's (or GEMM's) arguments), in op order
-    for op in ops:
-        if isinstance(op, Gemm):
-            items += [(_gemm_cost, (), shape) for shape in _gemm_shapes(c, op, x)]
-        elif isinstance(op, Attention):
-            items.append((_attention_cost, (op,), ()))
-        elif isinstance(op, Elementwise):
-            items.append((_elementwise_cost, (), _elementwise_fields(op, x)))
-        elif isinstance(op, Comm):
-            if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
-                items.append((None, (op.name.startswith("ep_"),), ()))
-            else:
-                size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
-                items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
+    items, bounds = [], []  # (cost, its leading arguments, one op's (or GEMM's) arguments), in op order
+    for ops in segments:
+        first = len(items) + 1
+        for op in ops:
+            if isinstance(op, Gemm):
+                items += [(_gemm_cost, (), shape) for shape in _gemm_shapes(c, op, x)]
+            elif isinstance(op, Attention):
+                items.append((_attention_cost, (op,), ()))
+            elif isinstance(op, Elementwise):
+                items.append((_elementwise_cost, (), _elementwise_fields(op, x)))
+            elif isinstance(op, Comm):
+                if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
+                    items.append((None, (op.name.startswith("ep_"),), ()))
+                else:
+                    size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
+                    items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
+        bounds.append((first, len(items)))
+    outs = [{k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
+                              "ep_communication_s", "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes",
+                              "link_bytes", "nic_bytes", "vector_ops")} for _ in segments]
     dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in (*item[:4], *item[12:])
                           if not isinstance(v, bool)])
     groups: dict = {}  # one configuration: the ops of a kind priced together (where a kind has several)
@@ -459,21 +486,27 @@ def price(c, ops, *, backward=False, weight_grads=True):
             positions = [position for position, _ in group]
             parts.append((positions if len(group) > 1 else positions[0],
                           _item_terms(cost, c, x, [item for _, item in group], dims, *shared)))
-        out.update(_sum_in_op_order(parts, len(items)))
+        if len(segments) == 1:
+            outs[0].update(_sum_in_op_order(parts, len(items)))
+        else:
+            for out, sums in zip(outs, _sum_in_op_order(parts, len(items), bounds), strict=True):
+                out.update(sums)
     else:  # a block of a sweep (or no two ops of a kind): each op on its own arrays, summed in op order
-        for cost, shared, item in items:
-            if cost is None:  # a collective of one rank
-                t = 0.0 * (1.0 - c["tp_overlap"])
-                out["communication_s"] = out["communication_s"] + t
-                if shared[0]:
-                    out["ep_communication_s"] = out["ep_communication_s"] + t
-            # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
-            elif not (cost is _gemm_cost and x.skip_absent
-                      and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
-                for key, value in cost(c, x, *shared, *item).items():
-                    out[key] = out[key] + value
-    out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
-    return out
+        for out, (first, last) in zip(outs, bounds, strict=True):
+            for cost, shared, item in items[first - 1:last]:
+                if cost is None:  # a collective of one rank
+                    t = 0.0 * (1.0 - c["tp_overlap"])
+                    out["communication_s"] = out["communication_s"] + t
+                    if shared[0]:
+                        out["ep_communication_s"] = out["ep_communication_s"] + t
+                # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
+                elif not (cost is _gemm_cost and x.skip_absent
+                          and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
+                    for key, value in cost(c, x, *shared, *item).items():
+                        out[key] = out[key] + value
+    for out in outs:
+        out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
+    return outs
 
 
 def combine(*terms):
