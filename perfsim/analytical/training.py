@@ -57,17 +57,21 @@ _GPIPE, _INTERLEAVED, _ZERO_BUBBLE, _DUALPIPE = (float(s) for s in (Schedule.GPI
                                                                    Schedule.ZERO_BUBBLE, Schedule.DUALPIPE))
 
 
-def _stage_passes(c, p, backward):
-    """Price one micro-batch on one stage: ``(layers, embedding, lm_head)`` price dicts, the
-    layers being the fullest stage's share of the model's (``1 / pp`` when pp divides them)."""
+def _stage_passes(c, p):
+    """Price one micro-batch on one stage, forward and backward: ``(layers, embedding, lm_head)``
+    price dicts of each, the layers being the fullest stage's share of the model's (``1 / pp`` when
+    pp divides them). Both passes price the same op lists (each op holds its gradient's fields)."""
     dense, moe = layer_counts(c)
     per_stage = stage_share(c)
     layers = [(dense * per_stage, layer_ops(c, p, moe=False))]
     if np.any(moe > 0):
         layers.append((moe * per_stage, layer_ops(c, p, moe=True)))
-    *priced, embedding, head = price_segments(c, [ops for _, ops in layers] + [embedding_ops(c, p), lm_head_ops(c, p)],
-                                              backward=backward)
-    return combine(*zip([w for w, _ in layers], priced, strict=True)), embedding, head
+    lists = [ops for _, ops in layers] + [embedding_ops(c, p), lm_head_ops(c, p)]
+    passes = []
+    for backward in (False, True):
+        *priced, embedding, head = price_segments(c, lists, backward=backward)
+        passes.append((combine(*zip([w for w, _ in layers], priced, strict=True)), embedding, head))
+    return passes
 
 
 def micro_pass(c) -> Pass:
@@ -99,7 +103,8 @@ def stage_prices(c, weights=None) -> dict:
     handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
                                stride=c["tp"] * cp * c["dp"]) * np.where(c["pp"] > 1, 1.0, 0.0)
     groups = _dp_groups(c, weights)
-    return {"forward": _stage_passes(c, p, backward=False), "backward": _stage_passes(c, p, backward=True),
+    forward, backward = _stage_passes(c, p)
+    return {"forward": forward, "backward": backward,
             "ring_s": np.where(ring, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
             "dp_groups": groups, "dp_traffic": [None if g is None else dp_traffic(c, *g) for g in groups]}
 
