@@ -165,3 +165,24 @@ def test_passes_capped_and_powered_together_equal_each_alone(plan, monkeypatch):
     monkeypatch.setattr(energy, "one_configuration", lambda c: False)
     each = perfsim.estimate(**plan)
     assert paired == each  # (NaN reads as None there)
+
+
+def test_one_stage_skips_the_hand_off_that_would_cost_zero():
+    """With pp 1 on every row a pass prices no hand-off: exact, because a hop between two stages costs a
+    finite time (and NIC bytes) on every shipped device, however the tensor-parallel group spreads the
+    stages (a NaN or inf hop times 0 stages would not be 0)."""
+    from perfsim.cost.topology import group_collective, nic_bytes
+    from perfsim.specs.hardware import hardware_names
+
+    size = np.array([1.0, 1e3, 1e9])
+    for name in hardware_names():
+        c = build(expand(dict(model="llama2-7b", hardware=name)))
+        for stride in (1.0, 2.0, 8.0, 64.0):
+            for hop in (group_collective(c, "send_recv", size, 2.0, stride=stride),
+                        nic_bytes(c, "send_recv", size, 2.0, stride=stride)):
+                assert np.all(np.isfinite(hop)) and np.all(hop >= 0.0), (name, stride, hop)
+    c = build(expand(dict(model="llama2-70b", hardware="h100-sxm", tp=8)))
+    _, parts = forward_time(c, PASSES[0])
+    assert parts["pipeline_s"] == 0.0 and not np.signbit(parts["pipeline_s"])
+    staged = build(expand(dict(model="llama2-70b", hardware="h100-sxm", tp=4, pp=2, num_devices=8)))
+    assert forward_time(staged, PASSES[0])[1]["pipeline_s"] > 0.0

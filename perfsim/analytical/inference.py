@@ -41,11 +41,15 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     out = place_pass(c, p, out, layers_scale)  # ops placed on PIM (perfsim.analytical.heterogeneous)
     size = p.tokens * c["hidden"] * c["act_bytes"]
     hops = c["pp"] - 1.0
-    hand_off = group_collective(c, "send_recv", size, 2.0, stride=c["tp"]) * hops
+    if np.any(hops != 0.0):
+        hand_off = group_collective(c, "send_recv", size, 2.0, stride=c["tp"]) * hops
+        nic = hops * nic_bytes(c, "send_recv", size, 2.0, stride=c["tp"])
+    else:  # one stage on every row: no hand-off, 0 on every row (a valid spec's hop costs a finite time)
+        hand_off = nic = 0.0 * hops
     # each stage sends its activations on (read from and written to device memory)
     out["link_bytes"] = out["link_bytes"] + hops * size
     out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * hops * size
-    out["nic_bytes"] = out["nic_bytes"] + hops * nic_bytes(c, "send_recv", size, 2.0, stride=c["tp"])
+    out["nic_bytes"] = out["nic_bytes"] + nic
     out["pipeline_s"] = hand_off
     # host time the device does not hide: per step, and per sequence the step serves
     out["overhead_s"] = c["step_overhead_s"] + c["host_per_seq_s"] * p.seqs + 0.0 * hand_off

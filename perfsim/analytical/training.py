@@ -100,8 +100,9 @@ def stage_prices(c, weights=None) -> dict:
     ring = cp > 1
     ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"]) \
         if np.any(ring) else 0.0  # (no ring on any row: its terms are 0 below, whatever a hop would cost)
+    staged = np.where(c["pp"] > 1, 1.0, 0.0)  # (one stage on every row: no hand-off, a valid spec's hop being finite)
     handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
-                               stride=c["tp"] * cp * c["dp"]) * np.where(c["pp"] > 1, 1.0, 0.0)
+                               stride=c["tp"] * cp * c["dp"]) * staged if np.any(staged > 0) else 0.0 * staged
     groups = _dp_groups(c, weights)
     forward, backward = _stage_passes(c, p)
     return {"forward": forward, "backward": backward,
