@@ -243,13 +243,13 @@ def _pipeline(t, c):
     per_mb = F + B + R
     b_input = B + R - W  # the backward's critical part when weight gradients are deferred
     short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
-    bubble = np.select(
-        [sched == _INTERLEAVED, sched == _ZERO_BUBBLE, sched == _DUALPIPE],
-        [((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
-         (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
-         + short * np.minimum(np.minimum(W, F), b_input),
-         np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0)],
-        (pp - 1.0) * per_mb)
+    # (np.select's values: the first schedule that matches, else gpipe/1f1b; without its broadcasting)
+    bubble = np.where(sched == _INTERLEAVED, ((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
+                      np.where(sched == _ZERO_BUBBLE, (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
+                               + short * np.minimum(np.minimum(W, F), b_input),
+                               np.where(sched == _DUALPIPE,
+                                        np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0),
+                                        (pp - 1.0) * per_mb)))
     # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
     # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
     # model's last stage (LM head and loss) paces that state and the others' slack hides them

@@ -459,10 +459,11 @@ def price_segments(c, segments, *, backward=False, weight_grads=True) -> list:
             elif isinstance(op, Elementwise):
                 items.append((_elementwise_cost, (), _elementwise_fields(op, x)))
             elif isinstance(op, Comm):
-                if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
+                size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
+                # no one to talk to, or nothing to send on any row: no time, no bytes
+                if not (np.asarray(op.ranks) > 1).any() or not np.any(size != 0.0):
                     items.append((None, (op.name.startswith("ep_"),), ()))
                 else:
-                    size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
                     items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
         bounds.append((first, len(items)))
     outs = [{k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
