@@ -102,3 +102,21 @@ def test_op_lists_priced_in_one_call_equal_each_list_priced_alone(plan, backward
             for key, value in alone.items():
                 value = np.broadcast_to(value, np.shape(got[key]))
                 assert np.array_equal(_bits(got[key]), _bits(value)), (key, got[key], value)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("weights", [(80.0, 1.0), (np.float64(0.5), 0.0, 3.0), (1e-3, np.asarray(7.0), 1.0)])
+def test_op_lists_weighted_in_one_call_equal_their_combine(plan, weights):
+    """price_segments with weights (a pass's layers times their count, plus its head): the keys and bits of
+    combine() of the lists priced alone, where the sums are weighted and added on a stacked axis."""
+    c = build(expand(plan))
+    pair = Pass(*(np.array([getattr(p, f) for p in PASSES]) for f in Pass.__dataclass_fields__))
+    for p in (*PASSES, pair):
+        lists = [layer_ops(c, p, moe=bool(np.any(c["experts"] > 1))), head_ops(c, p), embedding_ops(c, p)]
+        lists = lists[:len(weights)]
+        got = pricing.price_segments(c, lists, weights=weights)
+        want = pricing.combine(*zip(weights, (pricing.price(c, ops) for ops in lists), strict=True))
+        assert list(got) == list(want)
+        for key, value in want.items():
+            value = np.broadcast_to(value, np.shape(got[key]))
+            assert np.array_equal(_bits(got[key]), _bits(value)), (key, got[key], value)

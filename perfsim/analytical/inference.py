@@ -37,7 +37,7 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     dense, moe = layer_counts(c)
     weights = [dense * layers_scale, *([moe * layers_scale] if np.any(moe > 0) else []), 1.0]
     lists = [layer_ops(c, p, moe=False), *([layer_ops(c, p, moe=True)] if len(weights) > 2 else []), head_ops(c, p)]
-    out = combine(*zip(weights, price_segments(c, lists), strict=True))
+    out = price_segments(c, lists, weights=weights)
     out = place_pass(c, p, out, layers_scale)  # ops placed on PIM (perfsim.analytical.heterogeneous)
     size = p.tokens * c["hidden"] * c["act_bytes"]
     hops = c["pp"] - 1.0

@@ -11,6 +11,7 @@ import numpy as np
 
 from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor
+from perfsim.cost.op_order import broadcast_shape, run_sums, sum_in_op_order, weighted_sum
 from perfsim.cost.roofline import dequant_time, gemm_tiles, gemm_time, op_time
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
@@ -354,66 +355,10 @@ def _item_terms(cost, c, x, items, dims, *shared):
             columns.append(_stack(values, dims))
     terms = cost(c, x, *shared, *columns)
     # a term that is the same for every item (not stacked) counts once per item, as one call per item adds it
-    block = np.empty((len(terms), *_broadcast({getattr(value, "shape", ()) for value in terms.values()})))
+    block = np.empty((len(terms), *broadcast_shape({getattr(value, "shape", ()) for value in terms.values()})))
     for j, value in enumerate(terms.values()):
         block[j] = value
     return tuple(terms), block
-
-
-def _broadcast(shapes):
-    """The shape ``shapes`` (a set) broadcast to."""
-    return next(iter(shapes)) if len(shapes) == 1 else np.broadcast_shapes(*shapes)
-
-
-def _sum_in_op_order(parts, count, segments=None):
-    """Sum of every key's terms over ``count`` items in item order: ``parts`` are ``(position, terms)``
-    of one item (a dict) and ``(positions, (keys, terms))`` of several, the items at 1 to ``count``
-    (:func:`_item_terms`). With ``segments`` (``(first, last)`` positions of consecutive runs of
-    items), a list of such sums, one per run over its own items (each its keys only).
-
-    The terms go into one array, key by item (and rows), in item order behind a row of zeros, and are
-    accumulated along the items: ``np.add.accumulate`` adds left to right, so its last row is
-    ``((0 + t1) + t2) + ...``, the sums of the op-by-op loop of :func:`price` bit for bit. An item
-    without a key holds 0 there: adding +0 leaves every running sum as it is (a sum that starts at +0
-    is never -0), NaN and inf included. Runs are laid side by side, each behind the row of zeros and
-    padded with it to the longest."""
-    index, shapes = {}, set()
-    for _, terms in parts:
-        if terms.__class__ is dict:
-            keys = terms
-            shapes.update(getattr(value, "shape", ()) for value in terms.values())
-        else:
-            keys = terms[0]
-            shapes.add(terms[1].shape[2:])
-        for key in keys:
-            if key not in index:
-                index[key] = len(index)
-    rows = _broadcast(shapes)
-    stacked = np.zeros((len(index), count + 1, *rows))
-    for positions, terms in parts:  # (each item's terms aligned on the rows' trailing axes)
-        if terms.__class__ is dict:
-            for key, value in terms.items():
-                stacked[index[key], positions] = value
-        else:
-            keys, terms = terms
-            if terms.ndim != len(rows) + 2:
-                terms = terms.reshape(*terms.shape[:2], *(1,) * (len(rows) + 2 - terms.ndim), *terms.shape[2:])
-            stacked[np.array([index[key] for key in keys])[:, np.newaxis], np.array(positions)] = terms
-    if segments is None:
-        return dict(zip(index, np.add.accumulate(stacked, axis=1)[:, -1]))
-    longest = max(last - first + 1 for first, last in segments)
-    runs = np.zeros((len(segments), longest + 1), dtype=np.intp)  # (position 0: the row of zeros)
-    for s, (first, last) in enumerate(segments):
-        runs[s, 1:last - first + 2] = np.arange(first, last + 1)
-    sums = np.add.accumulate(stacked[:, runs], axis=2)[:, :, -1]
-    run_of = [0] * (count + 1)
-    for s, (first, last) in enumerate(segments):
-        run_of[first:last + 1] = [s] * (last - first + 1)
-    held = [set() for _ in segments]
-    for positions, terms in parts:
-        for position in (positions if isinstance(positions, list) else [positions]):
-            held[run_of[position]].update(terms if terms.__class__ is dict else terms[0])
-    return [{key: sums[i, s] for key, i in index.items() if key in held[s]} for s in range(len(segments))]
 
 
 def price(c, ops, *, backward=False, weight_grads=True):
@@ -442,11 +387,12 @@ def price(c, ops, *, backward=False, weight_grads=True):
     return price_segments(c, [ops], backward=backward, weight_grads=weight_grads)[0]
 
 
-def price_segments(c, segments, *, backward=False, weight_grads=True) -> list:
+def price_segments(c, segments, *, backward=False, weight_grads=True, weights=None):
     """:func:`price` of each op list of ``segments`` in one call: a list of its dicts, each the
-    same, bit for bit, as that list priced alone. Where one configuration is priced, the ops of a
-    kind are priced together across the lists (fewer NumPy calls), each list summed in its own op
-    order (:func:`_sum_in_op_order`)."""
+    same, bit for bit, as that list priced alone; with ``weights`` (a number per list) their
+    :func:`combine` instead. Where one configuration is priced, the ops of a kind are priced
+    together across the lists (fewer NumPy calls), each list summed in its own op order
+    (:mod:`perfsim.cost.op_order`), and the lists weighted and added in one call."""
     x = _Setting(c, backward, weight_grads)
     items, bounds = [], []  # (cost, its leading arguments, one op's (or GEMM's) arguments), in op order
     for ops in segments:
@@ -487,10 +433,12 @@ def price_segments(c, segments, *, backward=False, weight_grads=True) -> list:
             positions = [position for position, _ in group]
             parts.append((positions if len(group) > 1 else positions[0],
                           _item_terms(cost, c, x, [item for _, item in group], dims, *shared)))
+        if weights is not None and len(segments) > 1 and not any(np.ndim(w) for w in weights):
+            return _combined(outs[0], *run_sums(parts, len(items), bounds), weights)
         if len(segments) == 1:
-            outs[0].update(_sum_in_op_order(parts, len(items)))
+            outs[0].update(sum_in_op_order(parts, len(items)))
         else:
-            for out, sums in zip(outs, _sum_in_op_order(parts, len(items), bounds), strict=True):
+            for out, sums in zip(outs, sum_in_op_order(parts, len(items), bounds), strict=True):
                 out.update(sums)
     else:  # a block of a sweep (or no two ops of a kind): each op on its own arrays, summed in op order
         for out, (first, last) in zip(outs, bounds, strict=True):
@@ -507,7 +455,18 @@ def price_segments(c, segments, *, backward=False, weight_grads=True) -> list:
                         out[key] = out[key] + value
     for out in outs:
         out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
-    return outs
+    return outs if weights is None else combine(*zip(weights, outs, strict=True))
+
+
+def _combined(keys, index, sums, weights):
+    """:func:`combine` of the lists' price dicts from their sums (:func:`perfsim.cost.op_order.run_sums`):
+    each list's ``total_s``, then every key weighted and added in list order, bit for bit."""
+    zero = np.zeros(sums.shape[1:])
+    gemm, attention, elementwise, communication = (sums[index[k]] if k in index else zero for k in CATEGORIES[:4])
+    combined = weighted_sum(np.concatenate([sums, (((gemm + attention) + elementwise) + communication)[None]]), weights)
+    out = {k: (combined[index[k]] if k in index else 0.0) for k in keys}
+    out["total_s"] = combined[-1]
+    return out
 
 
 def combine(*terms):
