@@ -213,3 +213,15 @@ def test_a_collective_with_nothing_to_send_or_no_second_rank_costs_nothing(plan)
                 assert np.all(t == 0.0) and not np.signbit(t).any(), (op, size, stride)
     # with something to send and a second rank the collective costs time: the shortcuts are only for those
     assert _comm_cost(c, x, "all_reduce", 1e6, 2.0, False)["communication_s"] > 0
+
+
+def test_a_device_without_pim_places_nothing_whatever_the_place_argument():
+    """place_pass returns at once where no row has PIM: every mask of _masks is 0 there, even with ops
+    asked onto PIM (a plan the checks then refuse)."""
+    from perfsim.analytical.heterogeneous import _masks
+
+    c = build(expand(dict(model="llama2-7b", hardware="h100-sxm")))
+    c = dict(c, place_prefill_attention=1.0, place_decode_attention=1.0, place_mlp=1.0)
+    for p in PASSES:
+        assert all(not np.any(m) for m in _masks(c, p))
+    assert any(np.any(m) for m in _masks(dict(c, has_pim=1.0), PASSES[1]))
