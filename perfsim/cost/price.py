@@ -131,7 +131,7 @@ class _Setting:
         self.dequantised = bool((np.asarray(c["dequant"]) > 0).any())  # (elsewhere a conversion time is 0 on every row)
         # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
         # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
-        self.skip_absent = not self.engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
+        self.skip_absent = not self.engines and bool(np.isfinite(c["hbm_bw"] * c["memory_max"]).all())
         # whether any row's engine walks K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
         self.walks = bool((np.asarray(c.get("walk_k_s", 0.0)) > 0).any())
         self.ceilings = None  # (dense GEMM ceiling, expert GEMM ceiling, expert memory share): :func:`_gemm_shapes`
@@ -407,7 +407,7 @@ def price_segments(c, segments, *, backward=False, weight_grads=True, weights=No
             elif isinstance(op, Comm):
                 size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
                 # no one to talk to, or nothing to send on any row: no time, no bytes
-                if not (np.asarray(op.ranks) > 1).any() or not np.any(size != 0.0):
+                if not (np.asarray(op.ranks) > 1).any() or not (np.asarray(size) != 0.0).any():
                     items.append((None, (op.name.startswith("ep_"),), ()))
                 else:
                     items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
