@@ -165,3 +165,63 @@ def test_passes_capped_and_powered_together_equal_each_alone(plan, monkeypatch):
     monkeypatch.setattr(energy, "one_configuration", lambda c: False)
     each = perfsim.estimate(**plan)
     assert paired == each  # (NaN reads as None there)
+
+
+def test_one_stage_skips_the_hand_off_that_would_cost_zero():
+    """With pp 1 on every row a pass prices no hand-off: exact, because a hop between two stages costs a
+    finite time (and NIC bytes) on every shipped device, however the tensor-parallel group spreads the
+    stages (a NaN or inf hop times 0 stages would not be 0)."""
+    from perfsim.cost.topology import group_collective, nic_bytes
+    from perfsim.specs.hardware import hardware_names
+
+    size = np.array([1.0, 1e3, 1e9])
+    for name in hardware_names():
+        c = build(expand(dict(model="llama2-7b", hardware=name)))
+        for stride in (1.0, 2.0, 8.0, 64.0):
+            for hop in (group_collective(c, "send_recv", size, 2.0, stride=stride),
+                        nic_bytes(c, "send_recv", size, 2.0, stride=stride)):
+                assert np.all(np.isfinite(hop)) and np.all(hop >= 0.0), (name, stride, hop)
+    c = build(expand(dict(model="llama2-70b", hardware="h100-sxm", tp=8)))
+    _, parts = forward_time(c, PASSES[0])
+    assert parts["pipeline_s"] == 0.0 and not np.signbit(parts["pipeline_s"])
+    staged = build(expand(dict(model="llama2-70b", hardware="h100-sxm", tp=4, pp=2, num_devices=8)))
+    assert forward_time(staged, PASSES[0])[1]["pipeline_s"] > 0.0
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-7b", hardware="a100-80gb"),
+                                  dict(model="llama2-70b", hardware="h100-sxm", runtime="vllm", tp=8),
+                                  dict(model="llama2-13b", hardware="tpu-v5e", tp=4),
+                                  dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=64, dp=64)])
+def test_a_collective_with_nothing_to_send_or_no_second_rank_costs_nothing(plan):
+    """The shortcuts for a collective that sends 0 bytes on every row (price: the LM head's unused
+    logits gather or loss all-reduce) and for a group of one rank on every row (the data-parallel
+    traffic of dp 1): every op kind, inside a node and across nodes, gives exactly what they take."""
+    from perfsim.cost.price import _comm_cost, _Setting
+    from perfsim.cost.topology import group_collective
+
+    c = build(expand(plan))
+    x = _Setting(c, False, True)
+    for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"):
+        for ranks in (2.0, 8.0, 64.0, np.array([2.0, 16.0])):
+            terms = _comm_cost(c, x, op, 0.0, ranks, False)
+            assert np.all(terms["communication_s"] == 0.0 * (1.0 - c["tp_overlap"])), (op, ranks)
+            assert not np.signbit(terms["communication_s"]).any()
+            assert all(np.all(terms[k] == 0.0) for k in ("link_bytes", "nic_bytes", "hbm_bytes"))
+        for size in (0.0, 1e3, 1e9, np.array([1.0, 1e10])):
+            for stride in (1.0, 8.0):
+                t = group_collective(c, op, size, np.array([1.0, 0.5]), stride=stride)
+                assert np.all(t == 0.0) and not np.signbit(t).any(), (op, size, stride)
+    # with something to send and a second rank the collective costs time: the shortcuts are only for those
+    assert _comm_cost(c, x, "all_reduce", 1e6, 2.0, False)["communication_s"] > 0
+
+
+def test_a_device_without_pim_places_nothing_whatever_the_place_argument():
+    """place_pass returns at once where no row has PIM: every mask of _masks is 0 there, even with ops
+    asked onto PIM (a plan the checks then refuse)."""
+    from perfsim.analytical.heterogeneous import _masks
+
+    c = build(expand(dict(model="llama2-7b", hardware="h100-sxm")))
+    c = dict(c, place_prefill_attention=1.0, place_decode_attention=1.0, place_mlp=1.0)
+    for p in PASSES:
+        assert all(not np.any(m) for m in _masks(c, p))
+    assert any(np.any(m) for m in _masks(dict(c, has_pim=1.0), PASSES[1]))

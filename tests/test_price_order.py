@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import perfsim
+from perfsim.cost import op_order
 from perfsim.cost import price as pricing
 from perfsim.report.plot import _flat  # an estimate result as dotted keys, as the plots read it
 
@@ -61,7 +62,7 @@ def test_the_stacked_sum_is_the_op_by_op_loop_bit_for_bit(seed):
         else:
             parts.append((positions, (keys, terms)))
     with np.errstate(invalid="ignore"):  # (inf - inf)
-        got, want = pricing._sum_in_op_order(parts, count), _loop(parts, count)
+        got, want = op_order.sum_in_op_order(parts, count), _loop(parts, count)
     assert list(got) == ["b", "a", "c"] and got.keys() == want.keys()
     for key in want:
         assert _same(got[key], np.broadcast_to(want[key], (width,))), (key, got[key], want[key])
@@ -70,7 +71,7 @@ def test_the_stacked_sum_is_the_op_by_op_loop_bit_for_bit(seed):
 def test_only_negative_zeros_sum_to_the_loops_positive_zero():
     """0 + (-0) is +0: the row of zeros in front makes an all -0 key sum to +0, as the loop does."""
     parts = [([1, 2], (("a",), np.array([[-0.0, -0.0]]))), (3, {"a": -0.0})]
-    assert _same(pricing._sum_in_op_order(parts, 3)["a"], 0.0)
+    assert _same(op_order.sum_in_op_order(parts, 3)["a"], 0.0)
     assert np.signbit(np.add.accumulate(np.array([-0.0, -0.0]))[-1])  # (without it: -0)
 
 
@@ -81,7 +82,7 @@ def test_a_term_the_same_for_every_item_counts_once_per_item():
     items = [(1.0, 3.0), (2.0, 3.0), (4.0, 3.0)]
     keys, terms = pricing._item_terms(cost, {}, None, items, 0)
     assert keys == ("t", "fixed") and terms.shape == (2, 3)
-    got = pricing._sum_in_op_order([(np.arange(1, 4), (keys, terms))], 3)
+    got = op_order.sum_in_op_order([(np.arange(1, 4), (keys, terms))], 3)
     assert _same(got["fixed"], 0.0 + 0.1 + 0.1 + 0.1) and _same(got["t"], 0.0 + 3.0 + 6.0 + 12.0)
 
 

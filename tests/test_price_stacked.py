@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from perfsim.cost import price as pricing
-from perfsim.graph.transformer import Pass, head_ops, layer_ops
+from perfsim.graph.transformer import Pass, embedding_ops, head_ops, layer_ops, lm_head_ops
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 
@@ -78,3 +78,45 @@ def test_the_stacked_terms_read_only_the_columns_checked_for_one_number(plan):
                 elif isinstance(op, pricing.Comm):
                     pricing._comm_cost(recording, x, op.op, op.size_bytes, np.maximum(op.ranks, 2.0), False)
             assert recording.read <= set(pricing._PRICED_COLUMNS), recording.read - set(pricing._PRICED_COLUMNS)
+
+
+def _bits(value):
+    return np.asarray(value, dtype=float).reshape(-1).view(np.int64)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("backward", [False, True])
+def test_op_lists_priced_in_one_call_equal_each_list_priced_alone(plan, backward):
+    """price_segments: a configuration's layer, embedding and head ops (and an empty list) in one call,
+    for one pass and for a pair of passes on a short axis; each list's dict has the keys and the bits of
+    that list priced alone (the sums broadcast along the longest list's rows)."""
+    c = build(expand(plan))
+    pair = Pass(*(np.array([getattr(p, f) for p in PASSES]) for f in Pass.__dataclass_fields__))
+    for p in (*PASSES, pair):
+        lists = [layer_ops(c, p, moe=bool(np.any(c["experts"] > 1))), embedding_ops(c, p), [], lm_head_ops(c, p)]
+        together = pricing.price_segments(c, lists, backward=backward)
+        assert len(together) == len(lists)
+        for ops, got in zip(lists, together, strict=True):
+            alone = pricing.price(c, ops, backward=backward)
+            assert list(got) == list(alone)
+            for key, value in alone.items():
+                value = np.broadcast_to(value, np.shape(got[key]))
+                assert np.array_equal(_bits(got[key]), _bits(value)), (key, got[key], value)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("weights", [(80.0, 1.0), (np.float64(0.5), 0.0, 3.0), (1e-3, np.asarray(7.0), 1.0)])
+def test_op_lists_weighted_in_one_call_equal_their_combine(plan, weights):
+    """price_segments with weights (a pass's layers times their count, plus its head): the keys and bits of
+    combine() of the lists priced alone, where the sums are weighted and added on a stacked axis."""
+    c = build(expand(plan))
+    pair = Pass(*(np.array([getattr(p, f) for p in PASSES]) for f in Pass.__dataclass_fields__))
+    for p in (*PASSES, pair):
+        lists = [layer_ops(c, p, moe=bool(np.any(c["experts"] > 1))), head_ops(c, p), embedding_ops(c, p)]
+        lists = lists[:len(weights)]
+        got = pricing.price_segments(c, lists, weights=weights)
+        want = pricing.combine(*zip(weights, (pricing.price(c, ops) for ops in lists), strict=True))
+        assert list(got) == list(want)
+        for key, value in want.items():
+            value = np.broadcast_to(value, np.shape(got[key]))
+            assert np.array_equal(_bits(got[key]), _bits(value)), (key, got[key], value)

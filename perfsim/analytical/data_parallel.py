@@ -97,6 +97,8 @@ def dp_traffic(c, trainable, weights, ranks, stride):
     reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
 
     def collective(op, size, n, stride, count):
+        if not np.any(np.asarray(n) > 1):  # one rank on every row: the collective costs 0 (count is finite)
+            return np.zeros(np.broadcast(count, size, n, stride).shape)
         return count * group_collective(c, op, size / count, n, stride=stride)
 
     gather = collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets))

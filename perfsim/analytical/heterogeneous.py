@@ -203,12 +203,14 @@ def place_pass(c, p: Pass, out, layers_scale=1.0):
     communication_s + pim_s + pim_link_s + overlap_s = total_s``; ``host_busy_s``, ``pim_flops``,
     ``pim_bytes`` (read inside the banks), ``pim_link_bytes``, ``sub_batches`` used).
     """
-    masks = _masks(c, p)
     zero = 0.0 * out["total_s"]
     out = dict(out)
     out.update({k: zero for k in PIM_KEYS})
     out["host_busy_s"] = out["total_s"]
     out["sub_batches"] = zero + 1.0
+    if not ((np.asarray(c["has_pim"]) > 0).any() or (np.asarray(c["pim_device"]) > 0).any()):
+        return out  # no PIM on any row: nothing placed (every mask of _masks is 0)
+    masks = _masks(c, p)
     if not any((m > 0).any() for m in masks):
         return out
     placed = (masks[0] + masks[1] + masks[2] + masks[3]) > 0

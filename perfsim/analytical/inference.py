@@ -14,7 +14,7 @@ import numpy as np
 from perfsim.analytical import offload
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
 from perfsim.cost.power import cap_passes
-from perfsim.cost.price import combine, price
+from perfsim.cost.price import combine, price, price_segments
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import layer_counts, layer_params_per_device, stage_params_per_device
 from perfsim.graph.transformer import (
@@ -35,19 +35,21 @@ from perfsim.specs.units import GIB
 def forward_time(c, p: Pass, layers_scale=1.0):
     """Price one forward pass of the whole model on one replica: ``(total_s, breakdown)``."""
     dense, moe = layer_counts(c)
-    parts = [(dense * layers_scale, price(c, layer_ops(c, p, moe=False)))]
-    if np.any(moe > 0):
-        parts.append((moe * layers_scale, price(c, layer_ops(c, p, moe=True))))
-    parts.append((1.0, price(c, head_ops(c, p))))
-    out = combine(*parts)
+    weights = [dense * layers_scale, *([moe * layers_scale] if np.any(moe > 0) else []), 1.0]
+    lists = [layer_ops(c, p, moe=False), *([layer_ops(c, p, moe=True)] if len(weights) > 2 else []), head_ops(c, p)]
+    out = price_segments(c, lists, weights=weights)
     out = place_pass(c, p, out, layers_scale)  # ops placed on PIM (perfsim.analytical.heterogeneous)
     size = p.tokens * c["hidden"] * c["act_bytes"]
     hops = c["pp"] - 1.0
-    hand_off = group_collective(c, "send_recv", size, 2.0, stride=c["tp"]) * hops
+    if np.any(hops != 0.0):
+        hand_off = group_collective(c, "send_recv", size, 2.0, stride=c["tp"]) * hops
+        nic = hops * nic_bytes(c, "send_recv", size, 2.0, stride=c["tp"])
+    else:  # one stage on every row: no hand-off, 0 on every row (a valid spec's hop costs a finite time)
+        hand_off = nic = 0.0 * hops
     # each stage sends its activations on (read from and written to device memory)
     out["link_bytes"] = out["link_bytes"] + hops * size
     out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * hops * size
-    out["nic_bytes"] = out["nic_bytes"] + hops * nic_bytes(c, "send_recv", size, 2.0, stride=c["tp"])
+    out["nic_bytes"] = out["nic_bytes"] + nic
     out["pipeline_s"] = hand_off
     # host time the device does not hide: per step, and per sequence the step serves
     out["overhead_s"] = c["step_overhead_s"] + c["host_per_seq_s"] * p.seqs + 0.0 * hand_off

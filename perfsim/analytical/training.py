@@ -39,7 +39,7 @@ import numpy as np
 from perfsim.analytical import offload
 from perfsim.analytical.data_parallel import data_parallel, dp_traffic
 from perfsim.cost.power import cap_passes
-from perfsim.cost.price import combine, price
+from perfsim.cost.price import combine, price_segments
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
@@ -57,16 +57,21 @@ _GPIPE, _INTERLEAVED, _ZERO_BUBBLE, _DUALPIPE = (float(s) for s in (Schedule.GPI
                                                                    Schedule.ZERO_BUBBLE, Schedule.DUALPIPE))
 
 
-def _stage_passes(c, p, backward):
-    """Price one micro-batch on one stage: ``(layers, embedding, lm_head)`` price dicts, the
-    layers being the fullest stage's share of the model's (``1 / pp`` when pp divides them)."""
+def _stage_passes(c, p):
+    """Price one micro-batch on one stage, forward and backward: ``(layers, embedding, lm_head)``
+    price dicts of each, the layers being the fullest stage's share of the model's (``1 / pp`` when
+    pp divides them). Both passes price the same op lists (each op holds its gradient's fields)."""
     dense, moe = layer_counts(c)
     per_stage = stage_share(c)
-    parts = [(dense * per_stage, price(c, layer_ops(c, p, moe=False), backward=backward))]
+    layers = [(dense * per_stage, layer_ops(c, p, moe=False))]
     if np.any(moe > 0):
-        parts.append((moe * per_stage, price(c, layer_ops(c, p, moe=True), backward=backward)))
-    return (combine(*parts), price(c, embedding_ops(c, p), backward=backward),
-            price(c, lm_head_ops(c, p), backward=backward))
+        layers.append((moe * per_stage, layer_ops(c, p, moe=True)))
+    lists = [ops for _, ops in layers] + [embedding_ops(c, p), lm_head_ops(c, p)]
+    passes = []
+    for backward in (False, True):
+        *priced, embedding, head = price_segments(c, lists, backward=backward)
+        passes.append((combine(*zip([w for w, _ in layers], priced, strict=True)), embedding, head))
+    return passes
 
 
 def micro_pass(c) -> Pass:
@@ -95,10 +100,12 @@ def stage_prices(c, weights=None) -> dict:
     ring = cp > 1
     ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"]) \
         if np.any(ring) else 0.0  # (no ring on any row: its terms are 0 below, whatever a hop would cost)
+    staged = np.where(c["pp"] > 1, 1.0, 0.0)  # (one stage on every row: no hand-off, a valid spec's hop being finite)
     handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
-                               stride=c["tp"] * cp * c["dp"]) * np.where(c["pp"] > 1, 1.0, 0.0)
+                               stride=c["tp"] * cp * c["dp"]) * staged if np.any(staged > 0) else 0.0 * staged
     groups = _dp_groups(c, weights)
-    return {"forward": _stage_passes(c, p, backward=False), "backward": _stage_passes(c, p, backward=True),
+    forward, backward = _stage_passes(c, p)
+    return {"forward": forward, "backward": backward,
             "ring_s": np.where(ring, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
             "dp_groups": groups, "dp_traffic": [None if g is None else dp_traffic(c, *g) for g in groups]}
 
@@ -236,13 +243,13 @@ def _pipeline(t, c):
     per_mb = F + B + R
     b_input = B + R - W  # the backward's critical part when weight gradients are deferred
     short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
-    bubble = np.select(
-        [sched == _INTERLEAVED, sched == _ZERO_BUBBLE, sched == _DUALPIPE],
-        [((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
-         (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
-         + short * np.minimum(np.minimum(W, F), b_input),
-         np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0)],
-        (pp - 1.0) * per_mb)
+    # (np.select's values: the first schedule that matches, else gpipe/1f1b; without its broadcasting)
+    bubble = np.where(sched == _INTERLEAVED, ((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
+                      np.where(sched == _ZERO_BUBBLE, (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
+                               + short * np.minimum(np.minimum(W, F), b_input),
+                               np.where(sched == _DUALPIPE,
+                                        np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0),
+                                        (pp - 1.0) * per_mb)))
     # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
     # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
     # model's last stage (LM head and loss) paces that state and the others' slack hides them

@@ -11,6 +11,7 @@ import numpy as np
 
 from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor
+from perfsim.cost.op_order import broadcast_shape, run_sums, sum_in_op_order, weighted_sum
 from perfsim.cost.roofline import dequant_time, gemm_tiles, gemm_time, op_time
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
@@ -130,7 +131,7 @@ class _Setting:
         self.dequantised = bool((np.asarray(c["dequant"]) > 0).any())  # (elsewhere a conversion time is 0 on every row)
         # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
         # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
-        self.skip_absent = not self.engines and bool(np.all(np.isfinite(c["hbm_bw"] * c["memory_max"])))
+        self.skip_absent = not self.engines and bool(np.isfinite(c["hbm_bw"] * c["memory_max"]).all())
         # whether any row's engine walks K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
         self.walks = bool((np.asarray(c.get("walk_k_s", 0.0)) > 0).any())
         self.ceilings = None  # (dense GEMM ceiling, expert GEMM ceiling, expert memory share): :func:`_gemm_shapes`
@@ -354,50 +355,10 @@ def _item_terms(cost, c, x, items, dims, *shared):
             columns.append(_stack(values, dims))
     terms = cost(c, x, *shared, *columns)
     # a term that is the same for every item (not stacked) counts once per item, as one call per item adds it
-    block = np.empty((len(terms), *_broadcast({getattr(value, "shape", ()) for value in terms.values()})))
+    block = np.empty((len(terms), *broadcast_shape({getattr(value, "shape", ()) for value in terms.values()})))
     for j, value in enumerate(terms.values()):
         block[j] = value
     return tuple(terms), block
-
-
-def _broadcast(shapes):
-    """The shape ``shapes`` (a set) broadcast to."""
-    return next(iter(shapes)) if len(shapes) == 1 else np.broadcast_shapes(*shapes)
-
-
-def _sum_in_op_order(parts, count):
-    """Sum of every key's terms over ``count`` items in item order: ``parts`` are ``(position, terms)``
-    of one item (a dict) and ``(positions, (keys, terms))`` of several, the items at 1 to ``count``
-    (:func:`_item_terms`).
-
-    The terms go into one array, key by item (and rows), in item order behind a row of zeros, and are
-    accumulated along the items: ``np.add.accumulate`` adds left to right, so its last row is
-    ``((0 + t1) + t2) + ...``, the sums of the op-by-op loop of :func:`price` bit for bit. An item
-    without a key holds 0 there: adding +0 leaves every running sum as it is (a sum that starts at +0
-    is never -0), NaN and inf included."""
-    index, shapes = {}, set()
-    for _, terms in parts:
-        if terms.__class__ is dict:
-            keys = terms
-            shapes.update(getattr(value, "shape", ()) for value in terms.values())
-        else:
-            keys = terms[0]
-            shapes.add(terms[1].shape[2:])
-        for key in keys:
-            if key not in index:
-                index[key] = len(index)
-    rows = _broadcast(shapes)
-    stacked = np.zeros((len(index), count + 1, *rows))
-    for positions, terms in parts:  # (each item's terms aligned on the rows' trailing axes)
-        if terms.__class__ is dict:
-            for key, value in terms.items():
-                stacked[index[key], positions] = value
-        else:
-            keys, terms = terms
-            if terms.ndim != len(rows) + 2:
-                terms = terms.reshape(*terms.shape[:2], *(1,) * (len(rows) + 2 - terms.ndim), *terms.shape[2:])
-            stacked[np.array([index[key] for key in keys])[:, np.newaxis], np.array(positions)] = terms
-    return dict(zip(index, np.add.accumulate(stacked, axis=1)[:, -1]))
 
 
 def price(c, ops, *, backward=False, weight_grads=True):
@@ -423,24 +384,37 @@ def price(c, ops, *, backward=False, weight_grads=True):
         bus-bandwidth volume), ``nic_bytes`` (the part of it sent over the device's scale-out NIC:
         :func:`perfsim.cost.topology.nic_bytes`) and ``vector_ops`` (NPU vector engine).
     """
-    out = {k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
-                            "ep_communication_s",
-                            "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes", "link_bytes", "nic_bytes", "vector_ops")}
+    return price_segments(c, [ops], backward=backward, weight_grads=weight_grads)[0]
+
+
+def price_segments(c, segments, *, backward=False, weight_grads=True, weights=None):
+    """:func:`price` of each op list of ``segments`` in one call: a list of its dicts, each the
+    same, bit for bit, as that list priced alone; with ``weights`` (a number per list) their
+    :func:`combine` instead. Where one configuration is priced, the ops of a kind are priced
+    together across the lists (fewer NumPy calls), each list summed in its own op order
+    (:mod:`perfsim.cost.op_order`), and the lists weighted and added in one call."""
     x = _Setting(c, backward, weight_grads)
-    items = []  # (cost, its leading arguments, one op's (or GEMM's) arguments), in op order
-    for op in ops:
-        if isinstance(op, Gemm):
-            items += [(_gemm_cost, (), shape) for shape in _gemm_shapes(c, op, x)]
-        elif isinstance(op, Attention):
-            items.append((_attention_cost, (op,), ()))
-        elif isinstance(op, Elementwise):
-            items.append((_elementwise_cost, (), _elementwise_fields(op, x)))
-        elif isinstance(op, Comm):
-            if not (np.asarray(op.ranks) > 1).any():  # no one to talk to: no time, no bytes
-                items.append((None, (op.name.startswith("ep_"),), ()))
-            else:
+    items, bounds = [], []  # (cost, its leading arguments, one op's (or GEMM's) arguments), in op order
+    for ops in segments:
+        first = len(items) + 1
+        for op in ops:
+            if isinstance(op, Gemm):
+                items += [(_gemm_cost, (), shape) for shape in _gemm_shapes(c, op, x)]
+            elif isinstance(op, Attention):
+                items.append((_attention_cost, (op,), ()))
+            elif isinstance(op, Elementwise):
+                items.append((_elementwise_cost, (), _elementwise_fields(op, x)))
+            elif isinstance(op, Comm):
                 size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
-                items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
+                # no one to talk to, or nothing to send on any row: no time, no bytes
+                if not (np.asarray(op.ranks) > 1).any() or not (np.asarray(size) != 0.0).any():
+                    items.append((None, (op.name.startswith("ep_"),), ()))
+                else:
+                    items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
+        bounds.append((first, len(items)))
+    outs = [{k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
+                              "ep_communication_s", "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes",
+                              "link_bytes", "nic_bytes", "vector_ops")} for _ in segments]
     dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in (*item[:4], *item[12:])
                           if not isinstance(v, bool)])
     groups: dict = {}  # one configuration: the ops of a kind priced together (where a kind has several)
@@ -459,20 +433,39 @@ def price(c, ops, *, backward=False, weight_grads=True):
             positions = [position for position, _ in group]
             parts.append((positions if len(group) > 1 else positions[0],
                           _item_terms(cost, c, x, [item for _, item in group], dims, *shared)))
-        out.update(_sum_in_op_order(parts, len(items)))
+        if weights is not None and len(segments) > 1 and not any(np.ndim(w) for w in weights):
+            return _combined(outs[0], *run_sums(parts, len(items), bounds), weights)
+        if len(segments) == 1:
+            outs[0].update(sum_in_op_order(parts, len(items)))
+        else:
+            for out, sums in zip(outs, sum_in_op_order(parts, len(items), bounds), strict=True):
+                out.update(sums)
     else:  # a block of a sweep (or no two ops of a kind): each op on its own arrays, summed in op order
-        for cost, shared, item in items:
-            if cost is None:  # a collective of one rank
-                t = 0.0 * (1.0 - c["tp_overlap"])
-                out["communication_s"] = out["communication_s"] + t
-                if shared[0]:
-                    out["ep_communication_s"] = out["ep_communication_s"] + t
-            # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
-            elif not (cost is _gemm_cost and x.skip_absent
-                      and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
-                for key, value in cost(c, x, *shared, *item).items():
-                    out[key] = out[key] + value
-    out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
+        for out, (first, last) in zip(outs, bounds, strict=True):
+            for cost, shared, item in items[first - 1:last]:
+                if cost is None:  # a collective of one rank
+                    t = 0.0 * (1.0 - c["tp_overlap"])
+                    out["communication_s"] = out["communication_s"] + t
+                    if shared[0]:
+                        out["ep_communication_s"] = out["ep_communication_s"] + t
+                # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
+                elif not (cost is _gemm_cost and x.skip_absent
+                          and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
+                    for key, value in cost(c, x, *shared, *item).items():
+                        out[key] = out[key] + value
+    for out in outs:
+        out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
+    return outs if weights is None else combine(*zip(weights, outs, strict=True))
+
+
+def _combined(keys, index, sums, weights):
+    """:func:`combine` of the lists' price dicts from their sums (:func:`perfsim.cost.op_order.run_sums`):
+    each list's ``total_s``, then every key weighted and added in list order, bit for bit."""
+    zero = np.zeros(sums.shape[1:])
+    gemm, attention, elementwise, communication = (sums[index[k]] if k in index else zero for k in CATEGORIES[:4])
+    combined = weighted_sum(np.concatenate([sums, (((gemm + attention) + elementwise) + communication)[None]]), weights)
+    out = {k: (combined[index[k]] if k in index else 0.0) for k in keys}
+    out["total_s"] = combined[-1]
     return out
 
 
