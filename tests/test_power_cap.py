@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tiny_spec import tiny_spec
 
 import perfsim
-from perfsim.cost.power import clocked_seconds, solve_clock, voltage_ratio
+from perfsim.cost.clock import clocked_seconds, solve_clock, voltage_ratio
 from perfsim.explore.oversubscription import nameplate_w
 from perfsim.specs.hardware import load_hardware
 

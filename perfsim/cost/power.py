@@ -16,25 +16,8 @@ Compute-bound phases (prefill, training GEMMs) reach the limit, memory-bound dec
 below it, as Splitwise measured (Patel et al., ISCA'24).
 
 **Power caps and DVFS.** Under its cap (:func:`board_cap`: ``power_cap_w`` where a plan sets one
-below the board limit, else ``tdp_w``) the device lowers its clock to the ratio ``f`` of
-its top clock (``f`` in ``[min_clock_ghz / clock_ghz, 1]``). Compute-bound time (the roofline's
-compute-bound part, ``compute_bound_s``) stretches by ``1 / f``; a memory-bound op's compute
-side stretches and its memory stall past it stays (:func:`clocked_seconds`); communication and
-host overheads stay (HBM and links keep their own clocks). The supply voltage
-tracks the clock above a floor and stays at the floor below, ``V(f) / V(1) = max(f,
-voltage_floor)``, as GPU V/f tables do (Guerreiro et al., HPCA'18, "GPGPU Power Modeling for
-Multi-Domain Voltage-Frequency Scaling": core voltage constant up to a knee, then rising with the
-clock). Dynamic power of clocked logic is ``C V² f`` (Weste and Harris, "CMOS VLSI Design", sec.
-5.1), so over a span whose work is fixed
-
-    P(f) = idle_w + active_w · f V² + s · [(matrix + vector) · V² + memory + link] · T(1) / T(f),
-
-the engines' energy per FLOP scaling with ``V²`` and the memory and link energy per byte not at
-all (``s`` is 1 here; a span priced without a clock has its dynamic part scaled by ``s`` so that
-it stays within TDP). ``P`` rises with ``f``; the largest ``f`` with ``P(f) <= cap`` is found by
-bisection on the arrays
-(:func:`solve_clock`), per phase: the prefill, a decode step, a training step. A cap at or above
-the uncapped power changes nothing; one below ``P`` at the lowest clock cannot be met.
+below the board limit, else ``tdp_w``) the device lowers its clock; the clocked terms and the solve
+for the clock are :mod:`perfsim.cost.clock`.
 
 The servers' host power and wall energy are :mod:`perfsim.cost.wall`; the power and energy of a
 whole run (a request batch, a training step or job) are composed in :mod:`perfsim.analytical.energy`.
@@ -47,242 +30,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.cost.clock import (
+    CAP_TOLERANCE,
+    LOWEST_CLOCK,
+    _Arrays,
+    _factors,
+    _Numbers,
+    _ops,
+    clip_span,
+    clocked_seconds,
+    per_second,
+    solve_clock,
+)
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail, per_slice
+from perfsim.plan.rows import Detail
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
 
 COMPONENTS = ("idle", "active", "matrix", "memory", "link", "vector", "pim")
-
-
-def per_second(amount, seconds):
-    """``amount / seconds``: 0 where the span is empty, NaN where it is unknown (infeasible rows)."""
-    seconds = np.asarray(seconds, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(seconds == 0, 0.0, np.asarray(amount, dtype=float) / seconds)
-
-
-#: lowest clock ratio the solver tries where a spec states no lowest clock (a numerical floor, 1/1000
-#: of the top clock: the cap may then slow the device almost without bound)
-LOWEST_CLOCK = 1e-3
-#: bisection steps: the clock ratio to 2**-24 of its range
-_BISECTION_STEPS = 24
-#: relative margin within which a cap counts as met at the top clock (rounding of sums in other orders)
-CAP_TOLERANCE = 1e-12
-
-
-class _Arrays:
-    """The elementwise operations the formulas below are written with, on arrays."""
-
-    maximum = staticmethod(np.maximum)
-    where = staticmethod(np.where)
-    clip = staticmethod(np.clip)
-    per_second = staticmethod(per_second)
-
-    @staticmethod
-    def divide(a, b, fill):
-        """``a / b``; ``fill`` where ``b`` is not above 0."""
-        return np.divide(a, b, out=np.full(np.broadcast(a, b).shape, fill), where=np.asarray(b) > 0)
-
-
-class _Numbers:
-    """The same operations on Python numbers, with the same values: the serving simulator prices
-    its iterations one at a time, where a NumPy call would cost more than the arithmetic."""
-
-    @staticmethod
-    def maximum(a, b):
-        return a if a > b else b
-
-    @staticmethod
-    def where(condition, a, b):
-        return a if condition else b
-
-    @staticmethod
-    def clip(x, low, high):
-        return min(max(x, low), high)
-
-    @staticmethod
-    def per_second(amount, seconds):
-        return amount / seconds if seconds else 0.0
-
-    @staticmethod
-    def divide(a, b, fill):
-        return a / b if b > 0 else fill
-
-
-def _ops(*values):
-    """:class:`_Numbers` where every value is a Python number, else :class:`_Arrays` (NumPy scalars too)."""
-    for v in values:
-        if v.__class__ is not float and v.__class__ is not int:
-            return _Arrays
-    return _Numbers
-
-
-def voltage_ratio(clock, floor):
-    """Supply voltage at clock ratio ``clock`` over the voltage at the top clock.
-
-    The voltage tracks the clock above the floor and stays at the floor below it:
-    ``max(clock, floor)``. Arrays broadcast; Python numbers give a Python number.
-
-    Examples
-    --------
-    >>> voltage_ratio(0.9, 0.8), voltage_ratio(0.5, 0.8)
-    (0.9, 0.8)
-    """
-    return _ops(clock, floor).maximum(clock, floor)
-
-
-def clocked_seconds(clock, full_s, compute_bound_s, memory_bound_s=0.0, memory_compute_s=0.0):
-    """Length of a span at clock ratio ``clock``.
-
-    The compute-bound part stretches by ``1 / clock``. A memory-bound op takes its compute side,
-    stretched, plus the memory stall beyond it, which the core clock does not change:
-    ``memory_bound_s + memory_compute_s · (1 / clock - 1)`` (the stall-time model of DVFS: the
-    core's cycles scale with the clock, the time waiting on memory past them does not; Keramidas,
-    Spiliopoulos and Kaxiras, CF'10; Eyerman and Eeckhout, IEEE Trans. Computers 2010). It sums
-    over ops, so the span's totals give it exactly, and an op on the roofline's ridge takes
-    ``t / clock`` whichever side it is priced on: more bandwidth never lengthens a clocked span.
-    The rest (communication, host overheads) stays.
-
-    Parameters
-    ----------
-    clock : array_like or float
-        Clock over the top clock, in (0, 1].
-    full_s, compute_bound_s, memory_bound_s : array_like or float
-        The span at the top clock, its compute-bound part and its memory-bound part, s.
-    memory_compute_s : array_like or float
-        Compute side of the memory-bound ops at the top clock, s (at most ``memory_bound_s``).
-
-    Examples
-    --------
-    >>> clocked_seconds(0.5, 10.0, 4.0, 4.0, 1.0), clocked_seconds(0.2, 10.0, 4.0, 4.0, 1.0)
-    (15.0, 30.0)
-    """
-    return _clocked(clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s)
-
-
-def _clocked(clock, full_s, compute_bound_s, memory_bound_s, memory_compute_s):
-    """:func:`clocked_seconds` (arrays or Python numbers alike)."""
-    return (compute_bound_s / clock + memory_compute_s * (1.0 / clock - 1.0)
-            + (full_s - compute_bound_s))
-
-
-def clip_span(full_s, compute_bound_s, memory_bound_s=0.0, memory_compute_s=0.0):
-    """A span's parts for :func:`clocked_seconds`, each within what contains it (sums of parts
-    priced separately, or interpolated, may pass it by rounding): ``(full_s, compute, memory,
-    memory_compute)``. Arrays, or Python numbers for one span."""
-    xp = _ops(full_s, compute_bound_s, memory_bound_s, memory_compute_s)
-    compute = xp.clip(compute_bound_s, 0.0, full_s)
-    memory = xp.clip(memory_bound_s, 0.0, full_s - compute)
-    return full_s, compute, memory, xp.clip(memory_compute_s, 0.0, memory)
-
-
-def _factors(maximum, clock, floor, rate):
-    """Scale factors of the power terms at ``clock``: ``(active, clocked engines, bytes)``.
-
-    ``rate`` is the work per second relative to the top clock (``T(1) / T(f)``): the active floor
-    scales with ``f V²``, the engines' dynamic power with ``V²`` times the rate, energy per byte
-    with the rate. ``maximum`` is that of :class:`_Arrays` or :class:`_Numbers`."""
-    v = maximum(clock, floor)  # voltage_ratio
-    v2 = v * v
-    return clock * v2, v2 * rate, rate
-
-
-def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped_w, steps=_BISECTION_STEPS):
-    """Largest clock ratio in ``[lowest, 1]`` at which a span's mean power is at most ``cap``.
-
-    Bisection on the arrays (each row its own bracket, no per-row loop); Python numbers work the
-    same way, one span at a time (the serving simulator's iterations).
-
-    Parameters
-    ----------
-    cap : array_like or float
-        Power cap, W (``inf``: none).
-    lowest : array_like or float
-        Lowest clock ratio of the device.
-    floor : array_like or float
-        Voltage floor over the top-clock voltage (:func:`voltage_ratio`).
-    span : tuple
-        ``(full_s, compute_bound_s, memory_bound_s, memory_compute_s)`` of the span at the top clock,
-        s (:func:`clocked_seconds`).
-    idle, active : array_like or float
-        Idle power and the active floor at the top clock, W.
-    clocked_w, bytes_w : array_like or float
-        Dynamic power at the top clock of the clocked engines (matrix, vector)
-        and of memory and link traffic, W.
-    uncapped_w : array_like or float
-        The span's power at the top clock, W (the cap binds only below it).
-
-    Returns
-    -------
-    (clock, fits)
-        The clock ratio (1 where the cap does not bind) and whether the cap can be met at all
-        (False where even the lowest clock draws more; the clock is then ``lowest``).
-
-    Examples
-    --------
-    >>> f, fits = solve_clock(300.0, 0.1, 0.8, (1.0, 1.0, 0.0, 0.0), 50.0, 50.0, 300.0, 0.0, 400.0)
-    >>> round(f, 3), fits  # compute-bound (work per second ~ f): 50 + 50 f^3 + 300 f^3 = 300
-    (0.894, True)
-    """
-    full_s = span[0]
-    xp = _ops(cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)
-    maximum, where, divide = xp.maximum, xp.where, xp.divide
-
-    def power(clock):
-        rate = divide(full_s, _clocked(clock, *span), 1.0)
-        a, e, b = _factors(maximum, clock, floor, rate)
-        return idle + active * a + clocked_w * e + bytes_w * b
-
-    binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
-    if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
-        return 1.0, True
-    if xp is not _Numbers and np.ndim(binds) == 0:  # one span as NumPy scalars (a single estimate): Python
-        # numbers give the same clock and fit where every value is finite, without a NumPy call per step
-        values = [float(v) for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
-        if not binds:
-            return np.asarray(1.0), np.asarray(True)
-        if np.isfinite(values).all():
-            clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
-            return np.asarray(clock), np.asarray(fits)
-    if xp is not _Numbers and np.ndim(binds) == 1 and binds.size <= 4 and binds.any():  # a few spans: each so
-        rows = [np.broadcast_to(np.asarray(v, dtype=float), binds.shape).tolist()
-                for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
-        if np.isfinite(rows).all():
-            solved = [solve_clock(*v[:3], v[3:7], *v[7:], steps=steps) for v in zip(*rows, strict=True)]
-            return np.array([f for f, _ in solved]), np.array([ok for _, ok in solved])
-    # a box of a sweep with rows the cap binds: each solved once along the axes its inputs repeat on
-    if xp is not _Numbers and np.ndim(binds) > 1 and binds.any():
-        solved = per_slice(np.shape(binds), (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w),
-                           lambda *x: solve_clock(*x[:3], x[3:7], *x[7:], steps=steps))
-        if solved is not None:
-            return solved
-    if xp is not _Numbers and np.ndim(binds) and not np.all(binds):
-        # rows at the top clock need no search: solve the others alone (each row is its own bracket,
-        # so the same clocks as searching every row)
-        shape = np.shape(binds)
-        if not np.any(binds):
-            return np.ones(shape), np.ones(shape, dtype=bool)
-        rows = np.nonzero(np.ravel(binds))[0]
-
-        def part(x):
-            return np.ravel(np.broadcast_to(np.asarray(x, dtype=float), shape))[rows]
-
-        clock, fits = solve_clock(*(part(x) for x in (cap, lowest, floor)), tuple(part(x) for x in span),
-                                  *(part(x) for x in (idle, active, clocked_w, bytes_w, uncapped_w)), steps=steps)
-        out, ok = np.ones(np.size(binds)), np.ones(np.size(binds), dtype=bool)
-        out[rows], ok[rows] = clock, fits
-        return out.reshape(shape), ok.reshape(shape)
-    fits = where(binds, power(lowest) <= cap, True)
-    lo = lowest + 0.0 * uncapped_w
-    hi = 1.0 + 0.0 * lo
-    for _ in range(steps):  # the same steps on every row at once
-        mid = 0.5 * (lo + hi)
-        ok = power(mid) <= cap
-        lo = where(ok, mid, lo)
-        hi = where(ok, hi, mid)
-    return where(binds, lo, 1.0), fits
 
 
 def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True):
@@ -322,7 +88,15 @@ def top_clock_power_w(c, seconds, flops, hbm_bytes, link_bytes):
     return c["idle_w"] + c["active_w"] + d["matrix"] + d["memory"] + d["link"] + 0.0
 
 
-def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
+def _top_clock(c, full_s, flops, hbm_bytes, link_bytes, vector_ops=0.0):
+    """A span's dynamic parts at the top clock (:func:`_dynamic`, clipped where the limit does not
+    lower the clock) and its power there, W: ``(parts, uncapped)``, the power :func:`solve_clock`
+    holds against the cap."""
+    d = _dynamic(c, full_s, flops, hbm_bytes, link_bytes, vector_ops, clip=not_clock_limited(c))
+    return d, c["idle_w"] + c["active_w"] + d["matrix"] + d["memory"] + d["link"] + d.get("vector", 0.0)
+
+
+def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0, top=None):
     """Clock of a span of work under a cap: ``(clock, fits)`` of :func:`solve_clock`.
 
     Parameters
@@ -339,12 +113,12 @@ def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
 
     Arrays, or Python numbers for one span (the serving simulator's iterations). The power at the
     top clock is what the work draws there, unclipped (:func:`device_power` with ``clock`` 1, to the
-    last bit); where it passes the cap the clock drops until it no longer does.
+    last bit); where it passes the cap the clock drops until it no longer does. ``top``: that of
+    :func:`_top_clock` for this span, where already known.
     """
-    d = _dynamic(c, span[0], flops, hbm_bytes, link_bytes, vector_ops, clip=not_clock_limited(c))
+    d, uncapped = _top_clock(c, span[0], flops, hbm_bytes, link_bytes, vector_ops) if top is None else top
     idle, active = c["idle_w"], c["active_w"]
     vector = d.get("vector", 0.0)
-    uncapped = idle + active + d["matrix"] + d["memory"] + d["link"] + vector
     lowest = c["min_clock_ghz"] / c["clock_ghz"]
     lowest = _ops(lowest).maximum(lowest, LOWEST_CLOCK)
     return solve_clock(cap, lowest, c["voltage_floor"], span, idle, active, d["matrix"] + vector,
@@ -475,19 +249,21 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
 
 
 def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
-                   vector_ops=0.0):
+                   vector_ops=0.0, top=None):
     """A span of work at the clock ``cap`` leaves it: ``(clock, seconds, fits)`` as :func:`cap_span`
     gives them, for a cap given directly (``inf``: none). The parts are clipped (:func:`clip_span`).
-    Arrays, or Python numbers for one span (the serving simulator's iterations)."""
+    Arrays, or Python numbers for one span (the serving simulator's iterations). ``top``: as
+    :func:`span_clock`."""
     span = clip_span(full_s, compute_bound_s, memory_bound_s, memory_compute_s)
-    clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops)
+    clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops, top)
     return clock, _ops(clock).where(clock < 1.0, clocked_seconds(clock, *span), full_s), fits
 
 
-def cap_check(c, fits, what):
-    """The infeasibility check of a cap the device cannot meet at its lowest clock."""
+def cap_check(c, fits, what, cap=None):
+    """The infeasibility check of a cap the device cannot meet at its lowest clock (``cap``: the
+    device's :func:`board_cap`, where already known)."""
     detail = Detail(f"power_cap_w ({{:g}} W) is below what the device draws in {what} even at its lowest clock",
-                    board_cap(c))
+                    board_cap(c) if cap is None else cap)
     return (~np.asarray(fits, dtype=bool), f"power_cap_w is below the device's power at its lowest clock ({what})",
             detail)
 
@@ -506,15 +282,59 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
     """
     spans = [[p["total_s"], p["compute_bound_s"], p["memory_bound_s"], p.get("memory_compute_s", 0.0),
               *(p.get(k, 0.0) for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops"))] for p in passes.values()]
-    if together:
+    cap = board_cap(c)
+    if together and _within_limit(c, cap, spans, devices_per_pass):
+        # every pass at the top clock: what the solve gives there (clock 1, the length kept, fits)
+        solved = [(np.float64(1.0), np.float64(s[0]), np.True_) for s in spans]
+    elif together:
         both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
         solved = list(zip(*cap_span(c, *both[:4], *(w / devices_per_pass for w in both[4:])), strict=True))
     else:
-        solved = [cap_span(c, *s[:4], *(np.asarray(w) / devices_per_pass for w in s[4:])) for s in spans]
+        solved = [_pass_under_cap(c, cap, s[:4], [np.asarray(w) / devices_per_pass for w in s[4:]]) for s in spans]
     checks = []
     for (name, p), (clock, seconds, fits) in zip(passes.items(), solved, strict=True):
         p["throttle_s"] = seconds - p["total_s"]
         p["total_s"] = seconds
         p["clock_ratio"] = clock
-        checks.append(cap_check(c, fits, name))
+        checks.append(cap_check(c, fits, name, cap))
     return checks
+
+
+def _within_limit(c, cap, spans, devices_per_pass):
+    """Whether no pass of one configuration (every column and value one number) draws more than
+    ``cap`` at the top clock: the power :func:`span_clock` holds against the cap, on Python numbers
+    (the same operations, so the same bits, as on arrays), and the same comparison as
+    :func:`solve_clock`'s."""
+    cap = float(cap)
+    if cap == np.inf:  # no cap, and a limit that does not lower the clock: nothing binds
+        return True
+    if any(np.ndim(v) for s in spans for v in s):
+        return False
+    keys = ("idle_w", "active_w", "matrix_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte", "tdp_w")
+    cols = {k: float(c[k]) for k in keys}
+    cols["main_kind"] = float(c.get("main_kind", _GPU))
+    share = float(devices_per_pass)
+    for s in spans:
+        if float(s[7]) != 0.0:  # vector-engine work (NPU): left to the solve on arrays
+            return False
+        _, uncapped = _top_clock(cols, float(s[0]), *(float(w) / share for w in s[4:7]))
+        if uncapped > cap * (1.0 + CAP_TOLERANCE):
+            return False
+    return True
+
+
+def _pass_under_cap(c, cap, span, work):
+    """:func:`cap_span` of one pass on arrays under ``cap`` (the device's :func:`board_cap`). Where
+    no row draws more than the cap at the top clock the solve is skipped: its clock is 1 and its
+    length the span's on every row (the same arrays, shapes included, as the solve returns there)."""
+    full_s = np.asarray(span[0], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        top = _top_clock(c, full_s, *work)
+        binds = top[1] > cap * (1.0 + CAP_TOLERANCE)
+        if binds.any() or not binds.size:
+            return span_under_cap(c, cap, full_s, *span[1:], *work, top=top)
+    shape = binds.shape
+    seconds = np.array(np.broadcast_to(full_s, np.broadcast_shapes(shape, *(np.shape(x) for x in span))))
+    if not shape:
+        return np.asarray(1.0), seconds, np.asarray(True)
+    return np.ones(shape), seconds, np.ones(shape, dtype=bool)
