@@ -225,3 +225,49 @@ def test_a_device_without_pim_places_nothing_whatever_the_place_argument():
     for p in PASSES:
         assert all(not np.any(m) for m in _masks(c, p))
     assert any(np.any(m) for m in _masks(dict(c, has_pim=1.0), PASSES[1]))
+
+
+def _same(a, b):
+    """The same type, shape and bits (NaN payloads and signed zeros included)."""
+    assert type(a) is type(b) and np.shape(a) == np.shape(b), (type(a), type(b), np.shape(a), np.shape(b))
+    assert np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="llama2-7b", hardware="tpu-v5e"),
+                                  dict(model="llama2-7b", hardware="npu")])
+def test_passes_within_the_limit_skip_the_clock_solve(plan, monkeypatch):
+    """Where no pass draws more than the device's limit at the top clock, cap_passes returns what the
+    clock solve returns there without running it: one configuration (an axis of passes) and rows alike."""
+    from perfsim.cost import power
+
+    c = build(expand(plan))
+    keys = ("flops", "hbm_bytes", "link_bytes", "vector_ops")
+    pair = [dict(parts) for parts in _forward_pair(c, *PASSES)]
+    rows = [{k: v * np.array([[1.0], [0.5], [0.25]]) if k in ("total_s", *keys) else v for k, v in p.items()}
+            for p in pair]
+    for p in rows:  # the parts of a span within its length, as priced
+        p["compute_bound_s"] = p["total_s"] * 0.5
+        p["memory_bound_s"] = p["total_s"] * 0.25
+    spans = [[p["total_s"], p["compute_bound_s"], p["memory_bound_s"], p.get("memory_compute_s", 0.0)]
+             + [p.get(k, 0.0) for k in keys] for p in pair]
+    both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
+    solved = list(zip(*power.cap_span(c, *both[:4], *(w / c["pp"] for w in both[4:])), strict=True))
+    solved_rows = [power.cap_span(c, p["total_s"], p["compute_bound_s"], p["memory_bound_s"],
+                                  p.get("memory_compute_s", 0.0), *(np.asarray(p.get(k, 0.0)) / c["pp"] for k in keys))
+                   for p in rows]
+    assert all(bool(np.all(clock == 1.0)) for clock, _, _ in solved + solved_rows)
+
+    def solve(*args, **kwargs):
+        raise AssertionError("the clock solve ran")
+
+    monkeypatch.setattr(power, "solve_clock", solve)
+    for passes, together, expected in ((pair, True, solved), (rows, False, solved_rows)):
+        full = [p["total_s"] for p in passes]
+        checks = power.cap_passes(c, dict(zip(("prefill", "decode"), passes)), devices_per_pass=c["pp"],
+                                  together=together)
+        for p, s, (clock, seconds, fits), (mask, _, _) in zip(passes, full, expected, checks, strict=True):
+            _same(p["clock_ratio"], clock)
+            _same(p["total_s"], seconds)
+            _same(p["throttle_s"], seconds - s)
+            _same(mask, ~np.asarray(fits, dtype=bool))
