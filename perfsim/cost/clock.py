@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.plan.rows import per_slice
+from perfsim.plan.rows import first_slice, spread
 
 
 def per_second(amount, seconds):
@@ -204,54 +204,97 @@ def solve_clock(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, unca
     >>> round(f, 3), fits  # compute-bound (work per second ~ f): 50 + 50 f^3 + 300 f^3 = 300
     (0.894, True)
     """
-    full_s = span[0]
     xp = _ops(cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)
-    maximum, where, divide = xp.maximum, xp.where, xp.divide
+    if xp is _Numbers:
+        binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
+        if not binds:  # one span at the top clock: what the bisection below would give
+            return 1.0, True
+        return _search(_Numbers, cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w, binds,
+                       steps=steps)
+    return solve_clocks([(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped_w)], steps)[0]
 
-    def power(clock):
-        rate = divide(full_s, _clocked(clock, *span), 1.0)
-        a, e, b = _factors(maximum, clock, floor, rate)
-        return idle + active * a + clocked_w * e + bytes_w * b
 
+def solve_clocks(problems, steps=_BISECTION_STEPS):
+    """:func:`solve_clock` of several spans on arrays, each given as the tuple of its arguments: a list
+    of ``(clock, fits)``.
+
+    Each is reduced alone (rows at the top clock, the axes its inputs repeat on); the rows left to
+    search, where each span leaves a 1-d array of them, are searched in one bisection on the arrays
+    joined end to end. Each row is its own bracket, so the clocks are those of searching each span
+    alone, with one NumPy call per step for all of them."""
+    out, pending = [None] * len(problems), []
+    for i, problem in enumerate(problems):
+        search = _reduce(*problem, steps=steps)
+        try:
+            pending.append((i, search, next(search)))
+        except StopIteration as done:
+            out[i] = done.value
+    rows = [q for _, _, q in pending]
+    if len(rows) > 1 and all(isinstance(x, np.ndarray) and x.ndim == 1 and x.shape == q[-1].shape
+                             for q in rows for x in q):
+        joined = _search(_Arrays, *(np.concatenate(x) for x in zip(*rows, strict=True)), steps=steps)
+        cuts = np.cumsum([q[-1].size for q in rows])[:-1]
+        found = list(zip(*(np.split(x, cuts) for x in joined), strict=True))
+    else:
+        found = [_search(_Arrays, *q, steps=steps) for q in rows]
+    for (i, search, _), result in zip(pending, found, strict=True):
+        try:
+            search.send(result)
+        except StopIteration as done:
+            out[i] = done.value
+    return out
+
+
+def _reduce(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped_w, steps):
+    """:func:`solve_clock` on arrays, as a generator: returns ``(clock, fits)``, having yielded at most
+    once the arguments of the bisection left to run (:func:`_search`) and been sent its result."""
+    args = (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)
     binds = uncapped_w > cap * (1.0 + CAP_TOLERANCE)  # not where the cap equals the power but for rounding
-    if xp is _Numbers and not binds:  # one span at the top clock: what the bisection below would give
-        return 1.0, True
-    if xp is not _Numbers and np.ndim(binds) == 0:  # one span as NumPy scalars (a single estimate): Python
-        # numbers give the same clock and fit where every value is finite, without a NumPy call per step
-        values = [float(v) for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
+    if np.ndim(binds) == 0:  # one span as NumPy scalars (a single estimate): Python numbers give the same
+        # clock and fit where every value is finite, without a NumPy call per step
+        values = [float(v) for v in args]
         if not binds:
             return np.asarray(1.0), np.asarray(True)
         if np.isfinite(values).all():
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
-    if xp is not _Numbers and np.ndim(binds) == 1 and binds.size <= 4 and binds.any():  # a few spans: each so
-        rows = [np.broadcast_to(np.asarray(v, dtype=float), binds.shape).tolist()
-                for v in (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w)]
+    if np.ndim(binds) == 1 and binds.size <= 4 and binds.any():  # a few spans: each so
+        rows = [np.broadcast_to(np.asarray(v, dtype=float), binds.shape).tolist() for v in args]
         if np.isfinite(rows).all():
             solved = [solve_clock(*v[:3], v[3:7], *v[7:], steps=steps) for v in zip(*rows, strict=True)]
             return np.array([f for f, _ in solved]), np.array([ok for _, ok in solved])
     # a box of a sweep with rows the cap binds: each solved once along the axes its inputs repeat on
-    if xp is not _Numbers and np.ndim(binds) > 1 and binds.any():
-        solved = per_slice(np.shape(binds), (cap, lowest, floor, *span, idle, active, clocked_w, bytes_w, uncapped_w),
-                           lambda *x: solve_clock(*x[:3], x[3:7], *x[7:], steps=steps))
-        if solved is not None:
-            return solved
-    if xp is not _Numbers and np.ndim(binds) and not np.all(binds):
+    if np.ndim(binds) > 1 and binds.any():
+        x = first_slice(np.shape(binds), args)
+        if x is not None:
+            return spread(np.shape(binds), (yield from _reduce(*x[:3], x[3:7], *x[7:], steps=steps)))
+    if np.ndim(binds) and not np.all(binds):
         # rows at the top clock need no search: solve the others alone (each row is its own bracket,
         # so the same clocks as searching every row)
         shape = np.shape(binds)
         if not np.any(binds):
             return np.ones(shape), np.ones(shape, dtype=bool)
         rows = np.nonzero(np.ravel(binds))[0]
-
-        def part(x):
-            return np.ravel(np.broadcast_to(np.asarray(x, dtype=float), shape))[rows]
-
-        clock, fits = solve_clock(*(part(x) for x in (cap, lowest, floor)), tuple(part(x) for x in span),
-                                  *(part(x) for x in (idle, active, clocked_w, bytes_w, uncapped_w)), steps=steps)
+        x = [np.ravel(np.broadcast_to(np.asarray(v, dtype=float), shape))[rows] for v in args]
+        clock, fits = yield from _reduce(*x[:3], x[3:7], *x[7:], steps=steps)
         out, ok = np.ones(np.size(binds)), np.ones(np.size(binds), dtype=bool)
         out[rows], ok[rows] = clock, fits
         return out.reshape(shape), ok.reshape(shape)
+    return (yield (*args, binds))
+
+
+def _search(xp, cap, lowest, floor, full_s, compute_bound_s, memory_bound_s, memory_compute_s, idle, active,
+            clocked_w, bytes_w, uncapped_w, binds, steps):
+    """The bisection of :func:`solve_clock` (``binds``: where the cap binds), with the operations of
+    ``xp`` (:class:`_Arrays` or :class:`_Numbers`): ``(clock, fits)``."""
+    maximum, where, divide = xp.maximum, xp.where, xp.divide
+    span = (full_s, compute_bound_s, memory_bound_s, memory_compute_s)
+
+    def power(clock):
+        rate = divide(full_s, _clocked(clock, *span), 1.0)
+        a, e, b = _factors(maximum, clock, floor, rate)
+        return idle + active * a + clocked_w * e + bytes_w * b
+
     fits = where(binds, power(lowest) <= cap, True)
     lo = lowest + 0.0 * uncapped_w
     hi = 1.0 + 0.0 * lo

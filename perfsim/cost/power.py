@@ -41,6 +41,7 @@ from perfsim.cost.clock import (
     clocked_seconds,
     per_second,
     solve_clock,
+    solve_clocks,
 )
 from perfsim.plan.devices import KIND_NAMES
 from perfsim.plan.rows import Detail
@@ -96,7 +97,7 @@ def _top_clock(c, full_s, flops, hbm_bytes, link_bytes, vector_ops=0.0):
     return d, c["idle_w"] + c["active_w"] + d["matrix"] + d["memory"] + d["link"] + d.get("vector", 0.0)
 
 
-def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0, top=None):
+def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
     """Clock of a span of work under a cap: ``(clock, fits)`` of :func:`solve_clock`.
 
     Parameters
@@ -113,16 +114,19 @@ def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0, top=N
 
     Arrays, or Python numbers for one span (the serving simulator's iterations). The power at the
     top clock is what the work draws there, unclipped (:func:`device_power` with ``clock`` 1, to the
-    last bit); where it passes the cap the clock drops until it no longer does. ``top``: that of
-    :func:`_top_clock` for this span, where already known.
+    last bit); where it passes the cap the clock drops until it no longer does.
     """
-    d, uncapped = _top_clock(c, span[0], flops, hbm_bytes, link_bytes, vector_ops) if top is None else top
+    d, uncapped = _top_clock(c, span[0], flops, hbm_bytes, link_bytes, vector_ops)
+    return solve_clock(*_clock_problem(c, cap, span, d, uncapped))
+
+
+def _clock_problem(c, cap, span, d, uncapped):
+    """The arguments of :func:`solve_clock` for a span (``d``, ``uncapped``: :func:`_top_clock`'s)."""
     idle, active = c["idle_w"], c["active_w"]
     vector = d.get("vector", 0.0)
     lowest = c["min_clock_ghz"] / c["clock_ghz"]
     lowest = _ops(lowest).maximum(lowest, LOWEST_CLOCK)
-    return solve_clock(cap, lowest, c["voltage_floor"], span, idle, active, d["matrix"] + vector,
-                       d["memory"] + d["link"], uncapped)
+    return cap, lowest, c["voltage_floor"], span, idle, active, d["matrix"] + vector, d["memory"] + d["link"], uncapped
 
 
 def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_bytes=0.0, pim_link_bytes=0.0, *,
@@ -249,13 +253,12 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
 
 
 def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
-                   vector_ops=0.0, top=None):
+                   vector_ops=0.0):
     """A span of work at the clock ``cap`` leaves it: ``(clock, seconds, fits)`` as :func:`cap_span`
     gives them, for a cap given directly (``inf``: none). The parts are clipped (:func:`clip_span`).
-    Arrays, or Python numbers for one span (the serving simulator's iterations). ``top``: as
-    :func:`span_clock`."""
+    Arrays, or Python numbers for one span (the serving simulator's iterations)."""
     span = clip_span(full_s, compute_bound_s, memory_bound_s, memory_compute_s)
-    clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops, top)
+    clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops)
     return clock, _ops(clock).where(clock < 1.0, clocked_seconds(clock, *span), full_s), fits
 
 
@@ -290,7 +293,7 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
         both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
         solved = list(zip(*cap_span(c, *both[:4], *(w / devices_per_pass for w in both[4:])), strict=True))
     else:
-        solved = [_pass_under_cap(c, cap, s[:4], [np.asarray(w) / devices_per_pass for w in s[4:]]) for s in spans]
+        solved = _passes_under_cap(c, cap, [(s[:4], [np.asarray(w) / devices_per_pass for w in s[4:]]) for s in spans])
     checks = []
     for (name, p), (clock, seconds, fits) in zip(passes.items(), solved, strict=True):
         p["throttle_s"] = seconds - p["total_s"]
@@ -323,18 +326,28 @@ def _within_limit(c, cap, spans, devices_per_pass):
     return True
 
 
-def _pass_under_cap(c, cap, span, work):
-    """:func:`cap_span` of one pass on arrays under ``cap`` (the device's :func:`board_cap`). Where
-    no row draws more than the cap at the top clock the solve is skipped: its clock is 1 and its
-    length the span's on every row (the same arrays, shapes included, as the solve returns there)."""
-    full_s = np.asarray(span[0], dtype=float)
+def _passes_under_cap(c, cap, passes):
+    """:func:`cap_span` of passes on arrays under ``cap`` (the device's :func:`board_cap`), each a pair
+    ``(span, work)``; the clocks of those the cap binds on are solved together (:func:`solve_clocks`).
+    Where no row of a pass draws more than the cap at the top clock its solve is skipped: its clock is
+    1 and its length the span's on every row (the same arrays, shapes included, as the solve returns
+    there)."""
+    out, spans, problems = [], {}, []
     with np.errstate(divide="ignore", invalid="ignore"):
-        top = _top_clock(c, full_s, *work)
-        binds = top[1] > cap * (1.0 + CAP_TOLERANCE)
-        if binds.any() or not binds.size:
-            return span_under_cap(c, cap, full_s, *span[1:], *work, top=top)
-    shape = binds.shape
-    seconds = np.array(np.broadcast_to(full_s, np.broadcast_shapes(shape, *(np.shape(x) for x in span))))
-    if not shape:
-        return np.asarray(1.0), seconds, np.asarray(True)
-    return np.ones(shape), seconds, np.ones(shape, dtype=bool)
+        for i, (span, work) in enumerate(passes):
+            full_s = np.asarray(span[0], dtype=float)
+            d, uncapped = _top_clock(c, full_s, *work)
+            binds = uncapped > cap * (1.0 + CAP_TOLERANCE)
+            if binds.any() or not binds.size:
+                spans[i] = clip_span(full_s, *span[1:])
+                problems.append(_clock_problem(c, cap, spans[i], d, uncapped))
+                out.append(None)
+                continue
+            shape = binds.shape
+            seconds = np.array(np.broadcast_to(full_s, np.broadcast_shapes(shape, *(np.shape(x) for x in span))))
+            out.append((np.asarray(1.0), seconds, np.asarray(True)) if not shape else
+                       (np.ones(shape), seconds, np.ones(shape, dtype=bool)))
+        for i, (clock, fits) in zip(spans, solve_clocks(problems), strict=True):
+            span = spans[i]
+            out[i] = clock, _ops(clock).where(clock < 1.0, clocked_seconds(clock, *span), span[0]), fits
+    return out

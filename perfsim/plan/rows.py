@@ -33,6 +33,14 @@ def per_slice(shape: tuple, inputs, fn):
     alone: computed on the first slice along every axis where all of ``inputs`` repeat it bit for
     bit, then spread along those axes (the same bits as computing every row). Returns the tuple of
     ``fn``'s arrays, each of ``shape``; None where no axis repeats (compute every row)."""
+    first = first_slice(shape, inputs)
+    return None if first is None else spread(shape, fn(*first))
+
+
+def first_slice(shape: tuple, inputs):
+    """The inputs of :func:`per_slice` on the first slice along every axis where all of them repeat
+    it bit for bit (each a view); None where no axis repeats. :func:`spread` takes the results back to
+    ``shape``."""
     arrays = [np.asarray(x, dtype=float) for x in inputs]
     bits = [x.reshape((1,) * (len(shape) - x.ndim) + x.shape).view(np.int64) for x in arrays]
     part = []
@@ -43,7 +51,11 @@ def per_slice(shape: tuple, inputs, fn):
     if all(p.stop is None for p in part):
         return None
     part = tuple(part)
-    results = fn(*(np.broadcast_to(x, shape)[part] for x in arrays))
+    return [np.broadcast_to(x, shape)[part] for x in arrays]
+
+
+def spread(shape: tuple, results):
+    """Results computed on :func:`first_slice`'s inputs, spread over ``shape`` (copies)."""
     return tuple(np.broadcast_to(r, shape).copy() for r in results)
 
 
