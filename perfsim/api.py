@@ -30,7 +30,7 @@ from perfsim.plan.resolved import device_dtype, resolved_plan
 from perfsim.plan.rows import first_row, plain
 from perfsim.specs.dtypes import DTYPE_BYTES, check_dtype
 from perfsim.specs.hardware import split_whatif
-from perfsim.specs.paths import count_lines
+from perfsim.specs.paths import count_lines, reading_once
 
 if TYPE_CHECKING:  # pandas is imported by the sweep that returns a DataFrame, not by every estimate
     import pandas as pd
@@ -52,6 +52,7 @@ def _one_row(plan: dict, function: str):
             raise InputError(f"{function} takes one value per what-if key; use sweep for lists", field=name)
 
 
+@reading_once
 def estimate(trace_out=None, **plan) -> dict:
     """Estimate one configuration (a one-row sweep).
 
@@ -101,6 +102,7 @@ def estimate(trace_out=None, **plan) -> dict:
     return result
 
 
+@reading_once
 def timeline(trace_out=None, stages: str = "ends", **plan) -> dict:
     """Simulate one training step on a timeline of tasks (a discrete-event run).
 
@@ -196,6 +198,7 @@ def _timeline(c, closed: dict, stages: str, trace_out, stretch: float = 1.0, pp_
     return result
 
 
+@reading_once
 def sweep(chunk_rows=None, backend: str = "local", scheduler=None, constraints=None, keep_infeasible: bool = False,
           progress: bool = False, max_rows=None, **axes) -> pd.DataFrame:
     """Evaluate the cartesian product of list-valued arguments in one vectorised pass.

@@ -149,3 +149,23 @@ def test_an_edited_spec_file_is_read_again_by_a_sweep(tmp_path):
     os.utime(path, ns=(stamp, stamp))
     after = perfsim.sweep(**axes)
     assert (after["tpot_s"] < before["tpot_s"]).all()
+
+
+def test_one_call_reads_each_spec_file_once(tmp_path, monkeypatch):
+    """An estimate names its hardware file to several parts of the plan; within the call it is listed and
+    stated as often as one load does (then the spec read first is reused), and the next call looks again."""
+    from perfsim.specs.hardware import load_hardware
+
+    path = tmp_path / "gpu.yaml"
+    shutil.copy(data_dir("hardware_specs") / "a100-80gb.yaml", path)
+    plan = {**PLAN, "hardware": str(path)}
+    first = perfsim.estimate(**plan)
+    seen, stat = [], os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: seen.append(os.fspath(p)) or stat(p, *a, **k))
+    load_hardware(str(path))
+    one = seen.count(str(path))
+    assert one >= 1
+    for _ in range(2):
+        seen.clear()
+        assert perfsim.estimate(**plan) == first
+        assert seen.count(str(path)) == one

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from perfsim.errors import InputError, check_positive, unknown
 from perfsim.specs import schema as S
 from perfsim.specs.dtypes import COMPUTE_DTYPES
-from perfsim.specs.paths import zoo
+from perfsim.specs.paths import read_once, zoo
 from perfsim.specs.yamlio import LineDict, load_yaml
 
 _SCHEMA = {
@@ -423,6 +423,11 @@ def load_hardware(ref, field: str = "hardware") -> HardwareSpec:
         return ref
     if not isinstance(ref, (str, Path)):
         raise InputError(f"expected a hardware name or file, got {type(ref).__name__}", field=field)
+    return read_once("hardware", _find_hardware, ref, field)
+
+
+def _find_hardware(ref, field: str) -> HardwareSpec:
+    """:func:`load_hardware` of a name or path."""
     names = zoo("hardware_specs")
     if str(ref) in names:
         return _load_file(str(names[str(ref)]))

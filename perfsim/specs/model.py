@@ -18,7 +18,7 @@ import yaml
 
 from perfsim.errors import InputError, check_whole, finite, unknown
 from perfsim.specs.memo import Memo, Unkeyable, frozen
-from perfsim.specs.paths import read_text, zoo
+from perfsim.specs.paths import read_once, read_text, zoo
 from perfsim.specs.yamlio import LineDict, load_yaml
 
 # other projects' names for the same thing -> the Llama-style Hugging Face name
@@ -117,6 +117,11 @@ def load_model(ref, field: str = "model") -> ModelSpec:
                                                                               field=field))
     if not isinstance(ref, (str, Path)):
         raise InputError(f"expected a model name, file or dict, got {type(ref).__name__}", field=field)
+    return read_once("model", _find_model, ref, field)
+
+
+def _find_model(ref, field: str) -> ModelSpec:
+    """:func:`load_model` of a name, a path or a Hugging Face repo id."""
     names = zoo("workloads")
     if str(ref) in names:
         return _load_file(str(names[str(ref)]), field, _mtime(names[str(ref)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import stat
@@ -46,6 +47,41 @@ def _folder(name: str) -> str:
 @functools.lru_cache(maxsize=32)
 def _listing(folder: str, suffix: str, stamp: int) -> MappingProxyType:
     return MappingProxyType({p.stem: p for p in sorted(Path(folder).glob(f"*{suffix}"))})
+
+
+#: the specs read in the call under way, by kind, reference and field (None outside :func:`reading_once`)
+_READ: contextvars.ContextVar = contextvars.ContextVar("perfsim_specs_read", default=None)
+
+
+def reading_once(fn):
+    """``fn`` reading each spec once per call: a spec named again by the same zoo name or file in the
+    same call is the one read first, without listing its folder or stating its file again (one call
+    sees one version of each file; the next call reads them afresh)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if _READ.get() is not None:
+            return fn(*args, **kwargs)
+        token = _READ.set({})
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _READ.reset(token)
+
+    return call
+
+
+def read_once(kind: str, load, ref, field: str):
+    """``load(ref, field)``; within :func:`reading_once`, for a name or path, what it gave earlier in
+    the call for the same ``kind``, ``ref`` and ``field``."""
+    read = _READ.get()
+    if read is None or ref.__class__ is not str and not isinstance(ref, Path):
+        return load(ref, field)
+    key = (kind, ref, field)
+    spec = read.get(key)
+    if spec is None:
+        spec = read[key] = load(ref, field)
+    return spec
 
 
 #: a spec, model or trace file larger than this is not one (the largest shipped spec is a few kB)

@@ -18,7 +18,7 @@ from perfsim.specs import schema as S
 from perfsim.specs.hardware import FAMILIES
 from perfsim.specs.memo import Memo, Unkeyable, frozen
 from perfsim.specs.model import MODEL_TYPES
-from perfsim.specs.paths import zoo
+from perfsim.specs.paths import read_once, zoo
 from perfsim.specs.yamlio import load_yaml
 
 _SCHEMA = {
@@ -330,6 +330,11 @@ def load_runtime(ref, field: str = "runtime") -> RuntimeSpec:
         spec = _whatif(ref, field)
         _WHATIF_RUNTIMES.put(key, (load_runtime(ref["base"], f"{field}.base"), spec))
         return spec
+    return read_once("runtime", _find_runtime, ref, field)
+
+
+def _find_runtime(ref, field: str) -> RuntimeSpec:
+    """:func:`load_runtime` of a zoo name."""
     names = zoo("runtimes")
     if not isinstance(ref, str) or ref not in names:
         raise unknown("runtime", ref, names, field=field)
