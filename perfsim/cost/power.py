@@ -308,11 +308,11 @@ def _within_limit(c, cap, spans, devices_per_pass):
     ``cap`` at the top clock: the power :func:`span_clock` holds against the cap, on Python numbers
     (the same operations, so the same bits, as on arrays), and the same comparison as
     :func:`solve_clock`'s."""
+    if any(np.ndim(v) for s in spans for v in s):
+        return False
     cap = float(cap)
     if cap == np.inf:  # no cap, and a limit that does not lower the clock: nothing binds
         return True
-    if any(np.ndim(v) for s in spans for v in s):
-        return False
     keys = ("idle_w", "active_w", "matrix_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte", "tdp_w")
     cols = {k: float(c[k]) for k in keys}
     cols["main_kind"] = float(c.get("main_kind", _GPU))
