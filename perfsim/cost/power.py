@@ -286,9 +286,9 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
     spans = [[p["total_s"], p["compute_bound_s"], p["memory_bound_s"], p.get("memory_compute_s", 0.0),
               *(p.get(k, 0.0) for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops"))] for p in passes.values()]
     cap = board_cap(c)
-    if together and _within_limit(c, cap, spans, devices_per_pass):
-        # every pass at the top clock: what the solve gives there (clock 1, the length kept, fits)
-        solved = [(np.float64(1.0), np.float64(s[0]), np.True_) for s in spans]
+    solved = _one_configuration(c, cap, spans, devices_per_pass) if together else None
+    if solved is not None:
+        pass
     elif together:
         both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
         solved = list(zip(*cap_span(c, *both[:4], *(w / devices_per_pass for w in both[4:])), strict=True))
@@ -303,27 +303,41 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
     return checks
 
 
-def _within_limit(c, cap, spans, devices_per_pass):
-    """Whether no pass of one configuration (every column and value one number) draws more than
-    ``cap`` at the top clock: the power :func:`span_clock` holds against the cap, on Python numbers
-    (the same operations, so the same bits, as on arrays), and the same comparison as
-    :func:`solve_clock`'s."""
+def _one_configuration(c, cap, spans, devices_per_pass):
+    """:func:`cap_span` of the passes of one configuration (every column and value one number) on
+    Python numbers: what the solve on an axis of passes gives, to the bit (the same operations; it
+    solves a few spans on Python numbers too). The power at the top clock is held against ``cap``
+    as :func:`solve_clock` holds it; a pass within it keeps clock 1 and its length. None where a
+    value is an array, a pass does vector-engine work or a pass the cap binds on has a value that is
+    not finite (the solve on arrays then)."""
     if any(np.ndim(v) for s in spans for v in s):
-        return False
+        return None
     cap = float(cap)
+    kept = [(np.float64(1.0), np.float64(s[0]), np.True_) for s in spans]  # the solve at the top clock
     if cap == np.inf:  # no cap, and a limit that does not lower the clock: nothing binds
-        return True
-    keys = ("idle_w", "active_w", "matrix_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte", "tdp_w")
+        return kept
+    keys = ("idle_w", "active_w", "matrix_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte", "tdp_w",
+            "min_clock_ghz", "clock_ghz", "voltage_floor")
     cols = {k: float(c[k]) for k in keys}
+    if not np.isfinite(list(cols.values())).all():
+        return None
     cols["main_kind"] = float(c.get("main_kind", _GPU))
     share = float(devices_per_pass)
-    for s in spans:
-        if float(s[7]) != 0.0:  # vector-engine work (NPU): left to the solve on arrays
-            return False
-        _, uncapped = _top_clock(cols, float(s[0]), *(float(w) / share for w in s[4:7]))
-        if uncapped > cap * (1.0 + CAP_TOLERANCE):
-            return False
-    return True
+    for i, s in enumerate(spans):
+        if float(s[7]) != 0.0:  # vector-engine work (NPU)
+            return None
+        full_s = float(s[0])
+        d, uncapped = _top_clock(cols, full_s, *(float(w) / share for w in s[4:7]))
+        if not uncapped > cap * (1.0 + CAP_TOLERANCE):
+            continue
+        span = clip_span(full_s, *(float(x) for x in s[1:4]))
+        problem = _clock_problem(cols, cap, span, d, uncapped)
+        if not np.isfinite([*problem[:3], *span, *problem[4:]]).all():
+            return None
+        clock, fits = solve_clock(*problem)
+        kept[i] = (np.float64(clock), np.float64(clocked_seconds(clock, *span) if clock < 1.0 else full_s),
+                   np.bool_(fits))
+    return kept
 
 
 def _passes_under_cap(c, cap, passes):
