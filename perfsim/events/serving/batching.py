@@ -101,11 +101,13 @@ class Batching(Instance):
         self.S = 0
         self.phase = [0] * BLOCK_TOKENS
         self.finish_at: dict = {}
-        self.stack: list = []  # (request, admission id), newest last
+        self.stack: list = []  # admitted requests, newest last (:meth:`preempt` takes the newest back)
+        self.stack_ids: list = []  # each one's admission id then (entries of older admissions are stale)
         self.groups: dict = {}  # last-token time -> running requests that got it then
         self.last_decode_end = -math.inf
         self.admissions = 0
         self.prefilling: list = []
+        self.singles: dict = {}  # tokens -> the price of a prefill of one prompt of them (:meth:`run`)
         self.pending = ()  # the prompts of a prefill iteration under way (prefill-first batching)
         self.n_dec = 0  # decodes in the iteration under way
         self.kind = None  # the kind of the iteration under way (a decode one: :meth:`run` applies it)
@@ -114,7 +116,8 @@ class Batching(Instance):
     def push(self, r):
         self.admissions += 1
         self.req.admit[r] = self.admissions
-        self.stack.append((r, self.admissions))
+        self.stack.append(r)
+        self.stack_ids.append(self.admissions)
 
     def join(self, r, kv_len, t):
         """``r`` (KV of ``kv_len`` tokens, last token at ``t``) decodes from the next step on."""
@@ -148,7 +151,7 @@ class Batching(Instance):
         """Free blocks by recomputing the newest sequences until ``need`` blocks fit; returns ``need``."""
         req = self.req
         while need > self.free and self.stack:
-            r, admission = self.stack.pop()
+            r, admission = self.stack.pop(), self.stack_ids.pop()
             if req.admit[r] != admission or req.state[r] not in (DECODING, PREFILLING):
                 continue
             req.preemptions += 1
@@ -197,10 +200,13 @@ class Batching(Instance):
         join_step = req.join_step
         itl_value, itl_weight = req.itl_value.append, req.itl_weight.append
         row_start, row_dur, row_seqs, row_context, row_used = (column.append for column in self.rec.decode)
-        phase, finish_at, total, mark, stack = self.phase, self.finish_at, self.total_blocks, self.watermark, self.stack
-        cost, row = self.cost, self.rec.rows.append
+        phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
+        stack, stack_ids = self.stack.append, self.stack_ids.append
+        cost = self.cost
+        pre_start, pre_dur, pre_tokens, pre_prompts, pre_prompt, pre_used, pre_running = \
+            (column.append for column in self.rec.prefill)
         base, table, slope, width = cost.decode_lookup()
-        axis, by_pairs, price_pairs = cost.context, cost.by_pairs, cost.price_pairs
+        axis, by_pairs, price_pairs, singles = cost.context, cost.by_pairs, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
         prefills = self.loop_prefills
         n_arr = len(arrivals) if arrivals is not None else 0
@@ -315,16 +321,31 @@ class Batching(Instance):
                         pairs += kv_len * (kv_len + 1.0) / 2.0
                         k += 1
                         admit[r] = k
-                        stack.append((r, k))
+                        stack(r)
+                        stack_ids(k)
                         state[r] = PREFILLING
                     if k > first_id:
                         self.admissions = k
                         m = k - first_id
-                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`)
-                        equivalent, dur, over = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
+                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`;
+                        # a prompt alone: its pairs follow from its tokens, kept by them)
+                        if m == 1:
+                            known = singles.get(tokens)
+                            if known is None:
+                                known = by_pairs.get((tokens, 1, pairs)) or price_pairs(tokens, 1, pairs)
+                                singles[tokens] = known
+                        else:
+                            known = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
+                        equivalent, dur, over = known
                         if over:
                             cost.over_cap += over
-                        row((t, dur, PREFILL, tokens, m, 0, 0.0, m, equivalent, total - free, n + m))
+                        pre_start(t)
+                        pre_dur(dur)
+                        pre_tokens(tokens)
+                        pre_prompts(m)
+                        pre_prompt(equivalent)
+                        pre_used(total - free)
+                        pre_running(n + m)
                         busy += dur
                         kind, pending = PREFILL, admitted
                 if kind is None and steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
