@@ -229,17 +229,17 @@ class Batching(Instance):
                         i += 1
                         t_arr = arrivals[i] if i < n_arr else math.inf
                 if kind == DECODE:  # the decode iteration under way ends at t (:meth:`end_decode`)
-                    if last is None:
+                    if last is not None:  # (every running sequence got its previous token at last)
+                        itl_value(t - last)
+                        itl_weight(got)
+                    else:
                         for t_last, count in groups.items():
                             itl_value(t - t_last)
                             itl_weight(count)
-                    elif got:
-                        itl_value(t - last)
-                        itl_weight(got)
-                    step = D
+                    finished = finish_at.pop(D, None)
                     D += 1
-                    finished = finish_at.pop(step, None)
                     if finished:
+                        step = D - 1
                         for r in finished:
                             if finish_step[r] != step or state[r] != DECODING:
                                 continue
@@ -295,10 +295,10 @@ class Batching(Instance):
                         n += joined
                         groups[t] = groups.get(t, 0) + joined
                     pending = ()
-                kind = None  # (until one starts)
-                # the next iteration starts at t
+                # the next iteration starts at t (each start goes on to the next end; none: :meth:`begin`)
                 if waiting and n < most:
                     if not prefills:
+                        kind = None
                         break  # (admitted by :meth:`begin`)
                     # admit waiting prompts FCFS while tokens, sequences and blocks allow
                     k = first_id = self.admissions  # (admission ids: :meth:`push`)
@@ -348,7 +348,12 @@ class Batching(Instance):
                         pre_running(n + m)
                         busy += dur
                         kind, pending = PREFILL, admitted
-                if kind is None and steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
+                        end = t + dur
+                        if not end < horizon:
+                            break
+                        t = end
+                        continue
+                if steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
                     need = phase[-D % BLOCK_TOKENS]
                     if need <= free:
                         free -= need
@@ -365,12 +370,13 @@ class Batching(Instance):
                         row_used(total - free)
                         busy += dur
                         kind = DECODE
-                if kind is None:
-                    break  # (started by :meth:`begin`)
-                end = t + dur
-                if not end < horizon:
-                    break
-                t = end
+                        end = t + dur
+                        if not end < horizon:
+                            break
+                        t = end
+                        continue
+                kind = None
+                break  # (started by :meth:`begin`)
             if last is not None:
                 groups = {last: got} if got else {}
                 self.last_decode_end = last
