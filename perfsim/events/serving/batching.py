@@ -189,8 +189,9 @@ class Batching(Instance):
 
         The common iterations run in one loop, the batch's aggregates in local variables: a decode
         iteration ends (:meth:`end_decode`) and the next is a decode iteration again (nothing to
-        admit, its blocks free, no clock solve: :meth:`start_decode` and
-        :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`); with
+        admit, its blocks free: :meth:`start_decode` and
+        :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`, read from its
+        tables here where no clock solve can slow it); with
         :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
         :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
         same order. Anything else goes through :meth:`end` and :meth:`begin`."""
@@ -206,6 +207,7 @@ class Batching(Instance):
         pre_start, pre_dur, pre_tokens, pre_prompts, pre_prompt, pre_used, pre_running = \
             (column.append for column in self.rec.prefill)
         base, table, slope, width = cost.decode_lookup()
+        decode_step = cost.decode_step_s
         axis, by_pairs, price_pairs, singles = cost.context, cost.by_pairs, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
         prefills = self.loop_prefills
@@ -218,7 +220,7 @@ class Batching(Instance):
                 kind = None
             D, n, S, free, load, groups, busy, pending = self.D, self.n_run, self.S, self.free, self.load, \
                 self.groups, self.busy_s, self.pending
-            steady = base is not None and not self.prefilling
+            steady = not self.prefilling
             j, lo, hi, x0, dx = self.cell
             last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
             while True:
@@ -358,11 +360,14 @@ class Batching(Instance):
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
-                            j, lo, hi, x0, dx = axis.cell(context)
-                        w = (context - x0) / dx
-                        k = j + n * width
-                        dur = base[n] + (table[k] + w * slope[k])
+                        if base is None:  # (the power cap may slow it)
+                            dur = decode_step(n, context)
+                        else:
+                            if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
+                                j, lo, hi, x0, dx = axis.cell(context)
+                            w = (context - x0) / dx
+                            k = j + n * width
+                            dur = base[n] + (table[k] + w * slope[k])
                         row_start(t)
                         row_dur(dur)
                         row_seqs(n)
