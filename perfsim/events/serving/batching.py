@@ -112,6 +112,13 @@ class Batching(Instance):
         self.n_dec = 0  # decodes in the iteration under way
         self.kind = None  # the kind of the iteration under way (a decode one: :meth:`run` applies it)
         self.cell = self.cost.context.cell(0.0)  # where the latest decode context fell on the context axis
+        req, rec = self.req, self.rec
+        #: what :meth:`run` reads of the requests and writes to the records, bound once (it runs once per
+        #: event reaching the instance)
+        self.bound = (req.finish_step, req.state, req.kv_base, req.done, req.gen, req.prompt, req.first, req.last_tok,
+                      req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
+                      *(column.append for column in rec.decode), *(column.append for column in rec.prefill),
+                      self.stack.append, self.stack_ids.append)
 
     def push(self, r):
         self.admissions += 1
@@ -195,17 +202,11 @@ class Batching(Instance):
         :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
         :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
         same order. Anything else goes through :meth:`end` and :meth:`begin`."""
-        req = self.req
-        finish_step, state, kv_base, done, gen = req.finish_step, req.state, req.kv_base, req.done, req.gen
-        prompt, first, last_tok, finish, admit = req.prompt, req.first, req.last_tok, req.finish, req.admit
-        join_step = req.join_step
-        itl_value, itl_weight = req.itl_value.append, req.itl_weight.append
-        row_start, row_dur, row_seqs, row_context, row_used = (column.append for column in self.rec.decode)
+        (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
+         itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
+         pre_prompt, pre_used, pre_running, stack, stack_ids) = self.bound
         phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
-        stack, stack_ids = self.stack.append, self.stack_ids.append
         cost = self.cost
-        pre_start, pre_dur, pre_tokens, pre_prompts, pre_prompt, pre_used, pre_running = \
-            (column.append for column in self.rec.prefill)
         base, table, slope, width = cost.decode_lookup()
         decode_step = cost.decode_step_s
         axis, by_pairs, price_pairs, singles = cost.context, cost.by_pairs, cost.price_pairs, self.singles
