@@ -10,6 +10,8 @@ import pytest
 import perfsim
 from perfsim.events.serving.batching import Batching
 from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
+from perfsim.events.serving.metrics import stable_order
+from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 
@@ -45,8 +47,9 @@ def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
     monkeypatch.setattr(IterationCost, "decode_lookup", lambda self: looked_up.append(lookup(self)) or looked_up[-1])
     fast = perfsim.serve(**scenario)
     assert looked_up and fast["completed"] == scenario["num_requests"]
-    if "power_cap_w" not in scenario:
-        assert looked_up[0][0] is not None  # (decode iterations run in the loop)
+    # decode iterations run in the loop, read from the tables or, where the cap may slow them, priced
+    # one by one as the event loop prices them
+    assert (looked_up[0][0] is None) == ("power_cap_w" in scenario)
     monkeypatch.setattr(Batching, "fast", False)  # every iteration end through the event queue
     slow = perfsim.serve(**scenario)
     _same(fast, slow)
@@ -84,3 +87,29 @@ def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():
     first = cost.prefill_of_pairs(2000, 2, pairs)
     assert cost.prefill_of_pairs(2000, 2, pairs) == first == (999.5, fresh._prefill_step_s(2000, 2, 999.5))
     assert cost.over_cap == 4 and list(cost.by_pairs.values()) == [(999.5, first[1], 1)]
+
+
+def test_packed_iterations_come_back_as_the_rows_they_stand_for():
+    rows = [(0.0, 0.5, PREFILL, 900, 2, 0, 0.0, 2, 450.25, 60, 2),
+            (0.5, 0.25, DECODE, 2, 2, 2, 451.5, 0, 0.0, 60, 2),
+            (0.75, 0.5, PREFILL, 300, 1, 0, 0.0, 1, 300.0, 80, 3),
+            (1.25, 0.75, MIXED, 40, 3, 2, 452.0, 1, 38.5, 81, 3),
+            (2.0, 0.25, DECODE, 3, 3, 3, 390.0, 0, 0.0, 81, 3)]
+    packed = Records(rows=[rows[3]])
+    for row in (rows[0], rows[2]):  # (start, length, tokens, prompts, prompt, blocks, running)
+        for column, value in zip(packed.prefill, (row[0], row[1], row[3], row[4], row[8], row[9], row[10]),
+                                 strict=True):
+            column.append(value)
+    for row in (rows[1], rows[4]):  # (start, length, sequences, context, blocks)
+        for column, value in zip(packed.decode, (row[0], row[1], row[3], row[6], row[9]), strict=True):
+            column.append(value)
+    assert packed.array().tolist() == Records(rows=rows).array().tolist() == [list(map(float, r)) for r in rows]
+
+
+def test_token_gaps_sort_as_the_stable_sort_of_the_values():
+    rng = np.random.default_rng(3)
+    gaps = np.round(rng.exponential(0.02, 4000), 4)  # many ties
+    gaps[:5] = (0.0, 0.0, np.inf, 1e-300, 5e-324)
+    for values in (gaps, np.append(gaps, -0.0), np.append(gaps, -1e-3), np.append(gaps, np.nan), gaps[:1],
+                   gaps[::-1].copy(), np.zeros(0)):
+        assert stable_order(values).tolist() == np.argsort(values, kind="stable").tolist()

@@ -101,20 +101,30 @@ class Batching(Instance):
         self.S = 0
         self.phase = [0] * BLOCK_TOKENS
         self.finish_at: dict = {}
-        self.stack: list = []  # (request, admission id), newest last
+        self.stack: list = []  # admitted requests, newest last (:meth:`preempt` takes the newest back)
+        self.stack_ids: list = []  # each one's admission id then (entries of older admissions are stale)
         self.groups: dict = {}  # last-token time -> running requests that got it then
         self.last_decode_end = -math.inf
         self.admissions = 0
         self.prefilling: list = []
+        self.singles: dict = {}  # tokens -> the price of a prefill of one prompt of them (:meth:`run`)
         self.pending = ()  # the prompts of a prefill iteration under way (prefill-first batching)
         self.n_dec = 0  # decodes in the iteration under way
         self.kind = None  # the kind of the iteration under way (a decode one: :meth:`run` applies it)
         self.cell = self.cost.context.cell(0.0)  # where the latest decode context fell on the context axis
+        req, rec = self.req, self.rec
+        #: what :meth:`run` reads of the requests and writes to the records, bound once (it runs once per
+        #: event reaching the instance)
+        self.bound = (req.finish_step, req.state, req.kv_base, req.done, req.gen, req.prompt, req.first, req.last_tok,
+                      req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
+                      *(column.append for column in rec.decode), *(column.append for column in rec.prefill),
+                      self.stack.append, self.stack_ids.append)
 
     def push(self, r):
         self.admissions += 1
         self.req.admit[r] = self.admissions
-        self.stack.append((r, self.admissions))
+        self.stack.append(r)
+        self.stack_ids.append(self.admissions)
 
     def join(self, r, kv_len, t):
         """``r`` (KV of ``kv_len`` tokens, last token at ``t``) decodes from the next step on."""
@@ -148,7 +158,7 @@ class Batching(Instance):
         """Free blocks by recomputing the newest sequences until ``need`` blocks fit; returns ``need``."""
         req = self.req
         while need > self.free and self.stack:
-            r, admission = self.stack.pop()
+            r, admission = self.stack.pop(), self.stack_ids.pop()
             if req.admit[r] != admission or req.state[r] not in (DECODING, PREFILLING):
                 continue
             req.preemptions += 1
@@ -186,21 +196,20 @@ class Batching(Instance):
 
         The common iterations run in one loop, the batch's aggregates in local variables: a decode
         iteration ends (:meth:`end_decode`) and the next is a decode iteration again (nothing to
-        admit, its blocks free, no clock solve: :meth:`start_decode` and
-        :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`); with
+        admit, its blocks free: :meth:`start_decode` and
+        :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`, read from its
+        tables here where no clock solve can slow it); with
         :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
         :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
         same order. Anything else goes through :meth:`end` and :meth:`begin`."""
-        req = self.req
-        finish_step, state, kv_base, done, gen = req.finish_step, req.state, req.kv_base, req.done, req.gen
-        prompt, first, last_tok, finish, admit = req.prompt, req.first, req.last_tok, req.finish, req.admit
-        join_step = req.join_step
-        itl_value, itl_weight = req.itl_value.append, req.itl_weight.append
-        row_start, row_dur, row_seqs, row_context, row_used = (column.append for column in self.rec.decode)
-        phase, finish_at, total, mark, stack = self.phase, self.finish_at, self.total_blocks, self.watermark, self.stack
-        cost, row = self.cost, self.rec.rows.append
+        (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
+         itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
+         pre_prompt, pre_used, pre_running, stack, stack_ids) = self.bound
+        phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
+        cost = self.cost
         base, table, slope, width = cost.decode_lookup()
-        axis, by_pairs, price_pairs = cost.context, cost.by_pairs, cost.price_pairs
+        decode_step = cost.decode_step_s
+        axis, by_pairs, price_pairs, singles = cost.context, cost.by_pairs, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
         prefills = self.loop_prefills
         n_arr = len(arrivals) if arrivals is not None else 0
@@ -212,7 +221,7 @@ class Batching(Instance):
                 kind = None
             D, n, S, free, load, groups, busy, pending = self.D, self.n_run, self.S, self.free, self.load, \
                 self.groups, self.busy_s, self.pending
-            steady = base is not None and not self.prefilling
+            steady = not self.prefilling
             j, lo, hi, x0, dx = self.cell
             last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
             while True:
@@ -223,17 +232,17 @@ class Batching(Instance):
                         i += 1
                         t_arr = arrivals[i] if i < n_arr else math.inf
                 if kind == DECODE:  # the decode iteration under way ends at t (:meth:`end_decode`)
-                    if last is None:
+                    if last is not None:  # (every running sequence got its previous token at last)
+                        itl_value(t - last)
+                        itl_weight(got)
+                    else:
                         for t_last, count in groups.items():
                             itl_value(t - t_last)
                             itl_weight(count)
-                    elif got:
-                        itl_value(t - last)
-                        itl_weight(got)
-                    step = D
+                    finished = finish_at.pop(D, None)
                     D += 1
-                    finished = finish_at.pop(step, None)
                     if finished:
+                        step = D - 1
                         for r in finished:
                             if finish_step[r] != step or state[r] != DECODING:
                                 continue
@@ -289,10 +298,10 @@ class Batching(Instance):
                         n += joined
                         groups[t] = groups.get(t, 0) + joined
                     pending = ()
-                kind = None  # (until one starts)
-                # the next iteration starts at t
+                # the next iteration starts at t (each start goes on to the next end; none: :meth:`begin`)
                 if waiting and n < most:
                     if not prefills:
+                        kind = None
                         break  # (admitted by :meth:`begin`)
                     # admit waiting prompts FCFS while tokens, sequences and blocks allow
                     k = first_id = self.admissions  # (admission ids: :meth:`push`)
@@ -315,28 +324,51 @@ class Batching(Instance):
                         pairs += kv_len * (kv_len + 1.0) / 2.0
                         k += 1
                         admit[r] = k
-                        stack.append((r, k))
+                        stack(r)
+                        stack_ids(k)
                         state[r] = PREFILLING
                     if k > first_id:
                         self.admissions = k
                         m = k - first_id
-                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`)
-                        equivalent, dur, over = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
+                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`;
+                        # a prompt alone: its pairs follow from its tokens, kept by them)
+                        if m == 1:
+                            known = singles.get(tokens)
+                            if known is None:
+                                known = by_pairs.get((tokens, 1, pairs)) or price_pairs(tokens, 1, pairs)
+                                singles[tokens] = known
+                        else:
+                            known = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
+                        equivalent, dur, over = known
                         if over:
                             cost.over_cap += over
-                        row((t, dur, PREFILL, tokens, m, 0, 0.0, m, equivalent, total - free, n + m))
+                        pre_start(t)
+                        pre_dur(dur)
+                        pre_tokens(tokens)
+                        pre_prompts(m)
+                        pre_prompt(equivalent)
+                        pre_used(total - free)
+                        pre_running(n + m)
                         busy += dur
                         kind, pending = PREFILL, admitted
-                if kind is None and steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
+                        end = t + dur
+                        if not end < horizon:
+                            break
+                        t = end
+                        continue
+                if steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
                     need = phase[-D % BLOCK_TOKENS]
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
-                            j, lo, hi, x0, dx = axis.cell(context)
-                        w = (context - x0) / dx
-                        k = j + n * width
-                        dur = base[n] + (table[k] + w * slope[k])
+                        if base is None:  # (the power cap may slow it)
+                            dur = decode_step(n, context)
+                        else:
+                            if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
+                                j, lo, hi, x0, dx = axis.cell(context)
+                            w = (context - x0) / dx
+                            k = j + n * width
+                            dur = base[n] + (table[k] + w * slope[k])
                         row_start(t)
                         row_dur(dur)
                         row_seqs(n)
@@ -344,12 +376,13 @@ class Batching(Instance):
                         row_used(total - free)
                         busy += dur
                         kind = DECODE
-                if kind is None:
-                    break  # (started by :meth:`begin`)
-                end = t + dur
-                if not end < horizon:
-                    break
-                t = end
+                        end = t + dur
+                        if not end < horizon:
+                            break
+                        t = end
+                        continue
+                kind = None
+                break  # (started by :meth:`begin`)
             if last is not None:
                 groups = {last: got} if got else {}
                 self.last_decode_end = last

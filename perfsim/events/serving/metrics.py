@@ -36,6 +36,14 @@ def _stats(x):
     return out
 
 
+def stable_order(values):
+    """``np.argsort(values, kind="stable")`` of a float array: where no value is negative (nor -0.0)
+    or NaN, the sort of their bit patterns as whole numbers (ordered as the values are, and sorted
+    faster)."""
+    plain = len(values) and not (np.isnan(values.max()) or np.signbit(values).any())
+    return np.argsort(values.view(np.int64) if plain else values, kind="stable")
+
+
 def weighted_stats(values, weights):
     """Mean and percentiles of ``values`` each repeated ``weights`` times (numpy's linear method)."""
     values = np.asarray(values, dtype=float)
@@ -45,7 +53,7 @@ def weighted_stats(values, weights):
         values, weights = values[keep], weights[keep]
     if not len(values):
         return _no_stats()
-    order = np.argsort(values, kind="stable")
+    order = stable_order(values)
     values, weights = values[order], weights[order]
     cumulative = np.cumsum(weights)
     total = cumulative[-1]

@@ -63,6 +63,9 @@ class Records:
     #: decode iterations apart, packed: their start, length, sequences, mean context and KV blocks in use
     #: (the other columns follow: every sequence decodes one token, none is prefilled)
     decode: tuple = field(default_factory=lambda: tuple(array("d") for _ in range(5)))
+    #: prefill iterations of whole prompts apart, packed: their start, length, tokens, prompts, equivalent
+    #: prompt length, KV blocks in use and sequences running (each prompt samples its first token)
+    prefill: tuple = field(default_factory=lambda: tuple(array("d") for _ in range(7)))
 
     def array(self):
         """All rows as one array, in order of start time (an instance's iterations start one after another)."""
@@ -70,6 +73,13 @@ class Records:
         if self.rows:  # (read flat: much faster than a list of tuples)
             flat = np.fromiter(chain.from_iterable(self.rows), dtype=float, count=len(self.rows) * len(COLUMNS))
             parts.append(flat.reshape(-1, len(COLUMNS)))
+        if self.prefill[0]:
+            start, dur, tokens, prompts, prompt, used, running = (np.frombuffer(c, dtype=float) for c in self.prefill)
+            block = np.empty((len(start), len(COLUMNS)))
+            block[:, 0], block[:, 1], block[:, 2], block[:, 3], block[:, 5], block[:, 6], block[:, 8], block[:, 9], \
+                block[:, 10] = start, dur, PREFILL, tokens, 0.0, 0.0, prompt, used, running
+            block[:, 4] = block[:, 7] = prompts
+            parts.append(block)
         if self.decode[0]:
             start, dur, seqs, context, used = (np.frombuffer(column, dtype=float) for column in self.decode)
             block = np.empty((len(start), len(COLUMNS)))
