@@ -49,7 +49,7 @@ SPAN = ("compute_bound_s", "memory_bound_s", "memory_compute_s")
 _CAPPED = (*SPAN, *WORK)
 #: columns the power model reads, as Python numbers for the simulation loop
 _POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte",
-                  "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind")
+                  "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind", "host_gap_w")
 _INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
 _GROWTH = 1.005  # then a geometric grid
 _BLOCK_ROWS = 16384  # iterations whose work is read from the tables at once (their temporaries fit a cache)
@@ -286,7 +286,7 @@ class IterationCost:
         if self._decode_free:
             return t
         # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
-        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
+        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n)
 
     def decode_lookup(self):
         """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope,
@@ -349,7 +349,7 @@ class IterationCost:
             lin_w, head_w, decode_w, prefill_w = self._pair_w
             if max(lin_w[jt], head_w[n], decode_w[jc], prefill_w[jp]) <= self.cap:
                 return t
-        return self._capped_at(t, (jt, wt, n, jc, wc, jp, wp))
+        return self._capped_at(t, (jt, wt, n, jc, wc, jp, wp), n)
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s (``context``
@@ -369,7 +369,7 @@ class IterationCost:
             t += _lerp(prefill, jp, wp)
         else:
             jp, wp = self._no_prompt
-        return t if self.cap is None else self._capped_at(t, (jt, wt, logits, jc, wc, jp, wp))
+        return t if self.cap is None else self._capped_at(t, (jt, wt, logits, jc, wc, jp, wp), n_dec + n_pre)
 
     def moe_s(self, tokens):
         """The MoE MLPs of an iteration of ``tokens`` tokens on each rank of its expert group, s."""
@@ -389,9 +389,9 @@ class IterationCost:
         shared = self.moe_s(sum(tokens) / ranks)
         return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
 
-    def _capped_at(self, full_s, at):
+    def _capped_at(self, full_s, at, seqs):
         """Length of one iteration (``full_s`` at the top clock) at the clock the power cap leaves it;
-        it reads the tables at ``at`` (:meth:`_at`)."""
+        it reads the tables at ``at`` (:meth:`_at`) and serves ``seqs`` sequences (its host time)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
         flops, hbm, link = (_sum(self._listed(key), at) for key in WORK)
@@ -402,7 +402,7 @@ class IterationCost:
                 return full_s
         compute, memory, memory_compute = (_sum(self._listed(key), at) for key in SPAN)
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
-                                          flops, hbm, link)
+                                          flops, hbm, link, 0.0, self.overhead_s + self.per_seq_s * seqs)
         if not fits:
             self.over_cap += 1
         return seconds
@@ -446,7 +446,7 @@ class IterationCost:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"], _ = span_under_cap(
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
-                out["hbm_bytes"], out["link_bytes"])
+                out["hbm_bytes"], out["link_bytes"], 0.0, self.overhead_s + self.per_seq_s * seqs)
         return out
 
     def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt):
