@@ -39,8 +39,9 @@ def test_the_gap_power_is_reached_when_the_step_is_all_host():
 
 
 def test_estimate_prices_the_decode_overhead_at_the_gap_power():
-    """vllm-0.5's decode step leaves the device waiting for the host (overhead_s): the step's power
-    is the busy-floor power less (busy floor - host_gap_w) over that share of the step."""
+    """vllm-0.5's decode step leaves the device waiting for the host (overhead_s) and between its
+    kernels (launch_s): the step's power is the busy-floor power less (busy floor - host_gap_w) over
+    that share of the step."""
     r = perfsim.estimate(model="llama3-8b", hardware="h100-sxm", mode="inference", runtime="vllm-0.5", batch=8,
                          prompt_len=128, gen_len=64)
     d = r["breakdown"]["decode"]
@@ -51,7 +52,8 @@ def test_estimate_prices_the_decode_overhead_at_the_gap_power():
              peak_flops=spec.peak_tflops["bf16"] * 1e12, memory_j_per_byte=spec["memory_pj_per_byte"] * 1e-12,
              link_j_per_byte=spec["link_pj_per_byte"] * 1e-12)
     floor = float(device_power(c, d["total_s"], d["flops"], d["hbm_bytes"], d["link_bytes"])["power_w"])
-    share = d["overhead_s"] / d["total_s"]
+    share = (d["overhead_s"] + d["launch_s"]) / d["total_s"]
+    assert d["launch_s"] > 0
     assert r["decode_power_w_per_device"] == pytest.approx(floor - (busy - spec["host_gap_w"]) * share, rel=1e-9)
 
 

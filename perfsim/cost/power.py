@@ -15,9 +15,10 @@ GPU power models such as GPUWattch (Leng et al., ISCA'13): static plus the sum o
 Compute-bound phases (prefill, training GEMMs) reach the limit, memory-bound decode stays far
 below it, as Splitwise measured (Patel et al., ISCA'24).
 
-**Host gaps.** The engine's host time inside a span (step overhead, per-sequence host work: the
-device waits with no kernel running) draws ``host_gap_w`` where a spec states it, in place of the
-busy floor ``idle_w + active_w`` (:func:`gap_floor`); the clock solve sees the same power.
+**Host gaps.** The time inside a span in which the device waits with no kernel running (the
+engine's step overhead and per-sequence host work, the kernels' launch gaps) draws ``host_gap_w``
+where a spec states it, in place of the busy floor ``idle_w + active_w`` (:func:`gap_floor`); the
+clock solve sees the same power.
 
 **Power caps and DVFS.** Under its cap (:func:`board_cap`: ``power_cap_w`` where a plan sets one
 below the board limit, else ``tdp_w``) the device lowers its clock; the clocked terms and the solve
@@ -164,9 +165,9 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
         at the top clock, unclipped, scaled as in the module docstring (``voltage_floor`` column):
         the clock keeps them within the cap. Without ``clock`` the dynamic parts are clipped at TDP.
     gap_seconds : array_like, optional
-        The part of ``seconds`` in which the device waits for the host with no kernel running (the
-        engine's host time it does not hide): drawn at ``host_gap_w`` where the spec states it
-        (:func:`host_gap_floor`), at the busy floor elsewhere.
+        The part of ``seconds`` in which the device waits with no kernel running (the engine's host
+        time it does not hide, the kernels' launch gaps): drawn at ``host_gap_w`` where the spec
+        states it (:func:`host_gap_floor`), at the busy floor elsewhere.
 
     Returns
     -------
@@ -333,8 +334,8 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
     passes in one call on an axis of passes.
     """
     spans = [[p["total_s"], p["compute_bound_s"], p["memory_bound_s"], p.get("memory_compute_s", 0.0),
-              *(p.get(k, 0.0) for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops", "overhead_s"))]
-             for p in passes.values()]
+              *(p.get(k, 0.0) for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops")),
+              p.get("overhead_s", 0.0) + p.get("launch_s", 0.0) / devices_per_pass] for p in passes.values()]
     cap = board_cap(c)
     solved = _one_configuration(c, cap, spans, devices_per_pass) if together else None
     if solved is not None:
