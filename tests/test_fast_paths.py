@@ -254,11 +254,12 @@ def test_passes_within_the_limit_skip_the_clock_solve(plan, monkeypatch):
         p["compute_bound_s"] = p["total_s"] * 0.5
         p["memory_bound_s"] = p["total_s"] * 0.25
     spans = [[p["total_s"], p["compute_bound_s"], p["memory_bound_s"], p.get("memory_compute_s", 0.0)]
-             + [p.get(k, 0.0) for k in keys] for p in pair]
+             + [p.get(k, 0.0) for k in keys] + [p.get("overhead_s", 0.0) + p.get("launch_s", 0.0) / c["pp"]] for p in pair]
     both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
-    solved = list(zip(*power.cap_span(c, *both[:4], *(w / c["pp"] for w in both[4:])), strict=True))
+    solved = list(zip(*power.cap_span(c, *both[:4], *(w / c["pp"] for w in both[4:8]), both[8]), strict=True))
     solved_rows = [power.cap_span(c, p["total_s"], p["compute_bound_s"], p["memory_bound_s"],
-                                  p.get("memory_compute_s", 0.0), *(np.asarray(p.get(k, 0.0)) / c["pp"] for k in keys))
+                                  p.get("memory_compute_s", 0.0), *(np.asarray(p.get(k, 0.0)) / c["pp"] for k in keys),
+                                  gap_seconds=p.get("overhead_s", 0.0) + p.get("launch_s", 0.0) / c["pp"])
                    for p in rows]
     binds = plan["hardware"] in ("a100-80gb", "h100-sxm") and plan["model"] == "llama2-7b"
     assert all(bool(np.all(clock == 1.0)) for clock, _, _ in solved + solved_rows) != binds

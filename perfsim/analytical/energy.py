@@ -32,8 +32,12 @@ def inference_power(c, out):
     step_s = out["breakdown.decode.total_s"]
     steps = out["breakdown.decode.steps"]
     work = ("total_s", "flops", "hbm_bytes", "link_bytes", "vector_ops", "pim_bytes", "pim_link_bytes")
+    # each phase's host time the device does not hide and its stage's kernel launch gaps: drawn at the
+    # host-gap power (perfsim.cost.power.host_gap_floor)
     phases = [([out.get(f"breakdown.{phase}.{k}", 0.0) for k in work],
-               _clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"])) for phase in ("prefill", "decode")]
+               {**_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]),
+                "gap_seconds": out.get(f"breakdown.{phase}.overhead_s", 0.0)
+                + out.get(f"breakdown.{phase}.launch_s", 0.0) / c["pp"]}) for phase in ("prefill", "decode")]
     if one_configuration(c) and phases[0][1].keys() == phases[1][1].keys():
         # one configuration: both phases in one call on an axis of two (each elementwise as alone)
         both = device_power(c, *(np.array(v, dtype=float) for v in zip(phases[0][0], phases[1][0], strict=True)),
@@ -73,7 +77,8 @@ def train_power(c, out):
     """
     step_s = out["step_time_s"]
     parts = device_power(c, step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"],
-                         out["breakdown.train.link_bytes"], **_clocked(out, "breakdown.train.", step_s))
+                         out["breakdown.train.link_bytes"], **_clocked(out, "breakdown.train.", step_s),
+                         gap_seconds=out.get("breakdown.train.overhead_s", 0.0))
     job_tokens = c["train_tokens"]
     given = ~np.isnan(job_tokens)
     step_tokens = c["global_batch"] * c["seq_len"]

@@ -324,6 +324,7 @@ def estimate_train(c, prices=None):
     traffic = _step_traffic(c, p, n_micro, R, t["prices"], data_par)
     # a power cap lowers the clock of the step (perfsim.cost.power): no-op without
     span = _step_span(c, t, step, per_mb, bubble, hardware_flops / devices, traffic)
+    span["overhead_s"] = c["step_overhead_s"]  # host time in the step (perfsim.cost.power.gap_floor)
     cap_checks = cap_passes(c, {"the training step": span})
     step = span["total_s"]
 

@@ -15,6 +15,11 @@ GPU power models such as GPUWattch (Leng et al., ISCA'13): static plus the sum o
 Compute-bound phases (prefill, training GEMMs) reach the limit, memory-bound decode stays far
 below it, as Splitwise measured (Patel et al., ISCA'24).
 
+**Host gaps.** The time inside a span in which the device waits with no kernel running (the
+engine's step overhead and per-sequence host work, the kernels' launch gaps) draws ``host_gap_w``
+where a spec states it, in place of the busy floor ``idle_w + active_w`` (:func:`gap_floor`); the
+clock solve sees the same power.
+
 **Power caps and DVFS.** Under its cap (:func:`board_cap`: ``power_cap_w`` where a plan sets one
 below the board limit, else ``tdp_w``) the device lowers its clock; the clocked terms and the solve
 for the clock are :mod:`perfsim.cost.clock`.
@@ -89,15 +94,16 @@ def top_clock_power_w(c, seconds, flops, hbm_bytes, link_bytes):
     return c["idle_w"] + c["active_w"] + d["matrix"] + d["memory"] + d["link"] + 0.0
 
 
-def _top_clock(c, full_s, flops, hbm_bytes, link_bytes, vector_ops=0.0):
+def _top_clock(c, full_s, flops, hbm_bytes, link_bytes, vector_ops=0.0, gap_seconds=None):
     """A span's dynamic parts at the top clock (:func:`_dynamic`, clipped where the limit does not
     lower the clock) and its power there, W: ``(parts, uncapped)``, the power :func:`solve_clock`
-    holds against the cap."""
+    holds against the cap (its host gaps at :func:`gap_floor`)."""
     d = _dynamic(c, full_s, flops, hbm_bytes, link_bytes, vector_ops, clip=not_clock_limited(c))
-    return d, c["idle_w"] + c["active_w"] + d["matrix"] + d["memory"] + d["link"] + d.get("vector", 0.0)
+    idle, active = gap_floor(c, c["idle_w"], c["active_w"], full_s, gap_seconds)
+    return d, idle + active + d["matrix"] + d["memory"] + d["link"] + d.get("vector", 0.0)
 
 
-def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
+def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0, gap_seconds=None):
     """Clock of a span of work under a cap: ``(clock, fits)`` of :func:`solve_clock`.
 
     Parameters
@@ -111,18 +117,21 @@ def span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops=0.0):
         (:func:`clocked_seconds`).
     flops, hbm_bytes, link_bytes, vector_ops : array_like or float
         Work of one device in the span. PIM stacks have their own budget and do not count.
+    gap_seconds : array_like or float, optional
+        Host time in the span, drawn at ``host_gap_w`` (:func:`gap_floor`).
 
     Arrays, or Python numbers for one span (the serving simulator's iterations). The power at the
     top clock is what the work draws there, unclipped (:func:`device_power` with ``clock`` 1, to the
     last bit); where it passes the cap the clock drops until it no longer does.
     """
-    d, uncapped = _top_clock(c, span[0], flops, hbm_bytes, link_bytes, vector_ops)
-    return solve_clock(*_clock_problem(c, cap, span, d, uncapped))
+    d, uncapped = _top_clock(c, span[0], flops, hbm_bytes, link_bytes, vector_ops, gap_seconds)
+    return solve_clock(*_clock_problem(c, cap, span, d, uncapped, gap_seconds))
 
 
-def _clock_problem(c, cap, span, d, uncapped):
-    """The arguments of :func:`solve_clock` for a span (``d``, ``uncapped``: :func:`_top_clock`'s)."""
-    idle, active = c["idle_w"], c["active_w"]
+def _clock_problem(c, cap, span, d, uncapped, gap_seconds=None):
+    """The arguments of :func:`solve_clock` for a span (``d``, ``uncapped``: :func:`_top_clock`'s; the
+    floor split by :func:`gap_floor` at the host time ``gap_seconds``)."""
+    idle, active = gap_floor(c, c["idle_w"], c["active_w"], span[0], gap_seconds)
     vector = d.get("vector", 0.0)
     lowest = c["min_clock_ghz"] / c["clock_ghz"]
     lowest = _ops(lowest).maximum(lowest, LOWEST_CLOCK)
@@ -130,7 +139,7 @@ def _clock_problem(c, cap, span, d, uncapped):
 
 
 def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_bytes=0.0, pim_link_bytes=0.0, *,
-                 clock=None, full_seconds=None):
+                 clock=None, full_seconds=None, gap_seconds=None):
     """Mean power of one device (W) over ``seconds`` doing the given work, by component.
 
     An NPU's vector engine adds ``vector_w`` at its full rate (``vector_ops`` over the span at
@@ -155,6 +164,10 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
         length at that clock, ``full_seconds`` at the top clock. The terms are those the work draws
         at the top clock, unclipped, scaled as in the module docstring (``voltage_floor`` column):
         the clock keeps them within the cap. Without ``clock`` the dynamic parts are clipped at TDP.
+    gap_seconds : array_like, optional
+        The part of ``seconds`` in which the device waits with no kernel running (the engine's host
+        time it does not hide, the kernels' launch gaps): drawn at ``host_gap_w`` where the spec
+        states it (:func:`host_gap_floor`), at the busy floor elsewhere.
 
     Returns
     -------
@@ -185,9 +198,46 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
         parts["active"] = parts["active"] * a
         for key, factor in (("matrix", e), ("vector", e), ("memory", b), ("link", b)):
             parts[key] = parts[key] * factor
+    if gap_seconds is not None:
+        parts["active"] = host_gap_floor(c, parts["active"], span, gap_seconds)
     parts["pim"] = c.get("pim_j_per_byte", 0.0) * per_second(pim_bytes, seconds) + 0.0 * total
     parts["power_w"] = sum(parts[k] for k in COMPONENTS)
     return parts
+
+
+def host_gap_floor(c, active, seconds, gap_seconds):
+    """The active floor of a span of ``seconds`` of which ``gap_seconds`` the device spends waiting
+    for the host, no kernel running (W, arrays): ``active`` (the floor while kernels run, clock
+    factor applied) over the rest, and ``host_gap_w - idle_w`` over the gap. Between kernels the
+    board stays at its top performance state with a context, its engines clock-gated: it draws
+    more than a bare idle board and less than the busy floor. Where ``host_gap_w`` is NaN (no
+    measurement) the gap keeps the busy floor, exactly ``active``.
+
+    Examples
+    --------
+    >>> c = dict(idle_w=75.0, host_gap_w=142.5)
+    >>> float(host_gap_floor(c, 200.0, 10.0, 4.0))  # 6 s at 200 W and 4 s at 67.5 W over idle
+    147.0
+    """
+    idle, busy = gap_floor(c, c["idle_w"], active, seconds, gap_seconds)
+    return busy + (idle - c["idle_w"])
+
+
+def gap_floor(c, idle, active, full_s, gap_seconds):
+    """The floor of a span of ``full_s`` seconds (at the top clock) of which ``gap_seconds`` wait on the
+    host, as two terms: ``(constant, busy)``, W. ``constant`` is ``idle`` plus ``host_gap_w - idle_w``
+    over the gap's share (it does not scale with the clock); ``busy`` is ``active`` over the rest
+    (scaled with the clock as the active floor is, :func:`perfsim.cost.clock.solve_clock`). Exactly
+    ``(idle, active)`` where ``host_gap_w`` is NaN or there is no gap. Arrays, or Python numbers for one
+    span (the serving simulator's iterations)."""
+    if gap_seconds is None:
+        return idle, active
+    gap_w = c.get("host_gap_w", np.nan)
+    xp = _ops(full_s, gap_seconds, gap_w, idle, active)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = xp.clip(xp.divide(gap_seconds, full_s, 0.0), 0.0, 1.0)
+    use = (gap_w == gap_w) & (share > 0)
+    return xp.where(use, idle + (gap_w - c["idle_w"]) * share, idle), xp.where(use, active * (1.0 - share), active)
 
 
 def board_cap(c):
@@ -214,7 +264,7 @@ def not_clock_limited(c):
 
 
 def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
-             vector_ops=0.0):
+             vector_ops=0.0, gap_seconds=None):
     """A span of work under the device's power limit (:func:`board_cap`: ``power_cap_w`` or
     ``tdp_w``): ``(clock, seconds, fits)``, arrays.
 
@@ -249,16 +299,16 @@ def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops
     cap = board_cap(c)
     with np.errstate(divide="ignore", invalid="ignore"):
         return span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes,
-                              link_bytes, vector_ops)
+                              link_bytes, vector_ops, gap_seconds)
 
 
 def span_under_cap(c, cap, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,
-                   vector_ops=0.0):
+                   vector_ops=0.0, gap_seconds=None):
     """A span of work at the clock ``cap`` leaves it: ``(clock, seconds, fits)`` as :func:`cap_span`
     gives them, for a cap given directly (``inf``: none). The parts are clipped (:func:`clip_span`).
     Arrays, or Python numbers for one span (the serving simulator's iterations)."""
     span = clip_span(full_s, compute_bound_s, memory_bound_s, memory_compute_s)
-    clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops)
+    clock, fits = span_clock(c, cap, span, flops, hbm_bytes, link_bytes, vector_ops, gap_seconds)
     return clock, _ops(clock).where(clock < 1.0, clocked_seconds(clock, *span), full_s), fits
 
 
@@ -284,16 +334,18 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
     passes in one call on an axis of passes.
     """
     spans = [[p["total_s"], p["compute_bound_s"], p["memory_bound_s"], p.get("memory_compute_s", 0.0),
-              *(p.get(k, 0.0) for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops"))] for p in passes.values()]
+              *(p.get(k, 0.0) for k in ("flops", "hbm_bytes", "link_bytes", "vector_ops")),
+              p.get("overhead_s", 0.0) + p.get("launch_s", 0.0) / devices_per_pass] for p in passes.values()]
     cap = board_cap(c)
     solved = _one_configuration(c, cap, spans, devices_per_pass) if together else None
     if solved is not None:
         pass
     elif together:
         both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
-        solved = list(zip(*cap_span(c, *both[:4], *(w / devices_per_pass for w in both[4:])), strict=True))
+        solved = list(zip(*cap_span(c, *both[:4], *(w / devices_per_pass for w in both[4:8]), both[8]), strict=True))
     else:
-        solved = _passes_under_cap(c, cap, [(s[:4], [np.asarray(w) / devices_per_pass for w in s[4:]]) for s in spans])
+        solved = _passes_under_cap(c, cap, [(s[:4], [np.asarray(w) / devices_per_pass for w in s[4:8]], s[8])
+                                            for s in spans])
     checks = []
     for (name, p), (clock, seconds, fits) in zip(passes.items(), solved, strict=True):
         p["throttle_s"] = seconds - p["total_s"]
@@ -322,16 +374,18 @@ def _one_configuration(c, cap, spans, devices_per_pass):
     if not np.isfinite(list(cols.values())).all():
         return None
     cols["main_kind"] = float(c.get("main_kind", _GPU))
+    cols["host_gap_w"] = float(c.get("host_gap_w", np.nan))
     share = float(devices_per_pass)
     for i, s in enumerate(spans):
         if float(s[7]) != 0.0:  # vector-engine work (NPU)
             return None
         full_s = float(s[0])
-        d, uncapped = _top_clock(cols, full_s, *(float(w) / share for w in s[4:7]))
+        gap = float(s[8])
+        d, uncapped = _top_clock(cols, full_s, *(float(w) / share for w in s[4:7]), gap_seconds=gap)
         if not uncapped > cap * (1.0 + CAP_TOLERANCE):
             continue
         span = clip_span(full_s, *(float(x) for x in s[1:4]))
-        problem = _clock_problem(cols, cap, span, d, uncapped)
+        problem = _clock_problem(cols, cap, span, d, uncapped, gap)
         if not np.isfinite([*problem[:3], *span, *problem[4:]]).all():
             return None
         clock, fits = solve_clock(*problem)
@@ -341,20 +395,20 @@ def _one_configuration(c, cap, spans, devices_per_pass):
 
 
 def _passes_under_cap(c, cap, passes):
-    """:func:`cap_span` of passes on arrays under ``cap`` (the device's :func:`board_cap`), each a pair
-    ``(span, work)``; the clocks of those the cap binds on are solved together (:func:`solve_clocks`).
+    """:func:`cap_span` of passes on arrays under ``cap`` (the device's :func:`board_cap`), each a triple
+    ``(span, work, host time)``; the clocks of those the cap binds on are solved together (:func:`solve_clocks`).
     Where no row of a pass draws more than the cap at the top clock its solve is skipped: its clock is
     1 and its length the span's on every row (the same arrays, shapes included, as the solve returns
     there)."""
     out, spans, problems = [], {}, []
     with np.errstate(divide="ignore", invalid="ignore"):
-        for i, (span, work) in enumerate(passes):
+        for i, (span, work, gap) in enumerate(passes):
             full_s = np.asarray(span[0], dtype=float)
-            d, uncapped = _top_clock(c, full_s, *work)
+            d, uncapped = _top_clock(c, full_s, *work, gap_seconds=gap)
             binds = uncapped > cap * (1.0 + CAP_TOLERANCE)
             if binds.any() or not binds.size:
                 spans[i] = clip_span(full_s, *span[1:])
-                problems.append(_clock_problem(c, cap, spans[i], d, uncapped))
+                problems.append(_clock_problem(c, cap, spans[i], d, uncapped, gap))
                 out.append(None)
                 continue
             shape = binds.shape

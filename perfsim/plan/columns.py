@@ -50,6 +50,7 @@ _HW = {
     "link_pj_per_byte": ("link_j_per_byte", 1e-12), "host_w": ("host_w", 1.0),
     "host_cpu_w": ("host_cpu_w", 1.0), "host_nvme_w": ("host_nvme_w", 1.0), "host_nic_w": ("host_nic_w", 1.0),
     "psu_efficiency": ("psu_efficiency", 1.0), "voltage_floor": ("voltage_floor", 1.0),
+    "host_gap_w": ("host_gap_w", 1.0),
     "clock_ghz": ("clock_ghz", 1.0), "min_clock_ghz": ("min_clock_ghz", 1.0),
 }
 # what-if key (specs.hardware.WHATIF_KEYS) -> (column, scale): the column of the flat field it overrides

@@ -79,6 +79,7 @@ COLUMNS = (
     _C("tdp_w", "W", "board power limit: a GPU's clock drops to stay within it, TPU/NPU power is clipped at it (what-if tdp_w)"),
     _C("idle_w", "W", "powered, idle device"),
     _C("active_w", "W", "floor added while kernels run at the top clock (SMs, L2, crossbar clocked)"),
+    _C("host_gap_w", "W", "board power while the host holds the device between kernels, no kernel running (NaN: busy floor)"),
     _C("matrix_w", "W", "matrix engines' dynamic power at the full dense rate"),
     _C("memory_j_per_byte", "J/B", "energy per byte of device-memory traffic"),
     _C("link_j_per_byte", "J/B", "energy per byte sent over the scale-up/scale-out fabric"),

@@ -35,7 +35,7 @@ _SCHEMA = {
                        **{f"attention_max_{d}": S.NUM for d in COMPUTE_DTYPES}},
         "power": {"tdp_w": S.NUM, "idle_w": S.NUM, "active_w": S.NUM, "matrix_w": S.NUM,
                   "memory_pj_per_byte": S.NUM, "link_pj_per_byte": S.NUM, "vector_w": S.NUM,
-                  "voltage_floor": S.NUM, "gemm_clock_ghz": S.NUM},
+                  "voltage_floor": S.NUM, "gemm_clock_ghz": S.NUM, "host_gap_w": S.NUM},
         "engines": {"matrix": {"arrays": S.INT, "size": S.INT, "dataflow": S.STR}},
         "pim": {"channels": S.INT, "banks_per_channel": S.INT, "macs_per_bank": S.INT, "clock_ghz": S.NUM,
                 "internal_bandwidth_gb_s": S.NUM, "mode": S.STR, "capacity_gib": S.NUM,
@@ -86,6 +86,7 @@ _FIELDS = {
     "device.power.vector_w": "vector_w",
     "device.power.voltage_floor": "voltage_floor",
     "device.power.gemm_clock_ghz": "gemm_clock_ghz",
+    "device.power.host_gap_w": "host_gap_w",
     "node.power.host_w": "host_w",
     "node.power.psu_efficiency": "psu_efficiency",
     "node.power.cpu_w": "host_cpu_w",
@@ -149,6 +150,8 @@ _OPTIONAL_DEFAULTS = {
     # clocks and voltage under a power cap: no stated lowest clock (the cap may slow the device
     # without bound), and a voltage that stays where it is (the cap scales the clock alone)
     "min_clock_ghz": 0.0, "voltage_floor": 1.0,
+    # no measured draw while the host holds the device: its host gaps priced at the busy floor (NaN)
+    "host_gap_w": float("nan"),
     # a GEMM's operand stream takes bytes / (bandwidth x memory_max) and nothing more
     "gemm_stream_latency_us": 0.0,
 }
@@ -293,6 +296,9 @@ def _derive_power(flat: dict, sources: dict, path: str) -> None:
     if floor > flat["tdp_w"]:
         raise InputError(f"idle_w + active_w ({floor:g} W) exceeds tdp_w ({flat['tdp_w']:g} W)",
                          field="device.power.active_w", file=path)
+    if not flat["idle_w"] <= flat["host_gap_w"] <= flat["tdp_w"] and flat["host_gap_w"] == flat["host_gap_w"]:
+        raise InputError(f"must be between idle_w ({flat['idle_w']:g} W) and tdp_w ({flat['tdp_w']:g} W), got "
+                         f"{flat['host_gap_w']:g}", field="device.power.host_gap_w", file=path)
     in_use = flat["host_cpu_w"] + flat["host_nvme_w"] + flat["host_nic_w"]
     if in_use > flat["host_w"]:
         raise InputError(f"cpu_w + nvme_w + nic_w ({in_use:g} W) exceeds host_w ({flat['host_w']:g} W), the host "

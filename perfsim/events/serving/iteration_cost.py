@@ -47,9 +47,10 @@ WORK = ("flops", "hbm_bytes", "link_bytes")
 #: parts of an iteration the power-cap model reads: how it stretches with the clock, and its work
 SPAN = ("compute_bound_s", "memory_bound_s", "memory_compute_s")
 _CAPPED = (*SPAN, *WORK)
+_TABLED = (*_CAPPED, "launch_s")  # and the kernels' launch gaps (the device waits: the host-gap power)
 #: columns the power model reads, as Python numbers for the simulation loop
 _POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte",
-                  "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind")
+                  "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind", "host_gap_w")
 _INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
 _GROWTH = 1.005  # then a geometric grid
 _BLOCK_ROWS = 16384  # iterations whose work is read from the tables at once (their temporaries fit a cache)
@@ -170,7 +171,7 @@ class IterationCost:
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
             linear = {"time_s": parts["total_s"] - attn["total_s"] - parts["overhead_s"]}
-            linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in _CAPPED})
+            linear.update({k: np.broadcast_to(parts[k] - attn[k], tokens.shape) for k in _TABLED})
 
             # the MoE MLPs alone (router, experts, dispatch and combine), every MoE layer: the part of
             # an iteration a lock-stepped expert group shares (:meth:`group_step_s`)
@@ -185,7 +186,7 @@ class IterationCost:
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
             head = {"time_s": parts["total_s"] - attn["total_s"] - parts["overhead_s"]}
-            head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _CAPPED})
+            head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _TABLED})
 
             context = _context_grid(max_context)
             self.context = _Axis(context)
@@ -193,7 +194,7 @@ class IterationCost:
             n, k = seqs[:, None], context[None, :]
             d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
             decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
-                      for key in ("time_s", *_CAPPED)}
+                      for key in ("time_s", *_TABLED)}
 
             prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
             self.prompt = _Axis(prompt)
@@ -201,13 +202,13 @@ class IterationCost:
             pl = prompt[None, :]
             a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
             prefill = {key: np.broadcast_to(a["total_s" if key == "time_s" else key], (len(seqs), len(prompt)))
-                       for key in ("time_s", *_CAPPED)}
+                       for key in ("time_s", *_TABLED)}
 
         # per quantity: (linear, head, decode, prefill), the attention tables flat (row n: n sequences;
         # row 0, no sequence, no attention), as arrays and as lists for the simulation loop (the time's;
         # the others' when first read: :meth:`_listed`)
         self._arrays = {}
-        for key in ("time_s", *_CAPPED):
+        for key in ("time_s", *_TABLED):
             tables = [np.nan_to_num(np.asarray(t[key], dtype=float)) for t in (linear, head, decode, prefill)]
             for table in tables[2:]:
                 table[0] = 0.0
@@ -286,7 +287,7 @@ class IterationCost:
         if self._decode_free:
             return t
         # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
-        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt))
+        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n)
 
     def decode_lookup(self):
         """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope,
@@ -349,7 +350,7 @@ class IterationCost:
             lin_w, head_w, decode_w, prefill_w = self._pair_w
             if max(lin_w[jt], head_w[n], decode_w[jc], prefill_w[jp]) <= self.cap:
                 return t
-        return self._capped_at(t, (jt, wt, n, jc, wc, jp, wp))
+        return self._capped_at(t, (jt, wt, n, jc, wc, jp, wp), n)
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s (``context``
@@ -369,7 +370,7 @@ class IterationCost:
             t += _lerp(prefill, jp, wp)
         else:
             jp, wp = self._no_prompt
-        return t if self.cap is None else self._capped_at(t, (jt, wt, logits, jc, wc, jp, wp))
+        return t if self.cap is None else self._capped_at(t, (jt, wt, logits, jc, wc, jp, wp), n_dec + n_pre)
 
     def moe_s(self, tokens):
         """The MoE MLPs of an iteration of ``tokens`` tokens on each rank of its expert group, s."""
@@ -389,9 +390,9 @@ class IterationCost:
         shared = self.moe_s(sum(tokens) / ranks)
         return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
 
-    def _capped_at(self, full_s, at):
+    def _capped_at(self, full_s, at, seqs):
         """Length of one iteration (``full_s`` at the top clock) at the clock the power cap leaves it;
-        it reads the tables at ``at`` (:meth:`_at`)."""
+        it reads the tables at ``at`` (:meth:`_at`) and serves ``seqs`` sequences (its host time)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
         flops, hbm, link = (_sum(self._listed(key), at) for key in WORK)
@@ -400,12 +401,17 @@ class IterationCost:
         if self._unclipped and full_s:
             if not top_clock_power_w(self.power_columns, full_s, flops, hbm, link) > self.cap * (1.0 + CAP_TOLERANCE):
                 return full_s
-        compute, memory, memory_compute = (_sum(self._listed(key), at) for key in SPAN)
+        compute, memory, memory_compute, launch = (_sum(self._listed(key), at) for key in (*SPAN, "launch_s"))
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
-                                          flops, hbm, link)
+                                          flops, hbm, link, 0.0, self.host_s(seqs, launch))
         if not fits:
             self.over_cap += 1
         return seconds
+
+    def host_s(self, seqs, launch_s):
+        """Time of an iteration of ``seqs`` sequences a device waits with no kernel running, s: the host
+        time and its stage's share of the chain's kernel launch gaps ``launch_s``."""
+        return self.overhead_s + self.per_seq_s * seqs + launch_s / self.pp
 
     def _listed(self, key):
         """The tables of quantity ``key`` as lists (one iteration reads them), made when first read."""
@@ -446,7 +452,7 @@ class IterationCost:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"], _ = span_under_cap(
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
-                out["hbm_bytes"], out["link_bytes"])
+                out["hbm_bytes"], out["link_bytes"], 0.0, self.host_s(seqs, out["launch_s"]))
         return out
 
     def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt):
@@ -479,7 +485,7 @@ class IterationCost:
         terms and attention tables come as ``(table, difference of each row to the next)``);
         ``by_seqs`` the token terms and LM head of ``n`` tokens with ``n`` logits, row ``n``."""
         if self._columns is None:
-            keys = ("time_s", *(WORK if self.cap is None else _CAPPED))
+            keys = ("time_s", *(WORK if self.cap is None else _CAPPED), "launch_s")
             tables = [np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4)]
             jt, wt = self.tokens.locate(np.arange(len(tables[1]), dtype=float))
             by_seqs = _lerp(tables[0], jt, wt[:, None]) + tables[1]

@@ -141,7 +141,9 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         dur = rec[:, 1]
         work = cost.work(rec[:, 3], rec[:, 4], rec[:, 5], rec[:, 6], rec[:, 7], rec[:, 8], time=False)
         clocked = {} if cost.cap is None else {"clock": work["clock_ratio"], "full_seconds": work["full_s"]}
-        parts = device_power(c, dur, work["flops"], work["hbm_bytes"], work["link_bytes"], **clocked)
+        # the time each device waits with no kernel running (perfsim.cost.power.host_gap_floor)
+        gap = cost.host_s(rec[:, 5] + rec[:, 7], work["launch_s"])
+        parts = device_power(c, dur, work["flops"], work["hbm_bytes"], work["link_bytes"], **clocked, gap_seconds=gap)
         for comp in COMPONENTS:
             energy[comp] += float(np.sum(parts[comp] * dur)) * size
         series.append((name, rec[:, 0], dur, parts["power_w"]))
