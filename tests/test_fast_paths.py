@@ -315,3 +315,28 @@ def test_one_configurations_power_on_numbers_equals_the_call_on_an_axis_of_two(p
     assert calls and calls[-1] is not None
     monkeypatch.setattr(energy, "_on_numbers", lambda c, phases: None)
     assert numbers == perfsim.estimate(**plan)  # (NaN reads as None there)
+
+
+def test_the_columns_given_to_device_power_on_numbers_are_every_one_it_reads(monkeypatch):
+    """A column device_power reads that is not among those turned to numbers would read as absent."""
+    import perfsim
+    from perfsim.analytical import energy
+
+    read = set()
+
+    class Recorder(dict):
+        def __getitem__(self, key):
+            read.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+    on_numbers = energy._on_numbers
+    monkeypatch.setattr(energy, "_on_numbers",
+                        lambda c, phases: None if (cols := on_numbers(c, phases)) is None else Recorder(cols))
+    for plan in (dict(model="llama2-7b", hardware="a100-80gb"), dict(model="llama2-7b", hardware="h100-pim"),
+                 dict(model="llama2-70b", hardware="h100-sxm", tp=8, power_cap_w=300.0)):
+        perfsim.estimate(**plan)
+    assert read and read <= set(energy._POWER_COLUMNS)
