@@ -340,3 +340,12 @@ def test_the_columns_given_to_device_power_on_numbers_are_every_one_it_reads(mon
                  dict(model="llama2-70b", hardware="h100-sxm", tp=8, power_cap_w=300.0)):
         perfsim.estimate(**plan)
     assert read and read <= set(energy._POWER_COLUMNS)
+
+
+def test_one_configuration_is_a_grid_of_one_row():
+    from perfsim.analytical.inference import one_configuration
+
+    assert one_configuration(build(expand(dict(model="llama2-7b", hardware="a100-80gb"))))
+    assert not one_configuration(build(expand(dict(model="llama2-7b", hardware="a100-80gb", batch=[1, 8]))))
+    assert one_configuration({"a": np.float64(1.0), "b": np.array(2.0), "c": 3})
+    assert not one_configuration({"a": 1.0, "b": np.array([2.0])})
