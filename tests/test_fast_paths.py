@@ -303,8 +303,10 @@ def test_device_power_on_numbers_equals_it_on_arrays(clocked):
 @pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
                                   dict(model="llama2-7b", hardware="a100-80gb", power_cap_w=200.0),
                                   dict(model="llama2-7b", hardware="a100-80gb"),
-                                  dict(model="llama2-7b", hardware="h100-pim")])
-def test_one_configurations_power_on_numbers_equals_the_call_on_an_axis_of_two(plan, monkeypatch):
+                                  dict(model="llama2-7b", hardware="h100-pim"),
+                                  dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2,
+                                       power_cap_w=300.0, train_tokens=1e9)])
+def test_one_configurations_power_on_numbers_equals_the_call_on_arrays(plan, monkeypatch):
     import perfsim
     from perfsim.analytical import energy
 

@@ -34,7 +34,8 @@ def _on_numbers(c, phases):
     """The power columns of one configuration as Python numbers, and the phases' work and clocks turned
     to Python numbers in place, for :func:`device_power` on numbers (the operations it does on arrays,
     so the same values); None where a value is an array or not finite, or a phase does vector-engine
-    work (the call on arrays then)."""
+    work (the call on arrays then). A phase is ``(work, clocked)``: :func:`device_power`'s arguments
+    from ``seconds`` on, and its keyword arguments."""
     values = [v for work, clocked in phases for v in (*work, *clocked.values())]
     values += [c[k] for k in _POWER_COLUMNS if k in c and k != "host_gap_w"]
     for v in values:
@@ -42,7 +43,7 @@ def _on_numbers(c, phases):
             return None
     if "host_gap_w" in c and (c["host_gap_w"].__class__ not in _NUMBERS or math.isinf(c["host_gap_w"])):
         return None  # (NaN: no measurement, which the gap's floor reads as such on numbers too)
-    if any(work[4] for work, _ in phases):
+    if any(len(work) > 4 and work[4] != 0.0 for work, _ in phases):  # (vector_ops)
         return None
     for i, (work, clocked) in enumerate(phases):
         phases[i] = [float(v) for v in work], {k: float(v) for k, v in clocked.items()}
@@ -108,9 +109,11 @@ def train_power(c, out):
     ``energy_j_per_token`` is per trained token.
     """
     step_s = out["step_time_s"]
-    parts = device_power(c, step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"],
-                         out["breakdown.train.link_bytes"], **_clocked(out, "breakdown.train.", step_s),
-                         gap_seconds=out.get("breakdown.train.overhead_s", 0.0))
+    work = [step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"], out["breakdown.train.link_bytes"]]
+    phases = [(work, {**_clocked(out, "breakdown.train.", step_s),
+                      "gap_seconds": out.get("breakdown.train.overhead_s", 0.0)})]
+    numbers = _on_numbers(c, phases) if one_configuration(c) else None
+    parts = device_power(c if numbers is None else numbers, *phases[0][0], **phases[0][1])
     job_tokens = c["train_tokens"]
     given = ~np.isnan(job_tokens)
     step_tokens = c["global_batch"] * c["seq_len"]
