@@ -278,3 +278,76 @@ def test_passes_within_the_limit_skip_the_clock_solve(plan, monkeypatch):
             _same(p["total_s"], seconds)
             _same(p["throttle_s"], seconds - s)
             _same(mask, ~np.asarray(fits, dtype=bool))
+
+
+@pytest.mark.parametrize("clocked", [False, True])
+def test_device_power_on_numbers_equals_it_on_arrays(clocked):
+    from perfsim.cost.power import device_power
+
+    rng = np.random.default_rng(1)
+    c = dict(idle_w=60.0, active_w=55.0, matrix_w=310.0, tdp_w=400.0, peak_flops=9.9e14, memory_j_per_byte=6.1e-11,
+             link_j_per_byte=1.3e-11, voltage_floor=0.75, pim_j_per_byte=1.1e-12)
+    for _ in range(40):
+        seconds = rng.uniform(1e-3, 2.0)
+        work = [rng.uniform(0.0, 2e15) * seconds, rng.uniform(0.0, 4e12) * seconds, rng.uniform(0.0, 1e11) * seconds,
+                0.0, rng.uniform(0.0, 1e11), rng.uniform(0.0, 1e9)]
+        extra = dict(clock=rng.uniform(0.3, 1.0), full_seconds=0.8 * seconds) if clocked else {}
+        numbers = device_power(c, seconds, *work, **extra)
+        arrays = device_power({k: np.array([v]) for k, v in c.items()}, np.array([seconds]),
+                              *(np.array([w]) for w in work), **{k: np.array([v]) for k, v in extra.items()})
+        assert numbers.keys() == arrays.keys()
+        for key, value in numbers.items():
+            assert value.__class__ is float and value == arrays[key][0], key
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="llama2-7b", hardware="a100-80gb", power_cap_w=200.0),
+                                  dict(model="llama2-7b", hardware="a100-80gb"),
+                                  dict(model="llama2-7b", hardware="h100-pim"),
+                                  dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2,
+                                       power_cap_w=300.0, train_tokens=1e9)])
+def test_one_configurations_power_on_numbers_equals_the_call_on_arrays(plan, monkeypatch):
+    import perfsim
+    from perfsim.analytical import energy
+
+    calls = []
+    on_numbers = energy._on_numbers
+    monkeypatch.setattr(energy, "_on_numbers", lambda c, phases: calls.append(on_numbers(c, phases)) or calls[-1])
+    numbers = perfsim.estimate(**plan)
+    assert calls and calls[-1] is not None
+    monkeypatch.setattr(energy, "_on_numbers", lambda c, phases: None)
+    assert numbers == perfsim.estimate(**plan)  # (NaN reads as None there)
+
+
+def test_the_columns_given_to_device_power_on_numbers_are_every_one_it_reads(monkeypatch):
+    """A column device_power reads that is not among those turned to numbers would read as absent."""
+    import perfsim
+    from perfsim.analytical import energy
+
+    read = set()
+
+    class Recorder(dict):
+        def __getitem__(self, key):
+            read.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+    on_numbers = energy._on_numbers
+    monkeypatch.setattr(energy, "_on_numbers",
+                        lambda c, phases: None if (cols := on_numbers(c, phases)) is None else Recorder(cols))
+    for plan in (dict(model="llama2-7b", hardware="a100-80gb"), dict(model="llama2-7b", hardware="h100-pim"),
+                 dict(model="llama2-70b", hardware="h100-sxm", tp=8, power_cap_w=300.0)):
+        perfsim.estimate(**plan)
+    assert read and read <= set(energy._POWER_COLUMNS)
+
+
+def test_one_configuration_is_a_grid_of_one_row():
+    from perfsim.analytical.inference import one_configuration
+
+    assert one_configuration(build(expand(dict(model="llama2-7b", hardware="a100-80gb"))))
+    assert not one_configuration(build(expand(dict(model="llama2-7b", hardware="a100-80gb", batch=[1, 8]))))
+    assert one_configuration({"a": np.float64(1.0), "b": np.array(2.0), "c": 3})
+    assert not one_configuration({"a": 1.0, "b": np.array([2.0])})

@@ -6,6 +6,8 @@ phase did (FLOPs, memory and link bytes); the servers at the wall from :mod:`per
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from perfsim.analytical.inference import one_configuration
@@ -19,6 +21,33 @@ def _clocked(out, prefix, seconds):
     if prefix + "clock_ratio" not in out:
         return {}
     return {"clock": out[prefix + "clock_ratio"], "full_seconds": seconds - out[prefix + "throttle_s"]}
+
+
+#: the classes of one number (a NumPy array, even of no dimension, takes the call on arrays)
+_NUMBERS = (float, int, np.float64)
+#: the columns :func:`device_power` reads
+_POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte", "tdp_w",
+                  "voltage_floor", "main_kind", "pim_j_per_byte", "host_gap_w")
+
+
+def _on_numbers(c, phases):
+    """The power columns of one configuration as Python numbers, and the phases' work and clocks turned
+    to Python numbers in place, for :func:`device_power` on numbers (the operations it does on arrays,
+    so the same values); None where a value is an array or not finite, or a phase does vector-engine
+    work (the call on arrays then). A phase is ``(work, clocked)``: :func:`device_power`'s arguments
+    from ``seconds`` on, and its keyword arguments."""
+    values = [v for work, clocked in phases for v in (*work, *clocked.values())]
+    values += [c[k] for k in _POWER_COLUMNS if k in c and k != "host_gap_w"]
+    for v in values:
+        if v.__class__ not in _NUMBERS or not math.isfinite(v):
+            return None
+    if "host_gap_w" in c and (c["host_gap_w"].__class__ not in _NUMBERS or math.isinf(c["host_gap_w"])):
+        return None  # (NaN: no measurement, which the gap's floor reads as such on numbers too)
+    if any(len(work) > 4 and work[4] != 0.0 for work, _ in phases):  # (vector_ops)
+        return None
+    for i, (work, clocked) in enumerate(phases):
+        phases[i] = [float(v) for v in work], {k: float(v) for k, v in clocked.items()}
+    return {k: float(c[k]) for k in _POWER_COLUMNS if k in c}
 
 
 def inference_power(c, out):
@@ -38,7 +67,11 @@ def inference_power(c, out):
                {**_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]),
                 "gap_seconds": out.get(f"breakdown.{phase}.overhead_s", 0.0)
                 + out.get(f"breakdown.{phase}.launch_s", 0.0) / c["pp"]}) for phase in ("prefill", "decode")]
-    if one_configuration(c) and phases[0][1].keys() == phases[1][1].keys():
+    one = one_configuration(c)
+    numbers = _on_numbers(c, phases) if one else None
+    if numbers is not None:
+        pre, dec = (device_power(numbers, *values, **clocked) for values, clocked in phases)
+    elif one and phases[0][1].keys() == phases[1][1].keys():
         # one configuration: both phases in one call on an axis of two (each elementwise as alone)
         both = device_power(c, *(np.array(v, dtype=float) for v in zip(phases[0][0], phases[1][0], strict=True)),
                             **{k: np.array([phases[0][1][k], phases[1][1][k]], dtype=float) for k in phases[0][1]})
@@ -76,9 +109,11 @@ def train_power(c, out):
     ``energy_j_per_token`` is per trained token.
     """
     step_s = out["step_time_s"]
-    parts = device_power(c, step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"],
-                         out["breakdown.train.link_bytes"], **_clocked(out, "breakdown.train.", step_s),
-                         gap_seconds=out.get("breakdown.train.overhead_s", 0.0))
+    work = [step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"], out["breakdown.train.link_bytes"]]
+    phases = [(work, {**_clocked(out, "breakdown.train.", step_s),
+                      "gap_seconds": out.get("breakdown.train.overhead_s", 0.0)})]
+    numbers = _on_numbers(c, phases) if one_configuration(c) else None
+    parts = device_power(c if numbers is None else numbers, *phases[0][0], **phases[0][1])
     job_tokens = c["train_tokens"]
     given = ~np.isnan(job_tokens)
     step_tokens = c["global_batch"] * c["seq_len"]

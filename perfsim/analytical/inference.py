@@ -89,11 +89,15 @@ def attention_cost(c, p: Pass, layers_scale=1.0, *, mla_gemms=True):
     return combine((c["layers"] * layers_scale, price(c, ops)))
 
 
+#: the array class, bound once (the loop below reads it for each of some 250 columns)
+_ARRAY = np.ndarray
+
+
 def one_configuration(c) -> bool:
     """Whether every column holds one number (a single estimate): then passes can be priced together
     on a short leading axis, each elementwise as alone, with fewer NumPy calls."""
     for value in c.values():  # (numbers, NumPy scalars and arrays: only an array has rows)
-        if value.__class__ is np.ndarray and value.ndim:
+        if value.__class__ is _ARRAY and value.ndim:
             return False
     return True
 

@@ -38,7 +38,6 @@ import numpy as np
 from perfsim.cost.clock import (
     CAP_TOLERANCE,
     LOWEST_CLOCK,
-    _Arrays,
     _factors,
     _Numbers,
     _ops,
@@ -174,7 +173,8 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     dict
         ``power_w`` and one entry per component (``idle``, ``active``, ``matrix``, ``memory``,
         ``link``, ``vector``, ``pim``, W) that sum to it; the device's dynamic parts are scaled
-        together where the sum passes TDP.
+        together where the sum passes TDP. Arrays, or Python numbers where every value and the
+        columns read are Python numbers (the same operations, so the same values).
 
     Examples
     --------
@@ -186,21 +186,25 @@ def device_power(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, pim_b
     400.0
     """
     span = seconds if clock is None else full_seconds
-    dynamic = _dynamic(c, span, flops, hbm_bytes, np.add(link_bytes, pim_link_bytes), vector_ops,
+    xp = _ops(seconds, span, flops, hbm_bytes, link_bytes, vector_ops, pim_bytes, pim_link_bytes,
+              *(v for v in (clock, gap_seconds) if v is not None))
+    link = link_bytes + pim_link_bytes if xp is _Numbers else np.add(link_bytes, pim_link_bytes)
+    dynamic = _dynamic(c, span, flops, hbm_bytes, link, vector_ops,
                        clip=True if clock is None else not_clock_limited(c))
     total = dynamic.pop("total")
     parts = {"idle": c["idle_w"] + 0.0 * total, "active": c["active_w"] + 0.0 * total}
     parts.update(dynamic)
     parts.setdefault("vector", 0.0 * total)
     if clock is not None:
-        rate = _Arrays.divide(span, seconds, 1.0)
-        a, e, b = _factors(np.maximum, np.asarray(clock, dtype=float), c["voltage_floor"], rate)
+        rate = xp.divide(span, seconds, 1.0)
+        a, e, b = _factors(xp.maximum, clock if xp is _Numbers else np.asarray(clock, dtype=float),
+                           c["voltage_floor"], rate)
         parts["active"] = parts["active"] * a
         for key, factor in (("matrix", e), ("vector", e), ("memory", b), ("link", b)):
             parts[key] = parts[key] * factor
     if gap_seconds is not None:
         parts["active"] = host_gap_floor(c, parts["active"], span, gap_seconds)
-    parts["pim"] = c.get("pim_j_per_byte", 0.0) * per_second(pim_bytes, seconds) + 0.0 * total
+    parts["pim"] = c.get("pim_j_per_byte", 0.0) * xp.per_second(pim_bytes, seconds) + 0.0 * total
     parts["power_w"] = sum(parts[k] for k in COMPONENTS)
     return parts
 
