@@ -1,6 +1,7 @@
-"""torchtitan's attention gradient kernel runs below its forward's FLOP rate: FlashAttention-2's
-published forward + backward speeds on A100 (README figure, 16K tokens a call, 16 heads of 128),
-read against the forward at 73% of peak, are reproduced relative to the priced forward."""
+"""FlashAttention-2 as the profiles that run it price it (torchtitan, megatron and nemo before Hopper,
+deepspeed, sglang): its forward at the 73% of A100 peak the paper measured, and its gradient kernel below
+the forward's FLOP rate, so that the published forward + backward speeds on A100 (README figure, 16K
+tokens a call, 16 heads of 128) are reproduced relative to the priced forward."""
 
 import numpy as np
 import pytest
