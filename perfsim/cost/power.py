@@ -342,12 +342,10 @@ def cap_passes(c, passes: dict, devices_per_pass=1.0, together=False):
               p.get("overhead_s", 0.0) + p.get("launch_s", 0.0) / devices_per_pass] for p in passes.values()]
     cap = board_cap(c)
     solved = _one_configuration(c, cap, spans, devices_per_pass) if together else None
-    if solved is not None:
-        pass
-    elif together:
+    if solved is None and together:
         both = [np.array(v, dtype=float) for v in zip(*spans, strict=True)]
         solved = list(zip(*cap_span(c, *both[:4], *(w / devices_per_pass for w in both[4:8]), both[8]), strict=True))
-    else:
+    elif solved is None:
         solved = _passes_under_cap(c, cap, [(s[:4], [np.asarray(w) / devices_per_pass for w in s[4:8]], s[8])
                                             for s in spans])
     checks = []
