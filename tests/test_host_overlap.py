@@ -6,8 +6,8 @@ import pytest
 
 import perfsim
 from perfsim.analytical.inference import forward_time
-from perfsim.cost.host import hidden_host
-from perfsim.events.serving.iteration_cost import IterationCost
+from perfsim.cost.host import hidden_decode_base, hidden_host
+from perfsim.events.serving.iteration_cost import IterationCost, _lerp
 from perfsim.graph.transformer import Pass
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
@@ -72,7 +72,14 @@ def test_serving_iterations_take_the_longer_of_device_and_host_time():
     top = device.work(*rows)["full_s"]  # (at the top clock: the mixed one runs slower under the board's limit)
     for h in (2e-3, 1.0):
         cost = IterationCost(_columns(step_overhead_ms=h * 1e3, host_overlap=1.0), **sizes)
-        assert cost.decode_lookup() == (None, None, None, None)  # (the loop asks decode_step_s)
+        # what the loop reads off the tables where no clock solve is needed (decode_lookup): where every
+        # decode iteration hides its host time, each batch size's host time less it; else nothing
+        base = hidden_decode_base(cost._base, cost._decode_time, cost.context.size, cost.host_s, cost.overlap)
+        if h < d_dec:
+            j, w = cost.context.locate(700.0)
+            assert base[16] + _lerp(cost._decode_time, j + 16 * cost.context.size, w) == pytest.approx(d_dec, rel=1e-12)
+        else:
+            assert base is None and cost.decode_lookup() == (None, None, None, None)
         assert cost.decode_step_s(16, 700.0) == pytest.approx(max(d_dec, h), rel=1e-12)
         assert cost.prefill_step_s(600, 2, 300.0) == pytest.approx(max(d_pre, h), rel=1e-12)
         assert cost.mixed_step_s(528, 17, 16, 700.0, 1, 512.0) == pytest.approx(max(d_mix, h), rel=1e-12)

@@ -55,3 +55,18 @@ def hidden_host(serial_s, host_s, overlap):
     if hidden.__class__ is np.ndarray or device.__class__ is np.ndarray:
         return np.fmin(hidden, device)  # (a row without a price, NaN, hides nothing)
     return min(hidden, device)
+
+
+def hidden_decode_base(base, decode, width, host_s, overlap):
+    """The serving simulator's decode iterations by batch size ``n`` with their host time hidden:
+    ``base[n]`` (host, token and LM-head time, the host serial) less ``f h(n)`` (``h(n)``:
+    ``host_s(n, 0.0)``), where every decode iteration of ``n >= 1`` sequences hides all of it (its least
+    device time, at the shortest context of the decode-attention table ``decode``, row ``n`` of
+    ``width`` entries, is at least ``f h(n)``): a list; ``base`` itself where ``f`` is 0; None where
+    some iteration does not hide it (each is then priced on its own). A row of that table is linear
+    between its entries, so its least value is at one of them."""
+    if not overlap:
+        return base
+    host = host_s(np.arange(len(base), dtype=float), 0.0)
+    least = np.asarray(base) - host + np.asarray(decode, dtype=float).reshape(-1, width)[:len(base)].min(axis=1)
+    return None if np.any(overlap * host[1:] > least[1:]) else (np.asarray(base) - overlap * host).tolist()

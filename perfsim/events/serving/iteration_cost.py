@@ -1,30 +1,30 @@
 """Cost of one serving iteration, tabulated once from the vectorised cost model.
 
-The serving simulator never prices an operation itself. An iteration that runs ``T`` tokens (``n_dec`` decodes with
-mean context ``k`` and ``n_pre`` prefill pieces) costs, by the separability of
+The serving simulator never prices an operation itself. An iteration that runs ``T`` tokens (``n_dec`` decodes with mean
+context ``k`` and ``n_pre`` prefill pieces) costs, by the separability of
 :func:`perfsim.analytical.inference.forward_time`,
 
     host(n_dec + n_pre) + linear(T) + head(logits) + decode_attention(n_dec, k) + prefill_attention(n_pre, p)
 
-less what of it the kernels hide (:mod:`perfsim.cost.host`), ``host`` being the engine's host time
-(``step_overhead_s`` plus ``host_per_seq_s`` per sequence served); ``linear`` is everything that depends only on the
-token count (projections, MLPs, norms, collectives, embedding, pipeline hand-offs), ``head`` the LM head over the
-sequences that sample a token, and the two attention terms come from
-:func:`~perfsim.analytical.inference.attention_cost`. Each term is evaluated once on a grid in one vectorised call
-(Vidur profiles the same tables on hardware) and read back by linear interpolation, one code for both uses: at
-Python numbers on lists inside the simulation loop (one iteration at a time, where a NumPy call would cost more than
-the lookup), and at arrays afterwards for the FLOPs and bytes the power model needs.
+less what of it the kernels hide (:mod:`perfsim.cost.host`), ``host`` being the engine's host time (``step_overhead_s``
+plus ``host_per_seq_s`` per sequence served); ``linear`` is everything that depends only on the token count
+(projections, MLPs, norms, collectives, embedding, pipeline hand-offs), ``head`` the LM head over the sequences that
+sample a token, and the two attention terms come from :func:`~perfsim.analytical.inference.attention_cost`. Each term is
+evaluated once on a grid in one vectorised call (Vidur profiles the same tables on hardware) and read back by linear
+interpolation, one code for both uses: at Python numbers on lists inside the simulation loop (one iteration at a time,
+where a NumPy call would cost more than the lookup), and at arrays afterwards for the FLOPs and bytes the power model
+needs.
 
 Under the device's power limit (``power_cap_w`` where a plan sets one, else the board's ``tdp_w``:
-:func:`perfsim.cost.power.board_cap`) each iteration runs at its own clock: the tables also hold the compute-bound
-and memory-bound parts of every term, and the iteration's clock is the one :func:`perfsim.cost.power.span_under_cap`
-finds for its work, the compute-bound part stretching by the clock (:func:`perfsim.cost.power.clocked_seconds`), as
+:func:`perfsim.cost.power.board_cap`) each iteration runs at its own clock: the tables also hold the compute-bound and
+memory-bound parts of every term, and the iteration's clock is the one :func:`perfsim.cost.power.span_under_cap` finds
+for its work, the compute-bound part stretching by the clock (:func:`perfsim.cost.power.clocked_seconds`), as
 ``estimate`` prices a capped phase.
 
 A batch of prefill pieces of different lengths is priced as ``n_pre`` causal prompts of the length whose causal
-attention has the pieces' mean number of query-key pairs: exact for equal prompts, and the FLOPs are kept for a mix
-(a chunk of ``q`` tokens after ``s`` cached ones has ``q (2 s + q + 1) / 2`` pairs). Decode attention is linear in
-the context, so the mean context of the batch prices it.
+attention has the pieces' mean number of query-key pairs: exact for equal prompts, and the FLOPs are kept for a mix (a
+chunk of ``q`` tokens after ``s`` cached ones has ``q (2 s + q + 1) / 2`` pairs). Decode attention is linear in the
+context, so the mean context of the batch prices it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bisect import bisect_right
 import numpy as np
 
 from perfsim.analytical.inference import attention_cost, forward_time
-from perfsim.cost.host import hidden_host
+from perfsim.cost.host import hidden_decode_base, hidden_host
 from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap, top_clock_power_w
 from perfsim.cost.price import price
 from perfsim.cost.topology import group_collective
@@ -289,15 +289,16 @@ class IterationCost:
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n, hidden)
 
     def decode_lookup(self):
-        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope, width)``, the host,
-        token and LM-head time by batch size and the decode attention table, whose row ``n`` (``n`` sequences) starts at
-        ``n * width``, read at :attr:`context` (``slope``: each entry's difference to the next, :func:`_lerp`'s, taken
-        once); ``(None, None, None, None)`` where the power cap may slow a decode iteration."""
-        if not self._decode_free or self.overlap:
+        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope, width)``, the host
+        (less what the kernels hide), token and LM-head time by batch size and the decode attention table, row ``n``
+        from ``n * width``, read at :attr:`context` (``slope``: each entry's difference to the next, taken once); all
+        None where the power cap may slow a decode iteration or one hides only part of its host time."""
+        base = hidden_decode_base(self._base, self._decode_time, self.context.size, self.host_s, self.overlap)
+        if not self._decode_free or base is None:
             return None, None, None, None
         if self._decode_slope is None:
             self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
-        return self._base, self._decode_time, self._decode_slope, self.context.size
+        return base, self._decode_time, self._decode_slope, self.context.size
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.
@@ -506,10 +507,9 @@ class IterationCost:
 def kv_transfer_s(c, tokens, *, same_node):
     """Seconds to ship the KV cache of ``tokens`` tokens from a prefill to a decode instance.
 
-    Each device of the prefill instance sends its shard (its KV heads, its pipeline stage's layers)
-    to its peer in the decode instance: a point-to-point transfer on the scale-up fabric when both
-    sit in one node, else on the scale-out network (:func:`perfsim.cost.price.group_collective`).
-    """
+    Each device of the prefill instance sends its shard (its KV heads, its pipeline stage's layers) to its peer in the
+    decode instance: a point-to-point transfer on the scale-up fabric when both sit in one node, else on the scale-out
+    network (:func:`perfsim.cost.price.group_collective`)."""
     size = np.asarray(tokens, dtype=float) * kv_bytes_per_device_token(c)
     stride = 1.0 if same_node else float(np.asarray(c["devices_per_node"]))
     return group_collective(c, "send_recv", size, 2.0, stride=stride)
