@@ -13,6 +13,7 @@ import numpy as np
 
 from perfsim.analytical import offload
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
+from perfsim.cost.host import hidden_host
 from perfsim.cost.power import cap_passes
 from perfsim.cost.price import combine, price, price_segments
 from perfsim.cost.topology import group_collective, nic_bytes
@@ -51,9 +52,13 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * hops * size
     out["nic_bytes"] = out["nic_bytes"] + nic
     out["pipeline_s"] = hand_off
-    # host time the device does not hide: per step, and per sequence the step serves
-    out["overhead_s"] = c["step_overhead_s"] + c["host_per_seq_s"] * p.seqs + 0.0 * hand_off
-    out["total_s"] = out["total_s"] + hand_off + out["overhead_s"]
+    # the engine's host time, per step and per sequence the step serves, less what it runs under
+    # the kernels (perfsim.cost.host): ``overhead_s`` is the host time the device does not hide
+    host = c["step_overhead_s"] + c["host_per_seq_s"] * p.seqs + 0.0 * hand_off
+    serial = out["total_s"] + hand_off + host
+    hidden = hidden_host(serial, host, c.get("host_overlap", 0.0))
+    out["overhead_s"] = host - hidden
+    out["total_s"] = serial - hidden
     return out["total_s"], out
 
 
