@@ -351,3 +351,13 @@ def test_one_configuration_is_a_grid_of_one_row():
     assert not one_configuration(build(expand(dict(model="llama2-7b", hardware="a100-80gb", batch=[1, 8]))))
     assert one_configuration({"a": np.float64(1.0), "b": np.array(2.0), "c": 3})
     assert not one_configuration({"a": 1.0, "b": np.array([2.0])})
+
+
+@pytest.mark.parametrize("mask", [True, False, np.True_, np.False_, 0.0, 2.0, np.nan, np.float64(0.0), np.float64(-1.0),
+                                  np.int64(0), np.array(0.0), np.array(True), np.array([0.0, 0.0]),
+                                  np.array([[0.0], [3.0]]), np.zeros(0), [0.0, 1.0], []])
+def test_any_row_reads_one_value_as_np_any_does(mask):
+    from perfsim.plan.rows import any_row
+
+    got = any_row(mask)
+    assert got is bool(np.any(mask))

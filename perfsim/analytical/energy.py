@@ -13,6 +13,7 @@ import numpy as np
 from perfsim.analytical.inference import one_configuration
 from perfsim.cost.power import COMPONENTS, device_power, per_second
 from perfsim.cost.wall import energy_keys
+from perfsim.plan.rows import any_row
 
 
 def _clocked(out, prefix, seconds):
@@ -124,6 +125,6 @@ def train_power(c, out):
     activity = {key: steps * out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")}
     result = energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j, activity)
     result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
-    if np.any(given):
+    if any_row(given):
         result["time_to_train_s"] = np.where(given, seconds, np.nan)
     return result

@@ -15,7 +15,7 @@ from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
-from perfsim.plan.rows import Detail, value_at
+from perfsim.plan.rows import Detail, any_row, value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 # codes as the columns hold them (a float compares with a column faster than an IntEnum member)
@@ -187,7 +187,7 @@ def evaluate_columns(args: dict):
     chosen = out.get("plan.recompute")
     if chosen is not None and not np.all(np.isnan(chosen)):
         c = dict(c, recompute=np.where(np.isnan(chosen), c["recompute"], chosen))
-    if np.any(_searched(c)):
+    if any_row(_searched(c)):
         c = dict(c, **{key: out[f"plan.{key}"] for key in _placement_columns() if f"plan.{key}" in out})
     return c, out
 
@@ -228,7 +228,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
             continue  # no row fails it (most checks, most rows)
         mask = _rows(mask, shape)
         new = mask & feasible
-        if new.any():
+        if any_row(new):
             if detail is not None and details:
                 rows = np.flatnonzero(new)
                 for i, text in zip(rows.tolist(), _messages(detail, rows, shape), strict=True):
@@ -253,7 +253,7 @@ def _train_least_recompute(c):
     recomputation whose step fits (none, then selective, then full; full where none does), as a
     team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code)."""
     auto = np.asarray(c["recompute"]) == _AUTO
-    if not np.any(auto):
+    if not any_row(auto):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
         return out, checks
@@ -290,7 +290,7 @@ def _least_recompute_together(c):
     options = np.array(_LIGHTEST_FIRST)
     trial, checks = estimate_train(dict(c, recompute=options), stage_prices(c))
     fits = ~_flagged(checks, options)
-    i = int(np.argmax(fits)) if fits.any() else len(options) - 1
+    i = int(np.argmax(fits)) if any_row(fits) else len(options) - 1
     out = {k: _option(v, i) for k, v in trial.items()}
     out["plan.recompute"] = options[i]
     return out, [(_option(m, i), short, Detail(d.text, *(_option(v, i) for v in d.values), per=d.per)
@@ -322,7 +322,7 @@ def _inference_best_offload(c):
     none fits keeps the first (everything in host memory) and its reasons. The chosen fractions
     are the outputs ``plan.w_frac_cpu``, ``plan.kv_frac_nvme``, ..."""
     searched = _searched(c)
-    if not np.any(searched):
+    if not any_row(searched):
         out, checks = estimate_inference(c)
         for key in _placement_columns():
             out[f"plan.{key}"] = c[key]
@@ -332,7 +332,7 @@ def _inference_best_offload(c):
         prefix = ARGUMENT_COLUMNS[name]
         auto = np.asarray(c[f"{prefix}_auto"]) > 0
         # host memory first: the first candidate is FlexGen's all-CPU policy
-        choices = sorted(AUTO_CHOICES[name], key=lambda s: (s[1] < 1.0, s[2] > 0.0, -s[1])) if np.any(auto) else [None]
+        choices = sorted(AUTO_CHOICES[name], key=lambda s: (s[1] < 1.0, s[2] > 0.0, -s[1])) if any_row(auto) else [None]
         axes.append([(prefix, auto, choice) for choice in choices])
     out: dict = {}
     checks: list = []
@@ -354,7 +354,7 @@ def _inference_best_offload(c):
             out, checks, best = trial, trial_checks, score
             continue
         take = searched & (score > best)
-        if not np.any(take):
+        if not any_row(take):
             continue
         out, checks = _merged(take, trial, trial_checks, out, checks)
         best = np.where(take, score, best)
@@ -371,7 +371,7 @@ def _flagged(checks, like):
 
 def _merged(take, trial, trial_checks, out, checks):
     """Results and checks of ``trial`` on the rows ``take``, of ``out`` elsewhere."""
-    if not np.any(take):  # (no row taken, or every row: each value as its side gives it, no where() per key)
+    if not any_row(take):  # (no row taken, or every row: each value as its side gives it, no where() per key)
         return out, [(np.asarray(m, dtype=bool), short, d if d is not None else td)
                      for (m, short, d), (_, _, td) in zip(checks, trial_checks, strict=True)]
     if np.all(take):

@@ -51,7 +51,7 @@ from perfsim.cost.tiers import (
     transfer_time,
 )
 from perfsim.graph.transformer import kv_bytes_per_token
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row
 from perfsim.specs.units import GIB
 
 
@@ -143,7 +143,7 @@ def expert_fetch(c, touched):
     off = cpu + nvme
     hit = np.where(np.isnan(c["expert_hit_rate"]), 1.0 - off, c["expert_hit_rate"])
     miss = np.where(cached & (off > 0), touched * (1.0 - hit), 0.0)
-    if not (miss > 0).any():  # nothing fetched on any row: no wait, and the bytes below (0, or NaN)
+    if not any_row(miss > 0):  # nothing fetched on any row: no wait, and the bytes below (0, or NaN)
         return np.where(miss > 0, 0.0, 0.0), 0.0 * miss
     share = np.where(off > 0, cpu / np.where(off > 0, off, 1.0), 0.0)
     t, traffic = _streams(c, load_cpu=miss * share, load_nvme=miss * (1.0 - share))

@@ -48,7 +48,7 @@ from perfsim.cost.clock import (
     solve_clocks,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -72,7 +72,7 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True
         "memory": c["memory_j_per_byte"] * xp.per_second(hbm_bytes, seconds),
         "link": c["link_j_per_byte"] * xp.per_second(link_bytes, seconds),
     }
-    if vector_ops > 0 if xp is _Numbers else (np.asarray(vector_ops) > 0).any():
+    if vector_ops > 0 if xp is _Numbers else any_row(np.asarray(vector_ops) > 0):
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(np.asarray(vector_ops) > 0, per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
         share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
@@ -408,7 +408,7 @@ def _passes_under_cap(c, cap, passes):
             full_s = np.asarray(span[0], dtype=float)
             d, uncapped = _top_clock(c, full_s, *work, gap_seconds=gap)
             binds = uncapped > cap * (1.0 + CAP_TOLERANCE)
-            if binds.any() or not binds.size:
+            if any_row(binds) or not binds.size:
                 spans[i] = clip_span(full_s, *span[1:])
                 problems.append(_clock_problem(c, cap, spans[i], d, uncapped, gap))
                 out.append(None)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.graph.params import expert_tp
+from perfsim.plan.rows import any_row
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def ring_merge(c, p: Pass, qk_dim, v_dim):
     The log-sum-exp rows (one value per query and head, 1/head_dim of ``O``) are left out. 0 without
     ring context parallelism."""
     ring = (p.causal > 0) & (p.causal < 1.0) & (c["flash"] > 0)
-    if not np.any(ring):  # no row runs a ring: the op moves nothing (each term below is 0 on every row)
+    if not any_row(ring):  # no row runs a ring: the op moves nothing (each term below is 0 on every row)
         return Elementwise("cp_ring_merge", 0.0, 0.0, backward_bytes=0.0, backward_kernels=0.0)
     heads_dev, kv_dev, act, T = c["heads"] / c["tp"], kv_heads_per_device(c), c["act_bytes"], p.tokens
     q = T * heads_dev * qk_dim * act
@@ -444,7 +445,7 @@ def fp8_cast_ops(c, ops):
     a, q, t = c["act_bytes"], c["compute_bytes"], c.get("fp8_transpose", 1.0)
     on = (q < a) & (c["train"] > 0)
     fused = c.get("fp8_norm_cast", 0.0) > 0
-    if not np.any(on):  # no row quantises: the op moves nothing (each term below is 0 on every row)
+    if not any_row(on):  # no row quantises: the op moves nothing (each term below is 0 on every row)
         return Elementwise("fp8_cast", 0.0, 0.0, backward_bytes=0.0, backward_kernels=0.0)
     per_step = np.where(c.get("fp8_weight_cache", 0.0) > 0,
                         c.get("dp", 1.0) * c.get("micro_batch", 1.0) / np.maximum(c.get("global_batch", 1.0), 1.0), 1.0)

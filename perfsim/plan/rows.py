@@ -8,6 +8,24 @@ import math
 
 import numpy as np
 
+#: the classes of one truth value or number, whose truth Python reads without a NumPy call
+_ONE = (bool, np.bool_, float, int, np.float64)
+
+
+def any_row(mask) -> bool:
+    """Whether ``mask`` holds on some row: ``np.any(mask)``, with the truth of one value (a Python or
+    NumPy bool or number, as a single configuration's comparisons give) read without a NumPy call
+    (``np.any`` of a NumPy scalar takes a microsecond or more; the cost models ask it many times).
+
+    >>> any_row(np.array([0.0, 2.0]) > 1), any_row(np.float64(2.0) > 3), any_row(np.array(1.0) > 0)
+    (True, False, True)
+    """
+    if mask.__class__ is np.ndarray:
+        return bool(mask.any())
+    if mask.__class__ in _ONE:
+        return bool(mask)
+    return bool(np.any(mask))
+
 
 def value_at(value, i) -> float:
     """``value`` at row ``i``: a scalar, a 1-D array indexed by a row number, or an array laid out
