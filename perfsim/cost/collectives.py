@@ -134,9 +134,8 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
 
     best = ring = with_ll(steps, volume)
     if op == "all_reduce" and algorithm != "ring":
-        tree = with_ll(2.0 * np.ceil(np.log2(np.maximum(n, 2.0))), size)
         if algorithm == "tree":
-            best = tree
+            best = with_ll(2.0 * np.ceil(np.log2(np.maximum(n, 2.0))), size)
         else:
             # NCCL's tree is an inter-node algorithm; inside one switch it picks ring or NVLS
             nvls_eff = np.asarray(nvls_efficiency, dtype=float)
