@@ -361,3 +361,62 @@ def test_any_row_reads_one_value_as_np_any_does(mask):
 
     got = any_row(mask)
     assert got is bool(np.any(mask))
+
+
+@pytest.mark.parametrize("whole", [0.0, 1.0])
+def test_the_wall_on_numbers_equals_it_on_arrays(whole):
+    from perfsim.cost.power import COMPONENTS
+    from perfsim.cost.wall import energy_keys
+
+    rng = np.random.default_rng(2)
+    for devices in (1.0, 6.0, 8.0, 12.0, 64.0):
+        c = dict(num_devices=devices, devices_per_node=8.0, idle_w=70.0, host_w=1800.0, host_cpu_w=500.0,
+                 host_nvme_w=60.0, host_nic_w=150.0, psu_efficiency=0.94, nvme_bw=2.5e10, scaleout_bw=5e10,
+                 wall_whole_node=whole, pue=1.2)
+        seconds = rng.uniform(1e-3, 10.0)
+        device_w = rng.uniform(100.0, 700.0)
+        parts = {k: rng.uniform(0.0, 100.0) * seconds for k in COMPONENTS}
+        # busy for none, part or more than all of the span
+        activity = dict(host_cpu_s=float(rng.choice([0.0, 0.5, 3.0])) * seconds,
+                        nvme_bytes=float(rng.choice([0.0, 1e9, 1e12])), nic_bytes=float(rng.choice([0.0, 1e9, 1e13])))
+        tokens = float(rng.choice([0.0, 1000.0]))
+        numbers = energy_keys(c, device_w * seconds, device_w, seconds, tokens, parts, activity, numbers=True)
+        arrays = energy_keys({k: np.array([v]) for k, v in c.items()}, np.array([device_w * seconds]),
+                             np.array([device_w]), np.array([seconds]), np.array([tokens]),
+                             {k: np.array([v]) for k, v in parts.items()},
+                             {k: np.array([v]) for k, v in activity.items()})
+        assert numbers.keys() == arrays.keys()
+        for key, value in numbers.items():
+            assert value.__class__ is float, key
+            assert value == arrays[key][0] or (np.isnan(value) and np.isnan(arrays[key][0])), key
+
+
+def test_an_inference_estimate_prices_the_wall_on_numbers_reading_only_its_columns(monkeypatch):
+    import perfsim
+    from perfsim.analytical import energy
+    from perfsim.cost import wall
+
+    read, took = set(), []
+
+    class Recorder(dict):
+        def __getitem__(self, key):
+            read.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+    keys = energy.energy_keys
+
+    def recorded(c, *args, numbers=False, **kwargs):
+        took.append(numbers)
+        return keys(Recorder(c) if numbers else c, *args, numbers=numbers, **kwargs)
+
+    monkeypatch.setattr(energy, "energy_keys", recorded)
+    for plan in (dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                 dict(model="llama2-7b", hardware="a100-80gb", wall_energy="node", pue=1.3),
+                 dict(model="llama2-70b", hardware="h100-sxm", num_devices=16, tp=8, dp=2, batch=64)):
+        perfsim.estimate(**plan)
+    assert took == [True] * 3
+    assert read and read <= set(wall.WALL_COLUMNS)

@@ -11,8 +11,9 @@ import math
 import numpy as np
 
 from perfsim.analytical.inference import one_configuration
+from perfsim.cost.clock import _Numbers
 from perfsim.cost.power import COMPONENTS, device_power, per_second
-from perfsim.cost.wall import energy_keys
+from perfsim.cost.wall import WALL_COLUMNS, energy_keys
 from perfsim.plan.rows import any_row
 
 
@@ -51,6 +52,21 @@ def _on_numbers(c, phases):
     return {k: float(c[k]) for k in _POWER_COLUMNS if k in c}
 
 
+#: the columns of :data:`perfsim.cost.wall.WALL_COLUMNS` it divides by or reads as a rate
+_WALL_DIVISORS = ("num_devices", "devices_per_node", "psu_efficiency", "nvme_bw", "scaleout_bw")
+
+
+def _wall_numbers(c, values):
+    """The wall's columns (:data:`perfsim.cost.wall.WALL_COLUMNS`) of one configuration and ``values`` as
+    Python numbers, for :func:`perfsim.cost.wall.energy_keys` on numbers; None where one is not finite
+    or a divisor or rate is not above 0 (the keys on arrays then)."""
+    cols = {k: float(c[k]) for k in WALL_COLUMNS if k in c}
+    numbers = [float(v) for v in values]
+    if not all(math.isfinite(v) for v in (*cols.values(), *numbers)) or not all(cols[k] > 0 for k in _WALL_DIVISORS):
+        return None
+    return cols, numbers
+
+
 def inference_power(c, out):
     """Power and energy of one inference request batch (prefill, then ``gen_len - 1`` steps).
 
@@ -79,15 +95,23 @@ def inference_power(c, out):
         pre, dec = ({k: v[i] for k, v in both.items()} for i in (0, 1))
     else:
         pre, dec = (device_power(c, *values, **clocked) for values, clocked in phases)
+    host = [out.get(f"breakdown.{key}", 0.0) for key in ("decode.host_attention_s", "prefill.nvme_bytes",
+                                                         "decode.nvme_bytes", "prefill.nic_bytes", "decode.nic_bytes")]
+    # one configuration whose device power was priced on numbers: the wall too (the same operations)
+    wall = _wall_numbers(c, [pre_s, step_s, steps, c["batch"], c["gen_len"], *host]) if numbers is not None else None
+    if wall is not None:
+        pre_s, step_s, steps, batch, gen_len, *host = wall[1]
     decode_s = steps * step_s
     seconds = pre_s + decode_s
     parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
     device_j = pre["power_w"] * pre_s + dec["power_w"] * decode_s
-    device_w = per_second(device_j, seconds)
-    activity = {"host_cpu_s": steps * out.get("breakdown.decode.host_attention_s", 0.0)}
-    for key in ("nvme_bytes", "nic_bytes"):
-        activity[key] = out.get(f"breakdown.prefill.{key}", 0.0) + steps * out.get(f"breakdown.decode.{key}", 0.0)
-    result = energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
+    device_w = (per_second if wall is None else _Numbers.per_second)(device_j, seconds)
+    activity = {"host_cpu_s": steps * host[0], "nvme_bytes": host[1] + steps * host[2],
+                "nic_bytes": host[3] + steps * host[4]}
+    if wall is None:
+        result = energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
+    else:
+        result = energy_keys(wall[0], device_j, device_w, seconds, batch * gen_len, parts_j, activity, numbers=True)
     result["prefill_power_w_per_device"] = pre["power_w"]
     result["decode_power_w_per_device"] = dec["power_w"]
     prefill_j = c["num_devices"] * pre["power_w"] * pre_s
