@@ -305,7 +305,9 @@ def test_device_power_on_numbers_equals_it_on_arrays(clocked):
                                   dict(model="llama2-7b", hardware="a100-80gb"),
                                   dict(model="llama2-7b", hardware="h100-pim"),
                                   dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2,
-                                       power_cap_w=300.0, train_tokens=1e9)])
+                                       power_cap_w=300.0, train_tokens=1e9),
+                                  dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=16, tp=8,
+                                       wall_energy="node")])
 def test_one_configurations_power_on_numbers_equals_the_call_on_arrays(plan, monkeypatch):
     import perfsim
     from perfsim.analytical import energy
@@ -391,7 +393,7 @@ def test_the_wall_on_numbers_equals_it_on_arrays(whole):
             assert value == arrays[key][0] or (np.isnan(value) and np.isnan(arrays[key][0])), key
 
 
-def test_an_inference_estimate_prices_the_wall_on_numbers_reading_only_its_columns(monkeypatch):
+def test_an_estimate_prices_the_wall_on_numbers_reading_only_its_columns(monkeypatch):
     import perfsim
     from perfsim.analytical import energy
     from perfsim.cost import wall
@@ -416,7 +418,10 @@ def test_an_inference_estimate_prices_the_wall_on_numbers_reading_only_its_colum
     monkeypatch.setattr(energy, "energy_keys", recorded)
     for plan in (dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
                  dict(model="llama2-7b", hardware="a100-80gb", wall_energy="node", pue=1.3),
-                 dict(model="llama2-70b", hardware="h100-sxm", num_devices=16, tp=8, dp=2, batch=64)):
+                 dict(model="llama2-70b", hardware="h100-sxm", num_devices=16, tp=8, dp=2, batch=64),
+                 dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2),
+                 dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=16, tp=2, train_tokens=1e9,
+                      power_cap_w=300.0)):
         perfsim.estimate(**plan)
-    assert took == [True] * 3
+    assert took == [True] * 5
     assert read and read <= set(wall.WALL_COLUMNS)

@@ -142,13 +142,32 @@ def train_power(c, out):
     job_tokens = c["train_tokens"]
     given = ~np.isnan(job_tokens)
     step_tokens = c["global_batch"] * c["seq_len"]
-    seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
-    tokens = np.where(given, job_tokens, step_tokens)
+    host = [out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")]
+    # one configuration whose device power was priced on numbers: the wall too (the same operations)
+    wall = _train_wall(c, out, step_s, step_tokens, host, given) if numbers is not None else None
+    if wall is None:
+        seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
+        tokens = np.where(given, job_tokens, step_tokens)
+    else:
+        step_s, step_tokens, *host = wall[1][:5]
+        seconds, tokens = (wall[1][5] / wall[1][6], wall[1][5]) if given else (step_s, step_tokens)
     parts_j = {k: parts[k] * seconds for k in COMPONENTS}
     steps = seconds / step_s  # the job's steps (one without train_tokens)
-    activity = {key: steps * out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")}
-    result = energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j, activity)
+    activity = {key: steps * h for key, h in zip(("host_cpu_s", "nvme_bytes", "nic_bytes"), host, strict=True)}
+    result = energy_keys(c if wall is None else wall[0], parts["power_w"] * seconds, parts["power_w"], seconds, tokens,
+                         parts_j, activity, numbers=wall is not None)
     result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
     if any_row(given):
-        result["time_to_train_s"] = np.where(given, seconds, np.nan)
+        result["time_to_train_s"] = np.where(given, seconds, np.nan) if wall is None else seconds
     return result
+
+
+def _train_wall(c, out, step_s, step_tokens, host, given):
+    """:func:`_wall_numbers` of a training step (or job, ``given`` its tokens): the columns, then the step's
+    seconds and tokens, its host activity, the job's tokens and rate; None where a value is not finite or
+    the step or the rate is not above 0 (the keys on arrays then)."""
+    job = [c["train_tokens"], out["tokens_per_s"]] if given else []
+    wall = _wall_numbers(c, [step_s, step_tokens, *host, *job])
+    if wall is None or not wall[1][0] > 0 or (given and not wall[1][6] > 0):
+        return None
+    return wall
