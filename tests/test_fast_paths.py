@@ -425,3 +425,17 @@ def test_an_estimate_prices_the_wall_on_numbers_reading_only_its_columns(monkeyp
         perfsim.estimate(**plan)
     assert took == [True] * 5
     assert read and read <= set(wall.WALL_COLUMNS)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2)])
+def test_an_estimate_reads_whether_it_is_one_configuration_once(plan, monkeypatch):
+    import perfsim
+    from perfsim.analytical import energy, evaluate, inference
+
+    calls = []
+    one = inference.one_configuration
+    for module in (evaluate, inference, energy):
+        monkeypatch.setattr(module, "one_configuration", lambda c: calls.append(1) or one(c))
+    perfsim.estimate(**plan)
+    assert len(calls) == 1

@@ -67,12 +67,13 @@ def _wall_numbers(c, values):
     return cols, numbers
 
 
-def inference_power(c, out):
+def inference_power(c, out, one=None):
     """Power and energy of one inference request batch (prefill, then ``gen_len - 1`` steps).
 
     Returns the result keys (docs/reference.md) ``power_w_per_device``, ``power_w_per_node``, ``energy_j``,
     ``energy_wall_j``, ``energy_j_per_token`` (per generated token), ``prefill_power_w_per_device``,
-    ``decode_power_w_per_device`` and ``breakdown.energy.*``.
+    ``decode_power_w_per_device`` and ``breakdown.energy.*``. ``one``: :func:`one_configuration` of ``c``,
+    where known.
     """
     pre_s = out["breakdown.prefill.total_s"]
     step_s = out["breakdown.decode.total_s"]
@@ -84,7 +85,7 @@ def inference_power(c, out):
                {**_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]),
                 "gap_seconds": out.get(f"breakdown.{phase}.overhead_s", 0.0)
                 + out.get(f"breakdown.{phase}.launch_s", 0.0) / c["pp"]}) for phase in ("prefill", "decode")]
-    one = one_configuration(c)
+    one = one_configuration(c) if one is None else one
     numbers = _on_numbers(c, phases) if one else None
     if numbers is not None:
         pre, dec = (device_power(numbers, *values, **clocked) for values, clocked in phases)
@@ -127,17 +128,17 @@ def inference_power(c, out):
     return result
 
 
-def train_power(c, out):
+def train_power(c, out, one=None):
     """Power and energy of one training step, or of the whole job when ``train_tokens`` is given.
 
     The job is ``train_tokens / tokens_per_s`` seconds of identical steps (``time_to_train_s``);
-    ``energy_j_per_token`` is per trained token.
+    ``energy_j_per_token`` is per trained token. ``one``: :func:`one_configuration` of ``c``, where known.
     """
     step_s = out["step_time_s"]
     work = [step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"], out["breakdown.train.link_bytes"]]
     phases = [(work, {**_clocked(out, "breakdown.train.", step_s),
                       "gap_seconds": out.get("breakdown.train.overhead_s", 0.0)})]
-    numbers = _on_numbers(c, phases) if one_configuration(c) else None
+    numbers = _on_numbers(c, phases) if (one_configuration(c) if one is None else one) else None
     parts = device_power(c if numbers is None else numbers, *phases[0][0], **phases[0][1])
     job_tokens = c["train_tokens"]
     given = ~np.isnan(job_tokens)

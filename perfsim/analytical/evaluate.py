@@ -198,11 +198,12 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     n = grid.n
     modes = grid.values("mode")
     results = []
+    one = one_configuration(c)  # (read once for the estimate and its power)
     for mode in modes:
         fn, power = (_train_least_recompute, train_power) if mode == "train" else (_inference_best_offload,
                                                                                   inference_power)
-        out, checks = fn(c)
-        out.update(power(c, out))
+        out, checks = fn(c, one)
+        out.update(power(c, out, one=one))
         results.append((mode, out, checks))
     if len(results) == 1:
         out, checks = results[0][1], results[0][2]
@@ -248,16 +249,17 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     return out
 
 
-def _train_least_recompute(c):
+def _train_least_recompute(c, one=None):
     """:func:`estimate_train`, with ``recompute: auto`` resolved row by row to the least
     recomputation whose step fits (none, then selective, then full; full where none does), as a
-    team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code)."""
+    team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code). ``one``:
+    :func:`one_configuration` of ``c``, where known."""
     auto = np.asarray(c["recompute"]) == _AUTO
     if not any_row(auto):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
         return out, checks
-    if one_configuration(c):  # the options together
+    if one_configuration(c) if one is None else one:  # the options together
         return _least_recompute_together(c)
     chosen = resolved = None
     out: dict = {}
@@ -311,7 +313,7 @@ def _searched(c):
     return sum(np.asarray(c[f"{ARGUMENT_COLUMNS[name]}_auto"]) for name in AUTO_ARGUMENTS) > 0
 
 
-def _inference_best_offload(c):
+def _inference_best_offload(c, one=None):
     """:func:`estimate_inference`, with ``offload_weights``, ``offload_kv`` and
     ``offload_activations`` given as ``auto`` resolved row by row to the placement of highest
     throughput among those that fit every tier, as FlexGen's policy search picks its policy
@@ -320,10 +322,11 @@ def _inference_best_offload(c):
     :func:`perfsim.analytical.offload.gpu_batches` takes it). The candidates are
     :data:`perfsim.plan.offload.AUTO_CHOICES`, each priced for every row at once; a row where
     none fits keeps the first (everything in host memory) and its reasons. The chosen fractions
-    are the outputs ``plan.w_frac_cpu``, ``plan.kv_frac_nvme``, ..."""
+    are the outputs ``plan.w_frac_cpu``, ``plan.kv_frac_nvme``, ... ``one``: :func:`one_configuration` of
+    ``c``, where known."""
     searched = _searched(c)
     if not any_row(searched):
-        out, checks = estimate_inference(c)
+        out, checks = estimate_inference(c, one)
         for key in _placement_columns():
             out[f"plan.{key}"] = c[key]
         return out, checks

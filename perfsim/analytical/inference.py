@@ -152,8 +152,9 @@ def _working_set_per_seq(c, prompt):
         + c["vocab"] / tp * 4.0
 
 
-def estimate_inference(c):
-    """Inference results as a flat dict of arrays (dotted keys), plus ``(mask, reason)`` checks."""
+def estimate_inference(c, single=None):
+    """Inference results as a flat dict of arrays (dotted keys), plus ``(mask, reason)`` checks. ``single``:
+    :func:`one_configuration` of ``c``, where known."""
     seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]
     one = np.ones_like(np.asarray(seqs, dtype=float))
@@ -172,7 +173,7 @@ def estimate_inference(c):
     b = seqs / batches
     pre_b = Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=b)
     dec_b = Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=b)
-    one = one_configuration(c)
+    one = one_configuration(c) if single is None else single
     if any_row(batches > 1):
         pre, dec = (_batched(parts, batches) for parts in _forward_pair(c, pre_b, dec_b, one))
     else:  # (the whole batch's passes: they depend on fewer of a sweep's axes than the GPU batches do)
