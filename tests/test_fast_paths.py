@@ -439,3 +439,15 @@ def test_an_estimate_reads_whether_it_is_one_configuration_once(plan, monkeypatc
         monkeypatch.setattr(module, "one_configuration", lambda c: calls.append(1) or one(c))
     perfsim.estimate(**plan)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("condition", [True, False, np.True_, np.False_, np.array(True), np.array([True, False])])
+@pytest.mark.parametrize("a, b", [(1.5, np.float64(-0.0)), (np.nan, 2.0), (np.float64(np.inf), np.float64(3.0)),
+                                  (1, 2.0), (np.array(1.0), 2.0), (np.array([1.0, 2.0]), 0.0)])
+def test_where_one_picks_what_np_where_does(condition, a, b):
+    from perfsim.plan.rows import where_one
+
+    got, expected = where_one(condition, a, b), np.where(condition, a, b)
+    assert np.shape(got) == expected.shape and np.asarray(got).dtype == expected.dtype
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(expected))

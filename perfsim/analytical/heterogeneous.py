@@ -61,7 +61,7 @@ from perfsim.graph.transformer import (
     layer_ops,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail, any_row
+from perfsim.plan.rows import Detail, any_row, where_one
 from perfsim.specs.units import GIB
 
 #: device kinds, in the order of the ``main_kind`` column
@@ -256,7 +256,7 @@ def host_kv_share(c):
     """Share of the KV cache held in the main device's memory: 0 where decode attention runs in
     PIM stacks beside it (the cache lives there), else 1."""
     stacks = (c["has_pim"] > 0) & (c["pim_link_bw"] > 0) & (c["place_decode_attention"] > 0)
-    return np.where(stacks, 0.0, 1.0)
+    return where_one(stacks, 0.0, 1.0)
 
 
 def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:

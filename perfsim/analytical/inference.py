@@ -28,7 +28,7 @@ from perfsim.graph.transformer import (
     layer_ops,
     touched_experts,
 )
-from perfsim.plan.rows import Detail, any_row
+from perfsim.plan.rows import Detail, any_row, where_one
 from perfsim.specs.units import GIB
 
 
@@ -131,7 +131,7 @@ def _separate_dequant(c, parts, params, batches):
     ``dequant_pass_bytes`` of device memory per weight for every GPU batch, and its GEMMs read the
     16-bit weights rather than the stored ones, at the device's streaming bandwidth.
     """
-    per_weight = np.where((c["dequant"] > 0) & (c["dequant_pass_bytes"] > 0),
+    per_weight = where_one((c["dequant"] > 0) & (c["dequant_pass_bytes"] > 0),
                           c["dequant_pass_bytes"] + np.maximum(c["act_bytes"] - c["w_bytes"], 0.0), 0.0)
     moved = params * per_weight * batches
     t = moved / (c["hbm_bw"] * c["memory_max"])
@@ -196,7 +196,7 @@ def estimate_inference(c, single=None):
     ttft, tpot = pre["total_s"], dec["total_s"]
     steps = np.maximum(gen - 1.0, 0.0)
     e2e = ttft + steps * tpot
-    out = {"ttft_s": ttft, "tpot_s": np.where(gen > 1, tpot, 0.0), "e2e_latency_s": e2e,
+    out = {"ttft_s": ttft, "tpot_s": where_one(gen > 1, tpot, 0.0), "e2e_latency_s": e2e,
            "throughput_tokens_per_s": c["batch"] * gen / e2e}
     for phase, parts in (("prefill", pre), ("decode", dec)):
         for key in ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s",

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, where_one
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 ALGORITHMS = ("auto", "ring", "tree")
@@ -141,7 +141,7 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
             nvls_eff = np.asarray(nvls_efficiency, dtype=float)
             if any_row(nvls_eff > 0):
                 lat = 2.0 * np.asarray(latency_s, dtype=float) if nvls_latency_s is None else \
-                    np.where(np.asarray(nvls_latency_s) > 0, nvls_latency_s, 2.0 * np.asarray(latency_s, dtype=float))
+                    where_one(np.asarray(nvls_latency_s) > 0, nvls_latency_s, 2.0 * np.asarray(latency_s, dtype=float))
                 moved = (n + 1.0) / np.maximum(n, 1.0) * size  # reduce-scatter then multicast, each way
                 nvls = np.where(nvls_eff > 0, lat + moved / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)

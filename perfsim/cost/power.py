@@ -48,7 +48,7 @@ from perfsim.cost.clock import (
     solve_clocks,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail, any_row
+from perfsim.plan.rows import Detail, any_row, where_one
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -257,7 +257,7 @@ def board_cap(c):
     clock controller behind it: there the dynamic power is clipped at it (:func:`device_power`)
     and only a plan's cap lowers the clock."""
     cap = np.asarray(c["power_cap_w"], dtype=float)
-    return np.fmin(np.where(np.isnan(cap), np.inf, cap), np.where(not_clock_limited(c), np.inf, c["tdp_w"]))
+    return np.fmin(where_one(np.isnan(cap), np.inf, cap), where_one(not_clock_limited(c), np.inf, c["tdp_w"]))
 
 
 def not_clock_limited(c):

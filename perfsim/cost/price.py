@@ -15,7 +15,7 @@ from perfsim.cost.op_order import broadcast_shape, run_sums, sum_in_op_order, we
 from perfsim.cost.roofline import dequant_time, gemm_tiles, gemm_time, op_time
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, where_one
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
 
@@ -71,10 +71,10 @@ def decode_fixed_time(c, op, stream_s=0.0):
     # (sequence, query head) (its query load, its share of the split-KV partials and their reduction)
     mla_unit = np.asarray(c.get("decode_attn_mla_unit_s", math.nan))
     mla = (np.asarray(c.get("kv_lora", 0.0)) > 0) & np.isfinite(mla_unit)
-    unit_s = np.where(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
+    unit_s = where_one(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
     units = np.where(mla, op.units * op.rows, op.units)
     per_unit = unit_s * units / np.maximum(c["units"], 1.0)
-    fixed = np.where(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
+    fixed = where_one(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
     extra = fixed + np.maximum(per_unit - stream_s, 0.0)
     return np.where(np.asarray(op.decode) > 0, extra, 0.0)
 

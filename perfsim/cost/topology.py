@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost.collectives import bus_factor, collective_time, custom_all_reduce_time, ring_steps
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, where_one
 
 
 def scaleup_domain(c):
     """Devices one scale-up fabric joins: the node's, or a larger domain (a TPU slice's ICI torus, an
     NVL72 rack) where the spec states ``node.scaleup.domain_devices``."""
     domain = c.get("scaleup_domain", 0.0)  # absent in hand-made column sets: the node
-    return np.where(np.asarray(domain) > 0, domain, c["devices_per_node"])
+    return where_one(np.asarray(domain) > 0, domain, c["devices_per_node"])
 
 
 def _torus_axes(c, ranks):
@@ -135,7 +135,7 @@ def engine_all_reduce(c, size, ranks, stride=1.0):
     """
     ranks = np.asarray(ranks, dtype=float)
     size = np.asarray(size, dtype=float)
-    limit = np.where(ranks == 2, c.get("custom_ar_max_tp2", 0.0), c.get("custom_ar_max", 0.0))
+    limit = where_one(ranks == 2, c.get("custom_ar_max_tp2", 0.0), c.get("custom_ar_max", 0.0))
     latency, eff = np.asarray(c.get("custom_ar_lat_s", np.nan)), np.asarray(c.get("custom_ar_eff", np.nan))
     on_node = ranks <= np.floor(np.asarray(c["devices_per_node"]) / np.maximum(stride, 1.0))
     applies = ((ranks >= 2) & (ranks <= 8) & (ranks % 2 == 0) & on_node & (size < limit)
@@ -186,7 +186,7 @@ def _library_collective(c, op, size, ranks, algorithm, stride):
     stride = np.maximum(stride, 1.0)
     per_package = np.minimum(np.maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
-    up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
+    up_bw = where_one(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
     up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
               ll_latency_s=c["scaleup_ll_s"])
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],

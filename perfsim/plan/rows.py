@@ -27,6 +27,24 @@ def any_row(mask) -> bool:
     return bool(np.any(mask))
 
 
+#: the classes of a truth value and of a number that :func:`where_one` picks between without NumPy
+_TRUTHS = (bool, np.bool_)
+_FLOATS = (float, np.float64)
+
+
+def where_one(condition, a, b):
+    """``np.where(condition, a, b)``; where each is one value (a Python or NumPy bool, and Python or NumPy
+    floats, as one configuration's columns give them), the one it picks as a NumPy float without a
+    NumPy call (the same value; ``np.where`` of numbers takes over a microsecond).
+
+    >>> where_one(np.float64(2.0) > 1, 3.0, np.float64(4.0)), where_one(np.array([True, False]), 1.0, 0.0)
+    (np.float64(3.0), array([1., 0.]))
+    """
+    if condition.__class__ in _TRUTHS and a.__class__ in _FLOATS and b.__class__ in _FLOATS:
+        return np.float64(a if condition else b)
+    return np.where(condition, a, b)
+
+
 def value_at(value, i) -> float:
     """``value`` at row ``i``: a scalar, a 1-D array indexed by a row number, or an array laid out
     as a box of the design space indexed by coordinates (a dimension of size 1 broadcasts)."""
