@@ -451,3 +451,13 @@ def test_where_one_picks_what_np_where_does(condition, a, b):
     assert np.shape(got) == expected.shape and np.asarray(got).dtype == expected.dtype
     assert np.array_equal(got, expected, equal_nan=True)
     assert np.array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("value", [2.5, np.float64(-0.0), np.array(1.5), np.array([np.nan]), np.array([1.0, 2.0, 3.0]),
+                                   True, np.array([4, 5, 6])])
+def test_a_value_listed_for_a_few_spans_is_its_broadcast(value):
+    from perfsim.cost.clock import _listed
+
+    listed, expected = _listed(value, (3,)), np.broadcast_to(np.asarray(value, dtype=float), (3,)).tolist()
+    assert [type(v) for v in listed] == [float] * 3
+    assert np.array_equal(listed, expected, equal_nan=True) and np.array_equal(np.signbit(listed), np.signbit(expected))

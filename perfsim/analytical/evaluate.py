@@ -301,6 +301,8 @@ def _least_recompute_together(c):
 
 def _option(value, i):
     """One option's value of a result priced on an axis of options (a value without it: the same for each)."""
+    if value.__class__ is np.ndarray:  # (most values: without np.ndim's dispatch)
+        return value[i] if value.ndim else value
     return value[i] if np.ndim(value) else value
 
 

@@ -259,7 +259,7 @@ def _reduce(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
     if np.ndim(binds) == 1 and binds.size <= 4 and any_row(binds):  # a few spans: each so
-        rows = [np.broadcast_to(np.asarray(v, dtype=float), binds.shape).tolist() for v in args]
+        rows = [_listed(v, binds.shape) for v in args]
         if np.isfinite(rows).all():
             solved = [solve_clock(*v[:3], v[3:7], *v[7:], steps=steps) for v in zip(*rows, strict=True)]
             return np.array([f for f, _ in solved]), np.array([ok for _, ok in solved])
@@ -281,6 +281,17 @@ def _reduce(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped
         out[rows], ok[rows] = clock, fits
         return out.reshape(shape), ok.reshape(shape)
     return (yield (*args, binds))
+
+
+def _listed(value, shape):
+    """``value`` broadcast to the 1-D ``shape``, as a list of Python floats (a number repeated without
+    building the broadcast array)."""
+    value = np.asarray(value, dtype=float)
+    if value.shape == shape:
+        return value.tolist()
+    if not value.ndim:
+        return [value.item()] * shape[0]
+    return np.broadcast_to(value, shape).tolist()
 
 
 def _search(xp, cap, lowest, floor, full_s, compute_bound_s, memory_bound_s, memory_compute_s, idle, active,
