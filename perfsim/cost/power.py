@@ -33,6 +33,8 @@ returns arrays of the broadcast shape.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from perfsim.cost.clock import (
@@ -364,7 +366,7 @@ def _one_configuration(c, cap, spans, devices_per_pass):
     as :func:`solve_clock` holds it; a pass within it keeps clock 1 and its length. None where a
     value is an array, a pass does vector-engine work or a pass the cap binds on has a value that is
     not finite (the solve on arrays then)."""
-    if any(np.ndim(v) for s in spans for v in s):
+    if any(getattr(v, "ndim", 0) for s in spans for v in s):  # (numbers and NumPy values: np.ndim's answer)
         return None
     cap = float(cap)
     kept = [(np.float64(1.0), np.float64(s[0]), np.True_) for s in spans]  # the solve at the top clock
@@ -373,7 +375,7 @@ def _one_configuration(c, cap, spans, devices_per_pass):
     keys = ("idle_w", "active_w", "matrix_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte", "tdp_w",
             "min_clock_ghz", "clock_ghz", "voltage_floor")
     cols = {k: float(c[k]) for k in keys}
-    if not np.isfinite(list(cols.values())).all():
+    if not all(math.isfinite(v) for v in cols.values()):
         return None
     cols["main_kind"] = float(c.get("main_kind", _GPU))
     cols["host_gap_w"] = float(c.get("host_gap_w", np.nan))
