@@ -33,6 +33,8 @@ import math
 
 import numpy as np
 
+from perfsim.plan.rows import any_row
+
 _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 
 #: K splits a GEMM kernel may take (1 = none), and the bytes each extra slice moves per output
@@ -99,7 +101,7 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     base = gemm_max * tile_eff
     # rows spread over the groups: the tiles' total is random too, and so are its waves (their mean)
     # (rows of tiles: a whole number, tiles_n tiles each, cut into waves of compute_units tiles)
-    spread = np.sqrt(np.maximum(groups, 0.0) * var_m) if np.any(np.asarray(m_sd) > 0) else None
+    spread = np.sqrt(np.maximum(groups, 0.0) * var_m) if any_row(np.asarray(m_sd) > 0) else None
 
     def waves_eff(split):
         units = tiles * split
@@ -138,7 +140,7 @@ def tile_moments(m, sd, tile):
     is 0. Vectorised."""
     m, sd, tile = (np.asarray(v, dtype=float) for v in (m, sd, tile))
     exact = np.ceil(m / tile)
-    if not (sd > 0).any():
+    if not any_row(sd > 0):
         return exact, np.zeros(np.broadcast(m, sd, tile).shape)
     z = (m - 0.5) / tile
     s = np.where(sd > 0, sd / tile, 1.0)
@@ -179,7 +181,7 @@ def gemm_tiles(m, n, tile_m, tile_n, m_sd=0.0):
     """
     safe_m = np.maximum(np.asarray(m, dtype=float), 1.0)
     tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
-    tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if np.any(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
+    tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if any_row(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
     tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
     return tiles_m, tiles_n, (safe_m * n) / (tiles_m * tm * tiles_n * tile_n), var_m
 
