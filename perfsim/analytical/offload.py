@@ -45,6 +45,7 @@ from perfsim.cost.tiers import (
     duration,
     host_attention_traffic,
     host_compute_time,
+    host_link_bandwidth,
     host_memory_bandwidth,
     overlapped,
     tier_traffic,
@@ -82,7 +83,9 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     (``kv_store_bw``; FlexGen's pass through host memory to either tier) stores it at that rate,
     concurrently with the other streams; likewise the hidden states among the stores
     (``hidden_stored`` bytes, at ``hidden_store_bw``), one after the other on the engine's store
-    path (FlexGen's cost model adds the two: experimental/cost_model.py, gtoc terms).
+    path (FlexGen's cost model adds the two: experimental/cost_model.py, gtoc terms). An engine
+    that reads NVMe data into a relay buffer and only then copies it to the device
+    (``nvme_relay``: FlexGen's copy threads) adds the read and the copy of those bytes.
     """
     load_cpu, store_cpu = load_cpu + kv_load_cpu, store_cpu + kv_store_cpu
     load_nvme, store_nvme = load_nvme + kv_load_nvme, store_nvme + kv_store_nvme
@@ -99,7 +102,9 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
                        np.where(bandwidth > 0, duration(staged, bandwidth), 0.0))  # (unknown host memory: not priced)
     stores = np.where(c["kv_store_bw"] > 0, duration(kv_store_cpu + kv_store_nvme, c["kv_store_bw"]), 0.0) \
         + np.where(c["hidden_store_bw"] > 0, duration(hidden_stored, c["hidden_store_bw"]), 0.0)
-    return np.maximum(transfer_time(c, **t) + staging, stores), t
+    relay = np.where(c["nvme_relay"] > 0, duration(load_nvme, c["nvme_bw"] / devices_on_node(c))
+                     + duration(load_nvme, host_link_bandwidth(c)), 0.0)
+    return np.maximum(np.maximum(transfer_time(c, **t), relay) + staging, stores), t
 
 
 def _nvme(traffic):

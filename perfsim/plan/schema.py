@@ -231,6 +231,7 @@ COLUMNS = (
     _C("kv_store_bw", "B/s", "rate the engine stores the KV cache into host memory (0: at the link's)"),
     _C("dequant_pass_bytes", "B", "device-memory bytes per weight of a separate dequantisation pass (0: fused)"),
     _C("hidden_store_bw", "B/s", "rate the engine stores offloaded hidden states (0: at the link's)"),
+    _C("nvme_relay", "bool", "NVMe reads finish in a host relay buffer before their device copy starts"),
     _C("block_schedule", "bool", "offloaded batch runs as GPU batches of a block (FlexGen zig-zag)"),
     # --- offload placement (plan/offload.py): the device keeps the rest --------------------------
     _C("w_frac_cpu", "1", "share of the weights in host memory"),

@@ -44,7 +44,7 @@ _SCHEMA = {
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
     "param_gather_reuse_params": S.NUM, "gather_rank_copies": S.BOOL,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
-    "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
+    "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL, "nvme_relay": S.BOOL,
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
@@ -248,6 +248,8 @@ class RuntimeSpec:
             # tensor.to(device)), or by the engine's own multi-threaded copies into pinned buffers
             "driver_staging": 1.0 if v.get("driver_staging", True) else 0.0,
             "hidden_store_bw": v.get("hidden_store_gb_s", 0.0) * 1e9,
+            # NVMe reads land in a relay buffer before their copy to the device starts (no overlap)
+            "nvme_relay": 1.0 if v.get("nvme_relay", False) else 0.0,
             # weight-only quantisation expanded to 16 bits by a pass of its own (0: fused in the GEMM)
             "dequant_pass_bytes": v.get("dequant_pass_bytes", 0.0),
             # host attention that copies grouped KV heads out to every query head (repeat_kv)
