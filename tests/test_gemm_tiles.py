@@ -12,6 +12,7 @@ import pytest
 
 import perfsim
 from perfsim.cost.roofline import gemm_efficiency
+from perfsim.errors import InputError
 
 # (hardware, m, n, k): measured microseconds
 MEASURED = {
@@ -69,3 +70,11 @@ def test_grouped_gemms_keep_the_one_tile():
     kw = dict(k=7168.0, balance=300.0)
     assert float(gemm_efficiency(257, 16384, 4, 128, 128, 132, 0.8, reuse=32.0, **kw)) == \
         float(gemm_efficiency(257, 16384, 4, 128, 128, 132, 0.8, **kw))
+
+
+def test_negative_reuse_is_refused(tmp_path):
+    text = open("hardware_specs/h100-sxm.yaml").read().replace("min_reuse: 32", "min_reuse: -1")
+    path = tmp_path / "h100-bad-reuse.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match="device.gemm_tile.min_reuse: must not be negative, got -1"):
+        perfsim.gemm(str(path), 256, 256, 256)
