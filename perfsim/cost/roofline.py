@@ -49,7 +49,7 @@ _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 #: 21 % (8), 20 % (16) and 20 % (32); the microbenchmark gemm cases do not move.
 SPLIT_K = (1.0, 2.0, 4.0, 8.0, 16.0)
 _PARTIAL_BYTES = 8.0
-_SPLITS = tuple(float(s) for s in SPLIT_K[1:])  # the splits past none
+_SPLITS = np.array(SPLIT_K[1:])  # the splits past none
 
 
 #: CTA tiles a GEMM library chooses from, as multiples of the device's ``tile_m x tile_n`` (128 x 128:
@@ -168,13 +168,10 @@ def _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, b
         return best
     # reduction time over compute time: (s - 1) m n B / bw  /  (2 m n k / (peak eff))
     cost = _PARTIAL_BYTES / 2.0 * balance / np.maximum(np.asarray(k, dtype=float), 1.0)
-    for split in _SPLITS:  # (one split at a time: the candidates' arrays stay small)
-        eff = waves_eff(split)
-        penalty = eff * cost
-        penalty *= split - 1.0
-        penalty += 1.0
-        best = np.maximum(best, eff / penalty)
-    return best
+    # the splits on a leading axis, in front of every other axis
+    splits = _SPLITS.reshape((-1,) + (1,) * max(np.ndim(best), np.ndim(cost)))
+    eff = waves_eff(splits)
+    return np.maximum(best, (eff / (1.0 + (splits - 1.0) * cost * eff)).max(axis=0))
 
 
 #: standard normal distribution function on a grid (|z| <= 9 holds all but 1e-18 of the mass)
