@@ -51,7 +51,7 @@ from perfsim.cost.tiers import (
     transfer_time,
 )
 from perfsim.graph.transformer import kv_bytes_per_token
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row, where_one
 from perfsim.specs.units import GIB
 
 
@@ -143,7 +143,7 @@ def expert_fetch(c, touched):
     off = cpu + nvme
     hit = np.where(np.isnan(c["expert_hit_rate"]), 1.0 - off, c["expert_hit_rate"])
     miss = np.where(cached & (off > 0), touched * (1.0 - hit), 0.0)
-    if not (miss > 0).any():  # nothing fetched on any row: no wait, and the bytes below (0, or NaN)
+    if not any_row(miss > 0):  # nothing fetched on any row: no wait, and the bytes below (0, or NaN)
         return np.where(miss > 0, 0.0, 0.0), 0.0 * miss
     share = np.where(off > 0, cpu / np.where(off > 0, off, 1.0), 0.0)
     t, traffic = _streams(c, load_cpu=miss * share, load_nvme=miss * (1.0 - share))
@@ -182,8 +182,8 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
     given = ~np.isnan(c["gpu_batch"])
     # (where not even one sequence fits, the plan is infeasible: priced as one batch)
     auto = offloaded & ~given & (c["block_schedule"] > 0) & (fit >= 1.0)
-    per_batch = np.where(offloaded & given, np.minimum(c["gpu_batch"], seqs),
-                         np.where(auto, np.minimum(fit, seqs), seqs))
+    per_batch = where_one(offloaded & given, np.minimum(c["gpu_batch"], seqs),
+                         where_one(auto, np.minimum(fit, seqs), seqs))
     return np.ceil(seqs / np.maximum(per_batch, 1.0))
 
 
@@ -330,7 +330,7 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
     cpu_attention = timing["breakdown.decode.cpu_attention"]
     batches = timing["gpu_batches"]
     layers = np.maximum(c["stage_layers"], 1.0)
-    parked = np.where(c["offloaded"] > 0, hidden, 0.0)
+    parked = where_one(c["offloaded"] > 0, hidden, 0.0)
     gpu, host, nvme = {}, {}, {}
     gpu["weights"], host["weights"], nvme["weights"] = _weight_tiers(c, weights, experts)
     for kind, amount, prefix in (("kv_cache", kv, "kv"), ("activations", parked, "act")):
@@ -338,14 +338,14 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
         gpu[kind], host[kind], nvme[kind] = amount * g, amount * h, amount * n
     gpu["activations"] = gpu["activations"] + activations / batches
     # (an engine's host cache may hold wider elements than the KV dtype: fp32 buffers)
-    host["kv_cache"] = host["kv_cache"] * np.where(c["host_kv_bytes"] > 0, c["host_kv_bytes"] / c["kv_bytes"], 1.0)
+    host["kv_cache"] = host["kv_cache"] * where_one(c["host_kv_bytes"] > 0, c["host_kv_bytes"] / c["kv_bytes"], 1.0)
     _, kc, kn = _fractions(c, "kv")
     # double buffers: two layers of the weights off the device (streamed or fetched), two of one
     # GPU batch's cache where the device attends over an offloaded cache
     staging = 2.0 * (host["weights"] + nvme["weights"]) / layers \
-        + np.where(cpu_attention > 0, 0.0, 2.0 * kv / layers / batches * (kc + kn))
+        + where_one(cpu_attention > 0, 0.0, 2.0 * kv / layers / batches * (kc + kn))
     bounce = 1.0 - c["nvme_direct"]
-    host["other"] = 2.0 * bounce * nvme["weights"] / layers + 2.0 * kv / layers * kn * np.where(cpu_attention > 0,
+    host["other"] = 2.0 * bounce * nvme["weights"] / layers + 2.0 * kv / layers * kn * where_one(cpu_attention > 0,
                                                                                                1.0, bounce)
     return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": timing["host_compute"]}
 

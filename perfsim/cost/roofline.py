@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from perfsim.plan.rows import any_row
+
 _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 
 #: K splits a GEMM kernel may take (1 = none), and the bytes each extra slice moves per output
@@ -127,10 +129,11 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     # (grouped GEMMs keep the one tile: the libraries' grouped kernels offer no 64-row tile)
     chooses = (reuse > 0) & (np.asarray(groups) == 1)
     one = None
-    if not chooses.any() or np.any(np.asarray(m_sd) > 0):
+    spread_rows = any_row(np.asarray(m_sd) > 0)
+    if not any_row(chooses) or spread_rows:
         one = _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, balance,
                                gemm_tiles(m, n, tile_m, tile_n, m_sd) if tiles is None else tiles, m_sd)
-        if not chooses.any():
+        if not any_row(chooses):
             return one
     # the candidate tiles on a leading axis, in front of the GEMMs' axes (and the splits' in front of it)
     lead = (-1,) + (1,) * max(np.ndim(v) for v in (m, n, groups, tile_m, tile_n, compute_units, gemm_max, k,
@@ -153,7 +156,7 @@ def _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, b
     base = gemm_max * tile_eff / compute_units
     # rows spread over the groups: the tiles' total is random too, and so are its waves (their mean)
     # (rows of tiles: a whole number, tiles_n tiles each, cut into waves of compute_units tiles)
-    spread = np.sqrt(np.maximum(groups, 0.0) * var_m) if np.any(np.asarray(m_sd) > 0) else None
+    spread = np.sqrt(np.maximum(groups, 0.0) * var_m) if any_row(np.asarray(m_sd) > 0) else None
 
     def waves_eff(split):
         units = tiles * split
@@ -191,7 +194,7 @@ def tile_moments(m, sd, tile):
     is 0. Vectorised."""
     m, sd, tile = (np.asarray(v, dtype=float) for v in (m, sd, tile))
     exact = np.ceil(m / tile)
-    if not (sd > 0).any():
+    if not any_row(sd > 0):
         return exact, np.zeros(np.broadcast(m, sd, tile).shape)
     z = (m - 0.5) / tile
     s = np.where(sd > 0, sd / tile, 1.0)
@@ -232,7 +235,7 @@ def gemm_tiles(m, n, tile_m, tile_n, m_sd=0.0):
     """
     safe_m = np.maximum(np.asarray(m, dtype=float), 1.0)
     tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
-    tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if np.any(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
+    tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if any_row(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
     tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
     return tiles_m, tiles_n, (safe_m * n) / (tiles_m * tm * tiles_n * tile_n), var_m
 

@@ -152,7 +152,8 @@ COLUMNS = (
     _C("place_wrong_kind", "bool", "place names the main device by another kind than the hardware's"),
     # --- runtime profile (RuntimeSpec.columns, resolved per mode and family in build) -------------
     _C("step_overhead_s", "s", "engine's host overhead per step / iteration"),
-    _C("host_per_seq_s", "s", "engine's host time per sequence of an inference iteration, not hidden by the device"),
+    _C("host_per_seq_s", "s", "engine's host time per sequence of an inference iteration (serial but for host_overlap)"),
+    _C("host_overlap", "1", "share of an inference iteration's host time the engine runs under the device's kernels"),
     _C("max_num_seqs", "1", "engine's default limit on sequences per serving iteration (NaN: none given)"),
     _C("max_num_batched_tokens", "1", "engine's default token budget per serving iteration (NaN: none given)"),
     _C("runtime_launch_us", "us", "engine's kernel launch cost in microseconds (-1: the device's own)"),
