@@ -136,12 +136,11 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
         if not any_row(chooses):
             return one
     # the candidate tiles on a leading axis, in front of the GEMMs' axes (and the splits' in front of it)
-    lead = (-1,) + (1,) * max(np.ndim(v) for v in (m, n, groups, tile_m, tile_n, compute_units, gemm_max, k,
-                                                    balance, reuse))
+    lead = (-1,) + (1,) * max(getattr(v, "ndim", 0) for v in (m, n, groups, tile_m, tile_n, compute_units, gemm_max,
+                                                               k, balance, reuse))
     tm = np.asarray(tile_m, dtype=float) * _TILE_SHAPES[:, 0].reshape(lead)
     tn = np.asarray(tile_n, dtype=float) * _TILE_SHAPES[:, 1].reshape(lead)
-    feed = np.where(chooses, np.minimum(1.0, tm * tn / (tm + tn) / np.where(reuse > 0, reuse, 1.0)),
-                    _REFERENCE.reshape(lead))
+    feed = np.where(chooses, np.minimum(1.0, tm * tn / (tm + tn) / np.maximum(reuse, 1e-300)), _REFERENCE.reshape(lead))
     best = _tile_efficiency(m, n, groups, tm, tn, compute_units, gemm_max * feed, k, balance,
                             gemm_tiles(m, n, tm, tn)).max(axis=0)
     # (rows whose groups' rows spread take the one tile's expected waves)
