@@ -125,7 +125,8 @@ def device_gemm_efficiency(c, m, n, k, groups, gemm_max, m_sd=0.0, tiles=None):
     spread over the groups) elsewhere; ``tiles``: the GEMMs' tiles where the caller has them
     (:func:`perfsim.cost.roofline.gemm_efficiency`)."""
     gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max, k=k,
-                          balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), m_sd=m_sd, tiles=tiles)
+                          balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), m_sd=m_sd, tiles=tiles,
+                          reuse=c.get("tile_reuse", 0.0))
     systolic = np.asarray(c.get("systolic", 0.0))
     if not any_row(systolic > 0):
         return gpu

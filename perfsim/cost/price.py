@@ -108,7 +108,7 @@ def prefill_fixed_time(c, op, *, backward=False):
 #: on a leading op axis (:func:`price`)
 _PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "wide_gemm_max",
                    "gemm_stream_s", "walk_fixed_s", "walk_k_s", "block_gemm_eff", "attn_peak_ratio",
-                   "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
+                   "act_bytes", "w_bytes", "tile_m", "tile_n", "tile_reuse", "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
                    "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
                    "nvls_eff", "nvls_lat_s", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",

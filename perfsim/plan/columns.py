@@ -28,6 +28,7 @@ from perfsim.specs.units import GIB
 # hardware flat field -> column name, scale to SI
 _HW = {
     "compute_units": ("units", 1.0), "gemm_tile_m": ("tile_m", 1.0), "gemm_tile_n": ("tile_n", 1.0),
+    "gemm_tile_min_reuse": ("tile_reuse", 1.0),
     "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", GIB),
     "kernel_launch_us": ("device_launch_s", 1e-6), "memory_max": ("memory_max", 1.0),
     "gemm_stream_latency_us": ("gemm_stream_s", 1e-6),

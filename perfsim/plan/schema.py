@@ -71,6 +71,7 @@ COLUMNS = (
     _C("units", "1", "compute units (SMs / CUs / TensorCores): waves of GEMM tiles"),
     _C("tile_m", "1", "GEMM output tile rows per compute unit (tile and wave quantisation)"),
     _C("tile_n", "1", "GEMM output tile columns per compute unit"),
+    _C("tile_reuse", "1", "operand reuse a GEMM tile needs to run at full rate (0: the one tile_m x tile_n tile)"),
     _C("hbm_bw", "B/s", "peak device-memory bandwidth (what-if hbm_bandwidth_gb_s)"),
     _C("capacity_bytes", "B", "device-memory capacity (what-if hbm_capacity_gib)"),
     _C("device_launch_s", "s", "the device's fixed cost per kernel (launch + ramp)"),
