@@ -60,3 +60,29 @@ def test_column_labels_are_made_once_and_each_frames_own():
     first.columns.name = "results"  # a name given to one frame's labels is not the other's
     assert second.columns.name is None
     assert run.column_index(list(second.columns)).name is None
+
+
+@pytest.mark.parametrize("values", [[1, 2, 8], [None, 4], [2.0], [True, 3]])
+def test_whole_values_are_kept_and_spread_into_each_chunks_own_arrays(values):
+    kept, made = plan_columns._whole(values), plan_columns._whole_made(values)
+    assert plan_columns._whole(values) is kept  # made once per list of values
+    for a, b in ((kept, made),) if isinstance(made, np.ndarray) else ((kept._data, made._data), (kept._mask, made._mask)):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    base = kept if isinstance(kept, np.ndarray) else kept._data
+    before = base.copy()
+    for codes in (None, np.array([0, 0, 0])):
+        spread = plan_columns._spread(base, codes, 3)
+        spread[:] = -7  # a chunk's column is its own
+    assert base.tobytes() == before.tobytes() and not base.flags.writeable
+
+
+def test_messages_of_many_rows_are_each_rows_message():
+    from perfsim.plan.rows import Detail
+
+    shape = (2, 3)
+    needed = np.arange(6.0).reshape(shape) * 1.5
+    for text in ("{:.1f} needed, {:g} usable", lambda a, b: f"{a:.2f}/{b}"):
+        detail = Detail(text, needed, np.float64(4.0), per=2.0)
+        rows = np.array([0, 4, 5])
+        at = zip(*(a.tolist() for a in np.unravel_index(rows, shape)))
+        assert detail.rows(rows, shape) == [detail(i) for i in at]

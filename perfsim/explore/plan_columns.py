@@ -133,6 +133,32 @@ def _integers(values: np.ndarray, nullable: bool):
     return pd.arrays.IntegerArray(whole, missing) if nullable else whole
 
 
+#: the arguments that take whole numbers
+_WHOLE = frozenset(name for name, (kind, _) in ARGUMENTS.items()
+                   if kind == "int" or (isinstance(kind, tuple) and all(isinstance(k, int) for k in kind)))
+
+
+def _whole(values: list):
+    """An argument's distinct values made whole (:func:`_integers`; None: none), kept per list of
+    values (a sweep's chunks and calls give the same few)."""
+    try:
+        return _whole_kept(tuple(values))
+    except TypeError:  # a value that cannot be a key
+        return _whole_made(values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _whole_kept(values: tuple):
+    table = _whole_made(values)
+    for array in (table,) if isinstance(table, np.ndarray) else (table._data, table._mask):
+        array.flags.writeable = False  # (spread into each chunk's own arrays)
+    return table
+
+
+def _whole_made(values) -> np.ndarray | pd.arrays.IntegerArray:
+    return _integers(np.asarray([np.nan if v is None else float(v) for v in values]), None in values)
+
+
 def plan_columns(grid: Grid, out: dict) -> dict:
     """``plan.NAME`` columns of the rows of ``grid`` (a row block) whose outputs are ``out``."""
     n = grid.n
@@ -176,12 +202,12 @@ def plan_columns(grid: Grid, out: dict) -> dict:
             pp_values, pp_codes = per_row("pp")
             columns[name] = _layers(values, _codes(codes, n), (pp_values, _codes(pp_codes, n)),
                                     np.asarray(out["plan.layers"], dtype=float))
-        elif (kind == "int" or (isinstance(kind, tuple) and all(isinstance(k, int) for k in kind))) and other is None:
+        elif name in _WHOLE and other is None:
             # each distinct value made whole once, then spread over the rows
-            table = _integers(np.asarray([np.nan if v is None else float(v) for v in values]), None in values)
+            table = _whole(values)
             columns[name] = _spread(table, codes, n) if isinstance(table, np.ndarray) else \
                 pd.arrays.IntegerArray(_spread(table._data, codes, n), _spread(table._mask, codes, n))
-        elif kind == "int" or (isinstance(kind, tuple) and all(isinstance(k, int) for k in kind)):
+        elif name in _WHOLE:
             columns[name] = _integers(numbers(values, codes, other), mixed or None in values)
         elif kind in _NUMBER_KINDS:
             columns[name] = numbers(values, codes, other)

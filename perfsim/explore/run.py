@@ -117,14 +117,16 @@ class _Table:
                 rows[i] = value
             else:
                 put(rows[i], np.nan if value is None else value)
-        for name in list(columns):
-            value = columns.pop(name)
-            if is_float(value) and name not in self.others:
+        for name, value in columns.items():
+            if not is_float(value):
+                self.others.setdefault(name, []).append((start, value))
+            elif name in self.others:
+                self.others[name].append((start, np.asarray(value)))
+            else:
                 if name not in self.extra:
                     self.extra[name] = np.full(self.rows, np.nan)
                 put(self.extra[name][start:start + n], value)
-            else:
-                self.others.setdefault(name, []).append((start, np.asarray(value) if is_float(value) else value))
+        columns.clear()
 
     def frame(self) -> pd.DataFrame:
         others = {name: self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name))
@@ -139,11 +141,12 @@ class _Table:
         return df
 
     def _join(self, parts: list):
+        if len(parts) == 1 and len(parts[0][1]) == self.rows:  # one chunk's column: as it is, if its own
+            array = parts[0][1]
+            own = not isinstance(array, np.ndarray) or (array.base is None and array.flags.writeable)
+            return array if own else array.copy()
         parts.sort(key=lambda part: part[0])
         arrays = [array for _, array in parts]
-        if len(arrays) == 1 and len(arrays[0]) == self.rows:  # one chunk's column: as it is, if its own
-            own = not isinstance(arrays[0], np.ndarray) or (arrays[0].base is None and arrays[0].flags.writeable)
-            return arrays[0] if own else arrays[0].copy()
         whole = sum(len(a) for a in arrays) == self.rows and len({type(a) for a in arrays}) == 1 \
             and len({str(a.dtype) for a in arrays}) == 1
         if whole:

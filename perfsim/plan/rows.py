@@ -117,7 +117,8 @@ class Detail:
         """The messages of the rows ``rows`` (flat row numbers of a block of ``shape``)."""
         at = np.unravel_index(rows, shape)
         numbers = [(np.broadcast_to(np.asarray(v, dtype=float), shape)[at] / self.per).tolist() for v in self.values]
-        return [self._message(row) for row in zip(*numbers, strict=True)]
+        message = self.text if callable(self.text) else self.text.format
+        return [message(*row) for row in zip(*numbers, strict=True)]
 
 
 @functools.lru_cache(maxsize=64)
