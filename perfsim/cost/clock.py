@@ -230,11 +230,12 @@ def solve_clocks(problems, steps=_BISECTION_STEPS):
         except StopIteration as done:
             out[i] = done.value
     rows = [q for _, _, q in pending]
-    if len(rows) > 1 and all(isinstance(x, np.ndarray) and x.ndim == 1 and x.shape == q[-1].shape
-                             for q in rows for x in q):
-        joined = _search(_Arrays, *(np.concatenate(x) for x in zip(*rows, strict=True)), steps=steps)
-        cuts = np.cumsum([q[-1].size for q in rows])[:-1]
-        found = list(zip(*(np.split(x, cuts) for x in joined), strict=True))
+    flat = [_flat(q) for q in rows] if len(rows) > 1 else [None]
+    if all(f is not None for f in flat) and all(len({x.dtype for x in xs}) == 1 for xs in zip(*flat, strict=True)):
+        joined = _search(_Arrays, *(np.concatenate(x) for x in zip(*flat, strict=True)), steps=steps)
+        cuts = np.cumsum([f[-1].size for f in flat])[:-1]
+        found = [tuple(part.reshape(np.shape(q[-1])) for part in parts)
+                 for q, parts in zip(rows, zip(*(np.split(x, cuts) for x in joined), strict=True), strict=True)]
     else:
         found = [_search(_Arrays, *q, steps=steps) for q in rows]
     for (i, search, _), result in zip(pending, found, strict=True):
@@ -243,6 +244,24 @@ def solve_clocks(problems, steps=_BISECTION_STEPS):
         except StopIteration as done:
             out[i] = done.value
     return out
+
+
+def _flat(search):
+    """The arguments of a search (:func:`_search`; the last, where the cap binds) laid out as one value
+    per row of that mask, in one dimension; None where one of them does not broadcast to its shape.
+    Searches so laid out are joined end to end (each row its own bracket: the clocks of each alone),
+    whatever the boxes their rows came in (a sweep's prefill keeps the axes it depends on, its
+    decode steps the rows the cap binds on)."""
+    shape = np.shape(search[-1])
+    if all(x.__class__ is np.ndarray and x.shape == shape for x in search):  # (rows the cap binds on: 1-d)
+        return [x.reshape(-1) for x in search]
+    try:
+        if np.broadcast_shapes(*(np.shape(x) for x in search)) != shape:
+            return None
+    except ValueError:  # pragma: no cover - values that do not broadcast together
+        return None
+    return [x.reshape(-1) if x.__class__ is np.ndarray and x.shape == shape else np.broadcast_to(x, shape).reshape(-1)
+            for x in search]
 
 
 def _reduce(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped_w, steps):
@@ -300,18 +319,30 @@ def _search(xp, cap, lowest, floor, full_s, compute_bound_s, memory_bound_s, mem
     ``xp`` (:class:`_Arrays` or :class:`_Numbers`): ``(clock, fits)``."""
     maximum, where, divide = xp.maximum, xp.where, xp.divide
     span = (full_s, compute_bound_s, memory_bound_s, memory_compute_s)
+    if xp is _Arrays:  # on arrays, each step's NumPy calls are most of its time: fewer of them, the same values
+        unscaled = full_s - compute_bound_s  # (the last term of _clocked, the same at every clock)
+
+        def seconds(clock):
+            return compute_bound_s / clock + memory_compute_s * (1.0 / clock - 1.0) + unscaled
+
+        def divide(a, b, fill):  # _Arrays.divide: a / b where b > 0 (the same quotients), else fill
+            return np.where(b > 0, a / b, fill)
+    else:
+        def seconds(clock):
+            return _clocked(clock, *span)
 
     def power(clock):
-        rate = divide(full_s, _clocked(clock, *span), 1.0)
+        rate = divide(full_s, seconds(clock), 1.0)
         a, e, b = _factors(maximum, clock, floor, rate)
         return idle + active * a + clocked_w * e + bytes_w * b
 
-    fits = where(binds, power(lowest) <= cap, True)
-    lo = lowest + 0.0 * uncapped_w
-    hi = 1.0 + 0.0 * lo
-    for _ in range(steps):  # the same steps on every row at once
-        mid = 0.5 * (lo + hi)
-        ok = power(mid) <= cap
-        lo = where(ok, mid, lo)
-        hi = where(ok, hi, mid)
+    with np.errstate(divide="ignore", invalid="ignore"):  # (quotients by spans that are not above 0 are not taken)
+        fits = where(binds, power(lowest) <= cap, True)
+        lo = lowest + 0.0 * uncapped_w
+        hi = 1.0 + 0.0 * lo
+        for _ in range(steps):  # the same steps on every row at once
+            mid = 0.5 * (lo + hi)
+            ok = power(mid) <= cap
+            lo = where(ok, mid, lo)
+            hi = where(ok, hi, mid)
     return where(binds, lo, 1.0), fits

@@ -18,7 +18,7 @@ import pandas as pd
 from perfsim.analytical.evaluate import Pieces, evaluate_rows, whole_boxes
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
-from perfsim.explore.plan_columns import TEXT, categorical, plan_columns
+from perfsim.explore.plan_columns import TEXT, categorical, plan_columns, text_array
 from perfsim.plan.grid import Grid, Space
 
 BACKENDS = ("local", "dask")
@@ -65,8 +65,8 @@ def text_column(value: np.ndarray):
             first = value[0] if len(value) else 0
             if (first is None or type(first) is str) and (value[-1] is first or value[-1] == first) \
                     and (value == first).all():  # one text, or none, on every row
-                return pd.array(pa.repeat(pa.scalar(first, type=pa.large_string()), len(value)), dtype=TEXT)
-            return pd.array(pa.array(value, type=pa.large_string(), from_pandas=True), dtype=TEXT)
+                return text_array(pa.repeat(pa.scalar(first, type=pa.large_string()), len(value)))
+            return text_array(pa.array(value, type=pa.large_string(), from_pandas=True))
         except (ImportError, TypeError, ValueError):  # pragma: no cover - not texts, or no pyarrow
             pass
     return pd.array(value, dtype=TEXT)

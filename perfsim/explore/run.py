@@ -110,17 +110,23 @@ class _Table:
             self.floats = {name: i for i, name in enumerate(k for k, v in columns.items() if is_float(v))}
             self.block = np.empty((len(self.floats), self.rows))
         self.order.update(dict.fromkeys(columns))
+        rows = self.block[:, start:start + n]  # (one view of the chunk's rows; a column of it per float)
         for name, i in self.floats.items():
             value = columns.pop(name, None)
-            put(self.block[i, start:start + n], np.nan if value is None else value)
-        for name in list(columns):
-            value = columns.pop(name)
-            if is_float(value) and name not in self.others:
+            if value.__class__ is np.ndarray:
+                rows[i] = value
+            else:
+                put(rows[i], np.nan if value is None else value)
+        for name, value in columns.items():
+            if not is_float(value):
+                self.others.setdefault(name, []).append((start, value))
+            elif name in self.others:
+                self.others[name].append((start, np.asarray(value)))
+            else:
                 if name not in self.extra:
                     self.extra[name] = np.full(self.rows, np.nan)
                 put(self.extra[name][start:start + n], value)
-            else:
-                self.others.setdefault(name, []).append((start, np.asarray(value) if is_float(value) else value))
+        columns.clear()
 
     def frame(self) -> pd.DataFrame:
         others = {name: self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name))
@@ -135,11 +141,12 @@ class _Table:
         return df
 
     def _join(self, parts: list):
+        if len(parts) == 1 and len(parts[0][1]) == self.rows:  # one chunk's column: as it is, if its own
+            array = parts[0][1]
+            own = not isinstance(array, np.ndarray) or (array.base is None and array.flags.writeable)
+            return array if own else array.copy()
         parts.sort(key=lambda part: part[0])
         arrays = [array for _, array in parts]
-        if len(arrays) == 1 and len(arrays[0]) == self.rows:  # one chunk's column: as it is, if its own
-            own = not isinstance(arrays[0], np.ndarray) or (arrays[0].base is None and arrays[0].flags.writeable)
-            return arrays[0] if own else arrays[0].copy()
         whole = sum(len(a) for a in arrays) == self.rows and len({type(a) for a in arrays}) == 1 \
             and len({str(a.dtype) for a in arrays}) == 1
         if whole:
@@ -164,4 +171,21 @@ def _from_blocks(block: np.ndarray, floats: list, others: dict, order: list, row
     blocks = [(block, np.asarray([where[name] for name in floats], dtype=np.intp))]
     blocks += [(value.reshape(1, -1) if isinstance(value, np.ndarray) else value, np.asarray([where[name]], np.intp))
                for name, value in others.items()]
-    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=pd.Index(order))
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=column_index(order))
+
+
+#: the column labels of recent sweeps, by their names: a sweep's calls and chunks name the same columns
+_INDEXES: dict = {}
+
+
+def column_index(names: list) -> pd.Index:
+    """``pd.Index(names)``: made once per list of names (inferring the labels' type reads every name,
+    ~35-75 us for a sweep's ~140 columns) and handed out as a copy (a frame's labels are its own: a
+    name given to one frame's columns is not another's)."""
+    key = tuple(names)
+    index = _INDEXES.get(key)
+    if index is None:
+        if len(_INDEXES) >= 64:
+            _INDEXES.clear()
+        index = _INDEXES[key] = pd.Index(names)
+    return index.copy()

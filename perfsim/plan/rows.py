@@ -78,16 +78,26 @@ def first_slice(shape: tuple, inputs):
     it bit for bit (each a view); None where no axis repeats. :func:`spread` takes the results back to
     ``shape``."""
     arrays = [np.asarray(x, dtype=float) for x in inputs]
-    bits = [x.reshape((1,) * (len(shape) - x.ndim) + x.shape).view(np.int64) for x in arrays]
+    # (an input of one value repeats along every axis: only the others are read)
+    bits = [x.reshape((1,) * (len(shape) - x.ndim) + x.shape).view(np.int64) for x in arrays if x.size > 1]
     part = []
     for d, size in enumerate(shape):
-        first = tuple(slice(0, 1) if k == d else slice(None) for k in range(len(shape)))
-        part.append(slice(0, 1) if size > 1 and all(x.shape[d] == 1 or (x == x[first]).all() for x in bits)
+        part.append(slice(0, 1) if size > 1 and all(x.shape[d] == 1 or _repeats(x, d) for x in bits)
                     else slice(None))
     if all(p.stop is None for p in part):
         return None
     part = tuple(part)
     return [np.broadcast_to(x, shape)[part] for x in arrays]
+
+
+def _repeats(x: np.ndarray, d: int) -> bool:
+    """Whether every slice of ``x`` along axis ``d`` is its first, bit for bit; the second entry along
+    the axis read first (an axis that does not repeat most often differs there)."""
+    second = [0] * x.ndim
+    second[d] = 1
+    if x.item(tuple(second)) != x.item(0):
+        return False
+    return bool((x == x[(slice(None),) * d + (slice(0, 1),)]).all())
 
 
 def spread(shape: tuple, results):
@@ -117,7 +127,8 @@ class Detail:
         """The messages of the rows ``rows`` (flat row numbers of a block of ``shape``)."""
         at = np.unravel_index(rows, shape)
         numbers = [(np.broadcast_to(np.asarray(v, dtype=float), shape)[at] / self.per).tolist() for v in self.values]
-        return [self._message(row) for row in zip(*numbers, strict=True)]
+        message = self.text if callable(self.text) else self.text.format
+        return [message(*row) for row in zip(*numbers, strict=True)]
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,0 +1,138 @@
+"""The shortcuts of a sweep's per-call work give what the general NumPy and pandas calls give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import perfsim
+from perfsim.analytical.evaluate import _rows
+from perfsim.explore import plan_columns, run
+
+
+@pytest.mark.parametrize("codes", [np.array([0, 1, -1, 1], dtype=np.int8), np.array([2, 0, 0], dtype=np.int64),
+                                   np.zeros(0, dtype=np.int8)])
+def test_categorical_is_pandas_categorical_of_codes(codes):
+    categories = ["a", "b", "c"]
+    made = plan_columns.categorical(codes, categories)
+    expected = pd.Categorical.from_codes(codes, categories=categories)
+    pd.testing.assert_extension_array_equal(made, expected)
+    assert made.codes.dtype == expected.codes.dtype
+
+
+@pytest.mark.skipif(plan_columns.TEXT is object, reason="pandas without its text dtype")
+@pytest.mark.parametrize("texts", [["gpu", "gpu", "gpu"], ["a", None, "b"], [None, None], []])
+def test_text_array_is_pandas_array_of_the_texts(texts):
+    import pyarrow as pa
+
+    given = pa.array(texts, type=pa.large_string())
+    made = plan_columns.text_array(given)
+    expected = pd.array(given, dtype=plan_columns.TEXT)
+    pd.testing.assert_extension_array_equal(made, expected)
+    assert made.dtype == expected.dtype and type(made) is type(expected)
+    assert made.isna().tolist() == [t is None for t in texts]
+
+
+def test_spread_repeats_one_entry_as_np_full():
+    for table in (np.array([3], dtype=np.int8), np.array([-0.0, 1.0]), np.array([np.nan]), np.array([True])):
+        spread = plan_columns._spread(table, None, 4)
+        full = np.full(4, table[0], dtype=table.dtype)
+        assert spread.dtype == full.dtype and spread.tobytes() == full.tobytes() and spread.flags.writeable
+    assert plan_columns._spread(np.array([1.0, 2.0]), np.array([1, 0, 1]), 3).tolist() == [2.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("value", [np.array(2.5), np.arange(3.0).reshape(1, 3), np.arange(6.0).reshape(2, 3),
+                                   np.array([[True], [False]]), np.array([-0.0, np.nan, 1.0])])
+def test_rows_lays_out_the_broadcast(value):
+    shape = (2, 3)
+    rows = _rows(value, shape)
+    expected = np.broadcast_to(value, shape).reshape(-1)
+    assert rows.dtype == expected.dtype and rows.shape == (6,) and rows.tobytes() == expected.tobytes()
+    if value.ndim < 2:  # a block of one dimension: the broadcast as a view
+        assert _rows(value, (3,)).tobytes() == np.broadcast_to(value, (3,)).tobytes()
+
+
+def test_column_labels_are_made_once_and_each_frames_own():
+    first = perfsim.sweep(model="llama2-7b", hardware="h100-sxm", batch=[1, 2])
+    second = perfsim.sweep(model="llama2-7b", hardware="h100-sxm", batch=[1, 2])
+    pd.testing.assert_index_equal(first.columns, pd.Index(list(first.columns)), exact=True)
+    first.columns.name = "results"  # a name given to one frame's labels is not the other's
+    assert second.columns.name is None
+    assert run.column_index(list(second.columns)).name is None
+
+
+@pytest.mark.parametrize("values", [[1, 2, 8], [None, 4], [2.0], [True, 3]])
+def test_whole_values_are_kept_and_spread_into_each_chunks_own_arrays(values):
+    kept, made = plan_columns._whole(values), plan_columns._whole_made(values)
+    assert plan_columns._whole(values) is kept  # made once per list of values
+    for a, b in ((kept, made),) if isinstance(made, np.ndarray) else ((kept._data, made._data), (kept._mask, made._mask)):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    base = kept if isinstance(kept, np.ndarray) else kept._data
+    before = base.copy()
+    for codes in (None, np.array([0, 0, 0])):
+        spread = plan_columns._spread(base, codes, 3)
+        spread[:] = -7  # a chunk's column is its own
+    assert base.tobytes() == before.tobytes() and not base.flags.writeable
+
+
+def test_messages_of_many_rows_are_each_rows_message():
+    from perfsim.plan.rows import Detail
+
+    shape = (2, 3)
+    needed = np.arange(6.0).reshape(shape) * 1.5
+    for text in ("{:.1f} needed, {:g} usable", lambda a, b: f"{a:.2f}/{b}"):
+        detail = Detail(text, needed, np.float64(4.0), per=2.0)
+        rows = np.array([0, 4, 5])
+        at = zip(*(a.tolist() for a in np.unravel_index(rows, shape)))
+        assert detail.rows(rows, shape) == [detail(i) for i in at]
+
+
+def test_a_box_the_cap_binds_on_everywhere_joins_the_search(monkeypatch):
+    """A span the cap binds on at every row keeps its box (its repeated axes cut), another leaves the
+    rows it binds on: both are searched in one bisection, each row's clock and fit those of its span
+    solved alone, to the bit."""
+    from perfsim.cost import clock as clock_module
+    from perfsim.cost.clock import solve_clock
+
+    rng = np.random.default_rng(7)
+    problems = []
+    for shape, drawn, low in (((4, 6, 5), (4, 6, 1), 0.3), ((4, 6, 5), (4, 6, 5), 0.6)):
+
+        def draw(a, b):
+            return np.broadcast_to(rng.uniform(a, b, drawn), shape).copy()
+
+        full = draw(0.01, 1.0)
+        compute = full * draw(0, 1)
+        memory = (full - compute) * draw(0, 1)
+        clocked_w, bytes_w = draw(0, 250), draw(0, 80)
+        uncapped = 120.0 + clocked_w + bytes_w
+        cap = uncapped * draw(low, 0.99 if low < 0.5 else 1.3)  # the first binds everywhere, the second on some
+        problems.append((cap, 0.1, 0.8, (full, compute, memory, memory * 0.5), 60.0, 60.0, clocked_w, bytes_w,
+                         uncapped))
+    alone = [solve_clock(*p) for p in problems]
+    searches = []
+    search = clock_module._search
+    monkeypatch.setattr(clock_module, "_search", lambda *a, **k: searches.append(np.shape(a[1])) or search(*a, **k))
+    together = clock_module.solve_clocks(problems)
+    assert searches == [(4 * 6 + (alone[1][0] < 1.0).sum(),)]
+    assert (alone[0][0] < 1.0).all() and 0 < (alone[1][0] < 1.0).sum() < alone[1][0].size
+    for (clock, fits), (one, ok) in zip(together, alone, strict=True):
+        assert clock.shape == one.shape and clock.tobytes() == one.tobytes()
+        assert fits.shape == ok.shape and np.array_equal(fits, ok)
+
+
+def test_first_slice_cuts_the_axes_every_input_repeats_bit_for_bit():
+    from perfsim.plan.rows import first_slice
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(size=(3, 1, 4))
+    zeros = np.zeros((3, 5, 4))
+    zeros[2, 4, 0] = -0.0  # equal to 0.0, not the same bits: axis 1 does not repeat
+    nan = np.full((1, 5, 1), np.nan)
+    shape = (3, 5, 4)
+    cut = first_slice(shape, [np.broadcast_to(base, shape), 2.0, nan])
+    assert [x.shape for x in cut] == [(3, 1, 4)] * 3  # NaN repeats as its bits do
+    assert first_slice(shape, [np.broadcast_to(base, shape), zeros]) is None
+    assert first_slice(shape, [rng.uniform(size=shape)]) is None
+    assert [x.shape for x in first_slice(shape, [np.broadcast_to(rng.uniform(size=(1, 5, 1)), shape)])] == [(1, 5, 1)]
