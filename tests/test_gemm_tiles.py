@@ -78,3 +78,26 @@ def test_negative_reuse_is_refused(tmp_path):
     path.write_text(text)
     with pytest.raises(InputError, match="device.gemm_tile.min_reuse: must not be negative, got -1"):
         perfsim.gemm(str(path), 256, 256, 256)
+
+
+def test_chosen_tile_sets_the_padded_work():
+    """The useful share of the executed work is the chosen tile's: 257 rows in 64-row tiles run 320
+    rows (257 / 320), in the one 128-row tile 384 (257 / 384); the efficiency is unchanged by asking."""
+    eff, useful = gemm_efficiency(257, 16384, 1, 128, 128, 132, 0.8, reuse=32.0, share=True)
+    assert float(useful) == pytest.approx(257 / 320, rel=1e-12)
+    assert float(eff) == float(gemm_efficiency(257, 16384, 1, 128, 128, 132, 0.8, reuse=32.0))
+    assert float(gemm_efficiency(257, 16384, 1, 128, 128, 132, 0.8, share=True)[1]) == pytest.approx(257 / 384)
+    # row by row: no-reuse rows keep the one tile's share; grouped rows too
+    m = np.array([257.0, 257.0, 4096.0])
+    _, rows = gemm_efficiency(m, 16384.0, np.array([1.0, 4.0, 1.0]), 128.0, 128.0, 132.0, 0.8, k=8192.0,
+                              balance=300.0, reuse=32.0, share=True)
+    assert rows.tolist() == pytest.approx([257 / 320, 257 / 384, 1.0])
+
+
+def test_power_counts_the_chosen_tiles_work():
+    """Decode at batch 257 on H100 (min_reuse 32) pads its GEMMs to 64-row tiles where they win:
+    the matrix engines execute at most 1.25 x the model's FLOPs (the 128-row tile: 1.49 x); A100
+    and B200 keep theirs where the 128-row tile still wins."""
+    r = perfsim.estimate(model="llama2-7b", hardware="h100-sxm", batch=257, prompt_len=512, gen_len=8)
+    useful = 2 * r["parameters"] * 257
+    assert 1.0 < r["breakdown"]["decode"]["flops"] / useful < 1.25

@@ -119,20 +119,21 @@ def attention_efficiency(rows, depth, span, units, *, arrays, size, weight_stati
     return 2.0 / (1.0 / qk + 1.0 / pv)
 
 
-def device_gemm_efficiency(c, m, n, k, groups, gemm_max, m_sd=0.0, tiles=None):
+def device_gemm_efficiency(c, m, n, k, groups, gemm_max, m_sd=0.0, tiles=None, share=False):
     """GEMM efficiency on each row's device: systolic arrays where ``c["systolic"]`` is set
     (kind npu/tpu), the GPU tile and wave formula (K split where tiles are few; ``m_sd``: rows
     spread over the groups) elsewhere; ``tiles``: the GEMMs' tiles where the caller has them
-    (:func:`perfsim.cost.roofline.gemm_efficiency`)."""
+    (:func:`perfsim.cost.roofline.gemm_efficiency`); with ``share`` also the useful share of the
+    work the GPU's chosen tiles execute (the systolic rows' too: their price counts model FLOPs)."""
     gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max, k=k,
                           balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), m_sd=m_sd, tiles=tiles,
-                          reuse=c.get("tile_reuse", 0.0))
+                          reuse=c.get("tile_reuse", 0.0), share=share)
     systolic = np.asarray(c.get("systolic", 0.0))
     if not any_row(systolic > 0):
         return gpu
     npu = systolic_efficiency(m, n, k, groups, arrays=c["arrays"], size=c["array_size"],
                               weight_stationary=c["weight_stationary"] > 0, gemm_max=gemm_max)
-    return np.where(systolic > 0, npu, gpu)
+    return (np.where(systolic > 0, npu, gpu[0]), gpu[1]) if share else np.where(systolic > 0, npu, gpu)
 
 
 def vector_time(ops, vector_flops):

@@ -185,7 +185,11 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     its M and N (TensorRT-LLM's nvfp4 and fp8 block-scaled Linear at small M: runtimes/trt-llm.yaml)."""
     # (the output tiles: the GEMM's efficiency reads them, and so does the work they execute below)
     output_tiles = gemm_tiles(m, n, c["tile_m"], c["tile_n"], m_sd)
-    eff = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, tiles=output_tiles)
+    # (and the useful share of the work the chosen tiles execute; a training step's power counts model FLOPs)
+    if x.backward:
+        eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, tiles=output_tiles), 1.0
+    else:
+        eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, tiles=output_tiles, share=True)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
            if x.dequantised else 0.0)
@@ -212,10 +216,10 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     if x.npu_rows:
         out["vector_ops"] = np.where(x.systolic & (t > 0), deq * c["vector_flops"], 0.0)
         tc = np.where(x.systolic, matrix, tc)  # FLOPs below: the matrix engine's alone
-    # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): a GPU's partial tiles do full
-    # work (the training step's power counts its FLOPs from the model: backward passes skip this)
-    executed = 1.0 if x.backward else output_tiles[2]  # (the useful share of the work the tiles execute)
-    executed = np.where(executed > 0, executed, 1.0)  # no such GEMM: no work either way
+    # FLOPs the matrix engines execute (an absent GEMM, tc == 0, does no work): the partial tiles of the CTA tile
+    # the GEMM was priced with do full work (the training step's power counts its FLOPs from the model: backward
+    # passes skip this)
+    executed = np.where(useful > 0, useful, 1.0)  # no such GEMM: no work either way
     if x.npu_rows:
         executed = np.where(x.systolic, 1.0, executed)
     out["flops"] = np.where(tc > 0, tc * peak * eff / executed, 0.0)

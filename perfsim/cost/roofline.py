@@ -69,7 +69,7 @@ _REFERENCE = np.array([0.0, 1.0, 0.0])
 
 
 def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=None, balance=None, m_sd=0.0,
-                    tiles=None, reuse=0.0):
+                    tiles=None, reuse=0.0, share=False):
     """Fraction of peak a GEMM of output ``m × n`` (``groups`` independent ones) reaches.
 
     Where the device states ``reuse`` the library picks its CTA tile among :data:`_TILE_SHAPES`:
@@ -110,11 +110,15 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
         has them (taken here otherwise).
     reuse : array_like, optional
         The device's ``gemm_tile.min_reuse``; 0 (the default): the one ``tile_m × tile_n`` tile.
+    share : bool, optional
+        Also return the useful share of the work the chosen tile executes (its ``tile_eff`` from
+        :func:`gemm_tiles`: partial tiles do full work), for the FLOPs the matrix engines draw
+        power for.
 
     Returns
     -------
-    ndarray
-        Efficiency in (0, gemm_max]; 0 where ``m`` or ``n`` is 0.
+    ndarray, or (ndarray, ndarray) with ``share``
+        Efficiency in (0, gemm_max]; 0 where ``m`` or ``n`` is 0 (and the chosen tile's useful share).
 
     Examples
     --------
@@ -131,20 +135,27 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     one = None
     spread_rows = any_row(np.asarray(m_sd) > 0)
     if not any_row(chooses) or spread_rows:
-        one = _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, balance,
-                               gemm_tiles(m, n, tile_m, tile_n, m_sd) if tiles is None else tiles, m_sd)
+        tiles = gemm_tiles(m, n, tile_m, tile_n, m_sd) if tiles is None else tiles
+        one = _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, balance, tiles, m_sd)
         if not any_row(chooses):
-            return one
+            return (one, tiles[2]) if share else one
     # the candidate tiles on a leading axis, in front of the GEMMs' axes (and the splits' in front of it)
     lead = (-1,) + (1,) * max(getattr(v, "ndim", 0) for v in (m, n, groups, tile_m, tile_n, compute_units, gemm_max,
                                                                k, balance, reuse))
     tm = np.asarray(tile_m, dtype=float) * _TILE_SHAPES[:, 0].reshape(lead)
     tn = np.asarray(tile_n, dtype=float) * _TILE_SHAPES[:, 1].reshape(lead)
     feed = np.where(chooses, np.minimum(1.0, tm * tn / (tm + tn) / np.maximum(reuse, 1e-300)), _REFERENCE.reshape(lead))
-    best = _tile_efficiency(m, n, groups, tm, tn, compute_units, gemm_max * feed, k, balance,
-                            gemm_tiles(m, n, tm, tn)).max(axis=0)
-    # (rows whose groups' rows spread take the one tile's expected waves)
-    return best if one is None else np.where(chooses, best, one)
+    candidates = gemm_tiles(m, n, tm, tn)
+    each = _tile_efficiency(m, n, groups, tm, tn, compute_units, gemm_max * feed, k, balance, candidates)
+    best = each.max(axis=0)
+    if not share:
+        # (rows whose groups' rows spread take the one tile's expected waves)
+        return best if one is None else np.where(chooses, best, one)
+    # the useful share of the chosen tile's work (of equally fast tiles, the one that pads least)
+    useful = (candidates[2] * (each == best)).max(axis=0)
+    if one is None:
+        return best, useful
+    return np.where(chooses, best, one), np.where(chooses, useful, tiles[2])
 
 
 def _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, balance, tiles, m_sd=0.0):
