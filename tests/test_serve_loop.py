@@ -2,12 +2,14 @@
 the event loop gives one event at a time; kept lookups and prefill costs are what a fresh search
 or pricing gives."""
 
+import gc
 from bisect import bisect_right
 
 import numpy as np
 import pytest
 
 import perfsim
+from perfsim.events.serving import scenario as serving_scenario
 from perfsim.events.serving.batching import Batching
 from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
 from perfsim.events.serving.metrics import stable_order
@@ -113,3 +115,24 @@ def test_token_gaps_sort_as_the_stable_sort_of_the_values():
     for values in (gaps, np.append(gaps, -0.0), np.append(gaps, -1e-3), np.append(gaps, np.nan), gaps[:1],
                    gaps[::-1].copy(), np.zeros(0)):
         assert stable_order(values).tolist() == np.argsort(values, kind="stable").tolist()
+
+
+@pytest.mark.parametrize("scenario", [
+    dict(BIG, num_requests=200, arrival_rate=12.0, gpu_memory_utilization=0.22, **LENGTHS),  # preemptions
+    dict(BIG, num_requests=100, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
+    dict(model="qwen3-30b-a3b", hardware="h100-sxm", num_devices=2, tp=1, dp=2, ep=2, runtime="trt-llm",
+         num_requests=60, arrival_rate=8.0, **LENGTHS),  # a lock-stepped expert group
+], ids=["continuous", "disaggregated", "dep"])
+def test_a_run_leaves_no_reference_cycles(scenario, monkeypatch):
+    """What a simulation made is freed when it returns (none of it waits for the cycle collector)."""
+    found = []
+    simulate = serving_scenario.simulate
+
+    def counted(*args, **kwargs):
+        gc.collect()
+        sim = simulate(*args, **kwargs)
+        found.append(gc.collect())
+        return sim
+
+    monkeypatch.setattr(serving_scenario, "simulate", counted)
+    assert perfsim.serve(**scenario)["completed"] and found == [0]
