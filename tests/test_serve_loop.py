@@ -84,11 +84,11 @@ def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():
     assert cost.prefill_step_s(2000, 2, 999.5) == cost.prefill_step_s(2000, 2, 999.5) \
         == fresh._prefill_step_s(2000, 2, 999.5)
     assert cost.over_cap == 2 and fresh.over_cap == 1
-    # kept per (tokens, prompts, query-key pairs): the equivalent prompt and its price, each call counted
+    # by query-key pairs: the equivalent prompt and its price, each call counted
     pairs = 2 * 999.5 * 1000.5 / 2.0  # two prompts of 999.5 tokens' pairs
     first = cost.prefill_of_pairs(2000, 2, pairs)
     assert cost.prefill_of_pairs(2000, 2, pairs) == first == (999.5, fresh._prefill_step_s(2000, 2, 999.5))
-    assert cost.over_cap == 4 and list(cost.by_pairs.values()) == [(999.5, first[1], 1)]
+    assert cost.over_cap == 4 and cost.price_pairs(2000, 2, pairs) == (*first, 1) and cost.over_cap == 4
 
 
 def test_packed_iterations_come_back_as_the_rows_they_stand_for():

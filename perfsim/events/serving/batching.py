@@ -209,7 +209,7 @@ class Batching(Instance):
         cost = self.cost
         base, table, slope, width = cost.decode_lookup()
         decode_step = cost.decode_step_s
-        axis, by_pairs, price_pairs, singles = cost.context, cost.by_pairs, cost.price_pairs, self.singles
+        axis, price_pairs, singles = cost.context, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
         prefills = self.loop_prefills
         n_arr = len(arrivals) if arrivals is not None else 0
@@ -239,7 +239,7 @@ class Batching(Instance):
                         for t_last, count in groups.items():
                             itl_value(t - t_last)
                             itl_weight(count)
-                    finished = finish_at.pop(D, None)
+                    finished = D in finish_at and finish_at.pop(D)  # (most steps finish no one)
                     D += 1
                     if finished:
                         step = D - 1
@@ -335,10 +335,9 @@ class Batching(Instance):
                         if m == 1:
                             known = singles.get(tokens)
                             if known is None:
-                                known = by_pairs.get((tokens, 1, pairs)) or price_pairs(tokens, 1, pairs)
-                                singles[tokens] = known
+                                known = singles[tokens] = price_pairs(tokens, 1, pairs)
                         else:
-                            known = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
+                            known = price_pairs(tokens, m, pairs)
                         equivalent, dur, over = known
                         if over:
                             cost.over_cap += over

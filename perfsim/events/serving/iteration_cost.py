@@ -216,7 +216,6 @@ class IterationCost:
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         self._time = self._lists["time_s"]
         self._columns = None  # (:meth:`_stacked`)
-        self.by_pairs: dict = {}  # (tokens, prompts, query-key pairs) -> :meth:`price_pairs`
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
@@ -318,20 +317,18 @@ class IterationCost:
 
     def prefill_of_pairs(self, tokens, n, pairs):
         """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in
-        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there
-        (kept in :attr:`by_pairs`: :meth:`price_pairs`)."""
-        known = self.by_pairs.get((tokens, n, pairs)) or self.price_pairs(tokens, n, pairs)
-        if known[2]:
-            self.over_cap += known[2]
-        return known[0], known[1]
+        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there."""
+        prompt, seconds, over = self.price_pairs(tokens, n, pairs)
+        self.over_cap += over
+        return prompt, seconds
 
     def price_pairs(self, tokens, n, pairs):
-        """What :attr:`by_pairs` keeps for ``(tokens, n, pairs)``: ``(prompt, seconds, over)``, ``over``
-        the iterations over the cap that its caller counts (in :attr:`over_cap`) each time."""
+        """:meth:`prefill_of_pairs` as ``(prompt, seconds, over)``, ``over`` the iterations over the cap
+        that its caller counts (in :attr:`over_cap`) each time it uses them (kept for a prompt alone,
+        whose pairs follow from its tokens; a mix's sum of pairs seldom recurs)."""
         over = self.over_cap
         prompt = equivalent_prompt(pairs / n)
-        known = self.by_pairs[tokens, n, pairs] = (prompt, self._prefill_step_s(tokens, n, prompt),
-                                                   self.over_cap - over)
+        known = (prompt, self._prefill_step_s(tokens, n, prompt), self.over_cap - over)
         self.over_cap = over
         return known
 
