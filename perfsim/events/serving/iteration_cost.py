@@ -432,7 +432,7 @@ class IterationCost:
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
         keys = self._stacked()[0]
-        v = np.empty((len(tokens), len(keys)))
+        v = np.empty((len(tokens), len(keys)), order="F")  # (a column per quantity: each read without a copy)
         for start in range(0, len(tokens), _BLOCK_ROWS):  # (a block of rows at a time: the reads stay in cache)
             at = slice(start, start + _BLOCK_ROWS)
             self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at])

@@ -151,6 +151,8 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         clocked_s = work["clock_ratio"] * dur if clocked else None
         for k, kind in enumerate(KINDS):
             mine = rec[:, 2] == k
+            if not mine.any():  # (its sums add nothing)
+                continue
             busy[kind] += float(np.sum(dur[mine]))
             by_kind[kind] += float(np.sum(energy_j[mine])) * size
             if clocked:
