@@ -42,19 +42,42 @@ BIG = dict(model="llama2-70b", hardware="h100-sxm", tp=8)  # decode iterations n
     dict(BIG, num_requests=200, arrival_rate=12.0, scheduler="chunked-prefill", chunk_size=512, **LENGTHS),
     dict(BIG, num_requests=200, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
     dict(SMALL, num_requests=200, arrival_rate=10.0, dp=2, num_devices=2, power_cap_w=250, **LENGTHS),
-], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped"])
+    dict(SMALL, num_requests=200, arrival_rate=10.0, power_cap_w=300, **LENGTHS),  # some decodes clear of it
+], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped", "capped"])
 def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
     looked_up = []
     lookup = IterationCost.decode_lookup
     monkeypatch.setattr(IterationCost, "decode_lookup", lambda self: looked_up.append(lookup(self)) or looked_up[-1])
     fast = perfsim.serve(**scenario)
     assert looked_up and fast["completed"] == scenario["num_requests"]
-    # decode iterations run in the loop, read from the tables or, where the cap may slow them, priced
-    # one by one as the event loop prices them
-    assert (looked_up[0][0] is None) == ("power_cap_w" in scenario)
+    # decode iterations run in the loop, read from the tables; where the cap may slow them (clear: the
+    # entries that surely stay within it) the others are priced one by one as the event loop prices them
+    assert (looked_up[0][4] is not None) == ("power_cap_w" in scenario)
     monkeypatch.setattr(Batching, "fast", False)  # every iteration end through the event queue
     slow = perfsim.serve(**scenario)
     _same(fast, slow)
+
+
+def test_decode_entries_marked_clear_are_those_the_power_check_clears():
+    c = build(expand({**SMALL, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1, "power_cap_w": 300}))
+    cost = IterationCost(c, max_tokens=4096, max_seqs=24, max_context=4097)
+    base, table, slope, width, clear = cost.decode_lookup()
+    clear = np.array(clear).reshape(-1, width)
+    assert 0 < clear.sum() < clear.size  # both kinds at 300 W
+    jp, wp = cost._no_prompt
+    for n in range(len(clear)):
+        jt, wt = cost.tokens.locate(n)
+        for j in range(width - 1):
+            for w in (0.0, 0.5, 1.0):  # an iteration read anywhere in the entry's cell
+                assert clear[n, j] == cost._below_cap((jt, wt, n, n * width + j, w, jp, wp))
+    # where it holds, an iteration's length is the table's (no clock solve)
+    lengths = []
+    for n, context in ((1, 10.0), (2, 3000.5), (8, 3000.5), (24, 4096.0), (3, 1.0)):
+        j, w = cost.context.locate(context)
+        if clear[n, j]:
+            lengths.append(cost.decode_step_s(n, context))
+            assert lengths[-1] == base[n] + (table[n * width + j] + w * slope[n * width + j])
+    assert lengths
 
 
 def test_an_axis_locates_as_bisection_does():
@@ -84,11 +107,10 @@ def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():
     assert cost.prefill_step_s(2000, 2, 999.5) == cost.prefill_step_s(2000, 2, 999.5) \
         == fresh._prefill_step_s(2000, 2, 999.5)
     assert cost.over_cap == 2 and fresh.over_cap == 1
-    # by query-key pairs: the equivalent prompt and its price, each call counted
+    # by query-key pairs: the equivalent prompt, its price and whether it is over the cap (the caller counts it)
     pairs = 2 * 999.5 * 1000.5 / 2.0  # two prompts of 999.5 tokens' pairs
-    first = cost.prefill_of_pairs(2000, 2, pairs)
-    assert cost.prefill_of_pairs(2000, 2, pairs) == first == (999.5, fresh._prefill_step_s(2000, 2, 999.5))
-    assert cost.over_cap == 4 and cost.price_pairs(2000, 2, pairs) == (*first, 1) and cost.over_cap == 4
+    assert cost.price_pairs(2000, 2, pairs) == (999.5, fresh._prefill_step_s(2000, 2, 999.5), 1)
+    assert cost.over_cap == 2
 
 
 def test_packed_iterations_come_back_as_the_rows_they_stand_for():

@@ -198,7 +198,7 @@ class Batching(Instance):
         iteration ends (:meth:`end_decode`) and the next is a decode iteration again (nothing to
         admit, its blocks free: :meth:`start_decode` and
         :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`, read from its
-        tables here where no clock solve can slow it); with
+        tables here where the power cap surely does not slow it, else priced by it); with
         :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
         :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
         same order. Anything else goes through :meth:`end` and :meth:`begin`."""
@@ -207,7 +207,7 @@ class Batching(Instance):
          pre_prompt, pre_used, pre_running, stack, stack_ids) = self.bound
         phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
         cost = self.cost
-        base, table, slope, width = cost.decode_lookup()
+        base, table, slope, width, clear = cost.decode_lookup()
         decode_step = cost.decode_step_s
         axis, price_pairs, singles = cost.context, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
@@ -223,7 +223,7 @@ class Batching(Instance):
                 self.groups, self.busy_s, self.pending
             steady = not self.prefilling
             j, lo, hi, x0, dx = self.cell
-            last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
+            last = None  # (the latest decode end in this stretch: the running sequences, n, got a token then)
             while True:
                 if t >= t_arr:
                     while t_arr <= t:  # (:meth:`enqueue`)
@@ -234,7 +234,7 @@ class Batching(Instance):
                 if kind == DECODE:  # the decode iteration under way ends at t (:meth:`end_decode`)
                     if last is not None:  # (every running sequence got its previous token at last)
                         itl_value(t - last)
-                        itl_weight(got)
+                        itl_weight(n)
                     else:
                         for t_last, count in groups.items():
                             itl_value(t - t_last)
@@ -257,10 +257,10 @@ class Batching(Instance):
                             last_tok[r] = t
                             state[r] = DONE
                             load -= 1
-                    last, got = t, n
+                    last = t
                 elif kind == PREFILL:  # its prompts got their token at t (:meth:`after_prefill`)
                     if last is not None:  # (the decode ends so far: one group)
-                        groups = {last: got} if got else {}
+                        groups = {last: n} if n else {}
                         self.last_decode_end = last
                         last = None
                     joined = 0
@@ -330,8 +330,8 @@ class Batching(Instance):
                     if k > first_id:
                         self.admissions = k
                         m = k - first_id
-                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`;
-                        # a prompt alone: its pairs follow from its tokens, kept by them)
+                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.price_pairs`; a
+                        # prompt alone: its pairs follow from its tokens, kept by them; a mix's seldom recur)
                         if m == 1:
                             known = singles.get(tokens)
                             if known is None:
@@ -360,14 +360,13 @@ class Batching(Instance):
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if base is None:  # (the power cap may slow it)
-                            dur = decode_step(n, context)
-                        else:
-                            if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
-                                j, lo, hi, x0, dx = axis.cell(context)
-                            w = (context - x0) / dx
-                            k = j + n * width
-                            dur = base[n] + (table[k] + w * slope[k])
+                        if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
+                            j, lo, hi, x0, dx = axis.cell(context)
+                        w = (context - x0) / dx
+                        k = j + n * width
+                        dur = base[n] + (table[k] + w * slope[k])
+                        if clear is not None and not (clear[k] and 0.0 <= w <= 1.0 and dur):
+                            dur = decode_step(n, context)  # (the power cap may slow it)
                         row_start(t)
                         row_dur(dur)
                         row_seqs(n)
@@ -383,7 +382,7 @@ class Batching(Instance):
                 kind = None
                 break  # (started by :meth:`begin`)
             if last is not None:
-                groups = {last: got} if got else {}
+                groups = {last: n} if n else {}
                 self.last_decode_end = last
             self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s, self.pending = \
                 D, n, S, free, load, groups, busy, pending

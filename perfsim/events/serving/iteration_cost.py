@@ -289,16 +289,23 @@ class IterationCost:
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n)
 
     def decode_lookup(self):
-        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope,
-        width)``, the host, token and LM-head time by batch size and the decode attention table, whose
-        row ``n`` (``n`` sequences) starts at ``n * width``, read at :attr:`context` (``slope``: each
-        entry's difference to the next, :func:`_lerp`'s, taken once); ``(None, None, None, None)``
-        where the power cap may slow a decode iteration."""
-        if not self._decode_free:
-            return None, None, None, None
+        """What :meth:`decode_step_s` reads: ``(base, table, slope, width, clear)``, the host, token and
+        LM-head time by batch size and the decode attention table, whose row ``n`` (``n`` sequences)
+        starts at ``n * width``, read at :attr:`context` (``slope``: each entry's difference to the
+        next, :func:`_lerp`'s, taken once); ``clear``, where the power cap may slow a decode iteration
+        (else None), whether one read at an entry (weight 0 to 1, length not 0) surely needs no clock
+        solve (:meth:`_below_cap`'s bound: its length is the table's)."""
         if self._decode_slope is None:
             self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
-        return self._base, self._decode_time, self._decode_slope, self.context.size
+            if not self._decode_free:  # (row n: n tokens and logits, no prefill)
+                lin, head, decode, prefill = (np.asarray(w) for w in self._pair_w)
+                jt, wt = self.tokens.locate(np.arange(len(head), dtype=float))
+                (jp, wp), row = self._no_prompt, np.maximum(lin[jt], head)
+                row = np.where((0.0 <= wt) & (wt <= 1.0) & (0.0 <= wp <= 1.0) & self._unclipped,
+                               np.maximum(row, prefill[jp]), np.inf)[:, None]
+                self._decode_clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
+        return self._base, self._decode_time, self._decode_slope, self.context.size, \
+            None if self._decode_free else self._decode_clear
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.
@@ -315,17 +322,10 @@ class IterationCost:
         self.over_cap += known[1]
         return known[0]
 
-    def prefill_of_pairs(self, tokens, n, pairs):
-        """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in
-        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there."""
-        prompt, seconds, over = self.price_pairs(tokens, n, pairs)
-        self.over_cap += over
-        return prompt, seconds
-
     def price_pairs(self, tokens, n, pairs):
-        """:meth:`prefill_of_pairs` as ``(prompt, seconds, over)``, ``over`` the iterations over the cap
-        that its caller counts (in :attr:`over_cap`) each time it uses them (kept for a prompt alone,
-        whose pairs follow from its tokens; a mix's sum of pairs seldom recurs)."""
+        """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in all:
+        ``(prompt, seconds, over)``, the equivalent prompt length, :meth:`prefill_step_s` there, and
+        the iterations over the cap that its caller counts (in :attr:`over_cap`) each time it uses them."""
         over = self.over_cap
         prompt = equivalent_prompt(pairs / n)
         known = (prompt, self._prefill_step_s(tokens, n, prompt), self.over_cap - over)
