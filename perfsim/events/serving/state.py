@@ -30,18 +30,20 @@ def blocks_for(tokens):
 
 
 class RequestState:
-    """Per-request state as flat lists (fast scalar access in the loop), turned into arrays at the end."""
+    """Per-request state as flat lists (fast scalar access in the loop), turned into arrays at the end;
+    the times a request's tokens came are packed (written once or twice a request and seldom read:
+    no float object kept per request, to free or to read back at the end)."""
 
     def __init__(self, arrival, prompt, gen):
         n = len(arrival)
         self.arrival = arrival.tolist()
         self.prompt = prompt.tolist()
         self.gen = gen.tolist()
-        self.first = [_NAN] * n
-        self.finish = [_NAN] * n
+        self.first = array("d", [_NAN]) * n
+        self.finish = array("d", [_NAN]) * n
         # tokens generated so far and the latest one's time (while decoding: those at its joining, the
         # instance's decode steps since then count the others)
-        self.last_tok = [_NAN] * n
+        self.last_tok = array("d", [_NAN]) * n
         self.done = [0] * n
         self.state = [WAITING] * n
         self.kv_base = [0] * n  # KV length minus the instance's decode-step count at joining
