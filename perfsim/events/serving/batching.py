@@ -265,14 +265,15 @@ class Batching(Instance):
                         last = None
                     joined = 0
                     for r in pending:
-                        kv_len = prompt[r] + done[r]
-                        if first[r] != first[r]:  # nan: the first token (:meth:`produce`)
-                            first[r] = t
-                        else:
+                        k = done[r]
+                        kv_len = prompt[r] + k
+                        if k:  # a recomputed cache: its next token (:meth:`produce`)
                             itl_value(t - last_tok[r])
                             itl_weight(1)
+                        else:  # the first token (none generated yet)
+                            first[r] = t
                         last_tok[r] = t
-                        k = done[r] + 1
+                        k += 1
                         done[r] = k
                         if gen[r] - k <= 0:
                             finish[r] = t
