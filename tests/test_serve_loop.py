@@ -13,7 +13,7 @@ from perfsim.events.serving import scenario as serving_scenario
 from perfsim.events.serving.batching import Batching
 from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
 from perfsim.events.serving.metrics import stable_order
-from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records
+from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, grow
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 
@@ -127,6 +127,8 @@ def test_packed_iterations_come_back_as_the_rows_they_stand_for():
     for row in (rows[1], rows[4]):  # (start, length, sequences, context, blocks)
         for column, value in zip(packed.decode, (row[0], row[1], row[3], row[6], row[9]), strict=True):
             column.append(value)
+    grow(packed.decode)  # room beyond the rows written is not read
+    packed.filled[:] = [2, 2]
     assert packed.array().tolist() == Records(rows=rows).array().tolist() == [list(map(float, r)) for r in rows]
 
 

@@ -24,6 +24,7 @@ from perfsim.events.serving.state import (
     Records,
     RequestState,
     blocks_for,
+    grow,
 )
 
 WATERMARK = 0.01  # fraction of blocks vLLM keeps free when admitting prompts
@@ -117,7 +118,7 @@ class Batching(Instance):
         #: event reaching the instance)
         self.bound = (req.finish_step, req.state, req.kv_base, req.done, req.gen, req.prompt, req.first, req.last_tok,
                       req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
-                      *(column.append for column in rec.decode), *(column.append for column in rec.prefill),
+                      *rec.decode, *rec.prefill, rec.filled,
                       self.stack.append, self.stack_ids.append)
 
     def push(self, r):
@@ -204,7 +205,9 @@ class Batching(Instance):
         same order. Anything else goes through :meth:`end` and :meth:`begin`."""
         (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
          itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
-         pre_prompt, pre_used, pre_running, stack, stack_ids) = self.bound
+         pre_prompt, pre_used, pre_running, filled, stack, stack_ids) = self.bound
+        d_rows, p_rows = filled  # (the packed columns' rows written, and their room: :func:`grow`)
+        d_room, p_room = len(row_start), len(pre_start)
         phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
         cost = self.cost
         base, table, slope, width, clear = cost.decode_lookup()
@@ -342,13 +345,16 @@ class Batching(Instance):
                         equivalent, dur, over = known
                         if over:
                             cost.over_cap += over
-                        pre_start(t)
-                        pre_dur(dur)
-                        pre_tokens(tokens)
-                        pre_prompts(m)
-                        pre_prompt(equivalent)
-                        pre_used(total - free)
-                        pre_running(n + m)
+                        if p_rows == p_room:
+                            p_room = grow(self.rec.prefill)
+                        pre_start[p_rows] = t
+                        pre_dur[p_rows] = dur
+                        pre_tokens[p_rows] = tokens
+                        pre_prompts[p_rows] = m
+                        pre_prompt[p_rows] = equivalent
+                        pre_used[p_rows] = total - free
+                        pre_running[p_rows] = n + m
+                        p_rows += 1
                         busy += dur
                         kind, pending = PREFILL, admitted
                         end = t + dur
@@ -368,11 +374,14 @@ class Batching(Instance):
                         dur = base[n] + (table[k] + w * slope[k])
                         if clear is not None and not (clear[k] and 0.0 <= w <= 1.0 and dur):
                             dur = decode_step(n, context)  # (the power cap may slow it)
-                        row_start(t)
-                        row_dur(dur)
-                        row_seqs(n)
-                        row_context(context)
-                        row_used(total - free)
+                        if d_rows == d_room:
+                            d_room = grow(self.rec.decode)
+                        row_start[d_rows] = t
+                        row_dur[d_rows] = dur
+                        row_seqs[d_rows] = n
+                        row_context[d_rows] = context
+                        row_used[d_rows] = total - free
+                        d_rows += 1
                         busy += dur
                         kind = DECODE
                         end = t + dur
@@ -388,6 +397,7 @@ class Batching(Instance):
             self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s, self.pending = \
                 D, n, S, free, load, groups, busy, pending
             self.cell = (j, lo, hi, x0, dx)
+            filled[0], filled[1] = d_rows, p_rows
             if kind is not None:  # (it ends at the horizon or after)
                 self.kind = kind
                 if kind == DECODE:
