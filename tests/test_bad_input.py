@@ -73,11 +73,11 @@ def test_whatif_values_must_be_finite_and_positive(value):
             perfsim.sweep(model="llama3.2-1b", hardware={**whatif, "hbm_bandwidth_gb_s": [1000, number]})
 
 
-@pytest.mark.parametrize("key, line", [("bandwidth_gb_s", 27), ("capacity_gib", 26), ("compute_units", 14)])
+@pytest.mark.parametrize("key", ["bandwidth_gb_s", "capacity_gib", "compute_units"])
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1" + "0" * 400])
-def test_hardware_yaml_refuses_numbers_that_are_not_finite(tmp_path, key, line, value):
+def test_hardware_yaml_refuses_numbers_that_are_not_finite(tmp_path, key, value):
     lines = open("hardware_specs/h100-sxm.yaml").read().splitlines()
-    assert lines[line - 1].strip().startswith(key + ":")
+    line = next(i for i, text in enumerate(lines, 1) if text.strip().startswith(key + ":"))
     lines[line - 1] = lines[line - 1].split(":")[0] + ": " + value
     path = tmp_path / "h100-broken.yaml"
     path.write_text("\n".join(lines) + "\n")

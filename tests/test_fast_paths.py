@@ -305,7 +305,9 @@ def test_device_power_on_numbers_equals_it_on_arrays(clocked):
                                   dict(model="llama2-7b", hardware="a100-80gb"),
                                   dict(model="llama2-7b", hardware="h100-pim"),
                                   dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2,
-                                       power_cap_w=300.0, train_tokens=1e9)])
+                                       power_cap_w=300.0, train_tokens=1e9),
+                                  dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=16, tp=8,
+                                       wall_energy="node")])
 def test_one_configurations_power_on_numbers_equals_the_call_on_arrays(plan, monkeypatch):
     import perfsim
     from perfsim.analytical import energy
@@ -351,3 +353,111 @@ def test_one_configuration_is_a_grid_of_one_row():
     assert not one_configuration(build(expand(dict(model="llama2-7b", hardware="a100-80gb", batch=[1, 8]))))
     assert one_configuration({"a": np.float64(1.0), "b": np.array(2.0), "c": 3})
     assert not one_configuration({"a": 1.0, "b": np.array([2.0])})
+
+
+@pytest.mark.parametrize("mask", [True, False, np.True_, np.False_, 0.0, 2.0, np.nan, np.float64(0.0), np.float64(-1.0),
+                                  np.int64(0), np.array(0.0), np.array(True), np.array([0.0, 0.0]),
+                                  np.array([[0.0], [3.0]]), np.zeros(0), [0.0, 1.0], []])
+def test_any_row_reads_one_value_as_np_any_does(mask):
+    from perfsim.plan.rows import any_row
+
+    got = any_row(mask)
+    assert got is bool(np.any(mask))
+
+
+@pytest.mark.parametrize("whole", [0.0, 1.0])
+def test_the_wall_on_numbers_equals_it_on_arrays(whole):
+    from perfsim.cost.power import COMPONENTS
+    from perfsim.cost.wall import energy_keys
+
+    rng = np.random.default_rng(2)
+    for devices in (1.0, 6.0, 8.0, 12.0, 64.0):
+        c = dict(num_devices=devices, devices_per_node=8.0, idle_w=70.0, host_w=1800.0, host_cpu_w=500.0,
+                 host_nvme_w=60.0, host_nic_w=150.0, psu_efficiency=0.94, nvme_bw=2.5e10, scaleout_bw=5e10,
+                 wall_whole_node=whole, pue=1.2)
+        seconds = rng.uniform(1e-3, 10.0)
+        device_w = rng.uniform(100.0, 700.0)
+        parts = {k: rng.uniform(0.0, 100.0) * seconds for k in COMPONENTS}
+        # busy for none, part or more than all of the span
+        activity = dict(host_cpu_s=float(rng.choice([0.0, 0.5, 3.0])) * seconds,
+                        nvme_bytes=float(rng.choice([0.0, 1e9, 1e12])), nic_bytes=float(rng.choice([0.0, 1e9, 1e13])))
+        tokens = float(rng.choice([0.0, 1000.0]))
+        numbers = energy_keys(c, device_w * seconds, device_w, seconds, tokens, parts, activity, numbers=True)
+        arrays = energy_keys({k: np.array([v]) for k, v in c.items()}, np.array([device_w * seconds]),
+                             np.array([device_w]), np.array([seconds]), np.array([tokens]),
+                             {k: np.array([v]) for k, v in parts.items()},
+                             {k: np.array([v]) for k, v in activity.items()})
+        assert numbers.keys() == arrays.keys()
+        for key, value in numbers.items():
+            assert value.__class__ is float, key
+            assert value == arrays[key][0] or (np.isnan(value) and np.isnan(arrays[key][0])), key
+
+
+def test_an_estimate_prices_the_wall_on_numbers_reading_only_its_columns(monkeypatch):
+    import perfsim
+    from perfsim.analytical import energy
+    from perfsim.cost import wall
+
+    read, took = set(), []
+
+    class Recorder(dict):
+        def __getitem__(self, key):
+            read.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+    keys = energy.energy_keys
+
+    def recorded(c, *args, numbers=False, **kwargs):
+        took.append(numbers)
+        return keys(Recorder(c) if numbers else c, *args, numbers=numbers, **kwargs)
+
+    monkeypatch.setattr(energy, "energy_keys", recorded)
+    for plan in (dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                 dict(model="llama2-7b", hardware="a100-80gb", wall_energy="node", pue=1.3),
+                 dict(model="llama2-70b", hardware="h100-sxm", num_devices=16, tp=8, dp=2, batch=64),
+                 dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2),
+                 dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=16, tp=2, train_tokens=1e9,
+                      power_cap_w=300.0)):
+        perfsim.estimate(**plan)
+    assert took == [True] * 5
+    assert read and read <= set(wall.WALL_COLUMNS)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="llama2-7b", hardware="h100-sxm", mode="train", num_devices=8, tp=2)])
+def test_an_estimate_reads_whether_it_is_one_configuration_once(plan, monkeypatch):
+    import perfsim
+    from perfsim.analytical import energy, evaluate, inference
+
+    calls = []
+    one = inference.one_configuration
+    for module in (evaluate, inference, energy):
+        monkeypatch.setattr(module, "one_configuration", lambda c: calls.append(1) or one(c))
+    perfsim.estimate(**plan)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("condition", [True, False, np.True_, np.False_, np.array(True), np.array([True, False])])
+@pytest.mark.parametrize("a, b", [(1.5, np.float64(-0.0)), (np.nan, 2.0), (np.float64(np.inf), np.float64(3.0)),
+                                  (1, 2.0), (np.array(1.0), 2.0), (np.array([1.0, 2.0]), 0.0)])
+def test_where_one_picks_what_np_where_does(condition, a, b):
+    from perfsim.plan.rows import where_one
+
+    got, expected = where_one(condition, a, b), np.where(condition, a, b)
+    assert np.shape(got) == expected.shape and np.asarray(got).dtype == expected.dtype
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("value", [2.5, np.float64(-0.0), np.array(1.5), np.array([np.nan]), np.array([1.0, 2.0, 3.0]),
+                                   True, np.array([4, 5, 6])])
+def test_a_value_listed_for_a_few_spans_is_its_broadcast(value):
+    from perfsim.cost.clock import _listed
+
+    listed, expected = _listed(value, (3,)), np.broadcast_to(np.asarray(value, dtype=float), (3,)).tolist()
+    assert [type(v) for v in listed] == [float] * 3
+    assert np.array_equal(listed, expected, equal_nan=True) and np.array_equal(np.signbit(listed), np.signbit(expected))

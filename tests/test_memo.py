@@ -63,7 +63,11 @@ def test_cached_columns_are_read_only_and_each_caller_gets_its_own_dict():
     c = build(grid)
     c["batch"] = 1e9  # a caller's own dict
     assert build(grid)["batch"] == 4
-    arrays = [v for v in build(grid).values() if isinstance(v, np.ndarray)]
+    # one configuration's: NumPy numbers (nothing to write into) or read-only arrays; a sweep's kept spec
+    # columns: read-only arrays
+    values = list(build(grid).values())
+    assert all(isinstance(v, (np.generic, float, int)) or not v.flags.writeable for v in values)
+    arrays = [v for v in columns._spec_part(expand({**PLAN, "batch": [1, 2]})).values() if isinstance(v, np.ndarray)]
     assert arrays and not any(a.flags.writeable for a in arrays)
     with pytest.raises(ValueError):
         arrays[0][...] = 0.0
@@ -169,3 +173,14 @@ def test_one_call_reads_each_spec_file_once(tmp_path, monkeypatch):
         seen.clear()
         assert perfsim.estimate(**plan) == first
         assert seen.count(str(path)) == one
+
+
+def test_the_columns_of_one_configuration_hold_numbers_with_the_values_and_types_built():
+    grid = expand(dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8, runtime="vllm"))
+    built, kept = columns._build(grid), build(grid)
+    assert kept.keys() == built.keys()
+    assert any(v.__class__ is np.ndarray and not v.ndim for v in built.values())  # (what is turned to numbers)
+    for key, value in kept.items():
+        assert not isinstance(value, np.ndarray) or value.ndim, key
+        assert type(value) is type(built[key][()] if isinstance(built[key], np.ndarray) else built[key]), key
+        assert np.array_equal(value, built[key], equal_nan=True), key

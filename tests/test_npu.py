@@ -63,7 +63,7 @@ def test_gpu_rows_keep_the_gpu_formula(m, n, k):
     c = build(expand({"model": "llama2-7b", "hardware": "h100-sxm"}))
     assert float(device_gemm_efficiency(c, m, n, k, 1.0, c["gemm_max"])) == float(
         gemm_efficiency(m, n, 1.0, c["tile_m"], c["tile_n"], c["units"], c["gemm_max"], k=k,
-                        balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"])))
+                        balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), reuse=c["tile_reuse"]))
 
 
 def test_gemm_api_on_npu_and_tpu():

@@ -244,7 +244,7 @@ def test_memcpy_nvme_to_device_is_bounded_by_link_and_drive():
     link = perfsim.memcpy("rtx-a6000", 1 << 34, "cpu", "hbm")["bandwidth_gb_s"]
     assert fast_drive == pytest.approx(link, rel=1e-3)  # the host link binds
     slow_drive = perfsim.memcpy("rtx-a6000", 1 << 34, "nvme", "hbm")["bandwidth_gb_s"]
-    assert slow_drive == pytest.approx(5.6, rel=1e-3)  # the drive binds
+    assert slow_drive == pytest.approx(4.67, rel=1e-3)  # the drive binds (its measured read)
 
 
 def test_memcpy_without_a_tier_is_an_input_error():

@@ -201,8 +201,34 @@ def test_without_a_thread_copy_rate_driver_staging_runs_at_the_memory_bandwidth(
 
     c = dict(host_link_bw=32e9, host_link_eff=0.8, nvme_bw=5e9, nvme_write_bw=4e9, cpu_bw=200e9, cpu_mem_eff=0.8,
              devices_per_node=1.0, nvme_direct=0.0, host_pinned=0.0, kv_pinned=0.0, kv_store_bw=0.0,
-             hidden_store_bw=0.0, driver_staging=1.0, thread_copy_bw=0.0)
+             hidden_store_bw=0.0, driver_staging=1.0, thread_copy_bw=0.0, nvme_relay=0.0)
     t, _ = _streams(c, load_cpu=25.6e9)
     assert float(t) == pytest.approx(1.0 + 2 * 25.6e9 / 160e9, rel=1e-12)  # DMA at 25.6 GB/s, then the copy
     t, _ = _streams(dict(c, thread_copy_bw=12.8e9), load_cpu=25.6e9)
     assert float(t) == pytest.approx(1.0 + 2.0, rel=1e-12)
+
+
+def test_a_relayed_nvme_read_adds_its_device_copy():
+    from perfsim.analytical.offload import _streams
+
+    c = dict(host_link_bw=32e9, host_link_eff=0.8, nvme_bw=5e9, nvme_write_bw=4e9, cpu_bw=200e9, cpu_mem_eff=0.8,
+             devices_per_node=1.0, nvme_direct=0.0, host_pinned=1.0, kv_pinned=1.0, kv_store_bw=0.0,
+             hidden_store_bw=0.0, driver_staging=0.0, thread_copy_bw=0.0, nvme_relay=0.0)
+    piped, _ = _streams(c, load_nvme=25.6e9)
+    assert float(piped) == pytest.approx(25.6e9 / 5e9, rel=1e-12)  # the drive bounds the pipelined streams
+    relayed, _ = _streams(dict(c, nvme_relay=1.0), load_nvme=25.6e9)
+    assert float(relayed) == pytest.approx(25.6e9 / 5e9 + 1.0, rel=1e-12)  # read, then 25.6 GB/s over the link
+    # bytes from host memory alone are not relayed
+    host, _ = _streams(dict(c, nvme_relay=1.0), load_cpu=25.6e9)
+    assert float(host) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_flexgen_relays_disk_weights_through_its_copy_threads():
+    plan = dict(INFER, batch=8, offload_weights="nvme")
+    relayed = perfsim.estimate(**plan, runtime=_flexgen())
+    piped = perfsim.estimate(**plan, runtime=_flexgen(nvme_relay=False))
+    weights = relayed["offloaded_per_device_gib"]["nvme"]["weights"] * 2**30
+    extra = relayed["breakdown"]["decode"]["transfer_s"] - piped["breakdown"]["decode"]["transfer_s"]
+    assert extra == pytest.approx(weights / (32e9 * 0.821), rel=1e-6)  # rtx-a6000's PCIe Gen4 x16 at 82.1 %
+    assert relayed["tpot_s"] > piped["tpot_s"]
+

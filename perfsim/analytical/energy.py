@@ -11,8 +11,10 @@ import math
 import numpy as np
 
 from perfsim.analytical.inference import one_configuration
+from perfsim.cost.clock import _Numbers
 from perfsim.cost.power import COMPONENTS, device_power, per_second
-from perfsim.cost.wall import energy_keys
+from perfsim.cost.wall import WALL_COLUMNS, energy_keys
+from perfsim.plan.rows import any_row
 
 
 def _clocked(out, prefix, seconds):
@@ -50,12 +52,28 @@ def _on_numbers(c, phases):
     return {k: float(c[k]) for k in _POWER_COLUMNS if k in c}
 
 
-def inference_power(c, out):
+#: the columns of :data:`perfsim.cost.wall.WALL_COLUMNS` it divides by or reads as a rate
+_WALL_DIVISORS = ("num_devices", "devices_per_node", "psu_efficiency", "nvme_bw", "scaleout_bw")
+
+
+def _wall_numbers(c, values):
+    """The wall's columns (:data:`perfsim.cost.wall.WALL_COLUMNS`) of one configuration and ``values`` as
+    Python numbers, for :func:`perfsim.cost.wall.energy_keys` on numbers; None where one is not finite
+    or a divisor or rate is not above 0 (the keys on arrays then)."""
+    cols = {k: float(c[k]) for k in WALL_COLUMNS if k in c}
+    numbers = [float(v) for v in values]
+    if not all(math.isfinite(v) for v in (*cols.values(), *numbers)) or not all(cols[k] > 0 for k in _WALL_DIVISORS):
+        return None
+    return cols, numbers
+
+
+def inference_power(c, out, one=None):
     """Power and energy of one inference request batch (prefill, then ``gen_len - 1`` steps).
 
     Returns the result keys (docs/reference.md) ``power_w_per_device``, ``power_w_per_node``, ``energy_j``,
     ``energy_wall_j``, ``energy_j_per_token`` (per generated token), ``prefill_power_w_per_device``,
-    ``decode_power_w_per_device`` and ``breakdown.energy.*``.
+    ``decode_power_w_per_device`` and ``breakdown.energy.*``. ``one``: :func:`one_configuration` of ``c``,
+    where known.
     """
     pre_s = out["breakdown.prefill.total_s"]
     step_s = out["breakdown.decode.total_s"]
@@ -67,7 +85,7 @@ def inference_power(c, out):
                {**_clocked(out, f"breakdown.{phase}.", out[f"breakdown.{phase}.total_s"]),
                 "gap_seconds": out.get(f"breakdown.{phase}.overhead_s", 0.0)
                 + out.get(f"breakdown.{phase}.launch_s", 0.0) / c["pp"]}) for phase in ("prefill", "decode")]
-    one = one_configuration(c)
+    one = one_configuration(c) if one is None else one
     numbers = _on_numbers(c, phases) if one else None
     if numbers is not None:
         pre, dec = (device_power(numbers, *values, **clocked) for values, clocked in phases)
@@ -78,15 +96,23 @@ def inference_power(c, out):
         pre, dec = ({k: v[i] for k, v in both.items()} for i in (0, 1))
     else:
         pre, dec = (device_power(c, *values, **clocked) for values, clocked in phases)
+    host = [out.get(f"breakdown.{key}", 0.0) for key in ("decode.host_attention_s", "prefill.nvme_bytes",
+                                                         "decode.nvme_bytes", "prefill.nic_bytes", "decode.nic_bytes")]
+    # one configuration whose device power was priced on numbers: the wall too (the same operations)
+    wall = _wall_numbers(c, [pre_s, step_s, steps, c["batch"], c["gen_len"], *host]) if numbers is not None else None
+    if wall is not None:
+        pre_s, step_s, steps, batch, gen_len, *host = wall[1]
     decode_s = steps * step_s
     seconds = pre_s + decode_s
     parts_j = {k: pre[k] * pre_s + dec[k] * decode_s for k in COMPONENTS}
     device_j = pre["power_w"] * pre_s + dec["power_w"] * decode_s
-    device_w = per_second(device_j, seconds)
-    activity = {"host_cpu_s": steps * out.get("breakdown.decode.host_attention_s", 0.0)}
-    for key in ("nvme_bytes", "nic_bytes"):
-        activity[key] = out.get(f"breakdown.prefill.{key}", 0.0) + steps * out.get(f"breakdown.decode.{key}", 0.0)
-    result = energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
+    device_w = (per_second if wall is None else _Numbers.per_second)(device_j, seconds)
+    activity = {"host_cpu_s": steps * host[0], "nvme_bytes": host[1] + steps * host[2],
+                "nic_bytes": host[3] + steps * host[4]}
+    if wall is None:
+        result = energy_keys(c, device_j, device_w, seconds, c["batch"] * c["gen_len"], parts_j, activity)
+    else:
+        result = energy_keys(wall[0], device_j, device_w, seconds, batch * gen_len, parts_j, activity, numbers=True)
     result["prefill_power_w_per_device"] = pre["power_w"]
     result["decode_power_w_per_device"] = dec["power_w"]
     prefill_j = c["num_devices"] * pre["power_w"] * pre_s
@@ -102,28 +128,47 @@ def inference_power(c, out):
     return result
 
 
-def train_power(c, out):
+def train_power(c, out, one=None):
     """Power and energy of one training step, or of the whole job when ``train_tokens`` is given.
 
     The job is ``train_tokens / tokens_per_s`` seconds of identical steps (``time_to_train_s``);
-    ``energy_j_per_token`` is per trained token.
+    ``energy_j_per_token`` is per trained token. ``one``: :func:`one_configuration` of ``c``, where known.
     """
     step_s = out["step_time_s"]
     work = [step_s, out["breakdown.train.flops"], out["breakdown.train.hbm_bytes"], out["breakdown.train.link_bytes"]]
     phases = [(work, {**_clocked(out, "breakdown.train.", step_s),
                       "gap_seconds": out.get("breakdown.train.overhead_s", 0.0)})]
-    numbers = _on_numbers(c, phases) if one_configuration(c) else None
+    numbers = _on_numbers(c, phases) if (one_configuration(c) if one is None else one) else None
     parts = device_power(c if numbers is None else numbers, *phases[0][0], **phases[0][1])
     job_tokens = c["train_tokens"]
     given = ~np.isnan(job_tokens)
     step_tokens = c["global_batch"] * c["seq_len"]
-    seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
-    tokens = np.where(given, job_tokens, step_tokens)
+    host = [out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")]
+    # one configuration whose device power was priced on numbers: the wall too (the same operations)
+    wall = _train_wall(c, out, step_s, step_tokens, host, given) if numbers is not None else None
+    if wall is None:
+        seconds = np.where(given, np.divide(job_tokens, out["tokens_per_s"]), step_s)
+        tokens = np.where(given, job_tokens, step_tokens)
+    else:
+        step_s, step_tokens, *host = wall[1][:5]
+        seconds, tokens = (wall[1][5] / wall[1][6], wall[1][5]) if given else (step_s, step_tokens)
     parts_j = {k: parts[k] * seconds for k in COMPONENTS}
     steps = seconds / step_s  # the job's steps (one without train_tokens)
-    activity = {key: steps * out[f"breakdown.train.{key}"] for key in ("host_cpu_s", "nvme_bytes", "nic_bytes")}
-    result = energy_keys(c, parts["power_w"] * seconds, parts["power_w"], seconds, tokens, parts_j, activity)
+    activity = {key: steps * h for key, h in zip(("host_cpu_s", "nvme_bytes", "nic_bytes"), host, strict=True)}
+    result = energy_keys(c if wall is None else wall[0], parts["power_w"] * seconds, parts["power_w"], seconds, tokens,
+                         parts_j, activity, numbers=wall is not None)
     result["breakdown.energy.step_j"] = c["num_devices"] * parts["power_w"] * step_s
-    if np.any(given):
-        result["time_to_train_s"] = np.where(given, seconds, np.nan)
+    if any_row(given):
+        result["time_to_train_s"] = np.where(given, seconds, np.nan) if wall is None else seconds
     return result
+
+
+def _train_wall(c, out, step_s, step_tokens, host, given):
+    """:func:`_wall_numbers` of a training step (or job, ``given`` its tokens): the columns, then the step's
+    seconds and tokens, its host activity, the job's tokens and rate; None where a value is not finite or
+    the step or the rate is not above 0 (the keys on arrays then)."""
+    job = [c["train_tokens"], out["tokens_per_s"]] if given else []
+    wall = _wall_numbers(c, [step_s, step_tokens, *host, *job])
+    if wall is None or not wall[1][0] > 0 or (given and not wall[1][6] > 0):
+        return None
+    return wall

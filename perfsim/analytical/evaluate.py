@@ -15,7 +15,7 @@ from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
-from perfsim.plan.rows import Detail, value_at
+from perfsim.plan.rows import Detail, any_row, value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 # codes as the columns hold them (a float compares with a column faster than an IntEnum member)
@@ -187,7 +187,7 @@ def evaluate_columns(args: dict):
     chosen = out.get("plan.recompute")
     if chosen is not None and not np.all(np.isnan(chosen)):
         c = dict(c, recompute=np.where(np.isnan(chosen), c["recompute"], chosen))
-    if np.any(_searched(c)):
+    if any_row(_searched(c)):
         c = dict(c, **{key: out[f"plan.{key}"] for key in _placement_columns() if f"plan.{key}" in out})
     return c, out
 
@@ -198,11 +198,12 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     n = grid.n
     modes = grid.values("mode")
     results = []
+    one = one_configuration(c)  # (read once for the estimate and its power)
     for mode in modes:
         fn, power = (_train_least_recompute, train_power) if mode == "train" else (_inference_best_offload,
                                                                                   inference_power)
-        out, checks = fn(c)
-        out.update(power(c, out))
+        out, checks = fn(c, one)
+        out.update(power(c, out, one=one))
         results.append((mode, out, checks))
     if len(results) == 1:
         out, checks = results[0][1], results[0][2]
@@ -228,7 +229,7 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
             continue  # no row fails it (most checks, most rows)
         mask = _rows(mask, shape)
         new = mask & feasible
-        if new.any():
+        if any_row(new):
             if detail is not None and details:
                 rows = np.flatnonzero(new)
                 for i, text in zip(rows.tolist(), _messages(detail, rows, shape), strict=True):
@@ -248,16 +249,17 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     return out
 
 
-def _train_least_recompute(c):
+def _train_least_recompute(c, one=None):
     """:func:`estimate_train`, with ``recompute: auto`` resolved row by row to the least
     recomputation whose step fits (none, then selective, then full; full where none does), as a
-    team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code)."""
+    team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code). ``one``:
+    :func:`one_configuration` of ``c``, where known."""
     auto = np.asarray(c["recompute"]) == _AUTO
-    if not np.any(auto):
+    if not any_row(auto):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
         return out, checks
-    if one_configuration(c):  # the options together
+    if one_configuration(c) if one is None else one:  # the options together
         return _least_recompute_together(c)
     chosen = resolved = None
     out: dict = {}
@@ -290,7 +292,7 @@ def _least_recompute_together(c):
     options = np.array(_LIGHTEST_FIRST)
     trial, checks = estimate_train(dict(c, recompute=options), stage_prices(c))
     fits = ~_flagged(checks, options)
-    i = int(np.argmax(fits)) if fits.any() else len(options) - 1
+    i = int(np.argmax(fits)) if any_row(fits) else len(options) - 1
     out = {k: _option(v, i) for k, v in trial.items()}
     out["plan.recompute"] = options[i]
     return out, [(_option(m, i), short, Detail(d.text, *(_option(v, i) for v in d.values), per=d.per)
@@ -299,6 +301,8 @@ def _least_recompute_together(c):
 
 def _option(value, i):
     """One option's value of a result priced on an axis of options (a value without it: the same for each)."""
+    if value.__class__ is np.ndarray:  # (most values: without np.ndim's dispatch)
+        return value[i] if value.ndim else value
     return value[i] if np.ndim(value) else value
 
 
@@ -311,7 +315,7 @@ def _searched(c):
     return sum(np.asarray(c[f"{ARGUMENT_COLUMNS[name]}_auto"]) for name in AUTO_ARGUMENTS) > 0
 
 
-def _inference_best_offload(c):
+def _inference_best_offload(c, one=None):
     """:func:`estimate_inference`, with ``offload_weights``, ``offload_kv`` and
     ``offload_activations`` given as ``auto`` resolved row by row to the placement of highest
     throughput among those that fit every tier, as FlexGen's policy search picks its policy
@@ -320,10 +324,11 @@ def _inference_best_offload(c):
     :func:`perfsim.analytical.offload.gpu_batches` takes it). The candidates are
     :data:`perfsim.plan.offload.AUTO_CHOICES`, each priced for every row at once; a row where
     none fits keeps the first (everything in host memory) and its reasons. The chosen fractions
-    are the outputs ``plan.w_frac_cpu``, ``plan.kv_frac_nvme``, ..."""
+    are the outputs ``plan.w_frac_cpu``, ``plan.kv_frac_nvme``, ... ``one``: :func:`one_configuration` of
+    ``c``, where known."""
     searched = _searched(c)
-    if not np.any(searched):
-        out, checks = estimate_inference(c)
+    if not any_row(searched):
+        out, checks = estimate_inference(c, one)
         for key in _placement_columns():
             out[f"plan.{key}"] = c[key]
         return out, checks
@@ -332,7 +337,7 @@ def _inference_best_offload(c):
         prefix = ARGUMENT_COLUMNS[name]
         auto = np.asarray(c[f"{prefix}_auto"]) > 0
         # host memory first: the first candidate is FlexGen's all-CPU policy
-        choices = sorted(AUTO_CHOICES[name], key=lambda s: (s[1] < 1.0, s[2] > 0.0, -s[1])) if np.any(auto) else [None]
+        choices = sorted(AUTO_CHOICES[name], key=lambda s: (s[1] < 1.0, s[2] > 0.0, -s[1])) if any_row(auto) else [None]
         axes.append([(prefix, auto, choice) for choice in choices])
     out: dict = {}
     checks: list = []
@@ -354,7 +359,7 @@ def _inference_best_offload(c):
             out, checks, best = trial, trial_checks, score
             continue
         take = searched & (score > best)
-        if not np.any(take):
+        if not any_row(take):
             continue
         out, checks = _merged(take, trial, trial_checks, out, checks)
         best = np.where(take, score, best)
@@ -371,7 +376,7 @@ def _flagged(checks, like):
 
 def _merged(take, trial, trial_checks, out, checks):
     """Results and checks of ``trial`` on the rows ``take``, of ``out`` elsewhere."""
-    if not np.any(take):  # (no row taken, or every row: each value as its side gives it, no where() per key)
+    if not any_row(take):  # (no row taken, or every row: each value as its side gives it, no where() per key)
         return out, [(np.asarray(m, dtype=bool), short, d if d is not None else td)
                      for (m, short, d), (_, _, td) in zip(checks, trial_checks, strict=True)]
     if np.all(take):

@@ -61,7 +61,7 @@ from perfsim.graph.transformer import (
     layer_ops,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row, where_one
 from perfsim.specs.units import GIB
 
 #: device kinds, in the order of the ``main_kind`` column
@@ -139,7 +139,7 @@ def _split(c, p: Pass, ops, attn, mlp, proj):
             flops, bank = op.flops, op.kv_bytes
         elif isinstance(op, Gemm):
             mask = proj if op.name in _ATTENTION_GEMMS or op.name == "lm_head" else mlp
-            if not np.any(mask > 0):
+            if not any_row(mask > 0):
                 continue
             g = op.groups
             flops = 2.0 * op.m * op.n * op.k * g
@@ -150,7 +150,7 @@ def _split(c, p: Pass, ops, attn, mlp, proj):
             link = 0.0
         else:
             continue
-        if not np.any(mask > 0):
+        if not any_row(mask > 0):
             continue
         moved.append((mask, price(c, [op])))
         lt = link_time(link, c["pim_link_bw"])
@@ -172,7 +172,7 @@ def _pass_parts(c, p: Pass, masks, layers_scale):
     attn, mlp, proj, ship = masks
     dense, moe = layer_counts(c)
     terms = [(dense * layers_scale, False)]
-    if np.any(moe > 0):
+    if any_row(moe > 0):
         terms.append((moe * layers_scale, True))
     hosts, side, layers = [], {}, 0.0
     for count, is_moe in terms:
@@ -208,17 +208,17 @@ def place_pass(c, p: Pass, out, layers_scale=1.0):
     out.update({k: zero for k in PIM_KEYS})
     out["host_busy_s"] = out["total_s"]
     out["sub_batches"] = zero + 1.0
-    if not ((np.asarray(c["has_pim"]) > 0).any() or (np.asarray(c["pim_device"]) > 0).any()):
+    if not (any_row(np.asarray(c["has_pim"]) > 0) or any_row(np.asarray(c["pim_device"]) > 0)):
         return out  # no PIM on any row: nothing placed (every mask of _masks is 0)
     masks = _masks(c, p)
-    if not any((m > 0).any() for m in masks):
+    if not any(any_row(m > 0) for m in masks):
         return out
     placed = (masks[0] + masks[1] + masks[2] + masks[3]) > 0
     host, side = _pass_parts(c, p, masks, layers_scale)
     pim_side = side["pim_s"] + side["link_s"]
     total = host["total_s"] + pim_side
     sub = (np.asarray(c["sub_batches"]) > 1) & (np.asarray(p.seqs) >= 2) & (pim_side > 0)
-    if np.any(sub):
+    if any_row(sub):
         half = Pass(tokens=p.tokens / 2.0, seqs=p.seqs / 2.0, q_len=p.q_len, kv_len=p.kv_len, causal=p.causal,
                     logits_tokens=p.logits_tokens / 2.0)
         h_host, h_side = _pass_parts(c, half, masks, layers_scale)
@@ -256,7 +256,7 @@ def host_kv_share(c):
     """Share of the KV cache held in the main device's memory: 0 where decode attention runs in
     PIM stacks beside it (the cache lives there), else 1."""
     stacks = (c["has_pim"] > 0) & (c["pim_link_bw"] > 0) & (c["place_decode_attention"] > 0)
-    return np.where(stacks, 0.0, 1.0)
+    return where_one(stacks, 0.0, 1.0)
 
 
 def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
@@ -270,12 +270,12 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
     each device over the run (``breakdown.busy_s.{main,pim,pim_link}``). The keys appear where a
     row of the sweep has such a device, so GPU sweeps stay lean.
     """
-    if np.any(np.asarray(c["systolic"]) > 0):
+    if any_row(np.asarray(c["systolic"]) > 0):
         for phase, parts in (("prefill", pre), ("decode", dec)):
             out[f"breakdown.{phase}.vector_ops"] = parts["vector_ops"] / c["pp"]
             for key in ("matrix_s", "vector_s", "dma_s"):
                 out[f"breakdown.{phase}.engines.{key}"] = parts[key]
-    if not np.any(np.asarray(c["has_pim"]) > 0):
+    if not any_row(np.asarray(c["has_pim"]) > 0):
         return
     seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]

@@ -13,6 +13,7 @@ import numpy as np
 
 from perfsim.analytical import offload
 from perfsim.analytical.heterogeneous import host_kv_share, inference_results, place_pass
+from perfsim.cost.host import hidden_host
 from perfsim.cost.power import cap_passes
 from perfsim.cost.price import combine, price, price_segments
 from perfsim.cost.topology import group_collective, nic_bytes
@@ -28,20 +29,20 @@ from perfsim.graph.transformer import (
     layer_ops,
     touched_experts,
 )
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row, where_one
 from perfsim.specs.units import GIB
 
 
 def forward_time(c, p: Pass, layers_scale=1.0):
     """Price one forward pass of the whole model on one replica: ``(total_s, breakdown)``."""
     dense, moe = layer_counts(c)
-    weights = [dense * layers_scale, *([moe * layers_scale] if np.any(moe > 0) else []), 1.0]
+    weights = [dense * layers_scale, *([moe * layers_scale] if any_row(moe > 0) else []), 1.0]
     lists = [layer_ops(c, p, moe=False), *([layer_ops(c, p, moe=True)] if len(weights) > 2 else []), head_ops(c, p)]
     out = price_segments(c, lists, weights=weights)
     out = place_pass(c, p, out, layers_scale)  # ops placed on PIM (perfsim.analytical.heterogeneous)
     size = p.tokens * c["hidden"] * c["act_bytes"]
     hops = c["pp"] - 1.0
-    if np.any(hops != 0.0):
+    if any_row(hops != 0.0):
         hand_off = group_collective(c, "send_recv", size, 2.0, stride=c["tp"]) * hops
         nic = hops * nic_bytes(c, "send_recv", size, 2.0, stride=c["tp"])
     else:  # one stage on every row: no hand-off, 0 on every row (a valid spec's hop costs a finite time)
@@ -51,9 +52,13 @@ def forward_time(c, p: Pass, layers_scale=1.0):
     out["hbm_bytes"] = out["hbm_bytes"] + 2.0 * hops * size
     out["nic_bytes"] = out["nic_bytes"] + nic
     out["pipeline_s"] = hand_off
-    # host time the device does not hide: per step, and per sequence the step serves
-    out["overhead_s"] = c["step_overhead_s"] + c["host_per_seq_s"] * p.seqs + 0.0 * hand_off
-    out["total_s"] = out["total_s"] + hand_off + out["overhead_s"]
+    # the engine's host time, per step and per sequence the step serves, less what it runs under
+    # the kernels (perfsim.cost.host): ``overhead_s`` is the host time the device does not hide
+    host = c["step_overhead_s"] + c["host_per_seq_s"] * p.seqs + 0.0 * hand_off
+    serial = out["total_s"] + hand_off + host
+    hidden = hidden_host(serial, host, c.get("host_overlap", 0.0))
+    out["overhead_s"] = host - hidden
+    out["total_s"] = serial - hidden
     return out["total_s"], out
 
 
@@ -131,7 +136,7 @@ def _separate_dequant(c, parts, params, batches):
     ``dequant_pass_bytes`` of device memory per weight for every GPU batch, and its GEMMs read the
     16-bit weights rather than the stored ones, at the device's streaming bandwidth.
     """
-    per_weight = np.where((c["dequant"] > 0) & (c["dequant_pass_bytes"] > 0),
+    per_weight = where_one((c["dequant"] > 0) & (c["dequant_pass_bytes"] > 0),
                           c["dequant_pass_bytes"] + np.maximum(c["act_bytes"] - c["w_bytes"], 0.0), 0.0)
     moved = params * per_weight * batches
     t = moved / (c["hbm_bw"] * c["memory_max"])
@@ -152,8 +157,9 @@ def _working_set_per_seq(c, prompt):
         + c["vocab"] / tp * 4.0
 
 
-def estimate_inference(c):
-    """Inference results as a flat dict of arrays (dotted keys), plus ``(mask, reason)`` checks."""
+def estimate_inference(c, single=None):
+    """Inference results as a flat dict of arrays (dotted keys), plus ``(mask, reason)`` checks. ``single``:
+    :func:`one_configuration` of ``c``, where known."""
     seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]
     one = np.ones_like(np.asarray(seqs, dtype=float))
@@ -172,8 +178,8 @@ def estimate_inference(c):
     b = seqs / batches
     pre_b = Pass(tokens=b * prompt, seqs=b, q_len=prompt, kv_len=prompt, causal=one, logits_tokens=b)
     dec_b = Pass(tokens=b, seqs=b, q_len=one, kv_len=prompt + gen / 2.0, causal=0.0 * one, logits_tokens=b)
-    one = one_configuration(c)
-    if np.any(batches > 1):
+    one = one_configuration(c) if single is None else single
+    if any_row(batches > 1):
         pre, dec = (_batched(parts, batches) for parts in _forward_pair(c, pre_b, dec_b, one))
     else:  # (the whole batch's passes: they depend on fewer of a sweep's axes than the GPU batches do)
         pre, dec = _forward_pair(c, prefill, decode, one)
@@ -181,12 +187,12 @@ def estimate_inference(c):
         _separate_dequant(c, parts, replicated + expert_params, batches)
     # offloaded weights, KV cache, activations (perfsim.analytical.offload): no-op without
     touched = tuple(_touched_params(c, p.tokens)[1] * c["w_bytes"]
-                    for p in (prefill, decode)) if np.any(c["exp_given"] > 0) else (0.0, 0.0)
+                    for p in (prefill, decode)) if any_row(c["exp_given"] > 0) else (0.0, 0.0)
     offloaded = offload.inference_times(c, prefill, decode, pre, dec, weights, batches, experts=experts,
                                         touched=touched)
     # attention over a host-resident cache that runs on the host CPU does no device work
     on_host = offloaded["breakdown.decode.cpu_attention"] * (c["kv_frac_cpu"] + c["kv_frac_nvme"])
-    if np.any(on_host > 0):
+    if any_row(on_host > 0):
         moved = attention_cost(c, dec_b, mla_gemms=False)
         for key in ("flops", "hbm_bytes"):
             dec[key] = dec[key] - on_host * batches * moved[key]
@@ -195,7 +201,7 @@ def estimate_inference(c):
     ttft, tpot = pre["total_s"], dec["total_s"]
     steps = np.maximum(gen - 1.0, 0.0)
     e2e = ttft + steps * tpot
-    out = {"ttft_s": ttft, "tpot_s": np.where(gen > 1, tpot, 0.0), "e2e_latency_s": e2e,
+    out = {"ttft_s": ttft, "tpot_s": where_one(gen > 1, tpot, 0.0), "e2e_latency_s": e2e,
            "throughput_tokens_per_s": c["batch"] * gen / e2e}
     for phase, parts in (("prefill", pre), ("decode", dec)):
         for key in ("gemm_s", "attention_s", "elementwise_s", "communication_s", "pipeline_s", "overhead_s",

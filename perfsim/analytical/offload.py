@@ -45,13 +45,14 @@ from perfsim.cost.tiers import (
     duration,
     host_attention_traffic,
     host_compute_time,
+    host_link_bandwidth,
     host_memory_bandwidth,
     overlapped,
     tier_traffic,
     transfer_time,
 )
 from perfsim.graph.transformer import kv_bytes_per_token
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row, where_one
 from perfsim.specs.units import GIB
 
 
@@ -82,7 +83,9 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
     (``kv_store_bw``; FlexGen's pass through host memory to either tier) stores it at that rate,
     concurrently with the other streams; likewise the hidden states among the stores
     (``hidden_stored`` bytes, at ``hidden_store_bw``), one after the other on the engine's store
-    path (FlexGen's cost model adds the two: experimental/cost_model.py, gtoc terms).
+    path (FlexGen's cost model adds the two: experimental/cost_model.py, gtoc terms). An engine
+    that reads NVMe data into a relay buffer and only then copies it to the device
+    (``nvme_relay``: FlexGen's copy threads) adds the read and the copy of those bytes.
     """
     load_cpu, store_cpu = load_cpu + kv_load_cpu, store_cpu + kv_store_cpu
     load_nvme, store_nvme = load_nvme + kv_load_nvme, store_nvme + kv_store_nvme
@@ -99,7 +102,9 @@ def _streams(c, *, load_cpu=0.0, load_nvme=0.0, store_cpu=0.0, store_nvme=0.0, n
                        np.where(bandwidth > 0, duration(staged, bandwidth), 0.0))  # (unknown host memory: not priced)
     stores = np.where(c["kv_store_bw"] > 0, duration(kv_store_cpu + kv_store_nvme, c["kv_store_bw"]), 0.0) \
         + np.where(c["hidden_store_bw"] > 0, duration(hidden_stored, c["hidden_store_bw"]), 0.0)
-    return np.maximum(transfer_time(c, **t) + staging, stores), t
+    relay = np.where(c["nvme_relay"] > 0, duration(load_nvme, c["nvme_bw"] / devices_on_node(c))
+                     + duration(load_nvme, host_link_bandwidth(c)), 0.0)
+    return np.maximum(np.maximum(transfer_time(c, **t), relay) + staging, stores), t
 
 
 def _nvme(traffic):
@@ -143,7 +148,7 @@ def expert_fetch(c, touched):
     off = cpu + nvme
     hit = np.where(np.isnan(c["expert_hit_rate"]), 1.0 - off, c["expert_hit_rate"])
     miss = np.where(cached & (off > 0), touched * (1.0 - hit), 0.0)
-    if not (miss > 0).any():  # nothing fetched on any row: no wait, and the bytes below (0, or NaN)
+    if not any_row(miss > 0):  # nothing fetched on any row: no wait, and the bytes below (0, or NaN)
         return np.where(miss > 0, 0.0, 0.0), 0.0 * miss
     share = np.where(off > 0, cpu / np.where(off > 0, off, 1.0), 0.0)
     t, traffic = _streams(c, load_cpu=miss * share, load_nvme=miss * (1.0 - share))
@@ -182,8 +187,8 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
     given = ~np.isnan(c["gpu_batch"])
     # (where not even one sequence fits, the plan is infeasible: priced as one batch)
     auto = offloaded & ~given & (c["block_schedule"] > 0) & (fit >= 1.0)
-    per_batch = np.where(offloaded & given, np.minimum(c["gpu_batch"], seqs),
-                         np.where(auto, np.minimum(fit, seqs), seqs))
+    per_batch = where_one(offloaded & given, np.minimum(c["gpu_batch"], seqs),
+                         where_one(auto, np.minimum(fit, seqs), seqs))
     return np.ceil(seqs / np.maximum(per_batch, 1.0))
 
 
@@ -330,7 +335,7 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
     cpu_attention = timing["breakdown.decode.cpu_attention"]
     batches = timing["gpu_batches"]
     layers = np.maximum(c["stage_layers"], 1.0)
-    parked = np.where(c["offloaded"] > 0, hidden, 0.0)
+    parked = where_one(c["offloaded"] > 0, hidden, 0.0)
     gpu, host, nvme = {}, {}, {}
     gpu["weights"], host["weights"], nvme["weights"] = _weight_tiers(c, weights, experts)
     for kind, amount, prefix in (("kv_cache", kv, "kv"), ("activations", parked, "act")):
@@ -338,14 +343,14 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
         gpu[kind], host[kind], nvme[kind] = amount * g, amount * h, amount * n
     gpu["activations"] = gpu["activations"] + activations / batches
     # (an engine's host cache may hold wider elements than the KV dtype: fp32 buffers)
-    host["kv_cache"] = host["kv_cache"] * np.where(c["host_kv_bytes"] > 0, c["host_kv_bytes"] / c["kv_bytes"], 1.0)
+    host["kv_cache"] = host["kv_cache"] * where_one(c["host_kv_bytes"] > 0, c["host_kv_bytes"] / c["kv_bytes"], 1.0)
     _, kc, kn = _fractions(c, "kv")
     # double buffers: two layers of the weights off the device (streamed or fetched), two of one
     # GPU batch's cache where the device attends over an offloaded cache
     staging = 2.0 * (host["weights"] + nvme["weights"]) / layers \
-        + np.where(cpu_attention > 0, 0.0, 2.0 * kv / layers / batches * (kc + kn))
+        + where_one(cpu_attention > 0, 0.0, 2.0 * kv / layers / batches * (kc + kn))
     bounce = 1.0 - c["nvme_direct"]
-    host["other"] = 2.0 * bounce * nvme["weights"] / layers + 2.0 * kv / layers * kn * np.where(cpu_attention > 0,
+    host["other"] = 2.0 * bounce * nvme["weights"] / layers + 2.0 * kv / layers * kn * where_one(cpu_attention > 0,
                                                                                                1.0, bounce)
     return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": timing["host_compute"]}
 

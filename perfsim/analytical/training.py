@@ -44,7 +44,7 @@ from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 from perfsim.plan.arguments import Recompute, Schedule
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row
 from perfsim.specs.units import GIB
 
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -64,7 +64,7 @@ def _stage_passes(c, p):
     dense, moe = layer_counts(c)
     per_stage = stage_share(c)
     layers = [(dense * per_stage, layer_ops(c, p, moe=False))]
-    if np.any(moe > 0):
+    if any_row(moe > 0):
         layers.append((moe * per_stage, layer_ops(c, p, moe=True)))
     lists = [ops for _, ops in layers] + [embedding_ops(c, p), lm_head_ops(c, p)]
     passes = []
@@ -99,10 +99,10 @@ def stage_prices(c, weights=None) -> dict:
     # and the step ends with the slowest hop: one between nodes where the cp group spans nodes
     ring = cp > 1
     ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"]) \
-        if np.any(ring) else 0.0  # (no ring on any row: its terms are 0 below, whatever a hop would cost)
+        if any_row(ring) else 0.0  # (no ring on any row: its terms are 0 below, whatever a hop would cost)
     staged = np.where(c["pp"] > 1, 1.0, 0.0)  # (one stage on every row: no hand-off, a valid spec's hop being finite)
     handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
-                               stride=c["tp"] * cp * c["dp"]) * staged if np.any(staged > 0) else 0.0 * staged
+                               stride=c["tp"] * cp * c["dp"]) * staged if any_row(staged > 0) else 0.0 * staged
     groups = _dp_groups(c, weights)
     forward, backward = _stage_passes(c, p)
     return {"forward": forward, "backward": backward,
@@ -122,7 +122,7 @@ def _dp_groups(c, weights=None):
     expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
     dense = (np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"])
     # (no expert weights: every term of their synchronisation is 0)
-    expert = (np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c)) if np.any(experts) else None
+    expert = (np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c)) if any_row(experts) else None
     return dense, expert
 
 
@@ -293,7 +293,7 @@ def estimate_train(c, prices=None):
     # offloaded optimizer, gradients, weights, activations (perfsim.analytical.offload)
     # an fp16 engine's optimizer also holds an fp32 copy of its gradient shard (``main_grad_bytes``)
     state_bytes = np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES + c["main_grad_bytes"])
-    if np.any(c["offloaded"] > 0):
+    if any_row(c["offloaded"] > 0):
         off = offload.train_times(c, weight_bytes=data_par["weight_bytes"], grad_bytes=data_par["grad_bytes"],
                                   optimizer_params=opt_params, state_bytes=state_bytes,
                                   activation_bytes=_activation_bytes(c, 1.0), forward_s=F, backward_s=B + R,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.plan.rows import first_slice, spread
+from perfsim.plan.rows import any_row, first_slice, spread
 
 
 def per_second(amount, seconds):
@@ -258,13 +258,13 @@ def _reduce(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped
         if np.isfinite(values).all():
             clock, fits = solve_clock(*values[:3], tuple(values[3:7]), *values[7:], steps=steps)
             return np.asarray(clock), np.asarray(fits)
-    if np.ndim(binds) == 1 and binds.size <= 4 and binds.any():  # a few spans: each so
-        rows = [np.broadcast_to(np.asarray(v, dtype=float), binds.shape).tolist() for v in args]
+    if np.ndim(binds) == 1 and binds.size <= 4 and any_row(binds):  # a few spans: each so
+        rows = [_listed(v, binds.shape) for v in args]
         if np.isfinite(rows).all():
             solved = [solve_clock(*v[:3], v[3:7], *v[7:], steps=steps) for v in zip(*rows, strict=True)]
             return np.array([f for f, _ in solved]), np.array([ok for _, ok in solved])
     # a box of a sweep with rows the cap binds: each solved once along the axes its inputs repeat on
-    if np.ndim(binds) > 1 and binds.any():
+    if np.ndim(binds) > 1 and any_row(binds):
         x = first_slice(np.shape(binds), args)
         if x is not None:
             return spread(np.shape(binds), (yield from _reduce(*x[:3], x[3:7], *x[7:], steps=steps)))
@@ -272,7 +272,7 @@ def _reduce(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped
         # rows at the top clock need no search: solve the others alone (each row is its own bracket,
         # so the same clocks as searching every row)
         shape = np.shape(binds)
-        if not np.any(binds):
+        if not any_row(binds):
             return np.ones(shape), np.ones(shape, dtype=bool)
         rows = np.nonzero(np.ravel(binds))[0]
         x = [np.ravel(np.broadcast_to(np.asarray(v, dtype=float), shape))[rows] for v in args]
@@ -281,6 +281,17 @@ def _reduce(cap, lowest, floor, span, idle, active, clocked_w, bytes_w, uncapped
         out[rows], ok[rows] = clock, fits
         return out.reshape(shape), ok.reshape(shape)
     return (yield (*args, binds))
+
+
+def _listed(value, shape):
+    """``value`` broadcast to the 1-D ``shape``, as a list of Python floats (a number repeated without
+    building the broadcast array)."""
+    value = np.asarray(value, dtype=float)
+    if value.shape == shape:
+        return value.tolist()
+    if not value.ndim:
+        return [value.item()] * shape[0]
+    return np.broadcast_to(value, shape).tolist()
 
 
 def _search(xp, cap, lowest, floor, full_s, compute_bound_s, memory_bound_s, memory_compute_s, idle, active,

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.plan.rows import any_row, where_one
+
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 ALGORITHMS = ("auto", "ring", "tree")
 _LL_BANDWIDTH_FRACTION = 0.5  # LL protocol: 4 data bytes per 8-byte store
@@ -121,7 +123,7 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
     steps = ring_steps(op, n) if steps is None else np.asarray(steps, dtype=float)
     volume = size * (bus_factor(op, n) if op != "send_recv" else 1.0)
     beta = bandwidth * efficiency
-    has_ll = (np.asarray(ll_latency_s) > 0).any()
+    has_ll = any_row(np.asarray(ll_latency_s) > 0)
 
     def with_ll(steps, moved):  # simple protocol, or LL where the fabric has it and it is faster
         simple = steps * latency_s + moved / beta
@@ -132,15 +134,14 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
 
     best = ring = with_ll(steps, volume)
     if op == "all_reduce" and algorithm != "ring":
-        tree = with_ll(2.0 * np.ceil(np.log2(np.maximum(n, 2.0))), size)
         if algorithm == "tree":
-            best = tree
+            best = with_ll(2.0 * np.ceil(np.log2(np.maximum(n, 2.0))), size)
         else:
             # NCCL's tree is an inter-node algorithm; inside one switch it picks ring or NVLS
             nvls_eff = np.asarray(nvls_efficiency, dtype=float)
-            if (nvls_eff > 0).any():
+            if any_row(nvls_eff > 0):
                 lat = 2.0 * np.asarray(latency_s, dtype=float) if nvls_latency_s is None else \
-                    np.where(np.asarray(nvls_latency_s) > 0, nvls_latency_s, 2.0 * np.asarray(latency_s, dtype=float))
+                    where_one(np.asarray(nvls_latency_s) > 0, nvls_latency_s, 2.0 * np.asarray(latency_s, dtype=float))
                 moved = (n + 1.0) / np.maximum(n, 1.0) * size  # reduce-scatter then multicast, each way
                 nvls = np.where(nvls_eff > 0, lat + moved / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)

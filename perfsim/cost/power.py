@@ -33,6 +33,8 @@ returns arrays of the broadcast shape.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from perfsim.cost.clock import (
@@ -48,7 +50,7 @@ from perfsim.cost.clock import (
     solve_clocks,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail
+from perfsim.plan.rows import Detail, any_row, where_one
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -72,7 +74,7 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True
         "memory": c["memory_j_per_byte"] * xp.per_second(hbm_bytes, seconds),
         "link": c["link_j_per_byte"] * xp.per_second(link_bytes, seconds),
     }
-    if vector_ops > 0 if xp is _Numbers else (np.asarray(vector_ops) > 0).any():
+    if vector_ops > 0 if xp is _Numbers else any_row(np.asarray(vector_ops) > 0):
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(np.asarray(vector_ops) > 0, per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
         share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
@@ -257,7 +259,7 @@ def board_cap(c):
     clock controller behind it: there the dynamic power is clipped at it (:func:`device_power`)
     and only a plan's cap lowers the clock."""
     cap = np.asarray(c["power_cap_w"], dtype=float)
-    return np.fmin(np.where(np.isnan(cap), np.inf, cap), np.where(not_clock_limited(c), np.inf, c["tdp_w"]))
+    return np.fmin(where_one(np.isnan(cap), np.inf, cap), where_one(not_clock_limited(c), np.inf, c["tdp_w"]))
 
 
 def not_clock_limited(c):
@@ -364,7 +366,7 @@ def _one_configuration(c, cap, spans, devices_per_pass):
     as :func:`solve_clock` holds it; a pass within it keeps clock 1 and its length. None where a
     value is an array, a pass does vector-engine work or a pass the cap binds on has a value that is
     not finite (the solve on arrays then)."""
-    if any(np.ndim(v) for s in spans for v in s):
+    if any(getattr(v, "ndim", 0) for s in spans for v in s):  # (numbers and NumPy values: np.ndim's answer)
         return None
     cap = float(cap)
     kept = [(np.float64(1.0), np.float64(s[0]), np.True_) for s in spans]  # the solve at the top clock
@@ -373,7 +375,7 @@ def _one_configuration(c, cap, spans, devices_per_pass):
     keys = ("idle_w", "active_w", "matrix_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte", "tdp_w",
             "min_clock_ghz", "clock_ghz", "voltage_floor")
     cols = {k: float(c[k]) for k in keys}
-    if not np.isfinite(list(cols.values())).all():
+    if not all(math.isfinite(v) for v in cols.values()):
         return None
     cols["main_kind"] = float(c.get("main_kind", _GPU))
     cols["host_gap_w"] = float(c.get("host_gap_w", np.nan))
@@ -408,7 +410,7 @@ def _passes_under_cap(c, cap, passes):
             full_s = np.asarray(span[0], dtype=float)
             d, uncapped = _top_clock(c, full_s, *work, gap_seconds=gap)
             binds = uncapped > cap * (1.0 + CAP_TOLERANCE)
-            if binds.any() or not binds.size:
+            if any_row(binds) or not binds.size:
                 spans[i] = clip_span(full_s, *span[1:])
                 problems.append(_clock_problem(c, cap, spans[i], d, uncapped, gap))
                 out.append(None)

@@ -15,6 +15,7 @@ from perfsim.cost.op_order import broadcast_shape, run_sums, sum_in_op_order, we
 from perfsim.cost.roofline import dequant_time, gemm_tiles, gemm_time, op_time
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
+from perfsim.plan.rows import any_row, where_one
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
 
@@ -70,10 +71,10 @@ def decode_fixed_time(c, op, stream_s=0.0):
     # (sequence, query head) (its query load, its share of the split-KV partials and their reduction)
     mla_unit = np.asarray(c.get("decode_attn_mla_unit_s", math.nan))
     mla = (np.asarray(c.get("kv_lora", 0.0)) > 0) & np.isfinite(mla_unit)
-    unit_s = np.where(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
+    unit_s = where_one(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
     units = np.where(mla, op.units * op.rows, op.units)
     per_unit = unit_s * units / np.maximum(c["units"], 1.0)
-    fixed = np.where(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
+    fixed = where_one(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
     extra = fixed + np.maximum(per_unit - stream_s, 0.0)
     return np.where(np.asarray(op.decode) > 0, extra, 0.0)
 
@@ -107,7 +108,7 @@ def prefill_fixed_time(c, op, *, backward=False):
 #: on a leading op axis (:func:`price`)
 _PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_memory_eff", "wide_gemm_max",
                    "gemm_stream_s", "walk_fixed_s", "walk_k_s", "block_gemm_eff", "attn_peak_ratio",
-                   "act_bytes", "w_bytes", "tile_m", "tile_n", "units", "hbm_bw", "dequant",
+                   "act_bytes", "w_bytes", "tile_m", "tile_n", "tile_reuse", "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
                    "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
                    "nvls_eff", "nvls_lat_s", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",
@@ -123,17 +124,17 @@ class _Setting:
     def __init__(self, c, backward, weight_grads):
         self.backward, self.weight_grads = backward, weight_grads
         self.systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
-        self.npu_rows = bool(self.systolic.any())
+        self.npu_rows = any_row(self.systolic)
         # engine busy times (and the memory time PIM in blocked mode waits for) where anyone reads them
-        self.engines = self.npu_rows or bool((np.asarray(c.get("has_pim", 0.0)) > 0).any())
+        self.engines = self.npu_rows or any_row(np.asarray(c.get("has_pim", 0.0)) > 0)
         self.launch = c["launch_s"]
         self.mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
-        self.dequantised = bool((np.asarray(c["dequant"]) > 0).any())  # (elsewhere a conversion time is 0 on every row)
+        self.dequantised = any_row(np.asarray(c["dequant"]) > 0)  # (elsewhere a conversion time is 0 on every row)
         # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
         # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
         self.skip_absent = not self.engines and bool(np.isfinite(c["hbm_bw"] * c["memory_max"]).all())
         # whether any row's engine walks K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
-        self.walks = bool((np.asarray(c.get("walk_k_s", 0.0)) > 0).any())
+        self.walks = any_row(np.asarray(c.get("walk_k_s", 0.0)) > 0)
         self.ceilings = None  # (dense GEMM ceiling, expert GEMM ceiling, expert memory share): :func:`_gemm_shapes`
 
 
@@ -153,7 +154,7 @@ def _gemm_shapes(c, op, x):
         ceiling, memory_eff, stream = x.ceilings[1], x.ceilings[2], 0.0
     else:  # (block-scale promotion: the engine's fp8 block-scaled kernels' share, runtime fp8_block_gemm_efficiency_on)
         ceiling, memory_eff, stream = x.ceilings[0], c["memory_max"], c.get("gemm_stream_s", 0.0)
-    if not (isinstance(op.wide, float) and op.wide <= 0.0) and (np.asarray(op.wide) > 0).any():  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
+    if not (isinstance(op.wide, float) and op.wide <= 0.0) and any_row(np.asarray(op.wide) > 0):  # run in 16 bits in an 8-bit recipe: the 16-bit rate and ceiling
         wide = np.asarray(op.wide) > 0
         ceiling = np.where(wide, c["wide_gemm_max"], ceiling)
         peak = np.where(wide, peak * c["attn_peak_ratio"], peak)
@@ -165,7 +166,7 @@ def _gemm_shapes(c, op, x):
         walk, per_k = 0.0, c.get("walk_k_s", 0.0)
         if not op.expert and x.walks:
             on = (np.asarray(op.wide) <= 0) & (per_k > 0)
-            walk = np.where(on, per_k, 0.0) if np.any(on) else 0.0
+            walk = np.where(on, per_k, 0.0) if any_row(on) else 0.0
         return [(op.m, op.n, op.k, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd,
                  walk)]
     shapes = [(op.m, op.k, op.n, op.groups, act, w_b16, act, ceiling, memory_eff, stream, peak, deq, False, op.m_sd)]  # input gradient
@@ -194,7 +195,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     t, tc, tm = gemm_time(m, n, k, groups=groups, peak_flops=peak, eff=eff, a_bytes=a_b, w_bytes=w_b,
                           out_bytes=o_b, launch_s=launch, dequant_s=serial_deq, bandwidth=c["hbm_bw"],
                           memory_eff=memory_eff, stream_s=stream)
-    if np.any(np.asarray(walk) > 0):
+    if any_row(np.asarray(walk) > 0):
         tiles = np.ceil(m / c["tile_m"]) * np.ceil(n / c["tile_n"]) * groups
         floor = launch + c["walk_fixed_s"] + walk * k
         t = np.where((t > 0) & (walk > 0) & (tiles <= c["units"]), np.maximum(t, floor), t)
@@ -407,7 +408,7 @@ def price_segments(c, segments, *, backward=False, weight_grads=True, weights=No
             elif isinstance(op, Comm):
                 size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
                 # no one to talk to, or nothing to send on any row: no time, no bytes
-                if not (np.asarray(op.ranks) > 1).any() or not (np.asarray(size) != 0.0).any():
+                if not any_row(np.asarray(op.ranks) > 1) or not any_row(np.asarray(size) != 0.0):
                     items.append((None, (op.name.startswith("ep_"),), ()))
                 else:
                     items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
@@ -450,7 +451,7 @@ def price_segments(c, segments, *, backward=False, weight_grads=True, weights=No
                         out["ep_communication_s"] = out["ep_communication_s"] + t
                 # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
                 elif not (cost is _gemm_cost and x.skip_absent
-                          and not (np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0).any()):
+                          and not any_row(np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0)):
                     for key, value in cost(c, x, *shared, *item).items():
                         out[key] = out[key] + value
     for out in outs:

@@ -10,7 +10,11 @@ Time of an op = max(compute time, memory time) + fixed overhead, where
   ``tile_m × tile_n`` tiles and partial tiles do full work) and **wave quantisation** (tiles run in
   waves of ``compute_units``; the last wave may leave units idle). Small M picks a shorter tile
   (16, 32, 64, … up to ``tile_m``), as cuBLAS/CUTLASS heuristics do, so a GEMV is not charged a
-  128-row tile — it becomes memory-bound on its weights instead (the small-M regime). When there are
+  128-row tile — it becomes memory-bound on its weights instead (the small-M regime). Where the device
+  states the operand reuse its SMs need (``gemm_tile.min_reuse``) the library's choice among CTA
+  tiles (64 x 128, 128 x 128, 128 x 256: :data:`_TILE_SHAPES`) is made too, each tile at the rate
+  its operand feed allows, so that one row past a tile boundary no longer costs a whole row of
+  128-row tiles. When there are
   too few tiles to fill the units the library **splits K** (CUTLASS ``GemmSplitKParallel``, cuBLASLt
   ``SPLITK_NUM``): each tile's K loop is cut into 2, 4, 8 or 16 slices run on separate units, whose
   fp32 partial sums are written and read back once more to be added; the split that finishes first
@@ -33,6 +37,8 @@ import math
 
 import numpy as np
 
+from perfsim.plan.rows import any_row
+
 _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 
 #: K splits a GEMM kernel may take (1 = none), and the bytes each extra slice moves per output
@@ -48,9 +54,32 @@ _PARTIAL_BYTES = 8.0
 _SPLITS = np.array(SPLIT_K[1:])  # the splits past none
 
 
+#: CTA tiles a GEMM library chooses from, as multiples of the device's ``tile_m x tile_n`` (128 x 128:
+#: 64 x 128, 128 x 128, 128 x 256), tiles the CUTLASS kernels of TensorRT-LLM offer on every NVIDIA
+#: architecture since sm80 (NVIDIA/TensorRT-LLM 0b53e94719f4bd566e9c75a7df32639a306dfec6,
+#: cpp/tensorrt_llm/kernels/cutlass_kernels/cutlass_heuristic.cpp: get_candidate_tiles (sm80: CtaShape
+#: 64x128 and 128x128; 128x256 among the int8 tiles), get_candidate_tiles_sm90 (CtaShape64x128,
+#: 128x128, 128x256 among others), get_candidate_configs_sm100 (the same three on one SM)); the library
+#: takes the one that finishes first (estimate_best_config_from_occupancies scores the candidates and
+#: split-K factors by the idle share of the last wave). 256 x 128 is left out: on NVIDIA's measured
+#: tables (tests/test_gemm_tiles.py) it never beats 128 x 256. The reference tile comes second: a
+#: device without ``reuse`` runs it alone.
+_TILE_SHAPES = np.array([[0.5, 1.0], [1.0, 1.0], [1.0, 2.0]])
+_REFERENCE = np.array([0.0, 1.0, 0.0])
+
+
 def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=None, balance=None, m_sd=0.0,
-                    tiles=None):
+                    tiles=None, reuse=0.0):
     """Fraction of peak a GEMM of output ``m × n`` (``groups`` independent ones) reaches.
+
+    Where the device states ``reuse`` the library picks its CTA tile among :data:`_TILE_SHAPES`:
+    a ``tm × tn`` tile loads ``tm + tn`` operand elements per step of K for ``tm tn`` products, so
+    its matrix engines run at ``min(1, (tm tn / (tm + tn)) / reuse)`` of their rate (``reuse``: the
+    products per loaded element the SM's operand feed sustains at full rate, hardware
+    ``gemm_tile.min_reuse``), times its own tile and wave quantisation and split-K; the fastest
+    candidate is taken. Small M shrinks each candidate's height as :func:`gemm_tiles` does. Grouped
+    GEMMs (``groups`` other than 1) keep the one ``tile_m × tile_n`` tile: TensorRT-LLM's grouped
+    candidates (get_candidate_tiles_sm90 with GROUPED_GEMM) are all 128 or 256 rows high.
 
     Parameters
     ----------
@@ -79,6 +108,8 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     tiles : tuple, optional
         :func:`gemm_tiles` of these ``m``, ``n``, ``tile_m``, ``tile_n`` and ``m_sd``, where the caller
         has them (taken here otherwise).
+    reuse : array_like, optional
+        The device's ``gemm_tile.min_reuse``; 0 (the default): the one ``tile_m × tile_n`` tile.
 
     Returns
     -------
@@ -94,31 +125,55 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     >>> float(gemm_efficiency(128, 2048, 1, 128, 128, 132, 0.8, k=8192, balance=330.0).round(3))
     0.414
     """
-    tiles_m, tiles_n, tile_eff, var_m = gemm_tiles(m, n, tile_m, tile_n, m_sd) if tiles is None else tiles
+    reuse = np.asarray(reuse, dtype=float)
+    # (grouped GEMMs keep the one tile: the libraries' grouped kernels offer no 64-row tile)
+    chooses = (reuse > 0) & (np.asarray(groups) == 1)
+    one = None
+    spread_rows = any_row(np.asarray(m_sd) > 0)
+    if not any_row(chooses) or spread_rows:
+        one = _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, balance,
+                               gemm_tiles(m, n, tile_m, tile_n, m_sd) if tiles is None else tiles, m_sd)
+        if not any_row(chooses):
+            return one
+    # the candidate tiles on a leading axis, in front of the GEMMs' axes (and the splits' in front of it)
+    lead = (-1,) + (1,) * max(getattr(v, "ndim", 0) for v in (m, n, groups, tile_m, tile_n, compute_units, gemm_max,
+                                                               k, balance, reuse))
+    tm = np.asarray(tile_m, dtype=float) * _TILE_SHAPES[:, 0].reshape(lead)
+    tn = np.asarray(tile_n, dtype=float) * _TILE_SHAPES[:, 1].reshape(lead)
+    feed = np.where(chooses, np.minimum(1.0, tm * tn / (tm + tn) / np.maximum(reuse, 1e-300)), _REFERENCE.reshape(lead))
+    best = _tile_efficiency(m, n, groups, tm, tn, compute_units, gemm_max * feed, k, balance,
+                            gemm_tiles(m, n, tm, tn)).max(axis=0)
+    # (rows whose groups' rows spread take the one tile's expected waves)
+    return best if one is None else np.where(chooses, best, one)
+
+
+def _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, balance, tiles, m_sd=0.0):
+    """:func:`gemm_efficiency` of one tile per element (``tiles``: its :func:`gemm_tiles`)."""
+    tiles_m, tiles_n, tile_eff, var_m = tiles
     tiles = tiles_m * tiles_n * groups
-    base = gemm_max * tile_eff
+    # the useful share of the units' slots: base x tiles (split tiles) over the waves' slots
+    base = gemm_max * tile_eff / compute_units
     # rows spread over the groups: the tiles' total is random too, and so are its waves (their mean)
     # (rows of tiles: a whole number, tiles_n tiles each, cut into waves of compute_units tiles)
-    spread = np.sqrt(np.maximum(groups, 0.0) * var_m) if np.any(np.asarray(m_sd) > 0) else None
+    spread = np.sqrt(np.maximum(groups, 0.0) * var_m) if any_row(np.asarray(m_sd) > 0) else None
 
     def waves_eff(split):
         units = tiles * split
         waves = np.ceil(units / compute_units) if spread is None else \
             expected_tiles(tiles_m * groups, spread, compute_units / (tiles_n * split))
         # no tiles (zero groups: an expert GEMM in a dense model's row): no work, efficiency 0
-        return base * np.divide(units, waves * compute_units, out=np.zeros(np.broadcast(units, waves).shape),
-                                where=waves > 0)
+        eff = base * units
+        return np.divide(eff, waves, out=np.zeros(np.shape(eff)), where=waves > 0)
 
-    best = np.maximum(0.0, waves_eff(SPLIT_K[0]))
+    best = waves_eff(SPLIT_K[0])
     if k is None:
         return best
-    depth = np.maximum(np.asarray(k, dtype=float), 1.0)
-    # the splits on a leading axis, in front of every axis of the GEMMs and the rows
-    splits = _SPLITS.reshape((-1,) + (1,) * max(best.ndim, depth.ndim, np.ndim(balance)))
-    eff = waves_eff(splits)
     # reduction time over compute time: (s - 1) m n B / bw  /  (2 m n k / (peak eff))
-    eff = eff / (1.0 + (splits - 1.0) * _PARTIAL_BYTES / 2.0 * balance * eff / depth)
-    return np.maximum(best, eff.max(axis=0))
+    cost = _PARTIAL_BYTES / 2.0 * balance / np.maximum(np.asarray(k, dtype=float), 1.0)
+    # the splits on a leading axis, in front of every other axis
+    splits = _SPLITS.reshape((-1,) + (1,) * max(np.ndim(best), np.ndim(cost)))
+    eff = waves_eff(splits)
+    return np.maximum(best, (eff / (1.0 + (splits - 1.0) * cost * eff)).max(axis=0))
 
 
 #: standard normal distribution function on a grid (|z| <= 9 holds all but 1e-18 of the mass)
@@ -138,7 +193,7 @@ def tile_moments(m, sd, tile):
     is 0. Vectorised."""
     m, sd, tile = (np.asarray(v, dtype=float) for v in (m, sd, tile))
     exact = np.ceil(m / tile)
-    if not (sd > 0).any():
+    if not any_row(sd > 0):
         return exact, np.zeros(np.broadcast(m, sd, tile).shape)
     z = (m - 0.5) / tile
     s = np.where(sd > 0, sd / tile, 1.0)
@@ -179,7 +234,7 @@ def gemm_tiles(m, n, tile_m, tile_n, m_sd=0.0):
     """
     safe_m = np.maximum(np.asarray(m, dtype=float), 1.0)
     tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
-    tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if np.any(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
+    tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if any_row(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
     tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
     return tiles_m, tiles_n, (safe_m * n) / (tiles_m * tm * tiles_n * tile_n), var_m
 

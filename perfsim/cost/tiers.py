@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.plan.rows import any_row
+
 
 def devices_on_node(c):
     """Devices of one node a run uses: they share the node's NVMe, host memory and CPUs."""
@@ -40,7 +42,7 @@ def duration(amount, rate):
     the plan's feasibility checks name the missing tier."""
     amount = np.asarray(amount, dtype=float)
     rate = np.asarray(rate, dtype=float)
-    if not (amount > 0).any():  # nothing moves on any row (most plans, most streams)
+    if not any_row(amount > 0):  # nothing moves on any row (most plans, most streams)
         return np.zeros(np.broadcast(amount, rate).shape)
     t = np.where(rate > 0, amount / np.where(rate > 0, rate, 1.0), np.nan)
     return np.where(amount > 0, t, 0.0)

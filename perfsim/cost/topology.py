@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost.collectives import bus_factor, collective_time, custom_all_reduce_time, ring_steps
+from perfsim.plan.rows import any_row, where_one
 
 
 def scaleup_domain(c):
     """Devices one scale-up fabric joins: the node's, or a larger domain (a TPU slice's ICI torus, an
     NVL72 rack) where the spec states ``node.scaleup.domain_devices``."""
     domain = c.get("scaleup_domain", 0.0)  # absent in hand-made column sets: the node
-    return np.where(np.asarray(domain) > 0, domain, c["devices_per_node"])
+    return where_one(np.asarray(domain) > 0, domain, c["devices_per_node"])
 
 
 def _torus_axes(c, ranks):
@@ -46,7 +47,7 @@ def torus_share(c, ranks):
     runs its bidirectional rings over those ``m`` only: ``m / k`` of the bandwidth (Austin et al.,
     "How to Scale Your Model", part 3: an all-gather over several axes runs on all their links at once).
     """
-    if not (np.asarray(c.get("torus_dims", 0.0)) > 0).any():  # a switched fabric on every row
+    if not any_row(np.asarray(c.get("torus_dims", 0.0)) > 0):  # a switched fabric on every row
         return 1.0
     dims, k, spanned = _torus_axes(c, ranks)
     return np.where(dims > 0, spanned / k, 1.0)
@@ -70,7 +71,7 @@ def torus_hops(c, op, ranks):
     ranks = np.asarray(ranks, dtype=float)
     ring = ring_steps(op, ranks)
     dims, _, spanned = _torus_axes(c, ranks)
-    if not (dims > 0).any() or op == "send_recv":
+    if not any_row(dims > 0) or op == "send_recv":
         return ring
     per_axis = np.maximum(ranks, 1.0) ** (1.0 / spanned)
     hops = spanned * np.ceil(per_axis / 2.0 - 1e-9)
@@ -103,7 +104,7 @@ def nic_bytes(c, op, size, ranks, stride=1.0):
     """
     ranks, group, per_node, nodes = _layout(c, ranks, stride)
     size = np.asarray(size, dtype=float)
-    if not (nodes > 1).any():  # every group inside one node
+    if not any_row(nodes > 1):  # every group inside one node
         return np.zeros(np.broadcast(nodes, size).shape)
     if op == "send_recv":
         sent = size + 0.0 * ranks
@@ -134,12 +135,12 @@ def engine_all_reduce(c, size, ranks, stride=1.0):
     """
     ranks = np.asarray(ranks, dtype=float)
     size = np.asarray(size, dtype=float)
-    limit = np.where(ranks == 2, c.get("custom_ar_max_tp2", 0.0), c.get("custom_ar_max", 0.0))
+    limit = where_one(ranks == 2, c.get("custom_ar_max_tp2", 0.0), c.get("custom_ar_max", 0.0))
     latency, eff = np.asarray(c.get("custom_ar_lat_s", np.nan)), np.asarray(c.get("custom_ar_eff", np.nan))
     on_node = ranks <= np.floor(np.asarray(c["devices_per_node"]) / np.maximum(stride, 1.0))
     applies = ((ranks >= 2) & (ranks <= 8) & (ranks % 2 == 0) & on_node & (size < limit)
                & np.isfinite(latency) & np.isfinite(eff))
-    if not applies.any():
+    if not any_row(applies):
         return applies, 0.0
     t = custom_all_reduce_time(size, ranks, bandwidth=c["scaleup_bw"], efficiency=np.where(applies, eff, 1.0),
                                latency_s=np.where(applies, latency, 0.0))
@@ -149,7 +150,7 @@ def engine_all_reduce(c, size, ranks, stride=1.0):
 def _engine_kernel(c) -> bool:
     """Whether the runtime gives its own all-reduce kernel on some row (finite ``custom_ar_lat_s`` and
     ``custom_ar_eff``): where none does, :func:`engine_all_reduce` applies nowhere."""
-    return bool((np.isfinite(c.get("custom_ar_lat_s", np.nan)) & np.isfinite(c.get("custom_ar_eff", np.nan))).any())
+    return any_row(np.isfinite(c.get("custom_ar_lat_s", np.nan)) & np.isfinite(c.get("custom_ar_eff", np.nan)))
 
 
 def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
@@ -176,7 +177,7 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     if op != "all_reduce" or algorithm != "auto" or not _engine_kernel(c):
         return t
     applies, engine = engine_all_reduce(c, size, ranks, stride)
-    return np.where(applies, engine, t) if applies.any() else t
+    return np.where(applies, engine, t) if any_row(applies) else t
 
 
 def _library_collective(c, op, size, ranks, algorithm, stride):
@@ -185,17 +186,17 @@ def _library_collective(c, op, size, ranks, algorithm, stride):
     stride = np.maximum(stride, 1.0)
     per_package = np.minimum(np.maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
-    up_bw = np.where(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
+    up_bw = where_one(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
     up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
               ll_latency_s=c["scaleup_ll_s"])
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
                ll_latency_s=c["scaleout_ll_s"])
     base = c.get("scaleup_base_s", 0.0)  # absent in hand-made column sets: none
-    torus = (np.asarray(c.get("torus_dims", 0.0)) > 0).any()
+    torus = any_row(np.asarray(c.get("torus_dims", 0.0)) > 0)
     steps = torus_hops(c, op, ranks) if torus else None  # a switched fabric: the ring's steps
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], base_latency_s=base, algorithm=algorithm,
                              nvls_latency_s=c.get("nvls_lat_s"), steps=steps, **up)
-    if not (nodes > 1).any():  # every group inside one node: the price across nodes is not read
+    if not any_row(nodes > 1):  # every group inside one node: the price across nodes is not read
         return np.where(nodes > 1, 0.0, inside)
     nic = c["scaleout_bw"] * c["scaleout_eff"]
     fabric = c["scaleup_bw"] * c["scaleup_eff"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.plan.rows import where_one
+
 
 def attention_params(c):
     """Weights of one attention block (projections, MLA norms, biases)."""
@@ -18,10 +20,10 @@ def attention_params(c):
     standard = standard + c["attn_bias"] * ((heads + 2.0 * kv) * hd + h)
     qk = c["qk_nope"] + c["qk_rope"]
     q_lora = c["q_lora"]
-    q_part = np.where(q_lora > 0, h * q_lora + q_lora * heads * qk + q_lora, h * heads * qk)
+    q_part = where_one(q_lora > 0, h * q_lora + q_lora * heads * qk + q_lora, h * heads * qk)
     mla = (q_part + h * (c["kv_lora"] + c["qk_rope"]) + c["kv_lora"]
            + c["kv_lora"] * heads * (c["qk_nope"] + c["v_head_dim"]) + heads * c["v_head_dim"] * h)
-    return np.where(c["kv_lora"] > 0, mla, standard)
+    return where_one(c["kv_lora"] > 0, mla, standard)
 
 
 def dense_mlp_params(c, width=None):
@@ -121,7 +123,7 @@ def stage_params_per_device(c, stage=None):
     stages; by default the busiest one: both ends when ``pp == 1``, else the larger of them."""
     embedding, head = embedding_params(c), head_params(c)
     if stage is None:
-        ends = np.where(c["pp"] > 1, np.maximum(embedding, head), embedding + head)
+        ends = where_one(c["pp"] > 1, np.maximum(embedding, head), embedding + head)
     else:
         ends = np.where(stage == 0, embedding, 0.0) + np.where(stage == c["pp"] - 1, head, 0.0)
     replicated, experts = layer_params_per_device(c)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.graph.params import expert_tp
+from perfsim.plan.rows import any_row, where_one
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def kv_bytes_per_token(c):
     """KV-cache bytes per token per layer per device (MLA caches its latent, replicated over TP)."""
     standard = 2.0 * kv_heads_per_device(c) * c["head_dim"]
     latent = c["kv_lora"] + c["qk_rope"]
-    return np.where(c["kv_lora"] > 0, latent, standard) * c["kv_bytes"]
+    return where_one(c["kv_lora"] > 0, latent, standard) * c["kv_bytes"]
 
 
 def kv_bytes_per_device_token(c):
@@ -131,10 +132,10 @@ def attention_ops(c, p: Pass):
     mla = c["kv_lora"] > 0
     qk = c["qk_nope"] + c["qk_rope"]
     # standard MHA/GQA/MQA: fused QKV (column-parallel) and output (row-parallel) projections
-    qkv_n = np.where(mla, 0.0, (heads_dev + 2.0 * kv_dev) * hd)
-    o_k = np.where(mla, heads_dev * c["v_head_dim"], heads_dev * hd)
+    qkv_n = where_one(mla, 0.0, (heads_dev + 2.0 * kv_dev) * hd)
+    o_k = where_one(mla, heads_dev * c["v_head_dim"], heads_dev * hd)
     # MLA: down-projections are replicated, up-projections column-parallel
-    q_lora = np.where(mla, c["q_lora"], 0.0)
+    q_lora = where_one(mla, c["q_lora"], 0.0)
     # MLA decode runs in the absorbed form (below): kv_up's two halves become per-head batched
     # GEMMs with a small inner dimension, one group per head (q_nope x W^UK: [tokens, qk_nope] x
     # [qk_nope, kv_lora]; latent output x W^UV: [tokens, kv_lora] x [kv_lora, v_head_dim]), the
@@ -144,11 +145,11 @@ def attention_ops(c, p: Pass):
     per_head = np.where(absorbed, heads_dev, 1.0)
     ops = [
         Gemm("qkv_proj", T, qkv_n, h, normed=True),
-        Gemm("q_down", T, q_lora, np.where(mla, h, 0.0)),
-        Gemm("q_up", T, np.where(mla, heads_dev * qk, 0.0), np.where(q_lora > 0, q_lora, h)),
-        Gemm("kv_down", T, np.where(mla, c["kv_lora"] + c["qk_rope"], 0.0), np.where(mla, h, 0.0)),
-        Gemm("kv_up", T, np.where(mla & ~absorbed, heads_dev * (c["qk_nope"] + c["v_head_dim"]), 0.0),
-             np.where(mla, c["kv_lora"], 0.0)),
+        Gemm("q_down", T, q_lora, where_one(mla, h, 0.0)),
+        Gemm("q_up", T, where_one(mla, heads_dev * qk, 0.0), where_one(q_lora > 0, q_lora, h)),
+        Gemm("kv_down", T, where_one(mla, c["kv_lora"] + c["qk_rope"], 0.0), where_one(mla, h, 0.0)),
+        Gemm("kv_up", T, where_one(mla & ~absorbed, heads_dev * (c["qk_nope"] + c["v_head_dim"]), 0.0),
+             where_one(mla, c["kv_lora"], 0.0)),
         Gemm("q_absorb", T, np.where(absorbed, c["kv_lora"], 0.0), c["qk_nope"], groups=per_head),
         Gemm("v_absorb", T, np.where(absorbed, c["v_head_dim"], 0.0), c["kv_lora"], groups=per_head),
     ]
@@ -162,8 +163,8 @@ def attention_ops(c, p: Pass):
     # over the latent cache, then v_b_proj; FlashMLA's decode kernel, head dims 576/512). The
     # per-head products with W^UK and W^UV are the q_absorb / v_absorb batched GEMMs above.
     # Prefill (causal) decompresses the keys and values and attends with qk_nope + qk_rope / v_head_dim.
-    qk_dim = np.where(absorbed, c["kv_lora"] + c["qk_rope"], np.where(mla, qk, hd))
-    v_dim = np.where(absorbed, c["kv_lora"], np.where(mla, c["v_head_dim"], hd))
+    qk_dim = where_one(absorbed, c["kv_lora"] + c["qk_rope"], where_one(mla, qk, hd))
+    v_dim = where_one(absorbed, c["kv_lora"], where_one(mla, c["v_head_dim"], hd))
     flops = 2.0 * p.seqs * p.q_len * kv_eff * heads_dev * (qk_dim + v_dim)
     flops = flops * np.where(c["flash"] > 0, 1.0, np.where(p.causal > 0, 2.0 * p.kv_len / (p.kv_len + 1.0), 1.0))
     act = c["act_bytes"]
@@ -217,7 +218,7 @@ def ring_merge(c, p: Pass, qk_dim, v_dim):
     The log-sum-exp rows (one value per query and head, 1/head_dim of ``O``) are left out. 0 without
     ring context parallelism."""
     ring = (p.causal > 0) & (p.causal < 1.0) & (c["flash"] > 0)
-    if not np.any(ring):  # no row runs a ring: the op moves nothing (each term below is 0 on every row)
+    if not any_row(ring):  # no row runs a ring: the op moves nothing (each term below is 0 on every row)
         return Elementwise("cp_ring_merge", 0.0, 0.0, backward_bytes=0.0, backward_kernels=0.0)
     heads_dev, kv_dev, act, T = c["heads"] / c["tp"], kv_heads_per_device(c), c["act_bytes"], p.tokens
     q = T * heads_dev * qk_dim * act
@@ -413,7 +414,7 @@ def layer_elementwise(c, p: Pass, moe: bool):
     tp, h, act = c["tp"], c["hidden"], c["act_bytes"]
     T = p.tokens
     norms = 2.0 - c["parallel_block"]
-    width = np.where(c["kv_lora"] > 0, c["heads"] * (c["qk_nope"] + c["qk_rope"]), (c["heads"] + c["kv_heads"]) * c["head_dim"])
+    width = where_one(c["kv_lora"] > 0, c["heads"] * (c["qk_nope"] + c["qk_rope"]), (c["heads"] + c["kv_heads"]) * c["head_dim"])
     ffn = (c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) if moe else c["ffn"]
     moved = T * act * (norms * 2.0 * h + 2.0 * 3.0 * h + (2.0 + c["gated"]) * ffn / tp + 2.0 * width / tp) \
         * c["elementwise_traffic"]
@@ -444,7 +445,7 @@ def fp8_cast_ops(c, ops):
     a, q, t = c["act_bytes"], c["compute_bytes"], c.get("fp8_transpose", 1.0)
     on = (q < a) & (c["train"] > 0)
     fused = c.get("fp8_norm_cast", 0.0) > 0
-    if not np.any(on):  # no row quantises: the op moves nothing (each term below is 0 on every row)
+    if not any_row(on):  # no row quantises: the op moves nothing (each term below is 0 on every row)
         return Elementwise("fp8_cast", 0.0, 0.0, backward_bytes=0.0, backward_kernels=0.0)
     per_step = np.where(c.get("fp8_weight_cache", 0.0) > 0,
                         c.get("dp", 1.0) * c.get("micro_batch", 1.0) / np.maximum(c.get("global_batch", 1.0), 1.0), 1.0)
@@ -482,7 +483,7 @@ def lm_head_ops(c, p: Pass):
     kernels over the rank's logits (runtime ``loss_*_bytes_per_logit``) (last pipeline stage)."""
     h, tp, act = c["hidden"], c["tp"], c["act_bytes"]
     # an engine whose 8-bit recipe covers the transformer layers only runs the LM head in 16 bits
-    wide = np.where(c["compute_bytes"] < act, c.get("lm_head_wide", 0.0), 0.0)
+    wide = where_one(c["compute_bytes"] < act, c.get("lm_head_wide", 0.0), 0.0)
     head = Gemm("lm_head", p.logits_tokens, c["vocab"] / tp, h, wide=wide)
     train = c["train"] > 0
     logits = p.logits_tokens * c["vocab"] / tp * train

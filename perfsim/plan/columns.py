@@ -28,6 +28,7 @@ from perfsim.specs.units import GIB
 # hardware flat field -> column name, scale to SI
 _HW = {
     "compute_units": ("units", 1.0), "gemm_tile_m": ("tile_m", 1.0), "gemm_tile_n": ("tile_n", 1.0),
+    "gemm_tile_min_reuse": ("tile_reuse", 1.0),
     "hbm_bandwidth_gb_s": ("hbm_bw", 1e9), "hbm_capacity_gib": ("capacity_bytes", GIB),
     "kernel_launch_us": ("device_launch_s", 1e-6), "memory_max": ("memory_max", 1.0),
     "gemm_stream_latency_us": ("gemm_stream_s", 1e-6),
@@ -139,13 +140,20 @@ def build(grid) -> dict:
 
     The columns of a grid of one configuration are kept (:data:`_ONE_ROW`) and handed out again
     while its model, hardware and runtime specs are unchanged (a spec file edited on disk is read
-    again, and then so are the columns): a new dict each time, of read-only arrays. Those of the
+    again, and then so are the columns): a new dict each time, of NumPy numbers (:func:`_numbers`). Those of the
     specs alone are kept so for any grid whose spec arguments have one value each (:data:`_SPEC_PART`).
     """
     key = _row_key(grid)
     if key is None:
         return _build(grid)
-    return _kept(_ONE_ROW, key, _specs(grid), lambda: _build(grid))
+    return _kept(_ONE_ROW, key, _specs(grid), lambda: _numbers(_build(grid)))
+
+
+def _numbers(c: dict) -> dict:
+    """The columns of one configuration with each array of no dimension as the NumPy number it holds
+    (the same value and type; NumPy's arithmetic on a number takes a fraction of the time it takes on
+    an array of no dimension)."""
+    return {k: v[()] if v.__class__ is np.ndarray and not v.ndim else v for k, v in c.items()}
 
 
 def _kept(memo, key, specs, build) -> dict:

@@ -8,6 +8,42 @@ import math
 
 import numpy as np
 
+#: the classes of one truth value or number, whose truth Python reads without a NumPy call
+_ONE = (bool, np.bool_, float, int, np.float64)
+
+
+def any_row(mask) -> bool:
+    """Whether ``mask`` holds on some row: ``np.any(mask)``, with the truth of one value (a Python or
+    NumPy bool or number, as a single configuration's comparisons give) read without a NumPy call
+    (``np.any`` of a NumPy scalar takes a microsecond or more; the cost models ask it many times).
+
+    >>> any_row(np.array([0.0, 2.0]) > 1), any_row(np.float64(2.0) > 3), any_row(np.array(1.0) > 0)
+    (True, False, True)
+    """
+    if mask.__class__ is np.ndarray:
+        return bool(mask.any())
+    if mask.__class__ in _ONE:
+        return bool(mask)
+    return bool(np.any(mask))
+
+
+#: the classes of a truth value and of a number that :func:`where_one` picks between without NumPy
+_TRUTHS = (bool, np.bool_)
+_FLOATS = (float, np.float64)
+
+
+def where_one(condition, a, b):
+    """``np.where(condition, a, b)``; where each is one value (a Python or NumPy bool, and Python or NumPy
+    floats, as one configuration's columns give them), the one it picks as a NumPy float without a
+    NumPy call (the same value; ``np.where`` of numbers takes over a microsecond).
+
+    >>> where_one(np.float64(2.0) > 1, 3.0, np.float64(4.0)), where_one(np.array([True, False]), 1.0, 0.0)
+    (np.float64(3.0), array([1., 0.]))
+    """
+    if condition.__class__ in _TRUTHS and a.__class__ in _FLOATS and b.__class__ in _FLOATS:
+        return np.float64(a if condition else b)
+    return np.where(condition, a, b)
+
 
 def value_at(value, i) -> float:
     """``value`` at row ``i``: a scalar, a 1-D array indexed by a row number, or an array laid out

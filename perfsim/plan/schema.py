@@ -71,6 +71,7 @@ COLUMNS = (
     _C("units", "1", "compute units (SMs / CUs / TensorCores): waves of GEMM tiles"),
     _C("tile_m", "1", "GEMM output tile rows per compute unit (tile and wave quantisation)"),
     _C("tile_n", "1", "GEMM output tile columns per compute unit"),
+    _C("tile_reuse", "1", "operand reuse a GEMM tile needs to run at full rate (0: the one tile_m x tile_n tile)"),
     _C("hbm_bw", "B/s", "peak device-memory bandwidth (what-if hbm_bandwidth_gb_s)"),
     _C("capacity_bytes", "B", "device-memory capacity (what-if hbm_capacity_gib)"),
     _C("device_launch_s", "s", "the device's fixed cost per kernel (launch + ramp)"),
@@ -151,7 +152,8 @@ COLUMNS = (
     _C("place_wrong_kind", "bool", "place names the main device by another kind than the hardware's"),
     # --- runtime profile (RuntimeSpec.columns, resolved per mode and family in build) -------------
     _C("step_overhead_s", "s", "engine's host overhead per step / iteration"),
-    _C("host_per_seq_s", "s", "engine's host time per sequence of an inference iteration, not hidden by the device"),
+    _C("host_per_seq_s", "s", "engine's host time per sequence of an inference iteration (serial but for host_overlap)"),
+    _C("host_overlap", "1", "share of an inference iteration's host time the engine runs under the device's kernels"),
     _C("max_num_seqs", "1", "engine's default limit on sequences per serving iteration (NaN: none given)"),
     _C("max_num_batched_tokens", "1", "engine's default token budget per serving iteration (NaN: none given)"),
     _C("runtime_launch_us", "us", "engine's kernel launch cost in microseconds (-1: the device's own)"),
@@ -230,6 +232,7 @@ COLUMNS = (
     _C("kv_store_bw", "B/s", "rate the engine stores the KV cache into host memory (0: at the link's)"),
     _C("dequant_pass_bytes", "B", "device-memory bytes per weight of a separate dequantisation pass (0: fused)"),
     _C("hidden_store_bw", "B/s", "rate the engine stores offloaded hidden states (0: at the link's)"),
+    _C("nvme_relay", "bool", "NVMe reads finish in a host relay buffer before their device copy starts"),
     _C("block_schedule", "bool", "offloaded batch runs as GPU batches of a block (FlexGen zig-zag)"),
     # --- offload placement (plan/offload.py): the device keeps the rest --------------------------
     _C("w_frac_cpu", "1", "share of the weights in host memory"),

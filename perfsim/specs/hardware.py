@@ -26,7 +26,7 @@ _SCHEMA = {
         "compute": {"peak_tflops": S.NumMap(COMPUTE_DTYPES), "vector_tflops": S.NumMap(COMPUTE_DTYPES)},
         "architecture": {"family": S.STR, "compute_units": S.INT, "clock_ghz": S.NUM, "min_clock_ghz": S.NUM,
                          "l2_cache_mib": S.NUM, "sram_per_unit_kib": S.NUM},
-        "gemm_tile": {"m": S.INT, "n": S.INT},
+        "gemm_tile": {"m": S.INT, "n": S.INT, "min_reuse": S.NUM},
         "memory": {"hbm": {"capacity_gib": S.NUM, "bandwidth_gb_s": S.NUM, "name": S.STR}},
         "kernel_launch_us": {"value": S.NUM},
         "efficiency": {"gemm_max": S.NUM, "memory_max": S.NUM, "attention_max": S.NUM,
@@ -71,6 +71,7 @@ _FIELDS = {
     "device.architecture.l2_cache_mib": "l2_cache_mib",
     "device.gemm_tile.m": "gemm_tile_m",
     "device.gemm_tile.n": "gemm_tile_n",
+    "device.gemm_tile.min_reuse": "gemm_tile_min_reuse",
     "device.memory.hbm.capacity_gib": "hbm_capacity_gib",
     "device.memory.hbm.bandwidth_gb_s": "hbm_bandwidth_gb_s",
     "device.kernel_launch_us.value": "kernel_launch_us",
@@ -129,7 +130,8 @@ _REQUIRED = (
 
 #: values used when an optional key is absent (physical neutral choices, not device numbers)
 _OPTIONAL_DEFAULTS = {
-    "clock_ghz": 1.0, "l2_cache_mib": 0.0, "gemm_tile_m": 128, "gemm_tile_n": 128, "kernel_launch_us": 0.0,
+    "clock_ghz": 1.0, "l2_cache_mib": 0.0, "gemm_tile_m": 128, "gemm_tile_n": 128, "gemm_tile_min_reuse": 0.0,
+    "kernel_launch_us": 0.0,
     "idle_w": 0.0, "package_devices": 1, "package_gb_s": 0.0, "scaleup_gb_s": 0.0, "scaleup_latency_us": 0.0, "scaleup_efficiency": 1.0, "scaleup_ll_latency_us": 0.0,
     "scaleup_base_latency_us": 0.0, "scaleup_nvls_efficiency": 0.0, "scaleup_nvls_latency_us": 0.0,
     "host_link_gb_s": 0.0,

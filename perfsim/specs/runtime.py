@@ -35,6 +35,7 @@ _SCHEMA = {
     "cpu_attention_compute_bytes": S.NUM,
     "loss_bytes_per_logit": S.NUM, "loss_forward_bytes_per_logit": S.NUM, "loss_backward_bytes_per_logit": S.NUM,
     "loss_forward_kernels": S.NUM, "loss_backward_kernels": S.NUM, "host_per_seq_us": S.NUM, "max_num_seqs": S.NUM,
+    "host_overlap": S.NUM,
     "max_num_batched_tokens": S.NUM, "max_num_seqs_on": S.NumMap(FAMILIES),
     "max_num_batched_tokens_on": S.NumMap(FAMILIES),
     "moe_gemm_efficiency_on": S.NumMap(FAMILIES), "moe_memory_efficiency_on": S.NumMap(FAMILIES),
@@ -43,7 +44,7 @@ _SCHEMA = {
     "param_gathers_per_layer": S.NUM, "default_sp": S.BOOL, "grad_bucket_params": S.NUM, "grad_bucket_params_per_rank": S.NUM,
     "param_gather_reuse_params": S.NUM, "gather_rank_copies": S.BOOL,
     "decode_offload_prefetch": S.NUM, "kv_cache_pinned": S.BOOL, "kv_store_gb_s": S.NUM, "hidden_store_gb_s": S.NUM,
-    "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL,
+    "dequant_pass_bytes": S.NUM, "driver_staging": S.BOOL, "nvme_relay": S.BOOL,
     "decode_attention_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_unit_us_on": S.NumMap(FAMILIES),
     "decode_attention_fp8_fixed_us_on": S.NumMap(FAMILIES), "decode_attention_fp8_unit_us_on": S.NumMap(FAMILIES),
     "prefill_attention_fixed_us_on": S.NumMap(FAMILIES), "prefill_attention_tile_us_on": S.NumMap(FAMILIES),
@@ -62,7 +63,7 @@ _SCHEMA = {
 _REQUIRED = ("name", "description", "mode", "step_overhead_ms", "kernels_per_layer", "attention",
              "attention_efficiency", "grad_reduce_bytes", "dp_overlap", "tp_overlap", "dropout", "fragmentation")
 _FRACTIONS = ("attention_efficiency", "dp_overlap", "tp_overlap", "fragmentation", "selective_recompute_matmuls",
-              "offload_prefetch", "decode_offload_prefetch")
+              "offload_prefetch", "decode_offload_prefetch", "host_overlap")
 
 #: where an engine attends over an offloaded KV cache: on the device (the cache is loaded every
 #: step), on the host CPU (in place), or whichever is faster for the plan
@@ -114,6 +115,9 @@ class RuntimeSpec:
             # host time per sequence of an iteration the device does not hide (scheduling, input
             # preparation, sampling bookkeeping and output processing in Python, per request)
             "host_per_seq_s": v.get("host_per_seq_us", 0.0) * 1e-6,
+            # the share of that host time (and of the step overhead) the engine runs while the
+            # device executes the previous iteration's kernels (perfsim.cost.host)
+            "host_overlap": v.get("host_overlap", 0.0),
             # the engine's own serving limits: sequences per iteration and tokens per iteration
             # (NaN where the profile gives none: the serving simulator's own defaults apply), and
             # per architecture family where the engine sets them by device (resolved in build)
@@ -244,6 +248,8 @@ class RuntimeSpec:
             # tensor.to(device)), or by the engine's own multi-threaded copies into pinned buffers
             "driver_staging": 1.0 if v.get("driver_staging", True) else 0.0,
             "hidden_store_bw": v.get("hidden_store_gb_s", 0.0) * 1e9,
+            # NVMe reads land in a relay buffer before their copy to the device starts (no overlap)
+            "nvme_relay": 1.0 if v.get("nvme_relay", False) else 0.0,
             # weight-only quantisation expanded to 16 bits by a pass of its own (0: fused in the GEMM)
             "dequant_pass_bytes": v.get("dequant_pass_bytes", 0.0),
             # host attention that copies grouped KV heads out to every query head (repeat_kv)

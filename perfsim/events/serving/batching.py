@@ -367,13 +367,16 @@ class Batching(Instance):
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
-                            j, lo, hi, x0, dx = axis.cell(context)
-                        w = (context - x0) / dx
-                        k = j + n * width
-                        dur = base[n] + (table[k] + w * slope[k])
-                        if clear is not None and not (clear[k] and 0.0 <= w <= 1.0 and dur):
-                            dur = decode_step(n, context)  # (the power cap may slow it)
+                        if base is None:  # (each priced on its own)
+                            dur = decode_step(n, context)
+                        else:
+                            if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
+                                j, lo, hi, x0, dx = axis.cell(context)
+                            w = (context - x0) / dx
+                            k = j + n * width
+                            dur = base[n] + (table[k] + w * slope[k])
+                            if clear is not None and not (clear[k] and 0.0 <= w <= 1.0 and dur):
+                                dur = decode_step(n, context)  # (the power cap may slow it)
                         if d_rows == d_room:
                             d_room = grow(self.rec.decode)
                         row_start[d_rows] = t

@@ -1,32 +1,30 @@
 """Cost of one serving iteration, tabulated once from the vectorised cost model.
 
-The serving simulator never prices an operation itself. An iteration that runs ``T`` tokens
-(``n_dec`` decodes with mean context ``k`` and ``n_pre`` prefill pieces) costs, by the
-separability of :func:`perfsim.analytical.inference.forward_time`,
+The serving simulator never prices an operation itself. An iteration that runs ``T`` tokens (``n_dec`` decodes with mean
+context ``k`` and ``n_pre`` prefill pieces) costs, by the separability of
+:func:`perfsim.analytical.inference.forward_time`,
 
     host(n_dec + n_pre) + linear(T) + head(logits) + decode_attention(n_dec, k) + prefill_attention(n_pre, p)
 
-where ``host`` is the engine's host time the device does not hide (``step_overhead_s`` per iteration
-plus ``host_per_seq_s`` per sequence it serves), ``linear`` is everything that depends only on the token count (projections, MLPs, norms,
-collectives, embedding, pipeline hand-offs), ``head`` the LM head over the sequences that sample a
-token, and the two attention terms come from :func:`~perfsim.analytical.inference.attention_cost`.
-Each term is evaluated once on a grid in one vectorised call (Vidur profiles the same
-tables on hardware) and read back by linear interpolation, one code for both uses: at Python
-numbers on lists inside the simulation loop (one iteration at a time, where a NumPy call would
-cost more than the lookup), and at arrays afterwards for the FLOPs and bytes the power model needs.
+less what of it the kernels hide (:mod:`perfsim.cost.host`), ``host`` being the engine's host time (``step_overhead_s``
+plus ``host_per_seq_s`` per sequence served); ``linear`` is everything that depends only on the token count
+(projections, MLPs, norms, collectives, embedding, pipeline hand-offs), ``head`` the LM head over the sequences that
+sample a token, and the two attention terms come from :func:`~perfsim.analytical.inference.attention_cost`. Each term is
+evaluated once on a grid in one vectorised call (Vidur profiles the same tables on hardware) and read back by linear
+interpolation, one code for both uses: at Python numbers on lists inside the simulation loop (one iteration at a time,
+where a NumPy call would cost more than the lookup), and at arrays afterwards for the FLOPs and bytes the power model
+needs.
 
 Under the device's power limit (``power_cap_w`` where a plan sets one, else the board's ``tdp_w``:
-:func:`perfsim.cost.power.board_cap`) each iteration runs at its own clock: the tables also hold
-the compute-bound and memory-bound parts of every term, and the iteration's clock is the one
-:func:`perfsim.cost.power.span_under_cap` finds for its work, the compute-bound part
-stretching by the clock (:func:`perfsim.cost.power.clocked_seconds`), as ``estimate``
-prices a capped phase.
+:func:`perfsim.cost.power.board_cap`) each iteration runs at its own clock: the tables also hold the compute-bound and
+memory-bound parts of every term, and the iteration's clock is the one :func:`perfsim.cost.power.span_under_cap` finds
+for its work, the compute-bound part stretching by the clock (:func:`perfsim.cost.power.clocked_seconds`), as
+``estimate`` prices a capped phase.
 
-A batch of prefill pieces of different lengths is priced as ``n_pre`` causal prompts of the
-length whose causal attention has the pieces' mean number of query-key pairs: exact for equal
-prompts, and the FLOPs are kept for a mix (a chunk of ``q`` tokens after ``s`` cached ones has
-``q (2 s + q + 1) / 2`` pairs). Decode attention is linear in the context, so the mean context of
-the batch prices it.
+A batch of prefill pieces of different lengths is priced as ``n_pre`` causal prompts of the length whose causal
+attention has the pieces' mean number of query-key pairs: exact for equal prompts, and the FLOPs are kept for a mix (a
+chunk of ``q`` tokens after ``s`` cached ones has ``q (2 s + q + 1) / 2`` pairs). Decode attention is linear in the
+context, so the mean context of the batch prices it.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from bisect import bisect_right
 import numpy as np
 
 from perfsim.analytical.inference import attention_cost, forward_time
+from perfsim.cost.host import hidden_decode_base, hidden_host
 from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap, top_clock_power_w
 from perfsim.cost.price import price
 from perfsim.cost.topology import group_collective
@@ -157,8 +156,8 @@ class IterationCost:
     def __init__(self, c, *, max_tokens, max_seqs, max_context):
         self.c = c
         self.overhead_s = float(c["step_overhead_s"])
-        # host time per sequence the iteration serves, not hidden by the device
-        self.per_seq_s = float(c["host_per_seq_s"])
+        # host time per sequence the iteration serves, and the share of all host time under the kernels
+        self.per_seq_s, self.overlap = float(c["host_per_seq_s"]), float(np.asarray(c.get("host_overlap", 0.0)))
         pp = float(np.asarray(c["pp"]))
         self.pp = pp
 
@@ -243,11 +242,10 @@ class IterationCost:
                                  for table, w in ((table, self._entry_w(table)) for table in range(4)))
 
     def _peak_w(self, parts):
-        """A bound on the power at the top clock of an iteration made of the given table entries
-        (``(table, stop)``: 0 token terms, 1 LM head, 2 decode and 3 prefill attention; ``stop`` the
-        entries read): each entry's work over its time at most (the mediant inequality: a sum of
-        entries, interpolated or not, plus host time that adds time and no work, never draws more
-        than its hungriest entry)."""
+        """A bound on the power at the top clock of an iteration made of the given table entries (``(table, stop)``: 0
+        token terms, 1 LM head, 2 decode and 3 prefill attention; ``stop`` the entries read): each entry's work over its
+        time at most (the mediant inequality: a sum of entries, interpolated or not, plus host time that adds time and
+        no work, never draws more than its hungriest entry)."""
         peak = 0.0
         for table, stop in parts:
             peak = max(peak, float(np.max(self._entry_w(table)[:stop], initial=0.0)))
@@ -283,18 +281,22 @@ class IterationCost:
         j, w = axis.locate(context)
         j += n * axis.size
         t = self._base[n] + _lerp(self._decode_time, j, w)
+        t -= (hidden := hidden_host(t, self.overhead_s + self.per_seq_s * n, self.overlap))
         if self._decode_free:
             return t
         # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
-        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n)
+        return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n, hidden)
 
     def decode_lookup(self):
-        """What :meth:`decode_step_s` reads: ``(base, table, slope, width, clear)``, the host, token and
-        LM-head time by batch size and the decode attention table, whose row ``n`` (``n`` sequences)
-        starts at ``n * width``, read at :attr:`context` (``slope``: each entry's difference to the
-        next, :func:`_lerp`'s, taken once); ``clear``, where the power cap may slow a decode iteration
-        (else None), whether one read at an entry (weight 0 to 1, length not 0) surely needs no clock
-        solve (:meth:`_below_cap`'s bound: its length is the table's)."""
+        """What :meth:`decode_step_s` reads: ``(base, table, slope, width, clear)``, the host (less what the kernels
+        hide), token and LM-head time by batch size and the decode attention table, row ``n`` from ``n * width``, read
+        at :attr:`context` (``slope``: each entry's difference to the next, taken once); ``clear``, where the power cap
+        may slow a decode iteration (else None), whether one read at an entry (weight 0 to 1, length not 0) surely needs
+        no clock solve (:meth:`_below_cap`'s bound: its length is the table's). All None where one hides only part of
+        its host time, or some of it under a cap (each is then priced on its own)."""
+        base = hidden_decode_base(self._base, self._decode_time, self.context.size, self.host_s, self.overlap)
+        if base is None or (self.overlap and not self._decode_free):
+            return None, None, None, None, None
         if self._decode_slope is None:
             self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
             if not self._decode_free:  # (row n: n tokens and logits, no prefill)
@@ -304,7 +306,7 @@ class IterationCost:
                 row = np.where((0.0 <= wt) & (wt <= 1.0) & (0.0 <= wp <= 1.0) & self._unclipped,
                                np.maximum(row, prefill[jp]), np.inf)[:, None]
                 self._decode_clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
-        return self._base, self._decode_time, self._decode_slope, self.context.size, \
+        return base, self._decode_time, self._decode_slope, self.context.size, \
             None if self._decode_free else self._decode_clear
 
     def prefill_step_s(self, tokens, n, prompt):
@@ -338,6 +340,7 @@ class IterationCost:
         jp, wp = self.prompt.locate(prompt)
         jp = n * self.prompt.size + jp
         t = self.overhead_s + self.per_seq_s * n + _lerp(linear, jt, wt) + head[n] + _lerp(prefill, jp, wp)
+        t -= (hidden := hidden_host(t, self.overhead_s + self.per_seq_s * n, self.overlap))
         if self.cap is None:
             return t
         # (where it reads the tables: :meth:`_at` for no decode, its axes located once; the first
@@ -347,7 +350,7 @@ class IterationCost:
             lin_w, head_w, decode_w, prefill_w = self._pair_w
             if max(lin_w[jt], head_w[n], decode_w[jc], prefill_w[jp]) <= self.cap:
                 return t
-        return self._capped_at(t, (jt, wt, n, jc, wc, jp, wp), n)
+        return self._capped_at(t, (jt, wt, n, jc, wc, jp, wp), n, hidden)
 
     def mixed_step_s(self, tokens, logits, n_dec, context, n_pre, prompt):
         """An iteration of ``n_dec`` decodes and ``n_pre`` prefill pieces, ``tokens`` in all, s (``context``
@@ -367,7 +370,8 @@ class IterationCost:
             t += _lerp(prefill, jp, wp)
         else:
             jp, wp = self._no_prompt
-        return t if self.cap is None else self._capped_at(t, (jt, wt, logits, jc, wc, jp, wp), n_dec + n_pre)
+        t -= (hidden := hidden_host(t, self.overhead_s + self.per_seq_s * (n_dec + n_pre), self.overlap))
+        return t if self.cap is None else self._capped_at(t, (jt, wt, logits, jc, wc, jp, wp), n_dec + n_pre, hidden)
 
     def moe_s(self, tokens):
         """The MoE MLPs of an iteration of ``tokens`` tokens on each rank of its expert group, s."""
@@ -376,20 +380,18 @@ class IterationCost:
     def group_step_s(self, steps, tokens, ranks):
         """One iteration of a lock-stepped expert group (attention data parallel + expert parallel).
 
-        ``steps`` and ``tokens`` are the lengths and token counts of the iterations its busy ranks
-        run alone (each priced as if every rank ran as many tokens); ``ranks`` the group's size
-        (idle ranks count with no tokens). Every MoE layer waits for every rank, so the group's
-        iteration is the slowest rank's work outside the MoE layers plus the MoE layers at the
-        group's mean token count (its total over the ranks: the experts' work is spread over
-        them), s. Under a power cap the ranks' lengths are their capped ones and the MoE parts are
-        taken at the top clock.
-        """
+        ``steps`` and ``tokens`` are the lengths and token counts of the iterations its busy ranks run alone (each
+        priced as if every rank ran as many tokens); ``ranks`` the group's size (idle ranks count with no tokens). Every
+        MoE layer waits for every rank, so the group's iteration is the slowest rank's work outside the MoE layers plus
+        the MoE layers at the group's mean token count (its total over the ranks: the experts' work is spread over
+        them), s. Under a power cap the ranks' lengths are their capped ones and the MoE parts are taken at the top
+        clock."""
         shared = self.moe_s(sum(tokens) / ranks)
         return max(step - self.moe_s(t) for step, t in zip(steps, tokens, strict=True)) + shared
 
-    def _capped_at(self, full_s, at, seqs):
-        """Length of one iteration (``full_s`` at the top clock) at the clock the power cap leaves it;
-        it reads the tables at ``at`` (:meth:`_at`) and serves ``seqs`` sequences (its host time)."""
+    def _capped_at(self, full_s, at, seqs, hidden=0.0):
+        """Length of one iteration (``full_s`` at the top clock) at the clock the power cap leaves it; it reads the
+        tables at ``at`` (:meth:`_at`) and serves ``seqs`` sequences (host time, ``hidden`` of it under the kernels)."""
         if self._unclipped and full_s and self._below_cap(at):  # (what the check below would find)
             return full_s
         flops, hbm, link = (_sum(self._listed(key), at) for key in WORK)
@@ -400,7 +402,7 @@ class IterationCost:
                 return full_s
         compute, memory, memory_compute, launch = (_sum(self._listed(key), at) for key in (*SPAN, "launch_s"))
         _, seconds, fits = span_under_cap(self.power_columns, self.cap, full_s, compute, memory, memory_compute,
-                                          flops, hbm, link, 0.0, self.host_s(seqs, launch))
+                                          flops, hbm, link, 0.0, self.host_s(seqs, launch) - hidden)
         if not fits:
             self.over_cap += 1
         return seconds
@@ -421,13 +423,12 @@ class IterationCost:
     def work(self, tokens, logits, n_dec, context, n_pre, prompt, *, time=True):
         """Time and work of many iterations (arrays): ``{time_s, flops, hbm_bytes, link_bytes}``.
 
-        FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them). Under a
-        power cap ``time_s`` is the capped length, and ``full_s`` (at the top clock) and
-        ``clock_ratio`` come too; without one, ``time=False`` leaves ``time_s`` out.
+        FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them). Under a power cap ``time_s``
+        is the capped length, and ``full_s`` (at the top clock) and ``clock_ratio`` come too; without one,
+        ``time=False`` leaves ``time_s`` out.
 
-        The attention tables are read only where an iteration has decodes (prefill pieces): their
-        row of none is zero, so elsewhere they add exactly nothing (:func:`_sum`'s order kept).
-        """
+        The attention tables are read only where an iteration has decodes (prefill pieces): their row of none is zero,
+        so elsewhere they add exactly nothing (:func:`_sum`'s order kept)."""
         tokens, logits, n_dec, context, n_pre, prompt = np.broadcast_arrays(
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
@@ -438,18 +439,20 @@ class IterationCost:
             self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at])
         out = {}
         for k, key in enumerate(keys):
-            if key == "time_s" and not time and self.cap is None:
+            if key == "time_s" and not time and self.cap is None and not self.overlap:
                 continue
             out[key] = v[:, k] / self.pp if key in WORK else np.ascontiguousarray(v[:, k])
         if "time_s" not in out:
             return out
         seqs = n_dec.astype(float) + n_pre.astype(float)
         out["time_s"] = out["time_s"] + self.overhead_s + self.per_seq_s * seqs
+        out["time_s"] -= (hidden := hidden_host(out["time_s"], self.overhead_s + self.per_seq_s * seqs, self.overlap))
+        out["hidden_s"] = hidden  # (the host time the kernels hide: no wait, :meth:`host_s`)
         if self.cap is not None:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"], _ = span_under_cap(
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
-                out["hbm_bytes"], out["link_bytes"], 0.0, self.host_s(seqs, out["launch_s"]))
+                out["hbm_bytes"], out["link_bytes"], 0.0, self.host_s(seqs, out["launch_s"]) - hidden)
         return out
 
     def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt):
@@ -497,16 +500,16 @@ class IterationCost:
             many = np.full(len(contexts), n)
             return self.work(many, many, many, contexts, 0 * many, 0.0 * contexts)["time_s"]
         j, w = self.context.locate(contexts)
-        return self._base[n] + _lerp(self._arrays["time_s"][2], n * self.context.size + j, w)
+        t = self._base[n] + _lerp(self._arrays["time_s"][2], n * self.context.size + j, w)
+        return t - hidden_host(t, self.overhead_s + self.per_seq_s * n, self.overlap)
 
 
 def kv_transfer_s(c, tokens, *, same_node):
     """Seconds to ship the KV cache of ``tokens`` tokens from a prefill to a decode instance.
 
-    Each device of the prefill instance sends its shard (its KV heads, its pipeline stage's layers)
-    to its peer in the decode instance: a point-to-point transfer on the scale-up fabric when both
-    sit in one node, else on the scale-out network (:func:`perfsim.cost.price.group_collective`).
-    """
+    Each device of the prefill instance sends its shard (its KV heads, its pipeline stage's layers) to its peer in the
+    decode instance: a point-to-point transfer on the scale-up fabric when both sit in one node, else on the scale-out
+    network (:func:`perfsim.cost.price.group_collective`)."""
     size = np.asarray(tokens, dtype=float) * kv_bytes_per_device_token(c)
     stride = 1.0 if same_node else float(np.asarray(c["devices_per_node"]))
     return group_collective(c, "send_recv", size, 2.0, stride=stride)
