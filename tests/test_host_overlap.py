@@ -79,7 +79,7 @@ def test_serving_iterations_take_the_longer_of_device_and_host_time():
             j, w = cost.context.locate(700.0)
             assert base[16] + _lerp(cost._decode_time, j + 16 * cost.context.size, w) == pytest.approx(d_dec, rel=1e-12)
         else:
-            assert base is None and cost.decode_lookup() == (None, None, None, None)
+            assert base is None and cost.decode_lookup() == (None, None, None, None, None)
         assert cost.decode_step_s(16, 700.0) == pytest.approx(max(d_dec, h), rel=1e-12)
         assert cost.prefill_step_s(600, 2, 300.0) == pytest.approx(max(d_pre, h), rel=1e-12)
         assert cost.mixed_step_s(528, 17, 16, 700.0, 1, 512.0) == pytest.approx(max(d_mix, h), rel=1e-12)

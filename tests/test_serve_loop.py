@@ -2,16 +2,18 @@
 the event loop gives one event at a time; kept lookups and prefill costs are what a fresh search
 or pricing gives."""
 
+import gc
 from bisect import bisect_right
 
 import numpy as np
 import pytest
 
 import perfsim
+from perfsim.events.serving import scenario as serving_scenario
 from perfsim.events.serving.batching import Batching
 from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
 from perfsim.events.serving.metrics import stable_order
-from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records
+from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, grow
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 
@@ -40,19 +42,42 @@ BIG = dict(model="llama2-70b", hardware="h100-sxm", tp=8)  # decode iterations n
     dict(BIG, num_requests=200, arrival_rate=12.0, scheduler="chunked-prefill", chunk_size=512, **LENGTHS),
     dict(BIG, num_requests=200, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
     dict(SMALL, num_requests=200, arrival_rate=10.0, dp=2, num_devices=2, power_cap_w=250, **LENGTHS),
-], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped"])
+    dict(SMALL, num_requests=200, arrival_rate=10.0, power_cap_w=300, **LENGTHS),  # some decodes clear of it
+], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped", "capped"])
 def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
     looked_up = []
     lookup = IterationCost.decode_lookup
     monkeypatch.setattr(IterationCost, "decode_lookup", lambda self: looked_up.append(lookup(self)) or looked_up[-1])
     fast = perfsim.serve(**scenario)
     assert looked_up and fast["completed"] == scenario["num_requests"]
-    # decode iterations run in the loop, read from the tables or, where the cap may slow them, priced
-    # one by one as the event loop prices them
-    assert (looked_up[0][0] is None) == ("power_cap_w" in scenario)
+    # decode iterations run in the loop, read from the tables; where the cap may slow them (clear: the
+    # entries that surely stay within it) the others are priced one by one as the event loop prices them
+    assert (looked_up[0][4] is not None) == ("power_cap_w" in scenario)
     monkeypatch.setattr(Batching, "fast", False)  # every iteration end through the event queue
     slow = perfsim.serve(**scenario)
     _same(fast, slow)
+
+
+def test_decode_entries_marked_clear_are_those_the_power_check_clears():
+    c = build(expand({**SMALL, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1, "power_cap_w": 300}))
+    cost = IterationCost(c, max_tokens=4096, max_seqs=24, max_context=4097)
+    base, table, slope, width, clear = cost.decode_lookup()
+    clear = np.array(clear).reshape(-1, width)
+    assert 0 < clear.sum() < clear.size  # both kinds at 300 W
+    jp, wp = cost._no_prompt
+    for n in range(len(clear)):
+        jt, wt = cost.tokens.locate(n)
+        for j in range(width - 1):
+            for w in (0.0, 0.5, 1.0):  # an iteration read anywhere in the entry's cell
+                assert clear[n, j] == cost._below_cap((jt, wt, n, n * width + j, w, jp, wp))
+    # where it holds, an iteration's length is the table's (no clock solve)
+    lengths = []
+    for n, context in ((1, 10.0), (2, 3000.5), (8, 3000.5), (24, 4096.0), (3, 1.0)):
+        j, w = cost.context.locate(context)
+        if clear[n, j]:
+            lengths.append(cost.decode_step_s(n, context))
+            assert lengths[-1] == base[n] + (table[n * width + j] + w * slope[n * width + j])
+    assert lengths
 
 
 def test_an_axis_locates_as_bisection_does():
@@ -82,11 +107,10 @@ def test_a_prefill_cost_is_kept_and_every_iteration_over_the_cap_counted():
     assert cost.prefill_step_s(2000, 2, 999.5) == cost.prefill_step_s(2000, 2, 999.5) \
         == fresh._prefill_step_s(2000, 2, 999.5)
     assert cost.over_cap == 2 and fresh.over_cap == 1
-    # kept per (tokens, prompts, query-key pairs): the equivalent prompt and its price, each call counted
+    # by query-key pairs: the equivalent prompt, its price and whether it is over the cap (the caller counts it)
     pairs = 2 * 999.5 * 1000.5 / 2.0  # two prompts of 999.5 tokens' pairs
-    first = cost.prefill_of_pairs(2000, 2, pairs)
-    assert cost.prefill_of_pairs(2000, 2, pairs) == first == (999.5, fresh._prefill_step_s(2000, 2, 999.5))
-    assert cost.over_cap == 4 and list(cost.by_pairs.values()) == [(999.5, first[1], 1)]
+    assert cost.price_pairs(2000, 2, pairs) == (999.5, fresh._prefill_step_s(2000, 2, 999.5), 1)
+    assert cost.over_cap == 2
 
 
 def test_packed_iterations_come_back_as_the_rows_they_stand_for():
@@ -103,6 +127,8 @@ def test_packed_iterations_come_back_as_the_rows_they_stand_for():
     for row in (rows[1], rows[4]):  # (start, length, sequences, context, blocks)
         for column, value in zip(packed.decode, (row[0], row[1], row[3], row[6], row[9]), strict=True):
             column.append(value)
+    grow(packed.decode)  # room beyond the rows written is not read
+    packed.filled[:] = [2, 2]
     assert packed.array().tolist() == Records(rows=rows).array().tolist() == [list(map(float, r)) for r in rows]
 
 
@@ -113,3 +139,24 @@ def test_token_gaps_sort_as_the_stable_sort_of_the_values():
     for values in (gaps, np.append(gaps, -0.0), np.append(gaps, -1e-3), np.append(gaps, np.nan), gaps[:1],
                    gaps[::-1].copy(), np.zeros(0)):
         assert stable_order(values).tolist() == np.argsort(values, kind="stable").tolist()
+
+
+@pytest.mark.parametrize("scenario", [
+    dict(BIG, num_requests=200, arrival_rate=12.0, gpu_memory_utilization=0.22, **LENGTHS),  # preemptions
+    dict(BIG, num_requests=100, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
+    dict(model="qwen3-30b-a3b", hardware="h100-sxm", num_devices=2, tp=1, dp=2, ep=2, runtime="trt-llm",
+         num_requests=60, arrival_rate=8.0, **LENGTHS),  # a lock-stepped expert group
+], ids=["continuous", "disaggregated", "dep"])
+def test_a_run_leaves_no_reference_cycles(scenario, monkeypatch):
+    """What a simulation made is freed when it returns (none of it waits for the cycle collector)."""
+    found = []
+    simulate = serving_scenario.simulate
+
+    def counted(*args, **kwargs):
+        gc.collect()
+        sim = simulate(*args, **kwargs)
+        found.append(gc.collect())
+        return sim
+
+    monkeypatch.setattr(serving_scenario, "simulate", counted)
+    assert perfsim.serve(**scenario)["completed"] and found == [0]

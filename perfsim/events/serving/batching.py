@@ -24,6 +24,7 @@ from perfsim.events.serving.state import (
     Records,
     RequestState,
     blocks_for,
+    grow,
 )
 
 WATERMARK = 0.01  # fraction of blocks vLLM keeps free when admitting prompts
@@ -117,7 +118,7 @@ class Batching(Instance):
         #: event reaching the instance)
         self.bound = (req.finish_step, req.state, req.kv_base, req.done, req.gen, req.prompt, req.first, req.last_tok,
                       req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
-                      *(column.append for column in rec.decode), *(column.append for column in rec.prefill),
+                      *rec.decode, *rec.prefill, rec.filled,
                       self.stack.append, self.stack_ids.append)
 
     def push(self, r):
@@ -198,18 +199,20 @@ class Batching(Instance):
         iteration ends (:meth:`end_decode`) and the next is a decode iteration again (nothing to
         admit, its blocks free: :meth:`start_decode` and
         :meth:`~perfsim.events.serving.iteration_cost.IterationCost.decode_step_s`, read from its
-        tables here where no clock solve can slow it); with
+        tables here where the power cap surely does not slow it, else priced by it); with
         :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
         :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
         same order. Anything else goes through :meth:`end` and :meth:`begin`."""
         (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
          itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
-         pre_prompt, pre_used, pre_running, stack, stack_ids) = self.bound
+         pre_prompt, pre_used, pre_running, filled, stack, stack_ids) = self.bound
+        d_rows, p_rows = filled  # (the packed columns' rows written, and their room: :func:`grow`)
+        d_room, p_room = len(row_start), len(pre_start)
         phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
         cost = self.cost
-        base, table, slope, width = cost.decode_lookup()
+        base, table, slope, width, clear = cost.decode_lookup()
         decode_step = cost.decode_step_s
-        axis, by_pairs, price_pairs, singles = cost.context, cost.by_pairs, cost.price_pairs, self.singles
+        axis, price_pairs, singles = cost.context, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
         prefills = self.loop_prefills
         n_arr = len(arrivals) if arrivals is not None else 0
@@ -223,7 +226,7 @@ class Batching(Instance):
                 self.groups, self.busy_s, self.pending
             steady = not self.prefilling
             j, lo, hi, x0, dx = self.cell
-            last, got = None, 0  # (the latest decode end in this stretch and the sequences that got a token)
+            last = None  # (the latest decode end in this stretch: the running sequences, n, got a token then)
             while True:
                 if t >= t_arr:
                     while t_arr <= t:  # (:meth:`enqueue`)
@@ -234,12 +237,12 @@ class Batching(Instance):
                 if kind == DECODE:  # the decode iteration under way ends at t (:meth:`end_decode`)
                     if last is not None:  # (every running sequence got its previous token at last)
                         itl_value(t - last)
-                        itl_weight(got)
+                        itl_weight(n)
                     else:
                         for t_last, count in groups.items():
                             itl_value(t - t_last)
                             itl_weight(count)
-                    finished = finish_at.pop(D, None)
+                    finished = D in finish_at and finish_at.pop(D)  # (most steps finish no one)
                     D += 1
                     if finished:
                         step = D - 1
@@ -257,22 +260,23 @@ class Batching(Instance):
                             last_tok[r] = t
                             state[r] = DONE
                             load -= 1
-                    last, got = t, n
+                    last = t
                 elif kind == PREFILL:  # its prompts got their token at t (:meth:`after_prefill`)
                     if last is not None:  # (the decode ends so far: one group)
-                        groups = {last: got} if got else {}
+                        groups = {last: n} if n else {}
                         self.last_decode_end = last
                         last = None
                     joined = 0
                     for r in pending:
-                        kv_len = prompt[r] + done[r]
-                        if first[r] != first[r]:  # nan: the first token (:meth:`produce`)
-                            first[r] = t
-                        else:
+                        k = done[r]
+                        kv_len = prompt[r] + k
+                        if k:  # a recomputed cache: its next token (:meth:`produce`)
                             itl_value(t - last_tok[r])
                             itl_weight(1)
+                        else:  # the first token (none generated yet)
+                            first[r] = t
                         last_tok[r] = t
-                        k = done[r] + 1
+                        k += 1
                         done[r] = k
                         if gen[r] - k <= 0:
                             finish[r] = t
@@ -330,25 +334,27 @@ class Batching(Instance):
                     if k > first_id:
                         self.admissions = k
                         m = k - first_id
-                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.prefill_of_pairs`;
-                        # a prompt alone: its pairs follow from its tokens, kept by them)
+                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.price_pairs`; a
+                        # prompt alone: its pairs follow from its tokens, kept by them; a mix's seldom recur)
                         if m == 1:
                             known = singles.get(tokens)
                             if known is None:
-                                known = by_pairs.get((tokens, 1, pairs)) or price_pairs(tokens, 1, pairs)
-                                singles[tokens] = known
+                                known = singles[tokens] = price_pairs(tokens, 1, pairs)
                         else:
-                            known = by_pairs.get((tokens, m, pairs)) or price_pairs(tokens, m, pairs)
+                            known = price_pairs(tokens, m, pairs)
                         equivalent, dur, over = known
                         if over:
                             cost.over_cap += over
-                        pre_start(t)
-                        pre_dur(dur)
-                        pre_tokens(tokens)
-                        pre_prompts(m)
-                        pre_prompt(equivalent)
-                        pre_used(total - free)
-                        pre_running(n + m)
+                        if p_rows == p_room:
+                            p_room = grow(self.rec.prefill)
+                        pre_start[p_rows] = t
+                        pre_dur[p_rows] = dur
+                        pre_tokens[p_rows] = tokens
+                        pre_prompts[p_rows] = m
+                        pre_prompt[p_rows] = equivalent
+                        pre_used[p_rows] = total - free
+                        pre_running[p_rows] = n + m
+                        p_rows += 1
                         busy += dur
                         kind, pending = PREFILL, admitted
                         end = t + dur
@@ -361,7 +367,7 @@ class Batching(Instance):
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if base is None:  # (the power cap may slow it)
+                        if base is None:  # (each priced on its own)
                             dur = decode_step(n, context)
                         else:
                             if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
@@ -369,11 +375,16 @@ class Batching(Instance):
                             w = (context - x0) / dx
                             k = j + n * width
                             dur = base[n] + (table[k] + w * slope[k])
-                        row_start(t)
-                        row_dur(dur)
-                        row_seqs(n)
-                        row_context(context)
-                        row_used(total - free)
+                            if clear is not None and not (clear[k] and 0.0 <= w <= 1.0 and dur):
+                                dur = decode_step(n, context)  # (the power cap may slow it)
+                        if d_rows == d_room:
+                            d_room = grow(self.rec.decode)
+                        row_start[d_rows] = t
+                        row_dur[d_rows] = dur
+                        row_seqs[d_rows] = n
+                        row_context[d_rows] = context
+                        row_used[d_rows] = total - free
+                        d_rows += 1
                         busy += dur
                         kind = DECODE
                         end = t + dur
@@ -384,11 +395,12 @@ class Batching(Instance):
                 kind = None
                 break  # (started by :meth:`begin`)
             if last is not None:
-                groups = {last: got} if got else {}
+                groups = {last: n} if n else {}
                 self.last_decode_end = last
             self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s, self.pending = \
                 D, n, S, free, load, groups, busy, pending
             self.cell = (j, lo, hi, x0, dx)
+            filled[0], filled[1] = d_rows, p_rows
             if kind is not None:  # (it ends at the horizon or after)
                 self.kind = kind
                 if kind == DECODE:

@@ -215,7 +215,6 @@ class IterationCost:
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         self._time = self._lists["time_s"]
         self._columns = None  # (:meth:`_stacked`)
-        self.by_pairs: dict = {}  # (tokens, prompts, query-key pairs) -> :meth:`price_pairs`
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
@@ -289,16 +288,26 @@ class IterationCost:
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n, hidden)
 
     def decode_lookup(self):
-        """What :meth:`decode_step_s` reads where it needs no clock solve: ``(base, table, slope, width)``, the host
-        (less what the kernels hide), token and LM-head time by batch size and the decode attention table, row ``n``
-        from ``n * width``, read at :attr:`context` (``slope``: each entry's difference to the next, taken once); all
-        None where the power cap may slow a decode iteration or one hides only part of its host time."""
+        """What :meth:`decode_step_s` reads: ``(base, table, slope, width, clear)``, the host (less what the kernels
+        hide), token and LM-head time by batch size and the decode attention table, row ``n`` from ``n * width``, read
+        at :attr:`context` (``slope``: each entry's difference to the next, taken once); ``clear``, where the power cap
+        may slow a decode iteration (else None), whether one read at an entry (weight 0 to 1, length not 0) surely needs
+        no clock solve (:meth:`_below_cap`'s bound: its length is the table's). All None where one hides only part of
+        its host time, or some of it under a cap (each is then priced on its own)."""
         base = hidden_decode_base(self._base, self._decode_time, self.context.size, self.host_s, self.overlap)
-        if not self._decode_free or base is None:
-            return None, None, None, None
+        if base is None or (self.overlap and not self._decode_free):
+            return None, None, None, None, None
         if self._decode_slope is None:
             self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
-        return base, self._decode_time, self._decode_slope, self.context.size
+            if not self._decode_free:  # (row n: n tokens and logits, no prefill)
+                lin, head, decode, prefill = (np.asarray(w) for w in self._pair_w)
+                jt, wt = self.tokens.locate(np.arange(len(head), dtype=float))
+                (jp, wp), row = self._no_prompt, np.maximum(lin[jt], head)
+                row = np.where((0.0 <= wt) & (wt <= 1.0) & (0.0 <= wp <= 1.0) & self._unclipped,
+                               np.maximum(row, prefill[jp]), np.inf)[:, None]
+                self._decode_clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
+        return base, self._decode_time, self._decode_slope, self.context.size, \
+            None if self._decode_free else self._decode_clear
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.
@@ -315,22 +324,13 @@ class IterationCost:
         self.over_cap += known[1]
         return known[0]
 
-    def prefill_of_pairs(self, tokens, n, pairs):
-        """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in
-        all: ``(prompt, seconds)``, the equivalent prompt length and :meth:`prefill_step_s` there
-        (kept in :attr:`by_pairs`: :meth:`price_pairs`)."""
-        known = self.by_pairs.get((tokens, n, pairs)) or self.price_pairs(tokens, n, pairs)
-        if known[2]:
-            self.over_cap += known[2]
-        return known[0], known[1]
-
     def price_pairs(self, tokens, n, pairs):
-        """What :attr:`by_pairs` keeps for ``(tokens, n, pairs)``: ``(prompt, seconds, over)``, ``over``
-        the iterations over the cap that its caller counts (in :attr:`over_cap`) each time."""
+        """A prefill iteration of ``tokens`` tokens in ``n`` prompts with ``pairs`` query-key pairs in all:
+        ``(prompt, seconds, over)``, the equivalent prompt length, :meth:`prefill_step_s` there, and
+        the iterations over the cap that its caller counts (in :attr:`over_cap`) each time it uses them."""
         over = self.over_cap
         prompt = equivalent_prompt(pairs / n)
-        known = self.by_pairs[tokens, n, pairs] = (prompt, self._prefill_step_s(tokens, n, prompt),
-                                                   self.over_cap - over)
+        known = (prompt, self._prefill_step_s(tokens, n, prompt), self.over_cap - over)
         self.over_cap = over
         return known
 
@@ -433,7 +433,7 @@ class IterationCost:
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
         keys = self._stacked()[0]
-        v = np.empty((len(tokens), len(keys)))
+        v = np.empty((len(tokens), len(keys)), order="F")  # (a column per quantity: each read without a copy)
         for start in range(0, len(tokens), _BLOCK_ROWS):  # (a block of rows at a time: the reads stay in cache)
             at = slice(start, start + _BLOCK_ROWS)
             self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at])

@@ -138,21 +138,28 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         if not len(rec):
             continue
         iterations += len(rec)
+        # the lengths, as a column of the records (the sums over them below read it so: a strided
+        # column is summed in another order) and in one piece (the same numbers, for elementwise use)
         dur = rec[:, 1]
+        seconds = np.ascontiguousarray(dur)
         work = cost.work(rec[:, 3], rec[:, 4], rec[:, 5], rec[:, 6], rec[:, 7], rec[:, 8], time=False)
         clocked = {} if cost.cap is None else {"clock": work["clock_ratio"], "full_seconds": work["full_s"]}
         # the time each device waits with no kernel running (perfsim.cost.power.host_gap_floor): host time
         # the kernels do not hide (perfsim.cost.host) and launch gaps
         gap = cost.host_s(rec[:, 5] + rec[:, 7], work["launch_s"]) - work.get("hidden_s", 0.0)
-        parts = device_power(c, dur, work["flops"], work["hbm_bytes"], work["link_bytes"], **clocked, gap_seconds=gap)
+        parts = device_power(c, seconds, work["flops"], work["hbm_bytes"], work["link_bytes"], **clocked,
+                             gap_seconds=gap)
         for comp in COMPONENTS:
-            energy[comp] += float(np.sum(parts[comp] * dur)) * size
-        series.append((name, rec[:, 0], dur, parts["power_w"]))
-        energy_j = parts["power_w"] * dur
-        clocked_s = work["clock_ratio"] * dur if clocked else None
+            energy[comp] += float(np.sum(parts[comp] * seconds)) * size
+        series.append((name, rec[:, 0], seconds, parts["power_w"]))
+        energy_j = parts["power_w"] * seconds
+        clocked_s = work["clock_ratio"] * seconds if clocked else None
+        kinds = np.ascontiguousarray(rec[:, 2])
         for k, kind in enumerate(KINDS):
-            mine = rec[:, 2] == k
-            busy[kind] += float(np.sum(dur[mine]))
+            mine = kinds == k
+            if not mine.any():  # (its sums add nothing)
+                continue
+            busy[kind] += float(np.sum(seconds[mine]))
             by_kind[kind] += float(np.sum(energy_j[mine])) * size
             if clocked:
                 clock_time[kind] += float(np.sum(clocked_s[mine]))

@@ -74,7 +74,8 @@ class ContinuousInstance(Batching):
                 pairs += kv_len * (kv_len + 1.0) / 2.0
             if admitted:
                 n = len(admitted)
-                equivalent, dur = self.cost.prefill_of_pairs(tokens, n, pairs)
+                equivalent, dur, over = self.cost.price_pairs(tokens, n, pairs)
+                self.cost.over_cap += over
                 self.pending = admitted
                 self.kind = PREFILL
                 self.rec.rows.append((t, dur, PREFILL, tokens, n, 0, 0.0, n, equivalent,

@@ -87,8 +87,9 @@ def _least_loaded(pool):
 def simulate(requests, cfg: ServeConfig, cost, *, transfer=None) -> SimResult:
     """Run the request set through the instances; ``transfer(tokens, same_node)`` prices a KV shipment.
 
-    The loop makes no reference cycles: Python's cycle collector is paused while it runs (it would
-    only walk the per-request lists again and again as the loop's small tuples pile up)."""
+    The run makes no reference cycles (what it made is freed as it returns), so Python's cycle
+    collector is paused while it runs: it would find nothing, only walk the per-request lists again
+    and again as the loop's small objects pile up (some 50 collections in a run of 100,000 requests)."""
     paused = gc.isenabled()
     gc.disable()
     try:
@@ -257,6 +258,9 @@ def _simulate(requests, cfg, cost, transfer):
                 inst.waiting.append(r)
                 if inst.idle:
                     start(inst, t)
+    # start and dispatch call each other (a reference cycle through their cells): emptied, the run's
+    # per-request lists and records go as soon as it returns, not when the cycle collector finds them
+    start = dispatch = None
     roles = {PrefillInstance: "prefill", DecodeInstance: "decode"}
     return SimResult(
         first_token_s=np.asarray(req.first), finish_s=np.asarray(req.finish),

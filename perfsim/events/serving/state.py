@@ -30,18 +30,20 @@ def blocks_for(tokens):
 
 
 class RequestState:
-    """Per-request state as flat lists (fast scalar access in the loop), turned into arrays at the end."""
+    """Per-request state as flat lists (fast scalar access in the loop), turned into arrays at the end;
+    the times a request's tokens came are packed (written once or twice a request and seldom read:
+    no float object kept per request, to free or to read back at the end)."""
 
     def __init__(self, arrival, prompt, gen):
         n = len(arrival)
         self.arrival = arrival.tolist()
         self.prompt = prompt.tolist()
         self.gen = gen.tolist()
-        self.first = [_NAN] * n
-        self.finish = [_NAN] * n
+        self.first = array("d", [_NAN]) * n
+        self.finish = array("d", [_NAN]) * n
         # tokens generated so far and the latest one's time (while decoding: those at its joining, the
         # instance's decode steps since then count the others)
-        self.last_tok = [_NAN] * n
+        self.last_tok = array("d", [_NAN]) * n
         self.done = [0] * n
         self.state = [WAITING] * n
         self.kv_base = [0] * n  # KV length minus the instance's decode-step count at joining
@@ -52,6 +54,14 @@ class RequestState:
         self.itl_value = array("d")  # every gap between tokens (packed: a million of them take no objects)
         self.itl_weight = array("d")  # how many tokens had it
         self.preemptions = 0
+
+
+def grow(columns):
+    """More room in packed columns written in place (a quarter more rows, at least 4,096); their new size."""
+    room = bytes(8 * max(len(columns[0]) // 4, 4096))
+    for column in columns:
+        column.frombytes(room)
+    return len(columns[0])
 
 
 @dataclass
@@ -66,6 +76,8 @@ class Records:
     #: prefill iterations of whole prompts apart, packed: their start, length, tokens, prompts, equivalent
     #: prompt length, KV blocks in use and sequences running (each prompt samples its first token)
     prefill: tuple = field(default_factory=lambda: tuple(array("d") for _ in range(7)))
+    #: rows of ``decode`` and ``prefill`` written (their columns are written in place, with room beyond: :func:`grow`)
+    filled: list = field(default_factory=lambda: [0, 0])
 
     def array(self):
         """All rows as one array, in order of start time (an instance's iterations start one after another)."""
@@ -73,15 +85,17 @@ class Records:
         if self.rows:  # (read flat: much faster than a list of tuples)
             flat = np.fromiter(chain.from_iterable(self.rows), dtype=float, count=len(self.rows) * len(COLUMNS))
             parts.append(flat.reshape(-1, len(COLUMNS)))
-        if self.prefill[0]:
-            start, dur, tokens, prompts, prompt, used, running = (np.frombuffer(c, dtype=float) for c in self.prefill)
+        n_dec, n_pre = self.filled
+        if n_pre:
+            start, dur, tokens, prompts, prompt, used, running = (np.frombuffer(c, dtype=float)[:n_pre]
+                                                                  for c in self.prefill)
             block = np.empty((len(start), len(COLUMNS)))
             block[:, 0], block[:, 1], block[:, 2], block[:, 3], block[:, 5], block[:, 6], block[:, 8], block[:, 9], \
                 block[:, 10] = start, dur, PREFILL, tokens, 0.0, 0.0, prompt, used, running
             block[:, 4] = block[:, 7] = prompts
             parts.append(block)
-        if self.decode[0]:
-            start, dur, seqs, context, used = (np.frombuffer(column, dtype=float) for column in self.decode)
+        if n_dec:
+            start, dur, seqs, context, used = (np.frombuffer(column, dtype=float)[:n_dec] for column in self.decode)
             block = np.empty((len(start), len(COLUMNS)))
             block[:, 0], block[:, 1], block[:, 2], block[:, 6], block[:, 7], block[:, 8], block[:, 9] = \
                 start, dur, DECODE, context, 0.0, 0.0, used
