@@ -29,6 +29,21 @@ def test_two_passes_priced_together_equal_each_priced_alone(plan):
             assert np.array_equal(parts[key], value, equal_nan=True), key
 
 
+def _recorder(read):
+    """A dict type that adds every key looked up (``[key]`` or ``get``) to the set ``read``."""
+
+    class Recorder(dict):
+        def __getitem__(self, key):
+            read.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+    return Recorder
+
+
 def test_a_clock_solved_on_numbers_equals_the_one_solved_on_arrays():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -328,14 +343,7 @@ def test_the_columns_given_to_device_power_on_numbers_are_every_one_it_reads(mon
 
     read = set()
 
-    class Recorder(dict):
-        def __getitem__(self, key):
-            read.add(key)
-            return super().__getitem__(key)
-
-        def get(self, key, default=None):
-            read.add(key)
-            return super().get(key, default)
+    Recorder = _recorder(read)
 
     on_numbers = energy._on_numbers
     monkeypatch.setattr(energy, "_on_numbers",
@@ -400,14 +408,7 @@ def test_an_estimate_prices_the_wall_on_numbers_reading_only_its_columns(monkeyp
 
     read, took = set(), []
 
-    class Recorder(dict):
-        def __getitem__(self, key):
-            read.add(key)
-            return super().__getitem__(key)
-
-        def get(self, key, default=None):
-            read.add(key)
-            return super().get(key, default)
+    Recorder = _recorder(read)
 
     keys = energy.energy_keys
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from clock_problems import random_problems, solve_joined
 from hypothesis import given
 from hypothesis import strategies as st
 from tiny_spec import tiny_spec
@@ -176,34 +177,13 @@ def test_spans_solved_together_get_the_clocks_each_gets_alone(monkeypatch):
     """solve_clocks joins the rows two spans leave to search (each box reduced alone: rows at the top
     clock, repeated axes) into one bisection: the clocks and fits of each span solved alone, to the
     bit, with one search."""
-    from perfsim.cost import clock as clock_module
-
     rng = np.random.default_rng(1)
-    problems = []
-    for shape, drawn in (((3, 1, 40), (3, 1, 40)), ((12, 7, 1), (12, 1, 1))):  # the second repeats along axis 1
-
-        def draw(low, high):
-            return np.broadcast_to(rng.uniform(low, high, drawn), shape).copy()
-
-        full = draw(0.01, 1.0)
-        compute = full * draw(0, 1)
-        memory = (full - compute) * draw(0, 1)
-        clocked_w, bytes_w = draw(0, 250), draw(0, 80)
-        uncapped = 120.0 + clocked_w + bytes_w
-        cap = uncapped * draw(0.3, 1.2)  # the cap binds on most rows, not all
-        problems.append((cap, 0.1, 0.8, (full, compute, memory, memory * 0.5), 60.0, 60.0, clocked_w, bytes_w,
-                         uncapped))
-    alone = [solve_clock(*p) for p in problems]
-    searches = []
-    search = clock_module._search
-    monkeypatch.setattr(clock_module, "_search", lambda *a, **k: searches.append(np.shape(a[1])) or search(*a, **k))
-    together = clock_module.solve_clocks(problems)
+    # the second repeats along axis 1; the cap binds on most rows, not all
+    problems = random_problems(rng, (((3, 1, 40), (3, 1, 40), 0.3, 1.2), ((12, 7, 1), (12, 1, 1), 0.3, 1.2)))
+    alone, searches, together = solve_joined(monkeypatch, problems)
     # one search, on the first box's binding rows and the second's first slice along axis 1
     assert searches == [((alone[0][0] < 1.0).sum() + (alone[1][0][:, 0] < 1.0).sum(),)]
     assert all(0 < (clock < 1.0).sum() < clock.size for clock, _ in together)
-    for (clock, fits), (one, ok) in zip(together, alone, strict=True):
-        assert clock.shape == one.shape and clock.tobytes() == one.tobytes()
-        assert fits.shape == ok.shape and np.array_equal(fits, ok)
 
 
 def test_dvfs_spec_checks():

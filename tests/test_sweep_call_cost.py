@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from clock_problems import random_problems, solve_joined
 
 import perfsim
 from perfsim.analytical.evaluate import _rows
@@ -92,34 +93,12 @@ def test_a_box_the_cap_binds_on_everywhere_joins_the_search(monkeypatch):
     """A span the cap binds on at every row keeps its box (its repeated axes cut), another leaves the
     rows it binds on: both are searched in one bisection, each row's clock and fit those of its span
     solved alone, to the bit."""
-    from perfsim.cost import clock as clock_module
-    from perfsim.cost.clock import solve_clock
-
     rng = np.random.default_rng(7)
-    problems = []
-    for shape, drawn, low in (((4, 6, 5), (4, 6, 1), 0.3), ((4, 6, 5), (4, 6, 5), 0.6)):
-
-        def draw(a, b):
-            return np.broadcast_to(rng.uniform(a, b, drawn), shape).copy()
-
-        full = draw(0.01, 1.0)
-        compute = full * draw(0, 1)
-        memory = (full - compute) * draw(0, 1)
-        clocked_w, bytes_w = draw(0, 250), draw(0, 80)
-        uncapped = 120.0 + clocked_w + bytes_w
-        cap = uncapped * draw(low, 0.99 if low < 0.5 else 1.3)  # the first binds everywhere, the second on some
-        problems.append((cap, 0.1, 0.8, (full, compute, memory, memory * 0.5), 60.0, 60.0, clocked_w, bytes_w,
-                         uncapped))
-    alone = [solve_clock(*p) for p in problems]
-    searches = []
-    search = clock_module._search
-    monkeypatch.setattr(clock_module, "_search", lambda *a, **k: searches.append(np.shape(a[1])) or search(*a, **k))
-    together = clock_module.solve_clocks(problems)
+    # the first binds everywhere, the second on some
+    problems = random_problems(rng, (((4, 6, 5), (4, 6, 1), 0.3, 0.99), ((4, 6, 5), (4, 6, 5), 0.6, 1.3)))
+    alone, searches, _ = solve_joined(monkeypatch, problems)
     assert searches == [(4 * 6 + (alone[1][0] < 1.0).sum(),)]
     assert (alone[0][0] < 1.0).all() and 0 < (alone[1][0] < 1.0).sum() < alone[1][0].size
-    for (clock, fits), (one, ok) in zip(together, alone, strict=True):
-        assert clock.shape == one.shape and clock.tobytes() == one.tobytes()
-        assert fits.shape == ok.shape and np.array_equal(fits, ok)
 
 
 def test_first_slice_cuts_the_axes_every_input_repeats_bit_for_bit():
