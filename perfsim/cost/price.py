@@ -12,7 +12,7 @@ import numpy as np
 from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor
 from perfsim.cost.op_order import broadcast_shape, run_sums, sum_in_op_order, weighted_sum
-from perfsim.cost.roofline import dequant_time, gemm_tiles, gemm_time, op_time
+from perfsim.cost.roofline import dequant_time, gemm_time, op_time
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
 from perfsim.plan.rows import any_row, where_one
@@ -183,13 +183,12 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     that walks all of K (no split-K), a GEMM whose tiles fit on the SMs at once takes at least
     a fixed ``walk_fixed_s`` beyond its launch plus ``walk`` seconds per element of K, whatever
     its M and N (TensorRT-LLM's nvfp4 and fp8 block-scaled Linear at small M: runtimes/trt-llm.yaml)."""
-    # (the output tiles: the GEMM's efficiency reads them, and so does the work they execute below)
-    output_tiles = gemm_tiles(m, n, c["tile_m"], c["tile_n"], m_sd)
-    # (and the useful share of the work the chosen tiles execute; a training step's power counts model FLOPs)
+    # (and the useful share of the work the chosen tiles execute; a training step's power counts model FLOPs;
+    # the one tile's output tiles are taken there only where some row runs it)
     if x.backward:
-        eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, tiles=output_tiles), 1.0
+        eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd), 1.0
     else:
-        eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, tiles=output_tiles, share=True)
+        eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, share=True)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
            if x.dequantised else 0.0)

@@ -51,7 +51,8 @@ _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 #: 21 % (8), 20 % (16) and 20 % (32); the microbenchmark gemm cases do not move.
 SPLIT_K = (1.0, 2.0, 4.0, 8.0, 16.0)
 _PARTIAL_BYTES = 8.0
-_SPLITS = np.array(SPLIT_K[1:])  # the splits past none
+_ALL_SPLITS = np.array(SPLIT_K)
+_SPLITS = _ALL_SPLITS[1:]  # the splits past none
 
 
 #: CTA tiles a GEMM library chooses from, as multiples of the device's ``tile_m x tile_n`` (128 x 128:
@@ -176,15 +177,15 @@ def _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, b
         eff = base * units
         return np.divide(eff, waves, out=np.zeros(np.shape(eff)), where=waves > 0)
 
-    best = waves_eff(SPLIT_K[0])
     if k is None:
-        return best
+        return waves_eff(SPLIT_K[0])
     # reduction time over compute time: (s - 1) m n B / bw  /  (2 m n k / (peak eff))
     cost = _PARTIAL_BYTES / 2.0 * balance / np.maximum(np.asarray(k, dtype=float), 1.0)
-    # the splits on a leading axis, in front of every other axis
-    splits = _SPLITS.reshape((-1,) + (1,) * max(np.ndim(best), np.ndim(cost)))
-    eff = waves_eff(splits)
-    return np.maximum(best, (eff / (1.0 + (splits - 1.0) * cost * eff)).max(axis=0))
+    # every split (none first) on a leading axis, in front of every other axis: the waves of all in one step
+    axes = max(getattr(v, "ndim", 0) for v in (base, tiles, cost, spread, compute_units))
+    every = waves_eff(_ALL_SPLITS.reshape((-1,) + (1,) * axes))
+    splits, eff = _SPLITS.reshape((-1,) + (1,) * axes), every[1:]
+    return np.maximum(every[0], (eff / (1.0 + (splits - 1.0) * cost * eff)).max(axis=0))
 
 
 #: standard normal distribution function on a grid (|z| <= 9 holds all but 1e-18 of the mass)
