@@ -59,3 +59,20 @@ def test_few_tile_gemms_near_measured(hw, m, n, k, measured_us):
     # 1.5 us apart (runtimes/trt-llm.yaml kernel_launch_us) where perfsim.gemm charges the eager launch
     eager = load_hardware(hw)["kernel_launch_us"]
     assert (perfsim.gemm(hw, m, n, k, "bf16")["time_s"] * 1e6 - eager + 1.5) == pytest.approx(measured_us, rel=0.3)
+
+
+@given(m=st.lists(st.integers(0, 20000), min_size=1, max_size=6), n=st.integers(1, 20000), k=st.integers(1, 60000),
+       balance=st.sampled_from([50.0, 330.0, 2000.0, float("inf")]), m_sd=st.sampled_from([0.0, 3.0, 300.0]))
+def test_splits_priced_together_equal_each_gemm_alone(m, n, k, balance, m_sd):
+    # the unsplit kernel's waves and the splits' are taken on one axis: each GEMM of an array (rows
+    # spread over its groups or not) gets the bits it gets alone, and an unreachable memory (balance
+    # inf) leaves the unsplit kernel's efficiency (the splits' partial sums cost without end)
+    import numpy as np
+
+    rows = np.array(m, dtype=float)
+    together = gemm_efficiency(rows, n, 4.0, 128, 128, 132, 0.8, k=k, balance=balance, m_sd=m_sd)
+    for i, one in enumerate(m):
+        alone = gemm_efficiency(float(one), n, 4.0, 128, 128, 132, 0.8, k=k, balance=balance, m_sd=m_sd)
+        assert together[i].tobytes() == np.float64(alone).tobytes()
+    if balance == float("inf"):
+        assert np.array_equal(together, gemm_efficiency(rows, n, 4.0, 128, 128, 132, 0.8, m_sd=m_sd))
