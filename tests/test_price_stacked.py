@@ -120,3 +120,26 @@ def test_op_lists_weighted_in_one_call_equal_their_combine(plan, weights):
         for key, value in want.items():
             value = np.broadcast_to(value, np.shape(got[key]))
             assert np.array_equal(_bits(got[key]), _bits(value)), (key, got[key], value)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("weight_grads", [True, False])
+def test_forward_and_gradient_passes_in_one_call_equal_each_pass_alone(plan, weight_grads):
+    """price_segments with a pass per list (a training step's forward and gradient lists together: their
+    GEMMs, elementwise ops and collectives stacked across the passes): each list's dict has the keys and
+    the bits of that list priced alone in its own pass; on a sweep's rows (each op on its own arrays) too."""
+    c = build(expand(plan))
+    rows = {k: np.atleast_1d(v) for k, v in c.items()}
+    for columns in (c, rows):
+        for p in PASSES:
+            lists = [layer_ops(columns, p, moe=bool(np.any(columns["experts"] > 1))), embedding_ops(columns, p), [],
+                     lm_head_ops(columns, p)]
+            passes = [False] * len(lists) + [True] * len(lists)
+            together = pricing.price_segments(columns, lists + lists, backward=passes, weight_grads=weight_grads)
+            for ops, backward, got in zip(lists + lists, passes, together, strict=True):
+                alone = pricing.price(columns, ops, backward=backward, weight_grads=weight_grads)
+                assert list(got) == list(alone)
+                for key, value in alone.items():
+                    assert np.array_equal(_bits(got[key]), _bits(np.broadcast_to(value, np.shape(got[key])))), key
+                # (a forward pass holds no weight gradient: its sum is left out, not zeros of the gradient's GEMMs)
+                assert backward or type(got["wgrad_s"]) is type(alone["wgrad_s"])

@@ -67,11 +67,10 @@ def _stage_passes(c, p):
     if any_row(moe > 0):
         layers.append((moe * per_stage, layer_ops(c, p, moe=True)))
     lists = [ops for _, ops in layers] + [embedding_ops(c, p), lm_head_ops(c, p)]
-    passes = []
-    for backward in (False, True):
-        *priced, embedding, head = price_segments(c, lists, backward=backward)
-        passes.append((combine(*zip([w for w, _ in layers], priced, strict=True)), embedding, head))
-    return passes
+    # (both passes in one call: the ops of a kind, forward and gradient, priced together)
+    both, n = price_segments(c, lists + lists, backward=[False] * len(lists) + [True] * len(lists)), len(lists)
+    return [(combine(*zip([w for w, _ in layers], priced[:-2], strict=True)), *priced[-2:])
+            for priced in (both[:n], both[n:])]
 
 
 def micro_pass(c) -> Pass:

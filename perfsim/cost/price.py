@@ -5,6 +5,7 @@ Returns per-category times (arrays), so every phase can say where its time went.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -176,8 +177,11 @@ def _gemm_shapes(c, op, x):
 
 
 def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream, peak, deq_on, wgrad, m_sd=0.0,
-               walk=0.0):
+               walk=0.0, backward=None):
     """The :func:`price` terms of GEMMs (one, or several on a leading axis).
+
+    ``backward``: whether each GEMM belongs to the gradient pass, where forward and gradient GEMMs
+    are stacked together (flags on the leading axis); ``x.backward`` for all of them where not given.
 
     ``walk``: where the engine's kernel gives every output tile (``tile_m`` x ``tile_n``) one SM
     that walks all of K (no split-K), a GEMM whose tiles fit on the SMs at once takes at least
@@ -185,10 +189,13 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
     its M and N (TensorRT-LLM's nvfp4 and fp8 block-scaled Linear at small M: runtimes/trt-llm.yaml)."""
     # (and the useful share of the work the chosen tiles execute; a training step's power counts model FLOPs;
     # the one tile's output tiles are taken there only where some row runs it)
-    if x.backward:
+    passes = bool(x.backward) if backward is None else backward
+    if passes is True:
         eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd), 1.0
     else:
         eff, useful = npu.device_gemm_efficiency(c, m, n, k, groups, ceiling, m_sd, share=True)
+        if passes is not False:  # (flags of stacked GEMMs of both passes: the gradient's count model FLOPs)
+            useful = np.where(passes, 1.0, useful)
     deq = (np.where(deq_on & (c["dequant"] > 0), dequant_time(m, n, k, groups=groups, tile_m=c["tile_m"],
                                                                vector_flops=c["vector_flops"]), 0.0)
            if x.dequantised else 0.0)
@@ -208,7 +215,7 @@ def _gemm_cost(c, x, m, n, k, groups, a_b, w_b, o_b, ceiling, memory_eff, stream
         tc = np.where(x.systolic, np.maximum(tc, deq), tc)
     out = {"gemm_s": t, "launch_s": np.where(t > 0, launch, 0.0), "compute_bound_s": np.where(tc >= tm, t, 0.0),
            "memory_bound_s": np.where(tc < tm, t, 0.0), "memory_compute_s": np.where(tc < tm, tc, 0.0)}
-    if wgrad is True or (wgrad is not False and x.backward and x.weight_grads):  # (flags of stacked GEMMs)
+    if wgrad is True or (wgrad is not False and passes is not False and x.weight_grads):  # (flags of stacked GEMMs)
         out["wgrad_s"] = t if wgrad is True else np.where(wgrad, t, 0.0)
     if x.engines:
         out.update(matrix_s=matrix, vector_s=np.where(t > 0, deq, 0.0), dma_s=tm)
@@ -394,45 +401,56 @@ def price(c, ops, *, backward=False, weight_grads=True):
 def price_segments(c, segments, *, backward=False, weight_grads=True, weights=None):
     """:func:`price` of each op list of ``segments`` in one call: a list of its dicts, each the
     same, bit for bit, as that list priced alone; with ``weights`` (a number per list) their
-    :func:`combine` instead. Where one configuration is priced, the ops of a kind are priced
-    together across the lists (fewer NumPy calls), each list summed in its own op order
-    (:mod:`perfsim.cost.op_order`), and the lists weighted and added in one call."""
-    x = _Setting(c, backward, weight_grads)
-    items, bounds = [], []  # (cost, its leading arguments, one op's (or GEMM's) arguments), in op order
-    for ops in segments:
+    :func:`combine` instead. ``backward``: a flag for every list, or a list of flags, one per list
+    (a training step's forward and gradient passes in one call). Where one configuration is
+    priced, the ops of a kind are priced together across the lists (fewer NumPy calls), each list
+    summed in its own op order (:mod:`perfsim.cost.op_order`), and the lists weighted and added in
+    one call."""
+    passes = [bool(b) for b in backward] if isinstance(backward, (list, tuple)) else [bool(backward)] * len(segments)
+    settings = {False: _Setting(c, False, weight_grads)}
+    if any(passes):
+        settings[True] = copy.copy(settings[False])
+        settings[True].backward = True
+    x = settings[False]
+    both = len(settings) > 1  # (the passes' GEMMs then carry their pass: _gemm_cost's backward flags)
+    items, bounds = [], []  # (cost, its leading arguments, one op's (or GEMM's) arguments, the pass), in op order
+    for ops, back in zip(segments, passes, strict=True):
         first = len(items) + 1
+        xs = settings[back]
         for op in ops:
             if isinstance(op, Gemm):
-                items += [(_gemm_cost, (), shape) for shape in _gemm_shapes(c, op, x)]
+                items += [(_gemm_cost, (), (*shape, *((0.0,) if back else ()), back) if both else shape, xs)
+                          for shape in _gemm_shapes(c, op, xs)]
             elif isinstance(op, Attention):
-                items.append((_attention_cost, (op,), ()))
+                items.append((_attention_cost, (op,), (), xs))
             elif isinstance(op, Elementwise):
-                items.append((_elementwise_cost, (), _elementwise_fields(op, x)))
+                items.append((_elementwise_cost, (), _elementwise_fields(op, xs), xs))
             elif isinstance(op, Comm):
-                size = op.size_bytes if not backward or op.backward_size is None else op.backward_size
+                size = op.size_bytes if not back or op.backward_size is None else op.backward_size
                 # no one to talk to, or nothing to send on any row: no time, no bytes
                 if not any_row(np.asarray(op.ranks) > 1) or not any_row(np.asarray(size) != 0.0):
-                    items.append((None, (op.name.startswith("ep_"),), ()))
+                    items.append((None, (op.name.startswith("ep_"),), (), xs))
                 else:
-                    items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_"))))
+                    items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_")), xs))
         bounds.append((first, len(items)))
     outs = [{k: 0.0 for k in (*CATEGORIES, "compute_bound_s", "memory_bound_s", "memory_compute_s", "wgrad_s",
                               "ep_communication_s", "matrix_s", "vector_s", "dma_s", "flops", "hbm_bytes",
                               "link_bytes", "nic_bytes", "vector_ops")} for _ in segments]
-    dims = _stackable(c, [v for cost, _, item in items if cost is not _attention_cost for v in (*item[:4], *item[12:])
-                          if not isinstance(v, bool)])
+    dims = _stackable(c, [v for cost, _, item, _ in items if cost is not _attention_cost
+                          for v in (*item[:4], *item[12:]) if not isinstance(v, bool)])
     groups: dict = {}  # one configuration: the ops of a kind priced together (where a kind has several)
-    for position, (cost, shared, item) in enumerate(items, start=1):  # (row 0 of the sums: zeros)
+    # (the elementwise and collective terms and, given their pass, the GEMMs' read no pass of the setting)
+    for position, (cost, shared, item, _) in enumerate(items, start=1):  # (row 0 of the sums: zeros)
         if dims is not None and cost is not None and cost is not _attention_cost:
             groups.setdefault((cost, shared), []).append((position, item))
     if any(len(group) > 1 for group in groups.values()):  # every sum still in op order
         parts = []
-        for position, (cost, shared, item) in enumerate(items, start=1):
+        for position, (cost, shared, item, xs) in enumerate(items, start=1):
             if cost is None:  # a collective of one rank
                 t = 0.0 * (1.0 - c["tp_overlap"])
                 parts.append((position, {"communication_s": t, **({"ep_communication_s": t} if shared[0] else {})}))
             elif cost is _attention_cost:
-                parts.append((position, cost(c, x, *shared, *item)))
+                parts.append((position, cost(c, xs, *shared, *item)))
         for (cost, shared), group in groups.items():
             positions = [position for position, _ in group]
             parts.append((positions if len(group) > 1 else positions[0],
@@ -446,7 +464,7 @@ def price_segments(c, segments, *, backward=False, weight_grads=True, weights=No
                 out.update(sums)
     else:  # a block of a sweep (or no two ops of a kind): each op on its own arrays, summed in op order
         for out, (first, last) in zip(outs, bounds, strict=True):
-            for cost, shared, item in items[first - 1:last]:
+            for cost, shared, item, xs in items[first - 1:last]:
                 if cost is None:  # a collective of one rank
                     t = 0.0 * (1.0 - c["tp_overlap"])
                     out["communication_s"] = out["communication_s"] + t
@@ -455,10 +473,12 @@ def price_segments(c, segments, *, backward=False, weight_grads=True, weights=No
                 # a GEMM absent from every row (gemm_time's flops 0) adds 0 to every term: not priced
                 elif not (cost is _gemm_cost and x.skip_absent
                           and not any_row(np.asarray(2.0 * item[0] * item[1] * item[2] * item[3]) > 0)):
-                    for key, value in cost(c, x, *shared, *item).items():
+                    for key, value in cost(c, xs, *shared, *item).items():
                         out[key] = out[key] + value
-    for out in outs:
+    for out, back in zip(outs, passes, strict=True):
         out["total_s"] = out["gemm_s"] + out["attention_s"] + out["elementwise_s"] + out["communication_s"]
+        if both and not back:  # (a forward pass stacked with a gradient one: its GEMMs' zeros, no weight gradient)
+            out["wgrad_s"] = 0.0
     return outs if weights is None else combine(*zip(weights, outs, strict=True))
 
 
