@@ -13,7 +13,7 @@ from perfsim.events.serving import scenario as serving_scenario
 from perfsim.events.serving.batching import Batching
 from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
 from perfsim.events.serving.metrics import stable_order
-from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, grow
+from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, RequestState, grow
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 
@@ -45,9 +45,10 @@ BIG = dict(model="llama2-70b", hardware="h100-sxm", tp=8)  # decode iterations n
     dict(SMALL, num_requests=200, arrival_rate=10.0, power_cap_w=300, **LENGTHS),  # some decodes clear of it
 ], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped", "capped"])
 def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
-    looked_up = []
-    lookup = IterationCost.decode_lookup
+    looked_up, sims = [], []
+    lookup, simulate = IterationCost.decode_lookup, serving_scenario.simulate
     monkeypatch.setattr(IterationCost, "decode_lookup", lambda self: looked_up.append(lookup(self)) or looked_up[-1])
+    monkeypatch.setattr(serving_scenario, "simulate", lambda *a, **k: sims.append(simulate(*a, **k)) or sims[-1])
     fast = perfsim.serve(**scenario)
     assert looked_up and fast["completed"] == scenario["num_requests"]
     # decode iterations run in the loop, read from the tables; where the cap may slow them (clear: the
@@ -56,6 +57,34 @@ def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
     monkeypatch.setattr(Batching, "fast", False)  # every iteration end through the event queue
     slow = perfsim.serve(**scenario)
     _same(fast, slow)
+    # every token gap in the same place (the loop's runs of decode iterations put in theirs: RequestState.itl)
+    assert len(sims) == 2 and len(sims[0].itl_value_s) > 100
+    for key in ("itl_value_s", "itl_weight"):
+        assert getattr(sims[0], key).tobytes() == getattr(sims[1], key).tobytes()
+
+
+def test_token_gaps_of_runs_of_decode_iterations_go_in_their_places():
+    req = RequestState(np.zeros(2), np.ones(2, dtype=int), np.ones(2, dtype=int))
+    one, two = Records(), Records()
+    for rec, starts in ((one, (0.0, 0.1, 0.3, 0.7)), (two, (5.0, 5.5, 6.5))):
+        grow(rec.decode)
+        for k, start in enumerate(starts):
+            rec.decode[0][k], rec.decode[2][k] = start, 10.0 * (k + 1) + (rec is two)
+        for k in range(len(starts) - 1):
+            rec.decode[1][k] = starts[k + 1] - start
+    req.itl_value.extend((9.0, 8.0, 7.0))
+    req.itl_weight.extend((1.0, 2.0, 3.0))
+    # (position among the gaps appended one by one, records, first row, row past the last)
+    req.itl_runs.extend((0, id(two), 1, 2, 0, id(one), 0, 2, 2, id(one), 2, 3, 3, id(two), 0, 1))
+    values, weights = req.itl([one, two])
+
+    def gap(rec, k):
+        return (rec.decode[0][k] + rec.decode[1][k]) - rec.decode[0][k]
+
+    assert values.tolist() == [gap(two, 1), gap(one, 0), gap(one, 1), 9.0, 8.0, gap(one, 2), 7.0, gap(two, 0)]
+    assert weights.tolist() == [21.0, 10.0, 20.0, 1.0, 2.0, 30.0, 3.0, 11.0]
+    req.itl_runs = type(req.itl_runs)("q")  # none: the gaps appended
+    assert [a.tolist() for a in req.itl([one])] == [[9.0, 8.0, 7.0], [1.0, 2.0, 3.0]]
 
 
 def test_decode_entries_marked_clear_are_those_the_power_check_clears():

@@ -119,7 +119,7 @@ class Batching(Instance):
         self.bound = (req.finish_step, req.state, req.kv_base, req.done, req.gen, req.prompt, req.first, req.last_tok,
                       req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
                       *rec.decode, *rec.prefill, rec.filled,
-                      self.stack.append, self.stack_ids.append)
+                      self.stack.append, self.stack_ids.append, req.itl_value, req.itl_runs.extend, id(rec))
 
     def push(self, r):
         self.admissions += 1
@@ -205,7 +205,7 @@ class Batching(Instance):
         same order. Anything else goes through :meth:`end` and :meth:`begin`."""
         (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
          itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
-         pre_prompt, pre_used, pre_running, filled, stack, stack_ids) = self.bound
+         pre_prompt, pre_used, pre_running, filled, stack, stack_ids, itl_values, itl_run, rec_id) = self.bound
         d_rows, p_rows = filled  # (the packed columns' rows written, and their room: :func:`grow`)
         d_room, p_room = len(row_start), len(pre_start)
         phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
@@ -227,6 +227,8 @@ class Batching(Instance):
             steady = not self.prefilling
             j, lo, hi, x0, dx = self.cell
             last = None  # (the latest decode end in this stretch: the running sequences, n, got a token then)
+            run_lo = d_rows  # (the decode rows from here on whose ends follow one in the stretch: their gaps are
+            # their lengths, read from the records at the end, RequestState.itl, not appended one by one)
             while True:
                 if t >= t_arr:
                     while t_arr <= t:  # (:meth:`enqueue`)
@@ -235,13 +237,11 @@ class Batching(Instance):
                         i += 1
                         t_arr = arrivals[i] if i < n_arr else math.inf
                 if kind == DECODE:  # the decode iteration under way ends at t (:meth:`end_decode`)
-                    if last is not None:  # (every running sequence got its previous token at last)
-                        itl_value(t - last)
-                        itl_weight(n)
-                    else:
-                        for t_last, count in groups.items():
+                    if last is None:  # (else every running sequence got its previous token at last: the
+                        for t_last, count in groups.items():  # gap of this row, RequestState.itl)
                             itl_value(t - t_last)
                             itl_weight(count)
+                        run_lo = d_rows
                     finished = D in finish_at and finish_at.pop(D)  # (most steps finish no one)
                     D += 1
                     if finished:
@@ -266,6 +266,8 @@ class Batching(Instance):
                         groups = {last: n} if n else {}
                         self.last_decode_end = last
                         last = None
+                        if d_rows > run_lo:
+                            itl_run((len(itl_values), rec_id, run_lo, d_rows))
                     joined = 0
                     for r in pending:
                         k = done[r]
@@ -397,6 +399,9 @@ class Batching(Instance):
             if last is not None:
                 groups = {last: n} if n else {}
                 self.last_decode_end = last
+                ended = d_rows - 1 if kind == DECODE else d_rows  # (a decode under way: its end comes on entry)
+                if ended > run_lo:
+                    itl_run((len(itl_values), rec_id, run_lo, ended))
             self.D, self.n_run, self.S, self.free, self.load, self.groups, self.busy_s, self.pending = \
                 D, n, S, free, load, groups, busy, pending
             self.cell = (j, lo, hi, x0, dx)

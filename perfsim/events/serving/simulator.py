@@ -262,9 +262,10 @@ def _simulate(requests, cfg, cost, transfer):
     # per-request lists and records go as soon as it returns, not when the cycle collector finds them
     start = dispatch = None
     roles = {PrefillInstance: "prefill", DecodeInstance: "decode"}
+    itl_value, itl_weight = req.itl([inst.rec for inst in instances])
     return SimResult(
         first_token_s=np.asarray(req.first), finish_s=np.asarray(req.finish),
-        itl_value_s=np.asarray(req.itl_value, dtype=float), itl_weight=np.asarray(req.itl_weight, dtype=float),
+        itl_value_s=itl_value, itl_weight=itl_weight,
         preemptions=req.preemptions,
         instances=[(inst.name, roles.get(type(inst), "colocated"), inst.rec.array(), inst.busy_s)
                    for inst in instances],

@@ -53,7 +53,39 @@ class RequestState:
         self.prefilled = [0] * n  # prompt tokens prefilled so far (chunked prefill)
         self.itl_value = array("d")  # every gap between tokens (packed: a million of them take no objects)
         self.itl_weight = array("d")  # how many tokens had it
+        #: runs of an instance's decode rows each of which began as the one before it ended (their gaps: :meth:`itl`),
+        #: four numbers each: ``itl_value``'s length then, the id of the instance's :class:`Records`, the first row
+        #: and the row past the last
+        self.itl_runs = array("q")
         self.preemptions = 0
+
+    def itl(self, records):
+        """Every gap between tokens and how many tokens had it (arrays): ``itl_value`` and ``itl_weight``
+        with :attr:`itl_runs` in their places, rows of ``records`` (the instances' :class:`Records`): a
+        decode iteration that began as the one before it in the same batch ended gives each of its
+        sequences its length as their gap, ``(start + length) - start`` (its end less the one before, as
+        the loop's clock added them)."""
+        values, weights = np.asarray(self.itl_value, dtype=float), np.asarray(self.itl_weight, dtype=float)
+        if not self.itl_runs:
+            return values, weights
+        pos, key, lo, hi = np.frombuffer(self.itl_runs, dtype=np.int64).reshape(-1, 4).T
+        lens = hi - lo
+        columns = [[np.frombuffer(rec.decode[c], dtype=float) for rec in records] for c in range(3)]
+        if len(records) > 1:  # (the instances' columns joined: each run's rows from where its instance's begin)
+            ids = np.array([id(rec) for rec in records])
+            first = np.cumsum([0] + [len(column) for column in columns[0][:-1]])
+            lo = lo + first[np.argsort(ids)][np.searchsorted(np.sort(ids), key)]
+        start, length, seqs = (np.concatenate(column) if len(column) > 1 else column[0] for column in columns)
+        count = np.arange(int(lens.sum()))
+        rows = np.repeat(lo - (np.cumsum(lens) - lens), lens) + count  # (each run's rows, in order)
+        taken = np.zeros(len(values) + len(rows), dtype=bool)
+        taken[np.repeat(pos, lens) + count] = True  # (a run goes before the entry at its position)
+        out_v, out_w = np.empty(len(taken)), np.empty(len(taken))
+        begun = start[rows]
+        out_v[taken], out_w[taken] = (begun + length[rows]) - begun, seqs[rows]
+        kept = ~taken
+        out_v[kept], out_w[kept] = values, weights
+        return out_v, out_w
 
 
 def grow(columns):
