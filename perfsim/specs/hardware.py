@@ -407,13 +407,58 @@ def _load_file(path: str) -> HardwareSpec:
 
 @functools.lru_cache(maxsize=256)
 def _load_cached(path: str, mtime: int) -> HardwareSpec:
-    data = load_yaml(path, "hardware")
+    data = with_base(load_yaml(path, "hardware"), path)
     spec = parse_hardware(data, path)
     stem = Path(path).stem
     if Path(path).parent == zoo_dir() and spec.name != stem:
         raise InputError(f"name {spec.name!r} differs from the file name {stem!r}", field="name",
                          **_where(data, "name"))
     return spec
+
+
+#: how many files a ``base:`` chain may stack (deeper is taken for a cycle)
+_BASE_DEPTH = 8
+
+
+def with_base(data, path: str, depth: int = 0):
+    """The YAML of a hardware file that names ``base: NAME`` (a zoo spec), laid over that spec's own.
+
+    A derived part (another memory on the same die, the same board with a device beside it) states
+    only what differs, so a number fitted or measured once has one home. The file's keys replace the
+    base's; its mappings merge into the base's key by key, a ``{value, source}`` number being replaced
+    whole. A block with a ``source:`` of its own covers the plain numbers written under it, so it
+    keeps none of the base block's plain values (its sub-blocks and sourced numbers still merge).
+    """
+    if not isinstance(data, dict) or "base" not in data:
+        return data
+    names = zoo("hardware_specs")
+    base = data["base"]
+    if not isinstance(base, str) or base not in names:
+        raise unknown("base hardware", base, names, field="base", **_where(data, "base"))
+    if depth >= _BASE_DEPTH:
+        raise InputError(f"`base:` chain longer than {_BASE_DEPTH} files (a cycle?)", field="base",
+                         **_where(data, "base"))
+    parent = str(names[base])
+    return _lay_over(with_base(load_yaml(parent, "hardware"), parent, depth + 1), data, path)
+
+
+def _lay_over(base, top, path: str):
+    """:func:`with_base`'s merge of one mapping ``top`` over ``base``."""
+    fresh = "source" in top
+    out = LineDict(file=path, line=getattr(top, "line", None))
+    for key, value in base.items():
+        if not fresh or isinstance(value, dict):
+            out[key] = value
+    for key, value in top.items():
+        if key == "base":
+            continue
+        below = out.get(key)
+        if isinstance(value, dict) and isinstance(below, dict) and "value" not in value:
+            value = _lay_over(below, value, path)
+        out[key] = value
+        if isinstance(top, LineDict) and key in top.lines:
+            out.lines[key] = top.lines[key]
+    return out
 
 
 def zoo_dir() -> Path:
