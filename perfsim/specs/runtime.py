@@ -19,7 +19,7 @@ from perfsim.specs.hardware import FAMILIES
 from perfsim.specs.memo import Memo, Unkeyable, frozen
 from perfsim.specs.model import MODEL_TYPES
 from perfsim.specs.paths import read_once, zoo
-from perfsim.specs.yamlio import load_yaml
+from perfsim.specs.yamlio import LineDict, load_yaml
 
 _SCHEMA = {
     "name": S.STR, "description": S.STR, "mode": S.STR,
@@ -272,8 +272,42 @@ def runtime_names() -> list[str]:
 
 @functools.lru_cache(maxsize=64)
 def _load(path: str) -> RuntimeSpec:
-    values, _ = S.check(load_yaml(path), _SCHEMA, required=_REQUIRED)
+    data = load_yaml(path)
+    if isinstance(data, dict) and "base" in data:
+        return _derived(data, path)
+    values, _ = S.check(data, _SCHEMA, required=_REQUIRED)
     return _build(values, path)
+
+
+#: profile files being read, for a ``base:`` chain that comes back to itself
+_READING: set = set()
+
+
+def _derived(data, path: str) -> RuntimeSpec:
+    """A profile file that names ``base: NAME`` (another release of the same engine, say) and writes only the
+    keys that differ: that profile's values with this file's; a ``*_on`` map replaces the base's whole map
+    (figures the file does not give fall back to the key's plain value), as a limit given outright does."""
+    names = zoo("runtimes")
+    where = data.where("base") if hasattr(data, "where") else {"file": path}
+    base = data["base"]
+    if not isinstance(base, str) or base not in names:
+        raise unknown("base runtime", base, names, field="base", **where)
+    if path in _READING:
+        raise InputError("the `base:` chain comes back to this file", field="base", **where)
+    own = LineDict(file=path, line=getattr(data, "line", None))
+    own.update((k, v) for k, v in data.items() if k != "base")
+    own.lines.update(getattr(data, "lines", {}))
+    values, _ = S.check(own, _SCHEMA, required=("name", "description"))
+    _READING.add(path)
+    try:
+        merged = dict(load_runtime(base, "base").values)
+    finally:
+        _READING.discard(path)
+    for key in own:
+        if isinstance(_SCHEMA.get(key), S.NumMap) or key in _LIMITS:
+            merged = {k: v for k, v in merged.items() if not k.startswith(f"{key.removesuffix('_on')}_on.")}
+    merged.update(values)
+    return _build(merged, path)
 
 
 def _build(values: dict, path: str) -> RuntimeSpec:

@@ -1,0 +1,60 @@
+"""An engine profile that names ``base:`` writes only the keys its release changed; the rest are the
+base profile's, so a fix to one reaches every release built on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfsim.errors import InputError
+from perfsim.specs import runtime as R
+
+
+def _differing(a, b) -> set:
+    return {k for k in set(a.values) | set(b.values) if a.values.get(k) != b.values.get(k)}
+
+
+def test_a_release_differs_from_its_base_only_in_the_keys_it_writes():
+    nemo, r2407, r2403 = (R.load_runtime(n) for n in ("nemo", "nemo-24.07", "nemo-24.03"))
+    # a *_on map replaces the base's whole map: 24.07 gives Hopper only, so Blackwell falls back to the plain value
+    assert _differing(r2407, nemo) == {"name", "description", "attention_efficiency_on.hopper",
+                                       "attention_efficiency_on.blackwell", "attention_backward_ratio_on.hopper",
+                                       "attention_backward_ratio_on.blackwell"}
+    assert "attention_efficiency_on.blackwell" not in r2407.values
+    assert _differing(r2403, r2407) == {"name", "description", "loss_forward_bytes_per_logit",
+                                        "loss_backward_bytes_per_logit", "loss_forward_kernels",
+                                        "loss_backward_kernels"}
+
+
+def _files(tmp_path, monkeypatch, **texts):
+    names = dict(R.zoo("runtimes"))
+    for name, text in texts.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        names[name] = path
+    monkeypatch.setattr(R, "zoo", lambda folder: names)
+    return {name: str(names[name]) for name in texts}
+
+
+def test_an_unknown_base_is_named_with_close_matches_and_its_line(tmp_path, monkeypatch):
+    paths = _files(tmp_path, monkeypatch, mine="name: mine\nbase: nemmo\ndescription: x\n")
+    with pytest.raises(InputError) as err:
+        R._load(paths["mine"])
+    assert err.value.field == "base" and err.value.line == 2 and "nemo" in err.value.suggestions
+
+
+def test_a_base_chain_that_comes_back_is_refused(tmp_path, monkeypatch):
+    paths = _files(tmp_path, monkeypatch, one="name: one\nbase: two\ndescription: x\n",
+                   two="name: two\nbase: one\ndescription: y\n")
+    with pytest.raises(InputError, match="comes back"):
+        R._load(paths["one"])
+
+
+def test_a_derived_file_keeps_the_checks_of_its_keys(tmp_path, monkeypatch):
+    paths = _files(tmp_path, monkeypatch, mine="""name: mine
+base: nemo
+description: x
+dp_overlap: {value: 1.5, source: "a typo"}
+""")
+    with pytest.raises(InputError) as err:
+        R._load(paths["mine"])
+    assert err.value.field == "dp_overlap"
