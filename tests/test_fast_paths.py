@@ -462,3 +462,34 @@ def test_a_value_listed_for_a_few_spans_is_its_broadcast(value):
     listed, expected = _listed(value, (3,)), np.broadcast_to(np.asarray(value, dtype=float), (3,)).tolist()
     assert [type(v) for v in listed] == [float] * 3
     assert np.array_equal(listed, expected, equal_nan=True) and np.array_equal(np.signbit(listed), np.signbit(expected))
+
+
+@pytest.mark.parametrize("value", [np.float64(-0.0), np.float64(np.nan), np.True_, np.array([1.0, 2.0]), 2, 2.5, [1, 3],
+                                   np.array(1.5), np.array([1, 2])])
+def test_numbers_and_arrays_handed_back_as_they_are(value):
+    from perfsim.plan.rows import floats, numeric
+
+    for got, expected in ((numeric(value), np.asarray(value)), (floats(value), np.asarray(value, dtype=float))):
+        assert np.shape(got) == expected.shape and np.asarray(got).dtype == expected.dtype
+        assert np.array_equal(got, expected, equal_nan=True)
+    kept = (np.float64, np.bool_, np.ndarray)
+    assert (numeric(value) is value) == (value.__class__ in kept)
+    assert (floats(value) is value) == (value.__class__ is np.float64 or getattr(value, "dtype", None) == float)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8),
+                                  dict(model="llama2-7b", hardware="tpu-v5e", num_devices=16, tp=16),
+                                  dict(model="llama2-70b", hardware="a100-80gb", num_devices=16, tp=16)])
+def test_collectives_priced_on_numbers_equal_those_priced_on_arrays_of_no_dimension(plan):
+    from perfsim.cost.topology import collective_and_nic, group_collective, nic_bytes
+
+    c = build(expand(plan))
+    arrays = {k: np.asarray(v) if isinstance(v, np.generic) else v for k, v in c.items()}
+    for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"):
+        for size in (np.float64(1e5), np.float64(3e8), np.array([1e5, 3e8])):
+            ranks = c["tp"]
+            numbers = collective_and_nic(c, op, size, ranks)
+            expected = (group_collective(arrays, op, np.asarray(size), np.asarray(ranks)),
+                        nic_bytes(arrays, op, np.asarray(size), np.asarray(ranks)))
+            for got, want in zip(numbers, expected, strict=True):
+                assert np.shape(got) == np.shape(want) and np.asarray(got).tobytes() == np.asarray(want).tobytes()

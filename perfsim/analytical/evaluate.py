@@ -224,10 +224,9 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     feasible = np.ones(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     for mask, short, detail in checks:
-        mask = np.asarray(mask, dtype=bool)
-        if not (mask.any() if mask.ndim else mask.item()):
+        if not any_row(mask):  # (one configuration's checks give NumPy bools: read without a NumPy call)
             continue  # no row fails it (most checks, most rows)
-        mask = _rows(mask, shape)
+        mask = _rows(np.asarray(mask, dtype=bool), shape)
         new = mask & feasible
         if any_row(new):
             if detail is not None and details:

@@ -45,6 +45,34 @@ def where_one(condition, a, b):
     return np.where(condition, a, b)
 
 
+#: the classes :func:`numeric` hands back as they are: NumPy numbers and arrays
+_NUMPY = (np.float64, np.bool_, np.ndarray)
+_FLOAT = np.dtype(float)
+
+
+def numeric(value):
+    """``np.asarray(value)``, except that a NumPy number (one configuration's column) is handed back as it
+    is: the comparisons and arithmetic that follow give the same values and result classes (NumPy's
+    operations on an array of no dimension give numbers), without an array's cost on each of them.
+
+    >>> numeric(np.float64(2.0)) > 1, numeric([1.0, 3.0]) > 2
+    (np.True_, array([False,  True]))
+    """
+    return value if value.__class__ in _NUMPY else np.asarray(value)
+
+
+def floats(value):
+    """``np.asarray(value, dtype=float)``, except that a NumPy float or an array of floats is handed back
+    as it is (as :func:`numeric`).
+
+    >>> floats(np.float64(2.0)), floats(8)
+    (np.float64(2.0), array(8.))
+    """
+    if value.__class__ is np.float64 or value.__class__ is np.ndarray and value.dtype is _FLOAT:
+        return value
+    return np.asarray(value, dtype=float)
+
+
 def value_at(value, i) -> float:
     """``value`` at row ``i``: a scalar, a 1-D array indexed by a row number, or an array laid out
     as a box of the design space indexed by coordinates (a dimension of size 1 broadcasts)."""
