@@ -12,7 +12,7 @@ import numpy as np
 from perfsim.cost.collectives import bus_factor
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.plan.arguments import Recompute
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, numeric
 
 _FULL = float(Recompute.FULL)  # (a float compares with a column's number without NumPy converting an enum member)
 
@@ -98,7 +98,7 @@ def dp_traffic(c, trainable, weights, ranks, stride):
     reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
 
     def collective(op, size, n, stride, count):
-        if not any_row(np.asarray(n) > 1):  # one rank on every row: the collective costs 0 (count is finite)
+        if not any_row(numeric(n) > 1):  # one rank on every row: the collective costs 0 (count is finite)
             return np.zeros(np.broadcast(count, size, n, stride).shape)
         return count * group_collective(c, op, size / count, n, stride=stride)
 

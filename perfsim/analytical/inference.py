@@ -29,7 +29,7 @@ from perfsim.graph.transformer import (
     layer_ops,
     touched_experts,
 )
-from perfsim.plan.rows import Detail, any_row, where_one
+from perfsim.plan.rows import Detail, any_row, floats, where_one
 from perfsim.specs.units import GIB
 
 
@@ -162,7 +162,7 @@ def estimate_inference(c, single=None):
     :func:`one_configuration` of ``c``, where known."""
     seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]
-    one = np.ones_like(np.asarray(seqs, dtype=float))
+    one = np.ones_like(floats(seqs))
     # weight bytes on the busiest device (its share of the layers plus embedding/head), experts among them
     replicated, expert_params = stage_params_per_device(c)
     weights, experts = (replicated + expert_params) * c["w_bytes"], expert_params * c["w_bytes"]

@@ -44,7 +44,7 @@ from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 from perfsim.plan.arguments import Recompute, Schedule
-from perfsim.plan.rows import Detail, any_row
+from perfsim.plan.rows import Detail, any_row, floats, numeric
 from perfsim.specs.units import GIB
 
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -77,7 +77,7 @@ def micro_pass(c) -> Pass:
     """The forward pass of one micro-batch on one replica (context parallelism: a rank's share of
     each sequence's queries, attending the whole sequence)."""
     mb, seq, cp = c["micro_batch"], c["seq_len"], c["cp"]
-    one = np.ones_like(np.asarray(mb * seq, dtype=float))
+    one = np.ones_like(floats(mb * seq))
     q_len = seq / cp
     return Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
                 logits_tokens=mb * q_len)
@@ -384,7 +384,7 @@ def estimate_train(c, prices=None):
          Detail("global_batch ({:.0f}) is not a multiple of dp x micro_batch ({:.0f} x {:.0f})", c["global_batch"], dp,
                 mb)),
         (n_micro < 1, "fewer sequences than dp x micro_batch", None),
-        (np.asarray(seq) % np.asarray(c["cp"]) != 0, "cp does not divide seq_len", None),
+        (numeric(seq) % numeric(c["cp"]) != 0, "cp does not divide seq_len", None),
         (total > cap, "does not fit in device memory",
          Detail(_does_not_fit, total, cap, c["tp"], c["pp"], c["zero"])),
     ]
