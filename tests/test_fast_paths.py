@@ -493,3 +493,18 @@ def test_collectives_priced_on_numbers_equal_those_priced_on_arrays_of_no_dimens
                         nic_bytes(arrays, op, np.asarray(size), np.asarray(ranks)))
             for got, want in zip(numbers, expected, strict=True):
                 assert np.shape(got) == np.shape(want) and np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+_SPECIAL = [0.0, -0.0, 1.0, -1.0, 2.5, 5e-324, 1e308, np.inf, -np.inf, np.nan, -np.nan,
+            np.frombuffer(np.uint64(0x7FF8000000000001).tobytes(), dtype=np.float64)[0]]
+
+
+@pytest.mark.parametrize("a", _SPECIAL + [np.float64(v) for v in _SPECIAL[:4]])
+def test_maximum_and_minimum_of_numbers_give_what_numpy_gives_bit_for_bit(a):
+    from perfsim.plan.rows import maximum, minimum
+
+    for b in [*_SPECIAL, np.float64(-0.0), np.float64(np.nan), np.array([0.0, -0.0, np.nan]), np.array(-0.0)]:
+        for mine, theirs in ((maximum, np.maximum), (minimum, np.minimum)):
+            got, expected = mine(a, b), theirs(a, b)
+            assert type(got) is type(expected) and np.shape(got) == np.shape(expected)
+            assert np.asarray(got).tobytes() == np.asarray(expected).tobytes()

@@ -12,7 +12,7 @@ import numpy as np
 from perfsim.cost.collectives import bus_factor
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.plan.arguments import Recompute
-from perfsim.plan.rows import any_row, numeric
+from perfsim.plan.rows import any_row, maximum, minimum, numeric
 
 _FULL = float(Recompute.FULL)  # (a float compares with a column's number without NumPy converting an enum member)
 
@@ -57,7 +57,7 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro, traffic=None):
     zero, shard, weight_bytes = c["zero"], t["shard"], t["weight_bytes"]
     # gathers per micro-batch under ZeRO-3: forward, backward, and the recompute's re-gather
     reuse = c["gather_reuse_params"]
-    layer_weights = np.maximum(weights / np.maximum(c["stage_layers"], 1.0), 1.0)
+    layer_weights = maximum(weights / maximum(c["stage_layers"], 1.0), 1.0)
     regather = np.where((c["recompute"] == _FULL) & (reuse > 0),
                         np.clip(1.0 - reuse / (2.0 * layer_weights), 0.0, 1.0), 0.0)
     gathers = 2.0 + regather
@@ -85,16 +85,16 @@ def dp_traffic(c, trainable, weights, ranks, stride):
     gradient reduction, the full one and one weight gather, as ``(sharded, full, gather)``, and the
     host time of one gather's list copies (``host_gather_s``)."""
     zero = c["zero"]
-    shard = np.minimum(c["zero_shard_size"], ranks)
+    shard = minimum(c["zero_shard_size"], ranks)
     grad_bytes = trainable * c["grad_bytes"]
     weight_bytes = weights * c["w_bytes"]
     # the engine issues this traffic as many collectives, each paying its own latency: weights
     # gathered per unit (``gathers_per_layer`` per layer of the stage), gradients reduced in
     # buckets (Megatron-core: max(40M, 1M x dp) parameters, "so collectives do not become
     # latency-bound"); a fully sharded engine without buckets reduce-scatters per unit
-    units = np.maximum(c["stage_layers"], 1.0) * c["gathers_per_layer"]
-    bucket = np.maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
-    buckets = np.where(bucket > 0, np.maximum(np.ceil(trainable / np.maximum(bucket, 1.0)), 1.0), 1.0)
+    units = maximum(c["stage_layers"], 1.0) * c["gathers_per_layer"]
+    bucket = maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
+    buckets = np.where(bucket > 0, maximum(np.ceil(trainable / maximum(bucket, 1.0)), 1.0), 1.0)
     reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
 
     def collective(op, size, n, stride, count):

@@ -52,7 +52,7 @@ from perfsim.cost.tiers import (
     transfer_time,
 )
 from perfsim.graph.transformer import kv_bytes_per_token
-from perfsim.plan.rows import Detail, any_row, where_one
+from perfsim.plan.rows import Detail, any_row, maximum, minimum, where_one
 from perfsim.specs.units import GIB
 
 
@@ -174,7 +174,7 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
         Bytes per sequence: the transient tensors of one layer's pass, its KV cache (all layers),
         the hidden state kept between layers.
     """
-    layers = np.maximum(c["stage_layers"], 1.0)
+    layers = maximum(c["stage_layers"], 1.0)
     kg, kc, kn = _fractions(c, "kv")
     ag = _fractions(c, "act")[0]
     on_device, cpu, nvme = _weight_tiers(c, weights, experts)
@@ -182,14 +182,14 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
     # or fetched
     resident = on_device + 2.0 * (cpu + nvme) / layers + seqs * (kv_per_seq * kg + hidden_per_seq * ag)
     per_seq = working_set * (1.0 + c["fragmentation"]) + 2.0 * kv_per_seq / layers * (kc + kn)
-    fit = np.floor(np.maximum(c["capacity_bytes"] * c["gpu_memory_utilization"] - resident, 0.0) / per_seq)
+    fit = np.floor(maximum(c["capacity_bytes"] * c["gpu_memory_utilization"] - resident, 0.0) / per_seq)
     offloaded = c["offloaded"] > 0
     given = ~np.isnan(c["gpu_batch"])
     # (where not even one sequence fits, the plan is infeasible: priced as one batch)
     auto = offloaded & ~given & (c["block_schedule"] > 0) & (fit >= 1.0)
-    per_batch = where_one(offloaded & given, np.minimum(c["gpu_batch"], seqs),
-                         where_one(auto, np.minimum(fit, seqs), seqs))
-    return np.ceil(seqs / np.maximum(per_batch, 1.0))
+    per_batch = where_one(offloaded & given, minimum(c["gpu_batch"], seqs),
+                         where_one(auto, minimum(fit, seqs), seqs))
+    return np.ceil(seqs / maximum(per_batch, 1.0))
 
 
 def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0.0, touched=(0.0, 0.0)):
@@ -334,7 +334,7 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
     """
     cpu_attention = timing["breakdown.decode.cpu_attention"]
     batches = timing["gpu_batches"]
-    layers = np.maximum(c["stage_layers"], 1.0)
+    layers = maximum(c["stage_layers"], 1.0)
     parked = where_one(c["offloaded"] > 0, hidden, 0.0)
     gpu, host, nvme = {}, {}, {}
     gpu["weights"], host["weights"], nvme["weights"] = _weight_tiers(c, weights, experts)

@@ -44,7 +44,7 @@ from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 from perfsim.plan.arguments import Recompute, Schedule
-from perfsim.plan.rows import Detail, any_row, floats, numeric
+from perfsim.plan.rows import Detail, any_row, floats, maximum, numeric
 from perfsim.specs.units import GIB
 
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -168,7 +168,7 @@ def stage_times(c, weights=None, prices=None):
     forward, backward = prices["forward"], prices["backward"]
     f_layers, b_layers = forward[0], backward[0]
     ring = prices["ring_s"]
-    exposed = (np.maximum(ring - f_layers["attention_s"], 0.0), np.maximum(2.0 * ring - b_layers["attention_s"], 0.0))
+    exposed = (maximum(ring - f_layers["attention_s"], 0.0), maximum(2.0 * ring - b_layers["attention_s"], 0.0))
     out = {"pass": p, "ring_s": ring, "cp_exposed_s": exposed[0] + exposed[1],
            "prices": {"forward": forward, "backward": backward}}
     for key in ("forward_s", "backward_s", "wgrad_s"):
@@ -469,7 +469,7 @@ def _lora_params(c):
     h, r = c["hidden"], c["lora_rank"]
     qkv_out = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"]
     attn = r * (h + qkv_out) + r * (c["heads"] * c["head_dim"] + h)
-    ffn = np.maximum(c["ffn"], c["moe_ffn"])
+    ffn = maximum(c["ffn"], c["moe_ffn"])
     mlp = (1.0 + c["gated"]) * r * (h + ffn) + r * (ffn + h)
     return c["layers"] * (attn + mlp)
 

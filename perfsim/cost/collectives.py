@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.plan.rows import any_row, floats, numeric, where_one
+from perfsim.plan.rows import any_row, floats, maximum, numeric, where_one
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 ALGORITHMS = ("auto", "ring", "tree")
@@ -142,8 +142,8 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
             if any_row(nvls_eff > 0):
                 lat = 2.0 * floats(latency_s) if nvls_latency_s is None else \
                     where_one(numeric(nvls_latency_s) > 0, nvls_latency_s, 2.0 * floats(latency_s))
-                moved = (n + 1.0) / np.maximum(n, 1.0) * size  # reduce-scatter then multicast, each way
-                nvls = np.where(nvls_eff > 0, lat + moved / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
+                moved = (n + 1.0) / maximum(n, 1.0) * size  # reduce-scatter then multicast, each way
+                nvls = np.where(nvls_eff > 0, lat + moved / (bandwidth * maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)
     return np.where((n > 1) & (size > 0), best + base_latency_s, 0.0)
 

@@ -16,7 +16,7 @@ from perfsim.cost.op_order import broadcast_shape, run_sums, sum_in_op_order, we
 from perfsim.cost.roofline import dequant_time, gemm_time, op_time
 from perfsim.cost.topology import collective_and_nic
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
-from perfsim.plan.rows import any_row, floats, numeric, where_one
+from perfsim.plan.rows import any_row, floats, maximum, numeric, where_one
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
 
@@ -74,9 +74,9 @@ def decode_fixed_time(c, op, stream_s=0.0):
     mla = (numeric(c.get("kv_lora", 0.0)) > 0) & np.isfinite(mla_unit)
     unit_s = where_one(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
     units = np.where(mla, op.units * op.rows, op.units)
-    per_unit = unit_s * units / np.maximum(c["units"], 1.0)
+    per_unit = unit_s * units / maximum(c["units"], 1.0)
     fixed = where_one(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
-    extra = fixed + np.maximum(per_unit - stream_s, 0.0)
+    extra = fixed + maximum(per_unit - stream_s, 0.0)
     return np.where(numeric(op.decode) > 0, extra, 0.0)
 
 
@@ -99,7 +99,7 @@ def prefill_fixed_time(c, op, *, backward=False):
     kernel's compute. Both are runtime keys per architecture family
     (``prefill_attention_fixed_us_on``, ``prefill_attention_tile_us_on``), fitted to measured
     prefill-attention tables; 0 where the runtime gives none."""
-    per_tile = numeric(c.get("prefill_attn_tile_s", 0.0)) * op.blocks / np.maximum(c["units"], 1.0)
+    per_tile = numeric(c.get("prefill_attn_tile_s", 0.0)) * op.blocks / maximum(c["units"], 1.0)
     return np.where(prefill_call(op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
 
 
@@ -239,7 +239,7 @@ def _attention_cost(c, x, op):
     out = {}
     scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
     waves = np.ceil(op.blocks / c["units"])
-    wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
+    wave_eff = op.blocks / maximum(waves * c["units"], 1.0)
     # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
     # (at fp8 where the engine runs its context attention in fp8: prefill_attn_peak_ratio, _gemm_max)
     prefill = prefill_call(op, backward=backward)

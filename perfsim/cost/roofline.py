@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from perfsim.plan.rows import any_row, floats, numeric
+from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric
 
 _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 
@@ -145,7 +145,7 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
                                                                k, balance, reuse))
     tm = floats(tile_m) * _TILE_SHAPES[:, 0].reshape(lead)
     tn = floats(tile_n) * _TILE_SHAPES[:, 1].reshape(lead)
-    feed = np.where(chooses, np.minimum(1.0, tm * tn / (tm + tn) / np.maximum(reuse, 1e-300)), _REFERENCE.reshape(lead))
+    feed = np.where(chooses, minimum(1.0, tm * tn / (tm + tn) / maximum(reuse, 1e-300)), _REFERENCE.reshape(lead))
     candidates = gemm_tiles(m, n, tm, tn)
     each = _tile_efficiency(m, n, groups, tm, tn, compute_units, gemm_max * feed, k, balance, candidates)
     best = each.max(axis=0)
@@ -335,4 +335,4 @@ def op_time(flops, moved_bytes, *, peak_flops, compute_eff, bandwidth, memory_ef
     compute_s = flops / (peak_flops * compute_eff)
     memory_s = moved_bytes / (bandwidth * memory_eff)
     present = (numeric(flops) > 0) | (numeric(moved_bytes) > 0)
-    return np.where(present, np.maximum(compute_s, memory_s) + kernels * launch_s, 0.0)
+    return np.where(present, maximum(compute_s, memory_s) + kernels * launch_s, 0.0)

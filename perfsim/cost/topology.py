@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost.collectives import bus_factor, collective_time, custom_all_reduce_time, ring_steps
-from perfsim.plan.rows import any_row, floats, numeric, where_one
+from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric, where_one
 
 
 def scaleup_domain(c):
@@ -82,9 +82,9 @@ def _layout(c, ranks, stride):
     """``(ranks, group, per_node, nodes)`` of a group of ``ranks`` devices placed ``stride`` apart:
     the group's ranks on one node and the nodes it spans."""
     ranks = floats(ranks)
-    group = np.maximum(ranks, 1.0)
+    group = maximum(ranks, 1.0)
     # (np.clip's values, without its dispatch: both bounds are at least 1, so no signed zero to tell apart)
-    per_node = np.minimum(np.maximum(np.floor(scaleup_domain(c) / np.maximum(stride, 1.0)), 1.0), group)
+    per_node = minimum(maximum(np.floor(scaleup_domain(c) / maximum(stride, 1.0)), 1.0), group)
     return ranks, group, per_node, np.ceil(ranks / per_node)
 
 
@@ -142,7 +142,7 @@ def engine_all_reduce(c, size, ranks, stride=1.0):
     size = floats(size)
     limit = where_one(ranks == 2, c.get("custom_ar_max_tp2", 0.0), c.get("custom_ar_max", 0.0))
     latency, eff = numeric(c.get("custom_ar_lat_s", np.nan)), numeric(c.get("custom_ar_eff", np.nan))
-    on_node = ranks <= np.floor(numeric(c["devices_per_node"]) / np.maximum(stride, 1.0))
+    on_node = ranks <= np.floor(numeric(c["devices_per_node"]) / maximum(stride, 1.0))
     applies = ((ranks >= 2) & (ranks <= 8) & (ranks % 2 == 0) & on_node & (size < limit)
                & np.isfinite(latency) & np.isfinite(eff))
     if not any_row(applies):
@@ -201,8 +201,8 @@ def _library_collective(c, op, size, ranks, algorithm, stride, layout=None):
     """:func:`group_collective` as the collective library (NCCL, RCCL) runs it (``layout``: the group's
     :func:`_layout`, where known)."""
     ranks, group, per_node, nodes = _layout(c, ranks, stride) if layout is None else layout
-    stride = np.maximum(stride, 1.0)
-    per_package = np.minimum(np.maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
+    stride = maximum(stride, 1.0)
+    per_package = minimum(maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
     up_bw = where_one(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
     up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.graph.params import expert_tp
-from perfsim.plan.rows import any_row, where_one
+from perfsim.plan.rows import any_row, maximum, where_one
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,13 @@ class Pass:
 
 def touched_experts(c, tokens):
     """Expected distinct routed experts hit by ``tokens × top_k`` draws from a balanced router."""
-    experts = np.maximum(c["experts"], 1.0)
+    experts = maximum(c["experts"], 1.0)
     return experts * (1.0 - np.power(1.0 - c["top_k"] / experts, tokens))
 
 
 def kv_heads_per_device(c):
     """KV heads each tensor-parallel rank holds (replicated when tp exceeds them)."""
-    return np.maximum(c["kv_heads"] / c["tp"], 1.0)
+    return maximum(c["kv_heads"] / c["tp"], 1.0)
 
 
 def kv_bytes_per_token(c):

@@ -45,6 +45,31 @@ def where_one(condition, a, b):
     return np.where(condition, a, b)
 
 
+def maximum(a, b):
+    """``np.maximum(a, b)``; of two numbers (Python or NumPy floats) the one it gives, as a NumPy float,
+    without a NumPy call (NumPy's rule: ``a`` where it is NaN or above ``b``, else ``b``: NaN, ties
+    between 0 and -0 and the number's class as NumPy gives them; ``np.maximum`` of two numbers takes
+    most of a microsecond).
+
+    >>> maximum(np.float64(2.0), 3.0), maximum(-0.0, 0.0), maximum(np.nan, 1.0), maximum(np.array([1.0, 4.0]), 2.0)
+    (np.float64(3.0), np.float64(0.0), np.float64(nan), array([2., 4.]))
+    """
+    if a.__class__ in _FLOATS and b.__class__ in _FLOATS:
+        return np.float64(a if a != a or a > b else b)
+    return np.maximum(a, b)
+
+
+def minimum(a, b):
+    """``np.minimum(a, b)``, as :func:`maximum` (``a`` where it is NaN or below ``b``, else ``b``).
+
+    >>> minimum(np.float64(2.0), 3.0), minimum(0.0, -0.0), minimum(1.0, np.nan), minimum(np.array([1.0, 4.0]), 2.0)
+    (np.float64(2.0), np.float64(-0.0), np.float64(nan), array([1., 2.]))
+    """
+    if a.__class__ in _FLOATS and b.__class__ in _FLOATS:
+        return np.float64(a if a != a or a < b else b)
+    return np.minimum(a, b)
+
+
 #: the classes :func:`numeric` hands back as they are: NumPy numbers and arrays
 _NUMPY = (np.float64, np.bool_, np.ndarray)
 _FLOAT = np.dtype(float)
