@@ -508,3 +508,22 @@ def test_maximum_and_minimum_of_numbers_give_what_numpy_gives_bit_for_bit(a):
             got, expected = mine(a, b), theirs(a, b)
             assert type(got) is type(expected) and np.shape(got) == np.shape(expected)
             assert np.asarray(got).tobytes() == np.asarray(expected).tobytes()
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", num_devices=8, tp=8),
+                                  dict(model="mixtral-8x7b", hardware="h100-sxm", num_devices=8, tp=2, ep=4, cp=2),
+                                  dict(model="deepseek-v2-lite", hardware="h100-sxm", num_devices=8, dtype="fp8")])
+def test_a_training_configurations_ops_hold_numbers_not_arrays_of_no_dimension(plan):
+    # (NumPy's arithmetic on an array of no dimension costs about ten times its cost on a number)
+    from dataclasses import fields
+
+    from perfsim.analytical.training import micro_pass
+    from perfsim.graph.transformer import head_ops
+
+    c = build(expand(dict(plan, mode="train", recompute="none")))
+    p = micro_pass(c)
+    for ops in (layer_ops(c, p, moe=False), layer_ops(c, p, moe=True), head_ops(c, p)):
+        for op in ops:
+            for field in fields(op):
+                value = getattr(op, field.name)
+                assert not (isinstance(value, np.ndarray) and value.ndim == 0), (op.name, field.name)

@@ -50,7 +50,7 @@ def attention_length_eff(span, visits, diagonal, *, backward=False):
     span = floats(span)
     fixed = floats(visits) * per_tile + floats(diagonal) * per_diagonal
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(span > 0, span / (span + fixed), 1.0)
+        return where_one(span > 0, span / (span + fixed), 1.0)
 
 
 def decode_fixed_time(c, op, stream_s=0.0):
@@ -73,11 +73,11 @@ def decode_fixed_time(c, op, stream_s=0.0):
     mla_unit = numeric(c.get("decode_attn_mla_unit_s", math.nan))
     mla = (numeric(c.get("kv_lora", 0.0)) > 0) & np.isfinite(mla_unit)
     unit_s = where_one(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
-    units = np.where(mla, op.units * op.rows, op.units)
+    units = where_one(mla, op.units * op.rows, op.units)
     per_unit = unit_s * units / maximum(c["units"], 1.0)
     fixed = where_one(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
     extra = fixed + maximum(per_unit - stream_s, 0.0)
-    return np.where(numeric(op.decode) > 0, extra, 0.0)
+    return where_one(numeric(op.decode) > 0, extra, 0.0)
 
 
 def prefill_call(op, *, backward=False):
@@ -100,7 +100,7 @@ def prefill_fixed_time(c, op, *, backward=False):
     (``prefill_attention_fixed_us_on``, ``prefill_attention_tile_us_on``), fitted to measured
     prefill-attention tables; 0 where the runtime gives none."""
     per_tile = numeric(c.get("prefill_attn_tile_s", 0.0)) * op.blocks / maximum(c["units"], 1.0)
-    return np.where(prefill_call(op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
+    return where_one(prefill_call(op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
 
 
 #: every column the GEMM, elementwise and collective terms read (:func:`_gemm_cost`,
@@ -243,9 +243,9 @@ def _attention_cost(c, x, op):
     # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
     # (at fp8 where the engine runs its context attention in fp8: prefill_attn_peak_ratio, _gemm_max)
     prefill = prefill_call(op, backward=backward)
-    share = np.where(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
-    gemm_max = np.where(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
-    eff = gemm_max * share * np.where(op.blocks > 0, wave_eff, 1.0)
+    share = where_one(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
+    gemm_max = where_one(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
+    eff = gemm_max * share * where_one(op.blocks > 0, wave_eff, 1.0)
     eff = eff * attention_length_eff(op.span, op.visits, op.diagonal, backward=backward)
     vec = 0.0
     if x.npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
@@ -255,7 +255,7 @@ def _attention_cost(c, x, op):
         vec = np.where(systolic, npu.vector_time(npu.SOFTMAX_OPS * op.scores * scale, c["vector_flops"]), 0.0)
     if backward:  # the gradient kernel's own rate (FlashAttention-3, cuDNN: below the forward's)
         eff = eff * c["attention_bwd_ratio"]
-    peak = c["peak_flops"] * np.where(prefill, c.get("prefill_attn_peak_ratio", c["attn_peak_ratio"]),
+    peak = c["peak_flops"] * where_one(prefill, c.get("prefill_attn_peak_ratio", c["attn_peak_ratio"]),
                                       c["attn_peak_ratio"])
     t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
                 compute_eff=eff, launch_s=launch, **x.mem)
@@ -269,12 +269,12 @@ def _attention_cost(c, x, op):
         out["vector_s"] = vec
         out["vector_ops"] = np.where(systolic, npu.SOFTMAX_OPS * op.scores * scale, 0.0)
         out["dma_s"] = np.where(t > 0, tm, 0.0)
-    fixed = np.where(t > 0, decode_fixed_time(c, op, t - launch) + prefill_fixed_time(c, op, backward=backward), 0.0)
+    fixed = where_one(t > 0, decode_fixed_time(c, op, t - launch) + prefill_fixed_time(c, op, backward=backward), 0.0)
     out["attention_s"] = t + fixed
-    out["launch_s"] = np.where(t > 0, launch, 0.0)
-    out["compute_bound_s"] = np.where(tc >= t - launch, t + fixed, 0.0)
-    out["memory_bound_s"] = np.where(tc < t - launch, t + fixed, 0.0)
-    out["memory_compute_s"] = np.where(tc < t - launch, tc, 0.0)
+    out["launch_s"] = where_one(t > 0, launch, 0.0)
+    out["compute_bound_s"] = where_one(tc >= t - launch, t + fixed, 0.0)
+    out["memory_bound_s"] = where_one(tc < t - launch, t + fixed, 0.0)
+    out["memory_compute_s"] = where_one(tc < t - launch, tc, 0.0)
     out["flops"] = op.flops * scale
     out["hbm_bytes"] = op.moved_bytes * (2.0 if backward else 1.0)
     return out

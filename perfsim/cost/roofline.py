@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric
+from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric, where_one
 
 _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 
@@ -335,4 +335,4 @@ def op_time(flops, moved_bytes, *, peak_flops, compute_eff, bandwidth, memory_ef
     compute_s = flops / (peak_flops * compute_eff)
     memory_s = moved_bytes / (bandwidth * memory_eff)
     present = (numeric(flops) > 0) | (numeric(moved_bytes) > 0)
-    return np.where(present, maximum(compute_s, memory_s) + kernels * launch_s, 0.0)
+    return where_one(present, maximum(compute_s, memory_s) + kernels * launch_s, 0.0)

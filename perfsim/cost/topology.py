@@ -117,7 +117,7 @@ def _nic_bytes(op, size, layout):
         sent = (ranks - per_node) * size / group
     else:
         sent = bus_factor(op, np.maximum(nodes, 1.0)) * size / per_node
-    return np.where((nodes > 1) & (size > 0), sent, 0.0)
+    return where_one((nodes > 1) & (size > 0), sent, 0.0)
 
 
 def engine_all_reduce(c, size, ranks, stride=1.0):
