@@ -527,3 +527,22 @@ def test_a_training_configurations_ops_hold_numbers_not_arrays_of_no_dimension(p
             for field in fields(op):
                 value = getattr(op, field.name)
                 assert not (isinstance(value, np.ndarray) and value.ndim == 0), (op.name, field.name)
+
+
+@pytest.mark.parametrize("values", [(np.float64(2.0), 3.0), (2, np.float64(-0.0)), (np.ones(3), 1.0), (np.array(1.0), 2.0),
+                                    (np.ones((2, 1)), np.zeros(3), 4.0), (True, 2.0)])
+def test_zeros_of_numbers_are_a_number_and_of_arrays_their_broadcast(values):
+    from perfsim.plan.rows import zeros
+
+    got, expected = zeros(*values), np.zeros(np.broadcast(*values).shape)
+    numbers = all(v.__class__ in (float, np.float64, int) for v in values)
+    assert (type(got) is np.float64) if numbers else (type(got) is np.ndarray and got.shape == expected.shape)
+    assert np.asarray(got).tobytes() == expected.tobytes()
+
+
+def test_a_training_steps_data_parallel_terms_of_one_rank_are_numbers():
+    from perfsim.analytical.data_parallel import dp_traffic
+
+    c = build(expand(dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=8, tp=8)))
+    traffic = dp_traffic(c, 1e9, 1e9, c["dp"], c["tp"])
+    assert all(type(v) is np.float64 for v in (*traffic["seconds"], *traffic["nic"]))

@@ -12,7 +12,7 @@ import numpy as np
 from perfsim.cost.collectives import bus_factor
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.plan.arguments import Recompute
-from perfsim.plan.rows import any_row, maximum, minimum, numeric, where_one
+from perfsim.plan.rows import any_row, maximum, minimum, numeric, where_one, zeros
 
 _FULL = float(Recompute.FULL)  # (a float compares with a column's number without NumPy converting an enum member)
 
@@ -99,7 +99,7 @@ def dp_traffic(c, trainable, weights, ranks, stride):
 
     def collective(op, size, n, stride, count):
         if not any_row(numeric(n) > 1):  # one rank on every row: the collective costs 0 (count is finite)
-            return np.zeros(np.broadcast(count, size, n, stride).shape)
+            return zeros(count, size, n, stride)
         return count * group_collective(c, op, size / count, n, stride=stride)
 
     gather = collective("all_gather", weight_bytes, shard, stride, where_one(zero >= 3, units, buckets))
@@ -110,9 +110,9 @@ def dp_traffic(c, trainable, weights, ranks, stride):
     copies = c["rank_copies"] * where_one((shard > 1) & (weight_bytes > 0), shard, 0.0) * c["launch_s"]
     # bytes each device sends (nccl-tests bus volume), for the power model
     sent = (grad_bytes * bus_factor("reduce_scatter", shard)
-            + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
-            grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
-            weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
+            + grad_bytes / shard * bus_factor("all_reduce", maximum(ranks / shard, 1.0)),
+            grad_bytes * bus_factor("all_reduce", maximum(ranks, 1.0)),
+            weight_bytes * bus_factor("all_gather", maximum(shard, 1.0)))
     # the part of it each device sends over its scale-out NIC
     nic = (nic_bytes(c, "reduce_scatter", grad_bytes, shard, stride=stride)
            + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),

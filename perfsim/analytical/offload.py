@@ -483,7 +483,7 @@ def _gradient_fractions(c):
     keeps them in host memory; the device holds only reduction buckets)."""
     _, gc, gn = _fractions(c, "grad")
     _, oc, on = _fractions(c, "opt")
-    off = np.maximum(gc + gn, oc + on)
+    off = maximum(gc + gn, oc + on)
     return 1.0 - off, off - gn, gn
 
 
@@ -495,7 +495,7 @@ def train_memory(c, weights, grads, optimizer, activations, optimizer_params):
     with to fp32 (DeepSpeed's CPU Adam reads fp32 gradients), and double buffers of optimizer
     state streamed from NVMe.
     """
-    layers = np.maximum(c["stage_layers"], 1.0)
+    layers = maximum(c["stage_layers"], 1.0)
     shares = {"weights": _fractions(c, "w"), "gradients": _gradient_fractions(c), "optimizer": _fractions(c, "opt"),
               "activations": _fractions(c, "act")}
     amounts = {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations}
@@ -507,6 +507,6 @@ def train_memory(c, weights, grads, optimizer, activations, optimizer_params):
         if kind != "optimizer":
             staging = staging + 2.0 * amount / layers * (h + n)
     _, oc, on = _fractions(c, "opt")
-    widening = np.maximum(4.0 - c["grad_bytes"], 0.0)
+    widening = maximum(4.0 - c["grad_bytes"], 0.0)
     host["other"] = optimizer_params * (oc + on) * widening + 2.0 * optimizer / layers * on
     return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": (oc + on) > 0}

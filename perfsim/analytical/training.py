@@ -44,7 +44,7 @@ from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 from perfsim.plan.arguments import Recompute, Schedule
-from perfsim.plan.rows import Detail, any_row, floats, maximum, numeric, where_one
+from perfsim.plan.rows import Detail, any_row, floats, maximum, minimum, numeric, where_one
 from perfsim.specs.units import GIB
 
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -200,7 +200,7 @@ def stage_times(c, weights=None, prices=None):
                dp_per_step_s=data_par["per_step_s"], dp_overlap=c["dp_overlap"], dp_unhidden_s=unhidden,
                step_overhead_s=c["step_overhead_s"] + unhidden,
                optimizer_s=data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"]),
-               buckets=np.maximum(c["stage_layers"], 1.0))
+               buckets=maximum(c["stage_layers"], 1.0))
     return out
 
 
@@ -221,7 +221,7 @@ def dualpipe_pairing(c, t):
     """
     ep = _per_micro(c, t, "ep_communication_s")
     per_mb = t["forward_s"] + t["backward_s"] + t["recompute_s"]
-    held = np.minimum(_DUALPIPE_COMM_UNITS, c["units"] / 2.0)
+    held = minimum(_DUALPIPE_COMM_UNITS, c["units"] / 2.0)
     paired = np.maximum(per_mb - ep + ep * held / (c["units"] - held), ep)
     return np.where((c["schedule"] == _DUALPIPE) & (ep > 0), paired / np.maximum(per_mb, 1e-30), 1.0)
 
@@ -241,13 +241,13 @@ def _pipeline(t, c):
     n, pp, v, sched = t["n_micro"], c["pp"], c["virtual_stages"], c["schedule"]
     per_mb = F + B + R
     b_input = B + R - W  # the backward's critical part when weight gradients are deferred
-    short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
+    short = maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
     # (np.select's values: the first schedule that matches, else gpipe/1f1b; without its broadcasting)
     bubble = np.where(sched == _INTERLEAVED, ((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
                       np.where(sched == _ZERO_BUBBLE, (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
                                + short * np.minimum(np.minimum(W, F), b_input),
                                np.where(sched == _DUALPIPE,
-                                        np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0),
+                                        maximum(pp / 2.0 - 1.0, 0.0) * maximum(per_mb - 3.0 * W, 0.0),
                                         (pp - 1.0) * per_mb)))
     # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
     # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
@@ -283,7 +283,7 @@ def estimate_train(c, prices=None):
     layers_stage = t["buckets"]
 
     def exposed(comm, window):
-        return np.maximum(comm - overlap * window, 0.0) + overlap * np.minimum(comm / layers_stage, comm)
+        return maximum(comm - overlap * window, 0.0) + overlap * minimum(comm / layers_stage, comm)
 
     exposed_sync = n_micro * exposed(per_micro, per_mb) + exposed(per_step, B) + t["dp_unhidden_s"]
     sync_total = n_micro * per_micro + per_step + t["dp_unhidden_s"]
@@ -405,7 +405,7 @@ def _step_span(c, t, step, per_mb, bubble, flops, traffic):
     """
     prices = [d for phase in t["prices"].values() for d in phase]
     f_layers = t["prices"]["forward"][0]
-    recompute = t["recompute_s"] / np.maximum(f_layers["total_s"], 1e-30)
+    recompute = t["recompute_s"] / maximum(f_layers["total_s"], 1e-30)
     slots = (t["n_micro"] * per_mb + bubble) / np.maximum(per_mb, 1e-30)
 
     def part(key):
@@ -435,7 +435,7 @@ def _step_traffic(c, p, n_micro, R, prices, data_par):
     writes what it receives.
     """
     f_layers = prices["forward"][0]
-    recompute_share = R / np.maximum(f_layers["total_s"], 1e-30)
+    recompute_share = R / maximum(f_layers["total_s"], 1e-30)
     sent = {}
     for key in ("hbm_bytes", "link_bytes", "nic_bytes"):
         passes = sum(d[key] for phase in prices.values() for d in phase)
@@ -446,7 +446,7 @@ def _step_traffic(c, p, n_micro, R, prices, data_par):
     # the context-parallel ring: a K/V chunk per step and layer forward (and recomputed), K/V and
     # their gradients backward
     chunk = p.tokens * kv_bytes_per_token(c)
-    rings = n_micro * (3.0 + recompute_share) * np.maximum(c["cp"] - 1.0, 0.0) * c["stage_layers"]
+    rings = n_micro * (3.0 + recompute_share) * maximum(c["cp"] - 1.0, 0.0) * c["stage_layers"]
     dp_sent = data_par["sent_bytes"]
     link = sent["link_bytes"] + dp_sent + p2p + rings * chunk
     hbm = sent["hbm_bytes"] + data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p + rings * chunk)
@@ -510,7 +510,7 @@ def _activation_bytes(c, n_micro):
     per_layer = tokens * per_token
     pp, v = c["pp"], c["virtual_stages"]
     layers_stage = c["stage_layers"]
-    in_flight = where_one(c["schedule"] == _GPIPE, n_micro, np.minimum(n_micro, pp))
+    in_flight = where_one(c["schedule"] == _GPIPE, n_micro, minimum(n_micro, pp))
     factor = where_one(c["schedule"] == _INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
     held = layers_stage * in_flight * factor * per_layer
     # full recompute re-materialises one layer's activations during its backward

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost.collectives import bus_factor, collective_time, custom_all_reduce_time, ring_steps
-from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric, where_one
+from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric, where_one, zeros
 
 
 def scaleup_domain(c):
@@ -110,7 +110,7 @@ def _nic_bytes(op, size, layout):
     ranks, group, per_node, nodes = layout
     size = floats(size)
     if not any_row(nodes > 1):  # every group inside one node
-        return np.zeros(np.broadcast(nodes, size).shape)
+        return zeros(nodes, size)
     if op == "send_recv":
         sent = size + 0.0 * ranks
     elif op == "all_to_all":

@@ -70,6 +70,20 @@ def minimum(a, b):
     return np.minimum(a, b)
 
 
+def zeros(*values):
+    """Zeros of the shape ``values`` broadcast to: ``np.zeros(np.broadcast(*values).shape)``, or a NumPy
+    zero where each value is a number (not an array of no dimension, on which every operation after it
+    would take an array's cost).
+
+    >>> zeros(np.float64(2.0), 3.0), zeros(np.ones(2), 1.0)
+    (np.float64(0.0), array([0., 0.]))
+    """
+    for value in values:
+        if value.__class__ not in _FLOATS and value.__class__ is not int:
+            return np.zeros(np.broadcast(*values).shape)
+    return np.float64(0.0)
+
+
 #: the classes :func:`numeric` hands back as they are: NumPy numbers and arrays
 _NUMPY = (np.float64, np.bool_, np.ndarray)
 _FLOAT = np.dtype(float)
