@@ -546,3 +546,13 @@ def test_a_training_steps_data_parallel_terms_of_one_rank_are_numbers():
     c = build(expand(dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=8, tp=8)))
     traffic = dp_traffic(c, 1e9, 1e9, c["dp"], c["tp"])
     assert all(type(v) is np.float64 for v in (*traffic["seconds"], *traffic["nic"]))
+
+
+@pytest.mark.parametrize("value, placed", [(0.0, False), (-0.0, False), (np.float64(0.25), True), (np.nan, True),
+                                           (np.array([0.0, 0.0]), False), (np.array([0.0, np.nan]), True)])
+def test_a_state_is_placed_off_the_device_where_some_fraction_is_not_zero(value, placed):
+    from perfsim.analytical.offload import _placed
+
+    c = build(expand(dict(model="llama2-7b", hardware="a100-80gb")))
+    assert _placed(c) is False
+    assert _placed(dict(c, kv_frac_nvme=value)) is placed

@@ -294,8 +294,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
 
 def _placed(c) -> bool:
     """Whether any row places any state (weights, KV cache, activations, routed experts) off the device."""
-    # (count_nonzero: NaN counts; a number or an array, without np.any's dispatch)
-    return any(np.count_nonzero(c[f"{prefix}_frac_{tier}"]) for prefix in ("w", "kv", "act", "exp")
+    # (NaN counts: it is not 0; a number's truth read without a NumPy call)
+    return any(any_row(c[f"{prefix}_frac_{tier}"] != 0) for prefix in ("w", "kv", "act", "exp")
                for tier in ("cpu", "nvme"))
 
 

@@ -50,7 +50,7 @@ from perfsim.cost.clock import (
     solve_clocks,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail, any_row, numeric, where_one
+from perfsim.plan.rows import Detail, any_row, floats, numeric, where_one
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -258,7 +258,7 @@ def board_cap(c):
     The TPU and NPU specs' ``tdp_w`` is a measured maximum or an assumption, with no published
     clock controller behind it: there the dynamic power is clipped at it (:func:`device_power`)
     and only a plan's cap lowers the clock."""
-    cap = np.asarray(c["power_cap_w"], dtype=float)
+    cap = floats(c["power_cap_w"])
     return np.fmin(where_one(np.isnan(cap), np.inf, cap), where_one(not_clock_limited(c), np.inf, c["tdp_w"]))
 
 
