@@ -556,3 +556,21 @@ def test_a_state_is_placed_off_the_device_where_some_fraction_is_not_zero(value,
     c = build(expand(dict(model="llama2-7b", hardware="a100-80gb")))
     assert _placed(c) is False
     assert _placed(dict(c, kv_frac_nvme=value)) is placed
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=8, tp=8),
+                                  dict(model="llama2-70b", hardware="a100-80gb", batch=512, prompt_len=4096),
+                                  dict(model="llama2-7b", hardware="a100-80gb", power_cap_w=60.0),
+                                  dict(model="llama2-13b", hardware="a100-40gb", mode="train", num_devices=2, tp=2,
+                                       recompute="auto", power_cap_w=80.0)])
+def test_one_rows_messages_equal_those_read_for_many_rows(plan):
+    from perfsim.analytical import evaluate as ev
+
+    c = build(expand(plan))
+    one = ev.one_configuration(c)
+    fn = ev._train_least_recompute if plan.get("mode") == "train" else ev._inference_best_offload
+    _, checks = fn(c, one)
+    flagged = [detail for mask, _, detail in ev._plan_checks(c) + checks if detail is not None and np.any(mask)]
+    assert flagged
+    for detail in flagged:
+        assert ev._messages(detail, np.array([0]), (1,)) == detail.rows(np.array([0]), (1,))

@@ -418,6 +418,8 @@ class _Either:
 
 def _messages(detail, rows: np.ndarray, shape: tuple) -> list[str]:
     """The messages of a check's ``detail`` for the rows ``rows`` of a block of ``shape``."""
+    if shape == (1,):  # one row (an estimate): its message, its numbers read without broadcasting them
+        return [detail(0)]
     if hasattr(detail, "rows"):  # every row's numbers at once
         return detail.rows(rows, shape)
     # a box's columns are indexed by its coordinates
