@@ -574,3 +574,25 @@ def test_one_rows_messages_equal_those_read_for_many_rows(plan):
     assert flagged
     for detail in flagged:
         assert ev._messages(detail, np.array([0]), (1,)) == detail.rows(np.array([0]), (1,))
+
+
+@pytest.mark.parametrize("a, b, shared", [(2.0, 2.0, True), (np.float64(8.0), 8.0, True), (0.0, -0.0, False),
+                                          (np.nan, np.nan, True), (1.0, 2.0, False), (1, 1.0, True)])
+def test_a_field_two_passes_share_to_the_bit_stays_one_number(a, b, shared):
+    from perfsim.analytical.inference import _shared
+
+    got = _shared(a, b)
+    assert (type(got) is np.float64) == shared
+    assert np.asarray(got if shared else got[0]).tobytes() == np.float64(a).tobytes()
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="mixtral-8x7b", hardware="a100-80gb", tp=2, power_cap_w=250.0),
+                                  dict(model="deepseek-v2-lite", hardware="h100-sxm", tp=8, dtype="fp8")])
+def test_passes_with_shared_fields_priced_together_equal_each_alone_bit_for_bit(plan):
+    c = build(expand(plan))
+    together = _forward_pair(c, *PASSES)
+    for alone, parts in zip((forward_time(c, p)[1] for p in PASSES), together, strict=True):
+        assert list(parts) == list(alone)
+        for key, value in alone.items():
+            assert np.asarray(parts[key], dtype=float).tobytes() == np.asarray(value, dtype=float).tobytes(), key

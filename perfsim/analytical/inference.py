@@ -111,12 +111,19 @@ def _forward_pair(c, first: Pass, second: Pass, one=None):
     """The breakdowns of :func:`forward_time` of two passes. Where every column and every field of
     the passes is one number (a single estimate; ``one``: :func:`one_configuration`, where known),
     the two are priced in one call on arrays of two elements: the same values, elementwise, with
-    half the NumPy calls."""
+    half the NumPy calls (a field the two passes share to the bit, such as the sequences, stays one
+    number: what depends on it alone is priced on numbers)."""
     fields = [(getattr(first, f), getattr(second, f)) for f in Pass.__dataclass_fields__]
     if any(getattr(v, "ndim", 0) for pair in fields for v in pair) or not (one_configuration(c) if one is None else one):
         return forward_time(c, first)[1], forward_time(c, second)[1]
-    both = forward_time(c, Pass(*(np.array(pair, dtype=float) for pair in fields)))[1]
+    both = forward_time(c, Pass(*(_shared(*pair) for pair in fields)))[1]
     return tuple({k: (v[i] if getattr(v, "ndim", 0) else v) for k, v in both.items()} for i in (0, 1))
+
+
+def _shared(a, b):
+    """Two passes' values of a field: one NumPy float where they are the same bits, else an array of the two."""
+    pair = np.array((a, b), dtype=float)
+    return pair[0] if pair[0].tobytes() == pair[1].tobytes() else pair
 
 
 def _batched(parts, batches):
