@@ -462,3 +462,137 @@ def test_a_value_listed_for_a_few_spans_is_its_broadcast(value):
     listed, expected = _listed(value, (3,)), np.broadcast_to(np.asarray(value, dtype=float), (3,)).tolist()
     assert [type(v) for v in listed] == [float] * 3
     assert np.array_equal(listed, expected, equal_nan=True) and np.array_equal(np.signbit(listed), np.signbit(expected))
+
+
+@pytest.mark.parametrize("value", [np.float64(-0.0), np.float64(np.nan), np.True_, np.array([1.0, 2.0]), 2, 2.5, [1, 3],
+                                   np.array(1.5), np.array([1, 2])])
+def test_numbers_and_arrays_handed_back_as_they_are(value):
+    from perfsim.plan.rows import floats, numeric
+
+    for got, expected in ((numeric(value), np.asarray(value)), (floats(value), np.asarray(value, dtype=float))):
+        assert np.shape(got) == expected.shape and np.asarray(got).dtype == expected.dtype
+        assert np.array_equal(got, expected, equal_nan=True)
+    kept = (np.float64, np.bool_, np.ndarray)
+    assert (numeric(value) is value) == (value.__class__ in kept)
+    assert (floats(value) is value) == (value.__class__ is np.float64 or getattr(value, "dtype", None) == float)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8),
+                                  dict(model="llama2-7b", hardware="tpu-v5e", num_devices=16, tp=16),
+                                  dict(model="llama2-70b", hardware="a100-80gb", num_devices=16, tp=16)])
+def test_collectives_priced_on_numbers_equal_those_priced_on_arrays_of_no_dimension(plan):
+    from perfsim.cost.topology import collective_and_nic, group_collective, nic_bytes
+
+    c = build(expand(plan))
+    arrays = {k: np.asarray(v) if isinstance(v, np.generic) else v for k, v in c.items()}
+    for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"):
+        for size in (np.float64(1e5), np.float64(3e8), np.array([1e5, 3e8])):
+            ranks = c["tp"]
+            numbers = collective_and_nic(c, op, size, ranks)
+            expected = (group_collective(arrays, op, np.asarray(size), np.asarray(ranks)),
+                        nic_bytes(arrays, op, np.asarray(size), np.asarray(ranks)))
+            for got, want in zip(numbers, expected, strict=True):
+                assert np.shape(got) == np.shape(want) and np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+_SPECIAL = [0.0, -0.0, 1.0, -1.0, 2.5, 5e-324, 1e308, np.inf, -np.inf, np.nan, -np.nan,
+            np.frombuffer(np.uint64(0x7FF8000000000001).tobytes(), dtype=np.float64)[0]]
+
+
+@pytest.mark.parametrize("a", _SPECIAL + [np.float64(v) for v in _SPECIAL[:4]])
+def test_maximum_and_minimum_of_numbers_give_what_numpy_gives_bit_for_bit(a):
+    from perfsim.plan.rows import maximum, minimum
+
+    for b in [*_SPECIAL, np.float64(-0.0), np.float64(np.nan), np.array([0.0, -0.0, np.nan]), np.array(-0.0)]:
+        for mine, theirs in ((maximum, np.maximum), (minimum, np.minimum)):
+            got, expected = mine(a, b), theirs(a, b)
+            assert type(got) is type(expected) and np.shape(got) == np.shape(expected)
+            assert np.asarray(got).tobytes() == np.asarray(expected).tobytes()
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", num_devices=8, tp=8),
+                                  dict(model="mixtral-8x7b", hardware="h100-sxm", num_devices=8, tp=2, ep=4, cp=2),
+                                  dict(model="deepseek-v2-lite", hardware="h100-sxm", num_devices=8, dtype="fp8")])
+def test_a_training_configurations_ops_hold_numbers_not_arrays_of_no_dimension(plan):
+    # (NumPy's arithmetic on an array of no dimension costs about ten times its cost on a number)
+    from dataclasses import fields
+
+    from perfsim.analytical.training import micro_pass
+    from perfsim.graph.transformer import head_ops
+
+    c = build(expand(dict(plan, mode="train", recompute="none")))
+    p = micro_pass(c)
+    for ops in (layer_ops(c, p, moe=False), layer_ops(c, p, moe=True), head_ops(c, p)):
+        for op in ops:
+            for field in fields(op):
+                value = getattr(op, field.name)
+                assert not (isinstance(value, np.ndarray) and value.ndim == 0), (op.name, field.name)
+
+
+@pytest.mark.parametrize("values", [(np.float64(2.0), 3.0), (2, np.float64(-0.0)), (np.ones(3), 1.0), (np.array(1.0), 2.0),
+                                    (np.ones((2, 1)), np.zeros(3), 4.0), (True, 2.0)])
+def test_zeros_of_numbers_are_a_number_and_of_arrays_their_broadcast(values):
+    from perfsim.plan.rows import zeros
+
+    got, expected = zeros(*values), np.zeros(np.broadcast(*values).shape)
+    numbers = all(v.__class__ in (float, np.float64, int) for v in values)
+    assert (type(got) is np.float64) if numbers else (type(got) is np.ndarray and got.shape == expected.shape)
+    assert np.asarray(got).tobytes() == expected.tobytes()
+
+
+def test_a_training_steps_data_parallel_terms_of_one_rank_are_numbers():
+    from perfsim.analytical.data_parallel import dp_traffic
+
+    c = build(expand(dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=8, tp=8)))
+    traffic = dp_traffic(c, 1e9, 1e9, c["dp"], c["tp"])
+    assert all(type(v) is np.float64 for v in (*traffic["seconds"], *traffic["nic"]))
+
+
+@pytest.mark.parametrize("value, placed", [(0.0, False), (-0.0, False), (np.float64(0.25), True), (np.nan, True),
+                                           (np.array([0.0, 0.0]), False), (np.array([0.0, np.nan]), True)])
+def test_a_state_is_placed_off_the_device_where_some_fraction_is_not_zero(value, placed):
+    from perfsim.analytical.offload import _placed
+
+    c = build(expand(dict(model="llama2-7b", hardware="a100-80gb")))
+    assert _placed(c) is False
+    assert _placed(dict(c, kv_frac_nvme=value)) is placed
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=8, tp=8),
+                                  dict(model="llama2-70b", hardware="a100-80gb", batch=512, prompt_len=4096),
+                                  dict(model="llama2-7b", hardware="a100-80gb", power_cap_w=60.0),
+                                  dict(model="llama2-13b", hardware="a100-40gb", mode="train", num_devices=2, tp=2,
+                                       recompute="auto", power_cap_w=80.0)])
+def test_one_rows_messages_equal_those_read_for_many_rows(plan):
+    from perfsim.analytical import evaluate as ev
+
+    c = build(expand(plan))
+    one = ev.one_configuration(c)
+    fn = ev._train_least_recompute if plan.get("mode") == "train" else ev._inference_best_offload
+    _, checks = fn(c, one)
+    flagged = [detail for mask, _, detail in ev._plan_checks(c) + checks if detail is not None and np.any(mask)]
+    assert flagged
+    for detail in flagged:
+        assert ev._messages(detail, np.array([0]), (1,)) == detail.rows(np.array([0]), (1,))
+
+
+@pytest.mark.parametrize("a, b, shared", [(2.0, 2.0, True), (np.float64(8.0), 8.0, True), (0.0, -0.0, False),
+                                          (np.nan, np.nan, True), (1.0, 2.0, False), (1, 1.0, True)])
+def test_a_field_two_passes_share_to_the_bit_stays_one_number(a, b, shared):
+    from perfsim.analytical.inference import _shared
+
+    got = _shared(a, b)
+    assert (type(got) is np.float64) == shared
+    assert np.asarray(got if shared else got[0]).tobytes() == np.float64(a).tobytes()
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="mixtral-8x7b", hardware="a100-80gb", tp=2, power_cap_w=250.0),
+                                  dict(model="deepseek-v2-lite", hardware="h100-sxm", tp=8, dtype="fp8")])
+def test_passes_with_shared_fields_priced_together_equal_each_alone_bit_for_bit(plan):
+    c = build(expand(plan))
+    together = _forward_pair(c, *PASSES)
+    for alone, parts in zip((forward_time(c, p)[1] for p in PASSES), together, strict=True):
+        assert list(parts) == list(alone)
+        for key, value in alone.items():
+            assert np.asarray(parts[key], dtype=float).tobytes() == np.asarray(value, dtype=float).tobytes(), key

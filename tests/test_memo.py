@@ -184,3 +184,19 @@ def test_the_columns_of_one_configuration_hold_numbers_with_the_values_and_types
         assert not isinstance(value, np.ndarray) or value.ndim, key
         assert type(value) is type(built[key][()] if isinstance(built[key], np.ndarray) else built[key]), key
         assert np.array_equal(value, built[key], equal_nan=True), key
+
+
+@pytest.mark.parametrize("plan", [PLAN, dict(PLAN, tp=2, pp_layers=None), dict(model="llama2-7b", hardware="a100-80gb",
+                                                                               mode="train", recompute="full")])
+def test_the_row_key_of_arguments_at_their_defaults_is_the_one_made_value_by_value(plan):
+    from perfsim.plan.arguments import ARGUMENTS
+    from perfsim.plan.grid import DEFAULT_AXES
+
+    grid = expand({k: v for k, v in plan.items() if v is not None})
+    given = {k for k, v in plan.items() if v is not None} | {"dtype"}
+    for name, axis in grid.axes.items():  # every argument not given holds its shared default axis
+        assert (axis is DEFAULT_AXES[name]) == (name not in given)
+        assert axis.values == [ARGUMENTS[name][1]] or name in given
+    made = tuple((name, frozen(axis.values[0])) for name, axis in grid.axes.items())
+    assert columns._row_key(grid) == made
+    assert DEFAULT_AXES["batch"].values == [ARGUMENTS["batch"][1]]  # (no grid wrote its default axes)

@@ -12,7 +12,7 @@ import numpy as np
 from perfsim.cost.collectives import bus_factor
 from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.plan.arguments import Recompute
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, maximum, minimum, numeric, where_one, zeros
 
 _FULL = float(Recompute.FULL)  # (a float compares with a column's number without NumPy converting an enum member)
 
@@ -57,14 +57,14 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro, traffic=None):
     zero, shard, weight_bytes = c["zero"], t["shard"], t["weight_bytes"]
     # gathers per micro-batch under ZeRO-3: forward, backward, and the recompute's re-gather
     reuse = c["gather_reuse_params"]
-    layer_weights = np.maximum(weights / np.maximum(c["stage_layers"], 1.0), 1.0)
+    layer_weights = maximum(weights / maximum(c["stage_layers"], 1.0), 1.0)
     regather = np.where((c["recompute"] == _FULL) & (reuse > 0),
                         np.clip(1.0 - reuse / (2.0 * layer_weights), 0.0, 1.0), 0.0)
     gathers = 2.0 + regather
 
     def by_stage(sharded, full, gather):  # (every micro-batch, once per step) of one quantity
-        per_micro = np.where(zero >= 3, sharded + gathers * gather, np.where(zero == 2, sharded, 0.0))
-        per_step = np.where(zero == 0, full, np.where(zero == 1, sharded + gather, np.where(zero == 2, gather, 0.0)))
+        per_micro = where_one(zero >= 3, sharded + gathers * gather, where_one(zero == 2, sharded, 0.0))
+        per_step = where_one(zero == 0, full, where_one(zero == 1, sharded + gather, where_one(zero == 2, gather, 0.0)))
         return per_micro, per_step
 
     per_micro, per_step = by_stage(*t["seconds"])
@@ -74,9 +74,9 @@ def data_parallel(c, trainable, weights, ranks, stride, n_micro, traffic=None):
     return {"per_micro_s": per_micro, "per_step_s": per_step, "host_per_micro_s": host_micro, "host_per_step_s": host_step,
             "sent_bytes": n_micro * sent_micro + sent_step,
             "nic_bytes": n_micro * nic_micro + nic_step,
-            "optimizer_params": trainable / np.where(zero >= 1, shard, 1.0),
-            "grad_bytes": t["grad_bytes"] / np.where(zero >= 2, shard, 1.0),
-            "weight_bytes": weight_bytes / np.where(zero >= 3, shard, 1.0)}
+            "optimizer_params": trainable / where_one(zero >= 1, shard, 1.0),
+            "grad_bytes": t["grad_bytes"] / where_one(zero >= 2, shard, 1.0),
+            "weight_bytes": weight_bytes / where_one(zero >= 3, shard, 1.0)}
 
 
 def dp_traffic(c, trainable, weights, ranks, stride):
@@ -85,38 +85,38 @@ def dp_traffic(c, trainable, weights, ranks, stride):
     gradient reduction, the full one and one weight gather, as ``(sharded, full, gather)``, and the
     host time of one gather's list copies (``host_gather_s``)."""
     zero = c["zero"]
-    shard = np.minimum(c["zero_shard_size"], ranks)
+    shard = minimum(c["zero_shard_size"], ranks)
     grad_bytes = trainable * c["grad_bytes"]
     weight_bytes = weights * c["w_bytes"]
     # the engine issues this traffic as many collectives, each paying its own latency: weights
     # gathered per unit (``gathers_per_layer`` per layer of the stage), gradients reduced in
     # buckets (Megatron-core: max(40M, 1M x dp) parameters, "so collectives do not become
     # latency-bound"); a fully sharded engine without buckets reduce-scatters per unit
-    units = np.maximum(c["stage_layers"], 1.0) * c["gathers_per_layer"]
-    bucket = np.maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
-    buckets = np.where(bucket > 0, np.maximum(np.ceil(trainable / np.maximum(bucket, 1.0)), 1.0), 1.0)
-    reductions = np.where((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
+    units = maximum(c["stage_layers"], 1.0) * c["gathers_per_layer"]
+    bucket = maximum(c["grad_bucket_params"], c["grad_bucket_per_rank"] * ranks)
+    buckets = where_one(bucket > 0, maximum(np.ceil(trainable / maximum(bucket, 1.0)), 1.0), 1.0)
+    reductions = where_one((zero >= 3) & (c["grad_bucket_params"] <= 0), units, buckets)
 
     def collective(op, size, n, stride, count):
-        if not any_row(np.asarray(n) > 1):  # one rank on every row: the collective costs 0 (count is finite)
-            return np.zeros(np.broadcast(count, size, n, stride).shape)
+        if not any_row(numeric(n) > 1):  # one rank on every row: the collective costs 0 (count is finite)
+            return zeros(count, size, n, stride)
         return count * group_collective(c, op, size / count, n, stride=stride)
 
-    gather = collective("all_gather", weight_bytes, shard, stride, np.where(zero >= 3, units, buckets))
+    gather = collective("all_gather", weight_bytes, shard, stride, where_one(zero >= 3, units, buckets))
     seconds = (collective("reduce_scatter", grad_bytes, shard, stride, reductions)
                + collective("all_reduce", grad_bytes / shard, ranks / shard, stride * shard, reductions),
                collective("all_reduce", grad_bytes, ranks, stride, buckets), gather)
     # list all-gathers: one copy per rank of every weight gather, launched by the host
-    copies = c["rank_copies"] * np.where((shard > 1) & (weight_bytes > 0), shard, 0.0) * c["launch_s"]
+    copies = c["rank_copies"] * where_one((shard > 1) & (weight_bytes > 0), shard, 0.0) * c["launch_s"]
     # bytes each device sends (nccl-tests bus volume), for the power model
     sent = (grad_bytes * bus_factor("reduce_scatter", shard)
-            + grad_bytes / shard * bus_factor("all_reduce", np.maximum(ranks / shard, 1.0)),
-            grad_bytes * bus_factor("all_reduce", np.maximum(ranks, 1.0)),
-            weight_bytes * bus_factor("all_gather", np.maximum(shard, 1.0)))
+            + grad_bytes / shard * bus_factor("all_reduce", maximum(ranks / shard, 1.0)),
+            grad_bytes * bus_factor("all_reduce", maximum(ranks, 1.0)),
+            weight_bytes * bus_factor("all_gather", maximum(shard, 1.0)))
     # the part of it each device sends over its scale-out NIC
     nic = (nic_bytes(c, "reduce_scatter", grad_bytes, shard, stride=stride)
            + nic_bytes(c, "all_reduce", grad_bytes / shard, ranks / shard, stride=stride * shard),
            nic_bytes(c, "all_reduce", grad_bytes, ranks, stride=stride),
            nic_bytes(c, "all_gather", weight_bytes, shard, stride=stride))
     return {"shard": shard, "grad_bytes": grad_bytes, "weight_bytes": weight_bytes, "seconds": seconds, "sent": sent,
-            "nic": nic, "host_gather_s": copies * np.where(zero >= 3, units, buckets)}
+            "nic": nic, "host_gather_s": copies * where_one(zero >= 3, units, buckets)}

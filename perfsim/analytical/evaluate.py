@@ -15,7 +15,7 @@ from perfsim.plan.arguments import Recompute, Schedule
 from perfsim.plan.columns import build
 from perfsim.plan.grid import Axis, Grid, Space, expand
 from perfsim.plan.offload import ARGUMENT_COLUMNS, AUTO_ARGUMENTS, AUTO_CHOICES
-from perfsim.plan.rows import Detail, any_row, value_at
+from perfsim.plan.rows import Detail, any_row, numeric, value_at
 
 _DETAIL_ROWS = 10_000  # rows up to which infeasibility reasons carry their numbers
 # codes as the columns hold them (a float compares with a column faster than an IntEnum member)
@@ -33,18 +33,18 @@ def _plan_checks(c):
          "weight_dtype differs from dtype but the hardware spec has no vector rate to convert weights", None),
         (np.abs(nd - tp * pp * dp * cp) > 1e-9, "num_devices is not tp x pp x dp x cp", None),
         (np.abs(dp - np.round(dp)) > 1e-9, "num_devices does not split into tp x pp x cp groups", None),
-        ((np.asarray(c["heads"]) % np.asarray(tp) != 0) & (c["kv_heads"] > 1),
+        ((numeric(c["heads"]) % numeric(tp) != 0) & (c["kv_heads"] > 1),
          "tp does not divide the attention heads", None),
-        (np.asarray(pp) > np.asarray(c["layers"]), "pp exceeds the layers (a stage would hold none)", None),
+        (numeric(pp) > numeric(c["layers"]), "pp exceeds the layers (a stage would hold none)", None),
         (~np.isnan(c["pp_layers_stages"]) & (c["pp_layers_stages"] != pp), "pp_layers does not list pp stages", None),
         (~np.isnan(c["pp_layers_total"]) & (c["pp_layers_total"] != c["layers"]),
          "pp_layers does not add up to the model's layers", None),
-        ((c["experts"] > 0) & (np.asarray(c["experts"]) % np.asarray(c["ep"]) != 0),
+        ((c["experts"] > 0) & (numeric(c["experts"]) % numeric(c["ep"]) != 0),
          "ep does not divide the experts", None),
-        ((c["ep"] > 1) & (np.asarray(tp * dp * cp) % np.asarray(c["ep"]) != 0),
+        ((c["ep"] > 1) & (numeric(tp * dp * cp) % numeric(c["ep"]) != 0),
          "ep does not divide tp x dp x cp", None),
         ((c["ep"] > 1) & (c["experts"] == 0), "ep > 1 needs an MoE model", None),
-        ((c["zero"] > 0) & (np.asarray(dp * cp) % np.asarray(c["zero_shard_size"]) != 0),
+        ((c["zero"] > 0) & (numeric(dp * cp) % numeric(c["zero_shard_size"]) != 0),
          "zero_shard_size does not divide dp x cp", None),
         ((c["pim_args"] > 0) & (c["has_pim"] == 0), "pim_mode and sub_batches need a system with PIM memory", None),
         *placement_checks(c),
@@ -52,7 +52,7 @@ def _plan_checks(c):
                                           "tier or fractions", None),
         # uneven virtual stages are fine (Megatron-core counts the embedding and the loss as a layer
         # each in the split: account_for_{embedding,loss}_in_pipeline_split), empty ones are not
-        ((c["schedule"] == _INTERLEAVED) & (np.asarray(pp * c["virtual_stages"]) > np.asarray(c["layers"]) + 2),
+        ((c["schedule"] == _INTERLEAVED) & (numeric(pp * c["virtual_stages"]) > numeric(c["layers"]) + 2),
          "pp x virtual_stages exceeds the layers (a virtual stage would hold none)", None),
     ]
 
@@ -224,10 +224,9 @@ def _evaluate_block(grid: Grid, c: dict | None = None, details: bool | None = No
     feasible = np.ones(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     for mask, short, detail in checks:
-        mask = np.asarray(mask, dtype=bool)
-        if not (mask.any() if mask.ndim else mask.item()):
+        if not any_row(mask):  # (one configuration's checks give NumPy bools: read without a NumPy call)
             continue  # no row fails it (most checks, most rows)
-        mask = _rows(mask, shape)
+        mask = _rows(np.asarray(mask, dtype=bool), shape)
         new = mask & feasible
         if any_row(new):
             if detail is not None and details:
@@ -256,7 +255,7 @@ def _train_least_recompute(c, one=None):
     recomputation whose step fits (none, then selective, then full; full where none does), as a
     team picks it. The choice is the output ``plan.recompute`` (a :class:`Recompute` code). ``one``:
     :func:`one_configuration` of ``c``, where known."""
-    auto = np.asarray(c["recompute"]) == _AUTO
+    auto = numeric(c["recompute"]) == _AUTO
     if not any_row(auto):
         out, checks = estimate_train(c)
         out["plan.recompute"] = c["recompute"]
@@ -314,7 +313,7 @@ def _placement_columns():
 
 def _searched(c):
     """Rows with an ``auto`` placement."""
-    return sum(np.asarray(c[f"{ARGUMENT_COLUMNS[name]}_auto"]) for name in AUTO_ARGUMENTS) > 0
+    return sum(numeric(c[f"{ARGUMENT_COLUMNS[name]}_auto"]) for name in AUTO_ARGUMENTS) > 0
 
 
 def _inference_best_offload(c, one=None):
@@ -337,7 +336,7 @@ def _inference_best_offload(c, one=None):
     axes = []
     for name in AUTO_ARGUMENTS:
         prefix = ARGUMENT_COLUMNS[name]
-        auto = np.asarray(c[f"{prefix}_auto"]) > 0
+        auto = numeric(c[f"{prefix}_auto"]) > 0
         # host memory first: the first candidate is FlexGen's all-CPU policy
         choices = sorted(AUTO_CHOICES[name], key=lambda s: (s[1] < 1.0, s[2] > 0.0, -s[1])) if any_row(auto) else [None]
         axes.append([(prefix, auto, choice) for choice in choices])
@@ -419,6 +418,8 @@ class _Either:
 
 def _messages(detail, rows: np.ndarray, shape: tuple) -> list[str]:
     """The messages of a check's ``detail`` for the rows ``rows`` of a block of ``shape``."""
+    if shape == (1,):  # one row (an estimate): its message, its numbers read without broadcasting them
+        return [detail(0)]
     if hasattr(detail, "rows"):  # every row's numbers at once
         return detail.rows(rows, shape)
     # a box's columns are indexed by its coordinates

@@ -61,7 +61,7 @@ from perfsim.graph.transformer import (
     layer_ops,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail, any_row, where_one
+from perfsim.plan.rows import Detail, any_row, numeric, where_one
 from perfsim.specs.units import GIB
 
 #: device kinds, in the order of the ``main_kind`` column
@@ -208,7 +208,7 @@ def place_pass(c, p: Pass, out, layers_scale=1.0):
     out.update({k: zero for k in PIM_KEYS})
     out["host_busy_s"] = out["total_s"]
     out["sub_batches"] = zero + 1.0
-    if not (any_row(np.asarray(c["has_pim"]) > 0) or any_row(np.asarray(c["pim_device"]) > 0)):
+    if not (any_row(numeric(c["has_pim"]) > 0) or any_row(numeric(c["pim_device"]) > 0)):
         return out  # no PIM on any row: nothing placed (every mask of _masks is 0)
     masks = _masks(c, p)
     if not any(any_row(m > 0) for m in masks):
@@ -270,12 +270,12 @@ def inference_results(c, out: dict, checks: list, pre: dict, dec: dict) -> None:
     each device over the run (``breakdown.busy_s.{main,pim,pim_link}``). The keys appear where a
     row of the sweep has such a device, so GPU sweeps stay lean.
     """
-    if any_row(np.asarray(c["systolic"]) > 0):
+    if any_row(numeric(c["systolic"]) > 0):
         for phase, parts in (("prefill", pre), ("decode", dec)):
             out[f"breakdown.{phase}.vector_ops"] = parts["vector_ops"] / c["pp"]
             for key in ("matrix_s", "vector_s", "dma_s"):
                 out[f"breakdown.{phase}.engines.{key}"] = parts[key]
-    if not any_row(np.asarray(c["has_pim"]) > 0):
+    if not any_row(numeric(c["has_pim"]) > 0):
         return
     seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]

@@ -29,7 +29,7 @@ from perfsim.graph.transformer import (
     layer_ops,
     touched_experts,
 )
-from perfsim.plan.rows import Detail, any_row, where_one
+from perfsim.plan.rows import Detail, any_row, floats, maximum, where_one
 from perfsim.specs.units import GIB
 
 
@@ -111,12 +111,19 @@ def _forward_pair(c, first: Pass, second: Pass, one=None):
     """The breakdowns of :func:`forward_time` of two passes. Where every column and every field of
     the passes is one number (a single estimate; ``one``: :func:`one_configuration`, where known),
     the two are priced in one call on arrays of two elements: the same values, elementwise, with
-    half the NumPy calls."""
+    half the NumPy calls (a field the two passes share to the bit, such as the sequences, stays one
+    number: what depends on it alone is priced on numbers)."""
     fields = [(getattr(first, f), getattr(second, f)) for f in Pass.__dataclass_fields__]
     if any(getattr(v, "ndim", 0) for pair in fields for v in pair) or not (one_configuration(c) if one is None else one):
         return forward_time(c, first)[1], forward_time(c, second)[1]
-    both = forward_time(c, Pass(*(np.array(pair, dtype=float) for pair in fields)))[1]
+    both = forward_time(c, Pass(*(_shared(*pair) for pair in fields)))[1]
     return tuple({k: (v[i] if getattr(v, "ndim", 0) else v) for k, v in both.items()} for i in (0, 1))
+
+
+def _shared(a, b):
+    """Two passes' values of a field: one NumPy float where they are the same bits, else an array of the two."""
+    pair = np.array((a, b), dtype=float)
+    return pair[0] if pair[0].tobytes() == pair[1].tobytes() else pair
 
 
 def _batched(parts, batches):
@@ -137,7 +144,7 @@ def _separate_dequant(c, parts, params, batches):
     16-bit weights rather than the stored ones, at the device's streaming bandwidth.
     """
     per_weight = where_one((c["dequant"] > 0) & (c["dequant_pass_bytes"] > 0),
-                          c["dequant_pass_bytes"] + np.maximum(c["act_bytes"] - c["w_bytes"], 0.0), 0.0)
+                          c["dequant_pass_bytes"] + maximum(c["act_bytes"] - c["w_bytes"], 0.0), 0.0)
     moved = params * per_weight * batches
     t = moved / (c["hbm_bw"] * c["memory_max"])
     for key in ("elementwise_s", "memory_bound_s", "total_s"):
@@ -150,7 +157,7 @@ def _working_set_per_seq(c, prompt):
     the layer's inputs, projections and MLP intermediates, the scores and probabilities where
     the attention kernel is eager (no flash tiling), and fp32 logits."""
     h, tp = c["hidden"], c["tp"]
-    ffn_dev = np.maximum(c["ffn"], c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) / tp
+    ffn_dev = maximum(c["ffn"], c["moe_ffn"] * (c["top_k"] + c["shared_experts"])) / tp
     qkv_dev = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"] / tp
     scores = (1.0 - c["flash"]) * 2.0 * c["heads"] / tp * prompt * prompt
     return (prompt * (4.0 * h + qkv_dev + (2.0 + c["gated"]) * ffn_dev) + scores) * c["act_bytes"] \
@@ -160,9 +167,9 @@ def _working_set_per_seq(c, prompt):
 def estimate_inference(c, single=None):
     """Inference results as a flat dict of arrays (dotted keys), plus ``(mask, reason)`` checks. ``single``:
     :func:`one_configuration` of ``c``, where known."""
-    seqs = np.ceil(c["batch"] / np.maximum(np.floor(c["dp"]), 1.0))
+    seqs = np.ceil(c["batch"] / maximum(np.floor(c["dp"]), 1.0))
     prompt, gen = c["prompt_len"], c["gen_len"]
-    one = np.ones_like(np.asarray(seqs, dtype=float))
+    one = np.ones_like(floats(seqs))
     # weight bytes on the busiest device (its share of the layers plus embedding/head), experts among them
     replicated, expert_params = stage_params_per_device(c)
     weights, experts = (replicated + expert_params) * c["w_bytes"], expert_params * c["w_bytes"]
@@ -199,7 +206,7 @@ def estimate_inference(c, single=None):
     # a power cap lowers each phase's clock (perfsim.cost.power): no-op without
     cap_checks = cap_passes(c, {"prefill": pre, "decode": dec}, devices_per_pass=c["pp"], together=one)
     ttft, tpot = pre["total_s"], dec["total_s"]
-    steps = np.maximum(gen - 1.0, 0.0)
+    steps = maximum(gen - 1.0, 0.0)
     e2e = ttft + steps * tpot
     out = {"ttft_s": ttft, "tpot_s": where_one(gen > 1, tpot, 0.0), "e2e_latency_s": e2e,
            "throughput_tokens_per_s": c["batch"] * gen / e2e}
@@ -223,7 +230,7 @@ def estimate_inference(c, single=None):
     other = c["fragmentation"] * activations + tiers["staging"]
     usable = c["capacity_bytes"] * c["gpu_memory_utilization"]
     free = usable - weights - activations - other
-    tokens_fit = np.floor(np.maximum(free, 0.0) / kv_token)
+    tokens_fit = np.floor(maximum(free, 0.0) / kv_token)
     total = weights + kv + activations + other
     mem = {"weights": weights, "gradients": 0.0 * weights, "optimizer": 0.0 * weights, "model_states": weights,
            "activations": activations, "kv_cache": kv, "other": other, "total": total, "capacity": c["capacity_bytes"]}

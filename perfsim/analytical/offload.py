@@ -52,7 +52,7 @@ from perfsim.cost.tiers import (
     transfer_time,
 )
 from perfsim.graph.transformer import kv_bytes_per_token
-from perfsim.plan.rows import Detail, any_row, where_one
+from perfsim.plan.rows import Detail, any_row, maximum, minimum, where_one
 from perfsim.specs.units import GIB
 
 
@@ -174,7 +174,7 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
         Bytes per sequence: the transient tensors of one layer's pass, its KV cache (all layers),
         the hidden state kept between layers.
     """
-    layers = np.maximum(c["stage_layers"], 1.0)
+    layers = maximum(c["stage_layers"], 1.0)
     kg, kc, kn = _fractions(c, "kv")
     ag = _fractions(c, "act")[0]
     on_device, cpu, nvme = _weight_tiers(c, weights, experts)
@@ -182,14 +182,14 @@ def gpu_batches(c, seqs, *, weights, experts, working_set, kv_per_seq, hidden_pe
     # or fetched
     resident = on_device + 2.0 * (cpu + nvme) / layers + seqs * (kv_per_seq * kg + hidden_per_seq * ag)
     per_seq = working_set * (1.0 + c["fragmentation"]) + 2.0 * kv_per_seq / layers * (kc + kn)
-    fit = np.floor(np.maximum(c["capacity_bytes"] * c["gpu_memory_utilization"] - resident, 0.0) / per_seq)
+    fit = np.floor(maximum(c["capacity_bytes"] * c["gpu_memory_utilization"] - resident, 0.0) / per_seq)
     offloaded = c["offloaded"] > 0
     given = ~np.isnan(c["gpu_batch"])
     # (where not even one sequence fits, the plan is infeasible: priced as one batch)
     auto = offloaded & ~given & (c["block_schedule"] > 0) & (fit >= 1.0)
-    per_batch = where_one(offloaded & given, np.minimum(c["gpu_batch"], seqs),
-                         where_one(auto, np.minimum(fit, seqs), seqs))
-    return np.ceil(seqs / np.maximum(per_batch, 1.0))
+    per_batch = where_one(offloaded & given, minimum(c["gpu_batch"], seqs),
+                         where_one(auto, minimum(fit, seqs), seqs))
+    return np.ceil(seqs / maximum(per_batch, 1.0))
 
 
 def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0.0, touched=(0.0, 0.0)):
@@ -294,8 +294,8 @@ def inference_times(c, prefill, decode, pre, dec, weights, batches, *, experts=0
 
 def _placed(c) -> bool:
     """Whether any row places any state (weights, KV cache, activations, routed experts) off the device."""
-    # (count_nonzero: NaN counts; a number or an array, without np.any's dispatch)
-    return any(np.count_nonzero(c[f"{prefix}_frac_{tier}"]) for prefix in ("w", "kv", "act", "exp")
+    # (NaN counts: it is not 0; a number's truth read without a NumPy call)
+    return any(any_row(c[f"{prefix}_frac_{tier}"] != 0) for prefix in ("w", "kv", "act", "exp")
                for tier in ("cpu", "nvme"))
 
 
@@ -334,7 +334,7 @@ def inference_memory(c, weights, kv, activations, hidden, timing, experts=0.0):
     """
     cpu_attention = timing["breakdown.decode.cpu_attention"]
     batches = timing["gpu_batches"]
-    layers = np.maximum(c["stage_layers"], 1.0)
+    layers = maximum(c["stage_layers"], 1.0)
     parked = where_one(c["offloaded"] > 0, hidden, 0.0)
     gpu, host, nvme = {}, {}, {}
     gpu["weights"], host["weights"], nvme["weights"] = _weight_tiers(c, weights, experts)
@@ -483,7 +483,7 @@ def _gradient_fractions(c):
     keeps them in host memory; the device holds only reduction buckets)."""
     _, gc, gn = _fractions(c, "grad")
     _, oc, on = _fractions(c, "opt")
-    off = np.maximum(gc + gn, oc + on)
+    off = maximum(gc + gn, oc + on)
     return 1.0 - off, off - gn, gn
 
 
@@ -495,7 +495,7 @@ def train_memory(c, weights, grads, optimizer, activations, optimizer_params):
     with to fp32 (DeepSpeed's CPU Adam reads fp32 gradients), and double buffers of optimizer
     state streamed from NVMe.
     """
-    layers = np.maximum(c["stage_layers"], 1.0)
+    layers = maximum(c["stage_layers"], 1.0)
     shares = {"weights": _fractions(c, "w"), "gradients": _gradient_fractions(c), "optimizer": _fractions(c, "opt"),
               "activations": _fractions(c, "act")}
     amounts = {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations}
@@ -507,6 +507,6 @@ def train_memory(c, weights, grads, optimizer, activations, optimizer_params):
         if kind != "optimizer":
             staging = staging + 2.0 * amount / layers * (h + n)
     _, oc, on = _fractions(c, "opt")
-    widening = np.maximum(4.0 - c["grad_bytes"], 0.0)
+    widening = maximum(4.0 - c["grad_bytes"], 0.0)
     host["other"] = optimizer_params * (oc + on) * widening + 2.0 * optimizer / layers * on
     return {"gpu": gpu, "staging": staging, "host": host, "nvme": nvme, "host_compute": (oc + on) > 0}

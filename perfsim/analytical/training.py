@@ -44,7 +44,7 @@ from perfsim.cost.topology import group_collective, nic_bytes
 from perfsim.graph.params import expert_tp, layer_counts, layer_params, stage_params_per_device, stage_share
 from perfsim.graph.transformer import Pass, capacity_scale, embedding_ops, kv_bytes_per_token, layer_ops, lm_head_ops
 from perfsim.plan.arguments import Recompute, Schedule
-from perfsim.plan.rows import Detail, any_row
+from perfsim.plan.rows import Detail, any_row, floats, maximum, minimum, numeric, where_one
 from perfsim.specs.units import GIB
 
 _ADAM_BYTES = 12.0  # fp32 master weights + two fp32 moments (mixed precision, Micikevicius et al. 2018)
@@ -77,9 +77,9 @@ def micro_pass(c) -> Pass:
     """The forward pass of one micro-batch on one replica (context parallelism: a rank's share of
     each sequence's queries, attending the whole sequence)."""
     mb, seq, cp = c["micro_batch"], c["seq_len"], c["cp"]
-    one = np.ones_like(np.asarray(mb * seq, dtype=float))
+    one = np.ones_like(floats(mb * seq))
     q_len = seq / cp
-    return Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=np.where(cp > 1, 0.5, 1.0) * one,
+    return Pass(tokens=mb * q_len, seqs=mb, q_len=q_len, kv_len=seq, causal=where_one(cp > 1, 0.5, 1.0) * one,
                 logits_tokens=mb * q_len)
 
 
@@ -99,13 +99,13 @@ def stage_prices(c, weights=None) -> dict:
     ring = cp > 1
     ring_step = group_collective(c, "send_recv", p.tokens * kv_bytes_per_token(c), cp, stride=c["tp"]) \
         if any_row(ring) else 0.0  # (no ring on any row: its terms are 0 below, whatever a hop would cost)
-    staged = np.where(c["pp"] > 1, 1.0, 0.0)  # (one stage on every row: no hand-off, a valid spec's hop being finite)
+    staged = where_one(c["pp"] > 1, 1.0, 0.0)  # (one stage on every row: no hand-off, a valid spec's hop being finite)
     handoff = group_collective(c, "send_recv", p.tokens * c["hidden"] * c["act_bytes"], 2.0,
                                stride=c["tp"] * cp * c["dp"]) * staged if any_row(staged > 0) else 0.0 * staged
     groups = _dp_groups(c, weights)
     forward, backward = _stage_passes(c, p)
     return {"forward": forward, "backward": backward,
-            "ring_s": np.where(ring, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
+            "ring_s": where_one(ring, (cp - 1.0) * ring_step * c["stage_layers"], 0.0), "handoff_s": handoff,
             "dp_groups": groups, "dp_traffic": [None if g is None else dp_traffic(c, *g) for g in groups]}
 
 
@@ -119,7 +119,7 @@ def _dp_groups(c, weights=None):
     lora_dev = _lora_params(c) * stage_share(c) / c["tp"]
     ranks = c["dp"] * c["cp"]
     expert_ranks = c["tp"] * ranks / (c["ep"] * expert_tp(c))
-    dense = (np.where(lora, lora_dev, replicated), replicated, ranks, c["tp"])
+    dense = (where_one(lora, lora_dev, replicated), replicated, ranks, c["tp"])
     # (no expert weights: every term of their synchronisation is 0)
     expert = (np.where(lora, 0.0, experts), experts, expert_ranks, c["ep"] * expert_tp(c)) if any_row(experts) else None
     return dense, expert
@@ -168,7 +168,7 @@ def stage_times(c, weights=None, prices=None):
     forward, backward = prices["forward"], prices["backward"]
     f_layers, b_layers = forward[0], backward[0]
     ring = prices["ring_s"]
-    exposed = (np.maximum(ring - f_layers["attention_s"], 0.0), np.maximum(2.0 * ring - b_layers["attention_s"], 0.0))
+    exposed = (maximum(ring - f_layers["attention_s"], 0.0), maximum(2.0 * ring - b_layers["attention_s"], 0.0))
     out = {"pass": p, "ring_s": ring, "cp_exposed_s": exposed[0] + exposed[1],
            "prices": {"forward": forward, "backward": backward}}
     for key in ("forward_s", "backward_s", "wgrad_s"):
@@ -178,13 +178,13 @@ def stage_times(c, weights=None, prices=None):
         cp_f, cp_b = exposed if part == "layers" else (0.0, 0.0)
         times = {"forward_s": f["total_s"] + cp_f,
                  # LoRA: frozen base weights need no weight gradients
-                 "backward_s": b["total_s"] + cp_b - np.where(lora, b["wgrad_s"], 0.0),
-                 "wgrad_s": np.where(lora, 0.0, b["wgrad_s"])}
+                 "backward_s": b["total_s"] + cp_b - where_one(lora, b["wgrad_s"], 0.0),
+                 "wgrad_s": where_one(lora, 0.0, b["wgrad_s"])}
         for key, value in times.items():
             out[f"{part}_{key}"] = value
             out[key] = out[key] + value
     sac = c["sac_matmuls"]
-    selective = np.where(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
+    selective = where_one(sac > 0, sac * f_layers["gemm_s"] + f_layers["elementwise_s"], f_layers["attention_s"])
     out["recompute_s"] = np.where(c["recompute"] == _FULL, f_layers["total_s"], np.where(c["recompute"] == _SELECTIVE, selective, 0.0))
     out["n_micro"] = c["global_batch"] / (dp * mb)
     out["handoff_s"] = prices["handoff_s"]
@@ -200,7 +200,7 @@ def stage_times(c, weights=None, prices=None):
                dp_per_step_s=data_par["per_step_s"], dp_overlap=c["dp_overlap"], dp_unhidden_s=unhidden,
                step_overhead_s=c["step_overhead_s"] + unhidden,
                optimizer_s=data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC / (c["hbm_bw"] * c["memory_max"]),
-               buckets=np.maximum(c["stage_layers"], 1.0))
+               buckets=maximum(c["stage_layers"], 1.0))
     return out
 
 
@@ -221,7 +221,7 @@ def dualpipe_pairing(c, t):
     """
     ep = _per_micro(c, t, "ep_communication_s")
     per_mb = t["forward_s"] + t["backward_s"] + t["recompute_s"]
-    held = np.minimum(_DUALPIPE_COMM_UNITS, c["units"] / 2.0)
+    held = minimum(_DUALPIPE_COMM_UNITS, c["units"] / 2.0)
     paired = np.maximum(per_mb - ep + ep * held / (c["units"] - held), ep)
     return np.where((c["schedule"] == _DUALPIPE) & (ep > 0), paired / np.maximum(per_mb, 1e-30), 1.0)
 
@@ -241,18 +241,18 @@ def _pipeline(t, c):
     n, pp, v, sched = t["n_micro"], c["pp"], c["virtual_stages"], c["schedule"]
     per_mb = F + B + R
     b_input = B + R - W  # the backward's critical part when weight gradients are deferred
-    short = np.maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
+    short = maximum(pp - n, 0.0)  # micro-batches too few to fill the pipeline
     # (np.select's values: the first schedule that matches, else gpipe/1f1b; without its broadcasting)
     bubble = np.where(sched == _INTERLEAVED, ((pp - 1.0) + (v - 1.0) * short) * per_mb / v,
                       np.where(sched == _ZERO_BUBBLE, (pp - 1.0) * np.maximum(np.maximum(per_mb - 2.0 * W, F), b_input)
                                + short * np.minimum(np.minimum(W, F), b_input),
                                np.where(sched == _DUALPIPE,
-                                        np.maximum(pp / 2.0 - 1.0, 0.0) * np.maximum(per_mb - 3.0 * W, 0.0),
+                                        maximum(pp / 2.0 - 1.0, 0.0) * maximum(per_mb - 3.0 * W, 0.0),
                                         (pp - 1.0) * per_mb)))
     # hand-offs on the fill and drain: pp - 1, or pp·v - 1 through the chunks of an interleaved
     # pipeline. Equal stages would also wait for hand-offs in the 1F1B and ZB-H1 steady state; a
     # model's last stage (LM head and loss) paces that state and the others' slack hides them
-    handoffs = np.where((sched == _INTERLEAVED) & (v > 1), pp * v - 1.0, pp - 1.0)
+    handoffs = where_one((sched == _INTERLEAVED) & (v > 1), pp * v - 1.0, pp - 1.0)
     return bubble, handoffs
 
 
@@ -283,7 +283,7 @@ def estimate_train(c, prices=None):
     layers_stage = t["buckets"]
 
     def exposed(comm, window):
-        return np.maximum(comm - overlap * window, 0.0) + overlap * np.minimum(comm / layers_stage, comm)
+        return maximum(comm - overlap * window, 0.0) + overlap * minimum(comm / layers_stage, comm)
 
     exposed_sync = n_micro * exposed(per_micro, per_mb) + exposed(per_step, B) + t["dp_unhidden_s"]
     sync_total = n_micro * per_micro + per_step + t["dp_unhidden_s"]
@@ -291,7 +291,7 @@ def estimate_train(c, prices=None):
     optimizer = t["optimizer_s"]
     # offloaded optimizer, gradients, weights, activations (perfsim.analytical.offload)
     # an fp16 engine's optimizer also holds an fp32 copy of its gradient shard (``main_grad_bytes``)
-    state_bytes = np.where(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES + c["main_grad_bytes"])
+    state_bytes = where_one(c["compute_bytes"] >= 4, 8.0, _ADAM_BYTES + c["main_grad_bytes"])
     if any_row(c["offloaded"] > 0):
         off = offload.train_times(c, weight_bytes=data_par["weight_bytes"], grad_bytes=data_par["grad_bytes"],
                                   optimizer_params=opt_params, state_bytes=state_bytes,
@@ -307,14 +307,14 @@ def estimate_train(c, prices=None):
     # FLOPs (Megatron convention: 3 x forward matmul FLOPs, full s x s attention square)
     tokens = c["global_batch"] * seq
     matmul_params = layer_params(c, active=True) + (c["vocab"] * c["hidden"])
-    attn_dims = np.where(c["kv_lora"] > 0, c["qk_nope"] + c["qk_rope"] + c["v_head_dim"], 2.0 * c["head_dim"])
+    attn_dims = where_one(c["kv_lora"] > 0, c["qk_nope"] + c["qk_rope"] + c["v_head_dim"], 2.0 * c["head_dim"])
     attn_flops_tok = 2.0 * seq * c["heads"] * attn_dims * c["layers"]
     fwd_tok = 2.0 * matmul_params + attn_flops_tok - 2.0 * _norm_bias_params(c)
     model_flops = 3.0 * tokens * fwd_tok
-    model_flops = np.where(lora, tokens * fwd_tok * 2.0, model_flops)
+    model_flops = where_one(lora, tokens * fwd_tok * 2.0, model_flops)
     layer_fwd_tok = fwd_tok - 2.0 * c["vocab"] * c["hidden"]
     sac = c["sac_matmuls"]
-    selective_flops = np.where(sac > 0, sac * (layer_fwd_tok - attn_flops_tok), attn_flops_tok)
+    selective_flops = where_one(sac > 0, sac * (layer_fwd_tok - attn_flops_tok), attn_flops_tok)
     recompute_flops = tokens * np.where(c["recompute"] == _FULL, layer_fwd_tok,
                                         np.where(c["recompute"] == _SELECTIVE, selective_flops, 0.0))
     hardware_flops = model_flops + recompute_flops
@@ -364,7 +364,7 @@ def estimate_train(c, prices=None):
         if key in span:
             out[f"breakdown.train.{key}"] = span[key]
     # memory per device (first stage: most activations in flight, plus the embedding)
-    weights = data_par["weight_bytes"] + np.where(lora, t["lora_params_per_device"] * c["act_bytes"], 0.0)
+    weights = data_par["weight_bytes"] + where_one(lora, t["lora_params_per_device"] * c["act_bytes"], 0.0)
     grads = data_par["grad_bytes"]
     optimizer_mem = opt_params * state_bytes
     activations = _activation_bytes(c, n_micro)
@@ -384,7 +384,7 @@ def estimate_train(c, prices=None):
          Detail("global_batch ({:.0f}) is not a multiple of dp x micro_batch ({:.0f} x {:.0f})", c["global_batch"], dp,
                 mb)),
         (n_micro < 1, "fewer sequences than dp x micro_batch", None),
-        (np.asarray(seq) % np.asarray(c["cp"]) != 0, "cp does not divide seq_len", None),
+        (numeric(seq) % numeric(c["cp"]) != 0, "cp does not divide seq_len", None),
         (total > cap, "does not fit in device memory",
          Detail(_does_not_fit, total, cap, c["tp"], c["pp"], c["zero"])),
     ]
@@ -405,7 +405,7 @@ def _step_span(c, t, step, per_mb, bubble, flops, traffic):
     """
     prices = [d for phase in t["prices"].values() for d in phase]
     f_layers = t["prices"]["forward"][0]
-    recompute = t["recompute_s"] / np.maximum(f_layers["total_s"], 1e-30)
+    recompute = t["recompute_s"] / maximum(f_layers["total_s"], 1e-30)
     slots = (t["n_micro"] * per_mb + bubble) / np.maximum(per_mb, 1e-30)
 
     def part(key):
@@ -435,18 +435,18 @@ def _step_traffic(c, p, n_micro, R, prices, data_par):
     writes what it receives.
     """
     f_layers = prices["forward"][0]
-    recompute_share = R / np.maximum(f_layers["total_s"], 1e-30)
+    recompute_share = R / maximum(f_layers["total_s"], 1e-30)
     sent = {}
     for key in ("hbm_bytes", "link_bytes", "nic_bytes"):
         passes = sum(d[key] for phase in prices.values() for d in phase)
         sent[key] = n_micro * (passes + recompute_share * f_layers[key])
     hand_off = p.tokens * c["hidden"] * c["act_bytes"]
-    pipelined = np.where(c["pp"] > 1, 2.0 * n_micro, 0.0)  # an activation forward, a gradient back
+    pipelined = where_one(c["pp"] > 1, 2.0 * n_micro, 0.0)  # an activation forward, a gradient back
     p2p = pipelined * hand_off
     # the context-parallel ring: a K/V chunk per step and layer forward (and recomputed), K/V and
     # their gradients backward
     chunk = p.tokens * kv_bytes_per_token(c)
-    rings = n_micro * (3.0 + recompute_share) * np.maximum(c["cp"] - 1.0, 0.0) * c["stage_layers"]
+    rings = n_micro * (3.0 + recompute_share) * maximum(c["cp"] - 1.0, 0.0) * c["stage_layers"]
     dp_sent = data_par["sent_bytes"]
     link = sent["link_bytes"] + dp_sent + p2p + rings * chunk
     hbm = sent["hbm_bytes"] + data_par["optimizer_params"] * _OPTIMIZER_TRAFFIC + 2.0 * (dp_sent + p2p + rings * chunk)
@@ -469,7 +469,7 @@ def _lora_params(c):
     h, r = c["hidden"], c["lora_rank"]
     qkv_out = (c["heads"] + 2.0 * c["kv_heads"]) * c["head_dim"]
     attn = r * (h + qkv_out) + r * (c["heads"] * c["head_dim"] + h)
-    ffn = np.maximum(c["ffn"], c["moe_ffn"])
+    ffn = maximum(c["ffn"], c["moe_ffn"])
     mlp = (1.0 + c["gated"]) * r * (h + ffn) + r * (ffn + h)
     return c["layers"] * (attn + mlp)
 
@@ -495,25 +495,25 @@ def _activation_bytes(c, n_micro):
     drop = c["dropout"]
     replicated = (4.0 + 2.0 + 2.0) * h * a / 2.0 + 2.0 * drop * h  # norms 4h, attn/MLP inputs 2h each (16-bit), masks
     # MoE: routed experts hold their (padded, under a capacity factor) buffers, shared experts their tokens
-    ffn = np.where(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] * capacity_scale(c) + c["shared_experts"]), c["ffn"])
+    ffn = where_one(c["experts"] > 0, c["moe_ffn"] * (c["top_k"] * capacity_scale(c) + c["shared_experts"]), c["ffn"])
     split = ((heads + 2.0 * kv) * hd + heads * hd) * a + (2.0 + c["gated"]) * ffn * a
     scores = (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))
     scores = np.where(c["recompute"] >= _SELECTIVE, 0.0, scores)
-    per_token = replicated / np.where(c["sp"] > 0, t, 1.0) + (split + scores) / t
+    per_token = replicated / where_one(c["sp"] > 0, t, 1.0) + (split + scores) / t
     # op-level selective recompute: the matmul outputs it keeps (q, k, v, o; the MLP's up, gate, down)
     matmul_out = ((heads + 2.0 * kv) * hd + h + (1.0 + c["gated"]) * ffn + h) * a
-    op_level = h * a / np.where(c["sp"] > 0, t, 1.0) + (heads * hd * a + (1.0 - c["sac_matmuls"]) * matmul_out) / t
+    op_level = h * a / where_one(c["sp"] > 0, t, 1.0) + (heads * hd * a + (1.0 - c["sac_matmuls"]) * matmul_out) / t
     per_token = np.where((c["recompute"] == _SELECTIVE) & (c["sac_matmuls"] > 0), op_level, per_token)
-    full = 2.0 * h / np.where(c["sp"] > 0, t, 1.0)
+    full = 2.0 * h / where_one(c["sp"] > 0, t, 1.0)
     per_token = np.where(c["recompute"] == _FULL, full, per_token)
     tokens = c["micro_batch"] * s
     per_layer = tokens * per_token
     pp, v = c["pp"], c["virtual_stages"]
     layers_stage = c["stage_layers"]
-    in_flight = np.where(c["schedule"] == _GPIPE, n_micro, np.minimum(n_micro, pp))
-    factor = np.where(c["schedule"] == _INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
+    in_flight = where_one(c["schedule"] == _GPIPE, n_micro, minimum(n_micro, pp))
+    factor = where_one(c["schedule"] == _INTERLEAVED, 1.0 + (pp - 1.0) / (pp * v), 1.0)
     held = layers_stage * in_flight * factor * per_layer
     # full recompute re-materialises one layer's activations during its backward
-    working = np.where(c["recompute"] == _FULL, tokens * ((replicated / np.where(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
-    logits = tokens * c["vocab"] / t * c["loss_bytes"] * np.where(pp > 1, 0.0, 1.0)
+    working = where_one(c["recompute"] == _FULL, tokens * ((replicated / where_one(c["sp"] > 0, t, 1.0)) + (split + (1.0 - c["flash"]) * heads * c["seq_len"] * (a + drop * (1.0 + a))) / t), 0.0)
+    logits = tokens * c["vocab"] / t * c["loss_bytes"] * where_one(pp > 1, 0.0, 1.0)
     return held + working + logits

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.plan.rows import any_row, where_one
+from perfsim.plan.rows import any_row, floats, maximum, numeric, where_one
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 ALGORITHMS = ("auto", "ring", "tree")
@@ -56,7 +56,7 @@ _LL_BANDWIDTH_FRACTION = 0.5  # LL protocol: 4 data bytes per 8-byte store
 
 def bus_factor(op: str, n):
     """nccl-tests bus-bandwidth factor of ``op`` on ``n`` ranks."""
-    n = np.asarray(n, dtype=float)
+    n = floats(n)
     if op == "all_reduce":
         return 2.0 * (n - 1.0) / n
     if op == "send_recv":
@@ -118,19 +118,19 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
     >>> round(float(bus_factor("all_reduce", 8) * 8 * 2**30 / t / 1e9))
     300
     """
-    n = np.asarray(n, dtype=float)
-    size = np.asarray(size_bytes, dtype=float)
-    steps = ring_steps(op, n) if steps is None else np.asarray(steps, dtype=float)
+    n = floats(n)
+    size = floats(size_bytes)
+    steps = ring_steps(op, n) if steps is None else floats(steps)
     volume = size * (bus_factor(op, n) if op != "send_recv" else 1.0)
     beta = bandwidth * efficiency
-    has_ll = any_row(np.asarray(ll_latency_s) > 0)
+    has_ll = any_row(numeric(ll_latency_s) > 0)
 
     def with_ll(steps, moved):  # simple protocol, or LL where the fabric has it and it is faster
         simple = steps * latency_s + moved / beta
         if not has_ll:
             return simple
         ll = steps * ll_latency_s + moved / (beta * _LL_BANDWIDTH_FRACTION)
-        return np.where(np.asarray(ll_latency_s) > 0, np.minimum(simple, ll), simple)
+        return np.where(numeric(ll_latency_s) > 0, np.minimum(simple, ll), simple)
 
     best = ring = with_ll(steps, volume)
     if op == "all_reduce" and algorithm != "ring":
@@ -138,12 +138,12 @@ def collective_time(op: str, size_bytes, n, *, bandwidth, efficiency, latency_s,
             best = with_ll(2.0 * np.ceil(np.log2(np.maximum(n, 2.0))), size)
         else:
             # NCCL's tree is an inter-node algorithm; inside one switch it picks ring or NVLS
-            nvls_eff = np.asarray(nvls_efficiency, dtype=float)
+            nvls_eff = floats(nvls_efficiency)
             if any_row(nvls_eff > 0):
-                lat = 2.0 * np.asarray(latency_s, dtype=float) if nvls_latency_s is None else \
-                    where_one(np.asarray(nvls_latency_s) > 0, nvls_latency_s, 2.0 * np.asarray(latency_s, dtype=float))
-                moved = (n + 1.0) / np.maximum(n, 1.0) * size  # reduce-scatter then multicast, each way
-                nvls = np.where(nvls_eff > 0, lat + moved / (bandwidth * np.maximum(nvls_eff, 1e-12)), np.inf)
+                lat = 2.0 * floats(latency_s) if nvls_latency_s is None else \
+                    where_one(numeric(nvls_latency_s) > 0, nvls_latency_s, 2.0 * floats(latency_s))
+                moved = (n + 1.0) / maximum(n, 1.0) * size  # reduce-scatter then multicast, each way
+                nvls = np.where(nvls_eff > 0, lat + moved / (bandwidth * maximum(nvls_eff, 1e-12)), np.inf)
                 best = np.minimum(ring, nvls)
     return np.where((n > 1) & (size > 0), best + base_latency_s, 0.0)
 
@@ -167,9 +167,9 @@ def custom_all_reduce_time(size_bytes, n, *, bandwidth, efficiency, latency_s):
     >>> round(float(t) * 1e6, 3)
     7.444
     """
-    n = np.asarray(n, dtype=float)
-    size = np.asarray(size_bytes, dtype=float)
-    beta = np.asarray(bandwidth, dtype=float) * efficiency
+    n = floats(n)
+    size = floats(size_bytes)
+    beta = floats(bandwidth) * efficiency
     one_shot = latency_s + (n - 1.0) * size / beta
     two_shot = 2.0 * latency_s + bus_factor("all_reduce", n) * size / beta
     return np.where((n > 1) & (size > 0), np.minimum(one_shot, two_shot), 0.0)

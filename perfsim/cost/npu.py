@@ -52,7 +52,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost.roofline import gemm_efficiency
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, numeric
 
 #: vector-engine operations per softmax score: running max, subtract, exponential, sum, scale
 #: (the online softmax of FlashAttention, Dao et al. 2022, Algorithm 1), one operation each
@@ -128,7 +128,7 @@ def device_gemm_efficiency(c, m, n, k, groups, gemm_max, m_sd=0.0, tiles=None, s
     gpu = gemm_efficiency(m, n, groups, c["tile_m"], c["tile_n"], c["units"], gemm_max, k=k,
                           balance=c["peak_flops"] / (c["hbm_bw"] * c["memory_max"]), m_sd=m_sd, tiles=tiles,
                           reuse=c.get("tile_reuse", 0.0), share=share)
-    systolic = np.asarray(c.get("systolic", 0.0))
+    systolic = numeric(c.get("systolic", 0.0))
     if not any_row(systolic > 0):
         return gpu
     npu = systolic_efficiency(m, n, k, groups, arrays=c["arrays"], size=c["array_size"],

@@ -50,7 +50,7 @@ from perfsim.cost.clock import (
     solve_clocks,
 )
 from perfsim.plan.devices import KIND_NAMES
-from perfsim.plan.rows import Detail, any_row, where_one
+from perfsim.plan.rows import Detail, any_row, floats, numeric, where_one
 
 #: ``main_kind`` of a GPU (:data:`perfsim.plan.devices.KIND_NAMES`): its board limit lowers the clock
 _GPU = float(KIND_NAMES.index("gpu"))
@@ -74,7 +74,7 @@ def _dynamic(c, seconds, flops, hbm_bytes, link_bytes, vector_ops=0.0, clip=True
         "memory": c["memory_j_per_byte"] * xp.per_second(hbm_bytes, seconds),
         "link": c["link_j_per_byte"] * xp.per_second(link_bytes, seconds),
     }
-    if vector_ops > 0 if xp is _Numbers else any_row(np.asarray(vector_ops) > 0):
+    if vector_ops > 0 if xp is _Numbers else any_row(numeric(vector_ops) > 0):
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(np.asarray(vector_ops) > 0, per_second(vector_ops, seconds) / c["vector_flops"], 0.0)
         share = np.where(np.isfinite(share) | np.isnan(np.asarray(seconds, dtype=float)), share, 0.0)
@@ -258,7 +258,7 @@ def board_cap(c):
     The TPU and NPU specs' ``tdp_w`` is a measured maximum or an assumption, with no published
     clock controller behind it: there the dynamic power is clipped at it (:func:`device_power`)
     and only a plan's cap lowers the clock."""
-    cap = np.asarray(c["power_cap_w"], dtype=float)
+    cap = floats(c["power_cap_w"])
     return np.fmin(where_one(np.isnan(cap), np.inf, cap), where_one(not_clock_limited(c), np.inf, c["tdp_w"]))
 
 
@@ -266,7 +266,7 @@ def not_clock_limited(c):
     """Where the board limit does not lower the clock (:func:`board_cap`): True for TPU and NPU rows,
     whose dynamic power is clipped at ``tdp_w`` instead. A bool, or a bool array over rows."""
     kind = c.get("main_kind", _GPU)
-    return kind != _GPU if kind.__class__ is float or kind.__class__ is int else np.asarray(kind) != _GPU
+    return kind != _GPU if kind.__class__ is float or kind.__class__ is int else numeric(kind) != _GPU
 
 
 def cap_span(c, full_s, compute_bound_s, memory_bound_s, memory_compute_s, flops, hbm_bytes, link_bytes,

@@ -14,9 +14,9 @@ from perfsim.cost import npu
 from perfsim.cost.collectives import bus_factor
 from perfsim.cost.op_order import broadcast_shape, run_sums, sum_in_op_order, weighted_sum
 from perfsim.cost.roofline import dequant_time, gemm_time, op_time
-from perfsim.cost.topology import group_collective, nic_bytes
+from perfsim.cost.topology import collective_and_nic
 from perfsim.graph.transformer import Attention, Comm, Elementwise, Gemm
-from perfsim.plan.rows import any_row, where_one
+from perfsim.plan.rows import any_row, floats, maximum, numeric, where_one
 
 CATEGORIES = ("gemm_s", "attention_s", "elementwise_s", "communication_s", "launch_s")
 
@@ -47,10 +47,10 @@ def attention_length_eff(span, visits, diagonal, *, backward=False):
     L / (L + 2 (per_tile + per_diagonal)), a bidirectional one at L / (L + per_tile); 1 where
     ``visits`` and ``diagonal`` are 0 (eager attention, decode) or there are no keys."""
     per_tile, per_diagonal = ATTENTION_TILE_KEYS[bool(backward)]
-    span = np.asarray(span, dtype=float)
-    fixed = np.asarray(visits, dtype=float) * per_tile + np.asarray(diagonal, dtype=float) * per_diagonal
+    span = floats(span)
+    fixed = floats(visits) * per_tile + floats(diagonal) * per_diagonal
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(span > 0, span / (span + fixed), 1.0)
+        return where_one(span > 0, span / (span + fixed), 1.0)
 
 
 def decode_fixed_time(c, op, stream_s=0.0):
@@ -70,20 +70,20 @@ def decode_fixed_time(c, op, stream_s=0.0):
     # MLA's absorbed decode (kv_lora > 0) runs the engine's MLA kernels where it gives their figures:
     # every query head of a sequence is its own row of one multi-query call, and its work unit is a
     # (sequence, query head) (its query load, its share of the split-KV partials and their reduction)
-    mla_unit = np.asarray(c.get("decode_attn_mla_unit_s", math.nan))
-    mla = (np.asarray(c.get("kv_lora", 0.0)) > 0) & np.isfinite(mla_unit)
+    mla_unit = numeric(c.get("decode_attn_mla_unit_s", math.nan))
+    mla = (numeric(c.get("kv_lora", 0.0)) > 0) & np.isfinite(mla_unit)
     unit_s = where_one(mla, mla_unit, c.get("decode_attn_unit_s", 0.0))
-    units = np.where(mla, op.units * op.rows, op.units)
-    per_unit = unit_s * units / np.maximum(c["units"], 1.0)
+    units = where_one(mla, op.units * op.rows, op.units)
+    per_unit = unit_s * units / maximum(c["units"], 1.0)
     fixed = where_one(mla, c.get("decode_attn_mla_fixed_s", math.nan), c.get("decode_attn_fixed_s", 0.0))
-    extra = fixed + np.maximum(per_unit - stream_s, 0.0)
-    return np.where(np.asarray(op.decode) > 0, extra, 0.0)
+    extra = fixed + maximum(per_unit - stream_s, 0.0)
+    return where_one(numeric(op.decode) > 0, extra, 0.0)
 
 
 def prefill_call(op, *, backward=False):
     """1 where ``op`` is a fused prefill (or chunked-prefill) attention call of an inference pass:
     fused (``op.visits`` > 0), not decode, not a gradient pass."""
-    return (np.asarray(op.visits) > 0) & (np.asarray(op.decode) <= 0) & (not backward)
+    return (numeric(op.visits) > 0) & (numeric(op.decode) <= 0) & (not backward)
 
 
 def prefill_fixed_time(c, op, *, backward=False):
@@ -99,8 +99,8 @@ def prefill_fixed_time(c, op, *, backward=False):
     kernel's compute. Both are runtime keys per architecture family
     (``prefill_attention_fixed_us_on``, ``prefill_attention_tile_us_on``), fitted to measured
     prefill-attention tables; 0 where the runtime gives none."""
-    per_tile = np.asarray(c.get("prefill_attn_tile_s", 0.0)) * op.blocks / np.maximum(c["units"], 1.0)
-    return np.where(prefill_call(op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
+    per_tile = numeric(c.get("prefill_attn_tile_s", 0.0)) * op.blocks / maximum(c["units"], 1.0)
+    return where_one(prefill_call(op, backward=backward), c.get("prefill_attn_fixed_s", 0.0) + per_tile, 0.0)
 
 
 #: every column the GEMM, elementwise and collective terms read (:func:`_gemm_cost`,
@@ -124,18 +124,18 @@ class _Setting:
 
     def __init__(self, c, backward, weight_grads):
         self.backward, self.weight_grads = backward, weight_grads
-        self.systolic = np.asarray(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
+        self.systolic = numeric(c.get("systolic", 0.0)) > 0  # NPU/TPU rows: ops on their engines
         self.npu_rows = any_row(self.systolic)
         # engine busy times (and the memory time PIM in blocked mode waits for) where anyone reads them
-        self.engines = self.npu_rows or any_row(np.asarray(c.get("has_pim", 0.0)) > 0)
+        self.engines = self.npu_rows or any_row(numeric(c.get("has_pim", 0.0)) > 0)
         self.launch = c["launch_s"]
         self.mem = dict(bandwidth=c["hbm_bw"], memory_eff=c["memory_max"])
-        self.dequantised = any_row(np.asarray(c["dequant"]) > 0)  # (elsewhere a conversion time is 0 on every row)
+        self.dequantised = any_row(numeric(c["dequant"]) > 0)  # (elsewhere a conversion time is 0 on every row)
         # an op absent from every row (a zero GEMM dimension, a group of one rank) adds exactly 0 to every
         # sum but the engines' (a GEMM's dequantisation) and those a non-finite bandwidth turns to NaN
         self.skip_absent = not self.engines and bool(np.isfinite(c["hbm_bw"] * c["memory_max"]).all())
         # whether any row's engine walks K one output tile per SM (walk_k_s: :func:`_gemm_cost`)
-        self.walks = any_row(np.asarray(c.get("walk_k_s", 0.0)) > 0)
+        self.walks = any_row(numeric(c.get("walk_k_s", 0.0)) > 0)
         self.ceilings = None  # (dense GEMM ceiling, expert GEMM ceiling, expert memory share): :func:`_gemm_shapes`
 
 
@@ -239,13 +239,13 @@ def _attention_cost(c, x, op):
     out = {}
     scale = 2.5 if backward else 1.0  # FlashAttention-2 backward: 5 matmuls to the forward's 2
     waves = np.ceil(op.blocks / c["units"])
-    wave_eff = op.blocks / np.maximum(waves * c["units"], 1.0)
+    wave_eff = op.blocks / maximum(waves * c["units"], 1.0)
     # a serving engine's prefill kernels reach their own long-call share (prefill_attention_efficiency_on)
     # (at fp8 where the engine runs its context attention in fp8: prefill_attn_peak_ratio, _gemm_max)
     prefill = prefill_call(op, backward=backward)
-    share = np.where(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
-    gemm_max = np.where(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
-    eff = gemm_max * share * np.where(op.blocks > 0, wave_eff, 1.0)
+    share = where_one(prefill, c.get("prefill_attn_eff", c["attention_eff"]), c["attention_eff"])
+    gemm_max = where_one(prefill, c.get("prefill_attn_gemm_max", c["attn_gemm_max"]), c["attn_gemm_max"])
+    eff = gemm_max * share * where_one(op.blocks > 0, wave_eff, 1.0)
     eff = eff * attention_length_eff(op.span, op.visits, op.diagonal, backward=backward)
     vec = 0.0
     if x.npu_rows:  # matmuls on the systolic arrays, softmax on the vector engine
@@ -255,7 +255,7 @@ def _attention_cost(c, x, op):
         vec = np.where(systolic, npu.vector_time(npu.SOFTMAX_OPS * op.scores * scale, c["vector_flops"]), 0.0)
     if backward:  # the gradient kernel's own rate (FlashAttention-3, cuDNN: below the forward's)
         eff = eff * c["attention_bwd_ratio"]
-    peak = c["peak_flops"] * np.where(prefill, c.get("prefill_attn_peak_ratio", c["attn_peak_ratio"]),
+    peak = c["peak_flops"] * where_one(prefill, c.get("prefill_attn_peak_ratio", c["attn_peak_ratio"]),
                                       c["attn_peak_ratio"])
     t = op_time(op.flops * scale, op.moved_bytes * (2.0 if backward else 1.0), peak_flops=peak,
                 compute_eff=eff, launch_s=launch, **x.mem)
@@ -269,12 +269,12 @@ def _attention_cost(c, x, op):
         out["vector_s"] = vec
         out["vector_ops"] = np.where(systolic, npu.SOFTMAX_OPS * op.scores * scale, 0.0)
         out["dma_s"] = np.where(t > 0, tm, 0.0)
-    fixed = np.where(t > 0, decode_fixed_time(c, op, t - launch) + prefill_fixed_time(c, op, backward=backward), 0.0)
+    fixed = where_one(t > 0, decode_fixed_time(c, op, t - launch) + prefill_fixed_time(c, op, backward=backward), 0.0)
     out["attention_s"] = t + fixed
-    out["launch_s"] = np.where(t > 0, launch, 0.0)
-    out["compute_bound_s"] = np.where(tc >= t - launch, t + fixed, 0.0)
-    out["memory_bound_s"] = np.where(tc < t - launch, t + fixed, 0.0)
-    out["memory_compute_s"] = np.where(tc < t - launch, tc, 0.0)
+    out["launch_s"] = where_one(t > 0, launch, 0.0)
+    out["compute_bound_s"] = where_one(tc >= t - launch, t + fixed, 0.0)
+    out["memory_bound_s"] = where_one(tc < t - launch, t + fixed, 0.0)
+    out["memory_compute_s"] = where_one(tc < t - launch, tc, 0.0)
     out["flops"] = op.flops * scale
     out["hbm_bytes"] = op.moved_bytes * (2.0 if backward else 1.0)
     return out
@@ -309,9 +309,10 @@ def _elementwise_cost(c, x, kernels, moved):
 
 def _comm_cost(c, x, op, size, ranks, expert):
     """The :func:`price` terms of collectives ``op`` (one, or several on a leading axis)."""
-    t = group_collective(c, op, size, ranks) * (1.0 - c["tp_overlap"])
-    sent = np.where(np.asarray(ranks) > 1, size * bus_factor(op, ranks), 0.0)
-    out = {"communication_s": t, "link_bytes": sent, "nic_bytes": nic_bytes(c, op, size, ranks), "hbm_bytes": 2.0 * sent}
+    t, nic = collective_and_nic(c, op, size, ranks)
+    t = t * (1.0 - c["tp_overlap"])
+    sent = np.where(numeric(ranks) > 1, size * bus_factor(op, ranks), 0.0)
+    out = {"communication_s": t, "link_bytes": sent, "nic_bytes": nic, "hbm_bytes": 2.0 * sent}
     if expert is not False:  # the expert group's token exchange, all-to-alls or all-gather and reduce-scatter
         out["ep_communication_s"] = t if expert is True else np.where(expert, t, 0.0)
     return out
@@ -428,7 +429,7 @@ def price_segments(c, segments, *, backward=False, weight_grads=True, weights=No
             elif isinstance(op, Comm):
                 size = op.size_bytes if not back or op.backward_size is None else op.backward_size
                 # no one to talk to, or nothing to send on any row: no time, no bytes
-                if not any_row(np.asarray(op.ranks) > 1) or not any_row(np.asarray(size) != 0.0):
+                if not any_row(numeric(op.ranks) > 1) or not any_row(numeric(size) != 0.0):
                     items.append((None, (op.name.startswith("ep_"),), (), xs))
                 else:
                     items.append((_comm_cost, (op.op,), (size, op.ranks, op.name.startswith("ep_")), xs))

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric, where_one
 
 _MIN_TILE_M = 16.0  # smallest M tile of tensor-core MMA kernels (mma.m16n8k16)
 
@@ -130,9 +130,9 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     >>> float(gemm_efficiency(128, 2048, 1, 128, 128, 132, 0.8, k=8192, balance=330.0).round(3))
     0.414
     """
-    reuse = np.asarray(reuse, dtype=float)
+    reuse = floats(reuse)
     # (grouped GEMMs keep the one tile: the libraries' grouped kernels offer no 64-row tile)
-    chooses = (reuse > 0) & (np.asarray(groups) == 1)
+    chooses = (reuse > 0) & (numeric(groups) == 1)
     one = None
     spread_rows = any_row(np.asarray(m_sd) > 0)
     if not any_row(chooses) or spread_rows:
@@ -143,9 +143,9 @@ def gemm_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k=Non
     # the candidate tiles on a leading axis, in front of the GEMMs' axes (and the splits' in front of it)
     lead = (-1,) + (1,) * max(getattr(v, "ndim", 0) for v in (m, n, groups, tile_m, tile_n, compute_units, gemm_max,
                                                                k, balance, reuse))
-    tm = np.asarray(tile_m, dtype=float) * _TILE_SHAPES[:, 0].reshape(lead)
-    tn = np.asarray(tile_n, dtype=float) * _TILE_SHAPES[:, 1].reshape(lead)
-    feed = np.where(chooses, np.minimum(1.0, tm * tn / (tm + tn) / np.maximum(reuse, 1e-300)), _REFERENCE.reshape(lead))
+    tm = floats(tile_m) * _TILE_SHAPES[:, 0].reshape(lead)
+    tn = floats(tile_n) * _TILE_SHAPES[:, 1].reshape(lead)
+    feed = np.where(chooses, minimum(1.0, tm * tn / (tm + tn) / maximum(reuse, 1e-300)), _REFERENCE.reshape(lead))
     candidates = gemm_tiles(m, n, tm, tn)
     each = _tile_efficiency(m, n, groups, tm, tn, compute_units, gemm_max * feed, k, balance, candidates)
     best = each.max(axis=0)
@@ -180,7 +180,7 @@ def _tile_efficiency(m, n, groups, tile_m, tile_n, compute_units, gemm_max, k, b
     if k is None:
         return waves_eff(SPLIT_K[0])
     # reduction time over compute time: (s - 1) m n B / bw  /  (2 m n k / (peak eff))
-    cost = _PARTIAL_BYTES / 2.0 * balance / np.maximum(np.asarray(k, dtype=float), 1.0)
+    cost = _PARTIAL_BYTES / 2.0 * balance / np.maximum(floats(k), 1.0)
     # every split (none first) on a leading axis, in front of every other axis: the waves of all in one step
     axes = max(getattr(v, "ndim", 0) for v in (base, tiles, cost, spread, compute_units))
     every = waves_eff(_ALL_SPLITS.reshape((-1,) + (1,) * axes))
@@ -244,7 +244,7 @@ def gemm_tiles(m, n, tile_m, tile_n, m_sd=0.0):
     >>> float(gemm_tiles(1, 8192, 128, 128)[2])  # a GEMV pads its row to a 16-row tile
     0.0625
     """
-    safe_m = np.maximum(np.asarray(m, dtype=float), 1.0)
+    safe_m = np.maximum(floats(m), 1.0)
     tm = np.minimum(tile_m, np.maximum(_MIN_TILE_M, 2.0 ** np.ceil(np.log2(safe_m))))
     tiles_m, var_m = tile_moments(safe_m, m_sd, tm) if any_row(np.asarray(m_sd) > 0) else (np.ceil(safe_m / tm), 0.0)
     tiles_n = np.ceil(np.maximum(n, 1.0) / tile_n)
@@ -334,5 +334,5 @@ def op_time(flops, moved_bytes, *, peak_flops, compute_eff, bandwidth, memory_ef
     """
     compute_s = flops / (peak_flops * compute_eff)
     memory_s = moved_bytes / (bandwidth * memory_eff)
-    present = (np.asarray(flops) > 0) | (np.asarray(moved_bytes) > 0)
-    return np.where(present, np.maximum(compute_s, memory_s) + kernels * launch_s, 0.0)
+    present = (numeric(flops) > 0) | (numeric(moved_bytes) > 0)
+    return where_one(present, maximum(compute_s, memory_s) + kernels * launch_s, 0.0)

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.plan.rows import any_row
+from perfsim.plan.rows import any_row, maximum, minimum
 
 
 def devices_on_node(c):
     """Devices of one node a run uses: they share the node's NVMe, host memory and CPUs."""
     if "num_devices" not in c:
         return 1.0
-    return np.maximum(np.minimum(c["num_devices"], c["devices_per_node"]), 1.0)
+    return maximum(minimum(c["num_devices"], c["devices_per_node"]), 1.0)
 
 
 def duration(amount, rate):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from perfsim.cost.collectives import bus_factor, collective_time, custom_all_reduce_time, ring_steps
-from perfsim.plan.rows import any_row, where_one
+from perfsim.plan.rows import any_row, floats, maximum, minimum, numeric, where_one, zeros
 
 
 def scaleup_domain(c):
     """Devices one scale-up fabric joins: the node's, or a larger domain (a TPU slice's ICI torus, an
     NVL72 rack) where the spec states ``node.scaleup.domain_devices``."""
     domain = c.get("scaleup_domain", 0.0)  # absent in hand-made column sets: the node
-    return where_one(np.asarray(domain) > 0, domain, c["devices_per_node"])
+    return where_one(numeric(domain) > 0, domain, c["devices_per_node"])
 
 
 def _torus_axes(c, ranks):
@@ -47,7 +47,7 @@ def torus_share(c, ranks):
     runs its bidirectional rings over those ``m`` only: ``m / k`` of the bandwidth (Austin et al.,
     "How to Scale Your Model", part 3: an all-gather over several axes runs on all their links at once).
     """
-    if not any_row(np.asarray(c.get("torus_dims", 0.0)) > 0):  # a switched fabric on every row
+    if not any_row(numeric(c.get("torus_dims", 0.0)) > 0):  # a switched fabric on every row
         return 1.0
     dims, k, spanned = _torus_axes(c, ranks)
     return np.where(dims > 0, spanned / k, 1.0)
@@ -81,10 +81,10 @@ def torus_hops(c, op, ranks):
 def _layout(c, ranks, stride):
     """``(ranks, group, per_node, nodes)`` of a group of ``ranks`` devices placed ``stride`` apart:
     the group's ranks on one node and the nodes it spans."""
-    ranks = np.asarray(ranks, dtype=float)
-    group = np.maximum(ranks, 1.0)
+    ranks = floats(ranks)
+    group = maximum(ranks, 1.0)
     # (np.clip's values, without its dispatch: both bounds are at least 1, so no signed zero to tell apart)
-    per_node = np.minimum(np.maximum(np.floor(scaleup_domain(c) / np.maximum(stride, 1.0)), 1.0), group)
+    per_node = minimum(maximum(np.floor(scaleup_domain(c) / maximum(stride, 1.0)), 1.0), group)
     return ranks, group, per_node, np.ceil(ranks / per_node)
 
 
@@ -102,17 +102,22 @@ def nic_bytes(c, op, size, ranks, stride=1.0):
     >>> float(nic_bytes(c, "all_reduce", 8e9, 16)), float(nic_bytes(c, "all_reduce", 8e9, 8))
     (1000000000.0, 0.0)
     """
-    ranks, group, per_node, nodes = _layout(c, ranks, stride)
-    size = np.asarray(size, dtype=float)
+    return _nic_bytes(op, size, _layout(c, ranks, stride))
+
+
+def _nic_bytes(op, size, layout):
+    """:func:`nic_bytes` of a group laid out as :func:`_layout` gives it."""
+    ranks, group, per_node, nodes = layout
+    size = floats(size)
     if not any_row(nodes > 1):  # every group inside one node
-        return np.zeros(np.broadcast(nodes, size).shape)
+        return zeros(nodes, size)
     if op == "send_recv":
         sent = size + 0.0 * ranks
     elif op == "all_to_all":
         sent = (ranks - per_node) * size / group
     else:
         sent = bus_factor(op, np.maximum(nodes, 1.0)) * size / per_node
-    return np.where((nodes > 1) & (size > 0), sent, 0.0)
+    return where_one((nodes > 1) & (size > 0), sent, 0.0)
 
 
 def engine_all_reduce(c, size, ranks, stride=1.0):
@@ -133,11 +138,11 @@ def engine_all_reduce(c, size, ranks, stride=1.0):
     >>> bool(applies), round(float(t) * 1e6, 3), bool(engine_all_reduce(c, 1e6, 16.0)[0])
     (True, 7.444, False)
     """
-    ranks = np.asarray(ranks, dtype=float)
-    size = np.asarray(size, dtype=float)
+    ranks = floats(ranks)
+    size = floats(size)
     limit = where_one(ranks == 2, c.get("custom_ar_max_tp2", 0.0), c.get("custom_ar_max", 0.0))
-    latency, eff = np.asarray(c.get("custom_ar_lat_s", np.nan)), np.asarray(c.get("custom_ar_eff", np.nan))
-    on_node = ranks <= np.floor(np.asarray(c["devices_per_node"]) / np.maximum(stride, 1.0))
+    latency, eff = numeric(c.get("custom_ar_lat_s", np.nan)), numeric(c.get("custom_ar_eff", np.nan))
+    on_node = ranks <= np.floor(numeric(c["devices_per_node"]) / maximum(stride, 1.0))
     applies = ((ranks >= 2) & (ranks <= 8) & (ranks % 2 == 0) & on_node & (size < limit)
                & np.isfinite(latency) & np.isfinite(eff))
     if not any_row(applies):
@@ -173,18 +178,31 @@ def group_collective(c, op, size, ranks, algorithm="auto", stride=1.0):
     An all-reduce the inference engine runs with its own kernel costs that kernel's time
     (:func:`engine_all_reduce`).
     """
-    t = _library_collective(c, op, size, ranks, algorithm, stride)
+    return _group_collective(c, op, size, ranks, algorithm, stride, _layout(c, ranks, stride))
+
+
+def collective_and_nic(c, op, size, ranks):
+    """``(time, nic)``: :func:`group_collective` and :func:`nic_bytes` of a collective over ``ranks``
+    devices placed side by side (stride 1), the group laid out once for both."""
+    layout = _layout(c, ranks, 1.0)
+    return _group_collective(c, op, size, ranks, "auto", 1.0, layout), _nic_bytes(op, size, layout)
+
+
+def _group_collective(c, op, size, ranks, algorithm, stride, layout):
+    """:func:`group_collective` of a group laid out as :func:`_layout` gives it."""
+    t = _library_collective(c, op, size, ranks, algorithm, stride, layout)
     if op != "all_reduce" or algorithm != "auto" or not _engine_kernel(c):
         return t
     applies, engine = engine_all_reduce(c, size, ranks, stride)
     return np.where(applies, engine, t) if any_row(applies) else t
 
 
-def _library_collective(c, op, size, ranks, algorithm, stride):
-    """:func:`group_collective` as the collective library (NCCL, RCCL) runs it."""
-    ranks, group, per_node, nodes = _layout(c, ranks, stride)
-    stride = np.maximum(stride, 1.0)
-    per_package = np.minimum(np.maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
+def _library_collective(c, op, size, ranks, algorithm, stride, layout=None):
+    """:func:`group_collective` as the collective library (NCCL, RCCL) runs it (``layout``: the group's
+    :func:`_layout`, where known)."""
+    ranks, group, per_node, nodes = _layout(c, ranks, stride) if layout is None else layout
+    stride = maximum(stride, 1.0)
+    per_package = minimum(maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
     up_bw = where_one(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
     up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
@@ -192,7 +210,7 @@ def _library_collective(c, op, size, ranks, algorithm, stride):
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
                ll_latency_s=c["scaleout_ll_s"])
     base = c.get("scaleup_base_s", 0.0)  # absent in hand-made column sets: none
-    torus = any_row(np.asarray(c.get("torus_dims", 0.0)) > 0)
+    torus = any_row(numeric(c.get("torus_dims", 0.0)) > 0)
     steps = torus_hops(c, op, ranks) if torus else None  # a switched fabric: the ring's steps
     inside = collective_time(op, size, ranks, nvls_efficiency=c["nvls_eff"], base_latency_s=base, algorithm=algorithm,
                              nvls_latency_s=c.get("nvls_lat_s"), steps=steps, **up)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfsim.plan.rows import where_one
+from perfsim.plan.rows import maximum, minimum, where_one
 
 
 def attention_params(c):
@@ -64,7 +64,7 @@ def balanced_split(layers: int, pp: int) -> list[int]:
 
 def layer_counts(c):
     """``(dense_layers, moe_layers)`` per model."""
-    dense = np.minimum(c["dense_layers"], c["layers"])
+    dense = minimum(c["dense_layers"], c["layers"])
     return dense, c["layers"] - dense
 
 
@@ -99,7 +99,7 @@ def expert_tp(c):
     """Tensor-parallel width of each routed expert: expert parallelism is folded over the tp × dp
     × cp ranks of a stage (Megatron-LM's MoE parallel folding), so ``ep`` ranks first take the
     tensor-parallel ranks; what is left of ``tp`` splits each expert."""
-    return np.maximum(c["tp"] / c["ep"], 1.0)
+    return maximum(c["tp"] / c["ep"], 1.0)
 
 
 def layer_params_per_device(c, experts_counted=None):
@@ -123,7 +123,7 @@ def stage_params_per_device(c, stage=None):
     stages; by default the busiest one: both ends when ``pp == 1``, else the larger of them."""
     embedding, head = embedding_params(c), head_params(c)
     if stage is None:
-        ends = where_one(c["pp"] > 1, np.maximum(embedding, head), embedding + head)
+        ends = where_one(c["pp"] > 1, maximum(embedding, head), embedding + head)
     else:
         ends = np.where(stage == 0, embedding, 0.0) + np.where(stage == c["pp"] - 1, head, 0.0)
     replicated, experts = layer_params_per_device(c)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfsim.graph.params import expert_tp
-from perfsim.plan.rows import any_row, where_one
+from perfsim.plan.rows import any_row, maximum, minimum, where_one
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,13 @@ class Pass:
 
 def touched_experts(c, tokens):
     """Expected distinct routed experts hit by ``tokens × top_k`` draws from a balanced router."""
-    experts = np.maximum(c["experts"], 1.0)
+    experts = maximum(c["experts"], 1.0)
     return experts * (1.0 - np.power(1.0 - c["top_k"] / experts, tokens))
 
 
 def kv_heads_per_device(c):
     """KV heads each tensor-parallel rank holds (replicated when tp exceeds them)."""
-    return np.maximum(c["kv_heads"] / c["tp"], 1.0)
+    return maximum(c["kv_heads"] / c["tp"], 1.0)
 
 
 def kv_bytes_per_token(c):
@@ -142,7 +142,7 @@ def attention_ops(c, p: Pass):
     # engine's bmm calls (TensorRT-LLM forward_absorption_generation, mla_gen_pre / mla_gen_post in
     # ai-dynamo/aiconfigurator 095f58a51 collector/trtllm/collect_mla_bmm.py)
     absorbed = mla & (p.causal <= 0)
-    per_head = np.where(absorbed, heads_dev, 1.0)
+    per_head = where_one(absorbed, heads_dev, 1.0)
     ops = [
         Gemm("qkv_proj", T, qkv_n, h, normed=True),
         Gemm("q_down", T, q_lora, where_one(mla, h, 0.0)),
@@ -150,11 +150,11 @@ def attention_ops(c, p: Pass):
         Gemm("kv_down", T, where_one(mla, c["kv_lora"] + c["qk_rope"], 0.0), where_one(mla, h, 0.0)),
         Gemm("kv_up", T, where_one(mla & ~absorbed, heads_dev * (c["qk_nope"] + c["v_head_dim"]), 0.0),
              where_one(mla, c["kv_lora"], 0.0)),
-        Gemm("q_absorb", T, np.where(absorbed, c["kv_lora"], 0.0), c["qk_nope"], groups=per_head),
-        Gemm("v_absorb", T, np.where(absorbed, c["v_head_dim"], 0.0), c["kv_lora"], groups=per_head),
+        Gemm("q_absorb", T, where_one(absorbed, c["kv_lora"], 0.0), c["qk_nope"], groups=per_head),
+        Gemm("v_absorb", T, where_one(absorbed, c["v_head_dim"], 0.0), c["kv_lora"], groups=per_head),
     ]
     # attention core: QK^T and PV. Causal prefill skips the upper triangle.
-    kv_eff = np.where(p.causal > 0, (p.kv_len + 1.0) / 2.0, p.kv_len)
+    kv_eff = where_one(p.causal > 0, (p.kv_len + 1.0) / 2.0, p.kv_len)
     # MLA decode runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434, Sec. 2.1.2: W^UK folds into
     # W^Q, W^UV into W^O): every head attends the cached latent itself, keys of kv_lora + qk_rope
     # dims and values of kv_lora dims, as one multi-query attention (TensorRT-LLM
@@ -166,7 +166,7 @@ def attention_ops(c, p: Pass):
     qk_dim = where_one(absorbed, c["kv_lora"] + c["qk_rope"], where_one(mla, qk, hd))
     v_dim = where_one(absorbed, c["kv_lora"], where_one(mla, c["v_head_dim"], hd))
     flops = 2.0 * p.seqs * p.q_len * kv_eff * heads_dev * (qk_dim + v_dim)
-    flops = flops * np.where(c["flash"] > 0, 1.0, np.where(p.causal > 0, 2.0 * p.kv_len / (p.kv_len + 1.0), 1.0))
+    flops = flops * where_one(c["flash"] > 0, 1.0, where_one(p.causal > 0, 2.0 * p.kv_len / (p.kv_len + 1.0), 1.0))
     act = c["act_bytes"]
     q_o = T * heads_dev * (qk_dim + v_dim) * act
     kv_read = p.seqs * p.kv_len * kv_bytes_per_token(c)
@@ -179,13 +179,13 @@ def attention_ops(c, p: Pass):
     # 'upper-triangle' (half the queries, the whole chunk) ones, and every step after the first has
     # some rank on the lower triangle, whose call the ring waits for
     fused = (p.causal > 0) & (c["flash"] > 0)
-    visits = np.where(fused, np.where(p.causal < 1.0, c["cp"], 1.0), 0.0)
+    visits = where_one(fused, where_one(p.causal < 1.0, c["cp"], 1.0), 0.0)
     ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, p.seqs * heads_dev * q_tiles,
-                         rows=p.q_len * heads_dev / np.where(absorbed, 1.0, kv_dev), depth=qk_dim, span=kv_eff,
-                         units=p.seqs * np.where(absorbed, 1.0, kv_dev),
+                         rows=p.q_len * heads_dev / where_one(absorbed, 1.0, kv_dev), depth=qk_dim, span=kv_eff,
+                         units=p.seqs * where_one(absorbed, 1.0, kv_dev),
                          scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read,
-                         visits=visits, diagonal=np.where(fused, 1.0, 0.0),
-                         decode=np.where((p.causal <= 0) & (c["flash"] > 0) & (p.q_len <= 1.0), 1.0, 0.0)))
+                         visits=visits, diagonal=where_one(fused, 1.0, 0.0),
+                         decode=where_one((p.causal <= 0) & (c["flash"] > 0) & (p.q_len <= 1.0), 1.0, 0.0)))
     ops.append(ring_merge(c, p, qk_dim, v_dim))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
@@ -224,12 +224,12 @@ def ring_merge(c, p: Pass, qk_dim, v_dim):
     q = T * heads_dev * qk_dim * act
     o = T * heads_dev * v_dim * act
     kv = T * kv_dev * (qk_dim + v_dim) * act
-    steps = np.where(ring, c["cp"] - 1.0, 0.0)
+    steps = where_one(ring, c["cp"] - 1.0, 0.0)
     forward = 2.0 * kv + 2.0 * o + steps * (0.5 * kv + 0.5 * q + 2.25 * o)
     backward = 7.0 * kv + 3.0 * q + steps * (2.75 * q + o + 4.25 * kv)
-    return Elementwise("cp_ring_merge", np.where(ring, forward, 0.0), np.where(ring, 3.0 * steps + 2.0, 0.0),
-                       backward_bytes=np.where(ring, backward, 0.0),
-                       backward_kernels=np.where(ring, 5.0 * steps + 4.0, 0.0))
+    return Elementwise("cp_ring_merge", where_one(ring, forward, 0.0), where_one(ring, 3.0 * steps + 2.0, 0.0),
+                       backward_bytes=where_one(ring, backward, 0.0),
+                       backward_kernels=where_one(ring, 5.0 * steps + 4.0, 0.0))
 
 
 def dense_mlp_ops(c, p: Pass):
@@ -288,15 +288,15 @@ def rank_imbalance(c, tokens):
     ``mean + E[max of ep standard normals] · sd`` (:func:`expected_max_normal`). Padded expert
     buffers (``capacity_factor``) take the same work on every rank: 1.
     """
-    ep = np.maximum(c["ep"], 1.0)
-    experts = np.maximum(c["experts"], 1.0)
-    k = np.minimum(c["top_k"], experts)
+    ep = maximum(c["ep"], 1.0)
+    experts = maximum(c["experts"], 1.0)
+    k = minimum(c["top_k"], experts)
     p = 1.0 / ep
     mean = tokens * k * p
-    correction = np.where(experts > 1.0, (experts - k) / np.maximum(experts - 1.0, 1.0), 0.0)
-    sd = np.sqrt(np.maximum(tokens * k * p * (1.0 - p) * correction, 0.0))
-    spread = np.where(mean > 0, expected_max_normal(ep) * sd / np.where(mean > 0, mean, 1.0), 0.0)
-    return np.where(np.isnan(c["capacity_factor"]), 1.0 + spread, 1.0)
+    correction = where_one(experts > 1.0, (experts - k) / maximum(experts - 1.0, 1.0), 0.0)
+    sd = np.sqrt(maximum(tokens * k * p * (1.0 - p) * correction, 0.0))
+    spread = where_one(mean > 0, expected_max_normal(ep) * sd / where_one(mean > 0, mean, 1.0), 0.0)
+    return where_one(np.isnan(c["capacity_factor"]), 1.0 + spread, 1.0)
 
 
 def expert_spread(c, tokens):
@@ -307,17 +307,17 @@ def expert_spread(c, tokens):
     per expert), so its tiles are the expected ones of the spread counts
     (:func:`perfsim.cost.roofline.expected_tiles`) rather than those of the mean. 0 with padded
     expert buffers (``capacity_factor``: every expert the same rows)."""
-    experts = np.maximum(c["experts"], 1.0)
-    p = np.minimum(c["top_k"], experts) / experts
-    sd = np.sqrt(np.maximum(tokens * p * (1.0 - p), 0.0))
-    return np.where(np.isnan(c["capacity_factor"]), sd, 0.0)
+    experts = maximum(c["experts"], 1.0)
+    p = minimum(c["top_k"], experts) / experts
+    sd = np.sqrt(maximum(tokens * p * (1.0 - p), 0.0))
+    return where_one(np.isnan(c["capacity_factor"]), sd, 0.0)
 
 
 def capacity_scale(c):
     """Routed work per routed token: the capacity factor where one is set (padded expert
     buffers), 1 for dropless routing."""
     cf = c["capacity_factor"]
-    return np.where(np.isnan(cf), 1.0, cf)
+    return where_one(np.isnan(cf), 1.0, cf)
 
 
 def moe_mlp_ops(c, p: Pass):
@@ -340,7 +340,7 @@ def moe_mlp_ops(c, p: Pass):
     T = p.tokens
     group_tokens = T * expert_group_scale(c)
     touched = touched_experts(c, group_tokens)
-    tokens_per_expert = group_tokens * c["top_k"] / np.maximum(touched, 1e-9)
+    tokens_per_expert = group_tokens * c["top_k"] / maximum(touched, 1e-9)
     padded = capacity_scale(c) * rank_imbalance(c, group_tokens)
     tokens_per_expert = tokens_per_expert * padded
     spread = expert_spread(c, group_tokens)
@@ -350,12 +350,12 @@ def moe_mlp_ops(c, p: Pass):
     sent = _dispatch_bytes(c)
     gathered, scattered = _exchange(c, group_tokens, sent)
     # the routed copies: dispatched in the format the engine sends (:func:`_dispatch_bytes`), combined in 16 bits
-    routed = np.where(gathered > 0, 0.0, group_tokens / ep * c["top_k"] * h * padded)
+    routed = where_one(gathered > 0, 0.0, group_tokens / ep * c["top_k"] * h * padded)
     return [
         Gemm("router", T, c["experts"], h),
         moe_routing(c, p),
         Gemm("shared_up", T, (1.0 + c["gated"]) * shared_dev, h),
-        Gemm("shared_down", T, np.where(shared_dev > 0, h, 0.0), shared_dev),
+        Gemm("shared_down", T, where_one(shared_dev > 0, h, 0.0), shared_dev),
         Comm("ep_dispatch", "all_to_all", routed * sent, ep),
         Comm("ep_gather", "all_gather", gathered, ep),
         Gemm("experts_up", tokens_per_expert, (1.0 + c["gated"]) * ffn_dev, h, groups=local, expert=True, m_sd=spread),
@@ -371,8 +371,8 @@ def _dispatch_bytes(c):
     the compute format where the engine quantises before it sends (``moe_dispatch_quantized_on``;
     NVFP4, 4-bit values with one 8-bit scale per 16, is 9/16 byte)."""
     act, q = c["act_bytes"], c["compute_bytes"]
-    quantized = np.minimum(np.where(q < 1.0, q + 1.0 / 16.0, q), act)
-    return np.where(c.get("moe_dispatch_q", 0.0) > 0, quantized, act)
+    quantized = minimum(where_one(q < 1.0, q + 1.0 / 16.0, q), act)
+    return where_one(c.get("moe_dispatch_q", 0.0) > 0, quantized, act)
 
 
 def _exchange(c, group_tokens, sent):
@@ -386,7 +386,7 @@ def _exchange(c, group_tokens, sent):
     on = (c.get("moe_all_gather", 0.0) > 0) & (expert_group_scale(c) > 1.0) & (c["ep"] > 1) \
         & (c["devices_per_node"] < c.get("moe_a2a_domain", np.inf))
     tokens = group_tokens * c["hidden"]
-    return np.where(on, tokens * sent, 0.0), np.where(on, tokens * c["act_bytes"], 0.0)
+    return where_one(on, tokens * sent, 0.0), where_one(on, tokens * c["act_bytes"], 0.0)
 
 
 def moe_routing(c, p: Pass):
@@ -404,9 +404,9 @@ def moe_routing(c, p: Pass):
     router = T * c["experts"] * 4.0 * 3.0  # fp32 logits read, probabilities written, read by top-k
     permute = rows * k * h * act * 2.0 + rows * k * h * act + T * h * act
     local = touched_experts(c, T * expert_group_scale(c)) / c["ep"]
-    sort = np.where((c["ep"] > 1) & (local > 1), 2.0 * 2.0 * rows * k * h * act, 0.0)
-    moved = np.where(c["train"] > 0, router + permute + sort, 0.0)
-    return Elementwise("moe_routing", moved, np.where(c["train"] > 0, 4.0, 0.0))
+    sort = where_one((c["ep"] > 1) & (local > 1), 2.0 * 2.0 * rows * k * h * act, 0.0)
+    moved = where_one(c["train"] > 0, router + permute + sort, 0.0)
+    return Elementwise("moe_routing", moved, where_one(c["train"] > 0, 4.0, 0.0))
 
 
 def layer_elementwise(c, p: Pass, moe: bool):
@@ -497,12 +497,12 @@ def lm_head_ops(c, p: Pass):
         # tensor_parallel/cross_entropy.py; priced as one collective of their 12 bytes) and the
         # backward all-reduces the head's input gradient (with sequence parallelism an all-gather
         # of the norm's output forward and a reduce-scatter backward, the same bytes in all)
-        Comm("tp_logits", "all_gather", np.where(train, 0.0, p.logits_tokens * c["vocab"] * 4.0), tp),
-        Comm("tp_loss", "all_reduce", np.where(train, p.logits_tokens * 12.0, 0.0), tp,
-             backward_size=np.where(train, p.logits_tokens * h * act, 0.0)),
-        Elementwise("loss", logits * c["loss_fwd_traffic"], np.where(logits > 0, c["loss_fwd_kernels"], 0.0),
+        Comm("tp_logits", "all_gather", where_one(train, 0.0, p.logits_tokens * c["vocab"] * 4.0), tp),
+        Comm("tp_loss", "all_reduce", where_one(train, p.logits_tokens * 12.0, 0.0), tp,
+             backward_size=where_one(train, p.logits_tokens * h * act, 0.0)),
+        Elementwise("loss", logits * c["loss_fwd_traffic"], where_one(logits > 0, c["loss_fwd_kernels"], 0.0),
                     backward_bytes=logits * c["loss_bwd_traffic"],
-                    backward_kernels=np.where(logits > 0, c["loss_bwd_kernels"], 0.0)),
+                    backward_kernels=where_one(logits > 0, c["loss_bwd_kernels"], 0.0)),
     ]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
 from perfsim.plan.devices import device_columns, device_values
-from perfsim.plan.grid import NUMBERS
+from perfsim.plan.grid import DEFAULT_AXES, NUMBERS
 from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
@@ -173,9 +173,16 @@ def _kept(memo, key, specs, build) -> dict:
 
 def _row_key(grid):
     """Key of a grid whose every argument has one value: each argument's value as given; None for
-    a grid of several rows or a value that cannot be keyed."""
+    a grid of several rows or a value that cannot be keyed. (An argument at its default has its key
+    made once: :data:`_DEFAULT_KEYS`.)"""
     key = []
     for name, axis in grid.axes.items():
+        if axis is DEFAULT_AXES.get(name):
+            part = _DEFAULT_KEYS[name]
+            if part is None:
+                return None
+            key.append(part)
+            continue
         if len(axis.values) != 1:
             return None
         try:
@@ -183,6 +190,17 @@ def _row_key(grid):
         except Unkeyable:
             return None
     return tuple(key)
+
+
+def _default_key(name, axis):
+    try:
+        return name, frozen(axis.values[0])
+    except Unkeyable:  # pragma: no cover - every default is a plain value
+        return None
+
+
+#: the key part of each argument at its default (:data:`perfsim.plan.grid.DEFAULT_AXES`; None: not keyed)
+_DEFAULT_KEYS = {name: _default_key(name, axis) for name, axis in DEFAULT_AXES.items()}
 
 
 def _specs(grid) -> tuple:

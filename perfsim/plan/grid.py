@@ -43,6 +43,11 @@ class Axis:
     codes: np.ndarray
 
 
+#: the axis of each argument left at its default, shared by every grid (read, never written): one
+#: configuration's grid holds some forty of them
+DEFAULT_AXES = {name: Axis(name, [default], _ONE_VALUE) for name, (_, default) in ARGUMENTS.items()}
+
+
 @dataclass
 class Grid:
     """The cartesian product of the arguments' values: ``n`` rows, one :class:`Axis` per argument."""
@@ -103,9 +108,9 @@ class Space:
         for name, values, stride in self.lists:
             codes = (rows // stride) % len(values) if len(values) > 1 else _ONE_VALUE
             axes[name] = Axis(name, values, codes)
-        for name, (_, default) in ARGUMENTS.items():
+        for name, axis in DEFAULT_AXES.items():
             if name not in axes:
-                axes[name] = Axis(name, [default], _ONE_VALUE)
+                axes[name] = axis
         return Grid(n=stop - start, axes=axes)
 
     def boxes(self, start: int, stop: int, max_rows: int):
@@ -151,9 +156,9 @@ class Space:
                     index = np.arange(first, first + r) if d == s else np.arange(len(values))
                     codes = index.reshape([len(index) if i == k else 1 for i in range(len(shape))]).astype(np.int64)
                 axes[name] = Axis(name, values, codes)
-            for name, (_, default) in ARGUMENTS.items():
+            for name, axis in DEFAULT_AXES.items():
                 if name not in axes:
-                    axes[name] = Axis(name, [default], _ONE_VALUE)
+                    axes[name] = axis
             n = int(np.prod(shape))
             yield p, Grid(n=n, axes=axes, shape=shape)
             p += n
