@@ -171,14 +171,14 @@ def test_default_axes_are_shared_and_given_ones_each_grids_own():
 
 
 def test_small_tables_lay_their_numpy_columns_out_by_dtype():
-    """A table of few rows, or of several chunks, copies its counts and flags into one block per dtype
-    (as its floats); one chunk of many rows takes them as they are. Either way the same frame, and
+    """A table of few rows, of one chunk or several, copies its counts and flags into one block per
+    dtype (as its floats); one of many rows takes them as they are. Either way the same frame, and
     each column its own."""
     axes = dict(model="llama2-7b", hardware="h100-sxm", batch=[1, 2, 4], tp=[1, 2])
     small, chunked = perfsim.sweep(**axes), perfsim.sweep(chunk_rows=4, **axes)
     old = run.COPY_ROWS
     try:
-        run.COPY_ROWS = 0  # every one-chunk column taken as it is: a block each
+        run.COPY_ROWS = 0  # every column taken as it is: a block each
         apart = perfsim.sweep(**axes)
     finally:
         run.COPY_ROWS = old
@@ -206,3 +206,4 @@ def test_text_column_is_pandas_array_of_the_texts(texts):
     expected = pd.array(value, dtype=plan_columns.TEXT)
     pd.testing.assert_extension_array_equal(made, expected)
     assert made.dtype == expected.dtype and made.isna().tolist() == [t is None for t in texts]
+

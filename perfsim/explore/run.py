@@ -26,8 +26,8 @@ from perfsim.plan.grid import space as make_space
 
 #: rows of a chunk of an in-memory sweep on this process
 LOCAL_CHUNK_ROWS = 1 << 17
-#: rows up to which a column a chunk made whole is copied into a block of its dtype: copying 4,096 whole
-#: numbers takes ~1 us, about what pandas takes for a block of its own (one per column otherwise)
+#: rows up to which a table copies its whole-number and flag columns into a block per dtype: copying
+#: 4,096 numbers takes ~1 us, about what pandas takes for a block of its own (one per column otherwise)
 COPY_ROWS = 4096
 SWEEP_BYTES_PER_ROW = 1500  # peak memory of an in-memory sweep per row: its results (~1 kB) and their making
 
@@ -149,13 +149,16 @@ class _Table:
         return df
 
     def _groups(self, names: list) -> list:
-        """The NumPy columns (counts, flags) laid out as one block per dtype, as the floats are:
-        ``[(block, its columns' names)]``. A column joins where it is copied anyway (its rows came in
-        several chunks) or has at most :data:`COPY_ROWS` rows; the rest are taken as they are."""
+        """The NumPy columns (counts, flags) of a table of at most :data:`COPY_ROWS` rows laid out as one
+        block per dtype, as the floats are: ``[(block, its columns' names)]``. A larger table takes
+        them as they are (a chunk's own array, or its chunks' joined one at a time: a copy of every
+        such column at once would be held beside their chunks' parts)."""
+        if self.rows > COPY_ROWS:
+            return []
         alike: dict = {}
         for name in names:
             parts = self.others.get(name)
-            if parts is None or name in self.extra or (len(parts) == 1 and self.rows > COPY_ROWS):
+            if parts is None or name in self.extra:
                 continue
             array = parts[0][1]
             if array.__class__ is not np.ndarray or array.dtype == object:
