@@ -207,3 +207,22 @@ def test_text_column_is_pandas_array_of_the_texts(texts):
     pd.testing.assert_extension_array_equal(made, expected)
     assert made.dtype == expected.dtype and made.isna().tolist() == [t is None for t in texts]
 
+
+@pytest.mark.parametrize("runtime", ["vllm", "trt-llm", "megatron"])
+def test_each_row_takes_its_device_familys_runtime_figure(runtime):
+    """A grid of several device families: each row's per-family runtime column is its own family's
+    (the families' rows found once per grid, the column names made once per key)."""
+    from perfsim.plan.columns import _family_keys, build
+    from perfsim.plan.grid import expand
+    from perfsim.specs.hardware import FAMILIES, load_hardware
+    from perfsim.specs.runtime import load_runtime
+
+    hardware = ["a100-80gb", "h100-sxm", "mi300x", "b200"]
+    c = build(expand(dict(model="llama2-7b", hardware=hardware, runtime=runtime, batch=[1, 2])))
+    figures = load_runtime(runtime).columns()
+    families = [load_hardware(h).family for h in hardware for _ in range(2)]
+    for key in ("attention_eff", "max_num_seqs", "moe_gemm_eff", "custom_ar_lat_s", "prefill_attn_fixed_s"):
+        expected = np.array([figures[f"{key}_{family}"] for family in families])
+        assert np.broadcast_to(c[key], expected.shape).tobytes() == expected.tobytes(), key
+        assert _family_keys(key) == tuple(f"{key}_{name}" for name in FAMILIES) and _family_keys(key) is _family_keys(key)
+        assert not any(name in c for name in _family_keys(key)) or key == "attention_eff"
