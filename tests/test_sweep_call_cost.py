@@ -226,3 +226,19 @@ def test_each_row_takes_its_device_familys_runtime_figure(runtime):
         assert np.broadcast_to(c[key], expected.shape).tobytes() == expected.tobytes(), key
         assert _family_keys(key) == tuple(f"{key}_{name}" for name in FAMILIES) and _family_keys(key) is _family_keys(key)
         assert not any(name in c for name in _family_keys(key)) or key == "attention_eff"
+
+
+@pytest.mark.parametrize("args", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="llama2-7b", hardware="a100-80gb", tp=1, mode="train", zero=0),
+                                  dict(model="llama2-7b", hardware={"base": "h100-sxm", "tdp_w": 500}, power_cap_w=300)])
+def test_one_row_key_is_each_arguments_value_keyed(args):
+    """The one-configuration memo's key: each argument's value keyed as given, the parts of those left
+    at their default made once (a default given explicitly keys alike)."""
+    from perfsim.plan.columns import _row_key
+    from perfsim.plan.grid import DEFAULT_AXES, expand
+    from perfsim.specs.memo import frozen
+
+    grid = expand(args)
+    assert _row_key(grid) == tuple((name, frozen(axis.values[0])) for name, axis in grid.axes.items())
+    assert any(axis is DEFAULT_AXES.get(name) for name, axis in grid.axes.items())
+    assert _row_key(expand(dict(args, batch=[1, 2]))) is None

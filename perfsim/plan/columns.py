@@ -12,7 +12,7 @@ import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
 from perfsim.plan.devices import device_columns, device_values
-from perfsim.plan.grid import NUMBERS
+from perfsim.plan.grid import DEFAULT_AXES, NUMBERS
 from perfsim.plan.offload import offload_columns
 from perfsim.specs.dtypes import DTYPE_BYTES, storage_bytes
 from perfsim.specs.hardware import FAMILIES, WHATIF_KEYS, split_whatif
@@ -178,6 +178,12 @@ def _row_key(grid):
     a grid of several rows or a value that cannot be keyed."""
     key = []
     for name, axis in grid.axes.items():
+        if axis is DEFAULT_AXES.get(name):  # an argument left at its default: its part keyed once
+            part = _DEFAULT_KEYS[name]
+            if part is None:  # pragma: no cover - every default is a plain value
+                return None
+            key.append(part)
+            continue
         if len(axis.values) != 1:
             return None
         try:
@@ -185,6 +191,17 @@ def _row_key(grid):
         except Unkeyable:
             return None
     return tuple(key)
+
+
+def _default_key(name: str, value):
+    try:
+        return name, frozen(value)
+    except Unkeyable:  # pragma: no cover - every default is a plain value
+        return None
+
+
+#: each argument's part of :func:`_row_key` where a grid leaves it at its default (:data:`DEFAULT_AXES`)
+_DEFAULT_KEYS = {name: _default_key(name, axis.values[0]) for name, axis in DEFAULT_AXES.items()}
 
 
 def _specs(grid) -> tuple:

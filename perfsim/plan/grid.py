@@ -74,12 +74,12 @@ class Grid:
 
 #: the axis of each argument at its default (one value, every row): shared by the grids that do not
 #: give it, so never written (as no grid's axes are)
-_DEFAULT_AXES = {name: Axis(name, [default], _ONE_VALUE) for name, (_, default) in ARGUMENTS.items()}
+DEFAULT_AXES = {name: Axis(name, [default], _ONE_VALUE) for name, (_, default) in ARGUMENTS.items()}
 
 
 def _with_defaults(axes: dict) -> dict:
     """``axes`` followed by the default axis of every argument it does not give, in argument order."""
-    axes.update((name, axis) for name, axis in _DEFAULT_AXES.items() if name not in axes)
+    axes.update((name, axis) for name, axis in DEFAULT_AXES.items() if name not in axes)
     return axes
 
 
