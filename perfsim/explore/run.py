@@ -95,8 +95,10 @@ class _Table:
     chunk arrives and then released, so the results are held about once (a chunk at a time twice),
     not twice as joining whole chunk frames holds them; the frame built from it is not fragmented
     (pandas warns when a column is added to a frame of a block per column, and its row operations
-    are slow). Chunks whose result keys differ (a split of the design space where the modes change)
-    join as ``pd.concat`` joins them: the columns of every chunk, missing values where a chunk has none.
+    are slow). A table of few rows lays its other NumPy columns (counts, flags) out by dtype too
+    (:meth:`_groups`). Chunks whose result keys differ (a split of the design space where the modes
+    change) join as ``pd.concat`` joins them: the columns of every chunk, missing values where a chunk
+    has none.
     """
 
     def __init__(self, rows: int):
