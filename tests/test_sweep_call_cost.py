@@ -115,3 +115,130 @@ def test_first_slice_cuts_the_axes_every_input_repeats_bit_for_bit():
     assert first_slice(shape, [np.broadcast_to(base, shape), zeros]) is None
     assert first_slice(shape, [rng.uniform(size=shape)]) is None
     assert [x.shape for x in first_slice(shape, [np.broadcast_to(rng.uniform(size=(1, 5, 1)), shape)])] == [(1, 5, 1)]
+
+
+@pytest.mark.parametrize("labels", [("a", "b", "a"), ("x", None, "y"), (None,), ("only",)])
+def test_label_codes_are_made_once_and_each_chunks_categorical_its_own(labels):
+    codes = np.array([2, 0, 1, 0][:len(labels) + 1]) % len(labels)
+    missing = np.zeros(len(codes), dtype=bool)
+    missing[-1] = True
+    made = plan_columns._categorical(list(labels), codes, len(codes), missing)
+    categories = list(dict.fromkeys(x for x in labels if x is not None))
+    rows = [labels[c] for c in codes]
+    rows[-1] = None
+    expected = pd.Categorical(rows, categories=categories)
+    pd.testing.assert_extension_array_equal(made, expected)
+    table, dtype = plan_columns._label_codes(labels)
+    assert plan_columns._label_codes(labels)[0] is table and not table.flags.writeable  # made once, never written
+    before = table.copy()
+    one = plan_columns._categorical(list(labels), None, 3)  # one value on every row: a new array of codes
+    assert not np.shares_memory(one.codes, table)
+    assert table.tobytes() == before.tobytes() and one.dtype == dtype
+
+
+def test_is_float_is_a_float_array_of_rows_or_pieces():
+    from perfsim.analytical.evaluate import Pieces
+    from perfsim.explore.chunks import is_float
+
+    class Sub(np.ndarray):
+        pass
+
+    cases = [(np.zeros(3), True), (np.zeros(3).view(Sub), True), (np.zeros((2, 3)), False),
+             (np.zeros(3, np.int64), False), (np.zeros(3, ">f8"), False), (np.zeros(3, np.float32), False),
+             (np.float64(1.0), False), (pd.Categorical(["a"]), False), (Pieces(3, [(0, np.zeros(3))]), True)]
+    for value, expected in cases:
+        assert is_float(value) is expected, value
+
+
+def test_default_axes_are_shared_and_given_ones_each_grids_own():
+    from perfsim.plan.arguments import ARGUMENTS
+    from perfsim.plan.grid import space
+
+    one = space(dict(model="llama2-7b", hardware="h100-sxm", batch=[1, 2]))
+    other = space(dict(model="llama2-7b", hardware="a100-80gb", tp=[1, 2]))
+    grids = [(one, one.block()), (other, other.block()), *((one, g) for _, g in one.boxes(0, one.n, 1)),
+             *((other, g) for _, g in other.boxes(0, other.n, 8))]
+    shared = grids[0][1].axes["gen_len"]
+    for made, grid in grids:
+        given = made.given()
+        assert list(grid.axes) == given + [name for name in ARGUMENTS if name not in given]  # argument order
+        for name, axis in grid.axes.items():
+            assert axis.name == name
+            if name not in given:
+                assert axis.values == [ARGUMENTS[name][1]] and axis.codes.tolist() == [0]
+        assert grid.axes["gen_len"] is shared  # one default axis for every grid
+    assert one.block().axes["batch"] is not one.block().axes["batch"]  # a given axis: each grid's own
+
+
+def test_small_tables_lay_their_numpy_columns_out_by_dtype():
+    """A table of few rows, of one chunk or several, copies its counts and flags into one block per
+    dtype (as its floats); one of many rows takes them as they are. Either way the same frame, and
+    each column its own."""
+    axes = dict(model="llama2-7b", hardware="h100-sxm", batch=[1, 2, 4], tp=[1, 2])
+    small, chunked = perfsim.sweep(**axes), perfsim.sweep(chunk_rows=4, **axes)
+    old = run.COPY_ROWS
+    try:
+        run.COPY_ROWS = 0  # every column taken as it is: a block each
+        apart = perfsim.sweep(**axes)
+    finally:
+        run.COPY_ROWS = old
+    pd.testing.assert_frame_equal(small, apart, check_exact=True)
+    pd.testing.assert_frame_equal(chunked, apart, check_exact=True)
+    numpy_columns = sum(isinstance(dtype, np.dtype) for dtype in small.dtypes)
+    numpy_kinds = len({dtype for dtype in small.dtypes if isinstance(dtype, np.dtype)})
+    extension = len(small.columns) - numpy_columns
+    assert small._mgr.nblocks == chunked._mgr.nblocks == extension + numpy_kinds
+    assert apart._mgr.nblocks == len(apart.columns) - sum(small.dtypes == np.float64) + 1
+    before = small.copy()
+    small.loc[0, "tp"] = 99  # a column of a shared block is written alone
+    small.loc[1, "feasible"] = not small.loc[1, "feasible"]
+    changed = (small != before) & ~(small.isna() & before.isna())
+    assert changed.to_numpy().sum() == 2
+
+
+@pytest.mark.parametrize("texts", [["a"], [None], ["a", "a"], ["a", None], [None, "a"], ["a", "b"], [None, None],
+                                   ["a", "b", "a"], ["a", None, "a"], []])
+def test_text_column_is_pandas_array_of_the_texts(texts):
+    from perfsim.explore.chunks import text_column
+
+    value = np.asarray(texts + [0], dtype=object)[:-1]  # (an object array, lists of one text included)
+    made = text_column(value)
+    expected = pd.array(value, dtype=plan_columns.TEXT)
+    pd.testing.assert_extension_array_equal(made, expected)
+    assert made.dtype == expected.dtype and made.isna().tolist() == [t is None for t in texts]
+
+
+@pytest.mark.parametrize("runtime", ["vllm", "trt-llm", "megatron"])
+def test_each_row_takes_its_device_familys_runtime_figure(runtime):
+    """A grid of several device families: each row's per-family runtime column is its own family's
+    (the families' rows found once per grid, the column names made once per key)."""
+    from perfsim.plan.columns import _family_keys, build
+    from perfsim.plan.grid import expand
+    from perfsim.specs.hardware import FAMILIES, load_hardware
+    from perfsim.specs.runtime import load_runtime
+
+    hardware = ["a100-80gb", "h100-sxm", "mi300x", "b200"]
+    c = build(expand(dict(model="llama2-7b", hardware=hardware, runtime=runtime, batch=[1, 2])))
+    figures = load_runtime(runtime).columns()
+    families = [load_hardware(h).family for h in hardware for _ in range(2)]
+    for key in ("attention_eff", "max_num_seqs", "moe_gemm_eff", "custom_ar_lat_s", "prefill_attn_fixed_s"):
+        expected = np.array([figures[f"{key}_{family}"] for family in families])
+        assert np.broadcast_to(c[key], expected.shape).tobytes() == expected.tobytes(), key
+        assert _family_keys(key) == tuple(f"{key}_{name}" for name in FAMILIES) and _family_keys(key) is _family_keys(key)
+        assert not any(name in c for name in _family_keys(key)) or key == "attention_eff"
+
+
+@pytest.mark.parametrize("args", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8),
+                                  dict(model="llama2-7b", hardware="a100-80gb", tp=1, mode="train", zero=0),
+                                  dict(model="llama2-7b", hardware={"base": "h100-sxm", "tdp_w": 500}, power_cap_w=300)])
+def test_one_row_key_is_each_arguments_value_keyed(args):
+    """The one-configuration memo's key: each argument's value keyed as given, the parts of those left
+    at their default made once (a default given explicitly keys alike)."""
+    from perfsim.plan.columns import _row_key
+    from perfsim.plan.grid import DEFAULT_AXES, expand
+    from perfsim.specs.memo import frozen
+
+    grid = expand(args)
+    assert _row_key(grid) == tuple((name, frozen(axis.values[0])) for name, axis in grid.axes.items())
+    assert any(axis is DEFAULT_AXES.get(name) for name, axis in grid.axes.items())
+    assert _row_key(expand(dict(args, batch=[1, 2]))) is None

@@ -64,7 +64,7 @@ def text_column(value: np.ndarray):
 
             first = value[0] if len(value) else 0
             if (first is None or type(first) is str) and (value[-1] is first or value[-1] == first) \
-                    and (value == first).all():  # one text, or none, on every row
+                    and (len(value) <= 2 or (value == first).all()):  # one text, or none, on every row
                 return text_array(pa.repeat(pa.scalar(first, type=pa.large_string()), len(value)))
             return text_array(pa.array(value, type=pa.large_string(), from_pandas=True))
         except (ImportError, TypeError, ValueError):  # pragma: no cover - not texts, or no pyarrow
@@ -137,9 +137,15 @@ def frame(columns: dict) -> pd.DataFrame:
     return df
 
 
+#: the dtype of a float column (compared as an instance: ``dtype == np.float64`` first makes one of the type)
+_FLOAT = np.dtype(np.float64)
+
+
 def is_float(value) -> bool:
     """A float column of rows: a float array or the pieces of one (:class:`Pieces`)."""
-    return isinstance(value, Pieces) or (isinstance(value, np.ndarray) and value.dtype == np.float64
+    if value.__class__ is np.ndarray:  # (most columns: without isinstance's look at subclasses)
+        return value.ndim == 1 and value.dtype == _FLOAT
+    return isinstance(value, Pieces) or (isinstance(value, np.ndarray) and value.dtype == _FLOAT
                                          and value.ndim == 1)
 
 

@@ -87,19 +87,30 @@ def _spread(table, codes, n: int) -> np.ndarray:
 def _categorical(labels: list, codes, n: int, missing: np.ndarray | None = None) -> pd.Categorical:
     """A categorical of the rows' ``labels[codes]`` (a None label, or a row in ``missing``: none)
     whose categories are the labels in their order, without laying out a text per row."""
-    categories = list(dict.fromkeys(x for x in labels if x is not None))
-    small = np.int8 if len(categories) < 127 else np.int64
-    rows = _spread(np.asarray([-1 if x is None else categories.index(x) for x in labels], dtype=small), codes, n)
+    table, dtype = _label_codes(tuple(labels))
+    rows = _spread(table, codes, n)  # (each row's code: a new array)
     if missing is not None and missing.any():
         rows[missing] = -1
-    return categorical(rows, categories)
+    return pd.Categorical.from_codes(rows, dtype=dtype, **_TRUSTED)
+
+
+@functools.lru_cache(maxsize=1024)
+def _label_codes(labels: tuple) -> tuple[np.ndarray, pd.CategoricalDtype]:
+    """The code of each of ``labels`` (texts or None) among the distinct texts in their order (None: -1),
+    read-only, and the categorical dtype of those texts: made once per list of labels (a sweep's chunks
+    and calls give the same few)."""
+    categories = list(dict.fromkeys(x for x in labels if x is not None))
+    small = np.int8 if len(categories) < 127 else np.int64
+    table = np.asarray([-1 if x is None else categories.index(x) for x in labels], dtype=small)
+    table.flags.writeable = False
+    return table, _dtype(tuple((str, c) for c in categories))
 
 
 def _combinations(*keys: np.ndarray):
     """The distinct combinations of the whole-number arrays ``keys`` (one column each, in rows)
     and each row's index into them, sorted; one pass over the rows, not a sort of tuples."""
     keys = [np.asarray(k, dtype=np.int64) for k in keys]
-    if all(k.size == 0 or (k == k[0]).all() for k in keys):
+    if all(k.size <= 1 or (k == k[0]).all() for k in keys):
         first = np.asarray([[int(k[0]) if k.size else 0] for k in keys])
         return first, np.zeros(keys[0].size, np.int64)
     lows = [int(k.min()) for k in keys]
@@ -212,7 +223,7 @@ def plan_columns(grid: Grid, out: dict) -> dict:
         elif kind in _NUMBER_KINDS:
             columns[name] = numbers(values, codes, other)
         elif kind == "bool" and f"plan.{name}" in out:  # a default the engine decides (sequence parallelism)
-            columns[name] = np.nan_to_num(np.asarray(out[f"plan.{name}"], dtype=float)) > 0
+            columns[name] = np.asarray(out[f"plan.{name}"], dtype=float) > 0  # (NaN: not above 0)
         elif kind == "bool":
             columns[name] = _spread([bool(v) for v in values], codes, n)
         elif name in AUTO_ARGUMENTS and any(map(is_auto, values)):

@@ -26,6 +26,9 @@ from perfsim.plan.grid import space as make_space
 
 #: rows of a chunk of an in-memory sweep on this process
 LOCAL_CHUNK_ROWS = 1 << 17
+#: rows up to which a table copies its whole-number and flag columns into a block per dtype: copying
+#: 4,096 numbers takes ~1 us, about what pandas takes for a block of its own (one per column otherwise)
+COPY_ROWS = 4096
 SWEEP_BYTES_PER_ROW = 1500  # peak memory of an in-memory sweep per row: its results (~1 kB) and their making
 
 
@@ -92,8 +95,10 @@ class _Table:
     chunk arrives and then released, so the results are held about once (a chunk at a time twice),
     not twice as joining whole chunk frames holds them; the frame built from it is not fragmented
     (pandas warns when a column is added to a frame of a block per column, and its row operations
-    are slow). Chunks whose result keys differ (a split of the design space where the modes change)
-    join as ``pd.concat`` joins them: the columns of every chunk, missing values where a chunk has none.
+    are slow). A table of few rows lays its other NumPy columns (counts, flags) out by dtype too
+    (:meth:`_groups`). Chunks whose result keys differ (a split of the design space where the modes
+    change) join as ``pd.concat`` joins them: the columns of every chunk, missing values where a chunk
+    has none.
     """
 
     def __init__(self, rows: int):
@@ -129,16 +134,53 @@ class _Table:
         columns.clear()
 
     def frame(self) -> pd.DataFrame:
+        names = [name for name in self.order if name not in self.floats]
+        groups = self._groups(names)
+        grouped = {name for _, members in groups for name in members}
         others = {name: self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name))
-                  for name in self.order if name not in self.floats}
-        df = _from_blocks(self.block, list(self.floats), others, list(self.order), self.rows)
+                  for name in names if name not in grouped}
+        df = _from_blocks(self.block, list(self.floats), others, list(self.order), self.rows, groups)
         if df is None:
+            for block, members in groups:
+                others.update(zip(members, block, strict=True))
             df = pd.DataFrame(self.block.T, columns=list(self.floats), copy=False)
             for loc, name in enumerate(self.order):
                 if name in others:
                     df.insert(loc, name, others.pop(name))
         self.block = None
         return df
+
+    def _groups(self, names: list) -> list:
+        """The NumPy columns (counts, flags) of a table of at most :data:`COPY_ROWS` rows laid out as one
+        block per dtype, as the floats are: ``[(block, its columns' names)]``. A larger table takes
+        them as they are (a chunk's own array, or its chunks' joined one at a time: a copy of every
+        such column at once would be held beside their chunks' parts)."""
+        if self.rows > COPY_ROWS:
+            return []
+        alike: dict = {}
+        for name in names:
+            parts = self.others.get(name)
+            if parts is None or name in self.extra:
+                continue
+            array = parts[0][1]
+            if array.__class__ is not np.ndarray or array.dtype == object:
+                continue
+            dtype = array.dtype
+            if len(parts) == 1:
+                if array.ndim != 1 or len(array) != self.rows:
+                    continue
+            elif sum(len(a) for _, a in parts) != self.rows \
+                    or not all(a.__class__ is np.ndarray and a.ndim == 1 and a.dtype == dtype for _, a in parts):
+                continue
+            alike.setdefault(dtype, []).append(name)
+        groups = []
+        for dtype, members in alike.items():
+            block = np.empty((len(members), self.rows), dtype=dtype)
+            for row, name in zip(block, members, strict=True):
+                for start, array in self.others.pop(name):
+                    row[start:start + len(array)] = array
+            groups.append((block, members))
+        return groups
 
     def _join(self, parts: list):
         if len(parts) == 1 and len(parts[0][1]) == self.rows:  # one chunk's column: as it is, if its own
@@ -155,22 +197,30 @@ class _Table:
         return pd.concat(pieces).reindex(pd.RangeIndex(self.rows)).array  # rows of chunks without it: missing
 
 
-def _from_blocks(block: np.ndarray, floats: list, others: dict, order: list, rows: int):
+def _from_blocks(block: np.ndarray, floats: list, others: dict, order: list, rows: int, groups=()):
     """The frame of :meth:`_Table.frame` laid out at once where pandas can take its blocks as they are
-    (pandas 3): the float block and one block per other column, each at its place in ``order``, the
-    frame inserting them one by one would build (the same columns, dtypes and index). None where
-    pandas cannot, or a column is not a plain NumPy array or a pandas extension array."""
+    (pandas 3): the float block, the blocks of ``groups`` (``(block, names)``: a row per column) and
+    one block per other column, each at its place in ``order``, the frame inserting them one by one
+    would build (the same columns, dtypes and index). None where pandas cannot, or a column is not a
+    plain NumPy array or a pandas extension array."""
     try:
         from pandas.api.internals import create_dataframe_from_blocks
     except ImportError:  # pandas before 3.0
         return None
-    if not all(isinstance(v, pd.api.extensions.ExtensionArray) or (isinstance(v, np.ndarray) and v.ndim == 1
-               and v.dtype != object and len(v) == rows) for v in others.values()):
-        return None
     where = {name: i for i, name in enumerate(order)}
-    blocks = [(block, np.asarray([where[name] for name in floats], dtype=np.intp))]
-    blocks += [(value.reshape(1, -1) if isinstance(value, np.ndarray) else value, np.asarray([where[name]], np.intp))
-               for name, value in others.items()]
+    places = np.arange(len(order), dtype=np.intp)  # (a column's placement: a view of one entry of it)
+    blocks = [(block, places[[where[name] for name in floats]])]
+    blocks += [(alike, places[[where[name] for name in members]]) for alike, members in groups]
+    for name, value in others.items():
+        i = where[name]
+        if value.__class__ is np.ndarray or isinstance(value, np.ndarray):
+            if value.ndim != 1 or value.dtype == object or len(value) != rows:
+                return None
+            blocks.append((value.reshape(1, -1), places[i:i + 1]))
+        elif isinstance(value, pd.api.extensions.ExtensionArray):
+            blocks.append((value, places[i:i + 1]))
+        else:
+            return None
     return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=column_index(order))
 
 

@@ -6,6 +6,8 @@ cost per-row memory and time.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from perfsim.plan.arguments import Finetune, Mode, Recompute, Schedule
@@ -294,16 +296,17 @@ def _build(grid) -> dict:
     # attention kernels tuned per architecture family: the runtime's figure for this device's family
     family = grid.gather("hardware", [float(FAMILIES.index(s.family)) for s in specs])
     present = {s.family for s in specs}
+    rows_of = [(i, family == i) for i, name in enumerate(FAMILIES) if name in present]  # (each family's rows)
 
     def for_family(key, *, keep=False):
         """The runtime's figure ``<key>_<family>`` for each row's device family (every row's family
         is among the specs', so each row takes its own family's column); the per-family columns
         dropped unless ``keep``."""
         value = c.get(key, 0.0)
-        for i, name in enumerate(FAMILIES):
-            column = c[f"{key}_{name}"] if keep else c.pop(f"{key}_{name}")
-            if name in present:
-                value = np.where(family == i, column, value)
+        names = _family_keys(key)
+        columns = [c[name] for name in names] if keep else [c.pop(name) for name in names]
+        for i, rows in rows_of:
+            value = np.where(rows, columns[i], value)
         return value
 
     c["attention_eff"] = for_family("attention_eff", keep=True)
@@ -410,6 +413,12 @@ def _build(grid) -> dict:
     c["pue"] = grid.gather("pue", grid.values("pue"))
     c["wall_whole_node"] = grid.gather("wall_energy", [float(v == "node") for v in grid.values("wall_energy")])
     return c
+
+
+@functools.lru_cache(maxsize=256)
+def _family_keys(key: str) -> tuple:
+    """The runtime's per-family column names of ``key``, ``<key>_<family>``, in :data:`FAMILIES` order."""
+    return tuple(f"{key}_{name}" for name in FAMILIES)
 
 
 def _optional(grid, name):

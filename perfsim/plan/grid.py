@@ -77,6 +77,12 @@ class Grid:
         return table[0] if len(axis.values) == 1 else table[axis.codes]
 
 
+def _with_defaults(axes: dict) -> dict:
+    """``axes`` followed by the default axis of every argument it does not give, in argument order."""
+    axes.update((name, axis) for name, axis in DEFAULT_AXES.items() if name not in axes)
+    return axes
+
+
 _BOX_SLACK = 4  # a box may exceed the row budget this many times to keep the structural axes whole
 #: arguments whose values switch parts of the model on or off (NPU engines, PIM, MoE, offloading,
 #: fp8 casts, default engines, what is reported): boxes never split them
@@ -108,10 +114,7 @@ class Space:
         for name, values, stride in self.lists:
             codes = (rows // stride) % len(values) if len(values) > 1 else _ONE_VALUE
             axes[name] = Axis(name, values, codes)
-        for name, axis in DEFAULT_AXES.items():
-            if name not in axes:
-                axes[name] = axis
-        return Grid(n=stop - start, axes=axes)
+        return Grid(n=stop - start, axes=_with_defaults(axes))
 
     def boxes(self, start: int, stop: int, max_rows: int):
         """Cover rows ``[start, stop)`` with boxes of at most ``max_rows`` rows; yields ``(first_row, grid)``.
@@ -156,9 +159,7 @@ class Space:
                     index = np.arange(first, first + r) if d == s else np.arange(len(values))
                     codes = index.reshape([len(index) if i == k else 1 for i in range(len(shape))]).astype(np.int64)
                 axes[name] = Axis(name, values, codes)
-            for name, axis in DEFAULT_AXES.items():
-                if name not in axes:
-                    axes[name] = axis
+            axes = _with_defaults(axes)
             n = int(np.prod(shape))
             yield p, Grid(n=n, axes=axes, shape=shape)
             p += n
