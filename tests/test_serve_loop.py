@@ -10,9 +10,11 @@ import pytest
 
 import perfsim
 from perfsim.events.serving import scenario as serving_scenario
+from perfsim.events.serving.axes import Axis, context_grid, token_grid
 from perfsim.events.serving.batching import Batching
-from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
+from perfsim.events.serving.iteration_cost import IterationCost
 from perfsim.events.serving.metrics import stable_order
+from perfsim.events.serving.schedulers import ChunkedInstance
 from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, RequestState, grow
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
@@ -63,6 +65,37 @@ def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
         assert getattr(sims[0], key).tobytes() == getattr(sims[1], key).tobytes()
 
 
+@pytest.mark.parametrize("scenario", [
+    dict(BIG, num_requests=300, arrival_rate=12.0, gpu_memory_utilization=0.22, scheduler="chunked-prefill",
+         chunk_size=512, **LENGTHS),  # preemptions
+    dict(SMALL, num_requests=200, arrival_rate=10.0, power_cap_w=250, scheduler="chunked-prefill", **LENGTHS),
+    dict(SMALL, num_requests=200, arrival_rate=14.0, dp=2, num_devices=2, scheduler="chunked-prefill", chunk_size=64,
+         max_batch=96, **LENGTHS),  # two instances (each loop stops at the other's events); decodes fill the budget
+], ids=["preempting", "capped", "replicas-small-chunks"])
+def test_chunked_prefill_loop_takes_the_steps_of_begin_and_end(scenario, monkeypatch):
+    """Chunked prefill's iterations run in its loop (chunked_loop.run: begin only where an instance starts idle or
+    a step preempts), with the results, token gaps and records of begin and end taking one step at a time."""
+    begun, capped, sims = [], [], []
+    begin, capped_at, simulate = ChunkedInstance.begin, IterationCost._capped_at, serving_scenario.simulate
+    monkeypatch.setattr(ChunkedInstance, "begin", lambda self, t: begun.append(t) or begin(self, t))
+    monkeypatch.setattr(IterationCost, "_capped_at", lambda self, *a: capped.append(a) or capped_at(self, *a))
+    monkeypatch.setattr(serving_scenario, "simulate", lambda *a, **k: sims.append(simulate(*a, **k)) or sims[-1])
+    fast = perfsim.serve(**scenario)
+    iterations = fast["breakdown"]["iterations"]
+    assert fast["completed"] == scenario["num_requests"] and len(begun) < iterations / 10
+    assert (fast["breakdown"]["preemptions"] > 0) == ("gpu_memory_utilization" in scenario)
+    assert len(capped) > 100 or "power_cap_w" not in scenario  # (iterations the bound does not clear: a solve)
+    monkeypatch.setattr(Batching, "fast", False)  # every iteration through begin and end
+    begun.clear()
+    slow = perfsim.serve(**scenario)
+    assert len(begun) >= iterations  # (and where nothing was left to run)
+    _same(fast, slow)
+    for key in ("itl_value_s", "itl_weight", "first_token_s", "finish_s"):
+        assert getattr(sims[0], key).tobytes() == getattr(sims[1], key).tobytes()
+    for (*_, rec, busy), (*_, slow_rec, slow_busy) in zip(sims[0].instances, sims[1].instances, strict=True):
+        assert rec.tobytes() == slow_rec.tobytes() and busy == slow_busy
+
+
 def test_token_gaps_of_runs_of_decode_iterations_go_in_their_places():
     req = RequestState(np.zeros(2), np.ones(2, dtype=int), np.ones(2, dtype=int))
     one, two = Records(), Records()
@@ -110,9 +143,9 @@ def test_decode_entries_marked_clear_are_those_the_power_check_clears():
 
 
 def test_an_axis_locates_as_bisection_does():
-    for grid in (_token_grid(20000), _token_grid(300), _token_grid(5000, integer_up_to=64, growth=1.02),
-                 _context_grid(5000), np.array([0.0, 1.0]), np.array([0.0, 2.0, 3.0]), np.array([1.0, 2.0])):
-        axis = _Axis(grid)
+    for grid in (token_grid(20000), token_grid(300), token_grid(5000, integer_up_to=64, growth=1.02),
+                 context_grid(5000), np.array([0.0, 1.0]), np.array([0.0, 2.0, 3.0]), np.array([1.0, 2.0])):
+        axis = Axis(grid)
         xs = axis.list
         for x in [*np.linspace(-3.0, xs[-1] + 3.0, 2001).tolist(), *range(-2, int(xs[-1]) + 3)]:
             j = min(max(bisect_right(xs, x) - 1, 0), axis.last)

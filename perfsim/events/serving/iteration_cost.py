@@ -30,7 +30,6 @@ context, so the mean context of the batch prices it.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from perfsim.cost.host import hidden_decode_base, hidden_host
 from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap, top_clock_power_w
 from perfsim.cost.price import price
 from perfsim.cost.topology import group_collective
+from perfsim.events.serving.axes import Axis, context_grid, token_grid
 from perfsim.graph.params import layer_counts
 from perfsim.graph.transformer import Pass, kv_bytes_per_device_token, moe_mlp_ops
 
@@ -50,24 +50,7 @@ _TABLED = (*_CAPPED, "launch_s")  # and the kernels' launch gaps (the device wai
 #: columns the power model reads, as Python numbers for the simulation loop
 _POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte",
                   "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind", "host_gap_w")
-_INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
-_GROWTH = 1.005  # then a geometric grid
 _BLOCK_ROWS = 16384  # iterations whose work is read from the tables at once (their temporaries fit a cache)
-
-
-def _token_grid(top, integer_up_to=_INTEGER_UP_TO, growth=_GROWTH):
-    top = max(math.ceil(top), 2)
-    head = np.arange(0, min(top, integer_up_to) + 1, dtype=float)
-    if top <= integer_up_to:
-        return head
-    steps = math.ceil(math.log(top / integer_up_to) / math.log(growth))
-    tail = np.unique(np.ceil(integer_up_to * growth ** np.arange(1, steps + 1)))
-    return np.concatenate([head, tail[tail > integer_up_to]])
-
-
-def _context_grid(top, points=256):
-    step = max(1.0, math.ceil(top / points))
-    return np.arange(0.0, top + 2.0 * step, step)
 
 
 def equivalent_prompt(pairs_mean):
@@ -80,53 +63,8 @@ def chunk_pairs(q, cached):
     return q * (2.0 * cached + q + 1.0) / 2.0
 
 
-class _Axis:
-    """A sorted grid: ``(index, weight)`` of linear interpolation at ``x``, a number (bisection on a
-    list: the simulation loop) or an array (after the run)."""
-
-    def __init__(self, values):
-        self.values = np.asarray(values, dtype=float)
-        self.list = self.values.tolist()
-        self.size = len(self.list)
-        self.last = self.size - 2
-        # the grid's integer head: x_j = j for every j up to ``unit`` (a number below it is in cell int(x))
-        exact = self.values[:self.size] == np.arange(self.size)
-        self.unit = int(np.argmin(exact)) - 1 if not exact.all() else self.size - 1
-        self._cells = None  # (:meth:`cell`)
-
-    def locate(self, x):
-        if isinstance(x, np.ndarray):
-            xs = self.values
-            if x.size and 0 <= np.min(x) and np.max(x) < self.unit:  # (all in the integer head)
-                j = x.astype(np.intp)
-            else:
-                j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
-        else:
-            xs = self.list
-            if 0 <= x < self.unit:
-                j = int(x)
-            else:
-                j = bisect_right(xs, x) - 1
-                if j > self.last:
-                    j = self.last
-                elif j < 0:
-                    j = 0
-        return j, (x - xs[j]) / (xs[j + 1] - xs[j])
-
-    def cell(self, x):
-        """The cell of :meth:`locate` at a number ``x``: ``(j, lo, hi, x_j, x_{j+1} - x_j)``; every
-        number from ``lo`` up to (not including) ``hi`` has the same ``j``, and its weight is
-        ``(x - x_j) / (x_{j+1} - x_j)`` (each cell made once, when first asked for)."""
-        if self._cells is None:
-            xs, last = self.list, self.last
-            self._cells = [(j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < last else math.inf, xs[j],
-                            xs[j + 1] - xs[j]) for j in range(last + 1)]
-        j = bisect_right(self.list, x) - 1
-        return self._cells[j if 0 <= j <= self.last else (0 if j < 0 else self.last)]
-
-
 def _lerp(values, j, w):
-    """``values`` interpolated at ``(j, w)`` of :meth:`_Axis.locate`: a list at a number, an array at arrays."""
+    """``values`` interpolated at ``(j, w)`` of :meth:`Axis.locate`: a list at a number, an array at arrays."""
     return values[j] + w * (values[j + 1] - values[j])
 
 
@@ -164,8 +102,8 @@ class IterationCost:
         # an empty part of a pass (no tokens, no grouped-GEMM experts touched) does no work: its 0/0
         # efficiencies are read as zero work
         with np.errstate(invalid="ignore", divide="ignore"):
-            tokens = _token_grid(max(max_tokens, max_seqs))
-            self.tokens = _Axis(tokens)
+            tokens = token_grid(max(max_tokens, max_seqs))
+            self.tokens = Axis(tokens)
             p = Pass(tokens=tokens, seqs=1.0, q_len=tokens, kv_len=tokens, causal=1.0, logits_tokens=0.0)
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
@@ -187,16 +125,16 @@ class IterationCost:
             head = {"time_s": parts["total_s"] - attn["total_s"] - parts["overhead_s"]}
             head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _TABLED})
 
-            context = _context_grid(max_context)
-            self.context = _Axis(context)
+            context = context_grid(max_context)
+            self.context = Axis(context)
             self._no_context = self.context.locate(0.0)  # where an iteration without decodes reads them
             n, k = seqs[:, None], context[None, :]
             d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
             decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
                       for key in ("time_s", *_TABLED)}
 
-            prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
-            self.prompt = _Axis(prompt)
+            prompt = token_grid(max_context, integer_up_to=64, growth=1.02)
+            self.prompt = Axis(prompt)
             self._no_prompt = self.prompt.locate(0.0)  # where an iteration without prefill pieces reads them
             pl = prompt[None, :]
             a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
@@ -308,6 +246,17 @@ class IterationCost:
                 self._decode_clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
         return base, self._decode_time, self._decode_slope, self.context.size, \
             None if self._decode_free else self._decode_clear
+
+    def mixed_lookup(self):
+        """What :meth:`mixed_step_s` reads, for a loop that prices its iterations itself: ``(tables, host, axes, none,
+        cap)``, the time tables (token terms, LM head, decode and prefill attention), the host time ``(overhead_s,
+        per_seq_s, overlap)``, the token, context and prompt axes, where an iteration without decodes (prefill pieces)
+        reads their tables; ``cap`` None without a power limit, else ``(bound, limit, capped)``: the entries' powers
+        :meth:`_below_cap` reads (None where the clock solve sees clipped power: no bound), the limit, and
+        :meth:`_capped_at`, which prices an iteration the bound does not clear."""
+        cap = None if self.cap is None else (self._pair_w if self._unclipped else None, self.cap, self._capped_at)
+        return self._time, (self.overhead_s, self.per_seq_s, self.overlap), (self.tokens, self.context, self.prompt), \
+            (self._no_context, self._no_prompt), cap
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.
