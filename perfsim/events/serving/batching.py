@@ -94,6 +94,7 @@ class Batching(Instance):
 
     fast = True
     loop_prefills = False  # whether :meth:`run` admits and prefills prompts itself (prefill-first batching)
+    loop_admits = False  # whether :meth:`run` admits shipped KV caches itself (a disaggregated decode instance)
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -202,7 +203,9 @@ class Batching(Instance):
         tables here where the power cap surely does not slow it, else priced by it); with
         :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
         :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
-        same order. Anything else goes through :meth:`end` and :meth:`begin`."""
+        same order; with :attr:`loop_admits`, shipped caches join the batch as a decode instance's
+        :meth:`begin` takes them in (its decode then priced as there). Anything else goes through
+        :meth:`end` and :meth:`begin`."""
         (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
          itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
          pre_prompt, pre_used, pre_running, filled, stack, stack_ids, itl_values, itl_run, rec_id) = self.bound
@@ -214,7 +217,7 @@ class Batching(Instance):
         decode_step = cost.decode_step_s
         axis, price_pairs, singles = cost.context, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
-        prefills = self.loop_prefills
+        prefills, admits = self.loop_prefills, self.loop_admits
         n_arr = len(arrivals) if arrivals is not None else 0
         t_arr = arrivals[i] if i < n_arr else math.inf
         kind = self.kind  # (None: applied, nothing under way)
@@ -225,6 +228,7 @@ class Batching(Instance):
             D, n, S, free, load, groups, busy, pending = self.D, self.n_run, self.S, self.free, self.load, \
                 self.groups, self.busy_s, self.pending
             steady = not self.prefilling
+            fresh = False
             j, lo, hi, x0, dx = self.cell
             last = None  # (the latest decode end in this stretch: the running sequences, n, got a token then)
             run_lo = d_rows  # (the decode rows from here on whose ends follow one in the stretch: their gaps are
@@ -305,7 +309,45 @@ class Batching(Instance):
                         groups[t] = groups.get(t, 0) + joined
                     pending = ()
                 # the next iteration starts at t (each start goes on to the next end; none: :meth:`begin`)
-                if waiting and n < most:
+                if waiting and n < most and admits:  # shipped caches join FCFS while blocks allow (DecodeInstance)
+                    if last is not None:  # (the decode ends so far: one group)
+                        groups = {last: n} if n else {}
+                        self.last_decode_end = last
+                        last = None
+                        if d_rows > run_lo:
+                            itl_run((len(itl_values), rec_id, run_lo, d_rows))
+                    k = self.admissions
+                    while waiting and n < most:
+                        r = waiting[0]
+                        kv_len = prompt[r] + done[r] - 1  # (the latest token is not in the cache yet)
+                        need = -(-kv_len // BLOCK_TOKENS)
+                        if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
+                            break
+                        free -= need
+                        waiting.popleft()
+                        k += 1  # (:meth:`push`, :meth:`join`)
+                        admit[r] = k
+                        stack(r)
+                        stack_ids(k)
+                        b = kv_len - D
+                        kv_base[r] = b
+                        join_step[r] = D
+                        step = D + gen[r] - done[r] - 1
+                        finish_step[r] = step
+                        lst = finish_at.get(step)
+                        if lst is None:
+                            finish_at[step] = [r]
+                        else:
+                            lst.append(r)
+                        state[r] = DECODING
+                        n += 1
+                        S += b
+                        phase[b % BLOCK_TOKENS] += 1
+                        t_last = last_tok[r]
+                        groups[t_last] = groups.get(t_last, 0) + 1
+                    self.admissions = k
+                    fresh = True  # (its decode priced as :meth:`begin` prices it)
+                elif waiting and n < most:
                     if not prefills:
                         kind = None
                         break  # (admitted by :meth:`begin`)
@@ -369,8 +411,9 @@ class Batching(Instance):
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if base is None:  # (each priced on its own)
+                        if base is None or fresh:  # (each priced on its own)
                             dur = decode_step(n, context)
+                            fresh = False
                         else:
                             if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
                                 j, lo, hi, x0, dx = axis.cell(context)

@@ -276,6 +276,7 @@ class DecodeInstance(Batching):
     """Disaggregated decode pool member: admits shipped KV caches, decode-only iterations."""
 
     role = "decode instance"
+    loop_admits = True  # (:meth:`~perfsim.events.serving.batching.Batching.run` takes the steps of :meth:`begin`)
 
     def requeue(self, r):
         self.load -= 1
