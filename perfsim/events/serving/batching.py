@@ -309,103 +309,104 @@ class Batching(Instance):
                         groups[t] = groups.get(t, 0) + joined
                     pending = ()
                 # the next iteration starts at t (each start goes on to the next end; none: :meth:`begin`)
-                if waiting and n < most and admits:  # shipped caches join FCFS while blocks allow (DecodeInstance)
-                    if last is not None:  # (the decode ends so far: one group)
-                        groups = {last: n} if n else {}
-                        self.last_decode_end = last
-                        last = None
-                        if d_rows > run_lo:
-                            itl_run((len(itl_values), rec_id, run_lo, d_rows))
-                    k = self.admissions
-                    while waiting and n < most:
-                        r = waiting[0]
-                        kv_len = prompt[r] + done[r] - 1  # (the latest token is not in the cache yet)
-                        need = -(-kv_len // BLOCK_TOKENS)
-                        if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
-                            break
-                        free -= need
-                        waiting.popleft()
-                        k += 1  # (:meth:`push`, :meth:`join`)
-                        admit[r] = k
-                        stack(r)
-                        stack_ids(k)
-                        b = kv_len - D
-                        kv_base[r] = b
-                        join_step[r] = D
-                        step = D + gen[r] - done[r] - 1
-                        finish_step[r] = step
-                        lst = finish_at.get(step)
-                        if lst is None:
-                            finish_at[step] = [r]
-                        else:
-                            lst.append(r)
-                        state[r] = DECODING
-                        n += 1
-                        S += b
-                        phase[b % BLOCK_TOKENS] += 1
-                        t_last = last_tok[r]
-                        groups[t_last] = groups.get(t_last, 0) + 1
-                    self.admissions = k
-                    fresh = True  # (its decode priced as :meth:`begin` prices it)
-                elif waiting and n < most:
-                    if not prefills:
+                if waiting and n < most:
+                    if admits:  # shipped caches join FCFS while blocks allow (DecodeInstance)
+                        if last is not None:  # (the decode ends so far: one group)
+                            groups = {last: n} if n else {}
+                            self.last_decode_end = last
+                            last = None
+                            if d_rows > run_lo:
+                                itl_run((len(itl_values), rec_id, run_lo, d_rows))
+                        k = self.admissions
+                        while waiting and n < most:
+                            r = waiting[0]
+                            kv_len = prompt[r] + done[r] - 1  # (the latest token is not in the cache yet)
+                            need = -(-kv_len // BLOCK_TOKENS)
+                            if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
+                                break
+                            free -= need
+                            waiting.popleft()
+                            k += 1  # (:meth:`push`, :meth:`join`)
+                            admit[r] = k
+                            stack(r)
+                            stack_ids(k)
+                            b = kv_len - D
+                            kv_base[r] = b
+                            join_step[r] = D
+                            step = D + gen[r] - done[r] - 1
+                            finish_step[r] = step
+                            lst = finish_at.get(step)
+                            if lst is None:
+                                finish_at[step] = [r]
+                            else:
+                                lst.append(r)
+                            state[r] = DECODING
+                            n += 1
+                            S += b
+                            phase[b % BLOCK_TOKENS] += 1
+                            t_last = last_tok[r]
+                            groups[t_last] = groups.get(t_last, 0) + 1
+                        self.admissions = k
+                        fresh = True  # (its decode priced as :meth:`begin` prices it)
+                    elif not prefills:
                         kind = None
                         break  # (admitted by :meth:`begin`)
-                    # admit waiting prompts FCFS while tokens, sequences and blocks allow
-                    k = first_id = self.admissions  # (admission ids: :meth:`push`)
-                    room = first_id + most - n
-                    admitted = []
-                    tokens = 0
-                    pairs = 0.0
-                    while waiting and k < room:
-                        r = waiting[0]
-                        kv_len = prompt[r] + done[r]
-                        if k > first_id and tokens + kv_len > limit_tokens:
-                            break
-                        need = -(-kv_len // BLOCK_TOKENS)
-                        if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
-                            break
-                        free -= need
-                        waiting.popleft()
-                        admitted.append(r)
-                        tokens += kv_len
-                        pairs += kv_len * (kv_len + 1.0) / 2.0
-                        k += 1
-                        admit[r] = k
-                        stack(r)
-                        stack_ids(k)
-                        state[r] = PREFILLING
-                    if k > first_id:
-                        self.admissions = k
-                        m = k - first_id
-                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.price_pairs`; a
-                        # prompt alone: its pairs follow from its tokens, kept by them; a mix's seldom recur)
-                        if m == 1:
-                            known = singles.get(tokens)
-                            if known is None:
-                                known = singles[tokens] = price_pairs(tokens, 1, pairs)
-                        else:
-                            known = price_pairs(tokens, m, pairs)
-                        equivalent, dur, over = known
-                        if over:
-                            cost.over_cap += over
-                        if p_rows == p_room:
-                            p_room = grow(self.rec.prefill)
-                        pre_start[p_rows] = t
-                        pre_dur[p_rows] = dur
-                        pre_tokens[p_rows] = tokens
-                        pre_prompts[p_rows] = m
-                        pre_prompt[p_rows] = equivalent
-                        pre_used[p_rows] = total - free
-                        pre_running[p_rows] = n + m
-                        p_rows += 1
-                        busy += dur
-                        kind, pending = PREFILL, admitted
-                        end = t + dur
-                        if not end < horizon:
-                            break
-                        t = end
-                        continue
+                    else:
+                        # admit waiting prompts FCFS while tokens, sequences and blocks allow
+                        k = first_id = self.admissions  # (admission ids: :meth:`push`)
+                        room = first_id + most - n
+                        admitted = []
+                        tokens = 0
+                        pairs = 0.0
+                        while waiting and k < room:
+                            r = waiting[0]
+                            kv_len = prompt[r] + done[r]
+                            if k > first_id and tokens + kv_len > limit_tokens:
+                                break
+                            need = -(-kv_len // BLOCK_TOKENS)
+                            if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
+                                break
+                            free -= need
+                            waiting.popleft()
+                            admitted.append(r)
+                            tokens += kv_len
+                            pairs += kv_len * (kv_len + 1.0) / 2.0
+                            k += 1
+                            admit[r] = k
+                            stack(r)
+                            stack_ids(k)
+                            state[r] = PREFILLING
+                        if k > first_id:
+                            self.admissions = k
+                            m = k - first_id
+                            # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.price_pairs`; a
+                            # prompt alone: its pairs follow from its tokens, kept by them; a mix's seldom recur)
+                            if m == 1:
+                                known = singles.get(tokens)
+                                if known is None:
+                                    known = singles[tokens] = price_pairs(tokens, 1, pairs)
+                            else:
+                                known = price_pairs(tokens, m, pairs)
+                            equivalent, dur, over = known
+                            if over:
+                                cost.over_cap += over
+                            if p_rows == p_room:
+                                p_room = grow(self.rec.prefill)
+                            pre_start[p_rows] = t
+                            pre_dur[p_rows] = dur
+                            pre_tokens[p_rows] = tokens
+                            pre_prompts[p_rows] = m
+                            pre_prompt[p_rows] = equivalent
+                            pre_used[p_rows] = total - free
+                            pre_running[p_rows] = n + m
+                            p_rows += 1
+                            busy += dur
+                            kind, pending = PREFILL, admitted
+                            end = t + dur
+                            if not end < horizon:
+                                break
+                            t = end
+                            continue
                 if steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
                     need = phase[-D % BLOCK_TOKENS]
                     if need <= free:
