@@ -213,7 +213,7 @@ class Batching(Instance):
         d_room, p_room = len(row_start), len(pre_start)
         phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
         cost = self.cost
-        base, table, slope, width, clear = cost.decode_lookup()
+        base, table, slope, width, clear = lookup = cost.decode_lookup()
         decode_step = cost.decode_step_s
         axis, price_pairs, singles = cost.context, cost.price_pairs, self.singles
         waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
@@ -228,7 +228,7 @@ class Batching(Instance):
             D, n, S, free, load, groups, busy, pending = self.D, self.n_run, self.S, self.free, self.load, \
                 self.groups, self.busy_s, self.pending
             steady = not self.prefilling
-            fresh = False
+            base = lookup[0]  # (None: each decode priced on its own)
             j, lo, hi, x0, dx = self.cell
             last = None  # (the latest decode end in this stretch: the running sequences, n, got a token then)
             run_lo = d_rows  # (the decode rows from here on whose ends follow one in the stretch: their gaps are
@@ -347,7 +347,7 @@ class Batching(Instance):
                             t_last = last_tok[r]
                             groups[t_last] = groups.get(t_last, 0) + 1
                         self.admissions = k
-                        fresh = True  # (its decode priced as :meth:`begin` prices it)
+                        base = None  # (its decode priced as :meth:`begin` prices it)
                     elif not prefills:
                         kind = None
                         break  # (admitted by :meth:`begin`)
@@ -412,9 +412,9 @@ class Batching(Instance):
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if base is None or fresh:  # (each priced on its own)
+                        if base is None:  # (each priced on its own; or as begin prices it, after caches joined)
                             dur = decode_step(n, context)
-                            fresh = False
+                            base = lookup[0]
                         else:
                             if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
                                 j, lo, hi, x0, dx = axis.cell(context)
