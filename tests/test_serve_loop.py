@@ -151,6 +151,28 @@ def test_decode_entries_marked_clear_are_those_the_power_check_clears():
     assert lengths
 
 
+def test_iterations_surely_within_the_cap_get_what_the_clock_solve_gives_them():
+    c = build(expand({**BIG, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1}))
+    cost = IterationCost(c, max_tokens=8192, max_seqs=64, max_context=4097)
+    rng = np.random.default_rng(5)
+    n = rng.integers(1, 60, 3000)
+    kind = rng.integers(0, 3, 3000)  # decodes alone, prefills, mixed
+    n_dec = np.where(kind == 1, 0, n)
+    n_pre = np.where(kind == 0, 0, rng.integers(1, 4, 3000))
+    tokens = np.where(kind == 0, n, n_dec + rng.integers(1, 4000, 3000))
+    rows = (tokens.astype(float), n_dec + n_pre, n_dec, np.where(n_dec > 0, rng.uniform(1.0, 4096.0, 3000), 0.0),
+            n_pre, np.where(n_pre > 0, rng.uniform(1.0, 2000.0, 3000), 0.0))
+    assert cost._within_cap(*(np.asarray(x) for x in rows))  # (the board's limit: no iteration reaches it)
+    for time in (True, False):
+        plain, solved = cost.work(*rows, time=time), cost._work(*np.broadcast_arrays(*rows), time, False)
+        assert list(plain) == list(solved) and np.all(solved["clock_ratio"] == 1.0)
+        for key in plain:
+            assert plain[key].tobytes() == solved[key].tobytes(), key
+    cost.cap = 500.0  # where some iterations pass the limit, the solve runs
+    capped = cost.work(*rows)
+    assert np.any(capped["clock_ratio"] < 1.0) and np.all(capped["time_s"] >= capped["full_s"])
+
+
 def test_an_axis_locates_as_bisection_does():
     for grid in (token_grid(20000), token_grid(300), token_grid(5000, integer_up_to=64, growth=1.02),
                  context_grid(5000), np.array([0.0, 1.0]), np.array([0.0, 2.0, 3.0]), np.array([1.0, 2.0])):

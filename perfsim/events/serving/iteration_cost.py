@@ -152,7 +152,8 @@ class IterationCost:
             self._arrays[key] = tuple(t.reshape(-1) for t in tables)
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         self._time = self._lists["time_s"]
-        self._columns = None  # (:meth:`_stacked`)
+        self._columns = {}  # (:meth:`_stacked`)
+        self._pair_arrays = None  # (:meth:`_within_cap`)
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
@@ -377,15 +378,42 @@ class IterationCost:
         ``time=False`` leaves ``time_s`` out.
 
         The attention tables are read only where an iteration has decodes (prefill pieces): their row of none is zero,
-        so elsewhere they add exactly nothing (:func:`_sum`'s order kept)."""
-        tokens, logits, n_dec, context, n_pre, prompt = np.broadcast_arrays(
+        so elsewhere they add exactly nothing (:func:`_sum`'s order kept).
+
+        Under a cap that every iteration surely stays within at the top clock (:meth:`_within_cap`: the bound the
+        simulation loop clears them by) the clock solve would keep each at the top clock: its parts are not read and
+        it is not run (``clock_ratio`` 1, ``time_s`` the full length)."""
+        rows = np.broadcast_arrays(
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
-        keys = self._stacked()[0]
+        plain = self.cap is not None and self._within_cap(*rows)
+        out = self._work(*rows, time, plain)
+        if plain and not np.all(out["full_s"] > 0.0):  # (an iteration of no time: the solve decides)
+            out = self._work(*rows, time, False)
+        return out
+
+    def _within_cap(self, tokens, logits, n_dec, context, n_pre, prompt):
+        """Whether every iteration (arrays) surely stays within the power limit at the top clock: decodes alone where no
+        decode iteration reaches it (:attr:`_decode_free`), the others by :meth:`_below_cap`'s bound."""
+        if not (self._unclipped and self._decode_free):
+            return False
+        rows = np.flatnonzero(~((tokens == logits) & (n_pre == 0) & (n_dec > 0)))
+        jt, wt, logits, jc, wc, jp, wp = self._at(tokens[rows], logits[rows], n_dec[rows], context[rows], n_pre[rows],
+                                                  prompt[rows])
+        if self._pair_arrays is None:
+            self._pair_arrays = tuple(np.asarray(w) for w in self._pair_w)
+        lin, head, decode, prefill = self._pair_arrays
+        inside = (0.0 <= wt) & (wt <= 1.0) & (0.0 <= wc) & (wc <= 1.0) & (0.0 <= wp) & (wp <= 1.0)
+        return bool(np.all(inside & (np.maximum(np.maximum(lin[jt], head[logits]), np.maximum(decode[jc], prefill[jp]))
+                                     <= self.cap)))
+
+    def _work(self, tokens, logits, n_dec, context, n_pre, prompt, time, plain):
+        """:meth:`work` (``plain``: every iteration within the cap at the top clock, no solve)."""
+        keys = self._stacked(plain)[0]
         v = np.empty((len(tokens), len(keys)), order="F")  # (a column per quantity: each read without a copy)
         for start in range(0, len(tokens), _BLOCK_ROWS):  # (a block of rows at a time: the reads stay in cache)
             at = slice(start, start + _BLOCK_ROWS)
-            self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at])
+            self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at], plain)
         out = {}
         for k, key in enumerate(keys):
             if key == "time_s" and not time and self.cap is None and not self.overlap:
@@ -397,19 +425,22 @@ class IterationCost:
         out["time_s"] = out["time_s"] + self.overhead_s + self.per_seq_s * seqs
         out["time_s"] -= (hidden := hidden_host(out["time_s"], self.overhead_s + self.per_seq_s * seqs, self.overlap))
         out["hidden_s"] = hidden  # (the host time the kernels hide: no wait, :meth:`host_s`)
-        if self.cap is not None:
+        if plain:
+            out["full_s"] = out["time_s"]
+            out["clock_ratio"], out["time_s"] = np.ones(len(tokens)), out["time_s"].copy()
+        elif self.cap is not None:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"], _ = span_under_cap(
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
                 out["hbm_bytes"], out["link_bytes"], 0.0, self.host_s(seqs, out["launch_s"]) - hidden)
         return out
 
-    def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt):
+    def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt, plain=False):
         """:meth:`work`'s table reads for some iterations (arrays), into ``v``, a row each and a column
         per quantity of :meth:`_stacked`, read together. Decodes alone (as many tokens as logits,
         no prefill piece) read the token terms and LM head once per count; the others all four
         tables, the attention ones only where they have decodes (prefill pieces)."""
-        _, (linear, head, decode, prefill), by_seqs = self._stacked()
+        _, (linear, head, decode, prefill), by_seqs = self._stacked(plain)
 
         def lerp(table, j, w):  # (:func:`_lerp`, each entry's difference to the next taken once)
             return table[0][j] + w[:, None] * table[1][j]
@@ -428,19 +459,20 @@ class IterationCost:
         w[pre] += lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp)
         v[rows] = w
 
-    def _stacked(self):
+    def _stacked(self, plain=False):
         """The quantities :meth:`work` reads and their tables side by side: ``(keys, (linear, head,
         decode, prefill), by_seqs)``, each table a column per key (with the LM head's, the token
         terms and attention tables come as ``(table, difference of each row to the next)``);
-        ``by_seqs`` the token terms and LM head of ``n`` tokens with ``n`` logits, row ``n``."""
-        if self._columns is None:
-            keys = ("time_s", *(WORK if self.cap is None else _CAPPED), "launch_s")
+        ``by_seqs`` the token terms and LM head of ``n`` tokens with ``n`` logits, row ``n``
+        (``plain``: without the parts the clock solve reads)."""
+        keys = ("time_s", *(WORK if self.cap is None or plain else _CAPPED), "launch_s")
+        if keys not in self._columns:
             tables = [np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4)]
             jt, wt = self.tokens.locate(np.arange(len(tables[1]), dtype=float))
             by_seqs = _lerp(tables[0], jt, wt[:, None]) + tables[1]
             tables[0], tables[2], tables[3] = ((t, np.diff(t, axis=0)) for i, t in enumerate(tables) if i != 1)
-            self._columns = keys, tuple(tables), by_seqs
-        return self._columns
+            self._columns[keys] = keys, tuple(tables), by_seqs
+        return self._columns[keys]
 
     def decode_steps_s(self, n, contexts):
         """Decode iterations of ``n`` sequences at each of ``contexts`` (array), s."""
