@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import perfsim
+from perfsim.events.serving import iteration_cost
 from perfsim.events.serving import scenario as serving_scenario
 from perfsim.events.serving.axes import Axis, context_grid, token_grid
 from perfsim.events.serving.batching import Batching
@@ -171,6 +172,15 @@ def test_iterations_surely_within_the_cap_get_what_the_clock_solve_gives_them():
     cost.cap = 500.0  # where some iterations pass the limit, the solve runs
     capped = cost.work(*rows)
     assert np.any(capped["clock_ratio"] < 1.0) and np.all(capped["time_s"] >= capped["full_s"])
+
+
+def test_the_decode_lookup_is_made_once(monkeypatch):
+    """The loop asks for its decode tables each time it starts (at every event reaching an instance of a
+    disaggregated or replicated run); with host time under the kernels they take a pass over the tables to make."""
+    made, base = [], iteration_cost.hidden_decode_base
+    monkeypatch.setattr(iteration_cost, "hidden_decode_base", lambda *a: made.append(a) or base(*a))
+    result = perfsim.serve(**SMALL, num_requests=100, arrival_rate=12.0, dp=2, num_devices=2, runtime="vllm", **LENGTHS)
+    assert result["completed"] == 100 and len(made) == 1
 
 
 def test_an_axis_locates_as_bisection_does():

@@ -157,7 +157,7 @@ class IterationCost:
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
-        self._decode_slope = None  # (:meth:`decode_lookup`)
+        self._lookup = None  # (:meth:`decode_lookup`)
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
@@ -233,20 +233,22 @@ class IterationCost:
         may slow a decode iteration (else None), whether one read at an entry (weight 0 to 1, length not 0) surely needs
         no clock solve (:meth:`_below_cap`'s bound: its length is the table's). All None where one hides only part of
         its host time, or some of it under a cap (each is then priced on its own)."""
-        base = hidden_decode_base(self._base, self._decode_time, self.context.size, self.host_s, self.overlap)
-        if base is None or (self.overlap and not self._decode_free):
-            return None, None, None, None, None
-        if self._decode_slope is None:
-            self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
+        if self._lookup is None:  # (made once: the loop asks each time it starts)
+            base = hidden_decode_base(self._base, self._decode_time, self.context.size, self.host_s, self.overlap)
+            if base is None or (self.overlap and not self._decode_free):
+                self._lookup = None, None, None, None, None
+                return self._lookup
+            clear = None
             if not self._decode_free:  # (row n: n tokens and logits, no prefill)
                 lin, head, decode, prefill = (np.asarray(w) for w in self._pair_w)
                 jt, wt = self.tokens.locate(np.arange(len(head), dtype=float))
                 (jp, wp), row = self._no_prompt, np.maximum(lin[jt], head)
                 row = np.where((0.0 <= wt) & (wt <= 1.0) & (0.0 <= wp <= 1.0) & self._unclipped,
                                np.maximum(row, prefill[jp]), np.inf)[:, None]
-                self._decode_clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
-        return base, self._decode_time, self._decode_slope, self.context.size, \
-            None if self._decode_free else self._decode_clear
+                clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
+            slope = np.diff(self._arrays["time_s"][2]).tolist()
+            self._lookup = base, self._decode_time, slope, self.context.size, clear
+        return self._lookup
 
     def mixed_lookup(self):
         """What :meth:`mixed_step_s` reads, for a loop that prices its iterations itself: ``(tables, host, axes, none,
