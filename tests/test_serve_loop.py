@@ -172,6 +172,12 @@ def test_iterations_surely_within_the_cap_get_what_the_clock_solve_gives_them():
     cost.cap = 500.0  # where some iterations pass the limit, the solve runs
     capped = cost.work(*rows)
     assert np.any(capped["clock_ratio"] < 1.0) and np.all(capped["time_s"] >= capped["full_s"])
+    # the device's wait (host time not hidden, launch gaps), with or without a limit and the iterations' lengths
+    seqs = (n_dec + n_pre).astype(float)
+    assert capped["gap_s"].tobytes() == (cost.host_s(seqs, capped["launch_s"]) - capped["hidden_s"]).tobytes()
+    cost.cap = None
+    bare = cost.work(*rows, time=False)
+    assert "time_s" not in bare and bare["gap_s"].tobytes() == cost.host_s(seqs, bare["launch_s"]).tobytes()
 
 
 def test_the_decode_lookup_is_made_once(monkeypatch):

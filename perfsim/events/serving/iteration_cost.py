@@ -377,7 +377,8 @@ class IterationCost:
 
         FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them). Under a power cap ``time_s``
         is the capped length, and ``full_s`` (at the top clock) and ``clock_ratio`` come too; without one,
-        ``time=False`` leaves ``time_s`` out.
+        ``time=False`` leaves ``time_s`` out. ``gap_s``: the time a device waits with no kernel running (host time the
+        kernels do not hide, ``hidden_s``, and its stage's share of the launch gaps: :meth:`host_s`).
 
         The attention tables are read only where an iteration has decodes (prefill pieces): their row of none is zero,
         so elsewhere they add exactly nothing (:func:`_sum`'s order kept).
@@ -421,12 +422,14 @@ class IterationCost:
             if key == "time_s" and not time and self.cap is None and not self.overlap:
                 continue
             out[key] = v[:, k] / self.pp if key in WORK else np.ascontiguousarray(v[:, k])
-        if "time_s" not in out:
-            return out
         seqs = n_dec.astype(float) + n_pre.astype(float)
+        if "time_s" not in out:  # (no host time hidden)
+            out["gap_s"] = self.host_s(seqs, out["launch_s"])
+            return out
         out["time_s"] = out["time_s"] + self.overhead_s + self.per_seq_s * seqs
         out["time_s"] -= (hidden := hidden_host(out["time_s"], self.overhead_s + self.per_seq_s * seqs, self.overlap))
         out["hidden_s"] = hidden  # (the host time the kernels hide: no wait, :meth:`host_s`)
+        out["gap_s"] = self.host_s(seqs, out["launch_s"]) - hidden
         if plain:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"] = np.ones(len(tokens)), out["time_s"].copy()
@@ -434,7 +437,7 @@ class IterationCost:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"], _ = span_under_cap(
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
-                out["hbm_bytes"], out["link_bytes"], 0.0, self.host_s(seqs, out["launch_s"]) - hidden)
+                out["hbm_bytes"], out["link_bytes"], 0.0, out["gap_s"])
         return out
 
     def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt, plain=False):
