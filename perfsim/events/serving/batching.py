@@ -121,6 +121,10 @@ class Batching(Instance):
                       req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
                       *rec.decode, *rec.prefill, rec.filled,
                       self.stack.append, self.stack_ids.append, req.itl_value, req.itl_runs.extend, id(rec))
+        cost = self.cost  # (and what it reads of the instance and its cost tables)
+        self.held = (self.phase, self.finish_at, self.total_blocks, self.watermark, cost.decode_lookup(),
+                     cost.decode_step_s, cost.context, cost.price_pairs, self.singles, self.waiting, self.cfg.max_batch,
+                     max(self.cfg.max_prefill_tokens, 1), self.loop_prefills, self.loop_admits)
 
     def push(self, r):
         self.admissions += 1
@@ -211,13 +215,10 @@ class Batching(Instance):
          pre_prompt, pre_used, pre_running, filled, stack, stack_ids, itl_values, itl_run, rec_id) = self.bound
         d_rows, p_rows = filled  # (the packed columns' rows written, and their room: :func:`grow`)
         d_room, p_room = len(row_start), len(pre_start)
-        phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
+        (phase, finish_at, total, mark, lookup, decode_step, axis, price_pairs, singles, waiting, most, limit_tokens,
+         prefills, admits) = self.held
+        base, table, slope, width, clear = lookup
         cost = self.cost
-        base, table, slope, width, clear = lookup = cost.decode_lookup()
-        decode_step = cost.decode_step_s
-        axis, price_pairs, singles = cost.context, cost.price_pairs, self.singles
-        waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
-        prefills, admits = self.loop_prefills, self.loop_admits
         n_arr = len(arrivals) if arrivals is not None else 0
         t_arr = arrivals[i] if i < n_arr else math.inf
         kind = self.kind  # (None: applied, nothing under way)
