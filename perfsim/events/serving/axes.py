@@ -18,6 +18,7 @@ _GROWTH = 1.005  # then a geometric grid
 
 
 def token_grid(top, integer_up_to=_INTEGER_UP_TO, growth=_GROWTH):
+    """Token counts from 0 to at least ``top``: each one up to ``integer_up_to``, then a geometric grid."""
     top = max(math.ceil(top), 2)
     head = np.arange(0, min(top, integer_up_to) + 1, dtype=float)
     if top <= integer_up_to:
@@ -28,6 +29,7 @@ def token_grid(top, integer_up_to=_INTEGER_UP_TO, growth=_GROWTH):
 
 
 def context_grid(top, points=256):
+    """Contexts from 0 past ``top`` on an even grid of some ``points`` steps (a step of at least one token)."""
     step = max(1.0, math.ceil(top / points))
     return np.arange(0.0, top + 2.0 * step, step)
 
