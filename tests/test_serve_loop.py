@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 import perfsim
+from perfsim.events.serving import iteration_cost
 from perfsim.events.serving import scenario as serving_scenario
+from perfsim.events.serving.axes import Axis, context_grid, token_grid
 from perfsim.events.serving.batching import Batching
-from perfsim.events.serving.iteration_cost import IterationCost, _Axis, _context_grid, _token_grid
+from perfsim.events.serving.iteration_cost import IterationCost
 from perfsim.events.serving.metrics import stable_order
+from perfsim.events.serving.schedulers import ChunkedInstance, ContinuousInstance, DecodeInstance
 from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, RequestState, grow
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
@@ -41,19 +44,26 @@ BIG = dict(model="llama2-70b", hardware="h100-sxm", tp=8)  # decode iterations n
     dict(BIG, num_requests=300, max_batch=16, **LENGTHS),  # all at t = 0: the batch full, requests waiting
     dict(BIG, num_requests=200, arrival_rate=12.0, scheduler="chunked-prefill", chunk_size=512, **LENGTHS),
     dict(BIG, num_requests=200, arrival_rate=20.0, disaggregate="8:8", gpu_memory_utilization=0.22, **LENGTHS),
+    dict(SMALL, num_requests=200, arrival_rate=12.0, disaggregate="1:1", gpu_memory_utilization=0.22, gen_len=200,
+         prompt_len=LENGTHS["prompt_len"]),  # caches arrive while the decode instance runs; preemptions
     dict(SMALL, num_requests=200, arrival_rate=10.0, dp=2, num_devices=2, power_cap_w=250, **LENGTHS),
     dict(SMALL, num_requests=200, arrival_rate=10.0, power_cap_w=300, **LENGTHS),  # some decodes clear of it
-], ids=["continuous", "offline", "chunked", "disaggregated", "replicas-capped", "capped"])
+], ids=["continuous", "offline", "chunked", "disaggregated", "disaggregated-busy", "replicas-capped", "capped"])
 def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
-    looked_up, sims = [], []
+    looked_up, sims, begun = [], [], []
     lookup, simulate = IterationCost.decode_lookup, serving_scenario.simulate
     monkeypatch.setattr(IterationCost, "decode_lookup", lambda self: looked_up.append(lookup(self)) or looked_up[-1])
     monkeypatch.setattr(serving_scenario, "simulate", lambda *a, **k: sims.append(simulate(*a, **k)) or sims[-1])
+    for kind in (ContinuousInstance, ChunkedInstance, DecodeInstance):  # (the loop's instances)
+        monkeypatch.setattr(kind, "begin", lambda self, t, begin=kind.begin: begun.append(t) or begin(self, t))
     fast = perfsim.serve(**scenario)
+    # the loop takes the steps (a decode instance admits shipped caches in it too): begin runs where an
+    # instance starts idle or a step preempts
+    assert len(begun) < fast["breakdown"]["iterations"] / 5
     assert looked_up and fast["completed"] == scenario["num_requests"]
     # decode iterations run in the loop, read from the tables; where the cap may slow them (clear: the
     # entries that surely stay within it) the others are priced one by one as the event loop prices them
-    assert (looked_up[0][4] is not None) == ("power_cap_w" in scenario)
+    assert (looked_up[0][4] is not None) == ("power_cap_w" in scenario) or scenario["hardware"] != BIG["hardware"]
     monkeypatch.setattr(Batching, "fast", False)  # every iteration end through the event queue
     slow = perfsim.serve(**scenario)
     _same(fast, slow)
@@ -61,6 +71,39 @@ def test_the_loop_gives_what_the_event_loop_gives(scenario, monkeypatch):
     assert len(sims) == 2 and len(sims[0].itl_value_s) > 100
     for key in ("itl_value_s", "itl_weight"):
         assert getattr(sims[0], key).tobytes() == getattr(sims[1], key).tobytes()
+    for (*_, rec, busy), (*_, slow_rec, slow_busy) in zip(sims[0].instances, sims[1].instances, strict=True):
+        assert rec.tobytes() == slow_rec.tobytes() and busy == slow_busy
+
+
+@pytest.mark.parametrize("scenario", [
+    dict(BIG, num_requests=300, arrival_rate=12.0, gpu_memory_utilization=0.22, scheduler="chunked-prefill",
+         chunk_size=512, **LENGTHS),  # preemptions
+    dict(SMALL, num_requests=200, arrival_rate=10.0, power_cap_w=250, scheduler="chunked-prefill", **LENGTHS),
+    dict(SMALL, num_requests=200, arrival_rate=14.0, dp=2, num_devices=2, scheduler="chunked-prefill", chunk_size=64,
+         max_batch=96, **LENGTHS),  # two instances (each loop stops at the other's events); decodes fill the budget
+], ids=["preempting", "capped", "replicas-small-chunks"])
+def test_chunked_prefill_loop_takes_the_steps_of_begin_and_end(scenario, monkeypatch):
+    """Chunked prefill's iterations run in its loop (chunked_loop.run: begin only where an instance starts idle or
+    a step preempts), with the results, token gaps and records of begin and end taking one step at a time."""
+    begun, capped, sims = [], [], []
+    begin, capped_at, simulate = ChunkedInstance.begin, IterationCost._capped_at, serving_scenario.simulate
+    monkeypatch.setattr(ChunkedInstance, "begin", lambda self, t: begun.append(t) or begin(self, t))
+    monkeypatch.setattr(IterationCost, "_capped_at", lambda self, *a: capped.append(a) or capped_at(self, *a))
+    monkeypatch.setattr(serving_scenario, "simulate", lambda *a, **k: sims.append(simulate(*a, **k)) or sims[-1])
+    fast = perfsim.serve(**scenario)
+    iterations = fast["breakdown"]["iterations"]
+    assert fast["completed"] == scenario["num_requests"] and len(begun) < iterations / 10
+    assert (fast["breakdown"]["preemptions"] > 0) == ("gpu_memory_utilization" in scenario)
+    assert len(capped) > 100 or "power_cap_w" not in scenario  # (iterations the bound does not clear: a solve)
+    monkeypatch.setattr(Batching, "fast", False)  # every iteration through begin and end
+    begun.clear()
+    slow = perfsim.serve(**scenario)
+    assert len(begun) >= iterations  # (and where nothing was left to run)
+    _same(fast, slow)
+    for key in ("itl_value_s", "itl_weight", "first_token_s", "finish_s"):
+        assert getattr(sims[0], key).tobytes() == getattr(sims[1], key).tobytes()
+    for (*_, rec, busy), (*_, slow_rec, slow_busy) in zip(sims[0].instances, sims[1].instances, strict=True):
+        assert rec.tobytes() == slow_rec.tobytes() and busy == slow_busy
 
 
 def test_token_gaps_of_runs_of_decode_iterations_go_in_their_places():
@@ -109,10 +152,47 @@ def test_decode_entries_marked_clear_are_those_the_power_check_clears():
     assert lengths
 
 
+def test_iterations_surely_within_the_cap_get_what_the_clock_solve_gives_them():
+    c = build(expand({**BIG, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1}))
+    cost = IterationCost(c, max_tokens=8192, max_seqs=64, max_context=4097)
+    rng = np.random.default_rng(5)
+    n = rng.integers(1, 60, 3000)
+    kind = rng.integers(0, 3, 3000)  # decodes alone, prefills, mixed
+    n_dec = np.where(kind == 1, 0, n)
+    n_pre = np.where(kind == 0, 0, rng.integers(1, 4, 3000))
+    tokens = np.where(kind == 0, n, n_dec + rng.integers(1, 4000, 3000))
+    rows = (tokens.astype(float), n_dec + n_pre, n_dec, np.where(n_dec > 0, rng.uniform(1.0, 4096.0, 3000), 0.0),
+            n_pre, np.where(n_pre > 0, rng.uniform(1.0, 2000.0, 3000), 0.0))
+    assert cost._within_cap(*(np.asarray(x) for x in rows))  # (the board's limit: no iteration reaches it)
+    for time in (True, False):
+        plain, solved = cost.work(*rows, time=time), cost._work(*np.broadcast_arrays(*rows), time, False)
+        assert list(plain) == list(solved) and np.all(solved["clock_ratio"] == 1.0)
+        for key in plain:
+            assert plain[key].tobytes() == solved[key].tobytes(), key
+    cost.cap = 500.0  # where some iterations pass the limit, the solve runs
+    capped = cost.work(*rows)
+    assert np.any(capped["clock_ratio"] < 1.0) and np.all(capped["time_s"] >= capped["full_s"])
+    # the device's wait (host time not hidden, launch gaps), with or without a limit and the iterations' lengths
+    seqs = (n_dec + n_pre).astype(float)
+    assert capped["gap_s"].tobytes() == (cost.host_s(seqs, capped["launch_s"]) - capped["hidden_s"]).tobytes()
+    cost.cap = None
+    bare = cost.work(*rows, time=False)
+    assert "time_s" not in bare and bare["gap_s"].tobytes() == cost.host_s(seqs, bare["launch_s"]).tobytes()
+
+
+def test_the_decode_lookup_is_made_once(monkeypatch):
+    """The loop asks for its decode tables each time it starts (at every event reaching an instance of a
+    disaggregated or replicated run); with host time under the kernels they take a pass over the tables to make."""
+    made, base = [], iteration_cost.hidden_decode_base
+    monkeypatch.setattr(iteration_cost, "hidden_decode_base", lambda *a: made.append(a) or base(*a))
+    result = perfsim.serve(**SMALL, num_requests=100, arrival_rate=12.0, dp=2, num_devices=2, runtime="vllm", **LENGTHS)
+    assert result["completed"] == 100 and len(made) == 1
+
+
 def test_an_axis_locates_as_bisection_does():
-    for grid in (_token_grid(20000), _token_grid(300), _token_grid(5000, integer_up_to=64, growth=1.02),
-                 _context_grid(5000), np.array([0.0, 1.0]), np.array([0.0, 2.0, 3.0]), np.array([1.0, 2.0])):
-        axis = _Axis(grid)
+    for grid in (token_grid(20000), token_grid(300), token_grid(5000, integer_up_to=64, growth=1.02),
+                 context_grid(5000), np.array([0.0, 1.0]), np.array([0.0, 2.0, 3.0]), np.array([1.0, 2.0])):
+        axis = Axis(grid)
         xs = axis.list
         for x in [*np.linspace(-3.0, xs[-1] + 3.0, 2001).tolist(), *range(-2, int(xs[-1]) + 3)]:
             j = min(max(bisect_right(xs, x) - 1, 0), axis.last)

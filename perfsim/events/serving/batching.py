@@ -94,6 +94,7 @@ class Batching(Instance):
 
     fast = True
     loop_prefills = False  # whether :meth:`run` admits and prefills prompts itself (prefill-first batching)
+    loop_admits = False  # whether :meth:`run` admits shipped KV caches itself (a disaggregated decode instance)
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -120,6 +121,10 @@ class Batching(Instance):
                       req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
                       *rec.decode, *rec.prefill, rec.filled,
                       self.stack.append, self.stack_ids.append, req.itl_value, req.itl_runs.extend, id(rec))
+        cost = self.cost  # (and what it reads of the instance and its cost tables)
+        self.held = (self.phase, self.finish_at, self.total_blocks, self.watermark, cost.decode_lookup(),
+                     cost.decode_step_s, cost.context, cost.price_pairs, self.singles, self.waiting, self.cfg.max_batch,
+                     max(self.cfg.max_prefill_tokens, 1), self.loop_prefills, self.loop_admits)
 
     def push(self, r):
         self.admissions += 1
@@ -202,19 +207,18 @@ class Batching(Instance):
         tables here where the power cap surely does not slow it, else priced by it); with
         :attr:`loop_prefills`, prompts are admitted and prefilled too (the prefill of
         :meth:`begin`, and its end: :meth:`after_prefill` for each prompt), the same steps in the
-        same order. Anything else goes through :meth:`end` and :meth:`begin`."""
+        same order; with :attr:`loop_admits`, shipped caches join the batch as a decode instance's
+        :meth:`begin` takes them in (its decode then priced as there). Anything else goes through
+        :meth:`end` and :meth:`begin`."""
         (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
          itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
          pre_prompt, pre_used, pre_running, filled, stack, stack_ids, itl_values, itl_run, rec_id) = self.bound
         d_rows, p_rows = filled  # (the packed columns' rows written, and their room: :func:`grow`)
         d_room, p_room = len(row_start), len(pre_start)
-        phase, finish_at, total, mark = self.phase, self.finish_at, self.total_blocks, self.watermark
+        (phase, finish_at, total, mark, lookup, decode_step, axis, price_pairs, singles, waiting, most, limit_tokens,
+         prefills, admits) = self.held
+        base, table, slope, width, clear = lookup
         cost = self.cost
-        base, table, slope, width, clear = cost.decode_lookup()
-        decode_step = cost.decode_step_s
-        axis, price_pairs, singles = cost.context, cost.price_pairs, self.singles
-        waiting, most, limit_tokens = self.waiting, self.cfg.max_batch, max(self.cfg.max_prefill_tokens, 1)
-        prefills = self.loop_prefills
         n_arr = len(arrivals) if arrivals is not None else 0
         t_arr = arrivals[i] if i < n_arr else math.inf
         kind = self.kind  # (None: applied, nothing under way)
@@ -225,6 +229,7 @@ class Batching(Instance):
             D, n, S, free, load, groups, busy, pending = self.D, self.n_run, self.S, self.free, self.load, \
                 self.groups, self.busy_s, self.pending
             steady = not self.prefilling
+            base = lookup[0]  # (None: each decode priced on its own)
             j, lo, hi, x0, dx = self.cell
             last = None  # (the latest decode end in this stretch: the running sequences, n, got a token then)
             run_lo = d_rows  # (the decode rows from here on whose ends follow one in the stretch: their gaps are
@@ -306,71 +311,111 @@ class Batching(Instance):
                     pending = ()
                 # the next iteration starts at t (each start goes on to the next end; none: :meth:`begin`)
                 if waiting and n < most:
-                    if not prefills:
+                    if admits:  # shipped caches join FCFS while blocks allow (DecodeInstance)
+                        if last is not None:  # (the decode ends so far: one group)
+                            groups = {last: n} if n else {}
+                            self.last_decode_end = last
+                            last = None
+                            if d_rows > run_lo:
+                                itl_run((len(itl_values), rec_id, run_lo, d_rows))
+                        k = self.admissions
+                        while waiting and n < most:
+                            r = waiting[0]
+                            kv_len = prompt[r] + done[r] - 1  # (the latest token is not in the cache yet)
+                            need = -(-kv_len // BLOCK_TOKENS)
+                            if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
+                                break
+                            free -= need
+                            waiting.popleft()
+                            k += 1  # (:meth:`push`, :meth:`join`)
+                            admit[r] = k
+                            stack(r)
+                            stack_ids(k)
+                            b = kv_len - D
+                            kv_base[r] = b
+                            join_step[r] = D
+                            step = D + gen[r] - done[r] - 1
+                            finish_step[r] = step
+                            lst = finish_at.get(step)
+                            if lst is None:
+                                finish_at[step] = [r]
+                            else:
+                                lst.append(r)
+                            state[r] = DECODING
+                            n += 1
+                            S += b
+                            phase[b % BLOCK_TOKENS] += 1
+                            t_last = last_tok[r]
+                            groups[t_last] = groups.get(t_last, 0) + 1
+                        self.admissions = k
+                        base = None  # (its decode priced as :meth:`begin` prices it)
+                    elif not prefills:
                         kind = None
                         break  # (admitted by :meth:`begin`)
-                    # admit waiting prompts FCFS while tokens, sequences and blocks allow
-                    k = first_id = self.admissions  # (admission ids: :meth:`push`)
-                    room = first_id + most - n
-                    admitted = []
-                    tokens = 0
-                    pairs = 0.0
-                    while waiting and k < room:
-                        r = waiting[0]
-                        kv_len = prompt[r] + done[r]
-                        if k > first_id and tokens + kv_len > limit_tokens:
-                            break
-                        need = -(-kv_len // BLOCK_TOKENS)
-                        if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
-                            break
-                        free -= need
-                        waiting.popleft()
-                        admitted.append(r)
-                        tokens += kv_len
-                        pairs += kv_len * (kv_len + 1.0) / 2.0
-                        k += 1
-                        admit[r] = k
-                        stack(r)
-                        stack_ids(k)
-                        state[r] = PREFILLING
-                    if k > first_id:
-                        self.admissions = k
-                        m = k - first_id
-                        # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.price_pairs`; a
-                        # prompt alone: its pairs follow from its tokens, kept by them; a mix's seldom recur)
-                        if m == 1:
-                            known = singles.get(tokens)
-                            if known is None:
-                                known = singles[tokens] = price_pairs(tokens, 1, pairs)
-                        else:
-                            known = price_pairs(tokens, m, pairs)
-                        equivalent, dur, over = known
-                        if over:
-                            cost.over_cap += over
-                        if p_rows == p_room:
-                            p_room = grow(self.rec.prefill)
-                        pre_start[p_rows] = t
-                        pre_dur[p_rows] = dur
-                        pre_tokens[p_rows] = tokens
-                        pre_prompts[p_rows] = m
-                        pre_prompt[p_rows] = equivalent
-                        pre_used[p_rows] = total - free
-                        pre_running[p_rows] = n + m
-                        p_rows += 1
-                        busy += dur
-                        kind, pending = PREFILL, admitted
-                        end = t + dur
-                        if not end < horizon:
-                            break
-                        t = end
-                        continue
+                    else:
+                        # admit waiting prompts FCFS while tokens, sequences and blocks allow
+                        k = first_id = self.admissions  # (admission ids: :meth:`push`)
+                        room = first_id + most - n
+                        admitted = []
+                        tokens = 0
+                        pairs = 0.0
+                        while waiting and k < room:
+                            r = waiting[0]
+                            kv_len = prompt[r] + done[r]
+                            if k > first_id and tokens + kv_len > limit_tokens:
+                                break
+                            need = -(-kv_len // BLOCK_TOKENS)
+                            if free - need < mark and not (free == total and need <= free):  # (:meth:`take_blocks`)
+                                break
+                            free -= need
+                            waiting.popleft()
+                            admitted.append(r)
+                            tokens += kv_len
+                            pairs += kv_len * (kv_len + 1.0) / 2.0
+                            k += 1
+                            admit[r] = k
+                            stack(r)
+                            stack_ids(k)
+                            state[r] = PREFILLING
+                        if k > first_id:
+                            self.admissions = k
+                            m = k - first_id
+                            # (:meth:`~perfsim.events.serving.iteration_cost.IterationCost.price_pairs`; a
+                            # prompt alone: its pairs follow from its tokens, kept by them; a mix's seldom recur)
+                            if m == 1:
+                                known = singles.get(tokens)
+                                if known is None:
+                                    known = singles[tokens] = price_pairs(tokens, 1, pairs)
+                            else:
+                                known = price_pairs(tokens, m, pairs)
+                            equivalent, dur, over = known
+                            if over:
+                                cost.over_cap += over
+                            if p_rows == p_room:
+                                p_room = grow(self.rec.prefill)
+                            pre_start[p_rows] = t
+                            pre_dur[p_rows] = dur
+                            pre_tokens[p_rows] = tokens
+                            pre_prompts[p_rows] = m
+                            pre_prompt[p_rows] = equivalent
+                            pre_used[p_rows] = total - free
+                            pre_running[p_rows] = n + m
+                            p_rows += 1
+                            busy += dur
+                            kind, pending = PREFILL, admitted
+                            end = t + dur
+                            if not end < horizon:
+                                break
+                            t = end
+                            continue
                 if steady and n:  # a decode iteration of the same batch (:meth:`start_decode`)
                     need = phase[-D % BLOCK_TOKENS]
                     if need <= free:
                         free -= need
                         context = (S + n * D) / n + 1.0
-                        if base is None:  # (each priced on its own)
+                        if base is None:  # (each priced on its own; or as begin prices it, after caches joined)
                             dur = decode_step(n, context)
+                            base = lookup[0]
                         else:
                             if not lo <= context < hi:  # (the context axis's cell, kept while it holds)
                                 j, lo, hi, x0, dx = axis.cell(context)

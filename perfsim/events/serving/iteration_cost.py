@@ -30,7 +30,6 @@ context, so the mean context of the batch prices it.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from perfsim.cost.host import hidden_decode_base, hidden_host
 from perfsim.cost.power import CAP_TOLERANCE, board_cap, not_clock_limited, span_under_cap, top_clock_power_w
 from perfsim.cost.price import price
 from perfsim.cost.topology import group_collective
+from perfsim.events.serving.axes import Axis, context_grid, token_grid
 from perfsim.graph.params import layer_counts
 from perfsim.graph.transformer import Pass, kv_bytes_per_device_token, moe_mlp_ops
 
@@ -50,24 +50,7 @@ _TABLED = (*_CAPPED, "launch_s")  # and the kernels' launch gaps (the device wai
 #: columns the power model reads, as Python numbers for the simulation loop
 _POWER_COLUMNS = ("idle_w", "active_w", "matrix_w", "tdp_w", "peak_flops", "memory_j_per_byte", "link_j_per_byte",
                   "voltage_floor", "min_clock_ghz", "clock_ghz", "main_kind", "host_gap_w")
-_INTEGER_UP_TO = 16384  # token counts tabulated one by one up to here (tile and wave quantisation steps)
-_GROWTH = 1.005  # then a geometric grid
 _BLOCK_ROWS = 16384  # iterations whose work is read from the tables at once (their temporaries fit a cache)
-
-
-def _token_grid(top, integer_up_to=_INTEGER_UP_TO, growth=_GROWTH):
-    top = max(math.ceil(top), 2)
-    head = np.arange(0, min(top, integer_up_to) + 1, dtype=float)
-    if top <= integer_up_to:
-        return head
-    steps = math.ceil(math.log(top / integer_up_to) / math.log(growth))
-    tail = np.unique(np.ceil(integer_up_to * growth ** np.arange(1, steps + 1)))
-    return np.concatenate([head, tail[tail > integer_up_to]])
-
-
-def _context_grid(top, points=256):
-    step = max(1.0, math.ceil(top / points))
-    return np.arange(0.0, top + 2.0 * step, step)
 
 
 def equivalent_prompt(pairs_mean):
@@ -80,53 +63,8 @@ def chunk_pairs(q, cached):
     return q * (2.0 * cached + q + 1.0) / 2.0
 
 
-class _Axis:
-    """A sorted grid: ``(index, weight)`` of linear interpolation at ``x``, a number (bisection on a
-    list: the simulation loop) or an array (after the run)."""
-
-    def __init__(self, values):
-        self.values = np.asarray(values, dtype=float)
-        self.list = self.values.tolist()
-        self.size = len(self.list)
-        self.last = self.size - 2
-        # the grid's integer head: x_j = j for every j up to ``unit`` (a number below it is in cell int(x))
-        exact = self.values[:self.size] == np.arange(self.size)
-        self.unit = int(np.argmin(exact)) - 1 if not exact.all() else self.size - 1
-        self._cells = None  # (:meth:`cell`)
-
-    def locate(self, x):
-        if isinstance(x, np.ndarray):
-            xs = self.values
-            if x.size and 0 <= np.min(x) and np.max(x) < self.unit:  # (all in the integer head)
-                j = x.astype(np.intp)
-            else:
-                j = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, self.last)
-        else:
-            xs = self.list
-            if 0 <= x < self.unit:
-                j = int(x)
-            else:
-                j = bisect_right(xs, x) - 1
-                if j > self.last:
-                    j = self.last
-                elif j < 0:
-                    j = 0
-        return j, (x - xs[j]) / (xs[j + 1] - xs[j])
-
-    def cell(self, x):
-        """The cell of :meth:`locate` at a number ``x``: ``(j, lo, hi, x_j, x_{j+1} - x_j)``; every
-        number from ``lo`` up to (not including) ``hi`` has the same ``j``, and its weight is
-        ``(x - x_j) / (x_{j+1} - x_j)`` (each cell made once, when first asked for)."""
-        if self._cells is None:
-            xs, last = self.list, self.last
-            self._cells = [(j, xs[j] if j > 0 else -math.inf, xs[j + 1] if j < last else math.inf, xs[j],
-                            xs[j + 1] - xs[j]) for j in range(last + 1)]
-        j = bisect_right(self.list, x) - 1
-        return self._cells[j if 0 <= j <= self.last else (0 if j < 0 else self.last)]
-
-
 def _lerp(values, j, w):
-    """``values`` interpolated at ``(j, w)`` of :meth:`_Axis.locate`: a list at a number, an array at arrays."""
+    """``values`` interpolated at ``(j, w)`` of :meth:`Axis.locate`: a list at a number, an array at arrays."""
     return values[j] + w * (values[j + 1] - values[j])
 
 
@@ -164,8 +102,8 @@ class IterationCost:
         # an empty part of a pass (no tokens, no grouped-GEMM experts touched) does no work: its 0/0
         # efficiencies are read as zero work
         with np.errstate(invalid="ignore", divide="ignore"):
-            tokens = _token_grid(max(max_tokens, max_seqs))
-            self.tokens = _Axis(tokens)
+            tokens = token_grid(max(max_tokens, max_seqs))
+            self.tokens = Axis(tokens)
             p = Pass(tokens=tokens, seqs=1.0, q_len=tokens, kv_len=tokens, causal=1.0, logits_tokens=0.0)
             _, parts = forward_time(c, p)
             attn = attention_cost(c, p)
@@ -187,16 +125,16 @@ class IterationCost:
             head = {"time_s": parts["total_s"] - attn["total_s"] - parts["overhead_s"]}
             head.update({k: np.broadcast_to(parts[k] - attn[k], seqs.shape) for k in _TABLED})
 
-            context = _context_grid(max_context)
-            self.context = _Axis(context)
+            context = context_grid(max_context)
+            self.context = Axis(context)
             self._no_context = self.context.locate(0.0)  # where an iteration without decodes reads them
             n, k = seqs[:, None], context[None, :]
             d = attention_cost(c, Pass(tokens=n, seqs=n, q_len=1.0, kv_len=k, causal=0.0, logits_tokens=n))
             decode = {key: np.broadcast_to(d["total_s" if key == "time_s" else key], (len(seqs), len(context)))
                       for key in ("time_s", *_TABLED)}
 
-            prompt = _token_grid(max_context, integer_up_to=64, growth=1.02)
-            self.prompt = _Axis(prompt)
+            prompt = token_grid(max_context, integer_up_to=64, growth=1.02)
+            self.prompt = Axis(prompt)
             self._no_prompt = self.prompt.locate(0.0)  # where an iteration without prefill pieces reads them
             pl = prompt[None, :]
             a = attention_cost(c, Pass(tokens=n * pl, seqs=n, q_len=pl, kv_len=pl, causal=1.0, logits_tokens=n))
@@ -214,11 +152,12 @@ class IterationCost:
             self._arrays[key] = tuple(t.reshape(-1) for t in tables)
         self._lists = {"time_s": tuple(t.tolist() for t in self._arrays["time_s"])}
         self._time = self._lists["time_s"]
-        self._columns = None  # (:meth:`_stacked`)
+        self._columns = {}  # (:meth:`_stacked`)
+        self._pair_arrays = None  # (:meth:`_within_cap`)
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
-        self._decode_slope = None  # (:meth:`decode_lookup`)
+        self._lookup = None  # (:meth:`decode_lookup`)
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
@@ -294,20 +233,33 @@ class IterationCost:
         may slow a decode iteration (else None), whether one read at an entry (weight 0 to 1, length not 0) surely needs
         no clock solve (:meth:`_below_cap`'s bound: its length is the table's). All None where one hides only part of
         its host time, or some of it under a cap (each is then priced on its own)."""
-        base = hidden_decode_base(self._base, self._decode_time, self.context.size, self.host_s, self.overlap)
-        if base is None or (self.overlap and not self._decode_free):
-            return None, None, None, None, None
-        if self._decode_slope is None:
-            self._decode_slope = np.diff(self._arrays["time_s"][2]).tolist()
+        if self._lookup is None:  # (made once: the loop asks each time it starts)
+            base = hidden_decode_base(self._base, self._decode_time, self.context.size, self.host_s, self.overlap)
+            if base is None or (self.overlap and not self._decode_free):
+                self._lookup = None, None, None, None, None
+                return self._lookup
+            clear = None
             if not self._decode_free:  # (row n: n tokens and logits, no prefill)
                 lin, head, decode, prefill = (np.asarray(w) for w in self._pair_w)
                 jt, wt = self.tokens.locate(np.arange(len(head), dtype=float))
                 (jp, wp), row = self._no_prompt, np.maximum(lin[jt], head)
                 row = np.where((0.0 <= wt) & (wt <= 1.0) & (0.0 <= wp <= 1.0) & self._unclipped,
                                np.maximum(row, prefill[jp]), np.inf)[:, None]
-                self._decode_clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
-        return base, self._decode_time, self._decode_slope, self.context.size, \
-            None if self._decode_free else self._decode_clear
+                clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
+            slope = np.diff(self._arrays["time_s"][2]).tolist()
+            self._lookup = base, self._decode_time, slope, self.context.size, clear
+        return self._lookup
+
+    def mixed_lookup(self):
+        """What :meth:`mixed_step_s` reads, for a loop that prices its iterations itself: ``(tables, host, axes, none,
+        cap)``, the time tables (token terms, LM head, decode and prefill attention), the host time ``(overhead_s,
+        per_seq_s, overlap)``, the token, context and prompt axes, where an iteration without decodes (prefill pieces)
+        reads their tables; ``cap`` None without a power limit, else ``(bound, limit, capped)``: the entries' powers
+        :meth:`_below_cap` reads (None where the clock solve sees clipped power: no bound), the limit, and
+        :meth:`_capped_at`, which prices an iteration the bound does not clear."""
+        cap = None if self.cap is None else (self._pair_w if self._unclipped else None, self.cap, self._capped_at)
+        return self._time, (self.overhead_s, self.per_seq_s, self.overlap), (self.tokens, self.context, self.prompt), \
+            (self._no_context, self._no_prompt), cap
 
     def prefill_step_s(self, tokens, n, prompt):
         """One prefill iteration: ``tokens`` in ``n`` prompts of equivalent length ``prompt``, s.
@@ -425,42 +377,75 @@ class IterationCost:
 
         FLOPs and bytes are those of one device (the chain of ``pp`` stages shares them). Under a power cap ``time_s``
         is the capped length, and ``full_s`` (at the top clock) and ``clock_ratio`` come too; without one,
-        ``time=False`` leaves ``time_s`` out.
+        ``time=False`` leaves ``time_s`` out. ``gap_s``: the time a device waits with no kernel running (host time the
+        kernels do not hide, ``hidden_s``, and its stage's share of the launch gaps: :meth:`host_s`).
 
         The attention tables are read only where an iteration has decodes (prefill pieces): their row of none is zero,
-        so elsewhere they add exactly nothing (:func:`_sum`'s order kept)."""
-        tokens, logits, n_dec, context, n_pre, prompt = np.broadcast_arrays(
+        so elsewhere they add exactly nothing (:func:`_sum`'s order kept).
+
+        Under a cap that every iteration surely stays within at the top clock (:meth:`_within_cap`: the bound the
+        simulation loop clears them by) the clock solve would keep each at the top clock: its parts are not read and
+        it is not run (``clock_ratio`` 1, ``time_s`` the full length)."""
+        rows = np.broadcast_arrays(
             np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
             np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
-        keys = self._stacked()[0]
+        plain = self.cap is not None and self._within_cap(*rows)
+        out = self._work(*rows, time, plain)
+        if plain and not np.all(out["full_s"] > 0.0):  # (an iteration of no time: the solve decides)
+            out = self._work(*rows, time, False)
+        return out
+
+    def _within_cap(self, tokens, logits, n_dec, context, n_pre, prompt):
+        """Whether every iteration (arrays) surely stays within the power limit at the top clock: decodes alone where no
+        decode iteration reaches it (:attr:`_decode_free`), the others by :meth:`_below_cap`'s bound."""
+        if not (self._unclipped and self._decode_free):
+            return False
+        rows = np.flatnonzero(~((tokens == logits) & (n_pre == 0) & (n_dec > 0)))
+        jt, wt, logits, jc, wc, jp, wp = self._at(tokens[rows], logits[rows], n_dec[rows], context[rows], n_pre[rows],
+                                                  prompt[rows])
+        if self._pair_arrays is None:
+            self._pair_arrays = tuple(np.asarray(w) for w in self._pair_w)
+        lin, head, decode, prefill = self._pair_arrays
+        inside = (0.0 <= wt) & (wt <= 1.0) & (0.0 <= wc) & (wc <= 1.0) & (0.0 <= wp) & (wp <= 1.0)
+        return bool(np.all(inside & (np.maximum(np.maximum(lin[jt], head[logits]), np.maximum(decode[jc], prefill[jp]))
+                                     <= self.cap)))
+
+    def _work(self, tokens, logits, n_dec, context, n_pre, prompt, time, plain):
+        """:meth:`work` (``plain``: every iteration within the cap at the top clock, no solve)."""
+        keys = self._stacked(plain)[0]
         v = np.empty((len(tokens), len(keys)), order="F")  # (a column per quantity: each read without a copy)
         for start in range(0, len(tokens), _BLOCK_ROWS):  # (a block of rows at a time: the reads stay in cache)
             at = slice(start, start + _BLOCK_ROWS)
-            self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at])
+            self._read(v[at], tokens[at], logits[at], n_dec[at], context[at], n_pre[at], prompt[at], plain)
         out = {}
         for k, key in enumerate(keys):
             if key == "time_s" and not time and self.cap is None and not self.overlap:
                 continue
             out[key] = v[:, k] / self.pp if key in WORK else np.ascontiguousarray(v[:, k])
-        if "time_s" not in out:
-            return out
         seqs = n_dec.astype(float) + n_pre.astype(float)
+        if "time_s" not in out:  # (no host time hidden)
+            out["gap_s"] = self.host_s(seqs, out["launch_s"])
+            return out
         out["time_s"] = out["time_s"] + self.overhead_s + self.per_seq_s * seqs
         out["time_s"] -= (hidden := hidden_host(out["time_s"], self.overhead_s + self.per_seq_s * seqs, self.overlap))
         out["hidden_s"] = hidden  # (the host time the kernels hide: no wait, :meth:`host_s`)
-        if self.cap is not None:
+        out["gap_s"] = self.host_s(seqs, out["launch_s"]) - hidden
+        if plain:
+            out["full_s"] = out["time_s"]
+            out["clock_ratio"], out["time_s"] = np.ones(len(tokens)), out["time_s"].copy()
+        elif self.cap is not None:
             out["full_s"] = out["time_s"]
             out["clock_ratio"], out["time_s"], _ = span_under_cap(
                 self.power_columns, self.cap, out["time_s"], *(out.pop(key) for key in SPAN), out["flops"],
-                out["hbm_bytes"], out["link_bytes"], 0.0, self.host_s(seqs, out["launch_s"]) - hidden)
+                out["hbm_bytes"], out["link_bytes"], 0.0, out["gap_s"])
         return out
 
-    def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt):
+    def _read(self, v, tokens, logits, n_dec, context, n_pre, prompt, plain=False):
         """:meth:`work`'s table reads for some iterations (arrays), into ``v``, a row each and a column
         per quantity of :meth:`_stacked`, read together. Decodes alone (as many tokens as logits,
         no prefill piece) read the token terms and LM head once per count; the others all four
         tables, the attention ones only where they have decodes (prefill pieces)."""
-        _, (linear, head, decode, prefill), by_seqs = self._stacked()
+        _, (linear, head, decode, prefill), by_seqs = self._stacked(plain)
 
         def lerp(table, j, w):  # (:func:`_lerp`, each entry's difference to the next taken once)
             return table[0][j] + w[:, None] * table[1][j]
@@ -479,19 +464,20 @@ class IterationCost:
         w[pre] += lerp(prefill, n_pre[rows][pre] * self.prompt.size + jp, wp)
         v[rows] = w
 
-    def _stacked(self):
+    def _stacked(self, plain=False):
         """The quantities :meth:`work` reads and their tables side by side: ``(keys, (linear, head,
         decode, prefill), by_seqs)``, each table a column per key (with the LM head's, the token
         terms and attention tables come as ``(table, difference of each row to the next)``);
-        ``by_seqs`` the token terms and LM head of ``n`` tokens with ``n`` logits, row ``n``."""
-        if self._columns is None:
-            keys = ("time_s", *(WORK if self.cap is None else _CAPPED), "launch_s")
+        ``by_seqs`` the token terms and LM head of ``n`` tokens with ``n`` logits, row ``n``
+        (``plain``: without the parts the clock solve reads)."""
+        keys = ("time_s", *(WORK if self.cap is None or plain else _CAPPED), "launch_s")
+        if keys not in self._columns:
             tables = [np.stack([self._arrays[key][i] for key in keys], axis=1) for i in range(4)]
             jt, wt = self.tokens.locate(np.arange(len(tables[1]), dtype=float))
             by_seqs = _lerp(tables[0], jt, wt[:, None]) + tables[1]
             tables[0], tables[2], tables[3] = ((t, np.diff(t, axis=0)) for i, t in enumerate(tables) if i != 1)
-            self._columns = keys, tuple(tables), by_seqs
-        return self._columns
+            self._columns[keys] = keys, tuple(tables), by_seqs
+        return self._columns[keys]
 
     def decode_steps_s(self, n, contexts):
         """Decode iterations of ``n`` sequences at each of ``contexts`` (array), s."""

@@ -146,9 +146,8 @@ def summarise(c, cost, cfg, requests, sim, o, n_req, dropped, devices, kv_tokens
         clocked = {} if cost.cap is None else {"clock": work["clock_ratio"], "full_seconds": work["full_s"]}
         # the time each device waits with no kernel running (perfsim.cost.power.host_gap_floor): host time
         # the kernels do not hide (perfsim.cost.host) and launch gaps
-        gap = cost.host_s(rec[:, 5] + rec[:, 7], work["launch_s"]) - work.get("hidden_s", 0.0)
         parts = device_power(c, seconds, work["flops"], work["hbm_bytes"], work["link_bytes"], **clocked,
-                             gap_seconds=gap)
+                             gap_seconds=work["gap_s"])
         for comp in COMPONENTS:
             energy[comp] += float(np.sum(parts[comp] * seconds)) * size
         series.append((name, rec[:, 0], seconds, parts["power_w"]))

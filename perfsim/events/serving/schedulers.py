@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfsim.events.serving import chunked_loop
 from perfsim.events.serving.batching import Batching, Instance
 from perfsim.events.serving.iteration_cost import chunk_pairs, equivalent_prompt
 from perfsim.events.serving.state import (
@@ -103,7 +104,12 @@ class ContinuousInstance(Batching):
 
 
 class ChunkedInstance(Batching):
-    """Token-budget iterations: decodes first, then prompt chunks (SARATHI-Serve, vLLM chunked prefill)."""
+    """Token-budget iterations: decodes first, then prompt chunks (SARATHI-Serve, vLLM chunked prefill). Its
+    :meth:`begin` and :meth:`end` take one step at a time; :meth:`run` (:func:`perfsim.events.serving.chunked_loop.run`)
+    runs the same steps in its loop."""
+
+    def run(self, t, horizon, arrivals=None, i=0):
+        return chunked_loop.run(self, t, horizon, arrivals, i)
 
     def begin(self, t):
         cfg = self.cfg
@@ -270,6 +276,7 @@ class DecodeInstance(Batching):
     """Disaggregated decode pool member: admits shipped KV caches, decode-only iterations."""
 
     role = "decode instance"
+    loop_admits = True  # (:meth:`~perfsim.events.serving.batching.Batching.run` takes the steps of :meth:`begin`)
 
     def requeue(self, r):
         self.load -= 1

@@ -22,6 +22,7 @@ COLUMNS = ("start", "dur", "kind", "tokens", "logits", "n_dec", "context", "n_pr
            "running")
 WAITING, PREFILLING, DECODING, DONE = 0, 1, 2, 3
 _NAN = float("nan")
+_GATHER_ROWS = 16384  # rows of the records' array written at a time (:meth:`Records.array`)
 
 
 def blocks_for(tokens):
@@ -113,36 +114,30 @@ class Records:
 
     def array(self):
         """All rows as one array, in order of start time (an instance's iterations start one after another)."""
-        parts = []
+        parts = []  # (each a column per quantity: an array, or a number all its rows share)
         if self.rows:  # (read flat: much faster than a list of tuples)
             flat = np.fromiter(chain.from_iterable(self.rows), dtype=float, count=len(self.rows) * len(COLUMNS))
-            parts.append(flat.reshape(-1, len(COLUMNS)))
+            parts.append(flat.reshape(-1, len(COLUMNS)).T)
         n_dec, n_pre = self.filled
         if n_pre:
             start, dur, tokens, prompts, prompt, used, running = (np.frombuffer(c, dtype=float)[:n_pre]
                                                                   for c in self.prefill)
-            block = np.empty((len(start), len(COLUMNS)))
-            block[:, 0], block[:, 1], block[:, 2], block[:, 3], block[:, 5], block[:, 6], block[:, 8], block[:, 9], \
-                block[:, 10] = start, dur, PREFILL, tokens, 0.0, 0.0, prompt, used, running
-            block[:, 4] = block[:, 7] = prompts
-            parts.append(block)
+            parts.append((start, dur, PREFILL, tokens, prompts, 0.0, 0.0, prompts, prompt, used, running))
         if n_dec:
             start, dur, seqs, context, used = (np.frombuffer(column, dtype=float)[:n_dec] for column in self.decode)
-            block = np.empty((len(start), len(COLUMNS)))
-            block[:, 0], block[:, 1], block[:, 2], block[:, 6], block[:, 7], block[:, 8], block[:, 9] = \
-                start, dur, DECODE, context, 0.0, 0.0, used
-            block[:, 3] = block[:, 4] = block[:, 5] = block[:, 10] = seqs
-            parts.append(block)
-        parts.extend(self.blocks)
+            parts.append((start, dur, DECODE, seqs, seqs, seqs, context, 0.0, 0.0, used, seqs))
+        parts.extend(block.T for block in self.blocks)
         if not parts:
             return np.zeros((0, len(COLUMNS)))
-        # each part's rows straight to their places (no joined copy to sort again)
-        order = np.argsort(np.concatenate([part[:, 0] for part in parts]), kind="stable")
-        place = np.empty_like(order)
-        place[order] = np.arange(len(order))
+        # the parts' columns joined, then their rows gathered in order of start, a block of rows at a time (each
+        # block's columns written in cache, not each column across the whole array)
+        sizes = [len(part[0]) for part in parts]
+        joined = [np.concatenate([np.broadcast_to(np.asarray(part[c], dtype=float), (size,))
+                                  for part, size in zip(parts, sizes, strict=True)]) for c in range(len(COLUMNS))]
+        order = np.argsort(joined[0], kind="stable")
         out = np.empty((len(order), len(COLUMNS)))
-        k = 0
-        for part in parts:
-            out[place[k:k + len(part)]] = part
-            k += len(part)
+        for first in range(0, len(order), _GATHER_ROWS):
+            rows, block = order[first:first + _GATHER_ROWS], out[first:first + _GATHER_ROWS]
+            for c, column in enumerate(joined):
+                block[:, c] = column[rows]
         return out
