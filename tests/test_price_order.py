@@ -164,3 +164,28 @@ def test_ops_absent_on_every_row_are_left_out_with_the_same_bits(plan, backward,
     elif plan["model"] == "llama2-70b":  # the dense model's MLA GEMMs are never priced
         assert {"q_down", "kv_down", "q_absorb"} <= set(zero) and not set(zero) & set(priced)
         assert len(priced) == len(seen) - len(zero) < len(seen)
+
+
+@pytest.mark.parametrize("plan", ABSENT_PLANS[:3])
+def test_a_model_without_mla_holds_its_absorbed_fields_as_numbers_with_the_arrays_values(plan):
+    """A pair of passes priced together: a model without MLA runs no absorbed decode on any pass, so
+    what depends on that alone (the absorbed GEMMs, the attention's head dims) is one number, not an
+    array of the two; each pass's ops hold the same values, bit for bit, as that pass's own."""
+    from perfsim.graph.transformer import Pass, attention_ops
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    c = build(expand(plan))
+    fields = ([8192.0, 4.0], [4.0, 4.0], [2048.0, 1.0], [2048.0, 2100.0], [1.0, 0.0], [4.0, 4.0])
+    pair = attention_ops(c, Pass(*(np.array(v) for v in fields)))
+    alone = [attention_ops(c, Pass(*(np.float64(v[i]) for v in fields))) for i in (0, 1)]
+    mla = plan["model"].startswith("deepseek")
+    core = next(op for op in pair if op.name == "attention")
+    assert (np.ndim(core.depth), np.ndim(next(op for op in pair if op.name == "q_absorb").groups)) == \
+        ((1, 1) if mla else (0, 0))
+    for i, ops in enumerate(alone):
+        for got, want in zip(pair, ops, strict=True):
+            for name, value in vars(want).items():
+                if isinstance(value, (float, np.floating)):
+                    picked = np.asarray(getattr(got, name))
+                    assert _same(picked[i] if picked.ndim else picked, value), (want.name, name)
