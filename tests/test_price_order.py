@@ -122,3 +122,70 @@ def test_every_row_of_a_mixed_sweep_is_its_single_estimate(base, axes):
                 assert _same(got, want) or (np.isnan(got) and np.isnan(want)), (plan, column, got, want)
                 compared += 1
     assert compared > 20 * len(rows)
+
+
+ABSENT_PLANS = [dict(model="llama2-70b", hardware="h100-sxm", tp=8),  # dense: MLA GEMMs of no size, no casts
+                dict(model="deepseek-v2-lite", hardware="h100-sxm", tp=8, dtype="fp8"),
+                dict(model="mixtral-8x7b", hardware="a100-80gb", tp=2, cp=2, num_devices=4),
+                dict(model="llama2-7b", hardware="npu")]  # (engines: nothing left out)
+
+
+@pytest.mark.parametrize("plan", ABSENT_PLANS)
+@pytest.mark.parametrize("backward", [False, True])
+def test_ops_absent_on_every_row_are_left_out_with_the_same_bits(plan, backward, monkeypatch):
+    """A GEMM with a dimension that is a number 0 and an elementwise op that moves a number 0 of bytes
+    add +0 (or -0) to every sum: a single configuration's pricing leaves them out, and gives the same
+    bits as pricing them (the passes of a pair, one pass, the gradient pass)."""
+    from perfsim.graph.transformer import Pass, head_ops, layer_ops
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    c = build(expand(plan))
+    pair = Pass(*(np.array(v) for v in ([8192.0, 4.0], [4.0, 4.0], [2048.0, 1.0], [2048.0, 2100.0], [1.0, 0.0],
+                                        [4.0, 4.0])))
+    ops = [op for p in (pair, Pass(4096.0, 2.0, 2048.0, 2048.0, 1.0, 2.0))
+           for op in (*layer_ops(c, p, moe=False), *head_ops(c, p))]
+    seen = []
+    shapes = pricing._gemm_shapes
+    monkeypatch.setattr(pricing, "_gemm_shapes", lambda c, op, x: seen.append(op.name) or shapes(c, op, x))
+    with np.errstate(all="ignore"):
+        left_out = pricing.price(c, ops, backward=backward)
+        priced = seen[:]
+        seen.clear()
+        monkeypatch.setattr(pricing, "_NUMBERS", ())  # (no number is read as 0: every op priced)
+        every = pricing.price(c, ops, backward=backward)
+    assert left_out.keys() == every.keys()
+    for key in every:
+        assert _same(np.broadcast_to(left_out[key], np.shape(every[key])), every[key]), key
+    zero = [op.name for op in ops if hasattr(op, "n") and any(type(v) in (float, np.float64) and v == 0.0
+                                                                  for v in (op.m, op.n, op.k, op.groups))]
+    if plan["hardware"] == "npu":
+        assert priced == seen
+    elif plan["model"] == "llama2-70b":  # the dense model's MLA GEMMs are never priced
+        assert {"q_down", "kv_down", "q_absorb"} <= set(zero) and not set(zero) & set(priced)
+        assert len(priced) == len(seen) - len(zero) < len(seen)
+
+
+@pytest.mark.parametrize("plan", ABSENT_PLANS[:3])
+def test_a_model_without_mla_holds_its_absorbed_fields_as_numbers_with_the_arrays_values(plan):
+    """A pair of passes priced together: a model without MLA runs no absorbed decode on any pass, so
+    what depends on that alone (the absorbed GEMMs, the attention's head dims) is one number, not an
+    array of the two; each pass's ops hold the same values, bit for bit, as that pass's own."""
+    from perfsim.graph.transformer import Pass, attention_ops
+    from perfsim.plan.columns import build
+    from perfsim.plan.grid import expand
+
+    c = build(expand(plan))
+    fields = ([8192.0, 4.0], [4.0, 4.0], [2048.0, 1.0], [2048.0, 2100.0], [1.0, 0.0], [4.0, 4.0])
+    pair = attention_ops(c, Pass(*(np.array(v) for v in fields)))
+    alone = [attention_ops(c, Pass(*(np.float64(v[i]) for v in fields))) for i in (0, 1)]
+    mla = plan["model"].startswith("deepseek")
+    core = next(op for op in pair if op.name == "attention")
+    assert (np.ndim(core.depth), np.ndim(next(op for op in pair if op.name == "q_absorb").groups)) == \
+        ((1, 1) if mla else (0, 0))
+    for i, ops in enumerate(alone):
+        for got, want in zip(pair, ops, strict=True):
+            for name, value in vars(want).items():
+                if isinstance(value, (float, np.floating)):
+                    picked = np.asarray(getattr(got, name))
+                    assert _same(picked[i] if picked.ndim else picked, value), (want.name, name)

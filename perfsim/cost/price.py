@@ -336,6 +336,20 @@ def _stackable(c, fields) -> int | None:
     return dims
 
 
+def _zero_dimension(op) -> bool:
+    """Whether a GEMM has a dimension that is a number 0 (a dense model's MLA GEMMs): its FLOPs are 0 (or
+    NaN) on every row, the GEMMs :func:`price_segments` leaves out; adding an absent op's terms leaves
+    every sum as it is (a sum from +0 is never -0), so leaving it out gives the same bits."""
+    for value in (op.m, op.n, op.k, op.groups):
+        if value.__class__ in _NUMBERS and value == 0.0:
+            return True
+    return False
+
+
+#: the classes of one number (a configuration's op fields), read without a NumPy call
+_NUMBERS = (float, np.float64)
+
+
 def _stack(values, dims):
     """``values`` (numbers, or arrays of one length) on a new leading axis, in front of ``dims`` axes."""
     if not dims:
@@ -420,12 +434,15 @@ def price_segments(c, segments, *, backward=False, weight_grads=True, weights=No
         xs = settings[back]
         for op in ops:
             if isinstance(op, Gemm):
-                items += [(_gemm_cost, (), (*shape, *((0.0,) if back else ()), back) if both else shape, xs)
-                          for shape in _gemm_shapes(c, op, xs)]
+                if not (xs.skip_absent and _zero_dimension(op)):  # (skipped: see _zero_dimension)
+                    items += [(_gemm_cost, (), (*shape, *((0.0,) if back else ()), back) if both else shape, xs)
+                              for shape in _gemm_shapes(c, op, xs)]
             elif isinstance(op, Attention):
                 items.append((_attention_cost, (op,), (), xs))
             elif isinstance(op, Elementwise):
-                items.append((_elementwise_cost, (), _elementwise_fields(op, xs), xs))
+                fields = _elementwise_fields(op, xs)  # (none moved: its terms are +0 or -0, left out)
+                if not (xs.skip_absent and fields[1].__class__ in _NUMBERS and fields[1] == 0.0):
+                    items.append((_elementwise_cost, (), fields, xs))
             elif isinstance(op, Comm):
                 size = op.size_bytes if not back or op.backward_size is None else op.backward_size
                 # no one to talk to, or nothing to send on any row: no time, no bytes

@@ -123,6 +123,10 @@ def kv_bytes_per_device_token(c):
 MLA_PHASE_GEMMS = ("kv_up", "q_absorb", "v_absorb")
 
 
+#: the classes of one truth value (a configuration's comparisons of numbers)
+_FALSE = (bool, np.bool_)
+
+
 def attention_ops(c, p: Pass):
     """Projections and attention core of one layer."""
     tp, h, hd = c["tp"], c["hidden"], c["head_dim"]
@@ -141,7 +145,8 @@ def attention_ops(c, p: Pass):
     # [qk_nope, kv_lora]; latent output x W^UV: [tokens, kv_lora] x [kv_lora, v_head_dim]), the
     # engine's bmm calls (TensorRT-LLM forward_absorption_generation, mla_gen_pre / mla_gen_post in
     # ai-dynamo/aiconfigurator 095f58a51 collector/trtllm/collect_mla_bmm.py)
-    absorbed = mla & (p.causal <= 0)
+    # (a model without MLA: false on every pass, one number where ``mla`` is one, not an array of the passes)
+    absorbed = np.False_ if mla.__class__ in _FALSE and not mla else mla & (p.causal <= 0)
     per_head = where_one(absorbed, heads_dev, 1.0)
     ops = [
         Gemm("qkv_proj", T, qkv_n, h, normed=True),
