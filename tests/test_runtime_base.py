@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import perfsim
 from perfsim.errors import InputError
 from perfsim.specs import runtime as R
 
@@ -58,3 +59,24 @@ dp_overlap: {value: 1.5, source: "a typo"}
     with pytest.raises(InputError) as err:
         R._load(paths["mine"])
     assert err.value.field == "dp_overlap"
+
+
+def test_null_drops_the_bases_setting_so_the_default_holds():
+    """NVIDIA's MLPerf v4.1 harness runs TensorRT-LLM engines without CUDA graphs and with 16-bit context
+    attention: its profile unsets trt-llm's graph launch cost (the device's applies) and its fp8 prefill map."""
+    trt, harness = R.load_runtime("trt-llm"), R.load_runtime("trt-llm-mlperf-v4.1")
+    assert _differing(harness, trt) == {"name", "description", "kernel_launch_us",
+                                        "prefill_attention_fp8_efficiency_on.hopper",
+                                        "prefill_attention_fp8_efficiency_on.blackwell"}
+    assert harness.columns()["runtime_launch_us"] == -1.0  # the device's launch cost
+    plan = dict(model="llama2-7b", hardware="h100-sxm", dtype="fp8", kv_dtype="fp8", batch=8, prompt_len=2048, gen_len=1)
+    graphs, eager = (perfsim.estimate(**plan, runtime=r)["breakdown"]["prefill"] for r in ("trt-llm", "trt-llm-mlperf-v4.1"))
+    assert eager["launch_s"] > graphs["launch_s"]  # 4 us per kernel on h100-sxm against 1.5 from a graph
+    assert eager["attention_s"] > graphs["attention_s"]  # the context attention at the 16-bit rate
+
+
+def test_a_key_that_cannot_be_unset_is_named(tmp_path, monkeypatch):
+    paths = _files(tmp_path, monkeypatch, mine="name: mine\nbase: nemo\ndescription: x\nattention: null\n")
+    with pytest.raises(InputError) as err:
+        R._load(paths["mine"])
+    assert err.value.field == "attention" and err.value.line == 4

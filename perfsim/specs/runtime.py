@@ -286,7 +286,8 @@ _READING: set = set()
 def _derived(data, path: str) -> RuntimeSpec:
     """A profile file that names ``base: NAME`` (another release of the same engine, say) and writes only the
     keys that differ: that profile's values with this file's; a ``*_on`` map replaces the base's whole map
-    (figures the file does not give fall back to the key's plain value), as a limit given outright does."""
+    (figures the file does not give fall back to the key's plain value), as a limit given outright does;
+    ``KEY: null`` drops the base's setting, so the key's default holds (the device's launch cost, say)."""
     names = zoo("runtimes")
     where = data.where("base") if hasattr(data, "where") else {"file": path}
     base = data["base"]
@@ -294,8 +295,14 @@ def _derived(data, path: str) -> RuntimeSpec:
         raise unknown("base runtime", base, names, field="base", **where)
     if path in _READING:
         raise InputError("the `base:` chain comes back to this file", field="base", **where)
+    unset = [k for k, v in data.items() if v is None]  # `KEY: null`: the base's setting does not hold here
+    for key in unset:
+        if key not in _SCHEMA or key in _REQUIRED:
+            raise unknown("runtime key a derived profile may unset", key,
+                          [k for k in _SCHEMA if k not in _REQUIRED], field=key,
+                          **(data.where(key) if hasattr(data, "where") else {"file": path}))
     own = LineDict(file=path, line=getattr(data, "line", None))
-    own.update((k, v) for k, v in data.items() if k != "base")
+    own.update((k, v) for k, v in data.items() if k != "base" and v is not None)
     own.lines.update(getattr(data, "lines", {}))
     values, _ = S.check(own, _SCHEMA, required=("name", "description"))
     _READING.add(path)
@@ -303,9 +310,11 @@ def _derived(data, path: str) -> RuntimeSpec:
         merged = dict(load_runtime(base, "base").values)
     finally:
         _READING.discard(path)
-    for key in own:
+    for key in (*own, *unset):
         if isinstance(_SCHEMA.get(key), S.NumMap) or key in _LIMITS:
             merged = {k: v for k, v in merged.items() if not k.startswith(f"{key.removesuffix('_on')}_on.")}
+    for key in unset:
+        merged.pop(key, None)
     merged.update(values)
     return _build(merged, path)
 
