@@ -113,6 +113,9 @@ def _plan_options(fn):
                      help="layers of each pipeline stage, e.g. 7,8,8,7 (default: a balanced split)"),
         click.option("--wall-energy", "wall_energy", type=click.Choice(["devices", "node"]), default=None,
                      help="energy at the wall: the devices' share of their servers (default) or whole servers"),
+        click.option("--attention-sharding", "attention_sharding", type=click.Choice(["heads", "batch"]), default=None,
+                     help="inference: decode attention and KV cache split over the TP ranks by heads (default) "
+                          "or by sequences (Pope et al. 2022, Sec. 3.3)"),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
     ]
     for name in _INT_OPTIONS:

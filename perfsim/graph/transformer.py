@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perfsim.graph.attention_layout import attention_core, kv_bytes_per_token, kv_heads_per_device
 from perfsim.graph.params import expert_tp
 from perfsim.plan.rows import any_row, maximum, minimum, where_one
 
@@ -101,18 +102,6 @@ def touched_experts(c, tokens):
     return experts * (1.0 - np.power(1.0 - c["top_k"] / experts, tokens))
 
 
-def kv_heads_per_device(c):
-    """KV heads each tensor-parallel rank holds (replicated when tp exceeds them)."""
-    return maximum(c["kv_heads"] / c["tp"], 1.0)
-
-
-def kv_bytes_per_token(c):
-    """KV-cache bytes per token per layer per device (MLA caches its latent, replicated over TP)."""
-    standard = 2.0 * kv_heads_per_device(c) * c["head_dim"]
-    latent = c["kv_lora"] + c["qk_rope"]
-    return where_one(c["kv_lora"] > 0, latent, standard) * c["kv_bytes"]
-
-
 def kv_bytes_per_device_token(c):
     """KV-cache bytes one device holds per cached token: every layer of its (fullest) pipeline stage."""
     return kv_bytes_per_token(c) * c["stage_layers"]
@@ -170,12 +159,15 @@ def attention_ops(c, p: Pass):
     # Prefill (causal) decompresses the keys and values and attends with qk_nope + qk_rope / v_head_dim.
     qk_dim = where_one(absorbed, c["kv_lora"] + c["qk_rope"], where_one(mla, qk, hd))
     v_dim = where_one(absorbed, c["kv_lora"], where_one(mla, c["v_head_dim"], hd))
-    flops = 2.0 * p.seqs * p.q_len * kv_eff * heads_dev * (qk_dim + v_dim)
+    # the rank's sequences, heads and KV bytes per token: by heads, or by batch (perfsim.graph.attention_layout)
+    batched, seqs, heads_a, kv_a, token_bytes = attention_core(c, p, heads_dev, kv_dev)
+    flops = 2.0 * seqs * p.q_len * kv_eff * heads_a * (qk_dim + v_dim)
     flops = flops * where_one(c["flash"] > 0, 1.0, where_one(p.causal > 0, 2.0 * p.kv_len / (p.kv_len + 1.0), 1.0))
     act = c["act_bytes"]
-    q_o = T * heads_dev * (qk_dim + v_dim) * act
-    kv_read = p.seqs * p.kv_len * kv_bytes_per_token(c)
-    eager_scores = (1.0 - c["flash"]) * 4.0 * p.seqs * heads_dev * p.q_len * p.kv_len * act
+    rows_a = T if batched.__class__ is float else where_one(batched > 0, seqs * p.q_len, T)
+    q_o = rows_a * heads_a * (qk_dim + v_dim) * act
+    kv_read = seqs * p.kv_len * token_bytes
+    eager_scores = (1.0 - c["flash"]) * 4.0 * seqs * heads_a * p.q_len * p.kv_len * act
     q_tiles = np.ceil(p.q_len / 128.0)
     # a fused prefill or training call visits each query tile once; under ring context parallelism
     # (causal 0.5) once per ring step: Transformer Engine's AttnFuncWithCPAndKVP2P (NVIDIA/TransformerEngine
@@ -185,12 +177,16 @@ def attention_ops(c, p: Pass):
     # some rank on the lower triangle, whose call the ring waits for
     fused = (p.causal > 0) & (c["flash"] > 0)
     visits = where_one(fused, where_one(p.causal < 1.0, c["cp"], 1.0), 0.0)
-    ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, p.seqs * heads_dev * q_tiles,
-                         rows=p.q_len * heads_dev / where_one(absorbed, 1.0, kv_dev), depth=qk_dim, span=kv_eff,
-                         units=p.seqs * where_one(absorbed, 1.0, kv_dev),
-                         scores=p.seqs * heads_dev * p.q_len * kv_eff, kv_bytes=kv_read,
+    # by batch, an all-to-all brings the new tokens' queries to their sequences' ranks and one takes the outputs back
+    moved = None if batched.__class__ is float else where_one(batched > 0, T * heads_dev * act, 0.0)
+    ops += [] if moved is None else [Comm("attn_q_all_to_all", "all_to_all", moved * qk_dim, tp)]
+    ops.append(Attention("attention", flops, q_o + kv_read + eager_scores, seqs * heads_a * q_tiles,
+                         rows=p.q_len * heads_a / where_one(absorbed, 1.0, kv_a), depth=qk_dim, span=kv_eff,
+                         units=seqs * where_one(absorbed, 1.0, kv_a),
+                         scores=seqs * heads_a * p.q_len * kv_eff, kv_bytes=kv_read,
                          visits=visits, diagonal=where_one(fused, 1.0, 0.0),
                          decode=where_one((p.causal <= 0) & (c["flash"] > 0) & (p.q_len <= 1.0), 1.0, 0.0)))
+    ops += [] if moved is None else [Comm("attn_o_all_to_all", "all_to_all", moved * v_dim, tp)]
     ops.append(ring_merge(c, p, qk_dim, v_dim))
     ops.append(Gemm("o_proj", T, h, o_k))
     ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))

@@ -412,6 +412,7 @@ def _build(grid) -> dict:
     c["power_cap_w"] = _optional(grid, "power_cap_w")  # NaN: no cap
     c["pue"] = grid.gather("pue", grid.values("pue"))
     c["wall_whole_node"] = grid.gather("wall_energy", [float(v == "node") for v in grid.values("wall_energy")])
+    c["attn_batch"] = grid.gather("attention_sharding", [float(v == "batch") for v in grid.values("attention_sharding")])
     return c
 
 

@@ -288,6 +288,7 @@ COLUMNS = (
     _C("gpu_memory_utilization", "1", "inference: share of device memory the engine may use"),
     _C("power_cap_w", "W", "per-device power cap (NaN: none; a GPU's board limit tdp_w caps it anyway)"),
     _C("wall_whole_node", "bool", "wall energy charges whole servers (else the devices' share of them)"),
+    _C("attn_batch", "bool", "decode attention and the KV cache split over the TP ranks by sequences (else by heads)"),
     _C("pue", "1", "facility energy over IT energy"),
     _C("act_bytes", "B", "bytes per activation element between kernels (at least 2)"),
     _C("compute_bytes", "B", "bytes per GEMM input element in dtype (fp8: 1)"),
