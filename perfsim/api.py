@@ -24,7 +24,7 @@ from perfsim.errors import MAX_WHOLE, InputError, check_whole, finite, shown, un
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
 from perfsim.plan.arguments import ARGUMENTS, Schedule, check_mode_arguments
-from perfsim.plan.columns import engine_name, hardware_columns
+from perfsim.plan.columns import default_inference_code, engine_name, hardware_columns
 from perfsim.plan.offload import AUTO_ARGUMENTS, is_auto
 from perfsim.plan.resolved import device_dtype, resolved_plan
 from perfsim.plan.rows import first_row, plain
@@ -341,7 +341,8 @@ def _serve_plan(scenario: dict) -> dict:
     if plan["num_requests"] is None and plan["trace"] is None:
         plan["num_requests"] = DEFAULT_REQUESTS
     plan["dtype"] = plan["dtype"] or device_dtype(plan["hardware"])
-    plan["runtime"] = plan["runtime"] or engine_name("inference", None, 0.0)
+    plan["runtime"] = plan["runtime"] or engine_name(
+        "inference", None, default_inference_code(split_whatif(plan["hardware"])[0]))
     group = plan["tp"] * plan["pp"] * plan["cp"]
     if plan["dp"] is None:
         plan["dp"] = max(int(plan["num_devices"] // group), 1) if plan["num_devices"] else 1

@@ -55,3 +55,25 @@ def test_dualpipe_hides_the_expert_all_to_alls_behind_the_paired_chunk():
     paired = max(per_mb - ep + ep * 20 / (132 - 20), ep)
     assert (dual["forward_s"] + dual["backward_s"] + dual["recompute_s"]) / n == pytest.approx(paired, rel=1e-9)
     assert dual["ep_communication_s"] == pytest.approx(plain["ep_communication_s"])
+
+
+def test_inference_engine_follows_the_vendor():
+    """TensorRT-LLM is NVIDIA's: inference that names no engine runs it on NVIDIA GPUs and vLLM on
+    every other device (CONTRACT), in estimates, sweeps and serve plans alike; an offloaded plan
+    still takes FlexGen and training keeps its own defaults."""
+    base = dict(model="llama2-7b", mode="inference", batch=4, prompt_len=512, gen_len=64)
+    for hardware, engine in (("h100-sxm", "trt-llm"), ("v100-32gb", "trt-llm"), ("mi300x", "vllm"),
+                             ("mi250x", "vllm"), ("tpu-v5e", "vllm"), ("npu", "vllm")):
+        r = perfsim.estimate(**base, hardware=hardware)
+        assert r["plan"]["runtime"] == engine, hardware
+        named = perfsim.estimate(**base, hardware=hardware, runtime=engine)
+        assert named["tpot_s"] == r["tpot_s"] and named["ttft_s"] == r["ttft_s"], hardware
+    frame = perfsim.sweep(**base, hardware=["h100-sxm", "mi300x"])
+    assert list(frame["plan.runtime"]) == ["trt-llm", "vllm"]
+    served = perfsim.serve(model="llama2-7b", hardware="mi300x", num_requests=8, prompt_len=128, gen_len=16)
+    assert served["plan"]["runtime"] == "vllm"
+    offloaded = perfsim.estimate(**base, hardware="mi300x", offload_weights="cpu")
+    assert offloaded["plan"]["runtime"] == "flexgen"
+    train = perfsim.estimate(model="llama2-7b", hardware="mi300x", mode="train", num_devices=8,
+                             seq_len=2048, global_batch=64, micro_batch=1)
+    assert train["plan"]["runtime"] == "megatron"

@@ -21,8 +21,10 @@ from perfsim.specs.model import MODEL_TYPES, load_model
 from perfsim.specs.runtime import (
     DEFAULT_FSDP_RUNTIME,
     DEFAULT_OFFLOAD_RUNTIME,
+    DEFAULT_PORTABLE_INFERENCE_RUNTIME,
     DEFAULT_RUNTIME,
     DEFAULT_TPU_TRAIN_RUNTIME,
+    NVIDIA_FAMILIES,
     load_runtime,
 )
 from perfsim.specs.units import GIB
@@ -62,8 +64,19 @@ _WHATIF = {key: _HW[field] if field in _HW else ("peak_flops", 1e12) for key, fi
 
 #: default engines a row may run on (column ``default_engine``): the mode's own, then FSDP's and
 #: offloading's, which take over a fully sharded training plan and an offloaded inference plan, and
-#: the TPU's training engine
-ENGINE_DEFAULTS = (None, DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_TPU_TRAIN_RUNTIME)
+#: the TPU's training engine, and the inference engine of a device that is not an NVIDIA GPU
+ENGINE_DEFAULTS = (None, DEFAULT_FSDP_RUNTIME, DEFAULT_OFFLOAD_RUNTIME, DEFAULT_TPU_TRAIN_RUNTIME,
+                   DEFAULT_PORTABLE_INFERENCE_RUNTIME)
+
+
+def runs_nvidia_stack(spec) -> bool:
+    """Whether a device runs NVIDIA's own software (TensorRT-LLM): an NVIDIA GPU."""
+    return spec.kind == "gpu" and spec.family in NVIDIA_FAMILIES
+
+
+def default_inference_code(spec) -> float:
+    """The ``default_engine`` code of an inference plan that names no engine, on ``spec``."""
+    return 0.0 if runs_nvidia_stack(spec) else float(ENGINE_DEFAULTS.index(DEFAULT_PORTABLE_INFERENCE_RUNTIME))
 
 
 def engine_name(mode: str, runtime, default_engine: float) -> str:
@@ -290,6 +303,8 @@ def _build(grid) -> dict:
     # the default engine of a fully sharded training plan is an FSDP one, that of an offloaded
     # inference plan an offloading one
     default_engine(DEFAULT_FSDP_RUNTIME, "train", grid.gather("zero", [float(z == 3) for z in grid.values("zero")]) > 0)
+    default_engine(DEFAULT_PORTABLE_INFERENCE_RUNTIME, "inference",
+                   grid.gather("hardware", [float(not runs_nvidia_stack(s)) for s in specs]) > 0)
     default_engine(DEFAULT_OFFLOAD_RUNTIME, "inference", c["offloaded"] > 0)
     # a TPU trains with a JAX/XLA stack, not a CUDA one
     default_engine(DEFAULT_TPU_TRAIN_RUNTIME, "train", grid.gather("hardware", [float(s.kind == "tpu") for s in specs]) > 0)

@@ -97,6 +97,12 @@ DEFAULT_FSDP_RUNTIME = "torchtitan"
 DEFAULT_OFFLOAD_RUNTIME = "flexgen"
 #: a TPU trains with JAX/XLA: MaxText, Google's reference LLM trainer for TPUs
 DEFAULT_TPU_TRAIN_RUNTIME = "maxtext"
+#: TensorRT-LLM runs on NVIDIA GPUs only; elsewhere (AMD GPUs, TPUs, NPUs, PIM parts) the default
+#: inference engine is vLLM, which has backends for them (CONTRACT: "`trt-llm` for inference on
+#: NVIDIA GPUs, `vllm` elsewhere")
+DEFAULT_PORTABLE_INFERENCE_RUNTIME = "vllm"
+#: the architecture families of NVIDIA GPUs (perfsim.specs.hardware.FAMILIES)
+NVIDIA_FAMILIES = ("volta", "turing", "ampere", "hopper", "blackwell")
 
 
 @dataclass(frozen=True)
