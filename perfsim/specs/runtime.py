@@ -310,9 +310,10 @@ def _derived(data, path: str) -> RuntimeSpec:
         merged = dict(load_runtime(base, "base").values)
     finally:
         _READING.discard(path)
-    for key in (*own, *unset):
-        if isinstance(_SCHEMA.get(key), S.NumMap) or key in _LIMITS:
-            merged = {k: v for k, v in merged.items() if not k.startswith(f"{key.removesuffix('_on')}_on.")}
+    for key in (*own, *unset):  # a map's figures (`*_on`, `*_for`), and a limit's per-family map
+        prefix = f"{key}." if isinstance(_SCHEMA.get(key), S.NumMap) else f"{key}_on." if key in _LIMITS else None
+        if prefix:
+            merged = {k: v for k, v in merged.items() if not k.startswith(prefix)}
     for key in unset:
         merged.pop(key, None)
     merged.update(values)
