@@ -75,3 +75,60 @@ def test_a_share_assumed_equal_to_flashattention_2_s_is_that_share():
     ceiling: the figure the FA2 profiles derive, not the share of the ~86% the paper quotes for GEMMs."""
     fa2 = R.load_runtime("megatron").values["attention_efficiency"]
     assert R.load_runtime("maxtext").values["attention_efficiency"] == fa2 == 0.912
+
+
+# --- figures one profile takes from another (`{same_as: NAME}`) ---
+
+def _references():
+    import re
+    from pathlib import Path
+
+    for name, path in sorted(R.zoo("runtimes").items()):
+        key = None
+        for line in Path(path).read_text().splitlines():
+            top = re.match(r"^([a-z_0-9]+):", line)
+            key = top.group(1) if top else key
+            for family, other in re.findall(r"^\s+([a-z0-9]+): \{same_as: ([a-z0-9.-]+)\}", line):
+                yield name, f"{key}.{family}", other
+            for other in re.findall(r"^[a-z_0-9]+: \{same_as: ([a-z0-9.-]+),", line):
+                yield name, key, other
+
+
+@pytest.mark.parametrize("name, flat, other", list(_references()))
+def test_a_referenced_figure_is_the_other_profile_s(name, flat, other):
+    assert R.load_runtime(name).values[flat] == R.load_runtime(other).values[flat]
+
+
+def test_flashattention_2_s_share_has_one_home():
+    """Every engine that runs FlashAttention-2 before Hopper takes torchtitan's figure, not a copy of it."""
+    fa2 = R.load_runtime("torchtitan").values
+    for name in ("deepspeed", "megatron", "nemo", "sglang", "trt-llm", "vllm", "vllm-0.5", "vllm-0.2", "maxtext"):
+        assert R.load_runtime(name).values["attention_efficiency"] == fa2["attention_efficiency"], name
+    for name in ("deepspeed", "nemo-24.07", "nemo-24.03"):
+        v = R.load_runtime(name).values
+        assert v["attention_efficiency_on.hopper"] == fa2["attention_efficiency_on.hopper"], name
+        assert v["attention_backward_ratio_on.hopper"] == fa2["attention_backward_ratio_on.hopper"], name
+
+
+def _files(tmp_path, monkeypatch, **texts):
+    names = dict(R.zoo("runtimes"))
+    for name, text in texts.items():
+        (tmp_path / f"{name}.yaml").write_text(text, encoding="utf-8")
+        names[name] = tmp_path / f"{name}.yaml"
+    monkeypatch.setattr(R, "zoo", lambda folder: names)
+    return {name: str(names[name]) for name in texts}
+
+
+@pytest.mark.parametrize("text, match", [
+    ("attention_efficiency_on: {hopper: {same_as: torchtitn}}", "torchtitan"),
+    ("attention_efficiency_on: {blackwell: {same_as: torchtitan}}", "torchtitan gives no attention_efficiency_on.blackwell"),
+    ("dp_overlap: {same_as: two, source: x}", "comes back"),
+])
+def test_bad_references_are_named(text, match, tmp_path, monkeypatch):
+    from perfsim.errors import InputError
+
+    paths = _files(tmp_path, monkeypatch, one=f"name: one\nbase: nemo\ndescription: x\n{text}\n",
+                   two="name: two\nbase: nemo\ndescription: y\ndp_overlap: {same_as: one, source: x}\n")
+    with pytest.raises(InputError) as err:
+        R._load(paths["one"])
+    assert match in str(err.value) or match in (err.value.suggestions or [])

@@ -272,15 +272,56 @@ def runtime_names() -> list[str]:
 
 @functools.lru_cache(maxsize=64)
 def _load(path: str) -> RuntimeSpec:
-    data = load_yaml(path)
-    if isinstance(data, dict) and "base" in data:
-        return _derived(data, path)
-    values, _ = S.check(data, _SCHEMA, required=_REQUIRED)
-    return _build(values, path)
+    if path in _READING:
+        raise InputError("the `base:` or `same_as:` chain comes back to this file", file=path)
+    _READING.add(path)
+    try:
+        data = _take_references(load_yaml(path), path)
+        if isinstance(data, dict) and "base" in data:
+            return _derived(data, path)
+        values, _ = S.check(data, _SCHEMA, required=_REQUIRED)
+        return _build(values, path)
+    finally:
+        _READING.discard(path)
 
 
-#: profile files being read, for a ``base:`` chain that comes back to itself
+#: profile files being read, for a ``base:`` or ``same_as:`` chain that comes back to itself
 _READING: set = set()
+
+
+def _take_references(data, path: str):
+    """``data`` with each figure written ``{same_as: NAME, source: why}`` (a key's value, or one family's in a
+    ``*_on`` map) replaced by NAME's resolved value of that key: a kernel several engines run (FlashAttention-2)
+    keeps its measured share in one profile."""
+    if not isinstance(data, dict):
+        return data
+
+    def take(ref, flat, parent, key):
+        where = parent.where(key) if hasattr(parent, "where") else {"file": path}
+        if set(ref) - {"same_as", "source"}:
+            raise InputError(f"unknown key {sorted(set(ref) - {'same_as', 'source'})[0]!r} beside same_as",
+                             field=flat, **where)
+        names = zoo("runtimes")
+        if not isinstance(ref["same_as"], str) or ref["same_as"] not in names:
+            raise unknown("runtime", ref["same_as"], names, field=f"{flat}.same_as", **where)
+        values = load_runtime(ref["same_as"], f"{flat}.same_as").values
+        if flat not in values:
+            raise InputError(f"{ref['same_as']} gives no {flat} to take", field=f"{flat}.same_as", **where)
+        return {"value": values[flat], **({"source": ref["source"]} if "source" in ref else {})}
+
+    out = LineDict(file=path, line=getattr(data, "line", None))
+    out.lines.update(getattr(data, "lines", {}))
+    for key, value in data.items():
+        if isinstance(value, dict) and "same_as" in value:
+            value = take(value, key, data, key)
+        elif isinstance(value, dict) and isinstance(_SCHEMA.get(key), S.NumMap):
+            figures = LineDict(file=path, line=getattr(value, "line", None))
+            figures.lines.update(getattr(value, "lines", {}))
+            figures.update((f, take(v, f"{key}.{f}", value, f) if isinstance(v, dict) and "same_as" in v else v)
+                           for f, v in value.items())
+            value = figures
+        out[key] = value
+    return out
 
 
 def _derived(data, path: str) -> RuntimeSpec:
@@ -291,14 +332,7 @@ def _derived(data, path: str) -> RuntimeSpec:
     base = data["base"]
     if not isinstance(base, str) or base not in names:
         raise unknown("base runtime", base, names, field="base", **where)
-    if path in _READING:
-        raise InputError("the `base:` chain comes back to this file", field="base", **where)
-    _READING.add(path)
-    try:
-        parent = load_runtime(base, "base")
-    finally:
-        _READING.discard(path)
-    return _build(_overlay(parent, data, file=path), path)
+    return _build(_overlay(load_runtime(base, "base"), data, file=path), path)
 
 
 #: keys a what-if dict leaves to its base (the profile's identity)
