@@ -3,36 +3,38 @@ the same key, whatever that part later fits or measures, so the assumption canno
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 from perfsim.errors import InputError
+from perfsim.specs import hardware as H
 from perfsim.specs import same_as
 from perfsim.specs.hardware import load_hardware
 from perfsim.specs.paths import zoo
-
-#: the flat key each YAML key becomes in a spec's values
-_FLAT = {"idle_w": "idle_w", "tdp_w": "tdp_w", "active_w": "active_w", "matrix_w": "matrix_w",
-         "memory_pj_per_byte": "memory_pj_per_byte", "link_pj_per_byte": "link_pj_per_byte",
-         "memory_max": "memory_max", "gemm_max": "gemm_max", "gemm_stream_latency_us": "gemm_stream_latency_us"}
+from perfsim.specs.yamlio import load_yaml
 
 
 def _references():
+    """(part, dotted key, other part) of every ``same_as`` number in the zoo."""
+    def walk(node, keys):
+        for key, value in node.items():
+            if isinstance(value, dict) and "same_as" in value:
+                yield ".".join((*keys, key)), value["same_as"]
+            elif isinstance(value, dict):
+                yield from walk(value, (*keys, key))
     for name, path in sorted(zoo("hardware_specs").items()):
-        for key, other in re.findall(r"^\s+([a-z_0-9]+): \{same_as: ([a-z0-9-]+),", Path(path).read_text(), re.M):
-            yield name, key, other
+        for dotted, other in walk(load_yaml(str(path)), ()):
+            yield name, dotted, other
 
 
-@pytest.mark.parametrize("name, key, other", list(_references()))
-def test_a_referenced_number_is_the_other_part_s(name, key, other):
-    spec, ref = load_hardware(name), load_hardware(other)
-    if key.startswith("gemm_max_"):
-        dtype = key.removeprefix("gemm_max_")
-        assert spec.gemm_max(dtype) == ref.gemm_max(dtype)
-    else:
-        assert spec.values[_FLAT[key]] == ref.values[_FLAT[key]]
+def _number(spec, dotted):
+    if ".gemm_max_" in dotted:
+        return spec.gemm_max(dotted.rsplit("gemm_max_", 1)[1])
+    return spec.values[H._FIELDS[dotted]]
+
+
+@pytest.mark.parametrize("name, dotted, other", list(_references()))
+def test_a_referenced_number_is_the_other_part_s(name, dotted, other):
+    assert _number(load_hardware(name), dotted) == _number(load_hardware(other), dotted)
 
 
 def test_the_zoo_s_assumed_figures_follow_their_parts():
