@@ -16,7 +16,7 @@ def _differing(a, b) -> set:
 
 def test_a_release_differs_from_its_base_only_in_the_keys_it_writes():
     nemo, r2407, r2403 = (R.load_runtime(n) for n in ("nemo", "nemo-24.07", "nemo-24.03"))
-    # a *_on map replaces the base's whole map: 24.07 gives Hopper only, so Blackwell falls back to the plain value
+    # 24.07 gives Hopper its own figure and unsets Blackwell's (`blackwell: null`), which falls back to the plain value
     assert _differing(r2407, nemo) == {"name", "description", "attention_efficiency_on.hopper",
                                        "attention_efficiency_on.blackwell", "attention_backward_ratio_on.hopper",
                                        "attention_backward_ratio_on.blackwell"}
@@ -80,3 +80,73 @@ def test_a_key_that_cannot_be_unset_is_named(tmp_path, monkeypatch):
     with pytest.raises(InputError) as err:
         R._load(paths["mine"])
     assert err.value.field == "attention" and err.value.line == 4
+
+
+# --- one rule for a derived file and an inline what-if dict (perfsim.specs.runtime._overlay) ---
+
+_SAME_RULE = [
+    # a map merges figure by figure: Blackwell's stays nemo's
+    ("nemo", {"attention_efficiency_on": {"hopper": 0.5}}),
+    # a figure unset falls back to the plain value; the others stay
+    ("nemo", {"attention_efficiency_on": {"blackwell": None}, "dp_overlap": 0.5}),
+    # a whole map unset, a plain key unset (the device's launch cost)
+    ("trt-llm", {"prefill_attention_fp8_efficiency_on": None, "kernel_launch_us": None}),
+    # a limit given outright holds on every device; one unset drops its per-family map too
+    ("vllm", {"max_num_seqs": 64, "max_num_batched_tokens": None}),
+    ("deepspeed", {"cpu_attention_cache_bytes_for": None, "host_memory_pinned": True}),
+]
+
+
+def _yaml(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+@pytest.mark.parametrize("base, keys", _SAME_RULE)
+def test_an_inline_what_if_resolves_as_a_derived_file_would(base, keys, tmp_path, monkeypatch):
+    text = f"name: mine\nbase: {base}\ndescription: x\nsource: a test\n" + "".join(
+        f"{k}: {_yaml(v)}\n" for k, v in keys.items())
+    paths = _files(tmp_path, monkeypatch, mine=text)
+    derived, inline = R._load(paths["mine"]), R.load_runtime({"base": base, **keys})
+    strip = ("name", "description")
+    assert {k: v for k, v in derived.values.items() if k not in strip} == \
+        {k: v for k, v in inline.values.items() if k not in strip}
+    assert {k: repr(v) for k, v in derived.columns().items()} == {k: repr(v) for k, v in inline.columns().items()}
+
+
+def test_a_map_merges_and_a_figure_set_to_null_falls_back_to_the_plain_value():
+    nemo = R.load_runtime("nemo")
+    merged = R.load_runtime({"base": "nemo", "attention_efficiency_on": {"hopper": 0.5}})
+    assert merged.values["attention_efficiency_on.hopper"] == 0.5
+    assert merged.values["attention_efficiency_on.blackwell"] == nemo.values["attention_efficiency_on.blackwell"]
+    dropped = R.load_runtime({"base": "nemo", "attention_efficiency_on": {"blackwell": None}}).columns()
+    assert dropped["attention_eff_blackwell"] == nemo.values["attention_efficiency"] != nemo.columns()["attention_eff_blackwell"]
+    assert dropped["attention_eff_hopper"] == nemo.columns()["attention_eff_hopper"]
+
+
+def test_an_inline_null_unsets_as_a_file_s_does():
+    """``{base: trt-llm, kernel_launch_us: null}`` is the MLPerf harness's launch cost: the device's."""
+    inline = R.load_runtime({"base": "trt-llm", "kernel_launch_us": None})
+    assert inline.columns()["runtime_launch_us"] == R.load_runtime("trt-llm-mlperf-v4.1").columns()["runtime_launch_us"] == -1.0
+
+
+@pytest.mark.parametrize("keys, field", [
+    ({"attention_efficiency_on": {"hoper": None}}, "runtime.attention_efficiency_on.hoper"),
+    ({"attention": None}, "runtime.attention"),
+    ({"mode": "train"}, "runtime.mode"),
+])
+def test_bad_inline_keys_are_named(keys, field):
+    with pytest.raises(InputError) as err:
+        perfsim.estimate(model="llama2-7b", hardware="h100-sxm", runtime={"base": "nemo", **keys})
+    assert err.value.field == field
+
+
+def test_a_family_unset_in_a_file_is_checked(tmp_path, monkeypatch):
+    paths = _files(tmp_path, monkeypatch, mine="name: mine\nbase: nemo\ndescription: x\n"
+                                              "attention_efficiency_on:\n  hoper: null\n")
+    with pytest.raises(InputError) as err:
+        R._load(paths["mine"])
+    assert err.value.field == "attention_efficiency_on.hoper" and err.value.line == 5

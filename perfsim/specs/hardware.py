@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from perfsim.errors import InputError, check_positive, unknown
+from perfsim.specs import same_as
 from perfsim.specs import schema as S
 from perfsim.specs.dtypes import COMPUTE_DTYPES
 from perfsim.specs.paths import read_once, zoo
@@ -230,7 +231,8 @@ def hardware_names() -> list[str]:
 
 
 def parse_hardware(data, path: str = "<dict>") -> HardwareSpec:
-    """Build a :class:`HardwareSpec` from a parsed YAML mapping."""
+    """Build a :class:`HardwareSpec` from a parsed YAML mapping (its ``same_as`` numbers taken from their parts)."""
+    data = same_as.resolve(data, path, with_base)
     values, sources = S.check(data, _SCHEMA, required=_REQUIRED)
     kind = values["kind"]
     if kind not in _KINDS:

@@ -278,51 +278,129 @@ def runtime_names() -> list[str]:
 
 @functools.lru_cache(maxsize=64)
 def _load(path: str) -> RuntimeSpec:
-    data = load_yaml(path)
-    if isinstance(data, dict) and "base" in data:
-        return _derived(data, path)
-    values, _ = S.check(data, _SCHEMA, required=_REQUIRED)
-    return _build(values, path)
+    if path in _READING:
+        raise InputError("the `base:` or `same_as:` chain comes back to this file", file=path)
+    _READING.add(path)
+    try:
+        data = _take_references(load_yaml(path), path)
+        if isinstance(data, dict) and "base" in data:
+            return _derived(data, path)
+        values, _ = S.check(data, _SCHEMA, required=_REQUIRED)
+        return _build(values, path)
+    finally:
+        _READING.discard(path)
 
 
-#: profile files being read, for a ``base:`` chain that comes back to itself
+#: profile files being read, for a ``base:`` or ``same_as:`` chain that comes back to itself
 _READING: set = set()
+
+
+def _take_references(data, path: str):
+    """``data`` with each figure written ``{same_as: NAME, source: why}`` (a key's value, or one family's in a
+    ``*_on`` map) replaced by NAME's resolved value of that key: a kernel several engines run (FlashAttention-2)
+    keeps its measured share in one profile."""
+    if not isinstance(data, dict):
+        return data
+
+    def take(ref, flat, parent, key):
+        where = parent.where(key) if hasattr(parent, "where") else {"file": path}
+        if set(ref) - {"same_as", "source"}:
+            raise InputError(f"unknown key {sorted(set(ref) - {'same_as', 'source'})[0]!r} beside same_as",
+                             field=flat, **where)
+        names = zoo("runtimes")
+        if not isinstance(ref["same_as"], str) or ref["same_as"] not in names:
+            raise unknown("runtime", ref["same_as"], names, field=f"{flat}.same_as", **where)
+        values = load_runtime(ref["same_as"], f"{flat}.same_as").values
+        if flat not in values:
+            raise InputError(f"{ref['same_as']} gives no {flat} to take", field=f"{flat}.same_as", **where)
+        return {"value": values[flat], **({"source": ref["source"]} if "source" in ref else {})}
+
+    out = LineDict(file=path, line=getattr(data, "line", None))
+    out.lines.update(getattr(data, "lines", {}))
+    for key, value in data.items():
+        if isinstance(value, dict) and "same_as" in value:
+            value = take(value, key, data, key)
+        elif isinstance(value, dict) and isinstance(_SCHEMA.get(key), S.NumMap):
+            figures = LineDict(file=path, line=getattr(value, "line", None))
+            figures.lines.update(getattr(value, "lines", {}))
+            figures.update((f, take(v, f"{key}.{f}", value, f) if isinstance(v, dict) and "same_as" in v else v)
+                           for f, v in value.items())
+            value = figures
+        out[key] = value
+    return out
 
 
 def _derived(data, path: str) -> RuntimeSpec:
     """A profile file that names ``base: NAME`` (another release of the same engine, say) and writes only the
-    keys that differ: that profile's values with this file's; a ``*_on`` map replaces the base's whole map
-    (figures the file does not give fall back to the key's plain value), as a limit given outright does;
-    ``KEY: null`` drops the base's setting, so the key's default holds (the device's launch cost, say)."""
+    keys that differ: that profile resolved by :func:`_overlay`, the rule an inline what-if dict follows too."""
     names = zoo("runtimes")
     where = data.where("base") if hasattr(data, "where") else {"file": path}
     base = data["base"]
     if not isinstance(base, str) or base not in names:
         raise unknown("base runtime", base, names, field="base", **where)
-    if path in _READING:
-        raise InputError("the `base:` chain comes back to this file", field="base", **where)
-    unset = [k for k, v in data.items() if v is None]  # `KEY: null`: the base's setting does not hold here
+    return _build(_overlay(load_runtime(base, "base"), data, file=path), path)
+
+
+#: keys a what-if dict leaves to its base (the profile's identity)
+_IDENTITY = ("name", "description", "mode")
+
+
+def _overlay(base: RuntimeSpec, data, *, file: str | None = None, field: str = "") -> dict:
+    """The values of ``base`` with those ``data`` writes over it: one rule for a profile file that names
+    ``base:`` (``file``: its path; its numbers need sources, its name and description are its own) and for
+    an inline what-if dict (``field``: where the dict was given; the base's name, description and mode hold).
+
+    A key written replaces the base's value. A per-family (``*_on``) or per-model (``*_for``) map merges into
+    the base's map figure by figure: a figure written replaces the base's, ``FAMILY: null`` drops it (the
+    key's plain value or default holds there), figures not written stay the base's. ``KEY: null`` drops the
+    base's setting, every figure of a map, so the key's default holds. A serving limit given outright holds on
+    every device (the base's per-family map of it is dropped), as does one unset.
+    """
+    where = data.where if hasattr(data, "where") else (lambda key=None: {"file": file})
+    keys = [k for k in data if k != "base"]
+    for key in keys:
+        if file is None and (key not in _SCHEMA or key in _IDENTITY):
+            raise unknown("runtime key", key, [k for k in _SCHEMA if k not in _IDENTITY], field=_join(field, key))
+    unset = [k for k in keys if data[k] is None]
     for key in unset:
         if key not in _SCHEMA or key in _REQUIRED:
-            raise unknown("runtime key a derived profile may unset", key,
-                          [k for k in _SCHEMA if k not in _REQUIRED], field=key,
-                          **(data.where(key) if hasattr(data, "where") else {"file": path}))
-    own = LineDict(file=path, line=getattr(data, "line", None))
-    own.update((k, v) for k, v in data.items() if k != "base" and v is not None)
+            raise unknown("runtime key that may be unset", key,
+                          [k for k in _SCHEMA if k not in _REQUIRED], field=_join(field, key), **where(key))
+    own = LineDict(file=file, line=getattr(data, "line", None))
     own.lines.update(getattr(data, "lines", {}))
-    values, _ = S.check(own, _SCHEMA, required=("name", "description"))
-    _READING.add(path)
-    try:
-        merged = dict(load_runtime(base, "base").values)
-    finally:
-        _READING.discard(path)
-    for key in (*own, *unset):
-        if isinstance(_SCHEMA.get(key), S.NumMap) or key in _LIMITS:
-            merged = {k: v for k, v in merged.items() if not k.startswith(f"{key.removesuffix('_on')}_on.")}
-    for key in unset:
+    dropped = []  # `FAMILY: null` in a map
+    for key in keys:
+        value = data[key]
+        kind = _SCHEMA.get(key)
+        if isinstance(kind, S.NumMap) and isinstance(value, dict):
+            for name in [n for n, v in value.items() if v is None]:
+                if name not in kind.keys:
+                    raise unknown(f"key of {key}", name, kind.keys, field=_join(field, f"{key}.{name}"),
+                                  **(value.where(name) if hasattr(value, "where") else where(key)))
+                dropped.append(f"{key}.{name}")
+            if any(v is None for v in value.values()):
+                kept = LineDict(file=file, line=getattr(value, "line", None))
+                kept.lines.update(getattr(value, "lines", {}))
+                kept.update((n, v) for n, v in value.items() if v is not None)
+                value = kept
+        if value is not None:
+            own[key] = value
+    values, _ = S.check(own, _SCHEMA, path=field, required=("name", "description") if file else (),
+                        sources_required=file is not None)
+    if field:
+        values = {k.removeprefix(f"{field}."): v for k, v in values.items()}
+    merged = dict(base.values)
+    for key in (*unset, *(k for k in own if k in _LIMITS)):
+        prefixes = (f"{key}.", f"{key}_on.") if key in _LIMITS else (f"{key}.",)
+        merged = {k: v for k, v in merged.items() if k != key and not k.startswith(prefixes)}
+    for key in dropped:
         merged.pop(key, None)
     merged.update(values)
-    return _build(merged, path)
+    return merged
+
+
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
 
 
 def _build(values: dict, path: str) -> RuntimeSpec:
@@ -401,25 +479,11 @@ _WHATIF_RUNTIMES = Memo(256)
 
 
 def _whatif(ref: dict, field: str) -> RuntimeSpec:
-    """A what-if runtime dict ``{base: NAME, KEY: value, ...}``: the base profile with those keys."""
+    """A what-if runtime dict ``{base: NAME, KEY: value, ...}``: the base profile with those keys, by the rule
+    a profile file that names ``base:`` follows (:func:`_overlay`)."""
     if "base" not in ref:
         raise InputError("a what-if runtime dict needs `base: NAME`", field=field)
     base = load_runtime(ref["base"], f"{field}.base")
-    values = dict(base.values)
-    for key, value in ref.items():
-        if key == "base":
-            continue
-        if key not in _SCHEMA or key in ("name", "description", "mode"):
-            raise unknown("runtime key", key, [k for k in _SCHEMA if k not in ("name", "description", "mode")],
-                          field=f"{field}.{key}")
-        kind = _SCHEMA[key]
-        if isinstance(kind, S.NumMap):  # e.g. attention_efficiency_on: {hopper: 0.6}: the YAML checks
-            checked, _ = S.check(value, kind, path=f"{field}.{key}", sources_required=False)
-            values.update({f"{key}.{name.rsplit('.', 1)[1]}": number for name, number in checked.items()})
-            continue
-        checked, _ = S.check({key: value}, {key: kind}, path=field, sources_required=False)
-        values[key] = checked[f"{field}.{key}"]
-        if key in _LIMITS:  # a limit given outright holds on every device
-            values = {k: v for k, v in values.items() if not k.startswith(f"{key}_on.")}
+    values = _overlay(base, ref, field=field)
     values["name"] = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in ref.items() if k != "base")
     return _build(values, field)
