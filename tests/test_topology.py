@@ -157,6 +157,26 @@ def test_torus_collective_pays_a_hop_per_step_of_its_longest_path_not_per_ring_s
     assert float(torus_hops(switched, "all_reduce", 8.0)) == 14.0
 
 
+def test_torus_all_to_all_is_bound_by_its_links_load():
+    """An all-to-all over a bidirectional ring of a chips loads each link, each way, with
+    floor(a^2/4) / (2a) of a chip's buffer (How to Scale Your Model, part 3, Question 10: a quarter of an
+    all-gather's load); over several axes of a chips each axis's links carry the same load. On a
+    4x4x4 TPU v4 cube (links of 268.6 / 6 GB/s each way) a 1 GiB buffer takes S * 4 / (8 W), where an
+    all-gather of the same buffer spreads over all six links."""
+    from perfsim.cost.topology import torus_share
+
+    v4 = dict(torus_dims=3.0, scaleup_domain=4096.0, devices_per_node=4.0, num_devices=64.0)
+    assert float(torus_share(v4, 64.0, "all_to_all")) == pytest.approx(63 / 64 * 4 / (3 * 4))
+    assert float(torus_share(v4, 4.0, "all_to_all")) == pytest.approx(3 / 4 * 4 / (3 * 4))  # one axis: 1/4
+    assert float(torus_share(v4, 2.0, "all_to_all")) == pytest.approx(1 / 3)  # a pair: as an all-gather
+    assert float(torus_share(v4, 64.0, "all_gather")) == 1.0
+    assert torus_share(dict(devices_per_node=8.0), 8.0, "all_to_all") == 1.0  # a switch: every link
+    size = 2**30
+    link = 268.6e9 / 6.0
+    t = perfsim.collective("tpu-v4", "all_to_all", size, 64)["time_s"]
+    assert t == pytest.approx(size * 4 / (2 * 4 * link) + 5e-6 + 6e-6, rel=0.01)
+
+
 def test_small_tpu_v4_collective_is_its_fixed_cost_and_hops():
     """A 512 B collective over a 64-chip TPU v4 slice is latency-bound: 5 us of fixed cost plus 1 us
     per hop (How to Scale Your Model, part 3), 11 us for an all-gather, 17 us for an all-reduce; a

@@ -38,7 +38,7 @@ def _torus_axes(c, ranks):
     return dims, k, spanned
 
 
-def torus_share(c, ranks):
+def torus_share(c, ranks, op="all_gather"):
     """Share of a device's scale-up bandwidth a collective over ``ranks`` devices uses.
 
     A switched fabric (NVSwitch, Infinity Fabric) gives every group the device's whole bandwidth. On a
@@ -46,11 +46,27 @@ def torus_share(c, ranks):
     device's links, and a group laid out over ``m`` dimensions of the run's square or cubic slice
     runs its bidirectional rings over those ``m`` only: ``m / k`` of the bandwidth (Austin et al.,
     "How to Scale Your Model", part 3: an all-gather over several axes runs on all their links at once).
+
+    An all-to-all is bound by the links' load instead: over a bidirectional ring of ``a`` chips each
+    chip's ``1/a`` share for a peer ``d`` hops away crosses ``d`` links, so each link carries, each way,
+    ``D(a) / (2a)`` of a chip's buffer ``S``, ``D(a) = ⌊a²/4⌋`` the sum of the ring's distances (the
+    book's Question 10: ``N²/8`` of an ``N × N`` array, a quarter of an all-gather's load, whose
+    ``S (a-1)/a`` crosses two links each way). Over ``m`` axes of ``a`` chips routed axis by axis
+    each axis's links carry the same per-link load, ``m`` times the traffic on ``m`` times the links,
+    so the time ``S D(a) / (2a W)`` on links of ``W = B / 2k`` each way is read here as the share
+    ``(n-1)/n · a / (k D(a))`` of ``B`` on the all-to-all's ``(n-1)/n · S``: 0.33 on a 4×4×4 TPU v4
+    cube where an all-gather gets all of it.
     """
     if not any_row(numeric(c.get("torus_dims", 0.0)) > 0):  # a switched fabric on every row
         return 1.0
     dims, k, spanned = _torus_axes(c, ranks)
-    return np.where(dims > 0, spanned / k, 1.0)
+    share = spanned / k
+    if op == "all_to_all":
+        n = np.maximum(ranks, 1.0)
+        a = n ** (1.0 / spanned)
+        distances = np.maximum(np.floor(a * a / 4.0 + 1e-9), 1.0)
+        share = np.minimum(share, (n - 1.0) / n * a / (k * distances))
+    return np.where(dims > 0, share, 1.0)
 
 
 def torus_hops(c, op, ranks):
@@ -204,7 +220,7 @@ def _library_collective(c, op, size, ranks, algorithm, stride, layout=None):
     stride = maximum(stride, 1.0)
     per_package = minimum(maximum(np.floor(c["package_devices"] / stride), 1.0), group)  # (np.clip's values)
     in_package = (ranks <= per_package) & (c["package_bw"] > 0)
-    up_bw = where_one(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks))
+    up_bw = where_one(in_package, c["package_bw"], c["scaleup_bw"] * torus_share(c, ranks, op))
     up = dict(bandwidth=up_bw, efficiency=c["scaleup_eff"], latency_s=c["scaleup_lat_s"],
               ll_latency_s=c["scaleup_ll_s"])
     out = dict(bandwidth=c["scaleout_bw"], efficiency=c["scaleout_eff"], latency_s=c["scaleout_lat_s"],
