@@ -116,6 +116,9 @@ def _plan_options(fn):
         click.option("--attention-sharding", "attention_sharding", type=click.Choice(["heads", "batch"]), default=None,
                      help="inference: decode attention and KV cache split over the TP ranks by heads (default) "
                           "or by sequences (Pope et al. 2022, Sec. 3.3)"),
+        click.option("--weight-layout", "weight_layout", type=click.Choice(["1d", "2d"]), default=None,
+                     help="inference: weights split over the TP ranks along one dimension (default) or 2D "
+                          "weight-stationary (Pope et al. 2022, Sec. 3.2)"),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
     ]
     for name in _INT_OPTIONS:

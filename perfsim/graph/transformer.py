@@ -24,6 +24,7 @@ import numpy as np
 
 from perfsim.graph.attention_layout import attention_core, kv_bytes_per_token, kv_heads_per_device
 from perfsim.graph.params import expert_tp
+from perfsim.graph.weight_layout import attention_widths, block_comms, mlp_widths
 from perfsim.plan.rows import any_row, maximum, minimum, where_one
 
 
@@ -189,7 +190,7 @@ def attention_ops(c, p: Pass):
     ops += [] if moved is None else [Comm("attn_o_all_to_all", "all_to_all", moved * v_dim, tp)]
     ops.append(ring_merge(c, p, qk_dim, v_dim))
     ops.append(Gemm("o_proj", T, h, o_k))
-    ops.append(Comm("tp_attn", "all_reduce", T * h * act, tp))
+    ops += [Comm(*k) for k in block_comms(c, T, "tp_attn", T * h * act, *attention_widths(c))]  # (weight_layout)
     return ops
 
 
@@ -241,8 +242,8 @@ def dense_mlp_ops(c, p: Pass):
     return [
         Gemm("mlp_up", T, (1.0 + c["gated"]) * ffn_dev, h, normed=True),
         Gemm("mlp_down", T, h, ffn_dev),
-        Comm("tp_mlp", "all_reduce", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]), tp),
-    ]
+    ] + [Comm(*k) for k in block_comms(c, T, "tp_mlp", T * h * c["act_bytes"] * (1.0 - c["parallel_block"]),
+                                        *mlp_widths(c))]
 
 
 def expert_group_scale(c):

@@ -110,6 +110,8 @@ ARGUMENT_TABLE = (
     Argument("sp", "bool", None, "", "sequence parallelism with TP (default: the engine's)"),
     Argument("attention_sharding", ("heads", "batch"), "heads", "",
              "decode attention and the KV cache split over the TP ranks by heads, or by sequences"),
+    Argument("weight_layout", ("1d", "2d"), "1d", "",
+             "weight matrices split over the TP ranks along one dimension, or 2D weight-stationary over an X x YZ grid"),
     Argument("zero", (0, 1, 2, 3), None, "", "ZeRO stage (3: FSDP full sharding; default: the engine's own)"),
     Argument("zero_shard_size", "int", None, "ranks", "ranks per sharding group (default all dp x cp ranks)"),
     Argument("schedule", SCHEDULES, "1f1b", "", "pipeline schedule"),
@@ -165,7 +167,7 @@ MODE_ONLY = {
     "train_tokens": ("train", None), "offload_optimizer": ("train", None), "offload_grads": ("train", None),
     "batch": ("inference", "global_batch and micro_batch"), "prompt_len": ("inference", "seq_len"),
     "gen_len": ("inference", "seq_len"), "gpu_memory_utilization": ("inference", None),
-    "attention_sharding": ("inference", None),
+    "attention_sharding": ("inference", None), "weight_layout": ("inference", None),
 }
 
 

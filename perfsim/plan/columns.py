@@ -428,6 +428,7 @@ def _build(grid) -> dict:
     c["pue"] = grid.gather("pue", grid.values("pue"))
     c["wall_whole_node"] = grid.gather("wall_energy", [float(v == "node") for v in grid.values("wall_energy")])
     c["attn_batch"] = grid.gather("attention_sharding", [float(v == "batch") for v in grid.values("attention_sharding")])
+    c["weights_2d"] = grid.gather("weight_layout", [float(v == "2d") for v in grid.values("weight_layout")])
     return c
 
 

@@ -289,6 +289,7 @@ COLUMNS = (
     _C("power_cap_w", "W", "per-device power cap (NaN: none; a GPU's board limit tdp_w caps it anyway)"),
     _C("wall_whole_node", "bool", "wall energy charges whole servers (else the devices' share of them)"),
     _C("attn_batch", "bool", "decode attention and the KV cache split over the TP ranks by sequences (else by heads)"),
+    _C("weights_2d", "bool", "weights split 2D weight-stationary over an X x YZ grid of the TP ranks (else 1D)"),
     _C("pue", "1", "facility energy over IT energy"),
     _C("act_bytes", "B", "bytes per activation element between kernels (at least 2)"),
     _C("compute_bytes", "B", "bytes per GEMM input element in dtype (fp8: 1)"),
