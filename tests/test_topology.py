@@ -177,6 +177,27 @@ def test_torus_all_to_all_is_bound_by_its_links_load():
     assert t == pytest.approx(size * 4 / (2 * 4 * link) + 5e-6 + 6e-6, rel=0.01)
 
 
+def test_torus_slice_without_wraparound_runs_lines():
+    """A TPU slice has its wraparound links only as whole 4x4x4 cubes (v4, v5p) or a full 16-chip axis
+    (v5e) (How to Scale Your Model, part 2). Smaller slices run each axis as a line: half the bandwidth
+    and a - 1 hops per axis, as the book's 4-chip v5e axis (3 hops, 3 x 8.4e6 / 4.5e10 against a ring's
+    34e6 / 9e10)."""
+    from perfsim.cost.topology import torus_hops, torus_share
+
+    v5e = dict(torus_dims=2.0, scaleup_domain=256.0, devices_per_node=8.0, torus_wrap=256.0)
+    quad, pod = dict(v5e, num_devices=16.0), dict(v5e, num_devices=256.0)
+    assert float(torus_hops(quad, "all_gather", 4.0)) == 3.0 and float(torus_share(quad, 4.0)) == 0.25
+    assert float(torus_hops(pod, "all_gather", 16.0)) == 8.0 and float(torus_share(pod, 16.0)) == 0.5
+    assert float(torus_share(quad, 4.0, "all_to_all")) == pytest.approx(0.5 * 3 / 4 * 4 / (2 * 4))
+    v4 = dict(torus_dims=3.0, scaleup_domain=4096.0, devices_per_node=4.0, torus_wrap=64.0)
+    assert float(torus_share(dict(v4, num_devices=8.0), 8.0)) == 0.5          # 2x2x2: open
+    assert float(torus_share(dict(v4, num_devices=128.0), 64.0)) == 1.0       # two cubes: closed
+    assert float(torus_hops(dict(v4, num_devices=16.0), "all_gather", 16.0)) == 6.0
+    eight = perfsim.collective("tpu-v4", "all_gather", 2**30, 8)["busbw_gb_s"]
+    cube = perfsim.collective("tpu-v4", "all_gather", 2**30, 64)["busbw_gb_s"]
+    assert eight == pytest.approx(cube / 2, rel=0.01)
+
+
 def test_small_tpu_v4_collective_is_its_fixed_cost_and_hops():
     """A 512 B collective over a 64-chip TPU v4 slice is latency-bound: 5 us of fixed cost plus 1 us
     per hop (How to Scale Your Model, part 3), 11 us for an all-gather, 17 us for an all-reduce; a

@@ -111,7 +111,7 @@ _PRICED_COLUMNS = ("gemm_max", "memory_max", "peak_flops", "moe_gemm_eff", "moe_
                    "gemm_stream_s", "walk_fixed_s", "walk_k_s", "block_gemm_eff", "attn_peak_ratio",
                    "act_bytes", "w_bytes", "tile_m", "tile_n", "tile_reuse", "units", "hbm_bw", "dequant",
                    "vector_flops", "launch_s", "systolic", "has_pim", "arrays", "array_size", "weight_stationary",
-                   "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "num_devices", "devices_per_node",
+                   "tp_overlap", "scaleup_base_s", "scaleup_domain", "torus_dims", "torus_wrap", "num_devices", "devices_per_node",
                    "nvls_eff", "nvls_lat_s", "package_bw", "package_devices", "scaleout_bw", "scaleout_eff", "scaleout_lat_s",
                    "scaleout_ll_s", "scaleup_bw", "scaleup_eff", "scaleup_lat_s", "scaleup_ll_s", "custom_ar_max",
                    "custom_ar_max_tp2", "custom_ar_lat_s", "custom_ar_eff")

@@ -23,10 +23,13 @@ def scaleup_domain(c):
 
 
 def _torus_axes(c, ranks):
-    """``(dims, k, spanned)`` of a group of ``ranks`` devices on a torus fabric: its dimensions (``k``
-    at least 1) and the axes the group is laid out over, the fewest that hold it in the run's slice:
+    """``(dims, k, spanned, closed)`` of a group of ``ranks`` devices on a torus fabric: its dimensions
+    (``k`` at least 1), the axes the group is laid out over, the fewest that hold it in the run's slice:
     its ``num_devices`` (at most the scale-up domain) as a square or cubic torus (a 64-chip TPU v4
-    job runs on one 4×4×4 cube, the rack-size block the pod is built from: Jouppi et al., ISCA'23)."""
+    job runs on one 4×4×4 cube, the rack-size block the pod is built from: Jouppi et al., ISCA'23),
+    and whether the slice's rings close: its chips a multiple of ``torus_wrap`` (0: always). "How to
+    Scale Your Model" (part 2, TPUs): smaller topologies (2x2x1, 2x2x2) have no wraparound links, which
+    come from the optical switches on whole 4x4x4 cubes (v4, v5p) or on a full 16-chip axis (v5e)."""
     dims = np.asarray(c.get("torus_dims", 0.0), dtype=float)
     k = np.maximum(dims, 1.0)
     domain = scaleup_domain(c)
@@ -35,7 +38,9 @@ def _torus_axes(c, ranks):
     side = np.maximum(devices ** (1.0 / k), 2.0)
     # (np.clip's values, without its dispatch: as in _layout)
     spanned = np.minimum(np.maximum(np.ceil(np.log(np.maximum(ranks, 1.0)) / np.log(side) - 1e-9), 1.0), k)
-    return dims, k, spanned
+    wrap = np.asarray(c.get("torus_wrap", 0.0), dtype=float)  # absent in hand-made column sets: always closed
+    closed = (wrap <= 0) | ((devices >= wrap) & (np.mod(devices, np.maximum(wrap, 1.0)) == 0))
+    return dims, k, spanned, closed
 
 
 def torus_share(c, ranks, op="all_gather"):
@@ -56,17 +61,22 @@ def torus_share(c, ranks, op="all_gather"):
     so the time ``S D(a) / (2a W)`` on links of ``W = B / 2k`` each way is read here as the share
     ``(n-1)/n · a / (k D(a))`` of ``B`` on the all-to-all's ``(n-1)/n · S``: 0.33 on a 4×4×4 TPU v4
     cube where an all-gather gets all of it.
+
+    A slice without wraparound links runs each axis as a line: its end chips receive everything over
+    one link, half a ring's bandwidth (the book's profile of a 4-chip v5e axis, sharding.md Pop Quiz
+    2: ``3 x 8.4e6 / 4.5e10`` against ``34e6 / 9e10`` with wraparound), and an all-to-all's middle
+    link carries twice a ring's: every share is halved.
     """
     if not any_row(numeric(c.get("torus_dims", 0.0)) > 0):  # a switched fabric on every row
         return 1.0
-    dims, k, spanned = _torus_axes(c, ranks)
+    dims, k, spanned, closed = _torus_axes(c, ranks)
     share = spanned / k
     if op == "all_to_all":
         n = np.maximum(ranks, 1.0)
         a = n ** (1.0 / spanned)
         distances = np.maximum(np.floor(a * a / 4.0 + 1e-9), 1.0)
         share = np.minimum(share, (n - 1.0) / n * a / (k * distances))
-    return np.where(dims > 0, share, 1.0)
+    return np.where(dims > 0, np.where(closed, share, 0.5 * share), 1.0)
 
 
 def torus_hops(c, op, ranks):
@@ -77,7 +87,8 @@ def torus_hops(c, op, ranks):
     al., "How to Scale Your Model", part 3, "A note on ICI latency": ``T_min · Σ_i |X_i| / 2``); the
     group spreads evenly over the axes it spans (``a = ranks^(1/m)``). An all-reduce is a
     reduce-scatter and an all-gather, twice the hops; an all-to-all's farthest peer is as far as an
-    all-gather's; a send/receive is one hop. Where there is no torus, the ring's steps
+    all-gather's; a send/receive is one hop. A slice without wraparound links walks each axis's line,
+    ``a - 1`` hops (the book's 4-chip v5e axis: 3 hops). Where there is no torus, the ring's steps
     (:func:`perfsim.cost.collectives.ring_steps`).
 
     >>> c = dict(torus_dims=3.0, scaleup_domain=4096.0, devices_per_node=4.0, num_devices=64.0)
@@ -86,11 +97,11 @@ def torus_hops(c, op, ranks):
     """
     ranks = np.asarray(ranks, dtype=float)
     ring = ring_steps(op, ranks)
-    dims, _, spanned = _torus_axes(c, ranks)
+    dims, _, spanned, closed = _torus_axes(c, ranks)
     if not any_row(dims > 0) or op == "send_recv":
         return ring
     per_axis = np.maximum(ranks, 1.0) ** (1.0 / spanned)
-    hops = spanned * np.ceil(per_axis / 2.0 - 1e-9)
+    hops = spanned * np.where(closed, np.ceil(per_axis / 2.0 - 1e-9), np.ceil(per_axis - 1e-9) - 1.0)
     return np.where(dims > 0, hops * (2.0 if op == "all_reduce" else 1.0), ring)
 
 

@@ -43,6 +43,7 @@ _HW = {
     "scaleup_base_latency_us": ("scaleup_base_s", 1e-6),
     "scaleup_nvls_efficiency": ("nvls_eff", 1.0), "scaleup_nvls_latency_us": ("nvls_lat_s", 1e-6),
     "scaleup_domain_devices": ("scaleup_domain", 1.0), "scaleup_torus_dims": ("torus_dims", 1.0),
+    "scaleup_torus_wrap_devices": ("torus_wrap", 1.0),
     "scaleout_gb_s": ("scaleout_bw", 1e9), "scaleout_efficiency": ("scaleout_eff", 1.0),
     "scaleout_latency_us": ("scaleout_lat_s", 1e-6), "scaleout_ll_latency_us": ("scaleout_ll_s", 1e-6),
     "host_link_gb_s": ("host_link_bw", 1e9), "host_link_efficiency": ("host_link_eff", 1.0),

@@ -260,6 +260,7 @@ COLUMNS = (
        "(0 the mode's default, 1 FSDP's, 2 offloading's, 3 the TPU's training engine)"),
     _C("scaleup_domain", "1", "devices one scale-up fabric joins (an ICI slice, an NVL72 rack); 0: devices_per_node"),
     _C("torus_dims", "1", "dimensions of a torus scale-up fabric (TPU ICI); 0: switched, every group at full bandwidth"),
+    _C("torus_wrap", "1", "chips a torus slice's count is a multiple of where its rings close (wraparound links); 0: every slice"),
     _C("stage_layers", "1", "layers on the fullest pipeline stage (ceil(layers / pp), or the largest pp_layers count)"),
     _C("pp_layers_stages", "1", "stages an explicit pp_layers lists (NaN: balanced split)"),
     _C("pp_layers_total", "1", "layers an explicit pp_layers adds up to (NaN: balanced split)"),

@@ -49,7 +49,7 @@ _SCHEMA = {
         "scaleup": {"name": S.STR, "bandwidth_gb_s": S.NUM, "latency_us": S.NUM, "efficiency": S.NUM,
                     "ll_latency_us": S.NUM, "base_latency_us": S.NUM,
                     "in_network_reduction": S.BOOL, "in_network_efficiency": S.NUM, "in_network_latency_us": S.NUM,
-                    "domain_devices": S.INT, "torus_dims": S.INT},
+                    "domain_devices": S.INT, "torus_dims": S.INT, "torus_wrap_devices": S.INT},
         "host_link": {"name": S.STR, "bandwidth_gb_s": S.NUM, "efficiency": S.NUM},
         "host_memory_gib": S.NUM,
         "nvme_bandwidth_gb_s": S.NUM,
@@ -106,6 +106,7 @@ _FIELDS = {
     "node.scaleup.in_network_latency_us": "scaleup_nvls_latency_us",
     "node.scaleup.domain_devices": "scaleup_domain_devices",
     "node.scaleup.torus_dims": "scaleup_torus_dims",
+    "node.scaleup.torus_wrap_devices": "scaleup_torus_wrap_devices",
     "node.host_link.bandwidth_gb_s": "host_link_gb_s",
     "node.host_link.efficiency": "host_link_efficiency",
     "node.host_memory_gib": "host_memory_gib",
@@ -138,6 +139,7 @@ _OPTIONAL_DEFAULTS = {
     "host_link_gb_s": 0.0,
     # the scale-up fabric joins the node's devices (0: devices_per_node) through switches (0 torus dims)
     "scaleup_domain_devices": 0, "scaleup_torus_dims": 0, "host_link_efficiency": 1.0,
+    "scaleup_torus_wrap_devices": 0,  # every slice of a torus closes its rings
     "host_memory_gib": 0.0, "nvme_bandwidth_gb_s": 0.0, "cpu_tflops": 0.0, "cpu_memory_bandwidth_gb_s": 0.0,
     # offloading tiers: writes at the read bandwidth, capacity unchecked (0), NVMe data bounced
     # through host memory, host memory at its nominal bandwidth unless a spec says otherwise
