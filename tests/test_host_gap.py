@@ -38,14 +38,30 @@ def test_the_gap_power_is_reached_when_the_step_is_all_host():
     np.testing.assert_allclose(p["power_w"], 140.0)
 
 
-def test_estimate_prices_the_decode_overhead_at_the_gap_power():
+# nvidia-smi -q on the 7 A100-SXM4-80GB boards of a hung node waiting in a barrier at 1,410 MHz
+# (huggingface/m4-logs 6034608c tr_141-hanging/..._num_workers_0-try3/gpu.query.all.txt), W.
+A100_WAITING_W = (87.03, 85.15, 85.00, 86.67, 84.99, 85.15, 87.26)
+
+
+def test_the_a100_gap_power_is_the_waiting_boards_mean():
+    """Both A100 parts (the 40 GB one by base:) take the mean of the readings, which lies above
+    the eighth board of that node with no kernel at 1,155 MHz (67.97 W) and under the busy floor."""
+    mean = sum(A100_WAITING_W) / len(A100_WAITING_W)
+    for name in ("a100-80gb", "a100-40gb"):
+        spec = load_hardware(name)
+        assert spec["host_gap_w"] == pytest.approx(mean, abs=0.05)
+        assert spec["idle_w"] < 67.97 < spec["host_gap_w"] < spec["idle_w"] + spec["active_w"]
+
+
+@pytest.mark.parametrize("hardware", ["h100-sxm", "a100-80gb"])
+def test_estimate_prices_the_decode_overhead_at_the_gap_power(hardware):
     """vllm-0.5's decode step leaves the device waiting for the host (overhead_s) and between its
     kernels (launch_s): the step's power is the busy-floor power less (busy floor - host_gap_w) over
     that share of the step."""
-    r = perfsim.estimate(model="llama3-8b", hardware="h100-sxm", mode="inference", runtime="vllm-0.5", batch=8,
+    r = perfsim.estimate(model="llama3-8b", hardware=hardware, mode="inference", runtime="vllm-0.5", batch=8,
                          prompt_len=128, gen_len=64)
     d = r["breakdown"]["decode"]
-    spec = load_hardware("h100-sxm")
+    spec = load_hardware(hardware)
     busy = spec["idle_w"] + spec["active_w"]
     assert d["clock_ratio"] == 1.0 and d["overhead_s"] > 0
     c = dict(idle_w=spec["idle_w"], active_w=spec["active_w"], matrix_w=spec["matrix_w"], tdp_w=spec["tdp_w"],
