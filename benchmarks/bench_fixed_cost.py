@@ -13,14 +13,22 @@ import os
 import sys
 
 from bench_peers import cli_wall, median_call
-from bench_sweep import INFERENCE_1000, bench, warm_estimate
+from bench_sweep import ESTIMATE, INFERENCE_1000, bench, warm_estimate
 
 import perfsim
+from perfsim.plan import recall
 
 #: a configuration with the defaults: one device, no collectives
 DEFAULTS = dict(model="llama2-7b", hardware="a100-80gb")
 #: a training step with the defaults (recompute auto: the least recomputation that fits is searched)
 TRAINING = dict(model="llama2-70b", hardware="h100-sxm", mode="train", num_devices=8, tp=8)
+
+
+def new_lengths(calls: int) -> float:
+    """Median time of ``calls`` estimates of :data:`ESTIMATE`, each at a batch and prompt length this process
+    has not estimated before (a notebook's loop over batch sizes: only what depends on neither is kept)."""
+    plans = iter([{**ESTIMATE, "batch": 1 + i % 64, "prompt_len": 2049 + i // 64} for i in range(calls + 1)])
+    return median_call(lambda: perfsim.estimate(**next(plans)), calls)
 
 
 def cli_median(runs: int) -> float:
@@ -37,6 +45,11 @@ def main():
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     whole, fixed = warm_estimate(args.calls)
     print(f"| one warm `perfsim.estimate`, Llama-2-70B on 8 x H100, batch 8 | {whole * 1e3:.2f} ms |")
+    print(f"| the same, each call a batch and length not estimated before (batch 1..64, prompt_len 2049 + i // 64) | "
+          f"{new_lengths(args.calls) * 1e3:.2f} ms |")
+    print(f"| the same call repeated (its result arrays recalled: perfsim.plan.recall) | "
+          f"{median_call(lambda: perfsim.estimate(**ESTIMATE), args.calls) * 1e3:.3f} ms |")
+    recall.ON = False  # the rows below: each estimate made, none recalled
     print(f"| one warm `perfsim.estimate`, Llama-2-7B on one A100, defaults | "
           f"{median_call(lambda: perfsim.estimate(**DEFAULTS), args.calls) * 1e3:.2f} ms |")
     print(f"| its fixed cost (the cost models' results precomputed) | {fixed * 1e3:.2f} ms |")

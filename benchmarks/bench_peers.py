@@ -35,6 +35,7 @@ import tempfile
 import time
 
 import perfsim
+from perfsim.plan import recall
 from perfsim.specs.model import load_model
 
 INFERENCE = dict(model="llama2-70b", hardware="h100-sxm", tp=[1, 2, 4, 8],
@@ -173,6 +174,7 @@ def main():
     parser.add_argument("--calls", type=int, default=1000, help="calls of one warm estimate (the median is reported)")
     parser.add_argument("--cli-runs", type=int, default=7, help="runs of each command line (the median is reported)")
     args = parser.parse_args()
+    recall.ON = False  # every estimate made, as the peer makes each (none recalled: perfsim.plan.recall)
     la = peer()
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs\n")
     print("| benchmark | configs | perfsim | llm-analysis | perfsim's speed / llm-analysis's |")

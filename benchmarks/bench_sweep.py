@@ -82,15 +82,21 @@ ESTIMATE = dict(model="llama2-70b", hardware="h100-sxm", tp=8, batch=8, prompt_l
 def warm_estimate(calls: int) -> tuple[float, float]:
     """Median time of one warm ``perfsim.estimate`` of :data:`ESTIMATE`, and of its fixed cost: the same
     call with the cost models (the closed forms and the power model) replaced by their precomputed
-    results, so what is timed is everything around them (checks, columns, feasibility, the result dict)."""
+    results, so what is timed is everything around them (checks, columns, feasibility, the result dict).
+    Each call is made (none recalled: :mod:`perfsim.plan.recall`)."""
     from bench_peers import median_call
 
     from perfsim.analytical import evaluate as ev
+    from perfsim.plan import recall
     from perfsim.plan.columns import build
     from perfsim.plan.grid import expand
 
     def median(fn):
-        return median_call(fn, calls)
+        on, recall.ON = recall.ON, False
+        try:
+            return median_call(fn, calls)
+        finally:
+            recall.ON = on
 
     whole = median(lambda: perfsim.estimate(**ESTIMATE))
     c = build(expand(ESTIMATE))

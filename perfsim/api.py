@@ -23,6 +23,7 @@ from perfsim.cost.topology import group_collective
 from perfsim.errors import MAX_WHOLE, InputError, check_whole, finite, shown, unknown
 from perfsim.events import pipeline
 from perfsim.events.trace import check_path, write_chrome_trace
+from perfsim.plan import recall
 from perfsim.plan.arguments import ARGUMENTS, Schedule, check_mode_arguments
 from perfsim.plan.columns import default_inference_code, engine_name, hardware_columns
 from perfsim.plan.offload import AUTO_ARGUMENTS, is_auto
@@ -71,6 +72,8 @@ def estimate(trace_out=None, **plan) -> dict:
     dict
         ``feasible``, ``reason``, ``memory_per_device_gib`` {…}, ``breakdown`` {…} and the
         mode's keys (inference: ``ttft_s``, ``tpot_s``, …; train: ``step_time_s``, ``mfu``, …).
+        A new dict each call (a call with the same arguments as one of the last few, its spec files
+        unchanged, nests the result arrays that call made: :mod:`perfsim.plan.recall`).
 
     Examples
     --------
@@ -79,18 +82,25 @@ def estimate(trace_out=None, **plan) -> dict:
     (True, True)
     """
     plan = _given(plan)
-    _one_row(plan, "estimate")
-    if trace_out is None:
-        grid, out = evaluate(plan)
-        dtype = grid.values("dtype")[0]  # (the default that the devices take, where none is given)
+    key = recall.key(plan) if trace_out is None else None  # (the last few calls' results: perfsim.plan.recall)
+    kept = None if key is None else recall.recall(key, plan)
+    if kept is not None:
+        out, dtype = kept
     else:
-        if plan.get("mode", "inference") != "train":
-            raise InputError("a step trace is written for mode train (serve writes serving traces)",
-                             field="trace_out")
-        check_path(trace_out)
-        c, out = evaluate_columns(plan)
-        dtype = None
+        _one_row(plan, "estimate")
+        if trace_out is None:
+            grid, out = evaluate(plan)
+            dtype = grid.values("dtype")[0]  # (the default that the devices take, where none is given)
+        else:
+            if plan.get("mode", "inference") != "train":
+                raise InputError("a step trace is written for mode train (serve writes serving traces)",
+                                 field="trace_out")
+            check_path(trace_out)
+            c, out = evaluate_columns(plan)
+            dtype = None
     check_mode_arguments(plan)  # after the values' own checks: a bad value is named as such first
+    if key is not None and kept is None:
+        recall.keep(key, plan, (out, dtype))  # (the arrays the result is nested from: read, never changed)
     result = first_row(out)
     result["mode"] = plan.get("mode", "inference")
     result["plan"] = resolved_plan(plan, out, dtype)

@@ -200,3 +200,27 @@ def test_the_row_key_of_arguments_at_their_defaults_is_the_one_made_value_by_val
     made = tuple((name, frozen(axis.values[0])) for name, axis in grid.axes.items())
     assert columns._row_key(grid) == made
     assert DEFAULT_AXES["batch"].values == [ARGUMENTS["batch"][1]]  # (no grid wrote its default axes)
+
+
+@pytest.mark.parametrize("plan", [dict(model="llama2-70b", hardware="h100-sxm", tp=8, num_devices=8, runtime="vllm"),
+                                  dict(model="deepseek-v3", hardware="h200", tp=8, num_devices=8, dtype="fp8"),
+                                  dict(model="llama2-7b", hardware="a100-80gb", mode="train", tp=2, num_devices=8)])
+def test_a_configuration_with_other_lengths_reuses_its_columns_with_the_values_and_types_built(plan, monkeypatch):
+    """A one-row grid that differs from one built before only in its batch and lengths takes that one's columns
+    (no build) with its own lengths: the columns, their types and their order as built for it alone."""
+    columns._ONE_ROW.clear()
+    columns._CONFIGURATION.clear()
+    build(expand({**plan, "batch": 3, "seq_len": 1024}))
+    calls = []
+    real = columns._build
+    monkeypatch.setattr(columns, "_build", lambda grid: calls.append(1) or real(grid))
+    for lengths in (dict(batch=5), dict(batch=7, prompt_len=300, gen_len=2), dict(seq_len=4096), {}):
+        grid = expand({**plan, **lengths})
+        kept, built = build(grid), columns._numbers(real(grid))
+        assert list(kept) == list(built)
+        for key, value in kept.items():
+            assert type(value) is type(built[key]) and np.array_equal(value, built[key], equal_nan=True), key
+            assert not isinstance(value, np.ndarray) or not value.flags.writeable, key
+    assert calls == []  # (every one from the first's columns)
+    other = build(expand({**plan, "batch": 5, "tp": 1, "num_devices": 1}))  # another configuration: built
+    assert calls == [1] and other["tp"] == 1

@@ -156,13 +156,41 @@ def build(grid) -> dict:
 
     The columns of a grid of one configuration are kept (:data:`_ONE_ROW`) and handed out again
     while its model, hardware and runtime specs are unchanged (a spec file edited on disk is read
-    again, and then so are the columns): a new dict each time, of NumPy numbers (:func:`_numbers`). Those of the
-    specs alone are kept so for any grid whose spec arguments have one value each (:data:`_SPEC_PART`).
+    again, and then so are the columns): a new dict each time, of NumPy numbers (:func:`_numbers`); a
+    configuration that differs from one kept only in its batch and lengths takes that one's columns
+    (:data:`_CONFIGURATION`). Those of the specs alone are kept so for any grid whose spec arguments have
+    one value each (:data:`_SPEC_PART`).
     """
     key = _row_key(grid)
     if key is None:
         return _build(grid)
-    return _kept(_ONE_ROW, key, _specs(grid), lambda: _numbers(_build(grid)))
+    specs = _specs(grid)
+    return _kept(_ONE_ROW, key, specs, lambda: _other_lengths(grid, key, specs))
+
+
+#: the arguments whose columns :func:`_build` gathers as given and reads nowhere else: the batch and
+#: lengths, which size the work, not the configuration
+_LENGTHS = ("batch", "prompt_len", "gen_len", "seq_len")
+#: the columns of one configuration (:func:`_numbers`), by the row key without the lengths' parts: (the
+#: specs they were read from, the columns), so a call that changes only the batch or lengths reuses them
+_CONFIGURATION = Memo(16)
+
+
+def _other_lengths(grid, key, specs) -> dict:
+    """:func:`_numbers` of :func:`_build` of a one-row grid: where a configuration that differs from it in
+    :data:`_LENGTHS` only was built from the same specs, its columns with this grid's lengths gathered as
+    :func:`_build` gathers them (the same values, types and key order); else built and kept for the next."""
+    part = tuple(p for p in key if p[0] not in _LENGTHS)
+    hit = _CONFIGURATION.get(part)
+    if hit is not None and all(a is b for a, b in zip(hit[0], specs, strict=True)):
+        c = dict(hit[1])
+        for name in _LENGTHS:  # (the others are numbers already)
+            value = grid.gather(name, grid.values(name))
+            c[name] = value[()] if value.__class__ is np.ndarray and not value.ndim else value
+        return c
+    c = _read_only(_numbers(_build(grid)))
+    _CONFIGURATION.put(part, (specs, dict(c)))
+    return c
 
 
 def _numbers(c: dict) -> dict:
@@ -173,18 +201,23 @@ def _numbers(c: dict) -> dict:
 
 
 def _kept(memo, key, specs, build) -> dict:
-    """``build()``'s columns kept in ``memo`` under ``key`` and handed out again while the specs they
-    were read from are the same objects (a spec file edited on disk is read again): a new dict each
-    time, its arrays read-only."""
+    """``build()``'s columns (their arrays read-only: :func:`_read_only`) kept in ``memo`` under ``key`` and
+    handed out again while the specs they were read from are the same objects (a spec file edited on disk
+    is read again): a new dict each time."""
     hit = memo.get(key)
     if hit is not None and len(hit[0]) == len(specs) and all(a is b for a, b in zip(hit[0], specs, strict=True)):
         return dict(hit[1])
     c = build()
+    memo.put(key, (specs, c))
+    return dict(c)
+
+
+def _read_only(c: dict) -> dict:
+    """``c``, each of its arrays made read-only (a kept column no caller can change)."""
     for value in c.values():
         if isinstance(value, np.ndarray):
             value.flags.writeable = False
-    memo.put(key, (specs, c))
-    return dict(c)
+    return c
 
 
 def _row_key(grid):
@@ -246,7 +279,7 @@ def _spec_part(grid) -> dict:
         return _spec_columns(grid)
     runtime, mode = grid.values("runtime")[0], grid.values("mode")[0]
     specs = (*_specs(grid), load_runtime(runtime if runtime is not None else DEFAULT_RUNTIME[mode]))
-    return _kept(_SPEC_PART, key, specs, lambda: _spec_columns(grid))
+    return _kept(_SPEC_PART, key, specs, lambda: _read_only(_spec_columns(grid)))
 
 
 def _spec_columns(grid) -> dict:
