@@ -10,7 +10,7 @@ from perfsim import estimate, sweep
 from perfsim.analytical import evaluate
 from perfsim.cost.power import solve_clock
 from perfsim.explore import chunks
-from perfsim.explore.plan_columns import TEXT, _combinations, _integers, _same_everywhere
+from perfsim.explore.plan_columns import TEXT, _combinations, _same_everywhere, integers
 from perfsim.plan.grid import space as make_space
 from perfsim.plan.rows import Detail, per_slice
 
@@ -195,7 +195,7 @@ def test_whole_numbers_of_one_value_on_every_row_are_made_whole_once_the_same(va
         assert _same_everywhere(values) == bool(np.all(values == values[0]))
     if np.isinf(values).any():
         return  # (no whole number to compare)
-    made = _integers(values, nullable)
+    made = integers(values, nullable)
     missing = np.isnan(values)
     whole = np.round(np.where(missing, 0, values)).astype(np.int64)
     if nullable:

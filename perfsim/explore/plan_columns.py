@@ -155,7 +155,7 @@ def _codes(codes, n: int) -> np.ndarray:
     return np.zeros(n, np.int64) if codes is None else codes
 
 
-def _integers(values: np.ndarray, nullable: bool):
+def integers(values: np.ndarray, nullable: bool):
     """Whole numbers from floats (NaN: none) as int64, or as nullable Int64 when some row may have none.
     One number on every row (most chunks' devices, replicas, ZeRO stages) is made whole once."""
     if values.ndim == 1 and len(values) > 1 and _same_everywhere(values):
@@ -172,7 +172,7 @@ _WHOLE = frozenset(name for name, (kind, _) in ARGUMENTS.items()
 
 
 def _whole(values: list):
-    """An argument's distinct values made whole (:func:`_integers`; None: none), kept per list of
+    """An argument's distinct values made whole (:func:`integers`; None: none), kept per list of
     values (a sweep's chunks and calls give the same few)."""
     try:
         return _whole_kept(tuple(values))
@@ -189,7 +189,7 @@ def _whole_kept(values: tuple):
 
 
 def _whole_made(values) -> np.ndarray | pd.arrays.IntegerArray:
-    return _integers(np.asarray([np.nan if v is None else float(v) for v in values]), None in values)
+    return integers(np.asarray([np.nan if v is None else float(v) for v in values]), None in values)
 
 
 def plan_columns(grid: Grid, out: dict) -> dict:
@@ -220,10 +220,10 @@ def plan_columns(grid: Grid, out: dict) -> dict:
             counts = np.asarray(out[_COUNTED[name]], dtype=float)
             if other is not None:
                 counts = np.where(other, np.nan, counts)
-            columns[name] = _integers(counts, mixed)
+            columns[name] = integers(counts, mixed)
         elif name == "micro_batch":
             counts = np.where(train, np.asarray(out["plan.micro_batch"], dtype=float), numbers(values, codes, None))
-            columns[name] = _integers(counts, "inference" in modes and None in values)
+            columns[name] = integers(counts, "inference" in modes and None in values)
         elif name == "recompute":
             chosen = np.nan_to_num(np.asarray(out["plan.recompute"], dtype=float), nan=-1).astype(np.int64)
             labels = [m.label for m in Recompute if m is not Recompute.AUTO]
@@ -239,7 +239,7 @@ def plan_columns(grid: Grid, out: dict) -> dict:
             columns[name] = _spread(table, codes, n) if isinstance(table, np.ndarray) else \
                 pd.arrays.IntegerArray(_spread(table._data, codes, n), _spread(table._mask, codes, n))
         elif name in _WHOLE:
-            columns[name] = _integers(numbers(values, codes, other), mixed or None in values)
+            columns[name] = integers(numbers(values, codes, other), mixed or None in values)
         elif kind in _NUMBER_KINDS:
             columns[name] = numbers(values, codes, other)
         elif kind == "bool" and f"plan.{name}" in out:  # a default the engine decides (sequence parallelism)
