@@ -177,6 +177,7 @@ def _general_combinations(*keys):
     (np.array([1, 1, 1, 1, 1, 2]), np.ones(6, bool), np.array([2.0, np.nan, 2.0, 2.0, 2.0, 2.0])),  # a NaN: -1
     (np.zeros(6, np.int64), np.zeros(6, bool), np.full(6, np.nan)),
     (np.zeros(1, np.int64), np.zeros(1, bool), np.array([7.0])),
+    (np.ones(1, np.int64), np.ones(1, bool), np.array([np.nan])),  # one row: its NaN read as -1
 ])
 def test_combinations_of_keys_of_one_value_or_none_are_those_of_every_row_laid_out(keys):
     combos, inverse = _combinations(*keys, nan=-1)

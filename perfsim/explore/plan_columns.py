@@ -127,9 +127,16 @@ def _combinations(*keys, nan: float = 0.0):
         k = np.asarray(k)
         return np.asarray(np.nan_to_num(k, nan=nan) if k.dtype.kind == "f" else k, dtype=np.int64)
 
+    def first(k):  # (a key's whole number at its first row: a finite float's truncation, as int64's)
+        if k is None or not np.size(k):
+            return 0
+        rows = np.ravel(k)
+        if rows.dtype.kind == "f" and not abs(rows[0]) < 2.0 ** 63:  # (NaN, infinities: as laid out)
+            return int(whole(rows[:1])[0])
+        return int(rows[0])
+
     if all(k is None or np.size(k) <= 1 or _same_everywhere(np.ravel(k)) for k in keys):
-        first = np.asarray([[int(whole(np.ravel(k)[:1])[0]) if k is not None and np.size(k) else 0] for k in keys])
-        return first, np.zeros(n, np.int64)
+        return np.asarray([[first(k)] for k in keys]), np.zeros(n, np.int64)
     keys = [np.zeros(n, np.int64) if k is None else whole(k) for k in keys]
     lows = [int(k.min()) for k in keys]
     spans = [int(k.max()) - low + 1 for k, low in zip(keys, lows, strict=True)]
