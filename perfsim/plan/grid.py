@@ -96,6 +96,7 @@ def _structural(name: str) -> bool:
 
 
 _RUN_ROWS = 16  # rows of a code's run from which runs are repeated rather than a pattern tiled
+_DIVIDED_ROWS = 1024  # rows of a block under which its codes are divided row by row
 
 
 def axis_codes(start: int, stop: int, stride: int, length: int) -> np.ndarray:
@@ -104,8 +105,8 @@ def axis_codes(start: int, stop: int, stride: int, length: int) -> np.ndarray:
     code repeated) or its period (one cycle of codes tiled) rather than divided row by row (two
     integer divisions a row cost more than the rest of a block's layout)."""
     n = stop - start
-    if n <= 0:
-        return np.zeros(0, np.int64)
+    if n < _DIVIDED_ROWS:  # (few rows: two divisions cost less than laying out runs or a cycle)
+        return (np.arange(start, stop, dtype=np.int64) // stride) % length
     if stride >= _RUN_ROWS:
         first = start // stride
         runs = (stop - 1) // stride - first + 1
