@@ -112,15 +112,16 @@ class _Table:
         self.others: dict = {}  # column -> [(first row, array)]
         self.alike: list = []  # [(block of one dtype, its columns' names)]
         self.placed: dict = {}  # column -> (its block, its row there, [(first row, rows)] written)
+        self.chunks: list = []  # (first row, rows) of each chunk added
 
     def add(self, columns: dict, start: int):
         n = len(next(iter(columns.values())))
+        place = self.block is None and (n < self.rows or self.rows <= COPY_ROWS)
         if self.block is None:
             self.floats = {name: i for i, name in enumerate(k for k, v in columns.items() if is_float(v))}
             self.block = np.empty((len(self.floats), self.rows))
-            if n < self.rows or self.rows <= COPY_ROWS:
-                self._place(columns)
         self.order.update(dict.fromkeys(columns))
+        self.chunks.append((start, n))
         rows = self.block[:, start:start + n]  # (one view of the chunk's rows; a column of it per float)
         for name, i in self.floats.items():
             value = columns.pop(name, None)
@@ -128,6 +129,8 @@ class _Table:
                 rows[i] = value
             else:
                 put(rows[i], np.nan if value is None else value)
+        if place:  # (the first chunk's columns other than its floats)
+            self._place(columns)
         placed = self.placed
         for name, value in columns.items():
             if name in placed:
@@ -148,7 +151,8 @@ class _Table:
         columns.clear()
 
     def _place(self, columns: dict):
-        """A block per dtype of the first chunk's whole-number and flag NumPy columns, for every row."""
+        """A block per dtype of the first chunk's whole-number and flag NumPy columns (``columns``: its
+        columns other than the floats), for every row."""
         alike: dict = {}
         for name, value in columns.items():
             if value.__class__ is np.ndarray and value.ndim == 1 and value.dtype.kind in "biu":
@@ -165,7 +169,10 @@ class _Table:
         self.others[name] = [(first, block[i, first:first + n]) for first, n in spans]
 
     def frame(self) -> pd.DataFrame:
-        for name in [name for name, (_, _, spans) in self.placed.items() if sum(n for _, n in spans) != self.rows]:
+        every = len(self.chunks)  # (a column written by every chunk holds every row: the chunks cover them)
+        if sum(n for _, n in self.chunks) != self.rows:  # pragma: no cover - a sweep's chunks cover its rows
+            every = -1
+        for name in [name for name, (_, _, spans) in self.placed.items() if len(spans) != every]:
             self._eject(name)  # (a column some chunks have not: missing values there)
         groups = []
         for block, members in self.alike:
