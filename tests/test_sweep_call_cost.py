@@ -242,3 +242,22 @@ def test_one_row_key_is_each_arguments_value_keyed(args):
     assert _row_key(grid) == tuple((name, frozen(axis.values[0])) for name, axis in grid.axes.items())
     assert any(axis is DEFAULT_AXES.get(name) for name, axis in grid.axes.items())
     assert _row_key(expand(dict(args, batch=[1, 2]))) is None
+
+
+@pytest.mark.parametrize("stride", [1, 2, 7, 15, 16, 17, 250, 250000])
+@pytest.mark.parametrize("length", [2, 3, 10, 100])
+def test_axis_codes_of_a_block_are_those_division_gives(stride, length, monkeypatch):
+    """A block's codes, laid out from runs or a tiled cycle, are (row // stride) % length on every row
+    (blocks of no, one and many rows, starting inside a run and a cycle, longer than a cycle)."""
+    from perfsim.plan import grid
+    from perfsim.plan.grid import axis_codes
+
+    monkeypatch.setattr(grid, "_DIVIDED_ROWS", 1)  # every block of rows laid out from runs or a cycle
+    rng = np.random.default_rng(stride * 1000 + length)
+    total = stride * length * 3
+    bounds = [(0, 0), (0, 1), (5, 6), (0, total), (stride - 1, stride * length + 1)]
+    bounds += [tuple(sorted(rng.integers(0, total + 1, 2).tolist())) for _ in range(20)]
+    for start, stop in bounds:
+        want = (np.arange(start, stop, dtype=np.int64) // stride) % length
+        made = axis_codes(start, stop, stride, length)
+        assert made.dtype == want.dtype and np.array_equal(made, want), (start, stop)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from perfsim import estimate, sweep
 from perfsim.analytical import evaluate
 from perfsim.cost.power import solve_clock
 from perfsim.explore import chunks
-from perfsim.explore.plan_columns import TEXT, _combinations
+from perfsim.explore.plan_columns import TEXT, _combinations, _same_everywhere, integers
 from perfsim.plan.grid import space as make_space
 from perfsim.plan.rows import Detail, per_slice
 
@@ -161,3 +162,45 @@ def test_a_small_training_sweeps_reasons_are_its_estimates():
         one = estimate(model="llama2-70b", hardware="a100-80gb", mode="train", num_devices=8, tp=int(row["tp"]),
                        zero=int(row["zero"]), recompute=row["recompute"], global_batch=int(row["global_batch"]))
         assert (row["reason"] if isinstance(row["reason"], str) else None) == one["reason"]
+
+
+def _general_combinations(*keys):
+    """:func:`_combinations` as a sort finds them, every key laid out on every row."""
+    flat = np.asarray(keys, dtype=np.int64)
+    combos, inverse = np.unique(flat, axis=1, return_inverse=True)
+    return combos, np.ravel(inverse)
+
+
+@pytest.mark.parametrize("keys", [
+    (None, np.zeros(6, bool), np.full(6, 3.0)),  # one value on every row: read at the first row
+    (None, np.array([True, True, False, True, True, True]), np.full(6, 3.0)),
+    (np.array([1, 1, 1, 1, 1, 2]), np.ones(6, bool), np.array([2.0, np.nan, 2.0, 2.0, 2.0, 2.0])),  # a NaN: -1
+    (np.zeros(6, np.int64), np.zeros(6, bool), np.full(6, np.nan)),
+    (np.zeros(1, np.int64), np.zeros(1, bool), np.array([7.0])),
+    (np.ones(1, np.int64), np.ones(1, bool), np.array([np.nan])),  # one row: its NaN read as -1
+])
+def test_combinations_of_keys_of_one_value_or_none_are_those_of_every_row_laid_out(keys):
+    combos, inverse = _combinations(*keys, nan=-1)
+    rows = [np.zeros(len(keys[1]), np.int64) if k is None else np.nan_to_num(k, nan=-1).astype(np.int64) for k in keys]
+    want_combos, want_inverse = _general_combinations(*rows)
+    assert np.array_equal(combos, want_combos) and np.array_equal(inverse, want_inverse)
+    assert combos.dtype == np.int64 and inverse.dtype == np.int64
+
+
+@pytest.mark.parametrize("values", [[2.0] * 5, [-0.0] * 4, [2.0, 2.0, 2.4, 2.0], [np.nan] * 3, [1.0, np.nan, 1.0],
+                                    [8.0, 8.0, 8.0, 8.0, np.nan], [np.inf] * 2, [3.0], [5.0, 4.0, 5.0]])
+@pytest.mark.parametrize("nullable", [False, True])
+def test_whole_numbers_of_one_value_on_every_row_are_made_whole_once_the_same(values, nullable):
+    values = np.asarray(values)
+    if len(values) > 1:
+        assert _same_everywhere(values) == bool(np.all(values == values[0]))
+    if np.isinf(values).any():
+        return  # (no whole number to compare)
+    made = integers(values, nullable)
+    missing = np.isnan(values)
+    whole = np.round(np.where(missing, 0, values)).astype(np.int64)
+    if nullable:
+        pd.testing.assert_extension_array_equal(made, pd.arrays.IntegerArray(whole, missing))
+        assert made._data.flags.writeable and made._mask.flags.writeable
+    else:
+        assert made.dtype == np.int64 and np.array_equal(made, whole) and made.flags.writeable

@@ -18,7 +18,7 @@ import pandas as pd
 from perfsim.analytical.evaluate import Pieces, evaluate_rows, whole_boxes
 from perfsim.errors import InputError
 from perfsim.explore.constraints import Constraint, meets, parse_constraints
-from perfsim.explore.plan_columns import TEXT, categorical, plan_columns, text_array
+from perfsim.explore.plan_columns import TEXT, categorical, integers, plan_columns, text_array
 from perfsim.plan.grid import Grid, Space
 
 BACKENDS = ("local", "dask")
@@ -95,8 +95,8 @@ def chunk_columns(space: Space, start: int, stop: int, constraints=(), keep_infe
             continue  # the evaluation's codes of the plan: the resolved plan's columns follow
         if value.dtype == object:
             columns[key] = text_column(value)
-        elif key in _COUNTS and np.isfinite(value).all():  # whole numbers stay whole
-            columns[key] = np.round(value).astype(np.int64)
+        elif key in _COUNTS and np.isfinite(value).all():  # whole numbers stay whole (one on every row: made once)
+            columns[key] = integers(value, False)
         else:
             columns[key] = value
     columns.update(plan_columns(grid, out))

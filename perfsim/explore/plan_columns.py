@@ -106,13 +106,38 @@ def _label_codes(labels: tuple) -> tuple[np.ndarray, pd.CategoricalDtype]:
     return table, _dtype(tuple((str, c) for c in categories))
 
 
-def _combinations(*keys: np.ndarray):
-    """The distinct combinations of the whole-number arrays ``keys`` (one column each, in rows)
-    and each row's index into them, sorted; one pass over the rows, not a sort of tuples."""
-    keys = [np.asarray(k, dtype=np.int64) for k in keys]
-    if all(k.size <= 1 or (k == k[0]).all() for k in keys):
-        first = np.asarray([[int(k[0]) if k.size else 0] for k in keys])
-        return first, np.zeros(keys[0].size, np.int64)
+def _same_everywhere(values: np.ndarray) -> bool:
+    """Whether every row of ``values`` (1-d, of two rows or more) holds its first value (a NaN never
+    does): its ends and middle read first (most columns that differ do there), then its least and
+    greatest compared, without an array made."""
+    first = values[0]
+    if not (values[-1] == first and values[len(values) // 2] == first):
+        return False
+    return bool(values.min() == values.max())
+
+
+def _combinations(*keys, nan: float = 0.0):
+    """The distinct combinations of the whole-number arrays ``keys`` (one column each, in rows; a
+    float's NaN read as ``nan``; None: 0 on every row) and each row's index into them, sorted; one
+    pass over the rows, not a sort of tuples. Keys of one value on every row (most chunks' engines
+    and pipeline splits) are read at their first row only."""
+    n = next(np.size(k) for k in keys if k is not None)
+
+    def whole(k):  # (the rows of a key as int64: a float's NaN read as ``nan``)
+        k = np.asarray(k)
+        return np.asarray(np.nan_to_num(k, nan=nan) if k.dtype.kind == "f" else k, dtype=np.int64)
+
+    def first(k):  # (a key's whole number at its first row: a finite float's truncation, as int64's)
+        if k is None or not np.size(k):
+            return 0
+        rows = np.ravel(k)
+        if rows.dtype.kind == "f" and not abs(rows[0]) < 2.0 ** 63:  # (NaN, infinities: as laid out)
+            return int(whole(rows[:1])[0])
+        return int(rows[0])
+
+    if all(k is None or np.size(k) <= 1 or _same_everywhere(np.ravel(k)) for k in keys):
+        return np.asarray([[first(k)] for k in keys]), np.zeros(n, np.int64)
+    keys = [np.zeros(n, np.int64) if k is None else whole(k) for k in keys]
     lows = [int(k.min()) for k in keys]
     spans = [int(k.max()) - low + 1 for k, low in zip(keys, lows, strict=True)]
     flat = np.zeros(keys[0].size, np.int64)
@@ -137,8 +162,12 @@ def _codes(codes, n: int) -> np.ndarray:
     return np.zeros(n, np.int64) if codes is None else codes
 
 
-def _integers(values: np.ndarray, nullable: bool):
-    """Whole numbers from floats (NaN: none) as int64, or as nullable Int64 when some row may have none."""
+def integers(values: np.ndarray, nullable: bool):
+    """Whole numbers from floats (NaN: none) as int64, or as nullable Int64 when some row may have none.
+    One number on every row (most chunks' devices, replicas, ZeRO stages) is made whole once."""
+    if values.ndim == 1 and len(values) > 1 and _same_everywhere(values):
+        whole = np.round(values[:1]).astype(np.int64).repeat(len(values))
+        return pd.arrays.IntegerArray(whole, np.zeros(len(values), dtype=bool)) if nullable else whole
     missing = np.isnan(values)
     whole = np.round(np.where(missing, 0, values) if missing.any() else values).astype(np.int64)
     return pd.arrays.IntegerArray(whole, missing) if nullable else whole
@@ -150,7 +179,7 @@ _WHOLE = frozenset(name for name, (kind, _) in ARGUMENTS.items()
 
 
 def _whole(values: list):
-    """An argument's distinct values made whole (:func:`_integers`; None: none), kept per list of
+    """An argument's distinct values made whole (:func:`integers`; None: none), kept per list of
     values (a sweep's chunks and calls give the same few)."""
     try:
         return _whole_kept(tuple(values))
@@ -167,7 +196,7 @@ def _whole_kept(values: tuple):
 
 
 def _whole_made(values) -> np.ndarray | pd.arrays.IntegerArray:
-    return _integers(np.asarray([np.nan if v is None else float(v) for v in values]), None in values)
+    return integers(np.asarray([np.nan if v is None else float(v) for v in values]), None in values)
 
 
 def plan_columns(grid: Grid, out: dict) -> dict:
@@ -198,28 +227,26 @@ def plan_columns(grid: Grid, out: dict) -> dict:
             counts = np.asarray(out[_COUNTED[name]], dtype=float)
             if other is not None:
                 counts = np.where(other, np.nan, counts)
-            columns[name] = _integers(counts, mixed)
+            columns[name] = integers(counts, mixed)
         elif name == "micro_batch":
             counts = np.where(train, np.asarray(out["plan.micro_batch"], dtype=float), numbers(values, codes, None))
-            columns[name] = _integers(counts, "inference" in modes and None in values)
+            columns[name] = integers(counts, "inference" in modes and None in values)
         elif name == "recompute":
             chosen = np.nan_to_num(np.asarray(out["plan.recompute"], dtype=float), nan=-1).astype(np.int64)
             labels = [m.label for m in Recompute if m is not Recompute.AUTO]
             columns[name] = _categorical([*labels, None], np.where(chosen < 0, len(labels), chosen), n, other)
         elif name == "runtime":
-            columns[name] = _runtimes(values, _codes(codes, n), train, np.asarray(out["plan.default_engine"],
-                                                                                   dtype=float))
+            columns[name] = _runtimes(values, codes, train, np.asarray(out["plan.default_engine"], dtype=float))
         elif name == "pp_layers":
             pp_values, pp_codes = per_row("pp")
-            columns[name] = _layers(values, _codes(codes, n), (pp_values, _codes(pp_codes, n)),
-                                    np.asarray(out["plan.layers"], dtype=float))
+            columns[name] = _layers(values, codes, (pp_values, pp_codes), np.asarray(out["plan.layers"], dtype=float))
         elif name in _WHOLE and other is None:
             # each distinct value made whole once, then spread over the rows
             table = _whole(values)
             columns[name] = _spread(table, codes, n) if isinstance(table, np.ndarray) else \
                 pd.arrays.IntegerArray(_spread(table._data, codes, n), _spread(table._mask, codes, n))
         elif name in _WHOLE:
-            columns[name] = _integers(numbers(values, codes, other), mixed or None in values)
+            columns[name] = integers(numbers(values, codes, other), mixed or None in values)
         elif kind in _NUMBER_KINDS:
             columns[name] = numbers(values, codes, other)
         elif kind == "bool" and f"plan.{name}" in out:  # a default the engine decides (sequence parallelism)
@@ -235,7 +262,7 @@ def plan_columns(grid: Grid, out: dict) -> dict:
 
 def _runtimes(values, codes, train, default_engine) -> pd.Categorical:
     """The engine of each row: the runtime given, or the default its ``default_engine`` code names."""
-    combos, inverse = _combinations(codes, train, np.nan_to_num(default_engine))
+    combos, inverse = _combinations(codes, train, default_engine)
     names = [engine_name("train" if t else "inference", values[r], float(e)) for r, t, e in combos.T]
     possible = [engine_name("inference", v, 0.0) for v in values if v is not None]
     if None in values:  # every engine a default may name, so every chunk has the same categories
@@ -248,7 +275,7 @@ def _runtimes(values, codes, train, default_engine) -> pd.Categorical:
 def _layers(values, codes, pp, layers) -> pd.api.extensions.ExtensionArray:
     """Layers of each pipeline stage as text (``[16, 16]``): the split given, else the balanced one."""
     pp_values, pp_codes = pp
-    combos, inverse = _combinations(codes, pp_codes, np.nan_to_num(layers, nan=-1))
+    combos, inverse = _combinations(codes, pp_codes, layers, nan=-1)
     labels = []
     for v, p, count in combos.T:
         split = values[v]

@@ -26,8 +26,9 @@ from perfsim.plan.grid import space as make_space
 
 #: rows of a chunk of an in-memory sweep on this process
 LOCAL_CHUNK_ROWS = 1 << 17
-#: rows up to which a table copies its whole-number and flag columns into a block per dtype: copying
-#: 4,096 numbers takes ~1 us, about what pandas takes for a block of its own (one per column otherwise)
+#: rows up to which a table of one chunk copies its whole-number and flag columns into a block per dtype:
+#: copying 4,096 numbers takes ~1 us, about what pandas takes for a block of its own (one per column
+#: otherwise); a table of several chunks copies them as its chunks arrive (they are copied to be joined)
 COPY_ROWS = 4096
 SWEEP_BYTES_PER_ROW = 1500  # peak memory of an in-memory sweep per row: its results (~1 kB) and their making
 
@@ -95,10 +96,11 @@ class _Table:
     chunk arrives and then released, so the results are held about once (a chunk at a time twice),
     not twice as joining whole chunk frames holds them; the frame built from it is not fragmented
     (pandas warns when a column is added to a frame of a block per column, and its row operations
-    are slow). A table of few rows lays its other NumPy columns (counts, flags) out by dtype too
-    (:meth:`_groups`). Chunks whose result keys differ (a split of the design space where the modes
-    change) join as ``pd.concat`` joins them: the columns of every chunk, missing values where a chunk
-    has none.
+    are slow). A table of several chunks, or of few rows, lays its other NumPy columns (counts,
+    flags) out so too, a block per dtype (:meth:`_place`): one allocation per dtype, written as the
+    chunks come, rather than each column's chunks joined at the end into an array of its own. Chunks
+    whose result keys differ (a split of the design space where the modes change) join as
+    ``pd.concat`` joins them: the columns of every chunk, missing values where a chunk has none.
     """
 
     def __init__(self, rows: int):
@@ -108,13 +110,18 @@ class _Table:
         self.block = None
         self.extra: dict = {}  # float columns a first chunk did not have
         self.others: dict = {}  # column -> [(first row, array)]
+        self.alike: list = []  # [(block of one dtype, its columns' names)]
+        self.placed: dict = {}  # column -> (its block, its row there, [(first row, rows)] written)
+        self.chunks: list = []  # (first row, rows) of each chunk added
 
     def add(self, columns: dict, start: int):
         n = len(next(iter(columns.values())))
+        place = self.block is None and (n < self.rows or self.rows <= COPY_ROWS)
         if self.block is None:
             self.floats = {name: i for i, name in enumerate(k for k, v in columns.items() if is_float(v))}
             self.block = np.empty((len(self.floats), self.rows))
         self.order.update(dict.fromkeys(columns))
+        self.chunks.append((start, n))
         rows = self.block[:, start:start + n]  # (one view of the chunk's rows; a column of it per float)
         for name, i in self.floats.items():
             value = columns.pop(name, None)
@@ -122,7 +129,17 @@ class _Table:
                 rows[i] = value
             else:
                 put(rows[i], np.nan if value is None else value)
+        if place:  # (the first chunk's columns other than its floats)
+            self._place(columns)
+        placed = self.placed
         for name, value in columns.items():
+            if name in placed:
+                block, i, spans = placed[name]
+                if value.__class__ is np.ndarray and value.dtype == block.dtype and value.ndim == 1:
+                    block[i, start:start + n] = value
+                    spans.append((start, n))
+                    continue
+                self._eject(name)  # (another type in this chunk: its chunks joined as pd.concat joins them)
             if not is_float(value):
                 self.others.setdefault(name, []).append((start, value))
             elif name in self.others:
@@ -133,12 +150,42 @@ class _Table:
                 put(self.extra[name][start:start + n], value)
         columns.clear()
 
+    def _place(self, columns: dict):
+        """A block per dtype of the first chunk's whole-number and flag NumPy columns (``columns``: its
+        columns other than the floats), for every row."""
+        alike: dict = {}
+        for name, value in columns.items():
+            if value.__class__ is np.ndarray and value.ndim == 1 and value.dtype.kind in "biu":
+                alike.setdefault(value.dtype, []).append(name)
+        for dtype, members in alike.items():
+            block = np.empty((len(members), self.rows), dtype=dtype)
+            self.alike.append((block, members))
+            for i, name in enumerate(members):
+                self.placed[name] = (block, i, [])
+
+    def _eject(self, name: str):
+        """A placed column taken out of its block: the rows written so far as parts (views of the block)."""
+        block, i, spans = self.placed.pop(name)
+        self.others[name] = [(first, block[i, first:first + n]) for first, n in spans]
+
     def frame(self) -> pd.DataFrame:
-        names = [name for name in self.order if name not in self.floats]
-        groups = self._groups(names)
+        every = len(self.chunks)  # (a column written by every chunk holds every row: the chunks cover them)
+        if sum(n for _, n in self.chunks) != self.rows:  # pragma: no cover - a sweep's chunks cover its rows
+            every = -1
+        for name in [name for name, (_, _, spans) in self.placed.items() if len(spans) != every]:
+            self._eject(name)  # (a column some chunks have not: missing values there)
+        groups = []
+        for block, members in self.alike:
+            kept = [i for i, name in enumerate(members) if name in self.placed]
+            if len(kept) == len(members):
+                groups.append((block, members))
+            elif kept:
+                groups.append((block[kept], [members[i] for i in kept]))
+        self.alike, self.placed = [], {}
         grouped = {name for _, members in groups for name in members}
+        names = [name for name in self.order if name not in self.floats and name not in grouped]
         others = {name: self.extra.pop(name) if name in self.extra else self._join(self.others.pop(name))
-                  for name in names if name not in grouped}
+                  for name in names}
         df = _from_blocks(self.block, list(self.floats), others, list(self.order), self.rows, groups)
         if df is None:
             for block, members in groups:
@@ -149,38 +196,6 @@ class _Table:
                     df.insert(loc, name, others.pop(name))
         self.block = None
         return df
-
-    def _groups(self, names: list) -> list:
-        """The NumPy columns (counts, flags) of a table of at most :data:`COPY_ROWS` rows laid out as one
-        block per dtype, as the floats are: ``[(block, its columns' names)]``. A larger table takes
-        them as they are (a chunk's own array, or its chunks' joined one at a time: a copy of every
-        such column at once would be held beside their chunks' parts)."""
-        if self.rows > COPY_ROWS:
-            return []
-        alike: dict = {}
-        for name in names:
-            parts = self.others.get(name)
-            if parts is None or name in self.extra:
-                continue
-            array = parts[0][1]
-            if array.__class__ is not np.ndarray or array.dtype == object:
-                continue
-            dtype = array.dtype
-            if len(parts) == 1:
-                if array.ndim != 1 or len(array) != self.rows:
-                    continue
-            elif sum(len(a) for _, a in parts) != self.rows \
-                    or not all(a.__class__ is np.ndarray and a.ndim == 1 and a.dtype == dtype for _, a in parts):
-                continue
-            alike.setdefault(dtype, []).append(name)
-        groups = []
-        for dtype, members in alike.items():
-            block = np.empty((len(members), self.rows), dtype=dtype)
-            for row, name in zip(block, members, strict=True):
-                for start, array in self.others.pop(name):
-                    row[start:start + len(array)] = array
-            groups.append((block, members))
-        return groups
 
     def _join(self, parts: list):
         if len(parts) == 1 and len(parts[0][1]) == self.rows:  # one chunk's column: as it is, if its own

@@ -95,6 +95,33 @@ def _structural(name: str) -> bool:
     return name in _STRUCTURAL
 
 
+_RUN_ROWS = 16  # rows of a code's run from which runs are repeated rather than a pattern tiled
+_DIVIDED_ROWS = 1024  # rows of a block under which its codes are divided row by row
+
+
+def axis_codes(start: int, stop: int, stride: int, length: int) -> np.ndarray:
+    """The code of an axis of ``length`` values and ``stride`` rows per value on each row of
+    ``[start, stop)``: ``(np.arange(start, stop) // stride) % length``, laid out from its runs (each
+    code repeated) or its period (one cycle of codes tiled) rather than divided row by row (two
+    integer divisions a row cost more than the rest of a block's layout)."""
+    n = stop - start
+    if n < _DIVIDED_ROWS:  # (few rows: two divisions cost less than laying out runs or a cycle)
+        return (np.arange(start, stop, dtype=np.int64) // stride) % length
+    if stride >= _RUN_ROWS:
+        first = start // stride
+        runs = (stop - 1) // stride - first + 1
+        lengths = np.full(runs, stride, dtype=np.int64)
+        lengths[0] -= start - first * stride
+        lengths[-1] -= (first + runs) * stride - stop
+        return (np.arange(first, first + runs, dtype=np.int64) % length).repeat(lengths)
+    period = stride * length
+    if period > 4 * n:  # a cycle far longer than the rows: divided row by row
+        return (np.arange(start, stop, dtype=np.int64) // stride) % length
+    offset = start % period
+    cycles = -(-(offset + n) // period)
+    return np.tile(np.arange(length, dtype=np.int64).repeat(stride), cycles)[offset:offset + n]
+
+
 @dataclass
 class Space:
     """A cartesian product not yet laid out in rows: each argument's distinct values and stride.
@@ -109,10 +136,9 @@ class Space:
     def block(self, start: int = 0, stop: int | None = None) -> Grid:
         """The rows ``[start, stop)`` as a grid (every distinct value kept, codes sliced)."""
         stop = self.n if stop is None else min(stop, self.n)
-        rows = np.arange(start, stop, dtype=np.int64) if any(len(v) > 1 for _, v, _ in self.lists) else None
         axes = {}
         for name, values, stride in self.lists:
-            codes = (rows // stride) % len(values) if len(values) > 1 else _ONE_VALUE
+            codes = axis_codes(start, stop, stride, len(values)) if len(values) > 1 else _ONE_VALUE
             axes[name] = Axis(name, values, codes)
         return Grid(n=stop - start, axes=_with_defaults(axes))
 
