@@ -152,6 +152,24 @@ def test_decode_entries_marked_clear_are_those_the_power_check_clears():
     assert lengths
 
 
+def test_a_decode_priced_alone_skips_the_power_check_only_where_its_entry_is_clear(monkeypatch):
+    c = build(expand({**SMALL, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1, "power_cap_w": 300}))
+    cost = IterationCost(c, max_tokens=4096, max_seqs=24, max_context=4097)
+    assert not cost._decode_free
+    checked, full = [], cost._capped_at
+    monkeypatch.setattr(cost, "_capped_at", lambda *a: checked.append(a) or full(*a))
+    rng = np.random.default_rng(7)
+    for n, context in zip(rng.integers(1, 25, 600).tolist(), rng.uniform(1.0, 4096.0, 600).tolist(), strict=True):
+        j, w = cost.context.locate(context)
+        j += n * cost.context.size
+        t = cost._base[n] + (cost._decode_time[j] + w * (cost._decode_time[j + 1] - cost._decode_time[j]))
+        at = (*cost.tokens.locate(n), n, j, w, *cost._no_prompt)
+        calls = len(checked)
+        assert cost.decode_step_s(n, context) == full(t, at, n, 0.0)  # (what the full check gives)
+        assert (len(checked) == calls) == cost._below_cap(at)  # (skipped where the entry bound clears it)
+    assert 0 < len(checked) < 600
+
+
 def test_iterations_surely_within_the_cap_get_what_the_clock_solve_gives_them():
     c = build(expand({**BIG, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1}))
     cost = IterationCost(c, max_tokens=8192, max_seqs=64, max_context=4097)
