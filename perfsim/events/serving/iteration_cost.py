@@ -392,9 +392,10 @@ class IterationCost:
         Under a cap that every iteration surely stays within at the top clock (:meth:`_within_cap`: the bound the
         simulation loop clears them by) the clock solve would keep each at the top clock: its parts are not read and
         it is not run (``clock_ratio`` 1, ``time_s`` the full length)."""
-        rows = np.broadcast_arrays(
-            np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
-            np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
+        rows = np.broadcast_arrays(  # (columns in one piece: the records' strided ones are read and gathered often)
+            np.ascontiguousarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64),
+            np.asarray(n_dec, dtype=np.int64), np.ascontiguousarray(context, dtype=float),
+            np.asarray(n_pre, dtype=np.int64), np.ascontiguousarray(prompt, dtype=float))
         plain = self.cap is not None and self._within_cap(*rows)
         out = self._work(*rows, time, plain)
         if plain and not np.all(out["full_s"] > 0.0):  # (an iteration of no time: the solve decides)
@@ -403,10 +404,11 @@ class IterationCost:
 
     def _within_cap(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Whether every iteration (arrays) surely stays within the power limit at the top clock: decodes alone where no
-        decode iteration reaches it (:attr:`_decode_free`), the others by :meth:`_below_cap`'s bound."""
-        if not (self._unclipped and self._decode_free):
+        decode iteration reaches it (:attr:`_decode_free`), the others (and where some decode iteration may, decodes
+        alone too) by :meth:`_below_cap`'s bound."""
+        if not self._unclipped:
             return False
-        rows = np.flatnonzero(~((tokens == logits) & (n_pre == 0) & (n_dec > 0)))
+        rows = np.flatnonzero(~((tokens == logits) & (n_pre == 0) & (n_dec > 0))) if self._decode_free else slice(None)
         jt, wt, logits, jc, wc, jp, wp = self._at(tokens[rows], logits[rows], n_dec[rows], context[rows], n_pre[rows],
                                                   prompt[rows])
         if self._pair_arrays is None:
