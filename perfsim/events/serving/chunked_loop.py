@@ -168,7 +168,9 @@ def run(inst, t, horizon, arrivals=None, i=0):
                         break
                     target = prompt[r] + done[r]
                     cached = prefilled[r]
-                    q = min(target - cached, budget)
+                    q = target - cached  # (min(q, budget), without the call's argument parsing)
+                    if budget < q:
+                        q = budget
                     pieces.append((r, q))
                     budget -= q
                     tokens += q
@@ -189,7 +191,7 @@ def run(inst, t, horizon, arrivals=None, i=0):
                     state[r] = PREFILLING
                     prefilled[r] = 0
                     prefilling.append(r)
-                    q = min(target, budget)
+                    q = target if not budget < target else budget
                     pieces.append((r, q))
                     budget -= q
                     tokens += q

@@ -55,7 +55,7 @@ class RequestState:
         self.admit = [-1] * n  # id of the latest admission (entries of older ones are stale)
         self.prefilled = [0] * n  # prompt tokens prefilled so far (chunked prefill)
         self.itl_value = array("d")  # every gap between tokens (packed: a million of them take no objects)
-        self.itl_weight = array("d")  # how many tokens had it
+        self.itl_weight = []  # how many tokens had it (counts: a list takes them without a conversion each)
         #: runs of an instance's decode rows each of which began as the one before it ended (their gaps: :meth:`itl`),
         #: four numbers each: ``itl_value``'s length then, the id of the instance's :class:`Records`, the first row
         #: and the row past the last
