@@ -170,27 +170,6 @@ def test_a_decode_priced_alone_skips_the_power_check_only_where_its_entry_is_cle
     assert 0 < len(checked) < 600
 
 
-def test_decodes_read_at_clear_entries_need_no_clock_solve_after_the_run():
-    """Where some decode iteration may reach the limit, the decodes a run had are still checked entry by entry."""
-    c = build(expand({**SMALL, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1, "power_cap_w": 300}))
-    cost = IterationCost(c, max_tokens=4096, max_seqs=24, max_context=4097)
-    width = cost.context.size
-    clear = np.array(cost.decode_lookup()[4]).reshape(-1, width)
-    n, j = np.nonzero(clear[1:, :-1])
-    n += 1
-    context = cost.context.values[j] + 0.5 * (cost.context.values[j + 1] - cost.context.values[j])
-    rows = (n.astype(float), n, n, context, 0 * n, 0.0 * context)
-    assert not cost._decode_free and cost._within_cap(*(np.asarray(x) for x in rows))
-    for time in (True, False):
-        plain, solved = cost.work(*rows, time=time), cost._work(*np.broadcast_arrays(*rows), time, False)
-        assert list(plain) == list(solved) and np.all(solved["clock_ratio"] == 1.0)
-        for key in plain:
-            assert plain[key].tobytes() == solved[key].tobytes(), key
-    n, j = np.nonzero(~clear[1:, :-1])
-    rows = (n + 1.0, n + 1, n + 1, cost.context.values[j] + 0.5, 0 * n, 0.0 * n)  # (at entries not clear)
-    assert len(n) and not cost._within_cap(*(np.asarray(x) for x in rows))
-
-
 def test_iterations_surely_within_the_cap_get_what_the_clock_solve_gives_them():
     c = build(expand({**BIG, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1}))
     cost = IterationCost(c, max_tokens=8192, max_seqs=64, max_context=4097)

@@ -404,11 +404,10 @@ class IterationCost:
 
     def _within_cap(self, tokens, logits, n_dec, context, n_pre, prompt):
         """Whether every iteration (arrays) surely stays within the power limit at the top clock: decodes alone where no
-        decode iteration reaches it (:attr:`_decode_free`), the others (and where some decode iteration may, decodes
-        alone too) by :meth:`_below_cap`'s bound."""
-        if not self._unclipped:
+        decode iteration reaches it (:attr:`_decode_free`), the others by :meth:`_below_cap`'s bound."""
+        if not (self._unclipped and self._decode_free):
             return False
-        rows = np.flatnonzero(~((tokens == logits) & (n_pre == 0) & (n_dec > 0))) if self._decode_free else slice(None)
+        rows = np.flatnonzero(~((tokens == logits) & (n_pre == 0) & (n_dec > 0)))
         jt, wt, logits, jc, wc, jp, wp = self._at(tokens[rows], logits[rows], n_dec[rows], context[rows], n_pre[rows],
                                                   prompt[rows])
         if self._pair_arrays is None:
