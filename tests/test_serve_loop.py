@@ -16,7 +16,7 @@ from perfsim.events.serving.batching import Batching
 from perfsim.events.serving.iteration_cost import IterationCost
 from perfsim.events.serving.metrics import stable_order
 from perfsim.events.serving.schedulers import ChunkedInstance, ContinuousInstance, DecodeInstance
-from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, RequestState, grow
+from perfsim.events.serving.state import DECODE, MIXED, PREFILL, Records, RequestState
 from perfsim.plan.columns import build
 from perfsim.plan.grid import expand
 
@@ -110,7 +110,7 @@ def test_token_gaps_of_runs_of_decode_iterations_go_in_their_places():
     req = RequestState(np.zeros(2), np.ones(2, dtype=int), np.ones(2, dtype=int))
     one, two = Records(), Records()
     for rec, starts in ((one, (0.0, 0.1, 0.3, 0.7)), (two, (5.0, 5.5, 6.5))):
-        grow(rec.decode)
+        rec.grow(0)
         for k, start in enumerate(starts):
             rec.decode[0][k], rec.decode[2][k] = start, 10.0 * (k + 1) + (rec is two)
         for k in range(len(starts) - 1):
@@ -150,6 +150,24 @@ def test_decode_entries_marked_clear_are_those_the_power_check_clears():
             lengths.append(cost.decode_step_s(n, context))
             assert lengths[-1] == base[n] + (table[n * width + j] + w * slope[n * width + j])
     assert lengths
+
+
+def test_a_decode_priced_alone_skips_the_power_check_only_where_its_entry_is_clear(monkeypatch):
+    c = build(expand({**SMALL, "mode": "inference", "batch": 1, "prompt_len": 1, "gen_len": 1, "power_cap_w": 300}))
+    cost = IterationCost(c, max_tokens=4096, max_seqs=24, max_context=4097)
+    assert not cost._decode_free
+    checked, full = [], cost._capped_at
+    monkeypatch.setattr(cost, "_capped_at", lambda *a: checked.append(a) or full(*a))
+    rng = np.random.default_rng(7)
+    for n, context in zip(rng.integers(1, 25, 600).tolist(), rng.uniform(1.0, 4096.0, 600).tolist(), strict=True):
+        j, w = cost.context.locate(context)
+        j += n * cost.context.size
+        t = cost._base[n] + (cost._decode_time[j] + w * (cost._decode_time[j + 1] - cost._decode_time[j]))
+        at = (*cost.tokens.locate(n), n, j, w, *cost._no_prompt)
+        calls = len(checked)
+        assert cost.decode_step_s(n, context) == full(t, at, n, 0.0)  # (what the full check gives)
+        assert (len(checked) == calls) == cost._below_cap(at)  # (skipped where the entry bound clears it)
+    assert 0 < len(checked) < 600
 
 
 def test_iterations_surely_within_the_cap_get_what_the_clock_solve_gives_them():
@@ -229,16 +247,19 @@ def test_packed_iterations_come_back_as_the_rows_they_stand_for():
             (1.25, 0.75, MIXED, 40, 3, 2, 452.0, 1, 38.5, 81, 3),
             (2.0, 0.25, DECODE, 3, 3, 3, 390.0, 0, 0.0, 81, 3)]
     packed = Records(rows=[rows[3]])
-    for row in (rows[0], rows[2]):  # (start, length, tokens, prompts, prompt, blocks, running)
-        for column, value in zip(packed.prefill, (row[0], row[1], row[3], row[4], row[8], row[9], row[10]),
-                                 strict=True):
-            column.append(value)
-    for row in (rows[1], rows[4]):  # (start, length, sequences, context, blocks)
-        for column, value in zip(packed.decode, (row[0], row[1], row[3], row[6], row[9]), strict=True):
-            column.append(value)
-    grow(packed.decode)  # room beyond the rows written is not read
+    # decode rows: start, length, sequences, context, blocks; prefill rows: start, length, tokens, prompts, prompt,
+    # blocks, running (written through the views, as the loops write them)
+    for part, (kept, at) in enumerate((((rows[1], rows[4]), (0, 1, 3, 6, 9)),
+                                       ((rows[0], rows[2]), (0, 1, 3, 4, 8, 9, 10)))):
+        _, views = packed.grow(part)
+        for k, row in enumerate(kept):
+            for view, c in zip(views, at, strict=True):
+                view[k] = row[c]
     packed.filled[:] = [2, 2]
     assert packed.array().tolist() == Records(rows=rows).array().tolist() == [list(map(float, r)) for r in rows]
+    size, views = packed.grow(0)  # more room: the rows written stay, room beyond them is not read
+    assert size == len(views[0]) == len(packed.decode[0]) > 4096 and views[0][0] == 0.5
+    assert packed.array().tolist() == [list(map(float, r)) for r in rows]
 
 
 def test_token_gaps_sort_as_the_stable_sort_of_the_values():

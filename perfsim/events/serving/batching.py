@@ -24,7 +24,6 @@ from perfsim.events.serving.state import (
     Records,
     RequestState,
     blocks_for,
-    grow,
 )
 
 WATERMARK = 0.01  # fraction of blocks vLLM keeps free when admitting prompts
@@ -119,7 +118,7 @@ class Batching(Instance):
         #: event reaching the instance)
         self.bound = (req.finish_step, req.state, req.kv_base, req.done, req.gen, req.prompt, req.first, req.last_tok,
                       req.finish, req.admit, req.join_step, req.itl_value.append, req.itl_weight.append,
-                      *rec.decode, *rec.prefill, rec.filled,
+                      rec.views, rec.filled,
                       self.stack.append, self.stack_ids.append, req.itl_value, req.itl_runs.extend, id(rec))
         cost = self.cost  # (and what it reads of the instance and its cost tables)
         self.held = (self.phase, self.finish_at, self.total_blocks, self.watermark, cost.decode_lookup(),
@@ -211,9 +210,10 @@ class Batching(Instance):
         :meth:`begin` takes them in (its decode then priced as there). Anything else goes through
         :meth:`end` and :meth:`begin`."""
         (finish_step, state, kv_base, done, gen, prompt, first, last_tok, finish, admit, join_step, itl_value,
-         itl_weight, row_start, row_dur, row_seqs, row_context, row_used, pre_start, pre_dur, pre_tokens, pre_prompts,
-         pre_prompt, pre_used, pre_running, filled, stack, stack_ids, itl_values, itl_run, rec_id) = self.bound
-        d_rows, p_rows = filled  # (the packed columns' rows written, and their room: :func:`grow`)
+         itl_weight, views, filled, stack, stack_ids, itl_values, itl_run, rec_id) = self.bound
+        (row_start, row_dur, row_seqs, row_context, row_used), \
+            (pre_start, pre_dur, pre_tokens, pre_prompts, pre_prompt, pre_used, pre_running) = views
+        d_rows, p_rows = filled  # (the packed columns' rows written, and their room: :meth:`Records.grow`)
         d_room, p_room = len(row_start), len(pre_start)
         (phase, finish_at, total, mark, lookup, decode_step, axis, price_pairs, singles, waiting, most, limit_tokens,
          prefills, admits) = self.held
@@ -392,7 +392,8 @@ class Batching(Instance):
                             if over:
                                 cost.over_cap += over
                             if p_rows == p_room:
-                                p_room = grow(self.rec.prefill)
+                                p_room, (pre_start, pre_dur, pre_tokens, pre_prompts, pre_prompt, pre_used,
+                                         pre_running) = self.rec.grow(1)
                             pre_start[p_rows] = t
                             pre_dur[p_rows] = dur
                             pre_tokens[p_rows] = tokens
@@ -425,7 +426,7 @@ class Batching(Instance):
                             if clear is not None and not (clear[k] and 0.0 <= w <= 1.0 and dur):
                                 dur = decode_step(n, context)  # (the power cap may slow it)
                         if d_rows == d_room:
-                            d_room = grow(self.rec.decode)
+                            d_room, (row_start, row_dur, row_seqs, row_context, row_used) = self.rec.grow(0)
                         row_start[d_rows] = t
                         row_dur[d_rows] = dur
                         row_seqs[d_rows] = n

@@ -16,7 +16,7 @@ import math
 
 from perfsim.cost.host import hidden_host
 from perfsim.events.serving.iteration_cost import equivalent_prompt
-from perfsim.events.serving.state import BLOCK_TOKENS, DECODE, DECODING, DONE, MIXED, PREFILL, PREFILLING, grow
+from perfsim.events.serving.state import BLOCK_TOKENS, DECODE, DECODING, DONE, MIXED, PREFILL, PREFILLING
 
 PREEMPT = "preempt"  # (the next iteration preempts a sequence: ChunkedInstance.begin starts it)
 
@@ -31,7 +31,7 @@ def run(inst, t, horizon, arrivals=None, i=0):
         req.finish_step, req.state, req.kv_base, req.done, req.gen, req.prompt, req.first, req.last_tok, req.finish,
         req.admit, req.join_step, req.prefilled)
     itl_value, itl_weight = req.itl_value.append, req.itl_weight.append
-    row_start, row_dur, row_seqs, row_context, row_used = rec.decode
+    row_start, row_dur, row_seqs, row_context, row_used = rec.views[0]
     rows, filled = rec.rows.append, rec.filled
     d_rows, d_room = filled[0], len(row_start)
     phase, finish_at, prefilling, waiting = inst.phase, inst.finish_at, inst.prefilling, inst.waiting
@@ -143,7 +143,7 @@ def run(inst, t, horizon, arrivals=None, i=0):
                     if clear is not None and not (clear[k] and 0.0 <= w <= 1.0 and dur):
                         dur = decode_step(n, context)  # (the power cap may slow it)
                 if d_rows == d_room:
-                    d_room = grow(rec.decode)
+                    d_room, (row_start, row_dur, row_seqs, row_context, row_used) = rec.grow(0)
                 row_start[d_rows] = t
                 row_dur[d_rows] = dur
                 row_seqs[d_rows] = n
@@ -168,7 +168,9 @@ def run(inst, t, horizon, arrivals=None, i=0):
                         break
                     target = prompt[r] + done[r]
                     cached = prefilled[r]
-                    q = min(target - cached, budget)
+                    q = target - cached  # (min(q, budget), without the call's argument parsing)
+                    if budget < q:
+                        q = budget
                     pieces.append((r, q))
                     budget -= q
                     tokens += q
@@ -189,7 +191,7 @@ def run(inst, t, horizon, arrivals=None, i=0):
                     state[r] = PREFILLING
                     prefilled[r] = 0
                     prefilling.append(r)
-                    q = min(target, budget)
+                    q = target if not budget < target else budget
                     pieces.append((r, q))
                     budget -= q
                     tokens += q

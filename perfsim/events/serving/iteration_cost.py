@@ -157,7 +157,7 @@ class IterationCost:
         self._prefills: dict = {}  # (tokens, prompts, prompt length) -> (prefill_step_s, iterations over the cap)
         self.over_cap = 0  # iterations that cannot meet the cap even at the lowest clock
         self._decode_time = self._time[2]
-        self._lookup = None  # (:meth:`decode_lookup`)
+        self._lookup = self._clear = None  # (:meth:`decode_lookup`, :meth:`_decode_clear`)
         n_int = int(max_seqs) + 1
         lin, head_s = self._lists["time_s"][:2]
         self._base = [self.overhead_s + self.per_seq_s * i + _lerp(lin, *self.tokens.locate(i)) + head_s[i]
@@ -221,10 +221,23 @@ class IterationCost:
         j += n * axis.size
         t = self._base[n] + _lerp(self._decode_time, j, w)
         t -= (hidden := hidden_host(t, self.overhead_s + self.per_seq_s * n, self.overlap))
-        if self._decode_free:
-            return t
+        if self._decode_free or (self._clear or self._decode_clear())[j] and 0.0 <= w <= 1.0 and t:
+            return t  # (no clock solve: :meth:`_capped_at`'s first check, per entry in :meth:`_decode_clear`)
         # (where it reads the tables: :meth:`_at` for ``n`` tokens, logits and decodes, no prefill)
         return self._capped_at(t, (*self.tokens.locate(n), n, j, w, *self._no_prompt), n, hidden)
+
+    def _decode_clear(self):
+        """Per entry of the decode table (row ``n`` from ``n`` times the context axis's size), whether a decode
+        iteration of ``n`` sequences read there (weight 0 to 1, length not 0) surely needs no clock solve: the bound
+        of :meth:`_below_cap` for ``n`` tokens and logits, no prefill (made once, a list)."""
+        if self._clear is None:
+            lin, head, decode, prefill = (np.asarray(w) for w in self._pair_w)
+            jt, wt = self.tokens.locate(np.arange(len(head), dtype=float))
+            (jp, wp), row = self._no_prompt, np.maximum(lin[jt], head)
+            row = np.where((0.0 <= wt) & (wt <= 1.0) & (0.0 <= wp <= 1.0) & self._unclipped,
+                           np.maximum(row, prefill[jp]), np.inf)[:, None]
+            self._clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
+        return self._clear
 
     def decode_lookup(self):
         """What :meth:`decode_step_s` reads: ``(base, table, slope, width, clear)``, the host (less what the kernels
@@ -238,14 +251,7 @@ class IterationCost:
             if base is None or (self.overlap and not self._decode_free):
                 self._lookup = None, None, None, None, None
                 return self._lookup
-            clear = None
-            if not self._decode_free:  # (row n: n tokens and logits, no prefill)
-                lin, head, decode, prefill = (np.asarray(w) for w in self._pair_w)
-                jt, wt = self.tokens.locate(np.arange(len(head), dtype=float))
-                (jp, wp), row = self._no_prompt, np.maximum(lin[jt], head)
-                row = np.where((0.0 <= wt) & (wt <= 1.0) & (0.0 <= wp <= 1.0) & self._unclipped,
-                               np.maximum(row, prefill[jp]), np.inf)[:, None]
-                clear = (np.maximum(decode.reshape(len(head), -1), row) <= self.cap).ravel().tolist()
+            clear = None if self._decode_free else self._decode_clear()
             slope = np.diff(self._arrays["time_s"][2]).tolist()
             self._lookup = base, self._decode_time, slope, self.context.size, clear
         return self._lookup
@@ -386,9 +392,10 @@ class IterationCost:
         Under a cap that every iteration surely stays within at the top clock (:meth:`_within_cap`: the bound the
         simulation loop clears them by) the clock solve would keep each at the top clock: its parts are not read and
         it is not run (``clock_ratio`` 1, ``time_s`` the full length)."""
-        rows = np.broadcast_arrays(
-            np.asarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64), np.asarray(n_dec, dtype=np.int64),
-            np.asarray(context, dtype=float), np.asarray(n_pre, dtype=np.int64), np.asarray(prompt, dtype=float))
+        rows = np.broadcast_arrays(  # (columns in one piece: the records' strided ones are read and gathered often)
+            np.ascontiguousarray(tokens, dtype=float), np.asarray(logits, dtype=np.int64),
+            np.asarray(n_dec, dtype=np.int64), np.ascontiguousarray(context, dtype=float),
+            np.asarray(n_pre, dtype=np.int64), np.ascontiguousarray(prompt, dtype=float))
         plain = self.cap is not None and self._within_cap(*rows)
         out = self._work(*rows, time, plain)
         if plain and not np.all(out["full_s"] > 0.0):  # (an iteration of no time: the solve decides)

@@ -40,11 +40,13 @@ class RequestState:
         self.arrival = arrival.tolist()
         self.prompt = prompt.tolist()
         self.gen = gen.tolist()
-        self.first = array("d", [_NAN]) * n
-        self.finish = array("d", [_NAN]) * n
+        # (written through memoryviews: an item store through one converts the number without the array's
+        # argument parsing)
+        self.first = memoryview(array("d", [_NAN]) * n)
+        self.finish = memoryview(array("d", [_NAN]) * n)
         # tokens generated so far and the latest one's time (while decoding: those at its joining, the
         # instance's decode steps since then count the others)
-        self.last_tok = array("d", [_NAN]) * n
+        self.last_tok = memoryview(array("d", [_NAN]) * n)
         self.done = [0] * n
         self.state = [WAITING] * n
         self.kv_base = [0] * n  # KV length minus the instance's decode-step count at joining
@@ -53,7 +55,7 @@ class RequestState:
         self.admit = [-1] * n  # id of the latest admission (entries of older ones are stale)
         self.prefilled = [0] * n  # prompt tokens prefilled so far (chunked prefill)
         self.itl_value = array("d")  # every gap between tokens (packed: a million of them take no objects)
-        self.itl_weight = array("d")  # how many tokens had it
+        self.itl_weight = []  # how many tokens had it (counts: a list takes them without a conversion each)
         #: runs of an instance's decode rows each of which began as the one before it ended (their gaps: :meth:`itl`),
         #: four numbers each: ``itl_value``'s length then, the id of the instance's :class:`Records`, the first row
         #: and the row past the last
@@ -109,8 +111,24 @@ class Records:
     #: prefill iterations of whole prompts apart, packed: their start, length, tokens, prompts, equivalent
     #: prompt length, KV blocks in use and sequences running (each prompt samples its first token)
     prefill: tuple = field(default_factory=lambda: tuple(array("d") for _ in range(7)))
-    #: rows of ``decode`` and ``prefill`` written (their columns are written in place, with room beyond: :func:`grow`)
+    #: rows of ``decode`` and ``prefill`` written (their columns are written in place, with room beyond: :meth:`grow`)
     filled: list = field(default_factory=lambda: [0, 0])
+    #: ``decode`` and ``prefill``'s columns as memoryviews, through which the simulation loops write them (an item
+    #: store through a view converts the number without the array's argument parsing); made again as they grow
+    views: list = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.views = [tuple(map(memoryview, self.decode)), tuple(map(memoryview, self.prefill))]
+
+    def grow(self, part):
+        """More room in the columns of ``decode`` (``part`` 0) or ``prefill`` (1), their views released while they
+        grow (:func:`grow`): their new size and views."""
+        columns = (self.decode, self.prefill)[part]
+        for view in self.views[part]:
+            view.release()
+        size = grow(columns)
+        self.views[part] = tuple(map(memoryview, columns))
+        return size, self.views[part]
 
     def array(self):
         """All rows as one array, in order of start time (an instance's iterations start one after another)."""
