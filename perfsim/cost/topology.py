@@ -75,7 +75,8 @@ def torus_share(c, ranks, op="all_gather"):
         n = np.maximum(ranks, 1.0)
         a = n ** (1.0 / spanned)
         distances = np.maximum(np.floor(a * a / 4.0 + 1e-9), 1.0)
-        share = np.minimum(share, (n - 1.0) / n * a / (k * distances))
+        # (a group of one rank moves nothing: its share stays the all-gather's, never 0)
+        share = np.where(n > 1.0, np.minimum(share, (n - 1.0) / n * a / (k * distances)), share)
     return np.where(dims > 0, np.where(closed, share, 0.5 * share), 1.0)
 
 
