@@ -19,6 +19,7 @@ from perfsim.specs.hardware import FAMILIES
 from perfsim.specs.memo import Memo, Unkeyable, frozen
 from perfsim.specs.model import MODEL_TYPES
 from perfsim.specs.paths import read_once, zoo
+from perfsim.specs.same_as import referenced, taken
 from perfsim.specs.yamlio import LineDict, load_yaml
 
 _SCHEMA = {
@@ -304,16 +305,11 @@ def _take_references(data, path: str):
 
     def take(ref, flat, parent, key):
         where = parent.where(key) if hasattr(parent, "where") else {"file": path}
-        if set(ref) - {"same_as", "source"}:
-            raise InputError(f"unknown key {sorted(set(ref) - {'same_as', 'source'})[0]!r} beside same_as",
-                             field=flat, **where)
-        names = zoo("runtimes")
-        if not isinstance(ref["same_as"], str) or ref["same_as"] not in names:
-            raise unknown("runtime", ref["same_as"], names, field=f"{flat}.same_as", **where)
-        values = load_runtime(ref["same_as"], f"{flat}.same_as").values
+        name = referenced(ref, flat, where, zoo("runtimes"), "runtime")
+        values = load_runtime(name, f"{flat}.same_as").values
         if flat not in values:
-            raise InputError(f"{ref['same_as']} gives no {flat} to take", field=f"{flat}.same_as", **where)
-        return {"value": values[flat], **({"source": ref["source"]} if "source" in ref else {})}
+            raise InputError(f"{name} gives no {flat} to take", field=f"{flat}.same_as", **where)
+        return taken(ref, values[flat])
 
     out = LineDict(file=path, line=getattr(data, "line", None))
     out.lines.update(getattr(data, "lines", {}))

@@ -35,16 +35,28 @@ def resolve(data, path: str, lay_base, depth: int = 0):
     return walk(data, ()) if isinstance(data, dict) else data
 
 
-def _take(ref, keys, parent, key, path, lay_base, depth):
-    field = ".".join(keys)
-    where = parent.where(key) if hasattr(parent, "where") else {"file": path}
+def referenced(ref: dict, field: str, where: dict, names, kind: str) -> str:
+    """The name a ``{same_as: NAME, source: why}`` reference at ``field`` gives, checked: no other key
+    beside it, and NAME one of ``names`` (close matches named where it is not)."""
     extra = set(ref) - {"same_as", "source"}
     if extra:
         raise InputError(f"unknown key {sorted(extra)[0]!r} beside same_as", field=field, **where)
-    names = zoo("hardware_specs")
     name = ref["same_as"]
     if not isinstance(name, str) or name not in names:
-        raise unknown("hardware part", name, names, field=f"{field}.same_as", **where)
+        raise unknown(kind, name, names, field=f"{field}.same_as", **where)
+    return name
+
+
+def taken(ref: dict, value) -> dict:
+    """The figure a reference resolves to: the other spec's ``value`` under the reference's own source."""
+    return {"value": value, **({"source": ref["source"]} if "source" in ref else {})}
+
+
+def _take(ref, keys, parent, key, path, lay_base, depth):
+    field = ".".join(keys)
+    where = parent.where(key) if hasattr(parent, "where") else {"file": path}
+    names = zoo("hardware_specs")
+    name = referenced(ref, field, where, names, "hardware part")
     if depth >= _DEPTH:
         raise InputError(f"`same_as` chain longer than {_DEPTH} parts (a cycle?)", field=field, **where)
     other = str(names[name])
@@ -57,4 +69,4 @@ def _take(ref, keys, parent, key, path, lay_base, depth):
         node = node.get("value")
     if isinstance(node, bool) or not isinstance(node, (int, float)):
         raise InputError(f"{name} gives no number at {field} to take", field=f"{field}.same_as", **where)
-    return {"value": node, **({"source": ref["source"]} if "source" in ref else {})}
+    return taken(ref, node)
